@@ -1,0 +1,170 @@
+#!/usr/bin/env node
+import { parseArgs } from "node:util";
+import { stringify } from "yaml";
+import { loadConfig } from "./config/load-config.js";
+import { redactConfig } from "./config/redact.js";
+import { ConfigError, UsageError } from "./errors.js";
+import { SluiceNode } from "./node.js";
+import { createLogger, type Logger } from "./observability/logger.js";
+import { buildTlsOptions } from "./transport/tls-options.js";
+
+const EXIT_OK = 0;
+const EXIT_RUNTIME = 1;
+const EXIT_CONFIG = 2;
+
+const USAGE = `Usage:
+  sluice start [--config FILE]         run a broker node (no file: local-only, in-memory defaults)
+  sluice check-config --config FILE    validate a config and print it with secrets redacted
+  sluice --help | --version
+
+Environment: SLUICE_CONFIG, SLUICE_NODE_ID, SLUICE_REDIS_URL, SLUICE_LOG_LEVEL override the file.
+Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "start":
+      return start(configOption(rest));
+    case "check-config":
+      return checkConfigCommand(configOption(rest, true));
+    case "--version":
+    case "-v":
+      process.stdout.write(`${await version()}\n`);
+      return EXIT_OK;
+    case "--help":
+    case "-h":
+    case "help":
+      process.stdout.write(`${USAGE}\n`);
+      return EXIT_OK;
+    case undefined:
+      throw new UsageError("a command is required");
+    default:
+      throw new UsageError(`unknown command: ${command}`);
+  }
+}
+
+function configOption(args: string[], required = false): string | undefined {
+  let values: { config?: string | undefined };
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: { config: { type: "string", short: "c" } },
+      strict: true,
+    }));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const file = values.config ?? process.env.SLUICE_CONFIG;
+  if (required && !file) throw new UsageError("--config FILE is required");
+  return file;
+}
+
+/** Loads the config and proves every TLS listener's material loads; throws ConfigError. */
+function loadAndVerify(file: string | undefined): ReturnType<typeof loadConfig> {
+  const loaded = loadConfig({ file });
+  const problems: string[] = [];
+  loaded.config.listeners.forEach((listener, index) => {
+    if (listener.type !== "tls" && listener.type !== "wss") return;
+    try {
+      buildTlsOptions(listener, `listeners[${index}]`);
+    } catch (error) {
+      if (error instanceof ConfigError) problems.push(...error.problems);
+      else throw error;
+    }
+  });
+  if (problems.length > 0) throw new ConfigError(problems);
+  return loaded;
+}
+
+function checkConfigCommand(file: string | undefined): number {
+  const { config, warnings } = loadAndVerify(file);
+  for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
+  process.stdout.write(stringify(redactConfig(config)));
+  return EXIT_OK;
+}
+
+async function start(file: string | undefined): Promise<number> {
+  const { config, warnings } = loadAndVerify(file);
+  const logger = createLogger({
+    level: config.log.level,
+    format: config.log.format,
+    nodeId: config.nodeId,
+  });
+  for (const warning of warnings) logger.warn({ event: "config.warning" }, warning);
+  installCrashHandlers(logger);
+
+  const node = await SluiceNode.start(config, logger);
+  return new Promise<number>((resolve) => {
+    let signalled = false;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (signalled) {
+        logger.warn({ event: "shutdown.forced", signal }, `second ${signal}: exiting at once`);
+        process.exit(EXIT_RUNTIME);
+      }
+      signalled = true;
+      logger.info(
+        { event: "shutdown.started", signal, drainSeconds: config.shutdown.drainSeconds },
+        `${signal} received: draining`,
+      );
+      node.shutdown().then(
+        () => resolve(EXIT_OK),
+        (error: unknown) => {
+          logger.error({ event: "shutdown.failed", err: error }, "shutdown failed");
+          resolve(EXIT_RUNTIME);
+        },
+      );
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+  });
+}
+
+/**
+ * Errors that escape every handler mean the process state is unknown: log and exit so the
+ * orchestrator restarts a clean node (clients resume their sessions elsewhere meanwhile).
+ */
+function installCrashHandlers(logger: Logger): void {
+  const crash = (event: string) => (error: unknown) => {
+    logger.fatal({ event, err: error }, "unexpected error: exiting");
+    process.exit(EXIT_RUNTIME);
+  };
+  process.on("uncaughtException", crash("process.uncaught_exception"));
+  process.on("unhandledRejection", crash("process.unhandled_rejection"));
+}
+
+async function version(): Promise<string> {
+  const { readFile } = await import("node:fs/promises");
+  const pkg = JSON.parse(
+    await readFile(new URL("../../package.json", import.meta.url), "utf8"),
+  ) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+function report(error: unknown): number {
+  if (error instanceof ConfigError) {
+    process.stderr.write(`sluice: invalid configuration\n${error.problems.join("\n")}\n`);
+    return EXIT_CONFIG;
+  }
+  if (error instanceof UsageError) {
+    process.stderr.write(`sluice: ${error.message}\n\n${USAGE}\n`);
+    return EXIT_CONFIG;
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  process.stderr.write(`sluice: ${message}\n`);
+  return EXIT_RUNTIME;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    // Open handles (e.g. a pretty-log worker) must not keep a finished command alive.
+    if (code !== EXIT_OK || process.argv[2] === "start") setImmediate(() => process.exit(code));
+  },
+  (error: unknown) => {
+    const code = report(error);
+    process.exitCode = code;
+    setImmediate(() => process.exit(code));
+  },
+);

@@ -1,0 +1,94 @@
+import type { SluiceConfig } from "./schema.js";
+
+const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]"]);
+
+/**
+ * Features named by the config contract that this build does not enforce yet. Accepting them
+ * silently would let an operator believe a limit or a security control is on when it is not,
+ * so each one is refused with a clear line until the feature lands.
+ */
+const NOT_YET_SUPPORTED: ReadonlyArray<{ key: string; present: (c: SluiceConfig) => boolean }> = [
+  { key: "redis", present: (c) => c.redis !== undefined },
+  { key: "auth.passwordFile", present: (c) => c.auth.passwordFile !== undefined },
+  { key: "auth.certificateIdentity", present: (c) => c.auth.certificateIdentity !== "none" },
+  { key: "auth.clientIdPattern", present: (c) => c.auth.clientIdPattern !== undefined },
+  { key: "acl", present: (c) => c.acl !== undefined },
+  { key: "limits.connections", present: (c) => c.limits.connections !== undefined },
+  { key: "limits.publish", present: (c) => c.limits.publish !== undefined },
+  {
+    key: "limits.subscriptions.perClient",
+    present: (c) => c.limits.subscriptions.perClient !== undefined,
+  },
+  { key: "limits.authFailures", present: (c) => c.limits.authFailures !== undefined },
+  { key: "limits.queue", present: (c) => c.limits.queue !== undefined },
+  { key: "admin", present: (c) => c.admin !== undefined },
+  {
+    key: "listeners[].proxyProtocol",
+    present: (c) => c.listeners.some((l) => "proxyProtocol" in l && l.proxyProtocol),
+  },
+  {
+    key: "listeners[].trustedProxies",
+    present: (c) => c.listeners.some((l) => l.trustedProxies.length > 0),
+  },
+  {
+    key: "listeners[].crl",
+    present: (c) => c.listeners.some((l) => "crl" in l && l.crl !== undefined),
+  },
+];
+
+export interface CheckConfigDeps {
+  fileExists(path: string): boolean;
+}
+
+/** Checks that need the whole config or the file system; returns one line per problem. */
+export function checkConfig(config: SluiceConfig, deps: CheckConfigDeps): string[] {
+  const problems: string[] = [];
+  const bound: Array<{ key: string; host: string; port: number }> = [];
+
+  const claim = (key: string, host: string, port: number): void => {
+    if (port === 0) return; // an ephemeral port never collides
+    const clash = bound.find(
+      (b) =>
+        b.port === port &&
+        (b.host === host || WILDCARD_HOSTS.has(b.host) || WILDCARD_HOSTS.has(host)),
+    );
+    if (clash) problems.push(`${key}: port ${port} is already used by ${clash.key}`);
+    else bound.push({ key, host, port });
+  };
+
+  config.listeners.forEach((listener, i) => {
+    const key = `listeners[${i}]`;
+    claim(`${key}.port`, listener.host, listener.port);
+    if (listener.type === "tls" || listener.type === "wss") {
+      for (const field of ["cert", "key", "ca", "crl"] as const) {
+        const path = listener[field];
+        if (path !== undefined && !deps.fileExists(path)) {
+          problems.push(`${key}.${field}: file not found or not readable: ${path}`);
+        }
+      }
+      if (listener.requireClientCert && listener.ca === undefined) {
+        problems.push(
+          `${key}.ca: required when requireClientCert is true (client certificates must chain to it)`,
+        );
+      }
+      if (listener.requireClientCert && !listener.requestCert) {
+        problems.push(`${key}.requestCert: must be true when requireClientCert is true`);
+      }
+    }
+  });
+  claim("http.port", config.http.host, config.http.port);
+  if (config.admin) claim("admin.port", config.admin.host, config.admin.port);
+
+  if (config.auth.passwordFile !== undefined && !deps.fileExists(config.auth.passwordFile)) {
+    problems.push(`auth.passwordFile: file not found or not readable: ${config.auth.passwordFile}`);
+  }
+  if (config.acl !== undefined && !deps.fileExists(config.acl.file)) {
+    problems.push(`acl.file: file not found or not readable: ${config.acl.file}`);
+  }
+
+  for (const feature of NOT_YET_SUPPORTED) {
+    if (feature.present(config))
+      problems.push(`${feature.key}: not supported by this version of Sluice yet`);
+  }
+  return problems;
+}

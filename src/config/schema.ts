@@ -1,0 +1,206 @@
+import { z } from "zod";
+
+/**
+ * The single source of truth for Sluice's configuration: types, defaults and validation.
+ * Key names are part of the public contract (../shared/DESIGN.md); extend, never rename.
+ */
+
+const port = z
+  .number()
+  .int()
+  .min(0, "must be a port between 0 and 65535")
+  .max(65535, "must be a port between 0 and 65535");
+const host = z.string().min(1, "must not be empty");
+const filePath = z.string().min(1, "must be a file path");
+const cidr = z
+  .string()
+  .regex(
+    /^(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-fA-F:]+)(?:\/\d{1,3})?$/,
+    "must be an IP address or CIDR, e.g. 10.0.0.0/8",
+  );
+const positiveInt = z.number().int().positive();
+
+const tcpListener = z.strictObject({
+  type: z.literal("tcp"),
+  host: host.default("0.0.0.0"),
+  port: port.default(1883),
+  proxyProtocol: z.boolean().default(false),
+  trustedProxies: z.array(cidr).default([]),
+});
+
+/** TLS material and client-certificate policy shared by `tls` and `wss`. */
+const tlsOptions = {
+  cert: filePath,
+  key: filePath,
+  /** Passphrase of an encrypted private key. A secret: redacted in output. */
+  passphrase: z.string().optional(),
+  /** CA bundle that client certificates must chain to. */
+  ca: filePath.optional(),
+  /** Certificate revocation list (PEM) checked against client certificates. */
+  crl: filePath.optional(),
+  requestCert: z.boolean().default(false),
+  requireClientCert: z.boolean().default(false),
+  minVersion: z.enum(["TLSv1.2", "TLSv1.3"]).default("TLSv1.2"),
+  ciphers: z.string().min(1).optional(),
+};
+
+const tlsListener = z.strictObject({
+  type: z.literal("tls"),
+  host: host.default("0.0.0.0"),
+  port: port.default(8883),
+  proxyProtocol: z.boolean().default(false),
+  trustedProxies: z.array(cidr).default([]),
+  ...tlsOptions,
+});
+
+const wsPath = z.string().regex(/^\/[^\s?#]*$/, "must be an absolute URL path such as /mqtt");
+
+const wsListener = z.strictObject({
+  type: z.literal("ws"),
+  host: host.default("0.0.0.0"),
+  port: port.default(8080),
+  path: wsPath.default("/mqtt"),
+  trustedProxies: z.array(cidr).default([]),
+});
+
+const wssListener = z.strictObject({
+  type: z.literal("wss"),
+  host: host.default("0.0.0.0"),
+  port: port.default(8443),
+  path: wsPath.default("/mqtt"),
+  trustedProxies: z.array(cidr).default([]),
+  ...tlsOptions,
+});
+
+export const listenerSchema = z.discriminatedUnion("type", [
+  tcpListener,
+  tlsListener,
+  wsListener,
+  wssListener,
+]);
+
+const redisSchema = z.strictObject({
+  url: z
+    .string()
+    .regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL")
+    .optional(),
+  sentinels: z.array(z.strictObject({ host, port })).optional(),
+  name: z.string().min(1).optional(),
+  username: z.string().optional(),
+  password: z.string().optional(),
+  sentinelPassword: z.string().optional(),
+  cluster: z.array(z.strictObject({ host, port })).optional(),
+  keyPrefix: z.string().default("sluice:"),
+});
+
+const authSchema = z.strictObject({
+  allowAnonymous: z.boolean().optional(),
+  passwordFile: filePath.optional(),
+  certificateIdentity: z.enum(["none", "cn-is-clientid", "cn-is-username"]).default("none"),
+  clientIdPattern: z.string().min(1).optional(),
+});
+
+const limitsSchema = z.strictObject({
+  maxPacketBytes: z.number().int().min(64).max(268_435_455).default(262_144),
+  connectTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
+  connections: z
+    .strictObject({
+      perNode: positiveInt.optional(),
+      perIp: positiveInt.optional(),
+      perUsername: positiveInt.optional(),
+      ratePerIp: positiveInt.optional(),
+      cluster: positiveInt.optional(),
+    })
+    .optional(),
+  publish: z
+    .strictObject({
+      messagesPerSecond: positiveInt.optional(),
+      burstMessages: positiveInt.optional(),
+      bytesPerSecond: positiveInt.optional(),
+      disconnectAfterSeconds: positiveInt.optional(),
+    })
+    .optional(),
+  subscriptions: z
+    .strictObject({
+      perClient: positiveInt.optional(),
+      /** aedes hard-caps topic depth at 100 (its matcher's limit). */
+      maxTopicLevels: z.number().int().min(1).max(100).default(100),
+    })
+    .prefault({}),
+  authFailures: z
+    .strictObject({
+      perIp: positiveInt.optional(),
+      perUsername: positiveInt.optional(),
+      blockSeconds: positiveInt.optional(),
+    })
+    .optional(),
+  queue: z
+    .strictObject({
+      maxInflight: positiveInt.optional(),
+      maxQueuedPerClient: positiveInt.optional(),
+    })
+    .optional(),
+});
+
+const nodeId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, "must be 1-128 characters of A-Z a-z 0-9 . _ -");
+
+export const configSchema = z.strictObject({
+  nodeId: nodeId.optional(),
+  listeners: z
+    .array(listenerSchema)
+    .min(1, "at least one listener is required")
+    .prefault([{ type: "tcp" }]),
+  http: z
+    .strictObject({
+      host: host.default("127.0.0.1"),
+      port: port.default(9100),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+      /** auto: human-readable on a terminal, JSON lines otherwise. */
+      format: z.enum(["auto", "json", "pretty"]).default("auto"),
+    })
+    .prefault({}),
+  redis: redisSchema.optional(),
+  auth: authSchema.prefault({}),
+  acl: z.strictObject({ file: filePath }).optional(),
+  limits: limitsSchema.prefault({}),
+  shutdown: z
+    .strictObject({
+      drainSeconds: z.number().min(0).max(3600).default(20),
+      /**
+       * Publish the wills of clients the drain disconnects. Off by default: a drain moves
+       * devices to other nodes, it is no failure of theirs, and wills would raise false alarms.
+       */
+      publishWills: z.boolean().default(false),
+    })
+    .prefault({}),
+  admin: z
+    .strictObject({
+      host: host.default("127.0.0.1"),
+      port: port.default(9200),
+      tokens: z.array(z.string().regex(/^[0-9a-f]{64}$/, "must be the SHA-256 hex of a token")),
+    })
+    .optional(),
+});
+
+/** The config as written by a user, before defaults. */
+export type ConfigInput = z.input<typeof configSchema>;
+/** The parsed config, defaults applied, before the node id and paths are resolved. */
+export type ParsedConfig = z.output<typeof configSchema>;
+export type ListenerConfig = z.output<typeof listenerSchema>;
+export type ListenerType = ListenerConfig["type"];
+export type TlsListenerConfig = Extract<ListenerConfig, { type: "tls" | "wss" }>;
+export type LogLevel = ParsedConfig["log"]["level"];
+
+/** The effective, frozen configuration a node runs with. */
+export interface SluiceConfig extends Omit<ParsedConfig, "nodeId" | "auth"> {
+  readonly nodeId: string;
+  readonly auth: ParsedConfig["auth"] & { readonly allowAnonymous: boolean };
+  /** Folder that relative paths were resolved against; absent when no file was given. */
+  readonly configDir?: string;
+}

@@ -1,0 +1,72 @@
+/**
+ * Sluice's error catalogue. Callers branch with `instanceof`, never on message text;
+ * every error carries a stable `code` and, where one exists, the underlying `cause`.
+ */
+export class SluiceError extends Error {
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** The configuration is invalid; `problems` holds one line per problem, each naming its key. */
+export class ConfigError extends SluiceError {
+  readonly problems: readonly string[];
+
+  constructor(problems: readonly string[], options?: { cause?: unknown }) {
+    super("CONFIG_INVALID", `invalid configuration:\n${problems.join("\n")}`, options);
+    this.problems = problems;
+  }
+}
+
+/** The command line was used wrongly. */
+export class UsageError extends SluiceError {
+  constructor(message: string) {
+    super("USAGE", message);
+  }
+}
+
+/** A listener could not be opened (port in use, permission denied, bad TLS material). */
+export class ListenerError extends SluiceError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("LISTENER_FAILED", message, options);
+  }
+}
+
+/**
+ * Refusals during CONNECT. Each maps to one MQTT 3.1.1 CONNACK return code in the hook
+ * adapter; the message is for the log only and never reaches the client.
+ */
+export class IdentifierRejectedError extends SluiceError {
+  constructor(message: string) {
+    super("IDENTIFIER_REJECTED", message);
+  }
+}
+
+export class AuthError extends SluiceError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("BAD_CREDENTIALS", message, options);
+  }
+}
+
+export class NotAuthorizedError extends SluiceError {
+  constructor(message: string) {
+    super("NOT_AUTHORIZED", message);
+  }
+}
+
+export class ServerUnavailableError extends SluiceError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("SERVER_UNAVAILABLE", message, options);
+  }
+}
+
+/** A packet broke the MQTT 3.1.1 rules; the connection is closed. */
+export class ProtocolError extends SluiceError {
+  constructor(message: string) {
+    super("PROTOCOL_VIOLATION", message);
+  }
+}

@@ -1,0 +1,44 @@
+import type { Aedes } from "aedes";
+import { closeWithoutWill, closeWithWill, registeredClients } from "../mqtt/aedes-internals.js";
+import type { Logger } from "../observability/logger.js";
+
+/** How often a drain closes its next batch of clients. */
+const DRAIN_TICK_MS = 100;
+
+export interface DrainOptions {
+  /** Spread the disconnects over this long; 0 disconnects everyone at once. */
+  drainMs: number;
+  publishWills: boolean;
+}
+
+/**
+ * Disconnects every client of the broker, spread evenly over the drain window so that a fleet
+ * moving to other nodes arrives there as a steady stream rather than a reconnect storm.
+ */
+export async function drainClients(
+  broker: Aedes,
+  options: DrainOptions,
+  log: Logger,
+): Promise<void> {
+  const clients = registeredClients(broker);
+  const close = options.publishWills ? closeWithWill : closeWithoutWill;
+  if (clients.length === 0) return;
+  const ticks = Math.max(1, Math.floor(options.drainMs / DRAIN_TICK_MS));
+  const perTick = Math.ceil(clients.length / ticks);
+  log.info(
+    { event: "drain.started", clients: clients.length, drainMs: options.drainMs, perTick },
+    `disconnecting ${clients.length} clients over ${options.drainMs} ms`,
+  );
+  let next = 0;
+  while (next < clients.length) {
+    const batch = clients.slice(next, next + perTick);
+    next += batch.length;
+    await Promise.all(batch.filter((c) => !c.closed).map(close));
+    if (next < clients.length) await delay(DRAIN_TICK_MS);
+  }
+  log.info({ event: "drain.finished", clients: clients.length }, "all clients disconnected");
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

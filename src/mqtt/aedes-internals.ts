@@ -1,0 +1,55 @@
+import type { Aedes, Client } from "aedes";
+
+/**
+ * Every read or write of aedes state that its public API does not offer, in one place, so an
+ * engine upgrade has one file to audit. Tests exercise each of these through real clients.
+ */
+
+interface AedesWithInternals {
+  clients: Record<
+    string,
+    Client & { subscriptions: Record<string, unknown>; _disconnected: boolean }
+  >;
+  persistence: { createRetainedStreamCombi(patterns: string[]): AsyncIterable<unknown> };
+}
+
+const internals = (broker: Aedes): AedesWithInternals => broker as unknown as AedesWithInternals;
+
+/** The clients registered (CONNACK sent or being sent) on this broker. */
+export function registeredClients(broker: Aedes): Client[] {
+  return Object.values(internals(broker).clients);
+}
+
+/** Subscriptions held by the clients connected to this broker. */
+export function countLiveSubscriptions(broker: Aedes): number {
+  let count = 0;
+  const clients = internals(broker).clients;
+  for (const id in clients) {
+    const subscriptions = clients[id]?.subscriptions;
+    if (subscriptions) for (const _ in subscriptions) count++;
+  }
+  return count;
+}
+
+/** Counts the retained messages in the broker's store (walks it: call sparingly). */
+export async function countRetained(broker: Aedes): Promise<number> {
+  let count = 0;
+  for await (const _ of internals(broker).persistence.createRetainedStreamCombi(["#", "$SYS/#"]))
+    count++;
+  return count;
+}
+
+/**
+ * Closes a client's connection as if it had sent DISCONNECT: its will is discarded, not
+ * published. Used when the broker moves clients away on purpose (drain), which is no failure
+ * of the device and must not raise will-driven alarms across a fleet.
+ */
+export function closeWithoutWill(client: Client): Promise<void> {
+  (client as Client & { _disconnected: boolean })._disconnected = true;
+  return new Promise((resolve) => client.close(() => resolve()));
+}
+
+/** Closes a client's connection as a network failure would: its will is published. */
+export function closeWithWill(client: Client): Promise<void> {
+  return new Promise((resolve) => client.close(() => resolve()));
+}

@@ -1,0 +1,77 @@
+import type { Client, PublishPacket } from "aedes";
+import { IdentifierRejectedError, NotAuthorizedError, ServerUnavailableError } from "../errors.js";
+import type { SluiceMetrics } from "../observability/metrics.js";
+import type { Authenticator } from "../security/authenticator.js";
+import type { ClientContexts } from "./client-context.js";
+import type { BrokerHooks } from "./hook-adapter.js";
+
+const SYS_PREFIX = "$SYS";
+
+function isSysTopic(topic: string): boolean {
+  return (
+    topic.startsWith(SYS_PREFIX) &&
+    (topic.length === SYS_PREFIX.length || topic[SYS_PREFIX.length] === "/")
+  );
+}
+
+export interface BrokerRulesDeps {
+  contexts: ClientContexts;
+  authenticator: Authenticator;
+  metrics: SluiceMetrics;
+}
+
+/**
+ * The broker's CONNECT, PUBLISH, SUBSCRIBE and delivery decisions: MQTT 3.1.1 rules that aedes
+ * leaves out, then authentication, then (in later layers) authorization.
+ */
+export function createBrokerRules({
+  contexts,
+  authenticator,
+  metrics,
+}: BrokerRulesDeps): BrokerHooks {
+  return {
+    preConnect(client, packet) {
+      const context = contexts.get(client);
+      if (!context) throw new ServerUnavailableError("connection has no context");
+      // aedes replaces an empty client id with a generated one before `authenticate`.
+      context.emptyClientId = packet.clientId === "";
+    },
+
+    async authenticate(client, username, password) {
+      const context = contexts.get(client);
+      if (!context) throw new ServerUnavailableError("connection has no context");
+      if (context.emptyClientId) {
+        // [MQTT-3.1.3-8] a zero-length client id needs clean session 1;
+        // MQTT 3.1 (protocol level 3) does not allow it at all.
+        if (!client.clean)
+          throw new IdentifierRejectedError("zero-length client id with clean session 0");
+        if (client.version === 3)
+          throw new IdentifierRejectedError("zero-length client id on MQTT 3.1");
+      }
+      context.identity = await authenticator.authenticate({
+        clientId: client.id,
+        username,
+        password,
+        peerCertificate: context.connection.peerCertificate,
+        remoteAddress: context.connection.remoteAddress,
+      });
+    },
+
+    authorizePublish(client: Client | null, packet: PublishPacket) {
+      // Clients never write $SYS: the broker's own cluster signals (takeover, heartbeats)
+      // travel there, so a forged one could disconnect any client (aedes issue 597).
+      if (isSysTopic(packet.topic))
+        throw new NotAuthorizedError(`publish to ${SYS_PREFIX} refused`);
+      if (client) metrics.markMessageReceived();
+    },
+
+    authorizeSubscribe(_client, subscription) {
+      return subscription;
+    },
+
+    authorizeForward(_client, packet) {
+      metrics.markMessageSent();
+      return packet;
+    },
+  };
+}

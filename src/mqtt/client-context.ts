@@ -1,0 +1,29 @@
+import type { Client } from "aedes";
+import type { Identity } from "../security/authenticator.js";
+import type { ClientConnection } from "../transport/listener.js";
+
+/** What Sluice knows about one aedes client beyond what aedes keeps. */
+export interface ClientContext {
+  readonly connection: ClientConnection;
+  /** The CONNECT carried a zero-length client id (aedes assigns one before we see it). */
+  emptyClientId: boolean;
+  identity?: Identity;
+}
+
+/**
+ * Per-client context keyed by the aedes Client object; weak, so a closed client's context goes
+ * with it and nothing here needs cleaning up.
+ */
+export class ClientContexts {
+  private readonly contexts = new WeakMap<Client, ClientContext>();
+
+  attach(client: Client, connection: ClientConnection): ClientContext {
+    const context: ClientContext = { connection, emptyClientId: false };
+    this.contexts.set(client, context);
+    return context;
+  }
+
+  get(client: Client): ClientContext | undefined {
+    return this.contexts.get(client);
+  }
+}

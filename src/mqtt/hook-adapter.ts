@@ -1,0 +1,132 @@
+import type {
+  AedesOptions,
+  AedesPublishPacket,
+  AuthenticateError,
+  Client,
+  ConnectPacket,
+  PublishPacket,
+  Subscription,
+} from "aedes";
+import {
+  AuthError,
+  IdentifierRejectedError,
+  NotAuthorizedError,
+  ServerUnavailableError,
+} from "../errors.js";
+
+/** A hook may answer synchronously (hot paths stay promise-free) or with a promise. */
+type MaybePromise<T> = T | Promise<T>;
+
+/**
+ * Sluice's broker hooks, in our own terms: plain or async functions that throw catalogue errors.
+ * aedes' callback-style hooks are adapted once, here, and nowhere else.
+ */
+export interface BrokerHooks {
+  /** Before any CONNECT processing; throwing closes the connection without a CONNACK. */
+  preConnect(client: Client, packet: ConnectPacket): MaybePromise<void>;
+  /** On CONNECT; throw IdentifierRejectedError, AuthError, NotAuthorizedError or ServerUnavailableError. */
+  authenticate(
+    client: Client,
+    username: string | undefined,
+    password: Buffer | undefined,
+  ): MaybePromise<void>;
+  /** `client` is null for a will published by the broker on the client's behalf. */
+  authorizePublish(client: Client | null, packet: PublishPacket): MaybePromise<void>;
+  /** Returns the subscription to grant (possibly with a lower QoS), or null to refuse it. */
+  authorizeSubscribe(client: Client, subscription: Subscription): MaybePromise<Subscription | null>;
+  /** Per delivery, synchronous: the packet to send to this client, or null to withhold it. */
+  authorizeForward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null;
+}
+
+/** MQTT 3.1.1 CONNACK return codes for refusals [MQTT-3.2.2-6]. */
+enum ConnackCode {
+  IdentifierRejected = 2,
+  ServerUnavailable = 3,
+  BadUsernameOrPassword = 4,
+  NotAuthorized = 5,
+}
+
+export function connackCodeFor(error: unknown): ConnackCode {
+  if (error instanceof IdentifierRejectedError) return ConnackCode.IdentifierRejected;
+  if (error instanceof AuthError) return ConnackCode.BadUsernameOrPassword;
+  if (error instanceof NotAuthorizedError) return ConnackCode.NotAuthorized;
+  if (error instanceof ServerUnavailableError) return ConnackCode.ServerUnavailable;
+  // Anything unexpected is our fault, not the client's: tell it to come back later.
+  return ConnackCode.ServerUnavailable;
+}
+
+export interface HookAdapterEvents {
+  /** A hook threw something outside the catalogue: a bug or an outage worth an error log. */
+  onUnexpectedError(hook: string, error: unknown): void;
+}
+
+type AedesHooks = Required<
+  Pick<
+    AedesOptions,
+    "preConnect" | "authenticate" | "authorizePublish" | "authorizeSubscribe" | "authorizeForward"
+  >
+>;
+
+function isPromise<T>(value: MaybePromise<T>): value is Promise<T> {
+  return typeof (value as Promise<T> | undefined)?.then === "function";
+}
+
+/** Runs `fn`, delivering its sync or async outcome to a node-style callback exactly once. */
+function settle<T>(fn: () => MaybePromise<T>, done: (error: unknown, value?: T) => void): void {
+  let result: MaybePromise<T>;
+  try {
+    result = fn();
+  } catch (error) {
+    done(error);
+    return;
+  }
+  if (isPromise(result)) result.then((value) => done(null, value), done);
+  else done(null, result);
+}
+
+const CATALOGUED = [IdentifierRejectedError, AuthError, NotAuthorizedError, ServerUnavailableError];
+const isCatalogued = (error: unknown): boolean => CATALOGUED.some((type) => error instanceof type);
+
+export function adaptHooks(hooks: BrokerHooks, events: HookAdapterEvents): AedesHooks {
+  const toError = (hook: string, error: unknown): Error => {
+    if (!isCatalogued(error)) events.onUnexpectedError(hook, error);
+    return error instanceof Error ? error : new Error(String(error));
+  };
+  return {
+    preConnect(client, packet, callback) {
+      settle(
+        () => hooks.preConnect(client, packet),
+        (error) => (error ? callback(toError("preConnect", error), false) : callback(null, true)),
+      );
+    },
+    authenticate(client, username, password, callback) {
+      settle(
+        () => hooks.authenticate(client, username ?? undefined, password ?? undefined),
+        (error) => {
+          if (!error) return callback(null, true);
+          const refusal = toError("authenticate", error) as AuthenticateError;
+          refusal.returnCode = connackCodeFor(error) as number as AuthenticateError["returnCode"];
+          callback(refusal, false);
+        },
+      );
+    },
+    authorizePublish(client, packet, callback) {
+      settle(
+        () => hooks.authorizePublish(client, packet),
+        (error) => callback(error ? toError("authorizePublish", error) : null),
+      );
+    },
+    authorizeSubscribe(client, subscription, callback) {
+      settle(
+        () => hooks.authorizeSubscribe(client, subscription),
+        (error, granted) => {
+          if (error) return callback(toError("authorizeSubscribe", error));
+          callback(null, granted ?? null);
+        },
+      );
+    },
+    authorizeForward(client, packet) {
+      return hooks.authorizeForward(client, packet);
+    },
+  };
+}

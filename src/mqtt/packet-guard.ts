@@ -1,0 +1,112 @@
+import { isUtf8 } from "node:buffer";
+import { ProtocolError } from "../errors.js";
+
+/**
+ * The parts of an aedes client's mqtt-packet parser that the guard wraps. aedes gives us no
+ * way to configure its parser, so the guard wraps these methods on each client's own parser
+ * instance (never the shared prototype, which MQTT.js clients in the same process also use).
+ */
+interface MqttPacketParser {
+  packet: { length: number; cmd?: string };
+  error: Error | null;
+  _pos: number;
+  _list: { length: number; slice(start: number, end: number): Buffer };
+  _parseLength(): boolean;
+  _parseString(): string | null;
+  _parseNum(): number;
+  _emitError(error: Error): void;
+}
+
+export interface PacketGuardLimits {
+  /** Largest whole packet (fixed header included) the broker accepts. */
+  maxPacketBytes: number;
+}
+
+export type PacketViolation = "packet_too_large" | "invalid_utf8" | "null_character";
+
+export class PacketViolationError extends ProtocolError {
+  constructor(
+    readonly violation: PacketViolation,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function isParser(value: unknown): value is MqttPacketParser {
+  const p = value as Partial<MqttPacketParser> | null;
+  return (
+    typeof p?._parseLength === "function" &&
+    typeof p._parseString === "function" &&
+    typeof p._parseNum === "function" &&
+    typeof p._emitError === "function"
+  );
+}
+
+/** Bytes of the fixed header for a given remaining length (1 type byte + 1-4 length bytes). */
+function fixedHeaderBytes(remainingLength: number): number {
+  if (remainingLength < 128) return 2;
+  if (remainingLength < 16_384) return 3;
+  if (remainingLength < 2_097_152) return 4;
+  return 5;
+}
+
+/**
+ * Makes an aedes client's parser enforce what aedes does not:
+ * - the packet size limit, checked from the fixed header before the body is buffered;
+ * - well-formed UTF-8 in every string field [MQTT-1.5.3-1], without U+0000 [MQTT-1.5.3-2].
+ * A violation becomes a parser error, on which aedes closes the connection.
+ * Throws at once if the engine's parser no longer has the expected shape.
+ */
+export function installPacketGuard(client: object, limits: PacketGuardLimits): void {
+  const parser: unknown = (client as { _parser?: unknown })._parser;
+  if (!isParser(parser)) {
+    throw new TypeError(
+      "aedes client parser has an unexpected shape: the packet guard cannot be installed",
+    );
+  }
+  const parseLength = parser._parseLength;
+  const emitError = parser._emitError;
+
+  // Only the first error of a packet is reported: a failed string read makes the caller
+  // report "packet too short" as well, which would double-count the same violation.
+  parser._emitError = function emitFirstError(this: MqttPacketParser, error: Error) {
+    if (this.error === null) emitError.call(this, error);
+  };
+
+  parser._parseLength = function parseLengthWithinLimit(this: MqttPacketParser) {
+    if (!parseLength.call(this)) return false;
+    const total = this.packet.length + fixedHeaderBytes(this.packet.length);
+    if (total > limits.maxPacketBytes) {
+      this._emitError(
+        new PacketViolationError(
+          "packet_too_large",
+          `packet of ${total} bytes exceeds the limit of ${limits.maxPacketBytes}`,
+        ),
+      );
+      return false;
+    }
+    return true;
+  };
+
+  parser._parseString = function parseValidString(this: MqttPacketParser) {
+    const length = this._parseNum();
+    const end = length + this._pos;
+    if (length === -1 || end > this._list.length || end > this.packet.length) return null;
+    const bytes = this._list.slice(this._pos, end);
+    if (!isUtf8(bytes)) {
+      this._emitError(
+        new PacketViolationError("invalid_utf8", `malformed UTF-8 in a ${this.packet.cmd} packet`),
+      );
+      return null;
+    }
+    if (bytes.includes(0)) {
+      this._emitError(
+        new PacketViolationError("null_character", `U+0000 in a ${this.packet.cmd} packet`),
+      );
+      return null;
+    }
+    this._pos = end;
+    return bytes.toString("utf8");
+  };
+}

@@ -1,0 +1,316 @@
+import type { AddressInfo } from "node:net";
+import { Aedes, type Client } from "aedes";
+import type { ListenerConfig, SluiceConfig } from "./config/schema.js";
+import { HttpServer } from "./http/http-server.js";
+import { drainClients } from "./lifecycle/drain-clients.js";
+import { runPhases } from "./lifecycle/run-phases.js";
+import { countLiveSubscriptions, countRetained } from "./mqtt/aedes-internals.js";
+import { createBrokerRules } from "./mqtt/broker-rules.js";
+import { ClientContexts } from "./mqtt/client-context.js";
+import { adaptHooks } from "./mqtt/hook-adapter.js";
+import { installPacketGuard, PacketViolationError } from "./mqtt/packet-guard.js";
+import type { Logger } from "./observability/logger.js";
+import { SluiceMetrics } from "./observability/metrics.js";
+import { SocketByteMeter } from "./observability/socket-byte-meter.js";
+import { AnonymousAuthenticator } from "./security/authenticator.js";
+import { createListener } from "./transport/create-listener.js";
+import type { ClientConnection, Listener } from "./transport/listener.js";
+
+export type NodeState = "starting" | "ready" | "draining" | "stopped";
+
+export interface NodeAddresses {
+  listeners: Array<{ type: ListenerConfig["type"]; address: AddressInfo }>;
+  http: AddressInfo;
+}
+
+/** Retained-message counts are cached this long: counting walks the whole store. */
+const RETAINED_COUNT_TTL_MS = 5_000;
+
+/**
+ * One Sluice broker node: the composition root that builds the engine, listeners, probes and
+ * metrics from a config, and runs the node's life from start through drain to stop.
+ */
+export class SluiceNode {
+  private state: NodeState = "starting";
+  private readonly contexts = new ClientContexts();
+  private readonly byteMeter = new SocketByteMeter();
+  private readonly metrics: SluiceMetrics;
+  private readonly log: Logger;
+  private readonly rootLogger: Logger;
+  private broker: Aedes | undefined;
+  private listeners: Listener[] = [];
+  private http: HttpServer | undefined;
+  private boundAddresses: NodeAddresses | undefined;
+  private shutdownPromise: Promise<void> | undefined;
+  private retainedCache = { count: 0, at: Number.NEGATIVE_INFINITY };
+
+  private constructor(
+    readonly config: SluiceConfig,
+    logger: Logger,
+  ) {
+    this.rootLogger = logger;
+    this.log = logger.child({ module: "node" });
+    this.metrics = new SluiceMetrics(
+      config.nodeId,
+      config.listeners.map((l) => l.type),
+      {
+        subscriptionCount: () => (this.broker ? countLiveSubscriptions(this.broker) : 0),
+        retainedCount: () => this.retainedCount(),
+        takeSocketBytes: () => this.byteMeter.take(),
+      },
+    );
+  }
+
+  /** Builds and starts a node; on failure everything already opened is closed again. */
+  static async start(config: SluiceConfig, logger: Logger): Promise<SluiceNode> {
+    const node = new SluiceNode(config, logger);
+    try {
+      await node.open();
+    } catch (error) {
+      await node.close();
+      throw error;
+    }
+    return node;
+  }
+
+  get status(): NodeState {
+    return this.state;
+  }
+
+  /** Where the node actually listens (ports resolved when the config asked for port 0). */
+  get addresses(): NodeAddresses {
+    if (!this.boundAddresses) throw new Error("node is not started");
+    return this.boundAddresses;
+  }
+
+  private async open(): Promise<void> {
+    const { config } = this;
+    const rules = createBrokerRules({
+      contexts: this.contexts,
+      authenticator: new AnonymousAuthenticator(config.auth.allowAnonymous),
+      metrics: this.metrics,
+    });
+    const hooks = adaptHooks(rules, {
+      onUnexpectedError: (hook, error) =>
+        this.log.error(
+          { event: "hook.failed", hook, err: error },
+          "broker hook failed unexpectedly",
+        ),
+    });
+    const broker = await Aedes.createBroker({
+      id: config.nodeId,
+      // No persistence given: aedes keeps sessions, retained messages and wills in memory.
+      connectTimeout: config.limits.connectTimeoutMs,
+      maxTopicLevels: config.limits.subscriptions.maxTopicLevels,
+      ...hooks,
+    });
+    this.broker = broker;
+    this.observeBroker(broker);
+
+    if (!config.auth.allowAnonymous) {
+      this.log.warn(
+        { event: "auth.nothing_configured" },
+        "anonymous access is off and no authentication method is configured: every client will be refused",
+      );
+    }
+
+    const settings = {
+      maxPacketBytes: config.limits.maxPacketBytes,
+      connectTimeoutMs: config.limits.connectTimeoutMs,
+    };
+    const listenerLog = this.rootLogger.child({ module: "transport" });
+    this.listeners = config.listeners.map((listenerConfig, index) =>
+      createListener(
+        listenerConfig,
+        index,
+        {
+          onConnection: (connection) => this.accept(broker, connection),
+          onRejected: (reason, error) => {
+            this.metrics.markConnectionRejected(reason);
+            listenerLog.debug(
+              { event: "connection.rejected", reason, err: error?.message },
+              "connection refused",
+            );
+          },
+        },
+        settings,
+      ),
+    );
+
+    const listenerAddresses: NodeAddresses["listeners"] = [];
+    for (const listener of this.listeners) {
+      const address = await listener.listen();
+      listenerAddresses.push({ type: listener.config.type, address });
+      listenerLog.info(
+        {
+          event: "listener.started",
+          type: listener.config.type,
+          host: address.address,
+          port: address.port,
+        },
+        `${listener.config.type} listener on ${address.address}:${address.port}`,
+      );
+    }
+
+    this.http = new HttpServer(
+      config.http.host,
+      config.http.port,
+      {
+        isReady: () => this.state === "ready",
+        metrics: async () => ({
+          contentType: this.metrics.contentType,
+          body: await this.metrics.render(),
+        }),
+      },
+      this.rootLogger.child({ module: "http" }),
+    );
+    const http = await this.http.listen();
+    this.log.info(
+      { event: "http.started", host: http.address, port: http.port },
+      `HTTP probes and metrics on ${http.address}:${http.port}`,
+    );
+
+    this.boundAddresses = { listeners: listenerAddresses, http };
+    this.state = "ready";
+    this.log.info({ event: "node.ready", nodeId: config.nodeId }, "node ready");
+  }
+
+  private accept(broker: Aedes, connection: ClientConnection): void {
+    if (this.state !== "ready") {
+      connection.stream.destroy();
+      return;
+    }
+    const { listener } = connection;
+    this.metrics.markConnectionOpened(listener);
+    this.byteMeter.track(connection.socket);
+    connection.socket.once("close", () => this.metrics.markConnectionClosed(listener));
+    // Until aedes attaches its own handler, a reset must not surface as an uncaught error.
+    connection.stream.on("error", noop);
+
+    const client = broker.handle(connection.stream, connection.request);
+    this.contexts.attach(client, connection);
+    installPacketGuard(client, { maxPacketBytes: this.config.limits.maxPacketBytes });
+  }
+
+  private observeBroker(broker: Aedes): void {
+    const log = this.rootLogger.child({ module: "mqtt" });
+    broker.on("client", (client: Client) => {
+      const connection = this.contexts.get(client)?.connection;
+      log.debug(
+        {
+          event: "client.connected",
+          clientId: client.id,
+          listener: connection?.listener,
+          remoteAddress: connection?.remoteAddress,
+        },
+        "client connected",
+      );
+    });
+    broker.on("clientDisconnect", (client: Client) => {
+      log.debug({ event: "client.disconnected", clientId: client.id }, "client disconnected");
+    });
+    const onClientError = (client: Client, error: Error): void => {
+      if (error instanceof PacketViolationError) {
+        this.metrics.markProtocolError(error.violation);
+        const connection = this.contexts.get(client)?.connection;
+        log.info(
+          {
+            event: "client.protocol_violation",
+            violation: error.violation,
+            clientId: client.id ?? undefined,
+            remoteAddress: connection?.remoteAddress,
+          },
+          error.message,
+        );
+        return;
+      }
+      log.debug(
+        { event: "client.error", clientId: client.id ?? undefined, err: error.message },
+        "client connection error",
+      );
+    };
+    broker.on("clientError", onClientError);
+    broker.on("connectionError", onClientError);
+    broker.on("keepaliveTimeout", (client: Client) => {
+      log.debug({ event: "client.keepalive_timeout", clientId: client.id }, "keepalive expired");
+    });
+    // An EventEmitter 'error' without a listener would throw and take the process down.
+    (broker as unknown as NodeJS.EventEmitter).on("error", (error: Error) => {
+      log.error({ event: "broker.error", err: error }, "broker error");
+    });
+  }
+
+  private async retainedCount(): Promise<number> {
+    const broker = this.broker;
+    if (!broker || Date.now() - this.retainedCache.at < RETAINED_COUNT_TTL_MS)
+      return this.retainedCache.count;
+    this.retainedCache = { count: await countRetained(broker), at: Date.now() };
+    return this.retainedCache.count;
+  }
+
+  /**
+   * Graceful shutdown, once however often it is called: turn not-ready, stop accepting,
+   * disconnect clients spread over `shutdown.drainSeconds`, then close everything.
+   */
+  shutdown(): Promise<void> {
+    this.shutdownPromise ??= this.runShutdown(this.config.shutdown.drainSeconds * 1000);
+    return this.shutdownPromise;
+  }
+
+  /** Immediate stop: no drain, every client dropped at once. */
+  close(): Promise<void> {
+    this.shutdownPromise ??= this.runShutdown(0);
+    return this.shutdownPromise;
+  }
+
+  private async runShutdown(drainMs: number): Promise<void> {
+    const broker = this.broker;
+    const log = this.log;
+    await runPhases(log, [
+      {
+        name: "not-ready",
+        timeoutMs: 1_000,
+        run: async () => {
+          this.state = "draining";
+        },
+      },
+      {
+        name: "stop-accepting",
+        timeoutMs: 5_000,
+        run: async () => {
+          await Promise.all(this.listeners.map((l) => l.stopAccepting()));
+        },
+      },
+      {
+        name: "disconnect-clients",
+        timeoutMs: drainMs + 5_000,
+        run: async () => {
+          if (broker) {
+            await drainClients(
+              broker,
+              { drainMs, publishWills: this.config.shutdown.publishWills },
+              log,
+            );
+          }
+        },
+      },
+      {
+        name: "close-broker",
+        timeoutMs: 5_000,
+        run: () =>
+          new Promise<void>((resolve) => (broker ? broker.close(() => resolve()) : resolve())),
+      },
+      {
+        name: "close-http",
+        timeoutMs: 2_000,
+        run: async () => {
+          await this.http?.close();
+        },
+      },
+    ]);
+    this.state = "stopped";
+    log.info({ event: "node.stopped" }, "node stopped");
+  }
+}
+
+function noop(): void {}

@@ -1,0 +1,136 @@
+import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
+import type { ListenerType } from "../config/schema.js";
+
+/** Numbers the metrics read from the live node at scrape time instead of counting per event. */
+export interface MetricsSources {
+  /** Subscriptions held by the clients connected to this node. */
+  subscriptionCount(): number;
+  /** Retained messages in the store this node uses. */
+  retainedCount(): Promise<number>;
+  /** Bytes read from and written to client sockets since the last call (then reset). */
+  takeSocketBytes(): { received: number; sent: number };
+}
+
+/**
+ * A node's Prometheus metrics, over its own Registry so that two nodes can live in one process.
+ * Names are part of the public contract (DESIGN.md); every series carries the `node` label.
+ */
+export class SluiceMetrics {
+  readonly registry = new Registry();
+  private readonly connections: Gauge<"listener">;
+  private readonly connectionsTotal: Counter<"listener">;
+  private readonly messagesReceived: Counter;
+  private readonly messagesSent: Counter;
+  private readonly bytesReceived: Counter;
+  private readonly bytesSent: Counter;
+  private readonly connectionsRejected: Counter<"reason">;
+  private readonly protocolErrors: Counter<"reason">;
+
+  constructor(nodeId: string, listenerTypes: readonly ListenerType[], sources: MetricsSources) {
+    const registers = [this.registry];
+    this.registry.setDefaultLabels({ node: nodeId });
+    collectDefaultMetrics({ register: this.registry });
+
+    this.connections = new Gauge({
+      name: "sluice_connections",
+      help: "Open client connections, by listener type",
+      labelNames: ["listener"],
+      registers,
+    });
+    for (const listener of new Set(listenerTypes)) this.connections.set({ listener }, 0);
+    this.connectionsTotal = new Counter({
+      name: "sluice_connections_total",
+      help: "Client connections accepted since start, by listener type",
+      labelNames: ["listener"],
+      registers,
+    });
+    this.connectionsRejected = new Counter({
+      name: "sluice_connections_rejected_total",
+      help: "Connections refused, by reason",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.protocolErrors = new Counter({
+      name: "sluice_protocol_errors_total",
+      help: "Connections closed for breaking the MQTT protocol, by reason",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.messagesReceived = new Counter({
+      name: "sluice_messages_received_total",
+      help: "PUBLISH packets received from clients",
+      registers,
+    });
+    this.messagesSent = new Counter({
+      name: "sluice_messages_sent_total",
+      help: "PUBLISH packets forwarded to clients",
+      registers,
+    });
+    const takeBytes = (): void => {
+      const { received, sent } = sources.takeSocketBytes();
+      if (received > 0) this.bytesReceived.inc(received);
+      if (sent > 0) this.bytesSent.inc(sent);
+    };
+    this.bytesReceived = new Counter({
+      name: "sluice_bytes_received_total",
+      help: "Bytes read from client sockets (including TLS and WebSocket framing)",
+      registers,
+      collect: takeBytes,
+    });
+    this.bytesSent = new Counter({
+      name: "sluice_bytes_sent_total",
+      help: "Bytes written to client sockets (including TLS and WebSocket framing)",
+      registers,
+    });
+    new Gauge({
+      name: "sluice_subscriptions",
+      help: "Subscriptions of the clients connected to this node",
+      registers,
+      collect() {
+        this.set(sources.subscriptionCount());
+      },
+    });
+    new Gauge({
+      name: "sluice_retained_messages",
+      help: "Retained messages in the store",
+      registers,
+      async collect() {
+        this.set(await sources.retainedCount());
+      },
+    });
+  }
+
+  markConnectionOpened(listener: ListenerType): void {
+    this.connections.inc({ listener });
+    this.connectionsTotal.inc({ listener });
+  }
+
+  markConnectionClosed(listener: ListenerType): void {
+    this.connections.dec({ listener });
+  }
+
+  markConnectionRejected(reason: string): void {
+    this.connectionsRejected.inc({ reason });
+  }
+
+  markProtocolError(reason: string): void {
+    this.protocolErrors.inc({ reason });
+  }
+
+  markMessageReceived(): void {
+    this.messagesReceived.inc();
+  }
+
+  markMessageSent(): void {
+    this.messagesSent.inc();
+  }
+
+  /** Prometheus text exposition of every metric of this node. */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

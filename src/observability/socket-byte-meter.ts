@@ -1,0 +1,38 @@
+import type { Socket } from "node:net";
+
+/**
+ * Counts bytes on client sockets without touching the per-packet path: live sockets are read
+ * at scrape time, closed ones settle their last delta when they close.
+ */
+export class SocketByteMeter {
+  private readonly live = new Map<Socket, { read: number; written: number }>();
+  private pendingRead = 0;
+  private pendingWritten = 0;
+
+  track(socket: Socket): void {
+    const seen = { read: 0, written: 0 };
+    this.live.set(socket, seen);
+    socket.once("close", () => {
+      this.settle(socket, seen);
+      this.live.delete(socket);
+    });
+  }
+
+  /** Bytes moved since the previous call. */
+  take(): { received: number; sent: number } {
+    for (const [socket, seen] of this.live) this.settle(socket, seen);
+    const result = { received: this.pendingRead, sent: this.pendingWritten };
+    this.pendingRead = 0;
+    this.pendingWritten = 0;
+    return result;
+  }
+
+  private settle(socket: Socket, seen: { read: number; written: number }): void {
+    const read = socket.bytesRead;
+    const written = socket.bytesWritten;
+    this.pendingRead += read - seen.read;
+    this.pendingWritten += written - seen.written;
+    seen.read = read;
+    seen.written = written;
+  }
+}

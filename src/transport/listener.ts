@@ -1,0 +1,49 @@
+import type { IncomingMessage } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import type { PeerCertificate } from "node:tls";
+import type { ListenerConfig, ListenerType } from "../config/schema.js";
+
+/** One accepted client connection, as the MQTT layer sees it: a byte stream plus who is on the other end. */
+export interface ClientConnection {
+  /** The stream aedes reads MQTT packets from and writes them to. */
+  readonly stream: Duplex;
+  /** The TCP socket underneath (for TLS and WebSocket, the raw socket), for addresses and byte counts. */
+  readonly socket: Socket;
+  readonly listener: ListenerType;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  /** The client certificate, present only when the TLS handshake verified it against the CA. */
+  readonly peerCertificate?: PeerCertificate;
+  /** The HTTP upgrade request of a WebSocket connection. */
+  readonly request?: IncomingMessage;
+}
+
+export type ConnectionHandler = (connection: ClientConnection) => void;
+
+/** Why a listener refused a connection before MQTT started; becomes a metric label. */
+export type ListenerRejection = "tls_handshake" | "ws_bad_path" | "ws_handshake";
+
+export interface ListenerEvents {
+  onConnection: ConnectionHandler;
+  onRejected(reason: ListenerRejection, error?: Error): void;
+}
+
+/** A transport: accepts sockets of one kind and hands each one over as a ClientConnection. */
+export interface Listener {
+  readonly config: ListenerConfig;
+  /** Binds and starts accepting; resolves with the bound address (useful with port 0). */
+  listen(): Promise<AddressInfo>;
+  /** Stops accepting new connections; established ones are left alone. Idempotent. */
+  stopAccepting(): Promise<void>;
+}
+
+/** The client certificate of a TLS socket if, and only if, it was verified against the CA. */
+export function verifiedPeerCertificate(socket: {
+  authorized: boolean;
+  getPeerCertificate(detailed?: boolean): PeerCertificate;
+}): PeerCertificate | undefined {
+  if (!socket.authorized) return undefined;
+  const cert = socket.getPeerCertificate();
+  return cert && Object.keys(cert).length > 0 ? cert : undefined;
+}

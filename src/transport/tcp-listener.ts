@@ -1,0 +1,58 @@
+import { type AddressInfo, createServer, type Server, type Socket } from "node:net";
+import { createServer as createTlsServer, type TLSSocket, type TlsOptions } from "node:tls";
+import type { ListenerConfig } from "../config/schema.js";
+import { type Listener, type ListenerEvents, verifiedPeerCertificate } from "./listener.js";
+import { closeServer, listenOn } from "./server-utils.js";
+
+type StreamListenerConfig = Extract<ListenerConfig, { type: "tcp" | "tls" }>;
+
+/** MQTT straight over TCP (`tcp`) or over TLS (`tls`); the socket itself is the MQTT stream. */
+export class TcpListener implements Listener {
+  private readonly server: Server;
+
+  constructor(
+    readonly config: StreamListenerConfig,
+    events: ListenerEvents,
+    tls?: { options: TlsOptions; handshakeTimeoutMs: number },
+  ) {
+    if (config.type === "tls") {
+      if (!tls) throw new TypeError("a tls listener needs TLS options");
+      const server = createTlsServer({ ...tls.options, handshakeTimeout: tls.handshakeTimeoutMs });
+      server.on("secureConnection", (socket: TLSSocket) => {
+        socket.setNoDelay(true);
+        const peerCertificate = verifiedPeerCertificate(socket);
+        events.onConnection({
+          stream: socket,
+          socket,
+          listener: "tls",
+          remoteAddress: socket.remoteAddress ?? "",
+          remotePort: socket.remotePort ?? 0,
+          ...(peerCertificate ? { peerCertificate } : {}),
+        });
+      });
+      server.on("tlsClientError", (error, socket) => {
+        socket.destroy();
+        events.onRejected("tls_handshake", error);
+      });
+      this.server = server;
+    } else {
+      this.server = createServer({ noDelay: true }, (socket: Socket) => {
+        events.onConnection({
+          stream: socket,
+          socket,
+          listener: "tcp",
+          remoteAddress: socket.remoteAddress ?? "",
+          remotePort: socket.remotePort ?? 0,
+        });
+      });
+    }
+  }
+
+  listen(): Promise<AddressInfo> {
+    return listenOn(this.server, this.config.host, this.config.port);
+  }
+
+  stopAccepting(): Promise<void> {
+    return closeServer(this.server);
+  }
+}

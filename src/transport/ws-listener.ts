@@ -1,0 +1,99 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo, Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import type { TLSSocket, TlsOptions } from "node:tls";
+import { createWebSocketStream, type WebSocket, WebSocketServer } from "ws";
+import type { ListenerConfig } from "../config/schema.js";
+import { type Listener, type ListenerEvents, verifiedPeerCertificate } from "./listener.js";
+import { closeServer, listenOn } from "./server-utils.js";
+
+type WsListenerConfig = Extract<ListenerConfig, { type: "ws" | "wss" }>;
+
+/** Subprotocols MQTT clients offer, in order of preference (the spec's name first). */
+const MQTT_SUBPROTOCOLS = ["mqtt", "mqttv3.1"];
+
+/**
+ * MQTT over WebSocket (`ws`) or secure WebSocket (`wss`) on one URL path, for browsers and
+ * gateways that can only leave a site through HTTP(S) proxies.
+ */
+export class WsListener implements Listener {
+  private readonly server: Server;
+  private readonly wss: WebSocketServer;
+
+  constructor(
+    readonly config: WsListenerConfig,
+    events: ListenerEvents,
+    options: { maxPacketBytes: number; tls?: { options: TlsOptions; handshakeTimeoutMs: number } },
+  ) {
+    const plainHttp = (_req: IncomingMessage, res: ServerResponse): void => {
+      res.writeHead(426, {
+        "content-type": "text/plain",
+        upgrade: "websocket",
+        connection: "close",
+      });
+      res.end("MQTT over WebSocket: connect with a WebSocket client\n");
+    };
+    if (config.type === "wss") {
+      if (!options.tls) throw new TypeError("a wss listener needs TLS options");
+      const server = createHttpsServer(
+        { ...options.tls.options, handshakeTimeout: options.tls.handshakeTimeoutMs },
+        plainHttp,
+      );
+      server.on("tlsClientError", (error, socket) => {
+        socket.destroy();
+        events.onRejected("tls_handshake", error);
+      });
+      this.server = server;
+    } else {
+      this.server = createServer(plainHttp);
+    }
+    this.server.headersTimeout = 10_000;
+    this.server.requestTimeout = 10_000;
+
+    this.wss = new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: false,
+      // One frame never needs to exceed the largest MQTT packet (plus its fixed header).
+      maxPayload: options.maxPacketBytes + 5,
+      handleProtocols: (offered) => MQTT_SUBPROTOCOLS.find((p) => offered.has(p)) ?? false,
+    });
+
+    this.server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      socket.on("error", () => socket.destroy());
+      const path = (req.url ?? "/").split("?")[0];
+      if (path !== config.path) {
+        socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        events.onRejected("ws_bad_path");
+        return;
+      }
+      this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+        const stream = createWebSocketStream(ws);
+        const raw = req.socket as Socket;
+        const peerCertificate =
+          config.type === "wss" ? verifiedPeerCertificate(req.socket as TLSSocket) : undefined;
+        events.onConnection({
+          stream,
+          socket: raw,
+          listener: config.type,
+          remoteAddress: raw.remoteAddress ?? "",
+          remotePort: raw.remotePort ?? 0,
+          request: req,
+          ...(peerCertificate ? { peerCertificate } : {}),
+        });
+      });
+    });
+    this.wss.on("wsClientError", (error, socket) => {
+      socket.destroy();
+      events.onRejected("ws_handshake", error);
+    });
+  }
+
+  listen(): Promise<AddressInfo> {
+    return listenOn(this.server, this.config.host, this.config.port);
+  }
+
+  stopAccepting(): Promise<void> {
+    return closeServer(this.server);
+  }
+}
