@@ -34,22 +34,37 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
   const env = options.env ?? process.env;
   const file = options.file ?? nonEmpty(env.SLUICE_CONFIG);
   const raw = file === undefined ? embeddedDefault() : readYaml(file);
-  const fromEnv = applyEnvOverrides(raw, env);
+  return resolveConfig(raw, {
+    env,
+    ...(file === undefined ? {} : { configDir: dirname(resolve(file)) }),
+  });
+}
 
-  const parsed = configSchema.safeParse(raw);
+/**
+ * Validates a raw config document (as parsed from YAML) and applies env overrides and defaults.
+ * `configDir` is the folder relative paths resolve against, and marks that a file was given.
+ */
+export function resolveConfig(
+  raw: Record<string, unknown>,
+  options: { configDir?: string; env?: NodeJS.ProcessEnv } = {},
+): LoadedConfig {
+  const env = options.env ?? process.env;
+  const document = structuredClone(raw);
+  const fromEnv = applyEnvOverrides(document, env);
+
+  const parsed = configSchema.safeParse(document, { reportInput: true });
   if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((issue) => describeIssue(issue, fromEnv)));
+    throw new ConfigError(parsed.error.issues.flatMap((issue) => describeIssue(issue, fromEnv)));
   }
 
-  const configDir = file === undefined ? undefined : dirname(resolve(file));
-  const config = finalize(parsed.data, configDir, env);
+  const config = finalize(parsed.data, options.configDir, env);
   const problems = checkConfig(config, { fileExists: isReadableFile });
   if (problems.length > 0) throw new ConfigError(problems);
 
   const warnings: string[] = [];
   if (config.auth.allowAnonymous) {
     warnings.push(
-      file === undefined
+      options.configDir === undefined
         ? "no config file: anonymous clients are allowed because the node listens on 127.0.0.1 only"
         : "auth.allowAnonymous is true: any client may connect without credentials",
     );
@@ -73,13 +88,13 @@ function readYaml(file: string): Record<string, unknown> {
   } catch (error) {
     throw new ConfigError([`config file ${file}: cannot be read (${errorCode(error)})`]);
   }
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false });
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
       doc.errors.map((e) => {
         const line = e.linePos?.[0];
         const where = line ? `line ${line.line} column ${line.col}` : "unknown position";
-        return `config file ${file}: YAML syntax error at ${where}: ${e.message.split("\n")[0]}`;
+        return `config file ${file}: YAML syntax error at ${where}: ${e.message.split("\n")[0]?.replace(/ at line \d+, column \d+:?$/, "")}`;
       }),
     );
   }
@@ -161,25 +176,34 @@ export function formatPath(path: readonly PropertyKey[]): string {
   return out === "" ? "(root)" : out;
 }
 
-function describeIssue(issue: z.core.$ZodIssue, fromEnv: Map<string, string>): string {
+function describeIssue(issue: z.core.$ZodIssue, fromEnv: Map<string, string>): string[] {
   const key = formatPath(issue.path);
   const source = fromEnv.get(issue.path.join("."));
   const where = source ? `${key} (from ${source})` : key;
   switch (issue.code) {
     case "unrecognized_keys":
-      return issue.keys.map((k) => `${formatPath([...issue.path, k])}: unknown key`).join("\n");
+      return issue.keys.map((k) => `${formatPath([...issue.path, k])}: unknown key`);
     case "invalid_type":
-      return `${where}: must be ${article(issue.expected)}${issue.input === undefined ? " (missing)" : `, got ${describeValue(issue.input)}`}`;
+      return [
+        `${where}: must be ${article(issue.expected)}${issue.input === undefined ? " (missing)" : `, got ${describeValue(issue.input)}`}`,
+      ];
     case "invalid_union":
-      return `${where}: ${issue.message}`;
+      if ("note" in issue && issue.note === "No matching discriminator") {
+        return [`${where}: must be one of tcp, tls, ws, wss`];
+      }
+      return [`${where}: ${issue.message}`];
     case "invalid_value":
-      return `${where}: must be one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}, got ${describeValue(issue.input)}`;
+      return [
+        `${where}: must be one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}, got ${describeValue(issue.input)}`,
+      ];
     default:
-      return `${where}: ${issue.message}`;
+      return [`${where}: ${issue.message}`];
   }
 }
 
 function article(expected: string): string {
+  if (expected === "array") return "a list";
+  if (expected === "object") return "a mapping";
   return /^[aeiou]/.test(expected) ? `an ${expected}` : `a ${expected}`;
 }
 

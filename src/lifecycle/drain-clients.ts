@@ -23,8 +23,13 @@ export async function drainClients(
   const clients = registeredClients(broker);
   const close = options.publishWills ? closeWithWill : closeWithoutWill;
   if (clients.length === 0) return;
-  const ticks = Math.max(1, Math.floor(options.drainMs / DRAIN_TICK_MS));
-  const perTick = Math.ceil(clients.length / ticks);
+  // Batches at most every DRAIN_TICK_MS, sized so that the last one leaves one interval
+  // before the window ends.
+  const interval = Math.max(DRAIN_TICK_MS, options.drainMs / clients.length);
+  const perTick =
+    options.drainMs === 0
+      ? clients.length
+      : Math.ceil((clients.length * interval) / options.drainMs);
   log.info(
     { event: "drain.started", clients: clients.length, drainMs: options.drainMs, perTick },
     `disconnecting ${clients.length} clients over ${options.drainMs} ms`,
@@ -34,7 +39,7 @@ export async function drainClients(
     const batch = clients.slice(next, next + perTick);
     next += batch.length;
     await Promise.all(batch.filter((c) => !c.closed).map(close));
-    if (next < clients.length) await delay(DRAIN_TICK_MS);
+    if (next < clients.length) await delay(interval);
   }
   log.info({ event: "drain.finished", clients: clients.length }, "all clients disconnected");
 }

@@ -1,0 +1,48 @@
+import { pino } from "pino";
+import { resolveConfig } from "../../src/config/load-config.js";
+import { SluiceNode } from "../../src/node.js";
+
+export interface RunningNode {
+  node: SluiceNode;
+  /** URL of the first listener of each type, e.g. urls.tcp = "mqtt://127.0.0.1:40123". */
+  urls: Partial<Record<"tcp" | "tls" | "ws" | "wss", string>>;
+  httpUrl: string;
+  stop(): Promise<void>;
+}
+
+const SCHEMES = { tcp: "mqtt", tls: "mqtts", ws: "ws", wss: "wss" } as const;
+
+/**
+ * Starts a node in this process on ephemeral loopback ports. `raw` is a config document as a
+ * YAML file would hold it; listeners default to one TCP listener, anonymous access is on.
+ */
+export async function startNode(
+  raw: Record<string, unknown> = {},
+  configDir = process.cwd(),
+): Promise<RunningNode> {
+  const document = {
+    listeners: [{ type: "tcp", host: "127.0.0.1", port: 0 }],
+    http: { host: "127.0.0.1", port: 0 },
+    auth: { allowAnonymous: true },
+    shutdown: { drainSeconds: 0 },
+    ...raw,
+  };
+  const { config } = resolveConfig(document, { configDir, env: {} });
+  const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+  const node = await SluiceNode.start(config, logger);
+  const urls: RunningNode["urls"] = {};
+  for (const { type, address } of node.addresses.listeners) {
+    const path = type === "ws" || type === "wss" ? pathOf(config.listeners, type) : "";
+    urls[type] ??= `${SCHEMES[type]}://127.0.0.1:${address.port}${path}`;
+  }
+  return {
+    node,
+    urls,
+    httpUrl: `http://127.0.0.1:${node.addresses.http.port}`,
+    stop: () => node.close(),
+  };
+}
+
+function pathOf(listeners: ReadonlyArray<{ type: string; path?: string }>, type: string): string {
+  return listeners.find((l) => l.type === type)?.path ?? "/mqtt";
+}

@@ -1,0 +1,177 @@
+import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { connect, end, type MqttClient } from "../helpers/mqtt-client.js";
+import { runCli, SluiceProcess } from "../helpers/sluice-process.js";
+
+let dir: string;
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "sluice-lifecycle-"));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function configFile(name: string, yaml: string): Promise<string> {
+  const file = join(dir, name);
+  await writeFile(file, yaml);
+  return file;
+}
+
+const LOCAL = `
+listeners:
+  - { type: tcp, host: 127.0.0.1, port: 0 }
+http: { host: 127.0.0.1, port: 0 }
+auth: { allowAnonymous: true }
+`;
+
+describe("graceful shutdown", () => {
+  it("SIGTERM: /readyz turns 503 first, clients leave spread over drainSeconds, exit 0", async () => {
+    const drainSeconds = 2;
+    const file = await configFile(
+      "drain.yaml",
+      `${LOCAL}shutdown: { drainSeconds: ${drainSeconds} }\n`,
+    );
+    const node = SluiceProcess.spawn(["start", "--config", file]);
+    const clients: MqttClient[] = [];
+    try {
+      const { ports, httpPort } = await node.ready();
+      const readyz = () => fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.status);
+      assert.equal(await readyz(), 200);
+
+      const closedAt: number[] = [];
+      for (let i = 0; i < 10; i++) {
+        const client = await connect(`mqtt://127.0.0.1:${ports.tcp}`, { clientId: `drain-${i}` });
+        client.on("close", () => closedAt.push(Date.now()));
+        clients.push(client);
+      }
+
+      const signalledAt = Date.now();
+      node.kill("SIGTERM");
+      await node.waitForEvent("drain.started");
+      assert.equal(await readyz(), 503, "not ready while draining");
+      assert.ok(closedAt.length < clients.length, "the 503 came before every client was gone");
+
+      const { code } = await node.exited;
+      const elapsed = Date.now() - signalledAt;
+      assert.equal(code, 0);
+      assert.equal(closedAt.length, clients.length, "every client was disconnected");
+      const spread = Math.max(...closedAt) - Math.min(...closedAt);
+      assert.ok(spread >= drainSeconds * 1000 * 0.5, `disconnects spread over ${spread} ms`);
+      assert.ok(elapsed < drainSeconds * 1000 + 5_000, `exited after ${elapsed} ms`);
+      assert.ok(node.lines.some((l) => l.event === "node.stopped"));
+    } finally {
+      node.kill();
+      await end(...clients);
+    }
+  });
+
+  it("refuses new connections once draining", async () => {
+    const file = await configFile("refuse.yaml", `${LOCAL}shutdown: { drainSeconds: 30 }\n`);
+    const node = SluiceProcess.spawn(["start", "--config", file]);
+    let client: MqttClient | undefined;
+    try {
+      const { ports } = await node.ready();
+      client = await connect(`mqtt://127.0.0.1:${ports.tcp}`);
+      node.kill("SIGTERM");
+      await node.waitForEvent("drain.started");
+      await assert.rejects(connect(`mqtt://127.0.0.1:${ports.tcp}`), /ECONNREFUSED/);
+    } finally {
+      node.kill();
+      await end(client);
+    }
+  });
+
+  it("a second signal exits at once", async () => {
+    const file = await configFile("second.yaml", `${LOCAL}shutdown: { drainSeconds: 300 }\n`);
+    const node = SluiceProcess.spawn(["start", "--config", file]);
+    const clients: MqttClient[] = [];
+    try {
+      const { ports } = await node.ready();
+      for (let i = 0; i < 3; i++) clients.push(await connect(`mqtt://127.0.0.1:${ports.tcp}`));
+      node.kill("SIGTERM");
+      await node.waitForEvent("drain.started");
+      node.kill("SIGINT");
+      const { code } = await node.exited;
+      assert.equal(code, 1);
+      assert.ok(node.lines.some((l) => l.event === "shutdown.forced"));
+    } finally {
+      node.kill();
+      await end(...clients);
+    }
+  });
+});
+
+describe("start and check-config", () => {
+  it("start with a bad config exits 2 with one line per problem and no stack trace", async () => {
+    const file = await configFile(
+      "bad.yaml",
+      "listeners:\n  - { type: tcp, port: 99999 }\nbogus: 1\n",
+    );
+    const { code, stderr } = await runCli(["start", "--config", file]);
+    assert.equal(code, 2);
+    assert.match(stderr, /^listeners\[0\]\.port: must be a port between 0 and 65535$/m);
+    assert.match(stderr, /^bogus: unknown key$/m);
+    assert.doesNotMatch(stderr, /\n\s+at /, "no stack trace");
+  });
+
+  it("start with a missing config file exits 2", async () => {
+    const { code, stderr } = await runCli(["start", "--config", join(dir, "absent.yaml")]);
+    assert.equal(code, 2);
+    assert.match(stderr, /cannot be read \(ENOENT\)/);
+  });
+
+  it("check-config prints the effective config with secrets redacted", async () => {
+    const file = await configFile("good.yaml", `${LOCAL}nodeId: plant-a\nlog: { level: warn }\n`);
+    const { code, stdout } = await runCli(["check-config", "--config", file]);
+    assert.equal(code, 0);
+    assert.match(stdout, /nodeId: plant-a/);
+    assert.match(stdout, /drainSeconds: 20/, "defaults are shown");
+  });
+
+  it("check-config refuses TLS material that does not load", async () => {
+    await writeFile(
+      join(dir, "garbage.crt"),
+      "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n",
+    );
+    await writeFile(join(dir, "garbage.key"), "nope");
+    const file = await configFile(
+      "bad-tls.yaml",
+      "listeners:\n  - { type: tls, port: 0, cert: garbage.crt, key: garbage.key }\n",
+    );
+    const { code, stderr } = await runCli(["check-config", "--config", file]);
+    assert.equal(code, 2);
+    assert.match(stderr, /^listeners\[0\]: TLS material does not load: /m);
+  });
+
+  it("check-config without --config is a usage error (exit 2)", async () => {
+    const { code, stderr } = await runCli(["check-config"]);
+    assert.equal(code, 2);
+    assert.match(stderr, /--config FILE is required/);
+  });
+
+  it("an unknown command is a usage error (exit 2)", async () => {
+    const { code } = await runCli(["frobnicate"]);
+    assert.equal(code, 2);
+  });
+
+  it("a port already in use is a runtime failure (exit 1) naming the address", async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    const port = (blocker.address() as { port: number }).port;
+    try {
+      const file = await configFile(
+        "busy.yaml",
+        `listeners:\n  - { type: tcp, host: 127.0.0.1, port: ${port} }\nhttp: { host: 127.0.0.1, port: 0 }\n`,
+      );
+      const { code, stderr } = await runCli(["start", "--config", file]);
+      assert.equal(code, 1);
+      assert.match(stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE`));
+    } finally {
+      blocker.close();
+    }
+  });
+});
