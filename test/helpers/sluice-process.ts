@@ -22,8 +22,12 @@ export async function runCli(
   });
   let stdout = "";
   let stderr = "";
-  child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+  child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+    stdout += chunk;
+  });
+  child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+    stderr += chunk;
+  });
   const [code] = (await once(child, "exit")) as [number | null];
   return { code, stdout, stderr };
 }
@@ -46,7 +50,9 @@ export class SluiceProcess {
       partial = complete.pop() ?? "";
       for (const text of complete) if (text.trim() !== "") this.accept(text);
     });
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (this.stderr += chunk));
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+      this.stderr += chunk;
+    });
     this.exited = once(child, "exit").then(([code, signal]) => ({
       code: code as number | null,
       signal: signal as NodeJS.Signals | null,
