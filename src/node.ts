@@ -23,9 +23,6 @@ export interface NodeAddresses {
   http: AddressInfo;
 }
 
-/** Retained-message counts are cached this long: counting walks the whole store. */
-const RETAINED_COUNT_TTL_MS = 5_000;
-
 /**
  * One Sluice broker node: the composition root that builds the engine, listeners, probes and
  * metrics from a config, and runs the node's life from start through drain to stop.
@@ -42,7 +39,6 @@ export class SluiceNode {
   private http: HttpServer | undefined;
   private boundAddresses: NodeAddresses | undefined;
   private shutdownPromise: Promise<void> | undefined;
-  private retainedCache = { count: 0, at: Number.NEGATIVE_INFINITY };
 
   private constructor(
     readonly config: SluiceConfig,
@@ -55,7 +51,8 @@ export class SluiceNode {
       config.listeners.map((l) => l.type),
       {
         subscriptionCount: () => (this.broker ? countLiveSubscriptions(this.broker) : 0),
-        retainedCount: () => this.retainedCount(),
+        // The in-memory store is walked per scrape: fine at the scale an in-memory node serves.
+        retainedCount: () => (this.broker ? countRetained(this.broker) : Promise.resolve(0)),
         takeSocketBytes: () => this.byteMeter.take(),
       },
     );
@@ -238,14 +235,6 @@ export class SluiceNode {
     (broker as unknown as NodeJS.EventEmitter).on("error", (error: Error) => {
       log.error({ event: "broker.error", err: error }, "broker error");
     });
-  }
-
-  private async retainedCount(): Promise<number> {
-    const broker = this.broker;
-    if (!broker || Date.now() - this.retainedCache.at < RETAINED_COUNT_TTL_MS)
-      return this.retainedCache.count;
-    this.retainedCache = { count: await countRetained(broker), at: Date.now() };
-    return this.retainedCache.count;
   }
 
   /**
