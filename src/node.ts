@@ -4,11 +4,16 @@ import type { ListenerConfig, SluiceConfig } from "./config/schema.js";
 import { HttpServer } from "./http/http-server.js";
 import { drainClients } from "./lifecycle/drain-clients.js";
 import { runPhases } from "./lifecycle/run-phases.js";
-import { countLiveSubscriptions, countRetained } from "./mqtt/aedes-internals.js";
+import {
+  countLiveSubscriptions,
+  countRetained,
+  type PatchedAedesOptions,
+} from "./mqtt/aedes-internals.js";
 import { createBrokerRules } from "./mqtt/broker-rules.js";
 import { ClientContexts } from "./mqtt/client-context.js";
 import { adaptHooks } from "./mqtt/hook-adapter.js";
 import { installPacketGuard, PacketViolationError } from "./mqtt/packet-guard.js";
+import { PersistentSessions } from "./mqtt/persistent-sessions.js";
 import type { Logger } from "./observability/logger.js";
 import { SluiceMetrics } from "./observability/metrics.js";
 import { SocketByteMeter } from "./observability/socket-byte-meter.js";
@@ -86,6 +91,7 @@ export class SluiceNode {
       contexts: this.contexts,
       authenticator: new AnonymousAuthenticator(config.auth.allowAnonymous),
       metrics: this.metrics,
+      sessions: new PersistentSessions(),
     });
     const hooks = adaptHooks(rules, {
       onUnexpectedError: (hook, error) =>
@@ -94,13 +100,15 @@ export class SluiceNode {
           "broker hook failed unexpectedly",
         ),
     });
-    const broker = await Aedes.createBroker({
+    const options: PatchedAedesOptions = {
       id: config.nodeId,
       // No persistence given: aedes keeps sessions, retained messages and wills in memory.
       connectTimeout: config.limits.connectTimeoutMs,
       maxTopicLevels: config.limits.subscriptions.maxTopicLevels,
       ...hooks,
-    });
+      sessionPresent: (client) => this.contexts.get(client)?.sessionPresent === true,
+    };
+    const broker = await Aedes.createBroker(options);
     this.broker = broker;
     this.observeBroker(broker);
 

@@ -1,9 +1,18 @@
-import type { Aedes, Client } from "aedes";
+import type { Aedes, AedesOptions, Client } from "aedes";
 
 /**
  * Every read or write of aedes state that its public API does not offer, in one place, so an
  * engine upgrade has one file to audit. Tests exercise each of these through real clients.
  */
+
+/**
+ * Options that exist only with Sluice's patch to aedes (patches/aedes+*.patch, applied by
+ * patch-package on install).
+ */
+export interface PatchedAedesOptions extends AedesOptions {
+  /** Whether a clean-session-0 client resumes a stored session, for the CONNACK flag. */
+  sessionPresent?(client: Client): boolean;
+}
 
 interface AedesWithInternals {
   clients: Record<

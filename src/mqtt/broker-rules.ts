@@ -4,6 +4,7 @@ import type { SluiceMetrics } from "../observability/metrics.js";
 import type { Authenticator } from "../security/authenticator.js";
 import type { ClientContexts } from "./client-context.js";
 import type { BrokerHooks } from "./hook-adapter.js";
+import type { PersistentSessions } from "./persistent-sessions.js";
 
 const SYS_PREFIX = "$SYS";
 
@@ -18,6 +19,7 @@ export interface BrokerRulesDeps {
   contexts: ClientContexts;
   authenticator: Authenticator;
   metrics: SluiceMetrics;
+  sessions: PersistentSessions;
 }
 
 /**
@@ -28,6 +30,7 @@ export function createBrokerRules({
   contexts,
   authenticator,
   metrics,
+  sessions,
 }: BrokerRulesDeps): BrokerHooks {
   return {
     preConnect(client, packet) {
@@ -55,6 +58,7 @@ export function createBrokerRules({
         peerCertificate: context.connection.peerCertificate,
         remoteAddress: context.connection.remoteAddress,
       });
+      context.sessionPresent = sessions.connect(client.id, client.clean);
     },
 
     authorizePublish(client: Client | null, packet: PublishPacket) {

@@ -8,6 +8,8 @@ export interface ClientContext {
   /** The CONNECT carried a zero-length client id (aedes assigns one before we see it). */
   emptyClientId: boolean;
   identity?: Identity;
+  /** The CONNACK must report a session present (known only after authentication). */
+  sessionPresent: boolean;
 }
 
 /**
@@ -18,7 +20,7 @@ export class ClientContexts {
   private readonly contexts = new WeakMap<Client, ClientContext>();
 
   attach(client: Client, connection: ClientConnection): ClientContext {
-    const context: ClientContext = { connection, emptyClientId: false };
+    const context: ClientContext = { connection, emptyClientId: false, sessionPresent: false };
     this.contexts.set(client, context);
     return context;
   }

@@ -1,0 +1,315 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { type RunningNode, startNode } from "../helpers/in-process-node.js";
+import { connect, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
+import {
+  closedByPeer,
+  connectPacket,
+  mqttString,
+  packet,
+  rawConnect,
+  readBytes,
+} from "../helpers/raw-socket.js";
+
+/**
+ * MQTT 3.1.1 behaviour where aedes alone departs from the spec, each case naming its clause.
+ * Raw sockets are used where a well-behaved client library would refuse to send the bytes.
+ */
+let running: RunningNode;
+let port: number;
+before(async () => {
+  running = await startNode();
+  port = Number(new URL(running.urls.tcp as string).port);
+});
+after(async () => {
+  await running.stop();
+});
+
+const INVALID_UTF8 = Buffer.from([0x61, 0xc3, 0x28]); // 0xC3 must be followed by a continuation byte
+const ENCODED_SURROGATE = Buffer.from([0xed, 0xa0, 0x80]); // U+D800, never valid in UTF-8
+const WITH_NULL = Buffer.from([0x61, 0x00, 0x62]);
+
+/** Sends a CONNECT and returns the CONNACK's [session present, return code]. */
+async function rawConnack(
+  bytes: Buffer,
+): Promise<{ sessionPresent: number; returnCode: number; socket: import("node:net").Socket }> {
+  const socket = await rawConnect(port);
+  socket.write(bytes);
+  const ack = await readBytes(socket, 4);
+  assert.equal(ack[0], 0x20, "a CONNACK");
+  return { sessionPresent: ack[2] ?? -1, returnCode: ack[3] ?? -1, socket };
+}
+
+/** Connects over a raw socket and waits for CONNACK accepted. */
+async function rawSession(clientId: string): Promise<import("node:net").Socket> {
+  const { returnCode, socket } = await rawConnack(connectPacket(clientId));
+  assert.equal(returnCode, 0);
+  return socket;
+}
+
+function publishPacket(topic: Buffer | string, payload = Buffer.from("x")): Buffer {
+  return packet(0x30, Buffer.concat([mqttString(topic), payload]));
+}
+
+function subscribePacket(filter: Buffer | string, messageId = 1): Buffer {
+  const id = Buffer.alloc(2);
+  id.writeUInt16BE(messageId);
+  return packet(0x82, Buffer.concat([id, mqttString(filter), Buffer.from([0])]));
+}
+
+describe("client identifier [MQTT-3.1.3]", () => {
+  it("a zero-length client id with clean session 0 gets CONNACK 2 and is closed [MQTT-3.1.3-8]", async () => {
+    const { returnCode, sessionPresent, socket } = await rawConnack(
+      connectPacket("", { clean: false }),
+    );
+    assert.equal(returnCode, 2);
+    assert.equal(sessionPresent, 0);
+    await closedByPeer(socket);
+  });
+
+  it("a zero-length client id with clean session 1 is assigned an id and accepted [MQTT-3.1.3-6]", async () => {
+    const { returnCode, socket } = await rawConnack(connectPacket("", { clean: true }));
+    assert.equal(returnCode, 0);
+    socket.destroy();
+  });
+});
+
+describe("UTF-8 strings [MQTT-1.5.3]", () => {
+  const cases: Array<[string, Buffer]> = [
+    ["malformed UTF-8", INVALID_UTF8],
+    ["an encoded surrogate", ENCODED_SURROGATE],
+  ];
+  for (const [what, bytes] of cases) {
+    it(`${what} in a PUBLISH topic closes the connection [MQTT-1.5.3-1]`, async () => {
+      const socket = await rawSession(`utf8-pub-${bytes[1]}`);
+      const closed = closedByPeer(socket);
+      socket.write(publishPacket(bytes));
+      await closed;
+    });
+
+    it(`${what} in a SUBSCRIBE filter closes the connection [MQTT-1.5.3-1]`, async () => {
+      const socket = await rawSession(`utf8-sub-${bytes[1]}`);
+      const closed = closedByPeer(socket);
+      socket.write(subscribePacket(bytes));
+      const answer = await closed;
+      assert.equal(answer.length, 0, "no SUBACK");
+    });
+
+    it(`${what} in a will topic refuses the CONNECT [MQTT-1.5.3-1]`, async () => {
+      const socket = await rawConnect(port);
+      const closed = closedByPeer(socket);
+      socket.write(
+        connectPacket(`utf8-will-${bytes[1]}`, {
+          will: { topic: bytes, payload: Buffer.from("x") },
+        }),
+      );
+      assert.equal((await closed).length, 0, "no CONNACK");
+    });
+
+    it(`${what} in a client id refuses the CONNECT [MQTT-1.5.3-1]`, async () => {
+      const socket = await rawConnect(port);
+      const closed = closedByPeer(socket);
+      socket.write(connectPacket(bytes));
+      assert.equal((await closed).length, 0, "no CONNACK");
+    });
+  }
+
+  it("U+0000 in a topic closes the connection [MQTT-1.5.3-2]", async () => {
+    const socket = await rawSession("utf8-null");
+    const closed = closedByPeer(socket);
+    socket.write(publishPacket(WITH_NULL));
+    await closed;
+  });
+
+  it("a valid multi-byte topic is delivered intact", async () => {
+    const client = await connect(running.urls.tcp as string);
+    try {
+      const inbox = new Inbox(client);
+      await subscribe(client, "Pumpwerk/Müllheim/温度", 1);
+      await client.publishAsync("Pumpwerk/Müllheim/温度", "21", { qos: 1 });
+      const [message] = await inbox.waitFor(1);
+      assert.equal(message?.topic, "Pumpwerk/Müllheim/温度");
+    } finally {
+      await end(client);
+    }
+  });
+
+  it("a malformed packet from one client leaves the others connected", async () => {
+    const bystander = await connect(running.urls.tcp as string);
+    try {
+      const socket = await rawSession("utf8-victim");
+      const closed = closedByPeer(socket);
+      socket.write(publishPacket(INVALID_UTF8));
+      await closed;
+      const inbox = new Inbox(bystander);
+      await subscribe(bystander, "still/there", 0);
+      await bystander.publishAsync("still/there", "yes", { qos: 1 });
+      assert.equal((await inbox.waitFor(1))[0]?.payload.toString(), "yes");
+    } finally {
+      await end(bystander);
+    }
+  });
+});
+
+describe("topics", () => {
+  it("#, +/... do not match topics beginning with $ [MQTT-4.7.2-1]", async () => {
+    const client = await connect(running.urls.tcp as string);
+    try {
+      const inbox = new Inbox(client);
+      await subscribe(client, "#", 0);
+      await subscribe(client, "+/info", 0);
+      await client.publishAsync("$custom/info", "hidden", { qos: 1 });
+      await client.publishAsync("plain/info", "seen", { qos: 1 });
+      const [first] = await inbox.waitFor(1);
+      assert.equal(first?.topic, "plain/info");
+    } finally {
+      await end(client);
+    }
+  });
+
+  it("a client may not publish to $SYS", async () => {
+    const client = await connect(running.urls.tcp as string);
+    const closed = new Promise<void>((resolve) => client.once("close", () => resolve()));
+    client.publish("$SYS/broker/forged", "x", { qos: 1 });
+    await closed;
+    await end(client);
+  });
+
+  it("wildcards in a PUBLISH topic close the connection [MQTT-3.3.2-2]", async () => {
+    const socket = await rawSession("wild-pub");
+    const closed = closedByPeer(socket);
+    socket.write(publishPacket("a/+/b"));
+    await closed;
+  });
+});
+
+describe("keepalive [MQTT-3.1.2-24]", () => {
+  it("closes a client silent for 1.5 x keepalive and publishes its will", async () => {
+    const watcher = await connect(running.urls.tcp as string);
+    try {
+      const inbox = new Inbox(watcher);
+      await subscribe(watcher, "keepalive/will", 0);
+      const socket = await rawConnect(port);
+      const started = Date.now();
+      socket.write(
+        connectPacket("silent-one", {
+          keepalive: 1,
+          will: { topic: "keepalive/will", payload: Buffer.from("gone") },
+        }),
+      );
+      await readBytes(socket, 4);
+      await closedByPeer(socket);
+      const elapsed = Date.now() - started;
+      assert.ok(elapsed >= 1_400, `closed after ${elapsed} ms, not before 1.5 s`);
+      const [will] = await inbox.waitFor(1);
+      assert.equal(will?.payload.toString(), "gone");
+    } finally {
+      await end(watcher);
+    }
+  });
+});
+
+describe("session present flag [MQTT-3.2.2]", () => {
+  /** Connects with MQTT.js and returns the CONNACK's session-present flag, then disconnects. */
+  async function sessionPresent(clientId: string, clean: boolean): Promise<boolean> {
+    const mqtt = (await import("mqtt")).default;
+    const client = mqtt.connect(running.urls.tcp as string, {
+      clientId,
+      clean,
+      reconnectPeriod: 0,
+    });
+    try {
+      return await new Promise<boolean>((resolve, reject) => {
+        client.once("connect", (ack) => resolve(ack.sessionPresent));
+        client.once("error", reject);
+      });
+    } finally {
+      await client.endAsync();
+    }
+  }
+
+  it("reports a stored session even when it has no subscriptions [MQTT-3.2.2-2]", async () => {
+    assert.equal(
+      await sessionPresent("sp-nosubs", false),
+      false,
+      "first connection: nothing stored",
+    );
+    assert.equal(await sessionPresent("sp-nosubs", false), true, "second connection resumes it");
+  });
+
+  it("is 0 with clean session 1, which also discards the stored session [MQTT-3.2.2-1] [MQTT-3.1.2-6]", async () => {
+    assert.equal(await sessionPresent("sp-clean", false), false);
+    assert.equal(await sessionPresent("sp-clean", true), false);
+    assert.equal(
+      await sessionPresent("sp-clean", false),
+      false,
+      "the clean connection discarded the session",
+    );
+  });
+});
+
+describe("QoS of deliveries [MQTT-3.8.4-6]", () => {
+  it("a wildcard subscription never receives a higher QoS than it was granted", async () => {
+    const subscriber = await connect(running.urls.tcp as string);
+    const publisher = await connect(running.urls.tcp as string);
+    try {
+      const inbox = new Inbox(subscriber);
+      await subscribe(subscriber, "qd/one/+", 1);
+      await subscribe(subscriber, "qd/zero/#", 0);
+      await publisher.publishAsync("qd/one/x", "2->1", { qos: 2 });
+      await publisher.publishAsync("qd/zero/x", "1->0", { qos: 1 });
+      const messages = await inbox.waitFor(2);
+      const qos = Object.fromEntries(messages.map((m) => [m.topic, m.packet.qos]));
+      assert.deepEqual(qos, { "qd/one/x": 1, "qd/zero/x": 0 });
+    } finally {
+      await end(subscriber, publisher);
+    }
+  });
+
+  it("a retained message is sent at no more than the QoS granted to the matching filter", async () => {
+    const publisher = await connect(running.urls.tcp as string);
+    await publisher.publishAsync("qr/a", "kept", { qos: 2, retain: true });
+    await end(publisher);
+    const subscriber = await connect(running.urls.tcp as string);
+    try {
+      const inbox = new Inbox(subscriber);
+      await subscriber.subscribeAsync({ "qr/#": { qos: 0 }, "other/#": { qos: 2 } });
+      const [message] = await inbox.waitFor(1);
+      assert.equal(message?.topic, "qr/a");
+      assert.equal(message?.packet.qos, 0);
+      assert.equal(message?.packet.retain, true);
+    } finally {
+      await end(subscriber);
+    }
+  });
+});
+
+describe("packet order on one connection [MQTT-4.6.0-6]", () => {
+  it("a PUBLISH followed by a SUBSCRIBE in one write reaches the subscription only as the retained copy", async () => {
+    const socket = await rawSession("order-pub-sub");
+    const retainedPublish = packet(0x31, Buffer.concat([mqttString("order/a"), Buffer.from("v")])); // QoS 0, retain
+    socket.write(Buffer.concat([retainedPublish, subscribePacket("order/a", 7)]));
+    // Expect SUBACK (5 bytes), then exactly one PUBLISH with the retain flag set.
+    const suback = await readBytes(socket, 5);
+    assert.deepEqual([...suback], [0x90, 0x03, 0x00, 0x07, 0x00]);
+    const publish = await readBytes(socket, 2 + 2 + "order/a".length + 1);
+    assert.equal(publish[0], 0x31, "PUBLISH QoS 0 with RETAIN=1 [MQTT-3.3.1-8]");
+    // A marker proves nothing else is queued behind: PINGREQ -> PINGRESP must be next.
+    socket.write(packet(0xc0, Buffer.alloc(0)));
+    assert.deepEqual([...(await readBytes(socket, 2))], [0xd0, 0x00]);
+    socket.destroy();
+  });
+
+  it("a SUBSCRIBE followed by a PUBLISH in one write delivers the message", async () => {
+    const socket = await rawSession("order-sub-pub");
+    socket.write(
+      Buffer.concat([subscribePacket("order/b", 9), publishPacket("order/b", Buffer.from("w"))]),
+    );
+    const suback = await readBytes(socket, 5);
+    assert.deepEqual([...suback], [0x90, 0x03, 0x00, 0x09, 0x00]);
+    const publish = await readBytes(socket, 2 + 2 + "order/b".length + 1);
+    assert.equal(publish[0], 0x30, "live PUBLISH, RETAIN=0 [MQTT-3.3.1-9]");
+    assert.equal(publish.subarray(4, 11).toString(), "order/b");
+    socket.destroy();
+  });
+});
