@@ -87,11 +87,16 @@ export class SluiceNode {
 
   private async open(): Promise<void> {
     const { config } = this;
+    const mqttLog = this.rootLogger.child({ module: "mqtt" });
     const rules = createBrokerRules({
       contexts: this.contexts,
       authenticator: new AnonymousAuthenticator(config.auth.allowAnonymous),
       metrics: this.metrics,
       sessions: new PersistentSessions(),
+      events: {
+        onWillPublished: (clientId) =>
+          mqttLog.debug({ event: "client.will_published", clientId }, "will published"),
+      },
     });
     const hooks = adaptHooks(rules, {
       onUnexpectedError: (hook, error) =>

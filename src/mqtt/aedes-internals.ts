@@ -58,6 +58,11 @@ export function closeWithoutWill(client: Client): Promise<void> {
   return new Promise((resolve) => client.close(() => resolve()));
 }
 
+/** Whether `packet` is the will of `client` being published (aedes passes the will object itself). */
+export function isWillOf(client: Client | null, packet: object): boolean {
+  return client !== null && (client as Client & { will?: object | null }).will === packet;
+}
+
 /** Closes a client's connection as a network failure would: its will is published. */
 export function closeWithWill(client: Client): Promise<void> {
   return new Promise((resolve) => client.close(() => resolve()));

@@ -2,6 +2,7 @@ import type { Client, PublishPacket } from "aedes";
 import { IdentifierRejectedError, NotAuthorizedError, ServerUnavailableError } from "../errors.js";
 import type { SluiceMetrics } from "../observability/metrics.js";
 import type { Authenticator } from "../security/authenticator.js";
+import { isWillOf } from "./aedes-internals.js";
 import type { ClientContexts } from "./client-context.js";
 import type { BrokerHooks } from "./hook-adapter.js";
 import type { PersistentSessions } from "./persistent-sessions.js";
@@ -15,11 +16,17 @@ function isSysTopic(topic: string): boolean {
   );
 }
 
+export interface BrokerRulesEvents {
+  /** A client's will is about to be published (its connection ended without DISCONNECT). */
+  onWillPublished(clientId: string): void;
+}
+
 export interface BrokerRulesDeps {
   contexts: ClientContexts;
   authenticator: Authenticator;
   metrics: SluiceMetrics;
   sessions: PersistentSessions;
+  events: BrokerRulesEvents;
 }
 
 /**
@@ -31,6 +38,7 @@ export function createBrokerRules({
   authenticator,
   metrics,
   sessions,
+  events,
 }: BrokerRulesDeps): BrokerHooks {
   return {
     preConnect(client, packet) {
@@ -66,7 +74,9 @@ export function createBrokerRules({
       // travel there, so a forged one could disconnect any client (aedes issue 597).
       if (isSysTopic(packet.topic))
         throw new NotAuthorizedError(`publish to ${SYS_PREFIX} refused`);
-      if (client) metrics.markMessageReceived();
+      if (client === null) return;
+      metrics.markMessageReceived();
+      if (isWillOf(client, packet)) events.onWillPublished(client.id);
     },
 
     authorizeSubscribe(_client, subscription) {

@@ -105,6 +105,43 @@ describe("graceful shutdown", () => {
   });
 });
 
+describe("wills during a drain", () => {
+  async function drainWithWill(publishWills: boolean): Promise<SluiceProcess> {
+    const file = await configFile(
+      `wills-${publishWills}.yaml`,
+      `${LOCAL}shutdown: { drainSeconds: 0, publishWills: ${publishWills} }\n`,
+    );
+    const node = SluiceProcess.spawn(["start", "--config", file]);
+    let device: MqttClient | undefined;
+    try {
+      const { ports } = await node.ready();
+      device = await connect(`mqtt://127.0.0.1:${ports.tcp}`, {
+        clientId: "rtu-9",
+        will: { topic: "status/rtu-9", payload: Buffer.from("offline"), qos: 1, retain: true },
+      });
+      node.kill("SIGTERM");
+      assert.equal((await node.exited).code, 0);
+      return node;
+    } finally {
+      node.kill();
+      await end(device);
+    }
+  }
+
+  it("by default a drained client's will is not published: the device did not fail", async () => {
+    const node = await drainWithWill(false);
+    assert.ok(node.lines.some((l) => l.event === "drain.finished"));
+    assert.ok(!node.lines.some((l) => l.event === "client.will_published"));
+  });
+
+  it("with shutdown.publishWills the drain publishes them", async () => {
+    const node = await drainWithWill(true);
+    assert.ok(
+      node.lines.some((l) => l.event === "client.will_published" && l.clientId === "rtu-9"),
+    );
+  });
+});
+
 describe("start and check-config", () => {
   it("start with a bad config exits 2 with one line per problem and no stack trace", async () => {
     const file = await configFile(
