@@ -1,11 +1,17 @@
 import type { Client, PublishPacket } from "aedes";
-import { IdentifierRejectedError, NotAuthorizedError, ServerUnavailableError } from "../errors.js";
+import {
+  IdentifierRejectedError,
+  NotAuthorizedError,
+  ProtocolError,
+  ServerUnavailableError,
+} from "../errors.js";
 import type { SluiceMetrics } from "../observability/metrics.js";
 import type { Authenticator } from "../security/authenticator.js";
 import { isWillOf } from "./aedes-internals.js";
 import type { ClientContexts } from "./client-context.js";
 import type { BrokerHooks } from "./hook-adapter.js";
 import type { PersistentSessions } from "./persistent-sessions.js";
+import { invalidTopicFilter, invalidTopicName } from "./topic-rules.js";
 
 const SYS_PREFIX = "$SYS";
 
@@ -44,6 +50,21 @@ export function createBrokerRules({
     preConnect(client, packet) {
       const context = contexts.get(client);
       if (!context) throw new ServerUnavailableError("connection has no context");
+      // [MQTT-3.1.2-1] the protocol name goes with its level: MQTT is 4, MQIsdp (3.1) is 3.
+      // Level 5 and others reach aedes, which answers CONNACK 1 [MQTT-3.1.2-2].
+      const { protocolId, protocolVersion } = packet as typeof packet & {
+        protocolVersion?: number;
+      };
+      if (
+        (protocolId === "MQTT" && protocolVersion === 3) ||
+        (protocolId === "MQIsdp" && protocolVersion !== 3)
+      ) {
+        throw new ProtocolError(`protocol name ${protocolId} with level ${protocolVersion}`);
+      }
+      if (packet.will) {
+        const reason = invalidTopicName(packet.will.topic ?? "");
+        if (reason) throw new ProtocolError(`will: ${reason}`);
+      }
       // aedes replaces an empty client id with a generated one before `authenticate`.
       context.emptyClientId = packet.clientId === "";
     },
@@ -70,6 +91,8 @@ export function createBrokerRules({
     },
 
     authorizePublish(client: Client | null, packet: PublishPacket) {
+      // DUP describes one hop; it is never forwarded as the publisher set it [MQTT-3.3.1-3].
+      packet.dup = false;
       // Clients never write $SYS: the broker's own cluster signals (takeover, heartbeats)
       // travel there, so a forged one could disconnect any client (aedes issue 597).
       if (isSysTopic(packet.topic))
@@ -80,6 +103,8 @@ export function createBrokerRules({
     },
 
     authorizeSubscribe(_client, subscription) {
+      const reason = invalidTopicFilter(subscription.topic);
+      if (reason) throw new ProtocolError(reason);
       return subscription;
     },
 

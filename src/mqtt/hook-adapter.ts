@@ -11,6 +11,7 @@ import {
   AuthError,
   IdentifierRejectedError,
   NotAuthorizedError,
+  ProtocolError,
   ServerUnavailableError,
 } from "../errors.js";
 
@@ -84,7 +85,13 @@ function settle<T>(fn: () => MaybePromise<T>, done: (error: unknown, value?: T) 
   else done(null, result);
 }
 
-const CATALOGUED = [IdentifierRejectedError, AuthError, NotAuthorizedError, ServerUnavailableError];
+const CATALOGUED = [
+  IdentifierRejectedError,
+  AuthError,
+  NotAuthorizedError,
+  ServerUnavailableError,
+  ProtocolError,
+];
 const isCatalogued = (error: unknown): boolean => CATALOGUED.some((type) => error instanceof type);
 
 export function adaptHooks(hooks: BrokerHooks, events: HookAdapterEvents): AedesHooks {

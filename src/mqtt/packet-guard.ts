@@ -14,6 +14,7 @@ interface MqttPacketParser {
   _parseLength(): boolean;
   _parseString(): string | null;
   _parseNum(): number;
+  _parseMessageId(): boolean;
   _emitError(error: Error): void;
 }
 
@@ -22,7 +23,11 @@ export interface PacketGuardLimits {
   maxPacketBytes: number;
 }
 
-export type PacketViolation = "packet_too_large" | "invalid_utf8" | "null_character";
+export type PacketViolation =
+  | "packet_too_large"
+  | "invalid_utf8"
+  | "null_character"
+  | "packet_id_zero";
 
 export class PacketViolationError extends ProtocolError {
   constructor(
@@ -39,6 +44,7 @@ function isParser(value: unknown): value is MqttPacketParser {
     typeof p?._parseLength === "function" &&
     typeof p._parseString === "function" &&
     typeof p._parseNum === "function" &&
+    typeof p._parseMessageId === "function" &&
     typeof p._emitError === "function"
   );
 }
@@ -54,7 +60,8 @@ function fixedHeaderBytes(remainingLength: number): number {
 /**
  * Makes an aedes client's parser enforce what aedes does not:
  * - the packet size limit, checked from the fixed header before the body is buffered;
- * - well-formed UTF-8 in every string field [MQTT-1.5.3-1], without U+0000 [MQTT-1.5.3-2].
+ * - well-formed UTF-8 in every string field [MQTT-1.5.3-1], without U+0000 [MQTT-1.5.3-2];
+ * - non-zero packet identifiers [MQTT-2.3.1-1].
  * A violation becomes a parser error, on which aedes closes the connection.
  * Throws at once if the engine's parser no longer has the expected shape.
  */
@@ -66,6 +73,7 @@ export function installPacketGuard(client: object, limits: PacketGuardLimits): v
     );
   }
   const parseLength = parser._parseLength;
+  const parseMessageId = parser._parseMessageId;
   const emitError = parser._emitError;
 
   // Only the first error of a packet is reported: a failed string read makes the caller
@@ -82,6 +90,23 @@ export function installPacketGuard(client: object, limits: PacketGuardLimits): v
         new PacketViolationError(
           "packet_too_large",
           `packet of ${total} bytes exceeds the limit of ${limits.maxPacketBytes}`,
+        ),
+      );
+      return false;
+    }
+    return true;
+  };
+
+  // [MQTT-2.3.1-1] packet identifiers are non-zero.
+  parser._parseMessageId = function parseNonZeroMessageId(
+    this: MqttPacketParser & { packet: { messageId?: number } },
+  ) {
+    if (!parseMessageId.call(this)) return false;
+    if (this.packet.messageId === 0) {
+      this._emitError(
+        new PacketViolationError(
+          "packet_id_zero",
+          `packet identifier 0 in a ${this.packet.cmd} packet`,
         ),
       );
       return false;

@@ -313,3 +313,203 @@ describe("packet order on one connection [MQTT-4.6.0-6]", () => {
     socket.destroy();
   });
 });
+
+describe("CONNECT validation", () => {
+  const refusedWithoutConnack = async (bytes: Buffer): Promise<void> => {
+    const socket = await rawConnect(port);
+    const closed = closedByPeer(socket);
+    socket.write(bytes);
+    assert.equal((await closed).length, 0, "closed without a CONNACK");
+  };
+
+  it("a will topic that is empty or has wildcards is refused [MQTT-3.1.2-9] [MQTT-4.7.3-1]", async () => {
+    for (const topic of ["", "alarms/#", "alarms/+/x"]) {
+      await refusedWithoutConnack(
+        connectPacket(`bad-will-${topic.length}`, { will: { topic, payload: Buffer.from("x") } }),
+      );
+    }
+  });
+
+  it("protocol name and level must agree [MQTT-3.1.2-1]", async () => {
+    const mqtt31AsLevel4 = connectPacket("mixed-1");
+    // Rewrite "MQTT" level 4 into "MQTT" level 3 (name offset 2..8, level at byte 8).
+    const level3 = Buffer.from(mqtt31AsLevel4);
+    level3[8] = 3;
+    await refusedWithoutConnack(level3);
+  });
+
+  it("a second CONNECT closes the connection [MQTT-3.1.0-2]", async () => {
+    const socket = await rawSession("twice");
+    const closed = closedByPeer(socket);
+    socket.write(connectPacket("twice"));
+    await closed;
+  });
+
+  it("a first packet other than CONNECT closes the connection [MQTT-3.1.0-1]", async () => {
+    await refusedWithoutConnack(packet(0xc0, Buffer.alloc(0)));
+  });
+});
+
+describe("SUBSCRIBE and UNSUBSCRIBE validation", () => {
+  for (const filter of ["a+", "a/+b", "a#", "+#", "a/#/b", "a+/b"]) {
+    it(`the malformed filter ${JSON.stringify(filter)} closes the connection [MQTT-4.7.1-2] [MQTT-4.7.1-3]`, async () => {
+      const socket = await rawSession(`filter-${filter}`);
+      const closed = closedByPeer(socket);
+      socket.write(subscribePacket(filter));
+      assert.equal((await closed).length, 0, "no SUBACK");
+    });
+  }
+
+  it("packet identifier 0 closes the connection [MQTT-2.3.1-1]", async () => {
+    const socket = await rawSession("id-zero");
+    const closed = closedByPeer(socket);
+    socket.write(subscribePacket("ok/filter", 0));
+    assert.equal((await closed).length, 0, "no SUBACK");
+  });
+
+  it("an UNSUBSCRIBE without a filter closes the connection [MQTT-3.10.3-2]", async () => {
+    const socket = await rawSession("unsub-empty");
+    const closed = closedByPeer(socket);
+    socket.write(packet(0xa2, Buffer.from([0x00, 0x05])));
+    assert.equal((await closed).length, 0, "no UNSUBACK");
+  });
+});
+
+describe("no message lost or duplicated by the engine", () => {
+  it("a QoS 1 retained message followed at once by a QoS 0 one: both delivered", async () => {
+    const subscriber = await connect(running.urls.tcp as string);
+    const publisher = await connect(running.urls.tcp as string);
+    try {
+      const inbox = new Inbox(subscriber);
+      await subscribe(subscriber, "overtake/#", 1);
+      publisher.publish("overtake/slow", "retained", { qos: 1, retain: true });
+      publisher.publish("overtake/fast", "plain", { qos: 0 });
+      const topics = (await inbox.waitFor(2)).map((m) => m.topic).sort();
+      assert.deepEqual(topics, ["overtake/fast", "overtake/slow"]);
+    } finally {
+      await end(subscriber, publisher);
+    }
+  });
+
+  it("two publishers interleaving QoS 1 and retained messages: every one arrives", async () => {
+    const subscriber = await connect(running.urls.tcp as string);
+    const publishers = [
+      await connect(running.urls.tcp as string),
+      await connect(running.urls.tcp as string),
+    ];
+    try {
+      const inbox = new Inbox(subscriber);
+      await subscribe(subscriber, "interleave/#", 1);
+      const perPublisher = 200;
+      await Promise.all(
+        publishers.map((p, n) =>
+          Promise.all(
+            Array.from({ length: perPublisher }, (_, i) =>
+              p.publishAsync(`interleave/${n}/${i % 5}`, `${n}:${i}`, {
+                qos: 1,
+                retain: i % 3 === 0,
+              }),
+            ),
+          ),
+        ),
+      );
+      const received = await inbox.waitFor(2 * perPublisher);
+      assert.equal(new Set(received.map((m) => m.payload.toString())).size, 2 * perPublisher);
+    } finally {
+      await end(subscriber, ...publishers);
+    }
+  });
+
+  it("overlapping subscriptions include a copy at the highest granted QoS [MQTT-3.3.5-1]", async () => {
+    const subscriber = await connect(running.urls.tcp as string);
+    try {
+      const inbox = new Inbox(subscriber);
+      await subscriber.subscribeAsync({ "ov/#": { qos: 0 }, "ov/+": { qos: 2 } });
+      await subscriber.publishAsync("ov/x", "max", { qos: 2 });
+      const copies = await inbox.waitFor(2);
+      assert.deepEqual(copies.map((m) => m.packet.qos).sort(), [0, 2]);
+    } finally {
+      await end(subscriber);
+    }
+  });
+
+  it("a QoS 2 duplicate in the same read is acknowledged but delivered once [MQTT-4.3.3-2]", async () => {
+    const watcher = await connect(running.urls.tcp as string);
+    try {
+      const inbox = new Inbox(watcher);
+      await subscribe(watcher, "exactly/#", 2);
+      const socket = await rawSession("qos2-dup");
+      const body = Buffer.concat([
+        mqttString("exactly/once"),
+        Buffer.from([0x01, 0x2c]),
+        Buffer.from("v"),
+      ]);
+      socket.write(Buffer.concat([packet(0x34, body), packet(0x3c, body)])); // QoS 2, then DUP + QoS 2
+      const pubrecs = await readBytes(socket, 8);
+      assert.deepEqual([...pubrecs], [0x50, 0x02, 0x01, 0x2c, 0x50, 0x02, 0x01, 0x2c]);
+      socket.write(packet(0x62, Buffer.from([0x01, 0x2c]))); // PUBREL
+      assert.deepEqual([...(await readBytes(socket, 4))], [0x70, 0x02, 0x01, 0x2c]); // PUBCOMP
+      // A later marker proves no second copy is on its way.
+      await watcher.publishAsync("exactly/marker", "m", { qos: 2 });
+      const messages = await inbox.waitFor(2);
+      assert.deepEqual(
+        messages.map((m) => m.topic),
+        ["exactly/once", "exactly/marker"],
+      );
+      socket.destroy();
+    } finally {
+      await end(watcher);
+    }
+  });
+
+  it("the publisher's DUP flag is not forwarded [MQTT-3.3.1-3]", async () => {
+    const watcher = await connect(running.urls.tcp as string);
+    try {
+      const inbox = new Inbox(watcher);
+      await subscribe(watcher, "dupflag", 1);
+      const socket = await rawSession("dup-sender");
+      socket.write(
+        packet(
+          0x3a,
+          Buffer.concat([mqttString("dupflag"), Buffer.from([0x00, 0x07]), Buffer.from("d")]),
+        ),
+      );
+      const [message] = await inbox.waitFor(1);
+      assert.equal(message?.packet.dup, false);
+      socket.destroy();
+    } finally {
+      await end(watcher);
+    }
+  });
+
+  it("messages on $ topics are not queued for offline wildcard subscribers [MQTT-4.7.2-1]", async () => {
+    const clientId = "offline-dollar";
+    const first = await connect(running.urls.tcp as string, { clientId, clean: false });
+    await subscribe(first, "#", 1);
+    await first.endAsync();
+    const publisher = await connect(running.urls.tcp as string);
+    await publisher.publishAsync("$app/status", "hidden", { qos: 1 });
+    await publisher.publishAsync("app/status", "queued", { qos: 1 });
+    await end(publisher);
+    const mqtt = (await import("mqtt")).default;
+    const back = mqtt.connect(running.urls.tcp as string, {
+      clientId,
+      clean: false,
+      reconnectPeriod: 0,
+    });
+    const inbox = new Inbox(back);
+    try {
+      const [message] = await inbox.waitFor(1);
+      assert.equal(message?.topic, "app/status");
+      // The marker proves nothing else was queued ahead of or behind it.
+      await back.publishAsync("app/marker", "m", { qos: 1 });
+      const messages = await inbox.waitFor(2);
+      assert.deepEqual(
+        messages.map((m) => m.topic),
+        ["app/status", "app/marker"],
+      );
+    } finally {
+      await end(back);
+    }
+  });
+});

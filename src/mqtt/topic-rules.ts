@@ -1,0 +1,27 @@
+/**
+ * MQTT 3.1.1 topic name and filter syntax (section 4.7), checked where aedes does not.
+ * Returns a reason when the string is invalid, undefined when it is fine.
+ */
+
+/** A topic name to publish to: non-empty, no wildcards [MQTT-4.7.3-1] [MQTT-3.3.2-2]. */
+export function invalidTopicName(topic: string): string | undefined {
+  if (topic.length === 0) return "empty topic name";
+  if (topic.includes("+") || topic.includes("#")) return "wildcard in a topic name";
+  return undefined;
+}
+
+/**
+ * A topic filter: non-empty; `+` only as a whole level [MQTT-4.7.1-3]; `#` only as the whole
+ * last level [MQTT-4.7.1-2].
+ */
+export function invalidTopicFilter(filter: string): string | undefined {
+  if (filter.length === 0) return "empty topic filter";
+  const levels = filter.split("/");
+  for (let i = 0; i < levels.length; i++) {
+    const level = levels[i] as string;
+    if (level.includes("#") && (level !== "#" || i !== levels.length - 1))
+      return "misplaced # in a topic filter";
+    if (level.includes("+") && level !== "+") return "misplaced + in a topic filter";
+  }
+  return undefined;
+}
