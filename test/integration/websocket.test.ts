@@ -42,6 +42,22 @@ describe("WebSocket listener", () => {
     assert.equal(status, 404);
   });
 
+  it("garbage frames close that WebSocket only, and the listener keeps serving", async () => {
+    for (const frame of [Buffer.from([0xff, 0x00, 0x13, 0x37]), "not mqtt at all"]) {
+      const ws = new WebSocket(`ws://${base}/plant/mqtt`, "mqtt");
+      await new Promise<void>((resolve, reject) => {
+        ws.once("open", () => resolve());
+        ws.once("error", reject);
+      });
+      const closed = new Promise<void>((resolve) => ws.once("close", () => resolve()));
+      ws.send(frame);
+      await closed;
+    }
+    const client = await connect(`ws://${base}/plant/mqtt`);
+    assert.equal(client.connected, true);
+    await end(client);
+  });
+
   it("answers a plain HTTP request with 426 Upgrade Required", async () => {
     const response = await fetch(`http://${base}/plant/mqtt`);
     assert.equal(response.status, 426);
