@@ -1,7 +1,17 @@
 import { type AddressInfo, createServer, type Server, type Socket } from "node:net";
-import { createServer as createTlsServer, type TLSSocket, type TlsOptions } from "node:tls";
+import {
+  createServer as createTlsServer,
+  type PeerCertificate,
+  type TLSSocket,
+  type TlsOptions,
+} from "node:tls";
 import type { ListenerConfig } from "../config/schema.js";
-import { type Listener, type ListenerEvents, verifiedPeerCertificate } from "./listener.js";
+import {
+  type ClientConnection,
+  type Listener,
+  type ListenerEvents,
+  verifiedPeerCertificate,
+} from "./listener.js";
 import { closeServer, listenOn } from "./server-utils.js";
 
 type StreamListenerConfig = Extract<ListenerConfig, { type: "tcp" | "tls" }>;
@@ -20,15 +30,7 @@ export class TcpListener implements Listener {
       const server = createTlsServer({ ...tls.options, handshakeTimeout: tls.handshakeTimeoutMs });
       server.on("secureConnection", (socket: TLSSocket) => {
         socket.setNoDelay(true);
-        const peerCertificate = verifiedPeerCertificate(socket);
-        events.onConnection({
-          stream: socket,
-          socket,
-          listener: "tls",
-          remoteAddress: socket.remoteAddress ?? "",
-          remotePort: socket.remotePort ?? 0,
-          ...(peerCertificate ? { peerCertificate } : {}),
-        });
+        events.onConnection(streamConnection(socket, "tls", verifiedPeerCertificate(socket)));
       });
       server.on("tlsClientError", (error, socket) => {
         socket.destroy();
@@ -37,13 +39,7 @@ export class TcpListener implements Listener {
       this.server = server;
     } else {
       this.server = createServer({ noDelay: true }, (socket: Socket) => {
-        events.onConnection({
-          stream: socket,
-          socket,
-          listener: "tcp",
-          remoteAddress: socket.remoteAddress ?? "",
-          remotePort: socket.remotePort ?? 0,
-        });
+        events.onConnection(streamConnection(socket, "tcp"));
       });
     }
   }
@@ -55,4 +51,20 @@ export class TcpListener implements Listener {
   stopAccepting(): Promise<void> {
     return closeServer(this.server);
   }
+}
+
+/** A socket that is itself the MQTT stream. */
+function streamConnection(
+  socket: Socket,
+  listener: "tcp" | "tls",
+  peerCertificate?: PeerCertificate,
+): ClientConnection {
+  return {
+    stream: socket,
+    socket,
+    listener,
+    remoteAddress: socket.remoteAddress ?? "",
+    remotePort: socket.remotePort ?? 0,
+    ...(peerCertificate ? { peerCertificate } : {}),
+  };
 }

@@ -148,3 +148,21 @@ export async function issueClientCert(
     CLIENT_EXTENSIONS,
   );
 }
+
+/** A listener document (as in a config file) for `tls` or `wss` on a free loopback port, using this PKI. */
+export function secureListener(
+  pki: TestPki,
+  type: "tls" | "wss",
+  clientCerts: "none" | "request" | "require" = "none",
+): Record<string, unknown> {
+  return {
+    type,
+    host: "127.0.0.1",
+    port: 0,
+    cert: pki.serverCert,
+    key: pki.serverKey,
+    ca: pki.caCert,
+    requestCert: clientCerts !== "none",
+    requireClientCert: clientCerts === "require",
+  };
+}

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { type ChildProcessWithoutNullStreams, execFile, spawn } from "node:child_process";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
-import { createTestPki, type TestPki } from "../helpers/certs.js";
+import { createTestPki, secureListener, type TestPki } from "../helpers/certs.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
 
 /** Interoperability with an independent client implementation: Debian's mosquitto-clients. */
@@ -20,19 +20,7 @@ before(async () => {
   });
   pki = await createTestPki({ clientCn: "gateway-3" });
   running = await startNode({
-    listeners: [
-      { type: "tcp", host: "127.0.0.1", port: 0 },
-      {
-        type: "tls",
-        host: "127.0.0.1",
-        port: 0,
-        cert: pki.serverCert,
-        key: pki.serverKey,
-        ca: pki.caCert,
-        requestCert: true,
-        requireClientCert: true,
-      },
-    ],
+    listeners: [{ type: "tcp", host: "127.0.0.1", port: 0 }, secureListener(pki, "tls", "require")],
   });
   ports = {
     tcp: Number(new URL(running.urls.tcp as string).port),

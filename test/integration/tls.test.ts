@@ -5,7 +5,7 @@ import WebSocket from "ws";
 import type { ListenerConfig } from "../../src/config/schema.js";
 import { createListener } from "../../src/transport/create-listener.js";
 import type { ClientConnection, Listener } from "../../src/transport/listener.js";
-import { createTestPki, type TestPki } from "../helpers/certs.js";
+import { createTestPki, secureListener, type TestPki } from "../helpers/certs.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
 import { connect, end } from "../helpers/mqtt-client.js";
 
@@ -22,20 +22,7 @@ describe("mutual TLS on a node", () => {
     describe(`${type} listener requiring client certificates`, () => {
       let running: RunningNode;
       before(async () => {
-        running = await startNode({
-          listeners: [
-            {
-              type,
-              host: "127.0.0.1",
-              port: 0,
-              cert: pki.serverCert,
-              key: pki.serverKey,
-              ca: pki.caCert,
-              requestCert: true,
-              requireClientCert: true,
-            },
-          ],
-        });
+        running = await startNode({ listeners: [secureListener(pki, type, "require")] });
       });
       after(async () => {
         await running.stop();

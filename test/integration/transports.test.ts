@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
-import { createTestPki, type TestPki } from "../helpers/certs.js";
+import { createTestPki, secureListener, type TestPki } from "../helpers/certs.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
 import { connect, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
 
@@ -27,9 +27,9 @@ for (const transport of TRANSPORTS) {
 
     before(async () => {
       const secure = transport === "tls" || transport === "wss";
-      const listener: Record<string, unknown> = { type: transport, host: "127.0.0.1", port: 0 };
-      if (secure)
-        Object.assign(listener, { cert: pki.serverCert, key: pki.serverKey, ca: pki.caCert });
+      const listener = secure
+        ? secureListener(pki, transport)
+        : { type: transport, host: "127.0.0.1", port: 0 };
       running = await startNode({ listeners: [listener] });
       url = running.urls[transport] as string;
       tlsOptions = secure ? { ca: pki.read(pki.caCert), rejectUnauthorized: true } : {};
