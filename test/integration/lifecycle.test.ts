@@ -105,6 +105,62 @@ describe("graceful shutdown", () => {
   });
 });
 
+describe("logs", () => {
+  it("at debug level, connection events are logged but never payloads or passwords", async () => {
+    const file = await configFile(
+      "log-debug.yaml",
+      `${LOCAL}log: { level: debug, format: json }\n`,
+    );
+    const node = SluiceProcess.spawn(["start", "--config", file]);
+    let client: MqttClient | undefined;
+    try {
+      const { ports } = await node.ready();
+      client = await connect(`mqtt://127.0.0.1:${ports.tcp}`, {
+        clientId: "logged-client",
+        username: "operator",
+        password: "hunter2-PASSWORD",
+        will: { topic: "w", payload: Buffer.from("WILL-PAYLOAD"), qos: 0, retain: false },
+      });
+      await client.publishAsync("plant/x", "SECRET-PAYLOAD", { qos: 1 });
+      await client.endAsync();
+      await node.waitForLog(
+        (l) => l.event === "client.disconnected" && l.clientId === "logged-client",
+      );
+      node.kill("SIGTERM");
+      await node.exited;
+      assert.ok(
+        node.lines.some((l) => l.event === "client.connected" && l.clientId === "logged-client"),
+      );
+      const everything = JSON.stringify(node.lines) + node.stderr;
+      for (const secret of ["hunter2-PASSWORD", "SECRET-PAYLOAD", "WILL-PAYLOAD"]) {
+        assert.ok(!everything.includes(secret), `${secret} must not be logged`);
+      }
+    } finally {
+      node.kill();
+      await end(client);
+    }
+  });
+
+  it("log.format pretty writes human-readable lines", async () => {
+    const file = await configFile(
+      "log-pretty.yaml",
+      `${LOCAL}log: { level: info, format: pretty }\n`,
+    );
+    const node = SluiceProcess.spawn(["start", "--config", file]);
+    try {
+      const line = await node.waitForLog(
+        (l) => typeof l.msg === "string" && l.msg.includes("node ready"),
+      );
+      assert.equal(line.event, undefined, "not a JSON line");
+      assert.match(String(line.msg), /INFO/);
+      node.kill("SIGTERM");
+      assert.equal((await node.exited).code, 0);
+    } finally {
+      node.kill();
+    }
+  });
+});
+
 describe("wills during a drain", () => {
   async function drainWithWill(publishWills: boolean): Promise<SluiceProcess> {
     const file = await configFile(
