@@ -6,6 +6,7 @@ import { redactConfig } from "./config/redact.js";
 import { ConfigError, UsageError } from "./errors.js";
 import { SluiceNode } from "./node.js";
 import { createLogger, type Logger } from "./observability/logger.js";
+import { runPasswd } from "./security/passwd-command.js";
 import { buildTlsOptions } from "./transport/tls-options.js";
 
 const EXIT_OK = 0;
@@ -15,6 +16,8 @@ const EXIT_CONFIG = 2;
 const USAGE = `Usage:
   sluice start [--config FILE]         run a broker node (no file: local-only, in-memory defaults)
   sluice check-config --config FILE    validate a config and print it with secrets redacted
+  sluice passwd [-c] [-D] FILE USER    add, update (-c: create the file) or delete (-D) a user;
+                                       the password is read from stdin or prompted for
   sluice --help | --version
 
 Environment: SLUICE_CONFIG, SLUICE_NODE_ID, SLUICE_REDIS_URL, SLUICE_LOG_LEVEL override the file.
@@ -27,6 +30,12 @@ async function main(argv: string[]): Promise<number> {
       return start(configOption(rest));
     case "check-config":
       return checkConfigCommand(configOption(rest, true));
+    case "passwd":
+      return runPasswd(rest, {
+        stdin: process.stdin,
+        stdout: process.stdout,
+        stderr: process.stderr,
+      });
     case "--version":
     case "-v":
       process.stdout.write(`${await version()}\n`);
@@ -116,6 +125,17 @@ async function start(file: string | undefined): Promise<number> {
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
+    process.on("SIGHUP", () => {
+      logger.info(
+        { event: "reload.started", signal: "SIGHUP" },
+        "SIGHUP received: reloading security files",
+      );
+      node
+        .reload()
+        .catch((error: unknown) =>
+          logger.error({ event: "reload.failed", err: error }, "reload failed"),
+        );
+    });
   });
 }
 
@@ -160,7 +180,8 @@ main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
     // Open handles (e.g. a pretty-log worker) must not keep a finished command alive.
-    if (code !== EXIT_OK || process.argv[2] === "start") setImmediate(() => process.exit(code));
+    if (code !== EXIT_OK || process.argv[2] !== "check-config")
+      setImmediate(() => process.exit(code));
   },
   (error: unknown) => {
     const code = report(error);

@@ -64,6 +64,16 @@ export class ServerUnavailableError extends SluiceError {
   }
 }
 
+/**
+ * A PUBLISH the client may not make. MQTT 3.1.1 has no way to refuse one, so the message is
+ * dropped while QoS 1/2 are still acknowledged; the connection stays open.
+ */
+export class PublishDeniedError extends SluiceError {
+  constructor(topic: string) {
+    super("PUBLISH_DENIED", `publish to ${topic} denied`);
+  }
+}
+
 /** A packet broke the MQTT 3.1.1 rules; the connection is closed. */
 export class ProtocolError extends SluiceError {
   constructor(message: string) {

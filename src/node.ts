@@ -8,6 +8,7 @@ import {
   countLiveSubscriptions,
   countRetained,
   type PatchedAedesOptions,
+  registeredClient,
 } from "./mqtt/aedes-internals.js";
 import { createBrokerRules } from "./mqtt/broker-rules.js";
 import { ClientContexts } from "./mqtt/client-context.js";
@@ -17,7 +18,10 @@ import { PersistentSessions } from "./mqtt/persistent-sessions.js";
 import type { Logger } from "./observability/logger.js";
 import { SluiceMetrics } from "./observability/metrics.js";
 import { SocketByteMeter } from "./observability/socket-byte-meter.js";
-import { AnonymousAuthenticator } from "./security/authenticator.js";
+import { AuditLog } from "./security/audit-log.js";
+import { AuthLockout } from "./security/auth-lockout.js";
+import { SluiceAuthenticator } from "./security/authenticator.js";
+import { SecurityFiles } from "./security/security-files.js";
 import { createListener } from "./transport/create-listener.js";
 import type { ClientConnection, Listener } from "./transport/listener.js";
 
@@ -42,6 +46,7 @@ export class SluiceNode {
   private broker: Aedes | undefined;
   private listeners: Listener[] = [];
   private http: HttpServer | undefined;
+  private security: SecurityFiles | undefined;
   private boundAddresses: NodeAddresses | undefined;
   private shutdownPromise: Promise<void> | undefined;
 
@@ -88,11 +93,33 @@ export class SluiceNode {
   private async open(): Promise<void> {
     const { config } = this;
     const mqttLog = this.rootLogger.child({ module: "mqtt" });
+    const security = await SecurityFiles.load(
+      { passwordFile: config.auth.passwordFile, aclFile: config.acl?.file },
+      this.rootLogger.child({ module: "security" }),
+    );
+    this.security = security;
+    const audit = new AuditLog(this.rootLogger);
+    const lockout = AuthLockout.inMemory(config.limits.authFailures);
+    const authenticator = new SluiceAuthenticator(
+      {
+        allowAnonymous: config.auth.allowAnonymous,
+        certificateIdentity: config.auth.certificateIdentity,
+        clientIdPattern: config.auth.clientIdPattern,
+        passwords: () => security.passwords(),
+      },
+      { lockout, audit, onFailure: (reason) => this.metrics.markAuthFailure(reason) },
+    );
     const rules = createBrokerRules({
       contexts: this.contexts,
-      authenticator: new AnonymousAuthenticator(config.auth.allowAnonymous),
+      authenticator,
+      authorizer: () => security.authorizer(),
+      liveIdentity: (clientId) => {
+        const live = this.broker ? registeredClient(this.broker, clientId) : undefined;
+        return live ? this.contexts.get(live)?.identity : undefined;
+      },
       metrics: this.metrics,
       sessions: new PersistentSessions(),
+      audit,
       events: {
         onWillPublished: (clientId) =>
           mqttLog.debug({ event: "client.will_published", clientId }, "will published"),
@@ -117,7 +144,11 @@ export class SluiceNode {
     this.broker = broker;
     this.observeBroker(broker);
 
-    if (!config.auth.allowAnonymous) {
+    if (
+      !config.auth.allowAnonymous &&
+      config.auth.passwordFile === undefined &&
+      config.auth.certificateIdentity === "none"
+    ) {
       this.log.warn(
         { event: "auth.nothing_configured" },
         "anonymous access is off and no authentication method is configured: every client will be refused",
@@ -248,6 +279,14 @@ export class SluiceNode {
     (broker as unknown as NodeJS.EventEmitter).on("error", (error: Error) => {
       log.error({ event: "broker.error", err: error }, "broker error");
     });
+  }
+
+  /**
+   * Re-reads the password file and ACL (SIGHUP). A file that fails to load keeps its previous
+   * version; the new ACL applies to every client's next decision.
+   */
+  async reload(): Promise<void> {
+    await this.security?.reload();
   }
 
   /**

@@ -9,17 +9,12 @@ const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]"]);
  */
 const NOT_YET_SUPPORTED: ReadonlyArray<{ key: string; present: (c: SluiceConfig) => boolean }> = [
   { key: "redis", present: (c) => c.redis !== undefined },
-  { key: "auth.passwordFile", present: (c) => c.auth.passwordFile !== undefined },
-  { key: "auth.certificateIdentity", present: (c) => c.auth.certificateIdentity !== "none" },
-  { key: "auth.clientIdPattern", present: (c) => c.auth.clientIdPattern !== undefined },
-  { key: "acl", present: (c) => c.acl !== undefined },
   { key: "limits.connections", present: (c) => c.limits.connections !== undefined },
   { key: "limits.publish", present: (c) => c.limits.publish !== undefined },
   {
     key: "limits.subscriptions.perClient",
     present: (c) => c.limits.subscriptions.perClient !== undefined,
   },
-  { key: "limits.authFailures", present: (c) => c.limits.authFailures !== undefined },
   { key: "limits.queue", present: (c) => c.limits.queue !== undefined },
   { key: "admin", present: (c) => c.admin !== undefined },
   {
@@ -29,10 +24,6 @@ const NOT_YET_SUPPORTED: ReadonlyArray<{ key: string; present: (c: SluiceConfig)
   {
     key: "listeners[].trustedProxies",
     present: (c) => c.listeners.some((l) => l.trustedProxies.length > 0),
-  },
-  {
-    key: "listeners[].crl",
-    present: (c) => c.listeners.some((l) => "crl" in l && l.crl !== undefined),
   },
 ];
 

@@ -127,13 +127,14 @@ const limitsSchema = z.strictObject({
       maxTopicLevels: z.number().int().min(1).max(100).default(100),
     })
     .prefault({}),
+  /** Brute-force protection, on by default. */
   authFailures: z
     .strictObject({
-      perIp: positiveInt.optional(),
-      perUsername: positiveInt.optional(),
-      blockSeconds: positiveInt.optional(),
+      perIp: positiveInt.default(10),
+      perUsername: positiveInt.default(5),
+      blockSeconds: positiveInt.default(300),
     })
-    .optional(),
+    .prefault({}),
   queue: z
     .strictObject({
       maxInflight: positiveInt.optional(),

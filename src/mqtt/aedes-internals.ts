@@ -29,6 +29,11 @@ export function registeredClients(broker: Aedes): Client[] {
   return Object.values(internals(broker).clients);
 }
 
+/** The client registered on this broker under this id, if any. */
+export function registeredClient(broker: Aedes, clientId: string): Client | undefined {
+  return internals(broker).clients[clientId];
+}
+
 /** Subscriptions held by the clients connected to this broker. */
 export function countLiveSubscriptions(broker: Aedes): number {
   let count = 0;

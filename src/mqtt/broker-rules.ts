@@ -3,12 +3,15 @@ import {
   IdentifierRejectedError,
   NotAuthorizedError,
   ProtocolError,
+  PublishDeniedError,
   ServerUnavailableError,
 } from "../errors.js";
 import type { SluiceMetrics } from "../observability/metrics.js";
-import type { Authenticator } from "../security/authenticator.js";
+import type { AuditLog, AuditSubject } from "../security/audit-log.js";
+import type { Authenticator, Identity } from "../security/authenticator.js";
+import type { AclSubject, Authorizer } from "../security/authorizer.js";
 import { isWillOf } from "./aedes-internals.js";
-import type { ClientContexts } from "./client-context.js";
+import type { ClientContext, ClientContexts } from "./client-context.js";
 import type { BrokerHooks } from "./hook-adapter.js";
 import type { PersistentSessions } from "./persistent-sessions.js";
 import { invalidTopicFilter, invalidTopicName } from "./topic-rules.js";
@@ -30,22 +33,37 @@ export interface BrokerRulesEvents {
 export interface BrokerRulesDeps {
   contexts: ClientContexts;
   authenticator: Authenticator;
+  /** Read per decision, so that a reloaded ACL applies to every client at once. */
+  authorizer(): Authorizer;
+  /** The identity of the client currently connected on this node with this id, if any. */
+  liveIdentity(clientId: string): Identity | undefined;
   metrics: SluiceMetrics;
   sessions: PersistentSessions;
+  audit: AuditLog;
   events: BrokerRulesEvents;
+}
+
+/** The audit fields of a client. */
+export function auditSubject(context: ClientContext | undefined, clientId?: string): AuditSubject {
+  const identity = context?.identity;
+  return {
+    listener: context?.connection.listener,
+    remoteAddress: context?.connection.remoteAddress,
+    clientId: identity?.clientId ?? clientId,
+    username: identity?.username,
+    certificateCn: identity?.certificateCn,
+    certificateFingerprint: identity?.certificateFingerprint,
+  };
 }
 
 /**
  * The broker's CONNECT, PUBLISH, SUBSCRIBE and delivery decisions: MQTT 3.1.1 rules that aedes
- * leaves out, then authentication, then (in later layers) authorization.
+ * leaves out, then authentication and identity binding, then topic authorization.
  */
-export function createBrokerRules({
-  contexts,
-  authenticator,
-  metrics,
-  sessions,
-  events,
-}: BrokerRulesDeps): BrokerHooks {
+export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
+  const { contexts, authenticator, metrics, sessions, audit, events } = deps;
+  const subjectOf = (client: Client): AclSubject | undefined => contexts.get(client)?.identity;
+
   return {
     preConnect(client, packet) {
       const context = contexts.get(client);
@@ -75,40 +93,80 @@ export function createBrokerRules({
       if (context.emptyClientId) {
         // [MQTT-3.1.3-8] a zero-length client id needs clean session 1;
         // MQTT 3.1 (protocol level 3) does not allow it at all.
-        if (!client.clean)
+        if (!client.clean) {
           throw new IdentifierRejectedError("zero-length client id with clean session 0");
-        if (client.version === 3)
+        }
+        if (client.version === 3) {
           throw new IdentifierRejectedError("zero-length client id on MQTT 3.1");
+        }
       }
-      context.identity = await authenticator.authenticate({
+      const identity = await authenticator.authenticate({
         clientId: client.id,
+        clientIdAssigned: context.emptyClientId,
         username,
         password,
         peerCertificate: context.connection.peerCertificate,
         remoteAddress: context.connection.remoteAddress,
+        listener: context.connection.listener,
       });
-      context.sessionPresent = sessions.connect(client.id, client.clean);
+      // A client id in use (live here, or a stored session) may only be taken over by the
+      // identity that holds it: device A can never take device B's session.
+      const live = deps.liveIdentity(client.id);
+      const holder = live ?? sessions.owner(client.id);
+      if (holder !== undefined && holder.username !== identity.username) {
+        metrics.markAuthFailure("session_owned_by_other");
+        audit.authFailed(auditSubject({ ...context, identity }), "session_owned_by_other");
+        throw new NotAuthorizedError("client id held by another identity");
+      }
+      if (live) audit.takeover(auditSubject({ ...context, identity }));
+      context.identity = identity;
+      context.sessionPresent = sessions.connect(client.id, client.clean, identity.username);
     },
 
     authorizePublish(client: Client | null, packet: PublishPacket) {
       // DUP describes one hop; it is never forwarded as the publisher set it [MQTT-3.3.1-3].
       packet.dup = false;
-      // Clients never write $SYS: the broker's own cluster signals (takeover, heartbeats)
-      // travel there, so a forged one could disconnect any client (aedes issue 597).
-      if (isSysTopic(packet.topic))
-        throw new NotAuthorizedError(`publish to ${SYS_PREFIX} refused`);
+      // No client ever writes $SYS, whatever the ACL says: the broker's own cluster signals
+      // (takeover, heartbeats) travel there, so a forged one could disconnect any client
+      // (aedes issue 597).
+      const subject = client === null ? undefined : subjectOf(client);
+      if (
+        isSysTopic(packet.topic) ||
+        (subject && !deps.authorizer().canPublish(subject, packet.topic))
+      ) {
+        metrics.markAclDenied("publish");
+        audit.aclDenied(
+          auditSubject(client === null ? undefined : contexts.get(client)),
+          "publish",
+          packet.topic,
+        );
+        // MQTT 3.1.1 cannot refuse a PUBLISH: it is dropped, and QoS 1/2 still acknowledged.
+        throw new PublishDeniedError(packet.topic);
+      }
       if (client === null) return;
       metrics.markMessageReceived();
       if (isWillOf(client, packet)) events.onWillPublished(client.id);
     },
 
-    authorizeSubscribe(_client, subscription) {
+    authorizeSubscribe(client, subscription) {
       const reason = invalidTopicFilter(subscription.topic);
       if (reason) throw new ProtocolError(reason);
+      const subject = subjectOf(client);
+      if (!subject || !deps.authorizer().canSubscribe(subject, subscription.topic)) {
+        metrics.markAclDenied("subscribe");
+        audit.aclDenied(auditSubject(contexts.get(client)), "subscribe", subscription.topic);
+        return null; // SUBACK 0x80 for this filter only
+      }
       return subscription;
     },
 
-    authorizeForward(_client, packet) {
+    authorizeForward(client, packet) {
+      const subject = subjectOf(client);
+      if (!subject || !deps.authorizer().canRead(subject, packet.topic)) {
+        // Counted, not audited: a wide subscription would write one line per message.
+        metrics.markAclDenied("read");
+        return null;
+      }
       metrics.markMessageSent();
       return packet;
     },

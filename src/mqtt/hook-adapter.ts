@@ -12,6 +12,7 @@ import {
   IdentifierRejectedError,
   NotAuthorizedError,
   ProtocolError,
+  PublishDeniedError,
   ServerUnavailableError,
 } from "../errors.js";
 
@@ -91,6 +92,7 @@ const CATALOGUED = [
   NotAuthorizedError,
   ServerUnavailableError,
   ProtocolError,
+  PublishDeniedError,
 ];
 const isCatalogued = (error: unknown): boolean => CATALOGUED.some((type) => error instanceof type);
 
@@ -120,7 +122,14 @@ export function adaptHooks(hooks: BrokerHooks, events: HookAdapterEvents): Aedes
     authorizePublish(client, packet, callback) {
       settle(
         () => hooks.authorizePublish(client, packet),
-        (error) => callback(error ? toError("authorizePublish", error) : null),
+        (error) => {
+          if (!error) return callback(null);
+          const refusal = toError("authorizePublish", error);
+          // Sluice's aedes patch acknowledges and drops instead of closing the connection.
+          if (error instanceof PublishDeniedError)
+            (refusal as Error & { drop?: boolean }).drop = true;
+          callback(refusal);
+        },
       );
     },
     authorizeSubscribe(client, subscription, callback) {

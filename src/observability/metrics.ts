@@ -25,6 +25,8 @@ export class SluiceMetrics {
   private readonly bytesSent: Counter;
   private readonly connectionsRejected: Counter<"reason">;
   private readonly protocolErrors: Counter<"reason">;
+  private readonly authFailures: Counter<"reason">;
+  private readonly aclDenied: Counter<"action">;
 
   constructor(nodeId: string, listenerTypes: readonly ListenerType[], sources: MetricsSources) {
     const registers = [this.registry];
@@ -54,6 +56,18 @@ export class SluiceMetrics {
       name: "sluice_protocol_errors_total",
       help: "Connections closed for breaking the MQTT protocol, by reason",
       labelNames: ["reason"],
+      registers,
+    });
+    this.authFailures = new Counter({
+      name: "sluice_auth_failures_total",
+      help: "Refused authentications, by reason",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.aclDenied = new Counter({
+      name: "sluice_acl_denied_total",
+      help: "Publishes, subscriptions and deliveries refused by authorization, by action",
+      labelNames: ["action"],
       registers,
     });
     this.messagesReceived = new Counter({
@@ -115,6 +129,14 @@ export class SluiceMetrics {
 
   markProtocolError(reason: string): void {
     this.protocolErrors.inc({ reason });
+  }
+
+  markAuthFailure(reason: string): void {
+    this.authFailures.inc({ reason });
+  }
+
+  markAclDenied(action: "publish" | "subscribe" | "read"): void {
+    this.aclDenied.inc({ action });
   }
 
   markMessageReceived(): void {

@@ -1,43 +1,236 @@
+import { createHash } from "node:crypto";
 import type { PeerCertificate } from "node:tls";
-import { NotAuthorizedError } from "../errors.js";
+import { AuthError, IdentifierRejectedError, NotAuthorizedError } from "../errors.js";
+import type { AuditLog, AuditSubject, AuthFailureReason } from "./audit-log.js";
+import type { AuthLockout } from "./auth-lockout.js";
 
 /** What a client presents on CONNECT. */
 export interface Credentials {
   clientId: string;
+  /** The client id was assigned by the broker (the CONNECT carried a zero-length one). */
+  clientIdAssigned: boolean;
   username: string | undefined;
   password: Buffer | undefined;
   /** Present only when verified against the listener's CA. */
   peerCertificate: PeerCertificate | undefined;
   remoteAddress: string;
+  listener: string;
 }
 
 /** Who a connected client is, for authorization and the audit log. */
 export interface Identity {
   clientId: string;
-  /** The authenticated user name; undefined for an anonymous client. */
+  /** The authenticated name (`%u` in ACLs); undefined for an anonymous client. */
   username: string | undefined;
-  anonymous: boolean;
+  method: "password" | "certificate" | "anonymous";
+  certificateCn?: string;
+  certificateFingerprint?: string;
 }
 
-/** Decides who a client is, or throws AuthError / NotAuthorizedError. */
+/** Verifies a username and password; satisfied by PasswordFile. */
+export interface PasswordVerifier {
+  verify(username: string, password: Buffer): Promise<boolean>;
+  has(username: string): boolean;
+}
+
+/** Decides who a client is, or throws AuthError / NotAuthorizedError / IdentifierRejectedError. */
 export interface Authenticator {
-  authenticate(credentials: Credentials): Identity | Promise<Identity>;
+  authenticate(credentials: Credentials): Promise<Identity>;
+}
+
+export interface AuthenticatorSettings {
+  allowAnonymous: boolean;
+  certificateIdentity: "none" | "cn-is-clientid" | "cn-is-username";
+  /** e.g. `%u` or `%u-*`: the client ids an identity may use. */
+  clientIdPattern?: string | undefined;
+  /** Read for every CONNECT so a reloaded password file takes effect at once. */
+  passwords(): PasswordVerifier | undefined;
+}
+
+export interface AuthenticatorDeps {
+  lockout: AuthLockout;
+  audit: AuditLog;
+  onFailure(reason: AuthFailureReason): void;
+}
+
+/** A refusal and the reason the audit log and metrics record for it. */
+class Refusal {
+  constructor(
+    readonly reason: AuthFailureReason,
+    readonly error: Error,
+  ) {}
 }
 
 /**
- * The only policy until password files and certificates land: anonymous clients are let in
- * when `auth.allowAnonymous` is on, and everyone is refused otherwise (deny by default).
+ * Establishes a client's identity on CONNECT: by verified client certificate, by password, or
+ * as anonymous when allowed, then binds it to the client id. Deny by default: without any
+ * configured method, only `allowAnonymous` lets anyone in. The client learns only the CONNACK
+ * code; the reason goes to the audit log.
  */
-export class AnonymousAuthenticator implements Authenticator {
-  constructor(private readonly allowAnonymous: boolean) {}
+export class SluiceAuthenticator implements Authenticator {
+  private readonly clientIdMatcher: ((clientId: string, username: string) => boolean) | undefined;
 
-  authenticate(credentials: Credentials): Identity {
-    if (!this.allowAnonymous) {
-      throw new NotAuthorizedError(
-        "anonymous access is off and no authentication method is configured",
+  constructor(
+    private readonly settings: AuthenticatorSettings,
+    private readonly deps: AuthenticatorDeps,
+  ) {
+    this.clientIdMatcher =
+      settings.clientIdPattern === undefined
+        ? undefined
+        : compileClientIdPattern(settings.clientIdPattern);
+  }
+
+  async authenticate(credentials: Credentials): Promise<Identity> {
+    const subject: AuditSubject = {
+      listener: credentials.listener,
+      remoteAddress: credentials.remoteAddress,
+      clientId: credentials.clientId,
+      username: credentials.username,
+    };
+    const { lockout, audit } = this.deps;
+    // Checked before any hashing: a locked-out source costs no CPU.
+    if (await lockout.isLockedOut(credentials.remoteAddress, credentials.username)) {
+      this.deps.onFailure("locked_out");
+      audit.authFailed(subject, "locked_out");
+      throw new NotAuthorizedError("locked out after repeated failures");
+    }
+    const outcome = await this.identify(credentials);
+    if (outcome instanceof Refusal) {
+      this.deps.onFailure(outcome.reason);
+      audit.authFailed(subject, outcome.reason);
+      // Only guesses count towards a lockout: policy refusals are no brute force.
+      if (
+        outcome.reason === "bad_password" ||
+        outcome.reason === "unknown_user" ||
+        outcome.reason === "missing_password"
+      ) {
+        await lockout.recordFailure(credentials.remoteAddress, credentials.username);
+        if (await lockout.isLockedOut(credentials.remoteAddress, credentials.username)) {
+          audit.lockedOut(subject, 0);
+        }
+      }
+      throw outcome.error;
+    }
+    if (outcome.method === "password")
+      await lockout.recordSuccess(credentials.remoteAddress, credentials.username);
+    audit.authSucceeded(
+      {
+        ...subject,
+        username: outcome.username,
+        certificateCn: outcome.certificateCn,
+        certificateFingerprint: outcome.certificateFingerprint,
+      },
+      outcome.method,
+    );
+    return outcome;
+  }
+
+  private async identify(credentials: Credentials): Promise<Identity | Refusal> {
+    const certificate = this.certificateIdentity(credentials);
+    if (certificate) return this.bind(credentials, certificate);
+
+    const passwords = this.settings.passwords();
+    if (credentials.username !== undefined && passwords) {
+      if (credentials.password === undefined) {
+        return new Refusal("missing_password", new AuthError("username without password"));
+      }
+      const known = passwords.has(credentials.username);
+      // verify() costs the same for unknown users, so timing tells nothing either way.
+      const valid = await passwords.verify(credentials.username, credentials.password);
+      if (!valid) {
+        return new Refusal(
+          known ? "bad_password" : "unknown_user",
+          new AuthError("bad username or password"),
+        );
+      }
+      return this.bind(credentials, {
+        clientId: credentials.clientId,
+        username: credentials.username,
+        method: "password",
+      });
+    }
+
+    if (!this.settings.allowAnonymous) {
+      return new Refusal("anonymous_refused", new NotAuthorizedError("anonymous access is off"));
+    }
+    // An unverified username is only a label: it must not select `user` ACL sections.
+    if (this.clientIdMatcher && !credentials.clientIdAssigned) {
+      // With identity binding on, an anonymous client could otherwise take any device's id.
+      return new Refusal(
+        "client_id_mismatch",
+        new NotAuthorizedError("anonymous clients may not choose a client id"),
       );
     }
-    // With anonymous access on and nothing to check against, a user name is a label only.
-    return { clientId: credentials.clientId, username: credentials.username, anonymous: true };
+    return { clientId: credentials.clientId, username: undefined, method: "anonymous" };
   }
+
+  private certificateIdentity(credentials: Credentials): Identity | undefined {
+    const mode = this.settings.certificateIdentity;
+    const cert = credentials.peerCertificate;
+    const cn = typeof cert?.subject?.CN === "string" ? cert.subject.CN : undefined;
+    if (mode === "none" || !cert || !cn) return undefined;
+    return {
+      clientId: credentials.clientId,
+      username: cn,
+      method: "certificate",
+      certificateCn: cn,
+      certificateFingerprint: cert.fingerprint256 ?? fingerprint(cert),
+    };
+  }
+
+  /** Applies the client-id rules to an authenticated identity. */
+  private bind(credentials: Credentials, identity: Identity): Identity | Refusal {
+    if (
+      this.settings.certificateIdentity === "cn-is-clientid" &&
+      identity.method === "certificate"
+    ) {
+      if (credentials.clientId !== identity.username) {
+        return new Refusal(
+          "client_id_mismatch",
+          new NotAuthorizedError("client id differs from certificate CN"),
+        );
+      }
+    }
+    if (this.clientIdMatcher && identity.username !== undefined) {
+      if (credentials.clientIdAssigned) {
+        return new Refusal(
+          "identifier_rejected",
+          new IdentifierRejectedError("a bound identity needs its client id"),
+        );
+      }
+      if (!this.clientIdMatcher(credentials.clientId, identity.username)) {
+        return new Refusal(
+          "client_id_mismatch",
+          new NotAuthorizedError("client id not allowed for this identity"),
+        );
+      }
+    }
+    return identity;
+  }
+}
+
+function fingerprint(cert: PeerCertificate): string | undefined {
+  return cert.raw ? createHash("sha256").update(cert.raw).digest("hex") : undefined;
+}
+
+/**
+ * Compiles `auth.clientIdPattern`: `%u` is the identity, `*` any run of characters, anything
+ * else literal. The identity is matched literally, never as a pattern.
+ */
+export function compileClientIdPattern(
+  pattern: string,
+): (clientId: string, username: string) => boolean {
+  const parts = pattern.split(/(%u|\*)/).filter((p) => p !== "");
+  return (clientId, username) => {
+    const source = parts
+      .map((part) =>
+        part === "%u" ? escapeRegExp(username) : part === "*" ? ".*" : escapeRegExp(part),
+      )
+      .join("");
+    return new RegExp(`^${source}$`, "s").test(clientId);
+  };
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }

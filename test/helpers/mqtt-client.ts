@@ -1,15 +1,34 @@
-import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt";
+import { createConnection } from "node:net";
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient, type Packet } from "mqtt";
 
 export type { MqttClient } from "mqtt";
 
-/** Connects an MQTT.js client and resolves once CONNACK arrived; rejects on error or refusal. */
-export async function connect(url: string, options: IClientOptions = {}): Promise<MqttClient> {
-  const client = mqtt.connect(url, {
+/**
+ * Connects an MQTT.js client and resolves once CONNACK arrived; rejects on error or refusal.
+ * `fromAddress` binds the client's end of a TCP connection to another loopback address, so a
+ * test can come from several "hosts" (e.g. 127.0.0.9).
+ */
+export async function connect(
+  url: string,
+  options: IClientOptions & { fromAddress?: string } = {},
+): Promise<MqttClient> {
+  const { fromAddress, ...rest } = options;
+  const settings: IClientOptions = {
     reconnectPeriod: 0,
     connectTimeout: 10_000,
     protocolVersion: 4,
-    ...options,
-  });
+    ...rest,
+  };
+  let client: MqttClient;
+  if (fromAddress === undefined) {
+    client = mqtt.connect(url, settings);
+  } else {
+    const { hostname, port } = new URL(url);
+    client = new mqtt.MqttClient(
+      () => createConnection({ host: hostname, port: Number(port), localAddress: fromAddress }),
+      settings,
+    );
+  }
   try {
     await new Promise<void>((resolve, reject) => {
       client.once("connect", () => resolve());
@@ -63,6 +82,25 @@ export async function subscribe(
 ): Promise<number> {
   const granted = await client.subscribeAsync(topic, { qos });
   return granted[0]?.qos ?? -1;
+}
+
+/**
+ * Subscribes and resolves with the SUBACK's return codes as sent (0x80 = refused), in the
+ * order of the filters; MQTT.js would turn any 0x80 into an error and hide the others.
+ */
+export function subscribeGranted(
+  client: MqttClient,
+  filters: Record<string, { qos: 0 | 1 | 2 }>,
+): Promise<number[]> {
+  return new Promise((resolve) => {
+    const onPacket = (packet: Packet): void => {
+      if (packet.cmd !== "suback") return;
+      client.off("packetreceive", onPacket);
+      resolve(packet.granted.map(Number));
+    };
+    client.on("packetreceive", onPacket);
+    client.subscribe(filters, () => {});
+  });
 }
 
 export async function end(...clients: Array<MqttClient | undefined>): Promise<void> {

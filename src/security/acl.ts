@@ -1,0 +1,269 @@
+import { readFile } from "node:fs/promises";
+import { basename, extname } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { ConfigError } from "../errors.js";
+import { invalidTopicFilter } from "../mqtt/topic-rules.js";
+import type { AclSubject, Authorizer } from "./authorizer.js";
+
+export type AclAccess = "read" | "write" | "readwrite" | "deny";
+
+export interface Rule {
+  access: AclAccess;
+  /** The rule's topic filter, split into levels once at load time. */
+  levels: readonly string[];
+  /** For `pattern` rules: which levels contain %c or %u. */
+  substituted: boolean;
+  usesUsername: boolean;
+}
+
+const ACCESS = new Set<AclAccess>(["read", "write", "readwrite", "deny"]);
+
+/**
+ * Topic authorization from an ACL file, deny by default, with Mosquitto's meaning:
+ * `topic` lines before the first `user` line are for anonymous clients, `user` sections for
+ * that user, `pattern` lines (with %c client id, %u username) for everyone. A matching deny
+ * rule wins over any allow rule. The YAML form (`anonymous`, `users`, `patterns`) means the
+ * same. `canRead` runs for every delivery: rules are split into levels at load time.
+ */
+export class Acl implements Authorizer {
+  /** Use Acl.load or Acl.parse. */
+  constructor(
+    private readonly anonymous: readonly Rule[],
+    private readonly users: ReadonlyMap<string, readonly Rule[]>,
+    private readonly patterns: readonly Rule[],
+  ) {}
+
+  get ruleCount(): number {
+    let count = this.anonymous.length + this.patterns.length;
+    for (const rules of this.users.values()) count += rules.length;
+    return count;
+  }
+
+  static async load(path: string): Promise<Acl> {
+    let text: string;
+    try {
+      text = await readFile(path, "utf8");
+    } catch (error) {
+      throw new ConfigError([
+        `${path}: cannot be read (${(error as NodeJS.ErrnoException).code ?? error})`,
+      ]);
+    }
+    const yaml = [".yaml", ".yml"].includes(extname(path).toLowerCase());
+    return Acl.parse(text, yaml ? "yaml" : "mosquitto", basename(path));
+  }
+
+  static parse(text: string, format: "mosquitto" | "yaml", source: string): Acl {
+    return format === "yaml" ? parseYamlAcl(text, source) : parseMosquittoAcl(text, source);
+  }
+
+  canPublish(subject: AclSubject, topic: string): boolean {
+    return this.decide(subject, topic.split("/"), "write", matchesTopic);
+  }
+
+  canRead(subject: AclSubject, topic: string): boolean {
+    return this.decide(subject, topic.split("/"), "read", matchesTopic);
+  }
+
+  /**
+   * A filter is allowed only where reading is allowed for every topic it can match, and no
+   * deny rule covers it entirely; partial overlaps with deny rules are left to `canRead`,
+   * which filters each delivery.
+   */
+  canSubscribe(subject: AclSubject, filter: string): boolean {
+    return this.decide(subject, filter.split("/"), "read", covers);
+  }
+
+  private decide(
+    subject: AclSubject,
+    levels: readonly string[],
+    need: "read" | "write",
+    match: (rule: readonly string[], levels: readonly string[]) => boolean,
+  ): boolean {
+    const own =
+      subject.username === undefined ? this.anonymous : (this.users.get(subject.username) ?? NONE);
+    let allowed = false;
+    for (const rule of own) {
+      if (!match(rule.levels, levels)) continue;
+      if (rule.access === "deny") return false;
+      if (grants(rule.access, need)) allowed = true;
+    }
+    for (const rule of this.patterns) {
+      const ruleLevels = rule.substituted ? substitute(rule, subject) : rule.levels;
+      if (ruleLevels === undefined || !match(ruleLevels, levels)) continue;
+      if (rule.access === "deny") return false;
+      if (grants(rule.access, need)) allowed = true;
+    }
+    return allowed;
+  }
+}
+
+const NONE: readonly Rule[] = [];
+
+function grants(access: AclAccess, need: "read" | "write"): boolean {
+  return access === "readwrite" || access === need;
+}
+
+/**
+ * A pattern rule's levels for one client, or undefined when the rule cannot apply: %u for a
+ * client without a username, or an id or name containing + # or /, which would otherwise widen
+ * the rule (client id `#` must never read everything).
+ */
+function substitute(rule: Rule, subject: AclSubject): readonly string[] | undefined {
+  const { clientId, username } = subject;
+  if (rule.usesUsername && (username === undefined || unsafe(username))) return undefined;
+  if (unsafe(clientId)) return undefined;
+  return rule.levels.map((level) =>
+    level.includes("%") ? level.replaceAll("%c", clientId).replaceAll("%u", username ?? "") : level,
+  );
+}
+
+function unsafe(value: string): boolean {
+  return value.includes("+") || value.includes("#") || value.includes("/");
+}
+
+/** MQTT matching of a topic against a filter; wildcards first do not match `$` topics [MQTT-4.7.2-1]. */
+function matchesTopic(filter: readonly string[], topic: readonly string[]): boolean {
+  if ((filter[0] === "#" || filter[0] === "+") && topic[0]?.startsWith("$")) return false;
+  for (let i = 0; i < filter.length; i++) {
+    const f = filter[i];
+    if (f === "#") return true; // also the parent: `a/#` matches `a`
+    if (i >= topic.length) return false;
+    if (f !== "+" && f !== topic[i]) return false;
+  }
+  return filter.length === topic.length;
+}
+
+/** Whether every topic `inner` can match is matched by `outer` (both filters). */
+function covers(outer: readonly string[], inner: readonly string[]): boolean {
+  const outerWild = outer[0] === "#" || outer[0] === "+";
+  if (outerWild && inner[0]?.startsWith("$")) return false;
+  for (let i = 0; i < outer.length; i++) {
+    const o = outer[i];
+    if (o === "#") return true;
+    if (i >= inner.length) return false;
+    const n = inner[i];
+    if (n === "#") return false;
+    if (o === "+") continue;
+    if (n === "+" || n !== o) return false;
+  }
+  return outer.length === inner.length;
+}
+
+function makeRule(access: AclAccess, topic: string, pattern: boolean): Rule {
+  const usesUsername = pattern && topic.includes("%u");
+  return {
+    access,
+    levels: topic.split("/"),
+    substituted: pattern && (usesUsername || topic.includes("%c")),
+    usesUsername,
+  };
+}
+
+function ruleProblem(topic: string): string | undefined {
+  if (topic === "") return "missing topic";
+  return invalidTopicFilter(topic);
+}
+
+function parseMosquittoAcl(text: string, source: string): Acl {
+  const anonymous: Rule[] = [];
+  const users = new Map<string, Rule[]>();
+  const patterns: Rule[] = [];
+  const problems: string[] = [];
+  let section: Rule[] = anonymous;
+
+  text.split(/\r?\n/).forEach((raw, index) => {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#")) return;
+    const at = `${source}:${index + 1}`;
+    const [keyword, ...rest] = line.split(/\s+/);
+    if (keyword === "user") {
+      const name = line.slice("user".length).trim();
+      if (name === "") {
+        problems.push(`${at}: user needs a name`);
+        return;
+      }
+      section = users.get(name) ?? [];
+      users.set(name, section);
+      return;
+    }
+    if (keyword !== "topic" && keyword !== "pattern") {
+      problems.push(
+        `${at}: unknown keyword ${JSON.stringify(keyword)} (expected topic, pattern or user)`,
+      );
+      return;
+    }
+    let access: AclAccess = "readwrite";
+    let topic = line.slice(keyword.length).trim();
+    if (ACCESS.has(rest[0] as AclAccess) && rest.length > 1) {
+      access = rest[0] as AclAccess;
+      topic = topic.slice(access.length).trim();
+    }
+    const problem = ruleProblem(topic);
+    if (problem) {
+      problems.push(`${at}: ${problem}`);
+      return;
+    }
+    if (keyword === "pattern") patterns.push(makeRule(access, topic, true));
+    else section.push(makeRule(access, topic, false));
+  });
+  if (problems.length > 0) throw new ConfigError(problems);
+  return newAcl(anonymous, users, patterns);
+}
+
+const yamlRule = z.strictObject({
+  topic: z.string(),
+  access: z.enum(["read", "write", "readwrite", "deny"]).default("readwrite"),
+});
+const yamlAcl = z.strictObject({
+  anonymous: z.array(yamlRule).default([]),
+  users: z.record(z.string().min(1), z.array(yamlRule)).default({}),
+  patterns: z.array(yamlRule).default([]),
+});
+
+function parseYamlAcl(text: string, source: string): Acl {
+  let document: unknown;
+  try {
+    document = parseYaml(text) ?? {};
+  } catch (error) {
+    throw new ConfigError([
+      `${source}: YAML syntax error: ${(error as Error).message.split("\n")[0]}`,
+    ]);
+  }
+  const parsed = yamlAcl.safeParse(document);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((issue) => {
+        const path = issue.path.join(".") || "(root)";
+        const keys =
+          issue.code === "unrecognized_keys"
+            ? `: unknown key ${issue.keys.join(", ")}`
+            : `: ${issue.message}`;
+        return `${source}: ${path}${keys}`;
+      }),
+    );
+  }
+  const problems: string[] = [];
+  const build = (rules: z.output<typeof yamlRule>[], where: string, pattern: boolean): Rule[] =>
+    rules.flatMap((r, i) => {
+      const problem = ruleProblem(r.topic);
+      if (problem) {
+        problems.push(`${source}: ${where}[${i}].topic: ${problem}`);
+        return [];
+      }
+      return [makeRule(r.access, r.topic, pattern)];
+    });
+  const anonymous = build(parsed.data.anonymous, "anonymous", false);
+  const users = new Map(
+    Object.entries(parsed.data.users).map(
+      ([name, rules]) => [name, build(rules, `users.${name}`, false)] as const,
+    ),
+  );
+  const patterns = build(parsed.data.patterns, "patterns", true);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return newAcl(anonymous, users, patterns);
+}
+
+function newAcl(anonymous: Rule[], users: Map<string, Rule[]>, patterns: Rule[]): Acl {
+  return new Acl(anonymous, users, patterns);
+}

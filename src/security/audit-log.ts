@@ -1,0 +1,72 @@
+import type { Logger } from "../observability/logger.js";
+
+/** Who a security event is about. Never carries passwords or payloads. */
+export interface AuditSubject {
+  listener?: string | undefined;
+  remoteAddress?: string | undefined;
+  clientId?: string | undefined;
+  username?: string | undefined;
+  certificateCn?: string | undefined;
+  certificateFingerprint?: string | undefined;
+}
+
+export type AuthFailureReason =
+  | "bad_password"
+  | "unknown_user"
+  | "missing_password"
+  | "anonymous_refused"
+  | "client_id_mismatch"
+  | "session_owned_by_other"
+  | "locked_out"
+  | "identifier_rejected";
+
+/**
+ * One structured line per security event, on a logger of its own (`log: "audit"`) so that it
+ * can be routed apart from operational logs. Each line has a stable `event`.
+ */
+export class AuditLog {
+  private readonly log: Logger;
+
+  constructor(root: Logger) {
+    this.log = root.child({ log: "audit" });
+  }
+
+  authSucceeded(subject: AuditSubject, method: "password" | "certificate" | "anonymous"): void {
+    this.log.info(
+      { event: "audit.auth_succeeded", method, ...subject },
+      "authentication succeeded",
+    );
+  }
+
+  authFailed(subject: AuditSubject, reason: AuthFailureReason): void {
+    this.log.warn(
+      { event: "audit.auth_failed", reason, ...subject },
+      `authentication failed: ${reason}`,
+    );
+  }
+
+  lockedOut(subject: AuditSubject, blockSeconds: number): void {
+    this.log.warn(
+      { event: "audit.locked_out", blockSeconds, ...subject },
+      "further attempts are locked out",
+    );
+  }
+
+  aclDenied(subject: AuditSubject, action: "publish" | "subscribe" | "read", topic: string): void {
+    this.log.warn({ event: "audit.acl_denied", action, topic, ...subject }, `${action} denied`);
+  }
+
+  takeover(subject: AuditSubject): void {
+    this.log.info(
+      { event: "audit.takeover", ...subject },
+      "client id taken over by a new connection",
+    );
+  }
+
+  revoked(subject: AuditSubject, reason: string): void {
+    this.log.warn(
+      { event: "audit.revoked", reason, ...subject },
+      "connection closed: credentials revoked",
+    );
+  }
+}

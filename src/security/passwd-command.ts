@@ -1,0 +1,168 @@
+import { randomBytes } from "node:crypto";
+import { open, readFile, rename, rm } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { createInterface } from "node:readline";
+import { parseArgs } from "node:util";
+import { deleteUser, setUser } from "./password-file.js";
+import { hashPassword } from "./password-hash.js";
+
+export interface PasswdIo {
+  stdin: NodeJS.ReadableStream & { isTTY?: boolean; setRawMode?: (raw: boolean) => unknown };
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+}
+
+const USAGE = "usage: sluice passwd [-c] [-D] FILE USERNAME";
+
+/**
+ * `sluice passwd [-c] [-D] FILE USERNAME`: adds or updates a user with a salted scrypt hash
+ * (password from stdin, or prompted twice on a terminal), creates the file with -c, deletes
+ * the user with -D. The file is replaced atomically with mode 0600; the plaintext is never
+ * written anywhere. Exit codes: 0 ok, 2 usage or validation error, 1 I/O failure.
+ */
+export async function runPasswd(args: string[], io: PasswdIo): Promise<number> {
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse(args);
+  } catch (error) {
+    io.stderr.write(`sluice passwd: ${(error as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  const { file, username, create, remove } = parsed;
+  const problem = invalidUsername(username);
+  if (problem) {
+    io.stderr.write(`sluice passwd: ${problem}\n`);
+    return 2;
+  }
+
+  let text = "";
+  if (!create) {
+    try {
+      text = await readFile(file, "utf8");
+    } catch (error) {
+      io.stderr.write(
+        `sluice passwd: cannot read ${file} (${(error as NodeJS.ErrnoException).code}); use -c to create it\n`,
+      );
+      return 2;
+    }
+  }
+
+  if (remove) {
+    const updated = deleteUser(text, username);
+    if (updated === undefined) {
+      io.stderr.write(`sluice passwd: user ${username} is not in ${file}\n`);
+      return 2;
+    }
+    return (await writeAtomically(file, updated, io)) ? 0 : 1;
+  }
+
+  const password = await readPassword(io);
+  if (password === undefined) {
+    io.stderr.write("sluice passwd: the passwords do not match\n");
+    return 2;
+  }
+  if (password.length === 0) {
+    io.stderr.write("sluice passwd: an empty password is not allowed\n");
+    return 2;
+  }
+  const hash = await hashPassword(password);
+  password.fill(0);
+  return (await writeAtomically(file, setUser(text, username, hash), io)) ? 0 : 1;
+}
+
+function parse(args: string[]): {
+  file: string;
+  username: string;
+  create: boolean;
+  remove: boolean;
+} {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { create: { type: "boolean", short: "c" }, delete: { type: "boolean", short: "D" } },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length !== 2) throw new Error("FILE and USERNAME are required");
+  if (values.create && values.delete) throw new Error("-c and -D cannot be combined");
+  return {
+    file: positionals[0] as string,
+    username: positionals[1] as string,
+    create: values.create === true,
+    remove: values.delete === true,
+  };
+}
+
+function invalidUsername(username: string): string | undefined {
+  if (username === "") return "the username must not be empty";
+  if (Buffer.byteLength(username) > 256) return "the username is longer than 256 bytes";
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it rejects
+  if (/[:\s\u0000-\u001f\u007f]/.test(username))
+    return "the username must not contain ':', spaces or control characters";
+  return undefined;
+}
+
+/** Reads the password: the first line of stdin, or twice without echo on a terminal. */
+async function readPassword(io: PasswdIo): Promise<Buffer | undefined> {
+  if (!io.stdin.isTTY) {
+    const line = await firstLine(io.stdin);
+    return Buffer.from(line, "utf8");
+  }
+  const first = await prompt(io, "Password: ");
+  const second = await prompt(io, "Reenter password: ");
+  return first === second ? Buffer.from(first, "utf8") : undefined;
+}
+
+async function firstLine(stream: NodeJS.ReadableStream): Promise<string> {
+  const lines = createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY });
+  for await (const line of lines) {
+    lines.close();
+    return line;
+  }
+  return "";
+}
+
+function prompt(io: PasswdIo, question: string): Promise<string> {
+  io.stdout.write(question);
+  io.stdin.setRawMode?.(true);
+  return new Promise((resolve) => {
+    let typed = "";
+    const onData = (chunk: Buffer | string): void => {
+      for (const char of chunk.toString("utf8")) {
+        if (char === "\r" || char === "\n" || char === "\u0004") {
+          io.stdin.off("data", onData);
+          io.stdin.setRawMode?.(false);
+          io.stdin.pause();
+          io.stdout.write("\n");
+          resolve(typed);
+          return;
+        }
+        if (char === "\u0003") process.exit(130);
+        typed = char === "\u007f" ? typed.slice(0, -1) : typed + char;
+      }
+    };
+    io.stdin.on("data", onData);
+    io.stdin.resume();
+  });
+}
+
+/** Writes a sibling temp file (mode 0600), syncs it and renames it over the target. */
+async function writeAtomically(file: string, text: string, io: PasswdIo): Promise<boolean> {
+  const temp = join(dirname(file), `.${basename(file)}.${randomBytes(6).toString("hex")}.tmp`);
+  try {
+    const handle = await open(temp, "wx", 0o600);
+    try {
+      await handle.writeFile(text);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, file);
+    return true;
+  } catch (error) {
+    await rm(temp, { force: true });
+    io.stderr.write(
+      `sluice passwd: cannot write ${file} (${(error as NodeJS.ErrnoException).code ?? error})\n`,
+    );
+    return false;
+  }
+}
