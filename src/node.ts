@@ -1,16 +1,20 @@
 import type { AddressInfo } from "node:net";
 import { Aedes, type Client } from "aedes";
 import type { ListenerConfig, SluiceConfig } from "./config/schema.js";
+import { ConfigError } from "./errors.js";
 import { HttpServer } from "./http/http-server.js";
 import { drainClients } from "./lifecycle/drain-clients.js";
+import { FileWatcher } from "./lifecycle/file-watcher.js";
 import { runPhases } from "./lifecycle/run-phases.js";
 import {
+  closeWithoutWill,
   countLiveSubscriptions,
   countRetained,
   type PatchedAedesOptions,
   registeredClient,
+  registeredClients,
 } from "./mqtt/aedes-internals.js";
-import { createBrokerRules } from "./mqtt/broker-rules.js";
+import { auditSubject, createBrokerRules } from "./mqtt/broker-rules.js";
 import { ClientContexts } from "./mqtt/client-context.js";
 import { adaptHooks } from "./mqtt/hook-adapter.js";
 import { installPacketGuard, PacketViolationError } from "./mqtt/packet-guard.js";
@@ -47,6 +51,8 @@ export class SluiceNode {
   private listeners: Listener[] = [];
   private http: HttpServer | undefined;
   private security: SecurityFiles | undefined;
+  private audit: AuditLog | undefined;
+  private watcher: FileWatcher | undefined;
   private boundAddresses: NodeAddresses | undefined;
   private shutdownPromise: Promise<void> | undefined;
 
@@ -99,6 +105,7 @@ export class SluiceNode {
     );
     this.security = security;
     const audit = new AuditLog(this.rootLogger);
+    this.audit = audit;
     const lockout = AuthLockout.inMemory(config.limits.authFailures);
     const authenticator = new SluiceAuthenticator(
       {
@@ -212,6 +219,15 @@ export class SluiceNode {
     );
 
     this.boundAddresses = { listeners: listenerAddresses, http };
+    this.watcher = new FileWatcher(watchedFiles(config), () => {
+      this.log.info(
+        { event: "reload.started", trigger: "file change" },
+        "security files changed: reloading",
+      );
+      this.reload().catch((error: unknown) =>
+        this.log.error({ event: "reload.failed", err: error }, "reload failed"),
+      );
+    });
     this.state = "ready";
     this.log.info({ event: "node.ready", nodeId: config.nodeId }, "node ready");
   }
@@ -282,11 +298,40 @@ export class SluiceNode {
   }
 
   /**
-   * Re-reads the password file and ACL (SIGHUP). A file that fails to load keeps its previous
-   * version; the new ACL applies to every client's next decision.
+   * Reloads what can change without a restart (SIGHUP, or a watched file changing): the
+   * password file, the ACL and every TLS listener's certificate, key, CA and CRL. Whatever
+   * fails to load keeps its previous version, with an error in the log. Clients whose password
+   * entry is gone are disconnected; every client's next decision uses the new ACL.
    */
   async reload(): Promise<void> {
+    if (this.state !== "ready") return;
     await this.security?.reload();
+    this.listeners.forEach((listener, index) => {
+      try {
+        listener.reloadTls();
+      } catch (error) {
+        const problems = error instanceof ConfigError ? error.problems.join("; ") : String(error);
+        this.log.error(
+          { event: "reload.failed", listener: `listeners[${index}]`, err: problems },
+          "TLS material rejected; the previous one stays in force",
+        );
+      }
+    });
+    await this.revokeRemovedCredentials();
+  }
+
+  private async revokeRemovedCredentials(): Promise<void> {
+    const broker = this.broker;
+    const passwords = this.security?.passwords();
+    if (!broker || !this.audit) return;
+    const revoked = registeredClients(broker).filter((client) => {
+      const identity = this.contexts.get(client)?.identity;
+      return identity?.method === "password" && !passwords?.has(identity.username ?? "");
+    });
+    for (const client of revoked) {
+      this.audit.revoked(auditSubject(this.contexts.get(client)), "password entry removed");
+    }
+    await Promise.all(revoked.map(closeWithoutWill));
   }
 
   /**
@@ -313,6 +358,7 @@ export class SluiceNode {
         timeoutMs: 1_000,
         run: async () => {
           this.state = "draining";
+          this.watcher?.close();
         },
       },
       {
@@ -355,3 +401,17 @@ export class SluiceNode {
 }
 
 function noop(): void {}
+
+/** Every file a reload re-reads: security files and TLS material. */
+function watchedFiles(config: SluiceConfig): string[] {
+  const files: string[] = [];
+  if (config.auth.passwordFile) files.push(config.auth.passwordFile);
+  if (config.acl) files.push(config.acl.file);
+  for (const listener of config.listeners) {
+    if (listener.type !== "tls" && listener.type !== "wss") continue;
+    files.push(listener.cert, listener.key);
+    if (listener.ca) files.push(listener.ca);
+    if (listener.crl) files.push(listener.crl);
+  }
+  return files;
+}

@@ -23,7 +23,7 @@ export function createListener(
       return new TcpListener(config, events);
     case "tls":
       return new TcpListener(config, events, {
-        options: buildTlsOptions(config, key),
+        options: () => buildTlsOptions(config, key),
         handshakeTimeoutMs: settings.connectTimeoutMs,
       });
     case "ws":
@@ -32,7 +32,7 @@ export function createListener(
       return new WsListener(config, events, {
         maxPacketBytes: settings.maxPacketBytes,
         tls: {
-          options: buildTlsOptions(config, key),
+          options: () => buildTlsOptions(config, key),
           handshakeTimeoutMs: settings.connectTimeoutMs,
         },
       });

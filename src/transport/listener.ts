@@ -36,6 +36,12 @@ export interface Listener {
   listen(): Promise<AddressInfo>;
   /** Stops accepting new connections; established ones are left alone. Idempotent. */
   stopAccepting(): Promise<void>;
+  /**
+   * Re-reads the TLS material (certificate, key, CA, CRL) for new handshakes; established
+   * connections keep theirs. Throws ConfigError and keeps the old material if the new does not
+   * load. A no-op for plain listeners.
+   */
+  reloadTls(): void;
 }
 
 /** The client certificate of a TLS socket if, and only if, it was verified against the CA. */

@@ -4,6 +4,7 @@ import {
   type PeerCertificate,
   type TLSSocket,
   type TlsOptions,
+  type Server as TlsServer,
 } from "node:tls";
 import type { ListenerConfig } from "../config/schema.js";
 import {
@@ -19,15 +20,20 @@ type StreamListenerConfig = Extract<ListenerConfig, { type: "tcp" | "tls" }>;
 /** MQTT straight over TCP (`tcp`) or over TLS (`tls`); the socket itself is the MQTT stream. */
 export class TcpListener implements Listener {
   private readonly server: Server;
+  private readonly reloadMaterial: (() => TlsOptions) | undefined;
 
   constructor(
     readonly config: StreamListenerConfig,
     events: ListenerEvents,
-    tls?: { options: TlsOptions; handshakeTimeoutMs: number },
+    tls?: { options: () => TlsOptions; handshakeTimeoutMs: number },
   ) {
+    this.reloadMaterial = tls?.options;
     if (config.type === "tls") {
       if (!tls) throw new TypeError("a tls listener needs TLS options");
-      const server = createTlsServer({ ...tls.options, handshakeTimeout: tls.handshakeTimeoutMs });
+      const server = createTlsServer({
+        ...tls.options(),
+        handshakeTimeout: tls.handshakeTimeoutMs,
+      });
       server.on("secureConnection", (socket: TLSSocket) => {
         socket.setNoDelay(true);
         events.onConnection(streamConnection(socket, "tls", verifiedPeerCertificate(socket)));
@@ -50,6 +56,10 @@ export class TcpListener implements Listener {
 
   stopAccepting(): Promise<void> {
     return closeServer(this.server);
+  }
+
+  reloadTls(): void {
+    if (this.reloadMaterial) (this.server as TlsServer).setSecureContext(this.reloadMaterial());
   }
 }
 

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { createServer as createHttpsServer } from "node:https";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { TLSSocket, TlsOptions } from "node:tls";
@@ -20,12 +20,17 @@ const MQTT_SUBPROTOCOLS = ["mqtt", "mqttv3.1"];
 export class WsListener implements Listener {
   private readonly server: Server;
   private readonly wss: WebSocketServer;
+  private readonly reloadMaterial: (() => TlsOptions) | undefined;
 
   constructor(
     readonly config: WsListenerConfig,
     events: ListenerEvents,
-    options: { maxPacketBytes: number; tls?: { options: TlsOptions; handshakeTimeoutMs: number } },
+    options: {
+      maxPacketBytes: number;
+      tls?: { options: () => TlsOptions; handshakeTimeoutMs: number };
+    },
   ) {
+    this.reloadMaterial = options.tls?.options;
     const plainHttp = (_req: IncomingMessage, res: ServerResponse): void => {
       res.writeHead(426, {
         "content-type": "text/plain",
@@ -37,7 +42,7 @@ export class WsListener implements Listener {
     if (config.type === "wss") {
       if (!options.tls) throw new TypeError("a wss listener needs TLS options");
       const server = createHttpsServer(
-        { ...options.tls.options, handshakeTimeout: options.tls.handshakeTimeoutMs },
+        { ...options.tls.options(), handshakeTimeout: options.tls.handshakeTimeoutMs },
         plainHttp,
       );
       server.on("tlsClientError", (error, socket) => {
@@ -95,5 +100,9 @@ export class WsListener implements Listener {
 
   stopAccepting(): Promise<void> {
     return closeServer(this.server);
+  }
+
+  reloadTls(): void {
+    if (this.reloadMaterial) (this.server as HttpsServer).setSecureContext(this.reloadMaterial());
   }
 }

@@ -135,6 +135,17 @@ export async function createTestPki(options: { clientCn?: string } = {}): Promis
   };
 }
 
+/** A fresh server certificate from the same CA (a rotation), with a new serial. */
+export async function issueServerCert(pki: TestPki): Promise<{ cert: string; key: string }> {
+  return issue(
+    pki.dir,
+    { cert: pki.caCert, key: pki.caKey },
+    `server-${++serial}`,
+    "localhost",
+    SERVER_EXTENSIONS,
+  );
+}
+
 /** Another client certificate from the same CA, for tests that need several identities. */
 export async function issueClientCert(
   pki: TestPki,
