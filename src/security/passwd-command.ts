@@ -94,6 +94,8 @@ function parse(args: string[]): {
 
 function invalidUsername(username: string): string | undefined {
   if (username === "") return "the username must not be empty";
+  // A line starting with # is a comment in the file: such a user could never log in.
+  if (username.startsWith("#")) return "the username must not start with '#'";
   if (Buffer.byteLength(username) > 256) return "the username is longer than 256 bytes";
   // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it rejects
   if (/[:\s\u0000-\u001f\u007f]/.test(username))

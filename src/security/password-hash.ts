@@ -16,6 +16,9 @@ const SALT_BYTES = 16;
 /** Bounds for costs read from a file, so a crafted file cannot stall or exhaust the node. */
 const MAX_SCRYPT_LN = 20;
 const MAX_SCRYPT_RP = 64;
+const MAX_SCRYPT_P = 16;
+/** scrypt needs 128 * N * r bytes per hash. */
+const MAX_SCRYPT_MEMORY = 256 * 1024 * 1024;
 const MAX_PBKDF2_ITERATIONS = 10_000_000;
 
 export interface ScryptCost {
@@ -58,8 +61,10 @@ export function parseHash(encoded: string): ParsedHash | string {
       ) {
         return "malformed scrypt parameters";
       }
-      if (cost.ln > MAX_SCRYPT_LN || cost.r > MAX_SCRYPT_RP || cost.p > MAX_SCRYPT_RP)
+      if (cost.ln > MAX_SCRYPT_LN || cost.r > MAX_SCRYPT_RP || cost.p > MAX_SCRYPT_P) {
         return "scrypt cost too high";
+      }
+      if (128 * 2 ** cost.ln * cost.r > MAX_SCRYPT_MEMORY) return "scrypt memory cost too high";
       const salt = Buffer.from(parts[3] ?? "", "base64");
       const key = Buffer.from(parts[4] ?? "", "base64");
       if (salt.length === 0 || key.length < 16) return "malformed scrypt salt or key";
