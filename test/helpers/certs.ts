@@ -135,6 +135,27 @@ export async function createTestPki(options: { clientCn?: string } = {}): Promis
   };
 }
 
+/**
+ * Revokes certificates with `openssl ca` and returns the path of the CA's new CRL (PEM). With
+ * no certificate it writes a CRL that revokes nothing.
+ */
+export async function writeCrl(pki: TestPki, revoked: readonly string[]): Promise<string> {
+  const db = await mkdtemp(join(pki.dir, "crl-"));
+  const config = join(db, "ca.cnf");
+  await writeFile(
+    config,
+    `[ ca ]\ndefault_ca = d\n[ d ]\ndatabase = ${join(db, "index.txt")}\ncrlnumber = ${join(db, "crlnumber")}\n` +
+      "default_md = sha256\ndefault_crl_days = 2\n",
+  );
+  await writeFile(join(db, "index.txt"), "");
+  await writeFile(join(db, "crlnumber"), "01\n");
+  const ca = ["-config", config, "-keyfile", pki.caKey, "-cert", pki.caCert];
+  for (const cert of revoked) await run("openssl", ["ca", ...ca, "-revoke", cert]);
+  const crl = join(db, "ca.crl");
+  await run("openssl", ["ca", ...ca, "-gencrl", "-out", crl]);
+  return crl;
+}
+
 /** A fresh server certificate from the same CA (a rotation), with a new serial. */
 export async function issueServerCert(pki: TestPki): Promise<{ cert: string; key: string }> {
   return issue(

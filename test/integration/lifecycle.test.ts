@@ -4,6 +4,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { hashPassword } from "../../src/security/password-hash.js";
 import { connect, end, type MqttClient } from "../helpers/mqtt-client.js";
 import { runCli, SluiceProcess } from "../helpers/sluice-process.js";
 
@@ -138,6 +139,43 @@ describe("logs", () => {
     } finally {
       node.kill();
       await end(client);
+    }
+  });
+
+  it("security events go to the audit log with a reason, never with the password", async () => {
+    await writeFile(join(dir, "audit.passwd"), `rtu-1:${await hashPassword("right-password")}\n`);
+    const file = await configFile(
+      "audit.yaml",
+      "listeners:\n  - { type: tcp, host: 127.0.0.1, port: 0 }\nhttp: { host: 127.0.0.1, port: 0 }\n" +
+        "auth: { passwordFile: audit.passwd }\nlog: { level: info, format: json }\n",
+    );
+    const node = SluiceProcess.spawn(["start", "--config", file]);
+    let client: MqttClient | undefined;
+    try {
+      const { ports } = await node.ready();
+      const url = `mqtt://127.0.0.1:${ports.tcp}`;
+      await assert.rejects(
+        connect(url, { clientId: "rtu-1", username: "rtu-1", password: "WRONG-secret" }),
+      );
+      client = await connect(url, {
+        clientId: "rtu-1",
+        username: "rtu-1",
+        password: "right-password",
+      });
+      const failed = await node.waitForLog((l) => l.event === "audit.auth_failed");
+      const succeeded = await node.waitForLog((l) => l.event === "audit.auth_succeeded");
+      assert.equal(failed.log, "audit");
+      assert.equal(failed.reason, "bad_password");
+      assert.equal(failed.clientId, "rtu-1");
+      assert.equal(failed.username, "rtu-1");
+      assert.equal(failed.remoteAddress, "127.0.0.1");
+      assert.equal(failed.listener, "tcp");
+      assert.equal(succeeded.method, "password");
+      const everything = JSON.stringify(node.lines) + node.stderr;
+      assert.ok(!everything.includes("WRONG-secret") && !everything.includes("right-password"));
+    } finally {
+      await end(client);
+      node.kill();
     }
   });
 

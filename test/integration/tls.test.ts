@@ -5,7 +5,13 @@ import WebSocket from "ws";
 import type { ListenerConfig } from "../../src/config/schema.js";
 import { createListener } from "../../src/transport/create-listener.js";
 import type { ClientConnection, Listener } from "../../src/transport/listener.js";
-import { createTestPki, secureListener, type TestPki } from "../helpers/certs.js";
+import {
+  createTestPki,
+  issueClientCert,
+  secureListener,
+  type TestPki,
+  writeCrl,
+} from "../helpers/certs.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
 import { connect, end } from "../helpers/mqtt-client.js";
 
@@ -65,6 +71,30 @@ describe("mutual TLS on a node", () => {
       });
     });
   }
+
+  it("refuses a client certificate on the configured CRL during the handshake", async () => {
+    const revoked = await issueClientCert(pki, "stolen-plc");
+    const crl = await writeCrl(pki, [revoked.cert]);
+    const running = await startNode({
+      listeners: [{ ...secureListener(pki, "tls", "require"), crl }],
+    });
+    try {
+      const url = running.urls.tls as string;
+      const ca = pki.read(pki.caCert);
+      await assert.rejects(
+        connect(url, { ca, cert: pki.read(revoked.cert), key: pki.read(revoked.key) }),
+      );
+      const good = await connect(url, {
+        ca,
+        cert: pki.read(pki.clientCert),
+        key: pki.read(pki.clientKey),
+      });
+      assert.equal(good.connected, true);
+      await end(good);
+    } finally {
+      await running.stop();
+    }
+  });
 
   it("refuses TLS 1.1 and older", async () => {
     const running = await startNode({
