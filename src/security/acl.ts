@@ -1,10 +1,10 @@
-import { readFile } from "node:fs/promises";
 import { basename, extname } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { ConfigError } from "../errors.js";
 import { invalidTopicFilter } from "../mqtt/topic-rules.js";
 import type { AclSubject, Authorizer } from "./authorizer.js";
+import { readSecurityFile } from "./read-security-file.js";
 
 export type AclAccess = "read" | "write" | "readwrite" | "deny";
 
@@ -41,14 +41,7 @@ export class Acl implements Authorizer {
   }
 
   static async load(path: string): Promise<Acl> {
-    let text: string;
-    try {
-      text = await readFile(path, "utf8");
-    } catch (error) {
-      throw new ConfigError([
-        `${path}: cannot be read (${(error as NodeJS.ErrnoException).code ?? error})`,
-      ]);
-    }
+    const text = await readSecurityFile(path);
     const yaml = [".yaml", ".yml"].includes(extname(path).toLowerCase());
     return Acl.parse(text, yaml ? "yaml" : "mosquitto", basename(path));
   }

@@ -1,8 +1,8 @@
-import { readFile } from "node:fs/promises";
 import { basename } from "node:path";
 import { ConfigError } from "../errors.js";
 import type { PasswordVerifier } from "./authenticator.js";
 import { hashPassword, type ParsedHash, parseHash, verifyParsed } from "./password-hash.js";
+import { readSecurityFile } from "./read-security-file.js";
 
 /**
  * A password file, `username:hash` per line (Mosquitto's format: files made by
@@ -16,14 +16,7 @@ export class PasswordFile implements PasswordVerifier {
   ) {}
 
   static async load(path: string): Promise<PasswordFile> {
-    let text: string;
-    try {
-      text = await readFile(path, "utf8");
-    } catch (error) {
-      throw new ConfigError([
-        `${path}: cannot be read (${(error as NodeJS.ErrnoException).code ?? error})`,
-      ]);
-    }
+    const text = await readSecurityFile(path);
     return PasswordFile.parse(text, basename(path));
   }
 
