@@ -25,6 +25,7 @@ import { SocketByteMeter } from "./observability/socket-byte-meter.js";
 import { AuditLog } from "./security/audit-log.js";
 import { AuthLockout } from "./security/auth-lockout.js";
 import { SluiceAuthenticator } from "./security/authenticator.js";
+import { readRevokedSerials } from "./security/crl.js";
 import { SecurityFiles } from "./security/security-files.js";
 import { createListener } from "./transport/create-listener.js";
 import type { ClientConnection, Listener } from "./transport/listener.js";
@@ -320,18 +321,42 @@ export class SluiceNode {
     await this.revokeRemovedCredentials();
   }
 
+  /** Disconnects clients whose password entry is gone or whose certificate is now revoked. */
   private async revokeRemovedCredentials(): Promise<void> {
     const broker = this.broker;
+    const audit = this.audit;
+    if (!broker || !audit) return;
     const passwords = this.security?.passwords();
-    if (!broker || !this.audit) return;
-    const revoked = registeredClients(broker).filter((client) => {
+    const revokedSerials = await this.revokedSerials();
+    const revoked: Array<{ client: Client; reason: string }> = [];
+    for (const client of registeredClients(broker)) {
       const identity = this.contexts.get(client)?.identity;
-      return identity?.method === "password" && !passwords?.has(identity.username ?? "");
-    });
-    for (const client of revoked) {
-      this.audit.revoked(auditSubject(this.contexts.get(client)), "password entry removed");
+      if (identity?.method === "password" && !passwords?.has(identity.username ?? "")) {
+        revoked.push({ client, reason: "password entry removed" });
+      } else if (identity?.certificateSerial && revokedSerials.has(identity.certificateSerial)) {
+        revoked.push({ client, reason: "certificate revoked" });
+      }
     }
-    await Promise.all(revoked.map(closeWithoutWill));
+    for (const { client, reason } of revoked)
+      audit.revoked(auditSubject(this.contexts.get(client)), reason);
+    await Promise.all(revoked.map(({ client }) => closeWithoutWill(client)));
+  }
+
+  /** Serials revoked by the CRLs of all TLS listeners; a CRL that fails to parse is skipped. */
+  private async revokedSerials(): Promise<Set<string>> {
+    const serials = new Set<string>();
+    for (const listener of this.config.listeners) {
+      if ((listener.type !== "tls" && listener.type !== "wss") || !listener.crl) continue;
+      try {
+        for (const serial of await readRevokedSerials(listener.crl)) serials.add(serial);
+      } catch (error) {
+        this.log.error(
+          { event: "reload.failed", file: listener.crl, err: String(error) },
+          "CRL could not be read",
+        );
+      }
+    }
+    return serials;
   }
 
   /**

@@ -131,8 +131,10 @@ export class SluiceMetrics {
     this.protocolErrors.inc({ reason });
   }
 
+  /** A refused CONNECT: counted by its reason, and as a rejected connection. */
   markAuthFailure(reason: string): void {
     this.authFailures.inc({ reason });
+    this.connectionsRejected.inc({ reason: reason === "locked_out" ? "locked_out" : "auth_failed" });
   }
 
   markAclDenied(action: "publish" | "subscribe" | "read"): void {

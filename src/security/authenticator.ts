@@ -3,6 +3,7 @@ import type { PeerCertificate } from "node:tls";
 import { AuthError, IdentifierRejectedError, NotAuthorizedError } from "../errors.js";
 import type { AuditLog, AuditSubject, AuthFailureReason } from "./audit-log.js";
 import type { AuthLockout } from "./auth-lockout.js";
+import { normalizeSerial } from "./crl.js";
 
 /** What a client presents on CONNECT. */
 export interface Credentials {
@@ -25,6 +26,8 @@ export interface Identity {
   method: "password" | "certificate" | "anonymous";
   certificateCn?: string;
   certificateFingerprint?: string;
+  /** Upper-case hex, for matching against CRLs on reload. */
+  certificateSerial?: string;
 }
 
 /** Verifies a username and password; satisfied by PasswordFile. */
@@ -175,6 +178,7 @@ export class SluiceAuthenticator implements Authenticator {
       method: "certificate",
       certificateCn: cn,
       certificateFingerprint: cert.fingerprint256 ?? fingerprint(cert),
+      certificateSerial: normalizeSerial(cert.serialNumber ?? ""),
     };
   }
 

@@ -5,7 +5,14 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { connect as tlsConnect } from "node:tls";
 import { hashPassword } from "../../src/security/password-hash.js";
-import { createTestPki, issueServerCert, type TestPki } from "../helpers/certs.js";
+import {
+  createTestPki,
+  issueClientCert,
+  issueServerCert,
+  secureListener,
+  type TestPki,
+  writeCrl,
+} from "../helpers/certs.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
 import { connect, end, type MqttClient, subscribeGranted } from "../helpers/mqtt-client.js";
 
@@ -92,6 +99,36 @@ describe("hot reload", () => {
       await end(alpha);
       await writeFile(join(dir, "acl.conf"), ACL);
       await running.node.reload();
+    }
+  });
+
+  it("revoking a connected device's certificate in the CRL disconnects it", async () => {
+    const crl = join(dir, "ca.crl");
+    await copyFile(await writeCrl(pki, []), crl);
+    const stolen = await issueClientCert(pki, "stolen-rtu");
+    const certNode = await startNode(
+      {
+        listeners: [{ ...secureListener(pki, "tls", "require"), crl: "ca.crl" }],
+        auth: { allowAnonymous: false, certificateIdentity: "cn-is-clientid" },
+      },
+      dir,
+    );
+    const ca = pki.read(pki.caCert);
+    const url = certNode.urls.tls as string;
+    const asDevice = (cert: { cert: string; key: string }, clientId: string) =>
+      connect(url, { clientId, ca, cert: pki.read(cert.cert), key: pki.read(cert.key) });
+    const rtu = await asDevice(stolen, "stolen-rtu");
+    const other = await asDevice({ cert: pki.clientCert, key: pki.clientKey }, "device-1");
+    try {
+      const closed = new Promise<void>((resolve) => rtu.once("close", () => resolve()));
+      await copyFile(await writeCrl(pki, [stolen.cert]), crl);
+      await certNode.node.reload();
+      await closed;
+      assert.equal(other.connected, true, "other devices stay connected");
+      await assert.rejects(asDevice(stolen, "stolen-rtu"), "refused at the handshake from now on");
+    } finally {
+      await end(rtu, other);
+      await certNode.stop();
     }
   });
 

@@ -278,6 +278,7 @@ describe("brute-force lockout", () => {
     );
     assert.equal(await hashed(), before.hashed + 10, "no hash computed for the 11th attempt");
     assert.equal(await locked(), before.locked + 1);
+    assert.ok((await metric(passwordNode, 'sluice_connections_rejected_total{reason="locked_out"')) >= 1);
     // The right password from the locked address is refused too...
     assert.equal(await refusal(asUser("scada", { fromAddress: localAddress })), 5);
     // ...while a device elsewhere is unaffected.
