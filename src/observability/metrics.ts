@@ -134,7 +134,9 @@ export class SluiceMetrics {
   /** A refused CONNECT: counted by its reason, and as a rejected connection. */
   markAuthFailure(reason: string): void {
     this.authFailures.inc({ reason });
-    this.connectionsRejected.inc({ reason: reason === "locked_out" ? "locked_out" : "auth_failed" });
+    this.connectionsRejected.inc({
+      reason: reason === "locked_out" ? "locked_out" : "auth_failed",
+    });
   }
 
   markAclDenied(action: "publish" | "subscribe" | "read"): void {

@@ -199,6 +199,32 @@ describe("logs", () => {
   });
 });
 
+describe("reload on SIGHUP", () => {
+  it("reloads the ACL; a broken one is rejected and the node keeps running", async () => {
+    await writeFile(join(dir, "hup.acl"), "user ops\ntopic read ops/#\n");
+    const file = await configFile(
+      "hup.yaml",
+      `${LOCAL}acl: { file: hup.acl }\nlog: { level: info, format: json }\n`,
+    );
+    const node = SluiceProcess.spawn(["start", "--config", file]);
+    try {
+      await node.ready();
+      await writeFile(join(dir, "hup.acl"), "user ops\ntopic read ops/#\ntopic read also/#\n");
+      node.kill("SIGHUP");
+      const reloaded = await node.waitForLog((l) => l.event === "reload.acl" && l.rules === 2);
+      assert.equal(reloaded.rules, 2);
+      await writeFile(join(dir, "hup.acl"), "user ops\nbogus line\n");
+      node.kill("SIGHUP");
+      const failed = await node.waitForEvent("reload.failed");
+      assert.match(String(failed.err), /hup\.acl:2: unknown keyword/);
+      node.kill("SIGTERM");
+      assert.equal((await node.exited).code, 0);
+    } finally {
+      node.kill();
+    }
+  });
+});
+
 describe("wills during a drain", () => {
   async function drainWithWill(publishWills: boolean): Promise<SluiceProcess> {
     const file = await configFile(

@@ -254,6 +254,35 @@ describe("the thermostat attacks", () => {
   });
 });
 
+describe("cn-is-username with a client id pattern", () => {
+  it("the certificate CN is the username, and client ids must match %u-*", async () => {
+    const node = await startNode(
+      {
+        listeners: [secureListener(pki, "tls", "require")],
+        auth: {
+          allowAnonymous: false,
+          certificateIdentity: "cn-is-username",
+          clientIdPattern: "%u-*",
+        },
+        acl: { file: "acl.conf" },
+      },
+      dir,
+    );
+    try {
+      const url = node.urls.tls as string;
+      const withCert = (clientId: string) =>
+        connect(url, { clientId, ca: pki.read(pki.caCert), ...certs["thermo-a"] });
+      const own = await withCert("thermo-a-gateway");
+      assert.equal(own.connected, true);
+      await end(own);
+      assert.equal(await refusal(withCert("thermo-b-gateway")), 5);
+      assert.equal(await refusal(withCert("thermo-a")), 5, "the pattern needs the dash");
+    } finally {
+      await node.stop();
+    }
+  });
+});
+
 describe("brute-force lockout", () => {
   it("the 11th failure from one address is refused before any hashing; other addresses still get in", async () => {
     const url = passwordNode.urls.tcp as string;
@@ -278,7 +307,9 @@ describe("brute-force lockout", () => {
     );
     assert.equal(await hashed(), before.hashed + 10, "no hash computed for the 11th attempt");
     assert.equal(await locked(), before.locked + 1);
-    assert.ok((await metric(passwordNode, 'sluice_connections_rejected_total{reason="locked_out"')) >= 1);
+    assert.ok(
+      (await metric(passwordNode, 'sluice_connections_rejected_total{reason="locked_out"')) >= 1,
+    );
     // The right password from the locked address is refused too...
     assert.equal(await refusal(asUser("scada", { fromAddress: localAddress })), 5);
     // ...while a device elsewhere is unaffected.
