@@ -21,6 +21,10 @@ export class AuthLockout {
     private readonly byUsername: RateLimiterAbstract,
   ) {}
 
+  get blockSeconds(): number {
+    return this.settings.blockSeconds;
+  }
+
   static inMemory(settings: LockoutSettings): AuthLockout {
     const limiter = (points: number, keyPrefix: string) =>
       new RateLimiterMemory({ points, duration: settings.blockSeconds, keyPrefix });

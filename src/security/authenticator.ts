@@ -109,7 +109,7 @@ export class SluiceAuthenticator implements Authenticator {
       ) {
         await lockout.recordFailure(credentials.remoteAddress, credentials.username);
         if (await lockout.isLockedOut(credentials.remoteAddress, credentials.username)) {
-          audit.lockedOut(subject, 0);
+          audit.lockedOut(subject, lockout.blockSeconds);
         }
       }
       throw outcome.error;
