@@ -101,6 +101,12 @@ export function adaptHooks(hooks: BrokerHooks, events: HookAdapterEvents): Aedes
     if (!isCatalogued(error)) events.onUnexpectedError(hook, error);
     return error instanceof Error ? error : new Error(String(error));
   };
+  const publishRefusal = (error: unknown): Error => {
+    const refusal = toError("authorizePublish", error);
+    // Sluice's aedes patch acknowledges and drops instead of closing the connection.
+    if (error instanceof PublishDeniedError) (refusal as Error & { drop?: boolean }).drop = true;
+    return refusal;
+  };
   return {
     preConnect(client, packet, callback) {
       settle(
@@ -119,18 +125,21 @@ export function adaptHooks(hooks: BrokerHooks, events: HookAdapterEvents): Aedes
         },
       );
     },
+    // Per message: no closures allocated when the hook answers synchronously.
     authorizePublish(client, packet, callback) {
-      settle(
-        () => hooks.authorizePublish(client, packet),
-        (error) => {
-          if (!error) return callback(null);
-          const refusal = toError("authorizePublish", error);
-          // Sluice's aedes patch acknowledges and drops instead of closing the connection.
-          if (error instanceof PublishDeniedError)
-            (refusal as Error & { drop?: boolean }).drop = true;
-          callback(refusal);
-        },
-      );
+      let result: MaybePromise<void>;
+      try {
+        result = hooks.authorizePublish(client, packet);
+      } catch (error) {
+        callback(publishRefusal(error));
+        return;
+      }
+      if (isPromise(result))
+        result.then(
+          () => callback(null),
+          (error) => callback(publishRefusal(error)),
+        );
+      else callback(null);
     },
     authorizeSubscribe(client, subscription, callback) {
       settle(
