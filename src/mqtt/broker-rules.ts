@@ -82,6 +82,7 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
       if (packet.will) {
         const reason = invalidTopicName(packet.will.topic ?? "");
         if (reason) throw new ProtocolError(`will: ${reason}`);
+        context.willTopic = packet.will.topic;
       }
       // aedes replaces an empty client id with a generated one before `authenticate`.
       context.emptyClientId = packet.clientId === "";
@@ -117,6 +118,16 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
         metrics.markAuthFailure("session_owned_by_other");
         audit.authFailed(auditSubject({ ...context, identity }), "session_owned_by_other");
         throw new NotAuthorizedError("client id held by another identity");
+      }
+      // A will is a publish made later on the client's behalf, possibly by another node:
+      // it is authorized now, like Mosquitto does, and the CONNECT refused if it may not.
+      if (
+        context.willTopic !== undefined &&
+        !deps.authorizer().canPublish(identity, context.willTopic)
+      ) {
+        metrics.markAclDenied("publish");
+        audit.aclDenied(auditSubject({ ...context, identity }), "publish", context.willTopic);
+        throw new NotAuthorizedError("will topic not allowed");
       }
       if (live) audit.takeover(auditSubject({ ...context, identity }));
       context.identity = identity;

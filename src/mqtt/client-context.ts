@@ -7,6 +7,8 @@ export interface ClientContext {
   readonly connection: ClientConnection;
   /** The CONNECT carried a zero-length client id (aedes assigns one before we see it). */
   emptyClientId: boolean;
+  /** The CONNECT's will topic, authorized once the identity is known. */
+  willTopic?: string;
   identity?: Identity;
   /** The CONNACK must report a session present (known only after authentication). */
   sessionPresent: boolean;

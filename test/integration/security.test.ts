@@ -239,6 +239,22 @@ describe("the thermostat attacks", () => {
     }
   });
 
+  it("a will on a topic the device may not publish to refuses the CONNECT", async () => {
+    const will = (topic: string) => ({
+      topic,
+      payload: Buffer.from("offline"),
+      qos: 1 as const,
+      retain: false,
+    });
+    assert.equal(
+      await refusal(asUser("thermo-a", { will: will("devices/thermo-b/telemetry/status") })),
+      5,
+    );
+    const own = await asUser("thermo-a", { will: will("devices/thermo-a/telemetry/status") });
+    assert.equal(own.connected, true);
+    await end(own);
+  });
+
   it("no client may publish to $SYS, whatever the ACL says", async () => {
     const scada = await asUser("scada");
     try {
