@@ -1,5 +1,6 @@
 import type { AddressInfo } from "node:net";
 import { Aedes, type Client } from "aedes";
+import { RedisFabric } from "./cluster/redis-fabric.js";
 import type { ListenerConfig, SluiceConfig } from "./config/schema.js";
 import { ConfigError } from "./errors.js";
 import { HttpServer } from "./http/http-server.js";
@@ -10,6 +11,7 @@ import {
   closeWithoutWill,
   countLiveSubscriptions,
   countRetained,
+  liveBrokerCount,
   type PatchedAedesOptions,
   registeredClient,
   registeredClients,
@@ -29,6 +31,11 @@ import { readRevokedSerials } from "./security/crl.js";
 import { SecurityFiles } from "./security/security-files.js";
 import { createListener } from "./transport/create-listener.js";
 import type { ClientConnection, Listener } from "./transport/listener.js";
+
+/** How often a node announces itself to the others; a node silent for 3 of these is dead. */
+const HEARTBEAT_INTERVAL_MS = 5_000;
+/** A node does not start unless Redis answers within this. */
+const REDIS_START_TIMEOUT_MS = 15_000;
 
 export type NodeState = "starting" | "ready" | "draining" | "stopped";
 
@@ -54,6 +61,7 @@ export class SluiceNode {
   private security: SecurityFiles | undefined;
   private audit: AuditLog | undefined;
   private watcher: FileWatcher | undefined;
+  private fabric: RedisFabric | undefined;
   private boundAddresses: NodeAddresses | undefined;
   private shutdownPromise: Promise<void> | undefined;
 
@@ -68,10 +76,15 @@ export class SluiceNode {
       config.listeners.map((l) => l.type),
       {
         subscriptionCount: () => (this.broker ? countLiveSubscriptions(this.broker) : 0),
-        // The in-memory store is walked per scrape: fine at the scale an in-memory node serves.
-        retainedCount: () => (this.broker ? countRetained(this.broker) : Promise.resolve(0)),
+        // In memory the store is walked per scrape: fine at the scale an in-memory node serves.
+        retainedCount: () => {
+          if (this.fabric) return this.fabric.retainedCount();
+          return this.broker ? countRetained(this.broker) : Promise.resolve(0);
+        },
         takeSocketBytes: () => this.byteMeter.take(),
+        clusterNodes: () => (this.broker ? liveBrokerCount(this.broker, HEARTBEAT_INTERVAL_MS) : 1),
       },
+      { redis: config.redis !== undefined },
     );
   }
 
@@ -140,9 +153,20 @@ export class SluiceNode {
           "broker hook failed unexpectedly",
         ),
     });
+    if (config.redis) {
+      const fabric = new RedisFabric(
+        config.redis,
+        this.rootLogger.child({ module: "redis" }),
+        (up) => this.metrics.setRedisUp(up),
+      );
+      this.fabric = fabric;
+      await fabric.waitUntilReady(REDIS_START_TIMEOUT_MS);
+    }
     const options: PatchedAedesOptions = {
       id: config.nodeId,
-      // No persistence given: aedes keeps sessions, retained messages and wills in memory.
+      // Without Redis, aedes keeps sessions, retained messages and wills in memory.
+      ...(this.fabric ? { mq: this.fabric.mq, persistence: this.fabric.persistence } : {}),
+      heartbeatInterval: HEARTBEAT_INTERVAL_MS,
       connectTimeout: config.limits.connectTimeoutMs,
       maxTopicLevels: config.limits.subscriptions.maxTopicLevels,
       ...hooks,
@@ -205,7 +229,7 @@ export class SluiceNode {
       config.http.host,
       config.http.port,
       {
-        isReady: () => this.state === "ready",
+        isReady: () => this.state === "ready" && (this.fabric === undefined || this.fabric.isUp()),
         metrics: async () => ({
           contentType: this.metrics.contentType,
           body: await this.metrics.render(),
@@ -411,6 +435,13 @@ export class SluiceNode {
         timeoutMs: 5_000,
         run: () =>
           new Promise<void>((resolve) => (broker ? broker.close(() => resolve()) : resolve())),
+      },
+      {
+        name: "close-redis",
+        timeoutMs: 2_000,
+        run: async () => {
+          await this.fabric?.close();
+        },
       },
       {
         name: "close-http",

@@ -8,7 +8,7 @@ const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]"]);
  * so each one is refused with a clear line until the feature lands.
  */
 const NOT_YET_SUPPORTED: ReadonlyArray<{ key: string; present: (c: SluiceConfig) => boolean }> = [
-  { key: "redis", present: (c) => c.redis !== undefined },
+  { key: "redis.cluster", present: (c) => c.redis?.cluster !== undefined },
   { key: "limits.connections", present: (c) => c.limits.connections !== undefined },
   { key: "limits.publish", present: (c) => c.limits.publish !== undefined },
   {
@@ -76,6 +76,18 @@ export function checkConfig(config: SluiceConfig, deps: CheckConfigDeps): string
   if (config.acl !== undefined && !deps.fileExists(config.acl.file)) {
     problems.push(`acl.file: file not found or not readable: ${config.acl.file}`);
   }
+
+  const redis = config.redis;
+  if (
+    redis &&
+    redis.url === undefined &&
+    !(redis.sentinels && redis.name) &&
+    redis.cluster === undefined
+  ) {
+    problems.push("redis: needs url, or sentinels and name");
+  }
+  if (redis?.sentinels && redis.name === undefined)
+    problems.push("redis.name: required with sentinels");
 
   for (const feature of NOT_YET_SUPPORTED) {
     if (feature.present(config))

@@ -29,6 +29,20 @@ export function registeredClients(broker: Aedes): Client[] {
   return Object.values(internals(broker).clients);
 }
 
+/**
+ * Nodes of the cluster heard from within three heartbeats (aedes' own liveness rule), this one
+ * included.
+ */
+export function liveBrokerCount(broker: Aedes, heartbeatIntervalMs: number): number {
+  const seen = broker.brokers as Readonly<Record<string, number>>;
+  const now = Date.now();
+  let count = 1;
+  for (const id in seen) {
+    if (id !== broker.id && (seen[id] ?? 0) + 3 * heartbeatIntervalMs >= now) count++;
+  }
+  return count;
+}
+
 /** The client registered on this broker under this id, if any. */
 export function registeredClient(broker: Aedes, clientId: string): Client | undefined {
   return internals(broker).clients[clientId];

@@ -9,6 +9,8 @@ export interface MetricsSources {
   retainedCount(): Promise<number>;
   /** Bytes read from and written to client sockets since the last call (then reset). */
   takeSocketBytes(): { received: number; sent: number };
+  /** Live nodes of the cluster, this one included (1 without Redis). */
+  clusterNodes(): number;
 }
 
 /**
@@ -27,8 +29,14 @@ export class SluiceMetrics {
   private readonly protocolErrors: Counter<"reason">;
   private readonly authFailures: Counter<"reason">;
   private readonly aclDenied: Counter<"action">;
+  private readonly redisUp: Gauge | undefined;
 
-  constructor(nodeId: string, listenerTypes: readonly ListenerType[], sources: MetricsSources) {
+  constructor(
+    nodeId: string,
+    listenerTypes: readonly ListenerType[],
+    sources: MetricsSources,
+    options: { redis: boolean } = { redis: false },
+  ) {
     const registers = [this.registry];
     this.registry.setDefaultLabels({ node: nodeId });
     collectDefaultMetrics({ register: this.registry });
@@ -96,6 +104,22 @@ export class SluiceMetrics {
       help: "Bytes written to client sockets (including TLS and WebSocket framing)",
       registers,
     });
+    // Only a node that uses Redis has the series: a constant 0 elsewhere would page someone.
+    this.redisUp = options.redis
+      ? new Gauge({
+          name: "sluice_redis_up",
+          help: "1 while every Redis connection of this node is ready, 0 otherwise",
+          registers,
+        })
+      : undefined;
+    new Gauge({
+      name: "sluice_cluster_nodes",
+      help: "Live nodes of the cluster as this node sees them, itself included",
+      registers,
+      collect() {
+        this.set(sources.clusterNodes());
+      },
+    });
     new Gauge({
       name: "sluice_subscriptions",
       help: "Subscriptions of the clients connected to this node",
@@ -141,6 +165,10 @@ export class SluiceMetrics {
 
   markAclDenied(action: "publish" | "subscribe" | "read"): void {
     this.aclDenied.inc({ action });
+  }
+
+  setRedisUp(up: boolean): void {
+    this.redisUp?.set(up ? 1 : 0);
   }
 
   markMessageReceived(): void {

@@ -1,0 +1,139 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { type RunningNode, startNode } from "../helpers/in-process-node.js";
+import { connect, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
+import { RedisServer } from "../helpers/redis-server.js";
+
+/**
+ * Two nodes sharing one real Redis (random port, random key prefix): what a client does on one
+ * node is seen on the other. Failover and fault tests build on these.
+ */
+let redis: RedisServer;
+let a: RunningNode;
+let b: RunningNode;
+
+const clusterNode = (nodeId: string, prefix: string) =>
+  startNode({ nodeId, redis: { url: redis.url, keyPrefix: prefix } });
+
+before(async () => {
+  redis = await RedisServer.start();
+  const prefix = `t${randomBytes(4).toString("hex")}:`;
+  a = await clusterNode("node-a", prefix);
+  b = await clusterNode("node-b", prefix);
+});
+after(async () => {
+  await a?.stop();
+  await b?.stop();
+  await redis?.stop();
+});
+
+async function scrape(node: RunningNode): Promise<string> {
+  return fetch(`${node.httpUrl}/metrics`).then((r) => r.text());
+}
+
+describe("two nodes over Redis", () => {
+  it("a message published on one node reaches a subscriber on the other, once", async () => {
+    const subscriber = await connect(b.urls.tcp as string);
+    const publisher = await connect(a.urls.tcp as string);
+    try {
+      const inbox = new Inbox(subscriber);
+      await subscribe(subscriber, "xnode/#", 1);
+      await publisher.publishAsync("xnode/1", "one", { qos: 1 });
+      await publisher.publishAsync("xnode/2", "two", { qos: 0 });
+      await publisher.publishAsync("xnode/marker", "end", { qos: 1 });
+      const messages = await inbox.waitFor(3);
+      assert.deepEqual(messages.map((m) => m.payload.toString()).sort(), ["end", "one", "two"]);
+      // A further marker proves no duplicate of the first three is on its way.
+      await publisher.publishAsync("xnode/marker2", "end2", { qos: 1 });
+      const all = await inbox.waitFor(4);
+      assert.equal(all[3]?.payload.toString(), "end2");
+    } finally {
+      await end(subscriber, publisher);
+    }
+  });
+
+  it("a retained message set through one node is delivered by the other", async () => {
+    const publisher = await connect(a.urls.tcp as string);
+    await publisher.publishAsync("xnode/retained", "kept", { qos: 1, retain: true });
+    await end(publisher);
+    const subscriber = await connect(b.urls.tcp as string);
+    try {
+      const inbox = new Inbox(subscriber);
+      await subscribe(subscriber, "xnode/retained", 1);
+      const [message] = await inbox.waitFor(1);
+      assert.equal(message?.payload.toString(), "kept");
+      assert.equal(message?.packet.retain, true);
+    } finally {
+      await end(subscriber);
+    }
+  });
+
+  it("a persistent session resumes on the other node with the messages queued meanwhile", async () => {
+    const first = await connect(a.urls.tcp as string, { clientId: "roaming-plc", clean: false });
+    await subscribe(first, "xnode/cmd", 1);
+    await first.endAsync();
+    const sender = await connect(a.urls.tcp as string);
+    await sender.publishAsync("xnode/cmd", "open valve", { qos: 1 });
+    await end(sender);
+    const mqtt = (await import("mqtt")).default;
+    const resumed = mqtt.connect(b.urls.tcp as string, {
+      clientId: "roaming-plc",
+      clean: false,
+      reconnectPeriod: 0,
+    });
+    const inbox = new Inbox(resumed);
+    try {
+      const sessionPresent = await new Promise<boolean>((resolve, reject) => {
+        resumed.once("connect", (ack) => resolve(ack.sessionPresent));
+        resumed.once("error", reject);
+      });
+      assert.equal(sessionPresent, true);
+      const [message] = await inbox.waitFor(1);
+      assert.equal(message?.payload.toString(), "open valve");
+    } finally {
+      await end(resumed);
+    }
+  });
+
+  it("a client id connected on one node is taken over by a connection on the other", async () => {
+    const first = await connect(a.urls.tcp as string, { clientId: "moving-rtu" });
+    const closed = new Promise<void>((resolve) => first.once("close", () => resolve()));
+    const second = await connect(b.urls.tcp as string, { clientId: "moving-rtu" });
+    try {
+      await closed;
+      assert.equal(second.connected, true);
+    } finally {
+      await end(first, second);
+    }
+  });
+
+  it("exposes sluice_redis_up 1 on a node using Redis", async () => {
+    assert.match(await scrape(a), /^sluice_redis_up\{node="node-a"\} 1$/m);
+  });
+});
+
+describe("Redis outage", () => {
+  it("the node stays up, turns not-ready with sluice_redis_up 0, and recovers when Redis returns", async () => {
+    const readyz = () => fetch(`${a.httpUrl}/readyz`).then((r) => r.status);
+    const healthz = () => fetch(`${a.httpUrl}/healthz`).then((r) => r.status);
+    assert.equal(await readyz(), 200);
+    await redis.kill();
+    // Bounded polling of the probe: the node notices the lost connections on its own schedule.
+    let status = await readyz();
+    for (let i = 0; status === 200 && i < 200; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 25));
+      status = await readyz();
+    }
+    assert.equal(status, 503);
+    assert.equal(await healthz(), 200, "the process still serves");
+    assert.match(await scrape(a), /^sluice_redis_up\{node="node-a"\} 0$/m);
+    await redis.start();
+    for (let i = 0; status !== 200 && i < 400; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 25));
+      status = await readyz();
+    }
+    assert.equal(status, 200, "ready again without a restart");
+    assert.match(await scrape(a), /^sluice_redis_up\{node="node-a"\} 1$/m);
+  });
+});
