@@ -108,6 +108,18 @@ describe("two nodes over Redis", () => {
     }
   });
 
+  it("sluice_cluster_nodes counts both nodes on each node once they have heard each other", async () => {
+    const nodes = async (node: RunningNode) =>
+      Number(/^sluice_cluster_nodes\{[^}]*\} (\d+)$/m.exec(await scrape(node))?.[1]);
+    // Nodes announce themselves every 5 s; poll the scrape, bounded well past one interval.
+    let counts = [await nodes(a), await nodes(b)];
+    for (let i = 0; counts.some((c) => c !== 2) && i < 60; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      counts = [await nodes(a), await nodes(b)];
+    }
+    assert.deepEqual(counts, [2, 2]);
+  });
+
   it("exposes sluice_redis_up 1 on a node using Redis", async () => {
     assert.match(await scrape(a), /^sluice_redis_up\{node="node-a"\} 1$/m);
   });
