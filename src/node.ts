@@ -1,5 +1,6 @@
 import type { AddressInfo } from "node:net";
 import { Aedes, type Client } from "aedes";
+import { NodeRegistry } from "./cluster/node-registry.js";
 import { RedisFabric } from "./cluster/redis-fabric.js";
 import type { ListenerConfig, SluiceConfig } from "./config/schema.js";
 import { ConfigError } from "./errors.js";
@@ -62,6 +63,7 @@ export class SluiceNode {
   private audit: AuditLog | undefined;
   private watcher: FileWatcher | undefined;
   private fabric: RedisFabric | undefined;
+  private registry: NodeRegistry | undefined;
   private boundAddresses: NodeAddresses | undefined;
   private shutdownPromise: Promise<void> | undefined;
 
@@ -161,6 +163,13 @@ export class SluiceNode {
       );
       this.fabric = fabric;
       await fabric.waitUntilReady(REDIS_START_TIMEOUT_MS);
+      this.registry = new NodeRegistry(
+        fabric.state,
+        config.nodeId,
+        config.redis.nodeLeaseSeconds * 1000,
+        this.rootLogger.child({ module: "cluster" }),
+      );
+      await this.registry.claim();
     }
     const options: PatchedAedesOptions = {
       id: config.nodeId,
@@ -440,6 +449,7 @@ export class SluiceNode {
         name: "close-redis",
         timeoutMs: 2_000,
         run: async () => {
+          await this.registry?.release();
           await this.fabric?.close();
         },
       },

@@ -19,9 +19,10 @@ const RETAINED_HASH = "retained";
  */
 export class RedisFabric {
   readonly mq: unknown;
+  /** The connection for Sluice's own keys (the key prefix applies). */
+  readonly state: Redis;
   readonly persistence: unknown;
   private readonly connections: Redis[];
-  private readonly state: Redis;
   private lastRetainedCount = 0;
   private readonly ready = new Set<Redis>();
   private up = false;

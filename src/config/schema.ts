@@ -91,6 +91,8 @@ const redisSchema = z.strictObject({
   sentinelPassword: z.string().optional(),
   cluster: z.array(z.strictObject({ host, port })).optional(),
   keyPrefix: z.string().default("sluice:"),
+  /** How long a node's claim on its id outlives the node (a crashed node's id is free after it). */
+  nodeLeaseSeconds: z.number().min(1).max(300).default(15),
 });
 
 const authSchema = z.strictObject({

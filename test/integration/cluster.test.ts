@@ -1,9 +1,14 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { ConfigError } from "../../src/errors.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
 import { connect, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
 import { RedisServer } from "../helpers/redis-server.js";
+import { SluiceProcess } from "../helpers/sluice-process.js";
 
 /**
  * Two nodes sharing one real Redis (random port, random key prefix): what a client does on one
@@ -12,13 +17,14 @@ import { RedisServer } from "../helpers/redis-server.js";
 let redis: RedisServer;
 let a: RunningNode;
 let b: RunningNode;
+let prefix: string;
 
 const clusterNode = (nodeId: string, prefix: string) =>
   startNode({ nodeId, redis: { url: redis.url, keyPrefix: prefix } });
 
 before(async () => {
   redis = await RedisServer.start();
-  const prefix = `t${randomBytes(4).toString("hex")}:`;
+  prefix = `t${randomBytes(4).toString("hex")}:`;
   a = await clusterNode("node-a", prefix);
   b = await clusterNode("node-b", prefix);
 });
@@ -122,6 +128,48 @@ describe("two nodes over Redis", () => {
 
   it("exposes sluice_redis_up 1 on a node using Redis", async () => {
     assert.match(await scrape(a), /^sluice_redis_up\{node="node-a"\} 1$/m);
+  });
+});
+
+describe("node ids", () => {
+  it("a second live node with an id already held is refused at start", async () => {
+    await assert.rejects(
+      startNode({
+        nodeId: "node-a",
+        redis: { url: redis.url, keyPrefix: prefix, nodeLeaseSeconds: 1 },
+      }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(error.problems.join("\n"), /another live node holds the id node-a/);
+        return true;
+      },
+    );
+    assert.equal((await fetch(`${a.httpUrl}/readyz`)).status, 200, "the holder is unaffected");
+  });
+
+  it("a node restarted after SIGKILL gets its id back once the dead node's lease runs out", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sluice-lease-"));
+    const file = join(dir, "node.yaml");
+    await writeFile(
+      file,
+      `nodeId: phoenix\nlisteners: [{ type: tcp, host: 127.0.0.1, port: 0 }]\nhttp: { host: 127.0.0.1, port: 0 }\n` +
+        `auth: { allowAnonymous: true }\nredis: { url: "${redis.url}", keyPrefix: "${prefix}", nodeLeaseSeconds: 2 }\n`,
+    );
+    const first = SluiceProcess.spawn(["start", "--config", file]);
+    let second: SluiceProcess | undefined;
+    try {
+      await first.ready();
+      first.kill("SIGKILL");
+      await first.exited;
+      second = SluiceProcess.spawn(["start", "--config", file]);
+      await second.ready();
+      assert.ok(second.lines.some((l) => l.event === "node.ready"));
+    } finally {
+      first.kill();
+      second?.kill("SIGTERM");
+      await second?.exited;
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

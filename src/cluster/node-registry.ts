@@ -1,0 +1,64 @@
+import { randomBytes } from "node:crypto";
+import type { Redis } from "ioredis";
+import { ConfigError } from "../errors.js";
+import type { Logger } from "../observability/logger.js";
+
+/** Extends the lease only if this node still holds it (KEYS[1] lease, ARGV token, ms). */
+const RENEW = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end`;
+/** Releases the lease only if this node holds it (KEYS[1] lease, ARGV token). */
+const RELEASE = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end`;
+
+/**
+ * Makes node ids unique across the cluster: a node holds a lease on its id in Redis while it
+ * lives. A second live node with the same id is refused at start. A node restarted after a
+ * crash waits for its old lease to run out (at most one lease), since nobody renews it.
+ */
+export class NodeRegistry {
+  private readonly token = randomBytes(16).toString("hex");
+  private readonly key: string;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly redis: Redis,
+    nodeId: string,
+    private readonly leaseMs: number,
+    private readonly log: Logger,
+  ) {
+    this.key = `node:${nodeId}`;
+  }
+
+  /** Takes the lease, waiting out a stale one; throws ConfigError if a live node holds the id. */
+  async claim(): Promise<void> {
+    const deadline = Date.now() + this.leaseMs + 1_000;
+    for (;;) {
+      const taken = await this.redis.set(this.key, this.token, "PX", this.leaseMs, "NX");
+      if (taken === "OK") break;
+      if (Date.now() > deadline) {
+        throw new ConfigError([
+          `nodeId: another live node holds the id ${this.key.slice(5)}; node ids must be unique`,
+        ]);
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(500, this.leaseMs / 4)));
+    }
+    this.timer = setInterval(() => {
+      this.redis.eval(RENEW, 1, this.key, this.token, this.leaseMs).then(
+        (renewed) => {
+          if (renewed === 0) {
+            this.log.error(
+              { event: "node.lease_lost" },
+              "node id lease lost: another node may hold this id",
+            );
+          }
+        },
+        // Redis down: the outage is reported by the fabric; renewal resumes with it.
+        () => {},
+      );
+    }, this.leaseMs / 3);
+    this.timer.unref();
+  }
+
+  async release(): Promise<void> {
+    clearInterval(this.timer);
+    await this.redis.eval(RELEASE, 1, this.key, this.token).catch(() => {});
+  }
+}
