@@ -114,6 +114,22 @@ export class SluiceNode {
 
   private async open(): Promise<void> {
     const { config } = this;
+    if (config.redis) {
+      const fabric = new RedisFabric(
+        config.redis,
+        this.rootLogger.child({ module: "redis" }),
+        (up) => this.metrics.setRedisUp(up),
+      );
+      this.fabric = fabric;
+      await fabric.waitUntilReady(REDIS_START_TIMEOUT_MS);
+      this.registry = new NodeRegistry(
+        fabric.state,
+        config.nodeId,
+        config.redis.nodeLeaseSeconds * 1000,
+        this.rootLogger.child({ module: "cluster" }),
+      );
+      await this.registry.claim();
+    }
     const mqttLog = this.rootLogger.child({ module: "mqtt" });
     const security = await SecurityFiles.load(
       { passwordFile: config.auth.passwordFile, aclFile: config.acl?.file },
@@ -122,7 +138,9 @@ export class SluiceNode {
     this.security = security;
     const audit = new AuditLog(this.rootLogger);
     this.audit = audit;
-    const lockout = AuthLockout.inMemory(config.limits.authFailures);
+    const lockout = this.fabric
+      ? AuthLockout.inRedis(config.limits.authFailures, this.fabric.state)
+      : AuthLockout.inMemory(config.limits.authFailures);
     const authenticator = new SluiceAuthenticator(
       {
         allowAnonymous: config.auth.allowAnonymous,
@@ -155,22 +173,6 @@ export class SluiceNode {
           "broker hook failed unexpectedly",
         ),
     });
-    if (config.redis) {
-      const fabric = new RedisFabric(
-        config.redis,
-        this.rootLogger.child({ module: "redis" }),
-        (up) => this.metrics.setRedisUp(up),
-      );
-      this.fabric = fabric;
-      await fabric.waitUntilReady(REDIS_START_TIMEOUT_MS);
-      this.registry = new NodeRegistry(
-        fabric.state,
-        config.nodeId,
-        config.redis.nodeLeaseSeconds * 1000,
-        this.rootLogger.child({ module: "cluster" }),
-      );
-      await this.registry.claim();
-    }
     const options: PatchedAedesOptions = {
       id: config.nodeId,
       // Without Redis, aedes keeps sessions, retained messages and wills in memory.

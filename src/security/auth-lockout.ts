@@ -1,4 +1,9 @@
-import { type RateLimiterAbstract, RateLimiterMemory } from "rate-limiter-flexible";
+import type { Redis } from "ioredis";
+import {
+  type RateLimiterAbstract,
+  RateLimiterMemory,
+  RateLimiterRedis,
+} from "rate-limiter-flexible";
 
 export interface LockoutSettings {
   /** Consecutive failures from one source address before it is locked out. */
@@ -28,6 +33,31 @@ export class AuthLockout {
   static inMemory(settings: LockoutSettings): AuthLockout {
     const limiter = (points: number, keyPrefix: string) =>
       new RateLimiterMemory({ points, duration: settings.blockSeconds, keyPrefix });
+    return new AuthLockout(
+      settings,
+      limiter(settings.perIp, "auth-ip"),
+      limiter(settings.perUsername, "auth-user"),
+    );
+  }
+
+  /**
+   * Counters shared by the whole cluster in Redis, so an attacker cannot spread guesses over
+   * nodes. If Redis is unreachable, an in-memory insurance limiter on each node keeps the
+   * lockout working (per node) until Redis returns.
+   */
+  static inRedis(settings: LockoutSettings, redis: Redis): AuthLockout {
+    const limiter = (points: number, keyPrefix: string) =>
+      new RateLimiterRedis({
+        storeClient: redis,
+        points,
+        duration: settings.blockSeconds,
+        keyPrefix,
+        insuranceLimiter: new RateLimiterMemory({
+          points,
+          duration: settings.blockSeconds,
+          keyPrefix,
+        }),
+      });
     return new AuthLockout(
       settings,
       limiter(settings.perIp, "auth-ip"),

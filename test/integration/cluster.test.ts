@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ConfigError } from "../../src/errors.js";
+import { hashPassword } from "../../src/security/password-hash.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
 import { connect, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
 import { RedisServer } from "../helpers/redis-server.js";
@@ -128,6 +129,48 @@ describe("two nodes over Redis", () => {
 
   it("exposes sluice_redis_up 1 on a node using Redis", async () => {
     assert.match(await scrape(a), /^sluice_redis_up\{node="node-a"\} 1$/m);
+  });
+});
+
+describe("cluster-wide brute-force lockout", () => {
+  it("failures on one node lock the address out on the other", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sluice-lockout-"));
+    await writeFile(join(dir, "passwd"), `op:${await hashPassword("right")}\n`);
+    const secured = (nodeId: string) =>
+      startNode(
+        {
+          nodeId,
+          redis: { url: redis.url, keyPrefix: `${prefix}lock:` },
+          auth: { allowAnonymous: false, passwordFile: "passwd" },
+          limits: { authFailures: { perIp: 3, perUsername: 100, blockSeconds: 60 } },
+        },
+        dir,
+      );
+    const [one, two] = [await secured("lock-1"), await secured("lock-2")];
+    try {
+      const code = async (node: RunningNode, password: string) =>
+        connect(node.urls.tcp as string, {
+          username: "op",
+          password,
+          fromAddress: "127.0.0.7",
+        }).then(
+          async (client) => {
+            await end(client);
+            return 0;
+          },
+          (error: { code?: number }) => Number(error.code),
+        );
+      for (let i = 0; i < 3; i++) assert.equal(await code(one, "wrong"), 4);
+      assert.equal(await code(two, "right"), 5, "locked out on the other node too");
+      assert.match(
+        await scrape(two),
+        /sluice_auth_failures_total\{reason="locked_out",node="lock-2"\} 1/,
+      );
+    } finally {
+      await one.stop();
+      await two.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
