@@ -21,7 +21,7 @@ import { auditSubject, createBrokerRules } from "./mqtt/broker-rules.js";
 import { ClientContexts } from "./mqtt/client-context.js";
 import { adaptHooks } from "./mqtt/hook-adapter.js";
 import { installPacketGuard, PacketViolationError } from "./mqtt/packet-guard.js";
-import { PersistentSessions } from "./mqtt/persistent-sessions.js";
+import { MemorySessionRegistry, RedisSessionRegistry } from "./mqtt/session-registry.js";
 import type { Logger } from "./observability/logger.js";
 import { SluiceMetrics } from "./observability/metrics.js";
 import { SocketByteMeter } from "./observability/socket-byte-meter.js";
@@ -159,7 +159,9 @@ export class SluiceNode {
         return live ? this.contexts.get(live)?.identity : undefined;
       },
       metrics: this.metrics,
-      sessions: new PersistentSessions(),
+      sessions: this.fabric
+        ? new RedisSessionRegistry(this.fabric.state)
+        : new MemorySessionRegistry(),
       audit,
       events: {
         onWillPublished: (clientId) =>

@@ -13,7 +13,7 @@ import type { AclSubject, Authorizer } from "../security/authorizer.js";
 import { isWillOf } from "./aedes-internals.js";
 import type { ClientContext, ClientContexts } from "./client-context.js";
 import type { BrokerHooks } from "./hook-adapter.js";
-import type { PersistentSessions } from "./persistent-sessions.js";
+import type { SessionRegistry } from "./session-registry.js";
 import { invalidTopicFilter, invalidTopicName } from "./topic-rules.js";
 
 const SYS_PREFIX = "$SYS";
@@ -38,7 +38,7 @@ export interface BrokerRulesDeps {
   /** The identity of the client currently connected on this node with this id, if any. */
   liveIdentity(clientId: string): Identity | undefined;
   metrics: SluiceMetrics;
-  sessions: PersistentSessions;
+  sessions: SessionRegistry;
   audit: AuditLog;
   events: BrokerRulesEvents;
 }
@@ -110,15 +110,15 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
         remoteAddress: context.connection.remoteAddress,
         listener: context.connection.listener,
       });
-      // A client id in use (live here, or a stored session) may only be taken over by the
-      // identity that holds it: device A can never take device B's session.
-      const live = deps.liveIdentity(client.id);
-      const holder = live ?? sessions.owner(client.id);
-      if (holder !== undefined && holder.username !== identity.username) {
+      const refuseTakeover = (): never => {
         metrics.markAuthFailure("session_owned_by_other");
         audit.authFailed(auditSubject({ ...context, identity }), "session_owned_by_other");
         throw new NotAuthorizedError("client id held by another identity");
-      }
+      };
+      // A client id in use (live here, or a stored session anywhere) may only be taken over by
+      // the identity that holds it: device A can never take device B's session.
+      const live = deps.liveIdentity(client.id);
+      if (live !== undefined && live.username !== identity.username) refuseTakeover();
       // A will is a publish made later on the client's behalf, possibly by another node:
       // it is authorized now, like Mosquitto does, and the CONNECT refused if it may not.
       if (
@@ -129,9 +129,11 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
         audit.aclDenied(auditSubject({ ...context, identity }), "publish", context.willTopic);
         throw new NotAuthorizedError("will topic not allowed");
       }
+      const claim = await sessions.claim(client.id, client.clean, identity.username);
+      if (claim.refused) refuseTakeover();
       if (live) audit.takeover(auditSubject({ ...context, identity }));
       context.identity = identity;
-      context.sessionPresent = sessions.connect(client.id, client.clean, identity.username);
+      context.sessionPresent = !claim.refused && claim.existed;
     },
 
     authorizePublish(client: Client | null, packet: PublishPacket) {

@@ -103,6 +103,25 @@ describe("two nodes over Redis", () => {
     }
   });
 
+  it("a stored session without subscriptions is reported present on the other node [MQTT-3.2.2-2]", async () => {
+    const mqtt = (await import("mqtt")).default;
+    const present = (url: string) =>
+      new Promise<boolean>((resolve, reject) => {
+        const client = mqtt.connect(url, {
+          clientId: "bare-session",
+          clean: false,
+          reconnectPeriod: 0,
+        });
+        client.once("connect", (ack) => {
+          client.end(true);
+          resolve(ack.sessionPresent);
+        });
+        client.once("error", reject);
+      });
+    assert.equal(await present(a.urls.tcp as string), false);
+    assert.equal(await present(b.urls.tcp as string), true);
+  });
+
   it("a client id connected on one node is taken over by a connection on the other", async () => {
     const first = await connect(a.urls.tcp as string, { clientId: "moving-rtu" });
     const closed = new Promise<void>((resolve) => first.once("close", () => resolve()));
@@ -133,9 +152,12 @@ describe("two nodes over Redis", () => {
 });
 
 describe("cluster-wide brute-force lockout", () => {
-  it("failures on one node lock the address out on the other", async () => {
+  it("failures on one node lock the address out on the other; sessions stay with their owner", async () => {
     const dir = await mkdtemp(join(tmpdir(), "sluice-lockout-"));
-    await writeFile(join(dir, "passwd"), `op:${await hashPassword("right")}\n`);
+    await writeFile(
+      join(dir, "passwd"),
+      `op:${await hashPassword("right")}\neve:${await hashPassword("eve")}\n`,
+    );
     const secured = (nodeId: string) =>
       startNode(
         {
@@ -160,6 +182,28 @@ describe("cluster-wide brute-force lockout", () => {
           },
           (error: { code?: number }) => Number(error.code),
         );
+      // Another identity may not resume a stored session made through the other node.
+      const session = await connect(one.urls.tcp as string, {
+        clientId: "op-plc",
+        clean: false,
+        username: "op",
+        password: "right",
+      });
+      await end(session);
+      const stolen = await connect(two.urls.tcp as string, {
+        clientId: "op-plc",
+        clean: false,
+        username: "eve",
+        password: "eve",
+      }).then(
+        () => 0,
+        (error: { code?: number }) => Number(error.code),
+      );
+      assert.equal(stolen, 5);
+      assert.match(
+        await scrape(two),
+        /sluice_auth_failures_total\{reason="session_owned_by_other",node="lock-2"\} 1/,
+      );
       for (let i = 0; i < 3; i++) assert.equal(await code(one, "wrong"), 4);
       assert.equal(await code(two, "right"), 5, "locked out on the other node too");
       assert.match(
