@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { HaProxy } from "../helpers/haproxy.js";
+import { startNode } from "../helpers/in-process-node.js";
+import { connect, end } from "../helpers/mqtt-client.js";
 import { RedisServer } from "../helpers/redis-server.js";
 
 /** The test harness's own real parts, checked before cluster tests build on them. */
@@ -20,6 +23,29 @@ describe("test harness: redis-server", () => {
       );
     } finally {
       await redis.stop();
+    }
+  });
+});
+
+describe("test harness: haproxy", () => {
+  it("starts on a random port and passes MQTT connections to the nodes behind it", async () => {
+    const nodes = [await startNode({ nodeId: "lb-1" }), await startNode({ nodeId: "lb-2" })];
+    const port = (url: string | undefined) => Number(new URL(url as string).port);
+    let lb: HaProxy | undefined;
+    try {
+      lb = await HaProxy.start(
+        nodes.map((n, i) => ({
+          name: `n${i}`,
+          mqttPort: port(n.urls.tcp),
+          httpPort: port(n.httpUrl),
+        })),
+      );
+      const client = await connect(lb.url);
+      assert.equal(client.connected, true);
+      await end(client);
+    } finally {
+      await lb?.stop();
+      for (const node of nodes) await node.stop();
     }
   });
 });
