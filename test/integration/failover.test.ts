@@ -55,6 +55,20 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/** The live node where this client id connected last (log times tell which is latest). */
+function currentHolder(clientId: string): SluiceProcess | undefined {
+  let best: { node: SluiceProcess; time: number } | undefined;
+  for (const node of nodes) {
+    if (node.child.exitCode !== null || node.child.signalCode !== null) continue;
+    for (const line of node.lines) {
+      if (line.event !== "client.connected" || line.clientId !== clientId) continue;
+      const time = Number(line.time);
+      if (!best || time > best.time) best = { node, time };
+    }
+  }
+  return best?.node;
+}
+
 describe("failover behind HAProxy", () => {
   for (const target of ["publisher", "subscriber"] as const) {
     it(`SIGKILL of the ${target}'s node mid-stream loses no acknowledged QoS 1 message`, async () => {
@@ -85,11 +99,7 @@ describe("failover behind HAProxy", () => {
           // Resumed: the first acknowledgement of a message sent after the kill.
           if (killedAt > 0 && resumedAt === 0 && sentAt > killedAt) resumedAt = Date.now();
           if (acknowledged.size === KILL_AFTER && killedAt === 0) {
-            const holder = nodes.find((n) =>
-              n.lines.some(
-                (l) => l.event === "client.connected" && l.clientId === `${victim}-${target}`,
-              ),
-            );
+            const holder = currentHolder(`${victim}-${target}`);
             assert.ok(holder, `the ${target}'s node is known from its log`);
             killedAt = Date.now();
             holder.kill("SIGKILL");
