@@ -39,6 +39,11 @@ export interface BrokerRulesDeps {
   liveIdentity(clientId: string): Identity | undefined;
   metrics: SluiceMetrics;
   sessions: SessionRegistry;
+  /**
+   * In a cluster: whether this node may publish a dead node's will (exactly one survivor may).
+   * Absent on a single node, where only the node itself publishes its clients' wills.
+   */
+  claimWill?(brokerId: string, clientId: string): Promise<boolean>;
   audit: AuditLog;
   events: BrokerRulesEvents;
 }
@@ -63,6 +68,19 @@ export function auditSubject(context: ClientContext | undefined, clientId?: stri
 export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
   const { contexts, authenticator, metrics, sessions, audit, events } = deps;
   const subjectOf = (client: Client): AclSubject | undefined => contexts.get(client)?.identity;
+
+  /** A will aedes publishes for a client of a dead node (its topic was authorized at CONNECT). */
+  const claimDeadNodeWill = (packet: PublishPacket): Promise<void> | undefined => {
+    const { brokerId, clientId } = packet as PublishPacket & {
+      brokerId?: string;
+      clientId?: string;
+    };
+    if (!deps.claimWill || brokerId === undefined || clientId === undefined) return undefined;
+    return deps.claimWill(brokerId, clientId).then((won) => {
+      if (!won) throw new PublishDeniedError(packet.topic);
+      events.onWillPublished(clientId);
+    });
+  };
 
   return {
     preConnect(client, packet) {
@@ -156,7 +174,7 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
         // MQTT 3.1.1 cannot refuse a PUBLISH: it is dropped, and QoS 1/2 still acknowledged.
         throw new PublishDeniedError(packet.topic);
       }
-      if (client === null) return;
+      if (client === null) return claimDeadNodeWill(packet);
       metrics.markMessageReceived();
       if (isWillOf(client, packet)) events.onWillPublished(client.id);
     },
