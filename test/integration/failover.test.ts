@@ -29,7 +29,8 @@ before(async () => {
   redis = await RedisServer.start();
   const prefix = `f${randomBytes(4).toString("hex")}:`;
   const started = [];
-  for (const name of ["fo-1", "fo-2", "fo-3"]) {
+  // Four nodes: each scenario takes one away and the last one needs somewhere to go.
+  for (const name of ["fo-1", "fo-2", "fo-3", "fo-4"]) {
     const file = join(dir, `${name}.yaml`);
     await writeFile(
       file,
@@ -70,9 +71,15 @@ function currentHolder(clientId: string): SluiceProcess | undefined {
 }
 
 describe("failover behind HAProxy", () => {
-  for (const target of ["publisher", "subscriber"] as const) {
-    it(`SIGKILL of the ${target}'s node mid-stream loses no acknowledged QoS 1 message`, async () => {
-      const victim = `fo-${target.slice(0, 3)}`;
+  const scenarios = [
+    { target: "publisher", signal: "SIGKILL" },
+    { target: "subscriber", signal: "SIGKILL" },
+    // A rolling upgrade: the node drains its clients (drainSeconds 0 here) and exits.
+    { target: "publisher", signal: "SIGTERM" },
+  ] as const;
+  for (const { target, signal } of scenarios) {
+    it(`${signal} of the ${target}'s node mid-stream loses no acknowledged QoS 1 message`, async () => {
+      const victim = `fo-${target.slice(0, 3)}-${signal.slice(3, 7).toLowerCase()}`;
       const options = {
         reconnectPeriod: 100,
         connectTimeout: 5_000,
@@ -102,7 +109,7 @@ describe("failover behind HAProxy", () => {
             const holder = currentHolder(`${victim}-${target}`);
             assert.ok(holder, `the ${target}'s node is known from its log`);
             killedAt = Date.now();
-            holder.kill("SIGKILL");
+            holder.kill(signal);
           }
         }
       };
@@ -135,7 +142,7 @@ describe("failover behind HAProxy", () => {
       assert.deepEqual(missing(), [], `acknowledged messages lost: ${missing().length}`);
       // Figures for the record (QoS 1 allows duplicates after a failover).
       process.stdout.write(
-        `# failover (${target}'s node killed): ${MESSAGES} acknowledged, 0 lost, ${duplicates} duplicates, ` +
+        `# failover (${signal} to the ${target}'s node): ${MESSAGES} acknowledged, 0 lost, ${duplicates} duplicates, ` +
           `publishing resumed ${resumedAt - killedAt} ms after the kill\n`,
       );
       publisher.end(true);
