@@ -42,8 +42,12 @@ export class RedisFabric {
     for (const connection of this.connections) this.watch(connection);
     this.persistence = persistenceRedis({ conn: state });
     const mq = mqemitterRedis({ pubConn: publisher, subConn: subscriber });
-    // Without a listener an emitter 'error' would throw and take the node down.
-    (mq as unknown as NodeJS.EventEmitter).on?.("error", (error: Error) =>
+    // mqemitter-redis re-emits connection errors on its `state` emitter; without a listener
+    // there, a failed reconnect during a Redis outage throws and takes the node down. The
+    // outage itself is reported once per state change by update().
+    const emitterState = (mq as unknown as { state?: NodeJS.EventEmitter }).state;
+    if (!emitterState) throw new TypeError("mqemitter-redis has no state emitter: cannot guard its errors");
+    emitterState.on("error", (error: Error) =>
       log.debug({ event: "redis.emitter_error", err: error.message }, "redis emitter error"),
     );
     this.mq = mq;

@@ -261,6 +261,36 @@ describe("node ids", () => {
 });
 
 describe("Redis outage", () => {
+  it("a node process survives failed reconnects while Redis is down, and recovers", async () => {
+    const own = await RedisServer.start();
+    const dir = await mkdtemp(join(tmpdir(), "sluice-outage-"));
+    const file = join(dir, "node.yaml");
+    await writeFile(
+      file,
+      `listeners: [{ type: tcp, host: 127.0.0.1, port: 0 }]\nhttp: { host: 127.0.0.1, port: 0 }\n` +
+        `auth: { allowAnonymous: true }\nlog: { level: debug, format: json }\nredis: { url: "${own.url}" }\n`,
+    );
+    const node = SluiceProcess.spawn(["start", "--config", file]);
+    try {
+      await node.ready();
+      await own.kill();
+      const down = await node.waitForEvent("redis.down");
+      // A reconnect attempt that failed and was handled (it used to throw from mqemitter-redis).
+      await node.waitForEvent("redis.emitter_error");
+      assert.equal(node.child.exitCode, null, "still running");
+      await own.start();
+      await node.waitForLog(
+        (l) => l.event === "redis.up" && node.lines.indexOf(l) > node.lines.indexOf(down),
+      );
+      node.kill("SIGTERM");
+      assert.equal((await node.exited).code, 0);
+    } finally {
+      node.kill();
+      await own.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("the node stays up, turns not-ready with sluice_redis_up 0, and recovers when Redis returns", async () => {
     const readyz = () => fetch(`${a.httpUrl}/readyz`).then((r) => r.status);
     const healthz = () => fetch(`${a.httpUrl}/healthz`).then((r) => r.status);
