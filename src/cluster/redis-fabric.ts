@@ -46,7 +46,8 @@ export class RedisFabric {
     // there, a failed reconnect during a Redis outage throws and takes the node down. The
     // outage itself is reported once per state change by update().
     const emitterState = (mq as unknown as { state?: NodeJS.EventEmitter }).state;
-    if (!emitterState) throw new TypeError("mqemitter-redis has no state emitter: cannot guard its errors");
+    if (!emitterState)
+      throw new TypeError("mqemitter-redis has no state emitter: cannot guard its errors");
     emitterState.on("error", (error: Error) =>
       log.debug({ event: "redis.emitter_error", err: error.message }, "redis emitter error"),
     );
