@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { stringify } from "yaml";
 import { loadConfig } from "./config/load-config.js";
 import { redactConfig } from "./config/redact.js";
+import { isTlsListener } from "./config/schema.js";
 import { ConfigError, UsageError } from "./errors.js";
 import { SluiceNode } from "./node.js";
 import { createLogger, type Logger } from "./observability/logger.js";
@@ -73,7 +74,7 @@ function loadAndVerify(file: string | undefined): ReturnType<typeof loadConfig> 
   const loaded = loadConfig({ file });
   const problems: string[] = [];
   loaded.config.listeners.forEach((listener, index) => {
-    if (listener.type !== "tls" && listener.type !== "wss") return;
+    if (!isTlsListener(listener)) return;
     try {
       buildTlsOptions(listener, `listeners[${index}]`);
     } catch (error) {

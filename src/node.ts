@@ -3,7 +3,12 @@ import { Aedes, type Client } from "aedes";
 import { NodeRegistry } from "./cluster/node-registry.js";
 import { RedisFabric } from "./cluster/redis-fabric.js";
 import { WillClaims } from "./cluster/will-claims.js";
-import type { ListenerConfig, SluiceConfig } from "./config/schema.js";
+import {
+  isTlsListener,
+  type ListenerConfig,
+  type SluiceConfig,
+  TLS_FILE_FIELDS,
+} from "./config/schema.js";
 import { ConfigError, PublishDeniedError } from "./errors.js";
 import { HttpServer } from "./http/http-server.js";
 import { drainClients } from "./lifecycle/drain-clients.js";
@@ -167,7 +172,7 @@ export class SluiceNode {
       sessions: this.fabric
         ? new RedisSessionRegistry(this.fabric.state)
         : new MemorySessionRegistry(),
-      ...(this.fabric ? { claimWill: claimWillWith(new WillClaims(this.fabric.state)) } : {}),
+      ...(this.fabric ? { willClaims: new WillClaims(this.fabric.state) } : {}),
       audit,
       events: {
         onWillPublished: (clientId) =>
@@ -193,7 +198,7 @@ export class SluiceNode {
     };
     const broker = await Aedes.createBroker(options);
     this.broker = broker;
-    this.observeBroker(broker);
+    this.observeBroker(broker, mqttLog);
 
     if (
       !config.auth.allowAnonymous &&
@@ -293,8 +298,7 @@ export class SluiceNode {
     installPacketGuard(client, { maxPacketBytes: this.config.limits.maxPacketBytes });
   }
 
-  private observeBroker(broker: Aedes): void {
-    const log = this.rootLogger.child({ module: "mqtt" });
+  private observeBroker(broker: Aedes, log: Logger): void {
     broker.on("client", (client: Client) => {
       const connection = this.contexts.get(client)?.connection;
       log.debug(
@@ -394,7 +398,7 @@ export class SluiceNode {
   private async revokedSerials(): Promise<Set<string>> {
     const serials = new Set<string>();
     for (const listener of this.config.listeners) {
-      if ((listener.type !== "tls" && listener.type !== "wss") || !listener.crl) continue;
+      if (!isTlsListener(listener) || !listener.crl) continue;
       try {
         for (const serial of await readRevokedSerials(listener.crl)) serials.add(serial);
       } catch (error) {
@@ -489,16 +493,11 @@ function watchedFiles(config: SluiceConfig): string[] {
   if (config.auth.passwordFile) files.push(config.auth.passwordFile);
   if (config.acl) files.push(config.acl.file);
   for (const listener of config.listeners) {
-    if (listener.type !== "tls" && listener.type !== "wss") continue;
-    files.push(listener.cert, listener.key);
-    if (listener.ca) files.push(listener.ca);
-    if (listener.crl) files.push(listener.crl);
+    if (!isTlsListener(listener)) continue;
+    for (const field of TLS_FILE_FIELDS) {
+      const path = listener[field];
+      if (path !== undefined) files.push(path);
+    }
   }
   return files;
-}
-
-function claimWillWith(
-  claims: WillClaims,
-): (brokerId: string, clientId: string) => Promise<boolean> {
-  return (brokerId, clientId) => claims.claim(brokerId, clientId);
 }

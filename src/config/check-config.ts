@@ -1,4 +1,4 @@
-import type { SluiceConfig } from "./schema.js";
+import { isTlsListener, type SluiceConfig, TLS_FILE_FIELDS } from "./schema.js";
 
 const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]"]);
 
@@ -50,8 +50,8 @@ export function checkConfig(config: SluiceConfig, deps: CheckConfigDeps): string
   config.listeners.forEach((listener, i) => {
     const key = `listeners[${i}]`;
     claim(`${key}.port`, listener.host, listener.port);
-    if (listener.type === "tls" || listener.type === "wss") {
-      for (const field of ["cert", "key", "ca", "crl"] as const) {
+    if (isTlsListener(listener)) {
+      for (const field of TLS_FILE_FIELDS) {
         const path = listener[field];
         if (path !== undefined && !deps.fileExists(path)) {
           problems.push(`${key}.${field}: file not found or not readable: ${path}`);

@@ -5,7 +5,13 @@ import { parseDocument } from "yaml";
 import type { z } from "zod";
 import { ConfigError } from "../errors.js";
 import { checkConfig } from "./check-config.js";
-import { configSchema, type ParsedConfig, type SluiceConfig } from "./schema.js";
+import {
+  configSchema,
+  isTlsListener,
+  type ParsedConfig,
+  type SluiceConfig,
+  TLS_FILE_FIELDS,
+} from "./schema.js";
 
 /** `SLUICE_*` variables that override the file, and the key each one sets. */
 const ENV_OVERRIDES = [
@@ -134,14 +140,13 @@ function finalize(
 ): SluiceConfig {
   const at = (path: string): string => (configDir ? resolve(configDir, path) : resolve(path));
   const listeners = parsed.listeners.map((listener) => {
-    if (listener.type !== "tls" && listener.type !== "wss") return listener;
-    return {
-      ...listener,
-      cert: at(listener.cert),
-      key: at(listener.key),
-      ...(listener.ca === undefined ? {} : { ca: at(listener.ca) }),
-      ...(listener.crl === undefined ? {} : { crl: at(listener.crl) }),
-    };
+    if (!isTlsListener(listener)) return listener;
+    const resolved = { ...listener };
+    for (const field of TLS_FILE_FIELDS) {
+      const path = listener[field];
+      if (path !== undefined) resolved[field] = at(path);
+    }
+    return resolved;
   });
   return {
     ...parsed,

@@ -198,6 +198,13 @@ export type ParsedConfig = z.output<typeof configSchema>;
 export type ListenerConfig = z.output<typeof listenerSchema>;
 export type ListenerType = ListenerConfig["type"];
 export type TlsListenerConfig = Extract<ListenerConfig, { type: "tls" | "wss" }>;
+
+export function isTlsListener(listener: ListenerConfig): listener is TlsListenerConfig {
+  return listener.type === "tls" || listener.type === "wss";
+}
+
+/** The file settings of a TLS listener: checked at load, resolved against the config folder, watched. */
+export const TLS_FILE_FIELDS = ["cert", "key", "ca", "crl"] as const;
 export type LogLevel = ParsedConfig["log"]["level"];
 
 /** The effective, frozen configuration a node runs with. */

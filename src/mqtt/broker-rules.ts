@@ -40,10 +40,10 @@ export interface BrokerRulesDeps {
   metrics: SluiceMetrics;
   sessions: SessionRegistry;
   /**
-   * In a cluster: whether this node may publish a dead node's will (exactly one survivor may).
-   * Absent on a single node, where only the node itself publishes its clients' wills.
+   * In a cluster: decides whether this node may publish a dead node's will (exactly one
+   * survivor may). Absent on a single node, where only the node itself publishes its wills.
    */
-  claimWill?(brokerId: string, clientId: string): Promise<boolean>;
+  willClaims?: { claim(brokerId: string, clientId: string): Promise<boolean> };
   audit: AuditLog;
   events: BrokerRulesEvents;
 }
@@ -75,8 +75,8 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
       brokerId?: string;
       clientId?: string;
     };
-    if (!deps.claimWill || brokerId === undefined || clientId === undefined) return undefined;
-    return deps.claimWill(brokerId, clientId).then((won) => {
+    if (!deps.willClaims || brokerId === undefined || clientId === undefined) return undefined;
+    return deps.willClaims.claim(brokerId, clientId).then((won) => {
       if (!won) throw new PublishDeniedError(packet.topic);
       events.onWillPublished(clientId);
     });
