@@ -75,6 +75,23 @@ export class Inbox {
   }
 }
 
+/**
+ * Connects and reports the CONNACK's session-present flag. The inbox is attached before the
+ * connection opens: queued messages may arrive in the same read as the CONNACK.
+ */
+export async function connectWithConnack(
+  url: string,
+  options: IClientOptions,
+): Promise<{ client: MqttClient; inbox: Inbox; sessionPresent: boolean }> {
+  const client = mqtt.connect(url, { reconnectPeriod: 0, protocolVersion: 4, ...options });
+  const inbox = new Inbox(client);
+  const sessionPresent = await new Promise<boolean>((resolve, reject) => {
+    client.once("connect", (connack) => resolve(connack.sessionPresent));
+    client.once("error", reject);
+  });
+  return { client, inbox, sessionPresent };
+}
+
 export async function subscribe(
   client: MqttClient,
   topic: string,

@@ -7,7 +7,7 @@ import { after, before, describe, it } from "node:test";
 import { ConfigError } from "../../src/errors.js";
 import { hashPassword } from "../../src/security/password-hash.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
+import { connect, connectWithConnack, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
 import { RedisServer } from "../helpers/redis-server.js";
 import { SluiceProcess } from "../helpers/sluice-process.js";
 
@@ -83,18 +83,12 @@ describe("two nodes over Redis", () => {
     const sender = await connect(a.urls.tcp as string);
     await sender.publishAsync("xnode/cmd", "open valve", { qos: 1 });
     await end(sender);
-    const mqtt = (await import("mqtt")).default;
-    const resumed = mqtt.connect(b.urls.tcp as string, {
-      clientId: "roaming-plc",
-      clean: false,
-      reconnectPeriod: 0,
-    });
-    const inbox = new Inbox(resumed);
+    const {
+      client: resumed,
+      inbox,
+      sessionPresent,
+    } = await connectWithConnack(b.urls.tcp as string, { clientId: "roaming-plc", clean: false });
     try {
-      const sessionPresent = await new Promise<boolean>((resolve, reject) => {
-        resumed.once("connect", (ack) => resolve(ack.sessionPresent));
-        resumed.once("error", reject);
-      });
       assert.equal(sessionPresent, true);
       const [message] = await inbox.waitFor(1);
       assert.equal(message?.payload.toString(), "open valve");
@@ -104,20 +98,14 @@ describe("two nodes over Redis", () => {
   });
 
   it("a stored session without subscriptions is reported present on the other node [MQTT-3.2.2-2]", async () => {
-    const mqtt = (await import("mqtt")).default;
-    const present = (url: string) =>
-      new Promise<boolean>((resolve, reject) => {
-        const client = mqtt.connect(url, {
-          clientId: "bare-session",
-          clean: false,
-          reconnectPeriod: 0,
-        });
-        client.once("connect", (ack) => {
-          client.end(true);
-          resolve(ack.sessionPresent);
-        });
-        client.once("error", reject);
+    const present = async (url: string) => {
+      const { client, sessionPresent } = await connectWithConnack(url, {
+        clientId: "bare-session",
+        clean: false,
       });
+      await end(client);
+      return sessionPresent;
+    };
     assert.equal(await present(a.urls.tcp as string), false);
     assert.equal(await present(b.urls.tcp as string), true);
   });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
+import { connect, connectWithConnack, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
 import {
   closedByPeer,
   connectPacket,
@@ -218,20 +218,12 @@ describe("keepalive [MQTT-3.1.2-24]", () => {
 describe("session present flag [MQTT-3.2.2]", () => {
   /** Connects with MQTT.js and returns the CONNACK's session-present flag, then disconnects. */
   async function sessionPresent(clientId: string, clean: boolean): Promise<boolean> {
-    const mqtt = (await import("mqtt")).default;
-    const client = mqtt.connect(running.urls.tcp as string, {
+    const { client, sessionPresent } = await connectWithConnack(running.urls.tcp as string, {
       clientId,
       clean,
-      reconnectPeriod: 0,
     });
-    try {
-      return await new Promise<boolean>((resolve, reject) => {
-        client.once("connect", (ack) => resolve(ack.sessionPresent));
-        client.once("error", reject);
-      });
-    } finally {
-      await client.endAsync();
-    }
+    await client.endAsync();
+    return sessionPresent;
   }
 
   it("reports a stored session even when it has no subscriptions [MQTT-3.2.2-2]", async () => {

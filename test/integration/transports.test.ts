@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import type { IClientOptions } from "mqtt";
 import { createTestPki, secureListener, type TestPki } from "../helpers/certs.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
+import { connect, connectWithConnack, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
 
 /** One shared suite, run over every transport: the MQTT behaviour must not depend on it. */
 const TRANSPORTS = ["tcp", "tls", "ws", "wss"] as const;
@@ -181,21 +181,4 @@ for (const transport of TRANSPORTS) {
       }
     });
   });
-}
-
-/**
- * Connects and reports the CONNACK's session-present flag. The inbox is attached before the
- * connection opens: queued messages may arrive in the same read as the CONNACK.
- */
-async function connectWithConnack(
-  url: string,
-  options: IClientOptions,
-): Promise<{ client: MqttClient; inbox: Inbox; sessionPresent: boolean }> {
-  const client = mqtt.connect(url, { reconnectPeriod: 0, protocolVersion: 4, ...options });
-  const inbox = new Inbox(client);
-  const sessionPresent = await new Promise<boolean>((resolve, reject) => {
-    client.once("connect", (connack) => resolve(connack.sessionPresent));
-    client.once("error", reject);
-  });
-  return { client, inbox, sessionPresent };
 }
