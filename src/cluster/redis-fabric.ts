@@ -26,6 +26,7 @@ export class RedisFabric {
   private lastRetainedCount = 0;
   private readonly ready = new Set<Redis>();
   private up = false;
+  private readonly upWaiters = new Set<() => void>();
 
   constructor(
     config: RedisConfig,
@@ -64,15 +65,14 @@ export class RedisFabric {
     if (this.up) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        clearInterval(poll);
+        this.upWaiters.delete(onUp);
         reject(new Error(`redis not ready after ${timeoutMs} ms`));
       }, timeoutMs);
-      const poll = setInterval(() => {
-        if (!this.up) return;
-        clearInterval(poll);
+      const onUp = (): void => {
         clearTimeout(timer);
         resolve();
-      }, 20);
+      };
+      this.upWaiters.add(onUp);
     });
   }
 
@@ -123,6 +123,10 @@ export class RedisFabric {
     if (up) this.log.info({ event: "redis.up" }, "redis reachable");
     else this.log.error({ event: "redis.down" }, "redis unreachable: not ready for new clients");
     this.onStateChange(up);
+    if (up) {
+      for (const waiter of this.upWaiters) waiter();
+      this.upWaiters.clear();
+    }
   }
 }
 

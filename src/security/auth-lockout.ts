@@ -77,14 +77,18 @@ export class AuthLockout {
     );
   }
 
-  /** Records a failed attempt; at the limit the key is blocked for the full `blockSeconds`. */
-  async recordFailure(ip: string, username: string | undefined): Promise<void> {
-    await Promise.all([
+  /**
+   * Records a failed attempt; at the limit the key is blocked for the full `blockSeconds`.
+   * Resolves true when this failure started a lockout (of the address or the username).
+   */
+  async recordFailure(ip: string, username: string | undefined): Promise<boolean> {
+    const locked = await Promise.all([
       this.fail(this.byIp, ip, this.settings.perIp),
       username === undefined
-        ? undefined
+        ? false
         : this.fail(this.byUsername, username, this.settings.perUsername),
     ]);
+    return locked.includes(true);
   }
 
   /** A success ends the run of consecutive failures. */
@@ -95,10 +99,13 @@ export class AuthLockout {
     ]);
   }
 
-  private async fail(limiter: RateLimiterAbstract, key: string, points: number): Promise<void> {
+  /** Counts one failure; true when it is the one that reaches the limit and starts the block. */
+  private async fail(limiter: RateLimiterAbstract, key: string, points: number): Promise<boolean> {
     // consume() rejects with the limiter state once points run out; either way we read it.
     const state = await limiter.consume(key).catch((rejected: unknown) => rejected);
     const consumed = (state as { consumedPoints?: number } | null)?.consumedPoints ?? 0;
-    if (consumed === points) await limiter.block(key, this.settings.blockSeconds);
+    if (consumed !== points) return false;
+    await limiter.block(key, this.settings.blockSeconds);
+    return true;
   }
 }

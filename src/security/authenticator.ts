@@ -107,8 +107,8 @@ export class SluiceAuthenticator implements Authenticator {
         outcome.reason === "unknown_user" ||
         outcome.reason === "missing_password"
       ) {
-        await lockout.recordFailure(credentials.remoteAddress, credentials.username);
-        if (await lockout.isLockedOut(credentials.remoteAddress, credentials.username)) {
+        // One round trip: the failure that reaches a limit says so, and is audited once.
+        if (await lockout.recordFailure(credentials.remoteAddress, credentials.username)) {
           audit.lockedOut(subject, lockout.blockSeconds);
         }
       }
