@@ -1,6 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { Aedes, type Client } from "aedes";
-import { NodeRegistry } from "./cluster/node-registry.js";
+import { ClientOwnership, takeoverTopic } from "./cluster/client-ownership.js";
+import { NODE_LEASE_KEY_PREFIX, NodeRegistry } from "./cluster/node-registry.js";
 import { RedisFabric } from "./cluster/redis-fabric.js";
 import { WillClaims } from "./cluster/will-claims.js";
 import {
@@ -16,6 +17,7 @@ import { FileWatcher } from "./lifecycle/file-watcher.js";
 import { runPhases } from "./lifecycle/run-phases.js";
 import {
   closeWithoutWill,
+  closeWithWill,
   countLiveSubscriptions,
   countRetained,
   liveBrokerCount,
@@ -74,6 +76,7 @@ export class SluiceNode {
   private watcher: FileWatcher | undefined;
   private fabric: RedisFabric | undefined;
   private registry: NodeRegistry | undefined;
+  private ownership: ClientOwnership | undefined;
   private boundAddresses: NodeAddresses | undefined;
   private shutdownPromise: Promise<void> | undefined;
 
@@ -128,7 +131,10 @@ export class SluiceNode {
       const fabric = new RedisFabric(
         config.redis,
         this.rootLogger.child({ module: "redis" }),
-        (up) => this.metrics.setRedisUp(up),
+        (up) => {
+          this.metrics.setRedisUp(up);
+          if (up) this.reconcileOwnership();
+        },
       );
       this.fabric = fabric;
       await fabric.waitUntilReady(REDIS_START_TIMEOUT_MS);
@@ -160,6 +166,25 @@ export class SluiceNode {
       },
       { lockout, audit, onFailure: (reason) => this.metrics.markAuthFailure(reason) },
     );
+    const sessions = this.fabric
+      ? new RedisSessionRegistry(this.fabric.state, config.nodeId, NODE_LEASE_KEY_PREFIX)
+      : new MemorySessionRegistry();
+    if (sessions instanceof RedisSessionRegistry) {
+      this.ownership = new ClientOwnership(
+        sessions,
+        {
+          publish: (topic, payload) =>
+            this.broker?.publish(
+              { cmd: "publish", topic, payload, qos: 0, retain: false, dup: false },
+              noop,
+            ),
+          isRegistered: (client) =>
+            this.broker !== undefined && registeredClient(this.broker, client.id) === client,
+          close: (client) => void closeWithWill(client),
+        },
+        this.rootLogger.child({ module: "cluster" }),
+      );
+    }
     const rules = createBrokerRules({
       contexts: this.contexts,
       authenticator,
@@ -169,9 +194,8 @@ export class SluiceNode {
         return live ? this.contexts.get(live)?.identity : undefined;
       },
       metrics: this.metrics,
-      sessions: this.fabric
-        ? new RedisSessionRegistry(this.fabric.state)
-        : new MemorySessionRegistry(),
+      sessions,
+      ...(this.ownership ? { ownership: this.ownership } : {}),
       ...(this.fabric ? { willClaims: new WillClaims(this.fabric.state) } : {}),
       audit,
       events: {
@@ -195,10 +219,13 @@ export class SluiceNode {
       maxTopicLevels: config.limits.subscriptions.maxTopicLevels,
       ...hooks,
       sessionPresent: (client) => this.contexts.get(client)?.sessionPresent === true,
+      // Cluster takeover is ClientOwnership's, fenced by epochs; aedes' gossip is not.
+      closeOnPeerConnect: this.ownership === undefined,
     };
     const broker = await Aedes.createBroker(options);
     this.broker = broker;
     this.observeBroker(broker, mqttLog);
+    if (this.ownership) await this.listenForTakeovers(broker, this.ownership);
 
     if (
       !config.auth.allowAnonymous &&
@@ -295,11 +322,43 @@ export class SluiceNode {
 
     const client = broker.handle(connection.stream, connection.request);
     this.contexts.attach(client, connection);
+    const ownership = this.ownership;
+    if (ownership) connection.socket.once("close", () => ownership.ended(client));
     installPacketGuard(client, { maxPacketBytes: this.config.limits.maxPacketBytes });
+  }
+
+  /** Subscribes this node to takeovers of its connections by other nodes. */
+  private listenForTakeovers(broker: Aedes, ownership: ClientOwnership): Promise<void> {
+    return new Promise((resolve, reject) => {
+      broker.subscribe(
+        takeoverTopic(this.config.nodeId),
+        (packet, done) => {
+          const { payload } = packet;
+          ownership.takeoverReceived(
+            Buffer.isBuffer(payload) ? payload : Buffer.from(String(payload)),
+          );
+          done();
+        },
+        (error?: Error) => (error ? reject(error) : resolve()),
+      );
+    });
+  }
+
+  /** After Redis comes back: close connections taken over elsewhere while it was away. */
+  private reconcileOwnership(): void {
+    this.ownership
+      ?.reconcile()
+      .catch((error: unknown) =>
+        this.log.warn(
+          { event: "ownership.reconcile_failed", err: error },
+          "could not check client ownership against Redis; retried when Redis is back",
+        ),
+      );
   }
 
   private observeBroker(broker: Aedes, log: Logger): void {
     broker.on("client", (client: Client) => {
+      this.ownership?.registered(client);
       const connection = this.contexts.get(client)?.connection;
       log.debug(
         {

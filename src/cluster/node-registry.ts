@@ -8,6 +8,9 @@ const RENEW = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("
 /** Releases the lease only if this node holds it (KEYS[1] lease, ARGV token). */
 const RELEASE = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end`;
 
+/** A node's lease key is this plus its id (under the key prefix). */
+export const NODE_LEASE_KEY_PREFIX = "node:";
+
 /**
  * Makes node ids unique across the cluster: a node holds a lease on its id in Redis while it
  * lives. A second live node with the same id is refused at start. A node restarted after a
@@ -20,11 +23,11 @@ export class NodeRegistry {
 
   constructor(
     private readonly redis: Redis,
-    nodeId: string,
+    private readonly nodeId: string,
     private readonly leaseMs: number,
     private readonly log: Logger,
   ) {
-    this.key = `node:${nodeId}`;
+    this.key = `${NODE_LEASE_KEY_PREFIX}${nodeId}`;
   }
 
   /** Takes the lease, waiting out a stale one; throws ConfigError if a live node holds the id. */
@@ -35,7 +38,7 @@ export class NodeRegistry {
       if (taken === "OK") break;
       if (Date.now() > deadline) {
         throw new ConfigError([
-          `nodeId: another live node holds the id ${this.key.slice(5)}; node ids must be unique`,
+          `nodeId: another live node holds the id ${this.nodeId}; node ids must be unique`,
         ]);
       }
       await new Promise((resolve) => setTimeout(resolve, Math.min(500, this.leaseMs / 4)));

@@ -12,6 +12,11 @@ import type { Aedes, AedesOptions, Client } from "aedes";
 export interface PatchedAedesOptions extends AedesOptions {
   /** Whether a clean-session-0 client resumes a stored session, for the CONNACK flag. */
   sessionPresent?(client: Client): boolean;
+  /**
+   * false turns off aedes' takeover gossip (a node closes its client when another announces one
+   * with the same id), for a cluster that fences ownership itself.
+   */
+  closeOnPeerConnect?: boolean;
 }
 
 interface AedesWithInternals {

@@ -13,7 +13,7 @@ import type { AclSubject, Authorizer } from "../security/authorizer.js";
 import { isWillOf } from "./aedes-internals.js";
 import type { ClientContext, ClientContexts } from "./client-context.js";
 import type { BrokerHooks } from "./hook-adapter.js";
-import type { SessionRegistry } from "./session-registry.js";
+import type { OwnedConnection, SessionRegistry } from "./session-registry.js";
 import { invalidTopicFilter, invalidTopicName } from "./topic-rules.js";
 
 const SYS_PREFIX = "$SYS";
@@ -44,6 +44,13 @@ export interface BrokerRulesDeps {
    * survivor may). Absent on a single node, where only the node itself publishes its wills.
    */
   willClaims?: { claim(brokerId: string, clientId: string): Promise<boolean> };
+  /**
+   * In a cluster: learns of every accepted claim on a client id, to close the connection it
+   * displaced on another node. Absent on a single node, where aedes closes the old one itself.
+   */
+  ownership?: {
+    claimed(client: Client, owned: OwnedConnection, displacedNode: string | undefined): void;
+  };
   audit: AuditLog;
   events: BrokerRulesEvents;
 }
@@ -148,8 +155,17 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
         throw new NotAuthorizedError("will topic not allowed");
       }
       const claim = await sessions.claim(client.id, client.clean, identity.username);
-      if (claim.refused) refuseTakeover();
-      if (live) audit.takeover(auditSubject({ ...context, identity }));
+      if (claim.refused) return refuseTakeover();
+      const displacedNode = claim.owner?.displacedNode;
+      if (live || displacedNode !== undefined)
+        audit.takeover(auditSubject({ ...context, identity }));
+      if (claim.owner) {
+        deps.ownership?.claimed(
+          client,
+          { clientId: client.id, epoch: claim.owner.epoch, username: identity.username },
+          displacedNode,
+        );
+      }
       context.identity = identity;
       context.sessionPresent = !claim.refused && claim.existed;
     },
