@@ -47,8 +47,11 @@ import type { ClientConnection, Listener } from "./transport/listener.js";
  * 3 to 7 s after the crash.
  */
 const HEARTBEAT_INTERVAL_MS = 1_000;
-/** A node does not start unless Redis answers within this. */
-const REDIS_START_TIMEOUT_MS = 15_000;
+/**
+ * A node waits for Redis at start as long as it takes, probes up and not ready; past this it
+ * says so in the log.
+ */
+const REDIS_FIRST_WAIT_MS = 2_000;
 
 export type NodeState = "starting" | "ready" | "draining" | "stopped";
 
@@ -127,6 +130,30 @@ export class SluiceNode {
 
   private async open(): Promise<void> {
     const { config } = this;
+    // Files first: a broken password file or ACL fails the start at once, not after Redis.
+    const security = await SecurityFiles.load(
+      { passwordFile: config.auth.passwordFile, aclFile: config.acl?.file },
+      this.rootLogger.child({ module: "security" }),
+    );
+    this.security = security;
+    // Probes next: while the node waits for Redis, /healthz answers and /readyz says 503.
+    this.http = new HttpServer(
+      config.http.host,
+      config.http.port,
+      {
+        isReady: () => this.state === "ready" && (this.fabric === undefined || this.fabric.isUp()),
+        metrics: async () => ({
+          contentType: this.metrics.contentType,
+          body: await this.metrics.render(),
+        }),
+      },
+      this.rootLogger.child({ module: "http" }),
+    );
+    const httpAddress = await this.http.listen();
+    this.log.info(
+      { event: "http.started", host: httpAddress.address, port: httpAddress.port },
+      `HTTP probes and metrics on ${httpAddress.address}:${httpAddress.port}`,
+    );
     if (config.redis) {
       const fabric = new RedisFabric(
         config.redis,
@@ -137,7 +164,13 @@ export class SluiceNode {
         },
       );
       this.fabric = fabric;
-      await fabric.waitUntilReady(REDIS_START_TIMEOUT_MS);
+      if (!(await fabric.waitUntilReady(REDIS_FIRST_WAIT_MS))) {
+        this.log.warn(
+          { event: "redis.waiting" },
+          "waiting for Redis before taking clients (not ready until then)",
+        );
+        await fabric.waitUntilReady();
+      }
       this.registry = new NodeRegistry(
         fabric.state,
         config.nodeId,
@@ -147,11 +180,6 @@ export class SluiceNode {
       await this.registry.claim();
     }
     const mqttLog = this.rootLogger.child({ module: "mqtt" });
-    const security = await SecurityFiles.load(
-      { passwordFile: config.auth.passwordFile, aclFile: config.acl?.file },
-      this.rootLogger.child({ module: "security" }),
-    );
-    this.security = security;
     const audit = new AuditLog(this.rootLogger);
     this.audit = audit;
     const lockout = this.fabric
@@ -276,25 +304,7 @@ export class SluiceNode {
       );
     }
 
-    this.http = new HttpServer(
-      config.http.host,
-      config.http.port,
-      {
-        isReady: () => this.state === "ready" && (this.fabric === undefined || this.fabric.isUp()),
-        metrics: async () => ({
-          contentType: this.metrics.contentType,
-          body: await this.metrics.render(),
-        }),
-      },
-      this.rootLogger.child({ module: "http" }),
-    );
-    const http = await this.http.listen();
-    this.log.info(
-      { event: "http.started", host: http.address, port: http.port },
-      `HTTP probes and metrics on ${http.address}:${http.port}`,
-    );
-
-    this.boundAddresses = { listeners: listenerAddresses, http };
+    this.boundAddresses = { listeners: listenerAddresses, http: httpAddress };
     this.watcher = new FileWatcher(watchedFiles(config), () => {
       this.log.info(
         { event: "reload.started", trigger: "file change" },

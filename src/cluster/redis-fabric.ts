@@ -60,18 +60,24 @@ export class RedisFabric {
     return this.up;
   }
 
-  /** Resolves once all connections are ready, or rejects after `timeoutMs`. */
-  waitUntilReady(timeoutMs: number): Promise<void> {
-    if (this.up) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.upWaiters.delete(onUp);
-        reject(new Error(`redis not ready after ${timeoutMs} ms`));
-      }, timeoutMs);
+  /**
+   * Resolves true once all connections are ready, or false after `timeoutMs` (never, without
+   * one).
+   */
+  waitUntilReady(timeoutMs?: number): Promise<boolean> {
+    if (this.up) return Promise.resolve(true);
+    return new Promise((resolve) => {
       const onUp = (): void => {
         clearTimeout(timer);
-        resolve();
+        resolve(true);
       };
+      const timer =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              this.upWaiters.delete(onUp);
+              resolve(false);
+            }, timeoutMs);
       this.upWaiters.add(onUp);
     });
   }

@@ -279,6 +279,39 @@ describe("Redis outage", () => {
     }
   });
 
+  it("a node started while Redis is down waits with its probes up, and becomes ready with Redis", async () => {
+    const own = await RedisServer.start();
+    await own.stop();
+    const dir = await mkdtemp(join(tmpdir(), "sluice-no-redis-"));
+    const file = join(dir, "node.yaml");
+    await writeFile(
+      file,
+      `listeners: [{ type: tcp, host: 127.0.0.1, port: 0 }]\nhttp: { host: 127.0.0.1, port: 0 }\n` +
+        `auth: { allowAnonymous: true }\nlog: { level: debug, format: json }\nredis: { url: "${own.url}" }\n`,
+    );
+    const node = SluiceProcess.spawn(["start", "--config", file]);
+    try {
+      await node.waitForEvent("redis.waiting");
+      const httpPort = Number((await node.waitForEvent("http.started")).port);
+      const probe = (path: string) =>
+        fetch(`http://127.0.0.1:${httpPort}${path}`).then((r) => r.status);
+      assert.equal(await probe("/healthz"), 200);
+      assert.equal(await probe("/readyz"), 503);
+      assert.equal(node.child.exitCode, null, "still running");
+      await own.start();
+      const { ports } = await node.ready();
+      assert.equal(await probe("/readyz"), 200);
+      const client = await connect(`mqtt://127.0.0.1:${ports.tcp}`);
+      await end(client);
+      node.kill("SIGTERM");
+      assert.equal((await node.exited).code, 0);
+    } finally {
+      node.kill();
+      await own.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("the node stays up, turns not-ready with sluice_redis_up 0, and recovers when Redis returns", async () => {
     const readyz = () => fetch(`${a.httpUrl}/readyz`).then((r) => r.status);
     const healthz = () => fetch(`${a.httpUrl}/healthz`).then((r) => r.status);
