@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
-import type { Redis } from "ioredis";
 import { ConfigError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
+import type { RedisClient } from "./redis-fabric.js";
 
 /** Extends the lease only if this node still holds it (KEYS[1] lease, ARGV token, ms). */
 const RENEW = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end`;
@@ -22,7 +22,7 @@ export class NodeRegistry {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly nodeId: string,
     private readonly leaseMs: number,
     private readonly log: Logger,

@@ -1,13 +1,22 @@
 import persistenceRedis from "aedes-persistence-redis";
-import { Redis, type RedisOptions } from "ioredis";
+import { Cluster, Redis, type RedisOptions } from "ioredis";
 import mqemitterRedis from "mqemitter-redis";
 import type { SluiceConfig } from "../config/schema.js";
 import type { Logger } from "../observability/logger.js";
 
 type RedisConfig = NonNullable<SluiceConfig["redis"]>;
 
-/** The hash aedes-persistence-redis keeps retained messages in (under the key prefix). */
+/** A connection to a single Redis (direct or through Sentinel) or to a Redis Cluster. */
+export type RedisClient = Redis | Cluster;
+
+/**
+ * Where aedes-persistence-redis keeps retained messages (under the key prefix): one hash on a
+ * single Redis, one key per topic on a Cluster (so they spread over its slots).
+ */
 const RETAINED_HASH = "retained";
+const RETAINED_KEY_PATTERN = "retained:*";
+/** Counting retained keys on a Cluster scans every primary: at most this often. */
+const CLUSTER_RETAINED_COUNT_MS = 30_000;
 
 /**
  * The Redis side of a cluster node: pub/sub between nodes (mqemitter-redis) and shared state
@@ -19,12 +28,19 @@ const RETAINED_HASH = "retained";
  */
 export class RedisFabric {
   readonly mq: unknown;
-  /** The connection for Sluice's own keys (the key prefix applies). */
-  readonly state: Redis;
+  /**
+   * The connection for Sluice's own keys (the key prefix applies). On a Cluster they share one
+   * hash slot, `{state}`, since Sluice's scripts touch several of them at once.
+   */
+  readonly state: RedisClient;
   readonly persistence: unknown;
-  private readonly connections: Redis[];
+  private readonly connections: RedisClient[];
+  /** The persistence's connection on a Cluster (its keys spread over the slots), else state. */
+  private readonly stored: RedisClient;
+  private readonly keyPrefix: string;
   private lastRetainedCount = 0;
-  private readonly ready = new Set<Redis>();
+  private lastRetainedCountAt = 0;
+  private readonly ready = new Set<RedisClient>();
   private up = false;
   private readonly upWaiters = new Set<() => void>();
 
@@ -33,16 +49,30 @@ export class RedisFabric {
     private readonly log: Logger,
     private readonly onStateChange: (up: boolean) => void,
   ) {
-    const base = connectionOptions(config);
-    const state = new Redis({ ...base, keyPrefix: config.keyPrefix });
-    const publisher = new Redis(base);
+    const connect = connectionFactory(config);
+    this.keyPrefix = config.keyPrefix;
+    const clustered = config.cluster !== undefined;
+    const state = connect({
+      keyPrefix: clustered ? `${config.keyPrefix}{state}:` : config.keyPrefix,
+    });
+    const stored = clustered ? connect({ keyPrefix: config.keyPrefix }) : state;
+    const publisher = connect({});
     // Subscriber mode allows no INFO, so no ready check on this one.
-    const subscriber = new Redis({ ...base, enableReadyCheck: false });
+    const subscriber = connect({ enableReadyCheck: false });
     this.state = state;
-    this.connections = [state, publisher, subscriber];
+    this.stored = stored;
+    this.connections = [...new Set([state, stored, publisher, subscriber])];
     for (const connection of this.connections) this.watch(connection);
-    this.persistence = persistenceRedis({ conn: state });
-    const mq = mqemitterRedis({ pubConn: publisher, subConn: subscriber });
+    // A non-array `cluster` makes the persistence use our connection in its Cluster mode
+    // (per-topic retained keys, no multi-key commands) instead of building its own.
+    this.persistence = persistenceRedis(
+      clustered ? { conn: stored, cluster: true } : { conn: state },
+    );
+    // Its types name Redis only; it uses nothing a Cluster lacks (publish, (p)subscribe, events).
+    const mq = mqemitterRedis({
+      pubConn: publisher as Redis,
+      subConn: subscriber as Redis,
+    });
     // mqemitter-redis re-emits connection errors on its `state` emitter; without a listener
     // there, a failed reconnect during a Redis outage throws and takes the node down. The
     // outage itself is reported once per state change by update().
@@ -83,13 +113,23 @@ export class RedisFabric {
   }
 
   /**
-   * Retained messages in Redis (one hash; HLEN is O(1)). While Redis is down the last known
-   * count is returned rather than making a scrape wait or fail.
+   * Retained messages in Redis: HLEN of one hash (O(1)) on a single Redis; on a Cluster, a
+   * SCAN of every primary at most every 30 s. While Redis is down the last known count is
+   * returned rather than making a scrape wait or fail.
    */
   async retainedCount(): Promise<number> {
     if (!this.up) return this.lastRetainedCount;
+    const stored = this.stored;
     try {
-      this.lastRetainedCount = await this.state.hlen(RETAINED_HASH);
+      if (!(stored instanceof Cluster)) {
+        this.lastRetainedCount = await stored.hlen(RETAINED_HASH);
+      } else if (Date.now() - this.lastRetainedCountAt >= CLUSTER_RETAINED_COUNT_MS) {
+        this.lastRetainedCountAt = Date.now();
+        this.lastRetainedCount = await countKeys(
+          stored,
+          `${this.keyPrefix}${RETAINED_KEY_PATTERN}`,
+        );
+      }
     } catch {
       // keep the last known value
     }
@@ -100,7 +140,7 @@ export class RedisFabric {
     await Promise.all(this.connections.map((c) => c.quit().catch(() => c.disconnect())));
   }
 
-  private watch(connection: Redis): void {
+  private watch(connection: RedisClient): void {
     connection.on("ready", () => {
       this.ready.add(connection);
       this.update();
@@ -114,7 +154,7 @@ export class RedisFabric {
     // ioredis emits 'error' on every failed reconnect: state changes are logged in update().
     connection.on("error", () => {});
     // The subscriber has no ready check, so 'connect' is its ready.
-    if (connection.options.enableReadyCheck === false) {
+    if (connection instanceof Redis && connection.options.enableReadyCheck === false) {
       connection.on("connect", () => {
         this.ready.add(connection);
         this.update();
@@ -136,7 +176,39 @@ export class RedisFabric {
   }
 }
 
-/** ioredis options from the config: a URL, or Sentinels and a primary's name. */
+/** Keys matching a pattern on every primary of a Cluster (SCAN, never KEYS). */
+async function countKeys(cluster: Cluster, pattern: string): Promise<number> {
+  let count = 0;
+  for (const node of cluster.nodes("master")) {
+    for await (const keys of node.scanStream({ match: pattern, count: 1000 })) {
+      count += (keys as string[]).length;
+    }
+  }
+  return count;
+}
+
+/**
+ * Builds connections from the config: a URL, Sentinels and a primary's name, or a Cluster's
+ * seed nodes; `extra` adds per-connection options (key prefix, ready check).
+ */
+function connectionFactory(
+  config: RedisConfig,
+): (extra: Pick<RedisOptions, "keyPrefix" | "enableReadyCheck">) => RedisClient {
+  const options = connectionOptions(config);
+  const nodes = config.cluster;
+  if (nodes === undefined) return (extra) => new Redis({ ...options, ...extra });
+  // The Cluster reconnects itself (clusterRetryStrategy) and runs its own ready check
+  // (CLUSTER INFO on a normal connection; subscriptions live on a separate one).
+  const { retryStrategy, ...nodeOptions } = options;
+  return ({ keyPrefix }) =>
+    new Cluster(nodes, {
+      clusterRetryStrategy: retryStrategy,
+      redisOptions: nodeOptions,
+      ...(keyPrefix === undefined ? {} : { keyPrefix }),
+    });
+}
+
+/** ioredis options from the config: a URL, Sentinels and a primary's name, or for a Cluster's nodes. */
 function connectionOptions(config: RedisConfig): RedisOptions {
   const common: RedisOptions = {
     // Reconnect forever, backing off to 2 s: the node stays up and recovers when Redis does.
@@ -146,6 +218,7 @@ function connectionOptions(config: RedisConfig): RedisOptions {
     ...(config.username === undefined ? {} : { username: config.username }),
     ...(config.password === undefined ? {} : { password: config.password }),
   };
+  if (config.cluster) return common;
   if (config.sentinels && config.name) {
     return {
       ...common,

@@ -1,4 +1,4 @@
-import type { Redis } from "ioredis";
+import type { RedisClient } from "./redis-fabric.js";
 
 /** Long enough for one node to publish and delete the will, short enough to retry after a crash. */
 const CLAIM_TTL_MS = 30_000;
@@ -10,7 +10,7 @@ const CLAIM_TTL_MS = 30_000;
  * another one publishes it.
  */
 export class WillClaims {
-  constructor(private readonly redis: Redis) {}
+  constructor(private readonly redis: RedisClient) {}
 
   async claim(brokerId: string, clientId: string): Promise<boolean> {
     const key = `will-claim:${brokerId}:${encodeURIComponent(clientId)}`;

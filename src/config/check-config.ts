@@ -8,7 +8,6 @@ const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]"]);
  * so each one is refused with a clear line until the feature lands.
  */
 const NOT_YET_SUPPORTED: ReadonlyArray<{ key: string; present: (c: SluiceConfig) => boolean }> = [
-  { key: "redis.cluster", present: (c) => c.redis?.cluster !== undefined },
   { key: "limits.connections", present: (c) => c.limits.connections !== undefined },
   { key: "limits.publish", present: (c) => c.limits.publish !== undefined },
   {
@@ -78,16 +77,19 @@ export function checkConfig(config: SluiceConfig, deps: CheckConfigDeps): string
   }
 
   const redis = config.redis;
-  if (
-    redis &&
-    redis.url === undefined &&
-    !(redis.sentinels && redis.name) &&
-    redis.cluster === undefined
-  ) {
-    problems.push("redis: needs url, or sentinels and name");
+  if (redis) {
+    const forms = [
+      redis.url !== undefined && "url",
+      redis.sentinels !== undefined && "sentinels",
+      redis.cluster !== undefined && "cluster",
+    ].filter((form) => form !== false);
+    if (forms.length === 0) problems.push("redis: needs url, or sentinels and name, or cluster");
+    if (forms.length > 1)
+      problems.push(`redis: give only one of url, sentinels or cluster (got ${forms.join(", ")})`);
+    if (redis.sentinels && redis.name === undefined)
+      problems.push("redis.name: required with sentinels");
+    if (redis.cluster?.length === 0) problems.push("redis.cluster: needs at least one node");
   }
-  if (redis?.sentinels && redis.name === undefined)
-    problems.push("redis.name: required with sentinels");
 
   for (const feature of NOT_YET_SUPPORTED) {
     if (feature.present(config))

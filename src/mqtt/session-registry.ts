@@ -1,4 +1,4 @@
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../cluster/redis-fabric.js";
 
 /**
  * The outcome of a CONNECT's claim on its client id. In a cluster, an accepted claim also makes
@@ -129,7 +129,7 @@ export class RedisSessionRegistry implements SessionRegistry {
   private readonly leaseKeyPrefix: string;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly nodeId: string,
     /** The node lease key's prefix inside Redis: the scripts build other nodes' lease keys. */
     leaseKeyPrefix: string,

@@ -1,9 +1,9 @@
-import type { Redis } from "ioredis";
 import {
   type RateLimiterAbstract,
   RateLimiterMemory,
   RateLimiterRedis,
 } from "rate-limiter-flexible";
+import type { RedisClient } from "../cluster/redis-fabric.js";
 
 export interface LockoutSettings {
   /** Consecutive failures from one source address before it is locked out. */
@@ -45,7 +45,7 @@ export class AuthLockout {
    * nodes. If Redis is unreachable, an in-memory insurance limiter on each node keeps the
    * lockout working (per node) until Redis returns.
    */
-  static inRedis(settings: LockoutSettings, redis: Redis): AuthLockout {
+  static inRedis(settings: LockoutSettings, redis: RedisClient): AuthLockout {
     const limiter = (points: number, keyPrefix: string) =>
       new RateLimiterRedis({
         storeClient: redis,

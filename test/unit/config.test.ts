@@ -121,6 +121,25 @@ describe("config validation", () => {
     assert.equal(problems.length, 3, problems.join("\n"));
   });
 
+  it("takes exactly one Redis form: url, sentinels with a name, or cluster nodes", () => {
+    const node = { host: "127.0.0.1", port: 7000 };
+    assert.deepEqual(problemsOf({ redis: { cluster: [node] } }), []);
+    assert.deepEqual(problemsOf({ redis: { sentinels: [node], name: "primary" } }), []);
+    assert.deepEqual(problemsOf({ redis: { keyPrefix: "x:" } }), [
+      "redis: needs url, or sentinels and name, or cluster",
+    ]);
+    assert.deepEqual(
+      problemsOf({ redis: { cluster: [node] } }, { SLUICE_REDIS_URL: "redis://r" }),
+      ["redis: give only one of url, sentinels or cluster (got url, cluster)"],
+    );
+    assert.deepEqual(problemsOf({ redis: { sentinels: [node] } }), [
+      "redis.name: required with sentinels",
+    ]);
+    assert.deepEqual(problemsOf({ redis: { cluster: [] } }), [
+      "redis.cluster: needs at least one node",
+    ]);
+  });
+
   it("refuses contract keys this version does not enforce rather than ignoring them", () => {
     assert.deepEqual(problemsOf({ limits: { publish: { messagesPerSecond: 10 } } }), [
       "limits.publish: not supported by this version of Sluice yet",

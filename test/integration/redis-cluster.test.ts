@@ -1,0 +1,104 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { type RunningNode, startNode } from "../helpers/in-process-node.js";
+import { connect, connectWithConnack, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
+import { RedisCluster } from "../helpers/redis-cluster.js";
+
+/**
+ * Two nodes on a real Redis Cluster (three primaries): pub/sub, retained messages spread over
+ * the cluster's slots, sessions and client-id ownership work as on a single Redis.
+ */
+let cluster: RedisCluster;
+let a: RunningNode;
+let b: RunningNode;
+
+before(async () => {
+  cluster = await RedisCluster.start();
+  const keyPrefix = `rc${randomBytes(3).toString("hex")}:`;
+  const node = (nodeId: string) =>
+    startNode({ nodeId, redis: { cluster: cluster.nodes, keyPrefix } });
+  a = await node("rc-a");
+  b = await node("rc-b");
+});
+after(async () => {
+  await a?.stop();
+  await b?.stop();
+  await cluster?.stop();
+});
+
+describe("Redis Cluster", () => {
+  it("a message published on one node reaches a subscriber on the other, once", async () => {
+    const subscriber = await connect(b.urls.tcp as string);
+    const publisher = await connect(a.urls.tcp as string);
+    try {
+      const inbox = new Inbox(subscriber);
+      await subscribe(subscriber, "rc/live/#", 1);
+      for (let i = 0; i < 20; i++)
+        await publisher.publishAsync(`rc/live/${i}`, `m${i}`, { qos: 1 });
+      await publisher.publishAsync("rc/live/end", "end", { qos: 1 });
+      const messages = await inbox.waitFor(21);
+      assert.equal(messages.at(-1)?.payload.toString(), "end");
+      assert.equal(new Set(messages.map((m) => m.topic)).size, 21, "no duplicates");
+    } finally {
+      await end(subscriber, publisher);
+    }
+  });
+
+  it("retained messages spread over the slots are all found by a wildcard on the other node", async () => {
+    const publisher = await connect(a.urls.tcp as string);
+    const topics = Array.from({ length: 30 }, (_, i) => `rc/kept/station-${i}/level`);
+    for (const topic of topics) {
+      await publisher.publishAsync(topic, topic, { qos: 1, retain: true });
+    }
+    await end(publisher);
+    const subscriber = await connect(b.urls.tcp as string);
+    try {
+      const inbox = new Inbox(subscriber);
+      await subscribe(subscriber, "rc/kept/+/level", 1);
+      const messages = await inbox.waitFor(topics.length);
+      assert.deepEqual(messages.map((m) => m.topic).sort(), [...topics].sort());
+      assert.ok(messages.every((m) => m.packet.retain));
+    } finally {
+      await end(subscriber);
+    }
+  });
+
+  it("a persistent session resumes on the other node with the messages queued meanwhile", async () => {
+    const first = await connect(a.urls.tcp as string, { clientId: "rc-plc", clean: false });
+    await subscribe(first, "rc/commands/plc", 1);
+    await end(first);
+    const publisher = await connect(a.urls.tcp as string);
+    await publisher.publishAsync("rc/commands/plc", "open valve", { qos: 1 });
+    await end(publisher);
+    const resumed = await connectWithConnack(b.urls.tcp as string, {
+      clientId: "rc-plc",
+      clean: false,
+    });
+    try {
+      assert.equal(resumed.sessionPresent, true);
+      const [message] = await resumed.inbox.waitFor(1);
+      assert.equal(message?.payload.toString(), "open valve");
+    } finally {
+      await end(resumed.client);
+    }
+  });
+
+  it("a client id connected on one node is taken over by a connection on the other", async () => {
+    const first = await connect(a.urls.tcp as string, { clientId: "rc-rtu" });
+    const closed = new Promise<void>((resolve) => first.once("close", () => resolve()));
+    const second = await connect(b.urls.tcp as string, { clientId: "rc-rtu" });
+    try {
+      await closed;
+      assert.equal(second.connected, true);
+    } finally {
+      await end(first, second);
+    }
+  });
+
+  it("counts the retained messages across the cluster's primaries", async () => {
+    const metrics = await fetch(`${a.httpUrl}/metrics`).then((r) => r.text());
+    const count = Number(/^sluice_retained_messages\{node="rc-a"\} (\d+)$/m.exec(metrics)?.[1]);
+    assert.ok(count >= 30, `retained count ${count}`);
+  });
+});
