@@ -139,6 +139,63 @@ describe("two nodes over Redis", () => {
   });
 });
 
+describe("subscription cache across restarts and session moves", () => {
+  it("a # subscriber on a restarted node gets everything once, and keeps doing so as its session moves", async () => {
+    const cachePrefix = `${prefix}cache:`;
+    const node = (nodeId: string) =>
+      startNode({ nodeId, redis: { url: redis.url, keyPrefix: cachePrefix } });
+    const one = await node("cache-1");
+    let two = await node("cache-2");
+    const publisher = await connect(one.urls.tcp as string);
+    let historian: Awaited<ReturnType<typeof connectWithConnack>> | undefined;
+    /** Publishes `count` messages and a marker, and checks the historian got each exactly once. */
+    const expectOnce = async (label: string, count: number, from = publisher) => {
+      const inbox = historian?.inbox as Inbox;
+      const before = inbox.received.length;
+      for (let i = 0; i < count; i++)
+        await from.publishAsync(`plant/${label}/${i}`, "v", { qos: 1 });
+      await from.publishAsync(`plant/${label}/end`, "end", { qos: 1 });
+      const got = (await inbox.waitFor(before + count + 1)).slice(before);
+      assert.equal(new Set(got.map((m) => m.topic)).size, count + 1, `${label}: no duplicates`);
+      assert.equal(
+        got.at(-1)?.topic,
+        `plant/${label}/end`,
+        `${label}: nothing extra before the marker`,
+      );
+    };
+    try {
+      const first = await connect(one.urls.tcp as string, { clientId: "historian", clean: false });
+      await subscribe(first, "#", 1);
+      await end(first);
+      // The node that will serve the subscriber restarts: its cache is rebuilt from Redis.
+      await two.stop();
+      two = await node("cache-2");
+      historian = await connectWithConnack(two.urls.tcp as string, {
+        clientId: "historian",
+        clean: false,
+      });
+      assert.equal(historian.sessionPresent, true);
+      await expectOnce("after-restart", 20);
+      // The session moves back to node one; what is published meanwhile is queued once.
+      await end(historian.client);
+      const other = await connect(two.urls.tcp as string);
+      for (let i = 0; i < 10; i++) await other.publishAsync(`plant/offline/${i}`, "q", { qos: 1 });
+      historian = await connectWithConnack(one.urls.tcp as string, {
+        clientId: "historian",
+        clean: false,
+      });
+      const queued = await historian.inbox.waitFor(10);
+      assert.equal(new Set(queued.map((m) => m.topic)).size, 10, "queued messages once each");
+      await expectOnce("after-move", 20, other);
+      await end(other);
+    } finally {
+      await end(publisher, historian?.client);
+      await one.stop();
+      await two.stop();
+    }
+  });
+});
+
 describe("cluster-wide brute-force lockout", () => {
   it("failures on one node lock the address out on the other; sessions stay with their owner", async () => {
     const dir = await mkdtemp(join(tmpdir(), "sluice-lockout-"));
