@@ -42,11 +42,12 @@ import { createListener } from "./transport/create-listener.js";
 import type { ClientConnection, Listener } from "./transport/listener.js";
 
 /**
- * How often a node announces itself to the others. aedes declares a node silent for 3 of these
- * dead and looks for dead nodes' wills every 4, so a crashed node's clients' wills go out
- * 3 to 7 s after the crash.
+ * How often a node announces itself to the others (`redis.heartbeatMs`; alone, it only matters
+ * for aedes' own timers). aedes declares a node dead after 3 silent heartbeats and looks for
+ * dead nodes' wills every 4, so a crashed node's clients' wills go out 3 to 7 heartbeats after
+ * the crash.
  */
-const HEARTBEAT_INTERVAL_MS = 1_000;
+const DEFAULT_HEARTBEAT_MS = 1_000;
 /**
  * A node waits for Redis at start as long as it takes, probes up and not ready; past this it
  * says so in the log.
@@ -82,12 +83,14 @@ export class SluiceNode {
   private ownership: ClientOwnership | undefined;
   private boundAddresses: NodeAddresses | undefined;
   private shutdownPromise: Promise<void> | undefined;
+  private readonly heartbeatMs: number;
 
   private constructor(
     readonly config: SluiceConfig,
     logger: Logger,
   ) {
     this.rootLogger = logger;
+    this.heartbeatMs = config.redis?.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.log = logger.child({ module: "node" });
     this.metrics = new SluiceMetrics(
       config.nodeId,
@@ -100,7 +103,7 @@ export class SluiceNode {
           return this.broker ? countRetained(this.broker) : Promise.resolve(0);
         },
         takeSocketBytes: () => this.byteMeter.take(),
-        clusterNodes: () => (this.broker ? liveBrokerCount(this.broker, HEARTBEAT_INTERVAL_MS) : 1),
+        clusterNodes: () => (this.broker ? liveBrokerCount(this.broker, this.heartbeatMs) : 1),
       },
       { redis: config.redis !== undefined },
     );
@@ -242,7 +245,7 @@ export class SluiceNode {
       id: config.nodeId,
       // Without Redis, aedes keeps sessions, retained messages and wills in memory.
       ...(this.fabric ? { mq: this.fabric.mq, persistence: this.fabric.persistence } : {}),
-      heartbeatInterval: HEARTBEAT_INTERVAL_MS,
+      heartbeatInterval: this.heartbeatMs,
       connectTimeout: config.limits.connectTimeoutMs,
       maxTopicLevels: config.limits.subscriptions.maxTopicLevels,
       ...hooks,

@@ -93,6 +93,11 @@ const redisSchema = z.strictObject({
   keyPrefix: z.string().default("sluice:"),
   /** How long a node's claim on its id outlives the node (a crashed node's id is free after it). */
   nodeLeaseSeconds: z.number().min(1).max(300).default(15),
+  /**
+   * How often a node tells the others it lives. A node silent for 3 of these is dead, and its
+   * clients' wills go out 3 to 7 of these after its crash.
+   */
+  heartbeatMs: z.number().int().min(100).max(60_000).default(1_000),
 });
 
 const authSchema = z.strictObject({
