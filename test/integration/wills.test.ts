@@ -9,9 +9,11 @@ import { RedisServer } from "../helpers/redis-server.js";
 import { SluiceProcess } from "../helpers/sluice-process.js";
 
 /** Wills of a crashed node: published by the survivors within a bound, and only once. */
-const BOUND_MS = 10_000;
-/** Two passes of the survivors' will check (4 heartbeats of 1 s each): a second copy would show. */
-const QUIET_MS = 9_000;
+const HEARTBEAT_MS = 250;
+/** A node is dead after 3 silent heartbeats, and wills are looked for every 4: 7 at most. */
+const BOUND_MS = 7 * HEARTBEAT_MS + 3_000;
+/** Three more passes of the survivors' will check: a second copy would show. */
+const QUIET_MS = 12 * HEARTBEAT_MS;
 
 let dir: string;
 let redis: RedisServer;
@@ -28,7 +30,7 @@ before(async () => {
       file,
       `nodeId: ${name}\nlisteners: [{ type: tcp, host: 127.0.0.1, port: 0 }]\nhttp: { host: 127.0.0.1, port: 0 }\n` +
         `auth: { allowAnonymous: true }\nlog: { level: debug, format: json }\n` +
-        `redis: { url: "${redis.url}", keyPrefix: "${prefix}" }\n`,
+        `redis: { url: "${redis.url}", keyPrefix: "${prefix}", heartbeatMs: ${HEARTBEAT_MS} }\n`,
     );
     const node = SluiceProcess.spawn(["start", "--config", file]);
     nodes.push(node);
