@@ -76,6 +76,19 @@ export class RedisServer {
 
   /** Sends a raw command (RESP) and resolves with the first reply line, e.g. "+PONG". */
   async command(...args: string[]): Promise<string> {
+    const reply = await this.roundTrip(args);
+    return reply.split("\r\n")[0] ?? "";
+  }
+
+  /** Sends a command whose reply is a bulk string (CLIENT LIST, INFO) and resolves with its text. */
+  async bulk(...args: string[]): Promise<string> {
+    const reply = await this.roundTrip(args);
+    const header = /^\$(\d+)\r\n/.exec(reply);
+    if (!header) throw new Error(`not a bulk reply: ${reply.slice(0, 200)}`);
+    return Buffer.from(reply.slice(header[0].length)).subarray(0, Number(header[1])).toString();
+  }
+
+  private async roundTrip(args: string[]): Promise<string> {
     const socket = connect({ port: this.port, host: "127.0.0.1" });
     const request = `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join("")}`;
     socket.end(request);
@@ -84,7 +97,7 @@ export class RedisServer {
       reply += chunk;
     });
     await once(socket, "close");
-    return reply.split("\r\n")[0] ?? "";
+    return reply;
   }
 
   private async signal(signal: NodeJS.Signals): Promise<void> {
