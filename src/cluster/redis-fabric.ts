@@ -65,8 +65,8 @@ export class RedisFabric {
     for (const connection of this.connections) this.watch(connection);
     // A non-array `cluster` makes the persistence use our connection in its Cluster mode
     // (per-topic retained keys, no multi-key commands) instead of building its own.
-    this.persistence = persistenceRedis(
-      clustered ? { conn: stored, cluster: true } : { conn: state },
+    this.persistence = exposeCleanIncoming(
+      persistenceRedis(clustered ? { conn: stored, cluster: true } : { conn: state }),
     );
     // Its types name Redis only; it uses nothing a Cluster lacks (publish, (p)subscribe, events).
     const mq = mqemitterRedis({
@@ -174,6 +174,24 @@ export class RedisFabric {
       this.upWaiters.clear();
     }
   }
+}
+
+/**
+ * aedes-persistence-redis 11 wraps its store in aedes-persistence 10's callback adapter, which
+ * predates `cleanIncoming` (the method Sluice's patch adds to the store, see
+ * patches/aedes-persistence-redis+*.patch). aedes calls it only if the adapter has it, so
+ * without this a clean session's inbound QoS 2 ids outlived it.
+ */
+function exposeCleanIncoming(persistence: unknown): unknown {
+  const adapter = persistence as {
+    asyncPersistence?: { cleanIncoming?(client: unknown): Promise<void> };
+    cleanIncoming?(client: unknown): Promise<void>;
+  };
+  const store = adapter.asyncPersistence;
+  if (typeof adapter.cleanIncoming !== "function" && typeof store?.cleanIncoming === "function") {
+    adapter.cleanIncoming = (client) => store.cleanIncoming?.(client) ?? Promise.resolve();
+  }
+  return persistence;
 }
 
 /** Keys matching a pattern on every primary of a Cluster (SCAN, never KEYS). */

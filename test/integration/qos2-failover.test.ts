@@ -172,91 +172,72 @@ describe("QoS 2 from a publisher whose node dies mid-flow", () => {
     }
   });
 
-  it(
-    "a PUBLISH the dead node stored but never published is published when retried on another node",
-    {
-      todo:
-        "aedes stores the QoS 2 packet id before publishing (lib/handlers/publish.js, enqueuePublish " +
-        "case 2): a retry after a node failed or died in between is taken for a duplicate, answered " +
-        "PUBREC and never published. Fix: publish first, then store the id (patches/aedes).",
-    },
-    async () => {
-      // The victim's own Redis user loses PUBLISH: it stores the message id, then fails to
-      // publish, exactly as a node that dies between the two steps.
-      const user = "qos2-store-victim";
-      const password = randomBytes(12).toString("hex");
-      assert.equal(
-        await redis.command("ACL", "SETUSER", user, "on", `>${password}`, "~*", "&*", "+@all"),
-        "+OK",
-      );
-      const victim = await startNode(user, `, username: "${user}", password: "${password}"`);
-      const proxy = await MqttProxy.start(victim.port);
-      const watcher = await connect(survivor.url);
-      const inbox = new Inbox(watcher);
-      await subscribe(watcher, "q2/stored", 2);
-      const { client: publisher } = sessionClient(proxy, "q2-stored-publisher");
-      try {
-        await next(publisher, "connect");
-        proxy.routeTo(survivor.port);
-        assert.equal(await redis.command("ACL", "SETUSER", user, "-publish"), "+OK");
-        const dropped = next(publisher, "close");
-        const completed = publisher.publishAsync("q2/stored", "stored-not-published", { qos: 2 });
-        await dropped; // the victim closed the connection: its publish failed after the store
-        await kill(victim);
-        await completed; // PUBREC, PUBREL, PUBCOMP with the survivor
-        await publisher.publishAsync("q2/stored", "marker", { qos: 2 });
-        await inbox.waitFor(1);
-        const marker = payloads(inbox).indexOf("marker");
-        await inbox.waitFor(marker + 1);
-        assert.deepEqual(payloads(inbox), ["stored-not-published", "marker"]);
-        assertHealthy(survivor);
-      } finally {
-        await end(publisher, watcher);
-        await proxy.close();
-      }
-    },
-  );
-  it(
-    "a clean-session publisher whose flow a dead node cut does not lose its next message with the same packet id",
-    {
-      todo:
-        "aedes-persistence-redis 11 has no cleanIncoming, so a clean-session CONNECT keeps the " +
-        "packet ids of QoS 2 flows cut before PUBREL (incoming:<client>:<id>, never expiring); the " +
-        "next PUBLISH reusing that id is taken for a duplicate and dropped after its PUBREC. Fix: " +
-        "aedes-persistence-redis 12 (one hash per client, cleanIncoming is one DEL).",
-    },
-    async () => {
-      const victim = await startNode("qos2-clean-victim");
-      const watcher = await connect(survivor.url);
-      const inbox = new Inbox(watcher);
-      await subscribe(watcher, "q2/clean", 2);
-      const clientId = "q2-clean-publisher";
-      const before = await rawConnect(victim.port);
-      const after = await rawConnect(survivor.port);
-      try {
-        before.write(connectPacket(clientId));
-        assert.deepEqual(await readBytes(before, 4), CONNACK_ACCEPTED);
-        before.write(publishQos2("q2/clean", 1, "first"));
-        assert.deepEqual(await readBytes(before, 4), ack(0x50, 1));
-        await kill(victim); // no PUBREL: the device restarts, with a clean session
-        after.write(connectPacket(clientId));
-        assert.deepEqual(await readBytes(after, 4), CONNACK_ACCEPTED);
-        // A restarted device numbers its packets from 1 again.
-        after.write(publishQos2("q2/clean", 1, "second"));
-        assert.deepEqual(await readBytes(after, 4), ack(0x50, 1));
-        after.write(ack(0x62, 1));
-        assert.deepEqual(await readBytes(after, 4), ack(0x70, 1));
-        await watcher.publishAsync("q2/clean", "marker", { qos: 2 });
-        while (!payloads(inbox).includes("marker")) await inbox.waitFor(inbox.received.length + 1);
-        assert.deepEqual(payloads(inbox), ["first", "second", "marker"]);
-        assertHealthy(survivor);
-      } finally {
-        before.destroy();
-        after.destroy();
-        await end(watcher);
-      }
-    },
-  );
+  it("a PUBLISH the dead node stored but never published is published when retried on another node", async () => {
+    // The victim's own Redis user loses PUBLISH: it stores the message id, then fails to
+    // publish, exactly as a node that dies between the two steps.
+    const user = "qos2-store-victim";
+    const password = randomBytes(12).toString("hex");
+    assert.equal(
+      await redis.command("ACL", "SETUSER", user, "on", `>${password}`, "~*", "&*", "+@all"),
+      "+OK",
+    );
+    const victim = await startNode(user, `, username: "${user}", password: "${password}"`);
+    const proxy = await MqttProxy.start(victim.port);
+    const watcher = await connect(survivor.url);
+    const inbox = new Inbox(watcher);
+    await subscribe(watcher, "q2/stored", 2);
+    const { client: publisher } = sessionClient(proxy, "q2-stored-publisher");
+    try {
+      await next(publisher, "connect");
+      proxy.routeTo(survivor.port);
+      assert.equal(await redis.command("ACL", "SETUSER", user, "-publish"), "+OK");
+      const dropped = next(publisher, "close");
+      const completed = publisher.publishAsync("q2/stored", "stored-not-published", { qos: 2 });
+      await dropped; // the victim closed the connection: its publish failed after the store
+      await kill(victim);
+      await completed; // PUBREC, PUBREL, PUBCOMP with the survivor
+      await publisher.publishAsync("q2/stored", "marker", { qos: 2 });
+      await inbox.waitFor(1);
+      const marker = payloads(inbox).indexOf("marker");
+      await inbox.waitFor(marker + 1);
+      assert.deepEqual(payloads(inbox), ["stored-not-published", "marker"]);
+      assertHealthy(survivor);
+    } finally {
+      await end(publisher, watcher);
+      await proxy.close();
+    }
+  });
+  it("a clean-session publisher whose flow a dead node cut does not lose its next message with the same packet id", async () => {
+    const victim = await startNode("qos2-clean-victim");
+    const watcher = await connect(survivor.url);
+    const inbox = new Inbox(watcher);
+    await subscribe(watcher, "q2/clean", 2);
+    const clientId = "q2-clean-publisher";
+    const before = await rawConnect(victim.port);
+    const after = await rawConnect(survivor.port);
+    try {
+      before.write(connectPacket(clientId));
+      assert.deepEqual(await readBytes(before, 4), CONNACK_ACCEPTED);
+      before.write(publishQos2("q2/clean", 1, "first"));
+      assert.deepEqual(await readBytes(before, 4), ack(0x50, 1));
+      await kill(victim); // no PUBREL: the device restarts, with a clean session
+      after.write(connectPacket(clientId));
+      assert.deepEqual(await readBytes(after, 4), CONNACK_ACCEPTED);
+      // A restarted device numbers its packets from 1 again.
+      after.write(publishQos2("q2/clean", 1, "second"));
+      assert.deepEqual(await readBytes(after, 4), ack(0x50, 1));
+      after.write(ack(0x62, 1));
+      assert.deepEqual(await readBytes(after, 4), ack(0x70, 1));
+      await watcher.publishAsync("q2/clean", "marker", { qos: 2 });
+      while (!payloads(inbox).includes("marker")) await inbox.waitFor(inbox.received.length + 1);
+      assert.deepEqual(payloads(inbox), ["first", "second", "marker"]);
+      assertHealthy(survivor);
+    } finally {
+      before.destroy();
+      after.destroy();
+      await end(watcher);
+    }
+  });
 });
 
 describe("QoS 2 to a subscriber whose node dies mid-flow", () => {
@@ -314,39 +295,29 @@ describe("QoS 2 to a subscriber whose node dies mid-flow", () => {
     }
   });
 
-  it(
-    "a PUBCOMP the dead node never saw: the survivor resends the PUBREL and the session resumes; delivered once",
-    {
-      todo:
-        "Sluice's aedes patch (lib/handlers/connect.js, emptyQueue) sets dup on every stored packet " +
-        "with an id, PUBREL included; mqtt-packet cannot write a PUBREL with DUP and throws, aedes " +
-        "closes the connection right after CONNACK, on every resume: the session never resumes. " +
-        "Fix: set dup on PUBLISH only (patches/aedes).",
-    },
-    async () => {
-      const { client, inbox, errors, proxy, clientId, topic } = await cutDelivery(
-        "qos2-pubcomp-victim",
-        PacketType.pubcomp,
+  it("a PUBCOMP the dead node never saw: the survivor resends the PUBREL and the session resumes; delivered once", async () => {
+    const { client, inbox, errors, proxy, clientId, topic } = await cutDelivery(
+      "qos2-pubcomp-victim",
+      PacketType.pubcomp,
+    );
+    const publisher = await connect(survivor.url);
+    try {
+      // The victim's PUBREL reached the subscriber: the application has the message.
+      assert.deepEqual(payloads(inbox), ["once"]);
+      await survivor.process.waitForLog(
+        (l) => l.event === "client.connected" && l.clientId === clientId,
       );
-      const publisher = await connect(survivor.url);
-      try {
-        // The victim's PUBREL reached the subscriber: the application has the message.
-        assert.deepEqual(payloads(inbox), ["once"]);
-        await survivor.process.waitForLog(
-          (l) => l.event === "client.connected" && l.clientId === clientId,
-        );
-        await settles(async () => (await outgoingQueueLength(clientId)) === 0, "flow completed");
-        await publisher.publishAsync(topic, "marker", { qos: 2 });
-        await inbox.waitFor(2);
-        assert.deepEqual(payloads(inbox), ["once", "marker"]);
-        assert.deepEqual(errors, []);
-        assertHealthy(survivor);
-      } finally {
-        await end(client, publisher);
-        await proxy.close();
-      }
-    },
-  );
+      await settles(async () => (await outgoingQueueLength(clientId)) === 0, "flow completed");
+      await publisher.publishAsync(topic, "marker", { qos: 2 });
+      await inbox.waitFor(2);
+      assert.deepEqual(payloads(inbox), ["once", "marker"]);
+      assert.deepEqual(errors, []);
+      assertHealthy(survivor);
+    } finally {
+      await end(client, publisher);
+      await proxy.close();
+    }
+  });
 });
 
 describe("QoS 2 state of a persistent subscriber", () => {
