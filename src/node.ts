@@ -20,6 +20,7 @@ import {
   closeWithWill,
   countLiveSubscriptions,
   countRetained,
+  hasSubscriptions,
   liveBrokerCount,
   type PatchedAedesOptions,
   registeredClient,
@@ -158,14 +159,13 @@ export class SluiceNode {
       `HTTP probes and metrics on ${httpAddress.address}:${httpAddress.port}`,
     );
     if (config.redis) {
-      const fabric = new RedisFabric(
-        config.redis,
-        this.rootLogger.child({ module: "redis" }),
-        (up) => {
+      const fabric = new RedisFabric(config.redis, this.rootLogger.child({ module: "redis" }), {
+        onStateChange: (up) => {
           this.metrics.setRedisUp(up);
           if (up) this.reconcileOwnership();
         },
-      );
+        onSubscriberRestored: () => this.recoverPubSubGap(),
+      });
       this.fabric = fabric;
       if (!(await fabric.waitUntilReady(REDIS_FIRST_WAIT_MS))) {
         this.log.warn(
@@ -355,6 +355,40 @@ export class SluiceNode {
         (error?: Error) => (error ? reject(error) : resolve()),
       );
     });
+  }
+
+  /**
+   * This node's Redis subscription was down for a while: messages for its clients and other
+   * nodes' subscription changes published meanwhile never reached it. Persistent sessions with
+   * subscriptions are closed (without their wills) so that they resume from their stored
+   * queues, which did receive those messages; the node's view of the cluster's subscriptions is
+   * read again. Clean sessions keep their connections: MQTT keeps nothing for them to resume.
+   */
+  private recoverPubSubGap(): void {
+    const broker = this.broker;
+    const fabric = this.fabric;
+    if (!broker || !fabric || this.state !== "ready") return;
+    const sessions = registeredClients(broker).filter(
+      (client) => !client.clean && hasSubscriptions(client),
+    );
+    this.log.warn(
+      { event: "pubsub.gap", persistentSessions: sessions.length },
+      "Redis subscription was interrupted: moving persistent sessions to their stored queues",
+    );
+    for (const client of sessions) void closeWithoutWill(client);
+    const started = Date.now();
+    fabric.resyncSubscriptions().then(
+      (subscriptions) =>
+        this.log.info(
+          { event: "pubsub.resynced", subscriptions, ms: Date.now() - started },
+          "cluster subscriptions read again from Redis",
+        ),
+      (error: unknown) =>
+        this.log.error(
+          { event: "pubsub.resync_failed", err: error },
+          "could not read the cluster's subscriptions again; retried at the next reconnect",
+        ),
+    );
   }
 
   /** After Redis comes back: close connections taken over elsewhere while it was away. */

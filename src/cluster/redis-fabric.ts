@@ -6,6 +6,13 @@ import type { Logger } from "../observability/logger.js";
 
 type RedisConfig = NonNullable<SluiceConfig["redis"]>;
 
+export interface RedisFabricEvents {
+  /** Every connection is ready (true), or one is lost (false). */
+  onStateChange(up: boolean): void;
+  /** The pub/sub subscriber connection is back after a loss, with its subscriptions. */
+  onSubscriberRestored(): void;
+}
+
 /** A connection to a single Redis (direct or through Sentinel) or to a Redis Cluster. */
 export type RedisClient = Redis | Cluster;
 
@@ -47,7 +54,7 @@ export class RedisFabric {
   constructor(
     config: RedisConfig,
     private readonly log: Logger,
-    private readonly onStateChange: (up: boolean) => void,
+    private readonly events: RedisFabricEvents,
   ) {
     const connect = connectionFactory(config);
     this.keyPrefix = config.keyPrefix;
@@ -63,6 +70,7 @@ export class RedisFabric {
     this.stored = stored;
     this.connections = [...new Set([state, stored, publisher, subscriber])];
     for (const connection of this.connections) this.watch(connection);
+    this.watchSubscriber(subscriber);
     // A non-array `cluster` makes the persistence use our connection in its Cluster mode
     // (per-topic retained keys, no multi-key commands) instead of building its own.
     this.persistence = exposeCleanIncoming(
@@ -140,6 +148,40 @@ export class RedisFabric {
     await Promise.all(this.connections.map((c) => c.quit().catch(() => c.disconnect())));
   }
 
+  /**
+   * Redis pub/sub delivers only to connections subscribed at that moment: when the subscriber
+   * connection comes back after a loss, this node has missed messages and subscription
+   * broadcasts, and says so once it is subscribed again.
+   */
+  private watchSubscriber(subscriber: RedisClient): void {
+    let lost = false;
+    subscriber.on("close", () => {
+      lost = true;
+    });
+    subscriber.on("ready", () => {
+      if (!lost) return;
+      lost = false;
+      this.events.onSubscriberRestored();
+    });
+  }
+
+  /**
+   * Re-reads every stored subscription into this node's view of the cluster's subscriptions
+   * (aedes-persistence-redis keeps one in memory, fed by broadcasts this node may have missed).
+   * Resolves with the number of subscriptions read.
+   */
+  resyncSubscriptions(): Promise<number> {
+    const store = (
+      this.persistence as { asyncPersistence?: { resyncSubscriptions?(): Promise<number> } }
+    ).asyncPersistence;
+    if (typeof store?.resyncSubscriptions !== "function") {
+      return Promise.reject(
+        new TypeError("aedes-persistence-redis lacks Sluice's resyncSubscriptions patch"),
+      );
+    }
+    return store.resyncSubscriptions();
+  }
+
   private watch(connection: RedisClient): void {
     connection.on("ready", () => {
       this.ready.add(connection);
@@ -168,7 +210,7 @@ export class RedisFabric {
     this.up = up;
     if (up) this.log.info({ event: "redis.up" }, "redis reachable");
     else this.log.error({ event: "redis.down" }, "redis unreachable: not ready for new clients");
-    this.onStateChange(up);
+    this.events.onStateChange(up);
     if (up) {
       for (const waiter of this.upWaiters) waiter();
       this.upWaiters.clear();

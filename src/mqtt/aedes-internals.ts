@@ -53,6 +53,14 @@ export function registeredClient(broker: Aedes, clientId: string): Client | unde
   return internals(broker).clients[clientId];
 }
 
+/** Whether a client holds at least one subscription on this broker. */
+export function hasSubscriptions(client: Client): boolean {
+  const subscriptions = (client as Client & { subscriptions?: Record<string, unknown> })
+    .subscriptions;
+  for (const _ in subscriptions) return true;
+  return false;
+}
+
 /** Subscriptions held by the clients connected to this broker. */
 export function countLiveSubscriptions(broker: Aedes): number {
   let count = 0;
