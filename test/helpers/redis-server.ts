@@ -3,25 +3,43 @@ import { once } from "node:events";
 import { connect } from "node:net";
 import { freePort } from "./free-port.js";
 
+export interface RedisServerOptions {
+  /**
+   * Runs as a replica of the server on this loopback port, in a working folder of the test's
+   * (a replica writes the snapshot it syncs to disk before loading it).
+   */
+  replicaOf?: { port: number; dir: string };
+  /** Runs as a Sentinel with this config file, which must be writable: Sentinel rewrites it. */
+  sentinelConfig?: string;
+}
+
 /**
  * A real redis-server started for a test on a random loopback port (never 6379, never a server
  * the test did not start), without persistence. `stop()` and `kill()` simulate outages;
  * `start()` again brings it back on the same port, empty, as after a restart with data loss.
+ * The same binary runs replicas and Sentinels (`redis-server <config> --sentinel`), for tests
+ * of a failover.
  */
 export class RedisServer {
   private process: ChildProcess | undefined;
+  /** The server's log lines since its last start, and tests waiting for one. */
+  private output: string[] = [];
+  private waiters: Array<{ check: () => void; fail: (error: Error) => void }> = [];
 
-  private constructor(readonly port: number) {}
+  private constructor(
+    readonly port: number,
+    private readonly options: RedisServerOptions,
+  ) {}
 
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
   }
 
   /** Starts a server on a fresh port, retrying if the port was taken in between. */
-  static async start(): Promise<RedisServer> {
+  static async start(options: RedisServerOptions = {}): Promise<RedisServer> {
     let lastError: unknown;
     for (let attempt = 0; attempt < 5; attempt++) {
-      const server = new RedisServer(await freePort());
+      const server = new RedisServer(await freePort(), options);
       try {
         await server.start();
         return server;
@@ -32,35 +50,101 @@ export class RedisServer {
     throw lastError;
   }
 
-  /** (Re)starts the server on its port; resolves once it accepts connections. */
+  /**
+   * (Re)starts the server on its port; resolves once it accepts connections, a replica once it
+   * has synced with its primary, a Sentinel once it monitors its primary.
+   */
   async start(): Promise<void> {
-    const child = spawn(
-      "redis-server",
-      [
-        "--port",
-        String(this.port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--loglevel",
-        "notice",
-      ],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
+    const { replicaOf, sentinelConfig } = this.options;
+    const network = ["--port", String(this.port), "--bind", "127.0.0.1", "--loglevel", "notice"];
+    const args =
+      sentinelConfig === undefined
+        ? [...network, "--save", "", "--appendonly", "no"]
+        : [sentinelConfig, "--sentinel", ...network];
+    if (replicaOf !== undefined) {
+      args.push("--replicaof", "127.0.0.1", String(replicaOf.port), "--dir", replicaOf.dir);
+      // Without persistence, delete the synced snapshot once loaded.
+      args.push("--rdb-del-sync-files", "yes");
+    }
+    const ready =
+      sentinelConfig !== undefined
+        ? /\+monitor master/
+        : replicaOf !== undefined
+          ? /MASTER <-> REPLICA sync: Finished with success/
+          : /Ready to accept connections/;
+    const child = spawn("redis-server", args, { stdio: ["ignore", "pipe", "pipe"] });
     this.process = child;
-    let output = "";
-    await new Promise<void>((resolve, reject) => {
-      child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
-        output += chunk;
-        if (output.includes("Ready to accept connections")) resolve();
-      });
-      child.once("error", reject);
-      child.once("exit", (code) =>
-        reject(new Error(`redis-server exited (${code}): ${output.slice(-500)}`)),
-      );
+    this.output = [];
+    let partial = "";
+    child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
+      partial += chunk;
+      const lines = partial.split("\n");
+      partial = lines.pop() ?? "";
+      this.output.push(...lines);
+      for (const waiter of this.waiters) waiter.check();
+    });
+    // Nothing more will be logged: fail the waiters now rather than at their deadlines.
+    child.once("exit", (code, signal) => {
+      for (const waiter of this.waiters) {
+        waiter.fail(new Error(`redis-server on port ${this.port} exited (${code ?? signal})`));
+      }
+    });
+    try {
+      await Promise.race([
+        this.waitForOutput(ready, { timeoutMs: 20_000 }),
+        once(child, "error").then(([error]) => {
+          throw error;
+        }),
+        once(child, "exit").then(([code]) => {
+          throw new Error(`redis-server exited (${code}): ${this.output.slice(-10).join("\n")}`);
+        }),
+      ]);
+    } catch (error) {
+      await this.kill();
+      throw error;
+    }
+  }
+
+  /**
+   * Resolves with the server's log lines matching `pattern` once there are `count` of them
+   * since its last start (past or future); rejects if the server exits first, or after
+   * `timeoutMs` with the recent output.
+   */
+  waitForOutput(
+    pattern: RegExp,
+    { count = 1, timeoutMs = 20_000 }: { count?: number; timeoutMs?: number } = {},
+  ): Promise<string[]> {
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        check: (): void => {
+          const found = this.output.filter((line) => pattern.test(line));
+          if (found.length < count) return;
+          done();
+          resolve(found);
+        },
+        fail: (error: Error): void => {
+          done();
+          reject(error);
+        },
+      };
+      const timer = setTimeout(() => {
+        waiter.fail(
+          new Error(
+            `port ${this.port}: no ${count} lines matching ${pattern} after ${timeoutMs} ms:\n` +
+              this.output.slice(-15).join("\n"),
+          ),
+        );
+      }, timeoutMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+      };
+      this.waiters.push(waiter);
+      waiter.check();
+      const child = this.process;
+      if (!child || child.exitCode !== null || child.signalCode !== null) {
+        waiter.fail(new Error(`redis-server on port ${this.port} is not running`));
+      }
     });
   }
 
@@ -76,8 +160,7 @@ export class RedisServer {
 
   /** Sends a raw command (RESP) and resolves with the first reply line, e.g. "+PONG". */
   async command(...args: string[]): Promise<string> {
-    const reply = await this.roundTrip(args);
-    return reply.split("\r\n")[0] ?? "";
+    return (await this.reply(...args))[0] ?? "";
   }
 
   /** Sends a command whose reply is a bulk string (CLIENT LIST, INFO) and resolves with its text. */
@@ -86,6 +169,14 @@ export class RedisServer {
     const header = /^\$(\d+)\r\n/.exec(reply);
     if (!header) throw new Error(`not a bulk reply: ${reply.slice(0, 200)}`);
     return Buffer.from(reply.slice(header[0].length)).subarray(0, Number(header[1])).toString();
+  }
+
+  /**
+   * Sends a raw command (RESP) and resolves with the reply's lines, e.g. for an array of two
+   * bulk strings ["*2", "$9", "127.0.0.1", "$4", "6380"].
+   */
+  async reply(...args: string[]): Promise<string[]> {
+    return (await this.roundTrip(args)).split("\r\n").slice(0, -1);
   }
 
   private async roundTrip(args: string[]): Promise<string> {
@@ -102,7 +193,8 @@ export class RedisServer {
 
   private async signal(signal: NodeJS.Signals): Promise<void> {
     const child = this.process;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    // No pid: it never started (spawn failed), and no 'exit' is promised.
+    if (!child?.pid || child.exitCode !== null || child.signalCode !== null) return;
     const exited = once(child, "exit");
     child.kill(signal);
     await exited;
