@@ -45,6 +45,10 @@ export class RedisFabric {
   /** The persistence's connection on a Cluster (its keys spread over the slots), else state. */
   private readonly stored: RedisClient;
   private readonly keyPrefix: string;
+  /** Sentinel form: one connection per Sentinel, listening for a new primary. */
+  private readonly sentinelWatchers: Redis[] = [];
+  /** The primary Sentinel last announced ("host:port"), so a switch is acted on once. */
+  private announcedPrimary: string | undefined;
   private lastRetainedCount = 0;
   private lastRetainedCountAt = 0;
   private readonly ready = new Set<RedisClient>();
@@ -71,6 +75,7 @@ export class RedisFabric {
     this.connections = [...new Set([state, stored, publisher, subscriber])];
     for (const connection of this.connections) this.watch(connection);
     this.watchSubscriber(subscriber);
+    if (config.sentinels && config.name) this.followSwitchovers(config);
     // A non-array `cluster` makes the persistence use our connection in its Cluster mode
     // (per-topic retained keys, no multi-key commands) instead of building its own.
     this.persistence = exposeCleanIncoming(
@@ -145,6 +150,7 @@ export class RedisFabric {
   }
 
   async close(): Promise<void> {
+    for (const watcher of this.sentinelWatchers) watcher.disconnect();
     await Promise.all(this.connections.map((c) => c.quit().catch(() => c.disconnect())));
   }
 
@@ -180,6 +186,62 @@ export class RedisFabric {
       );
     }
     return store.resyncSubscriptions();
+  }
+
+  /**
+   * Sentinel moves the primary role when the primary dies, when it is cut off from the
+   * Sentinels, or on request (SENTINEL FAILOVER). When it dies, the connections break and
+   * reconnect through the Sentinels by themselves. Otherwise the old primary stays up and keeps
+   * taking writes (lost when it resyncs as a replica) until Sentinel demotes it and drops its
+   * clients, some 10 s after the switch if it can reach it at all. So each Sentinel is asked
+   * for `+switch-master`, and on the first announcement of a new primary every connection that
+   * is connected reconnects, through the Sentinels, to the new one.
+   *
+   * Not ioredis' `failoverDetector`: it leaves a connection ended for good when the
+   * announcement arrives while that connection asks a Sentinel for the primary (the connector
+   * is told to stop connecting), and quit() leaves its Sentinel connections open (ioredis issue
+   * 1362).
+   */
+  private followSwitchovers(config: RedisConfig): void {
+    for (const { host, port } of config.sentinels ?? []) {
+      const watcher = new Redis({
+        host,
+        port,
+        ...(config.sentinelPassword === undefined ? {} : { password: config.sentinelPassword }),
+        retryStrategy: (times) => Math.min(times * 100, 2_000),
+        // The SUBSCRIBE waits for the Sentinel however long it is away.
+        maxRetriesPerRequest: null,
+      });
+      watcher.on("error", () => {});
+      watcher.on("message", (_channel: string, message: string) =>
+        this.onSwitchMaster(config.name, message),
+      );
+      watcher.subscribe("+switch-master").catch(() => {});
+      this.sentinelWatchers.push(watcher);
+    }
+  }
+
+  private onSwitchMaster(name: string | undefined, message: string): void {
+    // "<name> <old ip> <old port> <new ip> <new port>", from each Sentinel.
+    const [master, oldHost, oldPort, newHost, newPort] = message.split(" ");
+    const primary = `${newHost}:${newPort}`;
+    if (master !== name || primary === this.announcedPrimary) return;
+    this.announcedPrimary = primary;
+    this.log.warn(
+      { event: "redis.switch_master", from: `${oldHost}:${oldPort}`, to: primary },
+      "sentinel switched the primary: reconnecting",
+    );
+    for (const connection of this.connections) {
+      if (!(connection instanceof Redis)) continue; // a Cluster has no Sentinels
+      // Only connected ones: ending a connection while it asks a Sentinel ends it for good. And
+      // not those already on the new primary: after a crash they may have reconnected to it,
+      // through a Sentinel, before this announcement arrived.
+      const { status, stream } = connection;
+      const connected = status === "ready" || status === "connect";
+      if (connected && `${stream.remoteAddress}:${stream.remotePort}` !== primary) {
+        connection.disconnect(true);
+      }
+    }
   }
 
   private watch(connection: RedisClient): void {
