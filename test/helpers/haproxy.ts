@@ -5,6 +5,7 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "./free-port.js";
+import { reapOnExit } from "./reaper.js";
 
 export interface Backend {
   name: string;
@@ -55,6 +56,7 @@ ${servers}
     const file = join(dir, "haproxy.cfg");
     await writeFile(file, config);
     const child = spawn("haproxy", ["-db", "-f", file], { stdio: ["ignore", "pipe", "pipe"] });
+    reapOnExit(child);
     let output = "";
     child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
       output += chunk;

@@ -1,10 +1,10 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { once } from "node:events";
+import { execFile } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { freePort } from "./free-port.js";
+import { RedisServer } from "./redis-server.js";
 
 const run = promisify(execFile);
 
@@ -16,10 +16,13 @@ const run = promisify(execFile);
  */
 export class RedisCluster {
   private constructor(
-    readonly ports: number[],
-    private readonly processes: ChildProcess[],
+    private readonly servers: RedisServer[],
     private readonly dir: string,
   ) {}
+
+  get ports(): number[] {
+    return this.servers.map((server) => server.port);
+  }
 
   /** The seed nodes, as Sluice's `redis.cluster` takes them. */
   get nodes(): Array<{ host: string; port: number }> {
@@ -28,25 +31,21 @@ export class RedisCluster {
 
   static async start(primaries = 3): Promise<RedisCluster> {
     const dir = await mkdtemp(join(tmpdir(), "sluice-redis-cluster-"));
-    const ports: number[] = [];
-    const processes: ChildProcess[] = [];
-    const cluster = new RedisCluster(ports, processes, dir);
+    const servers: RedisServer[] = [];
+    const cluster = new RedisCluster(servers, dir);
     try {
       for (let i = 0; i < primaries; i++) {
-        const port = await freePort();
-        const busPort = await freePort();
-        ports.push(port);
-        processes.push(await startNode(dir, port, busPort));
+        servers.push(await RedisServer.start({ cluster: { busPort: await freePort(), dir } }));
       }
       await run("redis-cli", [
         "--cluster",
         "create",
-        ...ports.map((port) => `127.0.0.1:${port}`),
+        ...cluster.ports.map((port) => `127.0.0.1:${port}`),
         "--cluster-replicas",
         "0",
         "--cluster-yes",
       ]);
-      for (const port of ports) await waitForClusterOk(port);
+      for (const port of cluster.ports) await waitForClusterOk(port);
       return cluster;
     } catch (error) {
       await cluster.stop();
@@ -55,55 +54,9 @@ export class RedisCluster {
   }
 
   async stop(): Promise<void> {
-    await Promise.all(
-      this.processes.map(async (child) => {
-        if (child.exitCode !== null || child.signalCode !== null) return;
-        const exited = once(child, "exit");
-        child.kill("SIGKILL");
-        await exited;
-      }),
-    );
+    await Promise.all(this.servers.map((server) => server.kill()));
     await rm(this.dir, { recursive: true, force: true });
   }
-}
-
-async function startNode(dir: string, port: number, busPort: number): Promise<ChildProcess> {
-  const child = spawn(
-    "redis-server",
-    [
-      "--port",
-      String(port),
-      "--cluster-port",
-      String(busPort),
-      "--bind",
-      "127.0.0.1",
-      "--cluster-enabled",
-      "yes",
-      "--cluster-config-file",
-      join(dir, `nodes-${port}.conf`),
-      "--cluster-node-timeout",
-      "2000",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      "--dir",
-      dir,
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let output = "";
-  await new Promise<void>((resolve, reject) => {
-    child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
-      output += chunk;
-      if (output.includes("Ready to accept connections")) resolve();
-    });
-    child.once("error", reject);
-    child.once("exit", (code) =>
-      reject(new Error(`redis-server exited (${code}): ${output.slice(-500)}`)),
-    );
-  });
-  return child;
 }
 
 /** Slot assignment spreads over the cluster bus: each node says when it sees the whole cluster. */

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { connect } from "node:net";
 import { freePort } from "./free-port.js";
+import { reapOnExit } from "./reaper.js";
 
 export interface RedisServerOptions {
   /**
@@ -11,6 +12,8 @@ export interface RedisServerOptions {
   replicaOf?: { port: number; dir: string };
   /** Runs as a Sentinel with this config file, which must be writable: Sentinel rewrites it. */
   sentinelConfig?: string;
+  /** Runs as a Redis Cluster node with this cluster bus port, its node file in `dir`. */
+  cluster?: { busPort: number; dir: string };
 }
 
 /**
@@ -55,7 +58,7 @@ export class RedisServer {
    * has synced with its primary, a Sentinel once it monitors its primary.
    */
   async start(): Promise<void> {
-    const { replicaOf, sentinelConfig } = this.options;
+    const { replicaOf, sentinelConfig, cluster } = this.options;
     const network = ["--port", String(this.port), "--bind", "127.0.0.1", "--loglevel", "notice"];
     const args =
       sentinelConfig === undefined
@@ -66,6 +69,11 @@ export class RedisServer {
       // Without persistence, delete the synced snapshot once loaded.
       args.push("--rdb-del-sync-files", "yes");
     }
+    if (cluster !== undefined) {
+      args.push("--cluster-enabled", "yes", "--cluster-port", String(cluster.busPort));
+      args.push("--cluster-config-file", `nodes-${this.port}.conf`, "--dir", cluster.dir);
+      args.push("--cluster-node-timeout", "2000");
+    }
     const ready =
       sentinelConfig !== undefined
         ? /\+monitor master/
@@ -73,6 +81,7 @@ export class RedisServer {
           ? /MASTER <-> REPLICA sync: Finished with success/
           : /Ready to accept connections/;
     const child = spawn("redis-server", args, { stdio: ["ignore", "pipe", "pipe"] });
+    reapOnExit(child);
     this.process = child;
     this.output = [];
     let partial = "";

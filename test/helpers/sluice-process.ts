@@ -1,6 +1,7 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
+import { reapOnExit } from "./reaper.js";
 
 /** The built CLI (tests run from dist/test, the CLI lives in dist/src). */
 export const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
@@ -63,6 +64,7 @@ export class SluiceProcess {
     const child = spawn(process.execPath, [CLI, ...args], {
       env: { PATH: process.env.PATH, SLUICE_LOG_LEVEL: "debug", ...env },
     });
+    reapOnExit(child);
     return new SluiceProcess(child);
   }
 

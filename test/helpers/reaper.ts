@@ -1,0 +1,26 @@
+import type { ChildProcess } from "node:child_process";
+
+/**
+ * Kills the processes a test file started (Redis, HAProxy, Sluice nodes) when the file's process
+ * ends before its `after` hooks ran: a timed-out test file is terminated by the test runner, and
+ * its children would otherwise live on as orphans holding ports and memory.
+ */
+const children = new Set<ChildProcess>();
+let installed = false;
+
+export function reapOnExit(child: ChildProcess): void {
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  if (installed) return;
+  installed = true;
+  const killAll = (): void => {
+    for (const orphan of children) orphan.kill("SIGKILL");
+  };
+  process.once("exit", killAll);
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+    process.once(signal, () => {
+      killAll();
+      process.exit(1);
+    });
+  }
+}
