@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import type { ConnectionOptions } from "node:tls";
 import persistenceRedis from "aedes-persistence-redis";
 import { Cluster, Redis, type RedisOptions } from "ioredis";
 import mqemitterRedis from "mqemitter-redis";
@@ -340,6 +342,7 @@ function connectionOptions(config: RedisConfig): RedisOptions {
     ...(config.username === undefined ? {} : { username: config.username }),
     ...(config.password === undefined ? {} : { password: config.password }),
   };
+  if (config.tls) common.tls = tlsOptions(config.tls);
   if (config.cluster) return common;
   if (config.sentinels && config.name) {
     return {
@@ -363,6 +366,17 @@ function connectionOptions(config: RedisConfig): RedisOptions {
     ...(url.password && config.password === undefined
       ? { password: decodeURIComponent(url.password) }
       : {}),
-    ...(url.protocol === "rediss:" ? { tls: { servername: url.hostname } } : {}),
+    ...(url.protocol === "rediss:" || config.tls
+      ? { tls: { servername: url.hostname, ...tlsOptions(config.tls ?? {}) } }
+      : {}),
   };
+}
+
+/** The files of `redis.tls`, read once at start (paths already checked by the config). */
+function tlsOptions(files: NonNullable<RedisConfig["tls"]>): ConnectionOptions {
+  const read = (path: string | undefined) => (path === undefined ? undefined : readFileSync(path));
+  const ca = read(files.ca);
+  const cert = read(files.cert);
+  const key = read(files.key);
+  return { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) };
 }

@@ -89,6 +89,14 @@ export function checkConfig(config: SluiceConfig, deps: CheckConfigDeps): string
     if (redis.sentinels && redis.name === undefined)
       problems.push("redis.name: required with sentinels");
     if (redis.cluster?.length === 0) problems.push("redis.cluster: needs at least one node");
+    const tls = redis.tls;
+    if (tls && (tls.cert === undefined) !== (tls.key === undefined))
+      problems.push("redis.tls: cert and key go together");
+    for (const field of ["ca", "cert", "key"] as const) {
+      const path = tls?.[field];
+      if (path !== undefined && !deps.fileExists(path))
+        problems.push(`redis.tls.${field}: file not found or not readable: ${path}`);
+    }
   }
 
   for (const feature of NOT_YET_SUPPORTED) {

@@ -161,6 +161,16 @@ function finalize(
         : { passwordFile: at(parsed.auth.passwordFile) }),
     },
     ...(parsed.acl === undefined ? {} : { acl: { file: at(parsed.acl.file) } }),
+    ...(parsed.redis?.tls === undefined
+      ? {}
+      : {
+          redis: {
+            ...parsed.redis,
+            tls: Object.fromEntries(
+              Object.entries(parsed.redis.tls).map(([field, path]) => [field, at(path)]),
+            ),
+          },
+        }),
     ...(configDir === undefined ? {} : { configDir }),
   };
 }

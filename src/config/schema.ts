@@ -90,6 +90,17 @@ const redisSchema = z.strictObject({
   password: z.string().optional(),
   sentinelPassword: z.string().optional(),
   cluster: z.array(z.strictObject({ host, port })).optional(),
+  /**
+   * TLS to Redis: on with a rediss:// URL, or with this block (any form). `ca` verifies Redis'
+   * certificate (default: the system's CAs); `cert` and `key` authenticate Sluice to it.
+   */
+  tls: z
+    .strictObject({
+      ca: filePath.optional(),
+      cert: filePath.optional(),
+      key: filePath.optional(),
+    })
+    .optional(),
   keyPrefix: z.string().default("sluice:"),
   /** How long a node's claim on its id outlives the node (a crashed node's id is free after it). */
   nodeLeaseSeconds: z.number().min(1).max(300).default(15),

@@ -14,6 +14,10 @@ export interface RedisServerOptions {
   sentinelConfig?: string;
   /** Runs as a Redis Cluster node with this cluster bus port, its node file in `dir`. */
   cluster?: { busPort: number; dir: string };
+  /** Serves TLS only (no plain port), asking clients for a certificate from `ca`. */
+  tls?: { cert: string; key: string; ca: string };
+  /** Extra config directives, one word each: ["--user", "sluice", "on", ">secret", "+@all"]. */
+  args?: string[];
 }
 
 /**
@@ -58,8 +62,13 @@ export class RedisServer {
    * has synced with its primary, a Sentinel once it monitors its primary.
    */
   async start(): Promise<void> {
-    const { replicaOf, sentinelConfig, cluster } = this.options;
-    const network = ["--port", String(this.port), "--bind", "127.0.0.1", "--loglevel", "notice"];
+    const { replicaOf, sentinelConfig, cluster, tls } = this.options;
+    const network = [
+      ...(tls === undefined
+        ? ["--port", String(this.port)]
+        : ["--port", "0", "--tls-port", String(this.port)]),
+      ...["--bind", "127.0.0.1", "--loglevel", "notice"],
+    ];
     const args =
       sentinelConfig === undefined
         ? [...network, "--save", "", "--appendonly", "no"]
@@ -74,6 +83,11 @@ export class RedisServer {
       args.push("--cluster-config-file", `nodes-${this.port}.conf`, "--dir", cluster.dir);
       args.push("--cluster-node-timeout", "2000");
     }
+    if (tls !== undefined) {
+      args.push("--tls-cert-file", tls.cert, "--tls-key-file", tls.key);
+      args.push("--tls-ca-cert-file", tls.ca, "--tls-auth-clients", "yes");
+    }
+    args.push(...(this.options.args ?? []));
     const ready =
       sentinelConfig !== undefined
         ? /\+monitor master/

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ConfigError } from "../../src/errors.js";
 import { hashPassword } from "../../src/security/password-hash.js";
+import { createTestPki } from "../helpers/certs.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
 import { connect, connectWithConnack, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
 import { RedisServer } from "../helpers/redis-server.js";
@@ -259,6 +260,43 @@ describe("cluster-wide brute-force lockout", () => {
       await one.stop();
       await two.stop();
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("Redis over TLS with an ACL user", () => {
+  it("nodes reach a TLS-only Redis with a client certificate, a private CA and a password", async () => {
+    const pki = await createTestPki();
+    const secure = await RedisServer.start({
+      tls: { cert: pki.serverCert, key: pki.serverKey, ca: pki.caCert },
+      // redis-server joins the words after a directive into its config line.
+      args: ["--user", "sluice", "on", ">s3cret", "~*", "&*", "+@all", "--user", "default", "off"],
+    });
+    const node = (nodeId: string) =>
+      startNode({
+        nodeId,
+        redis: {
+          url: `rediss://sluice:s3cret@127.0.0.1:${secure.port}`,
+          tls: { ca: pki.caCert, cert: pki.clientCert, key: pki.clientKey },
+          keyPrefix: `${prefix}tls:`,
+        },
+      });
+    const [one, two] = [await node("tls-1"), await node("tls-2")];
+    try {
+      const subscriber = await connect(two.urls.tcp as string);
+      const publisher = await connect(one.urls.tcp as string);
+      const inbox = new Inbox(subscriber);
+      await subscribe(subscriber, "tls/#", 1);
+      await publisher.publishAsync("tls/1", "over tls", { qos: 1 });
+      const [message] = await inbox.waitFor(1);
+      assert.equal(message?.payload.toString(), "over tls");
+      await end(subscriber, publisher);
+      assert.match(await scrape(one), /^sluice_redis_up\{node="tls-1"\} 1$/m);
+    } finally {
+      await one.stop();
+      await two.stop();
+      await secure.stop();
+      await pki.cleanup();
     }
   });
 });

@@ -140,6 +140,17 @@ describe("config validation", () => {
     ]);
   });
 
+  it("checks the Redis TLS files: cert with key, each readable", () => {
+    const url = "rediss://redis:6380";
+    assert.deepEqual(problemsOf({ redis: { url, tls: { ca: "tls.crt" } } }), []);
+    assert.deepEqual(problemsOf({ redis: { url, tls: { cert: "tls.crt" } } }), [
+      "redis.tls: cert and key go together",
+    ]);
+    assert.deepEqual(problemsOf({ redis: { url, tls: { ca: "missing-ca.crt" } } }), [
+      `redis.tls.ca: file not found or not readable: ${join(dir, "missing-ca.crt")}`,
+    ]);
+  });
+
   it("refuses contract keys this version does not enforce rather than ignoring them", () => {
     assert.deepEqual(problemsOf({ limits: { publish: { messagesPerSecond: 10 } } }), [
       "limits.publish: not supported by this version of Sluice yet",
