@@ -30,6 +30,8 @@ export class SluiceMetrics {
   private readonly authFailures: Counter<"reason">;
   private readonly aclDenied: Counter<"action">;
   private readonly redisUp: Gauge | undefined;
+  private readonly publishThrottled: Counter;
+  private readonly droppedMessages: Counter<"reason">;
 
   constructor(
     nodeId: string,
@@ -104,6 +106,17 @@ export class SluiceMetrics {
       help: "Bytes written to client sockets (including TLS and WebSocket framing)",
       registers,
     });
+    this.publishThrottled = new Counter({
+      name: "sluice_publish_throttled_total",
+      help: "Times a client's reading was paused for going over its publish rate limit",
+      registers,
+    });
+    this.droppedMessages = new Counter({
+      name: "sluice_dropped_messages_total",
+      help: "Messages not delivered to a client by a limit (e.g. QoS 0 to a slow consumer), by reason",
+      labelNames: ["reason"],
+      registers,
+    });
     // Only a node that uses Redis has the series: a constant 0 elsewhere would page someone.
     this.redisUp = options.redis
       ? new Gauge({
@@ -165,6 +178,14 @@ export class SluiceMetrics {
 
   markAclDenied(action: "publish" | "subscribe" | "read"): void {
     this.aclDenied.inc({ action });
+  }
+
+  markPublishThrottled(): void {
+    this.publishThrottled.inc();
+  }
+
+  markMessageDropped(reason: string): void {
+    this.droppedMessages.inc({ reason });
   }
 
   setRedisUp(up: boolean): void {

@@ -63,6 +63,24 @@ export class AuditLog {
     );
   }
 
+  /** A client went over a publish limit and its reading is paused (logged once per episode). */
+  throttled(subject: AuditSubject, limit: string): void {
+    this.log.warn({ event: "audit.throttled", limit, ...subject }, `client throttled: ${limit}`);
+  }
+
+  /** A throttled client is back under its limits. */
+  unthrottled(subject: AuditSubject): void {
+    this.log.info({ event: "audit.unthrottled", ...subject }, "client no longer throttled");
+  }
+
+  /** A client was disconnected or refused for abuse (flooding, flapping). */
+  abuse(subject: AuditSubject, reason: string): void {
+    this.log.warn(
+      { event: "audit.abuse", reason, ...subject },
+      `client refused for abuse: ${reason}`,
+    );
+  }
+
   revoked(subject: AuditSubject, reason: string): void {
     this.log.warn(
       { event: "audit.revoked", reason, ...subject },
