@@ -1,5 +1,14 @@
 import type { AddressInfo } from "node:net";
 import { Aedes, type Client } from "aedes";
+import {
+  ClusterConnectionCounts,
+  LocalUsernameQuota,
+  type UsernameQuota,
+} from "./admission/cluster-connection-counts.js";
+import { ConnectAdmission } from "./admission/connect-admission.js";
+import { ConnectionQuotas } from "./admission/connection-quotas.js";
+import { FlappingGuard } from "./admission/flapping-guard.js";
+import { OverloadMonitor } from "./admission/overload-monitor.js";
 import { ClientOwnership, takeoverTopic } from "./cluster/client-ownership.js";
 import { NODE_LEASE_KEY_PREFIX, NodeRegistry } from "./cluster/node-registry.js";
 import { RedisFabric } from "./cluster/redis-fabric.js";
@@ -82,6 +91,10 @@ export class SluiceNode {
   private fabric: RedisFabric | undefined;
   private registry: NodeRegistry | undefined;
   private ownership: ClientOwnership | undefined;
+  private readonly quotas: ConnectionQuotas;
+  private connectionCounts: ClusterConnectionCounts | undefined;
+  private overload: OverloadMonitor | undefined;
+  private admission: ConnectAdmission | undefined;
   private boundAddresses: NodeAddresses | undefined;
   private shutdownPromise: Promise<void> | undefined;
   private readonly heartbeatMs: number;
@@ -92,6 +105,10 @@ export class SluiceNode {
   ) {
     this.rootLogger = logger;
     this.heartbeatMs = config.redis?.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+    this.quotas = new ConnectionQuotas(
+      config.limits.connections,
+      () => this.connectionCounts?.otherNodesOpen() ?? 0,
+    );
     this.log = logger.child({ module: "node" });
     this.metrics = new SluiceMetrics(
       config.nodeId,
@@ -145,7 +162,10 @@ export class SluiceNode {
       config.http.host,
       config.http.port,
       {
-        isReady: () => this.state === "ready" && (this.fabric === undefined || this.fabric.isUp()),
+        isReady: () =>
+          this.state === "ready" &&
+          (this.fabric === undefined || this.fabric.isUp()) &&
+          this.overload?.overloaded !== true,
         metrics: async () => ({
           contentType: this.metrics.contentType,
           body: await this.metrics.render(),
@@ -185,6 +205,7 @@ export class SluiceNode {
     const mqttLog = this.rootLogger.child({ module: "mqtt" });
     const audit = new AuditLog(this.rootLogger);
     this.audit = audit;
+    this.admission = this.buildAdmission();
     const lockout = this.fabric
       ? AuthLockout.inRedis(config.limits.authFailures, this.fabric.state)
       : AuthLockout.inMemory(config.limits.authFailures);
@@ -229,6 +250,7 @@ export class SluiceNode {
       ...(this.ownership ? { ownership: this.ownership } : {}),
       ...(this.fabric ? { willClaims: new WillClaims(this.fabric.state) } : {}),
       audit,
+      ...(this.admission ? { admission: this.admission } : {}),
       events: {
         onWillPublished: (clientId) =>
           mqttLog.debug({ event: "client.will_published", clientId }, "will published"),
@@ -321,20 +343,80 @@ export class SluiceNode {
     this.log.info({ event: "node.ready", nodeId: config.nodeId }, "node ready");
   }
 
+  /**
+   * The connection quotas of `limits.connections` and the overload, flapping and per-username
+   * checks on CONNECT; connection counts go to Redis in a cluster.
+   */
+  private buildAdmission(): ConnectAdmission {
+    const { config } = this;
+    const { connections, flapping, overload } = config.limits;
+    this.overload = new OverloadMonitor(overload, this.rootLogger.child({ module: "admission" }));
+    let usernames: UsernameQuota | undefined;
+    if (this.fabric && config.redis) {
+      this.connectionCounts = new ClusterConnectionCounts(
+        this.fabric.state,
+        config.nodeId,
+        config.redis.nodeLeaseSeconds * 1000,
+        connections.perUsername,
+        () => this.quotas.openConnections,
+        this.rootLogger.child({ module: "admission" }),
+      );
+      this.connectionCounts.start();
+      usernames = this.connectionCounts;
+    } else if (connections.perUsername !== undefined) {
+      usernames = new LocalUsernameQuota(connections.perUsername);
+    }
+    const monitor = this.overload;
+    return new ConnectAdmission({
+      isOverloaded: () => monitor.overloaded,
+      flapping:
+        flapping === undefined
+          ? undefined
+          : this.fabric
+            ? FlappingGuard.inRedis(flapping, this.fabric.state)
+            : FlappingGuard.inMemory(flapping),
+      usernames,
+    });
+  }
+
+  /** Socket quotas first: a refused socket is closed before a byte of MQTT is read. */
   private accept(broker: Aedes, connection: ClientConnection): void {
     if (this.state !== "ready") {
       connection.stream.destroy();
       return;
     }
+    // Until aedes attaches its own handler, a reset must not surface as an uncaught error.
+    connection.stream.on("error", noop);
+    const ip = connection.remoteAddress;
+    this.quotas.admit(ip).then(
+      (rejection) => {
+        if (rejection === undefined && this.state === "ready" && !connection.socket.destroyed) {
+          connection.socket.once("close", () => this.quotas.release(ip));
+          this.handOver(broker, connection);
+          return;
+        }
+        if (rejection === undefined) this.quotas.release(ip);
+        else this.metrics.markConnectionRejected(rejection);
+        connection.stream.destroy();
+      },
+      (error: unknown) => {
+        this.log.error({ event: "admission.failed", err: error }, "connection admission failed");
+        connection.stream.destroy();
+      },
+    );
+  }
+
+  private handOver(broker: Aedes, connection: ClientConnection): void {
     const { listener } = connection;
     this.metrics.markConnectionOpened(listener);
     this.byteMeter.track(connection.socket);
     connection.socket.once("close", () => this.metrics.markConnectionClosed(listener));
-    // Until aedes attaches its own handler, a reset must not surface as an uncaught error.
-    connection.stream.on("error", noop);
 
     const client = broker.handle(connection.stream, connection.request);
-    this.contexts.attach(client, connection);
+    const context = this.contexts.attach(client, connection);
+    connection.socket.once("close", () => {
+      if (context.countedUsername !== undefined) this.admission?.release(context.countedUsername);
+    });
     const ownership = this.ownership;
     if (ownership) connection.socket.once("close", () => ownership.ended(client));
     installPacketGuard(client, { maxPacketBytes: this.config.limits.maxPacketBytes });
@@ -542,6 +624,7 @@ export class SluiceNode {
         run: async () => {
           this.state = "draining";
           this.watcher?.close();
+          this.overload?.close();
         },
       },
       {
@@ -574,6 +657,7 @@ export class SluiceNode {
         name: "close-redis",
         timeoutMs: 2_000,
         run: async () => {
+          this.connectionCounts?.stop();
           await this.registry?.release();
           await this.fabric?.close();
         },

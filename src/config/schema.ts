@@ -121,15 +121,45 @@ const authSchema = z.strictObject({
 const limitsSchema = z.strictObject({
   maxPacketBytes: z.number().int().min(64).max(268_435_455).default(262_144),
   connectTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
+  /** Connection quotas. Absent ones are unlimited, except a node's own total. */
   connections: z
     .strictObject({
-      perNode: positiveInt.optional(),
+      /** Open connections on this node. */
+      perNode: positiveInt.default(100_000),
+      /** Open connections from one client address, on this node. */
       perIp: positiveInt.optional(),
+      /** Open connections of one username, across the cluster. */
       perUsername: positiveInt.optional(),
+      /** New connections per second from one client address (a token bucket: this burst). */
       ratePerIp: positiveInt.optional(),
+      /** Open connections across the cluster (each node's count, kept in Redis). */
       cluster: positiveInt.optional(),
     })
+    .prefault({}),
+  /**
+   * A client id that connects more than `maxConnects` times within `windowSeconds` is refused
+   * for `banSeconds` (across the cluster). Absent: off.
+   */
+  flapping: z
+    .strictObject({
+      maxConnects: positiveInt.default(15),
+      windowSeconds: positiveInt.default(60),
+      banSeconds: positiveInt.default(300),
+    })
     .optional(),
+  /**
+   * The node refuses new clients (CONNACK 3, /readyz 503) while its event loop lags or its
+   * heap is nearly full, and takes them again once both are back under for `recoverMs`.
+   */
+  overload: z
+    .strictObject({
+      /** The longest event-loop delay within a 1 s window. */
+      eventLoopDelayMs: z.number().int().min(10).max(60_000).default(500),
+      /** Heap used over the heap's limit (V8's --max-old-space-size). */
+      heapUsedRatio: z.number().gt(0).max(1).default(0.9),
+      recoverMs: z.number().int().min(0).max(600_000).default(2_000),
+    })
+    .prefault({}),
   publish: z
     .strictObject({
       messagesPerSecond: positiveInt.optional(),

@@ -1,4 +1,5 @@
 import type { Client, PublishPacket } from "aedes";
+import type { ConnectAdmission } from "../admission/connect-admission.js";
 import {
   IdentifierRejectedError,
   NotAuthorizedError,
@@ -53,6 +54,8 @@ export interface BrokerRulesDeps {
   };
   audit: AuditLog;
   events: BrokerRulesEvents;
+  /** Overload, flapping and per-username quotas on CONNECT. */
+  admission?: ConnectAdmission;
 }
 
 /** The audit fields of a client. */
@@ -116,6 +119,13 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
     async authenticate(client, username, password) {
       const context = contexts.get(client);
       if (!context) throw new ServerUnavailableError("connection has no context");
+      const refuse = (reason: string): never => {
+        metrics.markConnectionRejected(reason);
+        throw new ServerUnavailableError(reason);
+      };
+      // Before any password is hashed: an overloaded node spends nothing on new clients.
+      const overload = deps.admission?.beforeAuthentication();
+      if (overload) refuse(overload);
       if (context.emptyClientId) {
         // [MQTT-3.1.3-8] a zero-length client id needs clean session 1;
         // MQTT 3.1 (protocol level 3) does not allow it at all.
@@ -153,6 +163,16 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
         metrics.markAclDenied("publish");
         audit.aclDenied(auditSubject({ ...context, identity }), "publish", context.willTopic);
         throw new NotAuthorizedError("will topic not allowed");
+      }
+      if (deps.admission) {
+        const admitted = await deps.admission.afterAuthentication(client.id, identity.username);
+        if (admitted.counted && identity.username !== undefined) {
+          context.countedUsername = identity.username;
+        }
+        if (admitted.rejection === "flapping") {
+          audit.abuse(auditSubject({ ...context, identity }), "flapping");
+        }
+        if (admitted.rejection) refuse(admitted.rejection);
       }
       const claim = await sessions.claim(client.id, client.clean, identity.username);
       if (claim.refused) return refuseTakeover();

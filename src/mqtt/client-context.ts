@@ -12,6 +12,8 @@ export interface ClientContext {
   identity?: Identity;
   /** The CONNACK must report a session present (known only after authentication). */
   sessionPresent: boolean;
+  /** The username counted against its connection quota, to release when the connection ends. */
+  countedUsername?: string;
 }
 
 /**
