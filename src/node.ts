@@ -251,6 +251,7 @@ export class SluiceNode {
       ...(this.fabric ? { willClaims: new WillClaims(this.fabric.state) } : {}),
       audit,
       ...(this.admission ? { admission: this.admission } : {}),
+      maxSubscriptionsPerClient: config.limits.subscriptions.perClient,
       events: {
         onWillPublished: (clientId) =>
           mqttLog.debug({ event: "client.will_published", clientId }, "will published"),
@@ -269,6 +270,10 @@ export class SluiceNode {
       ...(this.fabric ? { mq: this.fabric.mq, persistence: this.fabric.persistence } : {}),
       heartbeatInterval: this.heartbeatMs,
       connectTimeout: config.limits.connectTimeoutMs,
+      // A client whose socket takes no data for this long is closed: until then every message
+      // it subscribes to holds its publishers' next packets up (aedes handles a client's
+      // packets one after another, and a PUBACK waits for delivery to have been written).
+      drainTimeout: config.limits.queue.drainTimeoutMs,
       maxTopicLevels: config.limits.subscriptions.maxTopicLevels,
       ...hooks,
       sessionPresent: (client) => this.contexts.get(client)?.sessionPresent === true,

@@ -9,11 +9,11 @@ const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]"]);
  */
 const NOT_YET_SUPPORTED: ReadonlyArray<{ key: string; present: (c: SluiceConfig) => boolean }> = [
   { key: "limits.publish", present: (c) => c.limits.publish !== undefined },
+  { key: "limits.queue.maxInflight", present: (c) => c.limits.queue.maxInflight !== undefined },
   {
-    key: "limits.subscriptions.perClient",
-    present: (c) => c.limits.subscriptions.perClient !== undefined,
+    key: "limits.queue.maxQueuedPerClient",
+    present: (c) => c.limits.queue.maxQueuedPerClient !== undefined,
   },
-  { key: "limits.queue", present: (c) => c.limits.queue !== undefined },
   { key: "admin", present: (c) => c.admin !== undefined },
   {
     key: "listeners[].proxyProtocol",

@@ -154,7 +154,7 @@ const limitsSchema = z.strictObject({
   overload: z
     .strictObject({
       /** The longest event-loop delay within a 1 s window. */
-      eventLoopDelayMs: z.number().int().min(10).max(60_000).default(500),
+      eventLoopDelayMs: z.number().int().min(10).max(60_000).default(2_000),
       /** Heap used over the heap's limit (V8's --max-old-space-size). */
       heapUsedRatio: z.number().gt(0).max(1).default(0.9),
       recoverMs: z.number().int().min(0).max(600_000).default(2_000),
@@ -187,8 +187,13 @@ const limitsSchema = z.strictObject({
     .strictObject({
       maxInflight: positiveInt.optional(),
       maxQueuedPerClient: positiveInt.optional(),
+      /**
+       * A subscriber whose socket takes nothing for this long is disconnected (a persistent
+       * session keeps its queue). QoS 0 to a client whose socket is full is dropped at once.
+       */
+      drainTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
     })
-    .optional(),
+    .prefault({}),
 });
 
 const nodeId = z

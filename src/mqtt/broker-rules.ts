@@ -1,3 +1,4 @@
+import type { Duplex } from "node:stream";
 import type { Client, PublishPacket } from "aedes";
 import type { ConnectAdmission } from "../admission/connect-admission.js";
 import {
@@ -56,6 +57,42 @@ export interface BrokerRulesDeps {
   events: BrokerRulesEvents;
   /** Overload, flapping and per-username quotas on CONNECT. */
   admission?: ConnectAdmission;
+  /** Subscriptions one client may hold (`limits.subscriptions.perClient`); absent: no limit. */
+  maxSubscriptionsPerClient?: number | undefined;
+}
+
+/**
+ * Whether `client` may hold one more filter (`topic`; one it holds already is a replacement).
+ * Counts aedes' live subscriptions plus filters granted that aedes has not added yet.
+ */
+function withinSubscriptionLimit(
+  client: Client,
+  context: ClientContext,
+  topic: string,
+  limit: number,
+): boolean {
+  const held = (client as Client & { subscriptions: Record<string, unknown> }).subscriptions;
+  if (topic in held) return true;
+  let count = 0;
+  for (const _ in held) count++;
+  context.pendingFilters ??= new Set();
+  const pending = context.pendingFilters;
+  for (const filter of pending) {
+    if (filter in held) pending.delete(filter);
+    else count++;
+  }
+  if (pending.has(topic)) return true;
+  if (count >= limit) return false;
+  pending.add(topic);
+  return true;
+}
+
+/** Whether a client's socket has more written to it than it has taken (Writable's drain). */
+function isBackedUp(context: ClientContext): boolean {
+  return (
+    (context.connection.stream as Duplex & { writableNeedDrain?: boolean }).writableNeedDrain ===
+    true
+  );
 }
 
 /** The audit fields of a client. */
@@ -218,6 +255,16 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
     authorizeSubscribe(client, subscription) {
       const reason = invalidTopicFilter(subscription.topic);
       if (reason) throw new ProtocolError(reason);
+      const limit = deps.maxSubscriptionsPerClient;
+      const context = contexts.get(client);
+      if (
+        limit !== undefined &&
+        context &&
+        !withinSubscriptionLimit(client, context, subscription.topic, limit)
+      ) {
+        metrics.markSubscriptionRefused("per_client");
+        return null; // SUBACK 0x80 for this filter only
+      }
       const subject = subjectOf(client);
       if (!subject || !deps.authorizer().canSubscribe(subject, subscription.topic)) {
         metrics.markAclDenied("subscribe");
@@ -228,7 +275,14 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
     },
 
     authorizeForward(client, packet) {
-      const subject = subjectOf(client);
+      const context = contexts.get(client);
+      // QoS 0 may be dropped: to a client whose socket buffer is full, it is (a subscriber that
+      // does not read must not hold the node's memory). QoS 1/2: see watchDrainBacklog.
+      if (packet.qos === 0 && context && isBackedUp(context)) {
+        metrics.markMessageDropped("slow_consumer");
+        return null;
+      }
+      const subject = context?.identity;
       if (!subject || !deps.authorizer().canRead(subject, packet.topic)) {
         // Counted, not audited: a wide subscription would write one line per message.
         metrics.markAclDenied("read");

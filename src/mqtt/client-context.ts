@@ -12,6 +12,11 @@ export interface ClientContext {
   identity?: Identity;
   /** The CONNACK must report a session present (known only after authentication). */
   sessionPresent: boolean;
+  /**
+   * Filters granted but perhaps not yet in aedes' client.subscriptions (a persistent session's
+   * are stored first): counted against `limits.subscriptions.perClient` meanwhile.
+   */
+  pendingFilters?: Set<string>;
   /** The username counted against its connection quota, to release when the connection ends. */
   countedUsername?: string;
 }

@@ -32,6 +32,7 @@ export class SluiceMetrics {
   private readonly redisUp: Gauge | undefined;
   private readonly publishThrottled: Counter;
   private readonly droppedMessages: Counter<"reason">;
+  private readonly subscriptionsRefused: Counter<"reason">;
 
   constructor(
     nodeId: string,
@@ -117,6 +118,12 @@ export class SluiceMetrics {
       labelNames: ["reason"],
       registers,
     });
+    this.subscriptionsRefused = new Counter({
+      name: "sluice_subscriptions_refused_total",
+      help: "Subscription filters refused by a limit (SUBACK 0x80), by reason",
+      labelNames: ["reason"],
+      registers,
+    });
     // Only a node that uses Redis has the series: a constant 0 elsewhere would page someone.
     this.redisUp = options.redis
       ? new Gauge({
@@ -182,6 +189,10 @@ export class SluiceMetrics {
 
   markPublishThrottled(): void {
     this.publishThrottled.inc();
+  }
+
+  markSubscriptionRefused(reason: string): void {
+    this.subscriptionsRefused.inc({ reason });
   }
 
   markMessageDropped(reason: string): void {

@@ -26,6 +26,12 @@ export async function startNode(
     auth: { allowAnonymous: true },
     shutdown: { drainSeconds: 0 },
     ...raw,
+    // The test shares this process' event loop with the node: its own work (and a busy
+    // machine) must not read as the node's overload, unless a test asks for that.
+    limits: {
+      overload: { eventLoopDelayMs: 60_000, heapUsedRatio: 1 },
+      ...(raw.limits as Record<string, unknown> | undefined),
+    },
   };
   const { config } = resolveConfig(document, { configDir, env: {} });
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
