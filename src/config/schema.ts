@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { parseCidr } from "./cidr.js";
 
 /**
  * The single source of truth for Sluice's configuration: types, defaults and validation.
@@ -14,8 +15,8 @@ const host = z.string().min(1, "must not be empty");
 const filePath = z.string().min(1, "must be a file path");
 const cidr = z
   .string()
-  .regex(
-    /^(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-fA-F:]+)(?:\/\d{1,3})?$/,
+  .refine(
+    (text) => parseCidr(text) !== undefined,
     "must be an IP address or CIDR, e.g. 10.0.0.0/8",
   );
 const positiveInt = z.number().int().positive();
