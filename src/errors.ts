@@ -80,3 +80,16 @@ export class ProtocolError extends SluiceError {
     super("PROTOCOL_VIOLATION", message);
   }
 }
+
+/**
+ * A connection on a PROXY protocol listener brought no usable header: a malformed or oversized
+ * one (`invalid`), none within the deadline (`timeout`), or the peer left first (`closed`).
+ */
+export class ProxyHeaderError extends SluiceError {
+  constructor(
+    readonly kind: "invalid" | "timeout" | "closed",
+    message: string,
+  ) {
+    super(`PROXY_HEADER_${kind.toUpperCase()}`, message);
+  }
+}

@@ -500,6 +500,7 @@ export class SluiceNode {
           clientId: client.id,
           listener: connection?.listener,
           remoteAddress: connection?.remoteAddress,
+          proxyAddress: connection?.proxyAddress,
         },
         "client connected",
       );

@@ -15,14 +15,6 @@ const NOT_YET_SUPPORTED: ReadonlyArray<{ key: string; present: (c: SluiceConfig)
     present: (c) => c.limits.queue.maxQueuedPerClient !== undefined,
   },
   { key: "admin", present: (c) => c.admin !== undefined },
-  {
-    key: "listeners[].proxyProtocol",
-    present: (c) => c.listeners.some((l) => "proxyProtocol" in l && l.proxyProtocol),
-  },
-  {
-    key: "listeners[].trustedProxies",
-    present: (c) => c.listeners.some((l) => l.trustedProxies.length > 0),
-  },
 ];
 
 export interface CheckConfigDeps {
@@ -48,6 +40,13 @@ export function checkConfig(config: SluiceConfig, deps: CheckConfigDeps): string
   config.listeners.forEach((listener, i) => {
     const key = `listeners[${i}]`;
     claim(`${key}.port`, listener.host, listener.port);
+    // Without trusted proxies every header would be refused, and so every connection.
+    if (
+      "proxyProtocol" in listener &&
+      listener.proxyProtocol &&
+      listener.trustedProxies.length === 0
+    )
+      problems.push(`${key}.trustedProxies: required with proxyProtocol`);
     if (isTlsListener(listener)) {
       for (const field of TLS_FILE_FIELDS) {
         const path = listener[field];

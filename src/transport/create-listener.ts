@@ -1,12 +1,17 @@
 import type { ListenerConfig } from "../config/schema.js";
 import type { Listener, ListenerEvents } from "./listener.js";
+import type { ProxyProtocolOptions } from "./proxy-protocol-server.js";
 import { TcpListener } from "./tcp-listener.js";
 import { buildTlsOptions } from "./tls-options.js";
+import { TrustedProxies } from "./trusted-proxies.js";
 import { WsListener } from "./ws-listener.js";
 
 export interface ListenerSettings {
   maxPacketBytes: number;
-  /** A TLS handshake must finish within this, like a CONNECT must arrive within it. */
+  /**
+   * A TLS handshake must finish within this, like a CONNECT must arrive within it; so must a
+   * PROXY protocol header.
+   */
   connectTimeoutMs: number;
 }
 
@@ -18,16 +23,32 @@ export function createListener(
   settings: ListenerSettings,
 ): Listener {
   const key = `listeners[${index}]`;
+  // Nothing to decode and nothing to check on a listener that trusts no proxy.
+  const trusted =
+    config.trustedProxies.length > 0 ? new TrustedProxies(config.trustedProxies) : undefined;
+  const proxyProtocol: ProxyProtocolOptions | undefined =
+    "proxyProtocol" in config && config.proxyProtocol
+      ? {
+          trusted: trusted ?? new TrustedProxies([]),
+          headerTimeoutMs: settings.connectTimeoutMs,
+        }
+      : undefined;
   switch (config.type) {
     case "tcp":
-      return new TcpListener(config, events);
+      return new TcpListener(config, events, { proxyProtocol });
     case "tls":
       return new TcpListener(config, events, {
-        options: () => buildTlsOptions(config, key),
-        handshakeTimeoutMs: settings.connectTimeoutMs,
+        tls: {
+          options: () => buildTlsOptions(config, key),
+          handshakeTimeoutMs: settings.connectTimeoutMs,
+        },
+        proxyProtocol,
       });
     case "ws":
-      return new WsListener(config, events, { maxPacketBytes: settings.maxPacketBytes });
+      return new WsListener(config, events, {
+        maxPacketBytes: settings.maxPacketBytes,
+        trustedProxies: trusted,
+      });
     case "wss":
       return new WsListener(config, events, {
         maxPacketBytes: settings.maxPacketBytes,
@@ -35,6 +56,7 @@ export function createListener(
           options: () => buildTlsOptions(config, key),
           handshakeTimeoutMs: settings.connectTimeoutMs,
         },
+        trustedProxies: trusted,
       });
   }
 }

@@ -3,6 +3,7 @@ import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { PeerCertificate } from "node:tls";
 import type { ListenerConfig, ListenerType } from "../config/schema.js";
+import { normalizeAddress } from "./trusted-proxies.js";
 
 /** One accepted client connection, as the MQTT layer sees it: a byte stream plus who is on the other end. */
 export interface ClientConnection {
@@ -11,18 +12,38 @@ export interface ClientConnection {
   /** The TCP socket underneath (for TLS and WebSocket, the raw socket), for addresses and byte counts. */
   readonly socket: Socket;
   readonly listener: ListenerType;
+  /**
+   * The client's address: the socket's peer, or, behind a trusted proxy, the address that the
+   * proxy vouched for (PROXY protocol header, X-Forwarded-For). Normalised: an IPv4-mapped IPv6
+   * address is given as IPv4, so per-IP keys and CIDR checks agree.
+   */
   readonly remoteAddress: string;
+  /** The client's port; 0 when unknown (X-Forwarded-For carries none). */
   readonly remotePort: number;
+  /** The trusted proxy's address, present only when `remoteAddress` came from that proxy. */
+  readonly proxyAddress?: string;
   /** The client certificate, present only when the TLS handshake verified it against the CA. */
   readonly peerCertificate?: PeerCertificate;
   /** The HTTP upgrade request of a WebSocket connection. */
   readonly request?: IncomingMessage;
 }
 
+/** Who is on the other end of a connection, as far as the transport can tell. */
+export type ClientOrigin = Pick<ClientConnection, "remoteAddress" | "remotePort" | "proxyAddress">;
+
 export type ConnectionHandler = (connection: ClientConnection) => void;
 
 /** Why a listener refused a connection before MQTT started; becomes a metric label. */
-export type ListenerRejection = "tls_handshake" | "ws_bad_path" | "ws_handshake";
+export type ListenerRejection =
+  | "tls_handshake"
+  | "ws_bad_path"
+  | "ws_handshake"
+  /** A peer outside `trustedProxies` on a `proxyProtocol` listener. */
+  | "proxy_untrusted"
+  /** A malformed or oversized PROXY header, or none where one was required. */
+  | "proxy_header_invalid"
+  /** No complete PROXY header within `limits.connectTimeoutMs`. */
+  | "proxy_header_timeout";
 
 export interface ListenerEvents {
   onConnection: ConnectionHandler;
@@ -42,6 +63,14 @@ export interface Listener {
    * load. A no-op for plain listeners.
    */
   reloadTls(): void;
+}
+
+/** A socket's own peer, for a connection that no proxy speaks for. */
+export function socketOrigin(socket: Socket): ClientOrigin {
+  return {
+    remoteAddress: normalizeAddress(socket.remoteAddress ?? ""),
+    remotePort: socket.remotePort ?? 0,
+  };
 }
 
 /** The client certificate of a TLS socket if, and only if, it was verified against the CA. */

@@ -9,25 +9,42 @@ import {
 import type { ListenerConfig } from "../config/schema.js";
 import {
   type ClientConnection,
+  type ClientOrigin,
   type Listener,
   type ListenerEvents,
+  socketOrigin,
   verifiedPeerCertificate,
 } from "./listener.js";
+import { createProxyProtocolServer, type ProxyProtocolOptions } from "./proxy-protocol-server.js";
 import { closeServer, listenOn } from "./server-utils.js";
 
 type StreamListenerConfig = Extract<ListenerConfig, { type: "tcp" | "tls" }>;
 
-/** MQTT straight over TCP (`tcp`) or over TLS (`tls`); the socket itself is the MQTT stream. */
+export interface TcpListenerOptions {
+  tls?: { options: () => TlsOptions; handshakeTimeoutMs: number };
+  /** Present when the listener takes PROXY protocol headers (`proxyProtocol: true`). */
+  proxyProtocol?: ProxyProtocolOptions;
+}
+
+/**
+ * MQTT straight over TCP (`tcp`) or over TLS (`tls`); the socket itself is the MQTT stream.
+ * With PROXY protocol, a plain TCP server reads the header first and hands the socket on: to
+ * MQTT directly, or to the TLS server, which then handshakes as if it had accepted the socket.
+ */
 export class TcpListener implements Listener {
+  /** The server bound to the port. */
   private readonly server: Server;
+  private readonly tlsServer: TlsServer | undefined;
   private readonly reloadMaterial: (() => TlsOptions) | undefined;
 
   constructor(
     readonly config: StreamListenerConfig,
     events: ListenerEvents,
-    tls?: { options: () => TlsOptions; handshakeTimeoutMs: number },
+    options: TcpListenerOptions = {},
   ) {
+    const { tls, proxyProtocol } = options;
     this.reloadMaterial = tls?.options;
+    const origins = proxyProtocol ? new OriginsByConnection() : undefined;
     if (config.type === "tls") {
       if (!tls) throw new TypeError("a tls listener needs TLS options");
       const server = createTlsServer({
@@ -36,16 +53,41 @@ export class TcpListener implements Listener {
       });
       server.on("secureConnection", (socket: TLSSocket) => {
         socket.setNoDelay(true);
-        events.onConnection(streamConnection(socket, "tls", verifiedPeerCertificate(socket)));
+        events.onConnection(
+          streamConnection(
+            socket,
+            "tls",
+            origins ? origins.take(socket) : socketOrigin(socket),
+            verifiedPeerCertificate(socket),
+          ),
+        );
       });
       server.on("tlsClientError", (error, socket) => {
         socket.destroy();
         events.onRejected("tls_handshake", error);
       });
-      this.server = server;
+      this.tlsServer = server;
+    }
+    const tlsServer = this.tlsServer;
+    if (proxyProtocol && origins) {
+      this.server = createProxyProtocolServer(
+        proxyProtocol,
+        events.onRejected,
+        (socket, origin) => {
+          if (!tlsServer) {
+            events.onConnection(streamConnection(socket, "tcp", origin));
+            return;
+          }
+          origins.remember(socket, origin);
+          // The TLS server takes the socket, and the bytes put back after the header, from here.
+          tlsServer.emit("connection", socket);
+        },
+      );
+    } else if (tlsServer) {
+      this.server = tlsServer;
     } else {
       this.server = createServer({ noDelay: true }, (socket: Socket) => {
-        events.onConnection(streamConnection(socket, "tcp"));
+        events.onConnection(streamConnection(socket, "tcp", socketOrigin(socket)));
       });
     }
   }
@@ -59,22 +101,48 @@ export class TcpListener implements Listener {
   }
 
   reloadTls(): void {
-    if (this.reloadMaterial) (this.server as TlsServer).setSecureContext(this.reloadMaterial());
+    if (this.reloadMaterial) this.tlsServer?.setSecureContext(this.reloadMaterial());
   }
+}
+
+/**
+ * The origins of raw sockets handed to the TLS server, until it reports the handshake done. The
+ * TLS socket it creates shares the raw socket's TCP connection, so both are found by the
+ * connection's address pair; an entry goes when its raw socket closes.
+ */
+class OriginsByConnection {
+  private readonly origins = new Map<string, ClientOrigin>();
+
+  remember(socket: Socket, origin: ClientOrigin): void {
+    const key = connectionKey(socket);
+    this.origins.set(key, origin);
+    socket.once("close", () => this.origins.delete(key));
+  }
+
+  take(socket: Socket): ClientOrigin {
+    const key = connectionKey(socket);
+    const origin = this.origins.get(key);
+    this.origins.delete(key);
+    return origin ?? socketOrigin(socket);
+  }
+}
+
+function connectionKey(socket: Socket): string {
+  return `${socket.localAddress}|${socket.localPort}|${socket.remoteAddress}|${socket.remotePort}`;
 }
 
 /** A socket that is itself the MQTT stream. */
 function streamConnection(
   socket: Socket,
   listener: "tcp" | "tls",
+  origin: ClientOrigin,
   peerCertificate?: PeerCertificate,
 ): ClientConnection {
   return {
     stream: socket,
     socket,
     listener,
-    remoteAddress: socket.remoteAddress ?? "",
-    remotePort: socket.remotePort ?? 0,
+    ...origin,
     ...(peerCertificate ? { peerCertificate } : {}),
   };
 }

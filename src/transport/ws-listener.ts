@@ -5,8 +5,15 @@ import type { Duplex } from "node:stream";
 import type { TLSSocket, TlsOptions } from "node:tls";
 import { createWebSocketStream, type WebSocket, WebSocketServer } from "ws";
 import type { ListenerConfig } from "../config/schema.js";
-import { type Listener, type ListenerEvents, verifiedPeerCertificate } from "./listener.js";
+import {
+  type ClientOrigin,
+  type Listener,
+  type ListenerEvents,
+  socketOrigin,
+  verifiedPeerCertificate,
+} from "./listener.js";
 import { closeServer, listenOn } from "./server-utils.js";
+import type { TrustedProxies } from "./trusted-proxies.js";
 
 type WsListenerConfig = Extract<ListenerConfig, { type: "ws" | "wss" }>;
 
@@ -15,7 +22,8 @@ const MQTT_SUBPROTOCOLS = ["mqtt", "mqttv3.1"];
 
 /**
  * MQTT over WebSocket (`ws`) or secure WebSocket (`wss`) on one URL path, for browsers and
- * gateways that can only leave a site through HTTP(S) proxies.
+ * gateways that can only leave a site through HTTP(S) proxies. Behind trusted proxies
+ * (`trustedProxies`), the client's address is taken from X-Forwarded-For.
  */
 export class WsListener implements Listener {
   private readonly server: Server;
@@ -28,6 +36,8 @@ export class WsListener implements Listener {
     options: {
       maxPacketBytes: number;
       tls?: { options: () => TlsOptions; handshakeTimeoutMs: number };
+      /** Whose X-Forwarded-For to believe; without it the header is ignored. */
+      trustedProxies?: TrustedProxies;
     },
   ) {
     this.reloadMaterial = options.tls?.options;
@@ -81,8 +91,7 @@ export class WsListener implements Listener {
           stream,
           socket: raw,
           listener: config.type,
-          remoteAddress: raw.remoteAddress ?? "",
-          remotePort: raw.remotePort ?? 0,
+          ...requestOrigin(raw, req, options.trustedProxies),
           request: req,
           ...(peerCertificate ? { peerCertificate } : {}),
         });
@@ -105,4 +114,19 @@ export class WsListener implements Listener {
   reloadTls(): void {
     if (this.reloadMaterial) (this.server as HttpsServer).setSecureContext(this.reloadMaterial());
   }
+}
+
+/** The client of an upgrade request: the TCP peer, or whom a trusted proxy forwarded for. */
+function requestOrigin(
+  socket: Socket,
+  request: IncomingMessage,
+  trusted: TrustedProxies | undefined,
+): ClientOrigin {
+  const peer = socketOrigin(socket);
+  const forwarded = trusted?.forwardedClient(
+    peer.remoteAddress,
+    request.headers["x-forwarded-for"],
+  );
+  if (forwarded === undefined) return peer;
+  return { remoteAddress: forwarded, remotePort: 0, proxyAddress: peer.remoteAddress };
 }

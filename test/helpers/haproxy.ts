@@ -29,11 +29,18 @@ export class HaProxy {
     return `mqtt://127.0.0.1:${this.port}`;
   }
 
-  static async start(backends: readonly Backend[]): Promise<HaProxy> {
+  /** `sendProxyV2` opens each connection to a node with a PROXY protocol v2 header. */
+  static async start(
+    backends: readonly Backend[],
+    options: { sendProxyV2?: boolean } = {},
+  ): Promise<HaProxy> {
     const dir = await mkdtemp(join(tmpdir(), "sluice-haproxy-"));
     const port = await freePort();
+    const proxyHeader = options.sendProxyV2 ? " send-proxy-v2" : "";
     const servers = backends
-      .map((b) => `  server ${b.name} 127.0.0.1:${b.mqttPort} check port ${b.httpPort}`)
+      .map(
+        (b) => `  server ${b.name} 127.0.0.1:${b.mqttPort} check port ${b.httpPort}${proxyHeader}`,
+      )
       .join("\n");
     const config = `global
   maxconn 8000

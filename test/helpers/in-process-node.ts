@@ -1,4 +1,4 @@
-import { pino } from "pino";
+import { type Logger, pino } from "pino";
 import { resolveConfig } from "../../src/config/load-config.js";
 import { SluiceNode } from "../../src/node.js";
 
@@ -15,10 +15,12 @@ const SCHEMES = { tcp: "mqtt", tls: "mqtts", ws: "ws", wss: "wss" } as const;
 /**
  * Starts a node in this process on ephemeral loopback ports. `raw` is a config document as a
  * YAML file would hold it; listeners default to one TCP listener, anonymous access is on.
+ * Logs go nowhere unless a `logger` is given (or TEST_LOG_LEVEL is set).
  */
 export async function startNode(
   raw: Record<string, unknown> = {},
   configDir = process.cwd(),
+  options: { logger?: Logger } = {},
 ): Promise<RunningNode> {
   const document = {
     listeners: [{ type: "tcp", host: "127.0.0.1", port: 0 }],
@@ -34,7 +36,7 @@ export async function startNode(
     },
   };
   const { config } = resolveConfig(document, { configDir, env: {} });
-  const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+  const logger = options.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
   const node = await SluiceNode.start(config, logger);
   const urls: RunningNode["urls"] = {};
   for (const { type, address } of node.addresses.listeners) {

@@ -151,6 +151,30 @@ describe("config validation", () => {
     ]);
   });
 
+  it("takes proxyProtocol only with trusted proxies, and trustedProxies only as addresses or CIDRs", () => {
+    const tcp = { type: "tcp", port: 0 };
+    assert.deepEqual(
+      problemsOf({ listeners: [{ ...tcp, proxyProtocol: true, trustedProxies: ["10.0.0.0/8"] }] }),
+      [],
+    );
+    assert.deepEqual(problemsOf({ listeners: [{ ...tcp, proxyProtocol: true }] }), [
+      "listeners[0].trustedProxies: required with proxyProtocol",
+    ]);
+    assert.deepEqual(
+      problemsOf({
+        listeners: [{ type: "ws", port: 0, trustedProxies: ["fd00::/8", "192.0.2.7"] }],
+      }),
+      [],
+    );
+    for (const bad of ["10.0.0.0/33", "300.0.0.0/8", "fd00::/129", "10.0.0.0/8/8", "::g"]) {
+      assert.deepEqual(
+        problemsOf({ listeners: [{ ...tcp, trustedProxies: [bad] }] }),
+        ["listeners[0].trustedProxies[0]: must be an IP address or CIDR, e.g. 10.0.0.0/8"],
+        bad,
+      );
+    }
+  });
+
   it("refuses contract keys this version does not enforce rather than ignoring them", () => {
     assert.deepEqual(problemsOf({ limits: { publish: { messagesPerSecond: 10 } } }), [
       "limits.publish: not supported by this version of Sluice yet",
