@@ -372,3 +372,32 @@ describe("HAProxy with send-proxy-v2 in front of a node", () => {
     }
   });
 });
+
+describe("per-address connection quotas behind a PROXY protocol load balancer", () => {
+  it("count the decoded client addresses, not the proxy's", async () => {
+    const node = await startNode({
+      listeners: [
+        { type: "tcp", host: "127.0.0.1", port: 0, proxyProtocol: true, trustedProxies: TRUSTED },
+      ],
+      limits: { connections: { perIp: 2 } },
+    });
+    const kept: MqttClient[] = [];
+    try {
+      const busy = proxyV2({ source: "198.51.100.20" });
+      await throughRelay(node, "tcp", { header: busy }, async (url) => {
+        kept.push(await connect(url, { clientId: unique("busy") }));
+        kept.push(await connect(url, { clientId: unique("busy") }));
+        await assert.rejects(connect(url, { clientId: unique("busy") }), "the third is refused");
+        // Another client behind the same proxy is counted apart.
+        const other = proxyV2({ source: "198.51.100.21" });
+        await throughRelay(node, "tcp", { header: other }, async (otherUrl) => {
+          kept.push(await connect(otherUrl, { clientId: unique("other") }));
+        });
+      });
+      assert.equal(await metric(node, rejected("per_ip")), 1);
+    } finally {
+      await end(...kept);
+      await node.stop();
+    }
+  });
+});
