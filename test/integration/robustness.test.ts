@@ -124,6 +124,45 @@ describe("robustness against hostile or broken clients", () => {
     assert.equal(open, 0);
   });
 
+  it("a QoS 0 flood from ten clients at once does not crash the node (mqemitter recursion)", async () => {
+    const subscriber = await connect(running.urls.tcp as string);
+    await subscribe(subscriber, "flood0/#", 0);
+    // 20,000 QoS 0 PUBLISH packets per client, written at once: the emitter queues most of them,
+    // and used to take each queued one a stack frame deeper until the process died.
+    const topic = Buffer.from("flood0/x");
+    const publish = packet(
+      0x30,
+      Buffer.concat([Buffer.from([0, topic.length]), topic, Buffer.from("p")]),
+    );
+    const burst = Buffer.concat(Array.from({ length: 20_000 }, () => publish));
+    const pingreq = packet(0xc0, Buffer.alloc(0));
+    const flooders = await Promise.all(
+      Array.from({ length: 10 }, async (_, i) => {
+        const socket = await rawConnect(port);
+        socket.write(connectPacket(`flooder-${i}`));
+        await readBytes(socket, 4);
+        return socket;
+      }),
+    );
+    try {
+      // A client's packets are handled in order: its PINGRESP comes after all its PUBLISHes.
+      const pongs = flooders.map((socket) => {
+        const pong = new Promise<void>((resolve) => {
+          socket.on("data", (chunk: Buffer) => {
+            if (chunk.includes(0xd0)) resolve();
+          });
+        });
+        socket.write(Buffer.concat([burst, pingreq]));
+        return pong;
+      });
+      await Promise.all(pongs);
+      await assertServing();
+    } finally {
+      for (const socket of flooders) socket.destroy();
+      await end(subscriber);
+    }
+  });
+
   it("an answer to a valid CONNECT over a raw socket is a CONNACK accepted", async () => {
     const socket = await rawConnect(port);
     socket.write(connectPacket("raw-ok"));
