@@ -1,0 +1,130 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench -- [scenario...]`: measures Sluice against Mosquitto and bare aedes in one
+ * run, writes bench/results/<scenario>-<timestamp>.{json,svg,md}, prints the table.
+ */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { MOSQUITTO_PATH } from "./brokers/mosquitto.js";
+import { mqttBenchmarkInstalled } from "./crosscheck/mqtt-benchmark.js";
+import { CleanupRegistry } from "./lifecycle/cleanup-registry.js";
+import { parseCli, USAGE } from "./options.js";
+import { resultTable } from "./report/markdown-table.js";
+import { fileTimestamp, type RunRecord, writeRunRecord } from "./report/result-file.js";
+import { panelsFor, renderChart } from "./report/svg-chart.js";
+import { defaultScenarios, findScenario } from "./scenarios/registry.js";
+import type { ResultRow, Scenario } from "./scenarios/scenario.js";
+import { machineInfo, versions } from "./system/machine-info.js";
+
+const DEFAULT_RESULTS = fileURLToPath(new URL("../../../bench/results", import.meta.url));
+
+function log(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+async function main(argv: string[]): Promise<number> {
+  let cli: ReturnType<typeof parseCli>;
+  try {
+    cli = parseCli(argv, process.env);
+  } catch (error) {
+    process.stderr.write(`bench: ${(error as Error).message}\n\n${USAGE}\n`);
+    return 2;
+  }
+  if (cli.help) {
+    log(USAGE);
+    return 0;
+  }
+  const scenarios: Scenario[] =
+    cli.scenarios.length > 0 ? cli.scenarios.map(findScenario) : defaultScenarios();
+  const resultsDir = cli.resultsDir ?? DEFAULT_RESULTS;
+  const cleanup = new CleanupRegistry();
+  cleanup.installSignalHandlers(log);
+  // A hard bound on the whole invocation: whatever hangs, everything started is stopped.
+  const deadline = setTimeout(() => {
+    log(`bench: over --max-minutes ${cli.maxMinutes}: stopping everything`);
+    cleanup.stopAll().finally(() => process.exit(1));
+  }, cli.maxMinutes * 60_000);
+  deadline.unref();
+
+  const machine = machineInfo();
+  const versionInfo = versions(MOSQUITTO_PATH);
+  const notes = [
+    `${machine.cores} cores, load average ${machine.loadAverageAtStart.toFixed(2)} at start; brokers, Redis and the generator share them, so compare ratios within a run, not absolute figures across runs`,
+    mqttBenchmarkInstalled()
+      ? "mqtt-benchmark installed: its figure is publishes/s with one message in flight per client and no subscribers"
+      : "mqtt-benchmark not installed (bench/tools/install-mqtt-benchmark.sh); cross-check with Mosquitto's C clients only",
+  ];
+  const started = new Date();
+  const timestamp = fileTimestamp(started);
+  const allRows: ResultRow[] = [];
+  const workDir = await mkdtemp(join(tmpdir(), "sluice-bench-"));
+  try {
+    for (const scenario of scenarios) {
+      const scenarioStart = new Date();
+      log(`== ${scenario.name}: ${scenario.description}`);
+      const output = await scenario.run({ options: cli.run, cleanup, log, workDir });
+      allRows.push(...output.rows);
+      const record: RunRecord = {
+        scenario: scenario.name,
+        startedAt: scenarioStart.toISOString(),
+        finishedAt: new Date().toISOString(),
+        machine,
+        versions: versionInfo,
+        config: {
+          ...output.config,
+          quick: cli.run.quick,
+          brokers: [...new Set(output.rows.map((r) => r.broker))],
+          publisherProcesses: cli.run.publisherProcesses,
+          subscriberProcesses: cli.run.subscriberProcesses,
+        },
+        notes,
+        results: output.rows,
+      };
+      const file = await writeRunRecord(resultsDir, record, timestamp);
+      await writeFile(
+        file.replace(/\.json$/, ".svg"),
+        renderChart(
+          `Sluice bench: ${scenario.name}`,
+          chartSubtitle(record),
+          panelsFor(output.rows),
+        ),
+      );
+      log(`\n${resultTable(output.rows)}\n`);
+      log(`results: ${file} (and .svg)`);
+    }
+    if (scenarios.length > 1) {
+      const name = scenarios.map((s) => s.name).join("+");
+      const combined = join(resultsDir, `${name}-${timestamp}`);
+      await writeFile(
+        `${combined}.svg`,
+        renderChart(
+          "Sluice vs Mosquitto vs bare aedes",
+          `${machine.cores} cores (${machine.cpuModel}), loopback, 10 publishers -> 10 subscribers, ${started.toISOString().slice(0, 10)}`,
+          panelsFor(allRows),
+        ),
+      );
+      await writeFile(`${combined}.md`, `${resultTable(allRows)}\n`);
+      log(`\n== all\n\n${resultTable(allRows)}\n\ncombined chart: ${combined}.svg`);
+    }
+    return allRows.some((r) => r.error !== undefined) ? 1 : 0;
+  } finally {
+    await cleanup.stopAll();
+    await rm(workDir, { recursive: true, force: true });
+  }
+}
+
+function chartSubtitle(record: RunRecord): string {
+  return `${record.machine.cores} cores (${record.machine.cpuModel}), loopback, ${record.startedAt.slice(0, 10)}; Sluice ${record.versions.sluice}, Mosquitto ${record.versions.mosquitto}, aedes ${record.versions.aedesStock}`;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(
+      `bench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+    );
+    process.exit(1);
+  },
+);

@@ -1,0 +1,110 @@
+/**
+ * Who publishes where and who subscribes to what: the topic patterns of a load run, and the
+ * assignment of clients to broker URLs (so publishers and subscribers can sit on different
+ * nodes of a cluster).
+ */
+export type TopicPattern = "pairwise" | "fan-in" | "fan-out";
+
+export const TOPIC_PATTERNS: readonly TopicPattern[] = ["pairwise", "fan-in", "fan-out"];
+
+export interface LoadShape {
+  publishers: number;
+  subscribers: number;
+  /**
+   * pairwise: publisher i on its own topic, subscriber j on publisher (j mod N)'s topic;
+   * fan-in: every publisher on its own topic, every subscriber on all of them (`+`);
+   * fan-out: every publisher on one topic that every subscriber follows.
+   */
+  pattern: TopicPattern;
+}
+
+export interface PublisherPlan {
+  index: number;
+  clientId: string;
+  url: string;
+  topic: string;
+}
+
+export interface SubscriberPlan {
+  index: number;
+  clientId: string;
+  url: string;
+  filter: string;
+  /** Indexes of the publishers whose every message this subscription should receive. */
+  expectsFrom: number[];
+}
+
+export interface ClientPlan {
+  publishers: PublisherPlan[];
+  subscribers: SubscriberPlan[];
+}
+
+/**
+ * Plans the clients of one run. `runId` keeps topics and client ids of runs apart, so a late
+ * message of a previous run on the same broker is never counted. URLs are dealt round robin.
+ */
+export function planClients(
+  shape: LoadShape,
+  runId: string,
+  publisherUrls: readonly string[],
+  subscriberUrls: readonly string[],
+): ClientPlan {
+  if (shape.publishers < 1 || shape.subscribers < 1)
+    throw new RangeError("a load run needs at least one publisher and one subscriber");
+  if (publisherUrls.length === 0 || subscriberUrls.length === 0)
+    throw new RangeError("a load run needs at least one broker URL for each side");
+  const base = `bench/${runId}`;
+  const topicOf = (publisher: number): string => {
+    switch (shape.pattern) {
+      case "pairwise":
+        return `${base}/p/${publisher}`;
+      case "fan-in":
+        return `${base}/in/${publisher}`;
+      case "fan-out":
+        return `${base}/out`;
+    }
+  };
+  const allPublishers = Array.from({ length: shape.publishers }, (_, i) => i);
+  const publishers = allPublishers.map((index) => ({
+    index,
+    clientId: `bench-${runId}-p${index}`,
+    url: pick(publisherUrls, index),
+    topic: topicOf(index),
+  }));
+  const subscribers = Array.from({ length: shape.subscribers }, (_, index): SubscriberPlan => {
+    const common = {
+      index,
+      clientId: `bench-${runId}-s${index}`,
+      url: pick(subscriberUrls, index),
+    };
+    switch (shape.pattern) {
+      case "pairwise": {
+        const source = index % shape.publishers;
+        return { ...common, filter: topicOf(source), expectsFrom: [source] };
+      }
+      case "fan-in":
+        return { ...common, filter: `${base}/in/+`, expectsFrom: allPublishers };
+      case "fan-out":
+        return { ...common, filter: `${base}/out`, expectsFrom: allPublishers };
+      default:
+        throw new RangeError(`unknown topic pattern: ${String(shape.pattern)}`);
+    }
+  });
+  return { publishers, subscribers };
+}
+
+function pick(urls: readonly string[], index: number): string {
+  const url = urls[index % urls.length];
+  if (url === undefined) throw new RangeError("no broker URL");
+  return url;
+}
+
+/** Splits clients over `processes` generator processes, round robin; no process left empty. */
+export function splitAcross<T>(items: readonly T[], processes: number): T[][] {
+  const count = Math.max(1, Math.min(processes, items.length));
+  const groups: T[][] = Array.from({ length: count }, () => []);
+  items.forEach((item, i) => {
+    groups[i % count]?.push(item);
+  });
+  return groups;
+}

@@ -1,0 +1,123 @@
+import type { MqttClient } from "mqtt";
+import type { QoS } from "./messages.js";
+import { PayloadWriter } from "./payload.js";
+
+/**
+ * One publisher's send loop: as fast as its windows allow, or at a target rate (still capped by
+ * them, so a slow broker makes the publisher fall behind rather than queue without bound).
+ * Two windows: the in-flight window counts a QoS 0 message until MQTT.js has handed it to the
+ * socket (its callback waits for 'drain' when the socket buffer is full) and a QoS 1/2 message
+ * until acknowledged; the end-to-end window counts messages its slowest subscriber has not yet
+ * received, as reported by the coordinator.
+ */
+export class PublisherLoop {
+  private publishedCount = 0;
+  private acknowledgedCount = 0;
+  private inflight = 0;
+  private stopped = true;
+  private scheduled = false;
+  private timer: NodeJS.Timeout | undefined;
+  private startedAtNs = 0n;
+  /** See DeliveredThrough: how far the slowest subscription has received. */
+  private deliveredThrough = 0;
+  private idleWaiters: Array<() => void> = [];
+  private readonly writer: PayloadWriter;
+
+  constructor(
+    private readonly client: MqttClient,
+    readonly index: number,
+    private readonly topic: string,
+    private readonly qos: QoS,
+    payloadBytes: number,
+    private readonly window: number,
+    private readonly endToEndWindow: number,
+    private readonly ratePerSecond: number | undefined,
+  ) {
+    this.writer = new PayloadWriter(index, payloadBytes);
+  }
+
+  get published(): number {
+    return this.publishedCount;
+  }
+
+  get acknowledged(): number {
+    return this.acknowledgedCount;
+  }
+
+  /** Subscribers have caught up to `through`: the end-to-end window may open again. */
+  setDeliveredThrough(through: number): void {
+    if (through <= this.deliveredThrough) return;
+    this.deliveredThrough = through;
+    if (!this.stopped && this.ratePerSecond === undefined && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.pump);
+    }
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.startedAtNs = process.hrtime.bigint();
+    this.pump();
+  }
+
+  /** Stops publishing; resolves when every message out is acknowledged, or after `drainMs`. */
+  async stop(drainMs: number): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.inflight === 0) return;
+    await new Promise<void>((resolve) => {
+      const timeout = setTimeout(resolve, drainMs);
+      this.idleWaiters.push(() => {
+        clearTimeout(timeout);
+        resolve();
+      });
+    });
+  }
+
+  private readonly pump = (): void => {
+    this.scheduled = false;
+    this.timer = undefined;
+    if (this.stopped) return;
+    let budget = Math.min(
+      this.window - this.inflight,
+      this.endToEndWindow - (this.publishedCount - this.deliveredThrough),
+    );
+    if (this.ratePerSecond !== undefined) {
+      const elapsedSeconds = Number(process.hrtime.bigint() - this.startedAtNs) / 1e9;
+      const due = Math.floor(elapsedSeconds * this.ratePerSecond) - this.publishedCount;
+      budget = Math.min(budget, due);
+    }
+    // At QoS 0 the callback usually runs synchronously, so the window alone would never stop
+    // this loop: one window's worth per turn of the event loop, then yield.
+    for (let i = 0; i < budget && !this.stopped; i++) this.sendOne();
+    if (this.ratePerSecond !== undefined) this.scheduleNextDue();
+  };
+
+  private sendOne(): void {
+    const sequence = this.publishedCount++;
+    this.inflight++;
+    const payload = this.writer.stamp(sequence, process.hrtime.bigint());
+    this.client.publish(this.topic, payload, { qos: this.qos }, this.onSent);
+  }
+
+  private readonly onSent = (error?: Error): void => {
+    this.inflight--;
+    if (!error) this.acknowledgedCount++;
+    if (this.stopped) {
+      if (this.inflight === 0) for (const waiter of this.idleWaiters.splice(0)) waiter();
+      return;
+    }
+    // Full speed: refill the window on the next turn. At a rate the timer drives the loop.
+    if (this.ratePerSecond === undefined && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.pump);
+    }
+  };
+
+  private scheduleNextDue(): void {
+    if (this.stopped || this.timer || this.ratePerSecond === undefined) return;
+    const elapsedMs = Number(process.hrtime.bigint() - this.startedAtNs) / 1e6;
+    const nextDueMs = ((this.publishedCount + 1) / this.ratePerSecond) * 1000;
+    this.timer = setTimeout(this.pump, Math.max(1, nextDueMs - elapsedMs));
+  }
+}

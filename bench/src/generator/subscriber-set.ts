@@ -1,0 +1,109 @@
+import hdr from "hdr-histogram-js";
+import type { MqttClient } from "mqtt";
+import type { SubscriptionReport } from "./messages.js";
+import { PAYLOAD_HEADER_BYTES } from "./payload.js";
+import type { SubscriberPlan } from "./plan.js";
+import { SequenceTracker } from "./sequence-tracker.js";
+
+type Histogram = ReturnType<typeof hdr.build>;
+
+/** Latencies in microseconds, 3 significant digits (0.1 % resolution), up to 2 minutes. */
+export function createLatencyHistogram(): Histogram {
+  return hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 120_000_000,
+    numberOfSignificantValueDigits: 3,
+    autoResize: true,
+  });
+}
+
+interface Subscription {
+  plan: SubscriberPlan;
+  /** By publisher index. */
+  trackers: Map<number, SequenceTracker>;
+}
+
+/**
+ * The subscriptions of one generator process: per subscription and publisher, which sequence
+ * numbers arrived (losses and duplicates); for the measurement window, how many messages
+ * arrived and their end-to-end latency (send time from the payload, receive time here).
+ */
+export class SubscriberSet {
+  private readonly subscriptions: Subscription[] = [];
+  private receivedCount = 0;
+  private windowReceivedCount = 0;
+  private windowStartNs = BigInt(Number.MAX_SAFE_INTEGER) * 1_000_000n;
+  private windowEndNs = 0n;
+  readonly histogram = createLatencyHistogram();
+
+  /** Attaches a connected, subscribed client to its subscription's accounting. */
+  attach(client: MqttClient, plan: SubscriberPlan): void {
+    const subscription: Subscription = { plan, trackers: new Map() };
+    this.subscriptions.push(subscription);
+    client.on("message", (_topic, payload) => this.accept(subscription, payload));
+  }
+
+  /** Messages arriving in [start, end) count towards throughput and latency. */
+  setWindow(startNs: bigint, endNs: bigint): void {
+    this.windowStartNs = startNs;
+    this.windowEndNs = endNs;
+  }
+
+  get received(): number {
+    return this.receivedCount;
+  }
+
+  get windowReceived(): number {
+    return this.windowReceivedCount;
+  }
+
+  /** For end-to-end flow control: see DeliveredThrough. */
+  deliveredThrough(publisherCount: number): Array<number | null> {
+    const through: Array<number | null> = new Array(publisherCount).fill(null);
+    for (const { plan, trackers } of this.subscriptions) {
+      for (const publisher of plan.expectsFrom) {
+        const seen = (trackers.get(publisher)?.highest ?? -1) + 1;
+        const current = through[publisher];
+        through[publisher] =
+          current === null || current === undefined ? seen : Math.min(current, seen);
+      }
+    }
+    return through;
+  }
+
+  /** Losses and duplicates per subscription, given how many each publisher published. */
+  reports(published: Record<number, number>): SubscriptionReport[] {
+    return this.subscriptions.map(({ plan, trackers }) => {
+      let received = 0;
+      let duplicates = 0;
+      let lost = 0;
+      for (const tracker of trackers.values()) {
+        received += tracker.distinct + tracker.duplicates;
+        duplicates += tracker.duplicates;
+      }
+      for (const publisher of plan.expectsFrom) {
+        const count = published[publisher] ?? 0;
+        lost += trackers.get(publisher)?.lost(count) ?? count;
+      }
+      return { index: plan.index, received, lost, duplicates };
+    });
+  }
+
+  private accept(subscription: Subscription, payload: Buffer): void {
+    const now = process.hrtime.bigint();
+    if (payload.length < PAYLOAD_HEADER_BYTES) return;
+    const publisher = payload.readUInt32BE(0);
+    let tracker = subscription.trackers.get(publisher);
+    if (!tracker) {
+      tracker = new SequenceTracker();
+      subscription.trackers.set(publisher, tracker);
+    }
+    tracker.record(payload.readUInt32BE(4));
+    this.receivedCount++;
+    if (now >= this.windowStartNs && now < this.windowEndNs) {
+      this.windowReceivedCount++;
+      const latencyMicros = Number((now - payload.readBigUInt64BE(8)) / 1000n);
+      this.histogram.recordValue(Math.max(1, latencyMicros));
+    }
+  }
+}

@@ -1,0 +1,85 @@
+import { parseArgs } from "node:util";
+import { BROKERS, findBroker } from "./brokers/catalog.js";
+import type { RunOptions } from "./scenarios/scenario.js";
+
+export const USAGE = `Usage: npm run bench -- [SCENARIO...] [options]
+       (no scenario: the default set; npm run bench builds first)
+
+Options:
+  --quick                     a smoke run of a few seconds per broker (also BENCH_QUICK=1):
+                              1 s windows, 64 B only, brokers mosquitto, aedes, sluice
+  --brokers a,b,...           brokers to measure (${BROKERS.map((b) => b.name).join(", ")})
+  --warmup-seconds N          load before each measurement window (default 1)
+  --measure-seconds N         each measurement window (default 2)
+  --rounds N                  measurements per case and broker, median reported (default 3)
+  --publisher-processes N     generator processes for publishers (default 1)
+  --subscriber-processes N    generator processes for subscribers (default 1)
+  --cross-check anchor|all|none   independent tools on 64 B cases (anchor), all, or none
+  --results DIR               where JSON, SVG and Markdown go (default bench/results)
+  --max-minutes N             hard limit for the whole invocation (default 20)
+  -h, --help`;
+
+export interface CliOptions {
+  scenarios: string[];
+  run: RunOptions;
+  resultsDir: string | undefined;
+  maxMinutes: number;
+  help: boolean;
+}
+
+function positiveNumber(value: string | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const parsed = Number(value);
+  if (!Number.isFinite(parsed) || parsed <= 0)
+    throw new Error(`--${name} must be a positive number`);
+  return parsed;
+}
+
+export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliOptions {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      quick: { type: "boolean", default: false },
+      brokers: { type: "string" },
+      "warmup-seconds": { type: "string" },
+      "measure-seconds": { type: "string" },
+      rounds: { type: "string" },
+      "publisher-processes": { type: "string" },
+      "subscriber-processes": { type: "string" },
+      "cross-check": { type: "string" },
+      results: { type: "string" },
+      "max-minutes": { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  const quick = values.quick === true || env.BENCH_QUICK === "1";
+  const crossCheck = values["cross-check"] ?? (quick ? "none" : "anchor");
+  if (crossCheck !== "anchor" && crossCheck !== "all" && crossCheck !== "none")
+    throw new Error("--cross-check must be anchor, all or none");
+  const brokerNames =
+    values.brokers
+      ?.split(",")
+      .map((b) => b.trim())
+      .filter(Boolean) ?? (quick ? ["mosquitto", "aedes", "sluice"] : []);
+  return {
+    scenarios: positionals,
+    run: {
+      quick,
+      warmupMs: positiveNumber(values["warmup-seconds"], "warmup-seconds", quick ? 0.5 : 1) * 1000,
+      measureMs: positiveNumber(values["measure-seconds"], "measure-seconds", quick ? 1 : 2) * 1000,
+      rounds: Math.round(positiveNumber(values.rounds, "rounds", quick ? 1 : 3)),
+      brokers: brokerNames.map(findBroker),
+      publisherProcesses: Math.round(
+        positiveNumber(values["publisher-processes"], "publisher-processes", 1),
+      ),
+      subscriberProcesses: Math.round(
+        positiveNumber(values["subscriber-processes"], "subscriber-processes", 1),
+      ),
+      crossCheck,
+    },
+    resultsDir: values.results,
+    maxMinutes: positiveNumber(values["max-minutes"], "max-minutes", 20),
+    help: values.help === true,
+  };
+}

@@ -1,0 +1,249 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { BrokerDefinition, RunningBroker } from "../brokers/broker.js";
+import { type LoadResult, type LoadSpec, runLoad } from "../generator/load-run.js";
+import type { CrossCheck, ResultRow, ScenarioContext } from "./scenario.js";
+
+/** One case of a scenario: the load, minus where it goes (filled in per broker). */
+export type LoadCase = Omit<LoadSpec, "publisherUrls" | "subscriberUrls">;
+
+export interface MeasureOptions {
+  scenario: string;
+  cases: readonly LoadCase[];
+  /** Which figure picks the median round: delivered msg/s (full speed) or p99 (fixed rate). */
+  medianBy: "messagesPerSecond" | "p99Ms";
+  /** Extra measurements with independent tools for a case against the running broker. */
+  crossCheck?: (broker: RunningBroker, loadCase: LoadCase) => Promise<CrossCheck[]>;
+}
+
+interface Started {
+  definition: BrokerDefinition;
+  broker?: RunningBroker;
+  error?: unknown;
+  workDir: string;
+}
+
+/**
+ * The loop every broker-comparison scenario shares, built for a noisy shared machine: all
+ * brokers are started first and stay up (idle ones cost next to nothing); then, round after
+ * round, each case is measured on every broker in turn, one at a time, so the figures a ratio
+ * compares are taken close together; the broker order rotates each round so no broker always
+ * goes first. A row reports the median round. A case that fails becomes a row with `error`;
+ * the others still run. Cross-checks run once per broker and case, after the rounds.
+ */
+export async function measureBrokers(
+  context: ScenarioContext,
+  brokers: readonly BrokerDefinition[],
+  { scenario, cases, medianBy, crossCheck }: MeasureOptions,
+): Promise<ResultRow[]> {
+  const started: Started[] = [];
+  try {
+    for (const definition of brokers) {
+      const workDir = await mkdtemp(join(tmpdir(), `sluice-bench-${definition.name}-`));
+      context.log(`[${scenario}] starting ${definition.name}: ${definition.description}`);
+      try {
+        started.push({
+          definition,
+          workDir,
+          broker: await definition.start({ cleanup: context.cleanup, workDir }),
+        });
+      } catch (error) {
+        context.log(`[${scenario}] ${definition.name} failed to start: ${String(error)}`);
+        started.push({ definition, workDir, error });
+      }
+    }
+    const rounds = context.options.rounds;
+    const results = new Map<string, ResultRow[]>();
+    const key = (broker: string, caseIndex: number): string => `${broker}#${caseIndex}`;
+    const total = rounds * cases.length * started.length;
+    let done = 0;
+    for (let round = 0; round < rounds; round++) {
+      const order = rotate(started, round);
+      for (const [caseIndex, loadCase] of cases.entries()) {
+        for (const entry of order) {
+          done++;
+          const name = entry.definition.name;
+          const label = `[${scenario} ${done}/${total}] ${name} qos${loadCase.qos} ${loadCase.payloadBytes}B${
+            loadCase.ratePerSecond ? ` @${loadCase.ratePerSecond}/s` : ""
+          }${rounds > 1 ? ` round ${round + 1}/${rounds}` : ""}`;
+          const row = entry.broker
+            ? await measureCase(context, scenario, entry.broker, loadCase, label)
+            : failedRow(scenario, name, loadCase, entry.error);
+          const list = results.get(key(name, caseIndex)) ?? [];
+          list.push(row);
+          results.set(key(name, caseIndex), list);
+        }
+      }
+    }
+    const rows: ResultRow[] = [];
+    for (const entry of started) {
+      for (const [caseIndex, loadCase] of cases.entries()) {
+        const row = median(results.get(key(entry.definition.name, caseIndex)) ?? [], medianBy);
+        if (crossCheck && entry.broker && row.error === undefined) {
+          try {
+            row.crossChecks = await crossCheck(entry.broker, loadCase);
+          } catch (error) {
+            context.log(
+              `[${scenario}] ${entry.definition.name} cross-check failed: ${String(error)}`,
+            );
+          }
+        }
+        rows.push(row);
+      }
+    }
+    return rows;
+  } finally {
+    for (const entry of started) {
+      await entry.broker?.stop();
+      await rm(entry.workDir, { recursive: true, force: true });
+    }
+  }
+}
+
+function rotate<T>(items: readonly T[], by: number): T[] {
+  const shift = items.length === 0 ? 0 : by % items.length;
+  return [...items.slice(shift), ...items.slice(0, shift)];
+}
+
+/**
+ * The round with the median figure, carrying every round's figures so the spread is visible.
+ * A failed round counts as failed only if every round failed.
+ */
+export function median(rounds: ResultRow[], by: "messagesPerSecond" | "p99Ms"): ResultRow {
+  const ok = rounds.filter((r) => r.error === undefined);
+  const first = rounds[0];
+  if (!first) throw new Error("no rounds measured");
+  if (ok.length === 0) return first;
+  const sorted = [...ok].sort((a, b) => a[by] - b[by]);
+  const chosen = sorted[Math.floor((sorted.length - 1) / 2)] ?? first;
+  return {
+    ...chosen,
+    rounds: rounds.map((r) => ({
+      messagesPerSecond: r.messagesPerSecond,
+      p50Ms: r.p50Ms,
+      p99Ms: r.p99Ms,
+      lost: r.lost,
+      duplicates: r.duplicates,
+      ...(r.error === undefined ? {} : { error: r.error }),
+    })),
+  };
+}
+
+async function measureCase(
+  context: ScenarioContext,
+  scenario: string,
+  broker: RunningBroker,
+  loadCase: LoadCase,
+  label: string,
+): Promise<ResultRow> {
+  const spec: LoadSpec = {
+    ...loadCase,
+    publisherUrls: broker.publisherUrls,
+    subscriberUrls: broker.subscriberUrls,
+  };
+  let lastReceived = 0;
+  let lastPublished = 0;
+  let lastAt = 0;
+  try {
+    const result = await runLoad(spec, context.cleanup, {
+      watch: broker.processes,
+      onProgress: ({ elapsedMs, published, received }) => {
+        const seconds = (elapsedMs - lastAt) / 1000;
+        const phase =
+          elapsedMs < loadCase.warmupMs
+            ? "warm-up"
+            : elapsedMs < loadCase.warmupMs + loadCase.measureMs
+              ? "measuring"
+              : "draining";
+        context.log(
+          `${label} ${(elapsedMs / 1000).toFixed(0)}s ${phase}: published ${rate(published - lastPublished, seconds)}/s, delivered ${rate(received - lastReceived, seconds)}/s`,
+        );
+        lastReceived = received;
+        lastPublished = published;
+        lastAt = elapsedMs;
+      },
+    });
+    const row = toRow(scenario, broker.name, loadCase, result);
+    context.log(
+      `${label}: ${Math.round(row.messagesPerSecond).toLocaleString("en-US")} msg/s, p50 ${row.p50Ms.toFixed(2)} ms, p99 ${row.p99Ms.toFixed(2)} ms, lost ${row.lost}, dup ${row.duplicates}, generator CPU pub ${cpuList(row.generatorCpu.publishers)} sub ${cpuList(row.generatorCpu.subscribers)}${row.generatorCpu.saturated ? " (SATURATED)" : ""}, broker CPU ${row.brokerCpuPercent?.toFixed(0) ?? "?"}%`,
+    );
+    return row;
+  } catch (error) {
+    context.log(`${label}: failed: ${String(error)}`);
+    return failedRow(scenario, broker.name, loadCase, error);
+  }
+}
+
+function rate(count: number, seconds: number): string {
+  return seconds > 0 ? Math.round(count / seconds).toLocaleString("en-US") : "0";
+}
+
+function cpuList(values: number[]): string {
+  return values.map((v) => `${v.toFixed(0)}%`).join("+");
+}
+
+export function toRow(
+  scenario: string,
+  broker: string,
+  loadCase: LoadCase,
+  result: LoadResult,
+): ResultRow {
+  return {
+    scenario,
+    broker,
+    qos: loadCase.qos,
+    payloadBytes: loadCase.payloadBytes,
+    pattern: loadCase.pattern,
+    publishers: loadCase.publishers,
+    subscribers: loadCase.subscribers,
+    targetRate: loadCase.ratePerSecond ?? null,
+    inflightWindow: loadCase.inflightWindow,
+    endToEndWindow: loadCase.endToEndWindow,
+    messagesPerSecond: result.messagesPerSecond,
+    publishedPerSecond: result.publishedPerSecond,
+    p50Ms: result.latency.p50Ms,
+    p99Ms: result.latency.p99Ms,
+    p999Ms: result.latency.p999Ms,
+    maxMs: result.latency.maxMs,
+    latencySamples: result.latency.samples,
+    lost: result.lost,
+    duplicates: result.duplicates,
+    unacknowledged: result.unacknowledged,
+    generatorProcesses: {
+      publishers: result.generatorCpu.publisherProcesses.length,
+      subscribers: result.generatorCpu.subscriberProcesses.length,
+    },
+    generatorCpu: {
+      publishers: result.generatorCpu.publisherProcesses,
+      subscribers: result.generatorCpu.subscriberProcesses,
+      saturated: result.generatorCpu.saturated,
+    },
+    brokerCpuPercent: result.processCpu.broker ?? null,
+    redisCpuPercent: result.processCpu.redis ?? null,
+    crossChecks: [],
+  };
+}
+
+function failedRow(
+  scenario: string,
+  broker: string,
+  loadCase: LoadCase,
+  error: unknown,
+): ResultRow {
+  return {
+    ...toRow(scenario, broker, loadCase, {
+      messagesPerSecond: 0,
+      publishedPerSecond: 0,
+      latency: { p50Ms: 0, p99Ms: 0, p999Ms: 0, maxMs: 0, meanMs: 0, samples: 0 },
+      lost: 0,
+      duplicates: 0,
+      published: 0,
+      unacknowledged: 0,
+      subscriptions: [],
+      generatorCpu: { publisherProcesses: [], subscriberProcesses: [], saturated: false },
+      processCpu: {},
+    }),
+    error: error instanceof Error ? error.message : String(error),
+  };
+}

@@ -1,0 +1,101 @@
+import type { BrokerDefinition } from "../brokers/broker.js";
+import type { QoS } from "../generator/messages.js";
+import type { TopicPattern } from "../generator/plan.js";
+import type { CleanupRegistry } from "../lifecycle/cleanup-registry.js";
+
+/** Settings of one bench invocation that every scenario honours. */
+export interface RunOptions {
+  /** A very short smoke run: shorter windows, fewer cases. */
+  quick: boolean;
+  warmupMs: number;
+  measureMs: number;
+  /** Measurements of each case on each broker; rows report the median. */
+  rounds: number;
+  /** Brokers to measure (all of a scenario's when empty). */
+  brokers: readonly BrokerDefinition[];
+  publisherProcesses: number;
+  subscriberProcesses: number;
+  /**
+   * Which cases also run the independent tools: `anchor` = 64 B at QoS 0 and 1 (the issue's
+   * reference case), `all` = every throughput case, `none`.
+   */
+  crossCheck: "anchor" | "all" | "none";
+}
+
+export interface ScenarioContext {
+  options: RunOptions;
+  cleanup: CleanupRegistry;
+  /** Progress for a person watching (a line per second while load runs). */
+  log: (line: string) => void;
+  workDir: string;
+}
+
+/** A figure from a tool nobody here wrote, measured against the same broker in the same case. */
+export interface CrossCheck {
+  tool: string;
+  /** What the tool's figure means, e.g. "end-to-end deliveries/s" or "publishes/s per client". */
+  measures: string;
+  messagesPerSecond: number;
+  /** CPU of the tool's processes (percent of one core, summed). */
+  toolCpuPercent?: number;
+  error?: string;
+}
+
+/** One measured case: a row of the JSON `results`, the table and the chart. */
+export interface ResultRow {
+  scenario: string;
+  broker: string;
+  qos: QoS;
+  payloadBytes: number;
+  pattern: TopicPattern;
+  publishers: number;
+  subscribers: number;
+  /** Offered load in messages/s; null at full speed. */
+  targetRate: number | null;
+  inflightWindow: number;
+  /** Messages a publisher may be ahead of its subscriber (end-to-end flow control). */
+  endToEndWindow: number;
+  /** End-to-end deliveries per second to subscribers in the measurement window. */
+  messagesPerSecond: number;
+  publishedPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+  maxMs: number;
+  latencySamples: number;
+  lost: number;
+  duplicates: number;
+  unacknowledged: number;
+  generatorProcesses: { publishers: number; subscribers: number };
+  /** Percent of one core per generator process. */
+  generatorCpu: { publishers: number[]; subscribers: number[]; saturated: boolean };
+  /** Percent of one core, all broker processes added up (two for a 2-node cluster). */
+  brokerCpuPercent: number | null;
+  redisCpuPercent: number | null;
+  crossChecks: CrossCheck[];
+  /** Every round's figures when the row is the median of several. */
+  rounds?: Array<{
+    messagesPerSecond: number;
+    p50Ms: number;
+    p99Ms: number;
+    lost: number;
+    duplicates: number;
+    error?: string;
+  }>;
+  error?: string;
+}
+
+export interface ScenarioOutput {
+  rows: ResultRow[];
+  /** The scenario's settings, recorded in the JSON file. */
+  config: Record<string, unknown>;
+}
+
+/** A named benchmark (`npm run bench -- <name>`). New ones register in registry.ts. */
+export interface Scenario {
+  name: string;
+  description: string;
+  /** Part of the default set (`npm run bench` with no scenario named). */
+  inDefaultSet: boolean;
+  run(context: ScenarioContext): Promise<ScenarioOutput>;
+}

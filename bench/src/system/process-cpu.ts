@@ -1,0 +1,66 @@
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+
+/** Linux clock ticks per second, the unit of /proc/<pid>/stat CPU times. */
+const CLOCK_TICKS = readClockTicks();
+
+function readClockTicks(): number {
+  try {
+    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+}
+
+/** User + system CPU seconds a process has used so far; undefined if it is gone. */
+function cpuSeconds(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const user = Number(fields[11]);
+    const system = Number(fields[12]);
+    return (user + system) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface WatchedProcess {
+  /** What the process is, e.g. "broker" or "redis". */
+  role: string;
+  pid: number;
+}
+
+/**
+ * CPU used by other processes (brokers, Redis) over a window, from /proc, as percent of one
+ * core: the other half of "is the generator or the broker the limit".
+ */
+export class ProcessCpuMeter {
+  private start = new Map<number, number>();
+  private startedAt = 0;
+
+  constructor(private readonly processes: readonly WatchedProcess[]) {}
+
+  begin(): void {
+    this.startedAt = performance.now();
+    this.start = new Map();
+    for (const { pid } of this.processes) {
+      const seconds = cpuSeconds(pid);
+      if (seconds !== undefined) this.start.set(pid, seconds);
+    }
+  }
+
+  /** Percent of one core by role (processes sharing a role are added up). */
+  end(): Record<string, number> {
+    const wallSeconds = (performance.now() - this.startedAt) / 1000;
+    const byRole: Record<string, number> = {};
+    for (const { role, pid } of this.processes) {
+      const before = this.start.get(pid);
+      const after = cpuSeconds(pid);
+      if (before === undefined || after === undefined || wallSeconds <= 0) continue;
+      byRole[role] = (byRole[role] ?? 0) + ((after - before) / wallSeconds) * 100;
+    }
+    return byRole;
+  }
+}
