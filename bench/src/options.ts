@@ -9,9 +9,9 @@ Options:
   --quick                     a smoke run of a few seconds per broker (also BENCH_QUICK=1):
                               1 s windows, 64 B only, brokers mosquitto, aedes, sluice
   --brokers a,b,...           brokers to measure (${BROKERS.map((b) => b.name).join(", ")})
-  --warmup-seconds N          load before each measurement window (default 1)
-  --measure-seconds N         each measurement window (default 2)
-  --rounds N                  measurements per case and broker, median reported (default 3)
+  --warmup-seconds N          load before each measurement window (default 0.75)
+  --measure-seconds N         each measurement window (default 1.5)
+  --rounds N                  measurements per case and broker, median reported (default 2)
   --publisher-processes N     generator processes for publishers (default 1)
   --subscriber-processes N    generator processes for subscribers (default 1)
   --cross-check anchor|all|none   independent tools on 64 B cases (anchor), all, or none
@@ -66,9 +66,11 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliOptions {
     scenarios: positionals,
     run: {
       quick,
-      warmupMs: positiveNumber(values["warmup-seconds"], "warmup-seconds", quick ? 0.5 : 1) * 1000,
-      measureMs: positiveNumber(values["measure-seconds"], "measure-seconds", quick ? 1 : 2) * 1000,
-      rounds: Math.round(positiveNumber(values.rounds, "rounds", quick ? 1 : 3)),
+      warmupMs:
+        positiveNumber(values["warmup-seconds"], "warmup-seconds", quick ? 0.5 : 0.75) * 1000,
+      measureMs:
+        positiveNumber(values["measure-seconds"], "measure-seconds", quick ? 1 : 1.5) * 1000,
+      rounds: Math.round(positiveNumber(values.rounds, "rounds", quick ? 1 : 2)),
       brokers: brokerNames.map(findBroker),
       publisherProcesses: Math.round(
         positiveNumber(values["publisher-processes"], "publisher-processes", 1),
