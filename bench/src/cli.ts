@@ -60,6 +60,9 @@ async function main(argv: string[]): Promise<number> {
   const timestamp = fileTimestamp(started);
   const allRows: ResultRow[] = [];
   const workDir = await mkdtemp(join(tmpdir(), "sluice-bench-"));
+  const removeWorkDir = cleanup.add("work dir", () =>
+    rm(workDir, { recursive: true, force: true }),
+  );
   try {
     for (const scenario of scenarios) {
       const scenarioStart = new Date();
@@ -110,8 +113,8 @@ async function main(argv: string[]): Promise<number> {
     }
     return allRows.some((r) => r.error !== undefined) ? 1 : 0;
   } finally {
+    await removeWorkDir();
     await cleanup.stopAll();
-    await rm(workDir, { recursive: true, force: true });
   }
 }
 

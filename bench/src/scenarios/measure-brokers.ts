@@ -21,7 +21,8 @@ interface Started {
   definition: BrokerDefinition;
   broker?: RunningBroker;
   error?: unknown;
-  workDir: string;
+  /** Removes the broker's scratch folder (also on Ctrl-C, through the cleanup registry). */
+  removeWorkDir: () => Promise<void>;
 }
 
 /**
@@ -41,16 +42,16 @@ export async function measureBrokers(
   try {
     for (const definition of brokers) {
       const workDir = await mkdtemp(join(tmpdir(), `sluice-bench-${definition.name}-`));
+      const removeWorkDir = context.cleanup.add(`${definition.name} work dir`, () =>
+        rm(workDir, { recursive: true, force: true }),
+      );
       context.log(`[${scenario}] starting ${definition.name}: ${definition.description}`);
       try {
-        started.push({
-          definition,
-          workDir,
-          broker: await definition.start({ cleanup: context.cleanup, workDir }),
-        });
+        const broker = await definition.start({ cleanup: context.cleanup, workDir });
+        started.push({ definition, removeWorkDir, broker });
       } catch (error) {
         context.log(`[${scenario}] ${definition.name} failed to start: ${String(error)}`);
-        started.push({ definition, workDir, error });
+        started.push({ definition, removeWorkDir, error });
       }
     }
     const rounds = context.options.rounds;
@@ -96,7 +97,7 @@ export async function measureBrokers(
   } finally {
     for (const entry of started) {
       await entry.broker?.stop();
-      await rm(entry.workDir, { recursive: true, force: true });
+      await entry.removeWorkDir();
     }
   }
 }
