@@ -24,6 +24,7 @@ import { HttpServer } from "./http/http-server.js";
 import { drainClients } from "./lifecycle/drain-clients.js";
 import { FileWatcher } from "./lifecycle/file-watcher.js";
 import { runPhases } from "./lifecycle/run-phases.js";
+import { PublishLimiter } from "./limits/publish-limiter.js";
 import {
   closeWithoutWill,
   closeWithWill,
@@ -95,6 +96,7 @@ export class SluiceNode {
   private connectionCounts: ClusterConnectionCounts | undefined;
   private overload: OverloadMonitor | undefined;
   private admission: ConnectAdmission | undefined;
+  private publishLimits: PublishLimiter | undefined;
   private boundAddresses: NodeAddresses | undefined;
   private shutdownPromise: Promise<void> | undefined;
   private readonly heartbeatMs: number;
@@ -218,6 +220,14 @@ export class SluiceNode {
       },
       { lockout, audit, onFailure: (reason) => this.metrics.markAuthFailure(reason) },
     );
+    if (config.limits.publish) {
+      this.publishLimits = new PublishLimiter(config.limits.publish, {
+        metrics: this.metrics,
+        audit,
+        log: this.rootLogger.child({ module: "limits" }),
+        ...(this.fabric ? { redis: this.fabric.state } : {}),
+      });
+    }
     const sessions = this.fabric
       ? new RedisSessionRegistry(this.fabric.state, config.nodeId, NODE_LEASE_KEY_PREFIX)
       : new MemorySessionRegistry();
@@ -425,6 +435,13 @@ export class SluiceNode {
     const ownership = this.ownership;
     if (ownership) connection.socket.once("close", () => ownership.ended(client));
     installPacketGuard(client, { maxPacketBytes: this.config.limits.maxPacketBytes });
+    this.publishLimits?.attach(client, {
+      identity: () => this.contexts.get(client)?.identity,
+      subject: () => auditSubject(this.contexts.get(client)),
+      // Closed like a protocol error: the will goes out (the device misbehaved, it was not moved).
+      disconnect: () => void closeWithWill(client),
+      onClose: (listener) => connection.socket.once("close", listener),
+    });
   }
 
   /** Subscribes this node to takeovers of its connections by other nodes. */

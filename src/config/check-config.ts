@@ -8,7 +8,6 @@ const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]"]);
  * so each one is refused with a clear line until the feature lands.
  */
 const NOT_YET_SUPPORTED: ReadonlyArray<{ key: string; present: (c: SluiceConfig) => boolean }> = [
-  { key: "limits.publish", present: (c) => c.limits.publish !== undefined },
   { key: "limits.queue.maxInflight", present: (c) => c.limits.queue.maxInflight !== undefined },
   {
     key: "limits.queue.maxQueuedPerClient",

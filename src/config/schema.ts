@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { publishLimitsSchema } from "../limits/publish-limits-schema.js";
 import { parseCidr } from "./cidr.js";
 
 /**
@@ -161,14 +162,8 @@ const limitsSchema = z.strictObject({
       recoverMs: z.number().int().min(0).max(600_000).default(2_000),
     })
     .prefault({}),
-  publish: z
-    .strictObject({
-      messagesPerSecond: positiveInt.optional(),
-      burstMessages: positiveInt.optional(),
-      bytesPerSecond: positiveInt.optional(),
-      disconnectAfterSeconds: positiveInt.optional(),
-    })
-    .optional(),
+  /** Per-identity publish rate limits; absent: none. Keys and defaults: limits/publish-limits-schema.ts */
+  publish: publishLimitsSchema.optional(),
   subscriptions: z
     .strictObject({
       perClient: positiveInt.optional(),

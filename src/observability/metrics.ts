@@ -109,7 +109,7 @@ export class SluiceMetrics {
     });
     this.publishThrottled = new Counter({
       name: "sluice_publish_throttled_total",
-      help: "Times a client's reading was paused for going over its publish rate limit",
+      help: "Throttle episodes: times a client went over its publish limits and Sluice began pausing reads of its socket (one per episode, however many pauses it takes)",
       registers,
     });
     this.droppedMessages = new Counter({

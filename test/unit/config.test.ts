@@ -176,8 +176,8 @@ describe("config validation", () => {
   });
 
   it("refuses contract keys this version does not enforce rather than ignoring them", () => {
-    assert.deepEqual(problemsOf({ limits: { publish: { messagesPerSecond: 10 } } }), [
-      "limits.publish: not supported by this version of Sluice yet",
+    assert.deepEqual(problemsOf({ limits: { queue: { maxInflight: 10 } } }), [
+      "limits.queue: not supported by this version of Sluice yet",
     ]);
   });
 });
