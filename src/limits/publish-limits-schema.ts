@@ -71,21 +71,18 @@ function effectiveRates(block: RatesInput, parent: PublishRates | undefined): Pu
   const burstBytes =
     block.burstBytes ??
     (block.bytesPerSecond !== undefined ? block.bytesPerSecond : parent?.burstBytes);
-  const out: PublishRates = {
+  return {
+    ...(messagesPerSecond === undefined
+      ? {}
+      : { messagesPerSecond, burstMessages: burstMessages ?? messagesPerSecond }),
+    ...(bytesPerSecond === undefined
+      ? {}
+      : { bytesPerSecond, burstBytes: burstBytes ?? bytesPerSecond }),
     disconnectAfterSeconds:
       block.disconnectAfterSeconds ??
       parent?.disconnectAfterSeconds ??
       DEFAULT_DISCONNECT_AFTER_SECONDS,
   };
-  if (messagesPerSecond !== undefined) {
-    out.messagesPerSecond = messagesPerSecond;
-    out.burstMessages = burstMessages ?? messagesPerSecond;
-  }
-  if (bytesPerSecond !== undefined) {
-    out.bytesPerSecond = bytesPerSecond;
-    out.burstBytes = burstBytes ?? bytesPerSecond;
-  }
-  return out;
 }
 
 export const publishLimitsSchema = z
