@@ -177,7 +177,7 @@ describe("config validation", () => {
 
   it("refuses contract keys this version does not enforce rather than ignoring them", () => {
     assert.deepEqual(problemsOf({ limits: { queue: { maxInflight: 10 } } }), [
-      "limits.queue: not supported by this version of Sluice yet",
+      "limits.queue.maxInflight: not supported by this version of Sluice yet",
     ]);
   });
 });
