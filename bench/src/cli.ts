@@ -13,9 +13,10 @@ import { CleanupRegistry } from "./lifecycle/cleanup-registry.js";
 import { parseCli, USAGE } from "./options.js";
 import { resultTable } from "./report/markdown-table.js";
 import { fileTimestamp, type RunRecord, writeRunRecord } from "./report/result-file.js";
+import { renderScenarioTables } from "./report/scenario-table.js";
 import { panelsFor, renderChart } from "./report/svg-chart.js";
 import { defaultScenarios, findScenario } from "./scenarios/registry.js";
-import type { ResultRow, Scenario } from "./scenarios/scenario.js";
+import type { ResultRow, Scenario, ScenarioTable } from "./scenarios/scenario.js";
 import { machineInfo, versions } from "./system/machine-info.js";
 
 const DEFAULT_RESULTS = fileURLToPath(new URL("../../../bench/results", import.meta.url));
@@ -59,6 +60,7 @@ async function main(argv: string[]): Promise<number> {
   const started = new Date();
   const timestamp = fileTimestamp(started);
   const allRows: ResultRow[] = [];
+  const allTables: ScenarioTable[] = [];
   const workDir = await mkdtemp(join(tmpdir(), "sluice-bench-"));
   const removeWorkDir = cleanup.add("work dir", () =>
     rm(workDir, { recursive: true, force: true }),
@@ -69,6 +71,8 @@ async function main(argv: string[]): Promise<number> {
       log(`== ${scenario.name}: ${scenario.description}`);
       const output = await scenario.run({ options: cli.run, cleanup, log, workDir });
       allRows.push(...output.rows);
+      const tables = output.tables ?? [];
+      allTables.push(...tables);
       const record: RunRecord = {
         scenario: scenario.name,
         startedAt: scenarioStart.toISOString(),
@@ -78,26 +82,37 @@ async function main(argv: string[]): Promise<number> {
         config: {
           ...output.config,
           quick: cli.run.quick,
-          brokers: [...new Set(output.rows.map((r) => r.broker))],
+          ...(output.rows.length > 0
+            ? { brokers: [...new Set(output.rows.map((r) => r.broker))] }
+            : {}),
           publisherProcesses: cli.run.publisherProcesses,
           subscriberProcesses: cli.run.subscriberProcesses,
         },
         notes,
         results: output.rows,
+        ...(tables.length > 0 ? { tables } : {}),
       };
       const file = await writeRunRecord(resultsDir, record, timestamp);
-      await writeFile(
-        file.replace(/\.json$/, ".svg"),
-        renderChart(
-          `Sluice bench: ${scenario.name}`,
-          chartSubtitle(record),
-          panelsFor(output.rows),
-        ),
-      );
-      log(`\n${resultTable(output.rows)}\n`);
-      log(`results: ${file} (and .svg)`);
+      // Scenarios with only their own tables (connections, storm, ...) have no rate chart.
+      if (output.rows.length > 0) {
+        await writeFile(
+          file.replace(/\.json$/, ".svg"),
+          renderChart(
+            `Sluice bench: ${scenario.name}`,
+            chartSubtitle(record),
+            panelsFor(output.rows),
+          ),
+        );
+        log(`\n${resultTable(output.rows)}\n`);
+      }
+      if (tables.length > 0) {
+        const markdown = renderScenarioTables(tables);
+        await writeFile(file.replace(/\.json$/, ".md"), `${markdown}\n`);
+        log(`\n${markdown}\n`);
+      }
+      log(`results: ${file}`);
     }
-    if (scenarios.length > 1) {
+    if (scenarios.length > 1 && allRows.length > 0) {
       const name = scenarios.map((s) => s.name).join("+");
       const combined = join(resultsDir, `${name}-${timestamp}`);
       await writeFile(
@@ -111,7 +126,10 @@ async function main(argv: string[]): Promise<number> {
       await writeFile(`${combined}.md`, `${resultTable(allRows)}\n`);
       log(`\n== all\n\n${resultTable(allRows)}\n\ncombined chart: ${combined}.svg`);
     }
-    return allRows.some((r) => r.error !== undefined) ? 1 : 0;
+    const tableErrors = allTables.some((t) =>
+      t.rows.some((row) => typeof row.error === "string" && row.error !== ""),
+    );
+    return allRows.some((r) => r.error !== undefined) || tableErrors ? 1 : 0;
   } finally {
     await removeWorkDir();
     await cleanup.stopAll();

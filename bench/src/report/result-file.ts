@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { ResultRow } from "../scenarios/scenario.js";
+import type { ResultRow, ScenarioTable } from "../scenarios/scenario.js";
 import type { MachineInfo, Versions } from "../system/machine-info.js";
 
 export interface RunRecord {
@@ -13,6 +13,8 @@ export interface RunRecord {
   config: Record<string, unknown>;
   notes: string[];
   results: ResultRow[];
+  /** The scenario's own tables (connections, storm, failover, security overhead). */
+  tables?: ScenarioTable[];
 }
 
 /** A timestamp usable in file names: 2026-11-25T10-31-07Z. */

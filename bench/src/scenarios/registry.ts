@@ -1,3 +1,4 @@
+import { connections } from "./connections.js";
 import { latency } from "./latency.js";
 import type { Scenario } from "./scenario.js";
 import { throughput } from "./throughput.js";
@@ -7,7 +8,7 @@ import { throughput } from "./throughput.js";
  * storm, failover, security-overhead) adds its scenarios here; each gets the same context
  * (options, cleanup registry, progress log) and returns rows for the same report.
  */
-export const SCENARIOS: readonly Scenario[] = [throughput, latency];
+export const SCENARIOS: readonly Scenario[] = [throughput, latency, connections];
 
 export function findScenario(name: string): Scenario {
   const scenario = SCENARIOS.find((s) => s.name === name);

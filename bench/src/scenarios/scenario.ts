@@ -85,8 +85,26 @@ export interface ResultRow {
   error?: string;
 }
 
+/** A cell of a scenario's own table: a figure, a word, or nothing measured. */
+export type TableCell = string | number | boolean | null;
+
+/**
+ * A table for scenarios whose figures are not message rates (connections, storm, failover,
+ * security overhead): its own columns, written to the JSON `tables` and the Markdown report.
+ */
+export interface ScenarioTable {
+  title: string;
+  /** Column keys in display order; each row has a cell (or nothing) for each. */
+  columns: string[];
+  rows: Array<Record<string, TableCell>>;
+  /** What a reader must know to read the figures (caps, how something was measured). */
+  notes?: string[];
+}
+
 export interface ScenarioOutput {
+  /** Message-path rows (throughput, latency); empty for scenarios that only have tables. */
   rows: ResultRow[];
+  tables?: ScenarioTable[];
   /** The scenario's settings, recorded in the JSON file. */
   config: Record<string, unknown>;
 }
