@@ -8,10 +8,23 @@ import type { WatchedProcess } from "../system/process-cpu.js";
 import type { BrokerContext, BrokerDefinition, RunningBroker } from "./broker.js";
 import { startRedis } from "./redis.js";
 
-interface SluiceNodeHandle {
+export interface SluiceNodeHandle {
   url: string;
   process: WatchedProcess | undefined;
+  /** The TCP listener's port and the HTTP port (/readyz, for a load balancer's checks). */
+  mqttPort: number;
+  httpPort: number;
+  /** Resolves when the process ends, however: the storm and failover scenarios watch it. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** A crash, not a shutdown: SIGKILL, as the failover scenarios inflict. */
+  kill(): void;
   stop(): Promise<void>;
+}
+
+export interface SluiceNodeOptions {
+  redis?: { url: string; keyPrefix: string };
+  /** Config keys that replace the defaults below (listeners, auth, acl, limits). */
+  config?: Record<string, unknown>;
 }
 
 /**
@@ -20,10 +33,10 @@ interface SluiceNodeHandle {
  * path, authentication is the security-overhead scenario's), log level info (connection
  * open/close are debug), no drain on stop.
  */
-async function startNode(
+export async function startSluiceNode(
   { cleanup, workDir }: BrokerContext,
   nodeId: string,
-  redis?: { url: string; keyPrefix: string },
+  { redis, config: overrides }: SluiceNodeOptions = {},
 ): Promise<SluiceNodeHandle> {
   const config = {
     nodeId,
@@ -33,6 +46,7 @@ async function startNode(
     auth: { allowAnonymous: true },
     shutdown: { drainSeconds: 0 },
     ...(redis ? { redis } : {}),
+    ...overrides,
   };
   const file = join(workDir, `${nodeId}.yaml`);
   await writeFile(file, stringify(config));
@@ -49,10 +63,16 @@ async function startNode(
     () => (pid ? [pid] : []),
   );
   try {
-    const { ports } = await node.ready();
+    const { ports, httpPort } = await node.ready();
+    const mqttPort = Number(ports.tcp ?? ports.tls);
+    const scheme = ports.tcp === undefined ? "mqtts" : "mqtt";
     return {
-      url: `mqtt://127.0.0.1:${ports.tcp}`,
+      url: `${scheme}://127.0.0.1:${mqttPort}`,
       process: pid ? { role: "broker", pid } : undefined,
+      mqttPort,
+      httpPort,
+      exited: node.exited,
+      kill: () => node.kill("SIGKILL"),
       stop,
     };
   } catch (error) {
@@ -90,10 +110,10 @@ async function cluster(
   try {
     for (let i = 0; i < nodes; i++)
       started.push(
-        await startNode(
+        await startSluiceNode(
           context,
           `bench-${name}-${i}`,
-          redis ? { url: redis.url, keyPrefix } : undefined,
+          redis ? { redis: { url: redis.url, keyPrefix } } : {},
         ),
       );
   } catch (error) {

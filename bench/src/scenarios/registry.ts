@@ -1,6 +1,7 @@
 import { connections } from "./connections.js";
 import { latency } from "./latency.js";
 import type { Scenario } from "./scenario.js";
+import { stormScenario } from "./storm.js";
 import { throughput } from "./throughput.js";
 
 /**
@@ -8,7 +9,7 @@ import { throughput } from "./throughput.js";
  * storm, failover, security-overhead) adds its scenarios here; each gets the same context
  * (options, cleanup registry, progress log) and returns rows for the same report.
  */
-export const SCENARIOS: readonly Scenario[] = [throughput, latency, connections];
+export const SCENARIOS: readonly Scenario[] = [throughput, latency, connections, stormScenario];
 
 export function findScenario(name: string): Scenario {
   const scenario = SCENARIOS.find((s) => s.name === name);
