@@ -55,3 +55,19 @@ test("smoke - storm --quick brings the killed node's clients back on the survivo
   assert.equal(row?.["survivor crashed"], false);
   assert.ok(Number(row?.["all back (s)"]) >= 0);
 });
+
+test("smoke - failover --quick loses no acknowledged message when a node behind HAProxy dies", async () => {
+  const [row] = onlyTableRows(await runQuick("failover"));
+  assert.equal(row?.["lost (acknowledged)"], 0);
+  assert.ok(Number(row?.acknowledged) > 0);
+  assert.equal(row?.["survivor crashed"], false);
+});
+
+test("smoke - security-overhead --quick measures the open and the secured node", async () => {
+  const rows = onlyTableRows(await runQuick("security-overhead"));
+  assert.equal(rows.length, 2);
+  for (const row of rows) {
+    assert.ok(Number(row["msg/s"]) > 0);
+    assert.equal(row.lost, 0);
+  }
+});

@@ -140,6 +140,7 @@ export async function runLoad(
     qos: spec.qos,
     payloadBytes: spec.payloadBytes,
     ...(spec.tls ? { tls: spec.tls } : {}),
+    ...(spec.credentials ? { credentials: spec.credentials } : {}),
   };
   const publisherGroups = splitAcross(plan.publishers, spec.publisherProcesses);
   const subscriberGroups = splitAcross(plan.subscribers, spec.subscriberProcesses);

@@ -11,6 +11,8 @@ export interface ClientSettings {
   payloadBytes: number;
   /** For mqtts:// and wss:// URLs: a CA file to trust, or no verification at all. */
   tls?: { caFile?: string; rejectUnauthorized?: boolean };
+  /** CONNECT credentials, for brokers with password authentication (security-overhead). */
+  credentials?: { username: string; password: string };
 }
 
 export interface PublisherSetup extends ClientSettings {

@@ -34,6 +34,10 @@ function clientOptions(settings: ClientSettings, clientId: string): IClientOptio
   const options: IClientOptions = { clientId, clean: true, keepalive: 60 };
   if (settings.tls?.caFile) options.ca = readFileSync(settings.tls.caFile);
   if (settings.tls?.rejectUnauthorized === false) options.rejectUnauthorized = false;
+  if (settings.credentials) {
+    options.username = settings.credentials.username;
+    options.password = settings.credentials.password;
+  }
   return options;
 }
 

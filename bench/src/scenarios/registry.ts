@@ -1,15 +1,24 @@
 import { connections } from "./connections.js";
+import { failoverScenario } from "./failover.js";
 import { latency } from "./latency.js";
 import type { Scenario } from "./scenario.js";
+import { securityOverhead } from "./security-overhead.js";
 import { stormScenario } from "./storm.js";
 import { throughput } from "./throughput.js";
 
 /**
- * Every scenario `npm run bench -- <name>` knows. The second half of the issue (connections,
- * storm, failover, security-overhead) adds its scenarios here; each gets the same context
- * (options, cleanup registry, progress log) and returns rows for the same report.
+ * Every scenario `npm run bench -- <name>` knows. Each gets the same context (options,
+ * cleanup registry, progress log); message-rate scenarios return rows, the others (connections,
+ * storm, failover, security-overhead) their own tables, all in the same JSON/Markdown report.
  */
-export const SCENARIOS: readonly Scenario[] = [throughput, latency, connections, stormScenario];
+export const SCENARIOS: readonly Scenario[] = [
+  throughput,
+  latency,
+  connections,
+  stormScenario,
+  failoverScenario,
+  securityOverhead,
+];
 
 export function findScenario(name: string): Scenario {
   const scenario = SCENARIOS.find((s) => s.name === name);
