@@ -3,7 +3,14 @@ import { BROKERS, findBroker } from "./brokers/catalog.js";
 import type { RunOptions } from "./scenarios/scenario.js";
 
 export const USAGE = `Usage: npm run bench -- [SCENARIO...] [options]
-       (no scenario: the default set; npm run bench builds first)
+       (no scenario: the default set, throughput and latency; npm run bench builds first)
+
+Scenarios:
+  throughput, latency         message rates and latency against Mosquitto and bare aedes
+  connections                 connects/s and broker RSS per idle connection (10,000; quick 500)
+  storm                       2-node cluster, SIGKILL one, its clients reconnect (10,000; quick 300)
+  failover                    3 nodes behind HAProxy, QoS 1 persistent pairs, SIGKILL mid-stream
+  security-overhead           QoS 1 throughput with TLS, password auth, 1,000-rule ACL vs open
 
 Options:
   --quick                     a smoke run of a few seconds per broker (also BENCH_QUICK=1):
