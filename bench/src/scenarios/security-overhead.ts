@@ -162,7 +162,7 @@ export const securityOverhead: Scenario = {
             "TLS: a throwaway CA and server certificate made with openssl at run time, TLS 1.2+ (Node's defaults), the generator verifies the chain",
             "password auth: a password file with one user hashed by src/security/password-hash.ts (scrypt); the cost is per CONNECT, so a throughput run mostly measures TLS and the ACL",
             `ACL: ${ACL_RULES.toLocaleString("en-US")} rules for the bench user, the only one allowing its topics last: every publish and delivery is checked against all`,
-            "figures are the median round (the lower of two); the variants are measured in turn within each round, so a ratio compares figures taken close together",
+            "figures are the median round (with an even count, the lower middle one); the variants are measured in turn within each round, so a ratio compares figures taken close together",
           ],
         },
       ],
