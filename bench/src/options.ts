@@ -22,6 +22,7 @@ Options:
   --publisher-processes N     generator processes for publishers (default 1)
   --subscriber-processes N    generator processes for subscribers (default 1)
   --cross-check anchor|all|none   independent tools on 64 B cases (anchor), all, or none
+  --clients N                 clients of connections/storm, pairs of failover (default 10,000 / 10)
   --results DIR               where JSON, SVG and Markdown go (default bench/results)
   --max-minutes N             hard limit for the whole invocation (default 20)
   -h, --help`;
@@ -56,6 +57,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliOptions {
       "subscriber-processes": { type: "string" },
       "cross-check": { type: "string" },
       results: { type: "string" },
+      clients: { type: "string" },
       "max-minutes": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -86,6 +88,9 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliOptions {
         positiveNumber(values["subscriber-processes"], "subscriber-processes", 1),
       ),
       crossCheck,
+      ...(values.clients === undefined
+        ? {}
+        : { clients: Math.round(positiveNumber(values.clients, "clients", 1)) }),
     },
     resultsDir: values.results,
     maxMinutes: positiveNumber(values["max-minutes"], "max-minutes", 20),

@@ -73,7 +73,7 @@ export const connections: Scenario = {
   inDefaultSet: false,
   async run(context): Promise<ScenarioOutput> {
     const { options } = context;
-    const requested = options.quick ? QUICK_CONNECTIONS : DEFAULT_CONNECTIONS;
+    const requested = options.clients ?? (options.quick ? QUICK_CONNECTIONS : DEFAULT_CONNECTIONS);
     const { count, note } = cappedConnections(requested);
     const brokers =
       options.brokers.length > 0 ? options.brokers : BROKERS.map((name) => findBroker(name));

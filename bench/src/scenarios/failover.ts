@@ -116,9 +116,10 @@ export const failoverScenario: Scenario = {
     "3 Sluice nodes behind HAProxy, QoS 1 pairs with persistent sessions; SIGKILL one node mid-stream: resume time, loss, duplicates",
   inDefaultSet: false,
   async run(context): Promise<ScenarioOutput> {
-    const shape: Shape = context.options.quick
-      ? { pairs: 3, streamMs: 4_500 }
-      : { pairs: 10, streamMs: 15_000 };
+    const { quick, clients } = context.options;
+    const shape: Shape = quick
+      ? { pairs: clients ?? 3, streamMs: 4_500 }
+      : { pairs: clients ?? 10, streamMs: 15_000 };
     const row = await failover(context, shape);
     return {
       rows: [],

@@ -20,6 +20,11 @@ export interface RunOptions {
    * reference case), `all` = every throughput case, `none`.
    */
   crossCheck: "anchor" | "all" | "none";
+  /**
+   * Clients of the connection scenarios (connections, storm) or pairs of failover, instead of
+   * their defaults: a modest N on a loaded machine.
+   */
+  clients?: number;
 }
 
 export interface ScenarioContext {

@@ -78,7 +78,11 @@ async function measureAll(context: ScenarioContext): Promise<Array<Record<string
     const results: LoadResult[][] = variants.map(() => []);
     const errors: string[] = variants.map(() => "");
     for (let round = 0; round < options.rounds; round++)
-      for (const [i, variant] of variants.entries()) {
+      // The order rotates each round, so that no configuration always meets the same moment
+      // of a drifting machine load (the open node first, say).
+      for (const i of variants.map((_, k) => (k + round) % variants.length)) {
+        const variant = variants[i];
+        if (!variant) continue;
         const node = nodes[i];
         if (!node || node instanceof Error) {
           errors[i] = node?.message ?? "not started";

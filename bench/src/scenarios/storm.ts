@@ -108,7 +108,8 @@ export const stormScenario: Scenario = {
     "2 Sluice nodes over Redis with N idle clients; SIGKILL one; time until its clients are all connected to the survivor",
   inDefaultSet: false,
   async run(context): Promise<ScenarioOutput> {
-    const requested = context.options.quick ? QUICK_CLIENTS : DEFAULT_CLIENTS;
+    const requested =
+      context.options.clients ?? (context.options.quick ? QUICK_CLIENTS : DEFAULT_CLIENTS);
     // The survivor ends up holding every client.
     const { count, note } = cappedConnections(requested);
     const row = await storm(context, count);
