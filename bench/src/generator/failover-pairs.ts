@@ -1,4 +1,5 @@
 import mqtt, { type MqttClient } from "mqtt";
+import { withTimeout } from "../lifecycle/cleanup-registry.js";
 
 /**
  * QoS 1 publisher/subscriber pairs with persistent sessions (clean: false) for the failover
@@ -85,7 +86,15 @@ export class FailoverPairs {
       dropped: false,
     };
     this.pairs.push(pair);
-    await Promise.all([connected(pair.subscriber), connected(pair.publisher)]);
+    // Refused reconnects while the load balancer still routes to the dead node are expected;
+    // without a listener a second 'error' event would throw and end the whole bench.
+    for (const client of [pair.publisher, pair.subscriber]) client.on("error", () => {});
+    // mqtt.js retries for ever: a pair that cannot connect fails the run instead of hanging it.
+    await withTimeout(
+      Promise.all([connected(pair.subscriber), connected(pair.publisher)]),
+      15_000,
+      `connecting failover pair ${index}`,
+    );
     await pair.subscriber.subscribeAsync(pair.topic, { qos: 1 });
     pair.subscriber.on("message", (_topic, payload) => {
       const [seq, sentAt] = payload.toString().split(":").map(Number);
