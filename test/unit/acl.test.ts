@@ -149,6 +149,37 @@ describe("ACL decisions (Mosquitto and YAML forms agree)", () => {
   });
 });
 
+describe("ACL decision cache", () => {
+  it("repeated decisions stay per identity: pattern rules, usernames, anonymous", () => {
+    const acl = Acl.parse(MOSQUITTO, "mosquitto", "acl.conf");
+    const pump = { clientId: "pump-1", username: "device" };
+    const other = { clientId: "pump-2", username: "device" };
+    for (let round = 0; round < 3; round++) {
+      assert.equal(acl.canPublish(pump, "devices/pump-1/telemetry/level"), true);
+      assert.equal(acl.canPublish(other, "devices/pump-1/telemetry/level"), false);
+      assert.equal(acl.canRead({ clientId: "x", username: undefined }, "public/a"), true);
+      assert.equal(acl.canRead({ clientId: "x", username: "" }, "public/a"), false);
+      assert.equal(
+        acl.canRead({ clientId: "x", username: "scada" }, "devices/p/telemetry/secret"),
+        false,
+      );
+      assert.equal(
+        acl.canRead({ clientId: "x", username: "scada" }, "devices/p/telemetry/ok"),
+        true,
+      );
+    }
+  });
+
+  it("stays bounded under a flood of distinct topics, with the same answers", () => {
+    const acl = Acl.parse(MOSQUITTO, "mosquitto", "acl.conf");
+    const pump = { clientId: "pump-1", username: "device" };
+    for (let i = 0; i < 120_000; i++) {
+      assert.equal(acl.canPublish(pump, `devices/pump-1/telemetry/${i}`), true);
+    }
+    assert.equal(acl.canPublish(pump, "devices/pump-2/telemetry/1"), false);
+  });
+});
+
 describe("ACL file errors", () => {
   const problems = (text: string, format: "mosquitto" | "yaml") => {
     try {
