@@ -343,17 +343,22 @@ describe("node ids", () => {
   });
 });
 
+/** A node process (anonymous access, one TCP listener) using `redis`, its config in a temp folder. */
+async function spawnNodeOn(redis: RedisServer): Promise<{ dir: string; node: SluiceProcess }> {
+  const dir = await mkdtemp(join(tmpdir(), "sluice-redis-node-"));
+  const file = join(dir, "node.yaml");
+  await writeFile(
+    file,
+    `listeners: [{ type: tcp, host: 127.0.0.1, port: 0 }]\nhttp: { host: 127.0.0.1, port: 0 }\n` +
+      `auth: { allowAnonymous: true }\nlog: { level: debug, format: json }\nredis: { url: "${redis.url}" }\n`,
+  );
+  return { dir, node: SluiceProcess.spawn(["start", "--config", file]) };
+}
+
 describe("Redis outage", () => {
   it("a node process survives failed reconnects while Redis is down, and recovers", async () => {
     const own = await RedisServer.start();
-    const dir = await mkdtemp(join(tmpdir(), "sluice-outage-"));
-    const file = join(dir, "node.yaml");
-    await writeFile(
-      file,
-      `listeners: [{ type: tcp, host: 127.0.0.1, port: 0 }]\nhttp: { host: 127.0.0.1, port: 0 }\n` +
-        `auth: { allowAnonymous: true }\nlog: { level: debug, format: json }\nredis: { url: "${own.url}" }\n`,
-    );
-    const node = SluiceProcess.spawn(["start", "--config", file]);
+    const { dir, node } = await spawnNodeOn(own);
     try {
       await node.ready();
       await own.kill();
@@ -377,14 +382,7 @@ describe("Redis outage", () => {
   it("a node started while Redis is down waits with its probes up, and becomes ready with Redis", async () => {
     const own = await RedisServer.start();
     await own.stop();
-    const dir = await mkdtemp(join(tmpdir(), "sluice-no-redis-"));
-    const file = join(dir, "node.yaml");
-    await writeFile(
-      file,
-      `listeners: [{ type: tcp, host: 127.0.0.1, port: 0 }]\nhttp: { host: 127.0.0.1, port: 0 }\n` +
-        `auth: { allowAnonymous: true }\nlog: { level: debug, format: json }\nredis: { url: "${own.url}" }\n`,
-    );
-    const node = SluiceProcess.spawn(["start", "--config", file]);
+    const { dir, node } = await spawnNodeOn(own);
     try {
       await node.waitForEvent("redis.waiting");
       const httpPort = Number((await node.waitForEvent("http.started")).port);
