@@ -4,7 +4,14 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { connect, end, Inbox, type MqttClient, subscribe } from "../helpers/mqtt-client.js";
+import {
+  connect,
+  connectWithConnack,
+  end,
+  Inbox,
+  type MqttClient,
+  subscribe,
+} from "../helpers/mqtt-client.js";
 import { RedisServer } from "../helpers/redis-server.js";
 import { SluiceProcess } from "../helpers/sluice-process.js";
 
@@ -230,9 +237,12 @@ describe("a node's Redis pub/sub connection dropping while messages flow", () =>
     const marker = await connect(publisherNode.url);
     await marker.publishAsync("gap/trie", "marker", { qos: 1 });
     await end(marker);
-    const resumed = await connect(publisherNode.url, { clientId: "gap-trie", clean: false });
+    // The inbox listens before CONNACK: queued messages may arrive in the same read.
+    const { client: resumed, inbox } = await connectWithConnack(publisherNode.url, {
+      clientId: "gap-trie",
+      clean: false,
+    });
     try {
-      const inbox = new Inbox(resumed);
       while (!inbox.received.some((m) => m.payload.toString() === "marker"))
         await inbox.waitFor(inbox.received.length + 1);
       assert.deepEqual(

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import mqtt, { type IPublishPacket, type MqttClient, type Packet } from "mqtt";
-import { connect, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
+import { connect, connectWithConnack, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
 import { MqttProxy, PacketType } from "../helpers/mqtt-proxy.js";
 import { connectPacket, mqttString, packet, rawConnect, readBytes } from "../helpers/raw-socket.js";
 import { RedisServer } from "../helpers/redis-server.js";
@@ -349,8 +349,10 @@ describe("QoS 2 state of a persistent subscriber", () => {
       );
       await end(subscriber);
       await publisher.publishAsync(topic, "queued", { qos: 2 });
-      resumed = await connect(survivor.url, { clientId, clean: false });
-      const [message] = await new Inbox(resumed).waitFor(1);
+      // The inbox listens before CONNACK: the queued message may arrive in the same read.
+      const back = await connectWithConnack(survivor.url, { clientId, clean: false });
+      resumed = back.client;
+      const [message] = await back.inbox.waitFor(1);
       assert.equal(message?.payload.toString(), "queued");
     } finally {
       await end(subscriber, publisher, resumed);
