@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
 import { stringify } from "yaml";
+import { ADMIN_USAGE, ApiRefusedError, adminToken, runAdminCommand } from "./admin/admin-cli.js";
 import { loadConfig } from "./config/load-config.js";
 import { redactConfig } from "./config/redact.js";
 import { isTlsListener } from "./config/schema.js";
@@ -21,6 +22,8 @@ const USAGE = `Usage:
                                        the password is read from stdin or prompted for
   sluice --help | --version
 
+${ADMIN_USAGE}
+
 Environment: SLUICE_CONFIG, SLUICE_NODE_ID, SLUICE_REDIS_URL, SLUICE_LOG_LEVEL override the file.
 Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.`;
 
@@ -37,6 +40,17 @@ async function main(argv: string[]): Promise<number> {
         stdout: process.stdout,
         stderr: process.stderr,
       });
+    case "admin-token":
+      return adminToken(io());
+    case "device":
+    case "sessions":
+    case "enroll":
+      return runAdminCommand(command, rest, io());
+    case "ca":
+      if (rest[0] === "revoke" && rest.includes("--api")) {
+        return runAdminCommand("ca-revoke", rest.slice(1), io());
+      }
+      throw new UsageError("ca: waiting for the PKI module");
     case "--version":
     case "-v":
       process.stdout.write(`${await version()}\n`);
@@ -51,6 +65,10 @@ async function main(argv: string[]): Promise<number> {
     default:
       throw new UsageError(`unknown command: ${command}`);
   }
+}
+
+function io() {
+  return { stdout: process.stdout, stderr: process.stderr, env: process.env };
 }
 
 function configOption(args: string[], required = false): string | undefined {
@@ -166,6 +184,10 @@ async function version(): Promise<string> {
 function report(error: unknown): number {
   if (error instanceof ConfigError) {
     process.stderr.write(`sluice: invalid configuration\n${error.problems.join("\n")}\n`);
+    return EXIT_CONFIG;
+  }
+  if (error instanceof ApiRefusedError) {
+    process.stderr.write(`sluice: the admin API refused: ${error.message}\n`);
     return EXIT_CONFIG;
   }
   if (error instanceof UsageError) {

@@ -1,5 +1,8 @@
+import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { Aedes, type Client } from "aedes";
+import { type AdminApiDeps, adminRoutes } from "./admin/admin-api.js";
+import { AdminServer } from "./admin/admin-server.js";
 import {
   ClusterConnectionCounts,
   LocalUsernameQuota,
@@ -12,6 +15,11 @@ import { OverloadMonitor } from "./admission/overload-monitor.js";
 import { ClientOwnership, takeoverTopic } from "./cluster/client-ownership.js";
 import { NODE_LEASE_KEY_PREFIX, NodeRegistry } from "./cluster/node-registry.js";
 import { RedisFabric } from "./cluster/redis-fabric.js";
+import {
+  ClusterSessionDirectory,
+  DISCONNECT_TOPIC,
+  LocalSessionDirectory,
+} from "./cluster/session-directory.js";
 import { WillClaims } from "./cluster/will-claims.js";
 import {
   isTlsListener,
@@ -44,6 +52,12 @@ import { MemorySessionRegistry, RedisSessionRegistry } from "./mqtt/session-regi
 import type { Logger } from "./observability/logger.js";
 import { SluiceMetrics } from "./observability/metrics.js";
 import { SocketByteMeter } from "./observability/socket-byte-meter.js";
+import { DeviceEnforcement } from "./registry/device-enforcement.js";
+import { DeviceRegistry, REGISTRY_TOPIC } from "./registry/device-registry.js";
+import type { DeviceStore } from "./registry/device-store.js";
+import { FileDeviceStore } from "./registry/file-device-store.js";
+import { loadDeviceCa } from "./registry/load-device-ca.js";
+import { RedisDeviceStore } from "./registry/redis-device-store.js";
 import { AuditLog } from "./security/audit-log.js";
 import { AuthLockout } from "./security/auth-lockout.js";
 import { SluiceAuthenticator } from "./security/authenticator.js";
@@ -70,6 +84,8 @@ export type NodeState = "starting" | "ready" | "draining" | "stopped";
 export interface NodeAddresses {
   listeners: Array<{ type: ListenerConfig["type"]; address: AddressInfo }>;
   http: AddressInfo;
+  /** The admin API, when `admin` is configured. */
+  admin?: AddressInfo;
 }
 
 /**
@@ -97,6 +113,11 @@ export class SluiceNode {
   private overload: OverloadMonitor | undefined;
   private admission: ConnectAdmission | undefined;
   private publishLimits: PublishLimiter | undefined;
+  private devices: DeviceRegistry | undefined;
+  private enforcement: DeviceEnforcement<Client> | undefined;
+  private adminServer: AdminServer | undefined;
+  /** The device CA's CRL from the registry, for listeners with `registryCrl`. */
+  private registryCrl: string | undefined;
   private boundAddresses: NodeAddresses | undefined;
   private shutdownPromise: Promise<void> | undefined;
   private readonly heartbeatMs: number;
@@ -208,6 +229,16 @@ export class SluiceNode {
     const audit = new AuditLog(this.rootLogger);
     this.audit = audit;
     this.admission = this.buildAdmission();
+    const deviceStore: DeviceStore | undefined = this.fabric
+      ? new RedisDeviceStore(this.fabric.state)
+      : config.registry
+        ? await FileDeviceStore.open(config.registry.file)
+        : undefined;
+    if (deviceStore) {
+      this.devices = new DeviceRegistry(deviceStore, {
+        publish: (change) => this.broadcast(REGISTRY_TOPIC, Buffer.from(JSON.stringify(change))),
+      });
+    }
     const lockout = this.fabric
       ? AuthLockout.inRedis(config.limits.authFailures, this.fabric.state)
       : AuthLockout.inMemory(config.limits.authFailures);
@@ -217,6 +248,7 @@ export class SluiceNode {
         certificateIdentity: config.auth.certificateIdentity,
         clientIdPattern: config.auth.clientIdPattern,
         passwords: () => security.passwords(),
+        devices: this.devices,
       },
       { lockout, audit, onFailure: (reason) => this.metrics.markAuthFailure(reason) },
     );
@@ -235,11 +267,7 @@ export class SluiceNode {
       this.ownership = new ClientOwnership(
         sessions,
         {
-          publish: (topic, payload) =>
-            this.broker?.publish(
-              { cmd: "publish", topic, payload, qos: 0, retain: false, dup: false },
-              noop,
-            ),
+          publish: (topic, payload) => this.broadcast(topic, payload),
           isRegistered: (client) =>
             this.broker !== undefined && registeredClient(this.broker, client.id) === client,
           close: (client) => void closeWithWill(client),
@@ -294,6 +322,7 @@ export class SluiceNode {
     this.broker = broker;
     this.observeBroker(broker, mqttLog);
     if (this.ownership) await this.listenForTakeovers(broker, this.ownership);
+    await this.listenForAdminSignals(broker, sessions);
 
     if (
       !config.auth.allowAnonymous &&
@@ -309,6 +338,7 @@ export class SluiceNode {
     const settings = {
       maxPacketBytes: config.limits.maxPacketBytes,
       connectTimeoutMs: config.limits.connectTimeoutMs,
+      registryCrl: () => this.registryCrl,
     };
     const listenerLog = this.rootLogger.child({ module: "transport" });
     this.listeners = config.listeners.map((listenerConfig, index) =>
@@ -344,7 +374,12 @@ export class SluiceNode {
       );
     }
 
-    this.boundAddresses = { listeners: listenerAddresses, http: httpAddress };
+    const adminAddress = await this.startAdmin(sessions);
+    this.boundAddresses = {
+      listeners: listenerAddresses,
+      http: httpAddress,
+      ...(adminAddress === undefined ? {} : { admin: adminAddress }),
+    };
     this.watcher = new FileWatcher(watchedFiles(config), () => {
       this.log.info(
         { event: "reload.started", trigger: "file change" },
@@ -444,6 +479,141 @@ export class SluiceNode {
     });
   }
 
+  /** A QoS 0 message to every node (this one included) over the cluster's pub/sub. */
+  private broadcast(topic: string, payload: Buffer): void {
+    this.broker?.publish(
+      { cmd: "publish", topic, payload, qos: 0, retain: false, dup: false },
+      noop,
+    );
+  }
+
+  /**
+   * Registry changes (cache, revocations, CRL) and cluster-wide disconnect requests, from
+   * whichever node's admin API made them.
+   */
+  private async listenForAdminSignals(
+    broker: Aedes,
+    sessions: MemorySessionRegistry | RedisSessionRegistry,
+  ): Promise<void> {
+    const devices = this.devices;
+    if (devices) {
+      const enforcement = new DeviceEnforcement<Client>(
+        devices,
+        {
+          connected: () =>
+            registeredClients(broker).map((client) => ({
+              client,
+              identity: this.contexts.get(client)?.identity,
+            })),
+          revoke: (client, _identity, reason) => {
+            this.audit?.revoked(auditSubject(this.contexts.get(client)), reason);
+            void closeWithoutWill(client);
+          },
+          applyCrl: (pem) => this.applyRegistryCrl(pem),
+        },
+        this.rootLogger.child({ module: "registry" }),
+      );
+      this.enforcement = enforcement;
+      await subscribeTo(broker, REGISTRY_TOPIC, (payload) => enforcement.changeReceived(payload));
+      await enforcement.loadCrl();
+    }
+    if (sessions instanceof RedisSessionRegistry) {
+      await subscribeTo(broker, DISCONNECT_TOPIC, (payload) => {
+        const client = registeredClient(broker, payload.toString("utf8"));
+        if (client) this.disconnectByAdmin(client);
+      });
+    }
+  }
+
+  /** An admin closed the client: as any server-side close, its will goes out. */
+  private disconnectByAdmin(client: Client): void {
+    this.log.info(
+      { event: "client.disconnected_by_admin", clientId: client.id },
+      "disconnected by an admin",
+    );
+    void closeWithWill(client);
+  }
+
+  /** Loads the device CA's CRL into the TLS listeners that take it (`registryCrl: true`). */
+  private applyRegistryCrl(pem: string): void {
+    if (pem === this.registryCrl) return;
+    this.registryCrl = pem;
+    this.listeners.forEach((listener, index) => {
+      const config = listener.config;
+      if (!isTlsListener(config) || !config.registryCrl) return;
+      try {
+        listener.reloadTls();
+        this.log.info(
+          { event: "registry.crl_loaded", listener: `listeners[${index}]` },
+          "device CRL loaded",
+        );
+      } catch (error) {
+        const problems = error instanceof ConfigError ? error.problems.join("; ") : String(error);
+        this.log.error(
+          { event: "registry.crl_failed", listener: `listeners[${index}]`, err: problems },
+          "device CRL rejected; the previous one stays in force",
+        );
+      }
+    });
+  }
+
+  /** The admin API on its own listener, when configured. */
+  private async startAdmin(
+    sessions: MemorySessionRegistry | RedisSessionRegistry,
+  ): Promise<AddressInfo | undefined> {
+    const admin = this.config.admin;
+    const devices = this.devices;
+    const audit = this.audit;
+    const broker = this.broker;
+    if (!admin || !devices || !audit || !broker) return undefined;
+    const directory =
+      sessions instanceof RedisSessionRegistry && this.fabric
+        ? new ClusterSessionDirectory(
+            sessions,
+            this.fabric.state,
+            NODE_LEASE_KEY_PREFIX,
+            (topic, payload) => this.broadcast(topic, payload),
+          )
+        : new LocalSessionDirectory({
+            nodeId: this.config.nodeId,
+            connected: () =>
+              registeredClients(broker).map((client) => ({
+                clientId: client.id,
+                connectedAt: this.contexts.get(client)?.connectedAt,
+              })),
+            disconnect: (clientId) => {
+              const client = registeredClient(broker, clientId);
+              if (client) this.disconnectByAdmin(client);
+              return client !== undefined;
+            },
+          });
+    const deps: AdminApiDeps = {
+      registry: devices,
+      ca: await loadDeviceCa(admin.ca),
+      sessions: directory,
+      enrollmentTokenSeconds: admin.enrollmentTokenSeconds,
+      deviceCertificateDays: admin.ca?.deviceCertificateDays ?? 90,
+    };
+    this.adminServer = new AdminServer(
+      {
+        host: admin.host,
+        port: admin.port,
+        tokenDigests: admin.tokens,
+        maxBodyBytes: admin.maxBodyBytes,
+        tls: admin.tls === undefined ? undefined : readAdminTls(admin.tls),
+      },
+      adminRoutes(deps),
+      audit,
+      this.rootLogger.child({ module: "admin" }),
+    );
+    const address = await this.adminServer.listen();
+    this.log.info(
+      { event: "admin.started", host: address.address, port: address.port },
+      `admin API on ${address.address}:${address.port}`,
+    );
+    return address;
+  }
+
   /** Subscribes this node to takeovers of its connections by other nodes. */
   private listenForTakeovers(broker: Aedes, ownership: ClientOwnership): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -480,6 +650,13 @@ export class SluiceNode {
       "Redis subscription was interrupted: moving persistent sessions to their stored queues",
     );
     for (const client of sessions) void closeWithoutWill(client);
+    // Registry change messages may have been missed too.
+    this.devices?.forgetAll();
+    this.enforcement
+      ?.loadCrl()
+      .catch((error: unknown) =>
+        this.log.error({ event: "registry.crl_failed", err: error }, "could not reload the CRL"),
+      );
     const started = Date.now();
     fabric.resyncSubscriptions().then(
       (subscriptions) =>
@@ -510,6 +687,11 @@ export class SluiceNode {
   private observeBroker(broker: Aedes, log: Logger): void {
     broker.on("client", (client: Client) => {
       this.ownership?.registered(client);
+      const identity = this.contexts.get(client)?.identity;
+      if (identity?.device !== undefined && identity.username !== undefined) {
+        // Best effort, off the CONNECT path: a failed write loses one last-seen time.
+        this.devices?.store.touch(identity.username, new Date().toISOString()).catch(noop);
+      }
       const connection = this.contexts.get(client)?.connection;
       log.debug(
         {
@@ -594,7 +776,11 @@ export class SluiceNode {
     const revoked: Array<{ client: Client; reason: string }> = [];
     for (const client of registeredClients(broker)) {
       const identity = this.contexts.get(client)?.identity;
-      if (identity?.method === "password" && !passwords?.has(identity.username ?? "")) {
+      if (
+        identity?.method === "password" &&
+        identity.device === undefined &&
+        !passwords?.has(identity.username ?? "")
+      ) {
         revoked.push({ client, reason: "password entry removed" });
       } else if (identity?.certificateSerial && revokedSerials.has(identity.certificateSerial)) {
         revoked.push({ client, reason: "certificate revoked" });
@@ -671,6 +857,13 @@ export class SluiceNode {
         },
       },
       {
+        name: "close-admin",
+        timeoutMs: 2_000,
+        run: async () => {
+          await this.adminServer?.close();
+        },
+      },
+      {
         name: "close-broker",
         timeoutMs: 5_000,
         run: () =>
@@ -699,6 +892,43 @@ export class SluiceNode {
 }
 
 function noop(): void {}
+
+/** Subscribes the node itself (not a client) to a cluster signal topic. */
+function subscribeTo(
+  broker: Aedes,
+  topic: string,
+  handle: (payload: Buffer) => void,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    broker.subscribe(
+      topic,
+      (packet, done) => {
+        const { payload } = packet;
+        handle(Buffer.isBuffer(payload) ? payload : Buffer.from(String(payload)));
+        done();
+      },
+      (error?: Error) => (error ? reject(error) : resolve()),
+    );
+  });
+}
+
+function readAdminTls(tls: { cert: string; key: string; ca?: string | undefined }): {
+  cert: Buffer;
+  key: Buffer;
+  ca?: Buffer;
+} {
+  try {
+    return {
+      cert: readFileSync(tls.cert),
+      key: readFileSync(tls.key),
+      ...(tls.ca === undefined ? {} : { ca: readFileSync(tls.ca) }),
+    };
+  } catch (error) {
+    throw new ConfigError([
+      `admin.tls: cannot read ${(error as NodeJS.ErrnoException).path ?? "a file"} (${(error as NodeJS.ErrnoException).code ?? error})`,
+    ]);
+  }
+}
 
 /** Every file a reload re-reads: security files and TLS material. */
 function watchedFiles(config: SluiceConfig): string[] {

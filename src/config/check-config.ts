@@ -13,7 +13,6 @@ const NOT_YET_SUPPORTED: ReadonlyArray<{ key: string; present: (c: SluiceConfig)
     key: "limits.queue.maxQueuedPerClient",
     present: (c) => c.limits.queue.maxQueuedPerClient !== undefined,
   },
-  { key: "admin", present: (c) => c.admin !== undefined },
 ];
 
 export interface CheckConfigDeps {
@@ -96,9 +95,35 @@ export function checkConfig(config: SluiceConfig, deps: CheckConfigDeps): string
     }
   }
 
+  const admin = config.admin;
+  if (admin) {
+    const files: Array<[string, string | undefined]> = [
+      ["admin.tls.cert", admin.tls?.cert],
+      ["admin.tls.key", admin.tls?.key],
+      ["admin.tls.ca", admin.tls?.ca],
+      ["admin.ca.cert", admin.ca?.cert],
+      ["admin.ca.key", admin.ca?.key],
+      ["admin.ca.chain", admin.ca?.chain],
+    ];
+    for (const [key, path] of files) {
+      if (path !== undefined && !deps.fileExists(path))
+        problems.push(`${key}: file not found or not readable: ${path}`);
+    }
+    // Bearer tokens travel in the clear without TLS: only acceptable on loopback.
+    if (admin.tls === undefined && !isLoopbackHost(admin.host)) {
+      problems.push(
+        `admin.tls: required when admin.host (${admin.host}) is not a loopback address`,
+      );
+    }
+  }
+
   for (const feature of NOT_YET_SUPPORTED) {
     if (feature.present(config))
       problems.push(`${feature.key}: not supported by this version of Sluice yet`);
   }
   return problems;
+}
+
+function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
 }

@@ -171,7 +171,38 @@ function finalize(
             ),
           },
         }),
+    ...(parsed.admin === undefined ? {} : { admin: resolveAdminPaths(parsed.admin, at) }),
+    ...(parsed.registry === undefined ? {} : { registry: { file: at(parsed.registry.file) } }),
     ...(configDir === undefined ? {} : { configDir }),
+  };
+}
+
+function resolveAdminPaths(
+  admin: NonNullable<ParsedConfig["admin"]>,
+  at: (path: string) => string,
+): NonNullable<ParsedConfig["admin"]> {
+  const { tls, ca, ...rest } = admin;
+  return {
+    ...rest,
+    ...(tls === undefined
+      ? {}
+      : {
+          tls: {
+            cert: at(tls.cert),
+            key: at(tls.key),
+            ...(tls.ca === undefined ? {} : { ca: at(tls.ca) }),
+          },
+        }),
+    ...(ca === undefined
+      ? {}
+      : {
+          ca: {
+            ...ca,
+            cert: at(ca.cert),
+            key: at(ca.key),
+            ...(ca.chain === undefined ? {} : { chain: at(ca.chain) }),
+          },
+        }),
   };
 }
 

@@ -40,6 +40,12 @@ const tlsOptions = {
   ca: filePath.optional(),
   /** Certificate revocation list (PEM) checked against client certificates. */
   crl: filePath.optional(),
+  /**
+   * Also check client certificates against the device CA's CRL kept in the registry (see
+   * `admin.ca`), reloaded on every node when a certificate is revoked. Once there is one,
+   * OpenSSL wants a CRL for every CA in `ca`: use it on listeners whose `ca` is the device CA.
+   */
+  registryCrl: z.boolean().default(false),
   requestCert: z.boolean().default(false),
   requireClientCert: z.boolean().default(false),
   minVersion: z.enum(["TLSv1.2", "TLSv1.3"]).default("TLSv1.2"),
@@ -229,13 +235,40 @@ export const configSchema = z.strictObject({
       publishWills: z.boolean().default(false),
     })
     .prefault({}),
+  /** The device registry API on its own listener; absent: off. */
   admin: z
     .strictObject({
       host: host.default("127.0.0.1"),
       port: port.default(9200),
-      tokens: z.array(z.string().regex(/^[0-9a-f]{64}$/, "must be the SHA-256 hex of a token")),
+      /** SHA-256 hex digests of the bearer tokens (`sluice admin-token` makes one). */
+      tokens: z
+        .array(z.string().regex(/^[0-9a-f]{64}$/, "must be the SHA-256 hex of a token"))
+        .default([]),
+      /** HTTPS for the API; with `ca`, a client certificate it verifies is an admin credential. */
+      tls: z.strictObject({ cert: filePath, key: filePath, ca: filePath.optional() }).optional(),
+      maxBodyBytes: z.number().int().min(1_024).max(1_048_576).default(65_536),
+      /** The CA that signs device certificates (`sluice ca init` makes one); absent: none issued. */
+      ca: z
+        .strictObject({
+          cert: filePath,
+          key: filePath,
+          /** Intermediate certificates sent with issued certificates, when `cert` is one. */
+          chain: filePath.optional(),
+          deviceCertificateDays: z.number().int().min(1).max(825).default(90),
+        })
+        .optional(),
+      /** How long an enrollment token stays good when its request names no lifetime. */
+      enrollmentTokenSeconds: z.number().int().min(60).max(2_592_000).default(86_400),
+    })
+    .refine((admin) => admin.tokens.length > 0 || admin.tls?.ca !== undefined, {
+      message: "needs tokens, or tls.ca so that client certificates authenticate admins",
     })
     .optional(),
+  /**
+   * Where a node without Redis keeps its device registry (a JSON file it writes). With Redis
+   * the registry lives there, shared by the cluster, and this is not used.
+   */
+  registry: z.strictObject({ file: filePath }).optional(),
 });
 
 /** The config as written by a user, before defaults. */

@@ -5,6 +5,8 @@ import type { ClientConnection } from "../transport/listener.js";
 /** What Sluice knows about one aedes client beyond what aedes keeps. */
 export interface ClientContext {
   readonly connection: ClientConnection;
+  /** When the socket was handed to the broker (ms since the epoch). */
+  readonly connectedAt: number;
   /** The CONNECT carried a zero-length client id (aedes assigns one before we see it). */
   emptyClientId: boolean;
   /** The CONNECT's will topic, authorized once the identity is known. */
@@ -29,7 +31,12 @@ export class ClientContexts {
   private readonly contexts = new WeakMap<Client, ClientContext>();
 
   attach(client: Client, connection: ClientConnection): ClientContext {
-    const context: ClientContext = { connection, emptyClientId: false, sessionPresent: false };
+    const context: ClientContext = {
+      connection,
+      connectedAt: Date.now(),
+      emptyClientId: false,
+      sessionPresent: false,
+    };
     this.contexts.set(client, context);
     return context;
   }

@@ -51,6 +51,18 @@ export class MemorySessionRegistry implements SessionRegistry {
   }
 }
 
+/** A live connection's entry: which node holds the client id, since which epoch (µs). */
+export interface OwnerEntry {
+  clientId: string;
+  node: string;
+  epoch: number;
+}
+
+function parseOwner(clientId: string, text: string): OwnerEntry | undefined {
+  const match = /^(\d+)\|([^|]*)\|/.exec(text);
+  return match ? { clientId, node: match[2] as string, epoch: Number(match[1]) } : undefined;
+}
+
 const SESSIONS = "sessions";
 const OWNERS = "owners";
 const LAST_EPOCH = "owner-epoch";
@@ -166,6 +178,29 @@ export class RedisSessionRegistry implements SessionRegistry {
   /** The connection of this epoch ended: its owner entry goes, unless a newer one replaced it. */
   async release(clientId: string, epoch: number): Promise<void> {
     await this.redis.eval(RELEASE, 1, OWNERS, clientId, String(epoch));
+  }
+
+  /** The live connections' owner entries, up to `limit`: client id, node, epoch (µs). */
+  async owners(limit: number): Promise<{ owners: OwnerEntry[]; truncated: boolean }> {
+    const owners: OwnerEntry[] = [];
+    let cursor = "0";
+    do {
+      const [next, flat] = await this.redis.hscan(OWNERS, cursor, "COUNT", 1000);
+      cursor = next;
+      for (let i = 0; i + 1 < flat.length; i += 2) {
+        const entry = parseOwner(flat[i] as string, flat[i + 1] as string);
+        if (entry === undefined) continue;
+        if (owners.length === limit) return { owners, truncated: true };
+        owners.push(entry);
+      }
+    } while (cursor !== "0");
+    return { owners, truncated: false };
+  }
+
+  /** Who holds a client id's connection now, if anyone. */
+  async ownerOf(clientId: string): Promise<OwnerEntry | undefined> {
+    const text = await this.redis.hget(OWNERS, clientId);
+    return text === null ? undefined : parseOwner(clientId, text);
   }
 
   /**

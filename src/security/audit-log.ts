@@ -18,7 +18,9 @@ export type AuthFailureReason =
   | "client_id_mismatch"
   | "session_owned_by_other"
   | "locked_out"
-  | "identifier_rejected";
+  | "identifier_rejected"
+  | "device_disabled"
+  | "certificate_not_current";
 
 /**
  * One structured line per security event, on a logger of its own (`log: "audit"`) so that it
@@ -85,6 +87,22 @@ export class AuditLog {
     this.log.warn(
       { event: "audit.revoked", reason, ...subject },
       "connection closed: credentials revoked",
+    );
+  }
+
+  /** One line per admin API call: who did what to which device or session, and the outcome. */
+  adminRequest(call: {
+    admin: string | undefined;
+    remoteAddress: string | undefined;
+    method: string;
+    route: string;
+    target?: string | undefined;
+    status: number;
+  }): void {
+    const level = call.status >= 400 ? "warn" : "info";
+    this.log[level](
+      { event: "audit.admin_request", ...call },
+      `admin ${call.method} ${call.route}: ${call.status}`,
     );
   }
 }

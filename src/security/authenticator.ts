@@ -4,6 +4,7 @@ import { AuthError, IdentifierRejectedError, NotAuthorizedError } from "../error
 import type { AuditLog, AuditSubject, AuthFailureReason } from "./audit-log.js";
 import type { AuthLockout } from "./auth-lockout.js";
 import { normalizeSerial } from "./crl.js";
+import { verifyPassword } from "./password-hash.js";
 
 /** What a client presents on CONNECT. */
 export interface Credentials {
@@ -28,6 +29,26 @@ export interface Identity {
   certificateFingerprint?: string;
   /** Upper-case hex, for matching against CRLs on reload. */
   certificateSerial?: string;
+  /** Set when the device registry vouched for this identity. */
+  device?: {
+    groups: readonly string[];
+    /** The credentials it connected with date from then: newer ones close this connection. */
+    rotatedAt: string;
+  };
+}
+
+/** The device registry as authentication sees it: a record per device id, or none. */
+export interface DeviceDirectory {
+  lookup(id: string): Promise<RegisteredDevice | undefined>;
+}
+
+export interface RegisteredDevice {
+  id: string;
+  enabled: boolean;
+  passwordHash?: string | undefined;
+  certificates: ReadonlyArray<{ serial: string }>;
+  groups: readonly string[];
+  rotatedAt: string;
 }
 
 /** Verifies a username and password; satisfied by PasswordFile. */
@@ -48,6 +69,11 @@ export interface AuthenticatorSettings {
   clientIdPattern?: string | undefined;
   /** Read for every CONNECT so a reloaded password file takes effect at once. */
   passwords(): PasswordVerifier | undefined;
+  /**
+   * The device registry, consulted before the password file: a device it knows is
+   * authenticated by its record alone (disabled means refused) and may only use its own id.
+   */
+  devices?: DeviceDirectory | undefined;
 }
 
 export interface AuthenticatorDeps {
@@ -130,7 +156,19 @@ export class SluiceAuthenticator implements Authenticator {
 
   private async identify(credentials: Credentials): Promise<Identity | Refusal> {
     const certificate = this.certificateIdentity(credentials);
-    if (certificate) return this.bind(credentials, certificate);
+    if (certificate) {
+      const device = await this.settings.devices?.lookup(certificate.username as string);
+      if (device === undefined) return this.bind(credentials, certificate);
+      return this.bindDevice(credentials, this.certificateDevice(certificate, device));
+    }
+
+    const device =
+      credentials.username === undefined
+        ? undefined
+        : await this.settings.devices?.lookup(credentials.username);
+    if (device !== undefined) {
+      return this.bindDevice(credentials, await this.passwordDevice(credentials, device));
+    }
 
     const passwords = this.settings.passwords();
     if (credentials.username !== undefined && passwords) {
@@ -165,6 +203,63 @@ export class SluiceAuthenticator implements Authenticator {
       );
     }
     return { clientId: credentials.clientId, username: undefined, method: "anonymous" };
+  }
+
+  /** A registered device that presents a certificate: it must be one the registry issued. */
+  private certificateDevice(identity: Identity, device: RegisteredDevice): Identity | Refusal {
+    if (!device.enabled) {
+      return new Refusal("device_disabled", new NotAuthorizedError("device is disabled"));
+    }
+    // A device with certificates on record may use only those: any other, even from the
+    // trusted CA, was replaced or never issued to it.
+    if (
+      device.certificates.length > 0 &&
+      !device.certificates.some((c) => c.serial === identity.certificateSerial)
+    ) {
+      return new Refusal(
+        "certificate_not_current",
+        new NotAuthorizedError("certificate is not one the registry holds for this device"),
+      );
+    }
+    return { ...identity, device: { groups: device.groups, rotatedAt: device.rotatedAt } };
+  }
+
+  /** A registered device that presents a password: checked against its record only. */
+  private async passwordDevice(
+    credentials: Credentials,
+    device: RegisteredDevice,
+  ): Promise<Identity | Refusal> {
+    if (credentials.password === undefined) {
+      return new Refusal("missing_password", new AuthError("username without password"));
+    }
+    if (!device.enabled) {
+      return new Refusal("device_disabled", new NotAuthorizedError("device is disabled"));
+    }
+    const valid =
+      device.passwordHash !== undefined &&
+      (await verifyPassword(credentials.password, device.passwordHash));
+    if (!valid) {
+      return new Refusal("bad_password", new AuthError("bad username or password"));
+    }
+    return {
+      clientId: credentials.clientId,
+      username: device.id,
+      method: "password",
+      device: { groups: device.groups, rotatedAt: device.rotatedAt },
+    };
+  }
+
+  /** A registered device connects with client id = username = its id, whatever else is set. */
+  private bindDevice(credentials: Credentials, outcome: Identity | Refusal): Identity | Refusal {
+    if (outcome instanceof Refusal) return outcome;
+    if (credentials.clientId !== outcome.username) {
+      return new Refusal(
+        "client_id_mismatch",
+        new NotAuthorizedError("a registered device must use its id as client id"),
+      );
+    }
+    // Stricter than any clientIdPattern, which therefore does not apply.
+    return outcome;
   }
 
   private certificateIdentity(credentials: Credentials): Identity | undefined {

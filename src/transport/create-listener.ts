@@ -1,4 +1,5 @@
-import type { ListenerConfig } from "../config/schema.js";
+import type { TlsOptions } from "node:tls";
+import { isTlsListener, type ListenerConfig } from "../config/schema.js";
 import type { Listener, ListenerEvents } from "./listener.js";
 import type { ProxyProtocolOptions } from "./proxy-protocol-server.js";
 import { TcpListener } from "./tcp-listener.js";
@@ -13,6 +14,8 @@ export interface ListenerSettings {
    * PROXY protocol header.
    */
   connectTimeoutMs: number;
+  /** The device CA's CRL (PEM) from the registry, for listeners with `registryCrl`. */
+  registryCrl?: () => string | undefined;
 }
 
 /** Builds the listener for one `listeners[index]` entry. Throws ConfigError on bad TLS material. */
@@ -23,6 +26,13 @@ export function createListener(
   settings: ListenerSettings,
 ): Listener {
   const key = `listeners[${index}]`;
+  const tlsOptions = (): TlsOptions => {
+    if (!isTlsListener(config)) throw new Error(`${key} is not a TLS listener`);
+    const options = buildTlsOptions(config, key);
+    const extra = config.registryCrl ? settings.registryCrl?.() : undefined;
+    if (extra === undefined) return options;
+    return { ...options, crl: options.crl === undefined ? extra : [options.crl as Buffer, extra] };
+  };
   // Nothing to decode and nothing to check on a listener that trusts no proxy.
   const trusted =
     config.trustedProxies.length > 0 ? new TrustedProxies(config.trustedProxies) : undefined;
@@ -39,7 +49,7 @@ export function createListener(
     case "tls":
       return new TcpListener(config, events, {
         tls: {
-          options: () => buildTlsOptions(config, key),
+          options: tlsOptions,
           handshakeTimeoutMs: settings.connectTimeoutMs,
         },
         proxyProtocol,
@@ -53,7 +63,7 @@ export function createListener(
       return new WsListener(config, events, {
         maxPacketBytes: settings.maxPacketBytes,
         tls: {
-          options: () => buildTlsOptions(config, key),
+          options: tlsOptions,
           handshakeTimeoutMs: settings.connectTimeoutMs,
         },
         trustedProxies: trusted,

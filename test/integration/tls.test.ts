@@ -158,6 +158,7 @@ describe("listeners expose only a verified peer certificate", () => {
       ca: pki.caCert,
       requestCert: true,
       requireClientCert: false,
+      registryCrl: false,
       minVersion: "TLSv1.2",
     }) as ListenerConfig;
 

@@ -1,0 +1,293 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
+import type { TLSSocket, TlsOptions } from "node:tls";
+import type { z } from "zod";
+import type { Logger } from "../observability/logger.js";
+import type { AuditLog } from "../security/audit-log.js";
+import { closeServer, listenOn } from "../transport/server-utils.js";
+
+/** What a handler answers: JSON by default, or text (a PEM) with its content type. */
+export interface ApiResponse {
+  status: number;
+  body?: unknown;
+  text?: string;
+  contentType?: string;
+  /** The device or session acted on, for the audit line. */
+  target?: string;
+}
+
+/** A refusal with its HTTP status; the message (and details) go to the caller as JSON. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly details: string[] = [],
+  ) {
+    super(message);
+  }
+}
+
+export interface RouteContext<Body> {
+  params: Record<string, string>;
+  query: URLSearchParams;
+  body: Body;
+  /** Who called: `token:<digest prefix>` or `cert:<CN>`; undefined on public routes. */
+  admin: string | undefined;
+  remoteAddress: string | undefined;
+}
+
+export interface Route {
+  method: "GET" | "POST" | "PATCH" | "DELETE";
+  /** e.g. `/api/v1/devices/{id}`; a `{name}` segment matches one URL segment. */
+  path: string;
+  /** Reachable without an admin credential (the enrollment endpoint, the OpenAPI document). */
+  public?: boolean;
+  /** Validates the JSON body; a route without one takes no body. */
+  body?: z.ZodType;
+  handle(context: RouteContext<unknown>): Promise<ApiResponse>;
+}
+
+export interface AdminServerSettings {
+  host: string;
+  port: number;
+  /** SHA-256 hex digests of the accepted bearer tokens. */
+  tokenDigests: readonly string[];
+  maxBodyBytes: number;
+  /** HTTPS; with a `ca`, a client certificate verified against it is an admin credential too. */
+  tls?: TlsOptions | undefined;
+}
+
+interface CompiledRoute {
+  route: Route;
+  segments: string[];
+}
+
+/**
+ * The admin API's HTTP listener: its own port, never the metrics one. Every request is
+ * authenticated (bearer token compared by digest in constant time, or a verified client
+ * certificate), bodies are size-capped JSON validated against a strict schema, and every call
+ * leaves an audit line with the admin's identity. Handlers never see unvalidated input.
+ */
+export class AdminServer {
+  private readonly server: Server;
+  private readonly routes: CompiledRoute[];
+  private readonly digests: Buffer[];
+
+  constructor(
+    private readonly settings: AdminServerSettings,
+    routes: Route[],
+    private readonly audit: AuditLog,
+    private readonly log: Logger,
+  ) {
+    this.routes = routes.map((route) => ({ route, segments: route.path.split("/") }));
+    this.digests = settings.tokenDigests.map((hex) => Buffer.from(hex, "hex"));
+    const handler = (req: IncomingMessage, res: ServerResponse): void => {
+      this.serve(req, res).catch((error: unknown) => {
+        this.log.error({ event: "admin.error", err: error }, "admin request failed");
+        if (!res.headersSent) sendJson(res, 500, { error: "internal error" });
+        else res.destroy();
+      });
+    };
+    this.server = settings.tls
+      ? createHttpsServer(
+          {
+            ...settings.tls,
+            // A certificate is one credential among two: without one, a token still works.
+            requestCert: settings.tls.ca !== undefined,
+            rejectUnauthorized: false,
+          },
+          handler,
+        )
+      : createHttpServer(handler);
+    this.server.headersTimeout = 10_000;
+    this.server.requestTimeout = 30_000;
+    this.server.keepAliveTimeout = 5_000;
+    this.server.maxHeadersCount = 64;
+  }
+
+  listen(): Promise<AddressInfo> {
+    return listenOn(this.server, this.settings.host, this.settings.port);
+  }
+
+  async close(): Promise<void> {
+    await closeServer(this.server);
+    this.server.closeAllConnections();
+  }
+
+  private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? "/", "http://admin.invalid");
+    const method = req.method ?? "GET";
+    const remoteAddress = req.socket.remoteAddress;
+    let admin: string | undefined;
+    let routePath = url.pathname;
+    let target: string | undefined;
+    let status = 500;
+    try {
+      const match = this.match(method, url.pathname);
+      routePath = match.route.path;
+      if (!match.route.public) {
+        admin = this.authenticate(req);
+        if (admin === undefined) {
+          res.setHeader("www-authenticate", 'Bearer realm="sluice-admin"');
+          throw new ApiError(401, "missing or invalid credentials");
+        }
+      }
+      const body = await readBody(req, match.route, this.settings.maxBodyBytes);
+      const response = await match.route.handle({
+        params: match.params,
+        query: url.searchParams,
+        body,
+        admin,
+        remoteAddress,
+      });
+      status = response.status;
+      target = response.target ?? match.params.id ?? match.params.clientId;
+      if (response.text !== undefined) {
+        res.writeHead(status, {
+          "content-type": response.contentType ?? "text/plain",
+          "cache-control": "no-store",
+        });
+        res.end(response.text);
+      } else if (response.body === undefined) {
+        res.writeHead(status, { "cache-control": "no-store" });
+        res.end();
+      } else {
+        sendJson(res, status, response.body);
+      }
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      status = error.status;
+      sendJson(res, status, {
+        error: error.message,
+        ...(error.details.length > 0 ? { details: error.details } : {}),
+      });
+      // The body was not read to its end: the connection cannot be reused safely.
+      if (!req.complete) res.once("finish", () => req.destroy());
+    } finally {
+      this.audit.adminRequest({ admin, remoteAddress, method, route: routePath, target, status });
+    }
+  }
+
+  private match(
+    method: string,
+    pathname: string,
+  ): { route: Route; params: Record<string, string> } {
+    const segments = pathname.split("/");
+    let pathMatched = false;
+    for (const { route, segments: pattern } of this.routes) {
+      const params = matchSegments(pattern, segments);
+      if (params === undefined) continue;
+      pathMatched = true;
+      if (route.method === method) return { route, params };
+    }
+    if (pathMatched) throw new ApiError(405, `method ${method} not allowed here`);
+    throw new ApiError(404, "no such endpoint");
+  }
+
+  /** The caller's admin identity, or undefined: a verified client certificate, else a token. */
+  private authenticate(req: IncomingMessage): string | undefined {
+    const socket = req.socket as Partial<TLSSocket>;
+    if (socket.authorized === true && typeof socket.getPeerCertificate === "function") {
+      const cn = socket.getPeerCertificate().subject?.CN;
+      if (typeof cn === "string" && cn !== "") return `cert:${cn}`;
+    }
+    const header = req.headers.authorization;
+    const token = header?.startsWith("Bearer ") ? header.slice(7).trim() : undefined;
+    if (token === undefined || token === "" || token.length > 512) return undefined;
+    const digest = createHash("sha256").update(token).digest();
+    // Every digest is compared, so the time taken tells nothing about which one matched.
+    let matched = -1;
+    this.digests.forEach((candidate, index) => {
+      if (timingSafeEqual(candidate, digest) && matched < 0) matched = index;
+    });
+    return matched < 0 ? undefined : `token:${digest.toString("hex").slice(0, 8)}`;
+  }
+}
+
+function matchSegments(
+  pattern: readonly string[],
+  segments: readonly string[],
+): Record<string, string> | undefined {
+  if (pattern.length !== segments.length) return undefined;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < pattern.length; i++) {
+    const expected = pattern[i] as string;
+    const actual = segments[i] as string;
+    if (expected.startsWith("{") && expected.endsWith("}")) {
+      if (actual === "") return undefined;
+      try {
+        params[expected.slice(1, -1)] = decodeURIComponent(actual);
+      } catch {
+        throw new ApiError(400, "malformed URL encoding in the path");
+      }
+    } else if (expected !== actual) {
+      return undefined;
+    }
+  }
+  return params;
+}
+
+/** Reads and validates a JSON body; routes without a schema take none. */
+async function readBody(req: IncomingMessage, route: Route, maxBytes: number): Promise<unknown> {
+  const declared = Number(req.headers["content-length"] ?? 0);
+  const chunked = req.headers["transfer-encoding"] !== undefined;
+  if (route.body === undefined) {
+    if (declared > 0 || chunked) throw new ApiError(400, "this endpoint takes no body");
+    return undefined;
+  }
+  if (declared > maxBytes) throw new ApiError(413, `body over ${maxBytes} bytes`);
+  // No body at all reads as `{}`, so that endpoints whose fields are all optional need none.
+  if (declared === 0 && !chunked) return parseBody(route.body, {});
+  const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase();
+  if (type !== "application/json") {
+    throw new ApiError(415, "content-type must be application/json");
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > maxBytes) throw new ApiError(413, `body over ${maxBytes} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+  } catch {
+    throw new ApiError(400, "body is not valid JSON");
+  }
+  return parseBody(route.body, json);
+}
+
+function parseBody(schema: z.ZodType, json: unknown): unknown {
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    throw new ApiError(
+      400,
+      "invalid request body",
+      parsed.error.issues.map((issue) => {
+        const where = issue.path.length > 0 ? issue.path.join(".") : "(body)";
+        if (issue.code === "unrecognized_keys")
+          return `${where}: unknown field(s) ${issue.keys.join(", ")}`;
+        return `${where}: ${issue.message}`;
+      }),
+    );
+  }
+  return parsed.data;
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+    "cache-control": "no-store",
+  });
+  res.end(text);
+}

@@ -1,0 +1,257 @@
+import assert from "node:assert/strict";
+import { mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { adminRoutes } from "../../src/admin/admin-api.js";
+import { openApiDocument } from "../../src/admin/openapi.js";
+import { callApi, newAdminToken } from "../helpers/admin-api.js";
+import { type RunningNode, startNode } from "../helpers/in-process-node.js";
+import { connect, end, type MqttClient } from "../helpers/mqtt-client.js";
+
+const admin = newAdminToken();
+let dir: string;
+let running: RunningNode;
+let api: string;
+
+async function start(): Promise<void> {
+  running = await startNode(
+    {
+      auth: { allowAnonymous: false },
+      registry: { file: join(dir, "devices.json") },
+      admin: { host: "127.0.0.1", port: 0, tokens: [admin.digest] },
+    },
+    dir,
+  );
+  api = `http://127.0.0.1:${running.node.addresses.admin?.port}`;
+}
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "sluice-registry-"));
+  await start();
+});
+after(async () => {
+  await running?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const call = (method: string, path: string, body?: unknown) =>
+  callApi(api, method, path, { token: admin.token, ...(body === undefined ? {} : { body }) });
+
+async function createDevice(id: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const created = await call("POST", "/api/v1/devices", { id, ...extra });
+  assert.equal(created.status, 201, created.text);
+  assert.equal(created.json.id, id);
+  assert.equal(typeof created.json.password, "string");
+  return created.json.password as string;
+}
+
+function connectDevice(id: string, password: string, clientId = id): Promise<MqttClient> {
+  return connect(running.urls.tcp as string, { clientId, username: id, password });
+}
+
+async function refused(id: string, password: string, clientId = id): Promise<void> {
+  await assert.rejects(connectDevice(id, password, clientId), /Not authorized|Bad username/);
+}
+
+/** Resolves with how long after `since` the client's connection closed. */
+async function closedWithin(client: MqttClient, since: number): Promise<number> {
+  if (!client.connected) return Date.now() - since;
+  await new Promise<void>((resolve) => client.once("close", () => resolve()));
+  return Date.now() - since;
+}
+
+describe("device registry on a single node (file-backed)", () => {
+  it("a device created through the API connects with client id = username = its id, and only so", async () => {
+    const password = await createDevice("pump-01", { groups: ["pumps"] });
+    const client = await connectDevice("pump-01", password);
+    await end(client);
+    await refused("pump-01", password, "someone-else");
+    await refused("pump-01", `${password}x`);
+    const shown = await call("GET", "/api/v1/devices/pump-01");
+    assert.equal(shown.status, 200);
+    assert.equal(shown.json.hasPassword, true);
+    assert.deepEqual(shown.json.groups, ["pumps"]);
+    assert.equal(shown.json.passwordHash, undefined, "the hash never leaves the registry");
+    assert.equal(typeof shown.json.lastSeenAt, "string");
+  });
+
+  it("rotating a password closes the live connection at once and refuses the old password", async () => {
+    const old = await createDevice("pump-02");
+    const client = await connectDevice("pump-02", old);
+    const started = Date.now();
+    const rotated = await call("POST", "/api/v1/devices/pump-02/rotate");
+    assert.equal(rotated.status, 200);
+    const ms = await closedWithin(client, started);
+    assert.ok(ms < 1_000, `closed after ${ms} ms`);
+    await end(client);
+    await refused("pump-02", old);
+    const renewed = await connectDevice("pump-02", rotated.json.password);
+    await end(renewed);
+  });
+
+  it("disabling closes the connection and refuses reconnects until enabled again", async () => {
+    const password = await createDevice("pump-03");
+    const client = await connectDevice("pump-03", password);
+    const started = Date.now();
+    assert.equal((await call("PATCH", "/api/v1/devices/pump-03", { enabled: false })).status, 200);
+    assert.ok((await closedWithin(client, started)) < 1_000);
+    await end(client);
+    await refused("pump-03", password);
+    assert.equal((await call("PATCH", "/api/v1/devices/pump-03", { enabled: true })).status, 200);
+    await end(await connectDevice("pump-03", password));
+  });
+
+  it("deleting closes the connection and forgets the device", async () => {
+    const password = await createDevice("pump-04");
+    const client = await connectDevice("pump-04", password);
+    assert.equal((await call("DELETE", "/api/v1/devices/pump-04")).status, 204);
+    await closedWithin(client, Date.now());
+    await end(client);
+    await refused("pump-04", password);
+    assert.equal((await call("GET", "/api/v1/devices/pump-04")).status, 404);
+    assert.equal((await call("DELETE", "/api/v1/devices/pump-04")).status, 404);
+  });
+
+  it("lists devices in pages and refuses a second device with the same id", async () => {
+    for (const id of ["list-a", "list-b", "list-c"]) await createDevice(id);
+    assert.equal((await call("POST", "/api/v1/devices", { id: "list-a" })).status, 409);
+    const first = await call("GET", "/api/v1/devices?after=list-&limit=2");
+    assert.deepEqual(
+      first.json.devices.map((d: { id: string }) => d.id),
+      ["list-a", "list-b"],
+    );
+    const second = await call("GET", `/api/v1/devices?after=${first.json.next}&limit=2`);
+    assert.equal(second.json.devices[0].id, "list-c");
+  });
+
+  it("lists connected sessions and disconnects one", async () => {
+    const password = await createDevice("rtu-07");
+    const client = await connectDevice("rtu-07", password);
+    const listed = await call("GET", "/api/v1/sessions");
+    assert.equal(listed.status, 200);
+    assert.ok(listed.json.sessions.some((s: { clientId: string }) => s.clientId === "rtu-07"));
+    assert.equal((await call("DELETE", "/api/v1/sessions/rtu-07")).status, 204);
+    await closedWithin(client, Date.now());
+    await end(client);
+    assert.equal((await call("DELETE", "/api/v1/sessions/rtu-07")).status, 404);
+  });
+
+  it("refuses missing or wrong tokens and bad input with 4xx, changing nothing", async () => {
+    const noToken = await callApi(api, "POST", "/api/v1/devices", { body: { id: "intruder" } });
+    assert.equal(noToken.status, 401);
+    const wrongToken = await callApi(api, "POST", "/api/v1/devices", {
+      token: newAdminToken().token,
+      body: { id: "intruder" },
+    });
+    assert.equal(wrongToken.status, 401);
+    const cases: Array<[string, Parameters<typeof callApi>[3], number]> = [
+      ["bad JSON", { raw: "{not json", headers: { "content-type": "application/json" } }, 400],
+      ["unknown field", { body: { id: "intruder", admin: true } }, 400],
+      ["bad id", { body: { id: "../etc/passwd" } }, 400],
+      ["not JSON", { raw: "id=intruder", headers: { "content-type": "text/plain" } }, 415],
+      ["oversize", { body: { id: "intruder", groups: ["x".repeat(70_000)] } }, 413],
+    ];
+    for (const [name, options, status] of cases) {
+      const reply = await callApi(api, "POST", "/api/v1/devices", {
+        token: admin.token,
+        ...options,
+      });
+      assert.equal(reply.status, status, `${name}: ${reply.text}`);
+      assert.equal(typeof reply.json?.error, "string", name);
+    }
+    assert.equal((await call("GET", "/api/v1/devices/intruder")).status, 404);
+    assert.equal((await call("GET", "/api/v1/nothing")).status, 404);
+    assert.equal((await call("PUT", "/api/v1/devices")).status, 405);
+    assert.equal((await call("PATCH", "/api/v1/devices/list-a", {})).status, 400);
+  });
+
+  it("serves an OpenAPI document that describes every route", async () => {
+    const reply = await callApi(api, "GET", "/openapi.json");
+    assert.equal(reply.status, 200);
+    assert.equal(reply.json.openapi, "3.1.0");
+    const routes = adminRoutes({
+      registry: undefined as never,
+      ca: undefined,
+      sessions: undefined as never,
+      enrollmentTokenSeconds: 60,
+      deviceCertificateDays: 1,
+    });
+    const paths = openApiDocument.paths as Record<string, Record<string, unknown>>;
+    for (const route of routes) {
+      assert.ok(paths[route.path]?.[route.method.toLowerCase()], `${route.method} ${route.path}`);
+    }
+    const described = Object.entries(paths).flatMap(([path, item]) =>
+      Object.keys(item)
+        .filter((k) => k !== "parameters")
+        .map((m) => `${m.toUpperCase()} ${path}`),
+    );
+    assert.equal(described.length, routes.length, "no route described that does not exist");
+  });
+
+  it("random requests never crash the node or answer 5xx", async () => {
+    const paths = [
+      "/api/v1/devices",
+      "/api/v1/devices/fuzz",
+      "/api/v1/devices/fuzz/rotate",
+      "/api/v1/sessions/x",
+      "/api/v1/enroll",
+      "/api/v1/devices/%E0%A4%A",
+    ];
+    const methods = ["GET", "POST", "PATCH", "DELETE"];
+    let seed = 7;
+    const random = (n: number): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      return seed % n;
+    };
+    const values: unknown[] = [
+      null,
+      true,
+      0,
+      -1,
+      1e308,
+      "",
+      "x".repeat(300),
+      [],
+      {},
+      [1, "a"],
+      { id: "fuzz" },
+    ];
+    for (let i = 0; i < 300; i++) {
+      const body: Record<string, unknown> = {};
+      for (const key of [
+        "id",
+        "groups",
+        "enabled",
+        "limits",
+        "password",
+        "token",
+        "csr",
+        "ttlSeconds",
+        "__proto__",
+        "constructor",
+      ].filter(() => random(3) === 0)) {
+        body[key] = values[random(values.length)];
+      }
+      const raw =
+        random(4) === 0 ? JSON.stringify(body).slice(0, random(20)) : JSON.stringify(body);
+      const method = methods[random(4)] as string;
+      const reply = await callApi(api, method, paths[random(paths.length)] as string, {
+        token: admin.token,
+        // fetch sends no body with GET
+        ...(method === "GET" ? {} : { raw }),
+        headers: { "content-type": "application/json" },
+      });
+      assert.ok(reply.status < 500, `request ${i} answered ${reply.status}: ${reply.text}`);
+    }
+    assert.equal((await callApi(running.httpUrl, "GET", "/healthz")).status, 200);
+  });
+
+  it("keeps the registry in a private file across restarts", async () => {
+    const password = await createDevice("persisted-1");
+    assert.equal((await stat(join(dir, "devices.json"))).mode & 0o777, 0o600);
+    await running.stop();
+    await start();
+    await end(await connectDevice("persisted-1", password));
+  });
+});
