@@ -1,0 +1,115 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { callApi, newAdminToken } from "../helpers/admin-api.js";
+import { type RunningNode, startNode } from "../helpers/in-process-node.js";
+import { connect, end, type MqttClient } from "../helpers/mqtt-client.js";
+import { RedisServer } from "../helpers/redis-server.js";
+import { runCli } from "../helpers/sluice-process.js";
+
+/**
+ * Two nodes over one real Redis, each with the admin API: a device made through one node
+ * connects through the other, and revocations made on one close connections on the other.
+ */
+const admin = newAdminToken();
+let redis: RedisServer;
+let a: RunningNode;
+let b: RunningNode;
+
+const clusterNode = (nodeId: string, prefix: string) =>
+  startNode({
+    nodeId,
+    auth: { allowAnonymous: false },
+    redis: { url: redis.url, keyPrefix: prefix },
+    admin: { host: "127.0.0.1", port: 0, tokens: [admin.digest] },
+  });
+const apiOf = (node: RunningNode) => `http://127.0.0.1:${node.node.addresses.admin?.port}`;
+const callA = (method: string, path: string, body?: unknown) =>
+  callApi(apiOf(a), method, path, { token: admin.token, ...(body === undefined ? {} : { body }) });
+
+before(async () => {
+  redis = await RedisServer.start();
+  const prefix = `r${randomBytes(4).toString("hex")}:`;
+  a = await clusterNode("reg-a", prefix);
+  b = await clusterNode("reg-b", prefix);
+});
+after(async () => {
+  await a?.stop();
+  await b?.stop();
+  await redis?.stop();
+});
+
+async function createOnA(id: string): Promise<string> {
+  const created = await callA("POST", "/api/v1/devices", { id });
+  assert.equal(created.status, 201, created.text);
+  return created.json.password as string;
+}
+
+const connectToB = (id: string, password: string): Promise<MqttClient> =>
+  connect(b.urls.tcp as string, { clientId: id, username: id, password });
+
+/** Milliseconds from `since` until the client's connection closed. */
+function closedAfter(client: MqttClient, since: number): Promise<number> {
+  if (!client.connected) return Promise.resolve(Date.now() - since);
+  return new Promise((resolve) => client.once("close", () => resolve(Date.now() - since)));
+}
+
+describe("device registry across two nodes", () => {
+  it("a device created on one node connects through the other; disabling it there closes it within 1 s", async () => {
+    const password = await createOnA("plc-x1");
+    const client = await connectToB("plc-x1", password);
+    const started = Date.now();
+    assert.equal((await callA("PATCH", "/api/v1/devices/plc-x1", { enabled: false })).status, 200);
+    const ms = await closedAfter(client, started);
+    process.stdout.write(`# disable on node A closed the connection on node B after ${ms} ms\n`);
+    assert.ok(ms < 1_000, `closed after ${ms} ms`);
+    await end(client);
+    // Node B had the device cached as enabled: the change message emptied that.
+    await assert.rejects(connectToB("plc-x1", password), /Not authorized/);
+  });
+
+  it("rotating on one node refuses the old password on the other at once", async () => {
+    const old = await createOnA("plc-x2");
+    const client = await connectToB("plc-x2", old);
+    const started = Date.now();
+    const rotated = await callA("POST", "/api/v1/devices/plc-x2/rotate");
+    assert.equal(rotated.status, 200);
+    assert.ok((await closedAfter(client, started)) < 1_000);
+    await end(client);
+    await assert.rejects(connectToB("plc-x2", old), /Bad username or password|Not authorized/);
+    await end(await connectToB("plc-x2", rotated.json.password));
+  });
+
+  it("lists sessions cluster-wide and disconnects a client held by the other node", async () => {
+    const password = await createOnA("plc-x3");
+    const client = await connectToB("plc-x3", password);
+    const listed = await callA("GET", "/api/v1/sessions");
+    const entry = listed.json.sessions.find((s: { clientId: string }) => s.clientId === "plc-x3");
+    assert.equal(entry?.node, "reg-b");
+    assert.equal(typeof entry?.connectedAt, "string");
+    const started = Date.now();
+    assert.equal((await callA("DELETE", "/api/v1/sessions/plc-x3")).status, 204);
+    assert.ok((await closedAfter(client, started)) < 1_000);
+    await end(client);
+    assert.equal((await callA("DELETE", "/api/v1/sessions/plc-x3")).status, 404);
+  });
+
+  it("the CLI adds, disables and removes a device through a node's API", async () => {
+    const env = { SLUICE_ADMIN_URL: apiOf(a), SLUICE_ADMIN_TOKEN: admin.token };
+    const added = await runCli(["device", "add", "plc-cli", "--group", "pumps"], env);
+    assert.equal(added.code, 0, added.stderr);
+    const { password } = JSON.parse(added.stdout) as { password: string };
+    await end(await connectToB("plc-cli", password));
+    const disabled = await runCli(["device", "disable", "plc-cli"], env);
+    assert.equal(disabled.code, 0, disabled.stderr);
+    await assert.rejects(connectToB("plc-cli", password), /Not authorized/);
+    const duplicate = await runCli(["device", "add", "plc-cli"], env);
+    assert.equal(duplicate.code, 2);
+    assert.match(duplicate.stderr, /409/);
+    const noToken = await runCli(["device", "list"], { SLUICE_ADMIN_URL: apiOf(a) });
+    assert.equal(noToken.code, 2);
+    assert.match(noToken.stderr, /SLUICE_ADMIN_TOKEN/);
+    assert.equal((await runCli(["device", "rm", "plc-cli"], env)).code, 0);
+    assert.equal((await callA("GET", "/api/v1/devices/plc-cli")).status, 404);
+  });
+});
