@@ -22,9 +22,10 @@ const ACCESS = new Set<AclAccess>(["read", "write", "readwrite", "deny"]);
 /**
  * Topic authorization from an ACL file, deny by default, with Mosquitto's meaning:
  * `topic` lines before the first `user` line are for anonymous clients, `user` sections for
- * that user, `pattern` lines (with %c client id, %u username) for everyone. A matching deny
- * rule wins over any allow rule. The YAML form (`anonymous`, `users`, `patterns`) means the
- * same. `canRead` runs for every delivery: rules are split into levels at load time.
+ * that user, `pattern` lines (with %c client id, %u username) for everyone. Sluice adds
+ * `group` sections: rules (templates with %c and %u, like patterns) for the registered
+ * devices in that group. A matching deny rule wins over any allow rule. The YAML form
+ * (`anonymous`, `users`, `groups`, `patterns`) means the same. `canRead` runs for every delivery: rules are split into levels at load time.
  */
 export class Acl implements Authorizer {
   /**
@@ -40,11 +41,13 @@ export class Acl implements Authorizer {
     private readonly anonymous: readonly Rule[],
     private readonly users: ReadonlyMap<string, readonly Rule[]>,
     private readonly patterns: readonly Rule[],
+    private readonly groups: ReadonlyMap<string, readonly Rule[]> = new Map(),
   ) {}
 
   get ruleCount(): number {
     let count = this.anonymous.length + this.patterns.length;
     for (const rules of this.users.values()) count += rules.length;
+    for (const rules of this.groups.values()) count += rules.length;
     return count;
   }
 
@@ -68,7 +71,8 @@ export class Acl implements Authorizer {
 
   private decideTopic(subject: AclSubject, topic: string, need: "read" | "write"): boolean {
     // NUL cannot occur in a client id, a username or a topic (MQTT-1.5.3-2): no collisions.
-    const key = `${need}\u0000${subject.username ?? "\u0000"}\u0000${subject.clientId}\u0000${topic}`;
+    const groups = subject.device?.groups;
+    const key = `${need}\u0000${subject.username ?? "\u0000"}\u0000${subject.clientId}\u0000${topic}${groups === undefined || groups.length === 0 ? "" : `\u0000${groups.join("\u0000")}`}`;
     const known = this.decisions.get(key);
     if (known !== undefined) return known;
     const decision = this.decide(subject, topic.split("/"), need, matchesTopic);
@@ -101,6 +105,14 @@ export class Acl implements Authorizer {
       if (rule.access === "deny") return false;
       if (grants(rule.access, need)) allowed = true;
     }
+    for (const group of subject.device?.groups ?? NO_GROUPS) {
+      for (const rule of this.groups.get(group) ?? NONE) {
+        const ruleLevels = rule.substituted ? substitute(rule, subject) : rule.levels;
+        if (ruleLevels === undefined || !match(ruleLevels, levels)) continue;
+        if (rule.access === "deny") return false;
+        if (grants(rule.access, need)) allowed = true;
+      }
+    }
     for (const rule of this.patterns) {
       const ruleLevels = rule.substituted ? substitute(rule, subject) : rule.levels;
       if (ruleLevels === undefined || !match(ruleLevels, levels)) continue;
@@ -112,6 +124,7 @@ export class Acl implements Authorizer {
 }
 
 const NONE: readonly Rule[] = [];
+const NO_GROUPS: readonly string[] = [];
 /** Decisions kept per ACL (a few MB at most) before the cache starts over. */
 const DECISION_CACHE_SIZE = 50_000;
 
@@ -183,9 +196,11 @@ function ruleProblem(topic: string): string | undefined {
 function parseMosquittoAcl(text: string, source: string): Acl {
   const anonymous: Rule[] = [];
   const users = new Map<string, Rule[]>();
+  const groups = new Map<string, Rule[]>();
   const patterns: Rule[] = [];
   const problems: string[] = [];
   let section: Rule[] = anonymous;
+  let inGroup = false;
 
   text.split(/\r?\n/).forEach((raw, index) => {
     const line = raw.trim();
@@ -200,11 +215,23 @@ function parseMosquittoAcl(text: string, source: string): Acl {
       }
       section = users.get(name) ?? [];
       users.set(name, section);
+      inGroup = false;
+      return;
+    }
+    if (keyword === "group") {
+      const name = line.slice("group".length).trim();
+      if (name === "") {
+        problems.push(`${at}: group needs a name`);
+        return;
+      }
+      section = groups.get(name) ?? [];
+      groups.set(name, section);
+      inGroup = true;
       return;
     }
     if (keyword !== "topic" && keyword !== "pattern") {
       problems.push(
-        `${at}: unknown keyword ${JSON.stringify(keyword)} (expected topic, pattern or user)`,
+        `${at}: unknown keyword ${JSON.stringify(keyword)} (expected topic, pattern, user or group)`,
       );
       return;
     }
@@ -220,10 +247,11 @@ function parseMosquittoAcl(text: string, source: string): Acl {
       return;
     }
     if (keyword === "pattern") patterns.push(makeRule(access, topic, true));
-    else section.push(makeRule(access, topic, false));
+    // A group's rules are templates for each of its devices, as patterns are for everyone.
+    else section.push(makeRule(access, topic, inGroup));
   });
   if (problems.length > 0) throw new ConfigError(problems);
-  return newAcl(anonymous, users, patterns);
+  return newAcl(anonymous, users, patterns, groups);
 }
 
 const yamlRule = z.strictObject({
@@ -233,6 +261,7 @@ const yamlRule = z.strictObject({
 const yamlAcl = z.strictObject({
   anonymous: z.array(yamlRule).default([]),
   users: z.record(z.string().min(1), z.array(yamlRule)).default({}),
+  groups: z.record(z.string().min(1), z.array(yamlRule)).default({}),
   patterns: z.array(yamlRule).default([]),
 });
 
@@ -274,11 +303,21 @@ function parseYamlAcl(text: string, source: string): Acl {
       ([name, rules]) => [name, build(rules, `users.${name}`, false)] as const,
     ),
   );
+  const groups = new Map(
+    Object.entries(parsed.data.groups).map(
+      ([name, rules]) => [name, build(rules, `groups.${name}`, true)] as const,
+    ),
+  );
   const patterns = build(parsed.data.patterns, "patterns", true);
   if (problems.length > 0) throw new ConfigError(problems);
-  return newAcl(anonymous, users, patterns);
+  return newAcl(anonymous, users, patterns, groups);
 }
 
-function newAcl(anonymous: Rule[], users: Map<string, Rule[]>, patterns: Rule[]): Acl {
-  return new Acl(anonymous, users, patterns);
+function newAcl(
+  anonymous: Rule[],
+  users: Map<string, Rule[]>,
+  patterns: Rule[],
+  groups: Map<string, Rule[]>,
+): Acl {
+  return new Acl(anonymous, users, patterns, groups);
 }

@@ -2,6 +2,8 @@
 export interface AclSubject {
   clientId: string;
   username: string | undefined;
+  /** A registered device's groups select the ACL's `group` sections. */
+  device?: { groups: readonly string[] } | undefined;
 }
 
 /** Topic authorization, deny by default. Satisfied by Acl (an ACL file) and OpenAuthorizer. */

@@ -195,7 +195,7 @@ describe("ACL file errors", () => {
     assert.deepEqual(
       problems("topic read a/#\nfrobnicate x\nuser\ntopic write a#b\n", "mosquitto"),
       [
-        'acl.conf:2: unknown keyword "frobnicate" (expected topic, pattern or user)',
+        'acl.conf:2: unknown keyword "frobnicate" (expected topic, pattern, user or group)',
         "acl.conf:3: user needs a name",
         "acl.conf:4: misplaced # in a topic filter",
       ],
@@ -209,5 +209,44 @@ describe("ACL file errors", () => {
     assert.deepEqual(problems("patterns:\n  - { topic: 'a/+b', access: read }\n", "yaml"), [
       "acl.conf: patterns[0].topic: misplaced + in a topic filter",
     ]);
+  });
+});
+
+describe("ACL groups (registered devices' roles)", () => {
+  const mosquitto = Acl.parse(
+    `group pumps\ntopic write sites/+/pumps/%u/#\ntopic read sites/+/pumps/%u/cmd\ntopic deny sites/+/pumps/%u/firmware\n`,
+    "mosquitto",
+    "acl.conf",
+  );
+  const yaml = Acl.parse(
+    `groups:\n  pumps:\n    - { topic: "sites/+/pumps/%u/#", access: write }\n    - { topic: "sites/+/pumps/%u/cmd", access: read }\n    - { topic: "sites/+/pumps/%u/firmware", access: deny }\n`,
+    "yaml",
+    "acl.yaml",
+  );
+  const pump = { clientId: "p1", username: "p1", device: { groups: ["pumps"] } };
+  const sameNameNoGroup = { clientId: "p1", username: "p1" };
+  const otherGroup = { clientId: "p1", username: "p1", device: { groups: ["valves"] } };
+
+  for (const [form, acl] of [
+    ["mosquitto", mosquitto],
+    ["yaml", yaml],
+  ] as const) {
+    it(`${form}: a group's rules are templates for its devices only`, () => {
+      assert.equal(acl.canPublish(pump, "sites/north/pumps/p1/flow"), true);
+      assert.equal(
+        acl.canPublish(pump, "sites/north/pumps/p2/flow"),
+        false,
+        "another device's topic",
+      );
+      assert.equal(acl.canRead(pump, "sites/north/pumps/p1/cmd"), true);
+      assert.equal(acl.canPublish(pump, "sites/north/pumps/p1/firmware"), false, "deny wins");
+      assert.equal(acl.canPublish(sameNameNoGroup, "sites/north/pumps/p1/flow"), false);
+      assert.equal(acl.canPublish(otherGroup, "sites/north/pumps/p1/flow"), false);
+      assert.equal(acl.ruleCount, 3);
+    });
+  }
+
+  it("a group needs a name", () => {
+    assert.throws(() => Acl.parse("group\n", "mosquitto", "acl.conf"), ConfigError);
   });
 });
