@@ -105,7 +105,7 @@ export class PublishLimiter {
     const identityKey = budgetKey(identity);
     // Connections of one identity under different overrides (matched by client id) keep
     // apart, each with its own limits.
-    const key = `${profile.index}\n${identityKey}`;
+    const key = `${profile.key}\n${identityKey}`;
     let shared = this.budgets.get(key);
     if (!shared) {
       shared = { budget: new PublishBudget(this.parts(profile.rates, identityKey), this.clock()) };

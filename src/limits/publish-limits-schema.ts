@@ -62,7 +62,7 @@ export interface PublishLimitsConfig extends PublishRates {
 type RatesInput = { [K in keyof typeof rates]?: number | undefined };
 
 /** Applies the documented defaults to one block, inheriting from `parent` (the base block). */
-function effectiveRates(block: RatesInput, parent: PublishRates | undefined): PublishRates {
+export function effectiveRates(block: RatesInput, parent: PublishRates | undefined): PublishRates {
   const messagesPerSecond = block.messagesPerSecond ?? parent?.messagesPerSecond;
   const bytesPerSecond = block.bytesPerSecond ?? parent?.bytesPerSecond;
   const burstMessages =

@@ -1,15 +1,30 @@
-import type { PublishLimitsConfig, PublishRates } from "./publish-limits-schema.js";
+import {
+  effectiveRates,
+  type PublishLimitsConfig,
+  type PublishRates,
+} from "./publish-limits-schema.js";
 
 /** Who is publishing, as far as publish limits care. */
 export interface PublisherIdentity {
   clientId: string;
   /** The authenticated username; undefined for anonymous clients. */
   username: string | undefined;
+  /** A registered device's own limits, over any override in the config. */
+  device?: { limits?: DeviceRates | undefined } | undefined;
 }
 
-/** One set of effective limits: the base block (index 0) or an override (1..n). */
+/** The rates a device record may set for itself. */
+export interface DeviceRates {
+  messagesPerSecond?: number | undefined;
+  bytesPerSecond?: number | undefined;
+}
+
+/**
+ * One set of effective limits: the base block ("0"), an override ("1".."n") or a device's own
+ * rates ("d<messages>/<bytes>").
+ */
 export interface PublishProfile {
-  readonly index: number;
+  readonly key: string;
   readonly rates: PublishRates;
 }
 
@@ -45,11 +60,14 @@ export class PublishProfiles {
     matches(identity: PublisherIdentity): boolean;
   }>;
 
+  /** Profiles of device records' rates, shared by devices with the same rates. */
+  private readonly deviceProfiles = new Map<string, PublishProfile>();
+
   constructor(config: PublishLimitsConfig) {
     const { overrides, ...base } = config;
-    this.base = { index: 0, rates: base };
+    this.base = { key: "0", rates: base };
     this.overrides = overrides.map(({ username, clientId, ...rates }, i) => {
-      const profile = { index: i + 1, rates };
+      const profile = { key: String(i + 1), rates };
       if (username !== undefined)
         return { profile, matches: (identity) => identity.username === username };
       const matchesClientId = globMatcher(clientId ?? "");
@@ -58,9 +76,28 @@ export class PublishProfiles {
   }
 
   for(identity: PublisherIdentity): PublishProfile {
+    const own = identity.device?.limits;
+    if (
+      own !== undefined &&
+      (own.messagesPerSecond !== undefined || own.bytesPerSecond !== undefined)
+    ) {
+      return this.deviceProfile(own);
+    }
     for (const override of this.overrides) {
       if (override.matches(identity)) return override.profile;
     }
     return this.base;
+  }
+
+  private deviceProfile(own: DeviceRates): PublishProfile {
+    const key = `d${own.messagesPerSecond ?? ""}/${own.bytesPerSecond ?? ""}`;
+    let profile = this.deviceProfiles.get(key);
+    if (profile === undefined) {
+      profile = { key, rates: effectiveRates(own, this.base.rates) };
+      // Few distinct rates in practice; bounded all the same.
+      if (this.deviceProfiles.size >= 10_000) this.deviceProfiles.clear();
+      this.deviceProfiles.set(key, profile);
+    }
+    return profile;
   }
 }

@@ -20,7 +20,7 @@ export const groupSchema = z
 
 /** Per-device publish limits: override `limits.publish` for this device. */
 export const deviceLimitsSchema = z.strictObject({
-  messagesPerSecond: z.number().positive().max(1_000_000).optional(),
+  messagesPerSecond: z.number().int().positive().max(1_000_000).optional(),
   bytesPerSecond: z.number().int().positive().max(1_073_741_824).optional(),
 });
 

@@ -32,6 +32,8 @@ export interface Identity {
   /** Set when the device registry vouched for this identity. */
   device?: {
     groups: readonly string[];
+    /** The device's own publish limits, over `limits.publish` and its overrides. */
+    limits?: { messagesPerSecond?: number | undefined; bytesPerSecond?: number | undefined };
     /** The credentials it connected with date from then: newer ones close this connection. */
     rotatedAt: string;
   };
@@ -48,6 +50,7 @@ export interface RegisteredDevice {
   passwordHash?: string | undefined;
   certificates: ReadonlyArray<{ serial: string }>;
   groups: readonly string[];
+  limits?: { messagesPerSecond?: number | undefined; bytesPerSecond?: number | undefined };
   rotatedAt: string;
 }
 
@@ -221,7 +224,7 @@ export class SluiceAuthenticator implements Authenticator {
         new NotAuthorizedError("certificate is not one the registry holds for this device"),
       );
     }
-    return { ...identity, device: { groups: device.groups, rotatedAt: device.rotatedAt } };
+    return { ...identity, device: deviceFacts(device) };
   }
 
   /** A registered device that presents a password: checked against its record only. */
@@ -245,7 +248,7 @@ export class SluiceAuthenticator implements Authenticator {
       clientId: credentials.clientId,
       username: device.id,
       method: "password",
-      device: { groups: device.groups, rotatedAt: device.rotatedAt },
+      device: deviceFacts(device),
     };
   }
 
@@ -306,6 +309,14 @@ export class SluiceAuthenticator implements Authenticator {
     }
     return identity;
   }
+}
+
+function deviceFacts(device: RegisteredDevice): NonNullable<Identity["device"]> {
+  return {
+    groups: device.groups,
+    rotatedAt: device.rotatedAt,
+    ...(device.limits === undefined ? {} : { limits: device.limits }),
+  };
 }
 
 function fingerprint(cert: PeerCertificate): string | undefined {

@@ -350,6 +350,21 @@ describe("publish profiles", () => {
     assert.equal(rate("hmi-3", "scada"), 1000);
   });
 
+  it("a registered device's own rates win over every override, other rates inherited", () => {
+    const device = (limits: { messagesPerSecond?: number; bytesPerSecond?: number }) =>
+      profiles.for({ clientId: "hmi-7", username: "scada", device: { limits } });
+    const own = device({ messagesPerSecond: 5 });
+    assert.equal(own.rates.messagesPerSecond, 5);
+    assert.equal(own.rates.burstMessages, 5);
+    assert.equal(own.rates.disconnectAfterSeconds, 30);
+    assert.equal(device({ messagesPerSecond: 5 }), own, "one profile per distinct rates");
+    assert.notEqual(device({ messagesPerSecond: 6 }).key, own.key);
+    const bytesOnly = device({ bytesPerSecond: 2048 });
+    assert.equal(bytesOnly.rates.bytesPerSecond, 2048);
+    assert.equal(bytesOnly.rates.messagesPerSecond, 10, "the base rate it did not set");
+    assert.equal(device({}).rates.messagesPerSecond, 1000, "no rates of its own: overrides apply");
+  });
+
   it("budgets are keyed by username, else by client id, never confusing the two", () => {
     assert.equal(budgetKey({ clientId: "c1", username: "u" }), "u:u");
     assert.equal(budgetKey({ clientId: "c2", username: "u" }), "u:u");
