@@ -8,6 +8,7 @@ import { isTlsListener } from "./config/schema.js";
 import { ConfigError, UsageError } from "./errors.js";
 import { SluiceNode } from "./node.js";
 import { createLogger, type Logger } from "./observability/logger.js";
+import { CA_USAGE, runCaCommand } from "./pki/ca-command.js";
 import { runPasswd } from "./security/passwd-command.js";
 import { buildTlsOptions } from "./transport/tls-options.js";
 
@@ -23,6 +24,8 @@ const USAGE = `Usage:
   sluice --help | --version
 
 ${ADMIN_USAGE}
+
+${CA_USAGE}
 
 Environment: SLUICE_CONFIG, SLUICE_NODE_ID, SLUICE_REDIS_URL, SLUICE_LOG_LEVEL override the file.
 Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.`;
@@ -47,10 +50,11 @@ async function main(argv: string[]): Promise<number> {
     case "enroll":
       return runAdminCommand(command, rest, io());
     case "ca":
-      if (rest[0] === "revoke" && rest.includes("--api")) {
+      // Against a running cluster's API when one is named; otherwise a local CA folder.
+      if (rest[0] === "revoke" && (rest.includes("--api") || process.env.SLUICE_ADMIN_URL)) {
         return runAdminCommand("ca-revoke", rest.slice(1), io());
       }
-      throw new UsageError("ca: waiting for the PKI module");
+      return runCaCommand(rest, io());
     case "--version":
     case "-v":
       process.stdout.write(`${await version()}\n`);

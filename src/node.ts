@@ -52,16 +52,18 @@ import { MemorySessionRegistry, RedisSessionRegistry } from "./mqtt/session-regi
 import type { Logger } from "./observability/logger.js";
 import { SluiceMetrics } from "./observability/metrics.js";
 import { SocketByteMeter } from "./observability/socket-byte-meter.js";
+import type { DeviceCertificateAuthority } from "./registry/certificate-authority.js";
 import { DeviceEnforcement } from "./registry/device-enforcement.js";
 import { DeviceRegistry, REGISTRY_TOPIC } from "./registry/device-registry.js";
 import type { DeviceStore } from "./registry/device-store.js";
 import { FileDeviceStore } from "./registry/file-device-store.js";
 import { loadDeviceCa } from "./registry/load-device-ca.js";
 import { RedisDeviceStore } from "./registry/redis-device-store.js";
+import { refreshCrl } from "./registry/revocation.js";
 import { AuditLog } from "./security/audit-log.js";
 import { AuthLockout } from "./security/auth-lockout.js";
 import { SluiceAuthenticator } from "./security/authenticator.js";
-import { readRevokedSerials } from "./security/crl.js";
+import { crlSignedAt, readRevokedSerials } from "./security/crl.js";
 import { SecurityFiles } from "./security/security-files.js";
 import { createListener } from "./transport/create-listener.js";
 import type { ClientConnection, Listener } from "./transport/listener.js";
@@ -116,6 +118,7 @@ export class SluiceNode {
   private devices: DeviceRegistry | undefined;
   private enforcement: DeviceEnforcement<Client> | undefined;
   private adminServer: AdminServer | undefined;
+  private crlTimer: NodeJS.Timeout | undefined;
   /** The device CA's CRL from the registry, for listeners with `registryCrl`. */
   private registryCrl: string | undefined;
   private boundAddresses: NodeAddresses | undefined;
@@ -587,9 +590,13 @@ export class SluiceNode {
               return client !== undefined;
             },
           });
+    const ca = await loadDeviceCa(admin.ca).catch((error: unknown) => {
+      throw new ConfigError([`admin.ca: ${(error as Error).message}`], { cause: error });
+    });
+    if (ca) this.keepCrlFresh(devices, ca);
     const deps: AdminApiDeps = {
       registry: devices,
-      ca: await loadDeviceCa(admin.ca),
+      ca,
       sessions: directory,
       enrollmentTokenSeconds: admin.enrollmentTokenSeconds,
       deviceCertificateDays: admin.ca?.deviceCertificateDays ?? 90,
@@ -612,6 +619,25 @@ export class SluiceNode {
       `admin API on ${address.address}:${address.port}`,
     );
     return address;
+  }
+
+  /** Signs the device CRL again every day, at start and then hourly checks, before it expires. */
+  private keepCrlFresh(devices: DeviceRegistry, ca: DeviceCertificateAuthority): void {
+    const refresh = (): void => {
+      refreshCrl(devices, ca, crlSignedAt).then(
+        (signed) => {
+          if (signed) this.log.info({ event: "registry.crl_refreshed" }, "device CRL signed again");
+        },
+        (error: unknown) =>
+          this.log.error(
+            { event: "registry.crl_refresh_failed", err: error },
+            "could not sign the device CRL again; retried in an hour",
+          ),
+      );
+    };
+    refresh();
+    this.crlTimer = setInterval(refresh, 60 * 60 * 1000);
+    this.crlTimer.unref();
   }
 
   /** Subscribes this node to takeovers of its connections by other nodes. */
@@ -860,6 +886,7 @@ export class SluiceNode {
         name: "close-admin",
         timeoutMs: 2_000,
         run: async () => {
+          clearInterval(this.crlTimer);
           await this.adminServer?.close();
         },
       },

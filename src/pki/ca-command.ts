@@ -27,7 +27,7 @@ export interface CaCommandIo {
   stderr: NodeJS.WritableStream;
 }
 
-export const CA_USAGE = `usage:
+export const CA_USAGE = `Device CA (a local CA folder):
   sluice ca init   --dir DIR [--cn NAME] [--days N] [--key-algorithm P-256|P-384|RSA-2048|RSA-3072|RSA-4096]
   sluice ca init   --dir DIR --cert FILE --key FILE [--chain FILE]   (use an existing intermediate)
   sluice ca issue  --dir DIR --id DEVICE [--csr FILE] [--days N] [--out PREFIX] [--key-algorithm ALG]

@@ -7,7 +7,9 @@ import { PkiInputError } from "./pki-error.js";
  * this stays close to that, adding only separators that need no escaping in a distinguished
  * name, a file name, a URL path segment or an ACL pattern (no '/', '+', '#', ',', '=', spaces).
  */
-export const DEVICE_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+export const DEVICE_ID_RULE =
+  "1-128 characters of A-Z a-z 0-9 . _ : - (starting with a letter or digit)";
 export const DEVICE_ID_MAX_LENGTH = 128;
 
 /** Returns the device id unchanged, or throws PkiInputError saying what is wrong with it. */
@@ -20,7 +22,7 @@ export function validateDeviceId(deviceId: unknown): string {
   }
   if (!DEVICE_ID_PATTERN.test(deviceId)) {
     throw new PkiInputError(
-      "the device id may only contain letters, digits, '.', '_', ':' and '-'",
+      "the device id may only contain letters, digits, '.', '_', ':' and '-', starting with a letter or digit",
     );
   }
   // "." and ".." are fine as a CN but would be path traversal as the CLI's default file name.

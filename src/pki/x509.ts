@@ -1,5 +1,5 @@
-// The shim must be evaluated before @peculiar/x509 loads tsyringe: keep this import first.
-import "./reflect-metadata-shim.js";
+// tsyringe (inside @peculiar/x509) needs the Reflect metadata API first: keep this import first.
+import "reflect-metadata";
 import { webcrypto } from "node:crypto";
 import * as x509 from "@peculiar/x509";
 

@@ -1,17 +1,8 @@
 import { z } from "zod";
 
-/**
- * A device id is its MQTT client id and its username. Kept to characters that are safe in
- * URLs, Redis keys, certificate CNs and log lines, so no layer has to escape it.
- */
-export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
-export const DEVICE_ID_RULE =
-  "1-128 characters of A-Z a-z 0-9 . _ : - (starting with a letter or digit)";
+import { DEVICE_ID_PATTERN, DEVICE_ID_RULE } from "../pki/device-id.js";
 
-export function isDeviceId(text: unknown): text is string {
-  return typeof text === "string" && DEVICE_ID_PATTERN.test(text);
-}
-
+/** A device id is its MQTT client id, its username and its certificate's CN. */
 export const deviceIdSchema = z.string().regex(DEVICE_ID_PATTERN, `must be ${DEVICE_ID_RULE}`);
 
 export const groupSchema = z

@@ -24,3 +24,15 @@ export async function readRevokedSerials(path: string): Promise<Set<string>> {
   }
   return serials;
 }
+
+/** When the first CRL in a PEM text was signed (its thisUpdate); undefined if none parses. */
+export function crlSignedAt(pem: string): Date | undefined {
+  const block = /-----BEGIN X509 CRL-----([^-]+)-----END X509 CRL-----/.exec(pem);
+  if (!block) return undefined;
+  try {
+    const der = Buffer.from((block[1] ?? "").replace(/\s+/g, ""), "base64");
+    return AsnConvert.parse(der, CertificateList).tbsCertList.thisUpdate.getTime();
+  } catch {
+    return undefined;
+  }
+}

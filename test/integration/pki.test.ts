@@ -320,7 +320,7 @@ describe("sluice ca commands", () => {
     ]) {
       const out = io();
       assert.equal(await runCaCommand(args, out), 2, args.join(" "));
-      assert.match(out.err(), /usage:/);
+      assert.match(out.err(), /Device CA \(a local CA folder\):/);
     }
   });
 
