@@ -109,6 +109,11 @@ export function checkConfig(config: SluiceConfig, deps: CheckConfigDeps): string
       if (path !== undefined && !deps.fileExists(path))
         problems.push(`${key}: file not found or not readable: ${path}`);
     }
+    if (config.redis === undefined && config.registry === undefined) {
+      problems.push(
+        "registry.file: required with admin on a node without redis (where the device registry is kept)",
+      );
+    }
     // Bearer tokens travel in the clear without TLS: only acceptable on loopback.
     if (admin.tls === undefined && !isLoopbackHost(admin.host)) {
       problems.push(

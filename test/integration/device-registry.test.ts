@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
 import { mkdtemp, rm, stat } from "node:fs/promises";
+import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { adminRoutes } from "../../src/admin/admin-api.js";
 import { openApiDocument } from "../../src/admin/openapi.js";
 import { callApi, newAdminToken } from "../helpers/admin-api.js";
+import { createTestPki, type TestPki } from "../helpers/certs.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
 import { connect, end, type MqttClient } from "../helpers/mqtt-client.js";
 
@@ -253,5 +255,73 @@ describe("device registry on a single node (file-backed)", () => {
     await running.stop();
     await start();
     await end(await connectDevice("persisted-1", password));
+  });
+});
+
+describe("admin API over HTTPS with admin client certificates", () => {
+  let pki: TestPki;
+  let node: RunningNode;
+  before(async () => {
+    pki = await createTestPki({ clientCn: "operator-anna" });
+    node = await startNode(
+      {
+        registry: { file: join(pki.dir, "devices.json") },
+        admin: {
+          host: "127.0.0.1",
+          port: 0,
+          tls: { cert: pki.serverCert, key: pki.serverKey, ca: pki.caCert },
+        },
+      },
+      pki.dir,
+    );
+  });
+  after(async () => {
+    await node?.stop();
+    await pki?.cleanup();
+  });
+
+  /** A request over HTTPS with (or without) a client certificate. */
+  function request(
+    method: string,
+    path: string,
+    client: { cert: string; key: string } | undefined,
+    body?: unknown,
+  ): Promise<{ status: number; body: string }> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest(
+        {
+          host: "127.0.0.1",
+          port: node.node.addresses.admin?.port,
+          path,
+          method,
+          ca: pki.read(pki.caCert),
+          servername: "localhost",
+          ...(client === undefined
+            ? {}
+            : { cert: pki.read(client.cert), key: pki.read(client.key) }),
+          headers: payload === undefined ? {} : { "content-type": "application/json" },
+        },
+        (res) => {
+          let text = "";
+          res.setEncoding("utf8").on("data", (chunk: string) => {
+            text += chunk;
+          });
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
+        },
+      );
+      req.on("error", reject);
+      req.end(payload);
+    });
+  }
+
+  it("a verified admin certificate is a credential; no certificate, or a stranger's, is not", async () => {
+    const admin = { cert: pki.clientCert, key: pki.clientKey };
+    const created = await request("POST", "/api/v1/devices", admin, { id: "via-mtls" });
+    assert.equal(created.status, 201, created.body);
+    assert.equal((await request("GET", "/api/v1/devices/via-mtls", undefined)).status, 401);
+    const stranger = { cert: pki.strangerCert, key: pki.strangerKey };
+    assert.equal((await request("GET", "/api/v1/devices/via-mtls", stranger)).status, 401);
+    assert.equal((await request("GET", "/api/v1/devices/via-mtls", admin)).status, 200);
   });
 });

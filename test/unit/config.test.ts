@@ -175,6 +175,38 @@ describe("config validation", () => {
     }
   });
 
+  it("takes admin with token digests or client certificates, TLS off loopback, and a registry home", () => {
+    const digest = "a".repeat(64);
+    const registry = { file: "devices.json" };
+    assert.deepEqual(problemsOf({ admin: { tokens: [digest] }, registry }), []);
+    assert.deepEqual(problemsOf({ admin: { tokens: ["secret"] }, registry }), [
+      "admin.tokens[0]: must be the SHA-256 hex of a token",
+    ]);
+    assert.deepEqual(problemsOf({ admin: {}, registry }), [
+      "admin: needs tokens, or tls.ca so that client certificates authenticate admins",
+    ]);
+    assert.deepEqual(problemsOf({ admin: { host: "0.0.0.0", tokens: [digest] }, registry }), [
+      "admin.tls: required when admin.host (0.0.0.0) is not a loopback address",
+    ]);
+    assert.deepEqual(
+      problemsOf({
+        admin: { host: "0.0.0.0", tls: { cert: "tls.crt", key: "tls.key", ca: "tls.crt" } },
+        registry,
+      }),
+      [],
+    );
+    assert.deepEqual(problemsOf({ admin: { tokens: [digest] } }), [
+      "registry.file: required with admin on a node without redis (where the device registry is kept)",
+    ]);
+    assert.deepEqual(
+      problemsOf({
+        admin: { tokens: [digest], ca: { cert: "nope.crt", key: "tls.key" } },
+        registry,
+      }),
+      [`admin.ca.cert: file not found or not readable: ${join(dir, "nope.crt")}`],
+    );
+  });
+
   it("refuses contract keys this version does not enforce rather than ignoring them", () => {
     assert.deepEqual(problemsOf({ limits: { queue: { maxInflight: 10 } } }), [
       "limits.queue.maxInflight: not supported by this version of Sluice yet",
