@@ -8,11 +8,6 @@ const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]"]);
  * so each one is refused with a clear line until the feature lands.
  */
 const NOT_YET_SUPPORTED: ReadonlyArray<{ key: string; present: (c: SluiceConfig) => boolean }> = [
-  { key: "limits.queue.maxInflight", present: (c) => c.limits.queue.maxInflight !== undefined },
-  {
-    key: "limits.queue.maxQueuedPerClient",
-    present: (c) => c.limits.queue.maxQueuedPerClient !== undefined,
-  },
   { key: "admin", present: (c) => c.admin !== undefined },
 ];
 
@@ -96,6 +91,14 @@ export function checkConfig(config: SluiceConfig, deps: CheckConfigDeps): string
     }
   }
 
+  const { maxInflight, maxQueuedPerClient } = config.limits.queue;
+  // A stored queue holds the deliveries in flight too: a cap under the window would drop
+  // messages the client is about to acknowledge.
+  if (maxQueuedPerClient < maxInflight) {
+    problems.push(
+      `limits.queue.maxQueuedPerClient: must be at least limits.queue.maxInflight (${maxInflight})`,
+    );
+  }
   for (const feature of NOT_YET_SUPPORTED) {
     if (feature.present(config))
       problems.push(`${feature.key}: not supported by this version of Sluice yet`);
