@@ -33,7 +33,9 @@ import { drainClients } from "./lifecycle/drain-clients.js";
 import { FileWatcher } from "./lifecycle/file-watcher.js";
 import { runPhases } from "./lifecycle/run-phases.js";
 import { PublishLimiter } from "./limits/publish-limiter.js";
+import { QueueDropReporter } from "./limits/queue-drop-reporter.js";
 import {
+  cappedMemoryPersistence,
   closeWithoutWill,
   closeWithWill,
   countLiveSubscriptions,
@@ -47,6 +49,7 @@ import {
 import { auditSubject, createBrokerRules } from "./mqtt/broker-rules.js";
 import { ClientContexts } from "./mqtt/client-context.js";
 import { adaptHooks } from "./mqtt/hook-adapter.js";
+import { InflightWindows } from "./mqtt/inflight-window.js";
 import { installPacketGuard, PacketViolationError } from "./mqtt/packet-guard.js";
 import { MemorySessionRegistry, RedisSessionRegistry } from "./mqtt/session-registry.js";
 import type { Logger } from "./observability/logger.js";
@@ -121,6 +124,8 @@ export class SluiceNode {
   private crlTimer: NodeJS.Timeout | undefined;
   /** The device CA's CRL from the registry, for listeners with `registryCrl`. */
   private registryCrl: string | undefined;
+  private readonly queueDrops: QueueDropReporter;
+  private readonly windows: InflightWindows;
   private boundAddresses: NodeAddresses | undefined;
   private shutdownPromise: Promise<void> | undefined;
   private readonly heartbeatMs: number;
@@ -151,6 +156,25 @@ export class SluiceNode {
       },
       { redis: config.redis !== undefined },
     );
+    const { maxInflight, maxQueuedPerClient } = config.limits.queue;
+    this.queueDrops = new QueueDropReporter(
+      this.metrics,
+      logger.child({ module: "limits" }),
+      maxQueuedPerClient,
+    );
+    this.windows = new InflightWindows(
+      { maxInflight, maxQueued: maxQueuedPerClient },
+      { onDropped: (client, count) => this.queueDrops.dropped(client.id, count) },
+    );
+  }
+
+  /** The cap on each session's stored queue, for whichever persistence the node uses. */
+  private storedQueueLimits() {
+    return {
+      maxQueuedPerClient: this.config.limits.queue.maxQueuedPerClient,
+      onQueueFull: (clientId: string, dropped: number) =>
+        this.queueDrops.dropped(clientId, dropped),
+    };
   }
 
   /** Builds and starts a node; on failure everything already opened is closed again. */
@@ -205,13 +229,18 @@ export class SluiceNode {
       `HTTP probes and metrics on ${httpAddress.address}:${httpAddress.port}`,
     );
     if (config.redis) {
-      const fabric = new RedisFabric(config.redis, this.rootLogger.child({ module: "redis" }), {
-        onStateChange: (up) => {
-          this.metrics.setRedisUp(up);
-          if (up) this.reconcileOwnership();
+      const fabric = new RedisFabric(
+        config.redis,
+        this.rootLogger.child({ module: "redis" }),
+        {
+          onStateChange: (up) => {
+            this.metrics.setRedisUp(up);
+            if (up) this.reconcileOwnership();
+          },
+          onSubscriberRestored: () => this.recoverPubSubGap(),
         },
-        onSubscriberRestored: () => this.recoverPubSubGap(),
-      });
+        this.storedQueueLimits(),
+      );
       this.fabric = fabric;
       if (!(await fabric.waitUntilReady(REDIS_FIRST_WAIT_MS))) {
         this.log.warn(
@@ -308,7 +337,9 @@ export class SluiceNode {
     const options: PatchedAedesOptions = {
       id: config.nodeId,
       // Without Redis, aedes keeps sessions, retained messages and wills in memory.
-      ...(this.fabric ? { mq: this.fabric.mq, persistence: this.fabric.persistence } : {}),
+      ...(this.fabric
+        ? { mq: this.fabric.mq, persistence: this.fabric.persistence }
+        : { persistence: cappedMemoryPersistence(this.storedQueueLimits()) }),
       heartbeatInterval: this.heartbeatMs,
       connectTimeout: config.limits.connectTimeoutMs,
       // A client whose socket takes no data for this long is closed: until then every message
@@ -317,6 +348,9 @@ export class SluiceNode {
       drainTimeout: config.limits.queue.drainTimeoutMs,
       maxTopicLevels: config.limits.subscriptions.maxTopicLevels,
       ...hooks,
+      authorizeForward: this.windows.observeForward(
+        (client, packet) => hooks.authorizeForward(client, packet) ?? null,
+      ),
       sessionPresent: (client) => this.contexts.get(client)?.sessionPresent === true,
       // Cluster takeover is ClientOwnership's, fenced by epochs; aedes' gossip is not.
       closeOnPeerConnect: this.ownership === undefined,
@@ -466,6 +500,7 @@ export class SluiceNode {
     connection.socket.once("close", () => this.metrics.markConnectionClosed(listener));
 
     const client = broker.handle(connection.stream, connection.request);
+    this.windows.attach(client);
     const context = this.contexts.attach(client, connection);
     connection.socket.once("close", () => {
       if (context.countedUsername !== undefined) this.admission?.release(context.countedUsername);

@@ -15,6 +15,13 @@ export interface RedisFabricEvents {
   onSubscriberRestored(): void;
 }
 
+/** The cap on each session's stored queue (see patches/aedes-persistence-redis+*.patch). */
+export interface StoredQueueLimits {
+  maxQueuedPerClient: number;
+  /** The oldest `dropped` messages of a client's queue went to make room. */
+  onQueueFull(clientId: string, dropped: number): void;
+}
+
 /** A connection to a single Redis (direct or through Sentinel) or to a Redis Cluster. */
 export type RedisClient = Redis | Cluster;
 
@@ -61,6 +68,7 @@ export class RedisFabric {
     config: RedisConfig,
     private readonly log: Logger,
     private readonly events: RedisFabricEvents,
+    queue: StoredQueueLimits,
   ) {
     const connect = connectionFactory(config);
     this.keyPrefix = config.keyPrefix;
@@ -81,7 +89,14 @@ export class RedisFabric {
     // A non-array `cluster` makes the persistence use our connection in its Cluster mode
     // (per-topic retained keys, no multi-key commands) instead of building its own.
     this.persistence = exposeCleanIncoming(
-      persistenceRedis(clustered ? { conn: stored, cluster: true } : { conn: state }),
+      persistenceRedis({
+        ...(clustered ? { conn: stored, cluster: true } : { conn: state }),
+        maxQueuedPerClient: queue.maxQueuedPerClient,
+        onQueueFull: queue.onQueueFull,
+        // A resumed session gets its whole queue (the persistence's default reads 1,001 of it,
+        // the rest only at a later reconnect).
+        maxSessionDelivery: queue.maxQueuedPerClient,
+      }),
     );
     // Its types name Redis only; it uses nothing a Cluster lacks (publish, (p)subscribe, events).
     const mq = mqemitterRedis({

@@ -2,19 +2,6 @@ import { isTlsListener, type SluiceConfig, TLS_FILE_FIELDS } from "./schema.js";
 
 const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]"]);
 
-/**
- * Features named by the config contract that this build does not enforce yet. Accepting them
- * silently would let an operator believe a limit or a security control is on when it is not,
- * so each one is refused with a clear line until the feature lands.
- */
-const NOT_YET_SUPPORTED: ReadonlyArray<{ key: string; present: (c: SluiceConfig) => boolean }> = [
-  { key: "limits.queue.maxInflight", present: (c) => c.limits.queue.maxInflight !== undefined },
-  {
-    key: "limits.queue.maxQueuedPerClient",
-    present: (c) => c.limits.queue.maxQueuedPerClient !== undefined,
-  },
-];
-
 export interface CheckConfigDeps {
   fileExists(path: string): boolean;
 }
@@ -122,9 +109,13 @@ export function checkConfig(config: SluiceConfig, deps: CheckConfigDeps): string
     }
   }
 
-  for (const feature of NOT_YET_SUPPORTED) {
-    if (feature.present(config))
-      problems.push(`${feature.key}: not supported by this version of Sluice yet`);
+  const { maxInflight, maxQueuedPerClient } = config.limits.queue;
+  // A stored queue holds the deliveries in flight too: a cap under the window would drop
+  // messages the client is about to acknowledge.
+  if (maxQueuedPerClient < maxInflight) {
+    problems.push(
+      `limits.queue.maxQueuedPerClient: must be at least limits.queue.maxInflight (${maxInflight})`,
+    );
   }
   return problems;
 }

@@ -187,8 +187,26 @@ const limitsSchema = z.strictObject({
     .prefault({}),
   queue: z
     .strictObject({
-      maxInflight: positiveInt.optional(),
-      maxQueuedPerClient: positiveInt.optional(),
+      /**
+       * QoS 1/2 deliveries written to a client and not yet acknowledged; further ones wait.
+       * At most 65,535: a delivery in flight holds a packet identifier [MQTT-2.3.1-4].
+       */
+      maxInflight: z
+        .number()
+        .int()
+        .min(1, "must be at least 1")
+        .max(65_535, "must be at most 65535 (the packet identifiers a client can have in flight)")
+        .default(100),
+      /**
+       * QoS 1/2 messages held for one client: its stored queue (offline, or waiting) and the
+       * deliveries waiting for its window. Past it the oldest are dropped and counted.
+       */
+      maxQueuedPerClient: z
+        .number()
+        .int()
+        .min(1, "must be at least 1")
+        .max(10_000_000, "must be at most 10000000")
+        .default(10_000),
       /**
        * A subscriber whose socket takes nothing for this long is disconnected (a persistent
        * session keeps its queue). QoS 0 to a client whose socket is full is dropped at once.

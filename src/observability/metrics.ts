@@ -114,7 +114,7 @@ export class SluiceMetrics {
     });
     this.droppedMessages = new Counter({
       name: "sluice_dropped_messages_total",
-      help: "Messages not delivered to a client by a limit (e.g. QoS 0 to a slow consumer), by reason",
+      help: "Messages not delivered to a client by a limit, by reason: slow_consumer (QoS 0 to a full socket), queue_full (QoS 1/2 past limits.queue.maxQueuedPerClient)",
       labelNames: ["reason"],
       registers,
     });
@@ -195,8 +195,8 @@ export class SluiceMetrics {
     this.subscriptionsRefused.inc({ reason });
   }
 
-  markMessageDropped(reason: string): void {
-    this.droppedMessages.inc({ reason });
+  markMessageDropped(reason: string, count = 1): void {
+    this.droppedMessages.inc({ reason }, count);
   }
 
   setRedisUp(up: boolean): void {

@@ -9,6 +9,10 @@ declare module "aedes-persistence-redis" {
      */
     cluster?: true;
     maxSessionDelivery?: number;
+    /** Sluice's patch: each session's stored queue holds at most this many messages. */
+    maxQueuedPerClient?: number;
+    /** Sluice's patch: the oldest `dropped` messages of a client's queue were dropped. */
+    onQueueFull?(clientId: string, dropped: number): void;
   }
   const persistence: (options: RedisPersistenceOptions) => unknown;
   export default persistence;

@@ -21,7 +21,13 @@ let node: RunningNode;
 
 before(async () => {
   node = await startNode({
-    limits: { subscriptions: { perClient: 100 }, queue: { drainTimeoutMs: 1_000 } },
+    // A window of 1,000 x 32 KiB is more than the kernel's socket buffers take, so the frozen
+    // QoS 1 subscriber below does fill its socket and meet drainTimeoutMs. With the default
+    // window (100) it stays connected, holding 3 MB (see queue-limits.test.ts).
+    limits: {
+      subscriptions: { perClient: 100 },
+      queue: { drainTimeoutMs: 1_000, maxInflight: 1_000 },
+    },
   });
 });
 after(async () => {

@@ -207,10 +207,30 @@ describe("config validation", () => {
     );
   });
 
-  it("refuses contract keys this version does not enforce rather than ignoring them", () => {
-    assert.deepEqual(problemsOf({ limits: { queue: { maxInflight: 10 } } }), [
-      "limits.queue.maxInflight: not supported by this version of Sluice yet",
+  it("queue limits: defaults, accepted values and clear errors", () => {
+    const { config } = resolveConfig({}, { configDir: dir, env: {} });
+    assert.equal(config.limits.queue.maxInflight, 100);
+    assert.equal(config.limits.queue.maxQueuedPerClient, 10_000);
+    assert.deepEqual(
+      problemsOf({ limits: { queue: { maxInflight: 20, maxQueuedPerClient: 1_000 } } }),
+      [],
+    );
+    assert.deepEqual(problemsOf({ limits: { queue: { maxInflight: 0 } } }), [
+      "limits.queue.maxInflight: must be at least 1",
     ]);
+    assert.deepEqual(problemsOf({ limits: { queue: { maxInflight: 70_000 } } }), [
+      "limits.queue.maxInflight: must be at most 65535 (the packet identifiers a client can have in flight)",
+    ]);
+    assert.deepEqual(problemsOf({ limits: { queue: { maxQueuedPerClient: 2.5 } } }), [
+      "limits.queue.maxQueuedPerClient: must be an int, got number 2.5",
+    ]);
+    assert.deepEqual(problemsOf({ limits: { queue: { maxQueuedPerClient: "10k" } } }), [
+      'limits.queue.maxQueuedPerClient: must be a number, got the string "10k"',
+    ]);
+    assert.deepEqual(
+      problemsOf({ limits: { queue: { maxInflight: 50, maxQueuedPerClient: 10 } } }),
+      ["limits.queue.maxQueuedPerClient: must be at least limits.queue.maxInflight (50)"],
+    );
   });
 });
 

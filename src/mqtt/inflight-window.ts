@@ -1,0 +1,155 @@
+import type { AedesPublishPacket, Client } from "aedes";
+
+export interface InflightWindowLimits {
+  /** QoS 1/2 deliveries written to a client and not yet acknowledged (PUBACK / PUBCOMP). */
+  maxInflight: number;
+  /** Deliveries waiting for the window, per client; the oldest are dropped past it. */
+  maxQueued: number;
+}
+
+export interface InflightWindowEvents {
+  /**
+   * Waiting deliveries of a clean session were dropped: the only copy. A persistent session's
+   * waiting deliveries are also in its stored queue, capped alike, whose drops are reported
+   * by the store (counting them here as well would count them twice).
+   */
+  onDropped(client: Client, count: number): void;
+}
+
+type Deliver = (packet: AedesPublishPacket, done: () => void) => void;
+
+interface DeliveringClient {
+  deliverQoS: Deliver;
+  clean: boolean;
+  closed: boolean;
+  subscriptions: Record<string, { qos?: number } | undefined>;
+  _parser?: { on(event: "packet", listener: (packet: { cmd: string }) => void): void };
+}
+
+const NOT_CALLED = Symbol("authorizeForward not called");
+
+/** A FIFO that drops from its head without shifting the array on every take. */
+class Waiting {
+  private items: Array<AedesPublishPacket | undefined> = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  push(packet: AedesPublishPacket): void {
+    this.items.push(packet);
+  }
+
+  take(): AedesPublishPacket | undefined {
+    const packet = this.items[this.head];
+    this.items[this.head++] = undefined;
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    } else if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return packet;
+  }
+}
+
+/**
+ * The QoS 1/2 in-flight window of each connected client (`limits.queue.maxInflight`): at most
+ * N deliveries written and not acknowledged; further ones wait in memory (at most
+ * `maxQueued`, the oldest dropped) and are written as acknowledgements free the window.
+ *
+ * A waiting delivery reports itself done at once. aedes completes a publish, and so sends the
+ * publisher's PUBACK, only once every delivery is done; a delivery written to a frozen
+ * subscriber is done only when its socket drains, so one frozen subscriber held up every
+ * publisher of its topics until drainTimeoutMs. A persistent session's message is in its
+ * stored queue before it is delivered (aedes enqueues first), so answering early loses
+ * nothing if the node dies; a clean session's would be lost with its connection anyway.
+ *
+ * Hooked by wrapping each client's own `deliverQoS` (what its subscriptions, retained
+ * messages and `client.publish` call), before its CONNECT is handled. Not covered: the stored
+ * queue a resumed session gets at CONNECT, which aedes writes directly, paced by the socket.
+ */
+export class InflightWindows {
+  /**
+   * What the broker's authorizeForward returned in the delivery being started: aedes calls it
+   * synchronously inside deliverQoS, and a delivery it refuses is never written, so never
+   * acknowledged, and must not hold a slot. NOT_CALLED: refused before it (no-local).
+   */
+  private lastForward: AedesPublishPacket | null | typeof NOT_CALLED = NOT_CALLED;
+
+  constructor(
+    private readonly limits: InflightWindowLimits,
+    private readonly events: InflightWindowEvents,
+  ) {}
+
+  /** Wraps the broker's authorizeForward hook so that the windows see its decisions. */
+  observeForward(
+    authorizeForward: (client: Client, packet: AedesPublishPacket) => AedesPublishPacket | null,
+  ): (client: Client, packet: AedesPublishPacket) => AedesPublishPacket | null {
+    return (client, packet) => {
+      const result = authorizeForward(client, packet);
+      this.lastForward = result;
+      return result;
+    };
+  }
+
+  /** Puts a new client's QoS 1/2 deliveries behind a window; call before its CONNECT is read. */
+  attach(aedesClient: Client): void {
+    const client = aedesClient as unknown as DeliveringClient;
+    const deliver = client.deliverQoS;
+    const parser = client._parser;
+    if (typeof deliver !== "function" || typeof parser?.on !== "function") {
+      throw new TypeError("aedes client has an unexpected shape: no in-flight window possible");
+    }
+    const { maxInflight, maxQueued } = this.limits;
+    const waiting = new Waiting();
+    let inflight = 0;
+
+    const send = (packet: AedesPublishPacket, done: () => void): void => {
+      this.lastForward = NOT_CALLED;
+      deliver(packet, done);
+      // aedes writes it at the QoS of the client's subscription to exactly this topic, if
+      // lower: a QoS 0 write is never acknowledged
+      const exact = client.subscriptions[packet.topic];
+      const downgraded = exact !== undefined && (exact.qos ?? 0) === 0;
+      if (this.lastForward !== NOT_CALLED && this.lastForward !== null && !downgraded) {
+        inflight++;
+      }
+    };
+
+    client.deliverQoS = (packet, done) => {
+      if (packet.qos === 0) {
+        deliver(packet, done);
+        return;
+      }
+      if (inflight < maxInflight && waiting.length === 0) {
+        send(packet, done);
+        return;
+      }
+      waiting.push(packet);
+      if (waiting.length > maxQueued) {
+        waiting.take();
+        if (client.clean) this.events.onDropped(aedesClient, 1);
+      }
+      // aedes' own deliveries answer on a later turn too: mqemitter must not recurse per message
+      setImmediate(done);
+    };
+
+    // Acknowledgements as they are read, before aedes clears them from the store: the slot is
+    // the client's to use again once it has said it has the message.
+    parser.on("packet", (packet) => {
+      if (packet.cmd !== "puback" && packet.cmd !== "pubcomp") return;
+      // The stored queue a resumed session gets is written around the window: its acks must
+      // not open the window wider.
+      if (inflight > 0) inflight--;
+      while (inflight < maxInflight && waiting.length > 0 && !client.closed) {
+        const next = waiting.take();
+        if (next) send(next, noop);
+      }
+    });
+  }
+}
+
+function noop(): void {}
