@@ -385,6 +385,21 @@ describe("contradictory values fail the rendering", () => {
     ],
     ["no listener", ["listeners.tcp.enabled=false"], /at least one/],
     ["Redis auth without a password", ["redis.auth.enabled=true"], /redis.auth.existingSecret/],
+    [
+      "the admin API without Redis",
+      [
+        "redis.mode=none",
+        "replicaCount=1",
+        "admin.enabled=true",
+        "admin.tokens[0]=" + "a".repeat(64),
+      ],
+      /admin.enabled needs Redis/,
+    ],
+    [
+      "the registry CRL without a device CA",
+      ["listeners.tls.enabled=true", "tls.existingSecret=t", "listeners.tls.registryCrl=true"],
+      /admin.deviceCa.existingSecret/,
+    ],
   ];
   for (const [name, sets, message] of cases) {
     test(name, async () => {

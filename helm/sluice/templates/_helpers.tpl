@@ -117,6 +117,12 @@ redis-password
 {{- if and $v.admin.enabled (not $v.admin.tokens) }}
 {{- fail "admin.enabled needs admin.tokens (SHA-256 hex of each bearer token)" }}
 {{- end }}
+{{- if and $v.admin.enabled (eq $v.redis.mode "none") }}
+{{- fail "admin.enabled needs Redis (redis.mode): the device registry lives there" }}
+{{- end }}
+{{- if and $v.listeners.tls.registryCrl (not $v.admin.deviceCa.existingSecret) }}
+{{- fail "listeners.tls.registryCrl needs admin.deviceCa.existingSecret (the CA whose CRL it loads)" }}
+{{- end }}
 {{- end }}
 
 {{/* Sluice's config file, built from values (key names: src/config/schema.ts). */}}
@@ -129,7 +135,7 @@ redis-password
 {{- end }}
 {{- $tlsFiles := dict "cert" "/etc/sluice/tls/tls.crt" "key" "/etc/sluice/tls/tls.key" "minVersion" $v.tls.minVersion }}
 {{- if $l.tls.enabled }}
-{{- $tls := dict "type" "tls" "host" "0.0.0.0" "port" $l.tls.port "proxyProtocol" $l.proxyProtocol "trustedProxies" $l.trustedProxies "requestCert" $l.tls.requestCert "requireClientCert" $l.tls.requireClientCert }}
+{{- $tls := dict "type" "tls" "host" "0.0.0.0" "port" $l.tls.port "proxyProtocol" $l.proxyProtocol "trustedProxies" $l.trustedProxies "requestCert" $l.tls.requestCert "requireClientCert" $l.tls.requireClientCert "registryCrl" (default false $l.tls.registryCrl) }}
 {{- if $v.tls.clientCA.existingSecret }}
 {{- $_ := set $tls "ca" (printf "/etc/sluice/client-ca/%s" $v.tls.clientCA.key) }}
 {{- end }}
@@ -169,7 +175,11 @@ redis-password
 {{- $_ := set $config "redis" $redis }}
 {{- end }}
 {{- if $v.admin.enabled }}
-{{- $_ := set $config "admin" (dict "host" "127.0.0.1" "port" $v.admin.port "tokens" $v.admin.tokens) }}
+{{- $admin := dict "host" "127.0.0.1" "port" $v.admin.port "tokens" $v.admin.tokens }}
+{{- if $v.admin.deviceCa.existingSecret }}
+{{- $_ := set $admin "ca" (dict "cert" "/etc/sluice/device-ca/ca.crt" "key" "/etc/sluice/device-ca/ca.key" "deviceCertificateDays" $v.admin.deviceCa.deviceCertificateDays) }}
+{{- end }}
+{{- $_ := set $config "admin" $admin }}
 {{- end }}
 {{- toYaml $config }}
 {{- end }}
