@@ -261,6 +261,7 @@ export class SluiceNode {
       ...(this.fabric ? { willClaims: new WillClaims(this.fabric.state) } : {}),
       audit,
       ...(this.admission ? { admission: this.admission } : {}),
+      maxTopicBytes: config.limits.maxTopicBytes,
       maxSubscriptionsPerClient: config.limits.subscriptions.perClient,
       events: {
         onWillPublished: (clientId) =>
@@ -436,7 +437,10 @@ export class SluiceNode {
     });
     const ownership = this.ownership;
     if (ownership) connection.socket.once("close", () => ownership.ended(client));
-    installPacketGuard(client, { maxPacketBytes: this.config.limits.maxPacketBytes });
+    installPacketGuard(client, {
+      maxPacketBytes: this.config.limits.maxPacketBytes,
+      maxTopicBytes: this.config.limits.maxTopicBytes,
+    });
     this.publishLimits?.attach(client, {
       identity: () => this.contexts.get(client)?.identity,
       subject: () => auditSubject(this.contexts.get(client)),
