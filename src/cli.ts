@@ -123,9 +123,11 @@ async function start(file: string | undefined): Promise<number> {
     nodeId: config.nodeId,
   });
   for (const warning of warnings) logger.warn({ event: "config.warning" }, warning);
-  installCrashHandlers(logger);
+  let started: SluiceNode | undefined;
+  installCrashHandlers(logger, () => started?.status ?? "starting");
 
   const node = await SluiceNode.start(config, logger);
+  started = node;
   return new Promise<number>((resolve) => {
     let signalled = false;
     const onSignal = (signal: NodeJS.Signals): void => {
@@ -163,16 +165,28 @@ async function start(file: string | undefined): Promise<number> {
 }
 
 /**
- * Errors that escape every handler mean the process state is unknown: log and exit so the
- * orchestrator restarts a clean node (clients resume their sessions elsewhere meanwhile).
+ * An exception that escapes every handler was thrown in the middle of some synchronous work,
+ * which stopped half-way: the process state is unknown, so log and exit, and the orchestrator
+ * restarts a clean node (clients resume their sessions elsewhere meanwhile).
+ *
+ * A rejection nobody handled is different: the operation it reports has already failed and
+ * finished, no code was cut off half-way, and what is lost is only the report. Seen in
+ * practice, it is a Redis command failing during an outage or a shutdown (the mqemitter-redis
+ * patch fixes the one known case) - exactly when exiting would hurt most: every client of the
+ * node reconnects at once, onto nodes that share the same Redis trouble. So it is logged, as an
+ * error with its stack and the node's state for the bug report, and the node keeps serving.
  */
-function installCrashHandlers(logger: Logger): void {
-  const crash = (event: string) => (error: unknown) => {
-    logger.fatal({ event, err: error }, "unexpected error: exiting");
+function installCrashHandlers(logger: Logger, nodeState: () => string): void {
+  process.on("uncaughtException", (error: unknown) => {
+    logger.fatal({ event: "process.uncaught_exception", err: error }, "unexpected error: exiting");
     process.exit(EXIT_RUNTIME);
-  };
-  process.on("uncaughtException", crash("process.uncaught_exception"));
-  process.on("unhandledRejection", crash("process.unhandled_rejection"));
+  });
+  process.on("unhandledRejection", (reason: unknown) => {
+    logger.error(
+      { event: "process.unhandled_rejection", err: reason, nodeState: nodeState() },
+      "a failed operation was not handled: logged, the node keeps serving",
+    );
+  });
 }
 
 async function version(): Promise<string> {

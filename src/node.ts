@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { Aedes, type Client } from "aedes";
 import { type AdminApiDeps, adminRoutes } from "./admin/admin-api.js";
 import { AdminServer } from "./admin/admin-server.js";
@@ -321,6 +321,7 @@ export class SluiceNode {
       ...(this.fabric ? { willClaims: new WillClaims(this.fabric.state) } : {}),
       audit,
       ...(this.admission ? { admission: this.admission } : {}),
+      maxTopicBytes: config.limits.maxTopicBytes,
       maxSubscriptionsPerClient: config.limits.subscriptions.perClient,
       events: {
         onWillPublished: (clientId) =>
@@ -383,6 +384,7 @@ export class SluiceNode {
         listenerConfig,
         index,
         {
+          admitSocket: (socket, origin) => this.admitSocket(socket, origin.remoteAddress),
           onConnection: (connection) => this.accept(broker, connection),
           onRejected: (reason, error) => {
             this.metrics.markConnectionRejected(reason);
@@ -466,31 +468,32 @@ export class SluiceNode {
     });
   }
 
-  /** Socket quotas first: a refused socket is closed before a byte of MQTT is read. */
+  /**
+   * Socket quotas, once per socket, before a byte of MQTT or of a TLS handshake is read: a
+   * refused socket is closed at once. An admitted one is counted until its TCP socket closes.
+   */
+  private admitSocket(socket: Socket, ip: string): boolean {
+    if (this.state !== "ready" || socket.destroyed) {
+      socket.destroy();
+      return false;
+    }
+    const rejection = this.quotas.admit(ip);
+    if (rejection !== undefined) {
+      socket.destroy();
+      this.metrics.markConnectionRejected(rejection);
+      return false;
+    }
+    socket.once("close", () => this.quotas.release(ip));
+    return true;
+  }
+
+  /** A connection the listener admitted (admitSocket) and made ready for MQTT. */
   private accept(broker: Aedes, connection: ClientConnection): void {
     if (this.state !== "ready") {
       connection.stream.destroy();
       return;
     }
-    // Until aedes attaches its own handler, a reset must not surface as an uncaught error.
-    connection.stream.on("error", noop);
-    const ip = connection.remoteAddress;
-    this.quotas.admit(ip).then(
-      (rejection) => {
-        if (rejection === undefined && this.state === "ready" && !connection.socket.destroyed) {
-          connection.socket.once("close", () => this.quotas.release(ip));
-          this.handOver(broker, connection);
-          return;
-        }
-        if (rejection === undefined) this.quotas.release(ip);
-        else this.metrics.markConnectionRejected(rejection);
-        connection.stream.destroy();
-      },
-      (error: unknown) => {
-        this.log.error({ event: "admission.failed", err: error }, "connection admission failed");
-        connection.stream.destroy();
-      },
-    );
+    this.handOver(broker, connection);
   }
 
   private handOver(broker: Aedes, connection: ClientConnection): void {
@@ -507,7 +510,10 @@ export class SluiceNode {
     });
     const ownership = this.ownership;
     if (ownership) connection.socket.once("close", () => ownership.ended(client));
-    installPacketGuard(client, { maxPacketBytes: this.config.limits.maxPacketBytes });
+    installPacketGuard(client, {
+      maxPacketBytes: this.config.limits.maxPacketBytes,
+      maxTopicBytes: this.config.limits.maxTopicBytes,
+    });
     this.publishLimits?.attach(client, {
       identity: () => this.contexts.get(client)?.identity,
       subject: () => auditSubject(this.contexts.get(client)),

@@ -128,6 +128,18 @@ const authSchema = z.strictObject({
 
 const limitsSchema = z.strictObject({
   maxPacketBytes: z.number().int().min(64).max(268_435_455).default(262_144),
+  /**
+   * Longest topic (UTF-8 bytes) in a PUBLISH, a SUBSCRIBE or UNSUBSCRIBE filter, or a will.
+   * MQTT allows 65,535. The default is 16 times AWS IoT Core's hard limit of 256 bytes: no
+   * device topic comes near it, and it keeps one topic's share of subscription tries, retained
+   * keys and queued messages in Redis small.
+   */
+  maxTopicBytes: z
+    .number()
+    .int()
+    .min(1, "must be at least 1 (bytes)")
+    .max(65_535, "must be at most 65535, the longest topic MQTT can carry")
+    .default(4_096),
   connectTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
   /** Connection quotas. Absent ones are unlimited, except a node's own total. */
   connections: z

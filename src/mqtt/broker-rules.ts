@@ -15,8 +15,9 @@ import type { AclSubject, Authorizer } from "../security/authorizer.js";
 import { isWillOf } from "./aedes-internals.js";
 import type { ClientContext, ClientContexts } from "./client-context.js";
 import type { BrokerHooks } from "./hook-adapter.js";
+import { PacketViolationError } from "./packet-guard.js";
 import type { OwnedConnection, SessionRegistry } from "./session-registry.js";
-import { invalidTopicFilter, invalidTopicName } from "./topic-rules.js";
+import { exceedsBytes, invalidTopicFilter, invalidTopicName } from "./topic-rules.js";
 
 const SYS_PREFIX = "$SYS";
 
@@ -57,6 +58,8 @@ export interface BrokerRulesDeps {
   events: BrokerRulesEvents;
   /** Overload, flapping and per-username quotas on CONNECT. */
   admission?: ConnectAdmission;
+  /** Longest topic, filter or will topic in bytes (`limits.maxTopicBytes`). */
+  maxTopicBytes: number;
   /** Subscriptions one client may hold (`limits.subscriptions.perClient`); absent: no limit. */
   maxSubscriptionsPerClient?: number | undefined;
 }
@@ -145,6 +148,14 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
         throw new ProtocolError(`protocol name ${protocolId} with level ${protocolVersion}`);
       }
       if (packet.will) {
+        // Counted and logged as a protocol violation, like an over-long PUBLISH topic; the
+        // connection closes without a CONNACK, as for an invalid will topic.
+        if (exceedsBytes(packet.will.topic ?? "", deps.maxTopicBytes)) {
+          throw new PacketViolationError(
+            "topic_too_long",
+            `will topic exceeds the limit of ${deps.maxTopicBytes} bytes`,
+          );
+        }
         const reason = invalidTopicName(packet.will.topic ?? "");
         if (reason) throw new ProtocolError(`will: ${reason}`);
         context.willTopic = packet.will.topic;
@@ -253,6 +264,10 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
     },
 
     authorizeSubscribe(client, subscription) {
+      if (exceedsBytes(subscription.topic, deps.maxTopicBytes)) {
+        metrics.markSubscriptionRefused("topic_too_long");
+        return null; // SUBACK 0x80 for this filter only
+      }
       const reason = invalidTopicFilter(subscription.topic);
       if (reason) throw new ProtocolError(reason);
       const limit = deps.maxSubscriptionsPerClient;

@@ -21,13 +21,16 @@ interface MqttPacketParser {
 export interface PacketGuardLimits {
   /** Largest whole packet (fixed header included) the broker accepts. */
   maxPacketBytes: number;
+  /** Longest topic of a PUBLISH or filter of an UNSUBSCRIBE, in bytes. */
+  maxTopicBytes: number;
 }
 
 export type PacketViolation =
   | "packet_too_large"
   | "invalid_utf8"
   | "null_character"
-  | "packet_id_zero";
+  | "packet_id_zero"
+  | "topic_too_long";
 
 export class PacketViolationError extends ProtocolError {
   constructor(
@@ -61,7 +64,9 @@ function fixedHeaderBytes(remainingLength: number): number {
  * Makes an aedes client's parser enforce what aedes does not:
  * - the packet size limit, checked from the fixed header before the body is buffered;
  * - well-formed UTF-8 in every string field [MQTT-1.5.3-1], without U+0000 [MQTT-1.5.3-2];
- * - non-zero packet identifiers [MQTT-2.3.1-1].
+ * - non-zero packet identifiers [MQTT-2.3.1-1];
+ * - the topic length limit on PUBLISH and UNSUBSCRIBE, from the string's length prefix before
+ *   its bytes are decoded (like aedes' topic level limit, it closes the connection).
  * A violation becomes a parser error, on which aedes closes the connection.
  * Throws at once if the engine's parser no longer has the expected shape.
  */
@@ -116,6 +121,21 @@ export function installPacketGuard(client: object, limits: PacketGuardLimits): v
 
   parser._parseString = function parseValidString(this: MqttPacketParser) {
     const length = this._parseNum();
+    // In a PUBLISH and an UNSUBSCRIBE (MQTT 3.1.1) every string is a topic. SUBSCRIBE filters
+    // are checked by the broker rules instead: an over-long one gets SUBACK 0x80, like others
+    // refused by a limit.
+    if (
+      length > limits.maxTopicBytes &&
+      (this.packet.cmd === "publish" || this.packet.cmd === "unsubscribe")
+    ) {
+      this._emitError(
+        new PacketViolationError(
+          "topic_too_long",
+          `topic of ${length} bytes in a ${this.packet.cmd} packet exceeds the limit of ${limits.maxTopicBytes}`,
+        ),
+      );
+      return null;
+    }
     const end = length + this._pos;
     if (length === -1 || end > this._list.length || end > this.packet.length) return null;
     const bytes = this._list.slice(this._pos, end);

@@ -3,6 +3,16 @@
  * Returns a reason when the string is invalid, undefined when it is fine.
  */
 
+/**
+ * Whether a topic is longer than `maxBytes` in UTF-8. Without encoding it, when its length
+ * decides: a UTF-16 code unit takes 1 to 3 bytes (a surrogate pair, two units, takes 4).
+ */
+export function exceedsBytes(topic: string, maxBytes: number): boolean {
+  if (topic.length > maxBytes) return true;
+  if (topic.length * 3 <= maxBytes) return false;
+  return Buffer.byteLength(topic, "utf8") > maxBytes;
+}
+
 /** A topic name to publish to: non-empty, no wildcards [MQTT-4.7.3-1] [MQTT-3.3.2-2]. */
 export function invalidTopicName(topic: string): string | undefined {
   if (topic.length === 0) return "empty topic name";

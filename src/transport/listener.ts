@@ -46,6 +46,16 @@ export type ListenerRejection =
   | "proxy_header_timeout";
 
 export interface ListenerEvents {
+  /**
+   * The socket quotas, asked exactly once per socket, synchronously, as soon as the client's
+   * address is known and before any other work is spent on it: on accept, after a PROXY header,
+   * and for TLS before the handshake (a refused client must not cost one). Only a WebSocket
+   * from a trusted proxy is asked at its upgrade request, whose X-Forwarded-For names the
+   * client. On false the socket has been destroyed and the refusal counted; on true it is
+   * counted until it closes.
+   */
+  admitSocket(socket: Socket, origin: ClientOrigin): boolean;
+  /** A connection ready for MQTT, already admitted by admitSocket. */
   onConnection: ConnectionHandler;
   onRejected(reason: ListenerRejection, error?: Error): void;
 }

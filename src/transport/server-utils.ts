@@ -1,4 +1,4 @@
-import type { AddressInfo, Server } from "node:net";
+import type { AddressInfo, Server, Socket } from "node:net";
 import { ListenerError } from "../errors.js";
 
 /** Binds a server and resolves with its address, or rejects with a ListenerError naming it. */
@@ -26,5 +26,20 @@ export function closeServer(server: Server): Promise<void> {
     server.close(() => resolve());
     // close() waits for open connections before its callback; stopping the accept is what matters.
     setImmediate(resolve);
+  });
+}
+
+/**
+ * Puts `admit` in front of a server's own 'connection' listeners (a TLS server's starts the
+ * handshake, an HTTP server's the request parser), so a refused socket is closed before any of
+ * that work; the server itself stays bound, with its own timeouts. Call it right after the
+ * server is created.
+ */
+export function gateConnections(server: Server, admit: (socket: Socket) => boolean): void {
+  const listeners = server.listeners("connection") as Array<(socket: Socket) => void>;
+  server.removeAllListeners("connection");
+  server.on("connection", (socket: Socket) => {
+    if (!admit(socket)) return;
+    for (const listener of listeners) listener.call(server, socket);
   });
 }

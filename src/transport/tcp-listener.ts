@@ -16,7 +16,7 @@ import {
   verifiedPeerCertificate,
 } from "./listener.js";
 import { createProxyProtocolServer, type ProxyProtocolOptions } from "./proxy-protocol-server.js";
-import { closeServer, listenOn } from "./server-utils.js";
+import { closeServer, gateConnections, listenOn } from "./server-utils.js";
 
 type StreamListenerConfig = Extract<ListenerConfig, { type: "tcp" | "tls" }>;
 
@@ -66,6 +66,10 @@ export class TcpListener implements Listener {
         socket.destroy();
         events.onRejected("tls_handshake", error);
       });
+      // Behind PROXY protocol the quotas are asked once the header names the client, below.
+      if (!proxyProtocol) {
+        gateConnections(server, (socket) => events.admitSocket(socket, socketOrigin(socket)));
+      }
       this.tlsServer = server;
     }
     const tlsServer = this.tlsServer;
@@ -74,6 +78,7 @@ export class TcpListener implements Listener {
         proxyProtocol,
         events.onRejected,
         (socket, origin) => {
+          if (!events.admitSocket(socket, origin)) return;
           if (!tlsServer) {
             events.onConnection(streamConnection(socket, "tcp", origin));
             return;
@@ -87,7 +92,10 @@ export class TcpListener implements Listener {
       this.server = tlsServer;
     } else {
       this.server = createServer({ noDelay: true }, (socket: Socket) => {
-        events.onConnection(streamConnection(socket, "tcp", socketOrigin(socket)));
+        const origin = socketOrigin(socket);
+        if (events.admitSocket(socket, origin)) {
+          events.onConnection(streamConnection(socket, "tcp", origin));
+        }
       });
     }
   }

@@ -12,7 +12,7 @@ import {
   socketOrigin,
   verifiedPeerCertificate,
 } from "./listener.js";
-import { closeServer, listenOn } from "./server-utils.js";
+import { closeServer, gateConnections, listenOn } from "./server-utils.js";
 import type { TrustedProxies } from "./trusted-proxies.js";
 
 type WsListenerConfig = Extract<ListenerConfig, { type: "ws" | "wss" }>;
@@ -63,6 +63,18 @@ export class WsListener implements Listener {
     } else {
       this.server = createServer(plainHttp);
     }
+    // Sockets of trusted proxies are admitted at their upgrade request, where X-Forwarded-For
+    // names the client; every other socket on accept, before its TLS handshake or HTTP request.
+    const trusted = options.trustedProxies;
+    const admittedAtUpgrade = new WeakSet<Socket>();
+    gateConnections(this.server, (socket) => {
+      const origin = socketOrigin(socket);
+      if (trusted?.has(origin.remoteAddress)) {
+        admittedAtUpgrade.add(socket);
+        return true;
+      }
+      return events.admitSocket(socket, origin);
+    });
     this.server.headersTimeout = 10_000;
     this.server.requestTimeout = 10_000;
 
@@ -82,16 +94,21 @@ export class WsListener implements Listener {
         events.onRejected("ws_bad_path");
         return;
       }
+      const raw = rawSocket(req.socket);
+      const origin = requestOrigin(req.socket, req, trusted);
+      if (admittedAtUpgrade.has(raw)) {
+        admittedAtUpgrade.delete(raw);
+        if (!events.admitSocket(raw, origin)) return;
+      }
       this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
         const stream = createWebSocketStream(ws);
-        const raw = req.socket as Socket;
         const peerCertificate =
           config.type === "wss" ? verifiedPeerCertificate(req.socket as TLSSocket) : undefined;
         events.onConnection({
           stream,
-          socket: raw,
+          socket: req.socket,
           listener: config.type,
-          ...requestOrigin(raw, req, options.trustedProxies),
+          ...origin,
           request: req,
           ...(peerCertificate ? { peerCertificate } : {}),
         });
@@ -129,4 +146,9 @@ function requestOrigin(
   );
   if (forwarded === undefined) return peer;
   return { remoteAddress: forwarded, remotePort: 0, proxyAddress: peer.remoteAddress };
+}
+
+/** The TCP socket under a request's socket (a TLSSocket wraps the one the server accepted). */
+function rawSocket(socket: Socket): Socket {
+  return (socket as Socket & { _parent?: Socket | null })._parent ?? socket;
 }

@@ -1,12 +1,16 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { connect as tlsConnect } from "node:tls";
 import { hashPassword } from "../../src/security/password-hash.js";
+import { createTestPki, secureListener, type TestPki } from "../helpers/certs.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
 import { connect, end, type MqttClient } from "../helpers/mqtt-client.js";
+import { proxyV1 } from "../helpers/proxy-protocol.js";
 import { closedByPeer, rawConnect } from "../helpers/raw-socket.js";
 import { RedisServer } from "../helpers/redis-server.js";
 
@@ -144,6 +148,82 @@ describe("socket quotas", () => {
       await node.stop();
     }
   });
+});
+
+/**
+ * Opens a TLS connection (after a PROXY header when `proxiedFrom` is given) and resolves with
+ * whether its handshake completed; a completed one is closed again at once.
+ */
+function tlsAttempt(
+  port: number,
+  options: { fromAddress?: string; proxiedFrom?: string },
+): Promise<"secure" | "refused"> {
+  return new Promise((resolve) => {
+    const raw = netConnect({ host: "127.0.0.1", port, localAddress: options.fromAddress });
+    raw.on("error", () => {});
+    if (options.proxiedFrom !== undefined) raw.write(proxyV1(options.proxiedFrom));
+    const socket = tlsConnect({ socket: raw, rejectUnauthorized: false, servername: "localhost" });
+    let secure = false;
+    socket.once("secureConnect", () => {
+      secure = true;
+      // Ended, not destroyed: the server finishes its side of the handshake first.
+      socket.end();
+    });
+    socket.on("error", () => {});
+    socket.once("close", () => resolve(secure ? "secure" : "refused"));
+  });
+}
+
+describe("socket quotas before the TLS handshake", () => {
+  let pki: TestPki;
+  before(async () => {
+    pki = await createTestPki();
+  });
+  after(async () => {
+    await pki?.cleanup();
+  });
+
+  const cases = [
+    { name: "tls", listener: () => secureListener(pki, "tls"), proxied: false },
+    { name: "wss", listener: () => secureListener(pki, "wss"), proxied: false },
+    {
+      name: "tls behind PROXY protocol",
+      listener: () => ({
+        ...secureListener(pki, "tls"),
+        proxyProtocol: true,
+        trustedProxies: ["127.0.0.1/32"],
+      }),
+      proxied: true,
+    },
+  ];
+  for (const { name, listener, proxied } of cases) {
+    it(`${name}: a flood over ratePerIp is refused without a handshake, each refusal counted once`, async () => {
+      const node = await startNode({
+        listeners: [listener()],
+        limits: { connections: { ratePerIp: 5 } },
+      });
+      try {
+        const port = Number(node.node.addresses.listeners[0]?.address.port);
+        const flood = 30;
+        const outcomes = await Promise.all(
+          Array.from({ length: flood }, () =>
+            tlsAttempt(
+              port,
+              proxied ? { proxiedFrom: "203.0.113.9" } : { fromAddress: "127.0.0.5" },
+            ),
+          ),
+        );
+        const secure = outcomes.filter((o) => o === "secure").length;
+        // The flood takes well under a second; at most two one-second windows of 5.
+        assert.ok(secure >= 5 && secure <= 10, `${secure} of ${flood} completed a handshake`);
+        assert.equal(await rejected(node, "rate"), flood - secure, "every refusal counted once");
+        assert.equal(await rejected(node, "tls_handshake"), 0, "no refusal began a handshake");
+        await drained(node);
+      } finally {
+        await node.stop();
+      }
+    });
+  }
 });
 
 describe("CONNECT quotas", () => {

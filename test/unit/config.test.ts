@@ -49,6 +49,18 @@ describe("config validation", () => {
     ]);
   });
 
+  it("takes limits.maxTopicBytes up to MQTT's 65535, default 4096", () => {
+    const { config } = resolveConfig({}, { configDir: dir, env: {} });
+    assert.equal(config.limits.maxTopicBytes, 4096);
+    assert.deepEqual(problemsOf({ limits: { maxTopicBytes: 1024 } }), []);
+    assert.deepEqual(problemsOf({ limits: { maxTopicBytes: 65_536 } }), [
+      "limits.maxTopicBytes: must be at most 65535, the longest topic MQTT can carry",
+    ]);
+    assert.deepEqual(problemsOf({ limits: { maxTopicBytes: 0 } }), [
+      "limits.maxTopicBytes: must be at least 1 (bytes)",
+    ]);
+  });
+
   it("refuses a port out of range", () => {
     assert.deepEqual(problemsOf({ listeners: [{ type: "tcp", port: 70000 }] }), [
       "listeners[0].port: must be a port between 0 and 65535",
