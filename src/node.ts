@@ -343,9 +343,8 @@ export class SluiceNode {
         : { persistence: cappedMemoryPersistence(this.storedQueueLimits()) }),
       heartbeatInterval: this.heartbeatMs,
       connectTimeout: config.limits.connectTimeoutMs,
-      // A client whose socket takes no data for this long is closed: until then every message
-      // it subscribes to holds its publishers' next packets up (aedes handles a client's
-      // packets one after another, and a PUBACK waits for delivery to have been written).
+      // A client whose socket takes no data for this long is closed (a persistent session
+      // keeps its stored queue): a socket that takes nothing holds node memory for nothing.
       drainTimeout: config.limits.queue.drainTimeoutMs,
       maxTopicLevels: config.limits.subscriptions.maxTopicLevels,
       ...hooks,
