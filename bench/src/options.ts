@@ -12,7 +12,8 @@ Scenarios:
   failover                    3 nodes behind HAProxy, QoS 1 persistent pairs, SIGKILL mid-stream
   security-overhead           QoS 1 throughput with TLS, password auth, 1,000-rule ACL vs open
   flood                       PLC fleet's p99 with and without attackers, README's PLC limits
-                              (sluice and sluice-redis; 15 s windows, quick 3 s)
+                              (sluice and sluice-redis, 15 s windows; --quick: 3 s windows,
+                              sluice only unless --brokers names both)
 
 Options:
   --quick                     a smoke run of a few seconds per broker (also BENCH_QUICK=1):

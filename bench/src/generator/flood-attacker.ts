@@ -152,7 +152,7 @@ async function connectedSocket(
   const socket = connect({ host: plan.host, port: plan.port, localAddress: fromAddress });
   socket.setNoDelay(true);
   socket.on("error", () => {});
-  await new Promise<void>((resolve, reject) => {
+  const connacked = new Promise<void>((resolve, reject) => {
     let buffered = Buffer.alloc(0);
     const timer = setTimeout(
       () => reject(new Error(`${clientId}: no CONNACK`)),
@@ -176,6 +176,12 @@ async function connectedSocket(
     socket.on("data", onData);
     socket.once("close", onClose);
   });
+  try {
+    await connacked;
+  } catch (error) {
+    socket.destroy();
+    throw error;
+  }
   return socket;
 }
 
