@@ -12,7 +12,7 @@
  */
 import { connect, type Socket } from "node:net";
 import { mqttString, remainingLength } from "../../../test/helpers/raw-socket.js";
-import { connackCode, connectPacket } from "./connect-packets.js";
+import { connectPacket, whenConnack } from "./connect-packets.js";
 import { CpuWindowMeter } from "./cpu-window.js";
 import type { CpuWindow } from "./messages.js";
 import {
@@ -153,28 +153,22 @@ async function connectedSocket(
   socket.setNoDelay(true);
   socket.on("error", () => {});
   const connacked = new Promise<void>((resolve, reject) => {
-    let buffered = Buffer.alloc(0);
     const timer = setTimeout(
       () => reject(new Error(`${clientId}: no CONNACK`)),
       CONNECT_TIMEOUT_MS,
     );
-    const onData = (chunk: Buffer): void => {
-      buffered = Buffer.concat([buffered, chunk]);
-      const code = connackCode(buffered);
-      if (code === undefined) return;
-      clearTimeout(timer);
-      socket.off("data", onData);
-      socket.off("close", onClose);
-      if (code === 0) resolve();
-      else reject(new Error(`${clientId}: CONNACK ${String(code)}`));
-    };
     const onClose = (): void => {
       clearTimeout(timer);
       reject(new Error(`${clientId} from ${fromAddress}: closed before CONNACK`));
     };
     socket.once("connect", () => socket.write(connectPacket(clientId)));
-    socket.on("data", onData);
     socket.once("close", onClose);
+    whenConnack(socket, (code) => {
+      clearTimeout(timer);
+      socket.off("close", onClose);
+      if (code === 0) resolve();
+      else reject(new Error(`${clientId}: CONNACK ${String(code)}`));
+    });
   });
   try {
     await connacked;
@@ -348,7 +342,6 @@ class ConnectionFlood {
     const clientId = `${this.plan.clientIdPrefix}${this.report.attempts++}`;
     this.pending++;
     const socket = connect({ ...this.target, localAddress: this.plan.fromAddress });
-    let buffered = Buffer.alloc(0);
     let connected = false;
     let settled = false;
     const settle = (outcome: keyof ConnectionFloodReport): void => {
@@ -367,11 +360,8 @@ class ConnectionFlood {
       connected = true;
       socket.write(connectPacket(clientId));
     });
-    socket.on("data", (chunk: Buffer) => {
+    whenConnack(socket, (code) => {
       if (settled) return;
-      buffered = Buffer.concat([buffered, chunk]);
-      const code = connackCode(buffered);
-      if (code === undefined) return;
       if (code === 0) {
         this.held.add(socket);
         settle("accepted");
