@@ -1,9 +1,15 @@
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
 import { test } from "node:test";
+import { parse } from "yaml";
+import { countersSince, parseSluiceCounters } from "../src/brokers/sluice-metrics.js";
 import { connackCode, connectPacket } from "../src/generator/connect-packets.js";
 import { splitGroups } from "../src/generator/connection-pool.js";
+import { planClients } from "../src/generator/plan.js";
+import { PacketReader, publishTemplate } from "../src/generator/raw-packets.js";
 import { parseCli } from "../src/options.js";
 import { renderScenarioTable } from "../src/report/scenario-table.js";
+import { RECOMMENDED_PLC_LIMITS } from "../src/scenarios/flood.js";
 import { aclText } from "../src/scenarios/security-fixtures.js";
 
 test("connectPacket is an MQTT 3.1.1 CONNECT with a clean session and keep-alive 0", () => {
@@ -66,4 +72,77 @@ test("renderScenarioTable right-aligns figures and leaves unmeasured cells empty
 test("--clients sets N for the connection scenarios", () => {
   assert.equal(parseCli(["storm", "--clients", "2000"], {}).run.clients, 2_000);
   assert.equal(parseCli(["storm"], {}).run.clients, undefined);
+});
+
+test("parseSluiceCounters reads refusals by reason, throttles and open connections", () => {
+  const text = [
+    "# HELP sluice_connections_rejected_total Connections refused, by reason",
+    "# TYPE sluice_connections_rejected_total counter",
+    'sluice_connections_rejected_total{reason="rate",node="n1"} 12',
+    'sluice_connections_rejected_total{node="n1",reason="per_ip"} 3',
+    'sluice_protocol_errors_total{reason="packet_too_large",node="n1"} 1',
+    'sluice_publish_throttled_total{node="n1"} 2',
+    'sluice_messages_received_total{node="n1"} 700',
+    'sluice_connections{listener="tcp",node="n1"} 4',
+    'sluice_connections{listener="ws",node="n1"} 1',
+    'nodejs_eventloop_lag_max_seconds{node="n1"} 0.25',
+  ].join("\n");
+  const counters = parseSluiceCounters(text);
+  assert.deepEqual(counters, {
+    rejected: { rate: 12, per_ip: 3 },
+    protocolErrors: { packet_too_large: 1 },
+    throttled: 2,
+    messagesReceived: 700,
+    openConnections: 5,
+    eventLoopDelayMaxMs: 250,
+  });
+  const later = parseSluiceCounters(text.replace("} 12", "} 20").replace("} 2\n", "} 5\n"));
+  const since = countersSince(counters, later);
+  assert.deepEqual(since.rejected, { rate: 8, per_ip: 0 });
+  assert.equal(since.throttled, 3);
+});
+
+test("PacketReader splits packets across reads; a QoS 1 template's packet id is where it says", () => {
+  const { bytes, packetIdOffset } = publishTemplate("a/b", 1, 300);
+  const copy = Buffer.from(bytes);
+  copy.writeUInt16BE(0xbeef, packetIdOffset);
+  const puback = Buffer.from([0x40, 2, 0xbe, 0xef]);
+  const seen: Array<{ type: number; length: number }> = [];
+  const reader = new PacketReader((first, body) =>
+    seen.push({ type: first >> 4, length: body.length }),
+  );
+  const stream = Buffer.concat([copy, puback]);
+  for (let at = 0; at < stream.length; at += 7) reader.push(stream.subarray(at, at + 7));
+  assert.deepEqual(seen, [
+    { type: 3, length: 2 + 3 + 2 + 300 },
+    { type: 4, length: 2 },
+  ]);
+  // The body: topic "a/b", then the packet id.
+  assert.equal(copy.readUInt16BE(packetIdOffset), 0xbeef);
+  assert.equal(copy.subarray(packetIdOffset - 3, packetIdOffset).toString(), "a/b");
+});
+
+test("planClients binds each side's clients to its addresses, round robin", () => {
+  const plan = planClients(
+    { publishers: 3, subscribers: 1, pattern: "fan-in" },
+    "r",
+    ["u"],
+    ["u"],
+    {
+      publishers: ["127.0.1.1", "127.0.1.2"],
+    },
+  );
+  assert.deepEqual(
+    plan.publishers.map((p) => p.fromAddress),
+    ["127.0.1.1", "127.0.1.2", "127.0.1.1"],
+  );
+  assert.equal(plan.subscribers[0]?.fromAddress, undefined);
+});
+
+test("the flood scenario runs the README's recommended PLC limits, as the README has them", async () => {
+  const readme = await readFile(new URL("../../../README.md", import.meta.url), "utf8");
+  const section = readme.slice(readme.indexOf("### Recommended limits for a PLC fleet"));
+  const block = /```yaml\n([\s\S]*?)```/.exec(section)?.[1];
+  assert.ok(block, "the README has the recommended limits block");
+  assert.deepEqual(parse(block), { limits: RECOMMENDED_PLC_LIMITS });
 });

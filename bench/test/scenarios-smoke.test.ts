@@ -71,3 +71,60 @@ test("smoke - security-overhead --quick measures the open and the secured node",
     assert.equal(row.lost, 0);
   }
 });
+
+/**
+ * flood --quick: the fleet is served under attack, and every attacker was held to its limits.
+ * The p99 ratio is a figure to read, not to assert: on a shared CI machine it is noise.
+ */
+async function floodQuick(broker: string): Promise<void> {
+  const output = await runQuick("flood", [broker]);
+  const [latency, publishFloods, connectionAttacks] = output.tables ?? [];
+  const [row] = onlyTableRows({ rows: [], tables: latency ? [latency] : [], config: {} });
+  assert.equal(row?.broker, broker);
+  for (const column of ["p99 ms", "p99 ms attacked", "p99 ratio"])
+    assert.ok(Number(row?.[column]) > 0, `${column}: ${row?.[column]}`);
+  assert.equal(row?.lost, 0, "the fleet lost nothing");
+  for (const column of ["delivered msg/s", "delivered msg/s attacked"])
+    assert.ok(
+      Number(row?.[column]) >= 360,
+      `the fleet's 400 msg/s arrived: ${column} ${row?.[column]}`,
+    );
+
+  const floods = publishFloods?.rows ?? [];
+  assert.deepEqual(
+    floods.map((f) => f.qos),
+    [0, 1],
+  );
+  for (const flood of floods) {
+    const allowed = Number(flood["allowed (burst + limit x window)"]);
+    assert.ok(Number(flood.written) >= 2 * allowed, `QoS ${flood.qos} flooded: ${flood.written}`);
+    assert.ok(Number(flood.delivered) > 0, `QoS ${flood.qos}: some got through`);
+    assert.ok(
+      Number(flood.delivered) <= allowed,
+      `QoS ${flood.qos} held to its limit: ${flood.delivered} delivered, ${allowed} allowed`,
+    );
+    assert.ok(Number(flood["throttle episodes (node)"]) >= 2, "both flooders were throttled");
+  }
+
+  const [attacks] = connectionAttacks?.rows ?? [];
+  assert.ok(attacks, "connection attacks reported");
+  assert.ok(Number(attacks["node: rejected rate"]) > 0, "the connection flood hit the rate quota");
+  assert.ok(Number(attacks.accepted) <= 20, `at most perIp accepted: ${attacks.accepted}`);
+  assert.equal(
+    attacks["closed before CONNACK"],
+    attacks["node: rejected (all reasons)"],
+    "every refused attempt is one the node counted",
+  );
+  assert.ok(Number(attacks["slowloris sockets"]) > 0);
+  assert.equal(attacks["slowloris closed by node"], attacks["slowloris sockets"]);
+  assert.equal(attacks["oversize closed by node"], true);
+  assert.match(String(attacks["node: protocol errors"]), /packet_too_large 1/);
+}
+
+test("smoke - flood --quick throttles and refuses the attackers of an in-memory node", async () => {
+  await floodQuick("sluice");
+});
+
+test("smoke - flood --quick throttles and refuses the attackers of a node over Redis", async () => {
+  await floodQuick("sluice-redis");
+});

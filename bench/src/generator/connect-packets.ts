@@ -1,3 +1,5 @@
+import type { Socket } from "node:net";
+
 /**
  * The two MQTT 3.1.1 packets the connection scenarios need, by hand: mqtt.js costs a few
  * hundred kB and a timer per client, which would make the generator, not the broker, the
@@ -26,4 +28,20 @@ export function connackCode(data: Buffer): number | undefined | "not-connack" {
   if (data.length < 4) return undefined;
   if (data[0] !== 0x20 || data[1] !== 0x02) return "not-connack";
   return data[3];
+}
+
+/**
+ * Calls `onCode` once, with the CONNACK's return code (or "not-connack"), as soon as the first
+ * 4 bytes `socket` receives are in; it stops listening to the socket's data then.
+ */
+export function whenConnack(socket: Socket, onCode: (code: number | "not-connack") => void): void {
+  let buffered = Buffer.alloc(0);
+  const onData = (chunk: Buffer): void => {
+    buffered = Buffer.concat([buffered, chunk]);
+    const code = connackCode(buffered);
+    if (code === undefined) return;
+    socket.off("data", onData);
+    onCode(code);
+  };
+  socket.on("data", onData);
 }

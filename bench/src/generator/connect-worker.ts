@@ -5,7 +5,7 @@
  * would after its node died.
  */
 import { connect, type Socket } from "node:net";
-import { connackCode, connectPacket } from "./connect-packets.js";
+import { connectPacket, whenConnack } from "./connect-packets.js";
 
 export interface OpenCommand {
   type: "open";
@@ -68,7 +68,6 @@ function attempt(url: string, clientId: string, tally: AttemptCounts): Promise<b
   const { host, port } = parse(url);
   return new Promise((resolve) => {
     const socket = connect({ host, port });
-    let buffered = Buffer.alloc(0);
     let settled = false;
     const settle = (ok: boolean): void => {
       if (settled) return;
@@ -77,11 +76,8 @@ function attempt(url: string, clientId: string, tally: AttemptCounts): Promise<b
     };
     socket.setNoDelay(true);
     socket.once("connect", () => socket.write(connectPacket(clientId)));
-    socket.on("data", (chunk: Buffer) => {
+    whenConnack(socket, (code) => {
       if (settled) return;
-      buffered = Buffer.concat([buffered, chunk]);
-      const code = connackCode(buffered);
-      if (code === undefined) return;
       if (code === 0) {
         tally.accepted++;
         open.set(clientId, socket);

@@ -13,7 +13,7 @@ import type {
   SubscriptionReport,
   WorkerMessage,
 } from "./messages.js";
-import { type LoadShape, planClients, splitAcross } from "./plan.js";
+import { type ClientAddresses, type LoadShape, planClients, splitAcross } from "./plan.js";
 import { createLatencyHistogram } from "./subscriber-set.js";
 
 const WORKER = fileURLToPath(new URL("./worker.js", import.meta.url));
@@ -28,6 +28,8 @@ const SETTLE_QUIET_MS = 750;
 export interface LoadSpec extends LoadShape, ClientSettings {
   publisherUrls: string[];
   subscriberUrls: string[];
+  /** Local addresses the clients' sockets bind to (see ClientAddresses); absent: the OS picks. */
+  clientAddresses?: ClientAddresses;
   /** Total target rate (messages/s over all publishers); absent: full speed. */
   ratePerSecond?: number;
   /** Unacknowledged messages one publisher may have out at once. */
@@ -81,6 +83,11 @@ export interface LoadHooks {
   onProgress?: (progress: { elapsedMs: number; published: number; received: number }) => void;
   /** Processes (brokers, Redis) whose CPU to measure over the window. */
   watch?: readonly WatchedProcess[];
+  /**
+   * Once every client is connected, as the warm-up begins (the measurement window opens
+   * `warmupMs` later): for load that must run alongside, such as the flood scenario's attackers.
+   */
+  onStart?: () => void;
 }
 
 /** A generator process and the messages it has sent us. */
@@ -135,7 +142,13 @@ export async function runLoad(
   hooks: LoadHooks = {},
 ): Promise<LoadResult> {
   const runId = randomBytes(4).toString("hex");
-  const plan = planClients(spec, runId, spec.publisherUrls, spec.subscriberUrls);
+  const plan = planClients(
+    spec,
+    runId,
+    spec.publisherUrls,
+    spec.subscriberUrls,
+    spec.clientAddresses,
+  );
   const settings: ClientSettings = {
     qos: spec.qos,
     payloadBytes: spec.payloadBytes,
@@ -215,6 +228,7 @@ export async function runLoad(
     } as const;
     const startedAt = performance.now();
     for (const worker of all) worker.send(start);
+    hooks.onStart?.();
     const processMeter = new ProcessCpuMeter(hooks.watch ?? []);
     let processCpu: Record<string, number> | undefined;
     const windowTimers = [

@@ -22,6 +22,8 @@ export interface PublisherPlan {
   index: number;
   clientId: string;
   url: string;
+  /** The loopback address the client's socket binds to; absent: the OS picks. */
+  fromAddress?: string;
   topic: string;
 }
 
@@ -29,6 +31,8 @@ export interface SubscriberPlan {
   index: number;
   clientId: string;
   url: string;
+  /** The loopback address the client's socket binds to; absent: the OS picks. */
+  fromAddress?: string;
   filter: string;
   /** Indexes of the publishers whose every message this subscription should receive. */
   expectsFrom: number[];
@@ -40,6 +44,16 @@ export interface ClientPlan {
 }
 
 /**
+ * Local addresses for each side's sockets, dealt round robin like URLs: clients that come
+ * from different hosts, as a broker with per-address connection quotas needs (127.0.0.0/8 is
+ * all loopback on Linux).
+ */
+export interface ClientAddresses {
+  publishers?: readonly string[];
+  subscribers?: readonly string[];
+}
+
+/**
  * Plans the clients of one run. `runId` keeps topics and client ids of runs apart, so a late
  * message of a previous run on the same broker is never counted. URLs are dealt round robin.
  */
@@ -48,6 +62,7 @@ export function planClients(
   runId: string,
   publisherUrls: readonly string[],
   subscriberUrls: readonly string[],
+  addresses: ClientAddresses = {},
 ): ClientPlan {
   if (shape.publishers < 1 || shape.subscribers < 1)
     throw new RangeError("a load run needs at least one publisher and one subscriber");
@@ -69,6 +84,7 @@ export function planClients(
     index,
     clientId: `bench-${runId}-p${index}`,
     url: pick(publisherUrls, index),
+    ...fromAddress(addresses.publishers, index),
     topic: topicOf(index),
   }));
   const subscribers = Array.from({ length: shape.subscribers }, (_, index): SubscriberPlan => {
@@ -76,6 +92,7 @@ export function planClients(
       index,
       clientId: `bench-${runId}-s${index}`,
       url: pick(subscriberUrls, index),
+      ...fromAddress(addresses.subscribers, index),
     };
     switch (shape.pattern) {
       case "pairwise": {
@@ -95,8 +112,17 @@ export function planClients(
 
 function pick(urls: readonly string[], index: number): string {
   const url = urls[index % urls.length];
-  if (url === undefined) throw new RangeError("no broker URL");
+  if (url === undefined) throw new RangeError("an empty list of URLs or addresses");
   return url;
+}
+
+function fromAddress(
+  addresses: readonly string[] | undefined,
+  index: number,
+): { fromAddress?: string } {
+  return addresses === undefined || addresses.length === 0
+    ? {}
+    : { fromAddress: pick(addresses, index) };
 }
 
 /** Splits clients over `processes` generator processes, round robin; no process left empty. */

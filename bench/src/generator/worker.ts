@@ -66,7 +66,13 @@ class PublisherRole implements Role {
   static async create(setup: PublisherSetup): Promise<PublisherRole> {
     const clients = await Promise.all(
       setup.publishers.map(async (plan) =>
-        watch(await connect(plan.url, clientOptions(setup, plan.clientId)), plan.clientId),
+        watch(
+          await connect(plan.url, {
+            ...clientOptions(setup, plan.clientId),
+            fromAddress: plan.fromAddress,
+          }),
+          plan.clientId,
+        ),
       ),
     );
     const loops = setup.publishers.map((plan, i) => {
@@ -145,7 +151,10 @@ class SubscriberRole implements Role {
     await Promise.all(
       setup.subscribers.map(async (plan) => {
         const client = watch(
-          await connect(plan.url, clientOptions(setup, plan.clientId)),
+          await connect(plan.url, {
+            ...clientOptions(setup, plan.clientId),
+            fromAddress: plan.fromAddress,
+          }),
           plan.clientId,
         );
         role.clients.push(client);

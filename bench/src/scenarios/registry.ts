@@ -1,5 +1,6 @@
 import { connections } from "./connections.js";
 import { failoverScenario } from "./failover.js";
+import { floodScenario } from "./flood.js";
 import { latency } from "./latency.js";
 import type { Scenario } from "./scenario.js";
 import { securityOverhead } from "./security-overhead.js";
@@ -9,7 +10,7 @@ import { throughput } from "./throughput.js";
 /**
  * Every scenario `npm run bench -- <name>` knows. Each gets the same context (options,
  * cleanup registry, progress log); message-rate scenarios return rows, the others (connections,
- * storm, failover, security-overhead) their own tables, all in the same JSON/Markdown report.
+ * storm, failover, security-overhead, flood) their own tables, all in the same JSON/Markdown report.
  */
 export const SCENARIOS: readonly Scenario[] = [
   throughput,
@@ -18,6 +19,7 @@ export const SCENARIOS: readonly Scenario[] = [
   stormScenario,
   failoverScenario,
   securityOverhead,
+  floodScenario,
 ];
 
 export function findScenario(name: string): Scenario {
