@@ -51,8 +51,11 @@ async function main(argv: string[]): Promise<number> {
       return runAdminCommand(command, rest, io());
     case "ca":
       // Against a running cluster's API when one is named; otherwise a local CA folder.
-      if (rest[0] === "revoke" && (rest.includes("--api") || process.env.SLUICE_ADMIN_URL)) {
-        return runAdminCommand("ca-revoke", rest.slice(1), io());
+      if (
+        (rest[0] === "revoke" || rest[0] === "issue") &&
+        (rest.includes("--api") || process.env.SLUICE_ADMIN_URL)
+      ) {
+        return runAdminCommand(`ca-${rest[0]}`, rest.slice(1), io());
       }
       return runCaCommand(rest, io());
     case "--version":

@@ -31,6 +31,7 @@ export const ADMIN_USAGE = `Admin commands (against a running node's admin API):
   sluice device enroll ID [--csr FILE] [--days N] [--out PREFIX]   issue a client certificate
   sluice device token ID [--ttl SECONDS]    one-time enrollment token for the device
   sluice sessions list | sluice sessions kick CLIENT_ID
+  sluice ca issue --id ID [--csr FILE] [--days N] [--out PREFIX] --api URL   (= device enroll)
   sluice ca revoke --serial HEX --api URL   revoke a certificate cluster-wide
   sluice enroll --id ID --token TOKEN [--csr FILE] --out PREFIX    (on the device: no admin token)
   Options: --api URL (or SLUICE_ADMIN_URL), --ca FILE (or SLUICE_ADMIN_CA) to trust an https API;
@@ -64,6 +65,8 @@ export async function runAdminCommand(command: string, args: string[], io: CliIo
       return enroll(args, io);
     case "ca-revoke":
       return caRevoke(args, io);
+    case "ca-issue":
+      return caIssue(args, io);
     default:
       throw new UsageError(`unknown command: ${command}`);
   }
@@ -179,6 +182,25 @@ async function enroll(args: string[], io: CliIo): Promise<number> {
     ...(typeof values.csr === "string" ? { csr: readText(values.csr, "--csr") } : {}),
   });
   return saveCertificate(issued, values.out, io);
+}
+
+/** `ca issue --id ID` against the API: the same as `device enroll ID`. */
+async function caIssue(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(args, {
+    id: { type: "string" },
+    csr: { type: "string" },
+    days: { type: "string" },
+    out: { type: "string" },
+  });
+  if (positionals.length > 0 || typeof values.id !== "string") {
+    throw new UsageError("ca issue --id DEVICE [--csr FILE] [--days N] [--out PREFIX] --api URL");
+  }
+  const forward = ["enroll", values.id];
+  for (const option of ["csr", "days", "out", "api", "ca", "token-file"] as const) {
+    const value = values[option];
+    if (typeof value === "string") forward.push(`--${option}`, value);
+  }
+  return device(forward, io);
 }
 
 async function caRevoke(args: string[], io: CliIo): Promise<number> {

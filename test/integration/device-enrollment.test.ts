@@ -185,6 +185,27 @@ describe("device enrollment and certificate revocation across two nodes", () => 
     await end(await connectWith(b, "meter-2", second));
   });
 
+  it("`sluice ca issue --id` against the API issues like `device enroll`; `ca revoke` revokes", async () => {
+    assert.equal(
+      (await callA("POST", "/api/v1/devices", { id: "meter-4", password: false })).status,
+      201,
+    );
+    const env = { SLUICE_ADMIN_URL: apiOf(a), SLUICE_ADMIN_TOKEN: admin.token };
+    const prefix = join(pki.dir, "meter-4");
+    const issued = await runCli(
+      ["ca", "issue", "--id", "meter-4", "--days", "2", "--out", prefix],
+      env,
+    );
+    assert.equal(issued.code, 0, issued.stderr);
+    const client = await connectWith(b, "meter-4", prefix);
+    const { serial } = (await callA("GET", "/api/v1/devices/meter-4")).json.certificates[0];
+    const revoked = await runCli(["ca", "revoke", "--serial", serial], env);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    await closedAfter(client, Date.now());
+    await end(client);
+    await assert.rejects(connectWith(b, "meter-4", prefix));
+  });
+
   it("refuses enrollment with a made-up token, for another device, or for a disabled one", async () => {
     assert.equal(
       (await callA("POST", "/api/v1/devices", { id: "meter-3", password: false })).status,
