@@ -198,3 +198,26 @@ export function secureListener(
     requireClientCert: clientCerts === "require",
   };
 }
+
+/** A P-256 key (`<prefix>.key`) and a CSR for it (`<prefix>.csr`) with this subject, by OpenSSL. */
+export async function opensslKeyAndCsr(prefix: string, subject: string): Promise<void> {
+  await run("openssl", [
+    "ecparam",
+    "-name",
+    "prime256v1",
+    "-genkey",
+    "-noout",
+    "-out",
+    `${prefix}.key`,
+  ]);
+  await run("openssl", [
+    "req",
+    "-new",
+    "-key",
+    `${prefix}.key`,
+    "-subj",
+    subject,
+    "-out",
+    `${prefix}.csr`,
+  ]);
+}

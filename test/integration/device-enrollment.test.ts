@@ -7,7 +7,7 @@ import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { createCa } from "../../src/pki/create-ca.js";
 import { callApi, newAdminToken } from "../helpers/admin-api.js";
-import { createTestPki, type TestPki } from "../helpers/certs.js";
+import { createTestPki, opensslKeyAndCsr, type TestPki } from "../helpers/certs.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
 import { connect, end, type MqttClient } from "../helpers/mqtt-client.js";
 import { RedisServer } from "../helpers/redis-server.js";
@@ -149,25 +149,7 @@ describe("device enrollment and certificate revocation across two nodes", () => 
     const client = await connectWith(b, "meter-2", first);
 
     const second = join(pki.dir, "meter-2-second");
-    await run("openssl", [
-      "ecparam",
-      "-name",
-      "prime256v1",
-      "-genkey",
-      "-noout",
-      "-out",
-      `${second}.key`,
-    ]);
-    await run("openssl", [
-      "req",
-      "-new",
-      "-key",
-      `${second}.key`,
-      "-subj",
-      "/CN=meter-2",
-      "-out",
-      `${second}.csr`,
-    ]);
+    await opensslKeyAndCsr(second, "/CN=meter-2");
     const wrongCn = await callA("POST", "/api/v1/devices/meter-1/certificate", {
       csr: await readFile(`${second}.csr`, "utf8"),
     });

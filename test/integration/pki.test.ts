@@ -15,7 +15,7 @@ import { issueFromCsr, issueWithNewKey } from "../../src/pki/issue-certificate.j
 import { loadCa, loadCaFiles } from "../../src/pki/load-ca.js";
 import { PkiInputError } from "../../src/pki/pki-error.js";
 import { readRevokedSerials } from "../../src/security/crl.js";
-import { createTestPki, type TestPki } from "../helpers/certs.js";
+import { createTestPki, opensslKeyAndCsr, type TestPki } from "../helpers/certs.js";
 import { startNode } from "../helpers/in-process-node.js";
 import { connect, end } from "../helpers/mqtt-client.js";
 
@@ -151,25 +151,7 @@ describe("PKI cross-checked with OpenSSL", () => {
       "-out",
       `${root}.crt`,
     ]);
-    await run("openssl", [
-      "ecparam",
-      "-name",
-      "prime256v1",
-      "-genkey",
-      "-noout",
-      "-out",
-      `${inter}.key`,
-    ]);
-    await run("openssl", [
-      "req",
-      "-new",
-      "-key",
-      `${inter}.key`,
-      "-subj",
-      "/O=Operator/CN=Site Intermediate",
-      "-out",
-      `${inter}.csr`,
-    ]);
+    await opensslKeyAndCsr(inter, "/O=Operator/CN=Site Intermediate");
     await run("openssl", [
       "x509",
       "-req",
