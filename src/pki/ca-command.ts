@@ -1,15 +1,10 @@
 import { mkdir, readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { UsageError } from "../errors.js";
+import { replaceFile } from "../files/replace-file.js";
 import { buildCrl } from "./build-crl.js";
 import { caDirectory, loadCaDirectory } from "./ca-directory.js";
-import {
-  PRIVATE_FILE_MODE,
-  PUBLIC_FILE_MODE,
-  refuseExisting,
-  replaceFile,
-  writeNewFile,
-} from "./ca-files.js";
+import { PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, refuseExisting, writeNewFile } from "./ca-files.js";
 import { createCa } from "./create-ca.js";
 import { validateDeviceId } from "./device-id.js";
 import { issueFromCsr, issueWithNewKey } from "./issue-certificate.js";

@@ -1,6 +1,4 @@
-import { randomBytes } from "node:crypto";
-import { access, open, rename, rm } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { access, open } from "node:fs/promises";
 import { PkiInputError } from "./pki-error.js";
 
 /** Mode for private keys and anything that must not be world-readable. */
@@ -27,27 +25,6 @@ export async function writeNewFile(path: string, text: string, mode: number): Pr
     await handle.sync();
   } finally {
     await handle.close();
-  }
-}
-
-/**
- * Replaces `path` atomically (sibling temp file, fsync, rename), so a listener reloading its
- * CRL, or a second command, never reads half a file.
- */
-export async function replaceFile(path: string, text: string, mode: number): Promise<void> {
-  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}.tmp`);
-  try {
-    const handle = await open(temp, "wx", mode);
-    try {
-      await handle.writeFile(text);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, path);
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
   }
 }
 

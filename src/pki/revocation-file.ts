@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
+import { replaceFile } from "../files/replace-file.js";
 import type { RevokedCertificate } from "./build-crl.js";
-import { replaceFile } from "./ca-files.js";
 import { PkiInputError } from "./pki-error.js";
 import { parseSerialNumber } from "./serial-number.js";
 

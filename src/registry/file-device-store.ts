@@ -1,6 +1,6 @@
-import { randomBytes } from "node:crypto";
-import { readFile, rename, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { z } from "zod";
+import { replaceFile } from "../files/replace-file.js";
 import { type DeviceRecord, deviceRecordSchema } from "./device.js";
 import {
   type DevicePage,
@@ -160,9 +160,7 @@ export class FileDeviceStore implements DeviceStore {
     const run = async (): Promise<T> => {
       const next = structuredClone(this.data);
       const result = apply(next);
-      const temporary = `${this.path}.${randomBytes(6).toString("hex")}.tmp`;
-      await writeFile(temporary, `${JSON.stringify(next, null, 2)}\n`, { mode: 0o600 });
-      await rename(temporary, this.path);
+      await replaceFile(this.path, `${JSON.stringify(next, null, 2)}\n`, 0o600);
       this.data = next;
       return result;
     };

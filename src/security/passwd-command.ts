@@ -1,8 +1,7 @@
-import { randomBytes } from "node:crypto";
-import { open, readFile, rename, rm } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
+import { replaceFile } from "../files/replace-file.js";
 import { deleteUser, setUser } from "./password-file.js";
 import { hashPassword } from "./password-hash.js";
 
@@ -147,21 +146,12 @@ function prompt(io: PasswdIo, question: string): Promise<string> {
   });
 }
 
-/** Writes a sibling temp file (mode 0600), syncs it and renames it over the target. */
+/** Replaces the file atomically (mode 0600); says why on stderr when it cannot. */
 async function writeAtomically(file: string, text: string, io: PasswdIo): Promise<boolean> {
-  const temp = join(dirname(file), `.${basename(file)}.${randomBytes(6).toString("hex")}.tmp`);
   try {
-    const handle = await open(temp, "wx", 0o600);
-    try {
-      await handle.writeFile(text);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, file);
+    await replaceFile(file, text, 0o600);
     return true;
   } catch (error) {
-    await rm(temp, { force: true });
     io.stderr.write(
       `sluice passwd: cannot write ${file} (${(error as NodeJS.ErrnoException).code ?? error})\n`,
     );
