@@ -18,6 +18,9 @@ const ENV_OVERRIDES = [
   { variable: "SLUICE_NODE_ID", path: ["nodeId"] },
   { variable: "SLUICE_REDIS_URL", path: ["redis", "url"] },
   { variable: "SLUICE_LOG_LEVEL", path: ["log", "level"] },
+  // Secrets from the environment (a Kubernetes Secret) rather than a config file on disk.
+  { variable: "SLUICE_REDIS_PASSWORD", path: ["redis", "password"] },
+  { variable: "SLUICE_REDIS_SENTINEL_PASSWORD", path: ["redis", "sentinelPassword"] },
 ] as const;
 
 export interface LoadConfigOptions {

@@ -279,6 +279,19 @@ describe("config defaults and overrides", () => {
     assert.equal(config.log.level, "debug");
   });
 
+  it("takes Redis passwords from the environment, and redacts them", () => {
+    const { config } = resolveConfig(
+      { redis: { sentinels: [{ host: "s1", port: 26379 }], name: "primary" } },
+      {
+        configDir: dir,
+        env: { SLUICE_REDIS_PASSWORD: "pw-from-env", SLUICE_REDIS_SENTINEL_PASSWORD: "spw" },
+      },
+    );
+    assert.equal(config.redis?.password, "pw-from-env");
+    assert.equal(config.redis?.sentinelPassword, "spw");
+    assert.doesNotMatch(JSON.stringify(redactConfig(config)), /pw-from-env|"spw"/);
+  });
+
   it("names the environment variable when its value is invalid", () => {
     assert.deepEqual(problemsOf({}, { SLUICE_NODE_ID: "bad id!" }), [
       "nodeId (from SLUICE_NODE_ID): must be 1-128 characters of A-Z a-z 0-9 . _ -",
