@@ -166,12 +166,6 @@ redis-password
 {{- else }}
 {{- $_ := set $redis "url" $v.redis.url }}
 {{- end }}
-{{- if include "sluice.redisAuth" . }}
-{{- $_ := set $redis "password" "__SLUICE_REDIS_PASSWORD__" }}
-{{- if and (eq $v.redis.mode "sentinel") $v.redis.auth.sentinel }}
-{{- $_ := set $redis "sentinelPassword" "__SLUICE_REDIS_PASSWORD__" }}
-{{- end }}
-{{- end }}
 {{- $_ := set $config "redis" $redis }}
 {{- end }}
 {{- if $v.admin.enabled }}
