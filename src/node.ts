@@ -322,6 +322,7 @@ export class SluiceNode {
       audit,
       ...(this.admission ? { admission: this.admission } : {}),
       maxTopicBytes: config.limits.maxTopicBytes,
+      maxKeepaliveSeconds: config.limits.maxKeepaliveSeconds,
       maxSubscriptionsPerClient: config.limits.subscriptions.perClient,
       events: {
         onWillPublished: (clientId) =>

@@ -141,6 +141,13 @@ const limitsSchema = z.strictObject({
     .max(65_535, "must be at most 65535, the longest topic MQTT can carry")
     .default(4_096),
   connectTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
+  /**
+   * Longest keep-alive a client may ask for, in seconds; 0 (no keep-alive) is refused too.
+   * Without keep-alive a silent connection is never timed out, so a client could hold its
+   * per-address quota forever. MQTT 3.1.1 cannot tell a client to use a shorter one, so it
+   * gets CONNACK 2, as Mosquitto's max_keepalive does. Absent: any.
+   */
+  maxKeepaliveSeconds: z.number().int().min(1).max(65_535).optional(),
   /** Connection quotas. Absent ones are unlimited, except a node's own total. */
   connections: z
     .strictObject({

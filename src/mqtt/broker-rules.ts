@@ -60,6 +60,8 @@ export interface BrokerRulesDeps {
   admission?: ConnectAdmission;
   /** Longest topic, filter or will topic in bytes (`limits.maxTopicBytes`). */
   maxTopicBytes: number;
+  /** Longest keep-alive a CONNECT may ask for (`limits.maxKeepaliveSeconds`); absent: any. */
+  maxKeepaliveSeconds?: number | undefined;
   /** Subscriptions one client may hold (`limits.subscriptions.perClient`); absent: no limit. */
   maxSubscriptionsPerClient?: number | undefined;
 }
@@ -147,6 +149,7 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
       ) {
         throw new ProtocolError(`protocol name ${protocolId} with level ${protocolVersion}`);
       }
+      context.keepaliveSeconds = packet.keepalive ?? 0;
       if (packet.will) {
         // Counted and logged as a protocol violation, like an over-long PUBLISH topic; the
         // connection closes without a CONNACK, as for an invalid will topic.
@@ -174,6 +177,15 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
       // Before any password is hashed: an overloaded node spends nothing on new clients.
       const overload = deps.admission?.beforeAuthentication();
       if (overload) refuse(overload);
+      // Checked here, not in preConnect: only authenticate can answer with a CONNACK code.
+      const maxKeepalive = deps.maxKeepaliveSeconds;
+      const keepalive = context.keepaliveSeconds ?? 0;
+      if (maxKeepalive !== undefined && (keepalive === 0 || keepalive > maxKeepalive)) {
+        metrics.markConnectionRejected("keepalive");
+        throw new IdentifierRejectedError(
+          `keep-alive ${keepalive} s: must be 1 to ${maxKeepalive} s`,
+        );
+      }
       if (context.emptyClientId) {
         // [MQTT-3.1.3-8] a zero-length client id needs clean session 1;
         // MQTT 3.1 (protocol level 3) does not allow it at all.

@@ -9,6 +9,8 @@ export interface ClientContext {
   readonly connectedAt: number;
   /** The CONNECT carried a zero-length client id (aedes assigns one before we see it). */
   emptyClientId: boolean;
+  /** The keep-alive the CONNECT asked for (0: none). */
+  keepaliveSeconds?: number;
   /** The CONNECT's will topic, authorized once the identity is known. */
   willTopic?: string;
   identity?: Identity;
