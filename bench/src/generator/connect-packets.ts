@@ -6,10 +6,24 @@ import type { Socket } from "node:net";
  * limit at 10,000 idle connections.
  */
 
-/** CONNECT with a clean session, keep-alive 0 (idle connections need no PINGREQ), no will. */
-export function connectPacket(clientId: string): Buffer {
+/**
+ * CONNECT with a clean session and no will; keep-alive 0 by default (idle connections then need
+ * no PINGREQ), or the given seconds for a node that refuses keep-alive 0.
+ */
+export function connectPacket(clientId: string, keepaliveSeconds = 0): Buffer {
   const id = Buffer.from(clientId, "utf8");
-  const variable = Buffer.from([0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x00]);
+  const variable = Buffer.from([
+    0x00,
+    0x04,
+    0x4d,
+    0x51,
+    0x54,
+    0x54,
+    0x04,
+    0x02,
+    keepaliveSeconds >> 8,
+    keepaliveSeconds & 0xff,
+  ]);
   const remaining = variable.length + 2 + id.length;
   if (remaining > 127) throw new Error("client id too long for a one-byte remaining length");
   return Buffer.concat([

@@ -24,6 +24,12 @@ import {
   subscribePacket,
 } from "./raw-packets.js";
 
+/**
+ * Attackers ask for a keep-alive a node accepts (the recommended limits refuse 0) and then
+ * never ping: within one attacked window the node must hold them as it would real clients.
+ */
+const ATTACKER_KEEPALIVE_SECONDS = 60;
+
 export interface PublishFloodPlan {
   fromAddress: string;
   /** Where the attacker's own subscriber connects from (counts what got through). */
@@ -161,7 +167,7 @@ async function connectedSocket(
       clearTimeout(timer);
       reject(new Error(`${clientId} from ${fromAddress}: closed before CONNACK`));
     };
-    socket.once("connect", () => socket.write(connectPacket(clientId)));
+    socket.once("connect", () => socket.write(connectPacket(clientId, ATTACKER_KEEPALIVE_SECONDS)));
     socket.once("close", onClose);
     whenConnack(socket, (code) => {
       clearTimeout(timer);
@@ -358,7 +364,7 @@ class ConnectionFlood {
     socket.on("error", () => {});
     socket.once("connect", () => {
       connected = true;
-      socket.write(connectPacket(clientId));
+      socket.write(connectPacket(clientId, ATTACKER_KEEPALIVE_SECONDS));
     });
     whenConnack(socket, (code) => {
       if (settled) return;

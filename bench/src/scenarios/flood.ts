@@ -29,8 +29,10 @@ export const RECOMMENDED_PLC_LIMITS = {
     overrides: [{ username: "scada", messagesPerSecond: 10000, bytesPerSecond: 20971520 }],
   },
   subscriptions: { perClient: 100, maxTopicLevels: 16 },
+  maxTopicBytes: 1024,
+  maxKeepaliveSeconds: 300,
   flapping: { maxConnects: 15, windowSeconds: 60, banSeconds: 300 },
-  queue: { drainTimeoutMs: 10000 },
+  queue: { maxInflight: 20, maxQueuedPerClient: 1000, drainTimeoutMs: 10000 },
 } as const;
 /** Not in the recommended block: the schema's default, stated so the oversize attack knows it. */
 const MAX_PACKET_BYTES = 262_144;
