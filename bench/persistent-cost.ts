@@ -33,6 +33,7 @@ import { RedisServer } from "../test/helpers/redis-server.js";
 import { SluiceProcess } from "../test/helpers/sluice-process.js";
 import { startNode as startBareAedes } from "./src/brokers/bare-aedes.js";
 import { CleanupRegistry } from "./src/lifecycle/cleanup-registry.js";
+import { medianOf } from "./src/report/median.js";
 import { cpuSeconds } from "./src/system/process-cpu.js";
 
 const { values } = parseArgs({
@@ -230,11 +231,6 @@ async function measure(setup: Setup, redisUrl: string, admin: Redis): Promise<Sa
   }
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
-}
-
 async function main(): Promise<void> {
   const redisServer = await RedisServer.start();
   const admin = new Redis(redisServer.url);
@@ -246,7 +242,7 @@ async function main(): Promise<void> {
       const samples: Sample[] = [];
       for (let round = 0; round < ROUNDS; round++)
         samples.push(await measure(setup, redisServer.url, admin));
-      const rate = median(samples.map((s) => s.rate));
+      const rate = medianOf(samples.map((s) => s.rate));
       results.set(setup.name, rate);
       const last = samples[samples.length - 1];
       const deliveries = MESSAGES * SUBSCRIBERS;
@@ -258,7 +254,7 @@ async function main(): Promise<void> {
       console.log(
         `${setup.name.padEnd(24)} ${rate.toFixed(0).padStart(6)} deliveries/s ` +
           `(rounds: ${samples.map((s) => s.rate.toFixed(0)).join(", ")}), broker CPU ` +
-          `${median(samples.map((s) => s.cpu)).toFixed(0)}%, clients ${median(samples.map((s) => s.clientCpu)).toFixed(0)}%, Redis ${median(samples.map((s) => s.redisCpu)).toFixed(0)}%\n${" ".repeat(25)}Redis per delivery: ${perDelivery}`,
+          `${medianOf(samples.map((s) => s.cpu)).toFixed(0)}%, clients ${medianOf(samples.map((s) => s.clientCpu)).toFixed(0)}%, Redis ${medianOf(samples.map((s) => s.redisCpu)).toFixed(0)}%\n${" ".repeat(25)}Redis per delivery: ${perDelivery}`,
       );
     }
     const stock = results.get("aedes-stock+stock-redis");
