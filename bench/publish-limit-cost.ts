@@ -13,6 +13,7 @@ import { Redis } from "ioredis";
 import { startNode } from "../test/helpers/in-process-node.js";
 import { connect, end, type MqttClient, subscribe } from "../test/helpers/mqtt-client.js";
 import { RedisServer } from "../test/helpers/redis-server.js";
+import { medianOf } from "./src/report/median.js";
 
 const MESSAGES = Number(process.argv[2] ?? 40_000);
 const ROUNDS = 6;
@@ -63,11 +64,6 @@ async function run(raw: Record<string, unknown>, qos: 0 | 1): Promise<number> {
     await end(subscriber, publisher);
     await node.stop();
   }
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
 }
 
 /** Counts the rate limiter's script calls on publish keys, as Redis sees them (MONITOR). */
@@ -125,8 +121,8 @@ async function main(): Promise<void> {
             } else without.push(rate);
           }
         }
-        const a = median(without);
-        const b = median(withLimits);
+        const a = medianOf(without);
+        const b = medianOf(withLimits);
         console.log(
           `${setup.name.padEnd(9)} QoS ${qos}: without limits ${a.toFixed(0).padStart(6)} msg/s, ` +
             `with limits never reached ${b.toFixed(0).padStart(6)} msg/s (${(((b - a) / a) * 100).toFixed(1)}%)` +

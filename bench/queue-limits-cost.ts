@@ -13,6 +13,7 @@ import { performance } from "node:perf_hooks";
 import { startNode } from "../test/helpers/in-process-node.js";
 import { connect, end, type MqttClient, subscribe } from "../test/helpers/mqtt-client.js";
 import { RedisServer } from "../test/helpers/redis-server.js";
+import { medianOf } from "./src/report/median.js";
 
 const MESSAGES = Number(process.argv[2] ?? 20_000);
 const ROUNDS = 3;
@@ -71,11 +72,6 @@ async function run(raw: Record<string, unknown>): Promise<number> {
   }
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
-}
-
 async function main(): Promise<void> {
   const redisServer = await RedisServer.start();
   try {
@@ -95,7 +91,7 @@ async function main(): Promise<void> {
       const rates: number[] = [];
       for (let round = 0; round < ROUNDS; round++) rates.push(await run(setup.raw()));
       console.log(
-        `${setup.name.padEnd(9)} QoS 1, persistent subscriber: ${median(rates).toFixed(0).padStart(6)} msg/s ` +
+        `${setup.name.padEnd(9)} QoS 1, persistent subscriber: ${medianOf(rates).toFixed(0).padStart(6)} msg/s ` +
           `(median of ${ROUNDS}: ${rates.map((r) => r.toFixed(0)).join(", ")})`,
       );
     }

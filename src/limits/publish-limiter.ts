@@ -36,8 +36,6 @@ export interface LimitedConnection {
   subject(): AuditSubject;
   /** Closes the connection for abuse. */
   disconnect(): void;
-  /** Registers the end of the connection. */
-  onClose(listener: () => void): void;
 }
 
 export interface PublishLimiterDeps {
@@ -89,10 +87,10 @@ export class PublishLimiter {
   }
 
   /** Applies the limits to one aedes client (call before it reads its first packet). */
-  attach(client: object, connection: LimitedConnection): void {
+  attach(client: object, connection: LimitedConnection): () => void {
     const throttle = new ConnectionThrottle(this, connection, this.deps, this.clock);
     throttle.gate = installReadGate(client, throttle);
-    connection.onClose(() => throttle.closed());
+    return () => throttle.closed();
   }
 
   /** The budget an identity's connections share on this node; `release` when done with it. */

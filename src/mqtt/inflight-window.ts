@@ -104,30 +104,20 @@ export class InflightWindows {
       throw new TypeError("aedes client has an unexpected shape: no in-flight window possible");
     }
     const { maxInflight, maxQueued } = this.limits;
-    const waiting = new Waiting();
+    // Made when a delivery first has to wait: most idle connections never need one.
+    let waiting: Waiting | undefined;
     let inflight = 0;
-
-    const send = (packet: AedesPublishPacket, done: () => void): void => {
-      this.lastForward = NOT_CALLED;
-      deliver(packet, done);
-      // aedes writes it at the QoS of the client's subscription to exactly this topic, if
-      // lower: a QoS 0 write is never acknowledged
-      const exact = client.subscriptions[packet.topic];
-      const downgraded = exact !== undefined && (exact.qos ?? 0) === 0;
-      if (this.lastForward !== NOT_CALLED && this.lastForward !== null && !downgraded) {
-        inflight++;
-      }
-    };
 
     client.deliverQoS = (packet, done) => {
       if (packet.qos === 0) {
         deliver(packet, done);
         return;
       }
-      if (inflight < maxInflight && waiting.length === 0) {
-        send(packet, done);
+      if (inflight < maxInflight && (waiting === undefined || waiting.length === 0)) {
+        if (this.send(client, deliver, packet, done)) inflight++;
         return;
       }
+      waiting ??= new Waiting();
       waiting.push(packet);
       if (waiting.length > maxQueued) {
         waiting.take();
@@ -144,11 +134,36 @@ export class InflightWindows {
       // The stored queue a resumed session gets is written around the window: its acks must
       // not open the window wider.
       if (inflight > 0) inflight--;
-      while (inflight < maxInflight && waiting.length > 0 && !client.closed) {
+      while (
+        inflight < maxInflight &&
+        waiting !== undefined &&
+        waiting.length > 0 &&
+        !client.closed
+      ) {
         const next = waiting.take();
-        if (next) send(next, noop);
+        if (next && this.send(client, deliver, next, noop)) inflight++;
       }
     });
+  }
+
+  /**
+   * Starts one delivery; true if it holds a slot of the window (a method, not a closure per
+   * client: each idle connection's closures count).
+   */
+  private send(
+    client: DeliveringClient,
+    deliver: Deliver,
+    packet: AedesPublishPacket,
+    done: () => void,
+  ): boolean {
+    this.lastForward = NOT_CALLED;
+    deliver(packet, done);
+    // aedes writes it at the QoS of the client's subscription to exactly this topic, if
+    // lower: a QoS 0 write is never acknowledged
+    const exact = client.subscriptions[packet.topic];
+    const downgraded = exact !== undefined && (exact.qos ?? 0) === 0;
+    const forwarded = this.lastForward as AedesPublishPacket | null | typeof NOT_CALLED;
+    return forwarded !== NOT_CALLED && forwarded !== null && !downgraded;
   }
 }
 

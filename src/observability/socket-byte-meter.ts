@@ -10,12 +10,16 @@ export class SocketByteMeter {
   private pendingWritten = 0;
 
   track(socket: Socket): void {
-    const seen = { read: 0, written: 0 };
-    this.live.set(socket, seen);
-    socket.once("close", () => {
-      this.settle(socket, seen);
-      this.live.delete(socket);
-    });
+    this.live.set(socket, { read: 0, written: 0 });
+  }
+
+  /** A tracked socket closed: its last bytes are settled. The owner calls it (one 'close'
+   * listener per connection for every concern: each listener costs an idle connection). */
+  closed(socket: Socket): void {
+    const seen = this.live.get(socket);
+    if (seen === undefined) return;
+    this.settle(socket, seen);
+    this.live.delete(socket);
   }
 
   /** Bytes moved since the previous call. */

@@ -60,8 +60,17 @@ export class SluiceProcess {
     }));
   }
 
-  static spawn(args: string[], env: NodeJS.ProcessEnv = {}): SluiceProcess {
-    const child = spawn(process.execPath, [CLI, ...args], {
+  /**
+   * `execArgv`: Node's own flags (e.g. --cpu-prof, which NODE_OPTIONS refuses); `cli`: another
+   * build's CLI (a benchmark's baseline).
+   */
+  static spawn(
+    args: string[],
+    env: NodeJS.ProcessEnv = {},
+    execArgv: string[] = [],
+    cli = CLI,
+  ): SluiceProcess {
+    const child = spawn(process.execPath, [...execArgv, cli, ...args], {
       env: { PATH: process.env.PATH, SLUICE_LOG_LEVEL: "debug", ...env },
     });
     reapOnExit(child);

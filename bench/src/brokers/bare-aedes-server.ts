@@ -4,11 +4,14 @@
  * Run as its own process by bare-aedes.ts:
  *
  *   node bare-aedes-server.js --engine stock|patched [--redis redis://127.0.0.1:PORT] [--id ID]
+ *     [--persistence-module PATH]
  *
  * `stock` is aedes 1.2.0 exactly as published (the `aedes-stock` alias, which patch-package
  * leaves alone); `patched` is the `aedes` folder with Sluice's patch applied. With --redis it
  * uses mqemitter-redis and aedes-persistence-redis, as an aedes cluster node would. Prints one
- * JSON line `{"event":"listening","port":N}` when it accepts clients.
+ * JSON line `{"event":"listening","port":N}` when it accepts clients. --persistence-module loads
+ * the Redis persistence from another folder's entry point (an unpatched aedes-persistence-redis
+ * unpacked by `npm pack`): patch-package patches the one in node_modules.
  */
 import { createServer } from "node:net";
 import { parseArgs } from "node:util";
@@ -21,6 +24,7 @@ const { values } = parseArgs({
     engine: { type: "string", default: "stock" },
     redis: { type: "string" },
     id: { type: "string" },
+    "persistence-module": { type: "string" },
   },
 });
 
@@ -42,20 +46,29 @@ async function loadEngine(name: string | undefined): Promise<Engine> {
  * mqemitter-redis' default subscriber runs a ready check (INFO), which Redis refuses in
  * subscriber mode (ioredis issue 2037), and a bare broker that fails at random measures nothing.
  */
-function redisOptions(url: string): Record<string, unknown> {
+type PersistenceFactory = (options: { conn: Redis }) => unknown;
+
+async function loadPersistence(path: string | undefined): Promise<PersistenceFactory> {
+  if (!path) return persistenceRedis as unknown as PersistenceFactory;
+  return ((await import(path)) as { default: PersistenceFactory }).default;
+}
+
+function redisOptions(url: string, persistence: PersistenceFactory): Record<string, unknown> {
   const { hostname, port } = new URL(url);
   const connect = (extra: { enableReadyCheck?: boolean } = {}): Redis =>
     new Redis({ host: hostname, port: Number(port), ...extra });
   return {
     mq: mqemitterRedis({ pubConn: connect(), subConn: connect({ enableReadyCheck: false }) }),
-    persistence: persistenceRedis({ conn: connect() }),
+    persistence: persistence({ conn: connect() }),
   };
 }
 
 const Aedes = await loadEngine(values.engine);
 const broker = await Aedes.createBroker({
   ...(values.id ? { id: values.id } : {}),
-  ...(values.redis ? redisOptions(values.redis) : {}),
+  ...(values.redis
+    ? redisOptions(values.redis, await loadPersistence(values["persistence-module"]))
+    : {}),
 });
 const server = createServer((socket) => broker.handle(socket));
 server.listen(0, "127.0.0.1", () => {

@@ -17,14 +17,15 @@ interface BareNode {
 }
 
 /** Starts one bare-aedes-server process and waits for its "listening" line. */
-async function startNode(
+export async function startNode(
   cleanup: CleanupRegistry,
   engine: Engine,
-  options: { redisUrl?: string; id?: string } = {},
+  options: { redisUrl?: string; id?: string; persistenceModule?: string; execArgv?: string[] } = {},
 ): Promise<BareNode> {
-  const args = [SERVER, "--engine", engine];
+  const args = [...(options.execArgv ?? []), SERVER, "--engine", engine];
   if (options.redisUrl) args.push("--redis", options.redisUrl);
   if (options.id) args.push("--id", options.id);
+  if (options.persistenceModule) args.push("--persistence-module", options.persistenceModule);
   const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
   const stop = cleanup.addChild(`aedes (${engine})`, child);
   let stderr = "";

@@ -13,7 +13,7 @@ function readClockTicks(): number {
 }
 
 /** User + system CPU seconds a process has used so far; undefined if it is gone. */
-function cpuSeconds(pid: number): number | undefined {
+export function cpuSeconds(pid: number): number | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
