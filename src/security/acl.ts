@@ -207,26 +207,16 @@ function parseMosquittoAcl(text: string, source: string): Acl {
     if (line === "" || line.startsWith("#")) return;
     const at = `${source}:${index + 1}`;
     const [keyword, ...rest] = line.split(/\s+/);
-    if (keyword === "user") {
-      const name = line.slice("user".length).trim();
+    if (keyword === "user" || keyword === "group") {
+      const name = line.slice(keyword.length).trim();
       if (name === "") {
-        problems.push(`${at}: user needs a name`);
+        problems.push(`${at}: ${keyword} needs a name`);
         return;
       }
-      section = users.get(name) ?? [];
-      users.set(name, section);
-      inGroup = false;
-      return;
-    }
-    if (keyword === "group") {
-      const name = line.slice("group".length).trim();
-      if (name === "") {
-        problems.push(`${at}: group needs a name`);
-        return;
-      }
-      section = groups.get(name) ?? [];
-      groups.set(name, section);
-      inGroup = true;
+      const sections = keyword === "user" ? users : groups;
+      section = sections.get(name) ?? [];
+      sections.set(name, section);
+      inGroup = keyword === "group";
       return;
     }
     if (keyword !== "topic" && keyword !== "pattern") {
