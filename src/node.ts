@@ -354,9 +354,7 @@ export class SluiceNode {
       drainTimeout: config.limits.queue.drainTimeoutMs,
       maxTopicLevels: config.limits.subscriptions.maxTopicLevels,
       ...hooks,
-      authorizeForward: this.windows.observeForward(
-        (client, packet) => hooks.authorizeForward(client, packet) ?? null,
-      ),
+      authorizeForward: this.windows.observeForward(rules.authorizeForward),
       sessionPresent: (client) => this.contexts.get(client)?.sessionPresent === true,
       // Cluster takeover is ClientOwnership's, fenced by epochs; aedes' gossip is not.
       closeOnPeerConnect: this.ownership === undefined,

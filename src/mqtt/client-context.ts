@@ -33,11 +33,19 @@ export class ClientContexts {
   private readonly contexts = new WeakMap<Client, ClientContext>();
 
   attach(client: Client, connection: ClientConnection): ClientContext {
+    // Every field from the start, even those set later: V8 then keeps them all inside the
+    // object. Fields added after creation went to a separate properties array, allocated for
+    // every client that connects (identity, keep-alive).
     const context: ClientContext = {
       connection,
       connectedAt: Date.now(),
       emptyClientId: false,
+      keepaliveSeconds: undefined,
+      willTopic: undefined,
+      identity: undefined,
       sessionPresent: false,
+      pendingFilters: undefined,
+      countedUsername: undefined,
     };
     this.contexts.set(client, context);
     return context;

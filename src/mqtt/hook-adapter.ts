@@ -150,8 +150,7 @@ export function adaptHooks(hooks: BrokerHooks, events: HookAdapterEvents): Aedes
         },
       );
     },
-    authorizeForward(client, packet) {
-      return hooks.authorizeForward(client, packet);
-    },
+    // Per delivery and already synchronous in aedes' terms: handed over as it is, not wrapped.
+    authorizeForward: hooks.authorizeForward,
   };
 }

@@ -107,6 +107,7 @@ export class InflightWindows {
     // Made when a delivery first has to wait: most idle connections never need one.
     let waiting: Waiting | undefined;
     let inflight = 0;
+    let listening = false;
 
     client.deliverQoS = (packet, done) => {
       if (packet.qos === 0) {
@@ -114,7 +115,31 @@ export class InflightWindows {
         return;
       }
       if (inflight < maxInflight && (waiting === undefined || waiting.length === 0)) {
-        if (this.send(client, deliver, packet, done)) inflight++;
+        if (this.send(client, deliver, packet, done)) {
+          inflight++;
+          if (!listening) {
+            listening = true;
+            // Acknowledgements as they are read, before aedes clears them from the store: the
+            // slot is the client's to use again once it has said it has the message. Listened
+            // to from the first delivery that takes a slot (until then an ack frees nothing), so
+            // an idle connection, or one that only gets QoS 0, keeps no listener (nor closure).
+            parser.on("packet", (ack) => {
+              if (ack.cmd !== "puback" && ack.cmd !== "pubcomp") return;
+              // The stored queue a resumed session gets is written around the window: its
+              // acks must not open the window wider.
+              if (inflight > 0) inflight--;
+              while (
+                inflight < maxInflight &&
+                waiting !== undefined &&
+                waiting.length > 0 &&
+                !client.closed
+              ) {
+                const next = waiting.take();
+                if (next && this.send(client, deliver, next, noop)) inflight++;
+              }
+            });
+          }
+        }
         return;
       }
       waiting ??= new Waiting();
@@ -126,24 +151,6 @@ export class InflightWindows {
       // aedes' own deliveries answer on a later turn too: mqemitter must not recurse per message
       setImmediate(done);
     };
-
-    // Acknowledgements as they are read, before aedes clears them from the store: the slot is
-    // the client's to use again once it has said it has the message.
-    parser.on("packet", (packet) => {
-      if (packet.cmd !== "puback" && packet.cmd !== "pubcomp") return;
-      // The stored queue a resumed session gets is written around the window: its acks must
-      // not open the window wider.
-      if (inflight > 0) inflight--;
-      while (
-        inflight < maxInflight &&
-        waiting !== undefined &&
-        waiting.length > 0 &&
-        !client.closed
-      ) {
-        const next = waiting.take();
-        if (next && this.send(client, deliver, next, noop)) inflight++;
-      }
-    });
   }
 
   /**

@@ -2,41 +2,43 @@ import type { Socket } from "node:net";
 
 /**
  * Counts bytes on client sockets without touching the per-packet path: live sockets are read
- * at scrape time, closed ones settle their last delta when they close.
+ * at scrape time, closed ones add their final counts when they close.
+ *
+ * Nothing is kept per socket but its place in a Set: the bytes of every socket ever tracked are
+ * the closed sockets' sum plus the live sockets' current counts, and what `take` reports is
+ * how far that total moved since the previous call. (A `{ read, written }` record per socket
+ * in a Map cost every idle connection about 50 bytes of heap.)
  */
 export class SocketByteMeter {
-  private readonly live = new Map<Socket, { read: number; written: number }>();
-  private pendingRead = 0;
-  private pendingWritten = 0;
+  private readonly live = new Set<Socket>();
+  private closedRead = 0;
+  private closedWritten = 0;
+  private reportedRead = 0;
+  private reportedWritten = 0;
 
   track(socket: Socket): void {
-    this.live.set(socket, { read: 0, written: 0 });
+    this.live.add(socket);
   }
 
   /** A tracked socket closed: its last bytes are settled. The owner calls it (one 'close'
    * listener per connection for every concern: each listener costs an idle connection). */
   closed(socket: Socket): void {
-    const seen = this.live.get(socket);
-    if (seen === undefined) return;
-    this.settle(socket, seen);
-    this.live.delete(socket);
+    if (!this.live.delete(socket)) return;
+    this.closedRead += socket.bytesRead;
+    this.closedWritten += socket.bytesWritten;
   }
 
   /** Bytes moved since the previous call. */
   take(): { received: number; sent: number } {
-    for (const [socket, seen] of this.live) this.settle(socket, seen);
-    const result = { received: this.pendingRead, sent: this.pendingWritten };
-    this.pendingRead = 0;
-    this.pendingWritten = 0;
+    let read = this.closedRead;
+    let written = this.closedWritten;
+    for (const socket of this.live) {
+      read += socket.bytesRead;
+      written += socket.bytesWritten;
+    }
+    const result = { received: read - this.reportedRead, sent: written - this.reportedWritten };
+    this.reportedRead = read;
+    this.reportedWritten = written;
     return result;
-  }
-
-  private settle(socket: Socket, seen: { read: number; written: number }): void {
-    const read = socket.bytesRead;
-    const written = socket.bytesWritten;
-    this.pendingRead += read - seen.read;
-    this.pendingWritten += written - seen.written;
-    seen.read = read;
-    seen.written = written;
   }
 }

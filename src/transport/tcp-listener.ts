@@ -146,11 +146,15 @@ function streamConnection(
   origin: ClientOrigin,
   peerCertificate?: PeerCertificate,
 ): ClientConnection {
+  // Named fields, not spreads: one shape, every field inside the object (spread properties
+  // landed in a separate properties array, allocated per connection).
   return {
     stream: socket,
     socket,
     listener,
-    ...origin,
-    ...(peerCertificate ? { peerCertificate } : {}),
+    remoteAddress: origin.remoteAddress,
+    remotePort: origin.remotePort,
+    proxyAddress: origin.proxyAddress,
+    peerCertificate,
   };
 }
