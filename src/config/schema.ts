@@ -22,12 +22,21 @@ const cidr = z
   );
 const positiveInt = z.number().int().positive();
 
+/**
+ * TCP_NODELAY on client sockets: each packet leaves at once (a command reaches its PLC without
+ * waiting for Nagle's algorithm), at the cost of more, smaller segments; false batches small
+ * writes, which carries about 1.25x the QoS 1 throughput of small messages here (README,
+ * Performance) but can hold a lone packet back until the previous one is acknowledged.
+ */
+const noDelay = z.boolean().default(true);
+
 const tcpListener = z.strictObject({
   type: z.literal("tcp"),
   host: host.default("0.0.0.0"),
   port: port.default(1883),
   proxyProtocol: z.boolean().default(false),
   trustedProxies: z.array(cidr).default([]),
+  noDelay,
 });
 
 /** TLS material and client-certificate policy shared by `tls` and `wss`. */
@@ -58,6 +67,7 @@ const tlsListener = z.strictObject({
   port: port.default(8883),
   proxyProtocol: z.boolean().default(false),
   trustedProxies: z.array(cidr).default([]),
+  noDelay,
   ...tlsOptions,
 });
 

@@ -9,6 +9,8 @@ export interface ProxyProtocolOptions {
   trusted: TrustedProxies;
   /** The whole header must arrive within this (`limits.connectTimeoutMs`). */
   headerTimeoutMs: number;
+  /** TCP_NODELAY on the accepted sockets (the listener's `noDelay`); default true. */
+  noDelay?: boolean;
 }
 
 /**
@@ -22,7 +24,7 @@ export function createProxyProtocolServer(
   onRejected: (reason: ListenerRejection, error?: Error) => void,
   handOff: (socket: Socket, origin: ClientOrigin) => void,
 ): Server {
-  return createServer({ noDelay: true }, (socket: Socket) => {
+  return createServer({ noDelay: options.noDelay ?? true }, (socket: Socket) => {
     // Until the header is read nobody else listens for errors; a reset must not crash the node.
     socket.on("error", noop);
     const peer = normalizeAddress(socket.remoteAddress ?? "");

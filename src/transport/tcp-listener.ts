@@ -52,7 +52,7 @@ export class TcpListener implements Listener {
         handshakeTimeout: tls.handshakeTimeoutMs,
       });
       server.on("secureConnection", (socket: TLSSocket) => {
-        socket.setNoDelay(true);
+        socket.setNoDelay(config.noDelay);
         events.onConnection(
           streamConnection(
             socket,
@@ -75,7 +75,7 @@ export class TcpListener implements Listener {
     const tlsServer = this.tlsServer;
     if (proxyProtocol && origins) {
       this.server = createProxyProtocolServer(
-        proxyProtocol,
+        { ...proxyProtocol, noDelay: config.noDelay },
         events.onRejected,
         (socket, origin) => {
           if (!events.admitSocket(socket, origin)) return;
@@ -91,7 +91,7 @@ export class TcpListener implements Listener {
     } else if (tlsServer) {
       this.server = tlsServer;
     } else {
-      this.server = createServer({ noDelay: true }, (socket: Socket) => {
+      this.server = createServer({ noDelay: config.noDelay }, (socket: Socket) => {
         const origin = socketOrigin(socket);
         if (events.admitSocket(socket, origin)) {
           events.onConnection(streamConnection(socket, "tcp", origin));

@@ -187,6 +187,25 @@ describe("config validation", () => {
     }
   });
 
+  it("takes noDelay on tcp and tls listeners, on by default", () => {
+    const { config } = resolveConfig(
+      {
+        listeners: [
+          { type: "tcp", port: 0 },
+          { type: "tcp", port: 0, noDelay: false },
+        ],
+      },
+      { configDir: dir, env: {} },
+    );
+    assert.deepEqual(
+      config.listeners.map((l) => ("noDelay" in l ? l.noDelay : undefined)),
+      [true, false],
+    );
+    assert.deepEqual(problemsOf({ listeners: [{ type: "tcp", port: 0, noDelay: "no" }] }), [
+      'listeners[0].noDelay: must be a boolean, got the string "no"',
+    ]);
+  });
+
   it("takes admin with token digests or client certificates, TLS off loopback, and a registry home", () => {
     const digest = "a".repeat(64);
     const registry = { file: "devices.json" };
