@@ -50,3 +50,34 @@ export interface DeviceStore {
 
 /** Devices per page at most. */
 export const MAX_PAGE = 1000;
+
+/**
+ * The ids of one page: those after `after` in sorted `ids` (sorted in place), at most `limit`
+ * (and MAX_PAGE), and the id to continue after when more follow.
+ */
+export function pageOfIds(
+  ids: string[],
+  after: string | undefined,
+  limit: number,
+): { ids: string[]; next?: string } {
+  ids.sort();
+  const start = after === undefined ? 0 : upperBound(ids, after);
+  const size = Math.min(limit, MAX_PAGE);
+  const page = ids.slice(start, start + size);
+  const last = page[page.length - 1];
+  return start + size < ids.length && last !== undefined
+    ? { ids: page, next: last }
+    : { ids: page };
+}
+
+/** The index of the first id greater than `after` in sorted `ids`. */
+function upperBound(ids: readonly string[], after: string): number {
+  let low = 0;
+  let high = ids.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if ((ids[mid] as string) <= after) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}

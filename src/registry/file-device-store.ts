@@ -5,10 +5,9 @@ import { type DeviceRecord, deviceRecordSchema } from "./device.js";
 import {
   type DevicePage,
   type DeviceStore,
-  MAX_PAGE,
+  pageOfIds,
   type RevokedCertificate,
 } from "./device-store.js";
-import { upperBound } from "./redis-device-store.js";
 
 const fileSchema = z.strictObject({
   version: z.literal(1),
@@ -66,13 +65,9 @@ export class FileDeviceStore implements DeviceStore {
   }
 
   async list(after: string | undefined, limit: number): Promise<DevicePage> {
-    const ids = Object.keys(this.data.devices).sort();
-    const start = after === undefined ? 0 : upperBound(ids, after);
-    const size = Math.min(limit, MAX_PAGE);
-    const pageIds = ids.slice(start, start + size);
-    const devices = pageIds.map((id) => this.data.devices[id] as DeviceRecord);
-    const last = pageIds[pageIds.length - 1];
-    return start + size < ids.length && last !== undefined ? { devices, next: last } : { devices };
+    const page = pageOfIds(Object.keys(this.data.devices), after, limit);
+    const devices = page.ids.map((id) => this.data.devices[id] as DeviceRecord);
+    return page.next === undefined ? { devices } : { devices, next: page.next };
   }
 
   create(record: DeviceRecord): Promise<boolean> {

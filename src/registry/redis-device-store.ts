@@ -3,7 +3,7 @@ import { type DeviceRecord, parseRecord } from "./device.js";
 import {
   type DevicePage,
   type DeviceStore,
-  MAX_PAGE,
+  pageOfIds,
   type RevokedCertificate,
 } from "./device-store.js";
 
@@ -37,18 +37,14 @@ export class RedisDeviceStore implements DeviceStore {
   }
 
   async list(after: string | undefined, limit: number): Promise<DevicePage> {
-    // HSCAN gives no order; ids are sorted here so pages are stable. Fine for the registry's
-    // size (thousands to a few hundred thousand devices), read by operators, not per packet.
-    const ids = (await this.redis.hkeys(DEVICES)).sort();
-    const start = after === undefined ? 0 : upperBound(ids, after);
-    const size = Math.min(limit, MAX_PAGE);
-    const pageIds = ids.slice(start, start + size);
-    const texts = pageIds.length > 0 ? await this.redis.hmget(DEVICES, ...pageIds) : [];
+    // HSCAN gives no order; ids are sorted so pages are stable. Fine for the registry's size
+    // (thousands to a few hundred thousand devices), read by operators, not per packet.
+    const page = pageOfIds(await this.redis.hkeys(DEVICES), after, limit);
+    const texts = page.ids.length > 0 ? await this.redis.hmget(DEVICES, ...page.ids) : [];
     const devices = texts
       .map((t) => parseRecord(t))
       .filter((r): r is DeviceRecord => r !== undefined);
-    const last = pageIds[pageIds.length - 1];
-    return start + size < ids.length && last !== undefined ? { devices, next: last } : { devices };
+    return page.next === undefined ? { devices } : { devices, next: page.next };
   }
 
   async create(record: DeviceRecord): Promise<boolean> {
@@ -118,16 +114,4 @@ export class RedisDeviceStore implements DeviceStore {
   async crl(): Promise<string | undefined> {
     return (await this.redis.get(CRL)) ?? undefined;
   }
-}
-
-/** The index of the first id greater than `after` in sorted `ids`. */
-export function upperBound(ids: readonly string[], after: string): number {
-  let low = 0;
-  let high = ids.length;
-  while (low < high) {
-    const mid = (low + high) >>> 1;
-    if ((ids[mid] as string) <= after) low = mid + 1;
-    else high = mid;
-  }
-  return low;
 }

@@ -13,11 +13,8 @@ export function normalizeSerial(serial: string): string {
  * certificate was revoked after they were established.
  */
 export async function readRevokedSerials(path: string): Promise<Set<string>> {
-  const pem = await readFile(path, "utf8");
   const serials = new Set<string>();
-  for (const block of pem.matchAll(/-----BEGIN X509 CRL-----([^-]+)-----END X509 CRL-----/g)) {
-    const der = Buffer.from((block[1] ?? "").replace(/\s+/g, ""), "base64");
-    const crl = AsnConvert.parse(der, CertificateList);
+  for (const crl of parseCrls(await readFile(path, "utf8"))) {
     for (const entry of crl.tbsCertList.revokedCertificates ?? []) {
       serials.add(normalizeSerial(Buffer.from(entry.userCertificate).toString("hex")));
     }
@@ -27,12 +24,17 @@ export async function readRevokedSerials(path: string): Promise<Set<string>> {
 
 /** When the first CRL in a PEM text was signed (its thisUpdate); undefined if none parses. */
 export function crlSignedAt(pem: string): Date | undefined {
-  const block = /-----BEGIN X509 CRL-----([^-]+)-----END X509 CRL-----/.exec(pem);
-  if (!block) return undefined;
   try {
-    const der = Buffer.from((block[1] ?? "").replace(/\s+/g, ""), "base64");
-    return AsnConvert.parse(der, CertificateList).tbsCertList.thisUpdate.getTime();
+    return parseCrls(pem).next().value?.tbsCertList.thisUpdate.getTime();
   } catch {
     return undefined;
+  }
+}
+
+/** The `X509 CRL` blocks of a PEM text, parsed one by one as they are asked for. */
+function* parseCrls(pem: string): Generator<CertificateList> {
+  for (const block of pem.matchAll(/-----BEGIN X509 CRL-----([^-]+)-----END X509 CRL-----/g)) {
+    const der = Buffer.from((block[1] ?? "").replace(/\s+/g, ""), "base64");
+    yield AsnConvert.parse(der, CertificateList);
   }
 }
