@@ -123,3 +123,9 @@ export function subscribeGranted(
 export async function end(...clients: Array<MqttClient | undefined>): Promise<void> {
   await Promise.all(clients.map((c) => c?.endAsync(true)));
 }
+
+/** Resolves with how many ms after `since` the client's connection closed (at once if it has). */
+export function closedAfter(client: MqttClient, since: number): Promise<number> {
+  if (!client.connected) return Promise.resolve(Date.now() - since);
+  return new Promise((resolve) => client.once("close", () => resolve(Date.now() - since)));
+}

@@ -9,7 +9,7 @@ import { createCa } from "../../src/pki/create-ca.js";
 import { callApi, newAdminToken } from "../helpers/admin-api.js";
 import { createTestPki, opensslKeyAndCsr, type TestPki } from "../helpers/certs.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, end, type MqttClient } from "../helpers/mqtt-client.js";
+import { closedAfter, connect, end, type MqttClient } from "../helpers/mqtt-client.js";
 import { RedisServer } from "../helpers/redis-server.js";
 import { runCli } from "../helpers/sluice-process.js";
 
@@ -82,11 +82,6 @@ async function connectWith(node: RunningNode, id: string, prefix: string): Promi
     ca: await readFile(pki.caCert),
     rejectUnauthorized: true,
   });
-}
-
-function closedAfter(client: MqttClient, since: number): Promise<number> {
-  if (!client.connected) return Promise.resolve(Date.now() - since);
-  return new Promise((resolve) => client.once("close", () => resolve(Date.now() - since)));
 }
 
 describe("device enrollment and certificate revocation across two nodes", () => {

@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { callApi, newAdminToken } from "../helpers/admin-api.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, end, type MqttClient } from "../helpers/mqtt-client.js";
+import { closedAfter, connect, end, type MqttClient } from "../helpers/mqtt-client.js";
 import { RedisServer } from "../helpers/redis-server.js";
 import { runCli } from "../helpers/sluice-process.js";
 
@@ -47,12 +47,6 @@ async function createOnA(id: string): Promise<string> {
 
 const connectToB = (id: string, password: string): Promise<MqttClient> =>
   connect(b.urls.tcp as string, { clientId: id, username: id, password });
-
-/** Milliseconds from `since` until the client's connection closed. */
-function closedAfter(client: MqttClient, since: number): Promise<number> {
-  if (!client.connected) return Promise.resolve(Date.now() - since);
-  return new Promise((resolve) => client.once("close", () => resolve(Date.now() - since)));
-}
 
 describe("device registry across two nodes", () => {
   it("a device created on one node connects through the other; disabling it there closes it within 1 s", async () => {
