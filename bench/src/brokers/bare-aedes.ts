@@ -2,7 +2,12 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { CleanupRegistry } from "../lifecycle/cleanup-registry.js";
 import type { WatchedProcess } from "../system/process-cpu.js";
-import type { BrokerContext, BrokerDefinition, RunningBroker } from "./broker.js";
+import {
+  type BrokerContext,
+  type BrokerDefinition,
+  type RunningBroker,
+  runningNodes,
+} from "./broker.js";
 import { startRedis } from "./redis.js";
 
 const SERVER = fileURLToPath(new URL("./bare-aedes-server.js", import.meta.url));
@@ -103,22 +108,7 @@ function overRedis(name: string, nodes: number, description: string): BrokerDefi
         await Promise.allSettled([...started.map((n) => n.stop()), redis.stop()]);
         throw error;
       }
-      const first = started[0];
-      const last = started[started.length - 1];
-      if (!first || !last) throw new Error("no aedes node started");
-      return {
-        name,
-        publisherUrls: [first.url],
-        subscriberUrls: [last.url],
-        processes: [
-          ...started.flatMap((n) => (n.process ? [n.process] : [])),
-          ...(redis.process ? [redis.process] : []),
-        ],
-        async stop() {
-          await Promise.allSettled(started.map((n) => n.stop()));
-          await redis.stop();
-        },
-      };
+      return runningNodes(name, started, redis);
     },
   };
 }

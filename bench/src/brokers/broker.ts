@@ -31,3 +31,37 @@ export interface BrokerDefinition {
   bareAedesCounterpart?: string;
   start(context: BrokerContext): Promise<RunningBroker>;
 }
+
+/** A started broker process (or Redis), as runningNodes needs it. */
+export interface StartedProcess {
+  url?: string;
+  process: WatchedProcess | undefined;
+  stop(): Promise<void>;
+}
+
+/**
+ * The RunningBroker of one or more started nodes (and their Redis, if any): publishers on the
+ * first node, subscribers on the last, so a cluster's messages cross between nodes.
+ */
+export function runningNodes(
+  name: string,
+  started: ReadonlyArray<StartedProcess & { url: string }>,
+  redis: StartedProcess | undefined,
+): RunningBroker {
+  const first = started[0];
+  const last = started[started.length - 1];
+  if (!first || !last) throw new Error(`no ${name} node started`);
+  return {
+    name,
+    publisherUrls: [first.url],
+    subscriberUrls: [last.url],
+    processes: [
+      ...started.flatMap((n) => (n.process ? [n.process] : [])),
+      ...(redis?.process ? [redis.process] : []),
+    ],
+    async stop() {
+      await Promise.allSettled(started.map((n) => n.stop()));
+      await redis?.stop();
+    },
+  };
+}

@@ -5,7 +5,12 @@ import { stringify } from "yaml";
 import { SluiceProcess } from "../../../test/helpers/sluice-process.js";
 import type { CleanupRegistry } from "../lifecycle/cleanup-registry.js";
 import type { WatchedProcess } from "../system/process-cpu.js";
-import type { BrokerContext, BrokerDefinition, RunningBroker } from "./broker.js";
+import {
+  type BrokerContext,
+  type BrokerDefinition,
+  type RunningBroker,
+  runningNodes,
+} from "./broker.js";
 import { startRedis } from "./redis.js";
 
 export interface SluiceNodeHandle {
@@ -121,22 +126,7 @@ async function cluster(
     await redis?.stop();
     throw error;
   }
-  const first = started[0];
-  const last = started[started.length - 1];
-  if (!first || !last) throw new Error("no sluice node started");
-  return {
-    name,
-    publisherUrls: [first.url],
-    subscriberUrls: [last.url],
-    processes: [
-      ...started.flatMap((n) => (n.process ? [n.process] : [])),
-      ...(redis?.process ? [redis.process] : []),
-    ],
-    async stop() {
-      await Promise.allSettled(started.map((n) => n.stop()));
-      await redis?.stop();
-    },
-  };
+  return runningNodes(name, started, redis);
 }
 
 export const sluice = single("sluice", false, "one Sluice node, in memory", "aedes");
