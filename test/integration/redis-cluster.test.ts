@@ -45,6 +45,31 @@ describe("Redis Cluster", () => {
     }
   });
 
+  it("keeps one publisher's messages on a topic in order across nodes [MQTT-4.6.0-6]", async () => {
+    const subscriber = await connect(b.urls.tcp as string);
+    const publisher = await connect(a.urls.tcp as string);
+    try {
+      const inbox = new Inbox(subscriber);
+      await subscribe(subscriber, "rc/ordered", 1);
+      // Pipelined, so that consecutive messages are in Redis at the same time: an engine that
+      // spread its PUBLISHes over the primaries would let the cluster bus reorder them.
+      const count = 300;
+      await Promise.all(
+        Array.from({ length: count }, (_, i) =>
+          publisher.publishAsync("rc/ordered", String(i), { qos: 1 }),
+        ),
+      );
+      const messages = await inbox.waitFor(count);
+      const order = messages.map((m) => Number(m.payload.toString()));
+      assert.deepEqual(
+        order,
+        Array.from({ length: count }, (_, i) => i),
+      );
+    } finally {
+      await end(subscriber, publisher);
+    }
+  });
+
   it("retained messages spread over the slots are all found by a wildcard on the other node", async () => {
     const publisher = await connect(a.urls.tcp as string);
     const topics = Array.from({ length: 30 }, (_, i) => `rc/kept/station-${i}/level`);
