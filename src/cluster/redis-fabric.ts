@@ -85,7 +85,7 @@ export class RedisFabric {
     this.state = state;
     this.stored = stored;
     this.connections = [...new Set([state, stored, publisher, subscriber])];
-    for (const connection of this.connections) this.watch(connection);
+    for (const connection of this.connections) this.watch(connection, connection === subscriber);
     this.watchSubscriber(subscriber);
     if (config.sentinels && config.name) this.followSwitchovers(config);
     // A non-array `cluster` makes the persistence use our connection in its Cluster mode
@@ -177,16 +177,40 @@ export class RedisFabric {
    * Redis pub/sub delivers only to connections subscribed at that moment: when the subscriber
    * connection comes back after a loss, this node has missed messages and subscription
    * broadcasts, and says so once it is subscribed again.
+   *
+   * ioredis says 'ready' before it re-sends the subscriptions the connection had, and counting
+   * it ready then let the node report Redis up while its subscriptions were not yet in force: a
+   * message published elsewhere at that moment never reached this node's clean-session
+   * clients (a test waited forever for one). A PING queued after the re-sent (P)SUBSCRIBEs is
+   * answered once Redis has them all; only then is the connection ready. A Cluster's subscriber
+   * is its own connection inside ioredis, re-subscribed there: its 'ready' stands.
    */
   private watchSubscriber(subscriber: RedisClient): void {
     let lost = false;
+    let losses = 0;
     subscriber.on("close", () => {
       lost = true;
+      losses++;
     });
     subscriber.on("ready", () => {
-      if (!lost) return;
-      lost = false;
-      this.events.onSubscriberRestored();
+      const since = losses;
+      const subscribed = (): void => {
+        if (since !== losses) return;
+        this.markReady(subscriber);
+        if (!lost) return;
+        lost = false;
+        this.events.onSubscriberRestored();
+      };
+      if (subscriber instanceof Cluster) {
+        subscribed();
+        return;
+      }
+      // After ioredis' own 'ready' handler has queued the re-subscriptions.
+      process.nextTick(() => {
+        subscriber.ping().then(subscribed, () => {
+          // Lost again before the answer: the next 'ready' starts over.
+        });
+      });
     });
   }
 
@@ -263,11 +287,9 @@ export class RedisFabric {
     }
   }
 
-  private watch(connection: RedisClient): void {
-    connection.on("ready", () => {
-      this.ready.add(connection);
-      this.update();
-    });
+  private watch(connection: RedisClient, isSubscriber: boolean): void {
+    // The subscriber's readiness is decided in watchSubscriber.
+    if (!isSubscriber) connection.on("ready", () => this.markReady(connection));
     const lost = (): void => {
       this.ready.delete(connection);
       this.update();
@@ -276,13 +298,11 @@ export class RedisFabric {
     connection.on("end", lost);
     // ioredis emits 'error' on every failed reconnect: state changes are logged in update().
     connection.on("error", () => {});
-    // The subscriber has no ready check, so 'connect' is its ready.
-    if (connection instanceof Redis && connection.options.enableReadyCheck === false) {
-      connection.on("connect", () => {
-        this.ready.add(connection);
-        this.update();
-      });
-    }
+  }
+
+  private markReady(connection: RedisClient): void {
+    this.ready.add(connection);
+    this.update();
   }
 
   private update(): void {
