@@ -17,6 +17,7 @@ import {
 } from "./listener.js";
 import { createProxyProtocolServer, type ProxyProtocolOptions } from "./proxy-protocol-server.js";
 import { closeServer, gateConnections, listenOn } from "./server-utils.js";
+import { coalesceWrites } from "./write-coalescing.js";
 
 type StreamListenerConfig = Extract<ListenerConfig, { type: "tcp" | "tls" }>;
 
@@ -146,6 +147,7 @@ function streamConnection(
   origin: ClientOrigin,
   peerCertificate?: PeerCertificate,
 ): ClientConnection {
+  coalesceWrites(socket);
   // Named fields, not spreads: one shape, every field inside the object (spread properties
   // landed in a separate properties array, allocated per connection).
   return {

@@ -1,0 +1,40 @@
+import type { Socket } from "node:net";
+import { Writable } from "node:stream";
+
+/**
+ * Coalesces the packets a socket is sent during one turn of the event loop into one write.
+ *
+ * aedes writes each packet through mqtt-packet, which corks the socket and uncorks it on the
+ * next tick: the pieces of one packet go out together, but each packet is its own `writev`,
+ * since aedes writes them from separate callbacks. With TCP_NODELAY on (Sluice's default, so a
+ * command reaches its PLC without Nagle's delay) that made the socket writes the largest cost at
+ * QoS 1, where every message means a PUBACK to its publisher and a PUBLISH to each subscriber.
+ * Here the first cork of a turn adds one more cork, released for every such socket at once by a
+ * single `setImmediate`: packets wait at most until the loop's check phase, not for Nagle's
+ * timer, and a busy turn's packets for one client leave in one system call.
+ */
+export function coalesceWrites(socket: Socket): void {
+  // One shared function, no closure per socket: idle connections stay small.
+  socket.cork = corkUntilTurnEnds;
+}
+
+const corkedThisTurn = new Set<Socket>();
+// net.Socket and tls.TLSSocket inherit it unchanged.
+const { cork } = Writable.prototype;
+
+function corkUntilTurnEnds(this: Socket): void {
+  if (!corkedThisTurn.has(this)) {
+    if (corkedThisTurn.size === 0) setImmediate(releaseTurn);
+    corkedThisTurn.add(this);
+    cork.call(this);
+  }
+  cork.call(this);
+}
+
+function releaseTurn(): void {
+  for (const socket of corkedThisTurn) {
+    // A socket destroyed meanwhile has dropped its buffer; uncorking it again is harmless.
+    if (socket.writableCorked > 0) socket.uncork();
+  }
+  corkedThisTurn.clear();
+}

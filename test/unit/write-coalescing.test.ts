@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
+import { after, before, describe, it } from "node:test";
+import { coalesceWrites } from "../../src/transport/write-coalescing.js";
+
+/**
+ * Packets written the way aedes writes them (mqtt-packet: cork, write, uncork on the next
+ * tick), from separate callbacks of one event-loop turn, on a real loopback socket.
+ */
+let server: Server;
+let accepted: Promise<Socket>;
+
+before(async () => {
+  server = createServer({ noDelay: true });
+  accepted = once(server, "connection").then(([socket]) => socket as Socket);
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+});
+after(() => server.close());
+
+function writePacket(socket: Socket, packet: Buffer): void {
+  socket.cork();
+  socket.write(packet);
+  process.nextTick(() => socket.uncork());
+}
+
+/** Writes `count` packets, each from its own tick, and counts the socket's writes to the OS. */
+async function writeInOneTurn(
+  socket: Socket,
+  peer: Socket,
+  count: number,
+): Promise<{ systemWrites: number; received: Buffer }> {
+  let systemWrites = 0;
+  const instrumented = socket as Socket & { _writev: unknown; _write: unknown };
+  for (const method of ["_writev", "_write"] as const) {
+    const original = instrumented[method] as (...args: unknown[]) => unknown;
+    instrumented[method] = function (this: Socket, ...args: unknown[]) {
+      systemWrites++;
+      return original.apply(this, args);
+    };
+  }
+  const expected = count * 4;
+  const chunks: Buffer[] = [];
+  let length = 0;
+  const allArrived = new Promise<void>((resolve) => {
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      length += chunk.length;
+      if (length < expected) return;
+      peer.off("data", onData);
+      resolve();
+    };
+    peer.on("data", onData);
+  });
+  let next = 0;
+  const writeNext = (): void => {
+    writePacket(socket, Buffer.from([0x40, 0x02, 0x00, next + 1]));
+    if (++next < count) process.nextTick(writeNext);
+  };
+  writeNext();
+  await allArrived;
+  for (const method of ["_writev", "_write"] as const) delete instrumented[method];
+  return { systemWrites, received: Buffer.concat(chunks) };
+}
+
+describe("write coalescing", () => {
+  it("sends a turn's packets for one socket in one write, in order", async () => {
+    const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
+    const socket = await accepted;
+    try {
+      await once(client, "connect");
+      coalesceWrites(socket);
+      const { systemWrites, received } = await writeInOneTurn(socket, client, 10);
+      assert.equal(systemWrites, 1);
+      assert.deepEqual(
+        [...received].filter((_, i) => i % 4 === 3),
+        Array.from({ length: 10 }, (_, i) => i + 1),
+      );
+      assert.equal(socket.writableCorked, 0, "released at the end of the turn");
+    } finally {
+      client.destroy();
+      socket.destroy();
+    }
+  });
+
+  it("without it, the same packets take a write each", async () => {
+    accepted = once(server, "connection").then(([socket]) => socket as Socket);
+    const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
+    const socket = await accepted;
+    try {
+      await once(client, "connect");
+      const { systemWrites } = await writeInOneTurn(socket, client, 10);
+      assert.equal(systemWrites, 10);
+    } finally {
+      client.destroy();
+      socket.destroy();
+    }
+  });
+
+  it("still releases the others when one held socket is destroyed in the turn", async () => {
+    const pairs: Array<[Socket, Socket]> = [];
+    for (let i = 0; i < 2; i++) {
+      accepted = once(server, "connection").then(([socket]) => socket as Socket);
+      const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
+      const socket = await accepted;
+      await once(client, "connect");
+      coalesceWrites(socket);
+      pairs.push([socket, client]);
+    }
+    const [[doomed, doomedPeer], [kept, keptPeer]] = pairs as [[Socket, Socket], [Socket, Socket]];
+    try {
+      const arrived = once(keptPeer, "data");
+      writePacket(doomed, Buffer.from([0xd0, 0x00]));
+      writePacket(kept, Buffer.from([0xd0, 0x00]));
+      doomed.destroy();
+      const [chunk] = (await arrived) as [Buffer];
+      assert.deepEqual([...chunk], [0xd0, 0x00]);
+      assert.equal(kept.writableCorked, 0);
+    } finally {
+      for (const socket of [doomed, doomedPeer, kept, keptPeer]) socket.destroy();
+    }
+  });
+});
