@@ -1,4 +1,3 @@
-import type { Duplex } from "node:stream";
 import type { Client, PublishPacket } from "aedes";
 import type { ConnectAdmission } from "../admission/connect-admission.js";
 import {
@@ -12,6 +11,7 @@ import type { SluiceMetrics } from "../observability/metrics.js";
 import type { AuditLog, AuditSubject } from "../security/audit-log.js";
 import type { Authenticator, Identity } from "../security/authenticator.js";
 import type { AclSubject, Authorizer } from "../security/authorizer.js";
+import { isBackedUp } from "../transport/write-coalescing.js";
 import { isWillOf } from "./aedes-internals.js";
 import type { ClientContext, ClientContexts } from "./client-context.js";
 import type { BrokerHooks } from "./hook-adapter.js";
@@ -90,14 +90,6 @@ function withinSubscriptionLimit(
   if (count >= limit) return false;
   pending.add(topic);
   return true;
-}
-
-/** Whether a client's socket has more written to it than it has taken (Writable's drain). */
-function isBackedUp(context: ClientContext): boolean {
-  return (
-    (context.connection.stream as Duplex & { writableNeedDrain?: boolean }).writableNeedDrain ===
-    true
-  );
 }
 
 /** The audit fields of a client. */
@@ -305,7 +297,7 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
       const context = contexts.get(client);
       // QoS 0 may be dropped: to a client whose socket buffer is full, it is (a subscriber that
       // does not read must not hold the node's memory). QoS 1/2: see watchDrainBacklog.
-      if (packet.qos === 0 && context && isBackedUp(context)) {
+      if (packet.qos === 0 && context && isBackedUp(context.connection.stream)) {
         metrics.markMessageDropped("slow_consumer");
         return null;
       }

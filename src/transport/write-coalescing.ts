@@ -1,5 +1,5 @@
 import type { Socket } from "node:net";
-import { Writable } from "node:stream";
+import { type Duplex, Writable } from "node:stream";
 
 /**
  * Coalesces the packets a socket is sent during one turn of the event loop into one write.
@@ -18,23 +18,37 @@ export function coalesceWrites(socket: Socket): void {
   socket.cork = corkUntilTurnEnds;
 }
 
-const corkedThisTurn = new Set<Socket>();
 // net.Socket and tls.TLSSocket inherit it unchanged.
 const { cork } = Writable.prototype;
 
+/** The sockets held this turn, each with what it still had buffered when it was first held. */
+const heldThisTurn = new Map<Socket, number>();
+
 function corkUntilTurnEnds(this: Socket): void {
-  if (!corkedThisTurn.has(this)) {
-    if (corkedThisTurn.size === 0) setImmediate(releaseTurn);
-    corkedThisTurn.add(this);
+  if (!heldThisTurn.has(this)) {
+    if (heldThisTurn.size === 0) setImmediate(releaseTurn);
+    heldThisTurn.set(this, this.writableLength);
     cork.call(this);
   }
   cork.call(this);
 }
 
 function releaseTurn(): void {
-  for (const socket of corkedThisTurn) {
+  for (const socket of heldThisTurn.keys()) {
     // A socket destroyed meanwhile has dropped its buffer; uncorking it again is harmless.
     if (socket.writableCorked > 0) socket.uncork();
   }
-  corkedThisTurn.clear();
+  heldThisTurn.clear();
+}
+
+/**
+ * Whether a client's stream has more written to it than it takes: Writable's drain signal,
+ * except for a socket held this turn, whose buffer holds this turn's packets by design (a burst
+ * read from Redis in one go is far over the 16 KiB high-water mark): there only what it had
+ * left over from earlier turns, which the kernel did not take, counts.
+ */
+export function isBackedUp(stream: Duplex): boolean {
+  const leftOver = heldThisTurn.get(stream as Socket);
+  if (leftOver !== undefined) return leftOver >= stream.writableHighWaterMark;
+  return stream.writableNeedDrain;
 }

@@ -61,6 +61,31 @@ describe("two nodes over Redis", () => {
     }
   });
 
+  it("a QoS 0 burst that crosses nodes reaches a subscriber that reads, whole", async () => {
+    // The node reads the burst back from Redis many messages at a time and writes them to the
+    // subscriber in one loop turn: far over the socket's 16 KiB high-water mark, and still no
+    // slow consumer, since the socket had nothing left over from earlier turns.
+    const subscriber = await connect(b.urls.tcp as string);
+    const publisher = await connect(a.urls.tcp as string);
+    try {
+      const inbox = new Inbox(subscriber);
+      await subscribe(subscriber, "xnode/burst", 1);
+      const count = 500;
+      const payload = Buffer.alloc(1024, 1);
+      for (let i = 0; i < count; i++) publisher.publish("xnode/burst", payload, { qos: 0 });
+      // Ordered after the burst on the same topic; QoS 1, so never dropped as slow.
+      await publisher.publishAsync("xnode/burst", "end", { qos: 1 });
+      while (!inbox.received.some((m) => m.payload.toString() === "end"))
+        await inbox.waitFor(inbox.received.length + 1);
+      const dropped = /^sluice_dropped_messages_total\{reason="slow_consumer"[^}]*\} (\d+)$/m.exec(
+        await scrape(b),
+      );
+      assert.equal(inbox.received.length, count + 1, `dropped as slow: ${dropped?.[1] ?? 0}`);
+    } finally {
+      await end(subscriber, publisher);
+    }
+  });
+
   it("a retained message set through one node is delivered by the other", async () => {
     const publisher = await connect(a.urls.tcp as string);
     await publisher.publishAsync("xnode/retained", "kept", { qos: 1, retain: true });
