@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { coalesceWrites } from "../../src/transport/write-coalescing.js";
+import { coalesceWrites, isBackedUp } from "../../src/transport/write-coalescing.js";
 
 /**
  * Packets written the way aedes writes them (mqtt-packet: cork, write, uncork on the next
@@ -119,6 +119,45 @@ describe("write coalescing", () => {
       assert.equal(kept.writableCorked, 0);
     } finally {
       for (const socket of [doomed, doomedPeer, kept, keptPeer]) socket.destroy();
+    }
+  });
+
+  it("a turn's burst to a reading client is not backed up; a client that takes nothing is", async () => {
+    const pairs: Array<[Socket, Socket]> = [];
+    for (let i = 0; i < 2; i++) {
+      accepted = once(server, "connection").then(([socket]) => socket as Socket);
+      const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
+      const socket = await accepted;
+      await once(client, "connect");
+      coalesceWrites(socket);
+      pairs.push([socket, client]);
+    }
+    const [[reading, reader], [frozen, frozenPeer]] = pairs as [[Socket, Socket], [Socket, Socket]];
+    frozenPeer.pause();
+    try {
+      const chunk = Buffer.alloc(1024);
+      // 256 KiB in one turn: sixteen times the high-water mark, held until the turn ends.
+      for (let i = 0; i < 256; i++) writePacket(reading, chunk);
+      assert.ok(reading.writableLength >= 16 * reading.writableHighWaterMark);
+      assert.equal(isBackedUp(reading), false);
+      const arrived = new Promise<void>((resolve) => {
+        let length = 0;
+        reader.on("data", (data: Buffer) => {
+          length += data.length;
+          if (length === 256 * 1024) resolve();
+        });
+      });
+      await arrived;
+      // Turns of 1 MiB until the kernel's buffers for the frozen peer are full.
+      for (let turn = 0; turn < 64 && !isBackedUp(frozen); turn++) {
+        for (let i = 0; i < 1024; i++) writePacket(frozen, chunk);
+        await new Promise((resolve) => setImmediate(resolve));
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      assert.equal(isBackedUp(frozen), true);
+      assert.equal(isBackedUp(reading), false);
+    } finally {
+      for (const socket of [reading, reader, frozen, frozenPeer]) socket.destroy();
     }
   });
 });
