@@ -326,6 +326,7 @@ export class SluiceNode {
       ...(this.fabric ? { willClaims: new WillClaims(this.fabric.state) } : {}),
       audit,
       ...(this.admission ? { admission: this.admission } : {}),
+      maxBufferedBytes: config.limits.queue.maxBufferedBytes,
       maxTopicBytes: config.limits.maxTopicBytes,
       maxKeepaliveSeconds: config.limits.maxKeepaliveSeconds,
       maxSubscriptionsPerClient: config.limits.subscriptions.perClient,

@@ -238,9 +238,19 @@ const limitsSchema = z.strictObject({
         .default(10_000),
       /**
        * A subscriber whose socket takes nothing for this long is disconnected (a persistent
-       * session keeps its queue). QoS 0 to a client whose socket is full is dropped at once.
+       * session keeps its queue).
        */
       drainTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+      /**
+       * QoS 0 to a client is dropped (and counted) while its socket's kernel buffer is full and
+       * at least this many bytes wait in the node's memory behind it.
+       */
+      maxBufferedBytes: z
+        .number()
+        .int()
+        .min(16_384, "must be at least 16384")
+        .max(67_108_864, "must be at most 67108864")
+        .default(262_144),
     })
     .prefault({}),
 });

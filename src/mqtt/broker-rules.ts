@@ -62,6 +62,8 @@ export interface BrokerRulesDeps {
   maxTopicBytes: number;
   /** Longest keep-alive a CONNECT may ask for (`limits.maxKeepaliveSeconds`); absent: any. */
   maxKeepaliveSeconds?: number | undefined;
+  /** Bytes waiting behind a full socket before QoS 0 to it is dropped (`limits.queue`). */
+  maxBufferedBytes: number;
   /** Subscriptions one client may hold (`limits.subscriptions.perClient`); absent: no limit. */
   maxSubscriptionsPerClient?: number | undefined;
 }
@@ -297,7 +299,11 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
       const context = contexts.get(client);
       // QoS 0 may be dropped: to a client whose socket buffer is full, it is (a subscriber that
       // does not read must not hold the node's memory). QoS 1/2: see watchDrainBacklog.
-      if (packet.qos === 0 && context && isBackedUp(context.connection.stream)) {
+      if (
+        packet.qos === 0 &&
+        context &&
+        isBackedUp(context.connection.stream, deps.maxBufferedBytes)
+      ) {
         metrics.markMessageDropped("slow_consumer");
         return null;
       }

@@ -46,17 +46,16 @@ interface StreamHandle {
 }
 
 /**
- * Whether a client's stream has more written to it than it takes. Writable's drain signal
- * (`writableNeedDrain`, 16 KiB buffered) no longer says so on a held socket, whose buffer holds
- * this turn's packets by design: a burst read from Redis in one go is far over it, and QoS 0
- * to subscribers that read was dropped as slow (3,686 to 17,360 messages in a bench run). On a
- * socket, slow means the kernel refused part of the last write (its send buffer is full, a
- * libuv write is pending) while at least the high-water mark waits; other streams (WebSocket)
- * keep the drain signal.
+ * Whether a client's stream has more written to it than it takes: at least `maxBufferedBytes`
+ * wait in the node's memory and, on a socket, the kernel refused part of the last write (its
+ * send buffer is full: a libuv write is pending). Writable's own drain signal (16 KiB
+ * buffered) said so of any socket held for a turn's burst (a burst read from Redis in one go),
+ * and of a subscriber a few milliseconds behind: QoS 0 to subscribers that read was dropped
+ * (1,105 to 17,360 messages in bench runs).
  */
-export function isBackedUp(stream: Duplex): boolean {
+export function isBackedUp(stream: Duplex, maxBufferedBytes: number): boolean {
+  if (stream.writableLength < maxBufferedBytes) return false;
   const handle = (stream as Duplex & { _handle?: StreamHandle | null })._handle;
   const refused = handle?.writeQueueSize;
-  if (typeof refused !== "number") return stream.writableNeedDrain;
-  return refused > 0 && stream.writableLength >= stream.writableHighWaterMark;
+  return typeof refused !== "number" || refused > 0;
 }

@@ -8,6 +8,8 @@ import { coalesceWrites, isBackedUp } from "../../src/transport/write-coalescing
  * Packets written the way aedes writes them (mqtt-packet: cork, write, uncork on the next
  * tick), from separate callbacks of one event-loop turn, on a real loopback socket.
  */
+/** limits.queue.maxBufferedBytes' default. */
+const LIMIT = 262_144;
 let server: Server;
 let accepted: Promise<Socket>;
 
@@ -122,7 +124,7 @@ describe("write coalescing", () => {
     }
   });
 
-  it("a turn's burst to a reading client is not backed up; a client that takes nothing is", async () => {
+  it("a turn's burst over the limit to a reading client is not backed up; a client that takes nothing is", async () => {
     const pairs: Array<[Socket, Socket]> = [];
     for (let i = 0; i < 2; i++) {
       accepted = once(server, "connection").then(([socket]) => socket as Socket);
@@ -136,26 +138,26 @@ describe("write coalescing", () => {
     frozenPeer.pause();
     try {
       const chunk = Buffer.alloc(1024);
-      // 256 KiB in one turn: sixteen times the high-water mark, held until the turn ends.
-      for (let i = 0; i < 256; i++) writePacket(reading, chunk);
-      assert.ok(reading.writableLength >= 16 * reading.writableHighWaterMark);
-      assert.equal(isBackedUp(reading), false);
+      // 512 KiB in one turn: over the limit, held until the turn ends, and taken by the kernel.
+      for (let i = 0; i < 512; i++) writePacket(reading, chunk);
+      assert.ok(reading.writableLength >= LIMIT);
+      assert.equal(isBackedUp(reading, LIMIT), false);
       const arrived = new Promise<void>((resolve) => {
         let length = 0;
         reader.on("data", (data: Buffer) => {
           length += data.length;
-          if (length === 256 * 1024) resolve();
+          if (length === 512 * 1024) resolve();
         });
       });
       await arrived;
       // Turns of 1 MiB until the kernel's buffers for the frozen peer are full.
-      for (let turn = 0; turn < 64 && !isBackedUp(frozen); turn++) {
+      for (let turn = 0; turn < 64 && !isBackedUp(frozen, LIMIT); turn++) {
         for (let i = 0; i < 1024; i++) writePacket(frozen, chunk);
         await new Promise((resolve) => setImmediate(resolve));
         await new Promise((resolve) => setImmediate(resolve));
       }
-      assert.equal(isBackedUp(frozen), true);
-      assert.equal(isBackedUp(reading), false);
+      assert.equal(isBackedUp(frozen, LIMIT), true);
+      assert.equal(isBackedUp(reading, LIMIT), false);
     } finally {
       for (const socket of [reading, reader, frozen, frozenPeer]) socket.destroy();
     }
