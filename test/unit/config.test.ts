@@ -242,6 +242,10 @@ describe("config validation", () => {
     const { config } = resolveConfig({}, { configDir: dir, env: {} });
     assert.equal(config.limits.queue.maxInflight, 100);
     assert.equal(config.limits.queue.maxQueuedPerClient, 10_000);
+    assert.equal(config.limits.queue.maxBufferedBytes, 262_144);
+    assert.deepEqual(problemsOf({ limits: { queue: { maxBufferedBytes: 1_024 } } }), [
+      "limits.queue.maxBufferedBytes: must be at least 16384",
+    ]);
     assert.deepEqual(
       problemsOf({ limits: { queue: { maxInflight: 20, maxQueuedPerClient: 1_000 } } }),
       [],
