@@ -334,13 +334,19 @@ export class SluiceNode {
           mqttLog.debug({ event: "client.will_published", clientId }, "will published"),
       },
     });
-    const hooks = adaptHooks(rules, {
-      onUnexpectedError: (hook, error) =>
-        this.log.error(
-          { event: "hook.failed", hook, err: error },
-          "broker hook failed unexpectedly",
-        ),
-    });
+    const hooks = adaptHooks(
+      {
+        ...rules,
+        authorizeSubscribe: this.windows.observeSubscribe(rules.authorizeSubscribe),
+      },
+      {
+        onUnexpectedError: (hook, error) =>
+          this.log.error(
+            { event: "hook.failed", hook, err: error },
+            "broker hook failed unexpectedly",
+          ),
+      },
+    );
     const options: PatchedAedesOptions = {
       id: config.nodeId,
       // Without Redis, aedes keeps sessions, retained messages and wills in memory.
@@ -509,7 +515,6 @@ export class SluiceNode {
     this.byteMeter.track(socket);
 
     const client = broker.handle(connection.stream, connection.request);
-    this.windows.attach(client);
     const context = this.contexts.attach(client, connection);
     const ownership = this.ownership;
     this.packetGuard.install(client);
