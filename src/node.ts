@@ -492,11 +492,25 @@ export class SluiceNode {
       this.metrics.markConnectionRejected(rejection);
       return false;
     }
-    // Here, not with the rest of a connection's releases in handOver: a socket admitted but
-    // never handed over (a failed TLS handshake) must give its quota back too. `on`: a socket
-    // closes once, and once() allocates a wrapper per connection.
-    socket.on("close", () => this.quotas.release(ip));
+    // Everything a connection's end releases, in this one listener: a socket admitted but
+    // never handed over (a failed TLS handshake) must give its quota back too, and each further
+    // listener cost an idle connection its closure and context. `on`, not `once`: a socket
+    // emits 'close' once, and once() allocates a wrapper per connection.
+    socket.on("close", () => this.socketClosed(socket, ip));
     return true;
+  }
+
+  /** An admitted socket closed: its quota, and what its connection held if it was handed over. */
+  private socketClosed(socket: Socket, ip: string): void {
+    this.quotas.release(ip);
+    const context = this.contexts.ofSocket(socket);
+    if (context === undefined) return;
+    const { client, connection } = context;
+    this.byteMeter.closed(connection.socket);
+    this.metrics.markConnectionClosed(connection.listener);
+    if (context.countedUsername !== undefined) this.admission?.release(context.countedUsername);
+    this.ownership?.ended(client);
+    context.endPublishLimits?.();
   }
 
   /** A connection the listener admitted (admitSocket) and made ready for MQTT. */
@@ -516,23 +530,12 @@ export class SluiceNode {
 
     const client = broker.handle(connection.stream, connection.request);
     const context = this.contexts.attach(client, connection);
-    const ownership = this.ownership;
     this.packetGuard.install(client);
-    const throttleClosed = this.publishLimits?.attach(client, {
-      identity: () => this.contexts.get(client)?.identity,
-      subject: () => auditSubject(this.contexts.get(client)),
+    context.endPublishLimits = this.publishLimits?.attach(client, {
+      identity: () => context.identity,
+      subject: () => auditSubject(context),
       // Closed like a protocol error: the will goes out (the device misbehaved, it was not moved).
       disconnect: () => void closeWithWill(client),
-    });
-    // Everything a connection's end releases, in one listener: a socket.once() per concern
-    // cost each idle connection a wrapper, its state object and a closure (six of them, about
-    // 0.6 KB of heap). `on`, not `once`: a socket emits 'close' once, and once() allocates.
-    socket.on("close", () => {
-      this.byteMeter.closed(socket);
-      this.metrics.markConnectionClosed(listener);
-      if (context.countedUsername !== undefined) this.admission?.release(context.countedUsername);
-      ownership?.ended(client);
-      throttleClosed?.();
     });
   }
 
