@@ -69,7 +69,7 @@ import { SluiceAuthenticator } from "./security/authenticator.js";
 import { crlSignedAt, readRevokedSerials } from "./security/crl.js";
 import { SecurityFiles } from "./security/security-files.js";
 import { createListener } from "./transport/create-listener.js";
-import type { ClientConnection, Listener } from "./transport/listener.js";
+import { type ClientConnection, type Listener, rawSocket } from "./transport/listener.js";
 
 /**
  * How often a node announces itself to the others (`redis.heartbeatMs`; alone, it only matters
@@ -101,6 +101,15 @@ export class SluiceNode {
   private state: NodeState = "starting";
   private readonly contexts = new ClientContexts();
   private readonly byteMeter = new SocketByteMeter();
+  /**
+   * Admitted sockets not yet handed to aedes, with the address their quota counts against; a
+   * handed-over connection's context keeps it instead, so idle connections hold no entry here.
+   */
+  private readonly awaitingHandOver = new Map<Socket, string>();
+  /** The 'close' listener of every admitted socket, which it is called on. */
+  private readonly onAdmittedSocketClose = listenerOfEmitter((socket: Socket) =>
+    this.socketClosed(socket),
+  );
   private readonly packetGuard: PacketGuard;
   private readonly metrics: SluiceMetrics;
   private readonly log: Logger;
@@ -492,20 +501,26 @@ export class SluiceNode {
       this.metrics.markConnectionRejected(rejection);
       return false;
     }
-    // Everything a connection's end releases, in this one listener: a socket admitted but
-    // never handed over (a failed TLS handshake) must give its quota back too, and each further
-    // listener cost an idle connection its closure and context. `on`, not `once`: a socket
-    // emits 'close' once, and once() allocates a wrapper per connection.
-    socket.on("close", () => this.socketClosed(socket, ip));
+    // Everything a connection's end releases, in this one listener, shared by every socket: a
+    // socket admitted but never handed over (a failed TLS handshake) must give its quota back
+    // too, and each listener of its own cost an idle connection its closure and context. `on`,
+    // not `once`: a socket emits 'close' once, and once() allocates a wrapper per connection.
+    this.awaitingHandOver.set(socket, ip);
+    socket.on("close", this.onAdmittedSocketClose);
     return true;
   }
 
   /** An admitted socket closed: its quota, and what its connection held if it was handed over. */
-  private socketClosed(socket: Socket, ip: string): void {
-    this.quotas.release(ip);
+  private socketClosed(socket: Socket): void {
     const context = this.contexts.ofSocket(socket);
-    if (context === undefined) return;
+    if (context === undefined) {
+      const ip = this.awaitingHandOver.get(socket);
+      this.awaitingHandOver.delete(socket);
+      if (ip !== undefined) this.quotas.release(ip);
+      return;
+    }
     const { client, connection } = context;
+    if (context.admittedAddress !== undefined) this.quotas.release(context.admittedAddress);
     this.byteMeter.closed(connection.socket);
     this.metrics.markConnectionClosed(connection.listener);
     if (context.countedUsername !== undefined) this.admission?.release(context.countedUsername);
@@ -528,8 +543,11 @@ export class SluiceNode {
     this.metrics.markConnectionOpened(listener);
     this.byteMeter.track(socket);
 
+    const admitted = rawSocket(socket);
+    const admittedAddress = this.awaitingHandOver.get(admitted);
+    this.awaitingHandOver.delete(admitted);
     const client = broker.handle(connection.stream, connection.request);
-    const context = this.contexts.attach(client, connection);
+    const context = this.contexts.attach(client, connection, admittedAddress);
     this.packetGuard.install(client);
     context.endPublishLimits = this.publishLimits?.attach(client, {
       identity: () => context.identity,
@@ -1027,4 +1045,14 @@ function watchedFiles(config: SluiceConfig): string[] {
     }
   }
   return files;
+}
+
+/**
+ * An event listener that hands `handle` the emitter it was called on: one function for every
+ * emitter, instead of a closure (and its context) per emitter.
+ */
+function listenerOfEmitter<Emitter>(handle: (emitter: Emitter) => void): (this: Emitter) => void {
+  return function listener(this: Emitter) {
+    handle(this);
+  };
 }

@@ -7,6 +7,8 @@ import { type ClientConnection, rawSocket } from "../transport/listener.js";
 export interface ClientContext {
   readonly client: Client;
   readonly connection: ClientConnection;
+  /** The address its socket's quota counts against (`limits.connections`), given back at close. */
+  readonly admittedAddress: string | undefined;
   /** When the socket was handed to the broker (ms since the epoch). */
   readonly connectedAt: number;
   /** The CONNECT carried a zero-length client id (aedes assigns one before we see it). */
@@ -38,13 +40,18 @@ export class ClientContexts {
   private readonly contexts = new WeakMap<Client, ClientContext>();
   private readonly bySocket = new WeakMap<Socket, ClientContext>();
 
-  attach(client: Client, connection: ClientConnection): ClientContext {
+  attach(
+    client: Client,
+    connection: ClientConnection,
+    admittedAddress: string | undefined,
+  ): ClientContext {
     // Every field from the start, even those set later: V8 then keeps them all inside the
     // object. Fields added after creation went to a separate properties array, allocated for
     // every client that connects (identity, keep-alive).
     const context: ClientContext = {
       client,
       connection,
+      admittedAddress,
       connectedAt: Date.now(),
       emptyClientId: false,
       keepaliveSeconds: undefined,
