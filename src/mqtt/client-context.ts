@@ -32,13 +32,14 @@ export interface ClientContext {
 }
 
 /**
- * Per-client context keyed by the aedes Client object, and by the TCP socket that was admitted
- * for it (see `ofSocket`); weak, so a closed client's context goes with it and nothing here
- * needs cleaning up.
+ * Per-client context, keyed by the TCP socket that was admitted for the client (the one the
+ * server accepted, under any TLS or WebSocket): one key serves the lookups by aedes client
+ * and by socket, so that the one 'close' listener a socket gets at admission releases
+ * everything (each key of a WeakMap costs an idle connection about 50 bytes). Weak, so a
+ * closed client's context goes with it and nothing here needs cleaning up.
  */
 export class ClientContexts {
-  private readonly contexts = new WeakMap<Client, ClientContext>();
-  private readonly bySocket = new WeakMap<Socket, ClientContext>();
+  private readonly contexts = new WeakMap<Socket, ClientContext>();
 
   attach(
     client: Client,
@@ -62,22 +63,17 @@ export class ClientContexts {
       countedUsername: undefined,
       endPublishLimits: undefined,
     };
-    this.contexts.set(client, context);
-    this.bySocket.set(rawSocket(connection.socket), context);
+    this.contexts.set(rawSocket(connection.socket), context);
     return context;
   }
 
-  /**
-   * The context of the client on an admitted TCP socket (the one the server accepted, under
-   * any TLS), if the socket got as far as aedes: so that the one 'close' listener a socket
-   * gets at admission can release everything (a second listener per connection, with its
-   * closure and context and the listener array it grows, cost an idle connection 0.3 KB).
-   */
-  ofSocket(socket: Socket): ClientContext | undefined {
-    return this.bySocket.get(socket);
+  get(client: Client): ClientContext | undefined {
+    // A WebSocket client's stream is not a socket: its upgrade request has the socket.
+    return this.contexts.get(rawSocket(client.req ? client.req.socket : (client.conn as Socket)));
   }
 
-  get(client: Client): ClientContext | undefined {
-    return this.contexts.get(client);
+  /** The context of the client on an admitted socket, if the socket got as far as aedes. */
+  ofSocket(socket: Socket): ClientContext | undefined {
+    return this.contexts.get(socket);
   }
 }
