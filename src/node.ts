@@ -519,10 +519,10 @@ export class SluiceNode {
       if (ip !== undefined) this.quotas.release(ip);
       return;
     }
-    const { client, connection } = context;
+    const { client } = context;
     if (context.admittedAddress !== undefined) this.quotas.release(context.admittedAddress);
-    this.byteMeter.closed(connection.socket);
-    this.metrics.markConnectionClosed(connection.listener);
+    this.byteMeter.closed(context.socket);
+    this.metrics.markConnectionClosed(context.listener);
     if (context.countedUsername !== undefined) this.admission?.release(context.countedUsername);
     this.ownership?.ended(client);
     context.endPublishLimits?.();
@@ -788,19 +788,19 @@ export class SluiceNode {
   private observeBroker(broker: Aedes, log: Logger): void {
     broker.on("client", (client: Client) => {
       this.ownership?.registered(client);
-      const identity = this.contexts.get(client)?.identity;
+      const context = this.contexts.get(client);
+      const identity = context?.identity;
       if (identity?.device !== undefined && identity.username !== undefined) {
         // Best effort, off the CONNECT path: a failed write loses one last-seen time.
         this.devices?.store.touch(identity.username, new Date().toISOString()).catch(noop);
       }
-      const connection = this.contexts.get(client)?.connection;
       log.debug(
         {
           event: "client.connected",
           clientId: client.id,
-          listener: connection?.listener,
-          remoteAddress: connection?.remoteAddress,
-          proxyAddress: connection?.proxyAddress,
+          listener: context?.listener,
+          remoteAddress: context?.remoteAddress,
+          proxyAddress: context?.proxyAddress,
         },
         "client connected",
       );
@@ -811,13 +811,12 @@ export class SluiceNode {
     const onClientError = (client: Client, error: Error): void => {
       if (error instanceof PacketViolationError) {
         this.metrics.markProtocolError(error.violation);
-        const connection = this.contexts.get(client)?.connection;
         log.info(
           {
             event: "client.protocol_violation",
             violation: error.violation,
             clientId: client.id ?? undefined,
-            remoteAddress: connection?.remoteAddress,
+            remoteAddress: this.contexts.get(client)?.remoteAddress,
           },
           error.message,
         );

@@ -94,18 +94,15 @@ function withinSubscriptionLimit(
 
 /** Whether a client's socket has more written to it than it has taken (Writable's drain). */
 function isBackedUp(context: ClientContext): boolean {
-  return (
-    (context.connection.stream as Duplex & { writableNeedDrain?: boolean }).writableNeedDrain ===
-    true
-  );
+  return (context.stream as Duplex & { writableNeedDrain?: boolean }).writableNeedDrain === true;
 }
 
 /** The audit fields of a client. */
 export function auditSubject(context: ClientContext | undefined, clientId?: string): AuditSubject {
   const identity = context?.identity;
   return {
-    listener: context?.connection.listener,
-    remoteAddress: context?.connection.remoteAddress,
+    listener: context?.listener,
+    remoteAddress: context?.remoteAddress,
     clientId: identity?.clientId ?? clientId,
     username: identity?.username,
     certificateCn: identity?.certificateCn,
@@ -201,9 +198,9 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
         clientIdAssigned: context.emptyClientId,
         username,
         password,
-        peerCertificate: context.connection.peerCertificate,
-        remoteAddress: context.connection.remoteAddress,
-        listener: context.connection.listener,
+        peerCertificate: context.peerCertificate,
+        remoteAddress: context.remoteAddress,
+        listener: context.listener,
       });
       const refuseTakeover = (): never => {
         metrics.markAuthFailure("session_owned_by_other");

@@ -3,10 +3,13 @@ import type { Client } from "aedes";
 import type { Identity } from "../security/authenticator.js";
 import { type ClientConnection, rawSocket } from "../transport/listener.js";
 
-/** What Sluice knows about one aedes client beyond what aedes keeps. */
-export interface ClientContext {
+/**
+ * What Sluice knows about one aedes client beyond what aedes keeps: its connection (the
+ * fields copied here, not the record referenced: one object per connection instead of two)
+ * and what its CONNECT established.
+ */
+export interface ClientContext extends Omit<ClientConnection, "request"> {
   readonly client: Client;
-  readonly connection: ClientConnection;
   /** The address its socket's quota counts against (`limits.connections`), given back at close. */
   readonly admittedAddress: string | undefined;
   /** When the socket was handed to the broker (ms since the epoch). */
@@ -51,7 +54,13 @@ export class ClientContexts {
     // every client that connects (identity, keep-alive).
     const context: ClientContext = {
       client,
-      connection,
+      stream: connection.stream,
+      socket: connection.socket,
+      listener: connection.listener,
+      remoteAddress: connection.remoteAddress,
+      remotePort: connection.remotePort,
+      proxyAddress: connection.proxyAddress,
+      peerCertificate: connection.peerCertificate,
       admittedAddress,
       connectedAt: Date.now(),
       emptyClientId: false,
