@@ -69,7 +69,7 @@ import { SluiceAuthenticator } from "./security/authenticator.js";
 import { crlSignedAt, readRevokedSerials } from "./security/crl.js";
 import { SecurityFiles } from "./security/security-files.js";
 import { createListener } from "./transport/create-listener.js";
-import type { ClientConnection, Listener } from "./transport/listener.js";
+import { type ClientConnection, type Listener, rawSocket } from "./transport/listener.js";
 
 /**
  * How often a node announces itself to the others (`redis.heartbeatMs`; alone, it only matters
@@ -101,6 +101,15 @@ export class SluiceNode {
   private state: NodeState = "starting";
   private readonly contexts = new ClientContexts();
   private readonly byteMeter = new SocketByteMeter();
+  /**
+   * Admitted sockets not yet handed to aedes, with the address their quota counts against; a
+   * handed-over connection's context keeps it instead, so idle connections hold no entry here.
+   */
+  private readonly awaitingHandOver = new Map<Socket, string>();
+  /** The 'close' listener of every admitted socket, which it is called on. */
+  private readonly onAdmittedSocketClose = listenerOfEmitter((socket: Socket) =>
+    this.socketClosed(socket),
+  );
   private readonly packetGuard: PacketGuard;
   private readonly metrics: SluiceMetrics;
   private readonly log: Logger;
@@ -335,13 +344,19 @@ export class SluiceNode {
           mqttLog.debug({ event: "client.will_published", clientId }, "will published"),
       },
     });
-    const hooks = adaptHooks(rules, {
-      onUnexpectedError: (hook, error) =>
-        this.log.error(
-          { event: "hook.failed", hook, err: error },
-          "broker hook failed unexpectedly",
-        ),
-    });
+    const hooks = adaptHooks(
+      {
+        ...rules,
+        authorizeSubscribe: this.windows.observeSubscribe(rules.authorizeSubscribe),
+      },
+      {
+        onUnexpectedError: (hook, error) =>
+          this.log.error(
+            { event: "hook.failed", hook, err: error },
+            "broker hook failed unexpectedly",
+          ),
+      },
+    );
     const options: PatchedAedesOptions = {
       id: config.nodeId,
       // Without Redis, aedes keeps sessions, retained messages and wills in memory.
@@ -487,11 +502,31 @@ export class SluiceNode {
       this.metrics.markConnectionRejected(rejection);
       return false;
     }
-    // Here, not with the rest of a connection's releases in handOver: a socket admitted but
-    // never handed over (a failed TLS handshake) must give its quota back too. `on`: a socket
-    // closes once, and once() allocates a wrapper per connection.
-    socket.on("close", () => this.quotas.release(ip));
+    // Everything a connection's end releases, in this one listener, shared by every socket: a
+    // socket admitted but never handed over (a failed TLS handshake) must give its quota back
+    // too, and each listener of its own cost an idle connection its closure and context. `on`,
+    // not `once`: a socket emits 'close' once, and once() allocates a wrapper per connection.
+    this.awaitingHandOver.set(socket, ip);
+    socket.on("close", this.onAdmittedSocketClose);
     return true;
+  }
+
+  /** An admitted socket closed: its quota, and what its connection held if it was handed over. */
+  private socketClosed(socket: Socket): void {
+    const context = this.contexts.ofSocket(socket);
+    if (context === undefined) {
+      const ip = this.awaitingHandOver.get(socket);
+      this.awaitingHandOver.delete(socket);
+      if (ip !== undefined) this.quotas.release(ip);
+      return;
+    }
+    const { client } = context;
+    if (context.admittedAddress !== undefined) this.quotas.release(context.admittedAddress);
+    this.byteMeter.closed(context.socket);
+    this.metrics.markConnectionClosed(context.listener);
+    if (context.countedUsername !== undefined) this.admission?.release(context.countedUsername);
+    this.ownership?.ended(client);
+    context.endPublishLimits?.();
   }
 
   /** A connection the listener admitted (admitSocket) and made ready for MQTT. */
@@ -509,26 +544,17 @@ export class SluiceNode {
     this.metrics.markConnectionOpened(listener);
     this.byteMeter.track(socket);
 
+    const admitted = rawSocket(socket);
+    const admittedAddress = this.awaitingHandOver.get(admitted);
+    this.awaitingHandOver.delete(admitted);
     const client = broker.handle(connection.stream, connection.request);
-    this.windows.attach(client);
-    const context = this.contexts.attach(client, connection);
-    const ownership = this.ownership;
+    const context = this.contexts.attach(client, connection, admittedAddress);
     this.packetGuard.install(client);
-    const throttleClosed = this.publishLimits?.attach(client, {
-      identity: () => this.contexts.get(client)?.identity,
-      subject: () => auditSubject(this.contexts.get(client)),
+    context.endPublishLimits = this.publishLimits?.attach(client, {
+      identity: () => context.identity,
+      subject: () => auditSubject(context),
       // Closed like a protocol error: the will goes out (the device misbehaved, it was not moved).
       disconnect: () => void closeWithWill(client),
-    });
-    // Everything a connection's end releases, in one listener: a socket.once() per concern
-    // cost each idle connection a wrapper, its state object and a closure (six of them, about
-    // 0.6 KB of heap). `on`, not `once`: a socket emits 'close' once, and once() allocates.
-    socket.on("close", () => {
-      this.byteMeter.closed(socket);
-      this.metrics.markConnectionClosed(listener);
-      if (context.countedUsername !== undefined) this.admission?.release(context.countedUsername);
-      ownership?.ended(client);
-      throttleClosed?.();
     });
   }
 
@@ -763,19 +789,19 @@ export class SluiceNode {
   private observeBroker(broker: Aedes, log: Logger): void {
     broker.on("client", (client: Client) => {
       this.ownership?.registered(client);
-      const identity = this.contexts.get(client)?.identity;
+      const context = this.contexts.get(client);
+      const identity = context?.identity;
       if (identity?.device !== undefined && identity.username !== undefined) {
         // Best effort, off the CONNECT path: a failed write loses one last-seen time.
         this.devices?.store.touch(identity.username, new Date().toISOString()).catch(noop);
       }
-      const connection = this.contexts.get(client)?.connection;
       log.debug(
         {
           event: "client.connected",
           clientId: client.id,
-          listener: connection?.listener,
-          remoteAddress: connection?.remoteAddress,
-          proxyAddress: connection?.proxyAddress,
+          listener: context?.listener,
+          remoteAddress: context?.remoteAddress,
+          proxyAddress: context?.proxyAddress,
         },
         "client connected",
       );
@@ -786,13 +812,12 @@ export class SluiceNode {
     const onClientError = (client: Client, error: Error): void => {
       if (error instanceof PacketViolationError) {
         this.metrics.markProtocolError(error.violation);
-        const connection = this.contexts.get(client)?.connection;
         log.info(
           {
             event: "client.protocol_violation",
             violation: error.violation,
             clientId: client.id ?? undefined,
-            remoteAddress: connection?.remoteAddress,
+            remoteAddress: this.contexts.get(client)?.remoteAddress,
           },
           error.message,
         );
@@ -1020,4 +1045,14 @@ function watchedFiles(config: SluiceConfig): string[] {
     }
   }
   return files;
+}
+
+/**
+ * An event listener that hands `handle` the emitter it was called on: one function for every
+ * emitter, instead of a closure (and its context) per emitter.
+ */
+function listenerOfEmitter<Emitter>(handle: (emitter: Emitter) => void): (this: Emitter) => void {
+  return function listener(this: Emitter) {
+    handle(this);
+  };
 }

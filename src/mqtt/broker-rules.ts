@@ -98,8 +98,8 @@ function withinSubscriptionLimit(
 export function auditSubject(context: ClientContext | undefined, clientId?: string): AuditSubject {
   const identity = context?.identity;
   return {
-    listener: context?.connection.listener,
-    remoteAddress: context?.connection.remoteAddress,
+    listener: context?.listener,
+    remoteAddress: context?.remoteAddress,
     clientId: identity?.clientId ?? clientId,
     username: identity?.username,
     certificateCn: identity?.certificateCn,
@@ -195,9 +195,9 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
         clientIdAssigned: context.emptyClientId,
         username,
         password,
-        peerCertificate: context.connection.peerCertificate,
-        remoteAddress: context.connection.remoteAddress,
-        listener: context.connection.listener,
+        peerCertificate: context.peerCertificate,
+        remoteAddress: context.remoteAddress,
+        listener: context.listener,
       });
       const refuseTakeover = (): never => {
         metrics.markAuthFailure("session_owned_by_other");
@@ -299,11 +299,7 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
       const context = contexts.get(client);
       // QoS 0 may be dropped: to a client whose socket buffer is full, it is (a subscriber that
       // does not read must not hold the node's memory). QoS 1/2: see watchDrainBacklog.
-      if (
-        packet.qos === 0 &&
-        context &&
-        isBackedUp(context.connection.stream, deps.maxBufferedBytes)
-      ) {
+      if (packet.qos === 0 && context && isBackedUp(context.stream, deps.maxBufferedBytes)) {
         metrics.markMessageDropped("slow_consumer");
         return null;
       }

@@ -1,10 +1,17 @@
+import type { Socket } from "node:net";
 import type { Client } from "aedes";
 import type { Identity } from "../security/authenticator.js";
-import type { ClientConnection } from "../transport/listener.js";
+import { type ClientConnection, rawSocket } from "../transport/listener.js";
 
-/** What Sluice knows about one aedes client beyond what aedes keeps. */
-export interface ClientContext {
-  readonly connection: ClientConnection;
+/**
+ * What Sluice knows about one aedes client beyond what aedes keeps: its connection (the
+ * fields copied here, not the record referenced: one object per connection instead of two)
+ * and what its CONNECT established.
+ */
+export interface ClientContext extends Omit<ClientConnection, "request"> {
+  readonly client: Client;
+  /** The address its socket's quota counts against (`limits.connections`), given back at close. */
+  readonly admittedAddress: string | undefined;
   /** When the socket was handed to the broker (ms since the epoch). */
   readonly connectedAt: number;
   /** The CONNECT carried a zero-length client id (aedes assigns one before we see it). */
@@ -23,21 +30,38 @@ export interface ClientContext {
   pendingFilters?: Set<string>;
   /** The username counted against its connection quota, to release when the connection ends. */
   countedUsername?: string;
+  /** Ends the connection's publish limits when it closes (present when limits are set). */
+  endPublishLimits?: () => void;
 }
 
 /**
- * Per-client context keyed by the aedes Client object; weak, so a closed client's context goes
- * with it and nothing here needs cleaning up.
+ * Per-client context, keyed by the TCP socket that was admitted for the client (the one the
+ * server accepted, under any TLS or WebSocket): one key serves the lookups by aedes client
+ * and by socket, so that the one 'close' listener a socket gets at admission releases
+ * everything (each key of a WeakMap costs an idle connection about 50 bytes). Weak, so a
+ * closed client's context goes with it and nothing here needs cleaning up.
  */
 export class ClientContexts {
-  private readonly contexts = new WeakMap<Client, ClientContext>();
+  private readonly contexts = new WeakMap<Socket, ClientContext>();
 
-  attach(client: Client, connection: ClientConnection): ClientContext {
+  attach(
+    client: Client,
+    connection: ClientConnection,
+    admittedAddress: string | undefined,
+  ): ClientContext {
     // Every field from the start, even those set later: V8 then keeps them all inside the
     // object. Fields added after creation went to a separate properties array, allocated for
     // every client that connects (identity, keep-alive).
     const context: ClientContext = {
-      connection,
+      client,
+      stream: connection.stream,
+      socket: connection.socket,
+      listener: connection.listener,
+      remoteAddress: connection.remoteAddress,
+      remotePort: connection.remotePort,
+      proxyAddress: connection.proxyAddress,
+      peerCertificate: connection.peerCertificate,
+      admittedAddress,
       connectedAt: Date.now(),
       emptyClientId: false,
       keepaliveSeconds: undefined,
@@ -46,12 +70,19 @@ export class ClientContexts {
       sessionPresent: false,
       pendingFilters: undefined,
       countedUsername: undefined,
+      endPublishLimits: undefined,
     };
-    this.contexts.set(client, context);
+    this.contexts.set(rawSocket(connection.socket), context);
     return context;
   }
 
   get(client: Client): ClientContext | undefined {
-    return this.contexts.get(client);
+    // A WebSocket client's stream is not a socket: its upgrade request has the socket.
+    return this.contexts.get(rawSocket(client.req ? client.req.socket : (client.conn as Socket)));
+  }
+
+  /** The context of the client on an admitted socket, if the socket got as far as aedes. */
+  ofSocket(socket: Socket): ClientContext | undefined {
+    return this.contexts.get(socket);
   }
 }

@@ -1,4 +1,4 @@
-import type { AedesPublishPacket, Client } from "aedes";
+import type { AedesPublishPacket, Client, Subscription } from "aedes";
 
 export interface InflightWindowLimits {
   /** QoS 1/2 deliveries written to a client and not yet acknowledged (PUBACK / PUBCOMP). */
@@ -67,9 +67,12 @@ class Waiting {
  * stored queue before it is delivered (aedes enqueues first), so answering early loses
  * nothing if the node dies; a clean session's would be lost with its connection anyway.
  *
- * Hooked by wrapping each client's own `deliverQoS` (what its subscriptions, retained
- * messages and `client.publish` call), before its CONNECT is handled. Not covered: the stored
- * queue a resumed session gets at CONNECT, which aedes writes directly, paced by the socket.
+ * Hooked by wrapping a client's own `deliverQoS` (what its subscriptions, retained messages
+ * and `client.publish` call) when it first asks for a QoS 1/2 subscription, restored ones
+ * included: aedes authorizes every subscription before it reads `deliverQoS` into it, and a
+ * client without one gets QoS 0 only. So an idle connection, or one that only gets QoS 0,
+ * keeps no wrapper (a closure and its context, about 170 bytes). Not covered: the stored queue
+ * a resumed session gets at CONNECT, which aedes writes directly, paced by the socket.
  */
 export class InflightWindows {
   /**
@@ -78,6 +81,8 @@ export class InflightWindows {
    * acknowledged, and must not hold a slot. NOT_CALLED: refused before it (no-local).
    */
   private lastForward: AedesPublishPacket | null | typeof NOT_CALLED = NOT_CALLED;
+  /** Clients whose deliveries are behind a window (only those that asked for QoS 1/2). */
+  private readonly windowed = new WeakSet<Client>();
 
   constructor(
     private readonly limits: InflightWindowLimits,
@@ -95,8 +100,22 @@ export class InflightWindows {
     };
   }
 
-  /** Puts a new client's QoS 1/2 deliveries behind a window; call before its CONNECT is read. */
-  attach(aedesClient: Client): void {
+  /**
+   * Wraps the broker's authorizeSubscribe hook: a client's first QoS 1/2 subscription puts its
+   * deliveries behind a window, before aedes reads `deliverQoS` into the subscription.
+   */
+  observeSubscribe<Result>(
+    authorizeSubscribe: (client: Client, subscription: Subscription) => Result,
+  ): (client: Client, subscription: Subscription) => Result {
+    return (client, subscription) => {
+      if (subscription.qos > 0 && !this.windowed.has(client)) this.attach(client);
+      return authorizeSubscribe(client, subscription);
+    };
+  }
+
+  /** Puts a client's QoS 1/2 deliveries behind a window. */
+  private attach(aedesClient: Client): void {
+    this.windowed.add(aedesClient);
     const client = aedesClient as unknown as DeliveringClient;
     const deliver = client.deliverQoS;
     const parser = client._parser;

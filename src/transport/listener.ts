@@ -83,6 +83,14 @@ export function socketOrigin(socket: Socket): ClientOrigin {
   };
 }
 
+/**
+ * The TCP socket under a connection's socket: the one the server accepted, which admitSocket
+ * was given (a TLSSocket wraps it), or the socket itself.
+ */
+export function rawSocket(socket: Socket): Socket {
+  return (socket as Socket & { _parent?: Socket | null })._parent ?? socket;
+}
+
 /** The client certificate of a TLS socket if, and only if, it was verified against the CA. */
 export function verifiedPeerCertificate(socket: {
   authorized: boolean;

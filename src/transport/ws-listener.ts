@@ -9,6 +9,7 @@ import {
   type ClientOrigin,
   type Listener,
   type ListenerEvents,
+  rawSocket,
   socketOrigin,
   verifiedPeerCertificate,
 } from "./listener.js";
@@ -146,9 +147,4 @@ function requestOrigin(
   );
   if (forwarded === undefined) return peer;
   return { remoteAddress: forwarded, remotePort: 0, proxyAddress: peer.remoteAddress };
-}
-
-/** The TCP socket under a request's socket (a TLSSocket wraps the one the server accepted). */
-function rawSocket(socket: Socket): Socket {
-  return (socket as Socket & { _parent?: Socket | null })._parent ?? socket;
 }
