@@ -6,20 +6,27 @@ import { coalesceWrites, isBackedUp } from "../../src/transport/write-coalescing
 
 /**
  * Packets written the way aedes writes them (mqtt-packet: cork, write, uncork on the next
- * tick), from separate callbacks of one event-loop turn, on a real loopback socket.
+ * tick), from separate callbacks of one event-loop turn, on real loopback sockets.
  */
 /** limits.queue.maxBufferedBytes' default. */
 const LIMIT = 262_144;
 let server: Server;
-let accepted: Promise<Socket>;
 
 before(async () => {
   server = createServer({ noDelay: true });
-  accepted = once(server, "connection").then(([socket]) => socket as Socket);
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
 });
 after(() => server.close());
+
+/** A connected pair: the node's side (coalescing unless told otherwise) and the client's. */
+async function socketPair(coalesce = true): Promise<[Socket, Socket]> {
+  const accepted = once(server, "connection").then(([socket]) => socket as Socket);
+  const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
+  const [socket] = await Promise.all([accepted, once(client, "connect")]);
+  if (coalesce) coalesceWrites(socket);
+  return [socket, client];
+}
 
 function writePacket(socket: Socket, packet: Buffer): void {
   socket.cork();
@@ -68,11 +75,8 @@ async function writeInOneTurn(
 
 describe("write coalescing", () => {
   it("sends a turn's packets for one socket in one write, in order", async () => {
-    const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
-    const socket = await accepted;
+    const [socket, client] = await socketPair();
     try {
-      await once(client, "connect");
-      coalesceWrites(socket);
       const { systemWrites, received } = await writeInOneTurn(socket, client, 10);
       assert.equal(systemWrites, 1);
       assert.deepEqual(
@@ -87,11 +91,8 @@ describe("write coalescing", () => {
   });
 
   it("without it, the same packets take a write each", async () => {
-    accepted = once(server, "connection").then(([socket]) => socket as Socket);
-    const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
-    const socket = await accepted;
+    const [socket, client] = await socketPair(false);
     try {
-      await once(client, "connect");
       const { systemWrites } = await writeInOneTurn(socket, client, 10);
       assert.equal(systemWrites, 10);
     } finally {
@@ -101,16 +102,8 @@ describe("write coalescing", () => {
   });
 
   it("still releases the others when one held socket is destroyed in the turn", async () => {
-    const pairs: Array<[Socket, Socket]> = [];
-    for (let i = 0; i < 2; i++) {
-      accepted = once(server, "connection").then(([socket]) => socket as Socket);
-      const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
-      const socket = await accepted;
-      await once(client, "connect");
-      coalesceWrites(socket);
-      pairs.push([socket, client]);
-    }
-    const [[doomed, doomedPeer], [kept, keptPeer]] = pairs as [[Socket, Socket], [Socket, Socket]];
+    const [doomed, doomedPeer] = await socketPair();
+    const [kept, keptPeer] = await socketPair();
     try {
       const arrived = once(keptPeer, "data");
       writePacket(doomed, Buffer.from([0xd0, 0x00]));
@@ -125,16 +118,8 @@ describe("write coalescing", () => {
   });
 
   it("a turn's burst over the limit to a reading client is not backed up; a client that takes nothing is", async () => {
-    const pairs: Array<[Socket, Socket]> = [];
-    for (let i = 0; i < 2; i++) {
-      accepted = once(server, "connection").then(([socket]) => socket as Socket);
-      const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
-      const socket = await accepted;
-      await once(client, "connect");
-      coalesceWrites(socket);
-      pairs.push([socket, client]);
-    }
-    const [[reading, reader], [frozen, frozenPeer]] = pairs as [[Socket, Socket], [Socket, Socket]];
+    const [reading, reader] = await socketPair();
+    const [frozen, frozenPeer] = await socketPair();
     frozenPeer.pause();
     try {
       const chunk = Buffer.alloc(1024);
