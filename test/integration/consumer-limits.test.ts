@@ -26,10 +26,7 @@ before(async () => {
     // window (100) it stays connected, holding 3 MB (see queue-limits.test.ts).
     limits: {
       subscriptions: { perClient: 100 },
-      // The smallest buffer allowed: the QoS 0 drop starts at the first message the kernel
-      // refuses. With the default (256 KiB), 8 more 32 KiB messages must reach the frozen
-      // subscriber first, and its drain timeout (1 s here) sometimes came before them.
-      queue: { drainTimeoutMs: 1_000, maxInflight: 1_000, maxBufferedBytes: 16_384 },
+      queue: { drainTimeoutMs: 1_000, maxInflight: 1_000 },
     },
   });
 });
