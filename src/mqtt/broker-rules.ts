@@ -11,7 +11,7 @@ import type { SluiceMetrics } from "../observability/metrics.js";
 import type { AuditLog, AuditSubject } from "../security/audit-log.js";
 import type { Authenticator, Identity } from "../security/authenticator.js";
 import type { AclSubject, Authorizer } from "../security/authorizer.js";
-import { isBackedUp } from "../transport/write-coalescing.js";
+import { isBackedUp } from "../transport/socket-backlog.js";
 import { isWillOf } from "./aedes-internals.js";
 import type { ClientContext, ClientContexts } from "./client-context.js";
 import type { BrokerHooks } from "./hook-adapter.js";
@@ -297,8 +297,8 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
 
     authorizeForward(client, packet) {
       const context = contexts.get(client);
-      // QoS 0 may be dropped: to a client whose socket buffer is full, it is (a subscriber that
-      // does not read must not hold the node's memory). QoS 1/2: see watchDrainBacklog.
+      // QoS 0 may be dropped: to a client whose socket is backed up, it is (a subscriber that
+      // does not read must not hold the node's memory). QoS 1/2: the in-flight window.
       if (packet.qos === 0 && context && isBackedUp(context.stream, deps.maxBufferedBytes)) {
         metrics.markMessageDropped("slow_consumer");
         return null;

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { coalesceWrites, isBackedUp } from "../../src/transport/write-coalescing.js";
+import { isBackedUp } from "../../src/transport/socket-backlog.js";
+import { coalesceWrites } from "../../src/transport/write-coalescing.js";
 
 /**
  * Packets written the way aedes writes them (mqtt-packet: cork, write, uncork on the next
