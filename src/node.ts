@@ -296,7 +296,12 @@ export class SluiceNode {
         passwords: () => security.passwords(),
         devices: this.devices,
       },
-      { lockout, audit, onFailure: (reason) => this.metrics.markAuthFailure(reason) },
+      {
+        lockout,
+        audit,
+        onFailure: (reason) => this.metrics.markAuthFailure(reason),
+        onUsernameTargeted: () => this.metrics.markUsernameTargeted(),
+      },
     );
     if (config.limits.publish) {
       this.publishLimits = new PublishLimiter(config.limits.publish, {

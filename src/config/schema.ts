@@ -206,12 +206,40 @@ const limitsSchema = z.strictObject({
       maxTopicLevels: z.number().int().min(1).max(100).default(100),
     })
     .prefault({}),
-  /** Brute-force protection, on by default. */
+  /**
+   * Brute-force protection, on by default. Failures lock out a source address, or one username
+   * from one source address: never a username for every source unless `acrossSources.block`
+   * says so, since anyone who knows a device's name could then keep it offline.
+   */
   authFailures: z
     .strictObject({
-      perIp: positiveInt.default(10),
-      perUsername: positiveInt.default(5),
-      blockSeconds: positiveInt.default(300),
+      perIp: positiveInt
+        .default(10)
+        .describe("Failed logins from one source address before that address is locked out."),
+      perUsername: positiveInt
+        .default(5)
+        .describe(
+          "Failed logins for one username from one source address before that username is locked out from that address (other addresses are unaffected).",
+        ),
+      blockSeconds: positiveInt
+        .default(300)
+        .describe("How long a lockout lasts, and the window failures are counted in."),
+      acrossSources: z
+        .strictObject({
+          alertAfter: positiveInt
+            .default(50)
+            .describe(
+              "Failed logins for one username summed over every source address (within blockSeconds) that raise an audit line and sluice_auth_username_targeted_total.",
+            ),
+          block: z
+            .boolean()
+            .default(false)
+            .describe(
+              "Also lock that username out for every source address once alertAfter is reached. Off by default: it lets anyone who knows a username keep that device offline.",
+            ),
+        })
+        .prefault({})
+        .describe("Guessing spread over many addresses against one username."),
     })
     .prefault({}),
   queue: z

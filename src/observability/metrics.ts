@@ -34,6 +34,7 @@ export class SluiceMetrics {
   private readonly connectionsRejected: Counter<"reason">;
   private readonly protocolErrors: Counter<"reason">;
   private readonly authFailures: Counter<"reason">;
+  private readonly usernamesTargeted: Counter;
   private readonly aclDenied: Counter<"action">;
   private readonly redisUp: Gauge | undefined;
   private readonly publishThrottled: Counter;
@@ -79,6 +80,11 @@ export class SluiceMetrics {
       name: "sluice_auth_failures_total",
       help: "Refused authentications, by reason",
       labelNames: ["reason"],
+      registers,
+    });
+    this.usernamesTargeted = new Counter({
+      name: "sluice_auth_username_targeted_total",
+      help: "Usernames whose failed logins over every source address passed limits.authFailures.acrossSources.alertAfter",
       registers,
     });
     this.aclDenied = new Counter({
@@ -197,6 +203,10 @@ export class SluiceMetrics {
     this.connectionsRejected.inc({
       reason: reason === "locked_out" ? "locked_out" : "auth_failed",
     });
+  }
+
+  markUsernameTargeted(): void {
+    this.usernamesTargeted.inc();
   }
 
   markAclDenied(action: "publish" | "subscribe" | "read"): void {

@@ -47,10 +47,27 @@ export class AuditLog {
     );
   }
 
-  lockedOut(subject: AuditSubject, blockSeconds: number): void {
+  /** Further attempts from the address, or for the username from that address, are refused. */
+  lockedOut(
+    subject: AuditSubject,
+    scope: "address" | "username_at_address",
+    blockSeconds: number,
+  ): void {
     this.log.warn(
-      { event: "audit.locked_out", blockSeconds, ...subject },
-      "further attempts are locked out",
+      { event: "audit.locked_out", scope, blockSeconds, ...subject },
+      scope === "address"
+        ? "further attempts from this address are locked out"
+        : "further attempts for this username from this address are locked out",
+    );
+  }
+
+  /** Failures for one username over every address passed the alert threshold. */
+  usernameTargeted(subject: AuditSubject, blockedEverywhere: boolean): void {
+    this.log.warn(
+      { event: "audit.username_targeted", blockedEverywhere, ...subject },
+      blockedEverywhere
+        ? "repeated failures for this username from many addresses: locked out everywhere"
+        : "repeated failures for this username from many addresses",
     );
   }
 

@@ -6,37 +6,69 @@ import {
 import type { RedisClient } from "../cluster/redis-fabric.js";
 
 export interface LockoutSettings {
-  /** Consecutive failures from one source address before it is locked out. */
+  /** Consecutive failures from one source address before that address is locked out. */
   perIp: number;
-  /** Consecutive failures for one username before it is locked out. */
+  /** Consecutive failures for one username from one address before that pair is locked out. */
   perUsername: number;
   blockSeconds: number;
+  acrossSources: {
+    /** Failures for one username over every address that mark it as targeted. */
+    alertAfter: number;
+    /** Lock a targeted username out for every address (opt-in: a lever for attackers). */
+    block: boolean;
+  };
 }
 
+/** What one failed attempt started; each is audited once, by the failure that caused it. */
+export interface FailureOutcome {
+  /** The source address reached its limit. */
+  addressLocked: boolean;
+  /** The username reached its limit from this address. */
+  usernameLockedAtAddress: boolean;
+  /** The username's failures over every address reached `acrossSources.alertAfter`. */
+  usernameTargeted: boolean;
+}
+
+type LimiterFactory = (points: number, keyPrefix: string) => RateLimiterAbstract;
+
 /**
- * Brute-force protection: consecutive authentication failures per source address and per
- * username lock further attempts out for `blockSeconds`. It is asked before any password is
- * hashed, so a locked-out attacker costs the node no hashing at all. The counters live in a
- * rate-limiter-flexible limiter: in memory on one node, in Redis for a cluster.
+ * Brute-force protection keyed so that it cannot be turned against a device: failures lock out
+ * a source address, or a username from one address, but a username is never locked for every
+ * address unless `acrossSources.block` asks for it. Guessing spread over many addresses is
+ * still counted per username and reported once it passes `acrossSources.alertAfter`.
+ *
+ * It is asked before any password is hashed, so a locked-out attacker costs no hashing. The
+ * counters live in rate-limiter-flexible limiters: in memory on one node, in Redis for a
+ * cluster.
  */
 export class AuthLockout {
-  constructor(
+  private readonly byIp: RateLimiterAbstract;
+  private readonly byUsernameAtIp: RateLimiterAbstract;
+  private readonly byUsername: RateLimiterAbstract;
+
+  private constructor(
     private readonly settings: LockoutSettings,
-    private readonly byIp: RateLimiterAbstract,
-    private readonly byUsername: RateLimiterAbstract,
-  ) {}
+    limiter: LimiterFactory,
+  ) {
+    this.byIp = limiter(settings.perIp, "auth-ip");
+    this.byUsernameAtIp = limiter(settings.perUsername, "auth-user-ip");
+    this.byUsername = limiter(settings.acrossSources.alertAfter, "auth-user");
+  }
 
   get blockSeconds(): number {
     return this.settings.blockSeconds;
   }
 
+  /** Whether a targeted username is locked out for every address (`acrossSources.block`). */
+  get usernameBlockedEverywhere(): boolean {
+    return this.settings.acrossSources.block;
+  }
+
   static inMemory(settings: LockoutSettings): AuthLockout {
-    const limiter = (points: number, keyPrefix: string) =>
-      new RateLimiterMemory({ points, duration: settings.blockSeconds, keyPrefix });
     return new AuthLockout(
       settings,
-      limiter(settings.perIp, "auth-ip"),
-      limiter(settings.perUsername, "auth-user"),
+      (points, keyPrefix) =>
+        new RateLimiterMemory({ points, duration: settings.blockSeconds, keyPrefix }),
     );
   }
 
@@ -46,56 +78,61 @@ export class AuthLockout {
    * lockout working (per node) until Redis returns.
    */
   static inRedis(settings: LockoutSettings, redis: RedisClient): AuthLockout {
-    const limiter = (points: number, keyPrefix: string) =>
-      new RateLimiterRedis({
-        storeClient: redis,
-        points,
-        duration: settings.blockSeconds,
-        keyPrefix,
-        insuranceLimiter: new RateLimiterMemory({
+    return new AuthLockout(
+      settings,
+      (points, keyPrefix) =>
+        new RateLimiterRedis({
+          storeClient: redis,
           points,
           duration: settings.blockSeconds,
           keyPrefix,
+          insuranceLimiter: new RateLimiterMemory({
+            points,
+            duration: settings.blockSeconds,
+            keyPrefix,
+          }),
         }),
-      });
-    return new AuthLockout(
-      settings,
-      limiter(settings.perIp, "auth-ip"),
-      limiter(settings.perUsername, "auth-user"),
     );
   }
 
-  /** Whether attempts from this address, or for this username, are locked out right now. */
+  /** Whether attempts from this address, or for this username from it, are locked out now. */
   async isLockedOut(ip: string, username: string | undefined): Promise<boolean> {
-    const [ipState, userState] = await Promise.all([
+    const { perIp, perUsername, acrossSources } = this.settings;
+    const [ipState, pairState, userState] = await Promise.all([
       this.byIp.get(ip),
-      username === undefined ? null : this.byUsername.get(username),
+      username === undefined ? null : this.byUsernameAtIp.get(pairKey(username, ip)),
+      username === undefined || !acrossSources.block ? null : this.byUsername.get(username),
     ]);
     return (
-      (ipState !== null && ipState.consumedPoints >= this.settings.perIp) ||
-      (userState !== null && userState.consumedPoints >= this.settings.perUsername)
+      reached(ipState, perIp) ||
+      reached(pairState, perUsername) ||
+      reached(userState, acrossSources.alertAfter)
     );
+  }
+
+  /** Records a failed attempt; a key that reaches its limit is blocked for `blockSeconds`. */
+  async recordFailure(ip: string, username: string | undefined): Promise<FailureOutcome> {
+    const { perIp, perUsername, acrossSources } = this.settings;
+    const [addressLocked, usernameLockedAtAddress, usernameTargeted] = await Promise.all([
+      this.fail(this.byIp, ip, perIp),
+      username === undefined
+        ? false
+        : this.fail(this.byUsernameAtIp, pairKey(username, ip), perUsername),
+      username === undefined
+        ? false
+        : this.fail(this.byUsername, username, acrossSources.alertAfter),
+    ]);
+    return { addressLocked, usernameLockedAtAddress, usernameTargeted };
   }
 
   /**
-   * Records a failed attempt; at the limit the key is blocked for the full `blockSeconds`.
-   * Resolves true when this failure started a lockout (of the address or the username).
+   * A success ends the run of consecutive failures from its address. The username's count over
+   * every address stays: one device logging in says nothing about guesses made elsewhere.
    */
-  async recordFailure(ip: string, username: string | undefined): Promise<boolean> {
-    const locked = await Promise.all([
-      this.fail(this.byIp, ip, this.settings.perIp),
-      username === undefined
-        ? false
-        : this.fail(this.byUsername, username, this.settings.perUsername),
-    ]);
-    return locked.includes(true);
-  }
-
-  /** A success ends the run of consecutive failures. */
   async recordSuccess(ip: string, username: string | undefined): Promise<void> {
     await Promise.all([
       this.byIp.delete(ip),
-      username === undefined ? undefined : this.byUsername.delete(username),
+      username === undefined ? undefined : this.byUsernameAtIp.delete(pairKey(username, ip)),
     ]);
   }
 
@@ -108,4 +145,13 @@ export class AuthLockout {
     await limiter.block(key, this.settings.blockSeconds);
     return true;
   }
+}
+
+function reached(state: { consumedPoints: number } | null, limit: number): boolean {
+  return state !== null && state.consumedPoints >= limit;
+}
+
+/** An address holds no space, so the address first keeps any username unambiguous. */
+function pairKey(username: string, ip: string): string {
+  return `${ip} ${username}`;
 }

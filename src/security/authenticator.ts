@@ -83,7 +83,16 @@ export interface AuthenticatorDeps {
   lockout: AuthLockout;
   audit: AuditLog;
   onFailure(reason: AuthFailureReason): void;
+  /** Failures for one username over every address passed the alert threshold. */
+  onUsernameTargeted(): void;
 }
+
+/** Refusals that count as guesses towards a lockout: policy refusals are no brute force. */
+const GUESSES: ReadonlySet<AuthFailureReason> = new Set([
+  "bad_password",
+  "unknown_user",
+  "missing_password",
+]);
 
 /** A refusal and the reason the audit log and metrics record for it. */
 class Refusal {
@@ -120,27 +129,20 @@ export class SluiceAuthenticator implements Authenticator {
       username: credentials.username,
     };
     const { lockout, audit } = this.deps;
+    const certificate = this.certificateIdentity(credentials);
+    // A verified certificate cannot be guessed: others' failures never lock its holder out.
+    const guarded = certificate === undefined;
     // Checked before any hashing: a locked-out source costs no CPU.
-    if (await lockout.isLockedOut(credentials.remoteAddress, credentials.username)) {
+    if (guarded && (await lockout.isLockedOut(credentials.remoteAddress, credentials.username))) {
       this.deps.onFailure("locked_out");
       audit.authFailed(subject, "locked_out");
       throw new NotAuthorizedError("locked out after repeated failures");
     }
-    const outcome = await this.identify(credentials);
+    const outcome = await this.identify(credentials, certificate);
     if (outcome instanceof Refusal) {
       this.deps.onFailure(outcome.reason);
       audit.authFailed(subject, outcome.reason);
-      // Only guesses count towards a lockout: policy refusals are no brute force.
-      if (
-        outcome.reason === "bad_password" ||
-        outcome.reason === "unknown_user" ||
-        outcome.reason === "missing_password"
-      ) {
-        // One round trip: the failure that reaches a limit says so, and is audited once.
-        if (await lockout.recordFailure(credentials.remoteAddress, credentials.username)) {
-          audit.lockedOut(subject, lockout.blockSeconds);
-        }
-      }
+      if (guarded && GUESSES.has(outcome.reason)) await this.recordGuess(credentials, subject);
       throw outcome.error;
     }
     if (outcome.method === "password")
@@ -157,8 +159,23 @@ export class SluiceAuthenticator implements Authenticator {
     return outcome;
   }
 
-  private async identify(credentials: Credentials): Promise<Identity | Refusal> {
-    const certificate = this.certificateIdentity(credentials);
+  /** Counts a failed guess; the failure that reaches a limit says so, and is audited once. */
+  private async recordGuess(credentials: Credentials, subject: AuditSubject): Promise<void> {
+    const { lockout, audit } = this.deps;
+    const outcome = await lockout.recordFailure(credentials.remoteAddress, credentials.username);
+    if (outcome.addressLocked) audit.lockedOut(subject, "address", lockout.blockSeconds);
+    if (outcome.usernameLockedAtAddress)
+      audit.lockedOut(subject, "username_at_address", lockout.blockSeconds);
+    if (outcome.usernameTargeted) {
+      this.deps.onUsernameTargeted();
+      audit.usernameTargeted(subject, lockout.usernameBlockedEverywhere);
+    }
+  }
+
+  private async identify(
+    credentials: Credentials,
+    certificate: Identity | undefined,
+  ): Promise<Identity | Refusal> {
     if (certificate) {
       const device = await this.settings.devices?.lookup(certificate.username as string);
       if (device === undefined) return this.bind(credentials, certificate);

@@ -1,4 +1,5 @@
 import { createConnection } from "node:net";
+import { connect as connectTls } from "node:tls";
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient, type Packet } from "mqtt";
 
 export type { MqttClient } from "mqtt";
@@ -23,9 +24,14 @@ export async function connect(
   if (fromAddress === undefined) {
     client = mqtt.connect(url, settings);
   } else {
-    const { hostname, port } = new URL(url);
+    const { protocol, hostname, port } = new URL(url);
+    const at = { host: hostname, port: Number(port), localAddress: fromAddress };
+    const { ca, cert, key, rejectUnauthorized } = rest;
     client = new mqtt.MqttClient(
-      () => createConnection({ host: hostname, port: Number(port), localAddress: fromAddress }),
+      () =>
+        protocol === "mqtts:"
+          ? connectTls({ ...at, ca, cert, key, rejectUnauthorized, servername: "localhost" })
+          : createConnection(at),
       settings,
     );
   }

@@ -223,7 +223,7 @@ describe("subscription cache across restarts and session moves", () => {
 });
 
 describe("cluster-wide brute-force lockout", () => {
-  it("failures on one node lock the address out on the other; sessions stay with their owner", async () => {
+  it("failures on one node lock the username at that address, then the address, on the other; sessions stay with their owner", async () => {
     const dir = await mkdtemp(join(tmpdir(), "sluice-lockout-"));
     await writeFile(
       join(dir, "passwd"),
@@ -235,18 +235,18 @@ describe("cluster-wide brute-force lockout", () => {
           nodeId,
           redis: { url: redis.url, keyPrefix: `${prefix}lock:` },
           auth: { allowAnonymous: false, passwordFile: "passwd" },
-          limits: { authFailures: { perIp: 3, perUsername: 100, blockSeconds: 60 } },
+          limits: { authFailures: { perIp: 3, perUsername: 2, blockSeconds: 60 } },
         },
         dir,
       );
     const [one, two] = [await secured("lock-1"), await secured("lock-2")];
     try {
-      const code = async (node: RunningNode, password: string) =>
-        connect(node.urls.tcp as string, {
-          username: "op",
-          password,
-          fromAddress: "127.0.0.7",
-        }).then(
+      const code = async (
+        node: RunningNode,
+        password: string,
+        { username = "op", fromAddress = "127.0.0.7" } = {},
+      ) =>
+        connect(node.urls.tcp as string, { username, password, fromAddress }).then(
           async (client) => {
             await end(client);
             return 0;
@@ -275,11 +275,14 @@ describe("cluster-wide brute-force lockout", () => {
         await scrape(two),
         /sluice_auth_failures_total\{reason="session_owned_by_other",node="lock-2"\} 1/,
       );
-      for (let i = 0; i < 3; i++) assert.equal(await code(one, "wrong"), 4);
-      assert.equal(await code(two, "right"), 5, "locked out on the other node too");
+      for (let i = 0; i < 2; i++) assert.equal(await code(one, "wrong"), 4);
+      assert.equal(await code(two, "right"), 5, "op locked out at that address on the other node");
+      assert.equal(await code(two, "right", { fromAddress: "127.0.0.8" }), 0, "op elsewhere");
+      assert.equal(await code(one, "wrong", { username: "eve" }), 4);
+      assert.equal(await code(two, "eve", { username: "eve" }), 5, "the address is locked now");
       assert.match(
         await scrape(two),
-        /sluice_auth_failures_total\{reason="locked_out",node="lock-2"\} 1/,
+        /sluice_auth_failures_total\{reason="locked_out",node="lock-2"\} 2/,
       );
     } finally {
       await one.stop();

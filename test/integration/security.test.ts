@@ -7,6 +7,7 @@ import type { IClientOptions } from "mqtt";
 import { hashPassword } from "../../src/security/password-hash.js";
 import { createTestPki, issueClientCert, secureListener, type TestPki } from "../helpers/certs.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
+import { LogCapture } from "../helpers/log-capture.js";
 import { connect, end, Inbox, type MqttClient, subscribeGranted } from "../helpers/mqtt-client.js";
 
 /**
@@ -332,5 +333,151 @@ describe("brute-force lockout", () => {
     const good = await asUser("scada", { fromAddress: "127.0.0.10" });
     assert.equal(good.connected, true);
     await end(good);
+  });
+
+  it("wrong passwords for a device from 5 addresses do not lock it out: the right one from a sixth is admitted", async () => {
+    for (let i = 0; i < 5; i++) {
+      const wrong = asUser("thermo-a", { password: "guess", fromAddress: `127.0.1.${i + 1}` });
+      assert.equal(await refusal(wrong), 4);
+    }
+    const device = await asUser("thermo-a", { fromAddress: "127.0.1.6" });
+    assert.equal(device.connected, true);
+    await end(device);
+  });
+
+  it("wrong passwords for a username from one address lock that username out from that address only", async () => {
+    const attacker = "127.0.2.1";
+    for (let i = 0; i < 5; i++) {
+      const wrong = asUser("thermo-b", { password: "guess", fromAddress: attacker });
+      assert.equal(await refusal(wrong), 4);
+    }
+    assert.equal(
+      await refusal(asUser("thermo-b", { fromAddress: attacker })),
+      5,
+      "the right password from that address is locked out",
+    );
+    for (const admitted of [
+      asUser("thermo-b", { fromAddress: "127.0.2.2" }),
+      asUser("scada", { fromAddress: attacker }),
+    ]) {
+      const client = await admitted;
+      assert.equal(client.connected, true);
+      await end(client);
+    }
+  });
+});
+
+describe("guessing spread over many addresses", () => {
+  let logs: LogCapture;
+  let node: RunningNode;
+  const guessFrom = async (address: string): Promise<void> => {
+    const attempt = connect(node.urls.tcp as string, {
+      clientId: "thermo-a",
+      username: "thermo-a",
+      password: "guess",
+      fromAddress: address,
+    });
+    assert.equal(await refusal(attempt), 4);
+  };
+  const rightFrom = (address: string) =>
+    connect(node.urls.tcp as string, {
+      clientId: "thermo-a",
+      username: "thermo-a",
+      password: PASSWORDS["thermo-a"],
+      fromAddress: address,
+    });
+
+  const start = async (block: boolean) => {
+    logs = new LogCapture("info");
+    node = await startNode(
+      {
+        auth: { allowAnonymous: false, passwordFile: "passwd" },
+        limits: {
+          authFailures: {
+            perIp: 10,
+            perUsername: 5,
+            blockSeconds: 60,
+            acrossSources: { alertAfter: 4, block },
+          },
+        },
+      },
+      dir,
+      { logger: logs.logger },
+    );
+  };
+
+  it("is counted per username, audited and exported, and still admits the device", async () => {
+    await start(false);
+    try {
+      for (let i = 1; i <= 4; i++) await guessFrom(`127.0.3.${i}`);
+      const line = await logs.waitFor((l) => l.event === "audit.username_targeted");
+      assert.equal(line.username, "thermo-a");
+      assert.equal(await metric(node, "sluice_auth_username_targeted_total"), 1);
+      const device = await rightFrom("127.0.3.9");
+      assert.equal(device.connected, true);
+      await end(device);
+    } finally {
+      await node.stop();
+    }
+  });
+
+  it("locks the username out everywhere only when acrossSources.block is on", async () => {
+    await start(true);
+    try {
+      for (let i = 1; i <= 4; i++) await guessFrom(`127.0.4.${i}`);
+      assert.equal(await refusal(rightFrom("127.0.4.9")), 5);
+    } finally {
+      await node.stop();
+    }
+  });
+});
+
+describe("certificate clients and lockout", () => {
+  it("a client with a verified certificate is admitted from an address locked by password guesses", async () => {
+    const node = await startNode(
+      {
+        listeners: [secureListener(pki, "tls", "request")],
+        auth: {
+          allowAnonymous: false,
+          passwordFile: "passwd",
+          certificateIdentity: "cn-is-clientid",
+        },
+        limits: { authFailures: { perIp: 2, perUsername: 2, blockSeconds: 60 } },
+      },
+      dir,
+    );
+    const url = node.urls.tls as string;
+    const ca = pki.read(pki.caCert);
+    const shared = "127.0.5.1";
+    try {
+      for (let i = 0; i < 2; i++) {
+        const guess = connect(url, {
+          ca,
+          clientId: "thermo-b",
+          username: "thermo-b",
+          password: "guess",
+          fromAddress: shared,
+        });
+        assert.equal(await refusal(guess), 4);
+      }
+      const passwordClient = connect(url, {
+        ca,
+        clientId: "thermo-b",
+        username: "thermo-b",
+        password: PASSWORDS["thermo-b"],
+        fromAddress: shared,
+      });
+      assert.equal(await refusal(passwordClient), 5, "the address is locked for passwords");
+      const certClient = await connect(url, {
+        ca,
+        clientId: "thermo-a",
+        ...certs["thermo-a"],
+        fromAddress: shared,
+      });
+      assert.equal(certClient.connected, true);
+      await end(certClient);
+    } finally {
+      await node.stop();
+    }
   });
 });
