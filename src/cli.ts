@@ -2,19 +2,19 @@
 import { parseArgs } from "node:util";
 import { stringify } from "yaml";
 import { ADMIN_USAGE, ApiRefusedError, adminToken, runAdminCommand } from "./admin/admin-cli.js";
-import { loadConfig } from "./config/load-config.js";
 import { redactConfig } from "./config/redact.js";
-import { isTlsListener } from "./config/schema.js";
 import { ConfigError, UsageError } from "./errors.js";
+import { loadVerifiedConfig } from "./lifecycle/load-verified-config.js";
 import { SluiceNode } from "./node.js";
 import { createLogger, type Logger } from "./observability/logger.js";
 import { CA_USAGE, runCaCommand } from "./pki/ca-command.js";
 import { runPasswd } from "./security/passwd-command.js";
-import { buildTlsOptions } from "./transport/tls-options.js";
 
 const EXIT_OK = 0;
 const EXIT_RUNTIME = 1;
 const EXIT_CONFIG = 2;
+/** A broken list can yield a problem per item; the first ones say what is wrong. */
+const MAX_PROBLEMS_SHOWN = 100;
 
 const USAGE = `Usage:
   sluice start [--config FILE]         run a broker node (no file: local-only, in-memory defaults)
@@ -94,32 +94,15 @@ function configOption(args: string[], required = false): string | undefined {
   return file;
 }
 
-/** Loads the config and proves every TLS listener's material loads; throws ConfigError. */
-function loadAndVerify(file: string | undefined): ReturnType<typeof loadConfig> {
-  const loaded = loadConfig({ file });
-  const problems: string[] = [];
-  loaded.config.listeners.forEach((listener, index) => {
-    if (!isTlsListener(listener)) return;
-    try {
-      buildTlsOptions(listener, `listeners[${index}]`);
-    } catch (error) {
-      if (error instanceof ConfigError) problems.push(...error.problems);
-      else throw error;
-    }
-  });
-  if (problems.length > 0) throw new ConfigError(problems);
-  return loaded;
-}
-
-function checkConfigCommand(file: string | undefined): number {
-  const { config, warnings } = loadAndVerify(file);
+async function checkConfigCommand(file: string | undefined): Promise<number> {
+  const { config, warnings } = await loadVerifiedConfig({ file });
   for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
   process.stdout.write(stringify(redactConfig(config)));
   return EXIT_OK;
 }
 
 async function start(file: string | undefined): Promise<number> {
-  const { config, warnings } = loadAndVerify(file);
+  const { config, warnings } = await loadVerifiedConfig({ file });
   const logger = createLogger({
     level: config.log.level,
     format: config.log.format,
@@ -204,7 +187,10 @@ async function version(): Promise<string> {
 
 function report(error: unknown): number {
   if (error instanceof ConfigError) {
-    process.stderr.write(`sluice: invalid configuration\n${error.problems.join("\n")}\n`);
+    const shown = error.problems.slice(0, MAX_PROBLEMS_SHOWN);
+    const more = error.problems.length - shown.length;
+    if (more > 0) shown.push(`... and ${more} more problems`);
+    process.stderr.write(`sluice: invalid configuration\n${shown.join("\n")}\n`);
     return EXIT_CONFIG;
   }
   if (error instanceof ApiRefusedError) {

@@ -1,9 +1,10 @@
-import { accessSync, constants, readFileSync } from "node:fs";
+import { accessSync, constants } from "node:fs";
 import { hostname } from "node:os";
 import { dirname, resolve } from "node:path";
 import { parseDocument } from "yaml";
 import type { z } from "zod";
 import { ConfigError } from "../errors.js";
+import { readCappedFileSync } from "../files/read-capped-file.js";
 import { checkConfig } from "./check-config.js";
 import {
   configSchema,
@@ -90,27 +91,34 @@ function embeddedDefault(): Record<string, unknown> {
   };
 }
 
+/** A config file is a page of settings; past this it is a mistake or an attack on the parser. */
+export const CONFIG_FILE_MAX_BYTES = 1024 * 1024;
+/** YAML aliases beyond this are refused, so a "billion laughs" document cannot expand. */
+const MAX_ALIAS_COUNT = 100;
+
 function readYaml(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (error) {
-    throw new ConfigError([`config file ${file}: cannot be read (${errorCode(error)})`]);
-  }
+  const label = `config file ${file}`;
+  const text = readCappedFileSync({ path: file, maxBytes: CONFIG_FILE_MAX_BYTES, label });
   const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
       doc.errors.map((e) => {
         const line = e.linePos?.[0];
         const where = line ? `line ${line.line} column ${line.col}` : "unknown position";
-        return `config file ${file}: YAML syntax error at ${where}: ${e.message.split("\n")[0]?.replace(/ at line \d+, column \d+:?$/, "")}`;
+        return `${label}: YAML syntax error at ${where}: ${e.message.split("\n")[0]?.replace(/ at line \d+, column \d+:?$/, "")}`;
       }),
     );
   }
-  const value: unknown = doc.toJS();
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (error) {
+    // yaml throws while resolving aliases: too many of them, or one that points nowhere.
+    throw new ConfigError([`${label}: ${(error as Error).message}`], { cause: error });
+  }
   if (value === null || value === undefined) return {};
   if (typeof value !== "object" || Array.isArray(value)) {
-    throw new ConfigError([`config file ${file}: must be a YAML mapping of keys to values`]);
+    throw new ConfigError([`${label}: must be a YAML mapping of keys to values`]);
   }
   return value as Record<string, unknown>;
 }
@@ -271,10 +279,6 @@ function isReadableFile(path: string): boolean {
   } catch {
     return false;
   }
-}
-
-function errorCode(error: unknown): string {
-  return error instanceof Error && "code" in error ? String(error.code) : String(error);
 }
 
 function nonEmpty(value: string | undefined): string | undefined {

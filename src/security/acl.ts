@@ -4,7 +4,7 @@ import { z } from "zod";
 import { ConfigError } from "../errors.js";
 import { invalidTopicFilter } from "../mqtt/topic-rules.js";
 import type { AclSubject, Authorizer } from "./authorizer.js";
-import { readSecurityFile } from "./read-security-file.js";
+import { ACL_FILE_MAX_BYTES, readSecurityFile } from "./read-security-file.js";
 
 export type AclAccess = "read" | "write" | "readwrite" | "deny";
 
@@ -52,7 +52,7 @@ export class Acl implements Authorizer {
   }
 
   static async load(path: string): Promise<Acl> {
-    const text = await readSecurityFile(path);
+    const text = await readSecurityFile(path, ACL_FILE_MAX_BYTES);
     const yaml = [".yaml", ".yml"].includes(extname(path).toLowerCase());
     return Acl.parse(text, yaml ? "yaml" : "mosquitto", basename(path));
   }

@@ -2,7 +2,7 @@ import { basename } from "node:path";
 import { ConfigError } from "../errors.js";
 import type { PasswordVerifier } from "./authenticator.js";
 import { hashPassword, type ParsedHash, parseHash, verifyParsed } from "./password-hash.js";
-import { readSecurityFile } from "./read-security-file.js";
+import { PASSWORD_FILE_MAX_BYTES, readSecurityFile } from "./read-security-file.js";
 
 /**
  * A password file, `username:hash` per line (Mosquitto's format: files made by
@@ -16,7 +16,7 @@ export class PasswordFile implements PasswordVerifier {
   ) {}
 
   static async load(path: string): Promise<PasswordFile> {
-    const text = await readSecurityFile(path);
+    const text = await readSecurityFile(path, PASSWORD_FILE_MAX_BYTES);
     return PasswordFile.parse(text, basename(path));
   }
 

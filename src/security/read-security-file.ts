@@ -1,13 +1,11 @@
-import { readFile } from "node:fs/promises";
-import { ConfigError } from "../errors.js";
+import { readCappedFile } from "../files/read-capped-file.js";
 
-/** Reads a password, ACL or similar file; an unreadable file is a ConfigError naming it. */
-export async function readSecurityFile(path: string): Promise<string> {
-  try {
-    return await readFile(path, "utf8");
-  } catch (error) {
-    throw new ConfigError([
-      `${path}: cannot be read (${(error as NodeJS.ErrnoException).code ?? error})`,
-    ]);
-  }
+/** Password files hold a line per device: 64 MiB is several hundred thousand devices. */
+export const PASSWORD_FILE_MAX_BYTES = 64 * 1024 * 1024;
+/** ACL files hold rules, patterns and per-user sections, never per-message data. */
+export const ACL_FILE_MAX_BYTES = 16 * 1024 * 1024;
+
+/** Reads a password, ACL or similar file; an unreadable or oversized one is a ConfigError. */
+export function readSecurityFile(path: string, maxBytes: number): Promise<string> {
+  return readCappedFile({ path, maxBytes, label: path });
 }

@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, truncate, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { hashPassword } from "../../src/security/password-hash.js";
+import { createTestPki } from "../helpers/certs.js";
 import { connect, end, type MqttClient } from "../helpers/mqtt-client.js";
 import { runCli, SluiceProcess } from "../helpers/sluice-process.js";
 
@@ -302,6 +303,86 @@ describe("start and check-config", () => {
     const { code, stderr } = await runCli(["check-config", "--config", file]);
     assert.equal(code, 2);
     assert.match(stderr, /^listeners\[0\]: TLS material does not load: /m);
+  });
+
+  describe("check-config sees what start sees: every bad file exits 2 naming it", () => {
+    const refused = async (
+      name: string,
+      yaml: string,
+      expected: RegExp,
+      command = "check-config",
+    ) => {
+      const file = await configFile(name, yaml);
+      const { code, stderr } = await runCli([command, "--config", file]);
+      assert.equal(code, 2, stderr);
+      assert.match(stderr, expected);
+      assert.doesNotMatch(stderr, /\n\s+at /, "no stack trace");
+    };
+
+    it("a password file with a malformed line", async () => {
+      await writeFile(join(dir, "bad.passwd"), "ok-user\n");
+      await refused(
+        "bad-passwd.yaml",
+        `${LOCAL.replace("auth: { allowAnonymous: true }", "auth: { passwordFile: bad.passwd }")}`,
+        /^bad\.passwd:1: malformed line/m,
+      );
+    });
+
+    it("an ACL with `user` and no name, for check-config and for start alike", async () => {
+      await writeFile(join(dir, "bad.acl"), "topic read a/#\nuser\n");
+      const yaml = `${LOCAL}acl: { file: bad.acl }\n`;
+      await refused("bad-acl.yaml", yaml, /^bad\.acl:2: user needs a name$/m);
+      await refused("bad-acl.yaml", yaml, /^bad\.acl:2: user needs a name$/m, "start");
+    });
+
+    it("a YAML alias bomb", async () => {
+      const levels = ["a: &a [x, x, x, x, x, x, x, x, x]"];
+      for (let i = 1; i < 9; i++) {
+        const prev = String.fromCharCode(96 + i);
+        const next = String.fromCharCode(97 + i);
+        levels.push(`${next}: &${next} [${Array(9).fill(`*${prev}`).join(", ")}]`);
+      }
+      await refused("bomb.yaml", `${LOCAL}${levels.join("\n")}\n`, /alias count/i);
+    });
+
+    it("a duplicate key", async () => {
+      await refused("dup.yaml", `${LOCAL}nodeId: a\nnodeId: b\n`, /YAML syntax error.*unique/i);
+    });
+
+    it("a config file over its size cap, before parsing it", async () => {
+      const file = join(dir, "huge.yaml");
+      await writeFile(file, `listeners:\n${"  - 1\n".repeat(200_000)}`);
+      const { code, stderr } = await runCli(["check-config", "--config", file]);
+      assert.equal(code, 2);
+      assert.match(
+        stderr,
+        /^config file .*huge\.yaml: \d+ bytes is over the limit of 1048576 bytes$/m,
+      );
+    });
+
+    it("an ACL file over its size cap", async () => {
+      const acl = join(dir, "huge.acl");
+      await writeFile(acl, "");
+      await truncate(acl, 17 * 1024 * 1024);
+      await refused(
+        "huge-acl.yaml",
+        `${LOCAL}acl: { file: huge.acl }\n`,
+        /huge\.acl: \d+ bytes is over the limit/,
+      );
+    });
+
+    it("a Redis client certificate that does not match its key", async () => {
+      const pki = await createTestPki();
+      try {
+        await refused(
+          "redis-tls.yaml",
+          `${LOCAL}redis: { url: "rediss://127.0.0.1:1", tls: { cert: ${pki.serverCert}, key: ${pki.clientKey} } }\n`,
+          /^redis\.tls: TLS material does not load: .*(key values mismatch|KEY_VALUES_MISMATCH)/m,
+        );
+      } finally {
+        await pki.cleanup();
+      }
+    });
   });
 
   it("check-config without --config is a usage error (exit 2)", async () => {
