@@ -7,7 +7,9 @@ import { ProtocolError } from "../errors.js";
  * instance (never the shared prototype, which MQTT.js clients in the same process also use).
  */
 interface MqttPacketParser {
-  packet: { length: number; cmd?: string };
+  packet: { length: number; cmd?: string; protocolVersion?: number };
+  /** Set by aedes on each client's parser. */
+  client?: { conn?: { destroyed: boolean; end(chunk: Buffer, done: () => void): unknown } };
   error: Error | null;
   _pos: number;
   _list: { length: number; slice(start: number, end: number): Buffer };
@@ -30,7 +32,8 @@ export type PacketViolation =
   | "invalid_utf8"
   | "null_character"
   | "packet_id_zero"
-  | "topic_too_long";
+  | "topic_too_long"
+  | "unsupported_protocol_level";
 
 export class PacketViolationError extends ProtocolError {
   constructor(
@@ -60,13 +63,49 @@ function fixedHeaderBytes(remainingLength: number): number {
   return 5;
 }
 
+/** CONNACK, return code 0x01: unacceptable protocol version. */
+const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01]);
+const SUPPORTED_LEVELS: ReadonlySet<number> = new Set([3, 4, 5]);
+
+/** mqtt-packet reads the level (bridge bit removed) before it refuses a level it lacks. */
+function hasUnsupportedLevel(packet: MqttPacketParser["packet"]): boolean {
+  return (
+    packet.cmd === "connect" &&
+    packet.protocolVersion !== undefined &&
+    !SUPPORTED_LEVELS.has(packet.protocolVersion)
+  );
+}
+
+/**
+ * [MQTT-3.1.2-2] An unsupported level gets CONNACK 0x01, then the connection is closed. The
+ * parser's error (on which aedes destroys the stream at once) waits until the CONNACK is
+ * flushed; meanwhile the error field stops the parse loop.
+ */
+function refuseProtocolLevel(
+  parser: MqttPacketParser,
+  emitError: MqttPacketParser["_emitError"],
+): void {
+  const violation = new PacketViolationError(
+    "unsupported_protocol_level",
+    `protocol level ${parser.packet.protocolVersion} is not supported`,
+  );
+  parser.error = violation;
+  const conn = parser.client?.conn;
+  if (conn === undefined || conn.destroyed) {
+    emitError.call(parser, violation);
+    return;
+  }
+  conn.end(CONNACK_UNACCEPTABLE_PROTOCOL, () => emitError.call(parser, violation));
+}
+
 /**
  * Makes aedes clients' parsers enforce what aedes does not:
  * - the packet size limit, checked from the fixed header before the body is buffered;
  * - well-formed UTF-8 in every string field [MQTT-1.5.3-1], without U+0000 [MQTT-1.5.3-2];
  * - non-zero packet identifiers [MQTT-2.3.1-1];
  * - the topic length limit on PUBLISH and UNSUBSCRIBE, from the string's length prefix before
- *   its bytes are decoded (like aedes' topic level limit, it closes the connection).
+ *   its bytes are decoded (like aedes' topic level limit, it closes the connection);
+ * - CONNACK 0x01 before closing a CONNECT of an unsupported protocol level [MQTT-3.1.2-2].
  * A violation becomes a parser error, on which aedes closes the connection.
  *
  * The wrapping methods are made once per parser prototype (per node, for its limits) and
@@ -111,7 +150,9 @@ function guardMethods(original: MqttPacketParser, limits: PacketGuardLimits): Gu
   // Only the first error of a packet is reported: a failed string read makes the caller
   // report "packet too short" as well, which would double-count the same violation.
   guarded._emitError = function emitFirstError(this: MqttPacketParser, error: Error) {
-    if (this.error === null) emitError.call(this, error);
+    if (this.error !== null) return;
+    if (hasUnsupportedLevel(this.packet)) refuseProtocolLevel(this, emitError);
+    else emitError.call(this, error);
   };
 
   guarded._parseLength = function parseLengthWithinLimit(this: MqttPacketParser) {

@@ -72,13 +72,20 @@ export function connectPacket(
     clean?: boolean;
     keepalive?: number;
     will?: { topic: string | Buffer; payload: Buffer };
+    /** The protocol level byte; 4 is MQTT 3.1.1. */
+    level?: number;
   } = {},
 ): Buffer {
   let flags = options.clean === false ? 0 : 0x02;
   if (options.will) flags |= 0x04;
   const keepalive = Buffer.alloc(2);
   keepalive.writeUInt16BE(options.keepalive ?? 60);
-  const parts = [mqttString("MQTT"), Buffer.from([4, flags]), keepalive, mqttString(clientId)];
+  const parts = [
+    mqttString("MQTT"),
+    Buffer.from([options.level ?? 4, flags]),
+    keepalive,
+    mqttString(clientId),
+  ];
   if (options.will) parts.push(mqttString(options.will.topic), mqttString(options.will.payload));
   return packet(0x10, Buffer.concat(parts));
 }

@@ -57,6 +57,31 @@ function subscribePacket(filter: Buffer | string, messageId = 1): Buffer {
   return packet(0x82, Buffer.concat([id, mqttString(filter), Buffer.from([0])]));
 }
 
+describe("protocol level [MQTT-3.1.2-2]", () => {
+  for (const level of [7, 99, 0x80 | 9]) {
+    it(`level ${level} gets CONNACK 0x01 (unacceptable protocol version), then the connection closes`, async () => {
+      const socket = await rawConnect(port);
+      const closed = closedByPeer(socket);
+      socket.write(connectPacket(`level-${level}`, { level }));
+      assert.deepEqual([...(await closed)], [0x20, 0x02, 0x00, 0x01]);
+    });
+  }
+
+  it("is counted as a protocol error, and the node serves the next client", async () => {
+    const socket = await rawConnect(port);
+    const closed = closedByPeer(socket);
+    socket.write(connectPacket("level-count", { level: 6 }));
+    await closed;
+    const metrics = await fetch(`${running.httpUrl}/metrics`).then((r) => r.text());
+    assert.match(
+      metrics,
+      /sluice_protocol_errors_total\{reason="unsupported_protocol_level"[^}]*\} [1-9]/,
+    );
+    const client = await connect(running.urls.tcp as string, { clientId: "after-level" });
+    await end(client);
+  });
+});
+
 describe("client identifier [MQTT-3.1.3]", () => {
   it("a zero-length client id with clean session 0 gets CONNACK 2 and is closed [MQTT-3.1.3-8]", async () => {
     const { returnCode, sessionPresent, socket } = await rawConnack(
