@@ -29,14 +29,12 @@ export interface RunResult {
 }
 
 /**
- * Finds a tool on PATH or in the Go bin folder (`go install` puts helm and kustomize there).
- * Throws when it is missing: CI installs both (.ci/run), so a missing tool fails the tests.
+ * Finds a tool in the project's .tools/bin (where `npm test` installs the pinned helm and
+ * kustomize: scripts/provision.sh), then on PATH. A missing tool fails the tests.
  */
 export async function findTool(name: string): Promise<string> {
-  const folders = (process.env.PATH ?? "").split(delimiter).filter(Boolean);
-  const gopath = await run("go", ["env", "GOPATH"]).catch(() => undefined);
-  if (gopath?.code === 0) folders.push(join(gopath.stdout.trim(), "bin"));
-  for (const folder of folders) {
+  const folders = [join(ROOT, ".tools/bin"), ...(process.env.PATH ?? "").split(delimiter)];
+  for (const folder of folders.filter(Boolean)) {
     const candidate = join(folder, name);
     try {
       accessSync(candidate, constants.X_OK);
@@ -45,7 +43,9 @@ export async function findTool(name: string): Promise<string> {
       // not in this folder
     }
   }
-  throw new Error(`${name} not found on PATH or in $(go env GOPATH)/bin: run .ci/run's install`);
+  throw new Error(
+    `${name} not found in .tools/bin or on PATH: npm test installs it (scripts/provision.sh)`,
+  );
 }
 
 /** Runs a command to completion; never throws for a non-zero exit. */
