@@ -27,6 +27,7 @@ import {
   type SluiceConfig,
   TLS_FILE_FIELDS,
 } from "./config/schema.js";
+import { MemoryPersistence } from "./engine/memory-persistence.js";
 import { ConfigError, PublishDeniedError } from "./errors.js";
 import { HttpServer } from "./http/http-server.js";
 import { drainClients } from "./lifecycle/drain-clients.js";
@@ -35,7 +36,6 @@ import { runPhases } from "./lifecycle/run-phases.js";
 import { PublishLimiter } from "./limits/publish-limiter.js";
 import { QueueDropReporter } from "./limits/queue-drop-reporter.js";
 import {
-  cappedMemoryPersistence,
   closeWithoutWill,
   closeWithWill,
   countLiveSubscriptions,
@@ -367,7 +367,7 @@ export class SluiceNode {
       // Without Redis, aedes keeps sessions, retained messages and wills in memory.
       ...(this.fabric
         ? { mq: this.fabric.mq, persistence: this.fabric.persistence }
-        : { persistence: cappedMemoryPersistence(this.storedQueueLimits()) }),
+        : { persistence: new MemoryPersistence(this.storedQueueLimits()) }),
       heartbeatInterval: this.heartbeatMs,
       connectTimeout: config.limits.connectTimeoutMs,
       // A client whose socket takes no data for this long is closed (a persistent session

@@ -1,5 +1,4 @@
 import type { Aedes, AedesOptions, Client } from "aedes";
-import aedesMemoryPersistence from "aedes-persistence";
 
 /**
  * Every read or write of aedes state that its public API does not offer, in one place, so an
@@ -99,20 +98,4 @@ export function isWillOf(client: Client | null, packet: object): boolean {
 /** Closes a client's connection as a network failure would: its will is published. */
 export function closeWithWill(client: Client): Promise<void> {
   return new Promise((resolve) => client.close(() => resolve()));
-}
-
-/** Options of the in-memory persistence that only Sluice's patch (patches/aedes-persistence+*) has. */
-export interface MemoryQueueLimits {
-  /** Each session's queue holds at most this many messages, the oldest dropped past it. */
-  maxQueuedPerClient: number;
-  onQueueFull(clientId: string, dropped: number): void;
-}
-
-/** aedes' own in-memory persistence (what it builds without one), with a cap on each queue. */
-export function cappedMemoryPersistence(limits: MemoryQueueLimits): AedesOptions["persistence"] {
-  // Its published types take no options; the patched constructor passes them to the store.
-  const create = aedesMemoryPersistence as unknown as (
-    options: MemoryQueueLimits,
-  ) => AedesOptions["persistence"];
-  return create(limits);
 }

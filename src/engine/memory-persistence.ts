@@ -1,0 +1,321 @@
+import { createRequire } from "node:module";
+import { Readable } from "node:stream";
+import type { Client } from "aedes";
+import { type QlobberOptions, QlobberTrue } from "qlobber";
+import QlobberSub, { type TrieSubscription } from "qlobber/aedes/qlobber-sub.js";
+
+/** A packet as aedes stores it: the wire fields plus the broker's id and counter. */
+export interface StoredPacket {
+  cmd: string;
+  brokerId: string;
+  brokerCounter: number;
+  topic?: string;
+  payload?: Buffer;
+  qos?: number;
+  retain?: boolean;
+  dup?: boolean;
+  messageId?: number | undefined;
+  clientId?: string;
+}
+
+/** What a client subscribed with: QoS and the MQTT 5 options aedes passes through. */
+interface SubscriptionOptions {
+  qos: number;
+  rh?: number | undefined;
+  rap?: boolean | undefined;
+  nl?: boolean | undefined;
+  subscriptionIdentifier?: number | undefined;
+}
+
+export interface SubscriptionRequest extends SubscriptionOptions {
+  topic: string;
+}
+
+export interface MemoryQueueLimits {
+  /** Each session's queue holds at most this many messages, the oldest dropped past it. */
+  maxQueuedPerClient: number;
+  onQueueFull(clientId: string, dropped: number): void;
+}
+
+type ClientRef = Pick<Client, "id">;
+
+/** aedes' packet record (its types describe a namespace; the module is the constructor). */
+const Packet = createRequire(import.meta.url)("aedes-packet") as new (
+  original: StoredPacket,
+) => StoredPacket;
+
+/**
+ * `+` matches one level, an empty one too ([MQTT-4.7.1-3]): `a/+` matches `a/`. aedes' own
+ * in-memory store leaves this off, so a retained message on `a/` never reached `a/+`.
+ */
+const TOPIC_MATCHING: QlobberOptions = {
+  separator: "/",
+  wildcard_one: "+",
+  wildcard_some: "#",
+  match_empty_levels: true,
+};
+
+/**
+ * The in-memory store of a node without Redis: retained messages, sessions' subscriptions,
+ * queued and in-flight messages, and wills. It implements aedes' persistence interface (the
+ * one aedes-persistence's MemoryPersistence implements), and adds what Sluice relies on: a
+ * capped queue per session, and topic matching per the spec.
+ */
+export class MemoryPersistence {
+  private retained: Map<string, StoredPacket> | undefined = new Map();
+  private readonly subscriptions = new Map<string, Map<string, SubscriptionOptions>>();
+  private readonly outgoing = new Map<string, StoredPacket[]>();
+  private readonly incoming = new Map<string, Map<number, StoredPacket>>();
+  private readonly wills = new Map<string, StoredPacket>();
+  /** QoS 1/2 subscriptions by filter: what offline sessions get queued for. */
+  private readonly trie = new QlobberSub(TOPIC_MATCHING);
+  private clientsCount = 0;
+  private brokerId: string | undefined;
+
+  constructor(private readonly limits: MemoryQueueLimits) {}
+
+  async setup(broker: { id: string }): Promise<void> {
+    this.brokerId = broker.id;
+  }
+
+  async storeRetained(packet: StoredPacket): Promise<void> {
+    const retained = this.liveRetained();
+    const topic = packet.topic as string;
+    if (packet.payload === undefined || packet.payload.length === 0) retained.delete(topic);
+    else retained.set(topic, { ...packet });
+  }
+
+  createRetainedStreamCombi(filters: readonly string[]): Readable {
+    return Readable.from(retainedMatching(this.liveRetained(), filters));
+  }
+
+  createRetainedStream(filter: string): Readable {
+    return this.createRetainedStreamCombi([filter]);
+  }
+
+  async addSubscriptions(client: ClientRef, subs: readonly SubscriptionRequest[]): Promise<void> {
+    let stored = this.subscriptions.get(client.id);
+    if (stored === undefined) {
+      stored = new Map();
+      this.subscriptions.set(client.id, stored);
+      this.clientsCount++;
+    }
+    for (const sub of subs) {
+      const previous = stored.get(sub.topic);
+      const options: SubscriptionOptions = { qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl };
+      // Kept with the session (restored on reconnect), never in the trie.
+      if (sub.subscriptionIdentifier !== undefined)
+        options.subscriptionIdentifier = sub.subscriptionIdentifier;
+      if (sub.qos > 0) {
+        this.trie.add(sub.topic, {
+          clientId: client.id,
+          topic: sub.topic,
+          qos: sub.qos,
+          rh: sub.rh,
+          rap: sub.rap,
+          nl: sub.nl,
+        });
+      } else if (previous !== undefined && previous.qos > 0) {
+        this.trie.remove(sub.topic, { clientId: client.id, topic: sub.topic });
+      }
+      stored.set(sub.topic, options);
+    }
+  }
+
+  async removeSubscriptions(client: ClientRef, filters: readonly string[]): Promise<void> {
+    const stored = this.subscriptions.get(client.id);
+    if (stored === undefined) return;
+    for (const topic of filters) {
+      const options = stored.get(topic);
+      if (options === undefined) continue;
+      if (options.qos > 0) this.trie.remove(topic, { clientId: client.id, topic });
+      stored.delete(topic);
+    }
+    if (stored.size === 0) {
+      this.clientsCount--;
+      this.subscriptions.delete(client.id);
+    }
+  }
+
+  async subscriptionsByClient(client: ClientRef): Promise<SubscriptionRequest[]> {
+    const stored = this.subscriptions.get(client.id);
+    if (stored === undefined) return [];
+    return [...stored].map(([topic, options]) => ({ topic, ...options }));
+  }
+
+  async countOffline(): Promise<{ subsCount: number; clientsCount: number }> {
+    return { subsCount: this.trie.subscriptionsCount, clientsCount: this.clientsCount };
+  }
+
+  async subscriptionsByTopic(topic: string): Promise<TrieSubscription[]> {
+    return this.trie.match(topic);
+  }
+
+  async cleanSubscriptions(client: ClientRef): Promise<void> {
+    const stored = this.subscriptions.get(client.id);
+    if (stored === undefined) return;
+    for (const [topic, options] of stored) {
+      if (options.qos > 0) this.trie.remove(topic, { clientId: client.id, topic });
+    }
+    this.clientsCount--;
+    this.subscriptions.delete(client.id);
+  }
+
+  async outgoingEnqueue(sub: { clientId: string }, packet: StoredPacket): Promise<void> {
+    this.enqueue(sub.clientId, packet);
+  }
+
+  async outgoingEnqueueCombi(
+    subs: ReadonlyArray<{ clientId: string }>,
+    packet: StoredPacket,
+  ): Promise<void> {
+    for (const sub of subs) this.enqueue(sub.clientId, packet);
+  }
+
+  /** Records the packet identifier a queued message was sent with. */
+  async outgoingUpdate(client: ClientRef, packet: StoredPacket): Promise<void> {
+    const queue = this.outgoing.get(client.id);
+    if (queue === undefined) return;
+    for (let i = 0; i < queue.length; i++) {
+      const queued = queue[i] as StoredPacket;
+      if (queued.brokerId === packet.brokerId) {
+        // Identifiers wrap at 65535: the broker counter tells same-id messages apart.
+        if (queued.brokerCounter === packet.brokerCounter) {
+          queued.messageId = packet.messageId as number;
+          return;
+        }
+      } else if (queued.messageId === packet.messageId) {
+        queue[i] = packet;
+        return;
+      }
+    }
+    // Not found: the queue cap dropped it while its delivery waited; the delivery still goes
+    // out, and its acknowledgement finds nothing to clear.
+  }
+
+  async outgoingClearMessageId(
+    client: ClientRef,
+    packet: { messageId?: number | undefined },
+  ): Promise<StoredPacket | undefined> {
+    const queue = this.outgoing.get(client.id);
+    if (queue === undefined) return undefined;
+    const index = queue.findIndex((queued) => queued.messageId === packet.messageId);
+    if (index === -1) return undefined;
+    const [cleared] = queue.splice(index, 1);
+    if (queue.length === 0) this.outgoing.delete(client.id);
+    return cleared;
+  }
+
+  outgoingStream(client: ClientRef): Readable {
+    // A copy: the queue changes while aedes walks it.
+    return Readable.from([...(this.outgoing.get(client.id) ?? [])]);
+  }
+
+  async incomingStorePacket(client: ClientRef, packet: StoredPacket): Promise<void> {
+    let store = this.incoming.get(client.id);
+    if (store === undefined) {
+      store = new Map();
+      this.incoming.set(client.id, store);
+    }
+    const stored = new Packet(packet);
+    stored.messageId = packet.messageId as number;
+    store.set(packet.messageId as number, stored);
+  }
+
+  async incomingGetPacket(client: ClientRef, packet: StoredPacket): Promise<StoredPacket> {
+    const stored = this.incoming.get(client.id)?.get(packet.messageId as number);
+    if (stored === undefined) throw new Error("no such packet");
+    return stored;
+  }
+
+  async incomingDelPacket(client: ClientRef, packet: StoredPacket): Promise<void> {
+    const store = this.incoming.get(client.id);
+    if (store === undefined || !store.delete(packet.messageId as number)) {
+      throw new Error("no such packet");
+    }
+    if (store.size === 0) this.incoming.delete(client.id);
+  }
+
+  /** [MQTT-3.1.2-6] A clean session's QoS 2 state ends with its connection. */
+  async cleanIncoming(client: ClientRef): Promise<void> {
+    this.incoming.delete(client.id);
+  }
+
+  async putWill(client: ClientRef, packet: StoredPacket): Promise<void> {
+    packet.brokerId = this.brokerId as string;
+    packet.clientId = client.id;
+    this.wills.set(client.id, packet);
+  }
+
+  async getWill(client: ClientRef): Promise<StoredPacket | undefined> {
+    return this.wills.get(client.id);
+  }
+
+  async delWill(client: ClientRef): Promise<StoredPacket | undefined> {
+    const will = this.wills.get(client.id);
+    this.wills.delete(client.id);
+    return will;
+  }
+
+  /** Wills of brokers not in `brokers` (dead ones). */
+  streamWill(brokers: Record<string, unknown> = {}): Readable {
+    const orphaned = [...this.wills.values()].filter((will) => !(will.brokerId in brokers));
+    return Readable.from(orphaned);
+  }
+
+  /** Clients whose session holds exactly this filter. */
+  getClientList(filter: string): Readable {
+    const clients = [...this.subscriptions]
+      .filter(([, filters]) => filters.has(filter))
+      .map(([clientId]) => clientId);
+    return Readable.from(clients);
+  }
+
+  async destroy(): Promise<void> {
+    if (this.retained === undefined) throw new Error("destroyed called twice!");
+    this.retained = undefined;
+  }
+
+  private liveRetained(): Map<string, StoredPacket> {
+    if (this.retained === undefined) throw new Error("persistence is destroyed");
+    return this.retained;
+  }
+
+  private enqueue(clientId: string, packet: StoredPacket): void {
+    let queue = this.outgoing.get(clientId);
+    if (queue === undefined) {
+      queue = [];
+      this.outgoing.set(clientId, queue);
+    }
+    queue.push(new Packet(packet));
+    const { maxQueuedPerClient, onQueueFull } = this.limits;
+    if (queue.length > maxQueuedPerClient) {
+      onQueueFull(clientId, dropOldest(queue, queue.length - maxQueuedPerClient));
+    }
+  }
+}
+
+/** Retained messages matching any of the filters, each once. */
+function* retainedMatching(
+  retained: ReadonlyMap<string, StoredPacket>,
+  filters: readonly string[],
+): Generator<StoredPacket> {
+  const matcher = new QlobberTrue(TOPIC_MATCHING);
+  for (const filter of filters) matcher.add(filter);
+  for (const [topic, packet] of retained) if (matcher.test(topic)) yield packet;
+}
+
+/**
+ * Drops the oldest `excess` messages of a queue; PUBRELs stay (messages already delivered
+ * whose PUBCOMP is awaited, bounded by the in-flight window). Returns how many were dropped.
+ */
+function dropOldest(queue: StoredPacket[], excess: number): number {
+  let dropped = 0;
+  let write = 0;
+  for (const packet of queue) {
+    if (dropped < excess && packet.cmd !== "pubrel") dropped++;
+    else queue[write++] = packet;
+  }
+  queue.length = write;
+  return dropped;
+}

@@ -1,0 +1,126 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { MemoryPersistence, type StoredPacket } from "../../src/engine/memory-persistence.js";
+
+const client = { id: "plc-1" };
+let counter = 0;
+const publish = (topic: string, payload = "x", qos = 1): StoredPacket =>
+  ({
+    cmd: "publish",
+    topic,
+    payload: Buffer.from(payload),
+    qos,
+    retain: false,
+    dup: false,
+    brokerId: "node-a",
+    brokerCounter: ++counter,
+  }) as StoredPacket;
+
+async function drain(stream: AsyncIterable<unknown>): Promise<StoredPacket[]> {
+  const out: StoredPacket[] = [];
+  for await (const item of stream) out.push(item as StoredPacket);
+  return out;
+}
+
+function store(maxQueuedPerClient = 100) {
+  const drops: Array<[string, number]> = [];
+  const persistence = new MemoryPersistence({
+    maxQueuedPerClient,
+    onQueueFull: (clientId, dropped) => drops.push([clientId, dropped]),
+  });
+  return { persistence, drops };
+}
+
+describe("memory persistence", () => {
+  it("retained: `+` matches an empty level, each message once over overlapping filters", async () => {
+    const { persistence } = store();
+    await persistence.storeRetained({ ...publish("a/"), retain: true });
+    await persistence.storeRetained({ ...publish("a/b"), retain: true });
+    await persistence.storeRetained({ ...publish("b/c"), retain: true });
+    const matched = await drain(persistence.createRetainedStreamCombi(["a/+", "a/#"]));
+    assert.deepEqual(matched.map((p) => p.topic).sort(), ["a/", "a/b"]);
+    await persistence.storeRetained({ ...publish("a/", ""), retain: true });
+    const after = await drain(persistence.createRetainedStream("a/+"));
+    assert.deepEqual(
+      after.map((p) => p.topic),
+      ["a/b"],
+      "an empty payload clears",
+    );
+  });
+
+  it("offline queueing: a QoS 1 subscription to `a/+` is found for topic `a/`", async () => {
+    const { persistence } = store();
+    await persistence.addSubscriptions(client, [{ topic: "a/+", qos: 1 }]);
+    const found = await persistence.subscriptionsByTopic("a/");
+    assert.deepEqual(
+      found.map((s) => s.clientId),
+      ["plc-1"],
+    );
+    await persistence.removeSubscriptions(client, ["a/+"]);
+    assert.deepEqual(await persistence.subscriptionsByTopic("a/"), []);
+    assert.deepEqual(await persistence.countOffline(), { subsCount: 0, clientsCount: 0 });
+  });
+
+  it("a queue over its cap drops its oldest messages, keeps PUBRELs, and reports the drop", async () => {
+    const { persistence, drops } = store(3);
+    const pubrel = { ...publish("t"), cmd: "pubrel", messageId: 7 } as StoredPacket;
+    await persistence.outgoingEnqueue({ clientId: client.id }, pubrel);
+    for (const n of [1, 2, 3, 4])
+      await persistence.outgoingEnqueue({ clientId: client.id }, publish("t", `m${n}`));
+    const queued = await drain(persistence.outgoingStream(client));
+    assert.deepEqual(
+      queued.map((p) => (p.cmd === "pubrel" ? "pubrel" : p.payload?.toString())),
+      ["pubrel", "m3", "m4"],
+    );
+    assert.deepEqual(drops, [
+      ["plc-1", 1],
+      ["plc-1", 1],
+    ]);
+  });
+
+  it("a delivery's packet id is recorded, and its acknowledgement clears it", async () => {
+    const { persistence } = store();
+    const packet = publish("t");
+    await persistence.outgoingEnqueue({ clientId: client.id }, packet);
+    await persistence.outgoingUpdate(client, { ...packet, messageId: 42 });
+    const cleared = await persistence.outgoingClearMessageId(client, { messageId: 42 });
+    assert.equal(cleared?.brokerCounter, packet.brokerCounter);
+    assert.deepEqual(await drain(persistence.outgoingStream(client)), []);
+    // A message the cap dropped is acknowledged without an error.
+    await persistence.outgoingUpdate(client, { ...publish("t"), messageId: 9 });
+    assert.equal(await persistence.outgoingClearMessageId(client, { messageId: 9 }), undefined);
+  });
+
+  it("QoS 2 inbound state: stored, read, deleted, and gone with a clean session", async () => {
+    const { persistence } = store();
+    await persistence.incomingStorePacket(client, { ...publish("t", "x", 2), messageId: 5 });
+    assert.equal(
+      (await persistence.incomingGetPacket(client, { messageId: 5 } as StoredPacket)).topic,
+      "t",
+    );
+    await persistence.incomingDelPacket(client, { messageId: 5 } as StoredPacket);
+    await assert.rejects(
+      persistence.incomingGetPacket(client, { messageId: 5 } as StoredPacket),
+      /no such packet/,
+    );
+    await persistence.incomingStorePacket(client, { ...publish("t", "x", 2), messageId: 6 });
+    await persistence.cleanIncoming(client);
+    await assert.rejects(
+      persistence.incomingDelPacket(client, { messageId: 6 } as StoredPacket),
+      /no such packet/,
+    );
+  });
+
+  it("wills of dead brokers only are streamed", async () => {
+    const { persistence } = store();
+    await persistence.setup({ id: "node-a" });
+    await persistence.putWill({ id: "c1" }, publish("will/c1"));
+    assert.equal((await drain(persistence.streamWill({ "node-a": Date.now() }))).length, 0);
+    assert.deepEqual(
+      (await drain(persistence.streamWill({}))).map((w) => w.clientId),
+      ["c1"],
+    );
+    await persistence.destroy();
+    await assert.rejects(persistence.destroy(), /twice/);
+  });
+});
