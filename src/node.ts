@@ -676,6 +676,8 @@ export class SluiceNode {
       sessions: directory,
       enrollmentTokenSeconds: admin.enrollmentTokenSeconds,
       deviceCertificateDays: admin.ca?.deviceCertificateDays ?? 90,
+      passwordUsers: () => this.security?.passwords(),
+      audit,
     };
     this.adminServer = new AdminServer(
       {
@@ -684,6 +686,8 @@ export class SluiceNode {
         tokenDigests: admin.tokens,
         maxBodyBytes: admin.maxBodyBytes,
         tls: admin.tls === undefined ? undefined : readAdminTls(admin.tls),
+        maxConnectionsPerIp: admin.maxConnectionsPerIp,
+        unauthenticatedRequestsPerMinute: admin.unauthenticatedRequestsPerMinute,
       },
       adminRoutes(deps),
       audit,
