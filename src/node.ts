@@ -688,6 +688,7 @@ export class SluiceNode {
         tls: admin.tls === undefined ? undefined : readAdminTls(admin.tls),
         maxConnectionsPerIp: admin.maxConnectionsPerIp,
         unauthenticatedRequestsPerMinute: admin.unauthenticatedRequestsPerMinute,
+        redis: this.fabric?.state,
       },
       adminRoutes(deps),
       audit,

@@ -8,9 +8,15 @@ import {
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import type { TLSSocket, TlsOptions } from "node:tls";
-import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
+import {
+  type RateLimiterAbstract,
+  RateLimiterMemory,
+  RateLimiterRedis,
+  RateLimiterRes,
+} from "rate-limiter-flexible";
 import type { z } from "zod";
 import { ConnectionQuotas } from "../admission/connection-quotas.js";
+import type { RedisClient } from "../cluster/redis-fabric.js";
 import type { Logger } from "../observability/logger.js";
 import type { AuditLog } from "../security/audit-log.js";
 import {
@@ -97,6 +103,8 @@ export interface AdminServerSettings {
    * enrollment endpoint, the OpenAPI document, and every refused or unknown call); beyond: 429.
    */
   unauthenticatedRequestsPerMinute: number;
+  /** Where the cluster counts those calls, so that every node's port shares one budget. */
+  redis?: RedisClient | undefined;
 }
 
 interface CompiledRoute {
@@ -117,7 +125,7 @@ export class AdminServer {
   private readonly server: Server;
   private readonly routes: CompiledRoute[];
   private readonly digests: Buffer[];
-  private readonly unauthenticated: RateLimiterMemory;
+  private readonly unauthenticated: RateLimiterAbstract;
 
   constructor(
     private readonly settings: AdminServerSettings,
@@ -148,11 +156,10 @@ export class AdminServer {
         )
       : createHttpServer(timing, handler);
     this.capConnectionsPerAddress(settings.maxConnectionsPerIp);
-    // In memory: each node's admin port counts its own callers.
-    this.unauthenticated = new RateLimiterMemory({
-      points: settings.unauthenticatedRequestsPerMinute,
-      duration: 60,
-    });
+    this.unauthenticated = unauthenticatedLimiter(
+      settings.unauthenticatedRequestsPerMinute,
+      settings.redis,
+    );
     this.server.headersTimeout = 10_000;
     this.server.requestTimeout = 30_000;
     this.server.keepAliveTimeout = 5_000;
@@ -298,6 +305,25 @@ export class AdminServer {
     });
     return matched < 0 ? undefined : `token:${digest.toString("hex").slice(0, 8)}`;
   }
+}
+
+/**
+ * Counts calls without a credential per address: in Redis for a cluster, so that spreading
+ * them over the nodes gains nothing (in memory on this node while Redis is away), else in memory.
+ */
+function unauthenticatedLimiter(
+  perMinute: number,
+  redis: RedisClient | undefined,
+): RateLimiterAbstract {
+  const limits = { points: perMinute, duration: 60, keyPrefix: "admin-unauthenticated" };
+  if (redis === undefined) return new RateLimiterMemory(limits);
+  return new RateLimiterRedis({
+    storeClient: redis,
+    ...limits,
+    insuranceLimiter: new RateLimiterMemory(limits),
+    // Straight to the insurance limiter while Redis is away, instead of queueing.
+    rejectIfRedisNotReady: true,
+  });
 }
 
 function matchSegments(
