@@ -24,9 +24,11 @@ after(async () => {
 function startAdminNode(
   settings: Record<string, unknown>,
   logger?: LogCapture,
+  extra: Record<string, unknown> = {},
 ): Promise<RunningNode> {
   return startNode(
     {
+      ...extra,
       registry: { file: join(dir, `devices-${Math.random().toString(36).slice(2)}.json`) },
       admin: { host: "127.0.0.1", port: 0, tokens: [admin.digest], ...settings },
     },
@@ -89,22 +91,27 @@ function statusLine(socket: Socket, request: string): Promise<string> {
 }
 
 describe("HTTP servers and slow or greedy clients", () => {
-  it("a client trickling its headers is closed within headersTimeout + 1 s, on the metrics and the admin port", async () => {
-    const node = await startAdminNode({});
+  it("a client trickling its headers is closed within headersTimeout + 1 s, on the metrics, admin and WebSocket ports", async () => {
+    const node = await startAdminNode({}, undefined, {
+      listeners: [{ type: "ws", host: "127.0.0.1", port: 0, path: "/mqtt" }],
+    });
     try {
-      const [metricsMs, adminMs] = await Promise.all([
-        trickleHeaders(node.node.addresses.http.port),
-        trickleHeaders(node.node.addresses.admin?.port as number),
-      ]);
-      for (const [port, ms] of [
-        ["metrics", metricsMs],
-        ["admin", adminMs],
-      ] as const) {
+      const ports = {
+        metrics: node.node.addresses.http.port,
+        admin: node.node.addresses.admin?.port as number,
+        ws: Number(new URL(node.urls.ws as string).port),
+      };
+      const closedAfterMs = await Promise.all(
+        Object.entries(ports).map(
+          async ([name, port]) => [name, await trickleHeaders(port)] as const,
+        ),
+      );
+      for (const [name, ms] of closedAfterMs) {
         assert.ok(
           ms >= HEADERS_TIMEOUT_MS - 500,
-          `${port}: closed after ${ms} ms, before its timeout`,
+          `${name}: closed after ${ms} ms, before its timeout`,
         );
-        assert.ok(ms <= HEADERS_TIMEOUT_MS + 1_000, `${port}: closed after ${ms} ms`);
+        assert.ok(ms <= HEADERS_TIMEOUT_MS + 1_000, `${name}: closed after ${ms} ms`);
       }
     } finally {
       await node.stop();
