@@ -214,6 +214,10 @@ export class AdminServer {
           throw new ApiError(401, "missing or invalid credentials");
         }
       }
+      // After authentication: an unauthenticated caller learns nothing of which ids are valid.
+      if (match.route.params !== undefined && !match.route.params.safeParse(match.params).success) {
+        throw new ApiError(404, `no such ${Object.keys(match.params).join(", ")}`);
+      }
       const query =
         match.route.query === undefined
           ? undefined
@@ -277,11 +281,7 @@ export class AdminServer {
       const params = matchSegments(pattern, segments);
       if (params === undefined) continue;
       pathMatched = true;
-      if (route.method !== method) continue;
-      if (route.params !== undefined && !route.params.safeParse(params).success) {
-        throw new ApiError(404, `no such ${Object.keys(params).join(", ")}`);
-      }
-      return { route, params };
+      if (route.method === method) return { route, params };
     }
     if (pathMatched) throw new ApiError(405, `method ${method} not allowed here`);
     throw new ApiError(404, "no such endpoint");
