@@ -681,6 +681,8 @@ export class SluiceNode {
       sessions: directory,
       enrollmentTokenSeconds: admin.enrollmentTokenSeconds,
       deviceCertificateDays: admin.ca?.deviceCertificateDays ?? 90,
+      passwordUsers: () => this.security?.passwords(),
+      audit,
     };
     this.adminServer = new AdminServer(
       {
@@ -689,6 +691,9 @@ export class SluiceNode {
         tokenDigests: admin.tokens,
         maxBodyBytes: admin.maxBodyBytes,
         tls: admin.tls === undefined ? undefined : readAdminTls(admin.tls),
+        maxConnectionsPerIp: admin.maxConnectionsPerIp,
+        unauthenticatedRequestsPerMinute: admin.unauthenticatedRequestsPerMinute,
+        redis: this.fabric?.state,
       },
       adminRoutes(deps),
       audit,

@@ -1,16 +1,35 @@
 import { createHash, randomBytes } from "node:crypto";
-import { z } from "zod";
+import type { z } from "zod";
 import {
   CertificateRequestError,
   type DeviceCertificateAuthority,
   type IssuedCertificate,
 } from "../registry/certificate-authority.js";
-import { deviceIdSchema, deviceLimitsSchema, groupSchema, viewOf } from "../registry/device.js";
+import { viewOf } from "../registry/device.js";
 import { DeviceExistsError, type DeviceRegistry } from "../registry/device-registry.js";
-import { MAX_PAGE } from "../registry/device-store.js";
 import { revokeCertificates } from "../registry/revocation.js";
+import type { AuditLog } from "../security/audit-log.js";
+import {
+  certificateRequest,
+  createDevice,
+  createdDevice,
+  deviceListQuery,
+  devicePage,
+  deviceParams,
+  deviceView,
+  enrollmentToken,
+  enrollRequest,
+  issuedCertificate,
+  patchDevice,
+  revokeRequest,
+  rotatedPassword,
+  sessionList,
+  sessionListQuery,
+  sessionParams,
+  tokenRequest,
+} from "./admin-schemas.js";
 import { ApiError, type ApiResponse, type Route, type RouteContext } from "./admin-server.js";
-import { openApiDocument } from "./openapi.js";
+import { type OpenApiDocument, openApiDocument } from "./openapi.js";
 
 /** A client connected somewhere in the cluster. */
 export interface SessionInfo {
@@ -33,49 +52,12 @@ export interface AdminApiDeps {
   sessions: SessionDirectory;
   enrollmentTokenSeconds: number;
   deviceCertificateDays: number;
+  /** The users of the password file in force (it can be reloaded); undefined without one. */
+  passwordUsers: () => { has(username: string): boolean } | undefined;
+  audit: AuditLog;
 }
 
-const MAX_PEM = 16_384;
-const serialSchema = z
-  .string()
-  .regex(/^[0-9A-Fa-f]{1,40}$/, "must be the certificate serial in hex")
-  .transform((serial) => serial.toUpperCase().replace(/^0+(?=.)/, ""));
-
-const createDevice = z.strictObject({
-  id: deviceIdSchema,
-  groups: z.array(groupSchema).max(64).default([]),
-  enabled: z.boolean().default(true),
-  limits: deviceLimitsSchema.optional(),
-  /** false: a certificate-only device, no password generated. */
-  password: z.boolean().default(true),
-});
-const patchDevice = z
-  .strictObject({
-    enabled: z.boolean().optional(),
-    groups: z.array(groupSchema).max(64).optional(),
-    limits: deviceLimitsSchema.nullable().optional(),
-  })
-  .refine((patch) => Object.keys(patch).length > 0, "nothing to change");
-const certificateRequest = z.strictObject({
-  csr: z.string().max(MAX_PEM).optional(),
-  validityDays: z.number().int().min(1).max(825).optional(),
-  /** true (default): the device's other certificates are revoked. */
-  replace: z.boolean().default(true),
-});
-const tokenRequest = z.strictObject({
-  ttlSeconds: z
-    .number()
-    .int()
-    .min(60)
-    .max(30 * 86_400)
-    .optional(),
-});
-const enrollRequest = z.strictObject({
-  id: deviceIdSchema,
-  token: z.string().min(16).max(256),
-  csr: z.string().max(MAX_PEM).optional(),
-});
-const revokeRequest = z.strictObject({ serial: serialSchema });
+const PEM = "application/x-pem-file";
 
 /** The `/api/v1` routes of the device registry, sessions and CA, and `/openapi.json`. */
 export function adminRoutes(deps: AdminApiDeps): Route[] {
@@ -86,11 +68,8 @@ export function adminRoutes(deps: AdminApiDeps): Route[] {
     }
     return deps.ca;
   };
-  const deviceId = (context: RouteContext<unknown>): string => {
-    const id = context.params.id as string;
-    if (!deviceIdSchema.safeParse(id).success) throw new ApiError(404, "no such device");
-    return id;
-  };
+  /** The `{id}` of a route, already checked against deviceParams. */
+  const deviceId = (context: RouteContext<unknown>): string => context.params.id as string;
   /** Issues a certificate to an existing device and records it; the replaced ones are revoked. */
   const issueTo = async (
     id: string,
@@ -121,22 +100,47 @@ export function adminRoutes(deps: AdminApiDeps): Route[] {
     return { status: 201, body: certificateBody(id, issued, ca) };
   };
 
-  return [
+  /** Refuses a device named like a password file user unless the caller says it takes over. */
+  const checkPasswordUserClash = (
+    context: RouteContext<unknown>,
+    input: z.output<typeof createDevice>,
+  ): void => {
+    if (deps.passwordUsers()?.has(input.id) !== true) return;
+    deps.audit.passwordUserClash({
+      admin: context.admin,
+      remoteAddress: context.remoteAddress,
+      device: input.id,
+      replaced: input.replacesPasswordUser,
+    });
+    if (!input.replacesPasswordUser) {
+      throw new ApiError(
+        409,
+        `"${input.id}" is a user of the password file (auth.passwordFile); a device of that name would take it over: send replacesPasswordUser: true to mean that`,
+      );
+    }
+  };
+
+  let document: OpenApiDocument | undefined;
+  const routes: Route[] = [
     {
       method: "GET",
       path: "/openapi.json",
+      summary: "This document",
       public: true,
-      handle: async () => ({ status: 200, body: openApiDocument }),
+      response: { status: 200, description: "OpenAPI 3.1" },
+      handle: async () => {
+        document ??= openApiDocument(routes);
+        return { status: 200, body: document };
+      },
     },
     {
       method: "GET",
       path: "/api/v1/devices",
-      handle: async ({ query }) => {
-        const after = query.get("after") ?? undefined;
-        const limit = Number(query.get("limit") ?? 100);
-        if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) {
-          throw new ApiError(400, `limit must be an integer from 1 to ${MAX_PAGE}`);
-        }
+      summary: "List devices in id order",
+      query: deviceListQuery,
+      response: { status: 200, description: "A page", schema: devicePage },
+      handle: async (context) => {
+        const { after, limit } = context.query as z.output<typeof deviceListQuery>;
         const page = await registry.list(after, limit);
         return {
           status: 200,
@@ -150,9 +154,12 @@ export function adminRoutes(deps: AdminApiDeps): Route[] {
     {
       method: "POST",
       path: "/api/v1/devices",
+      summary: "Create a device; the generated password is returned this once",
       body: createDevice,
+      response: { status: 201, description: "Created", schema: createdDevice },
       handle: async (context) => {
         const input = context.body as z.output<typeof createDevice>;
+        checkPasswordUserClash(context, input);
         try {
           const { record, password } = await registry.create(input);
           return {
@@ -174,6 +181,9 @@ export function adminRoutes(deps: AdminApiDeps): Route[] {
     {
       method: "GET",
       path: "/api/v1/devices/{id}",
+      summary: "A device",
+      params: deviceParams,
+      response: { status: 200, description: "The device", schema: deviceView },
       handle: async (context) => {
         const id = deviceId(context);
         const record = await registry.get(id);
@@ -184,7 +194,10 @@ export function adminRoutes(deps: AdminApiDeps): Route[] {
     {
       method: "PATCH",
       path: "/api/v1/devices/{id}",
+      summary: "Enable, disable, regroup or re-limit a device; disabling closes its connections",
+      params: deviceParams,
       body: patchDevice,
+      response: { status: 200, description: "Changed", schema: deviceView },
       handle: async (context) => {
         const record = await registry.update(
           deviceId(context),
@@ -197,6 +210,9 @@ export function adminRoutes(deps: AdminApiDeps): Route[] {
     {
       method: "DELETE",
       path: "/api/v1/devices/{id}",
+      summary: "Delete a device, close its connections and revoke its certificates",
+      params: deviceParams,
+      response: { status: 204, description: "Deleted" },
       handle: async (context) => {
         const id = deviceId(context);
         const record = await registry.get(id);
@@ -217,6 +233,10 @@ export function adminRoutes(deps: AdminApiDeps): Route[] {
     {
       method: "POST",
       path: "/api/v1/devices/{id}/rotate",
+      summary:
+        "Replace the password (returned this once); connections made with the old one are closed",
+      params: deviceParams,
+      response: { status: 200, description: "Rotated", schema: rotatedPassword },
       handle: async (context) => {
         const rotated = await registry.rotate(deviceId(context));
         if (rotated === undefined) throw new ApiError(404, "no such device");
@@ -226,14 +246,20 @@ export function adminRoutes(deps: AdminApiDeps): Route[] {
     {
       method: "POST",
       path: "/api/v1/devices/{id}/certificate",
+      summary: "Issue a client certificate (CN = device id) from a CSR, or with a new key pair",
+      params: deviceParams,
       body: certificateRequest,
+      response: { status: 201, description: "Issued", schema: issuedCertificate },
       handle: async (context) =>
         issueTo(deviceId(context), context.body as z.output<typeof certificateRequest>),
     },
     {
       method: "POST",
       path: "/api/v1/devices/{id}/enrollment-token",
+      summary: "A one-time token with which the device fetches its certificate from /api/v1/enroll",
+      params: deviceParams,
       body: tokenRequest,
+      response: { status: 201, description: "Token (shown once)", schema: enrollmentToken },
       handle: async (context) => {
         const id = deviceId(context);
         requireCa();
@@ -249,8 +275,11 @@ export function adminRoutes(deps: AdminApiDeps): Route[] {
     {
       method: "POST",
       path: "/api/v1/enroll",
+      summary:
+        "Device enrollment: exchange a one-time token for a certificate (no admin credential)",
       public: true,
       body: enrollRequest,
+      response: { status: 201, description: "Issued", schema: issuedCertificate },
       handle: async (context) => {
         const request = context.body as z.output<typeof enrollRequest>;
         requireCa();
@@ -267,7 +296,9 @@ export function adminRoutes(deps: AdminApiDeps): Route[] {
     {
       method: "POST",
       path: "/api/v1/certificates/revoke",
+      summary: "Revoke a certificate by serial; every node's TLS listeners load the new CRL",
       body: revokeRequest,
+      response: { status: 204, description: "Revoked" },
       handle: async (context) => {
         const { serial } = context.body as z.output<typeof revokeRequest>;
         await revokeCertificates(registry, requireCa(), [serial]);
@@ -277,45 +308,52 @@ export function adminRoutes(deps: AdminApiDeps): Route[] {
     {
       method: "GET",
       path: "/api/v1/ca/certificate",
+      summary: "The device CA's certificate",
+      response: { status: 200, description: "PEM", contentType: PEM },
       handle: async () => ({
         status: 200,
         text: requireCa().certificatePem,
-        contentType: "application/x-pem-file",
+        contentType: PEM,
       }),
     },
     {
       method: "GET",
       path: "/api/v1/ca/crl",
+      summary: "The device CA's current CRL",
+      response: { status: 200, description: "PEM", contentType: PEM },
       handle: async () => {
         requireCa();
         const crl = await registry.store.crl();
         if (crl === undefined) throw new ApiError(404, "nothing revoked yet");
-        return { status: 200, text: crl, contentType: "application/x-pem-file" };
+        return { status: 200, text: crl, contentType: PEM };
       },
     },
     {
       method: "GET",
       path: "/api/v1/sessions",
-      handle: async ({ query }) => {
-        const limit = Number(query.get("limit") ?? 10_000);
-        if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) {
-          throw new ApiError(400, "limit must be an integer from 1 to 100000");
-        }
+      summary: "Clients connected anywhere in the cluster",
+      query: sessionListQuery,
+      response: { status: 200, description: "Sessions", schema: sessionList },
+      handle: async (context) => {
+        const { limit } = context.query as z.output<typeof sessionListQuery>;
         return { status: 200, body: await deps.sessions.list(limit) };
       },
     },
     {
       method: "DELETE",
       path: "/api/v1/sessions/{clientId}",
+      summary: "Disconnect a client on whatever node holds it",
+      params: sessionParams,
+      response: { status: 204, description: "Disconnected" },
       handle: async (context) => {
-        const clientId = context.params.clientId as string;
-        if (clientId.length > 65_535 || !(await deps.sessions.disconnect(clientId))) {
+        if (!(await deps.sessions.disconnect(context.params.clientId as string))) {
           throw new ApiError(404, "no such connected client");
         }
         return { status: 204 };
       },
     },
   ];
+  return routes;
 }
 
 function digestOf(token: string): string {

@@ -8,10 +8,23 @@ import {
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import type { TLSSocket, TlsOptions } from "node:tls";
+import {
+  type RateLimiterAbstract,
+  RateLimiterMemory,
+  RateLimiterRedis,
+  RateLimiterRes,
+} from "rate-limiter-flexible";
 import type { z } from "zod";
+import { ConnectionQuotas } from "../admission/connection-quotas.js";
+import type { RedisClient } from "../cluster/redis-fabric.js";
 import type { Logger } from "../observability/logger.js";
 import type { AuditLog } from "../security/audit-log.js";
-import { closeServer, listenOn } from "../transport/server-utils.js";
+import {
+  closeServer,
+  gateConnections,
+  HTTP_TIMEOUT_CHECK_MS,
+  listenOn,
+} from "../transport/server-utils.js";
 
 /** What a handler answers: JSON by default, or text (a PEM) with its content type. */
 export interface ApiResponse {
@@ -35,22 +48,43 @@ export class ApiError extends Error {
 }
 
 export interface RouteContext<Body> {
+  /** The path's `{name}` segments, checked against the route's `params` schema. */
   params: Record<string, string>;
-  query: URLSearchParams;
+  /** The query string parsed by the route's `query` schema; undefined without one. */
+  query: unknown;
   body: Body;
   /** Who called: `token:<digest prefix>` or `cert:<CN>`; undefined on public routes. */
   admin: string | undefined;
   remoteAddress: string | undefined;
 }
 
+/** A route's answer on success, as the OpenAPI document describes it. */
+export interface RouteResponse {
+  status: number;
+  description: string;
+  /** The JSON body's shape; absent: no body, or `contentType` text. */
+  schema?: z.ZodType;
+  contentType?: string;
+}
+
+/**
+ * One endpoint. The same entry serves requests and describes them in the OpenAPI document
+ * (openapi.ts), so the document cannot drift from what is served or validated.
+ */
 export interface Route {
   method: "GET" | "POST" | "PATCH" | "DELETE";
   /** e.g. `/api/v1/devices/{id}`; a `{name}` segment matches one URL segment. */
   path: string;
+  summary: string;
   /** Reachable without an admin credential (the enrollment endpoint, the OpenAPI document). */
   public?: boolean;
+  /** Validates the `{name}` segments; a value it refuses names nothing, so answers 404. */
+  params?: z.ZodObject;
+  /** Validates the query string (every value a string); without one, the query is ignored. */
+  query?: z.ZodObject;
   /** Validates the JSON body; a route without one takes no body. */
   body?: z.ZodType;
+  response: RouteResponse;
   handle(context: RouteContext<unknown>): Promise<ApiResponse>;
 }
 
@@ -62,6 +96,15 @@ export interface AdminServerSettings {
   maxBodyBytes: number;
   /** HTTPS; with a `ca`, a client certificate verified against it is an admin credential too. */
   tls?: TlsOptions | undefined;
+  /** Open connections one client address may hold; further ones are closed on accept. */
+  maxConnectionsPerIp: number;
+  /**
+   * Requests per minute one client address may make without a valid admin credential (the
+   * enrollment endpoint, the OpenAPI document, and every refused or unknown call); beyond: 429.
+   */
+  unauthenticatedRequestsPerMinute: number;
+  /** Where the cluster counts those calls, so that every node's port shares one budget. */
+  redis?: RedisClient | undefined;
 }
 
 interface CompiledRoute {
@@ -74,11 +117,15 @@ interface CompiledRoute {
  * authenticated (bearer token compared by digest in constant time, or a verified client
  * certificate), bodies are size-capped JSON validated against a strict schema, and every call
  * leaves an audit line with the admin's identity. Handlers never see unvalidated input.
+ * Slow or greedy clients are held off before any of that: open connections are capped per
+ * address, timeouts are enforced to the second, and calls without a credential are rate-limited
+ * per address.
  */
 export class AdminServer {
   private readonly server: Server;
   private readonly routes: CompiledRoute[];
   private readonly digests: Buffer[];
+  private readonly unauthenticated: RateLimiterAbstract;
 
   constructor(
     private readonly settings: AdminServerSettings,
@@ -95,17 +142,24 @@ export class AdminServer {
         else res.destroy();
       });
     };
+    const timing = { connectionsCheckingInterval: HTTP_TIMEOUT_CHECK_MS };
     this.server = settings.tls
       ? createHttpsServer(
           {
             ...settings.tls,
+            ...timing,
             // A certificate is one credential among two: without one, a token still works.
             requestCert: settings.tls.ca !== undefined,
             rejectUnauthorized: false,
           },
           handler,
         )
-      : createHttpServer(handler);
+      : createHttpServer(timing, handler);
+    this.capConnectionsPerAddress(settings.maxConnectionsPerIp);
+    this.unauthenticated = unauthenticatedLimiter(
+      settings.unauthenticatedRequestsPerMinute,
+      settings.redis,
+    );
     this.server.headersTimeout = 10_000;
     this.server.requestTimeout = 30_000;
     this.server.keepAliveTimeout = 5_000;
@@ -121,6 +175,24 @@ export class AdminServer {
     this.server.closeAllConnections();
   }
 
+  /** Closes a connection on accept (before a TLS handshake) when its address has enough open. */
+  private capConnectionsPerAddress(perIp: number): void {
+    const quotas = new ConnectionQuotas({ perNode: Number.POSITIVE_INFINITY, perIp });
+    gateConnections(this.server, (socket) => {
+      const ip = socket.remoteAddress ?? "";
+      if (quotas.admit(ip) !== undefined) {
+        socket.destroy();
+        this.log.debug(
+          { event: "admin.connection_refused", remoteAddress: ip, perIp },
+          "admin connection refused: too many open from this address",
+        );
+        return false;
+      }
+      socket.once("close", () => quotas.release(ip));
+      return true;
+    });
+  }
+
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://admin.invalid");
     const method = req.method ?? "GET";
@@ -130,19 +202,30 @@ export class AdminServer {
     let target: string | undefined;
     let status = 500;
     try {
+      // A wrong credential counts as none: guessing tokens is rate-limited too.
+      const caller = this.authenticate(req);
+      if (caller === undefined) await this.limitUnauthenticated(remoteAddress ?? "", res);
       const match = this.match(method, url.pathname);
       routePath = match.route.path;
       if (!match.route.public) {
-        admin = this.authenticate(req);
+        admin = caller;
         if (admin === undefined) {
           res.setHeader("www-authenticate", 'Bearer realm="sluice-admin"');
           throw new ApiError(401, "missing or invalid credentials");
         }
       }
+      // After authentication: an unauthenticated caller learns nothing of which ids are valid.
+      if (match.route.params !== undefined && !match.route.params.safeParse(match.params).success) {
+        throw new ApiError(404, `no such ${Object.keys(match.params).join(", ")}`);
+      }
+      const query =
+        match.route.query === undefined
+          ? undefined
+          : parseInput(match.route.query, Object.fromEntries(url.searchParams), "query");
       const body = await readBody(req, match.route, this.settings.maxBodyBytes);
       const response = await match.route.handle({
         params: match.params,
-        query: url.searchParams,
+        query,
         body,
         admin,
         remoteAddress,
@@ -164,6 +247,8 @@ export class AdminServer {
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       status = error.status;
+      // The client left (or its request timed out, answered by Node itself): nobody to tell.
+      if (req.socket.destroyed) return;
       sendJson(res, status, {
         error: error.message,
         ...(error.details.length > 0 ? { details: error.details } : {}),
@@ -172,6 +257,17 @@ export class AdminServer {
       if (!req.complete) res.once("finish", () => req.destroy());
     } finally {
       this.audit.adminRequest({ admin, remoteAddress, method, route: routePath, target, status });
+    }
+  }
+
+  /** Counts a call made without a valid credential against its address; 429 over the limit. */
+  private async limitUnauthenticated(address: string, res: ServerResponse): Promise<void> {
+    try {
+      await this.unauthenticated.consume(address);
+    } catch (rejected) {
+      if (!(rejected instanceof RateLimiterRes)) throw rejected;
+      res.setHeader("retry-after", String(Math.max(1, Math.ceil(rejected.msBeforeNext / 1000))));
+      throw new ApiError(429, "too many requests without an admin credential; retry later");
     }
   }
 
@@ -211,6 +307,25 @@ export class AdminServer {
   }
 }
 
+/**
+ * Counts calls without a credential per address: in Redis for a cluster, so that spreading
+ * them over the nodes gains nothing (in memory on this node while Redis is away), else in memory.
+ */
+function unauthenticatedLimiter(
+  perMinute: number,
+  redis: RedisClient | undefined,
+): RateLimiterAbstract {
+  const limits = { points: perMinute, duration: 60, keyPrefix: "admin-unauthenticated" };
+  if (redis === undefined) return new RateLimiterMemory(limits);
+  return new RateLimiterRedis({
+    storeClient: redis,
+    ...limits,
+    insuranceLimiter: new RateLimiterMemory(limits),
+    // Straight to the insurance limiter while Redis is away, instead of queueing.
+    rejectIfRedisNotReady: true,
+  });
+}
+
 function matchSegments(
   pattern: readonly string[],
   segments: readonly string[],
@@ -244,17 +359,24 @@ async function readBody(req: IncomingMessage, route: Route, maxBytes: number): P
   }
   if (declared > maxBytes) throw new ApiError(413, `body over ${maxBytes} bytes`);
   // No body at all reads as `{}`, so that endpoints whose fields are all optional need none.
-  if (declared === 0 && !chunked) return parseBody(route.body, {});
-  const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase();
-  if (type !== "application/json") {
-    throw new ApiError(415, "content-type must be application/json");
-  }
+  if (declared === 0 && !chunked) return parseInput(route.body, {}, "body");
+  checkContentType(req.headers["content-type"]);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > maxBytes) throw new ApiError(413, `body over ${maxBytes} bytes`);
-    chunks.push(chunk as Buffer);
+  try {
+    for await (const chunk of req) {
+      size += (chunk as Buffer).length;
+      if (size > maxBytes) throw new ApiError(413, `body over ${maxBytes} bytes`);
+      chunks.push(chunk as Buffer);
+    }
+  } catch (error) {
+    if (error instanceof ApiError) throw error;
+    // The stream fails only when the client aborts or its request times out: its fault.
+    const timedOut =
+      (req.socket.errored as NodeJS.ErrnoException | null)?.code === "ERR_HTTP_REQUEST_TIMEOUT";
+    throw timedOut
+      ? new ApiError(408, "request body not received in time")
+      : new ApiError(400, "request body aborted");
   }
   let json: unknown;
   try {
@@ -262,17 +384,31 @@ async function readBody(req: IncomingMessage, route: Route, maxBytes: number): P
   } catch {
     throw new ApiError(400, "body is not valid JSON");
   }
-  return parseBody(route.body, json);
+  return parseInput(route.body, json, "body");
 }
 
-function parseBody(schema: z.ZodType, json: unknown): unknown {
-  const parsed = schema.safeParse(json);
+/** JSON in UTF-8 only: a body in another charset would be read wrongly, so it is refused. */
+function checkContentType(header: string | undefined): void {
+  const [type, ...parameters] = (header ?? "").split(";");
+  if (type?.trim().toLowerCase() !== "application/json") {
+    throw new ApiError(415, "content-type must be application/json");
+  }
+  for (const parameter of parameters) {
+    const [name, value] = parameter.split("=", 2).map((part) => part.trim().toLowerCase());
+    if (name === "charset" && value?.replace(/^"(.*)"$/, "$1") !== "utf-8") {
+      throw new ApiError(415, "charset must be utf-8");
+    }
+  }
+}
+
+function parseInput(schema: z.ZodType, input: unknown, what: "body" | "query"): unknown {
+  const parsed = schema.safeParse(input);
   if (!parsed.success) {
     throw new ApiError(
       400,
-      "invalid request body",
+      `invalid request ${what}`,
       parsed.error.issues.map((issue) => {
-        const where = issue.path.length > 0 ? issue.path.join(".") : "(body)";
+        const where = issue.path.length > 0 ? issue.path.join(".") : `(${what})`;
         if (issue.code === "unrecognized_keys")
           return `${where}: unknown field(s) ${issue.keys.join(", ")}`;
         return `${where}: ${issue.message}`;

@@ -1,345 +1,121 @@
-/**
- * The admin API's OpenAPI 3.1 description, served at /openapi.json. Kept by hand beside the
- * routes (admin-api.ts); a test checks that every route is described and nothing else.
- */
-const error = { $ref: "#/components/responses/Error" };
-const idParam = { $ref: "#/components/parameters/DeviceId" };
-const json = (schema: object) => ({ content: { "application/json": { schema } } });
-const pem = { content: { "application/x-pem-file": { schema: { type: "string" } } } };
-const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+import { z } from "zod";
+import { apiErrorBody } from "./admin-schemas.js";
+import type { Route } from "./admin-server.js";
 
-export const openApiDocument = {
-  openapi: "3.1.0",
-  info: {
-    title: "Sluice admin API",
-    version: "1",
-    description:
-      "Device registry, certificates and sessions of a Sluice cluster. Every call but /api/v1/enroll and this document needs `Authorization: Bearer <token>` (config admin.tokens holds SHA-256 digests) or a client certificate verified by admin.tls.ca.",
-  },
-  components: {
-    securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
-    parameters: {
-      DeviceId: {
-        name: "id",
+type JsonSchema = Record<string, unknown>;
+
+export interface OpenApiDocument {
+  openapi: "3.1.0";
+  info: { title: string; version: string; description: string };
+  components: Record<string, unknown>;
+  security: Array<Record<string, string[]>>;
+  /** path -> lower-case method -> operation */
+  paths: Record<string, Record<string, unknown>>;
+}
+
+/**
+ * The admin API's OpenAPI 3.1 description, served at /openapi.json, generated from the route
+ * table: each route's path, method, summary, the zod schemas that validate its parameters and
+ * body, and the answer it describes. OpenAPI 3.1 schemas are JSON Schema 2020-12, which is what
+ * `z.toJSONSchema` writes.
+ */
+export function openApiDocument(routes: readonly Route[]): OpenApiDocument {
+  const paths: OpenApiDocument["paths"] = {};
+  for (const route of routes) {
+    paths[route.path] ??= {};
+    (paths[route.path] as Record<string, unknown>)[route.method.toLowerCase()] = operation(route);
+  }
+  return {
+    openapi: "3.1.0",
+    info: {
+      title: "Sluice admin API",
+      version: "1",
+      description:
+        "Device registry, certificates and sessions of a Sluice cluster. Every call but /api/v1/enroll and this document needs `Authorization: Bearer <token>` (config admin.tokens holds SHA-256 digests) or a client certificate verified by admin.tls.ca. Calls without a valid credential are rate-limited per client address (admin.unauthenticatedRequestsPerMinute): 429 with Retry-After beyond it.",
+    },
+    components: {
+      securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
+      responses: {
+        Error: {
+          description:
+            "Refused: 400 invalid input, 401 no credential, 404 unknown, 408 body too slow, 409 conflict, 413 body too large, 415 not JSON in UTF-8, 429 too many calls without a credential",
+          content: { "application/json": { schema: jsonSchema(apiErrorBody, "output") } },
+        },
+      },
+    },
+    security: [{ bearer: [] }],
+    paths,
+  };
+}
+
+function operation(route: Route): Record<string, unknown> {
+  const { response } = route;
+  const parameters = [...pathParameters(route), ...objectParameters(route.query, "query")];
+  let content: Record<string, unknown> | undefined;
+  if (response.schema !== undefined) {
+    content = { "application/json": { schema: jsonSchema(response.schema, "output") } };
+  } else if (response.contentType !== undefined) {
+    content = { [response.contentType]: { schema: { type: "string" } } };
+  }
+  return {
+    summary: route.summary,
+    ...(route.public ? { security: [] } : {}),
+    ...(parameters.length > 0 ? { parameters } : {}),
+    ...(route.body === undefined ? {} : { requestBody: requestBody(route.body) }),
+    responses: {
+      [response.status]: {
+        description: response.description,
+        ...(content === undefined ? {} : { content }),
+      },
+      default: { $ref: "#/components/responses/Error" },
+    },
+  };
+}
+
+/** Every `{name}` of the path, with its schema from the route's `params` where it has one. */
+function pathParameters(route: Route): JsonSchema[] {
+  const names = [...route.path.matchAll(/\{([^}]+)\}/g)].map((m) => m[1] as string);
+  const described = objectParameters(route.params, "path");
+  return names.map(
+    (name) =>
+      described.find((p) => p.name === name) ?? {
+        name,
         in: "path",
         required: true,
-        schema: { type: "string", pattern: "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$" },
+        schema: { type: "string" },
       },
-    },
-    responses: {
-      Error: {
-        description:
-          "Refused: 400 invalid input, 401 no credential, 404 unknown, 409 conflict, 413 body too large, 415 not JSON",
-        ...json({
-          type: "object",
-          required: ["error"],
-          properties: {
-            error: { type: "string" },
-            details: { type: "array", items: { type: "string" } },
-          },
-        }),
-      },
-    },
-    schemas: {
-      Limits: {
-        type: "object",
-        additionalProperties: false,
-        properties: {
-          messagesPerSecond: { type: "number", exclusiveMinimum: 0 },
-          bytesPerSecond: { type: "integer", minimum: 1 },
-        },
-      },
-      Device: {
-        type: "object",
-        required: [
-          "id",
-          "enabled",
-          "hasPassword",
-          "certificates",
-          "groups",
-          "createdAt",
-          "rotatedAt",
-          "updatedAt",
-        ],
-        properties: {
-          id: { type: "string" },
-          enabled: { type: "boolean" },
-          hasPassword: { type: "boolean" },
-          certificates: {
-            type: "array",
-            items: {
-              type: "object",
-              properties: { serial: { type: "string" }, notAfter: { type: "string" } },
-            },
-          },
-          groups: { type: "array", items: { type: "string" } },
-          limits: ref("Limits"),
-          createdAt: { type: "string", format: "date-time" },
-          rotatedAt: { type: "string", format: "date-time" },
-          updatedAt: { type: "string", format: "date-time" },
-          lastSeenAt: { type: "string", format: "date-time" },
-        },
-      },
-      Certificate: {
-        type: "object",
-        required: ["id", "serial", "notAfter", "certificate", "ca"],
-        properties: {
-          id: { type: "string" },
-          serial: { type: "string" },
-          notAfter: { type: "string", format: "date-time" },
-          certificate: { type: "string", description: "PEM" },
-          privateKey: {
-            type: "string",
-            description: "PEM (PKCS#8), only when no CSR was sent; shown once",
-          },
-          ca: { type: "string", description: "PEM of the CA to trust" },
-        },
-      },
-    },
-  },
-  security: [{ bearer: [] }],
-  paths: {
-    "/api/v1/devices": {
-      get: {
-        summary: "List devices in id order",
-        parameters: [
-          { name: "after", in: "query", schema: { type: "string" } },
-          {
-            name: "limit",
-            in: "query",
-            schema: { type: "integer", minimum: 1, maximum: 1000, default: 100 },
-          },
-        ],
-        responses: {
-          200: {
-            description: "A page",
-            ...json({
-              type: "object",
-              properties: {
-                devices: { type: "array", items: ref("Device") },
-                next: { type: "string" },
-              },
-            }),
-          },
-          default: error,
-        },
-      },
-      post: {
-        summary: "Create a device; the generated password is returned this once",
-        requestBody: json({
-          type: "object",
-          required: ["id"],
-          additionalProperties: false,
-          properties: {
-            id: { type: "string" },
-            groups: { type: "array", items: { type: "string" } },
-            enabled: { type: "boolean", default: true },
-            limits: ref("Limits"),
-            password: {
-              type: "boolean",
-              default: true,
-              description: "false: certificate-only device",
-            },
-          },
-        }),
-        responses: {
-          201: {
-            description: "Created",
-            ...json({
-              type: "object",
-              required: ["id"],
-              properties: {
-                id: { type: "string" },
-                password: { type: "string" },
-                device: ref("Device"),
-              },
-            }),
-          },
-          default: error,
-        },
-      },
-    },
-    "/api/v1/devices/{id}": {
-      parameters: [idParam],
-      get: {
-        summary: "A device",
-        responses: { 200: { description: "The device", ...json(ref("Device")) }, default: error },
-      },
-      patch: {
-        summary: "Enable, disable, regroup or re-limit a device; disabling closes its connections",
-        requestBody: json({
-          type: "object",
-          additionalProperties: false,
-          minProperties: 1,
-          properties: {
-            enabled: { type: "boolean" },
-            groups: { type: "array", items: { type: "string" } },
-            limits: { oneOf: [ref("Limits"), { type: "null" }] },
-          },
-        }),
-        responses: { 200: { description: "Changed", ...json(ref("Device")) }, default: error },
-      },
-      delete: {
-        summary: "Delete a device, close its connections and revoke its certificates",
-        responses: { 204: { description: "Deleted" }, default: error },
-      },
-    },
-    "/api/v1/devices/{id}/rotate": {
-      parameters: [idParam],
-      post: {
-        summary:
-          "Replace the password (returned this once); connections made with the old one are closed",
-        responses: {
-          200: {
-            description: "Rotated",
-            ...json({
-              type: "object",
-              properties: { id: { type: "string" }, password: { type: "string" } },
-            }),
-          },
-          default: error,
-        },
-      },
-    },
-    "/api/v1/devices/{id}/certificate": {
-      parameters: [idParam],
-      post: {
-        summary: "Issue a client certificate (CN = device id) from a CSR, or with a new key pair",
-        requestBody: json({
-          type: "object",
-          additionalProperties: false,
-          properties: {
-            csr: {
-              type: "string",
-              description: "PEM PKCS#10; its subject CN must be the device id",
-            },
-            validityDays: { type: "integer", minimum: 1, maximum: 825 },
-            replace: {
-              type: "boolean",
-              default: true,
-              description: "revoke the device's other certificates",
-            },
-          },
-        }),
-        responses: { 201: { description: "Issued", ...json(ref("Certificate")) }, default: error },
-      },
-    },
-    "/api/v1/devices/{id}/enrollment-token": {
-      parameters: [idParam],
-      post: {
-        summary:
-          "A one-time token with which the device fetches its certificate from /api/v1/enroll",
-        requestBody: json({
-          type: "object",
-          additionalProperties: false,
-          properties: { ttlSeconds: { type: "integer", minimum: 60, maximum: 2592000 } },
-        }),
-        responses: {
-          201: {
-            description: "Token (shown once)",
-            ...json({
-              type: "object",
-              properties: {
-                id: { type: "string" },
-                token: { type: "string" },
-                expiresAt: { type: "string" },
-              },
-            }),
-          },
-          default: error,
-        },
-      },
-    },
-    "/api/v1/enroll": {
-      post: {
-        summary:
-          "Device enrollment: exchange a one-time token for a certificate (no admin credential)",
-        security: [],
-        requestBody: json({
-          type: "object",
-          required: ["id", "token"],
-          additionalProperties: false,
-          properties: {
-            id: { type: "string" },
-            token: { type: "string" },
-            csr: { type: "string" },
-          },
-        }),
-        responses: { 201: { description: "Issued", ...json(ref("Certificate")) }, default: error },
-      },
-    },
-    "/api/v1/certificates/revoke": {
-      post: {
-        summary: "Revoke a certificate by serial; every node's TLS listeners load the new CRL",
-        requestBody: json({
-          type: "object",
-          required: ["serial"],
-          additionalProperties: false,
-          properties: { serial: { type: "string" } },
-        }),
-        responses: { 204: { description: "Revoked" }, default: error },
-      },
-    },
-    "/api/v1/ca/certificate": {
-      get: {
-        summary: "The device CA's certificate",
-        responses: { 200: { description: "PEM", ...pem }, default: error },
-      },
-    },
-    "/api/v1/ca/crl": {
-      get: {
-        summary: "The device CA's current CRL",
-        responses: { 200: { description: "PEM", ...pem }, default: error },
-      },
-    },
-    "/api/v1/sessions": {
-      get: {
-        summary: "Clients connected anywhere in the cluster",
-        parameters: [
-          {
-            name: "limit",
-            in: "query",
-            schema: { type: "integer", minimum: 1, maximum: 100000, default: 10000 },
-          },
-        ],
-        responses: {
-          200: {
-            description: "Sessions",
-            ...json({
-              type: "object",
-              properties: {
-                sessions: {
-                  type: "array",
-                  items: {
-                    type: "object",
-                    properties: {
-                      clientId: { type: "string" },
-                      node: { type: "string" },
-                      connectedAt: { type: "string" },
-                    },
-                  },
-                },
-                truncated: { type: "boolean" },
-              },
-            }),
-          },
-          default: error,
-        },
-      },
-    },
-    "/api/v1/sessions/{clientId}": {
-      parameters: [{ name: "clientId", in: "path", required: true, schema: { type: "string" } }],
-      delete: {
-        summary: "Disconnect a client on whatever node holds it",
-        responses: { 204: { description: "Disconnected" }, default: error },
-      },
-    },
-    "/openapi.json": {
-      get: {
-        summary: "This document",
-        security: [],
-        responses: { 200: { description: "OpenAPI 3.1" } },
-      },
-    },
-  },
-} as const;
+  );
+}
+
+function objectParameters(schema: z.ZodObject | undefined, where: "path" | "query"): JsonSchema[] {
+  if (schema === undefined) return [];
+  const object = jsonSchema(schema, "input");
+  const properties = (object.properties ?? {}) as Record<string, JsonSchema>;
+  const required = new Set((object.required ?? []) as string[]);
+  return Object.entries(properties).map(([name, property]) => {
+    const { description, ...rest } = property;
+    return {
+      name,
+      in: where,
+      required: where === "path" || required.has(name),
+      ...(description === undefined ? {} : { description }),
+      schema: rest,
+    };
+  });
+}
+
+function requestBody(schema: z.ZodType): JsonSchema {
+  const body = jsonSchema(schema, "input");
+  const required = Array.isArray(body.required) && body.required.length > 0;
+  return { required, content: { "application/json": { schema: body } } };
+}
+
+/** What a request may send (`input`: defaults make fields optional) or an answer holds. */
+function jsonSchema(schema: z.ZodType, io: "input" | "output"): JsonSchema {
+  const { $schema: _dialect, ...rest } = z.toJSONSchema(schema, {
+    io,
+    // A refinement or transform checks more than JSON Schema can say; its base type is described.
+    unrepresentable: "any",
+  }) as JsonSchema;
+  return rest;
+}

@@ -344,6 +344,16 @@ export const configSchema = z.strictObject({
         .optional(),
       /** How long an enrollment token stays good when its request names no lifetime. */
       enrollmentTokenSeconds: z.number().int().min(60).max(2_592_000).default(86_400),
+      maxConnectionsPerIp: positiveInt
+        .default(16)
+        .describe(
+          "Open connections one client address may hold on the admin port; more are closed at once.",
+        ),
+      unauthenticatedRequestsPerMinute: positiveInt
+        .default(60)
+        .describe(
+          "Requests per minute one client address may make without a valid admin credential (enrollment, /openapi.json, refused calls); beyond it they get 429.",
+        ),
     })
     .refine((admin) => admin.tokens.length > 0 || admin.tls?.ca !== undefined, {
       message: "needs tokens, or tls.ca so that client certificates authenticate admins",

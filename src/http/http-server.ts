@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "../observability/logger.js";
-import { closeServer, listenOn } from "../transport/server-utils.js";
+import { closeServer, HTTP_TIMEOUT_CHECK_MS, listenOn } from "../transport/server-utils.js";
 
 /** What the probes and the scrape endpoint ask of the node. */
 export interface HttpProbes {
@@ -20,13 +20,16 @@ export class HttpServer {
     probes: HttpProbes,
     logger: Logger,
   ) {
-    this.server = createServer((req, res) => {
-      this.route(req, res, probes).catch((error: unknown) => {
-        logger.error({ event: "http.error", err: error, path: req.url }, "HTTP handler failed");
-        if (!res.headersSent) res.writeHead(500, { "content-type": "text/plain" });
-        res.end("internal error\n");
-      });
-    });
+    this.server = createServer(
+      { connectionsCheckingInterval: HTTP_TIMEOUT_CHECK_MS },
+      (req, res) => {
+        this.route(req, res, probes).catch((error: unknown) => {
+          logger.error({ event: "http.error", err: error, path: req.url }, "HTTP handler failed");
+          if (!res.headersSent) res.writeHead(500, { "content-type": "text/plain" });
+          res.end("internal error\n");
+        });
+      },
+    );
     this.server.headersTimeout = 10_000;
     this.server.requestTimeout = 10_000;
     this.server.keepAliveTimeout = 5_000;

@@ -107,7 +107,11 @@ export class AuditLog {
     );
   }
 
-  /** One line per admin API call: who did what to which device or session, and the outcome. */
+  /**
+   * One line per admin API call: who did what to which device or session, and the outcome.
+   * Refused credentials, rate limits and server faults are warnings; a caller's bad input (an
+   * invalid, aborted or slow body, an unknown id) is its own business and stays at info.
+   */
   adminRequest(call: {
     admin: string | undefined;
     remoteAddress: string | undefined;
@@ -116,10 +120,31 @@ export class AuditLog {
     target?: string | undefined;
     status: number;
   }): void {
-    const level = call.status >= 400 ? "warn" : "info";
+    const level = WARN_STATUSES.has(call.status) || call.status >= 500 ? "warn" : "info";
     this.log[level](
       { event: "audit.admin_request", ...call },
       `admin ${call.method} ${call.route}: ${call.status}`,
     );
   }
+
+  /**
+   * An admin created a device named like a user of the password file: the device, consulted
+   * first, takes that name over (`replaced`), or the creation was refused.
+   */
+  passwordUserClash(call: {
+    admin: string | undefined;
+    remoteAddress: string | undefined;
+    device: string;
+    replaced: boolean;
+  }): void {
+    this.log.warn(
+      { event: "audit.password_user_clash", ...call },
+      call.replaced
+        ? `device ${call.device} takes over the password file's user of that name`
+        : `device ${call.device} refused: a password file user has that name`,
+    );
+  }
 }
+
+/** Admin API answers that are security events: no or a refused credential, too many calls. */
+const WARN_STATUSES = new Set([401, 403, 429]);

@@ -1,6 +1,13 @@
 import type { AddressInfo, Server, Socket } from "node:net";
 import { ListenerError } from "../errors.js";
 
+/**
+ * How often a node HTTP server enforces its headersTimeout and requestTimeout. Node checks every
+ * 30 s by default, so a client trickling its headers could hold a connection up to 30 s past its
+ * timeout; every HTTP server of ours passes this as `connectionsCheckingInterval`.
+ */
+export const HTTP_TIMEOUT_CHECK_MS = 500;
+
 /** Binds a server and resolves with its address, or rejects with a ListenerError naming it. */
 export function listenOn(server: Server, host: string, port: number): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {

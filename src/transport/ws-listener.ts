@@ -13,7 +13,7 @@ import {
   socketOrigin,
   verifiedPeerCertificate,
 } from "./listener.js";
-import { closeServer, gateConnections, listenOn } from "./server-utils.js";
+import { closeServer, gateConnections, HTTP_TIMEOUT_CHECK_MS, listenOn } from "./server-utils.js";
 import type { TrustedProxies } from "./trusted-proxies.js";
 
 type WsListenerConfig = Extract<ListenerConfig, { type: "ws" | "wss" }>;
@@ -53,7 +53,11 @@ export class WsListener implements Listener {
     if (config.type === "wss") {
       if (!options.tls) throw new TypeError("a wss listener needs TLS options");
       const server = createHttpsServer(
-        { ...options.tls.options(), handshakeTimeout: options.tls.handshakeTimeoutMs },
+        {
+          ...options.tls.options(),
+          handshakeTimeout: options.tls.handshakeTimeoutMs,
+          connectionsCheckingInterval: HTTP_TIMEOUT_CHECK_MS,
+        },
         plainHttp,
       );
       server.on("tlsClientError", (error, socket) => {
@@ -62,7 +66,7 @@ export class WsListener implements Listener {
       });
       this.server = server;
     } else {
-      this.server = createServer(plainHttp);
+      this.server = createServer({ connectionsCheckingInterval: HTTP_TIMEOUT_CHECK_MS }, plainHttp);
     }
     // Sockets of trusted proxies are admitted at their upgrade request, where X-Forwarded-For
     // names the client; every other socket on accept, before its TLS handshake or HTTP request.

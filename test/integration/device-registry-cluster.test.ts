@@ -107,3 +107,36 @@ describe("device registry across two nodes", () => {
     assert.equal((await callA("GET", "/api/v1/devices/plc-cli")).status, 404);
   });
 });
+
+describe("admin calls without a credential across two nodes", () => {
+  it("share one per-address budget in Redis: spreading them over the nodes gains nothing", async () => {
+    const prefix = `u${randomBytes(4).toString("hex")}:`;
+    const limited = (nodeId: string) =>
+      startNode({
+        nodeId,
+        auth: { allowAnonymous: false },
+        redis: { url: redis.url, keyPrefix: prefix },
+        admin: {
+          host: "127.0.0.1",
+          port: 0,
+          tokens: [admin.digest],
+          unauthenticatedRequestsPerMinute: 3,
+        },
+      });
+    const first = await limited("unauth-a");
+    const second = await limited("unauth-b").catch(async (error: unknown) => {
+      await first.stop();
+      throw error;
+    });
+    try {
+      const statuses: number[] = [];
+      for (const node of [first, first, second, second, first]) {
+        statuses.push((await callApi(apiOf(node), "GET", "/openapi.json")).status);
+      }
+      assert.deepEqual(statuses, [200, 200, 200, 429, 429]);
+    } finally {
+      await first.stop();
+      await second.stop();
+    }
+  });
+});

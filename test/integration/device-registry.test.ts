@@ -1,14 +1,15 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm, stat } from "node:fs/promises";
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { adminRoutes } from "../../src/admin/admin-api.js";
-import { openApiDocument } from "../../src/admin/openapi.js";
+import { hashPassword } from "../../src/security/password-hash.js";
 import { callApi, newAdminToken } from "../helpers/admin-api.js";
 import { createTestPki, type TestPki } from "../helpers/certs.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
+import { LogCapture } from "../helpers/log-capture.js";
 import { closedAfter, connect, end, type MqttClient } from "../helpers/mqtt-client.js";
 
 const admin = newAdminToken();
@@ -145,6 +146,22 @@ describe("device registry on a single node (file-backed)", () => {
       ["unknown field", { body: { id: "intruder", admin: true } }, 400],
       ["bad id", { body: { id: "../etc/passwd" } }, 400],
       ["not JSON", { raw: "id=intruder", headers: { "content-type": "text/plain" } }, 415],
+      [
+        "not UTF-8",
+        {
+          raw: '{"id":"intruder"}',
+          headers: { "content-type": "application/json; charset=latin1" },
+        },
+        415,
+      ],
+      [
+        "not UTF-8, quoted and in capitals",
+        {
+          raw: '{"id":"intruder"}',
+          headers: { "content-type": 'Application/JSON; Charset="ISO-8859-1"' },
+        },
+        415,
+      ],
       ["oversize", { body: { id: "intruder", groups: ["x".repeat(70_000)] } }, 413],
     ];
     for (const [name, options, status] of cases) {
@@ -156,32 +173,51 @@ describe("device registry on a single node (file-backed)", () => {
       assert.equal(typeof reply.json?.error, "string", name);
     }
     assert.equal((await call("GET", "/api/v1/devices/intruder")).status, 404);
+    const utf8 = await callApi(api, "POST", "/api/v1/devices", {
+      token: admin.token,
+      raw: '{"id":"charset-utf8"}',
+      headers: { "content-type": "application/json; Charset=UTF-8" },
+    });
+    assert.equal(utf8.status, 201, utf8.text);
     assert.equal((await call("GET", "/api/v1/nothing")).status, 404);
     assert.equal((await call("PUT", "/api/v1/devices")).status, 405);
     assert.equal((await call("PATCH", "/api/v1/devices/list-a", {})).status, 400);
   });
 
-  it("serves an OpenAPI document that describes every route", async () => {
+  it("serves an OpenAPI document generated from the route table: every route, nothing else", async () => {
     const reply = await callApi(api, "GET", "/openapi.json");
     assert.equal(reply.status, 200);
     assert.equal(reply.json.openapi, "3.1.0");
-    const routes = adminRoutes({
+    const paths = reply.json.paths as Record<string, Record<string, unknown>>;
+    // The table the admin server routes by.
+    const served = adminRoutes({
       registry: undefined as never,
       ca: undefined,
       sessions: undefined as never,
       enrollmentTokenSeconds: 60,
       deviceCertificateDays: 1,
-    });
-    const paths = openApiDocument.paths as Record<string, Record<string, unknown>>;
-    for (const route of routes) {
-      assert.ok(paths[route.path]?.[route.method.toLowerCase()], `${route.method} ${route.path}`);
-    }
+      passwordUsers: () => undefined,
+      audit: undefined as never,
+    }).map((route) => `${route.method} ${route.path}`);
     const described = Object.entries(paths).flatMap(([path, item]) =>
-      Object.keys(item)
-        .filter((k) => k !== "parameters")
-        .map((m) => `${m.toUpperCase()} ${path}`),
+      Object.keys(item).map((method) => `${method.toUpperCase()} ${path}`),
     );
-    assert.equal(described.length, routes.length, "no route described that does not exist");
+    assert.deepEqual([...described].sort(), [...served].sort());
+    // And the live router answers each described operation (401 without a credential, or the
+    // public route's own answer), never "no such endpoint" or "method not allowed".
+    for (const operation of described) {
+      const [method, path] = operation.split(" ") as [string, string];
+      const probe = await callApi(api, method, path.replace(/\{[^}]+\}/g, "probe-1"));
+      assert.ok(![404, 405].includes(probe.status), `${operation}: ${probe.status} ${probe.text}`);
+    }
+    const createDevice = paths["/api/v1/devices"]?.post as {
+      requestBody: { content: { "application/json": { schema: { properties: object } } } };
+    };
+    assert.ok(
+      "replacesPasswordUser" in
+        createDevice.requestBody.content["application/json"].schema.properties,
+      "request bodies come from the schemas that validate them",
+    );
   });
 
   it("random requests never crash the node or answer 5xx", async () => {
@@ -316,5 +352,70 @@ describe("admin API over HTTPS with admin client certificates", () => {
     const stranger = { cert: pki.strangerCert, key: pki.strangerKey };
     assert.equal((await request("GET", "/api/v1/devices/via-mtls", stranger)).status, 401);
     assert.equal((await request("GET", "/api/v1/devices/via-mtls", admin)).status, 200);
+  });
+});
+
+describe("devices named like users of the password file", () => {
+  let node: RunningNode;
+  let base: string;
+  const logs = new LogCapture("info");
+  before(async () => {
+    await writeFile(join(dir, "passwd"), `op:${await hashPassword("op-pw")}\n`);
+    node = await startNode(
+      {
+        auth: { allowAnonymous: false, passwordFile: "passwd" },
+        registry: { file: join(dir, "clash-devices.json") },
+        admin: { host: "127.0.0.1", port: 0, tokens: [admin.digest] },
+      },
+      dir,
+      { logger: logs.logger },
+    );
+    base = `http://127.0.0.1:${node.node.addresses.admin?.port}`;
+  });
+  after(async () => {
+    await node?.stop();
+  });
+  const clashes = () => logs.lines.filter((l) => l.event === "audit.password_user_clash");
+
+  it("are refused with 409 naming the clash, and audited, unless the request says the device takes over", async () => {
+    const refused = await callApi(base, "POST", "/api/v1/devices", {
+      token: admin.token,
+      body: { id: "op" },
+    });
+    assert.equal(refused.status, 409);
+    assert.match(refused.json.error, /"op".*password file.*replacesPasswordUser/);
+    assert.equal(clashes().length, 1);
+    assert.equal(clashes()[0]?.replaced, false);
+    assert.equal(clashes()[0]?.device, "op");
+    // The password file's user still works.
+    await end(await connect(node.urls.tcp as string, { username: "op", password: "op-pw" }));
+
+    const replaced = await callApi(base, "POST", "/api/v1/devices", {
+      token: admin.token,
+      body: { id: "op", replacesPasswordUser: true },
+    });
+    assert.equal(replaced.status, 201, replaced.text);
+    assert.equal(clashes().length, 2);
+    assert.equal(clashes()[1]?.replaced, true);
+    assert.equal(clashes()[1]?.admin, `token:${admin.digest.slice(0, 8)}`);
+    // The device holds the name now: its password works and the file's no longer does.
+    await end(
+      await connect(node.urls.tcp as string, {
+        clientId: "op",
+        username: "op",
+        password: replaced.json.password,
+      }),
+    );
+    await assert.rejects(
+      connect(node.urls.tcp as string, { clientId: "op", username: "op", password: "op-pw" }),
+      /Not authorized|Bad username/,
+    );
+
+    const other = await callApi(base, "POST", "/api/v1/devices", {
+      token: admin.token,
+      body: { id: "not-a-user" },
+    });
+    assert.equal(other.status, 201);
+    assert.equal(clashes().length, 2, "no clash, no clash line");
   });
 });
