@@ -11,7 +11,7 @@ Scenarios:
   storm                       2-node cluster, SIGKILL one, its clients reconnect (10,000; quick 300)
   failover                    3 nodes behind HAProxy, QoS 1 persistent pairs, SIGKILL mid-stream
   security-overhead           QoS 1 throughput with TLS, password auth, 1,000-rule ACL vs open
-  flood                       PLC fleet's p99 with and without attackers, README's PLC limits
+  flood                       PLC fleet's p99 with and without attackers, recommended PLC limits
                               (sluice and sluice-redis, 15 s windows; --quick: 3 s windows,
                               sluice only unless --brokers names both)
 

@@ -139,10 +139,13 @@ test("planClients binds each side's clients to its addresses, round robin", () =
   assert.equal(plan.subscribers[0]?.fromAddress, undefined);
 });
 
-test("the flood scenario runs the README's recommended PLC limits, as the README has them", async () => {
-  const readme = await readFile(new URL("../../../README.md", import.meta.url), "utf8");
-  const section = readme.slice(readme.indexOf("### Recommended limits for a PLC fleet"));
+test("the flood scenario runs the recommended PLC limits, as docs/flood-protection.md has them", async () => {
+  const docs = await readFile(
+    new URL("../../../docs/flood-protection.md", import.meta.url),
+    "utf8",
+  );
+  const section = docs.slice(docs.indexOf("## Recommended limits for a PLC fleet"));
   const block = /```yaml\n([\s\S]*?)```/.exec(section)?.[1];
-  assert.ok(block, "the README has the recommended limits block");
+  assert.ok(block, "docs/flood-protection.md has the recommended limits block");
   assert.deepEqual(parse(block), { limits: RECOMMENDED_PLC_LIMITS });
 });

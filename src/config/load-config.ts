@@ -15,10 +15,11 @@ import {
 } from "./schema.js";
 
 /** `SLUICE_*` variables that override the file, and the key each one sets. */
-const ENV_OVERRIDES = [
+export const ENV_OVERRIDES = [
   { variable: "SLUICE_NODE_ID", path: ["nodeId"] },
   { variable: "SLUICE_REDIS_URL", path: ["redis", "url"] },
   { variable: "SLUICE_LOG_LEVEL", path: ["log", "level"] },
+  { variable: "SLUICE_LOG_FORMAT", path: ["log", "format"] },
   // Secrets from the environment (a Kubernetes Secret) rather than a config file on disk.
   { variable: "SLUICE_REDIS_PASSWORD", path: ["redis", "password"] },
   { variable: "SLUICE_REDIS_SENTINEL_PASSWORD", path: ["redis", "sentinelPassword"] },

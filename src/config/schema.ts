@@ -22,71 +22,136 @@ const cidr = z
   );
 const positiveInt = z.number().int().positive();
 
-/**
- * TCP_NODELAY on client sockets: each packet leaves at once (a command reaches its PLC without
- * waiting for Nagle's algorithm), at the cost of more, smaller segments; false batches small
- * writes, which carries about 1.25x the QoS 1 throughput of small messages here (README,
- * Performance) but can hold a lone packet back until the previous one is acknowledged.
- */
-const noDelay = z.boolean().default(true);
+const noDelay = z
+  .boolean()
+  .default(true)
+  .describe(
+    "TCP_NODELAY on client sockets. true: each packet leaves at once, so a command reaches its PLC without waiting for Nagle's algorithm; the packets a client is sent in one turn of the event loop still leave in one write. false: the kernel may hold a small segment back until the previous one is acknowledged.",
+  );
+const listenHost = host
+  .default("0.0.0.0")
+  .describe("Address the listener binds to: `0.0.0.0` (every IPv4 address), `::`, or one address.");
+const proxyProtocol = z
+  .boolean()
+  .default(false)
+  .describe(
+    "Expect a PROXY protocol v1 or v2 header (HAProxy `send-proxy`, nginx `proxy_protocol on`, AWS NLB) before anything else, and take the client's address from it. On `tls` it comes before the handshake. Every connection must then come from `trustedProxies` and start with a header; others are refused. Requires `trustedProxies`.",
+  );
+const trustedProxies = z
+  .array(cidr)
+  .default([])
+  .describe(
+    "Addresses or CIDRs of the proxies whose word on the client's address is believed: the PROXY protocol header on `tcp`/`tls`, `X-Forwarded-For` on `ws`/`wss` (the right-most address that is not itself a trusted proxy). From any other peer the header is ignored (ws) or the connection refused (PROXY protocol).",
+  )
+  .meta({ examples: [["10.0.0.0/8", "fd00::/8"]] });
+
+const listenerType =
+  "The transport: `tcp` (MQTT over TCP), `tls` (MQTT over TLS, optionally mutual), `ws` (MQTT over WebSocket, subprotocol `mqtt`) or `wss` (WebSocket over TLS).";
+const listenPort = (value: number) =>
+  port
+    .default(value)
+    .describe(
+      "TCP port to listen on; `0` picks a free port, which the `listener.started` log line reports.",
+    );
 
 const tcpListener = z.strictObject({
-  type: z.literal("tcp"),
-  host: host.default("0.0.0.0"),
-  port: port.default(1883),
-  proxyProtocol: z.boolean().default(false),
-  trustedProxies: z.array(cidr).default([]),
+  type: z.literal("tcp").describe(listenerType),
+  host: listenHost,
+  port: listenPort(1883),
+  proxyProtocol,
+  trustedProxies,
   noDelay,
 });
 
 /** TLS material and client-certificate policy shared by `tls` and `wss`. */
 const tlsOptions = {
-  cert: filePath,
-  key: filePath,
-  /** Passphrase of an encrypted private key. A secret: redacted in output. */
-  passphrase: z.string().optional(),
-  /** CA bundle that client certificates must chain to. */
-  ca: filePath.optional(),
-  /** Certificate revocation list (PEM) checked against client certificates. */
-  crl: filePath.optional(),
-  /**
-   * Also check client certificates against the device CA's CRL kept in the registry (see
-   * `admin.ca`), reloaded on every node when a certificate is revoked. Once there is one,
-   * OpenSSL wants a CRL for every CA in `ca`: use it on listeners whose `ca` is the device CA.
-   */
-  registryCrl: z.boolean().default(false),
-  requestCert: z.boolean().default(false),
-  requireClientCert: z.boolean().default(false),
-  minVersion: z.enum(["TLSv1.2", "TLSv1.3"]).default("TLSv1.2"),
-  ciphers: z.string().min(1).optional(),
+  cert: filePath
+    .describe(
+      "Server certificate (PEM), with any intermediates after it. Reloaded when the file changes or on SIGHUP.",
+    )
+    .meta({ examples: ["tls.crt"] }),
+  key: filePath
+    .describe("Private key (PEM) of `cert`. Reloaded with it.")
+    .meta({ examples: ["tls.key"] }),
+  passphrase: z
+    .string()
+    .optional()
+    .describe("Passphrase of an encrypted private key. A secret: redacted in output.")
+    .meta({ examples: ["change-me"] }),
+  ca: filePath
+    .optional()
+    .describe(
+      "CA bundle (PEM) that client certificates must chain to. Required with `requireClientCert`.",
+    )
+    .meta({ examples: ["ca.crt"] }),
+  crl: filePath
+    .optional()
+    .describe(
+      "Certificate revocation list (PEM) checked against client certificates; a revoked certificate fails the handshake. Reloaded when the file changes.",
+    )
+    .meta({ examples: ["ca.crl"] }),
+  registryCrl: z
+    .boolean()
+    .default(false)
+    .describe(
+      "Also check client certificates against the device CA's CRL kept in the device registry (see `admin.ca`), reloaded on every node when a certificate is revoked, and close connections made with a revoked certificate. Once there is such a CRL, OpenSSL wants one for every CA in `ca`: use this on listeners whose `ca` is the device CA.",
+    ),
+  requestCert: z
+    .boolean()
+    .default(false)
+    .describe(
+      "Ask clients for a certificate. A verified one can authenticate the client (see `auth.certificateIdentity`); one that does not verify is never trusted.",
+    ),
+  requireClientCert: z
+    .boolean()
+    .default(false)
+    .describe(
+      "Refuse the handshake without a client certificate that chains to `ca` and is not revoked (mutual TLS). Requires `requestCert: true` and `ca`.",
+    ),
+  minVersion: z
+    .enum(["TLSv1.2", "TLSv1.3"])
+    .default("TLSv1.2")
+    .describe("Oldest TLS version accepted."),
+  ciphers: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are not affected); absent: Node's default list.",
+    )
+    .meta({ examples: ["ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"] }),
 };
 
 const tlsListener = z.strictObject({
-  type: z.literal("tls"),
-  host: host.default("0.0.0.0"),
-  port: port.default(8883),
-  proxyProtocol: z.boolean().default(false),
-  trustedProxies: z.array(cidr).default([]),
+  type: z.literal("tls").describe(listenerType),
+  host: listenHost,
+  port: listenPort(8883),
+  proxyProtocol,
+  trustedProxies,
   noDelay,
   ...tlsOptions,
 });
 
-const wsPath = z.string().regex(/^\/[^\s?#]*$/, "must be an absolute URL path such as /mqtt");
+const wsPath = z
+  .string()
+  .regex(/^\/[^\s?#]*$/, "must be an absolute URL path such as /mqtt")
+  .default("/mqtt")
+  .describe("URL path WebSocket clients connect to; upgrade requests for other paths are refused.");
 
 const wsListener = z.strictObject({
-  type: z.literal("ws"),
-  host: host.default("0.0.0.0"),
-  port: port.default(8080),
-  path: wsPath.default("/mqtt"),
-  trustedProxies: z.array(cidr).default([]),
+  type: z.literal("ws").describe(listenerType),
+  host: listenHost,
+  port: listenPort(8080),
+  path: wsPath,
+  trustedProxies,
 });
 
 const wssListener = z.strictObject({
-  type: z.literal("wss"),
-  host: host.default("0.0.0.0"),
-  port: port.default(8443),
-  path: wsPath.default("/mqtt"),
-  trustedProxies: z.array(cidr).default([]),
+  type: z.literal("wss").describe(listenerType),
+  host: listenHost,
+  port: listenPort(8443),
+  path: wsPath,
+  trustedProxies,
   ...tlsOptions,
 });
 
@@ -97,129 +162,286 @@ export const listenerSchema = z.discriminatedUnion("type", [
   wssListener,
 ]);
 
+const redisEndpoint = z.strictObject({
+  host: host.describe("Host name or address.").meta({ examples: ["redis-1.plant.example"] }),
+  port: port.describe("Port.").meta({ examples: [26379] }),
+});
+
 const redisSchema = z.strictObject({
   url: z
     .string()
     .regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL")
-    .optional(),
-  sentinels: z.array(z.strictObject({ host, port })).optional(),
-  name: z.string().min(1).optional(),
-  username: z.string().optional(),
-  password: z.string().optional(),
-  sentinelPassword: z.string().optional(),
-  cluster: z.array(z.strictObject({ host, port })).optional(),
-  /**
-   * TLS to Redis: on with a rediss:// URL, or with this block (any form). `ca` verifies Redis'
-   * certificate (default: the system's CAs); `cert` and `key` authenticate Sluice to it.
-   */
+    .optional()
+    .describe(
+      "A single Redis: `redis://[user:password@]host:port/db`, or `rediss://` for TLS (the system's CAs unless `tls.ca`). Give exactly one of `url`, `sentinels` or `cluster`. The password in the URL is redacted in output.",
+    )
+    .meta({ examples: ["redis://redis.plant.example:6379/0"] }),
+  sentinels: z
+    .array(redisEndpoint)
+    .optional()
+    .describe(
+      "Redis Sentinel: the Sentinels to ask for the primary named `name`. Sluice follows failovers, and on `+switch-master` moves all its connections to the new primary at once. Connections to the Sentinels themselves are plain TCP.",
+    ),
+  name: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("The primary's name in Sentinel. Required with `sentinels`.")
+    .meta({ examples: ["mymaster"] }),
+  username: z
+    .string()
+    .optional()
+    .describe("Redis ACL user (Redis 6 and newer).")
+    .meta({ examples: ["sluice"] }),
+  password: z
+    .string()
+    .optional()
+    .describe(
+      "Password of the Redis user (or of `requirepass`). A secret: redacted in output; prefer the environment variable.",
+    )
+    .meta({ examples: ["change-me"] }),
+  sentinelPassword: z
+    .string()
+    .optional()
+    .describe(
+      "Password the Sentinels ask for, when it differs from the data nodes'. A secret: redacted in output.",
+    )
+    .meta({ examples: ["change-me"] }),
+  cluster: z
+    .array(redisEndpoint)
+    .optional()
+    .describe(
+      "Redis Cluster: seed nodes; the rest of the cluster is discovered from them. Sluice's own keys share one hash slot (`<keyPrefix>{state}:`); retained messages spread over the slots.",
+    ),
   tls: z
     .strictObject({
-      ca: filePath.optional(),
-      cert: filePath.optional(),
-      key: filePath.optional(),
+      ca: filePath
+        .optional()
+        .describe("CA (PEM) that Redis' certificate must chain to; absent: the system's CAs.")
+        .meta({ examples: ["redis-ca.crt"] }),
+      cert: filePath
+        .optional()
+        .describe("Client certificate (PEM) for Redis' `tls-auth-clients`; goes with `key`.")
+        .meta({ examples: ["sluice-redis.crt"] }),
+      key: filePath
+        .optional()
+        .describe("Private key (PEM) of `cert`.")
+        .meta({ examples: ["sluice-redis.key"] }),
     })
-    .optional(),
-  keyPrefix: z.string().default("sluice:"),
-  /** How long a node's claim on its id outlives the node (a crashed node's id is free after it). */
-  nodeLeaseSeconds: z.number().min(1).max(300).default(15),
-  /**
-   * How often a node tells the others it lives. A node silent for 3 of these is dead, and its
-   * clients' wills go out 3 to 7 of these after its crash.
-   */
-  heartbeatMs: z.number().int().min(100).max(60_000).default(1_000),
+    .optional()
+    .describe(
+      "TLS to Redis, for any of the three forms: on with a `rediss://` URL or with this block (an empty block uses the system's CAs).",
+    ),
+  keyPrefix: z
+    .string()
+    .default("sluice:")
+    .describe(
+      "Prefix of every Redis key Sluice writes. Pub/sub channels ignore it (and the database number): two Sluice clusters must not share one Redis.",
+    ),
+  nodeLeaseSeconds: z
+    .number()
+    .min(1)
+    .max(300)
+    .default(15)
+    .describe(
+      "How long a node's claim on its `nodeId` outlives the node: a crashed node's id is free again after this, and a node restarted with that id waits for it.",
+    ),
+  heartbeatMs: z
+    .number()
+    .int()
+    .min(100)
+    .max(60_000)
+    .default(1_000)
+    .describe(
+      "How often a node tells the others it lives. A node silent for 3 of these is dead: `sluice_cluster_nodes` drops it, and its clients' wills go out 3 to 7 of these after its crash.",
+    ),
 });
 
 const authSchema = z.strictObject({
-  allowAnonymous: z.boolean().optional(),
-  passwordFile: filePath.optional(),
-  certificateIdentity: z.enum(["none", "cn-is-clientid", "cn-is-username"]).default("none"),
-  clientIdPattern: z.string().min(1).optional(),
+  allowAnonymous: z
+    .boolean()
+    .optional()
+    .describe(
+      "Let clients connect without credentials. Absent: false with a config file, true without one (the node then listens on 127.0.0.1 only). A warning is logged whenever it is on.",
+    )
+    .meta({ examples: [false] }),
+  passwordFile: filePath
+    .optional()
+    .describe(
+      "Password file, `username:hash` per line: written by `sluice passwd` (salted scrypt); Mosquitto's `$6$` and `$7$` hashes are read too, so `mosquitto_passwd` files work unchanged. Reloaded on change or SIGHUP; clients whose entry disappears are disconnected.",
+    )
+    .meta({ examples: ["passwd"] }),
+  certificateIdentity: z
+    .enum(["none", "cn-is-clientid", "cn-is-username"])
+    .default("none")
+    .describe(
+      "What a verified client certificate proves. `none`: nothing (passwords only). `cn-is-clientid`: the certificate authenticates the client, whose client id must equal the CN; the CN is its identity (`%u` in ACLs). `cn-is-username`: the CN is the username, whatever the client sends, and the client id is free (or bound by `clientIdPattern`).",
+    ),
+  clientIdPattern: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "Client ids an authenticated identity may use: `%u` is the identity (matched literally), `*` any run of characters, anything else literal. `%u` binds each device to its own id; `%u-*` allows several. Absent: any client id. Devices in the registry always connect with client id = their id.",
+    )
+    .meta({ examples: ["%u"] }),
 });
 
 const limitsSchema = z.strictObject({
-  maxPacketBytes: z.number().int().min(64).max(268_435_455).default(262_144),
-  /**
-   * Longest topic (UTF-8 bytes) in a PUBLISH, a SUBSCRIBE or UNSUBSCRIBE filter, or a will.
-   * MQTT allows 65,535. The default is 16 times AWS IoT Core's hard limit of 256 bytes: no
-   * device topic comes near it, and it keeps one topic's share of subscription tries, retained
-   * keys and queued messages in Redis small.
-   */
+  maxPacketBytes: z
+    .number()
+    .int()
+    .min(64)
+    .max(268_435_455)
+    .default(262_144)
+    .describe(
+      "Largest MQTT packet a client may send. A larger one closes the connection as soon as its fixed header announces the size, before the body is read.",
+    ),
   maxTopicBytes: z
     .number()
     .int()
     .min(1, "must be at least 1 (bytes)")
     .max(65_535, "must be at most 65535, the longest topic MQTT can carry")
-    .default(4_096),
-  connectTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
-  /**
-   * Longest keep-alive a client may ask for, in seconds; 0 (no keep-alive) is refused too.
-   * Without keep-alive a silent connection is never timed out, so a client could hold its
-   * per-address quota forever. MQTT 3.1.1 cannot tell a client to use a shorter one, so it
-   * gets CONNACK 2, as Mosquitto's max_keepalive does. Absent: any.
-   */
-  maxKeepaliveSeconds: z.number().int().min(1).max(65_535).optional(),
-  /** Connection quotas. Absent ones are unlimited, except a node's own total. */
+    .default(4_096)
+    .describe(
+      "Longest topic, in UTF-8 bytes, in a PUBLISH, a SUBSCRIBE or UNSUBSCRIBE filter, or a will. Over it: a PUBLISH, an UNSUBSCRIBE or a CONNECT with such a will closes the connection; a SUBSCRIBE filter gets SUBACK 0x80. MQTT allows 65,535; the default is 16 times AWS IoT Core's limit of 256, which keeps a topic's cost in subscription tries, retained keys and queues bounded.",
+    ),
+  connectTimeoutMs: z
+    .number()
+    .int()
+    .min(100)
+    .max(600_000)
+    .default(5_000)
+    .describe(
+      "A connection must complete its PROXY header, TLS handshake and CONNECT within this, or it is closed (slowloris).",
+    ),
+  maxKeepaliveSeconds: z
+    .number()
+    .int()
+    .min(1)
+    .max(65_535)
+    .optional()
+    .describe(
+      "Longest keep-alive a client may ask for; keep-alive 0 (none) is refused too, since a silent connection without one never times out and holds its share of the per-address quota. Refused with CONNACK 2 (MQTT 3.1.1 cannot tell a client to use another value), as Mosquitto's `max_keepalive` does. Absent: any.",
+    )
+    .meta({ examples: [300] }),
   connections: z
     .strictObject({
-      /** Open connections on this node. */
-      perNode: positiveInt.default(100_000),
-      /** Open connections from one client address, on this node. */
-      perIp: positiveInt.optional(),
-      /** Open connections of one username, across the cluster. */
-      perUsername: positiveInt.optional(),
-      /** New connections per second from one client address (a token bucket: this burst). */
-      ratePerIp: positiveInt.optional(),
-      /** Open connections across the cluster (each node's count, kept in Redis). */
-      cluster: positiveInt.optional(),
+      perNode: positiveInt
+        .default(100_000)
+        .describe("Open connections on this node; more are refused at the socket."),
+      perIp: positiveInt
+        .optional()
+        .describe(
+          "Open connections from one client address, on this node. Refused at the socket, before any TLS handshake. Absent: unlimited.",
+        )
+        .meta({ examples: [20] }),
+      perUsername: positiveInt
+        .optional()
+        .describe(
+          "Open connections of one username across the cluster, checked on CONNECT once authenticated; over it: CONNACK 3. Absent: unlimited.",
+        )
+        .meta({ examples: [5] }),
+      ratePerIp: positiveInt
+        .optional()
+        .describe(
+          "New connections per second from one client address, as a token bucket with this burst; refused at the socket. Absent: unlimited.",
+        )
+        .meta({ examples: [5] }),
+      cluster: positiveInt
+        .optional()
+        .describe(
+          "Open connections across the cluster: the sum of each live node's count, which each node writes to Redis every second. Absent: unlimited.",
+        )
+        .meta({ examples: [100_000] }),
     })
-    .prefault({}),
-  /**
-   * A client id that connects more than `maxConnects` times within `windowSeconds` is refused
-   * for `banSeconds` (across the cluster). Absent: off.
-   */
+    .prefault({})
+    .describe(
+      "Connection quotas. Every refusal is counted in `sluice_connections_rejected_total{reason}`. Absent ones are unlimited, except a node's own total.",
+    ),
   flapping: z
     .strictObject({
-      maxConnects: positiveInt.default(15),
-      windowSeconds: positiveInt.default(60),
-      banSeconds: positiveInt.default(300),
+      maxConnects: positiveInt
+        .default(15)
+        .describe("Connects of one client id within `windowSeconds` that are allowed."),
+      windowSeconds: positiveInt.default(60).describe("The window connects are counted over."),
+      banSeconds: positiveInt
+        .default(300)
+        .describe("How long a flapping client id is refused (CONNACK 3) on every node."),
     })
-    .optional(),
-  /**
-   * The node refuses new clients (CONNACK 3, /readyz 503) while its event loop lags or its
-   * heap is nearly full, and takes them again once both are back under for `recoverMs`.
-   */
+    .optional()
+    .describe(
+      "A client id that connects more than `maxConnects` times within `windowSeconds` is refused for `banSeconds` across the cluster, with an `audit.abuse` line. Counted only after authentication, so nobody can get a device banned by connecting in its name. Absent: off.",
+    ),
   overload: z
     .strictObject({
-      /** The longest event-loop delay within a 1 s window. */
-      eventLoopDelayMs: z.number().int().min(10).max(60_000).default(2_000),
-      /** Heap used over the heap's limit (V8's --max-old-space-size). */
-      heapUsedRatio: z.number().gt(0).max(1).default(0.9),
-      recoverMs: z.number().int().min(0).max(600_000).default(2_000),
+      eventLoopDelayMs: z
+        .number()
+        .int()
+        .min(10)
+        .max(60_000)
+        .default(2_000)
+        .describe(
+          "Overloaded while the longest event-loop delay within a 1 s window exceeds this.",
+        ),
+      heapUsedRatio: z
+        .number()
+        .gt(0)
+        .max(1)
+        .default(0.9)
+        .describe(
+          "Overloaded while heap used over the heap's limit (V8's `--max-old-space-size`) exceeds this.",
+        ),
+      recoverMs: z
+        .number()
+        .int()
+        .min(0)
+        .max(600_000)
+        .default(2_000)
+        .describe(
+          "Both must stay under their thresholds this long before the node takes clients again.",
+        ),
     })
-    .prefault({}),
-  /** Per-identity publish rate limits; absent: none. Keys and defaults: limits/publish-limits-schema.ts */
-  publish: publishLimitsSchema.optional(),
+    .prefault({})
+    .describe(
+      "Overload shedding: while overloaded the node answers new CONNECTs with CONNACK 3 (before any password is hashed) and `/readyz` turns 503; established sessions keep working. Log events `overload.started` and `overload.ended`.",
+    ),
+  publish: publishLimitsSchema
+    .optional()
+    .describe(
+      "Per-identity publish rate limits, cluster-wide: the identity is the username, or the client id for a client without one. A client over its budget is throttled (its socket is not read until the budget allows), never dropped, and disconnected after `disconnectAfterSeconds` of continuous throttling. Give `messagesPerSecond`, `bytesPerSecond` or both. Absent: no publish limit.",
+    ),
   subscriptions: z
     .strictObject({
-      perClient: positiveInt.optional(),
-      /** aedes hard-caps topic depth at 100 (its matcher's limit). */
-      maxTopicLevels: z.number().int().min(1).max(100).default(100),
+      perClient: positiveInt
+        .optional()
+        .describe(
+          "Subscriptions one client may hold; filters past it get SUBACK 0x80, also within one SUBSCRIBE. Absent: unlimited.",
+        )
+        .meta({ examples: [100] }),
+      maxTopicLevels: z
+        .number()
+        .int()
+        .min(1)
+        .max(100)
+        .default(100)
+        .describe(
+          "Most levels in a topic or filter. A deeper filter gets SUBACK 0x80; a deeper PUBLISH topic closes the connection. 100 is the engine's own hard limit.",
+        ),
     })
-    .prefault({}),
-  /**
-   * Brute-force protection, on by default. Failures lock out a source address, or one username
-   * from one source address: never a username for every source unless `acrossSources.block`
-   * says so, since anyone who knows a device's name could then keep it offline.
-   */
+    .prefault({})
+    .describe("Subscription limits."),
   authFailures: z
     .strictObject({
       perIp: positiveInt
         .default(10)
-        .describe("Failed logins from one source address before that address is locked out."),
+        .describe(
+          "Failed authentications from one source address after which that address is locked out for `blockSeconds`.",
+        ),
       perUsername: positiveInt
         .default(5)
         .describe(
-          "Failed logins for one username from one source address before that username is locked out from that address (other addresses are unaffected).",
+          "Failed authentications for one username from one source address after which that username is locked out from that address only, for `blockSeconds`. The username stays usable from other addresses.",
         ),
       blockSeconds: positiveInt
         .default(300)
@@ -229,58 +451,63 @@ const limitsSchema = z.strictObject({
           alertAfter: positiveInt
             .default(50)
             .describe(
-              "Failed logins for one username summed over every source address (within blockSeconds) that raise an audit line and sluice_auth_username_targeted_total.",
+              "Failed authentications for one username summed over every source address (within `blockSeconds`) that raise an `audit.username_targeted` line and `sluice_auth_username_targeted_total` (alert SluiceUsernameTargeted).",
             ),
           block: z
             .boolean()
             .default(false)
             .describe(
-              "Also lock that username out for every source address once alertAfter is reached. Off by default: it lets anyone who knows a username keep that device offline.",
+              "Also lock that username out for every source address once `alertAfter` is reached. Off by default: it lets anyone who knows a username keep that device offline.",
             ),
         })
         .prefault({})
-        .describe("Guessing spread over many addresses against one username."),
+        .describe("Password guessing spread over many addresses against one username."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe(
+      "Brute-force lockout, on by default and cluster-wide through Redis. Checked before any password is hashed. Clients authenticated by certificate are never affected; correct credentials from an address that is not itself locked out are admitted.",
+    ),
   queue: z
     .strictObject({
-      /**
-       * QoS 1/2 deliveries written to a client and not yet acknowledged; further ones wait.
-       * At most 65,535: a delivery in flight holds a packet identifier [MQTT-2.3.1-4].
-       */
       maxInflight: z
         .number()
         .int()
         .min(1, "must be at least 1")
         .max(65_535, "must be at most 65535 (the packet identifiers a client can have in flight)")
-        .default(100),
-      /**
-       * QoS 1/2 messages held for one client: its stored queue (offline, or waiting) and the
-       * deliveries waiting for its window. Past it the oldest are dropped and counted.
-       */
+        .default(100)
+        .describe(
+          "QoS 1/2 deliveries written to a client and not yet acknowledged; further ones wait in order and are written as acknowledgements come in. At most 65,535: each holds a packet identifier [MQTT-2.3.1-4].",
+        ),
       maxQueuedPerClient: z
         .number()
         .int()
         .min(1, "must be at least 1")
         .max(10_000_000, "must be at most 10000000")
-        .default(10_000),
-      /**
-       * A subscriber whose socket takes nothing for this long is disconnected (a persistent
-       * session keeps its queue).
-       */
-      drainTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
-      /**
-       * QoS 0 to a client is dropped (and counted) while its socket's kernel buffer is full and
-       * at least this many bytes wait in the node's memory behind it.
-       */
+        .default(10_000)
+        .describe(
+          'QoS 1/2 messages held for one client: its stored queue (offline, or waiting) and the deliveries waiting for its window. Past it the oldest are dropped, counted in `sluice_dropped_messages_total{reason="queue_full"}` and logged (`queue.full`). Must be at least `maxInflight`.',
+        ),
+      drainTimeoutMs: z
+        .number()
+        .int()
+        .min(100)
+        .max(600_000)
+        .default(10_000)
+        .describe(
+          "A subscriber whose socket takes nothing for this long is disconnected; a persistent session keeps its queue.",
+        ),
       maxBufferedBytes: z
         .number()
         .int()
         .min(16_384, "must be at least 16384")
         .max(67_108_864, "must be at most 67108864")
-        .default(262_144),
+        .default(262_144)
+        .describe(
+          "QoS 0 to a client is dropped, and counted in `sluice_dropped_messages_total{reason=\"slow_consumer\"}`, while its socket's kernel buffer is full and at least this many bytes wait in the node's memory behind it.",
+        ),
     })
-    .prefault({}),
+    .prefault({})
+    .describe("Slow consumers: the in-flight window, per-client queues and the drop rules."),
 });
 
 const nodeId = z
@@ -288,62 +515,159 @@ const nodeId = z
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, "must be 1-128 characters of A-Z a-z 0-9 . _ -");
 
 export const configSchema = z.strictObject({
-  nodeId: nodeId.optional(),
+  nodeId: nodeId
+    .optional()
+    .describe(
+      "This node's id, unique among live nodes: it names the node in metrics, logs, Redis and will claims. Absent: the host name plus the process id. In a cluster give each node a fixed one (in Kubernetes, the pod name); a node is refused at start while another live node holds the same id.",
+    )
+    .meta({ examples: ["plant-a-1"] }),
   listeners: z
     .array(listenerSchema)
     .min(1, "at least one listener is required")
-    .prefault([{ type: "tcp" }]),
+    .prefault([{ type: "tcp" }])
+    .describe(
+      "The MQTT listeners; several run at once, each on its own host and port. Default (with a config file): one `tcp` listener on 0.0.0.0:1883.",
+    ),
   http: z
     .strictObject({
-      host: host.default("127.0.0.1"),
-      port: port.default(9100),
+      host: host
+        .default("127.0.0.1")
+        .describe("Address of the HTTP server for `/healthz`, `/readyz` and `/metrics`."),
+      port: port.default(9100).describe("Port of the HTTP server."),
     })
-    .prefault({}),
+    .prefault({})
+    .describe(
+      "The probes and metrics server: `GET /healthz` (200 while the process serves), `GET /readyz` (200 while the node accepts clients and reaches Redis, 503 otherwise and while draining), `GET /metrics` (Prometheus text).",
+    ),
   log: z
     .strictObject({
-      level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
-      /** auto: human-readable on a terminal, JSON lines otherwise. */
-      format: z.enum(["auto", "json", "pretty"]).default("auto"),
+      level: z
+        .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+        .default("info")
+        .describe("Lowest level written. Connection open and close are at `debug`."),
+      format: z
+        .enum(["auto", "json", "pretty"])
+        .default("auto")
+        .describe(
+          "`json`: one JSON object per line, each with a stable `event` field. `pretty`: human-readable. `auto`: pretty on a terminal, JSON otherwise.",
+        ),
     })
-    .prefault({}),
-  redis: redisSchema.optional(),
-  auth: authSchema.prefault({}),
-  acl: z.strictObject({ file: filePath }).optional(),
-  limits: limitsSchema.prefault({}),
+    .prefault({})
+    .describe("Logging, to standard output. Payloads and passwords are never logged."),
+  redis: redisSchema
+    .optional()
+    .describe(
+      "The Redis that nodes share: pub/sub between nodes, sessions, subscriptions, retained messages, in-flight QoS 1/2, wills, cluster-wide limits, the node and device registries. Give one of `url`, `sentinels` (with `name`) or `cluster`. Absent: a single node with everything in memory.",
+    ),
+  auth: authSchema
+    .prefault({})
+    .describe(
+      "Authentication. The device registry (with `admin`) is consulted first, then `passwordFile`; a verified client certificate authenticates when `certificateIdentity` says so.",
+    ),
+  acl: z
+    .strictObject({
+      file: filePath
+        .describe(
+          "ACL file: Mosquitto `acl_file` syntax, or YAML with the same meaning when the name ends in `.yaml`. Reloaded on change or SIGHUP.",
+        )
+        .meta({ examples: ["acl.conf"] }),
+    })
+    .optional()
+    .describe(
+      "Topic access control: with it, anything no rule grants is denied. Absent: every authenticated client may publish and subscribe anywhere except `$SYS`, with a warning at start.",
+    ),
+  limits: limitsSchema
+    .prefault({})
+    .describe("Limits that protect the node and the cluster from floods and misbehaving clients."),
   shutdown: z
     .strictObject({
-      drainSeconds: z.number().min(0).max(3600).default(20),
-      /**
-       * Publish the wills of clients the drain disconnects. Off by default: a drain moves
-       * devices to other nodes, it is no failure of theirs, and wills would raise false alarms.
-       */
-      publishWills: z.boolean().default(false),
+      drainSeconds: z
+        .number()
+        .min(0)
+        .max(3600)
+        .default(20)
+        .describe(
+          "On SIGTERM or SIGINT the node turns not-ready, stops accepting, and disconnects its clients spread evenly over this many seconds, so that they reconnect elsewhere as a steady stream.",
+        ),
+      publishWills: z
+        .boolean()
+        .default(false)
+        .describe(
+          "Publish the wills of clients the drain disconnects. Off by default: a drain moves devices to other nodes, it is no failure of theirs, and wills would raise false alarms.",
+        ),
     })
-    .prefault({}),
-  /** The device registry API on its own listener; absent: off. */
+    .prefault({})
+    .describe("Graceful shutdown. A second signal exits at once (exit code 1)."),
   admin: z
     .strictObject({
-      host: host.default("127.0.0.1"),
-      port: port.default(9200),
-      /** SHA-256 hex digests of the bearer tokens (`sluice admin-token` makes one). */
+      host: host
+        .default("127.0.0.1")
+        .describe(
+          "Address of the admin API. Anything but loopback requires `tls`: bearer tokens must not cross a network in the clear.",
+        ),
+      port: port.default(9200).describe("Port of the admin API."),
       tokens: z
         .array(z.string().regex(/^[0-9a-f]{64}$/, "must be the SHA-256 hex of a token"))
-        .default([]),
-      /** HTTPS for the API; with `ca`, a client certificate it verifies is an admin credential. */
-      tls: z.strictObject({ cert: filePath, key: filePath, ca: filePath.optional() }).optional(),
-      maxBodyBytes: z.number().int().min(1_024).max(1_048_576).default(65_536),
-      /** The CA that signs device certificates (`sluice ca init` makes one); absent: none issued. */
+        .default([])
+        .describe(
+          "SHA-256 hex digests of the admin bearer tokens (`sluice admin-token` makes a token and its digest). Redacted in output. Required unless `tls.ca` authenticates admins by certificate.",
+        )
+        .meta({ examples: [["<sha256 hex from sluice admin-token>"]] }),
+      tls: z
+        .strictObject({
+          cert: filePath
+            .describe("Certificate (PEM) of the admin API.")
+            .meta({ examples: ["admin.crt"] }),
+          key: filePath.describe("Private key (PEM) of `cert`.").meta({ examples: ["admin.key"] }),
+          ca: filePath
+            .optional()
+            .describe(
+              "CA (PEM) for admin client certificates: a certificate it verifies is an admin credential (`cert:<CN>` in the audit log).",
+            )
+            .meta({ examples: ["admins-ca.crt"] }),
+        })
+        .optional()
+        .describe("HTTPS for the admin API; absent: plain HTTP, allowed on loopback only."),
+      maxBodyBytes: z
+        .number()
+        .int()
+        .min(1_024)
+        .max(1_048_576)
+        .default(65_536)
+        .describe("Largest request body; a larger one gets 413."),
       ca: z
         .strictObject({
-          cert: filePath,
-          key: filePath,
-          /** Intermediate certificates sent with issued certificates, when `cert` is one. */
-          chain: filePath.optional(),
-          deviceCertificateDays: z.number().int().min(1).max(825).default(90),
+          cert: filePath
+            .describe("Certificate (PEM) of the CA that signs device certificates.")
+            .meta({ examples: ["device-ca/ca.crt"] }),
+          key: filePath
+            .describe("Private key (PEM) of that CA. Keep it readable by Sluice only.")
+            .meta({ examples: ["device-ca/ca.key"] }),
+          chain: filePath
+            .optional()
+            .describe(
+              "Intermediate certificates sent with issued certificates, when `cert` is an intermediate CA.",
+            )
+            .meta({ examples: ["device-ca/chain.crt"] }),
+          deviceCertificateDays: z
+            .number()
+            .int()
+            .min(1)
+            .max(825)
+            .default(90)
+            .describe("Validity of issued device certificates when a request names none."),
         })
-        .optional(),
-      /** How long an enrollment token stays good when its request names no lifetime. */
-      enrollmentTokenSeconds: z.number().int().min(60).max(2_592_000).default(86_400),
+        .optional()
+        .describe(
+          "The CA that signs device certificates (`sluice ca init` makes one). Nodes holding it sign the registry's CRL again daily (valid 30 days). Absent: no certificates are issued.",
+        ),
+      enrollmentTokenSeconds: z
+        .number()
+        .int()
+        .min(60)
+        .max(2_592_000)
+        .default(86_400)
+        .describe("How long an enrollment token stays good when its request names no lifetime."),
       maxConnectionsPerIp: positiveInt
         .default(16)
         .describe(
@@ -358,12 +682,20 @@ export const configSchema = z.strictObject({
     .refine((admin) => admin.tokens.length > 0 || admin.tls?.ca !== undefined, {
       message: "needs tokens, or tls.ca so that client certificates authenticate admins",
     })
-    .optional(),
-  /**
-   * Where a node without Redis keeps its device registry (a JSON file it writes). With Redis
-   * the registry lives there, shared by the cluster, and this is not used.
-   */
-  registry: z.strictObject({ file: filePath }).optional(),
+    .optional()
+    .describe(
+      "The device registry's admin API (`/api/v1`, OpenAPI document at `/openapi.json`) on its own listener. Needs Redis or `registry.file`. Absent: off.",
+    ),
+  registry: z
+    .strictObject({
+      file: filePath
+        .describe("JSON file the node writes its device registry to (mode 0600).")
+        .meta({ examples: ["devices.json"] }),
+    })
+    .optional()
+    .describe(
+      "Where a node without Redis keeps its device registry. With Redis the registry lives there, shared by the cluster, and this is not used.",
+    ),
 });
 
 /** The config as written by a user, before defaults. */

@@ -17,24 +17,51 @@ import { z } from "zod";
 const positiveInt = z.number().int().positive();
 
 const rates = {
-  /** PUBLISH packets per second, per identity (username, or client id without one). */
-  messagesPerSecond: positiveInt.optional(),
-  /** Messages a client that was quiet may send at once, above the rate (>= 1). */
-  burstMessages: positiveInt.optional(),
-  /** PUBLISH bytes per second as on the wire (fixed header, topic and payload), per identity. */
-  bytesPerSecond: positiveInt.optional(),
-  /** Bytes a client that was quiet may send at once. A larger single message is let through
-   * when the bucket is full, and the client waits for the debt afterwards. */
-  burstBytes: positiveInt.optional(),
-  /** A client throttled without a break of a second for this long is disconnected. */
-  disconnectAfterSeconds: positiveInt.optional(),
+  messagesPerSecond: positiveInt
+    .optional()
+    .describe(
+      "PUBLISH packets per second, per identity (username, or client id without one). Absent: not counted.",
+    )
+    .meta({ examples: [100] }),
+  burstMessages: positiveInt
+    .optional()
+    .describe(
+      "Messages a client that was quiet may send at once, above the rate. Default: one second's worth of `messagesPerSecond`.",
+    )
+    .meta({ examples: [200] }),
+  bytesPerSecond: positiveInt
+    .optional()
+    .describe(
+      "PUBLISH bytes per second as on the wire (fixed header, topic and payload), per identity. Absent: not counted.",
+    )
+    .meta({ examples: [1_048_576] }),
+  burstBytes: positiveInt
+    .optional()
+    .describe(
+      "Bytes a quiet client may send at once. A larger single message is let through when the bucket is full, and the client waits for the debt afterwards. Default: `bytesPerSecond`.",
+    )
+    .meta({ examples: [2_097_152] }),
+  disconnectAfterSeconds: positiveInt
+    .optional()
+    .describe(
+      "A client throttled without a break of a second for this long is disconnected (its will is published). Default: 30.",
+    )
+    .meta({ examples: [30] }),
 };
 
 const overrideSchema = z.strictObject({
-  /** Matches the authenticated username exactly. */
-  username: z.string().min(1).optional(),
-  /** Matches the client id; `*` stands for any run of characters ("scada-*"). */
-  clientId: z.string().min(1).optional(),
+  username: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("Matches the authenticated username exactly. Give either this or `clientId`.")
+    .meta({ examples: ["scada"] }),
+  clientId: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("Matches the client id; `*` stands for any run of characters.")
+    .meta({ examples: ["hmi-*"] }),
   ...rates,
 });
 
@@ -86,7 +113,15 @@ export function effectiveRates(block: RatesInput, parent: PublishRates | undefin
 }
 
 export const publishLimitsSchema = z
-  .strictObject({ ...rates, overrides: z.array(overrideSchema).default([]) })
+  .strictObject({
+    ...rates,
+    overrides: z
+      .array(overrideSchema)
+      .default([])
+      .describe(
+        "Other limits for some clients; the first match wins. An override inherits every key it does not set from the block above it, except that a burst follows its own block's rate.",
+      ),
+  })
   .superRefine((value, ctx) => {
     const problem = (path: PropertyKey[], message: string) =>
       ctx.addIssue({ code: "custom", path, message });

@@ -16,8 +16,8 @@ import type { WatchedProcess } from "../system/process-cpu.js";
 import type { Scenario, ScenarioContext, ScenarioOutput, TableCell } from "./scenario.js";
 
 /**
- * README, "Recommended limits for a PLC fleet", as it stands (a unit test keeps the two the
- * same): the node under attack runs what we tell operators to run.
+ * docs/flood-protection.md, "Recommended limits for a PLC fleet", as it stands (a unit test
+ * keeps the two the same): the node under attack runs what we tell operators to run.
  */
 export const RECOMMENDED_PLC_LIMITS = {
   connectTimeoutMs: 5000,
@@ -383,7 +383,7 @@ function chosenBrokers(context: ScenarioContext): FloodBroker[] {
 
 export const floodScenario: Scenario = {
   name: "flood",
-  description: `${PLCS} PLCs at ${MESSAGES_PER_SECOND_PER_PLC} msg/s (QoS 1) to ${SCADA_SUBSCRIBERS} SCADA subscribers on one Sluice node with the README's PLC limits, without and with attackers (publish floods, a connection flood, slowloris, an oversize packet): p99 under attack / p99 without`,
+  description: `${PLCS} PLCs at ${MESSAGES_PER_SECOND_PER_PLC} msg/s (QoS 1) to ${SCADA_SUBSCRIBERS} SCADA subscribers on one Sluice node with the recommended PLC limits (docs/flood-protection.md), without and with attackers (publish floods, a connection flood, slowloris, an oversize packet): p99 under attack / p99 without`,
   inDefaultSet: false,
   async run(context): Promise<ScenarioOutput> {
     const windows = context.options.quick ? QUICK_WINDOWS : FULL_WINDOWS;
@@ -401,7 +401,7 @@ export const floodScenario: Scenario = {
           rows: latencyRows,
           notes: [
             `${PLCS} publishers at ${MESSAGES_PER_SECOND_PER_PLC} msg/s each (QoS 1, ${PAYLOAD_BYTES} B), each from its own address (127.0.1.x), to ${SCADA_SUBSCRIBERS} subscribers of all of them (127.0.2.x): ${PLCS * MESSAGES_PER_SECOND_PER_PLC * SCADA_SUBSCRIBERS} end-to-end latency samples a second`,
-            "the node runs the README's recommended PLC limits (limits.connections, limits.publish, flapping, ...), anonymous clients (so the publish budget is per client id), maxPacketBytes at its default",
+            "the node runs the recommended PLC limits of docs/flood-protection.md (limits.connections, limits.publish, flapping, ...), anonymous clients (so the publish budget is per client id), maxPacketBytes at its default",
             `attackers run in a process of their own over exactly the ${seconds} s measurement window, onset included; baseline and attacked phases alternate in order round by round on the same node, each starting once the node holds no connection`,
             "figures are medians over the rounds (p99 ratio: the median of each round's ratio); broker CPU is percent of one core (Redis not included); node event-loop max = the longest stall of the node's event loop in the phase (its /metrics)",
             "node waited for CPU = time per second the node's main thread was ready to run but not scheduled (/proc/<pid>/schedstat); machine CPU pressure = share of the window in which some task on the machine waited for a CPU (/proc/pressure/cpu): on a shared machine these, not the node's own work, can set a p99",
