@@ -2,6 +2,7 @@
 import { parseArgs } from "node:util";
 import { stringify } from "yaml";
 import { ADMIN_USAGE, ApiRefusedError, adminToken, runAdminCommand } from "./admin/admin-cli.js";
+import { ENV_OVERRIDES } from "./config/load-config.js";
 import { redactConfig } from "./config/redact.js";
 import { ConfigError, UsageError } from "./errors.js";
 import { loadVerifiedConfig } from "./lifecycle/load-verified-config.js";
@@ -27,7 +28,8 @@ ${ADMIN_USAGE}
 
 ${CA_USAGE}
 
-Environment: SLUICE_CONFIG, SLUICE_NODE_ID, SLUICE_REDIS_URL, SLUICE_LOG_LEVEL override the file.
+Environment: SLUICE_CONFIG (the config file); ${ENV_OVERRIDES.map((o) => o.variable).join(", ")}
+  override the file's keys (docs/configuration.md).
 Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.`;
 
 async function main(argv: string[]): Promise<number> {

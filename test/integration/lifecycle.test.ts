@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { hashPassword } from "../../src/security/password-hash.js";
 import { createTestPki } from "../helpers/certs.js";
+import { freePort } from "../helpers/free-port.js";
 import { connect, end, type MqttClient } from "../helpers/mqtt-client.js";
 import { runCli, SluiceProcess } from "../helpers/sluice-process.js";
 
@@ -192,6 +193,42 @@ describe("logs", () => {
       );
       assert.equal(line.event, undefined, "not a JSON line");
       assert.match(String(line.msg), /INFO/);
+      node.kill("SIGTERM");
+      assert.equal((await node.exited).code, 0);
+    } finally {
+      node.kill();
+    }
+  });
+});
+
+describe("log format from the environment", () => {
+  it("SLUICE_LOG_FORMAT=pretty: readable lines, and audit lines keep their fields", async () => {
+    await writeFile(join(dir, "pretty.passwd"), `rtu-9:${await hashPassword("right-password")}\n`);
+    const port = await freePort();
+    const file = await configFile(
+      "pretty-env.yaml",
+      `listeners:\n  - { type: tcp, host: 127.0.0.1, port: ${port} }\nhttp: { host: 127.0.0.1, port: 0 }\n` +
+        "auth: { passwordFile: pretty.passwd }\nlog: { level: info, format: json }\n",
+    );
+    const node = SluiceProcess.spawn(["start", "--config", file], { SLUICE_LOG_FORMAT: "pretty" });
+    try {
+      await node.waitForLog((l) => typeof l.msg === "string" && l.msg.includes("node ready"));
+      await assert.rejects(
+        connect(`mqtt://127.0.0.1:${port}`, {
+          clientId: "rtu-9",
+          username: "rtu-9",
+          password: "WRONG-secret",
+        }),
+      );
+      const has = (text: string) =>
+        node.waitForLog((l) => typeof l.msg === "string" && l.msg.includes(text));
+      const heading = await has("authentication failed: bad_password");
+      assert.equal(heading.event, undefined, "not a JSON line");
+      await has('event: "audit.auth_failed"');
+      await has('reason: "bad_password"');
+      await has('clientId: "rtu-9"');
+      await has('remoteAddress: "127.0.0.1"');
+      assert.ok(!node.lines.some((l) => JSON.stringify(l).includes("WRONG-secret")));
       node.kill("SIGTERM");
       assert.equal((await node.exited).code, 0);
     } finally {
