@@ -24,7 +24,8 @@ COPY package.json package-lock.json ./
 COPY patches ./patches
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
-# 3. Runtime: the slim base, production node_modules and the compiled code, nothing else.
+# 3. Runtime: the slim base, production node_modules, the compiled code and the patches it
+#    checks, nothing else.
 FROM ${NODE_IMAGE}
 ENV NODE_ENV=production \
     SLUICE_CONFIG=/etc/sluice/sluice.yaml
@@ -32,6 +33,8 @@ WORKDIR /app
 COPY --from=deps --chown=root:root /app/node_modules ./node_modules
 COPY --from=build --chown=root:root /app/dist/src ./dist/src
 COPY --chown=root:root package.json ./
+# A node checks at start that every patch is in effect (src/engine/engine-check.ts).
+COPY --chown=root:root patches ./patches
 # Files are root-owned and read-only to the process; it writes nothing but stdout.
 USER 1000:1000
 # MQTT (tcp, tls, ws, wss) and HTTP (/healthz, /readyz, /metrics)

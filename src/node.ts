@@ -27,6 +27,7 @@ import {
   type SluiceConfig,
   TLS_FILE_FIELDS,
 } from "./config/schema.js";
+import { verifyEngine } from "./engine/engine-check.js";
 import { MemoryPersistence } from "./engine/memory-persistence.js";
 import { ConfigError, PublishDeniedError } from "./errors.js";
 import { HttpServer } from "./http/http-server.js";
@@ -215,6 +216,8 @@ export class SluiceNode {
 
   private async open(): Promise<void> {
     const { config } = this;
+    // An engine without Sluice's fixes would run, silently without them: refuse instead.
+    verifyEngine();
     // Files first: a broken password file or ACL fails the start at once, not after Redis.
     const security = await SecurityFiles.load(
       { passwordFile: config.auth.passwordFile, aclFile: config.acl?.file },

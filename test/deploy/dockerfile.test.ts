@@ -78,6 +78,10 @@ test("Dockerfile - runtime: non-root, sluice start, no HEALTHCHECK, no dev tree"
     .map((i) => i.args)
     .join(" ");
   assert.match(env, /SLUICE_CONFIG=\/etc\/sluice\/sluice\.yaml/);
+  assert.ok(
+    runtime.some((i) => i.op === "COPY" && /(^|\s)patches(\s|$)/.test(i.args)),
+    "the runtime has the patches its engine check reads",
+  );
   for (const copy of runtime.filter((i) => i.op === "COPY"))
     assert.doesNotMatch(copy.args, /(^|\s)(\.|src|test)(\s|$)/, `runtime copies ${copy.args}`);
 });
