@@ -59,8 +59,18 @@ export class NotAuthorizedError extends SluiceError {
 }
 
 export class ServerUnavailableError extends SluiceError {
+  constructor(message: string, options?: { cause?: unknown }, code = "SERVER_UNAVAILABLE") {
+    super(code, message, options);
+  }
+}
+
+/**
+ * Redis did not answer a command a client's request depends on (an outage, a failover): the
+ * client is told to come back later (CONNACK 3), like any server-side unavailability.
+ */
+export class RedisUnavailableError extends ServerUnavailableError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super("SERVER_UNAVAILABLE", message, options);
+    super(message, options, "REDIS_UNAVAILABLE");
   }
 }
 

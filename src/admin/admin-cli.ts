@@ -4,7 +4,7 @@ import { writeFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { parseArgs } from "node:util";
-import { UsageError } from "../errors.js";
+import { SluiceError, UsageError } from "../errors.js";
 
 /** Where output goes; the process streams in production, buffers in tests. */
 export interface CliIo {
@@ -14,12 +14,12 @@ export interface CliIo {
 }
 
 /** The API refused the request (4xx): the caller's input, like a usage error. */
-export class ApiRefusedError extends Error {
+export class ApiRefusedError extends SluiceError {
   constructor(
     readonly status: number,
     message: string,
   ) {
-    super(message);
+    super("ADMIN_API_REFUSED", message);
   }
 }
 

@@ -17,6 +17,7 @@ import {
 import type { z } from "zod";
 import { ConnectionQuotas } from "../admission/connection-quotas.js";
 import type { RedisClient } from "../cluster/redis-fabric.js";
+import { SluiceError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
 import type { AuditLog } from "../security/audit-log.js";
 import {
@@ -37,13 +38,13 @@ export interface ApiResponse {
 }
 
 /** A refusal with its HTTP status; the message (and details) go to the caller as JSON. */
-export class ApiError extends Error {
+export class ApiError extends SluiceError {
   constructor(
     readonly status: number,
     message: string,
     readonly details: string[] = [],
   ) {
-    super(message);
+    super(`HTTP_${status}`, message);
   }
 }
 

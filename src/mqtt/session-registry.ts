@@ -1,4 +1,5 @@
 import type { RedisClient } from "../cluster/redis-fabric.js";
+import { unlessRedisUnavailable } from "../cluster/redis-unavailable.js";
 
 /**
  * The outcome of a CONNECT's claim on its client id. In a cluster, an accepted claim also makes
@@ -154,17 +155,20 @@ export class RedisSessionRegistry implements SessionRegistry {
     clean: boolean,
     username: string | undefined,
   ): Promise<SessionClaim> {
-    const [existed, epochText, displaced] = (await this.redis.eval(
-      CLAIM,
-      3,
-      SESSIONS,
-      OWNERS,
-      LAST_EPOCH,
-      clientId,
-      clean ? "1" : "0",
-      holderOf(username),
-      this.nodeId,
-      this.leaseKeyPrefix,
+    const [existed, epochText, displaced] = (await unlessRedisUnavailable(
+      "the client id claim",
+      this.redis.eval(
+        CLAIM,
+        3,
+        SESSIONS,
+        OWNERS,
+        LAST_EPOCH,
+        clientId,
+        clean ? "1" : "0",
+        holderOf(username),
+        this.nodeId,
+        this.leaseKeyPrefix,
+      ),
     )) as [number, string | number, string];
     if (existed === -1) return { refused: true };
     const epoch = Number(epochText);

@@ -1,3 +1,4 @@
+import { SluiceError } from "../errors.js";
 import type { RevokedCertificate } from "./device-store.js";
 
 /** A device certificate as issued; the key only when Sluice generated the key pair. */
@@ -22,4 +23,8 @@ export interface DeviceCertificateAuthority {
 }
 
 /** The request cannot be signed (bad CSR, wrong subject, weak key): the caller's fault. */
-export class CertificateRequestError extends Error {}
+export class CertificateRequestError extends SluiceError {
+  constructor(message: string) {
+    super("CERTIFICATE_REQUEST_INVALID", message);
+  }
+}

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { SluiceError } from "../errors.js";
 import { hashPassword } from "../security/password-hash.js";
 import type { DeviceLimits, DeviceRecord } from "./device.js";
 import type { DevicePage, DeviceStore } from "./device-store.js";
@@ -37,7 +38,11 @@ const CACHE_TTL_MS = 60_000;
 /** Random bytes in a generated device password: 192 bits, base64url. */
 const PASSWORD_BYTES = 24;
 
-export class DeviceExistsError extends Error {}
+export class DeviceExistsError extends SluiceError {
+  constructor(message: string) {
+    super("DEVICE_EXISTS", message);
+  }
+}
 
 /**
  * The device registry as nodes use it: records in a store shared by the cluster, a cache per

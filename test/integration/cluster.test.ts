@@ -388,12 +388,28 @@ describe("Redis outage", () => {
     const own = await RedisServer.start();
     const { dir, node } = await spawnNodeOn(own);
     try {
-      await node.ready();
+      const { ports } = await node.ready();
       await own.kill();
       const down = await node.waitForEvent("redis.down");
       // A reconnect attempt that failed and was handled (it used to throw from mqemitter-redis).
       await node.waitForEvent("redis.emitter_error");
       assert.equal(node.child.exitCode, null, "still running");
+      // A client arriving now is told to come back later; the outage is no hook failure.
+      const refused = await connect(`mqtt://127.0.0.1:${ports.tcp}`, {
+        clientId: "mid-outage",
+      }).then(
+        async (client) => {
+          await end(client);
+          return 0;
+        },
+        (error: { code?: number }) => Number(error.code),
+      );
+      assert.equal(refused, 3, "CONNACK 3: server unavailable");
+      assert.equal(
+        node.lines.filter((l) => l.event === "hook.failed").length,
+        0,
+        "an outage is logged once as redis.down, not as a failure per CONNECT",
+      );
       await own.start();
       await node.waitForLog(
         (l) => l.event === "redis.up" && node.lines.indexOf(l) > node.lines.indexOf(down),
