@@ -56,7 +56,7 @@ import { MemorySessionRegistry, RedisSessionRegistry } from "./mqtt/session-regi
 import type { Logger } from "./observability/logger.js";
 import { SluiceMetrics } from "./observability/metrics.js";
 import { SocketByteMeter } from "./observability/socket-byte-meter.js";
-import type { DeviceCertificateAuthority } from "./registry/certificate-authority.js";
+import type { DeviceCertificateAuthority } from "./registry/device-certificate-authority.js";
 import { DeviceEnforcement } from "./registry/device-enforcement.js";
 import { DeviceRegistry, REGISTRY_TOPIC } from "./registry/device-registry.js";
 import type { DeviceStore } from "./registry/device-store.js";

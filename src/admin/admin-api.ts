@@ -1,11 +1,11 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { z } from "zod";
+import { viewOf } from "../registry/device.js";
 import {
   CertificateRequestError,
   type DeviceCertificateAuthority,
   type IssuedCertificate,
-} from "../registry/certificate-authority.js";
-import { viewOf } from "../registry/device.js";
+} from "../registry/device-certificate-authority.js";
 import { DeviceExistsError, type DeviceRegistry } from "../registry/device-registry.js";
 import { revokeCertificates } from "../registry/revocation.js";
 import type { AuditLog } from "../security/audit-log.js";

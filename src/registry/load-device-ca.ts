@@ -6,7 +6,7 @@ import {
   CertificateRequestError,
   type DeviceCertificateAuthority,
   type IssuedCertificate,
-} from "./certificate-authority.js";
+} from "./device-certificate-authority.js";
 
 /**
  * Loads `admin.ca` (Sluice's own root from `sluice ca init`, or an operator's intermediate)

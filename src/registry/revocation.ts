@@ -1,4 +1,4 @@
-import type { DeviceCertificateAuthority } from "./certificate-authority.js";
+import type { DeviceCertificateAuthority } from "./device-certificate-authority.js";
 import type { DeviceRegistry } from "./device-registry.js";
 
 /**
