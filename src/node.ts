@@ -21,11 +21,12 @@ import {
   LocalSessionDirectory,
 } from "./cluster/session-directory.js";
 import { WillClaims } from "./cluster/will-claims.js";
+import { visitFiles } from "./config/file-keys.js";
 import {
+  FILE_KEYS,
   isTlsListener,
   type ListenerConfig,
   type SluiceConfig,
-  TLS_FILE_FIELDS,
 } from "./config/schema.js";
 import { verifyEngine } from "./engine/engine-check.js";
 import { MemoryPersistence } from "./engine/memory-persistence.js";
@@ -1045,19 +1046,12 @@ function readAdminTls(tls: { cert: string; key: string; ca?: string | undefined 
   }
 }
 
-/** Every file a reload re-reads: security files and TLS material. */
+/** The files a reload re-reads: password file, ACL and the listeners' TLS material. */
+const RELOADED_FILES = /^(auth\.passwordFile|acl\.file|listeners\[\]\.)/;
+
 function watchedFiles(config: SluiceConfig): string[] {
-  const files: string[] = [];
-  if (config.auth.passwordFile) files.push(config.auth.passwordFile);
-  if (config.acl) files.push(config.acl.file);
-  for (const listener of config.listeners) {
-    if (!isTlsListener(listener)) continue;
-    for (const field of TLS_FILE_FIELDS) {
-      const path = listener[field];
-      if (path !== undefined) files.push(path);
-    }
-  }
-  return files;
+  const keys = FILE_KEYS.filter((key) => RELOADED_FILES.test(key.pattern));
+  return visitFiles(config, keys).map((file) => file.path);
 }
 
 /**

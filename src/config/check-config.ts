@@ -1,4 +1,5 @@
-import { isTlsListener, type SluiceConfig, TLS_FILE_FIELDS } from "./schema.js";
+import { visitFiles } from "./file-keys.js";
+import { FILE_KEYS, isTlsListener, type SluiceConfig } from "./schema.js";
 
 const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]"]);
 
@@ -33,12 +34,6 @@ export function checkConfig(config: SluiceConfig, deps: CheckConfigDeps): string
     )
       problems.push(`${key}.trustedProxies: required with proxyProtocol`);
     if (isTlsListener(listener)) {
-      for (const field of TLS_FILE_FIELDS) {
-        const path = listener[field];
-        if (path !== undefined && !deps.fileExists(path)) {
-          problems.push(`${key}.${field}: file not found or not readable: ${path}`);
-        }
-      }
       if (listener.requireClientCert && listener.ca === undefined) {
         problems.push(
           `${key}.ca: required when requireClientCert is true (client certificates must chain to it)`,
@@ -52,11 +47,9 @@ export function checkConfig(config: SluiceConfig, deps: CheckConfigDeps): string
   claim("http.port", config.http.host, config.http.port);
   if (config.admin) claim("admin.port", config.admin.host, config.admin.port);
 
-  if (config.auth.passwordFile !== undefined && !deps.fileExists(config.auth.passwordFile)) {
-    problems.push(`auth.passwordFile: file not found or not readable: ${config.auth.passwordFile}`);
-  }
-  if (config.acl !== undefined && !deps.fileExists(config.acl.file)) {
-    problems.push(`acl.file: file not found or not readable: ${config.acl.file}`);
+  for (const { key, path, use } of visitFiles(config, FILE_KEYS)) {
+    if (use === "read" && !deps.fileExists(path))
+      problems.push(`${key}: file not found or not readable: ${path}`);
   }
 
   const redis = config.redis;
@@ -75,27 +68,10 @@ export function checkConfig(config: SluiceConfig, deps: CheckConfigDeps): string
     const tls = redis.tls;
     if (tls && (tls.cert === undefined) !== (tls.key === undefined))
       problems.push("redis.tls: cert and key go together");
-    for (const field of ["ca", "cert", "key"] as const) {
-      const path = tls?.[field];
-      if (path !== undefined && !deps.fileExists(path))
-        problems.push(`redis.tls.${field}: file not found or not readable: ${path}`);
-    }
   }
 
   const admin = config.admin;
   if (admin) {
-    const files: Array<[string, string | undefined]> = [
-      ["admin.tls.cert", admin.tls?.cert],
-      ["admin.tls.key", admin.tls?.key],
-      ["admin.tls.ca", admin.tls?.ca],
-      ["admin.ca.cert", admin.ca?.cert],
-      ["admin.ca.key", admin.ca?.key],
-      ["admin.ca.chain", admin.ca?.chain],
-    ];
-    for (const [key, path] of files) {
-      if (path !== undefined && !deps.fileExists(path))
-        problems.push(`${key}: file not found or not readable: ${path}`);
-    }
     if (config.redis === undefined && config.registry === undefined) {
       problems.push(
         "registry.file: required with admin on a node without redis (where the device registry is kept)",

@@ -6,13 +6,8 @@ import type { z } from "zod";
 import { ConfigError } from "../errors.js";
 import { readCappedFileSync } from "../files/read-capped-file.js";
 import { checkConfig } from "./check-config.js";
-import {
-  configSchema,
-  isTlsListener,
-  type ParsedConfig,
-  type SluiceConfig,
-  TLS_FILE_FIELDS,
-} from "./schema.js";
+import { visitFiles } from "./file-keys.js";
+import { configSchema, FILE_KEYS, type ParsedConfig, type SluiceConfig } from "./schema.js";
 
 /** `SLUICE_*` variables that override the file, and the key each one sets. */
 export const ENV_OVERRIDES = [
@@ -150,71 +145,20 @@ function finalize(
   configDir: string | undefined,
   env: NodeJS.ProcessEnv,
 ): SluiceConfig {
-  const at = (path: string): string => (configDir ? resolve(configDir, path) : resolve(path));
-  const listeners = parsed.listeners.map((listener) => {
-    if (!isTlsListener(listener)) return listener;
-    const resolved = { ...listener };
-    for (const field of TLS_FILE_FIELDS) {
-      const path = listener[field];
-      if (path !== undefined) resolved[field] = at(path);
-    }
-    return resolved;
-  });
+  const config = structuredClone(parsed);
+  // Relative paths are relative to the config file's folder (the working folder without one).
+  visitFiles(config, FILE_KEYS, ({ path }) =>
+    configDir ? resolve(configDir, path) : resolve(path),
+  );
   return {
-    ...parsed,
-    nodeId: parsed.nodeId ?? defaultNodeId(env),
-    listeners,
+    ...config,
+    nodeId: config.nodeId ?? defaultNodeId(env),
     auth: {
-      ...parsed.auth,
+      ...config.auth,
       // A config file turns anonymous access off unless it says otherwise.
-      allowAnonymous: parsed.auth.allowAnonymous ?? configDir === undefined,
-      ...(parsed.auth.passwordFile === undefined
-        ? {}
-        : { passwordFile: at(parsed.auth.passwordFile) }),
+      allowAnonymous: config.auth.allowAnonymous ?? configDir === undefined,
     },
-    ...(parsed.acl === undefined ? {} : { acl: { file: at(parsed.acl.file) } }),
-    ...(parsed.redis?.tls === undefined
-      ? {}
-      : {
-          redis: {
-            ...parsed.redis,
-            tls: Object.fromEntries(
-              Object.entries(parsed.redis.tls).map(([field, path]) => [field, at(path)]),
-            ),
-          },
-        }),
-    ...(parsed.admin === undefined ? {} : { admin: resolveAdminPaths(parsed.admin, at) }),
-    ...(parsed.registry === undefined ? {} : { registry: { file: at(parsed.registry.file) } }),
     ...(configDir === undefined ? {} : { configDir }),
-  };
-}
-
-function resolveAdminPaths(
-  admin: NonNullable<ParsedConfig["admin"]>,
-  at: (path: string) => string,
-): NonNullable<ParsedConfig["admin"]> {
-  const { tls, ca, ...rest } = admin;
-  return {
-    ...rest,
-    ...(tls === undefined
-      ? {}
-      : {
-          tls: {
-            cert: at(tls.cert),
-            key: at(tls.key),
-            ...(tls.ca === undefined ? {} : { ca: at(tls.ca) }),
-          },
-        }),
-    ...(ca === undefined
-      ? {}
-      : {
-          ca: {
-            ...ca,
-            cert: at(ca.cert),
-            key: at(ca.key),
-            ...(ca.chain === undefined ? {} : { chain: at(ca.chain) }),
-          },
-        }),
   };
 }
 

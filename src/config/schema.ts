@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { publishLimitsSchema } from "../limits/publish-limits-schema.js";
 import { parseCidr } from "./cidr.js";
+import { fileKeysOf } from "./file-keys.js";
 
 /**
  * The single source of truth for Sluice's configuration: types, defaults and validation.
@@ -13,7 +14,8 @@ const port = z
   .min(0, "must be a port between 0 and 65535")
   .max(65535, "must be a port between 0 and 65535");
 const host = z.string().min(1, "must not be empty");
-const filePath = z.string().min(1, "must be a file path");
+/** A file the node reads; `.meta({ file })` lets config/file-keys.ts find every such key. */
+const filePath = z.string().min(1, "must be a file path").meta({ file: "read" });
 const cidr = z
   .string()
   .refine(
@@ -690,7 +692,7 @@ export const configSchema = z.strictObject({
     .strictObject({
       file: filePath
         .describe("JSON file the node writes its device registry to (mode 0600).")
-        .meta({ examples: ["devices.json"] }),
+        .meta({ examples: ["devices.json"], file: "written" }),
     })
     .optional()
     .describe(
@@ -711,7 +713,8 @@ export function isTlsListener(listener: ListenerConfig): listener is TlsListener
 }
 
 /** The file settings of a TLS listener: checked at load, resolved against the config folder, watched. */
-export const TLS_FILE_FIELDS = ["cert", "key", "ca", "crl"] as const;
+/** Every key that names a file (config/file-keys.ts reads them from the schema's marks). */
+export const FILE_KEYS = fileKeysOf(configSchema);
 export type LogLevel = ParsedConfig["log"]["level"];
 
 /** The effective, frozen configuration a node runs with. */
