@@ -23,7 +23,9 @@ import {
 import { WillClaims } from "./cluster/will-claims.js";
 import { visitFiles } from "./config/file-keys.js";
 import {
+  DEVICE_CERTIFICATE_DAYS_DEFAULT,
   FILE_KEYS,
+  HEARTBEAT_MS_DEFAULT,
   isTlsListener,
   type ListenerConfig,
   type SluiceConfig,
@@ -73,13 +75,6 @@ import { SecurityFiles } from "./security/security-files.js";
 import { createListener } from "./transport/create-listener.js";
 import { type ClientConnection, type Listener, rawSocket } from "./transport/listener.js";
 
-/**
- * How often a node announces itself to the others (`redis.heartbeatMs`; alone, it only matters
- * for aedes' own timers). aedes declares a node dead after 3 silent heartbeats and looks for
- * dead nodes' wills every 4, so a crashed node's clients' wills go out 3 to 7 heartbeats after
- * the crash.
- */
-const DEFAULT_HEARTBEAT_MS = 1_000;
 /**
  * A node waits for Redis at start as long as it takes, probes up and not ready; past this it
  * says so in the log.
@@ -147,7 +142,9 @@ export class SluiceNode {
     logger: Logger,
   ) {
     this.rootLogger = logger;
-    this.heartbeatMs = config.redis?.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+    // How often a node announces itself (aedes declares a node dead after 3 silent heartbeats and
+    // looks for dead nodes' wills every 4); alone, it only paces aedes' own timers.
+    this.heartbeatMs = config.redis?.heartbeatMs ?? HEARTBEAT_MS_DEFAULT;
     this.quotas = new ConnectionQuotas(
       config.limits.connections,
       () => this.connectionCounts?.otherNodesOpen() ?? 0,
@@ -684,7 +681,7 @@ export class SluiceNode {
       ca,
       sessions: directory,
       enrollmentTokenSeconds: admin.enrollmentTokenSeconds,
-      deviceCertificateDays: admin.ca?.deviceCertificateDays ?? 90,
+      deviceCertificateDays: admin.ca?.deviceCertificateDays ?? DEVICE_CERTIFICATE_DAYS_DEFAULT,
       passwordUsers: () => this.security?.passwords(),
       audit,
     };

@@ -14,6 +14,10 @@ const port = z
   .min(0, "must be a port between 0 and 65535")
   .max(65535, "must be a port between 0 and 65535");
 const host = z.string().min(1, "must not be empty");
+/** Also what a node without Redis uses: aedes' own timers run on it. */
+export const HEARTBEAT_MS_DEFAULT = 1_000;
+/** Also what the admin API passes on when no device CA is configured (nothing is issued then). */
+export const DEVICE_CERTIFICATE_DAYS_DEFAULT = 90;
 /** A file the node reads; `.meta({ file })` lets config/file-keys.ts find every such key. */
 const filePath = z.string().min(1, "must be a file path").meta({ file: "read" });
 const cidr = z
@@ -253,7 +257,7 @@ const redisSchema = z.strictObject({
     .int()
     .min(100)
     .max(60_000)
-    .default(1_000)
+    .default(HEARTBEAT_MS_DEFAULT)
     .describe(
       "How often a node tells the others it lives. A node silent for 3 of these is dead: `sluice_cluster_nodes` drops it, and its clients' wills go out 3 to 7 of these after its crash.",
     ),
@@ -656,7 +660,7 @@ export const configSchema = z.strictObject({
             .int()
             .min(1)
             .max(825)
-            .default(90)
+            .default(DEVICE_CERTIFICATE_DAYS_DEFAULT)
             .describe("Validity of issued device certificates when a request names none."),
         })
         .optional()
