@@ -12,6 +12,16 @@ export class SluiceError extends Error {
   }
 }
 
+/** What a log line's `err` field holds: always an Error, so pino serializes it one way. */
+export function asError(value: unknown): Error {
+  return value instanceof Error ? value : new Error(String(value));
+}
+
+/** The problems of a ConfigError, one line each; otherwise undefined. */
+export function problemsOf(value: unknown): readonly string[] | undefined {
+  return value instanceof ConfigError ? value.problems : undefined;
+}
+
 /** The configuration is invalid; `problems` holds one line per problem, each naming its key. */
 export class ConfigError extends SluiceError {
   readonly problems: readonly string[];

@@ -32,7 +32,7 @@ import {
 } from "./config/schema.js";
 import { verifyEngine } from "./engine/engine-check.js";
 import { MemoryPersistence } from "./engine/memory-persistence.js";
-import { ConfigError, PublishDeniedError } from "./errors.js";
+import { asError, ConfigError, PublishDeniedError, problemsOf } from "./errors.js";
 import { HttpServer } from "./http/http-server.js";
 import { drainClients } from "./lifecycle/drain-clients.js";
 import { FileWatcher } from "./lifecycle/file-watcher.js";
@@ -633,9 +633,13 @@ export class SluiceNode {
           "device CRL loaded",
         );
       } catch (error) {
-        const problems = error instanceof ConfigError ? error.problems.join("; ") : String(error);
         this.log.error(
-          { event: "registry.crl_failed", listener: `listeners[${index}]`, err: problems },
+          {
+            event: "registry.crl_failed",
+            listener: `listeners[${index}]`,
+            err: asError(error),
+            problems: problemsOf(error),
+          },
           "device CRL rejected; the previous one stays in force",
         );
       }
@@ -835,7 +839,7 @@ export class SluiceNode {
         return;
       }
       log.debug(
-        { event: "client.error", clientId: client.id ?? undefined, err: error.message },
+        { event: "client.error", clientId: client.id ?? undefined, err: error },
         "client connection error",
       );
     };
@@ -868,9 +872,13 @@ export class SluiceNode {
       try {
         listener.reloadTls();
       } catch (error) {
-        const problems = error instanceof ConfigError ? error.problems.join("; ") : String(error);
         this.log.error(
-          { event: "reload.failed", listener: `listeners[${index}]`, err: problems },
+          {
+            event: "reload.failed",
+            listener: `listeners[${index}]`,
+            err: asError(error),
+            problems: problemsOf(error),
+          },
           "TLS material rejected; the previous one stays in force",
         );
       }
@@ -912,7 +920,7 @@ export class SluiceNode {
         for (const serial of await readRevokedSerials(listener.crl)) serials.add(serial);
       } catch (error) {
         this.log.error(
-          { event: "reload.failed", file: listener.crl, err: String(error) },
+          { event: "reload.failed", file: listener.crl, err: asError(error) },
           "CRL could not be read",
         );
       }

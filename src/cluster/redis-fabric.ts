@@ -112,7 +112,7 @@ export class RedisFabric {
     if (!emitterState)
       throw new TypeError("mqemitter-redis has no state emitter: cannot guard its errors");
     emitterState.on("error", (error: Error) =>
-      log.debug({ event: "redis.emitter_error", err: error.message }, "redis emitter error"),
+      log.debug({ event: "redis.emitter_error", err: error }, "redis emitter error"),
     );
     this.mq = mq;
   }

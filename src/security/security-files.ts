@@ -1,3 +1,4 @@
+import { asError, problemsOf } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
 import { Acl } from "./acl.js";
 import type { PasswordVerifier } from "./authenticator.js";
@@ -57,7 +58,12 @@ export class SecurityFiles {
         );
       } catch (error) {
         this.log.error(
-          { event: "reload.failed", file: passwordFile, err: describe(error) },
+          {
+            event: "reload.failed",
+            file: passwordFile,
+            err: asError(error),
+            problems: problemsOf(error),
+          },
           "password file rejected; the previous one stays in force",
         );
       }
@@ -68,7 +74,12 @@ export class SecurityFiles {
         this.log.info({ event: "reload.acl", rules: this.acl.ruleCount }, "ACL reloaded");
       } catch (error) {
         this.log.error(
-          { event: "reload.failed", file: aclFile, err: describe(error) },
+          {
+            event: "reload.failed",
+            file: aclFile,
+            err: asError(error),
+            problems: problemsOf(error),
+          },
           "ACL rejected; the previous one stays in force",
         );
       }
@@ -77,10 +88,3 @@ export class SecurityFiles {
 }
 
 const OPEN = new OpenAuthorizer();
-
-function describe(error: unknown): string {
-  if (error && typeof error === "object" && "problems" in error && Array.isArray(error.problems)) {
-    return error.problems.join("; ");
-  }
-  return error instanceof Error ? error.message : String(error);
-}

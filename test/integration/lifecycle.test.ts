@@ -254,7 +254,13 @@ describe("reload on SIGHUP", () => {
       await writeFile(join(dir, "hup.acl"), "user ops\nbogus line\n");
       node.kill("SIGHUP");
       const failed = await node.waitForEvent("reload.failed");
-      assert.match(String(failed.err), /hup\.acl:2: unknown keyword/);
+      assert.deepEqual(failed.problems, [
+        `hup.acl:2: unknown keyword "bogus" (expected topic, pattern, user or group)`,
+      ]);
+      assert.match(
+        String((failed.err as { message?: string }).message),
+        /hup\.acl:2: unknown keyword/,
+      );
       node.kill("SIGTERM");
       assert.equal((await node.exited).code, 0);
     } finally {
