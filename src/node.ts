@@ -20,6 +20,7 @@ import {
   DISCONNECT_TOPIC,
   LocalSessionDirectory,
 } from "./cluster/session-directory.js";
+import { MemorySessionRegistry, RedisSessionRegistry } from "./cluster/session-registry.js";
 import { WillClaims } from "./cluster/will-claims.js";
 import { visitFiles } from "./config/file-keys.js";
 import {
@@ -55,7 +56,6 @@ import { ClientContexts } from "./mqtt/client-context.js";
 import { adaptHooks } from "./mqtt/hook-adapter.js";
 import { InflightWindows } from "./mqtt/inflight-window.js";
 import { PacketGuard, PacketViolationError } from "./mqtt/packet-guard.js";
-import { MemorySessionRegistry, RedisSessionRegistry } from "./mqtt/session-registry.js";
 import type { Logger } from "./observability/logger.js";
 import { SluiceMetrics } from "./observability/metrics.js";
 import { SocketByteMeter } from "./observability/socket-byte-meter.js";

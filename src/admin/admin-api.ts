@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { z } from "zod";
+import type { SessionDirectory, SessionInfo } from "../cluster/session-directory.js";
 import { viewOf } from "../registry/device.js";
 import {
   CertificateRequestError,
@@ -30,21 +31,6 @@ import {
 } from "./admin-schemas.js";
 import { ApiError, type ApiResponse, type Route, type RouteContext } from "./admin-server.js";
 import { type OpenApiDocument, openApiDocument } from "./openapi.js";
-
-/** A client connected somewhere in the cluster. */
-export interface SessionInfo {
-  clientId: string;
-  node: string;
-  /** When this connection claimed its client id (ISO 8601), where known. */
-  connectedAt?: string;
-}
-
-/** The cluster's live connections, as the admin API lists and closes them. */
-export interface SessionDirectory {
-  list(limit: number): Promise<{ sessions: SessionInfo[]; truncated: boolean }>;
-  /** Closes the client's connection on whatever node holds it; false when none does. */
-  disconnect(clientId: string): Promise<boolean>;
-}
 
 export interface AdminApiDeps {
   registry: DeviceRegistry;

@@ -16,7 +16,7 @@ import {
 } from "rate-limiter-flexible";
 import type { z } from "zod";
 import { ConnectionQuotas } from "../admission/connection-quotas.js";
-import type { RedisClient } from "../cluster/redis-fabric.js";
+import type { RedisClient } from "../cluster/redis-client.js";
 import { SluiceError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
 import type { AuditLog } from "../security/audit-log.js";

@@ -1,4 +1,4 @@
-import type { RedisClient } from "../cluster/redis-fabric.js";
+import type { RedisClient } from "../cluster/redis-client.js";
 import type { Logger } from "../observability/logger.js";
 
 /** A quota on open connections per username (checked once the CONNECT is authenticated). */

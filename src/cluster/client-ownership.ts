@@ -1,6 +1,6 @@
 import type { Client } from "aedes";
-import type { OwnedConnection, RedisSessionRegistry } from "../mqtt/session-registry.js";
 import type { Logger } from "../observability/logger.js";
+import type { OwnedConnection, RedisSessionRegistry } from "./session-registry.js";
 
 /** The topic a node listens on for takeovers of its connections. */
 export function takeoverTopic(nodeId: string): string {

@@ -5,6 +5,7 @@ import { Cluster, Redis, type RedisOptions } from "ioredis";
 import mqemitterRedis from "mqemitter-redis";
 import type { SluiceConfig } from "../config/schema.js";
 import type { Logger } from "../observability/logger.js";
+import type { RedisClient } from "./redis-client.js";
 
 type RedisConfig = NonNullable<SluiceConfig["redis"]>;
 
@@ -21,9 +22,6 @@ export interface StoredQueueLimits {
   /** The oldest `dropped` messages of a client's queue went to make room. */
   onQueueFull(clientId: string, dropped: number): void;
 }
-
-/** A connection to a single Redis (direct or through Sentinel) or to a Redis Cluster. */
-export type RedisClient = Redis | Cluster;
 
 /**
  * Where aedes-persistence-redis keeps retained messages (under the key prefix): one hash on a

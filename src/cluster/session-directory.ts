@@ -1,6 +1,20 @@
-import type { SessionDirectory, SessionInfo } from "../admin/admin-api.js";
-import type { RedisSessionRegistry } from "../mqtt/session-registry.js";
-import type { RedisClient } from "./redis-fabric.js";
+import type { RedisClient } from "./redis-client.js";
+import type { RedisSessionRegistry } from "./session-registry.js";
+
+/** A client connected somewhere in the cluster. */
+export interface SessionInfo {
+  clientId: string;
+  node: string;
+  /** When this connection claimed its client id (ISO 8601), where known. */
+  connectedAt?: string;
+}
+
+/** The cluster's live connections, as the admin API lists and closes them. */
+export interface SessionDirectory {
+  list(limit: number): Promise<{ sessions: SessionInfo[]; truncated: boolean }>;
+  /** Closes the client's connection on whatever node holds it; false when none does. */
+  disconnect(clientId: string): Promise<boolean>;
+}
 
 /** The topic on which any node asks all nodes to close a client's connection. */
 export const DISCONNECT_TOPIC = "$SYS/sluice/disconnect";

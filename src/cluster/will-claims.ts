@@ -1,4 +1,4 @@
-import type { RedisClient } from "./redis-fabric.js";
+import type { RedisClient } from "./redis-client.js";
 
 /** Long enough for one node to publish and delete the will, short enough to retry after a crash. */
 const CLAIM_TTL_MS = 30_000;

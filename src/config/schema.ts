@@ -1,7 +1,7 @@
 import { z } from "zod";
-import { publishLimitsSchema } from "../limits/publish-limits-schema.js";
 import { parseCidr } from "./cidr.js";
 import { fileKeysOf } from "./file-keys.js";
+import { publishLimitsSchema } from "./publish-limits-schema.js";
 
 /**
  * The single source of truth for Sluice's configuration: types, defaults and validation.

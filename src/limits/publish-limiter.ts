@@ -4,12 +4,12 @@ import {
   RateLimiterMemory,
   RateLimiterRedis,
 } from "rate-limiter-flexible";
-import type { RedisClient } from "../cluster/redis-fabric.js";
+import type { RedisClient } from "../cluster/redis-client.js";
+import type { PublishLimitsConfig, PublishRates } from "../config/publish-limits-schema.js";
 import type { Logger } from "../observability/logger.js";
 import type { AuditLog, AuditSubject } from "../security/audit-log.js";
 import { ClusterShare } from "./cluster-share.js";
 import { type BudgetParts, PENDING, PublishBudget } from "./publish-budget.js";
-import type { PublishLimitsConfig, PublishRates } from "./publish-limits-schema.js";
 import { budgetKey, type PublisherIdentity, PublishProfiles } from "./publish-profiles.js";
 import { installReadGate, type PublishAdmission, type ReadGate } from "./read-gate.js";
 

@@ -2,7 +2,7 @@ import {
   effectiveRates,
   type PublishLimitsConfig,
   type PublishRates,
-} from "./publish-limits-schema.js";
+} from "../config/publish-limits-schema.js";
 
 /** Who is publishing, as far as publish limits care. */
 export interface PublisherIdentity {

@@ -1,5 +1,6 @@
 import type { Client, PublishPacket } from "aedes";
 import type { ConnectAdmission } from "../admission/connect-admission.js";
+import type { OwnedConnection, SessionRegistry } from "../cluster/session-registry.js";
 import {
   IdentifierRejectedError,
   NotAuthorizedError,
@@ -8,6 +9,7 @@ import {
   ServerUnavailableError,
 } from "../errors.js";
 import type { SluiceMetrics } from "../observability/metrics.js";
+import { exceedsBytes, invalidTopicFilter, invalidTopicName } from "../protocol/topic-rules.js";
 import type { AuditLog, AuditSubject } from "../security/audit-log.js";
 import type { Authenticator, Identity } from "../security/authenticator.js";
 import type { AclSubject, Authorizer } from "../security/authorizer.js";
@@ -16,8 +18,6 @@ import { isWillOf } from "./aedes-internals.js";
 import type { ClientContext, ClientContexts } from "./client-context.js";
 import type { BrokerHooks } from "./hook-adapter.js";
 import { PacketViolationError } from "./packet-guard.js";
-import type { OwnedConnection, SessionRegistry } from "./session-registry.js";
-import { exceedsBytes, invalidTopicFilter, invalidTopicName } from "./topic-rules.js";
 
 const SYS_PREFIX = "$SYS";
 

@@ -2,7 +2,7 @@ import { basename, extname } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { ConfigError } from "../errors.js";
-import { invalidTopicFilter } from "../mqtt/topic-rules.js";
+import { invalidTopicFilter } from "../protocol/topic-rules.js";
 import type { AclSubject, Authorizer } from "./authorizer.js";
 import { ACL_FILE_MAX_BYTES, readSecurityFile } from "./read-security-file.js";
 

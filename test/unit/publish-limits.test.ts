@@ -11,10 +11,10 @@ import {
   type RateLimiterRes,
 } from "rate-limiter-flexible";
 import { resolveConfig } from "../../src/config/load-config.js";
+import type { PublishLimitsConfig } from "../../src/config/publish-limits-schema.js";
 import { ConfigError } from "../../src/errors.js";
 import { ClusterShare, PENDING } from "../../src/limits/cluster-share.js";
 import { PublishBudget } from "../../src/limits/publish-budget.js";
-import type { PublishLimitsConfig } from "../../src/limits/publish-limits-schema.js";
 import { budgetKey, PublishProfiles } from "../../src/limits/publish-profiles.js";
 import { installReadGate } from "../../src/limits/read-gate.js";
 import { TokenBucket } from "../../src/limits/token-bucket.js";

@@ -1,5 +1,5 @@
-import type { RedisClient } from "../cluster/redis-fabric.js";
-import { unlessRedisUnavailable } from "../cluster/redis-unavailable.js";
+import type { RedisClient } from "./redis-client.js";
+import { unlessRedisUnavailable } from "./redis-unavailable.js";
 
 /**
  * The outcome of a CONNECT's claim on its client id. In a cluster, an accepted claim also makes
