@@ -38,7 +38,7 @@ export class PersistenceKeys {
     return clientKey(clientId, "packets");
   }
 
-  /** Hash: packet identifier -> `<ref>` of the delivery sent with it. */
+  /** Hash: packet identifier -> the queue entry of the delivery sent with it. */
   messageIds(clientId: string): string {
     return clientKey(clientId, "msgids");
   }

@@ -127,9 +127,12 @@ class Migration {
       const [broker, counter] = entry.split(":").slice(-2);
       const ref = `${broker}:${counter}`;
       const released = !entry.startsWith("packet:");
+      const queueEntry = released ? `rel:${ref}` : ref;
       await db.hset(packets, ref, value);
-      await db.rpush(queue, released ? `rel:${ref}` : ref);
-      if (typeof packet.messageId === "number") await db.hset(messageIds, packet.messageId, ref);
+      await db.rpush(queue, queueEntry);
+      if (typeof packet.messageId === "number") {
+        await db.hset(messageIds, packet.messageId, queueEntry);
+      }
       queued++;
     }
     return queued;

@@ -16,6 +16,7 @@ import {
 } from "./persistence-types.js";
 import { RedisScripts } from "./redis-scripts.js";
 import { type BroadcastBroker, SubscriptionBroadcast } from "./subscription-broadcast.js";
+import { bySession, TurnBatches, type Waiting } from "./turn-batches.js";
 
 /** The broker as the persistence sees it: broadcasts, and whether anyone hears acks. */
 export interface PersistenceBroker extends BroadcastBroker {
@@ -32,12 +33,15 @@ export interface RedisPersistenceOptions extends QueueLimits {
 const LOAD_BATCH = 1000;
 const RELEASED = "rel:";
 
-interface PendingAcks {
-  messageIds: number[];
-  waiters: Array<{
-    resolve(packet: StoredPacket | undefined): void;
-    reject(error: unknown): void;
-  }>;
+interface Delivery {
+  clientId: string;
+  messageId: number;
+  ref: string;
+}
+
+interface Acknowledgement {
+  clientId: string;
+  messageId: number;
 }
 
 /**
@@ -58,7 +62,12 @@ export class RedisPersistence {
   private reloading: QlobberSub | undefined;
   private broker: PersistenceBroker | undefined;
   private broadcast: SubscriptionBroadcast | undefined;
-  private pendingAcks = new Map<string, PendingAcks>();
+  private readonly deliveries = new TurnBatches<Delivery, void>((call) =>
+    this.recordDeliveries(call),
+  );
+  private readonly acks = new TurnBatches<Acknowledgement, StoredPacket | undefined>((call) =>
+    this.acknowledge(call),
+  );
   private destroyed = false;
 
   constructor(private readonly options: RedisPersistenceOptions) {
@@ -165,8 +174,9 @@ export class RedisPersistence {
   }
 
   /**
-   * One script per session, all sent in one write: each stores the packet in the session's
-   * slot (so a message queued for N sessions is stored N times) and trims the queue to its cap.
+   * One script per message (per session on a Cluster, all sent in one write): it stores the
+   * message in each session's slot (so a message queued for N sessions is stored N times) and
+   * trims each queue to its cap.
    */
   async outgoingEnqueueCombi(
     subs: ReadonlyArray<{ clientId: string }>,
@@ -175,16 +185,23 @@ export class RedisPersistence {
     if (subs.length === 0) return;
     const ref = refOf(packet);
     const encoded = msgpack.encode(new Packet(packet));
-    const copies = new Map<string, number>();
-    for (const { clientId } of subs) copies.set(clientId, (copies.get(clientId) ?? 0) + 1);
     const { maxQueuedPerClient, onQueueFull } = this.options;
+    const calls = new Map<string, string[]>();
+    for (const { clientId } of subs) {
+      const call = this.callOf(clientId);
+      const list = calls.get(call);
+      if (list === undefined) calls.set(call, [clientId]);
+      else list.push(clientId);
+    }
     await Promise.all(
-      [...copies].map(async ([clientId, count]) => {
-        const args: Array<string | Buffer | number> = [maxQueuedPerClient];
-        for (let i = 0; i < count; i++) args.push(ref, encoded);
-        const keys = [this.keys.queue(clientId), this.keys.packets(clientId)];
-        const dropped = Number(await this.scripts.run("enqueue", keys, args));
-        if (dropped > 0) onQueueFull(clientId, dropped);
+      [...calls.values()].map(async (clientIds) => {
+        const keys = clientIds.flatMap((id) => [this.keys.queue(id), this.keys.packets(id)]);
+        const args = [maxQueuedPerClient, ref, encoded];
+        const dropped = (await this.scripts.run("enqueue", keys, args)) as number[];
+        clientIds.forEach((clientId, i) => {
+          const count = dropped[i] ?? 0;
+          if (count > 0) onQueueFull(clientId, count);
+        });
       }),
     );
   }
@@ -200,27 +217,25 @@ export class RedisPersistence {
       await this.scripts.run("pubrel", this.deliveryKeys(client.id), [messageId, pubrel]);
       return;
     }
-    await this.db.hset(this.keys.messageIds(client.id), messageId, refOf(packet));
+    // Those of one turn in one script: a delivery waits for its record, as aedes awaits this.
+    const clientId = client.id;
+    await this.deliveries.add(this.callOf(clientId), { clientId, messageId, ref: refOf(packet) });
   }
 
   /**
-   * A PUBACK or PUBCOMP: the delivery leaves the queue. The acknowledgements of one session
-   * read in one turn of the event loop go as one script. Resolves with the stored packet, read
-   * only if the broker has an `ack` listener (aedes emits it with the packet).
+   * A PUBACK or PUBCOMP: the delivery leaves the queue. The acknowledgements read in one turn
+   * of the event loop go as one script (one per session on a Cluster). Resolves with the stored
+   * packet, read only if the broker has an `ack` listener (aedes emits it with the packet).
    */
   outgoingClearMessageId(
     client: ClientRef,
     packet: { messageId?: number | undefined },
   ): Promise<StoredPacket | undefined> {
-    if (this.pendingAcks.size === 0) setImmediate(() => this.flushAcks());
-    let pending = this.pendingAcks.get(client.id);
-    if (pending === undefined) {
-      pending = { messageIds: [], waiters: [] };
-      this.pendingAcks.set(client.id, pending);
-    }
-    pending.messageIds.push(packet.messageId as number);
-    const waiters = pending.waiters;
-    return new Promise((resolve, reject) => waiters.push({ resolve, reject }));
+    const clientId = client.id;
+    return this.acks.add(this.callOf(clientId), {
+      clientId,
+      messageId: packet.messageId as number,
+    });
   }
 
   outgoingStream(client: ClientRef): Readable {
@@ -326,31 +341,51 @@ export class RedisPersistence {
     return count;
   }
 
-  private flushAcks(): void {
-    const pending = this.pendingAcks;
-    this.pendingAcks = new Map();
-    const wanted = (this.broker?.listenerCount("ack") ?? 0) > 0 ? "1" : "0";
-    for (const [clientId, { messageIds, waiters }] of pending) {
-      this.scripts
-        .runBuffer("acknowledge", this.deliveryKeys(clientId), [wanted, ...messageIds])
-        .then(
-          (values) => {
-            waiters.forEach((waiter, i) => {
-              const value = (values as Array<Buffer | null>)[i];
-              if (value === null || value === undefined) {
-                waiter.resolve(undefined);
-                return;
-              }
-              const packet = msgpack.decode(value) as StoredPacket;
-              packet.messageId = messageIds[i];
-              waiter.resolve(packet);
-            });
-          },
-          (error: unknown) => {
-            for (const waiter of waiters) waiter.reject(error);
-          },
-        );
+  private recordDeliveries(call: Array<Waiting<Delivery, void>>): void {
+    const sessions = bySession(call);
+    const keys = sessions.map(([first]) => this.keys.messageIds(first?.item.clientId as string));
+    const args: Array<string | number> = [];
+    for (const session of sessions) {
+      args.push(session.length);
+      for (const { item } of session) args.push(item.messageId, item.ref);
     }
+    this.scripts.run("recordDeliveries", keys, args).then(
+      () => {
+        for (const waiting of call) waiting.resolve();
+      },
+      (error: unknown) => {
+        for (const waiting of call) waiting.reject(error);
+      },
+    );
+  }
+
+  private acknowledge(call: Array<Waiting<Acknowledgement, StoredPacket | undefined>>): void {
+    const sessions = bySession(call);
+    const keys = sessions.flatMap(([first]) => this.deliveryKeys(first?.item.clientId as string));
+    const wanted = (this.broker?.listenerCount("ack") ?? 0) > 0 ? "1" : "0";
+    const args: Array<string | number> = [wanted];
+    for (const session of sessions) {
+      args.push(session.length);
+      for (const { item } of session) args.push(item.messageId);
+    }
+    const ordered = sessions.flat();
+    this.scripts.runBuffer("acknowledge", keys, args).then(
+      (values) => {
+        ordered.forEach((waiting, i) => {
+          const value = (values as Array<Buffer | null>)[i];
+          if (value === null || value === undefined) {
+            waiting.resolve(undefined);
+            return;
+          }
+          const packet = msgpack.decode(value) as StoredPacket;
+          packet.messageId = waiting.item.messageId;
+          waiting.resolve(packet);
+        });
+      },
+      (error: unknown) => {
+        for (const waiting of call) waiting.reject(error);
+      },
+    );
   }
 
   private async *queued(clientId: string): AsyncGenerator<StoredPacket> {
@@ -365,7 +400,9 @@ export class RedisPersistence {
       return value;
     }) as [string[], Record<string, Buffer>, Record<string, string>];
     const idOf = new Map<string, number>();
-    for (const [messageId, ref] of Object.entries(messageIds)) idOf.set(ref, Number(messageId));
+    for (const [messageId, entry] of Object.entries(messageIds)) {
+      idOf.set(entry, Number(messageId));
+    }
     for (const entry of entries) {
       const released = entry.startsWith(RELEASED);
       const ref = released ? entry.slice(RELEASED.length) : entry;
@@ -373,7 +410,7 @@ export class RedisPersistence {
       if (stored === undefined) continue;
       const packet = msgpack.decode(stored) as StoredPacket;
       if (released) Object.assign(packet, parseRef(ref));
-      else packet.messageId = idOf.get(ref);
+      packet.messageId = idOf.get(entry) ?? (released ? packet.messageId : undefined);
       yield packet;
     }
   }
@@ -466,6 +503,14 @@ export class RedisPersistence {
         yield msgpack.decode(will) as StoredPacket;
       }
     }
+  }
+
+  /**
+   * Which call a session's batched work goes in: one for all on a single Redis; per session on
+   * a Cluster, where a script's keys must share a slot.
+   */
+  private callOf(clientId: string): string {
+    return this.clustered ? clientId : "";
   }
 
   /** A session's keys, as removeSubscriptions takes them. */

@@ -4,15 +4,21 @@ import type { Cluster, Redis } from "ioredis";
 /** The persistence's Lua scripts, next to this module (the build copies them to dist). */
 const SCRIPT_DIR = new URL("./lua/", import.meta.url);
 
-export type ScriptName = "enqueue" | "pubrel" | "acknowledge" | "removeSubscriptions";
+export type ScriptName =
+  | "enqueue"
+  | "recordDeliveries"
+  | "pubrel"
+  | "acknowledge"
+  | "removeSubscriptions";
 
 type Reply = unknown;
 type Invoke = (...keysThenArgs: Array<string | Buffer | number>) => Promise<Reply>;
 
 /**
  * Loads `lua/<name>-<numberOfKeys>.lua` as ioredis commands (EVALSHA, EVAL when Redis lacks the
- * script), the key count from the file name, so that ioredis adds the key prefix to the keys
- * and, on a Cluster, routes each call to its keys' slot.
+ * script). ioredis adds the key prefix to the keys and, on a Cluster, routes each call to its
+ * keys' slot. A script that works on several sessions at once takes its number of keys per
+ * session, repeated (all of one slot on a Cluster); the count is checked against the file name.
  */
 export class RedisScripts {
   private readonly keyCounts = new Map<ScriptName, number>();
@@ -26,10 +32,8 @@ export class RedisScripts {
         letter.toUpperCase(),
       ) as ScriptName;
       this.keyCounts.set(name, Number(keys));
-      db.defineCommand(name, {
-        numberOfKeys: Number(keys),
-        lua: readFileSync(new URL(file, SCRIPT_DIR), "utf8"),
-      });
+      // No fixed count: each call passes its own.
+      db.defineCommand(name, { lua: readFileSync(new URL(file, SCRIPT_DIR), "utf8") });
     }
   }
 
@@ -52,11 +56,12 @@ export class RedisScripts {
     keys: readonly string[],
     args: ReadonlyArray<string | Buffer | number>,
   ): Promise<Reply> {
-    if (this.keyCounts.get(name) !== keys.length) {
-      return Promise.reject(new TypeError(`script ${name} takes other keys`));
+    const unit = this.keyCounts.get(name);
+    if (unit === undefined || keys.length === 0 || keys.length % unit !== 0) {
+      return Promise.reject(new TypeError(`script ${name} takes keys in groups of ${unit}`));
     }
     const command = (this.db as unknown as Record<string, Invoke>)[`${name}${suffix}`];
     if (command === undefined) return Promise.reject(new TypeError(`no script ${name}`));
-    return command.call(this.db, ...keys, ...args);
+    return command.call(this.db, keys.length, ...keys, ...args);
   }
 }

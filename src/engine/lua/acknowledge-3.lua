@@ -1,19 +1,29 @@
--- Acknowledgements (PUBACK, PUBCOMP) of one session, read in one turn of the event loop: each
--- takes its delivery off the queue and forgets its packet identifier and packet.
--- KEYS[1] the session's queue, KEYS[2] its packets, KEYS[3] its packet identifiers (id -> ref)
--- ARGV[1] "1" to have each delivery's packet returned, else "0"; ARGV[2..] packet identifiers
--- Returns per identifier its packet (or nil: none, or not asked for).
+-- Acknowledgements (PUBACK, PUBCOMP) read in one turn of the event loop: each takes its
+-- delivery off its session's queue and forgets its packet identifier and packet.
+-- KEYS per session, 3 each: its queue, its packets, its packet identifiers (id -> queue entry,
+--   `<ref>` or `rel:<ref>`). On a Cluster all sessions of one call share a slot.
+-- ARGV[1] "1" to have each delivery's packet returned, else "0"; then per session in KEYS
+--   order: the number n of acknowledgements, then n packet identifiers
+-- Returns per acknowledgement, in order, its packet (or nil: none, or not asked for).
 local values = {}
-for i = 2, #ARGV do
-  local value = false
-  local ref = redis.call("HGET", KEYS[3], ARGV[i])
-  if ref then
-    redis.call("HDEL", KEYS[3], ARGV[i])
-    redis.call("LREM", KEYS[1], 0, ref)
-    redis.call("LREM", KEYS[1], 0, "rel:" .. ref)
-    if ARGV[1] == "1" then value = redis.call("HGET", KEYS[2], ref) end
-    redis.call("HDEL", KEYS[2], ref)
+local a = 2
+for s = 1, #KEYS, 3 do
+  local queue, packets, ids = KEYS[s], KEYS[s + 1], KEYS[s + 2]
+  local n = tonumber(ARGV[a])
+  for i = 1, n do
+    local id = ARGV[a + i]
+    local value = false
+    local entry = redis.call("HGET", ids, id)
+    if entry then
+      local ref = entry
+      if string.sub(entry, 1, 4) == "rel:" then ref = string.sub(entry, 5) end
+      redis.call("HDEL", ids, id)
+      redis.call("LREM", queue, 0, entry)
+      if ARGV[1] == "1" then value = redis.call("HGET", packets, ref) end
+      redis.call("HDEL", packets, ref)
+    end
+    values[#values + 1] = value
   end
-  values[i - 1] = value
+  a = a + 1 + n
 end
 return values

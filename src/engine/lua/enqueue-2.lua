@@ -1,30 +1,34 @@
--- Queues packets for one session, then trims its queue to the cap: the oldest messages go,
+-- Queues one message for sessions, then trims each queue to the cap: the oldest messages go,
 -- PUBRELs stay (messages already delivered whose PUBCOMP is awaited, bounded by the in-flight
--- window). Both keys are the session's (one hash slot).
--- KEYS[1] the session's queue (list of refs, oldest first)
--- KEYS[2] the session's packets (hash: ref -> packet)
--- ARGV[1] the cap (0: none); then pairs: ARGV[i] a packet's ref, ARGV[i + 1] the packet
--- Returns how many queued messages were dropped.
+-- window).
+-- KEYS per session, 2 each: its queue (list of refs, oldest first), its packets (hash: ref ->
+--   packet); a session listed twice (overlapping subscriptions) gets the message twice. On a
+--   Cluster all sessions of one call share a slot.
+-- ARGV[1] the cap (0: none), ARGV[2] the message's ref, ARGV[3] the message
+-- Returns per session how many queued messages were dropped.
 local cap = tonumber(ARGV[1])
-local length = 0
-for i = 2, #ARGV, 2 do
-  redis.call("HSET", KEYS[2], ARGV[i], ARGV[i + 1])
-  length = redis.call("RPUSH", KEYS[1], ARGV[i])
-end
-if cap == 0 or length <= cap then return 0 end
-local excess = length - cap
-local dropped = 0
-local kept = {}
-while dropped < excess and length > 0 do
-  local entry = redis.call("LPOP", KEYS[1])
-  length = length - 1
-  if string.sub(entry, 1, 4) == "rel:" then
-    kept[#kept + 1] = entry
-  else
-    -- the same packet queued twice (overlapping subscriptions) shares one field
-    if redis.call("LPOS", KEYS[1], entry) == false then redis.call("HDEL", KEYS[2], entry) end
-    dropped = dropped + 1
+local dropped = {}
+for s = 1, #KEYS, 2 do
+  local queue, packets = KEYS[s], KEYS[s + 1]
+  redis.call("HSET", packets, ARGV[2], ARGV[3])
+  local length = redis.call("RPUSH", queue, ARGV[2])
+  local count = 0
+  if cap > 0 and length > cap then
+    local excess = length - cap
+    local kept = {}
+    while count < excess and length > 0 do
+      local entry = redis.call("LPOP", queue)
+      length = length - 1
+      if string.sub(entry, 1, 4) == "rel:" then
+        kept[#kept + 1] = entry
+      else
+        -- the same message queued twice shares one field
+        if redis.call("LPOS", queue, entry) == false then redis.call("HDEL", packets, entry) end
+        count = count + 1
+      end
+    end
+    for i = #kept, 1, -1 do redis.call("LPUSH", queue, kept[i]) end
   end
+  dropped[#dropped + 1] = count
 end
-for i = #kept, 1, -1 do redis.call("LPUSH", KEYS[1], kept[i]) end
 return dropped
