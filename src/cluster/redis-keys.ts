@@ -1,5 +1,6 @@
 /**
- * Every Redis key Sluice's persistence uses, built in one place. Names are relative to the
+ * Every Redis key of Sluice's persistence, built in one place (the cluster's own keys are in
+ * STATE_KEYS, below, and the legacy layout's in LEGACY_KEYS). Names are relative to the
  * connection's key prefix (ioredis adds it to every command's keys); `pattern()` adds it where
  * ioredis does not (SCAN patterns).
  *
@@ -91,6 +92,19 @@ function clientKey(clientId: string, part: string): string {
 export function escapeGlob(text: string): string {
   return text.replace(/[*?[\]\\]/g, "\\$&");
 }
+
+/**
+ * Sluice's cluster keys on the state connection (its prefix is `<keyPrefix>{state}:` on a
+ * Cluster, one slot, since scripts touch several at once). The session registry, the device
+ * store, connection counts and limiters keep their names next to their scripts.
+ */
+export const STATE_KEYS = {
+  /** `node:<nodeId>`: a node's lease; scripts build other nodes' from the prefix. */
+  nodeLeasePrefix: "node:",
+  /** Taken by the one survivor that publishes a dead node's will. */
+  willClaim: (brokerId: string, clientId: string) =>
+    `will-claim:${brokerId}:${encodeURIComponent(clientId)}`,
+} as const;
 
 /** The keys of aedes-persistence-redis 11 (what an upgrade migrates from). */
 export const LEGACY_KEYS = {
