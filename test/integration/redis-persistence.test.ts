@@ -235,30 +235,60 @@ for (const { name, start } of stores) {
       );
     });
 
-    it("acknowledgements of one turn run as one script per session, and return the packet to an `ack` listener", async () => {
+    it("the work of one turn is one script per slot group: a message to two sessions, their deliveries, their acknowledgements", async () => {
       const { persistence, broker, db } = await node(newPrefix());
-      const client = { id: "acker" };
-      const packets = Array.from({ length: 10 }, (_, i) => publish("acks", `p${i}`));
-      for (const [i, packet] of packets.entries()) {
-        await persistence.outgoingEnqueue({ clientId: client.id }, packet);
-        await persistence.outgoingUpdate(client, { ...packet, messageId: i + 1 });
-      }
-      // The script is loaded (EVALSHA would fail once, then EVAL) before counting.
-      await persistence.outgoingClearMessageId(client, { messageId: 999 });
+      const clients = [{ id: "acker-1" }, { id: "acker-2" }];
+      const subs = clients.map((c) => ({ clientId: c.id }));
+      const packets = Array.from({ length: 5 }, (_, i) => publish("acks", `p${i}`));
+      // The scripts are loaded (EVALSHA fails once, then EVAL) before counting.
+      await Promise.all(
+        clients.map((c) => persistence.outgoingClearMessageId(c, { messageId: 999 })),
+      );
+      await Promise.all(
+        clients.map((c) => persistence.outgoingUpdate(c, { ...publish("warm"), messageId: 999 })),
+      );
+      await persistence.outgoingEnqueueCombi(subs, publish("warm"));
+      // On a single Redis one call holds every session; on a Cluster, one call per session.
+      const calls = db instanceof Cluster ? clients.length : 1;
+
+      let before = await evalshaCalls(db);
+      for (const packet of packets) await persistence.outgoingEnqueueCombi(subs, packet);
+      assert.equal((await evalshaCalls(db)) - before, packets.length * calls, "enqueue");
+
+      before = await evalshaCalls(db);
+      await Promise.all(
+        clients.flatMap((c) =>
+          packets.map((packet, i) =>
+            persistence.outgoingUpdate(c, { ...packet, messageId: i + 1 }),
+          ),
+        ),
+      );
+      assert.equal((await evalshaCalls(db)) - before, calls, "packet identifiers recorded");
+
       const onAck = () => {};
       (broker as unknown as NodeJS.EventEmitter).on("ack", onAck);
-      const scriptsBefore = await evalshaCalls(db);
+      before = await evalshaCalls(db);
       const cleared = await Promise.all(
-        packets.map((_, i) => persistence.outgoingClearMessageId(client, { messageId: i + 1 })),
+        clients.map((c) =>
+          Promise.all(
+            packets.map((_, i) => persistence.outgoingClearMessageId(c, { messageId: i + 1 })),
+          ),
+        ),
       );
-      const scriptsAfter = await evalshaCalls(db);
+      const after = await evalshaCalls(db);
       (broker as unknown as NodeJS.EventEmitter).off("ack", onAck);
-      assert.equal(scriptsAfter - scriptsBefore, 1);
-      assert.deepEqual(
-        cleared.map((p) => [p?.payload?.toString(), p?.messageId]),
-        packets.map((p, i) => [p.payload?.toString(), i + 1]),
-      );
-      assert.deepEqual(await drain(persistence.outgoingStream(client)), []);
+      assert.equal(after - before, calls, "acknowledgements");
+      for (const [n, client] of clients.entries()) {
+        assert.deepEqual(
+          (cleared[n] ?? []).map((p) => [p?.payload?.toString(), p?.messageId]),
+          packets.map((p, i) => [p.payload?.toString(), i + 1]),
+          `${client.id} got each packet back for its ack listener`,
+        );
+        assert.deepEqual(
+          (await drain(persistence.outgoingStream(client))).map((p) => p.topic),
+          ["warm"],
+        );
+      }
     });
 
     it("inbound QoS 2: stored, read, deleted; a clean session's ids end with it", async () => {
