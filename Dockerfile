@@ -15,7 +15,8 @@ COPY patches ./patches
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src
-RUN npx tsc -p tsconfig.json
+COPY scripts/copy-lua.mjs ./scripts/
+RUN npx tsc -p tsconfig.json && node scripts/copy-lua.mjs
 
 # 2. Production dependencies only, patched the same way.
 FROM ${NODE_IMAGE} AS deps

@@ -5,14 +5,15 @@
  * in turn against one Redis, in the same run:
  *
  * - `sluice`: a Sluice node (`sluice start`, default limits) with Redis;
- * - `aedes+patched-redis`: bare aedes with Sluice's patched aedes-persistence-redis, so that the
- *   gap to `sluice` is the cost of Sluice's own layers;
- * - `aedes-stock+stock-redis`: unpatched aedes 1.2.0 with an unpatched aedes-persistence-redis
- *   11.2.2 loaded from --stock-persistence (its entry point, persistence.js, in a folder that
- *   resolves its dependencies, e.g. `npm pack` extracted with a node_modules of symlinks).
+ * - `aedes+sluice-redis`: bare patched aedes with Sluice's Redis persistence
+ *   (src/engine/redis-persistence.ts), so that the gap to `sluice` is the cost of Sluice's own
+ *   layers;
+ * - `aedes-stock+stock-redis`: unpatched aedes 1.2.0 with the published aedes-persistence-redis
+ *   11.2.2 loaded from --stock-persistence (its entry point, e.g.
+ *   node_modules/aedes-persistence-redis-legacy/persistence.js).
  *
  *   npm run build && node dist/bench/persistent-cost.js [--messages N] [--subscribers N]
- *     [--stock-persistence /tmp/pristine/package/persistence.js] [--only NAME] [--cpu-prof DIR]
+ *     [--stock-persistence node_modules/aedes-persistence-redis-legacy/persistence.js] [--only NAME] [--cpu-prof DIR]
  *     [--baseline-cli OTHER_BUILD/dist/src/cli.js]
  *
  * --baseline-cli adds `sluice-baseline`: another Sluice build (e.g. the previous commit's, with
@@ -103,7 +104,7 @@ async function startSluice(redisUrl: string, keyPrefix: string, cli?: string): P
 const setups: Setup[] = [
   { name: "sluice", start: startSluice },
   {
-    name: "aedes+patched-redis",
+    name: "aedes+sluice-redis",
     start: async (redisUrl) => {
       const node = await startBareAedes(cleanup, "patched", { redisUrl, execArgv });
       return { url: node.url, pid: node.process?.pid, stop: node.stop };

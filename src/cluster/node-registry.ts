@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { ConfigError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
 import type { RedisClient } from "./redis-client.js";
+import { STATE_KEYS } from "./redis-keys.js";
 
 /** Extends the lease only if this node still holds it (KEYS[1] lease, ARGV token, ms). */
 const RENEW = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end`;
@@ -9,7 +10,7 @@ const RENEW = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("
 const RELEASE = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end`;
 
 /** A node's lease key is this plus its id (under the key prefix). */
-export const NODE_LEASE_KEY_PREFIX = "node:";
+export const NODE_LEASE_KEY_PREFIX = STATE_KEYS.nodeLeasePrefix;
 
 /**
  * Makes node ids unique across the cluster: a node holds a lease on its id in Redis while it

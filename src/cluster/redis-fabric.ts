@@ -1,11 +1,13 @@
 import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
-import persistenceRedis from "aedes-persistence-redis";
 import { Cluster, Redis, type RedisOptions } from "ioredis";
 import mqemitterRedis from "mqemitter-redis";
 import type { SluiceConfig } from "../config/schema.js";
+import type { QueueLimits } from "../engine/persistence-types.js";
+import { RedisPersistence } from "../engine/redis-persistence.js";
 import type { Logger } from "../observability/logger.js";
 import type { RedisClient } from "./redis-client.js";
+import { PersistenceKeys } from "./redis-keys.js";
 
 type RedisConfig = NonNullable<SluiceConfig["redis"]>;
 
@@ -16,25 +18,15 @@ export interface RedisFabricEvents {
   onSubscriberRestored(): void;
 }
 
-/** The cap on each session's stored queue (see patches/aedes-persistence-redis+*.patch). */
-export interface StoredQueueLimits {
-  maxQueuedPerClient: number;
-  /** The oldest `dropped` messages of a client's queue went to make room. */
-  onQueueFull(clientId: string, dropped: number): void;
-}
+/** The cap on each session's stored queue. */
+export type StoredQueueLimits = QueueLimits;
 
-/**
- * Where aedes-persistence-redis keeps retained messages (under the key prefix): one hash on a
- * single Redis, one key per topic on a Cluster (so they spread over its slots).
- */
-const RETAINED_HASH = "retained";
-const RETAINED_KEY_PATTERN = "retained:*";
 /** Counting retained keys on a Cluster scans every primary: at most this often. */
 const CLUSTER_RETAINED_COUNT_MS = 30_000;
 
 /**
  * The Redis side of a cluster node: pub/sub between nodes (mqemitter-redis) and shared state
- * (aedes-persistence-redis: sessions, subscriptions, retained, in-flight, wills), on ioredis
+ * (Sluice's RedisPersistence: sessions, subscriptions, retained, in-flight, wills), on ioredis
  * connections Sluice builds and watches itself. Its own connections matter: mqemitter-redis's
  * default ones run ioredis' ready check (INFO) on the subscriber connection, which Redis
  * refuses in subscriber mode and which surfaced as an unhandled error (ioredis issue 2037; seen
@@ -47,11 +39,12 @@ export class RedisFabric {
    * hash slot, `{state}`, since Sluice's scripts touch several of them at once.
    */
   readonly state: RedisClient;
-  readonly persistence: unknown;
+  readonly persistence: RedisPersistence;
   private readonly connections: RedisClient[];
   /** The persistence's connection on a Cluster (its keys spread over the slots), else state. */
   private readonly stored: RedisClient;
-  private readonly keyPrefix: string;
+  /** Where the persistence keeps retained messages (one hash, or one key per topic). */
+  private readonly keys: PersistenceKeys;
   /** Sentinel form: one connection per Sentinel, listening for a new primary. */
   private readonly sentinelWatchers: Redis[] = [];
   /** The primary Sentinel last announced ("host:port"), so a switch is acted on once. */
@@ -69,7 +62,7 @@ export class RedisFabric {
     queue: StoredQueueLimits,
   ) {
     const connect = connectionFactory(config);
-    this.keyPrefix = config.keyPrefix;
+    this.keys = new PersistenceKeys(config.keyPrefix);
     const clustered = config.cluster !== undefined;
     const state = connect({
       keyPrefix: clustered ? `${config.keyPrefix}{state}:` : config.keyPrefix,
@@ -86,18 +79,7 @@ export class RedisFabric {
     for (const connection of this.connections) this.watch(connection, connection === subscriber);
     this.watchSubscriber(subscriber);
     if (config.sentinels && config.name) this.followSwitchovers(config);
-    // A non-array `cluster` makes the persistence use our connection in its Cluster mode
-    // (per-topic retained keys, no multi-key commands) instead of building its own.
-    this.persistence = exposeCleanIncoming(
-      persistenceRedis({
-        ...(clustered ? { conn: stored, cluster: true } : { conn: state }),
-        maxQueuedPerClient: queue.maxQueuedPerClient,
-        onQueueFull: queue.onQueueFull,
-        // A resumed session gets its whole queue (the persistence's default reads 1,001 of it,
-        // the rest only at a later reconnect).
-        maxSessionDelivery: queue.maxQueuedPerClient,
-      }),
-    );
+    this.persistence = new RedisPersistence({ db: stored, log, ...queue });
     // Its types name Redis only; it uses nothing a Cluster lacks (publish, (p)subscribe, events).
     const mq = mqemitterRedis({
       pubConn: publisher as Redis,
@@ -152,12 +134,12 @@ export class RedisFabric {
     const stored = this.stored;
     try {
       if (!(stored instanceof Cluster)) {
-        this.lastRetainedCount = await stored.hlen(RETAINED_HASH);
+        this.lastRetainedCount = await stored.hlen(this.keys.retainedHash);
       } else if (Date.now() - this.lastRetainedCountAt >= CLUSTER_RETAINED_COUNT_MS) {
         this.lastRetainedCountAt = Date.now();
         this.lastRetainedCount = await countKeys(
           stored,
-          `${this.keyPrefix}${RETAINED_KEY_PATTERN}`,
+          this.keys.pattern(this.keys.retainedTopic("")),
         );
       }
     } catch {
@@ -214,19 +196,11 @@ export class RedisFabric {
 
   /**
    * Re-reads every stored subscription into this node's view of the cluster's subscriptions
-   * (aedes-persistence-redis keeps one in memory, fed by broadcasts this node may have missed).
-   * Resolves with the number of subscriptions read.
+   * (kept in memory, fed by broadcasts this node may have missed). Resolves with the number of
+   * subscriptions read.
    */
   resyncSubscriptions(): Promise<number> {
-    const store = (
-      this.persistence as { asyncPersistence?: { resyncSubscriptions?(): Promise<number> } }
-    ).asyncPersistence;
-    if (typeof store?.resyncSubscriptions !== "function") {
-      return Promise.reject(
-        new TypeError("aedes-persistence-redis lacks Sluice's resyncSubscriptions patch"),
-      );
-    }
-    return store.resyncSubscriptions();
+    return this.persistence.resyncSubscriptions();
   }
 
   /**
@@ -315,24 +289,6 @@ export class RedisFabric {
       this.upWaiters.clear();
     }
   }
-}
-
-/**
- * aedes-persistence-redis 11 wraps its store in aedes-persistence 10's callback adapter, which
- * predates `cleanIncoming` (the method Sluice's patch adds to the store, see
- * patches/aedes-persistence-redis+*.patch). aedes calls it only if the adapter has it, so
- * without this a clean session's inbound QoS 2 ids outlived it.
- */
-function exposeCleanIncoming(persistence: unknown): unknown {
-  const adapter = persistence as {
-    asyncPersistence?: { cleanIncoming?(client: unknown): Promise<void> };
-    cleanIncoming?(client: unknown): Promise<void>;
-  };
-  const store = adapter.asyncPersistence;
-  if (typeof adapter.cleanIncoming !== "function" && typeof store?.cleanIncoming === "function") {
-    adapter.cleanIncoming = (client) => store.cleanIncoming?.(client) ?? Promise.resolve();
-  }
-  return persistence;
 }
 
 /** Keys matching a pattern on every primary of a Cluster (SCAN, never KEYS). */

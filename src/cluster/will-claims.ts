@@ -1,4 +1,5 @@
 import type { RedisClient } from "./redis-client.js";
+import { STATE_KEYS } from "./redis-keys.js";
 
 /** Long enough for one node to publish and delete the will, short enough to retry after a crash. */
 const CLAIM_TTL_MS = 30_000;
@@ -13,7 +14,7 @@ export class WillClaims {
   constructor(private readonly redis: RedisClient) {}
 
   async claim(brokerId: string, clientId: string): Promise<boolean> {
-    const key = `will-claim:${brokerId}:${encodeURIComponent(clientId)}`;
+    const key = STATE_KEYS.willClaim(brokerId, clientId);
     return (await this.redis.set(key, "1", "PX", CLAIM_TTL_MS, "NX")) === "OK";
   }
 }

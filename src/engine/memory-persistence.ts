@@ -1,59 +1,17 @@
-import { createRequire } from "node:module";
 import { Readable } from "node:stream";
-import type { Client } from "aedes";
-import { type QlobberOptions, QlobberTrue } from "qlobber";
+import { QlobberTrue } from "qlobber";
 import QlobberSub, { type TrieSubscription } from "qlobber/aedes/qlobber-sub.js";
+import {
+  type ClientRef,
+  Packet,
+  type QueueLimits,
+  type StoredPacket,
+  type SubscriptionOptions,
+  type SubscriptionRequest,
+  TOPIC_MATCHING,
+} from "./persistence-types.js";
 
-/** A packet as aedes stores it: the wire fields plus the broker's id and counter. */
-export interface StoredPacket {
-  cmd: string;
-  brokerId: string;
-  brokerCounter: number;
-  topic?: string;
-  payload?: Buffer;
-  qos?: number;
-  retain?: boolean;
-  dup?: boolean;
-  messageId?: number | undefined;
-  clientId?: string;
-}
-
-/** What a client subscribed with: QoS and the MQTT 5 options aedes passes through. */
-interface SubscriptionOptions {
-  qos: number;
-  rh?: number | undefined;
-  rap?: boolean | undefined;
-  nl?: boolean | undefined;
-  subscriptionIdentifier?: number | undefined;
-}
-
-export interface SubscriptionRequest extends SubscriptionOptions {
-  topic: string;
-}
-
-export interface MemoryQueueLimits {
-  /** Each session's queue holds at most this many messages, the oldest dropped past it. */
-  maxQueuedPerClient: number;
-  onQueueFull(clientId: string, dropped: number): void;
-}
-
-type ClientRef = Pick<Client, "id">;
-
-/** aedes' packet record (its types describe a namespace; the module is the constructor). */
-const Packet = createRequire(import.meta.url)("aedes-packet") as new (
-  original: StoredPacket,
-) => StoredPacket;
-
-/**
- * `+` matches one level, an empty one too ([MQTT-4.7.1-3]): `a/+` matches `a/`. aedes' own
- * in-memory store leaves this off, so a retained message on `a/` never reached `a/+`.
- */
-const TOPIC_MATCHING: QlobberOptions = {
-  separator: "/",
-  wildcard_one: "+",
-  wildcard_some: "#",
-  match_empty_levels: true,
-};
+export type { StoredPacket, SubscriptionRequest } from "./persistence-types.js";
 
 /**
  * The in-memory store of a node without Redis: retained messages, sessions' subscriptions,
@@ -72,7 +30,7 @@ export class MemoryPersistence {
   private clientsCount = 0;
   private brokerId: string | undefined;
 
-  constructor(private readonly limits: MemoryQueueLimits) {}
+  constructor(private readonly limits: QueueLimits) {}
 
   async setup(broker: { id: string }): Promise<void> {
     this.brokerId = broker.id;

@@ -7,7 +7,8 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { connect, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
+import { connect, connectWithConnack, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
+import { RedisServer } from "../helpers/redis-server.js";
 import { SluiceProcess } from "../helpers/sluice-process.js";
 
 /**
@@ -62,6 +63,38 @@ describe("the packed package, installed in an empty folder", () => {
       assert.equal((await node.exited).code, 0);
     } finally {
       node.kill();
+    }
+  });
+
+  it("runs the Redis persistence from the package (its Lua scripts shipped): a persistent session gets what was queued", async () => {
+    const redis = await RedisServer.start();
+    const config = join(app, "sluice-redis.yaml");
+    await writeFile(
+      config,
+      `${await readFile(join(app, "sluice.yaml"), "utf8")}redis: { url: "${redis.url}" }\n`,
+    );
+    const node = SluiceProcess.spawn(["start", "--config", config], {}, [], cli);
+    try {
+      const { ports } = await node.ready();
+      const url = `mqtt://127.0.0.1:${ports.tcp}`;
+      const offline = await connect(url, { clientId: "pack-session", clean: false });
+      await subscribe(offline, "queued/#", 1);
+      await end(offline);
+      const publisher = await connect(url);
+      await publisher.publishAsync("queued/1", "kept", { qos: 1 });
+      await end(publisher);
+      const { client, inbox } = await connectWithConnack(url, {
+        clientId: "pack-session",
+        clean: false,
+      });
+      const [message] = await inbox.waitFor(1);
+      assert.equal(message?.payload.toString(), "kept");
+      await end(client);
+      node.kill("SIGTERM");
+      assert.equal((await node.exited).code, 0);
+    } finally {
+      node.kill();
+      await redis.stop();
     }
   });
 

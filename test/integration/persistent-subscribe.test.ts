@@ -4,6 +4,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { PersistenceKeys } from "../../src/cluster/redis-keys.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
 import {
   connect,
@@ -53,7 +54,8 @@ describe("a persistent session's SUBSCRIBE with several filters (Redis)", () => 
     assert.deepEqual(granted, [1, 1, 128, 0]);
     await end(first);
 
-    const lines = await redis.reply("HKEYS", `${prefix}client:multi-1`);
+    const subscriptions = new PersistenceKeys(prefix).subscriptions("multi-1");
+    const lines = await redis.reply("HKEYS", `${prefix}${subscriptions}`);
     const stored = lines.filter((line) => !/^[*$]/.test(line)).sort();
     assert.deepEqual(
       stored,

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import mqtt, { type IPublishPacket, type MqttClient, type Packet } from "mqtt";
+import { PersistenceKeys } from "../../src/cluster/redis-keys.js";
 import { connect, connectWithConnack, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
 import { MqttProxy, PacketType } from "../helpers/mqtt-proxy.js";
 import { connectPacket, mqttString, packet, rawConnect, readBytes } from "../helpers/raw-socket.js";
@@ -12,10 +13,9 @@ import { RedisServer } from "../helpers/redis-server.js";
 import { SluiceProcess } from "../helpers/sluice-process.js";
 
 /**
- * QoS 2 flows cut by a node's death (SIGKILL). The in-flight state lives in Redis
- * (aedes-persistence-redis: `incoming:<client>:<id>` for what clients publish, the
- * `outgoing:<client>` list for what they receive); only the map from packet id to stored
- * message is in each node's memory, and a node resuming a session rebuilds it from the queue.
+ * QoS 2 flows cut by a node's death (SIGKILL). The in-flight state lives in Redis (Sluice's
+ * persistence: the client's `incoming` hash for what it publishes, its `queue` list with its
+ * packets and packet identifiers for what it receives), so a node resuming a session finds it.
  * A proxy in front of the victim node stops each flow at an exact step; the client then goes
  * on with the surviving node.
  */
@@ -89,7 +89,7 @@ async function redisInteger(...args: string[]): Promise<number> {
 
 /** Entries of a client's outgoing QoS 1/2 queue in Redis: 0 once every flow completed. */
 async function outgoingQueueLength(clientId: string): Promise<number> {
-  return redisInteger("LLEN", `${prefix}outgoing:${encodeURIComponent(clientId)}`);
+  return redisInteger("LLEN", `${prefix}${new PersistenceKeys(prefix).queue(clientId)}`);
 }
 
 /** Polls Redis (bounded) until `check` holds; a node completes a flow after the client's last packet. */
@@ -158,7 +158,11 @@ describe("QoS 2 from a publisher whose node dies mid-flow", () => {
       );
       // The survivor found the stored id and removed it: it did not publish a second copy.
       assert.equal(
-        await redisInteger("EXISTS", `${prefix}incoming:q2-publisher:${pubrel.messageId}`),
+        await redisInteger(
+          "HEXISTS",
+          `${prefix}${new PersistenceKeys(prefix).incoming("q2-publisher")}`,
+          String(pubrel.messageId),
+        ),
         0,
       );
       await publisher.publishAsync("q2/from-publisher", "marker", { qos: 2 });
@@ -321,7 +325,7 @@ describe("QoS 2 to a subscriber whose node dies mid-flow", () => {
 });
 
 describe("QoS 2 state of a persistent subscriber", () => {
-  /** aedes-persistence-redis sends at most this many + 1 queued entries per session resume. */
+  /** More flows than aedes-persistence-redis sent per session resume (1,001). */
   const FLOWS = 1_050;
   const WINDOW = 20;
 

@@ -3,6 +3,7 @@ import type { Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { Redis } from "ioredis";
 import mqttPacket, { type Packet } from "mqtt-packet";
+import { PersistenceKeys } from "../../src/cluster/redis-keys.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
 import {
   connect,
@@ -41,7 +42,7 @@ async function publishNumbered(publisher: MqttClient, topic: string, count: numb
   for (let i = 0; i < count; i++) await publisher.publishAsync(topic, String(i), { qos: 1 });
 }
 
-/** Keys under a prefix (SCAN), e.g. the persistence's `packet:*`. */
+/** Keys matching a SCAN pattern, e.g. a session's packets. */
 async function keysUnder(url: string, pattern: string): Promise<string[]> {
   const client = new Redis(url);
   try {
@@ -103,11 +104,17 @@ for (const store of ["Redis", "memory"] as const) {
           Array.from({ length: CAP }, (_, i) => 2 * CAP + i),
         );
         if (store === "Redis") {
-          // Every dropped and every acknowledged message took its packet key along.
+          // Every dropped and every acknowledged message took its packet along.
+          const keys = new PersistenceKeys(prefix);
           await eventually(
-            async () => (await keysUnder(redis.url, `${prefix}packet:*`)).length === 0,
+            async () =>
+              (await keysUnder(redis.url, keys.pattern(keys.packets("offline-plc"), ""))).length ===
+              0,
           );
-          assert.deepEqual(await keysUnder(redis.url, `${prefix}outgoing*`), []);
+          assert.deepEqual(
+            await keysUnder(redis.url, keys.pattern(keys.queue("offline-plc"), "")),
+            [],
+          );
         }
         assert.equal(inbox.received.length, CAP);
       } finally {

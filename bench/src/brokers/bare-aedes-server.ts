@@ -8,16 +8,19 @@
  *
  * `stock` is aedes 1.2.0 exactly as published (the `aedes-stock` alias, which patch-package
  * leaves alone); `patched` is the `aedes` folder with Sluice's patch applied. With --redis it
- * uses mqemitter-redis and aedes-persistence-redis, as an aedes cluster node would. Prints one
- * JSON line `{"event":"listening","port":N}` when it accepts clients. --persistence-module loads
- * the Redis persistence from another folder's entry point (an unpatched aedes-persistence-redis
- * unpacked by `npm pack`): patch-package patches the one in node_modules.
+ * uses mqemitter-redis and a Redis persistence, as an aedes cluster node would: stock aedes the
+ * published aedes-persistence-redis 11.2.2 (the `aedes-persistence-redis-legacy` alias), patched
+ * aedes Sluice's own (src/engine/redis-persistence.ts). Prints one JSON line
+ * `{"event":"listening","port":N}` when it accepts clients. --persistence-module loads the Redis
+ * persistence from another folder's entry point instead.
  */
 import { createServer } from "node:net";
 import { parseArgs } from "node:util";
-import persistenceRedis from "aedes-persistence-redis";
+import persistenceRedis from "aedes-persistence-redis-legacy";
 import { Redis } from "ioredis";
 import mqemitterRedis from "mqemitter-redis";
+import { pino } from "pino";
+import { RedisPersistence } from "../../../src/engine/redis-persistence.js";
 
 const { values } = parseArgs({
   options: {
@@ -48,7 +51,19 @@ async function loadEngine(name: string | undefined): Promise<Engine> {
  */
 type PersistenceFactory = (options: { conn: Redis }) => unknown;
 
-async function loadPersistence(path: string | undefined): Promise<PersistenceFactory> {
+async function loadPersistence(
+  path: string | undefined,
+  engine: string | undefined,
+): Promise<PersistenceFactory> {
+  if (!path && engine === "patched") {
+    return ({ conn }) =>
+      new RedisPersistence({
+        db: conn,
+        log: pino({ level: "silent" }),
+        maxQueuedPerClient: 1_000_000,
+        onQueueFull: () => {},
+      });
+  }
   if (!path) return persistenceRedis as unknown as PersistenceFactory;
   return ((await import(path)) as { default: PersistenceFactory }).default;
 }
@@ -67,7 +82,7 @@ const Aedes = await loadEngine(values.engine);
 const broker = await Aedes.createBroker({
   ...(values.id ? { id: values.id } : {}),
   ...(values.redis
-    ? redisOptions(values.redis, await loadPersistence(values["persistence-module"]))
+    ? redisOptions(values.redis, await loadPersistence(values["persistence-module"], values.engine))
     : {}),
 });
 const server = createServer((socket) => broker.handle(socket));

@@ -1,0 +1,56 @@
+import { createRequire } from "node:module";
+import type { Client } from "aedes";
+import type { QlobberOptions } from "qlobber";
+
+/** A packet as aedes stores it: the wire fields plus the broker's id and counter. */
+export interface StoredPacket {
+  cmd: string;
+  brokerId: string;
+  brokerCounter: number;
+  topic?: string;
+  payload?: Buffer;
+  qos?: number;
+  retain?: boolean;
+  dup?: boolean;
+  messageId?: number | undefined;
+  clientId?: string;
+}
+
+/** What a client subscribed with: QoS and the MQTT 5 options aedes passes through. */
+export interface SubscriptionOptions {
+  qos: number;
+  rh?: number | undefined;
+  rap?: boolean | undefined;
+  nl?: boolean | undefined;
+  subscriptionIdentifier?: number | undefined;
+}
+
+export interface SubscriptionRequest extends SubscriptionOptions {
+  topic: string;
+}
+
+/** The cap on each session's stored queue. */
+export interface QueueLimits {
+  /** Each session's queue holds at most this many messages, the oldest dropped past it. */
+  maxQueuedPerClient: number;
+  /** The oldest `dropped` messages of a client's queue went to make room. */
+  onQueueFull(clientId: string, dropped: number): void;
+}
+
+export type ClientRef = Pick<Client, "id">;
+
+/** aedes' packet record (its types describe a namespace; the module is the constructor). */
+export const Packet = createRequire(import.meta.url)("aedes-packet") as new (
+  original: StoredPacket,
+) => StoredPacket;
+
+/**
+ * `+` matches one level, an empty one too ([MQTT-4.7.1-3]): `a/+` matches `a/`. aedes' own
+ * in-memory store leaves this off, so a retained message on `a/` never reached `a/+`.
+ */
+export const TOPIC_MATCHING: QlobberOptions = {
+  separator: "/",
+  wildcard_one: "+",
+  wildcard_some: "#",
+  match_empty_levels: true,
+};

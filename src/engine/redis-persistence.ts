@@ -1,0 +1,569 @@
+import { Readable } from "node:stream";
+import { Cluster, type Redis } from "ioredis";
+import msgpack from "msgpack-lite";
+import { QlobberTrue } from "qlobber";
+import QlobberSub, { type TrieSubscription } from "qlobber/aedes/qlobber-sub.js";
+import { escapeGlob, PersistenceKeys } from "../cluster/redis-keys.js";
+import type { Logger } from "../observability/logger.js";
+import { migrateLegacyLayout } from "./legacy-layout-migration.js";
+import {
+  type ClientRef,
+  Packet,
+  type QueueLimits,
+  type StoredPacket,
+  type SubscriptionRequest,
+  TOPIC_MATCHING,
+} from "./persistence-types.js";
+import { RedisScripts } from "./redis-scripts.js";
+import { type BroadcastBroker, SubscriptionBroadcast } from "./subscription-broadcast.js";
+import { bySession, TurnBatches, type Waiting } from "./turn-batches.js";
+
+/** The broker as the persistence sees it: broadcasts, and whether anyone hears acks. */
+export interface PersistenceBroker extends BroadcastBroker {
+  listenerCount(event: string): number;
+}
+
+export interface RedisPersistenceOptions extends QueueLimits {
+  /** A connection with the key prefix set (ioredis `keyPrefix`). */
+  db: Redis | Cluster;
+  log: Logger;
+}
+
+/** Stored sessions read per round trip when the subscriptions are (re)loaded. */
+const LOAD_BATCH = 1000;
+const RELEASED = "rel:";
+
+interface Delivery {
+  clientId: string;
+  messageId: number;
+  ref: string;
+}
+
+interface Acknowledgement {
+  clientId: string;
+  messageId: number;
+}
+
+/**
+ * aedes' persistence on Redis (a single Redis, Sentinel, or a Redis Cluster): retained
+ * messages, sessions' subscriptions, capped queues with their in-flight state, inbound QoS 2
+ * packets, and wills. Each client's keys share one hash slot and every multi-key change to them
+ * is one script (`lua/`), so it is atomic on a Cluster too. Every node also keeps all QoS 1/2
+ * subscriptions of persistent sessions in memory (what aedes asks on each publish), loaded at
+ * start and kept current by broadcasts between nodes. Layout: docs/clustering.md.
+ */
+export class RedisPersistence {
+  private readonly db: Redis | Cluster;
+  private readonly clustered: boolean;
+  private readonly keys: PersistenceKeys;
+  private readonly scripts: RedisScripts;
+  private trie = new QlobberSub(TOPIC_MATCHING);
+  /** While the subscriptions are read again: the trie being filled, also fed broadcasts. */
+  private reloading: QlobberSub | undefined;
+  private broker: PersistenceBroker | undefined;
+  private broadcast: SubscriptionBroadcast | undefined;
+  private readonly deliveries = new TurnBatches<Delivery, void>((call) =>
+    this.recordDeliveries(call),
+  );
+  private readonly acks = new TurnBatches<Acknowledgement, StoredPacket | undefined>((call) =>
+    this.acknowledge(call),
+  );
+  private destroyed = false;
+
+  constructor(private readonly options: RedisPersistenceOptions) {
+    this.db = options.db;
+    this.clustered = options.db instanceof Cluster;
+    this.keys = new PersistenceKeys(options.db.options.keyPrefix ?? "");
+    this.scripts = new RedisScripts(options.db);
+  }
+
+  async setup(broker: PersistenceBroker): Promise<void> {
+    this.broker = broker;
+    await migrateLegacyLayout(this.db, this.options.log);
+    this.broadcast = new SubscriptionBroadcast(broker, () =>
+      this.reloading === undefined ? [this.trie] : [this.trie, this.reloading],
+    );
+    // Listening first: a change made while the stored ones are read is not missed.
+    await this.broadcast.start();
+    await this.loadSubscriptions(this.trie);
+  }
+
+  /**
+   * Reads every stored subscription again into a fresh trie, which then replaces the current
+   * one: after a pub/sub gap, this node may have missed other nodes' broadcasts (additions and
+   * removals). Broadcasts heard meanwhile go to both. Resolves with the subscriptions read.
+   */
+  async resyncSubscriptions(): Promise<number> {
+    const fresh = new QlobberSub(TOPIC_MATCHING);
+    this.reloading = fresh;
+    try {
+      const count = await this.loadSubscriptions(fresh);
+      if (this.reloading === fresh) this.trie = fresh;
+      return count;
+    } finally {
+      if (this.reloading === fresh) this.reloading = undefined;
+    }
+  }
+
+  async storeRetained(packet: StoredPacket): Promise<void> {
+    const topic = packet.topic as string;
+    const clear = packet.payload === undefined || packet.payload.length === 0;
+    if (this.clustered) {
+      const key = this.keys.retainedTopic(topic);
+      await (clear ? this.db.del(key) : this.db.set(key, msgpack.encode(packet)));
+    } else {
+      const hash = this.keys.retainedHash;
+      await (clear ? this.db.hdel(hash, topic) : this.db.hset(hash, topic, msgpack.encode(packet)));
+    }
+  }
+
+  createRetainedStreamCombi(filters: readonly string[]): Readable {
+    return Readable.from(this.retainedMatching(filters));
+  }
+
+  createRetainedStream(filter: string): Readable {
+    return this.createRetainedStreamCombi([filter]);
+  }
+
+  async addSubscriptions(client: ClientRef, subs: readonly SubscriptionRequest[]): Promise<void> {
+    if (subs.length === 0) return;
+    const fields: Array<string | Buffer> = [];
+    for (const sub of subs) fields.push(sub.topic, msgpack.encode(definedFields(sub)));
+    // The index first (same write): a crash between the two leaves an index entry naming no
+    // subscriptions, which loading skips; the other order could hide a session from it.
+    await Promise.all([
+      this.db.sadd(this.keys.subscribedClients, client.id),
+      this.db.hset(this.keys.subscriptions(client.id), ...fields),
+    ]);
+    await this.liveBroadcast().added(client.id, subs);
+  }
+
+  async removeSubscriptions(client: ClientRef, filters: readonly string[]): Promise<void> {
+    if (filters.length > 0) {
+      const emptied = await this.scripts.run("removeSubscriptions", this.sessionKeys(client.id), [
+        ...filters,
+      ]);
+      // After the session's keys are gone: a crash in between leaves an index entry that
+      // names nothing (skipped, see addSubscriptions).
+      if (emptied === 1) await this.db.srem(this.keys.subscribedClients, client.id);
+    }
+    await this.liveBroadcast().removed(client.id, filters);
+  }
+
+  async subscriptionsByClient(client: ClientRef): Promise<SubscriptionRequest[]> {
+    const stored = await this.db.hgetallBuffer(this.keys.subscriptions(client.id));
+    return Object.values(stored).map((value) => msgpack.decode(value) as SubscriptionRequest);
+  }
+
+  async countOffline(): Promise<{ subsCount: number; clientsCount: number }> {
+    const clientsCount = await this.db.scard(this.keys.subscribedClients);
+    return { subsCount: this.trie.subscriptionsCount, clientsCount };
+  }
+
+  async subscriptionsByTopic(topic: string): Promise<TrieSubscription[]> {
+    return this.trie.match(topic);
+  }
+
+  async cleanSubscriptions(client: ClientRef): Promise<void> {
+    const filters = await this.db.hkeys(this.keys.subscriptions(client.id));
+    if (filters.length > 0) await this.removeSubscriptions(client, filters);
+  }
+
+  async outgoingEnqueue(sub: { clientId: string }, packet: StoredPacket): Promise<void> {
+    await this.outgoingEnqueueCombi([sub], packet);
+  }
+
+  /**
+   * One script per message (per session on a Cluster, all sent in one write): it stores the
+   * message in each session's slot (so a message queued for N sessions is stored N times) and
+   * trims each queue to its cap.
+   */
+  async outgoingEnqueueCombi(
+    subs: ReadonlyArray<{ clientId: string }>,
+    packet: StoredPacket,
+  ): Promise<void> {
+    if (subs.length === 0) return;
+    const ref = refOf(packet);
+    const encoded = msgpack.encode(new Packet(packet));
+    const { maxQueuedPerClient, onQueueFull } = this.options;
+    const calls = new Map<string, string[]>();
+    for (const { clientId } of subs) {
+      const call = this.callOf(clientId);
+      const list = calls.get(call);
+      if (list === undefined) calls.set(call, [clientId]);
+      else list.push(clientId);
+    }
+    await Promise.all(
+      [...calls.values()].map(async (clientIds) => {
+        const keys = clientIds.flatMap((id) => [this.keys.queue(id), this.keys.packets(id)]);
+        const args = [maxQueuedPerClient, ref, encoded];
+        const dropped = (await this.scripts.run("enqueue", keys, args)) as number[];
+        clientIds.forEach((clientId, i) => {
+          const count = dropped[i] ?? 0;
+          if (count > 0) onQueueFull(clientId, count);
+        });
+      }),
+    );
+  }
+
+  /**
+   * Records the packet identifier a queued message was sent with (a resumed session gets it
+   * again, with DUP); for a PUBREL (after PUBREC), the delivery becomes a stored PUBREL.
+   */
+  async outgoingUpdate(client: ClientRef, packet: StoredPacket): Promise<void> {
+    const messageId = packet.messageId as number;
+    if (packet.cmd === "pubrel") {
+      const pubrel = msgpack.encode({ cmd: "pubrel", messageId });
+      await this.scripts.run("pubrel", this.deliveryKeys(client.id), [messageId, pubrel]);
+      return;
+    }
+    // Those of one turn in one script: a delivery waits for its record, as aedes awaits this.
+    const clientId = client.id;
+    await this.deliveries.add(this.callOf(clientId), { clientId, messageId, ref: refOf(packet) });
+  }
+
+  /**
+   * A PUBACK or PUBCOMP: the delivery leaves the queue. The acknowledgements read in one turn
+   * of the event loop go as one script (one per session on a Cluster). Resolves with the stored
+   * packet, read only if the broker has an `ack` listener (aedes emits it with the packet).
+   */
+  outgoingClearMessageId(
+    client: ClientRef,
+    packet: { messageId?: number | undefined },
+  ): Promise<StoredPacket | undefined> {
+    const clientId = client.id;
+    return this.acks.add(this.callOf(clientId), {
+      clientId,
+      messageId: packet.messageId as number,
+    });
+  }
+
+  outgoingStream(client: ClientRef): Readable {
+    return Readable.from(this.queued(client.id));
+  }
+
+  async incomingStorePacket(client: ClientRef, packet: StoredPacket): Promise<void> {
+    const stored = new Packet(packet);
+    stored.messageId = packet.messageId as number;
+    await this.db.hset(
+      this.keys.incoming(client.id),
+      packet.messageId as number,
+      msgpack.encode(stored),
+    );
+  }
+
+  async incomingGetPacket(client: ClientRef, packet: StoredPacket): Promise<StoredPacket> {
+    const stored = await this.db.hgetBuffer(
+      this.keys.incoming(client.id),
+      String(packet.messageId),
+    );
+    if (stored === null) throw new Error("no such packet");
+    return msgpack.decode(stored) as StoredPacket;
+  }
+
+  async incomingDelPacket(client: ClientRef, packet: StoredPacket): Promise<void> {
+    await this.db.hdel(this.keys.incoming(client.id), String(packet.messageId));
+  }
+
+  /** [MQTT-3.1.2-6] A clean session's QoS 2 state ends with its connection. */
+  async cleanIncoming(client: ClientRef): Promise<void> {
+    await this.db.del(this.keys.incoming(client.id));
+  }
+
+  /** A will per client and broker: a client taken over keeps the old broker's until it ends. */
+  async putWill(client: ClientRef, packet: StoredPacket): Promise<void> {
+    const brokerId = this.liveBroker().id;
+    packet.brokerId = brokerId;
+    packet.clientId = client.id;
+    // The index first (same write): a crash between leaves an entry naming nothing (dropped
+    // when streamWill meets it); the other order could leave a will no survivor finds.
+    await Promise.all([
+      this.db.sadd(this.keys.willIndex, this.keys.willIndexEntry(brokerId, client.id)),
+      this.db.hset(this.keys.wills(client.id), brokerId, msgpack.encode(packet)),
+    ]);
+  }
+
+  async getWill(client: ClientRef): Promise<StoredPacket | null> {
+    const stored = await this.db.hgetBuffer(this.keys.wills(client.id), this.liveBroker().id);
+    return stored === null ? null : (msgpack.decode(stored) as StoredPacket);
+  }
+
+  async delWill(client: ClientRef & { brokerId?: string }): Promise<StoredPacket | null> {
+    const brokerId = client.brokerId ?? this.liveBroker().id;
+    const key = this.keys.wills(client.id);
+    const [stored] = await Promise.all([
+      this.db.hgetBuffer(key, brokerId),
+      this.db.hdel(key, brokerId),
+      // After the will (same write): see putWill.
+      this.db.srem(this.keys.willIndex, this.keys.willIndexEntry(brokerId, client.id)),
+    ]);
+    return stored === null ? null : (msgpack.decode(stored) as StoredPacket);
+  }
+
+  /** Wills left with brokers not in `brokers` (dead ones). */
+  streamWill(brokers: Record<string, unknown> = {}): Readable {
+    return Readable.from(this.orphanedWills(brokers));
+  }
+
+  /** Clients whose session holds exactly this filter (at QoS 1 or 2). */
+  getClientList(filter: string): Readable {
+    const clients = this.trie
+      .match(filter)
+      .filter((sub) => sub.topic === filter)
+      .map((sub) => sub.clientId);
+    return Readable.from(clients);
+  }
+
+  async destroy(): Promise<void> {
+    if (this.destroyed) throw new Error("destroyed called twice!");
+    this.destroyed = true;
+    // The connection is the fabric's: it closes it.
+    await this.broadcast?.stop();
+  }
+
+  /** Reads every stored session's subscriptions into `trie`, in pipelined batches. */
+  private async loadSubscriptions(trie: QlobberSub): Promise<number> {
+    const clientIds = await this.db.smembers(this.keys.subscribedClients);
+    let count = 0;
+    for (let start = 0; start < clientIds.length; start += LOAD_BATCH) {
+      const batch = clientIds.slice(start, start + LOAD_BATCH);
+      const hashes = await Promise.all(
+        batch.map((clientId) => this.db.hgetallBuffer(this.keys.subscriptions(clientId))),
+      );
+      batch.forEach((clientId, i) => {
+        for (const value of Object.values(hashes[i] ?? {})) {
+          const sub = msgpack.decode(value) as SubscriptionRequest;
+          count++;
+          if (sub.qos > 0) trie.add(sub.topic, { ...trieEntry(sub), clientId });
+        }
+      });
+    }
+    return count;
+  }
+
+  private recordDeliveries(call: Array<Waiting<Delivery, void>>): void {
+    const sessions = bySession(call);
+    const keys = sessions.map(([first]) => this.keys.messageIds(first?.item.clientId as string));
+    const args: Array<string | number> = [];
+    for (const session of sessions) {
+      args.push(session.length);
+      for (const { item } of session) args.push(item.messageId, item.ref);
+    }
+    this.scripts.run("recordDeliveries", keys, args).then(
+      () => {
+        for (const waiting of call) waiting.resolve();
+      },
+      (error: unknown) => {
+        for (const waiting of call) waiting.reject(error);
+      },
+    );
+  }
+
+  private acknowledge(call: Array<Waiting<Acknowledgement, StoredPacket | undefined>>): void {
+    const sessions = bySession(call);
+    const keys = sessions.flatMap(([first]) => this.deliveryKeys(first?.item.clientId as string));
+    const wanted = (this.broker?.listenerCount("ack") ?? 0) > 0 ? "1" : "0";
+    const args: Array<string | number> = [wanted];
+    for (const session of sessions) {
+      args.push(session.length);
+      for (const { item } of session) args.push(item.messageId);
+    }
+    const ordered = sessions.flat();
+    this.scripts.runBuffer("acknowledge", keys, args).then(
+      (values) => {
+        ordered.forEach((waiting, i) => {
+          const value = (values as Array<Buffer | null>)[i];
+          if (value === null || value === undefined) {
+            waiting.resolve(undefined);
+            return;
+          }
+          const packet = msgpack.decode(value) as StoredPacket;
+          packet.messageId = waiting.item.messageId;
+          waiting.resolve(packet);
+        });
+      },
+      (error: unknown) => {
+        for (const waiting of call) waiting.reject(error);
+      },
+    );
+  }
+
+  private async *queued(clientId: string): AsyncGenerator<StoredPacket> {
+    const results = await this.db
+      .multi()
+      .lrange(this.keys.queue(clientId), 0, -1)
+      .hgetallBuffer(this.keys.packets(clientId))
+      .hgetall(this.keys.messageIds(clientId))
+      .exec();
+    const [entries, packets, messageIds] = (results ?? []).map(([error, value]) => {
+      if (error) throw error;
+      return value;
+    }) as [string[], Record<string, Buffer>, Record<string, string>];
+    const idOf = new Map<string, number>();
+    for (const [messageId, entry] of Object.entries(messageIds)) {
+      idOf.set(entry, Number(messageId));
+    }
+    for (const entry of entries) {
+      const released = entry.startsWith(RELEASED);
+      const ref = released ? entry.slice(RELEASED.length) : entry;
+      const stored = packets[ref];
+      if (stored === undefined) continue;
+      const packet = msgpack.decode(stored) as StoredPacket;
+      if (released) Object.assign(packet, parseRef(ref));
+      packet.messageId = idOf.get(entry) ?? (released ? packet.messageId : undefined);
+      yield packet;
+    }
+  }
+
+  private async *retainedMatching(filters: readonly string[]): AsyncGenerator<StoredPacket> {
+    const sent = new Set<string>();
+    const matcher = new QlobberTrue(TOPIC_MATCHING);
+    const prefixes: string[] = [];
+    for (const filter of filters) {
+      const wildcard = wildcardPosition(filter);
+      if (wildcard === -1) {
+        const stored = await (this.clustered
+          ? this.db.getBuffer(this.keys.retainedTopic(filter))
+          : this.db.hgetBuffer(this.keys.retainedHash, filter));
+        if (stored === null || sent.has(filter)) continue;
+        sent.add(filter);
+        yield msgpack.decode(stored) as StoredPacket;
+      } else {
+        matcher.add(filter);
+        // Up to the level before the wildcard: `a/#` matches `a` too.
+        prefixes.push(filter.slice(0, Math.max(0, wildcard - 1)));
+      }
+    }
+    if (prefixes.length === 0) return;
+    const prefix = longestCommonPrefix(prefixes);
+    const candidates = this.clustered
+      ? this.scanRetainedKeys(this.db as Cluster, prefix)
+      : this.scanRetainedHash(prefix);
+    for await (const [topic, read] of candidates) {
+      if (sent.has(topic) || !matcher.test(topic)) continue;
+      const stored = await read();
+      if (stored === null) continue;
+      sent.add(topic);
+      yield msgpack.decode(stored) as StoredPacket;
+    }
+  }
+
+  private async *scanRetainedHash(
+    prefix: string,
+  ): AsyncGenerator<[string, () => Promise<Buffer | null>]> {
+    const db = this.db as Redis;
+    const stream = db.hscanBufferStream(this.keys.retainedHash, {
+      match: `${escapeGlob(prefix)}*`,
+      count: 1000,
+    });
+    for await (const chunk of stream) {
+      const pairs = chunk as Buffer[];
+      for (let i = 0; i + 1 < pairs.length; i += 2) {
+        const value = pairs[i + 1] as Buffer;
+        yield [(pairs[i] as Buffer).toString(), () => Promise.resolve(value)];
+      }
+    }
+  }
+
+  /** SCAN of every primary: a Cluster's retained messages are one key per topic. */
+  private async *scanRetainedKeys(
+    cluster: Cluster,
+    prefix: string,
+  ): AsyncGenerator<[string, () => Promise<Buffer | null>]> {
+    const pattern = this.keys.pattern(this.keys.retainedTopic(prefix));
+    for (const node of cluster.nodes("master")) {
+      for await (const chunk of node.scanStream({ match: pattern, count: 1000 })) {
+        for (const key of chunk as string[]) {
+          const topic = this.keys.topicOfRetainedKey(key);
+          yield [topic, () => cluster.getBuffer(this.keys.retainedTopic(topic))];
+        }
+      }
+    }
+  }
+
+  private async *orphanedWills(brokers: Record<string, unknown>): AsyncGenerator<StoredPacket> {
+    const entries = await this.db.smembers(this.keys.willIndex);
+    for (let start = 0; start < entries.length; start += LOAD_BATCH) {
+      const owners = entries
+        .slice(start, start + LOAD_BATCH)
+        .map((entry) => ({ entry, ...this.keys.parseWillIndexEntry(entry) }))
+        .filter(({ brokerId }) => !brokers[brokerId]);
+      const wills = await Promise.all(
+        owners.map(({ brokerId, clientId }) =>
+          this.db.hgetBuffer(this.keys.wills(clientId), brokerId),
+        ),
+      );
+      for (let i = 0; i < owners.length; i++) {
+        const will = wills[i];
+        if (will === null || will === undefined) {
+          // An index entry left by a crash between its writes (see putWill).
+          void this.db.srem(this.keys.willIndex, (owners[i] as { entry: string }).entry);
+          continue;
+        }
+        yield msgpack.decode(will) as StoredPacket;
+      }
+    }
+  }
+
+  /**
+   * Which call a session's batched work goes in: one for all on a single Redis; per session on
+   * a Cluster, where a script's keys must share a slot.
+   */
+  private callOf(clientId: string): string {
+    return this.clustered ? clientId : "";
+  }
+
+  /** A session's keys, as removeSubscriptions takes them. */
+  private sessionKeys(clientId: string): string[] {
+    return [this.keys.subscriptions(clientId), ...this.deliveryKeys(clientId)];
+  }
+
+  /** A session's queue, packets and packet identifiers, as the delivery scripts take them. */
+  private deliveryKeys(clientId: string): string[] {
+    return [this.keys.queue(clientId), this.keys.packets(clientId), this.keys.messageIds(clientId)];
+  }
+
+  private liveBroker(): PersistenceBroker {
+    if (this.broker === undefined) throw new Error("persistence is not set up");
+    return this.broker;
+  }
+
+  private liveBroadcast(): SubscriptionBroadcast {
+    if (this.broadcast === undefined) throw new Error("persistence is not set up");
+    return this.broadcast;
+  }
+}
+
+/** A queued message's name within its session: the broker that took it in, and its counter. */
+function refOf(packet: StoredPacket): string {
+  return `${packet.brokerId}:${packet.brokerCounter}`;
+}
+
+function parseRef(ref: string): { brokerId: string; brokerCounter: number } {
+  const colon = ref.lastIndexOf(":");
+  return { brokerId: ref.slice(0, colon), brokerCounter: Number(ref.slice(colon + 1)) };
+}
+
+function trieEntry(sub: SubscriptionRequest): Omit<TrieSubscription, "clientId"> {
+  return { topic: sub.topic, qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl };
+}
+
+/** msgpack keeps an undefined field as nil: stored without them, read back without them. */
+function definedFields(sub: SubscriptionRequest): Partial<SubscriptionRequest> {
+  return Object.fromEntries(Object.entries(sub).filter(([, value]) => value !== undefined));
+}
+
+/** The first wildcard of a filter (`#` can only be last), or -1. */
+function wildcardPosition(filter: string): number {
+  const one = filter.indexOf("+");
+  return one !== -1 ? one : filter.indexOf("#");
+}
+
+function longestCommonPrefix(texts: readonly string[]): string {
+  const sorted = [...texts].sort();
+  const first = sorted[0] ?? "";
+  const last = sorted[sorted.length - 1] ?? "";
+  let i = 0;
+  while (i < first.length && first[i] === last[i]) i++;
+  return first.slice(0, i);
+}
