@@ -16,9 +16,9 @@ import {
 } from "rate-limiter-flexible";
 import type { z } from "zod";
 import { ConnectionQuotas } from "../admission/connection-quotas.js";
-import type { RedisClient } from "../cluster/redis-client.js";
 import { SluiceError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
+import type { RedisClient } from "../redis/redis-client.js";
 import type { AuditLog } from "../security/audit-log.js";
 import {
   closeServer,

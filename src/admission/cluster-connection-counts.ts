@@ -1,5 +1,5 @@
-import type { RedisClient } from "../cluster/redis-client.js";
 import type { Logger } from "../observability/logger.js";
+import type { RedisClient } from "../redis/redis-client.js";
 
 /** A quota on open connections per username (checked once the CONNECT is authenticated). */
 export interface UsernameQuota {

@@ -3,7 +3,7 @@ import {
   RateLimiterMemory,
   RateLimiterRedis,
 } from "rate-limiter-flexible";
-import type { RedisClient } from "../cluster/redis-client.js";
+import type { RedisClient } from "../redis/redis-client.js";
 
 export interface FlappingSettings {
   maxConnects: number;

@@ -1,8 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { ConfigError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
-import type { RedisClient } from "./redis-client.js";
-import { STATE_KEYS } from "./redis-keys.js";
+import type { RedisClient } from "../redis/redis-client.js";
+import { STATE_KEYS } from "../redis/redis-keys.js";
 
 /** Extends the lease only if this node still holds it (KEYS[1] lease, ARGV token, ms). */
 const RENEW = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end`;

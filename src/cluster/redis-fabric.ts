@@ -6,8 +6,8 @@ import type { SluiceConfig } from "../config/schema.js";
 import type { QueueLimits } from "../engine/persistence-types.js";
 import { RedisPersistence } from "../engine/redis-persistence.js";
 import type { Logger } from "../observability/logger.js";
-import type { RedisClient } from "./redis-client.js";
-import { PersistenceKeys } from "./redis-keys.js";
+import type { RedisClient } from "../redis/redis-client.js";
+import { PersistenceKeys } from "../redis/redis-keys.js";
 
 type RedisConfig = NonNullable<SluiceConfig["redis"]>;
 

@@ -1,4 +1,4 @@
-import type { RedisClient } from "./redis-client.js";
+import type { RedisClient } from "../redis/redis-client.js";
 import type { RedisSessionRegistry } from "./session-registry.js";
 
 /** A client connected somewhere in the cluster. */

@@ -1,5 +1,5 @@
-import type { RedisClient } from "./redis-client.js";
-import { unlessRedisUnavailable } from "./redis-unavailable.js";
+import type { RedisClient } from "../redis/redis-client.js";
+import { unlessRedisUnavailable } from "../redis/redis-unavailable.js";
 
 /**
  * The outcome of a CONNECT's claim on its client id. In a cluster, an accepted claim also makes

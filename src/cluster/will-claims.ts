@@ -1,5 +1,5 @@
-import type { RedisClient } from "./redis-client.js";
-import { STATE_KEYS } from "./redis-keys.js";
+import type { RedisClient } from "../redis/redis-client.js";
+import { STATE_KEYS } from "../redis/redis-keys.js";
 
 /** Long enough for one node to publish and delete the will, short enough to retry after a crash. */
 const CLAIM_TTL_MS = 30_000;

@@ -2,8 +2,8 @@ import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Cluster, type Redis } from "ioredis";
 import msgpack from "msgpack-lite";
-import { LEGACY_KEYS, PersistenceKeys } from "../cluster/redis-keys.js";
 import type { Logger } from "../observability/logger.js";
+import { LEGACY_KEYS, PersistenceKeys } from "../redis/redis-keys.js";
 
 /** What the marker key holds once the store is in Sluice's own layout. */
 const LAYOUT_VERSION = "sluice-1";

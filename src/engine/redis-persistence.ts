@@ -3,8 +3,8 @@ import { Cluster, type Redis } from "ioredis";
 import msgpack from "msgpack-lite";
 import { QlobberTrue } from "qlobber";
 import QlobberSub, { type TrieSubscription } from "qlobber/aedes/qlobber-sub.js";
-import { escapeGlob, PersistenceKeys } from "../cluster/redis-keys.js";
 import type { Logger } from "../observability/logger.js";
+import { escapeGlob, PersistenceKeys } from "../redis/redis-keys.js";
 import { migrateLegacyLayout } from "./legacy-layout-migration.js";
 import {
   type ClientRef,

@@ -4,9 +4,9 @@ import {
   RateLimiterMemory,
   RateLimiterRedis,
 } from "rate-limiter-flexible";
-import type { RedisClient } from "../cluster/redis-client.js";
 import type { PublishLimitsConfig, PublishRates } from "../config/publish-limits-schema.js";
 import type { Logger } from "../observability/logger.js";
+import type { RedisClient } from "../redis/redis-client.js";
 import type { AuditLog, AuditSubject } from "../security/audit-log.js";
 import { ClusterShare } from "./cluster-share.js";
 import { type BudgetParts, PENDING, PublishBudget } from "./publish-budget.js";

@@ -1,4 +1,4 @@
-import type { RedisClient } from "../cluster/redis-client.js";
+import type { RedisClient } from "../redis/redis-client.js";
 import { type DeviceRecord, parseRecord } from "./device.js";
 import {
   type DevicePage,

@@ -5,9 +5,9 @@ import { after, before, describe, it } from "node:test";
 import { Aedes } from "aedes";
 import { Cluster, Redis } from "ioredis";
 import { pino } from "pino";
-import { PersistenceKeys } from "../../src/cluster/redis-keys.js";
 import type { StoredPacket } from "../../src/engine/persistence-types.js";
 import { RedisPersistence } from "../../src/engine/redis-persistence.js";
+import { PersistenceKeys } from "../../src/redis/redis-keys.js";
 import { RedisCluster } from "../helpers/redis-cluster.js";
 import { RedisServer } from "../helpers/redis-server.js";
 

@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { PersistenceKeys } from "../../src/cluster/redis-keys.js";
+import { PersistenceKeys } from "../../src/redis/redis-keys.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
 import {
   connect,

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import mqtt, { type IPublishPacket, type MqttClient, type Packet } from "mqtt";
-import { PersistenceKeys } from "../../src/cluster/redis-keys.js";
+import { PersistenceKeys } from "../../src/redis/redis-keys.js";
 import { connect, connectWithConnack, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
 import { MqttProxy, PacketType } from "../helpers/mqtt-proxy.js";
 import { connectPacket, mqttString, packet, rawConnect, readBytes } from "../helpers/raw-socket.js";

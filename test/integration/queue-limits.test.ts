@@ -3,7 +3,7 @@ import type { Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { Redis } from "ioredis";
 import mqttPacket, { type Packet } from "mqtt-packet";
-import { PersistenceKeys } from "../../src/cluster/redis-keys.js";
+import { PersistenceKeys } from "../../src/redis/redis-keys.js";
 import { type RunningNode, startNode } from "../helpers/in-process-node.js";
 import {
   connect,
