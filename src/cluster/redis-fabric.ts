@@ -5,6 +5,8 @@ import { Cluster, Redis, type RedisOptions } from "ioredis";
 import mqemitterRedis from "mqemitter-redis";
 import type { SluiceConfig } from "../config/schema.js";
 import type { Logger } from "../observability/logger.js";
+import { coalesceEveryWrite } from "../transport/write-coalescing.js";
+import { batchSubscriptions } from "./subscription-batcher.js";
 
 type RedisConfig = NonNullable<SluiceConfig["redis"]>;
 
@@ -85,7 +87,11 @@ export class RedisFabric {
     this.state = state;
     this.stored = stored;
     this.connections = [...new Set([state, stored, publisher, subscriber])];
-    for (const connection of this.connections) this.watch(connection, connection === subscriber);
+    for (const connection of this.connections) {
+      this.watch(connection, connection === subscriber);
+      coalesceCommands(connection);
+    }
+    if (subscriber instanceof Redis) batchSubscriptions(subscriber);
     this.watchSubscriber(subscriber);
     if (config.sentinels && config.name) this.followSwitchovers(config);
     // A non-array `cluster` makes the persistence use our connection in its Cluster mode
@@ -317,6 +323,16 @@ export class RedisFabric {
       this.upWaiters.clear();
     }
   }
+}
+
+/**
+ * The commands a connection is given in one turn of the event loop leave in one write (each
+ * socket ioredis opens, reconnects included). A Cluster's node connections are its own: left
+ * as they are.
+ */
+function coalesceCommands(connection: RedisClient): void {
+  if (connection instanceof Cluster) return;
+  connection.on("connect", () => coalesceEveryWrite(connection.stream));
 }
 
 /**
