@@ -51,6 +51,7 @@ import { ClientContexts } from "./mqtt/client-context.js";
 import { adaptHooks } from "./mqtt/hook-adapter.js";
 import { InflightWindows } from "./mqtt/inflight-window.js";
 import { PacketGuard, PacketViolationError } from "./mqtt/packet-guard.js";
+import { indexRetained } from "./mqtt/retained-index.js";
 import { MemorySessionRegistry, RedisSessionRegistry } from "./mqtt/session-registry.js";
 import type { Logger } from "./observability/logger.js";
 import { SluiceMetrics } from "./observability/metrics.js";
@@ -362,7 +363,7 @@ export class SluiceNode {
       // Without Redis, aedes keeps sessions, retained messages and wills in memory.
       ...(this.fabric
         ? { mq: this.fabric.mq, persistence: this.fabric.persistence }
-        : { persistence: cappedMemoryPersistence(this.storedQueueLimits()) }),
+        : { persistence: indexRetained(cappedMemoryPersistence(this.storedQueueLimits())) }),
       heartbeatInterval: this.heartbeatMs,
       connectTimeout: config.limits.connectTimeoutMs,
       // A client whose socket takes no data for this long is closed (a persistent session
