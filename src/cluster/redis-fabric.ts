@@ -6,7 +6,7 @@ import mqemitterRedis from "mqemitter-redis";
 import type { SluiceConfig } from "../config/schema.js";
 import type { Logger } from "../observability/logger.js";
 import { coalesceEveryWrite } from "../transport/write-coalescing.js";
-import { batchSubscriptions } from "./subscription-batcher.js";
+import { SubscriptionBatcher } from "./subscription-batcher.js";
 
 type RedisConfig = NonNullable<SluiceConfig["redis"]>;
 
@@ -91,8 +91,10 @@ export class RedisFabric {
       this.watch(connection, connection === subscriber);
       coalesceCommands(connection);
     }
-    if (subscriber instanceof Redis) batchSubscriptions(subscriber);
-    this.watchSubscriber(subscriber);
+    this.watchSubscriber(
+      subscriber,
+      subscriber instanceof Redis ? new SubscriptionBatcher(subscriber) : undefined,
+    );
     if (config.sentinels && config.name) this.followSwitchovers(config);
     // A non-array `cluster` makes the persistence use our connection in its Cluster mode
     // (per-topic retained keys, no multi-key commands) instead of building its own.
@@ -188,10 +190,11 @@ export class RedisFabric {
    * it ready then let the node report Redis up while its subscriptions were not yet in force: a
    * message published elsewhere at that moment never reached this node's clean-session
    * clients (a test waited forever for one). A PING queued after the re-sent (P)SUBSCRIBEs is
-   * answered once Redis has them all; only then is the connection ready. A Cluster's subscriber
-   * is its own connection inside ioredis, re-subscribed there: its 'ready' stands.
+   * answered once Redis has them all (the batcher sends them a turn later: the PING waits for
+   * it); only then is the connection ready. A Cluster's subscriber is its own connection inside
+   * ioredis, re-subscribed there: its 'ready' stands.
    */
-  private watchSubscriber(subscriber: RedisClient): void {
+  private watchSubscriber(subscriber: RedisClient, batcher: SubscriptionBatcher | undefined): void {
     let lost = false;
     let losses = 0;
     subscriber.on("close", () => {
@@ -212,11 +215,12 @@ export class RedisFabric {
         return;
       }
       // After ioredis' own 'ready' handler has queued the re-subscriptions.
-      process.nextTick(() => {
+      const ping = (): void => {
         subscriber.ping().then(subscribed, () => {
           // Lost again before the answer: the next 'ready' starts over.
         });
-      });
+      };
+      process.nextTick(() => (batcher ? batcher.afterQueued(ping) : ping()));
     });
   }
 

@@ -166,6 +166,18 @@ describe("subscribe storm - in memory", () => {
     // One at a time, each SUBACK took its own turn and socket write: about 100 reads.
     assert.ok(reads <= 10, `100 SUBACKs came in ${reads} reads`);
   });
+
+  it("a burst of SUBSCRIBEs is spread over turns of the event loop (64 per turn), not taken in one", async () => {
+    const port = Number(new URL(node.urls.tcp as string).port);
+    const { socket, reads } = await subscribeAll(
+      port,
+      `burst-${randomBytes(3).toString("hex")}`,
+      640,
+    );
+    await leave([socket]);
+    // Taken in one read, the 640 SUBACKs left in one or two writes.
+    assert.ok(reads >= 5, `640 SUBACKs came in ${reads} reads`);
+  });
 });
 
 describe("subscribe storm - over Redis", () => {

@@ -7,13 +7,8 @@
  */
 import { connect, type Socket } from "node:net";
 import { connectPacket } from "./connect-packets.js";
-import {
-  CONNACK,
-  DISCONNECT,
-  FrameSplitter,
-  SUBACK,
-  subscribePacket,
-} from "./subscribe-packets.js";
+import { PacketReader, SUBACK } from "./raw-packets.js";
+import { CONNACK, DISCONNECT, subscribePacket } from "./subscribe-packets.js";
 
 export interface StormCommand {
   type: "storm";
@@ -82,7 +77,6 @@ function open(command: StormCommand, clientId: string, onSettled: () => void): P
   const { hostname, port } = new URL(command.url);
   return new Promise((resolve) => {
     const socket = connect({ host: hostname, port: Number(port) });
-    const splitter = new FrameSplitter();
     const client: StormClient = { socket, answered: 0 };
     let accepted = false;
     let settled = false;
@@ -94,35 +88,35 @@ function open(command: StormCommand, clientId: string, onSettled: () => void): P
     };
     socket.setNoDelay(true);
     socket.once("connect", () => socket.write(connectPacket(clientId)));
-    socket.on("data", (chunk: Buffer) => {
-      for (const frame of splitter.push(chunk)) {
-        if (frame.type === CONNACK && !accepted) {
-          if (frame.body[1] !== 0) {
-            counts.connectFailed++;
-            socket.destroy();
-            settle();
-            onSettled();
-            return;
-          }
-          accepted = true;
-          counts.connected++;
-          clients.push(client);
-          if (firstSubscribeAt === 0) firstSubscribeAt = Date.now();
-          socket.write(subscribeBatch(command, clientId));
+    const reader = new PacketReader((firstByte, body) => {
+      const type = firstByte >> 4;
+      if (type === CONNACK && !accepted) {
+        if (body[1] !== 0) {
+          counts.connectFailed++;
+          socket.destroy();
           settle();
-        } else if (frame.type === SUBACK) {
-          for (let i = 2; i < frame.body.length; i++) {
-            if ((frame.body[i] ?? 0x80) < 0x80) counts.granted++;
-            else counts.refused++;
-          }
-          lastSubackAt = Date.now();
-          if (++client.answered === command.filters) {
-            complete++;
-            onSettled();
-          }
+          onSettled();
+          return;
+        }
+        accepted = true;
+        counts.connected++;
+        clients.push(client);
+        if (firstSubscribeAt === 0) firstSubscribeAt = Date.now();
+        socket.write(subscribeBatch(command, clientId));
+        settle();
+      } else if (type === SUBACK) {
+        for (let i = 2; i < body.length; i++) {
+          if ((body[i] ?? 0x80) < 0x80) counts.granted++;
+          else counts.refused++;
+        }
+        lastSubackAt = Date.now();
+        if (++client.answered === command.filters) {
+          complete++;
+          onSettled();
         }
       }
     });
+    socket.on("data", (chunk: Buffer) => reader.push(chunk));
     socket.on("error", () => {
       // counted on close
     });
