@@ -2,8 +2,9 @@ import type { Duplex } from "node:stream";
 
 /**
  * Stops reading a client's connection at a PUBLISH (or, for the subscribe pacer, a SUBSCRIBE),
- * from inside aedes' per-client parser: the way Sluice throttles. Like the packet guard (mqtt/packet-guard.ts), it wraps methods of the
- * client's own parser instance (and its stream's `read`), never a shared prototype.
+ * from inside aedes' per-client parser: the way Sluice throttles. Like the packet guard
+ * (mqtt/packet-guard.ts), it wraps methods of the client's own parser instance (and its
+ * stream's `read`), never a shared prototype.
  *
  * How aedes reads: on 'readable' and whenever every packet of the previous read has been
  * handled, it calls `conn.read(null)` and feeds the whole buffer to mqtt-packet's parser, which
