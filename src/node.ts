@@ -40,6 +40,7 @@ import { FileWatcher } from "./lifecycle/file-watcher.js";
 import { runPhases } from "./lifecycle/run-phases.js";
 import { PublishLimiter } from "./limits/publish-limiter.js";
 import { QueueDropReporter } from "./limits/queue-drop-reporter.js";
+import { SubscribePacer } from "./limits/subscribe-pacer.js";
 import {
   closeWithoutWill,
   closeWithWill,
@@ -133,6 +134,7 @@ export class SluiceNode {
   private registryCrl: string | undefined;
   private readonly queueDrops: QueueDropReporter;
   private readonly windows: InflightWindows;
+  private readonly subscribePacer = new SubscribePacer();
   private boundAddresses: NodeAddresses | undefined;
   private shutdownPromise: Promise<void> | undefined;
   private readonly heartbeatMs: number;
@@ -353,7 +355,9 @@ export class SluiceNode {
     const hooks = adaptHooks(
       {
         ...rules,
-        authorizeSubscribe: this.windows.observeSubscribe(rules.authorizeSubscribe),
+        authorizeSubscribe: this.subscribePacer.observeSubscribe(
+          this.windows.observeSubscribe(rules.authorizeSubscribe),
+        ),
       },
       {
         onUnexpectedError: (hook, error) =>

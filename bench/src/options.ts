@@ -9,6 +9,9 @@ Scenarios:
   throughput, latency         message rates and latency against Mosquitto and bare aedes
   connections                 connects/s and broker RSS per idle connection (10,000; quick 500)
   storm                       2-node cluster, SIGKILL one, its clients reconnect (10,000; quick 300)
+  subscribe-storm             N clients x M filters subscribed at once: subscriptions/s, a
+                              bystander's QoS 1 p99, gauge and heap after (2,000 x 100;
+                              quick 100 x 20)
   failover                    3 nodes behind HAProxy, QoS 1 persistent pairs, SIGKILL mid-stream
   security-overhead           QoS 1 throughput with TLS, password auth, 1,000-rule ACL vs open
   flood                       PLC fleet's p99 with and without attackers, recommended PLC limits
@@ -26,6 +29,7 @@ Options:
   --subscriber-processes N    generator processes for subscribers (default 1)
   --cross-check anchor|all|none   independent tools on 64 B cases (anchor), all, or none
   --clients N                 clients of connections/storm, pairs of failover (default 10,000 / 10)
+  --filters N                 filters per client of subscribe-storm (default 100)
   --results DIR               where JSON, SVG and Markdown go (default bench/results)
   --max-minutes N             hard limit for the whole invocation (default 20)
   -h, --help`;
@@ -61,6 +65,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliOptions {
       "cross-check": { type: "string" },
       results: { type: "string" },
       clients: { type: "string" },
+      filters: { type: "string" },
       "max-minutes": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -94,6 +99,9 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliOptions {
       ...(values.clients === undefined
         ? {}
         : { clients: Math.round(positiveNumber(values.clients, "clients", 1)) }),
+      ...(values.filters === undefined
+        ? {}
+        : { filters: Math.round(positiveNumber(values.filters, "filters", 1)) }),
     },
     resultsDir: values.results,
     maxMinutes: positiveNumber(values["max-minutes"], "max-minutes", 20),

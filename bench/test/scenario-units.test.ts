@@ -7,6 +7,7 @@ import { connackCode, connectPacket } from "../src/generator/connect-packets.js"
 import { splitGroups } from "../src/generator/connection-pool.js";
 import { planClients } from "../src/generator/plan.js";
 import { PacketReader, publishTemplate } from "../src/generator/raw-packets.js";
+import { subscribePacket } from "../src/generator/subscribe-packets.js";
 import { parseCli } from "../src/options.js";
 import { renderScenarioTable } from "../src/report/scenario-table.js";
 import { RECOMMENDED_PLC_LIMITS } from "../src/scenarios/flood.js";
@@ -72,6 +73,20 @@ test("renderScenarioTable right-aligns figures and leaves unmeasured cells empty
 test("--clients sets N for the connection scenarios", () => {
   assert.equal(parseCli(["storm", "--clients", "2000"], {}).run.clients, 2_000);
   assert.equal(parseCli(["storm"], {}).run.clients, undefined);
+});
+
+test("--filters sets M for subscribe-storm", () => {
+  assert.equal(parseCli(["subscribe-storm", "--filters", "250"], {}).run.filters, 250);
+  assert.equal(parseCli(["subscribe-storm"], {}).run.filters, undefined);
+});
+
+test("subscribePacket encodes one filter with its packet id and QoS", () => {
+  const bytes = subscribePacket(258, "storm/c/cmd/0", 1);
+  const expected = Buffer.from("storm/c/cmd/0");
+  assert.deepEqual(
+    [...bytes],
+    [0x82, 2 + 2 + expected.length + 1, 1, 2, 0, expected.length, ...expected, 1],
+  );
 });
 
 test("parseSluiceCounters reads refusals by reason, throttles and open connections", () => {

@@ -56,6 +56,19 @@ test("smoke - storm --quick brings the killed node's clients back on the survivo
   assert.ok(Number(row?.["all back (s)"]) >= 0);
 });
 
+test("smoke - subscribe-storm --quick: every filter SUBACKed, Sluice's gauge back at its baseline", async () => {
+  const rows = onlyTableRows(
+    await runQuick("subscribe-storm", ["mosquitto", "aedes", "sluice", "sluice-redis"]),
+  );
+  assert.equal(rows.length, 4);
+  for (const row of rows) {
+    assert.equal(row.SUBACKed, 100 * 20);
+    assert.ok(Number(row["subscriptions/s"]) > 0);
+    assert.ok(Number(row["bystander p99 ms"]) >= 0);
+    if (String(row.broker).startsWith("sluice")) assert.notEqual(row["gauge back (s)"], null);
+  }
+});
+
 test("smoke - failover --quick loses no acknowledged message when a node behind HAProxy dies", async () => {
   const [row] = onlyTableRows(await runQuick("failover"));
   assert.equal(row?.["lost (acknowledged)"], 0);

@@ -8,6 +8,8 @@ import { RedisPersistence } from "../engine/redis-persistence.js";
 import type { Logger } from "../observability/logger.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import { PersistenceKeys } from "../redis/redis-keys.js";
+import { coalesceEveryWrite } from "../transport/write-coalescing.js";
+import { SubscriptionBatcher } from "./subscription-batcher.js";
 
 type RedisConfig = NonNullable<SluiceConfig["redis"]>;
 
@@ -76,8 +78,14 @@ export class RedisFabric {
     this.state = state;
     this.stored = stored;
     this.connections = [...new Set([state, stored, publisher, subscriber])];
-    for (const connection of this.connections) this.watch(connection, connection === subscriber);
-    this.watchSubscriber(subscriber);
+    for (const connection of this.connections) {
+      this.watch(connection, connection === subscriber);
+      coalesceCommands(connection);
+    }
+    this.watchSubscriber(
+      subscriber,
+      subscriber instanceof Redis ? new SubscriptionBatcher(subscriber) : undefined,
+    );
     if (config.sentinels && config.name) this.followSwitchovers(config);
     this.persistence = new RedisPersistence({ db: stored, log, ...queue });
     // Its types name Redis only; it uses nothing a Cluster lacks (publish, (p)subscribe, events).
@@ -162,10 +170,11 @@ export class RedisFabric {
    * it ready then let the node report Redis up while its subscriptions were not yet in force: a
    * message published elsewhere at that moment never reached this node's clean-session
    * clients (a test waited forever for one). A PING queued after the re-sent (P)SUBSCRIBEs is
-   * answered once Redis has them all; only then is the connection ready. A Cluster's subscriber
-   * is its own connection inside ioredis, re-subscribed there: its 'ready' stands.
+   * answered once Redis has them all (the batcher sends them a turn later: the PING waits for
+   * it); only then is the connection ready. A Cluster's subscriber is its own connection inside
+   * ioredis, re-subscribed there: its 'ready' stands.
    */
-  private watchSubscriber(subscriber: RedisClient): void {
+  private watchSubscriber(subscriber: RedisClient, batcher: SubscriptionBatcher | undefined): void {
     let lost = false;
     let losses = 0;
     subscriber.on("close", () => {
@@ -186,11 +195,12 @@ export class RedisFabric {
         return;
       }
       // After ioredis' own 'ready' handler has queued the re-subscriptions.
-      process.nextTick(() => {
+      const ping = (): void => {
         subscriber.ping().then(subscribed, () => {
           // Lost again before the answer: the next 'ready' starts over.
         });
-      });
+      };
+      process.nextTick(() => (batcher ? batcher.afterQueued(ping) : ping()));
     });
   }
 
@@ -289,6 +299,16 @@ export class RedisFabric {
       this.upWaiters.clear();
     }
   }
+}
+
+/**
+ * The commands a connection is given in one turn of the event loop leave in one write (each
+ * socket ioredis opens, reconnects included). A Cluster's node connections are its own: left
+ * as they are.
+ */
+function coalesceCommands(connection: RedisClient): void {
+  if (connection instanceof Cluster) return;
+  connection.on("connect", () => coalesceEveryWrite(connection.stream));
 }
 
 /** Keys matching a pattern on every primary of a Cluster (SCAN, never KEYS). */

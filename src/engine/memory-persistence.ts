@@ -44,7 +44,12 @@ export class MemoryPersistence {
   }
 
   createRetainedStreamCombi(filters: readonly string[]): Readable {
-    return Readable.from(retainedMatching(this.liveRetained(), filters));
+    const retained = this.liveRetained();
+    // Most SUBSCRIBEs name exact topics that hold no retained message (command topics): they
+    // get one empty stream, not a matcher and a walk. In a subscribe storm that walk was the
+    // node's largest allocation.
+    if (!filters.some((filter) => couldMatchRetained(retained, filter))) return noRetained();
+    return Readable.from(retainedMatching(retained, filters));
   }
 
   createRetainedStream(filter: string): Readable {
@@ -251,6 +256,21 @@ export class MemoryPersistence {
       onQueueFull(clientId, dropOldest(queue, queue.length - maxQueuedPerClient));
     }
   }
+}
+
+function couldMatchRetained(retained: ReadonlyMap<string, StoredPacket>, filter: string): boolean {
+  if (retained.size === 0) return false;
+  return filter.includes("+") || filter.includes("#") || retained.has(filter);
+}
+
+/** A stream of no retained messages. */
+function noRetained(): Readable {
+  return new Readable({
+    objectMode: true,
+    read() {
+      this.push(null);
+    },
+  });
 }
 
 /** Retained messages matching any of the filters, each once. */

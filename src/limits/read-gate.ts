@@ -1,9 +1,10 @@
 import type { Duplex } from "node:stream";
 
 /**
- * Stops reading a client's connection at a PUBLISH, from inside aedes' per-client parser: the
- * way Sluice throttles. Like the packet guard (mqtt/packet-guard.ts), it wraps methods of the
- * client's own parser instance (and its stream's `read`), never a shared prototype.
+ * Stops reading a client's connection at a PUBLISH (or, for the subscribe pacer, a SUBSCRIBE),
+ * from inside aedes' per-client parser: the way Sluice throttles. Like the packet guard
+ * (mqtt/packet-guard.ts), it wraps methods of the client's own parser instance (and its
+ * stream's `read`), never a shared prototype.
  *
  * How aedes reads: on 'readable' and whenever every packet of the previous read has been
  * handled, it calls `conn.read(null)` and feeds the whole buffer to mqtt-packet's parser, which
@@ -70,11 +71,18 @@ function fixedHeaderBytes(remainingLength: number): number {
 
 const NOTHING = Buffer.alloc(0);
 
+/** Packets a gate can hold. */
+export type GatedCommand = "publish" | "subscribe";
+
 /**
- * Installs the gate on an aedes client. Throws at once if the engine's parser or connection no
- * longer has the expected shape.
+ * Installs the gate on an aedes client, asking `admission` before each `command` packet.
+ * Throws at once if the engine's parser or connection no longer has the expected shape.
  */
-export function installReadGate(client: object, admission: PublishAdmission): ReadGate {
+export function installReadGate(
+  client: object,
+  admission: PublishAdmission,
+  command: GatedCommand = "publish",
+): ReadGate {
   const internals = client as ClientInternals;
   const parser = internals._parser;
   const conn = internals.conn;
@@ -87,7 +95,7 @@ export function installReadGate(client: object, admission: PublishAdmission): Re
 
   const newPacket = parser._newPacket;
   parser._newPacket = function admitThenEmit(this: ParserInternals) {
-    if (this.packet.cmd === "publish") {
+    if (this.packet.cmd === command) {
       const bytes = this.packet.length + fixedHeaderBytes(this.packet.length);
       if (!admission.admit(bytes)) {
         holding = true;

@@ -18,24 +18,41 @@ export function coalesceWrites(socket: Socket): void {
   socket.cork = corkUntilTurnEnds;
 }
 
-// net.Socket and tls.TLSSocket inherit it unchanged.
-const { cork } = Writable.prototype;
+/**
+ * The same for a stream whose writer never corks (ioredis writes each command on its own): the
+ * first write of a turn corks it until the loop's check phase, so the commands of one turn
+ * (a SUBSCRIBE storm's PUBLISHes and retained lookups) leave in one system call.
+ */
+export function coalesceEveryWrite(stream: Writable): void {
+  stream.write = writeInTurn;
+}
 
-const heldThisTurn = new Set<Socket>();
+// net.Socket and tls.TLSSocket inherit them unchanged.
+const { cork, write } = Writable.prototype;
+
+const heldThisTurn = new Set<Writable>();
+
+function holdUntilTurnEnds(stream: Writable): void {
+  if (heldThisTurn.has(stream)) return;
+  if (heldThisTurn.size === 0) setImmediate(releaseTurn);
+  heldThisTurn.add(stream);
+  cork.call(stream);
+}
 
 function corkUntilTurnEnds(this: Socket): void {
-  if (!heldThisTurn.has(this)) {
-    if (heldThisTurn.size === 0) setImmediate(releaseTurn);
-    heldThisTurn.add(this);
-    cork.call(this);
-  }
+  holdUntilTurnEnds(this);
   cork.call(this);
 }
 
+const writeInTurn = function (this: Writable, ...args: unknown[]): boolean {
+  holdUntilTurnEnds(this);
+  return (write as (...a: unknown[]) => boolean).apply(this, args);
+} as Writable["write"];
+
 function releaseTurn(): void {
-  for (const socket of heldThisTurn) {
-    // A socket destroyed meanwhile has dropped its buffer; uncorking it again is harmless.
-    if (socket.writableCorked > 0) socket.uncork();
+  for (const stream of heldThisTurn) {
+    // A stream destroyed meanwhile has dropped its buffer; uncorking it again is harmless.
+    if (stream.writableCorked > 0) stream.uncork();
   }
   heldThisTurn.clear();
 }

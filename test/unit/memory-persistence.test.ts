@@ -48,6 +48,25 @@ describe("memory persistence", () => {
     );
   });
 
+  it("retained: exact filters naming no retained topic get nothing; a retained one among them is found", async () => {
+    const { persistence } = store();
+    const nothing = persistence.createRetainedStreamCombi(["plc/1/cmd"]);
+    assert.deepEqual(await drain(nothing), []);
+    await persistence.storeRetained({ ...publish("plant/state"), retain: true });
+    const exact = persistence.createRetainedStreamCombi(["plc/1/cmd", "plc/2/cmd"]);
+    assert.deepEqual(await drain(exact), []);
+    assert.deepEqual(
+      (await drain(persistence.createRetainedStreamCombi(["plant/state", "plc/1/cmd"]))).map(
+        (p) => p.topic,
+      ),
+      ["plant/state"],
+    );
+    assert.deepEqual(
+      (await drain(persistence.createRetainedStreamCombi(["plant/#"]))).map((p) => p.topic),
+      ["plant/state"],
+    );
+  });
+
   it("offline queueing: a QoS 1 subscription to `a/+` is found for topic `a/`", async () => {
     const { persistence } = store();
     await persistence.addSubscriptions(client, [{ topic: "a/+", qos: 1 }]);

@@ -3,7 +3,7 @@ import { once } from "node:events";
 import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { isBackedUp } from "../../src/transport/socket-backlog.js";
-import { coalesceWrites } from "../../src/transport/write-coalescing.js";
+import { coalesceEveryWrite, coalesceWrites } from "../../src/transport/write-coalescing.js";
 
 /**
  * Packets written the way aedes writes them (mqtt-packet: cork, write, uncork on the next
@@ -35,11 +35,17 @@ function writePacket(socket: Socket, packet: Buffer): void {
   process.nextTick(() => socket.uncork());
 }
 
+/** As ioredis writes a command: no cork. */
+function writePlain(socket: Socket, packet: Buffer): void {
+  socket.write(packet);
+}
+
 /** Writes `count` packets, each from its own tick, and counts the socket's writes to the OS. */
 async function writeInOneTurn(
   socket: Socket,
   peer: Socket,
   count: number,
+  write: (socket: Socket, packet: Buffer) => void = writePacket,
 ): Promise<{ systemWrites: number; received: Buffer }> {
   let systemWrites = 0;
   const instrumented = socket as Socket & { _writev: unknown; _write: unknown };
@@ -65,7 +71,7 @@ async function writeInOneTurn(
   });
   let next = 0;
   const writeNext = (): void => {
-    writePacket(socket, Buffer.from([0x40, 0x02, 0x00, next + 1]));
+    write(socket, Buffer.from([0x40, 0x02, 0x00, next + 1]));
     if (++next < count) process.nextTick(writeNext);
   };
   writeNext();
@@ -95,6 +101,34 @@ describe("write coalescing", () => {
     const [socket, client] = await socketPair(false);
     try {
       const { systemWrites } = await writeInOneTurn(socket, client, 10);
+      assert.equal(systemWrites, 10);
+    } finally {
+      client.destroy();
+      socket.destroy();
+    }
+  });
+
+  it("coalesceEveryWrite: writes that never cork (a Redis client's commands) leave in one write per turn, in order", async () => {
+    const [socket, client] = await socketPair(false);
+    coalesceEveryWrite(socket);
+    try {
+      const { systemWrites, received } = await writeInOneTurn(socket, client, 10, writePlain);
+      assert.equal(systemWrites, 1);
+      assert.deepEqual(
+        [...received].filter((_, i) => i % 4 === 3),
+        Array.from({ length: 10 }, (_, i) => i + 1),
+      );
+      assert.equal(socket.writableCorked, 0, "released at the end of the turn");
+    } finally {
+      client.destroy();
+      socket.destroy();
+    }
+  });
+
+  it("without it, the same uncorked writes take a write each", async () => {
+    const [socket, client] = await socketPair(false);
+    try {
+      const { systemWrites } = await writeInOneTurn(socket, client, 10, writePlain);
       assert.equal(systemWrites, 10);
     } finally {
       client.destroy();

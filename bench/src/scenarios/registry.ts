@@ -5,18 +5,20 @@ import { latency } from "./latency.js";
 import type { Scenario } from "./scenario.js";
 import { securityOverhead } from "./security-overhead.js";
 import { stormScenario } from "./storm.js";
+import { subscribeStorm } from "./subscribe-storm.js";
 import { throughput } from "./throughput.js";
 
 /**
  * Every scenario `npm run bench -- <name>` knows. Each gets the same context (options,
  * cleanup registry, progress log); message-rate scenarios return rows, the others (connections,
- * storm, failover, security-overhead, flood) their own tables, all in the same JSON/Markdown report.
+ * storm, subscribe-storm, failover, security-overhead, flood) their own tables, all in the same JSON/Markdown report.
  */
 export const SCENARIOS: readonly Scenario[] = [
   throughput,
   latency,
   connections,
   stormScenario,
+  subscribeStorm,
   failoverScenario,
   securityOverhead,
   floodScenario,

@@ -25,6 +25,8 @@ export interface RunOptions {
    * their defaults: a modest N on a loaded machine.
    */
   clients?: number;
+  /** Filters each client of the subscribe-storm scenario subscribes to, instead of its default. */
+  filters?: number;
 }
 
 export interface ScenarioContext {

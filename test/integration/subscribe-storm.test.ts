@@ -1,0 +1,212 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import type { Socket } from "node:net";
+import { after, before, describe, it } from "node:test";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+import { type RunningNode, startNode } from "../helpers/in-process-node.js";
+import { connectPacket, mqttString, packet, rawConnect, readBytes } from "../helpers/raw-socket.js";
+import { RedisServer } from "../helpers/redis-server.js";
+
+/**
+ * A plant-wide reconnect: many clients each re-subscribe to many command topics at once, then
+ * leave. The node must count them, answer them, and give everything back when they go: the
+ * subscription gauge to its baseline, the heap near its own, and (over Redis) every Redis
+ * channel. Speed is the bench's (subscribe-storm scenario), not these tests'.
+ */
+
+// Not exposed to the test runner's processes by default; the heap comparisons need full GCs.
+setFlagsFromString("--expose-gc");
+const gc = runInNewContext("gc") as () => void;
+
+const CLIENTS = 300;
+const FILTERS = 100;
+const DEADLINE_MS = 30_000;
+/** SUBACK of one filter: type, length, packet id, return code. */
+const SUBACK_BYTES = 5;
+const DISCONNECT = Buffer.from([0xe0, 0x00]);
+
+function subscribePackets(clientId: string, filters: number): Buffer {
+  const packets: Buffer[] = [];
+  for (let i = 0; i < filters; i++) {
+    const id = Buffer.alloc(2);
+    id.writeUInt16BE(i + 1);
+    const body = Buffer.concat([id, mqttString(`storm/${clientId}/cmd/${i}`), Buffer.from([1])]);
+    packets.push(packet(0x82, body));
+  }
+  return Buffer.concat(packets);
+}
+
+interface Subscribed {
+  socket: Socket;
+  /** 'data' events the SUBACKs came in. */
+  reads: number;
+}
+
+/** Connects a client, sends its SUBSCRIBEs in one write and waits for every SUBACK (granted). */
+async function subscribeAll(port: number, clientId: string, filters: number): Promise<Subscribed> {
+  const socket = await rawConnect(port);
+  socket.write(connectPacket(clientId, { keepalive: 0 }));
+  const connack = await readBytes(socket, 4);
+  assert.equal(connack[3], 0, "CONNACK accepted");
+  let reads = 0;
+  const count = (): void => {
+    reads++;
+  };
+  socket.on("data", count);
+  const expected = filters * SUBACK_BYTES;
+  const subacks = readBytes(socket, expected);
+  socket.write(subscribePackets(clientId, filters));
+  const bytes = await subacks;
+  socket.off("data", count);
+  for (let offset = 0; offset < expected; offset += SUBACK_BYTES) {
+    assert.equal(bytes[offset], 0x90, "a SUBACK");
+    assert.equal(bytes[offset + 4], 1, "granted QoS 1");
+  }
+  return { socket, reads };
+}
+
+/** `clients` clients of `filters` filters each, opened 50 at a time. */
+async function storm(port: number, runId: string, clients: number): Promise<Socket[]> {
+  const sockets: Socket[] = [];
+  for (let first = 0; first < clients; first += 50) {
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(50, clients - first) }, (_, i) =>
+        subscribeAll(port, `${runId}-${first + i}`, FILTERS),
+      ),
+    );
+    sockets.push(...batch.map((b) => b.socket));
+  }
+  return sockets;
+}
+
+async function leave(sockets: Socket[]): Promise<void> {
+  await Promise.all(
+    sockets.map(
+      (socket) =>
+        new Promise<void>((resolve) => {
+          socket.once("close", () => resolve());
+          socket.end(DISCONNECT);
+        }),
+    ),
+  );
+}
+
+async function subscriptionGauge(node: RunningNode): Promise<number> {
+  const text = await (await fetch(`${node.httpUrl}/metrics`)).text();
+  const match = /^sluice_subscriptions(?:\{[^}]*\})? (\S+)$/m.exec(text);
+  return Number(match?.[1]);
+}
+
+/** Reads the gauge until it shows `expected` (resolves) or the deadline passes (rejects). */
+async function gaugeReaches(node: RunningNode, expected: number): Promise<void> {
+  const deadline = Date.now() + DEADLINE_MS;
+  let last = await subscriptionGauge(node);
+  while (last !== expected) {
+    if (Date.now() > deadline)
+      assert.fail(`sluice_subscriptions is ${last}, not ${expected}, after ${DEADLINE_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    last = await subscriptionGauge(node);
+  }
+}
+
+function heapAfterGc(): number {
+  gc();
+  gc();
+  return process.memoryUsage().heapUsed;
+}
+
+/**
+ * The storm and its aftermath, on one node: after a first, small storm (the node's one-time
+ * growth: compiled code, buffer pools), the baseline; then CLIENTS x FILTERS subscriptions, the
+ * heap they hold, and what is left once they have gone.
+ */
+async function stormAndLeave(node: RunningNode): Promise<void> {
+  const port = Number(new URL(node.urls.tcp as string).port);
+  await leave(await storm(port, `warm${randomBytes(2).toString("hex")}`, 20));
+  await gaugeReaches(node, 0);
+  const baselineHeap = heapAfterGc();
+
+  const sockets = await storm(port, `s${randomBytes(3).toString("hex")}`, CLIENTS);
+  await gaugeReaches(node, CLIENTS * FILTERS);
+  const heldHeap = heapAfterGc();
+  const held = heldHeap - baselineHeap;
+  assert.ok(held > 0, "the subscriptions take heap");
+
+  await leave(sockets);
+  await gaugeReaches(node, 0);
+  const left = heapAfterGc() - baselineHeap;
+  assert.ok(
+    left < held / 3,
+    `heap ${Math.round(left / 1024)} KiB over its baseline after the clients left (they held ${Math.round(held / 1024)} KiB)`,
+  );
+}
+
+describe("subscribe storm - in memory", () => {
+  let node: RunningNode;
+  before(async () => {
+    node = await startNode();
+  });
+  after(async () => {
+    await node?.stop();
+  });
+
+  it("the subscription gauge and the heap are back at their baseline once the clients leave", async () => {
+    await stormAndLeave(node);
+  });
+
+  it("a client's SUBSCRIBEs sent back to back are handled together: their SUBACKs leave in one write", async () => {
+    const port = Number(new URL(node.urls.tcp as string).port);
+    const { socket, reads } = await subscribeAll(
+      port,
+      `run-${randomBytes(3).toString("hex")}`,
+      100,
+    );
+    await leave([socket]);
+    // One at a time, each SUBACK took its own turn and socket write: about 100 reads.
+    assert.ok(reads <= 10, `100 SUBACKs came in ${reads} reads`);
+  });
+
+  it("a burst of SUBSCRIBEs is spread over turns of the event loop (64 per turn), not taken in one", async () => {
+    const port = Number(new URL(node.urls.tcp as string).port);
+    const { socket, reads } = await subscribeAll(
+      port,
+      `burst-${randomBytes(3).toString("hex")}`,
+      640,
+    );
+    await leave([socket]);
+    // Taken in one read, the 640 SUBACKs left in one or two writes.
+    assert.ok(reads >= 5, `640 SUBACKs came in ${reads} reads`);
+  });
+});
+
+describe("subscribe storm - over Redis", () => {
+  let redis: RedisServer;
+  let node: RunningNode;
+  before(async () => {
+    redis = await RedisServer.start();
+    node = await startNode({
+      redis: { url: redis.url, keyPrefix: `ss${randomBytes(4).toString("hex")}:` },
+    });
+  });
+  after(async () => {
+    await node?.stop();
+    await redis?.stop();
+  });
+
+  it("the gauge, the heap and the node's Redis channels are back at their baseline once the clients leave", async () => {
+    await stormAndLeave(node);
+    const channels = await redis.reply("PUBSUB", "CHANNELS", "storm/*");
+    assert.deepEqual(channels, ["*0"], "no storm channel is left subscribed in Redis");
+  });
+
+  it("the filters a client subscribes to at once reach Redis in a few SUBSCRIBE commands, not one each", async () => {
+    const port = Number(new URL(node.urls.tcp as string).port);
+    await redis.reply("CONFIG", "RESETSTAT");
+    const { socket } = await subscribeAll(port, `batch-${randomBytes(3).toString("hex")}`, 100);
+    const stats = (await redis.reply("INFO", "commandstats")).join("\n");
+    await leave([socket]);
+    const calls = Number(/^cmdstat_subscribe:calls=(\d+)/m.exec(stats)?.[1] ?? 0);
+    assert.ok(calls >= 1 && calls <= 5, `100 filters took ${calls} SUBSCRIBE commands`);
+  });
+});
