@@ -13,7 +13,7 @@
 import { createServer, type Server } from "node:net";
 import { parseArgs } from "node:util";
 import { writeHeapSnapshot } from "node:v8";
-import { startNode } from "../test/helpers/in-process-node.js";
+import { startNode } from "../harness/in-process-node.js";
 import { ConnectionPool, splitGroups } from "./src/generator/connection-pool.js";
 import { CleanupRegistry } from "./src/lifecycle/cleanup-registry.js";
 

@@ -10,9 +10,9 @@
  * absolute figures.
  */
 import { performance } from "node:perf_hooks";
-import { startNode } from "../test/helpers/in-process-node.js";
-import { connect, end, type MqttClient, subscribe } from "../test/helpers/mqtt-client.js";
-import { RedisServer } from "../test/helpers/redis-server.js";
+import { startNode } from "../harness/in-process-node.js";
+import { connect, end, type MqttClient, subscribe } from "../harness/mqtt-client.js";
+import { RedisServer } from "../harness/redis-server.js";
 import { medianOf } from "./src/report/median.js";
 
 const MESSAGES = Number(process.argv[2] ?? 20_000);

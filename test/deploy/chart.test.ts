@@ -5,8 +5,8 @@ import { dirname, join } from "node:path";
 import { before, describe, test } from "node:test";
 import { Ajv } from "ajv";
 import { parse } from "yaml";
+import { runCli } from "../../harness/sluice-process.js";
 import { resolveConfig } from "../../src/config/load-config.js";
-import { runCli } from "../helpers/sluice-process.js";
 import {
   byKind,
   CHART,

@@ -96,6 +96,7 @@ test(".dockerignore - lets in only what the build needs", () => {
     "package-lock.json",
     "package.json",
     "patches",
+    "scripts/copy-lua.mjs",
     "src",
     "tsconfig.json",
   ]);

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { RedisServer } from "../helpers/redis-server.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { RedisServer } from "../../harness/redis-server.js";
 import {
   CHART,
   findTool,

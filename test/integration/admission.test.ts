@@ -6,13 +6,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { connect as tlsConnect } from "node:tls";
+import { createTestPki, secureListener, type TestPki } from "../../harness/certs.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { connect, end, type MqttClient } from "../../harness/mqtt-client.js";
+import { proxyV1 } from "../../harness/proxy-protocol.js";
+import { closedByPeer, rawConnect } from "../../harness/raw-socket.js";
+import { RedisServer } from "../../harness/redis-server.js";
 import { hashPassword } from "../../src/security/password-hash.js";
-import { createTestPki, secureListener, type TestPki } from "../helpers/certs.js";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, end, type MqttClient } from "../helpers/mqtt-client.js";
-import { proxyV1 } from "../helpers/proxy-protocol.js";
-import { closedByPeer, rawConnect } from "../helpers/raw-socket.js";
-import { RedisServer } from "../helpers/redis-server.js";
 
 /**
  * Admission: quotas checked when a socket is accepted (closed before any MQTT work) and on

@@ -4,13 +4,13 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { createTestPki } from "../../harness/certs.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { connect, connectWithConnack, end, Inbox, subscribe } from "../../harness/mqtt-client.js";
+import { RedisServer } from "../../harness/redis-server.js";
+import { SluiceProcess } from "../../harness/sluice-process.js";
 import { ConfigError } from "../../src/errors.js";
 import { hashPassword } from "../../src/security/password-hash.js";
-import { createTestPki } from "../helpers/certs.js";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, connectWithConnack, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
-import { RedisServer } from "../helpers/redis-server.js";
-import { SluiceProcess } from "../helpers/sluice-process.js";
 
 /**
  * Two nodes sharing one real Redis (random port, random key prefix): what a client does on one

@@ -6,9 +6,9 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
+import { createTestPki, type TestPki, writeCrl } from "../../harness/certs.js";
+import { runCli } from "../../harness/sluice-process.js";
 import { hashPassword } from "../../src/security/password-hash.js";
-import { createTestPki, type TestPki, writeCrl } from "../helpers/certs.js";
-import { runCli } from "../helpers/sluice-process.js";
 
 const DOCS = fileURLToPath(new URL("../../../docs/configuration.md", import.meta.url));
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, connectWithConnack, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { connect, connectWithConnack, end, Inbox, subscribe } from "../../harness/mqtt-client.js";
 import {
   closedByPeer,
   connectPacket,
@@ -9,7 +9,7 @@ import {
   packet,
   rawConnect,
   readBytes,
-} from "../helpers/raw-socket.js";
+} from "../../harness/raw-socket.js";
 
 /**
  * MQTT 3.1.1 behaviour where aedes alone departs from the spec, each case naming its clause.

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import type { Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import mqttPacket from "mqtt-packet";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import {
   connect,
   end,
@@ -10,8 +10,8 @@ import {
   type MqttClient,
   subscribe,
   subscribeGranted,
-} from "../helpers/mqtt-client.js";
-import { rawConnect, readBytes } from "../helpers/raw-socket.js";
+} from "../../harness/mqtt-client.js";
+import { rawConnect, readBytes } from "../../harness/raw-socket.js";
 
 /**
  * Limits on what one client can make the node hold: subscriptions per client, and subscribers

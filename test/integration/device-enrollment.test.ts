@@ -5,13 +5,13 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
+import { callApi, newAdminToken } from "../../harness/admin-api.js";
+import { createTestPki, opensslKeyAndCsr, type TestPki } from "../../harness/certs.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { closedAfter, connect, end, type MqttClient } from "../../harness/mqtt-client.js";
+import { RedisServer } from "../../harness/redis-server.js";
+import { runCli } from "../../harness/sluice-process.js";
 import { createCa } from "../../src/pki/create-ca.js";
-import { callApi, newAdminToken } from "../helpers/admin-api.js";
-import { createTestPki, opensslKeyAndCsr, type TestPki } from "../helpers/certs.js";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { closedAfter, connect, end, type MqttClient } from "../helpers/mqtt-client.js";
-import { RedisServer } from "../helpers/redis-server.js";
-import { runCli } from "../helpers/sluice-process.js";
 
 /**
  * Factory provisioning end to end on two nodes over Redis, with real TLS: an operator creates a

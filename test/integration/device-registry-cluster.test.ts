@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
-import { callApi, newAdminToken } from "../helpers/admin-api.js";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { closedAfter, connect, end, type MqttClient } from "../helpers/mqtt-client.js";
-import { RedisServer } from "../helpers/redis-server.js";
-import { runCli } from "../helpers/sluice-process.js";
+import { callApi, newAdminToken } from "../../harness/admin-api.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { closedAfter, connect, end, type MqttClient } from "../../harness/mqtt-client.js";
+import { RedisServer } from "../../harness/redis-server.js";
+import { runCli } from "../../harness/sluice-process.js";
 
 /**
  * Two nodes over one real Redis, each with the admin API: a device made through one node

@@ -4,13 +4,13 @@ import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { callApi, newAdminToken } from "../../harness/admin-api.js";
+import { createTestPki, type TestPki } from "../../harness/certs.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { LogCapture } from "../../harness/log-capture.js";
+import { closedAfter, connect, end, type MqttClient } from "../../harness/mqtt-client.js";
 import { adminRoutes } from "../../src/admin/admin-api.js";
 import { hashPassword } from "../../src/security/password-hash.js";
-import { callApi, newAdminToken } from "../helpers/admin-api.js";
-import { createTestPki, type TestPki } from "../helpers/certs.js";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { LogCapture } from "../helpers/log-capture.js";
-import { closedAfter, connect, end, type MqttClient } from "../helpers/mqtt-client.js";
 
 const admin = newAdminToken();
 let dir: string;

@@ -7,8 +7,8 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { connect, end, Inbox, type MqttClient, subscribe } from "../helpers/mqtt-client.js";
-import { runCli, SluiceProcess } from "../helpers/sluice-process.js";
+import { connect, end, Inbox, type MqttClient, subscribe } from "../../harness/mqtt-client.js";
+import { runCli, SluiceProcess } from "../../harness/sluice-process.js";
 
 /** The README's path for a newcomer: examples/make-dev-certs.sh, then examples/sluice.yaml. */
 const run = promisify(execFile);

@@ -5,10 +5,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import mqtt from "mqtt";
-import { HaProxy } from "../helpers/haproxy.js";
-import { Inbox } from "../helpers/mqtt-client.js";
-import { RedisServer } from "../helpers/redis-server.js";
-import { SluiceProcess } from "../helpers/sluice-process.js";
+import { HaProxy } from "../../harness/haproxy.js";
+import { Inbox } from "../../harness/mqtt-client.js";
+import { RedisServer } from "../../harness/redis-server.js";
+import { SluiceProcess } from "../../harness/sluice-process.js";
 
 /**
  * The mission's promise: a node dies (SIGKILL) mid-stream behind a real load balancer, its

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { HaProxy } from "../helpers/haproxy.js";
-import { startNode } from "../helpers/in-process-node.js";
-import { connect, end } from "../helpers/mqtt-client.js";
-import { RedisServer } from "../helpers/redis-server.js";
+import { HaProxy } from "../../harness/haproxy.js";
+import { startNode } from "../../harness/in-process-node.js";
+import { connect, end } from "../../harness/mqtt-client.js";
+import { RedisServer } from "../../harness/redis-server.js";
 
 /** The test harness's own real parts, checked before cluster tests build on them. */
 describe("test harness: redis-server", () => {

@@ -4,10 +4,10 @@ import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { callApi, newAdminToken } from "../helpers/admin-api.js";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { LogCapture } from "../helpers/log-capture.js";
-import { closedByPeer, rawConnect } from "../helpers/raw-socket.js";
+import { callApi, newAdminToken } from "../../harness/admin-api.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { LogCapture } from "../../harness/log-capture.js";
+import { closedByPeer, rawConnect } from "../../harness/raw-socket.js";
 
 /** The headersTimeout of the metrics and the admin servers. */
 const HEADERS_TIMEOUT_MS = 10_000;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { connect, end, Inbox, subscribe } from "../../harness/mqtt-client.js";
 
 let running: RunningNode;
 before(async () => {

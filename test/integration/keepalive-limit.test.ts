@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, end } from "../helpers/mqtt-client.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { connect, end } from "../../harness/mqtt-client.js";
 
 /**
  * `limits.maxKeepaliveSeconds`: a connection without keep-alive is never timed out, so a

@@ -4,11 +4,11 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { createTestPki } from "../../harness/certs.js";
+import { freePort } from "../../harness/free-port.js";
+import { connect, end, type MqttClient } from "../../harness/mqtt-client.js";
+import { runCli, SluiceProcess } from "../../harness/sluice-process.js";
 import { hashPassword } from "../../src/security/password-hash.js";
-import { createTestPki } from "../helpers/certs.js";
-import { freePort } from "../helpers/free-port.js";
-import { connect, end, type MqttClient } from "../helpers/mqtt-client.js";
-import { runCli, SluiceProcess } from "../helpers/sluice-process.js";
 
 let dir: string;
 before(async () => {

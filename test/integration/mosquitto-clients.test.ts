@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { type ChildProcessWithoutNullStreams, execFile, spawn } from "node:child_process";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
-import { createTestPki, secureListener, type TestPki } from "../helpers/certs.js";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
+import { createTestPki, secureListener, type TestPki } from "../../harness/certs.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 
 /** Interoperability with an independent client implementation: Debian's mosquitto-clients. */
 const run = promisify(execFile);

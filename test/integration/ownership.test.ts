@@ -4,10 +4,10 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { connect, end, Inbox, type MqttClient, subscribe } from "../../harness/mqtt-client.js";
+import { RedisServer } from "../../harness/redis-server.js";
 import { hashPassword } from "../../src/security/password-hash.js";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, end, Inbox, type MqttClient, subscribe } from "../helpers/mqtt-client.js";
-import { RedisServer } from "../helpers/redis-server.js";
 
 /**
  * Client-id ownership across nodes: each CONNECT claims its id in Redis with a newer epoch,

@@ -5,11 +5,11 @@ import { after, before, describe, it } from "node:test";
 import { Aedes } from "aedes";
 import { Cluster, Redis } from "ioredis";
 import { pino } from "pino";
+import { RedisCluster } from "../../harness/redis-cluster.js";
+import { RedisServer } from "../../harness/redis-server.js";
 import type { StoredPacket } from "../../src/engine/persistence-types.js";
 import { RedisPersistence } from "../../src/engine/redis-persistence.js";
 import { PersistenceKeys } from "../../src/redis/redis-keys.js";
-import { RedisCluster } from "../helpers/redis-cluster.js";
-import { RedisServer } from "../helpers/redis-server.js";
 
 /**
  * The upgrade from a store written by aedes-persistence-redis 11.2.2 (the published package,

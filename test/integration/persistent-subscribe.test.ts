@@ -4,16 +4,16 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { PersistenceKeys } from "../../src/redis/redis-keys.js";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import {
   connect,
   connectWithConnack,
   end,
   Inbox,
   subscribeGranted,
-} from "../helpers/mqtt-client.js";
-import { RedisServer } from "../helpers/redis-server.js";
+} from "../../harness/mqtt-client.js";
+import { RedisServer } from "../../harness/redis-server.js";
+import { PersistenceKeys } from "../../src/redis/redis-keys.js";
 
 /**
  * One SUBSCRIBE with several filters from a persistent session on a Redis-backed node: aedes

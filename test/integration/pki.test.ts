@@ -7,6 +7,9 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createServer, type TLSSocket, connect as tlsConnect } from "node:tls";
 import { promisify } from "node:util";
+import { createTestPki, opensslKeyAndCsr, type TestPki } from "../../harness/certs.js";
+import { startNode } from "../../harness/in-process-node.js";
+import { connect, end } from "../../harness/mqtt-client.js";
 import { buildCrl } from "../../src/pki/build-crl.js";
 import { caInit, caIssue, caRevoke, runCaCommand } from "../../src/pki/ca-command.js";
 import type { CertificateAuthority } from "../../src/pki/certificate-authority.js";
@@ -15,9 +18,6 @@ import { issueFromCsr, issueWithNewKey } from "../../src/pki/issue-certificate.j
 import { loadCa, loadCaFiles } from "../../src/pki/load-ca.js";
 import { PkiInputError } from "../../src/pki/pki-error.js";
 import { readRevokedSerials } from "../../src/security/crl.js";
-import { createTestPki, opensslKeyAndCsr, type TestPki } from "../helpers/certs.js";
-import { startNode } from "../helpers/in-process-node.js";
-import { connect, end } from "../helpers/mqtt-client.js";
 
 const run = promisify(execFile);
 let dir: string;

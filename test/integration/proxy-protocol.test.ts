@@ -4,16 +4,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { IClientOptions } from "mqtt";
+import { createTestPki, secureListener, type TestPki } from "../../harness/certs.js";
+import { HaProxy } from "../../harness/haproxy.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { LogCapture } from "../../harness/log-capture.js";
+import { connect, end, type MqttClient } from "../../harness/mqtt-client.js";
+import { proxyV1, proxyV2 } from "../../harness/proxy-protocol.js";
+import { ProxyRelay } from "../../harness/proxy-relay.js";
+import { closedByPeer, connectPacket, rawConnect, readBytes } from "../../harness/raw-socket.js";
+import type { LogLine } from "../../harness/sluice-process.js";
 import { hashPassword } from "../../src/security/password-hash.js";
-import { createTestPki, secureListener, type TestPki } from "../helpers/certs.js";
-import { HaProxy } from "../helpers/haproxy.js";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { LogCapture } from "../helpers/log-capture.js";
-import { connect, end, type MqttClient } from "../helpers/mqtt-client.js";
-import { proxyV1, proxyV2 } from "../helpers/proxy-protocol.js";
-import { ProxyRelay } from "../helpers/proxy-relay.js";
-import { closedByPeer, connectPacket, rawConnect, readBytes } from "../helpers/raw-socket.js";
-import type { LogLine } from "../helpers/sluice-process.js";
 
 /**
  * Behind a load balancer every connection comes from the balancer: the client's own address,

@@ -8,12 +8,18 @@ import { performance } from "node:perf_hooks";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pino } from "pino";
+import { connect, end, type MqttClient, subscribe } from "../../harness/mqtt-client.js";
+import {
+  connectPacket,
+  mqttString,
+  packet,
+  rawConnect,
+  readBytes,
+} from "../../harness/raw-socket.js";
+import { RedisServer } from "../../harness/redis-server.js";
 import { resolveConfig } from "../../src/config/load-config.js";
 import { SluiceNode } from "../../src/node.js";
 import { hashPassword } from "../../src/security/password-hash.js";
-import { connect, end, type MqttClient, subscribe } from "../helpers/mqtt-client.js";
-import { connectPacket, mqttString, packet, rawConnect, readBytes } from "../helpers/raw-socket.js";
-import { RedisServer } from "../helpers/redis-server.js";
 
 /**
  * Publish limits (`limits.publish`): a client over its limit is throttled by no longer reading

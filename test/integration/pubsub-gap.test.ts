@@ -11,9 +11,9 @@ import {
   Inbox,
   type MqttClient,
   subscribe,
-} from "../helpers/mqtt-client.js";
-import { RedisServer } from "../helpers/redis-server.js";
-import { SluiceProcess } from "../helpers/sluice-process.js";
+} from "../../harness/mqtt-client.js";
+import { RedisServer } from "../../harness/redis-server.js";
+import { SluiceProcess } from "../../harness/sluice-process.js";
 
 /**
  * Redis pub/sub delivers only to connections subscribed at that moment. Nodes hand messages to

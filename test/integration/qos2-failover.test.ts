@@ -5,12 +5,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import mqtt, { type IPublishPacket, type MqttClient, type Packet } from "mqtt";
+import { connect, connectWithConnack, end, Inbox, subscribe } from "../../harness/mqtt-client.js";
+import { MqttProxy, PacketType } from "../../harness/mqtt-proxy.js";
+import {
+  connectPacket,
+  mqttString,
+  packet,
+  rawConnect,
+  readBytes,
+} from "../../harness/raw-socket.js";
+import { RedisServer } from "../../harness/redis-server.js";
+import { SluiceProcess } from "../../harness/sluice-process.js";
 import { PersistenceKeys } from "../../src/redis/redis-keys.js";
-import { connect, connectWithConnack, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
-import { MqttProxy, PacketType } from "../helpers/mqtt-proxy.js";
-import { connectPacket, mqttString, packet, rawConnect, readBytes } from "../helpers/raw-socket.js";
-import { RedisServer } from "../helpers/redis-server.js";
-import { SluiceProcess } from "../helpers/sluice-process.js";
 
 /**
  * QoS 2 flows cut by a node's death (SIGKILL). The in-flight state lives in Redis (Sluice's

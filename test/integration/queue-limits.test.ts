@@ -3,17 +3,17 @@ import type { Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { Redis } from "ioredis";
 import mqttPacket, { type Packet } from "mqtt-packet";
-import { PersistenceKeys } from "../../src/redis/redis-keys.js";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import {
   connect,
   connectWithConnack,
   end,
   type MqttClient,
   subscribe,
-} from "../helpers/mqtt-client.js";
-import { rawConnect } from "../helpers/raw-socket.js";
-import { RedisServer } from "../helpers/redis-server.js";
+} from "../../harness/mqtt-client.js";
+import { rawConnect } from "../../harness/raw-socket.js";
+import { RedisServer } from "../../harness/redis-server.js";
+import { PersistenceKeys } from "../../src/redis/redis-keys.js";
 
 /**
  * `limits.queue`: a session's QoS 1/2 queue is capped (`maxQueuedPerClient`, the oldest

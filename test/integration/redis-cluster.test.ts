@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, connectWithConnack, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
-import { RedisCluster } from "../helpers/redis-cluster.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { connect, connectWithConnack, end, Inbox, subscribe } from "../../harness/mqtt-client.js";
+import { RedisCluster } from "../../harness/redis-cluster.js";
 
 /**
  * Two nodes on a real Redis Cluster (three primaries): pub/sub, retained messages spread over

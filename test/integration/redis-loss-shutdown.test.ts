@@ -4,9 +4,9 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { connect, end, Inbox, type MqttClient } from "../helpers/mqtt-client.js";
-import { RedisServer } from "../helpers/redis-server.js";
-import { SluiceProcess } from "../helpers/sluice-process.js";
+import { connect, end, Inbox, type MqttClient } from "../../harness/mqtt-client.js";
+import { RedisServer } from "../../harness/redis-server.js";
+import { SluiceProcess } from "../../harness/sluice-process.js";
 
 /**
  * A node whose Redis is gone while its subscribed clients close and it shuts down: every failed

@@ -5,11 +5,11 @@ import { Aedes } from "aedes";
 import { Cluster, Redis } from "ioredis";
 import mqemitterRedis from "mqemitter-redis";
 import { pino } from "pino";
+import { RedisCluster } from "../../harness/redis-cluster.js";
+import { RedisServer } from "../../harness/redis-server.js";
 import type { StoredPacket } from "../../src/engine/persistence-types.js";
 import { type PersistenceBroker, RedisPersistence } from "../../src/engine/redis-persistence.js";
 import { PersistenceKeys } from "../../src/redis/redis-keys.js";
-import { RedisCluster } from "../helpers/redis-cluster.js";
-import { RedisServer } from "../helpers/redis-server.js";
 
 /**
  * Sluice's Redis persistence against a real Redis and a real Redis Cluster (three primaries),

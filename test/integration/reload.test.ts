@@ -4,7 +4,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { connect as tlsConnect } from "node:tls";
-import { hashPassword } from "../../src/security/password-hash.js";
 import {
   createTestPki,
   issueClientCert,
@@ -12,9 +11,10 @@ import {
   secureListener,
   type TestPki,
   writeCrl,
-} from "../helpers/certs.js";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, end, type MqttClient, subscribeGranted } from "../helpers/mqtt-client.js";
+} from "../../harness/certs.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { connect, end, type MqttClient, subscribeGranted } from "../../harness/mqtt-client.js";
+import { hashPassword } from "../../src/security/password-hash.js";
 
 /** Hot reload: files change under a running node, connections are not dropped needlessly. */
 let dir: string;

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, end, Inbox, type MqttClient, subscribe } from "../helpers/mqtt-client.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { connect, end, Inbox, type MqttClient, subscribe } from "../../harness/mqtt-client.js";
 import {
   closedByPeer,
   connectPacket,
@@ -10,7 +10,7 @@ import {
   rawConnect,
   readBytes,
   remainingLength,
-} from "../helpers/raw-socket.js";
+} from "../../harness/raw-socket.js";
 
 const MAX_PACKET = 4096;
 let running: RunningNode;

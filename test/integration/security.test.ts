@@ -4,11 +4,22 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { IClientOptions } from "mqtt";
+import {
+  createTestPki,
+  issueClientCert,
+  secureListener,
+  type TestPki,
+} from "../../harness/certs.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { LogCapture } from "../../harness/log-capture.js";
+import {
+  connect,
+  end,
+  Inbox,
+  type MqttClient,
+  subscribeGranted,
+} from "../../harness/mqtt-client.js";
 import { hashPassword } from "../../src/security/password-hash.js";
-import { createTestPki, issueClientCert, secureListener, type TestPki } from "../helpers/certs.js";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { LogCapture } from "../helpers/log-capture.js";
-import { connect, end, Inbox, type MqttClient, subscribeGranted } from "../helpers/mqtt-client.js";
 
 /**
  * The seed's threat: an attacker publishing as your thermostat, or commanding it. Each attack

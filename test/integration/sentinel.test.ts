@@ -4,10 +4,10 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { startNode } from "../helpers/in-process-node.js";
-import { connect, end, Inbox, type MqttClient, subscribe } from "../helpers/mqtt-client.js";
-import { RedisSentinels } from "../helpers/redis-sentinel.js";
-import { type LogLine, SluiceProcess } from "../helpers/sluice-process.js";
+import { startNode } from "../../harness/in-process-node.js";
+import { connect, end, Inbox, type MqttClient, subscribe } from "../../harness/mqtt-client.js";
+import { RedisSentinels } from "../../harness/redis-sentinel.js";
+import { type LogLine, SluiceProcess } from "../../harness/sluice-process.js";
 
 /**
  * The issue's promise for Sentinel: a primary failover is followed automatically. Each

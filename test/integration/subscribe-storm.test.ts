@@ -4,9 +4,15 @@ import type { Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connectPacket, mqttString, packet, rawConnect, readBytes } from "../helpers/raw-socket.js";
-import { RedisServer } from "../helpers/redis-server.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import {
+  connectPacket,
+  mqttString,
+  packet,
+  rawConnect,
+  readBytes,
+} from "../../harness/raw-socket.js";
+import { RedisServer } from "../../harness/redis-server.js";
 
 /**
  * A plant-wide reconnect: many clients each re-subscribe to many command topics at once, then

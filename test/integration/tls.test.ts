@@ -2,18 +2,18 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { connect as tlsConnect } from "node:tls";
 import WebSocket from "ws";
-import type { ListenerConfig } from "../../src/config/schema.js";
-import { createListener } from "../../src/transport/create-listener.js";
-import type { ClientConnection, Listener } from "../../src/transport/listener.js";
 import {
   createTestPki,
   issueClientCert,
   secureListener,
   type TestPki,
   writeCrl,
-} from "../helpers/certs.js";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, end } from "../helpers/mqtt-client.js";
+} from "../../harness/certs.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { connect, end } from "../../harness/mqtt-client.js";
+import type { ListenerConfig } from "../../src/config/schema.js";
+import { createListener } from "../../src/transport/create-listener.js";
+import type { ClientConnection, Listener } from "../../src/transport/listener.js";
 
 let pki: TestPki;
 before(async () => {

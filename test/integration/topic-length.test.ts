@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, end, Inbox, type MqttClient, subscribeGranted } from "../helpers/mqtt-client.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import {
+  connect,
+  end,
+  Inbox,
+  type MqttClient,
+  subscribeGranted,
+} from "../../harness/mqtt-client.js";
 
 /**
  * `limits.maxTopicBytes`: an over-long PUBLISH topic or UNSUBSCRIBE filter closes the

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, connectWithConnack, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
-import { RedisServer } from "../helpers/redis-server.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { connect, connectWithConnack, end, Inbox, subscribe } from "../../harness/mqtt-client.js";
+import { RedisServer } from "../../harness/redis-server.js";
 
 /**
  * `+` matches exactly one level, and a level may be empty (MQTT 3.1.1 section 4.7.1.3):

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { IClientOptions } from "mqtt";
-import { createTestPki, secureListener, type TestPki } from "../helpers/certs.js";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, connectWithConnack, end, Inbox, subscribe } from "../helpers/mqtt-client.js";
+import { createTestPki, secureListener, type TestPki } from "../../harness/certs.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { connect, connectWithConnack, end, Inbox, subscribe } from "../../harness/mqtt-client.js";
 
 /** One shared suite, run over every transport: the MQTT behaviour must not depend on it. */
 const TRANSPORTS = ["tcp", "tls", "ws", "wss"] as const;

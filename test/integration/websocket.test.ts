@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import WebSocket from "ws";
-import { type RunningNode, startNode } from "../helpers/in-process-node.js";
-import { connect, end } from "../helpers/mqtt-client.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { connect, end } from "../../harness/mqtt-client.js";
 
 let running: RunningNode;
 let base: string;

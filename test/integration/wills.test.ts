@@ -4,9 +4,9 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { connect, end, Inbox, type MqttClient, subscribe } from "../helpers/mqtt-client.js";
-import { RedisServer } from "../helpers/redis-server.js";
-import { SluiceProcess } from "../helpers/sluice-process.js";
+import { connect, end, Inbox, type MqttClient, subscribe } from "../../harness/mqtt-client.js";
+import { RedisServer } from "../../harness/redis-server.js";
+import { SluiceProcess } from "../../harness/sluice-process.js";
 
 /** Wills of a crashed node: published by the survivors within a bound, and only once. */
 const HEARTBEAT_MS = 250;

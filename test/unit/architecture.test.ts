@@ -85,6 +85,16 @@ describe("architecture", () => {
     assert.equal(cycle, undefined, `import cycle:\n  ${cycle?.join("\n  ")}`);
   });
 
+  it("the benchmark does not import the tests (both use harness/)", () => {
+    const offenders = sourceFiles(join(ROOT, "bench")).filter((file) =>
+      importsOf(file).some((target) => relative(ROOT, target).startsWith(`test${sep}`)),
+    );
+    assert.deepEqual(
+      offenders.map((file) => relative(ROOT, file)),
+      [],
+    );
+  });
+
   it("the cycle check finds a cycle", () => {
     const graph = new Map([
       ["a/", new Map([["b/", "a/x.ts imports b/y.ts"]])],

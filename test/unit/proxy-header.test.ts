@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { proxyV1, proxyV2, rawV2, V2_SIGNATURE } from "../../harness/proxy-protocol.js";
 import { parseProxyHeader, V1_MAX_BYTES, V2_MAX_BYTES } from "../../src/transport/proxy-header.js";
-import { proxyV1, proxyV2, rawV2, V2_SIGNATURE } from "../helpers/proxy-protocol.js";
 
 const MQTT_CONNECT_START = Buffer.from([0x10, 0x0c, 0x00, 0x04]);
 

@@ -10,6 +10,7 @@ import {
   RateLimiterRedis,
   type RateLimiterRes,
 } from "rate-limiter-flexible";
+import { connectPacket, mqttString, packet } from "../../harness/raw-socket.js";
 import { resolveConfig } from "../../src/config/load-config.js";
 import type { PublishLimitsConfig } from "../../src/config/publish-limits-schema.js";
 import { ConfigError } from "../../src/errors.js";
@@ -18,7 +19,6 @@ import { PublishBudget } from "../../src/limits/publish-budget.js";
 import { budgetKey, PublishProfiles } from "../../src/limits/publish-profiles.js";
 import { installReadGate } from "../../src/limits/read-gate.js";
 import { TokenBucket } from "../../src/limits/token-bucket.js";
-import { connectPacket, mqttString, packet } from "../helpers/raw-socket.js";
 
 describe("token bucket", () => {
   it("starts full, then refills at its rate", () => {

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { freePort } from "../../../test/helpers/free-port.js";
+import { freePort } from "../../../harness/free-port.js";
 import type { BrokerContext, BrokerDefinition, RunningBroker } from "./broker.js";
 import { waitForPort } from "./wait-for-port.js";
 

@@ -1,5 +1,5 @@
 import { Redis } from "ioredis";
-import { RedisServer } from "../../../test/helpers/redis-server.js";
+import { RedisServer } from "../../../harness/redis-server.js";
 import type { CleanupRegistry } from "../lifecycle/cleanup-registry.js";
 import type { WatchedProcess } from "../system/process-cpu.js";
 

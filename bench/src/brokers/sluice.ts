@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { stringify } from "yaml";
-import { SluiceProcess } from "../../../test/helpers/sluice-process.js";
+import { SluiceProcess } from "../../../harness/sluice-process.js";
 import type { CleanupRegistry } from "../lifecycle/cleanup-registry.js";
 import type { WatchedProcess } from "../system/process-cpu.js";
 import {

@@ -11,7 +11,7 @@
  * Every attack is bounded in count and time and reports what it achieved.
  */
 import { connect, type Socket } from "node:net";
-import { mqttString, remainingLength } from "../../../test/helpers/raw-socket.js";
+import { mqttString, remainingLength } from "../../../harness/raw-socket.js";
 import { connectPacket, whenConnack } from "./connect-packets.js";
 import { CpuWindowMeter } from "./cpu-window.js";
 import type { CpuWindow } from "./messages.js";

@@ -3,7 +3,7 @@
  * client library between the attacker and the wire) and a reader that splits what the broker
  * sends back into packets.
  */
-import { mqttString, packet } from "../../../test/helpers/raw-socket.js";
+import { mqttString, packet } from "../../../harness/raw-socket.js";
 
 /** Splits a byte stream into MQTT packets: calls `onPacket(firstByte, body)` for each. */
 export class PacketReader {

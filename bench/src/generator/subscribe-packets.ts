@@ -3,7 +3,7 @@
  * SUBSCRIBE to one filter with its own packet id, and DISCONNECT. What the broker sends back
  * is split by raw-packets.ts' PacketReader.
  */
-import { mqttString, packet } from "../../../test/helpers/raw-socket.js";
+import { mqttString, packet } from "../../../harness/raw-socket.js";
 
 /** SUBSCRIBE (fixed header flags 0b0010 [MQTT-3.8.1-1]) of one filter at `qos`. */
 export function subscribePacket(messageId: number, filter: string, qos: 0 | 1 | 2): Buffer {

@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import hdr from "hdr-histogram-js";
 import type { IClientOptions, MqttClient } from "mqtt";
-import { connect } from "../../../test/helpers/mqtt-client.js";
+import { connect } from "../../../harness/mqtt-client.js";
 import { CpuWindowMeter } from "./cpu-window.js";
 import type {
   ClientSettings,

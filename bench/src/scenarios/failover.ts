@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { HaProxy } from "../../../test/helpers/haproxy.js";
+import { HaProxy } from "../../../harness/haproxy.js";
 import { startRedis } from "../brokers/redis.js";
 import { type SluiceNodeHandle, startSluiceNode } from "../brokers/sluice.js";
 import { FailoverPairs } from "../generator/failover-pairs.js";

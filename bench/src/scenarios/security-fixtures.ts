@@ -1,7 +1,7 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { createTestPki } from "../../../harness/certs.js";
 import { hashPassword } from "../../../src/security/password-hash.js";
-import { createTestPki } from "../../../test/helpers/certs.js";
 import type { CleanupRegistry } from "../lifecycle/cleanup-registry.js";
 
 export const BENCH_USER = "bench";

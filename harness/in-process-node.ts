@@ -1,6 +1,6 @@
 import { type Logger, pino } from "pino";
-import { resolveConfig } from "../../src/config/load-config.js";
-import { SluiceNode } from "../../src/node.js";
+import { resolveConfig } from "../src/config/load-config.js";
+import { SluiceNode } from "../src/node.js";
 
 export interface RunningNode {
   node: SluiceNode;

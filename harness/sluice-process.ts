@@ -3,8 +3,8 @@ import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import { reapOnExit } from "./reaper.js";
 
-/** The built CLI (tests run from dist/test, the CLI lives in dist/src). */
-export const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
+/** The built CLI (dist/harness beside dist/src). */
+export const CLI = fileURLToPath(new URL("../src/cli.js", import.meta.url));
 
 export interface LogLine {
   event?: string;
