@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { z } from "zod";
-import type { SessionDirectory, SessionInfo } from "../cluster/session-directory.js";
+import type { SessionDirectory } from "../cluster/session-directory.js";
 import { viewOf } from "../registry/device.js";
 import {
   CertificateRequestError,

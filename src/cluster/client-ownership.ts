@@ -9,8 +9,8 @@ export function takeoverTopic(nodeId: string): string {
 
 /** What ownership needs from the engine, kept narrow so it can be reasoned about alone. */
 export interface OwnershipEngine {
-  /** Sends a takeover message to another node (over the cluster's pub/sub). */
-  publish(topic: string, payload: Buffer): void;
+  /** Sends a takeover message to another node (over the cluster's pub/sub), via a client's broker. */
+  publish(via: Client, topic: string, payload: Buffer): void;
   /** Whether aedes has registered this client (CONNACK sent or being sent). */
   isRegistered(client: Client): boolean;
   /** Closes a connection that lost its client id to a newer one. */
@@ -50,6 +50,7 @@ export class ClientOwnership {
     this.held.set(owned.clientId, { ...owned, client, superseded: false });
     if (displacedNode !== undefined) {
       this.engine.publish(
+        client,
         takeoverTopic(displacedNode),
         Buffer.from(`${owned.epoch}|${owned.clientId}`, "utf8"),
       );

@@ -1,3 +1,4 @@
+import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
 import { Cluster, Redis, type RedisOptions } from "ioredis";
@@ -13,11 +14,12 @@ import { SubscriptionBatcher } from "./subscription-batcher.js";
 
 type RedisConfig = NonNullable<SluiceConfig["redis"]>;
 
+/** What a fabric tells whoever listens, at any time after it is built. */
 export interface RedisFabricEvents {
   /** Every connection is ready (true), or one is lost (false). */
-  onStateChange(up: boolean): void;
+  state: [up: boolean];
   /** The pub/sub subscriber connection is back after a loss, with its subscriptions. */
-  onSubscriberRestored(): void;
+  "subscriber-restored": [];
 }
 
 /** The cap on each session's stored queue. */
@@ -34,7 +36,7 @@ const CLUSTER_RETAINED_COUNT_MS = 30_000;
  * refuses in subscriber mode and which surfaced as an unhandled error (ioredis issue 2037; seen
  * here on the first try with aedes 1.2).
  */
-export class RedisFabric {
+export class RedisFabric extends EventEmitter<RedisFabricEvents> {
   readonly mq: unknown;
   /**
    * The connection for Sluice's own keys (the key prefix applies). On a Cluster they share one
@@ -60,9 +62,9 @@ export class RedisFabric {
   constructor(
     config: RedisConfig,
     private readonly log: Logger,
-    private readonly events: RedisFabricEvents,
     queue: StoredQueueLimits,
   ) {
+    super();
     const connect = connectionFactory(config);
     this.keys = new PersistenceKeys(config.keyPrefix);
     const clustered = config.cluster !== undefined;
@@ -188,7 +190,7 @@ export class RedisFabric {
         this.markReady(subscriber);
         if (!lost) return;
         lost = false;
-        this.events.onSubscriberRestored();
+        this.emit("subscriber-restored");
       };
       if (subscriber instanceof Cluster) {
         subscribed();
@@ -293,7 +295,7 @@ export class RedisFabric {
     this.up = up;
     if (up) this.log.info({ event: "redis.up" }, "redis reachable");
     else this.log.error({ event: "redis.down" }, "redis unreachable: not ready for new clients");
-    this.events.onStateChange(up);
+    this.emit("state", up);
     if (up) {
       for (const waiter of this.upWaiters) waiter();
       this.upWaiters.clear();

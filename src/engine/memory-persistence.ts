@@ -43,6 +43,11 @@ export class MemoryPersistence {
     else retained.set(topic, { ...packet });
   }
 
+  /** Retained messages held, for the gauge. */
+  retainedCount(): number {
+    return this.retained?.size ?? 0;
+  }
+
   createRetainedStreamCombi(filters: readonly string[]): Readable {
     const retained = this.liveRetained();
     // Most SUBSCRIBEs name exact topics that hold no retained message (command topics): they

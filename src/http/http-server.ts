@@ -18,7 +18,7 @@ export class HttpServer {
     private readonly host: string,
     private readonly port: number,
     probes: HttpProbes,
-    logger: Logger,
+    private readonly logger: Logger,
   ) {
     this.server = createServer(
       { connectionsCheckingInterval: HTTP_TIMEOUT_CHECK_MS },
@@ -64,8 +64,13 @@ export class HttpServer {
     }
   }
 
-  listen(): Promise<AddressInfo> {
-    return listenOn(this.server, this.host, this.port);
+  async listen(): Promise<AddressInfo> {
+    const address = await listenOn(this.server, this.host, this.port);
+    this.logger.info(
+      { event: "http.started", host: address.address, port: address.port },
+      `HTTP probes and metrics on ${address.address}:${address.port}`,
+    );
+    return address;
   }
 
   async close(): Promise<void> {

@@ -29,6 +29,24 @@ interface AedesWithInternals {
 
 const internals = (broker: Aedes): AedesWithInternals => broker as unknown as AedesWithInternals;
 
+/** The broker a client belongs to (aedes sets it; its types do not show it). */
+function brokerOf(client: Client): Aedes {
+  return (client as Client & { broker: Aedes }).broker;
+}
+
+/** Whether aedes registered this very connection (CONNACK sent or being sent). */
+export function isRegisteredClient(client: Client): boolean {
+  return registeredClient(brokerOf(client), client.id) === client;
+}
+
+/** A QoS 0 message published by the client's broker (to every node in a cluster). */
+export function publishVia(client: Client, topic: string, payload: Buffer): void {
+  brokerOf(client).publish(
+    { cmd: "publish", topic, payload, qos: 0, retain: false, dup: false },
+    () => {},
+  );
+}
+
 /** The clients registered (CONNACK sent or being sent) on this broker. */
 export function registeredClients(broker: Aedes): Client[] {
   return Object.values(internals(broker).clients);

@@ -1,0 +1,143 @@
+import {
+  ClusterConnectionCounts,
+  LocalUsernameQuota,
+} from "../admission/cluster-connection-counts.js";
+import { ConnectionQuotas } from "../admission/connection-quotas.js";
+import { FlappingGuard } from "../admission/flapping-guard.js";
+import { ClientOwnership } from "../cluster/client-ownership.js";
+import { NODE_LEASE_KEY_PREFIX, NodeRegistry } from "../cluster/node-registry.js";
+import { RedisFabric } from "../cluster/redis-fabric.js";
+import { ClusterSessionDirectory, LocalSessionDirectory } from "../cluster/session-directory.js";
+import { MemorySessionRegistry, RedisSessionRegistry } from "../cluster/session-registry.js";
+import { WillClaims } from "../cluster/will-claims.js";
+import type { SluiceConfig } from "../config/schema.js";
+import { MemoryPersistence } from "../engine/memory-persistence.js";
+import type { QueueLimits } from "../engine/persistence-types.js";
+import { closeWithWill, isRegisteredClient, publishVia } from "../mqtt/aedes-internals.js";
+import type { Logger } from "../observability/logger.js";
+import type { SluiceMetrics } from "../observability/metrics.js";
+import { FileDeviceStore } from "../registry/file-device-store.js";
+import { RedisDeviceStore } from "../registry/redis-device-store.js";
+import { AuthLockout } from "../security/auth-lockout.js";
+import type { Backend } from "./backend.js";
+
+/** A node waits for Redis at start as long as it takes; past this it says so in the log. */
+const REDIS_FIRST_WAIT_MS = 2_000;
+
+export interface BackendDeps {
+  log: Logger;
+  metrics: SluiceMetrics;
+  /** The cap on each session's stored queue. */
+  queue: QueueLimits;
+}
+
+/** The in-memory set for a node alone, or the Redis set for a node of a cluster. */
+export function createBackend(config: SluiceConfig, deps: BackendDeps): Promise<Backend> {
+  return config.redis === undefined ? memoryBackend(config, deps) : redisBackend(config, deps);
+}
+
+async function memoryBackend(config: SluiceConfig, deps: BackendDeps): Promise<Backend> {
+  const { authFailures, flapping, connections } = config.limits;
+  const persistence = new MemoryPersistence(deps.queue);
+  const usernames =
+    connections.perUsername === undefined
+      ? undefined
+      : new LocalUsernameQuota(connections.perUsername);
+  return {
+    kind: "memory",
+    store: { persistence },
+    fabric: undefined,
+    lockout: AuthLockout.inMemory(authFailures),
+    sessions: new MemorySessionRegistry(),
+    ownership: undefined,
+    willClaims: undefined,
+    deviceStore: config.registry ? await FileDeviceStore.open(config.registry.file) : undefined,
+    flapping: flapping === undefined ? undefined : FlappingGuard.inMemory(flapping),
+    usernames,
+    limitsRedis: undefined,
+    quotas: new ConnectionQuotas(connections),
+    isUp: () => true,
+    retainedCount: async () => persistence.retainedCount(),
+    sessionDirectory: (local) => new LocalSessionDirectory(local),
+    close: async () => {},
+  };
+}
+
+async function redisBackend(config: SluiceConfig, deps: BackendDeps): Promise<Backend> {
+  const redis = config.redis as NonNullable<SluiceConfig["redis"]>;
+  const fabric = new RedisFabric(redis, deps.log.child({ module: "redis" }), deps.queue);
+  fabric.on("state", (up) => deps.metrics.setRedisUp(up));
+  try {
+    return await onFabric(config, redis, fabric, deps);
+  } catch (error) {
+    // A start that fails here (the node id is held by a live node) leaves no connection open.
+    await fabric.close();
+    throw error;
+  }
+}
+
+async function onFabric(
+  config: SluiceConfig,
+  redis: NonNullable<SluiceConfig["redis"]>,
+  fabric: RedisFabric,
+  deps: BackendDeps,
+): Promise<Backend> {
+  const { authFailures, flapping, connections } = config.limits;
+  const log = deps.log.child({ module: "node" });
+  if (!(await fabric.waitUntilReady(REDIS_FIRST_WAIT_MS))) {
+    log.warn(
+      { event: "redis.waiting" },
+      "waiting for Redis before taking clients (not ready until then)",
+    );
+    await fabric.waitUntilReady();
+  }
+  const clusterLog = deps.log.child({ module: "cluster" });
+  const leaseMs = redis.nodeLeaseSeconds * 1000;
+  const registry = new NodeRegistry(fabric.state, config.nodeId, leaseMs, clusterLog);
+  await registry.claim();
+  const quotas: ConnectionQuotas = new ConnectionQuotas(connections, (): number =>
+    counts.otherNodesOpen(),
+  );
+  const counts: ClusterConnectionCounts = new ClusterConnectionCounts(
+    fabric.state,
+    config.nodeId,
+    leaseMs,
+    connections.perUsername,
+    (): number => quotas.openConnections,
+    deps.log.child({ module: "admission" }),
+  );
+  counts.start();
+  const sessions = new RedisSessionRegistry(fabric.state, config.nodeId, NODE_LEASE_KEY_PREFIX);
+  const ownership = new ClientOwnership(
+    sessions,
+    {
+      publish: publishVia,
+      isRegistered: isRegisteredClient,
+      close: (client) => void closeWithWill(client),
+    },
+    clusterLog,
+  );
+  return {
+    kind: "redis",
+    store: { persistence: fabric.persistence, mq: fabric.mq },
+    fabric,
+    lockout: AuthLockout.inRedis(authFailures, fabric.state),
+    sessions,
+    ownership,
+    willClaims: new WillClaims(fabric.state),
+    deviceStore: new RedisDeviceStore(fabric.state),
+    flapping: flapping === undefined ? undefined : FlappingGuard.inRedis(flapping, fabric.state),
+    usernames: counts,
+    limitsRedis: fabric.state,
+    quotas,
+    isUp: () => fabric.isUp(),
+    retainedCount: () => fabric.retainedCount(),
+    sessionDirectory: (_local, broadcast) =>
+      new ClusterSessionDirectory(sessions, fabric.state, NODE_LEASE_KEY_PREFIX, broadcast),
+    close: async () => {
+      counts.stop();
+      await registry.release();
+      await fabric.close();
+    },
+  };
+}

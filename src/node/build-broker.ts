@@ -1,0 +1,101 @@
+import { Aedes } from "aedes";
+import type { ConnectAdmission } from "../admission/connect-admission.js";
+import type { Backend } from "../backend/backend.js";
+import type { SluiceConfig } from "../config/schema.js";
+import { SubscribePacer } from "../limits/subscribe-pacer.js";
+import type { PatchedAedesOptions } from "../mqtt/aedes-internals.js";
+import { createBrokerRules } from "../mqtt/broker-rules.js";
+import type { BrokerSlot } from "../mqtt/broker-slot.js";
+import type { ClientContexts } from "../mqtt/client-context.js";
+import { adaptHooks } from "../mqtt/hook-adapter.js";
+import { InflightWindows } from "../mqtt/inflight-window.js";
+import type { Logger } from "../observability/logger.js";
+import type { SluiceMetrics } from "../observability/metrics.js";
+import type { AuditLog } from "../security/audit-log.js";
+import type { Authenticator } from "../security/authenticator.js";
+import type { SecurityFiles } from "../security/security-files.js";
+
+export interface BrokerParts {
+  config: SluiceConfig;
+  heartbeatMs: number;
+  backend: Backend;
+  authenticator: Authenticator;
+  security: SecurityFiles;
+  admission: ConnectAdmission;
+  contexts: ClientContexts;
+  /** A session's queue lost its oldest `count` messages to its cap. */
+  onQueueFull(clientId: string, count: number): void;
+  slot: BrokerSlot;
+  metrics: SluiceMetrics;
+  audit: AuditLog;
+  log: Logger;
+}
+
+/** The aedes broker with Sluice's rules as its hooks, on the backend's store and emitter. */
+export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
+  const { config, backend, contexts, log } = parts;
+  const { limits } = config;
+  const windows = new InflightWindows(
+    { maxInflight: limits.queue.maxInflight, maxQueued: limits.queue.maxQueuedPerClient },
+    { onDropped: (client, count) => parts.onQueueFull(client.id, count) },
+  );
+  const subscribePacer = new SubscribePacer();
+  const mqttLog = log.child({ module: "mqtt" });
+  const nodeLog = log.child({ module: "node" });
+  const rules = createBrokerRules({
+    contexts,
+    authenticator: parts.authenticator,
+    authorizer: () => parts.security.authorizer(),
+    liveIdentity: (clientId) => {
+      const live = parts.slot.client(clientId);
+      return live ? contexts.get(live)?.identity : undefined;
+    },
+    metrics: parts.metrics,
+    sessions: backend.sessions,
+    ...(backend.ownership ? { ownership: backend.ownership } : {}),
+    ...(backend.willClaims ? { willClaims: backend.willClaims } : {}),
+    audit: parts.audit,
+    admission: parts.admission,
+    maxBufferedBytes: limits.queue.maxBufferedBytes,
+    maxTopicBytes: limits.maxTopicBytes,
+    maxKeepaliveSeconds: limits.maxKeepaliveSeconds,
+    maxSubscriptionsPerClient: limits.subscriptions.perClient,
+    events: {
+      onWillPublished: (clientId) =>
+        mqttLog.debug({ event: "client.will_published", clientId }, "will published"),
+    },
+  });
+  const hooks = adaptHooks(
+    {
+      ...rules,
+      authorizeSubscribe: subscribePacer.observeSubscribe(
+        windows.observeSubscribe(rules.authorizeSubscribe),
+      ),
+    },
+    {
+      onUnexpectedError: (hook, error) =>
+        nodeLog.error(
+          { event: "hook.failed", hook, err: error },
+          "broker hook failed unexpectedly",
+        ),
+    },
+  );
+  const options: PatchedAedesOptions = {
+    id: config.nodeId,
+    ...backend.store,
+    heartbeatInterval: parts.heartbeatMs,
+    connectTimeout: limits.connectTimeoutMs,
+    // A client whose socket takes no data for this long is closed (a persistent session
+    // keeps its stored queue): a socket that takes nothing holds node memory for nothing.
+    drainTimeout: limits.queue.drainTimeoutMs,
+    maxTopicLevels: limits.subscriptions.maxTopicLevels,
+    ...hooks,
+    authorizeForward: windows.observeForward(rules.authorizeForward),
+    sessionPresent: (client) => contexts.get(client)?.sessionPresent === true,
+    // Cluster takeover is ClientOwnership's, fenced by epochs; aedes' gossip is not.
+    closeOnPeerConnect: backend.ownership === undefined,
+  };
+  const broker = await Aedes.createBroker(options);
+  parts.slot.fill(broker);
+  return broker;
+}

@@ -1,0 +1,126 @@
+import type { Socket } from "node:net";
+import type { Aedes, Client } from "aedes";
+import type { ConnectAdmission } from "../admission/connect-admission.js";
+import type { ConnectionQuotas } from "../admission/connection-quotas.js";
+import type { ClientOwnership } from "../cluster/client-ownership.js";
+import type { PublishLimiter } from "../limits/publish-limiter.js";
+import { closeWithWill } from "../mqtt/aedes-internals.js";
+import { auditSubject } from "../mqtt/broker-rules.js";
+import type { ClientContexts } from "../mqtt/client-context.js";
+import type { PacketGuard } from "../mqtt/packet-guard.js";
+import type { SluiceMetrics } from "../observability/metrics.js";
+import type { SocketByteMeter } from "../observability/socket-byte-meter.js";
+import type { DeviceRegistry } from "../registry/device-registry.js";
+import { type ClientConnection, rawSocket } from "../transport/listener.js";
+
+export interface ConnectionIntakeDeps {
+  broker: Aedes;
+  quotas: ConnectionQuotas;
+  contexts: ClientContexts;
+  metrics: SluiceMetrics;
+  byteMeter: SocketByteMeter;
+  packetGuard: PacketGuard;
+  publishLimits: PublishLimiter | undefined;
+  admission: ConnectAdmission;
+  ownership: ClientOwnership | undefined;
+  devices: DeviceRegistry | undefined;
+  /** Whether the node takes connections now (not while starting or draining). */
+  accepting(): boolean;
+}
+
+/**
+ * How a socket becomes an aedes client: socket quotas once per socket, before a byte of MQTT or
+ * of a TLS handshake is read; then the hand-over to aedes with Sluice's layers (context, packet
+ * guard, publish limits); and, when the socket closes, the release of all it held.
+ */
+export class ConnectionIntake {
+  /**
+   * Admitted sockets not yet handed to aedes, with the address their quota counts against; a
+   * handed-over connection's context keeps it instead, so idle connections hold no entry here.
+   */
+  private readonly awaitingHandOver = new Map<Socket, string>();
+  /** The 'close' listener of every admitted socket, which it is called on. */
+  private readonly onAdmittedSocketClose: (this: Socket) => void;
+
+  constructor(private readonly deps: ConnectionIntakeDeps) {
+    const intake = this;
+    this.onAdmittedSocketClose = function onClose(this: Socket) {
+      intake.socketClosed(this);
+    };
+    deps.broker.on("client", (client: Client) => this.registered(client));
+  }
+
+  /** A refused socket is closed at once; an admitted one is counted until it closes. */
+  admit(socket: Socket, ip: string): boolean {
+    const { quotas, metrics } = this.deps;
+    if (!this.deps.accepting() || socket.destroyed) {
+      socket.destroy();
+      return false;
+    }
+    const rejection = quotas.admit(ip);
+    if (rejection !== undefined) {
+      socket.destroy();
+      metrics.markConnectionRejected(rejection);
+      return false;
+    }
+    // Everything a connection's end releases, in this one listener, shared by every socket: a
+    // socket admitted but never handed over (a failed TLS handshake) must give its quota back
+    // too, and each listener of its own cost an idle connection its closure and context. `on`,
+    // not `once`: a socket emits 'close' once, and once() allocates a wrapper per connection.
+    this.awaitingHandOver.set(socket, ip);
+    socket.on("close", this.onAdmittedSocketClose);
+    return true;
+  }
+
+  /** A connection the listener admitted and made ready for MQTT: handed to aedes. */
+  accept(connection: ClientConnection): void {
+    if (!this.deps.accepting()) {
+      connection.stream.destroy();
+      return;
+    }
+    const { broker, contexts, metrics, byteMeter, packetGuard, publishLimits } = this.deps;
+    const { listener, socket } = connection;
+    metrics.markConnectionOpened(listener);
+    byteMeter.track(socket);
+    const admitted = rawSocket(socket);
+    const admittedAddress = this.awaitingHandOver.get(admitted);
+    this.awaitingHandOver.delete(admitted);
+    const client = broker.handle(connection.stream, connection.request);
+    const context = contexts.attach(client, connection, admittedAddress);
+    packetGuard.install(client);
+    context.endPublishLimits = publishLimits?.attach(client, {
+      identity: () => context.identity,
+      subject: () => auditSubject(context),
+      // Closed like a protocol error: the will goes out (the device misbehaved, it was not moved).
+      disconnect: () => void closeWithWill(client),
+    });
+  }
+
+  /** aedes registered the client (CONNACK sent or being sent). */
+  private registered(client: Client): void {
+    this.deps.ownership?.registered(client);
+    const identity = this.deps.contexts.get(client)?.identity;
+    if (identity?.device !== undefined && identity.username !== undefined) {
+      // Best effort, off the CONNECT path: a failed write loses one last-seen time.
+      this.deps.devices?.store.touch(identity.username, new Date().toISOString()).catch(() => {});
+    }
+  }
+
+  /** An admitted socket closed: its quota, and what its connection held if it was handed over. */
+  private socketClosed(socket: Socket): void {
+    const { quotas, contexts, byteMeter, metrics, admission, ownership } = this.deps;
+    const context = contexts.ofSocket(socket);
+    if (context === undefined) {
+      const ip = this.awaitingHandOver.get(socket);
+      this.awaitingHandOver.delete(socket);
+      if (ip !== undefined) quotas.release(ip);
+      return;
+    }
+    if (context.admittedAddress !== undefined) quotas.release(context.admittedAddress);
+    byteMeter.closed(context.socket);
+    metrics.markConnectionClosed(context.listener);
+    if (context.countedUsername !== undefined) admission.release(context.countedUsername);
+    ownership?.ended(context.client);
+    context.endPublishLimits?.();
+  }
+}
