@@ -159,8 +159,8 @@ async function start(file: string | undefined): Promise<number> {
  *
  * A rejection nobody handled is different: the operation it reports has already failed and
  * finished, no code was cut off half-way, and what is lost is only the report. Seen in
- * practice, it is a Redis command failing during an outage or a shutdown (the mqemitter-redis
- * patch fixes the one known case) - exactly when exiting would hurt most: every client of the
+ * practice, it is a Redis command failing during an outage or a shutdown (engine/emitters.ts
+ * handles the one known case) - exactly when exiting would hurt most: every client of the
  * node reconnects at once, onto nodes that share the same Redis trouble. So it is logged, as an
  * error with its stack and the node's state for the bug report, and the node keeps serving.
  */

@@ -11,6 +11,7 @@ import { ClusterSessionDirectory, LocalSessionDirectory } from "../cluster/sessi
 import { MemorySessionRegistry, RedisSessionRegistry } from "../cluster/session-registry.js";
 import { WillClaims } from "../cluster/will-claims.js";
 import type { SluiceConfig } from "../config/schema.js";
+import { memoryEmitter } from "../engine/emitters.js";
 import { MemoryPersistence } from "../engine/memory-persistence.js";
 import type { QueueLimits } from "../engine/persistence-types.js";
 import { closeWithWill, isRegisteredClient, publishVia } from "../mqtt/aedes-internals.js";
@@ -21,6 +22,8 @@ import { RedisDeviceStore } from "../registry/redis-device-store.js";
 import { AuthLockout } from "../security/auth-lockout.js";
 import type { Backend } from "./backend.js";
 
+/** What aedes gives its own emitter: how many messages it hands on at once. */
+const AEDES_CONCURRENCY = 100;
 /** A node waits for Redis at start as long as it takes; past this it says so in the log. */
 const REDIS_FIRST_WAIT_MS = 2_000;
 
@@ -45,7 +48,8 @@ async function memoryBackend(config: SluiceConfig, deps: BackendDeps): Promise<B
       : new LocalUsernameQuota(connections.perUsername);
   return {
     kind: "memory",
-    store: { persistence },
+    // aedes' default emitter, with its release loop fixed (see engine/emitters.ts).
+    store: { persistence, mq: memoryEmitter(AEDES_CONCURRENCY) },
     fabric: undefined,
     lockout: AuthLockout.inMemory(authFailures),
     sessions: new MemorySessionRegistry(),

@@ -2,8 +2,8 @@ import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
 import { Cluster, Redis, type RedisOptions } from "ioredis";
-import mqemitterRedis from "mqemitter-redis";
 import type { SluiceConfig } from "../config/schema.js";
+import { redisEmitter } from "../engine/emitters.js";
 import type { QueueLimits } from "../engine/persistence-types.js";
 import { RedisPersistence } from "../engine/redis-persistence.js";
 import type { Logger } from "../observability/logger.js";
@@ -91,20 +91,7 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     if (config.sentinels && config.name) this.followSwitchovers(config);
     this.persistence = new RedisPersistence({ db: stored, log, ...queue });
     // Its types name Redis only; it uses nothing a Cluster lacks (publish, (p)subscribe, events).
-    const mq = mqemitterRedis({
-      pubConn: publisher as Redis,
-      subConn: subscriber as Redis,
-    });
-    // mqemitter-redis re-emits connection errors on its `state` emitter; without a listener
-    // there, a failed reconnect during a Redis outage throws and takes the node down. The
-    // outage itself is reported once per state change by update().
-    const emitterState = (mq as unknown as { state?: NodeJS.EventEmitter }).state;
-    if (!emitterState)
-      throw new TypeError("mqemitter-redis has no state emitter: cannot guard its errors");
-    emitterState.on("error", (error: Error) =>
-      log.debug({ event: "redis.emitter_error", err: error }, "redis emitter error"),
-    );
-    this.mq = mq;
+    this.mq = redisEmitter(publisher as Redis, subscriber as Redis, log);
   }
 
   /** Whether every connection is ready: the node may take clients. */

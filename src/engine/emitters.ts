@@ -1,0 +1,102 @@
+import fastparallel from "fastparallel";
+import type { Redis } from "ioredis";
+import mqemitter from "mqemitter";
+import mqemitterRedis from "mqemitter-redis";
+import type { Logger } from "../observability/logger.js";
+
+/** What aedes needs of an emitter: mqemitter's API. */
+export type Emitter = mqemitter.MQEmitter;
+
+/** The queue state of an mqemitter that its releases work on. */
+interface EmitterQueue {
+  current: number;
+  _doing: boolean;
+  _messageQueue: unknown[];
+  _messageCallbacks: unknown[];
+  _do(message: unknown, callback: unknown): void;
+  _released: () => void;
+  _parallel: unknown;
+}
+
+/** aedes' own emitter for a node alone: messages of any depth, `+` matching an empty level. */
+export function memoryEmitter(concurrency: number): Emitter {
+  const emitter = mqemitter({ concurrency, matchEmptyLevels: true });
+  releaseInLoop(emitter);
+  return emitter;
+}
+
+/**
+ * mqemitter-redis on the fabric's own publisher and subscriber connections. Its close() leaves
+ * the connections to the fabric, which ends them whether or not Redis answers: the package's
+ * own close() QUITs them and, during a Redis outage, neither called back nor handled the
+ * failed QUIT (an unhandled rejection at every shutdown in an outage).
+ */
+export function redisEmitter(publisher: Redis, subscriber: Redis, log: Logger): Emitter {
+  const emitter = mqemitterRedis({
+    pubConn: publisher,
+    subConn: subscriber,
+  }) as unknown as Emitter & {
+    state?: NodeJS.EventEmitter;
+    closing?: boolean;
+    closed?: boolean;
+    _close?: (callback: () => void) => void;
+  };
+  // mqemitter-redis re-emits connection errors on its `state` emitter; without a listener there,
+  // a failed reconnect during a Redis outage throws and takes the node down. The outage itself
+  // is reported by the fabric, once per state change.
+  const state = emitter.state;
+  const closeEmitter = emitter._close;
+  if (!state || typeof closeEmitter !== "function")
+    throw new TypeError("mqemitter-redis has an unexpected shape: its errors cannot be guarded");
+  state.on("error", (error: Error) =>
+    log.debug({ event: "redis.emitter_error", err: error }, "redis emitter error"),
+  );
+  emitter.close = (callback: () => void) => {
+    if (emitter.closed || emitter.closing) return callback();
+    emitter.closing = true;
+    closeEmitter.call(emitter, callback);
+  };
+  releaseInLoop(emitter);
+  return emitter;
+}
+
+/**
+ * A message whose listeners all answer synchronously is released inside mqemitter's `_do`,
+ * which takes the next queued message inside that release, and so on: one stack frame per
+ * queued message, until "Maximum call stack size exceeded" kills the process under a QoS 0
+ * flood (mqemitter PR 204, unreleased). Releases that arrive while one is handled are counted
+ * and taken in a loop instead. The release is both the emitter's `_released` and the callback
+ * of its parallel runner, so both are replaced.
+ */
+function releaseInLoop(emitter: Emitter): void {
+  const queue = emitter as unknown as EmitterQueue;
+  if (
+    typeof queue._do !== "function" ||
+    typeof queue._released !== "function" ||
+    !Array.isArray(queue._messageQueue) ||
+    !Array.isArray(queue._messageCallbacks)
+  ) {
+    throw new TypeError("mqemitter has an unexpected shape: its release loop cannot be installed");
+  }
+  let releasing = false;
+  let pending = 0;
+  const released = (): void => {
+    queue.current--;
+    pending++;
+    if (releasing) return;
+    releasing = true;
+    try {
+      while (pending > 0) {
+        pending--;
+        const message = queue._messageQueue.shift();
+        const callback = queue._messageCallbacks.shift();
+        if (message) queue._do(message, callback);
+        else queue._doing = false;
+      }
+    } finally {
+      releasing = false;
+    }
+  };
+  queue._released = released;
+  queue._parallel = fastparallel({ results: false, released });
+}
