@@ -11,10 +11,10 @@ import { ClusterSessionDirectory, LocalSessionDirectory } from "../cluster/sessi
 import { MemorySessionRegistry, RedisSessionRegistry } from "../cluster/session-registry.js";
 import { WillClaims } from "../cluster/will-claims.js";
 import type { SluiceConfig } from "../config/schema.js";
+import { closeWithWill, isRegisteredClient, publishVia } from "../engine/aedes-internals.js";
 import { memoryEmitter } from "../engine/emitters.js";
 import { MemoryPersistence } from "../engine/memory-persistence.js";
 import type { QueueLimits } from "../engine/persistence-types.js";
-import { closeWithWill, isRegisteredClient, publishVia } from "../mqtt/aedes-internals.js";
 import type { Logger } from "../observability/logger.js";
 import type { SluiceMetrics } from "../observability/metrics.js";
 import { FileDeviceStore } from "../registry/file-device-store.js";

@@ -1,5 +1,5 @@
 import type { Aedes } from "aedes";
-import { closeWithoutWill, closeWithWill, registeredClients } from "../mqtt/aedes-internals.js";
+import { closeWithoutWill, closeWithWill, registeredClients } from "../engine/aedes-internals.js";
 import type { Logger } from "../observability/logger.js";
 
 /** How often a drain closes its next batch of clients. */

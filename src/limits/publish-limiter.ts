@@ -5,13 +5,13 @@ import {
   RateLimiterRedis,
 } from "rate-limiter-flexible";
 import type { PublishLimitsConfig, PublishRates } from "../config/publish-limits-schema.js";
+import { installReadGate, type PublishAdmission, type ReadGate } from "../engine/read-gate.js";
 import type { Logger } from "../observability/logger.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import type { AuditLog, AuditSubject } from "../security/audit-log.js";
 import { ClusterShare } from "./cluster-share.js";
 import { type BudgetParts, PENDING, PublishBudget } from "./publish-budget.js";
 import { budgetKey, type PublisherIdentity, PublishProfiles } from "./publish-profiles.js";
-import { installReadGate, type PublishAdmission, type ReadGate } from "./read-gate.js";
 
 /**
  * A throttle episode ends once the client has gone this long without being paused. A client

@@ -1,5 +1,5 @@
 import type { Client, Subscription } from "aedes";
-import { installReadGate, type ReadGate } from "./read-gate.js";
+import { installReadGate, type ReadGate } from "../engine/read-gate.js";
 
 /**
  * SUBSCRIBE packets the node takes on per turn of the event loop, all clients together. In a

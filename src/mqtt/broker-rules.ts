@@ -1,6 +1,10 @@
 import type { Client, PublishPacket } from "aedes";
 import type { ConnectAdmission } from "../admission/connect-admission.js";
 import type { OwnedConnection, SessionRegistry } from "../cluster/session-registry.js";
+import { heldFilters, isWillOf } from "../engine/aedes-internals.js";
+import type { BrokerHooks } from "../engine/hook-adapter.js";
+import { PacketViolationError } from "../engine/packet-guard.js";
+import { isBackedUp } from "../engine/socket-backlog.js";
 import {
   IdentifierRejectedError,
   NotAuthorizedError,
@@ -13,11 +17,7 @@ import { exceedsBytes, invalidTopicFilter, invalidTopicName } from "../protocol/
 import type { AuditLog, AuditSubject } from "../security/audit-log.js";
 import type { Authenticator, Identity } from "../security/authenticator.js";
 import type { AclSubject, Authorizer } from "../security/authorizer.js";
-import { isBackedUp } from "../transport/socket-backlog.js";
-import { isWillOf } from "./aedes-internals.js";
 import type { ClientContext, ClientContexts } from "./client-context.js";
-import type { BrokerHooks } from "./hook-adapter.js";
-import { PacketViolationError } from "./packet-guard.js";
 
 const SYS_PREFIX = "$SYS";
 
@@ -78,7 +78,7 @@ function withinSubscriptionLimit(
   topic: string,
   limit: number,
 ): boolean {
-  const held = (client as Client & { subscriptions: Record<string, unknown> }).subscriptions;
+  const held = heldFilters(client);
   if (topic in held) return true;
   let count = 0;
   for (const _ in held) count++;

@@ -1,7 +1,7 @@
 import type { Aedes, Client } from "aedes";
+import { PacketViolationError } from "../engine/packet-guard.js";
 import { PublishDeniedError } from "../errors.js";
 import type { ClientContexts } from "../mqtt/client-context.js";
-import { PacketViolationError } from "../mqtt/packet-guard.js";
 import type { Logger } from "../observability/logger.js";
 import type { SluiceMetrics } from "../observability/metrics.js";
 

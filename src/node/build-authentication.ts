@@ -1,6 +1,6 @@
 import type { Backend } from "../backend/backend.js";
 import type { SluiceConfig } from "../config/schema.js";
-import type { BrokerSlot } from "../mqtt/broker-slot.js";
+import type { BrokerSlot } from "../engine/broker-slot.js";
 import type { SluiceMetrics } from "../observability/metrics.js";
 import { DeviceRegistry, REGISTRY_TOPIC } from "../registry/device-registry.js";
 import type { AuditLog } from "../security/audit-log.js";

@@ -1,14 +1,14 @@
 import type { Aedes, Client } from "aedes";
 import { takeoverTopic } from "../cluster/client-ownership.js";
 import { DISCONNECT_TOPIC } from "../cluster/session-directory.js";
-import { asError } from "../errors.js";
 import {
   closeWithoutWill,
   closeWithWill,
   hasSubscriptions,
   registeredClient,
   registeredClients,
-} from "../mqtt/aedes-internals.js";
+} from "../engine/aedes-internals.js";
+import { asError } from "../errors.js";
 import { auditSubject } from "../mqtt/broker-rules.js";
 import type { Logger } from "../observability/logger.js";
 import { DeviceEnforcement } from "../registry/device-enforcement.js";

@@ -1,7 +1,7 @@
 import type { Aedes } from "aedes";
 import type { Backend } from "../backend/backend.js";
 import type { SluiceConfig } from "../config/schema.js";
-import type { BrokerSlot } from "../mqtt/broker-slot.js";
+import type { BrokerSlot } from "../engine/broker-slot.js";
 import type { ClientContexts } from "../mqtt/client-context.js";
 import type { Logger } from "../observability/logger.js";
 import type { SluiceMetrics } from "../observability/metrics.js";

@@ -1,8 +1,8 @@
 import type { AddressInfo } from "node:net";
 import type { ConnectAdmission } from "../admission/connect-admission.js";
 import type { ListenerConfig } from "../config/schema.js";
+import { PacketGuard } from "../engine/packet-guard.js";
 import { PublishLimiter } from "../limits/publish-limiter.js";
-import { PacketGuard } from "../mqtt/packet-guard.js";
 import type { SocketByteMeter } from "../observability/socket-byte-meter.js";
 import { createListener } from "../transport/create-listener.js";
 import type { Listener } from "../transport/listener.js";

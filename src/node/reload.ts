@@ -1,9 +1,9 @@
 import type { Client } from "aedes";
 import { visitFiles } from "../config/file-keys.js";
 import { FILE_KEYS, isTlsListener, type SluiceConfig } from "../config/schema.js";
+import { closeWithoutWill, registeredClients } from "../engine/aedes-internals.js";
 import { asError, problemsOf } from "../errors.js";
 import { FileWatcher } from "../lifecycle/file-watcher.js";
-import { closeWithoutWill, registeredClients } from "../mqtt/aedes-internals.js";
 import { auditSubject } from "../mqtt/broker-rules.js";
 import type { Logger } from "../observability/logger.js";
 import { readRevokedSerials } from "../security/crl.js";

@@ -85,6 +85,20 @@ describe("architecture", () => {
     assert.equal(cycle, undefined, `import cycle:\n  ${cycle?.join("\n  ")}`);
   });
 
+  it("only src/engine/ reaches into aedes', mqtt-packet's and sockets' internals", () => {
+    const internals =
+      /\._(parser|handle|newPacket|parse[A-Z]\w*|emitError|released|messageQueue)\b|from "mqtt-packet"/;
+    const offenders = sourceFiles(SRC)
+      .filter((file) => !relative(SRC, file).startsWith(`engine${sep}`))
+      .filter((file) =>
+        internals.test(readFileSync(file, "utf8").replace(/^\s*(\/\/|\*).*$/gm, "")),
+      );
+    assert.deepEqual(
+      offenders.map((file) => relative(SRC, file)),
+      [],
+    );
+  });
+
   it("the benchmark does not import the tests (both use harness/)", () => {
     const offenders = sourceFiles(join(ROOT, "bench")).filter((file) =>
       importsOf(file).some((target) => relative(ROOT, target).startsWith(`test${sep}`)),

@@ -13,11 +13,11 @@ import {
 import { connectPacket, mqttString, packet } from "../../harness/raw-socket.js";
 import { resolveConfig } from "../../src/config/load-config.js";
 import type { PublishLimitsConfig } from "../../src/config/publish-limits-schema.js";
+import { installReadGate } from "../../src/engine/read-gate.js";
 import { ConfigError } from "../../src/errors.js";
 import { ClusterShare, PENDING } from "../../src/limits/cluster-share.js";
 import { PublishBudget } from "../../src/limits/publish-budget.js";
 import { budgetKey, PublishProfiles } from "../../src/limits/publish-profiles.js";
-import { installReadGate } from "../../src/limits/read-gate.js";
 import { TokenBucket } from "../../src/limits/token-bucket.js";
 
 describe("token bucket", () => {

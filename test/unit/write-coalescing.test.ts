@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { isBackedUp } from "../../src/transport/socket-backlog.js";
+import { isBackedUp } from "../../src/engine/socket-backlog.js";
 import { coalesceEveryWrite, coalesceWrites } from "../../src/transport/write-coalescing.js";
 
 /**

@@ -79,6 +79,11 @@ export function hasSubscriptions(client: Client): boolean {
   return false;
 }
 
+/** The filters a connected client holds (aedes' live subscriptions, keyed by filter). */
+export function heldFilters(client: Client): Readonly<Record<string, unknown>> {
+  return (client as Client & { subscriptions: Record<string, unknown> }).subscriptions;
+}
+
 /** Subscriptions held by the clients connected to this broker. */
 export function countLiveSubscriptions(broker: Aedes): number {
   let count = 0;
