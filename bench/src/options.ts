@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { BROKERS, findBroker } from "./brokers/catalog.js";
+import { ALL_BROKERS, findBroker } from "./brokers/catalog.js";
 import type { RunOptions } from "./scenarios/scenario.js";
 
 export const USAGE = `Usage: npm run bench -- [SCENARIO...] [options]
@@ -21,7 +21,8 @@ Scenarios:
 Options:
   --quick                     a smoke run of a few seconds per broker (also BENCH_QUICK=1):
                               1 s windows, 64 B only, brokers mosquitto, aedes, sluice
-  --brokers a,b,...           brokers to measure (${BROKERS.map((b) => b.name).join(", ")})
+  --brokers a,b,...           brokers to measure (${ALL_BROKERS.map((b) => b.name).join(", ")}; the
+                              *-baseline ones run the build SLUICE_BASELINE_CLI names)
   --warmup-seconds N          load before each measurement window (default 0.75)
   --measure-seconds N         each measurement window (default 1.5)
   --rounds N                  measurements per case and broker, median reported (default 2)

@@ -28,6 +28,8 @@ export interface SluiceNodeHandle {
 
 export interface SluiceNodeOptions {
   redis?: { url: string; keyPrefix: string };
+  /** Another build's CLI (dist/src/cli.js), to measure it against this one in the same run. */
+  cli?: string | undefined;
   /** Config keys that replace the defaults below (listeners, auth, acl, limits). */
   config?: Record<string, unknown>;
 }
@@ -41,7 +43,7 @@ export interface SluiceNodeOptions {
 export async function startSluiceNode(
   { cleanup, workDir }: BrokerContext,
   nodeId: string,
-  { redis, config: overrides }: SluiceNodeOptions = {},
+  { redis, config: overrides, cli }: SluiceNodeOptions = {},
 ): Promise<SluiceNodeHandle> {
   const config = {
     nodeId,
@@ -55,7 +57,12 @@ export async function startSluiceNode(
   };
   const file = join(workDir, `${nodeId}.yaml`);
   await writeFile(file, stringify(config));
-  const node = SluiceProcess.spawn(["start", "--config", file], { SLUICE_LOG_LEVEL: "info" });
+  const node = SluiceProcess.spawn(
+    ["start", "--config", file],
+    { SLUICE_LOG_LEVEL: "info" },
+    [],
+    ...(cli === undefined ? [] : [cli]),
+  );
   const pid = node.child.pid;
   const stop = cleanup.add(
     `sluice ${nodeId}`,
@@ -91,15 +98,26 @@ function single(
   withRedis: boolean,
   description: string,
   counterpart: string,
+  cli?: () => string,
 ): BrokerDefinition {
   return {
     name,
     description,
     bareAedesCounterpart: counterpart,
     async start(context: BrokerContext): Promise<RunningBroker> {
-      return cluster(context, name, 1, withRedis);
+      return cluster(context, name, 1, withRedis, cli?.());
     },
   };
+}
+
+/** The other build a `*-baseline` broker runs: SLUICE_BASELINE_CLI, its dist/src/cli.js. */
+function baselineCli(): string {
+  const cli = process.env.SLUICE_BASELINE_CLI;
+  if (!cli)
+    throw new Error(
+      "the *-baseline brokers run another build: set SLUICE_BASELINE_CLI=/path/to/build/dist/src/cli.js",
+    );
+  return cli;
 }
 
 async function cluster(
@@ -107,6 +125,7 @@ async function cluster(
   name: string,
   nodes: number,
   withRedis: boolean,
+  cli?: string,
 ): Promise<RunningBroker> {
   const cleanup: CleanupRegistry = context.cleanup;
   const redis = withRedis ? await startRedis(cleanup) : undefined;
@@ -115,11 +134,10 @@ async function cluster(
   try {
     for (let i = 0; i < nodes; i++)
       started.push(
-        await startSluiceNode(
-          context,
-          `bench-${name}-${i}`,
-          redis ? { redis: { url: redis.url, keyPrefix } } : {},
-        ),
+        await startSluiceNode(context, `bench-${name}-${i}`, {
+          ...(redis ? { redis: { url: redis.url, keyPrefix } } : {}),
+          cli,
+        }),
       );
   } catch (error) {
     await Promise.allSettled(started.map((n) => n.stop()));
@@ -135,6 +153,21 @@ export const sluiceRedis = single(
   true,
   "one Sluice node with Redis (pub/sub and persistence)",
   "aedes-redis",
+);
+/** The same setups from another build (SLUICE_BASELINE_CLI): before and after in one run. */
+export const sluiceBaseline = single(
+  "sluice-baseline",
+  false,
+  "one Sluice node of another build (SLUICE_BASELINE_CLI), in memory",
+  "aedes",
+  baselineCli,
+);
+export const sluiceRedisBaseline = single(
+  "sluice-redis-baseline",
+  true,
+  "one Sluice node of another build (SLUICE_BASELINE_CLI) with Redis",
+  "aedes-redis",
+  baselineCli,
 );
 export const sluiceCluster2: BrokerDefinition = {
   name: "sluice-cluster-2",

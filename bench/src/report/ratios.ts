@@ -1,4 +1,4 @@
-import { BROKERS } from "../brokers/catalog.js";
+import { ALL_BROKERS } from "../brokers/catalog.js";
 import type { ResultRow } from "../scenarios/scenario.js";
 
 /** The reference every figure is divided by: the C broker. */
@@ -24,7 +24,7 @@ export function peerRow(
 
 /** The bare-aedes broker with the same storage and topology as this row's broker, if any. */
 export function bareCounterpart(broker: string): string | undefined {
-  return BROKERS.find((b) => b.name === broker)?.bareAedesCounterpart;
+  return ALL_BROKERS.find((b) => b.name === broker)?.bareAedesCounterpart;
 }
 
 /**
