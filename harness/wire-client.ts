@@ -61,8 +61,11 @@ export class WireClient {
 
   /** Waits for `count` packets of a kind in all. */
   async waitForCount(cmd: Packet["cmd"], count: number, ms = DEFAULT_DEADLINE_MS): Promise<void> {
-    let seen = 0;
-    await this.waitFor(`${count} ${cmd}`, (packet) => packet.cmd === cmd && ++seen >= count, ms);
+    await this.waitFor(
+      `${count} ${cmd}`,
+      (packet) => packet.cmd === cmd && this.received(cmd).length >= count,
+      ms,
+    );
   }
 
   /** Packets of one kind received so far. */
