@@ -30,7 +30,7 @@ function refusedByKernel(socket: Socket): number {
  * delivery is dropped only while the kernel refuses the subscriber's socket's writes and at
  * least `limits.queue.maxBufferedBytes` wait behind it. Only a kernel's socket buffer shows
  * that, so the subscribers here are on real loopback TCP sockets (127.0.0.1, in this
- * process); the publishers are on in-process streams.
+ * process), and so are the publishers whose reads must land between two turns' writes.
  */
 describe("engine: QoS 0 to a slow consumer", () => {
   let engine: Engine | undefined;
