@@ -7,6 +7,7 @@ import { Cluster, Redis } from "ioredis";
 import { pino } from "pino";
 import { RedisCluster } from "../../harness/redis-cluster.js";
 import { RedisServer } from "../../harness/redis-server.js";
+import { drain, storedPublish } from "../../harness/stored-packets.js";
 import type { StoredPacket } from "../../src/engine/persistence-types.js";
 import { RedisPersistence } from "../../src/engine/redis-persistence.js";
 import { PersistenceKeys } from "../../src/redis/redis-keys.js";
@@ -44,24 +45,8 @@ const createBroker = (options: Record<string, unknown>) =>
   ) as unknown as Promise<Broker>;
 const closeBroker = (broker: Broker) => new Promise<void>((resolve) => broker.close(resolve));
 
-let counter = 0;
 const packet = (topic: string, payload: string, qos = 1): StoredPacket =>
-  ({
-    cmd: "publish",
-    topic,
-    payload: Buffer.from(payload),
-    qos,
-    retain: false,
-    dup: false,
-    brokerId: "old-node",
-    brokerCounter: ++counter,
-  }) as StoredPacket;
-
-async function drain(stream: AsyncIterable<unknown>): Promise<StoredPacket[]> {
-  const out: StoredPacket[] = [];
-  for await (const item of stream) out.push(item as StoredPacket);
-  return out;
-}
+  storedPublish(topic, payload, qos, "old-node");
 
 /** Every key under the prefix, without it (SCAN on every primary of a Cluster). */
 async function keysUnder(db: Redis | Cluster, prefix: string): Promise<string[]> {

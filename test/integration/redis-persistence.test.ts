@@ -7,6 +7,7 @@ import mqemitterRedis from "mqemitter-redis";
 import { pino } from "pino";
 import { RedisCluster } from "../../harness/redis-cluster.js";
 import { RedisServer } from "../../harness/redis-server.js";
+import { drain, storedPublish as publish } from "../../harness/stored-packets.js";
 import type { StoredPacket } from "../../src/engine/persistence-types.js";
 import { type PersistenceBroker, RedisPersistence } from "../../src/engine/redis-persistence.js";
 import { PersistenceKeys } from "../../src/redis/redis-keys.js";
@@ -18,26 +19,6 @@ import { PersistenceKeys } from "../../src/redis/redis-keys.js";
  * there shows each script's keys share the client's slot.
  */
 const silent = pino({ level: "silent" });
-let counter = 0;
-
-const publish = (topic: string, payload = "x", qos = 1): StoredPacket =>
-  ({
-    cmd: "publish",
-    topic,
-    payload: Buffer.from(payload),
-    qos,
-    retain: false,
-    dup: false,
-    brokerId: "node-a",
-    brokerCounter: ++counter,
-  }) as StoredPacket;
-
-async function drain(stream: AsyncIterable<unknown>): Promise<StoredPacket[]> {
-  const out: StoredPacket[] = [];
-  for await (const item of stream) out.push(item as StoredPacket);
-  return out;
-}
-
 interface Store {
   name: string;
   connect(prefix: string): Redis | Cluster;

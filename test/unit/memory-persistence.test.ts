@@ -1,27 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { drain, storedPublish as publish } from "../../harness/stored-packets.js";
 import { MemoryPersistence, type StoredPacket } from "../../src/engine/memory-persistence.js";
 
 const client = { id: "plc-1" };
-let counter = 0;
-const publish = (topic: string, payload = "x", qos = 1): StoredPacket =>
-  ({
-    cmd: "publish",
-    topic,
-    payload: Buffer.from(payload),
-    qos,
-    retain: false,
-    dup: false,
-    brokerId: "node-a",
-    brokerCounter: ++counter,
-  }) as StoredPacket;
-
-async function drain(stream: AsyncIterable<unknown>): Promise<StoredPacket[]> {
-  const out: StoredPacket[] = [];
-  for await (const item of stream) out.push(item as StoredPacket);
-  return out;
-}
-
 function store(maxQueuedPerClient = 100) {
   const drops: Array<[string, number]> = [];
   const persistence = new MemoryPersistence({
