@@ -566,6 +566,7 @@ export class SluiceNode {
       // Closed like a protocol error: the will goes out (the device misbehaved, it was not moved).
       disconnect: () => void closeWithWill(client),
     });
+    this.subscribePacer.watch(client);
   }
 
   /** A QoS 0 message to every node (this one included) over the cluster's pub/sub. */
