@@ -15,6 +15,7 @@ import { resolveConfig } from "../src/config/load-config.js";
 import { HEARTBEAT_MS_DEFAULT, type SluiceConfig } from "../src/config/schema.js";
 import { BrokerSlot } from "../src/engine/broker-slot.js";
 import { PacketGuard } from "../src/engine/packet-guard.js";
+import { SubscribePacer } from "../src/engine/subscribe-pacer.js";
 import { ClientContexts } from "../src/mqtt/client-context.js";
 import { buildAdmission } from "../src/node/build-admission.js";
 import { buildAuthentication } from "../src/node/build-authentication.js";
@@ -109,6 +110,7 @@ export class Engine {
       audit,
     });
     const contexts = new ClientContexts();
+    const subscribePacer = new SubscribePacer();
     const broker = await buildBroker({
       config,
       heartbeatMs: HEARTBEAT_MS_DEFAULT,
@@ -118,6 +120,7 @@ export class Engine {
       admission,
       contexts,
       onQueueFull,
+      subscribePacer,
       slot,
       metrics,
       audit,
@@ -132,6 +135,7 @@ export class Engine {
       packetGuard: new PacketGuard(config.limits),
       publishLimits: undefined,
       admission,
+      subscribePacer,
       ownership: undefined,
       devices: undefined,
       accepting: () => true,

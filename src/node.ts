@@ -6,6 +6,7 @@ import { createBackend } from "./backend/create-backend.js";
 import { HEARTBEAT_MS_DEFAULT, type ListenerConfig, type SluiceConfig } from "./config/schema.js";
 import { BrokerSlot } from "./engine/broker-slot.js";
 import { verifyEngine } from "./engine/engine-check.js";
+import { SubscribePacer } from "./engine/subscribe-pacer.js";
 import { HttpServer } from "./http/http-server.js";
 import type { FileWatcher } from "./lifecycle/file-watcher.js";
 import { runPhases } from "./lifecycle/run-phases.js";
@@ -109,7 +110,6 @@ export class SluiceNode {
     const root = this.root;
     const metrics = this.metrics;
     const contexts = new ClientContexts();
-    const { limits } = config;
     // An engine without Sluice's fixes would run, silently without them: refuse instead.
     verifyEngine();
     // Files first: a broken password file or ACL fails the start at once, not after Redis.
@@ -130,7 +130,7 @@ export class SluiceNode {
     );
     this.http = http;
     const httpAddress = await http.listen();
-    const { maxQueuedPerClient } = limits.queue;
+    const { maxQueuedPerClient } = config.limits.queue;
     const drops = new QueueDropReporter(
       metrics,
       root.child({ module: "limits" }),
@@ -148,6 +148,7 @@ export class SluiceNode {
     this.overload = overload;
     const authentication = { config, backend, security, slot, metrics, audit };
     const { devices, authenticator } = buildAuthentication(authentication);
+    const subscribePacer = new SubscribePacer();
     const broker = await buildBroker({
       config,
       heartbeatMs: this.heartbeatMs,
@@ -157,6 +158,7 @@ export class SluiceNode {
       admission,
       contexts,
       onQueueFull,
+      subscribePacer,
       slot,
       metrics,
       audit,
@@ -174,8 +176,7 @@ export class SluiceNode {
     warnIfNobodyCanConnect(config, this.log);
     const opened = await openListeners({
       ...parts,
-      admission,
-      byteMeter: this.byteMeter,
+      ...{ admission, subscribePacer, byteMeter: this.byteMeter },
       accepting: () => this.state === "ready",
     });
     this.listeners = opened.listeners;

@@ -6,7 +6,7 @@ import type { PatchedAedesOptions } from "../engine/aedes-internals.js";
 import type { BrokerSlot } from "../engine/broker-slot.js";
 import { adaptHooks } from "../engine/hook-adapter.js";
 import { InflightWindows } from "../engine/inflight-window.js";
-import { SubscribePacer } from "../limits/subscribe-pacer.js";
+import type { SubscribePacer } from "../engine/subscribe-pacer.js";
 import { createBrokerRules } from "../mqtt/broker-rules.js";
 import type { ClientContexts } from "../mqtt/client-context.js";
 import type { Logger } from "../observability/logger.js";
@@ -25,6 +25,8 @@ export interface BrokerParts {
   contexts: ClientContexts;
   /** A session's queue lost its oldest `count` messages to its cap. */
   onQueueFull(clientId: string, count: number): void;
+  /** Paces SUBSCRIBEs node-wide; the intake watches each connection with it. */
+  subscribePacer: SubscribePacer;
   slot: BrokerSlot;
   metrics: SluiceMetrics;
   audit: AuditLog;
@@ -39,7 +41,7 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     { maxInflight: limits.queue.maxInflight, maxQueued: limits.queue.maxQueuedPerClient },
     { onDropped: (client, count) => parts.onQueueFull(client.id, count) },
   );
-  const subscribePacer = new SubscribePacer();
+  const { subscribePacer } = parts;
   const mqttLog = log.child({ module: "mqtt" });
   const nodeLog = log.child({ module: "node" });
   const rules = createBrokerRules({

@@ -5,6 +5,7 @@ import type { ConnectionQuotas } from "../admission/connection-quotas.js";
 import type { ClientOwnership } from "../cluster/client-ownership.js";
 import { closeWithWill } from "../engine/aedes-internals.js";
 import type { PacketGuard } from "../engine/packet-guard.js";
+import type { SubscribePacer } from "../engine/subscribe-pacer.js";
 import type { PublishLimiter } from "../limits/publish-limiter.js";
 import { auditSubject } from "../mqtt/broker-rules.js";
 import type { ClientContexts } from "../mqtt/client-context.js";
@@ -22,6 +23,8 @@ export interface ConnectionIntakeDeps {
   packetGuard: PacketGuard;
   publishLimits: PublishLimiter | undefined;
   admission: ConnectAdmission;
+  /** Gates a connection's SUBSCRIBEs from the first one parsed (node-wide pacing). */
+  subscribePacer: SubscribePacer;
   ownership: ClientOwnership | undefined;
   devices: DeviceRegistry | undefined;
   /** Whether the node takes connections now (not while starting or draining). */
@@ -94,6 +97,7 @@ export class ConnectionIntake {
       // Closed like a protocol error: the will goes out (the device misbehaved, it was not moved).
       disconnect: () => void closeWithWill(client),
     });
+    this.deps.subscribePacer.watch(client);
   }
 
   /** aedes registered the client (CONNACK sent or being sent). */

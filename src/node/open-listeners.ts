@@ -2,6 +2,7 @@ import type { AddressInfo } from "node:net";
 import type { ConnectAdmission } from "../admission/connect-admission.js";
 import type { ListenerConfig } from "../config/schema.js";
 import { PacketGuard } from "../engine/packet-guard.js";
+import type { SubscribePacer } from "../engine/subscribe-pacer.js";
 import { PublishLimiter } from "../limits/publish-limiter.js";
 import type { SocketByteMeter } from "../observability/socket-byte-meter.js";
 import { createListener } from "../transport/create-listener.js";
@@ -16,6 +17,7 @@ export interface OpenListeners {
 
 export interface ListenerDeps extends NodeParts {
   admission: ConnectAdmission;
+  subscribePacer: SubscribePacer;
   byteMeter: SocketByteMeter;
   /** Whether the node takes connections now (not while starting or draining). */
   accepting(): boolean;
@@ -46,6 +48,7 @@ export async function openListeners(deps: ListenerDeps): Promise<OpenListeners> 
     packetGuard: new PacketGuard(limits),
     publishLimits,
     admission: deps.admission,
+    subscribePacer: deps.subscribePacer,
     ownership: backend.ownership,
     devices: deps.devices,
     accepting: deps.accepting,

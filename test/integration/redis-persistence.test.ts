@@ -135,6 +135,30 @@ for (const { name, start } of stores) {
       );
     });
 
+    it("retained, exact filters: the streams asked for in one turn each get their own messages, once", async () => {
+      const { persistence, db } = await node(newPrefix());
+      for (const topic of ["x/1", "x/2"]) {
+        await persistence.storeRetained({ ...publish(topic), retain: true });
+      }
+      const single = db instanceof Redis;
+      if (single) await db.config("RESETSTAT");
+      const streams = [["x/1"], ["x/2", "x/1", "x/1"], ["x/3"]].map((filters) =>
+        persistence.createRetainedStreamCombi(filters),
+      );
+      const drained = await Promise.all(streams.map((stream) => drain(stream)));
+      assert.deepEqual(
+        drained.map((packets) => packets.map((p) => p.topic)),
+        [["x/1"], ["x/2", "x/1"], []],
+      );
+      if (!single) return;
+      // On a single Redis, one HMGET for the three streams (an HGET per filter before).
+      const stats = await db.info("commandstats");
+      const calls = (command: string): number =>
+        Number(new RegExp(`^cmdstat_${command}:calls=(\\d+)`, "m").exec(stats)?.[1] ?? 0);
+      assert.equal(calls("hget"), 0, "no HGET per filter");
+      assert.equal(calls("hmget"), 1, "one HMGET for the turn");
+    });
+
     it("subscriptions: stored with their options, QoS 1/2 matched, the last removal ends the session's queue", async () => {
       const prefix = newPrefix();
       const { persistence, db } = await node(prefix);

@@ -72,6 +72,31 @@ async function subscribeAll(port: number, clientId: string, filters: number): Pr
   return { socket, reads };
 }
 
+/**
+ * Sends a CONNECT and `filters` SUBSCRIBEs in one write, without waiting for the CONNACK (as
+ * MQTT allows): the node parses the SUBSCRIBEs while it handles the CONNECT. Resolves with the
+ * reads the CONNACK and SUBACKs came in.
+ */
+async function connectAndSubscribe(
+  port: number,
+  clientId: string,
+  filters: number,
+): Promise<number> {
+  const socket = await rawConnect(port);
+  let reads = 0;
+  socket.on("data", () => {
+    reads++;
+  });
+  const answers = readBytes(socket, 4 + filters * SUBACK_BYTES);
+  socket.write(
+    Buffer.concat([connectPacket(clientId, { keepalive: 0 }), subscribePackets(clientId, filters)]),
+  );
+  const bytes = await answers;
+  assert.equal(bytes[3], 0, "CONNACK accepted");
+  await leave([socket]);
+  return reads;
+}
+
 /** `clients` clients of `filters` filters each, opened 50 at a time. */
 async function storm(port: number, runId: string, clients: number): Promise<Socket[]> {
   const sockets: Socket[] = [];
@@ -184,6 +209,14 @@ describe("subscribe storm - in memory", () => {
     // Taken in one read, the 640 SUBACKs left in one or two writes.
     assert.ok(reads >= 5, `640 SUBACKs came in ${reads} reads`);
   });
+
+  it("SUBSCRIBEs sent with the CONNECT wait for it in the parser, then are spread over turns", async () => {
+    const port = Number(new URL(node.urls.tcp as string).port);
+    const reads = await connectAndSubscribe(port, `early-${randomBytes(3).toString("hex")}`, 640);
+    // Parsed while the CONNECT was handled, aedes queued 42 of them and closed the connection
+    // at the 43rd (its queueLimit); held instead, they would all be handled at once.
+    assert.ok(reads >= 5, `CONNACK and 640 SUBACKs came in ${reads} reads`);
+  });
 });
 
 describe("subscribe storm - over Redis", () => {
@@ -214,5 +247,11 @@ describe("subscribe storm - over Redis", () => {
     await leave([socket]);
     const calls = Number(/^cmdstat_subscribe:calls=(\d+)/m.exec(stats)?.[1] ?? 0);
     assert.ok(calls >= 1 && calls <= 5, `100 filters took ${calls} SUBSCRIBE commands`);
+  });
+
+  it("SUBSCRIBEs sent with the CONNECT are spread over turns too (the CONNECT takes Redis round trips)", async () => {
+    const port = Number(new URL(node.urls.tcp as string).port);
+    const reads = await connectAndSubscribe(port, `early-${randomBytes(3).toString("hex")}`, 640);
+    assert.ok(reads >= 5, `CONNACK and 640 SUBACKs came in ${reads} reads`);
   });
 });

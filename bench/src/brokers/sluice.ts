@@ -60,7 +60,7 @@ export async function startSluiceNode(
   const node = SluiceProcess.spawn(
     ["start", "--config", file],
     { SLUICE_LOG_LEVEL: "info" },
-    [],
+    nodeExecArgv(),
     ...(cli === undefined ? [] : [cli]),
   );
   const pid = node.child.pid;
@@ -71,6 +71,7 @@ export async function startSluiceNode(
       const timer = setTimeout(() => node.kill("SIGKILL"), 5_000);
       await node.exited;
       clearTimeout(timer);
+      await keepTrace(node, `${nodeId}-${pid}`);
     },
     () => (pid ? [pid] : []),
   );
@@ -91,6 +92,31 @@ export async function startSluiceNode(
     await stop();
     throw error;
   }
+}
+
+/**
+ * Node's own flags for every Sluice node the bench starts, from BENCH_SLUICE_EXEC_ARGV
+ * (space-separated, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof --trace-gc"): profiles of a
+ * scenario's broker as deployed. A node's stderr (--trace-gc prints to stdout) is kept by its
+ * process handle.
+ */
+function nodeExecArgv(): string[] {
+  const flags = process.env.BENCH_SLUICE_EXEC_ARGV?.trim();
+  return flags ? flags.split(/\s+/) : [];
+}
+
+/**
+ * With BENCH_SLUICE_EXEC_ARGV and BENCH_SLUICE_TRACE_DIR set: what a node printed that is not
+ * a log line (--trace-gc's lines) goes to DIR/<node>-<pid>.stdout when it stops.
+ */
+async function keepTrace(node: SluiceProcess, name: string): Promise<void> {
+  const dir = process.env.BENCH_SLUICE_TRACE_DIR;
+  if (!dir || nodeExecArgv().length === 0) return;
+  const text = node.lines
+    .filter((line) => line.level === undefined)
+    .map((line) => line.msg)
+    .join("\n");
+  await writeFile(join(dir, `${name}.stdout`), `${text}\n`);
 }
 
 function single(
