@@ -22,9 +22,6 @@ export interface RedisFabricEvents {
   "subscriber-restored": [];
 }
 
-/** The cap on each session's stored queue. */
-export type StoredQueueLimits = QueueLimits;
-
 /** Counting retained keys on a Cluster scans every primary: at most this often. */
 const CLUSTER_RETAINED_COUNT_MS = 30_000;
 
@@ -62,7 +59,8 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
   constructor(
     config: RedisConfig,
     private readonly log: Logger,
-    queue: StoredQueueLimits,
+    /** The cap on each session's stored queue. */
+    queue: QueueLimits,
   ) {
     super();
     const connect = connectionFactory(config);

@@ -24,7 +24,6 @@ interface AedesWithInternals {
     string,
     Client & { subscriptions: Record<string, unknown>; _disconnected: boolean }
   >;
-  persistence: { createRetainedStreamCombi(patterns: string[]): AsyncIterable<unknown> };
 }
 
 const internals = (broker: Aedes): AedesWithInternals => broker as unknown as AedesWithInternals;
@@ -39,12 +38,14 @@ export function isRegisteredClient(client: Client): boolean {
   return registeredClient(brokerOf(client), client.id) === client;
 }
 
+/** A QoS 0 message from the node itself, to every node (this one included) in a cluster. */
+export function broadcastFrom(broker: Aedes, topic: string, payload: Buffer): void {
+  broker.publish({ cmd: "publish", topic, payload, qos: 0, retain: false, dup: false }, () => {});
+}
+
 /** A QoS 0 message published by the client's broker (to every node in a cluster). */
 export function publishVia(client: Client, topic: string, payload: Buffer): void {
-  brokerOf(client).publish(
-    { cmd: "publish", topic, payload, qos: 0, retain: false, dup: false },
-    () => {},
-  );
+  broadcastFrom(brokerOf(client), topic, payload);
 }
 
 /** The clients registered (CONNACK sent or being sent) on this broker. */
@@ -92,14 +93,6 @@ export function countLiveSubscriptions(broker: Aedes): number {
     const subscriptions = clients[id]?.subscriptions;
     if (subscriptions) for (const _ in subscriptions) count++;
   }
-  return count;
-}
-
-/** Counts the retained messages in the broker's store (walks it: call sparingly). */
-export async function countRetained(broker: Aedes): Promise<number> {
-  let count = 0;
-  for await (const _ of internals(broker).persistence.createRetainedStreamCombi(["#", "$SYS/#"]))
-    count++;
   return count;
 }
 

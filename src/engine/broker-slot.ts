@@ -1,5 +1,10 @@
 import type { Aedes, Client } from "aedes";
-import { countLiveSubscriptions, liveBrokerCount, registeredClient } from "./aedes-internals.js";
+import {
+  broadcastFrom,
+  countLiveSubscriptions,
+  liveBrokerCount,
+  registeredClient,
+} from "./aedes-internals.js";
 
 /**
  * The node's broker, once built. aedes takes its hooks at construction, and some of what the
@@ -35,11 +40,6 @@ export class BrokerSlot {
 
   /** A QoS 0 message to every node (this one included) over the cluster's pub/sub. */
   broadcast(topic: string, payload: Buffer): void {
-    this.broker?.publish(
-      { cmd: "publish", topic, payload, qos: 0, retain: false, dup: false },
-      noop,
-    );
+    if (this.broker !== undefined) broadcastFrom(this.broker, topic, payload);
   }
 }
-
-function noop(): void {}
