@@ -37,7 +37,8 @@ export interface QueueLimits {
   onQueueFull(clientId: string, dropped: number): void;
 }
 
-export type ClientRef = Pick<Client, "id">;
+/** A client as the persistence sees it: its id and, from aedes, whether its session is clean. */
+export type ClientRef = Pick<Client, "id"> & { clean?: boolean };
 
 /** aedes' packet record (its types describe a namespace; the module is the constructor). */
 export const Packet = createRequire(import.meta.url)("aedes-packet") as new (

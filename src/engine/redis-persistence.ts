@@ -45,6 +45,16 @@ interface Acknowledgement {
 }
 
 /**
+ * A clean session's PUBACK or PUBCOMP: aedes never stores a clean session's deliveries (it
+ * writes them straight out), so Redis holds nothing to clear and the round trip is skipped
+ * (the subscriber's next packet waits for it). A stale queue that a clean session inherits is
+ * cleared with the stored packets themselves (aedes' emptyQueue: PUBLISH or PUBREL records).
+ */
+function isCleanAcknowledgement(client: ClientRef, packet: { cmd?: string }): boolean {
+  return client.clean === true && (packet.cmd === "puback" || packet.cmd === "pubcomp");
+}
+
+/**
  * aedes' persistence on Redis (a single Redis, Sentinel, or a Redis Cluster): retained
  * messages, sessions' subscriptions, capped queues with their in-flight state, inbound QoS 2
  * packets, and wills. Each client's keys share one hash slot and every multi-key change to them
@@ -235,8 +245,9 @@ export class RedisPersistence {
    */
   outgoingClearMessageId(
     client: ClientRef,
-    packet: { messageId?: number | undefined },
+    packet: { messageId?: number | undefined; cmd?: string },
   ): Promise<StoredPacket | undefined> {
+    if (isCleanAcknowledgement(client, packet)) return Promise.resolve(undefined);
     const clientId = client.id;
     return this.acks.add(this.callOf(clientId), {
       clientId,

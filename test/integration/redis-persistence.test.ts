@@ -296,6 +296,36 @@ for (const { name, start } of stores) {
       }
     });
 
+    it("a clean session's PUBACK and PUBCOMP cost no Redis command; the queue it inherits is still cleared", async () => {
+      const { persistence, db } = await node(newPrefix());
+      const persistent = { id: "cleaner" };
+      const packets = [publish("inherited", "a"), publish("inherited", "b")];
+      for (const packet of packets)
+        await persistence.outgoingEnqueueCombi([{ clientId: "cleaner" }], packet);
+      await Promise.all(
+        packets.map((packet, i) =>
+          persistence.outgoingUpdate(persistent, { ...packet, messageId: i + 1 }),
+        ),
+      );
+      const clean = { id: "cleaner", clean: true };
+
+      const before = await totalCommands(db);
+      const acknowledged = await Promise.all([
+        persistence.outgoingClearMessageId(clean, { cmd: "puback", messageId: 1 }),
+        persistence.outgoingClearMessageId(clean, { cmd: "pubcomp", messageId: 2 }),
+      ]);
+      assert.equal(await totalCommands(db), before, "no command for a clean session's acks");
+      assert.deepEqual(acknowledged, [undefined, undefined]);
+
+      // aedes' emptyQueue hands the stored packets themselves: those are cleared in Redis.
+      const inherited = await drain(persistence.outgoingStream(clean));
+      assert.equal(inherited.length, 2, "the inherited queue is untouched by the acks");
+      await Promise.all(
+        inherited.map((packet) => persistence.outgoingClearMessageId(clean, packet)),
+      );
+      assert.deepEqual(await drain(persistence.outgoingStream(clean)), []);
+    });
+
     it("inbound QoS 2: stored, read, deleted; a clean session's ids end with it", async () => {
       const { persistence } = await node(newPrefix());
       const client = { id: "publisher" };
@@ -363,4 +393,20 @@ async function evalshaCalls(db: Redis | Cluster): Promise<number> {
     calls += Number(/cmdstat_evalsha:calls=(\d+)/.exec(info)?.[1] ?? 0);
   }
   return calls;
+}
+
+/**
+ * Commands every primary processed, less the INFO calls that read the figure and ioredis'
+ * periodic CLUSTER SLOTS.
+ */
+async function totalCommands(db: Redis | Cluster): Promise<number> {
+  const servers = db instanceof Cluster ? db.nodes("master") : [db];
+  let commands = 0;
+  for (const server of servers) {
+    const info = await server.info("commandstats");
+    for (const match of info.matchAll(/cmdstat_(\w+):calls=(\d+)/g)) {
+      if (match[1] !== "info" && match[1] !== "cluster") commands += Number(match[2]);
+    }
+  }
+  return commands;
 }
