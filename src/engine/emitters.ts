@@ -3,6 +3,7 @@ import type { Redis } from "ioredis";
 import mqemitter from "mqemitter";
 import mqemitterRedis from "mqemitter-redis";
 import type { Logger } from "../observability/logger.js";
+import { deliverLocallyFirst, type RedisEmitterShape } from "./local-first.js";
 
 /** What aedes needs of an emitter: mqemitter's API. */
 export type Emitter = mqemitter.MQEmitter;
@@ -26,21 +27,24 @@ export function memoryEmitter(concurrency: number): Emitter {
 }
 
 /**
- * mqemitter-redis on the fabric's own publisher and subscriber connections. Its close() leaves
+ * mqemitter-redis on the fabric's own publisher and subscriber connections, delivering locally
+ * first (local-first.ts). Its close() leaves
  * the connections to the fabric, which ends them whether or not Redis answers: the package's
  * own close() QUITs them and, during a Redis outage, neither called back nor handled the
  * failed QUIT (an unhandled rejection at every shutdown in an outage).
  */
 export function redisEmitter(publisher: Redis, subscriber: Redis, log: Logger): Emitter {
-  const emitter = mqemitterRedis({
-    pubConn: publisher,
-    subConn: subscriber,
-  }) as unknown as Emitter & {
-    state?: NodeJS.EventEmitter;
-    closing?: boolean;
-    closed?: boolean;
-    _close?: (callback: () => void) => void;
-  };
+  const emitter = deliverLocallyFirst(
+    () =>
+      mqemitterRedis({ pubConn: publisher, subConn: subscriber }) as unknown as Emitter &
+        RedisEmitterShape & {
+          state?: NodeJS.EventEmitter;
+          closing?: boolean;
+          _close?: (callback: () => void) => void;
+        },
+    publisher,
+    subscriber,
+  );
   // mqemitter-redis re-emits connection errors on its `state` emitter; without a listener there,
   // a failed reconnect during a Redis outage throws and takes the node down. The outage itself
   // is reported by the fabric, once per state change.

@@ -31,19 +31,16 @@ const ANY = "$SYS/sub/+";
 interface Announcement {
   clientId: string;
   subs: Array<Partial<SubscriptionRequest> & { topic: string }>;
-  /** Set by the announcing node, which waits for its own echo. */
-  id?: string;
 }
 
 /**
  * Every node keeps all persistent sessions' QoS 1/2 subscriptions in memory (what
  * subscriptionsByTopic answers from); a node learns of another node's changes by a message on
- * the broker's emitter (Redis pub/sub). A change resolves once this node has heard its own
- * announcement back: by then the emitter carried it, so every node subscribed then has it.
+ * the broker's emitter (Redis pub/sub). The emitter delivers locally first (local-first.ts), so
+ * this node's own view changes as the announcement is published; a change resolves once Redis
+ * has acknowledged the PUBLISH, which it does after handing it to every subscribed node.
  */
 export class SubscriptionBroadcast {
-  private readonly waiting = new Map<string, () => void>();
-  private sequence = 0;
   private readonly onMessage = (packet: EmitterPacket, done: () => void): void => {
     this.apply(packet);
     done();
@@ -74,14 +71,11 @@ export class SubscriptionBroadcast {
   }
 
   private announce(topic: string, announcement: Announcement): Promise<void> {
-    const id = `${this.broker.id}:${++this.sequence}`;
-    const payload = Buffer.from(JSON.stringify({ ...announcement, id }));
+    const payload = Buffer.from(JSON.stringify(announcement));
     return new Promise((resolve, reject) => {
-      this.waiting.set(id, resolve);
       this.broker.publish({ topic, payload }, (error) => {
-        if (error === undefined || error === null) return;
-        this.waiting.delete(id);
-        reject(error);
+        if (error === undefined || error === null) resolve();
+        else reject(error);
       });
     });
   }
@@ -93,14 +87,9 @@ export class SubscriptionBroadcast {
     } catch {
       return; // not ours: $SYS/sub/+ is refused to clients, so only a foreign broker
     }
-    const { clientId, subs, id } = announcement;
+    const { clientId, subs } = announcement;
     if (typeof clientId !== "string" || !Array.isArray(subs)) return;
     for (const trie of this.targets()) this.applyTo(trie, packet.topic, clientId, subs);
-    if (id === undefined) return;
-    const resolve = this.waiting.get(id);
-    if (resolve === undefined) return;
-    this.waiting.delete(id);
-    resolve();
   }
 
   private applyTo(

@@ -3,11 +3,11 @@ import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { Aedes } from "aedes";
 import { Cluster, Redis } from "ioredis";
-import mqemitterRedis from "mqemitter-redis";
 import { pino } from "pino";
 import { RedisCluster } from "../../harness/redis-cluster.js";
 import { RedisServer } from "../../harness/redis-server.js";
 import { drain, storedPublish as publish } from "../../harness/stored-packets.js";
+import { redisEmitter } from "../../src/engine/emitters.js";
 import type { StoredPacket } from "../../src/engine/persistence-types.js";
 import { type PersistenceBroker, RedisPersistence } from "../../src/engine/redis-persistence.js";
 import { PersistenceKeys } from "../../src/redis/redis-keys.js";
@@ -45,7 +45,7 @@ async function startNode(store: Store, prefix: string, id: string, cap = 100): P
   });
   const pubConn = new Redis(store.pubsubUrl());
   const subConn = new Redis(store.pubsubUrl(), { enableReadyCheck: false });
-  const mq = mqemitterRedis({ pubConn, subConn });
+  const mq = redisEmitter(pubConn, subConn, silent);
   const broker = (await Aedes.createBroker({
     id,
     persistence,
@@ -59,6 +59,8 @@ async function startNode(store: Store, prefix: string, id: string, cap = 100): P
     async close() {
       await new Promise<void>((resolve) => broker.close(resolve));
       db.disconnect();
+      pubConn.disconnect();
+      subConn.disconnect();
     },
   };
 }

@@ -1,0 +1,122 @@
+import { randomBytes } from "node:crypto";
+import type { EventEmitter } from "node:events";
+import msgpack from "msgpack-lite";
+
+/** A message on the emitter, as aedes publishes it. */
+interface EmittedMessage {
+  topic: string;
+}
+
+type Done = (error?: Error) => void;
+
+/** The parts of an mqemitter-redis instance that local-first delivery works on. */
+export interface RedisEmitterShape {
+  closed?: boolean;
+  emit(message: EmittedMessage, done?: Done): unknown;
+  /** mqemitter's own emit: delivers to this process' listeners only. */
+  _emit(message: EmittedMessage, done?: Done): unknown;
+  /** Where mqemitter-redis reports a failed PUBLISH that has no callback. */
+  _onError?: Done;
+}
+
+/** Where the PUBLISH goes: the fabric's publisher connection. */
+export interface Publisher {
+  publish(channel: string, message: Buffer): Promise<unknown>;
+}
+
+/**
+ * aedes' per-SUBSCRIBE and per-UNSUBSCRIBE notices (`$SYS/<broker>/new/subscribes`): nothing in
+ * a cluster listens to another node's, and over Redis they were one PUBLISH per SUBSCRIBE packet
+ * (a tenth of a node's CPU in a subscribe storm). They stay on the node that made them.
+ */
+export function isNodeLocalNotice(topic: string): boolean {
+  return (
+    topic.startsWith("$SYS/") &&
+    (topic.endsWith("/new/subscribes") || topic.endsWith("/new/unsubscribes"))
+  );
+}
+
+/** mqemitter-redis' envelope, `{ id, msg }` in msgpack: a fixmap of 2, then the key "id". */
+const ENVELOPE_HEAD = Buffer.from([0x82, 0xa2, 0x69, 0x64]);
+/** msgpack's fixstr: strings of up to 31 bytes, their length in the low five bits. */
+const FIXSTR = 0xa0;
+const FIXSTR_MASK = 0xe0;
+
+/**
+ * Local-first delivery over mqemitter-redis: a message published on this node reaches this
+ * node's subscribers at once, without the Redis round trip; other nodes get it once, through
+ * Redis; this node drops its own echo before decoding it.
+ *
+ * - Order per publisher and topic holds for every subscriber: local ones get this node's
+ *   messages in the order they were emitted, remote ones in the order of this node's PUBLISHes
+ *   on one connection.
+ * - Ack-after-durable holds: `done` (aedes' publish callback, which sends the PUBACK) runs once
+ *   Redis has answered the PUBLISH, and Redis answers after handing the message to every
+ *   subscribed connection.
+ * - The envelope is mqemitter-redis' own (`{ id, msg }`), so nodes with and without local-first
+ *   understand each other during a rolling upgrade. This node's ids start with a prefix unique
+ *   to the process; an echo is recognized from its first bytes.
+ */
+export function deliverLocallyFirst<E extends RedisEmitterShape>(
+  create: () => E,
+  publisher: Publisher,
+  subscriber: EventEmitter,
+): E {
+  const origin = `${randomBytes(6).toString("base64url")}:`;
+  const originBytes = Buffer.from(origin);
+  let sequence = 0;
+
+  const isOwnEcho = (payload: Buffer): boolean => {
+    const start = ENVELOPE_HEAD.length + 1;
+    if (payload.length < start + originBytes.length) return false;
+    if (payload.compare(ENVELOPE_HEAD, 0, ENVELOPE_HEAD.length, 0, ENVELOPE_HEAD.length) !== 0)
+      return false;
+    const lengthByte = payload[ENVELOPE_HEAD.length] as number;
+    if ((lengthByte & FIXSTR_MASK) !== FIXSTR) return false;
+    return (
+      payload.compare(originBytes, 0, originBytes.length, start, start + originBytes.length) === 0
+    );
+  };
+
+  // mqemitter-redis adds its handlers when created; they are then wrapped so that an echo
+  // never reaches them.
+  const before = {
+    message: new Set(subscriber.listeners("messageBuffer")),
+    pattern: new Set(subscriber.listeners("pmessageBuffer")),
+  };
+  const emitter = create();
+  for (const listener of subscriber.listeners("messageBuffer")) {
+    if (before.message.has(listener)) continue;
+    const handle = listener as (channel: Buffer, payload: Buffer) => void;
+    subscriber.removeListener("messageBuffer", handle);
+    subscriber.on("messageBuffer", (channel: Buffer, payload: Buffer) => {
+      if (!isOwnEcho(payload)) handle(channel, payload);
+    });
+  }
+  for (const listener of subscriber.listeners("pmessageBuffer")) {
+    if (before.pattern.has(listener)) continue;
+    const handle = listener as (pattern: Buffer, channel: Buffer, payload: Buffer) => void;
+    subscriber.removeListener("pmessageBuffer", handle);
+    subscriber.on("pmessageBuffer", (pattern: Buffer, channel: Buffer, payload: Buffer) => {
+      if (!isOwnEcho(payload)) handle(pattern, channel, payload);
+    });
+  }
+
+  emitter.emit = (message: EmittedMessage, done?: Done): void => {
+    if (emitter.closed) {
+      done?.(new Error("mqemitter-redis is closed"));
+      return;
+    }
+    if (isNodeLocalNotice(message.topic)) {
+      emitter._emit(message, done);
+      return;
+    }
+    const id = origin + (++sequence).toString(36);
+    emitter._emit(message);
+    publisher.publish(message.topic, msgpack.encode({ id, msg: message })).then(
+      () => done?.(),
+      (error: Error) => (done ?? emitter._onError)?.(error),
+    );
+  };
+  return emitter;
+}

@@ -1,0 +1,149 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { Redis } from "ioredis";
+import { withDeadline } from "../../harness/deadline.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { connect, end, Inbox, type MqttClient, subscribe } from "../../harness/mqtt-client.js";
+import { RedisServer } from "../../harness/redis-server.js";
+
+/**
+ * Local-first delivery on two nodes over one real Redis: a message reaches its own node's
+ * subscribers without the Redis round trip, the other node once through Redis, and the PUBACK
+ * still waits for Redis. Redis is held with CLIENT PAUSE WRITE (PUBLISH is a write there),
+ * always lifted by the test.
+ */
+let redis: RedisServer;
+let control: Redis;
+let a: RunningNode;
+let b: RunningNode;
+
+before(async () => {
+  redis = await RedisServer.start();
+  control = new Redis(redis.url);
+  const prefix = `t${randomBytes(4).toString("hex")}:`;
+  a = await startNode({ nodeId: "node-a", redis: { url: redis.url, keyPrefix: prefix } });
+  b = await startNode({ nodeId: "node-b", redis: { url: redis.url, keyPrefix: prefix } });
+});
+after(async () => {
+  await control?.call("CLIENT", "UNPAUSE").catch(() => undefined);
+  await a?.stop();
+  await b?.stop();
+  control?.disconnect();
+  await redis?.stop();
+});
+
+const payloads = (inbox: Inbox): string[] => inbox.received.map((m) => m.payload.toString());
+
+describe("local-first delivery", () => {
+  it("a local subscriber gets the message while Redis holds it; the remote one gets it once through Redis; PUBACK after Redis", async () => {
+    const local = await connect(a.urls.tcp as string);
+    const remote = await connect(b.urls.tcp as string);
+    const publisher = await connect(a.urls.tcp as string);
+    const remotePublisher = await connect(b.urls.tcp as string);
+    try {
+      const localInbox = new Inbox(local);
+      const remoteInbox = new Inbox(remote);
+      await subscribe(local, "lf/+", 1);
+      await subscribe(remote, "lf/+", 1);
+
+      await control.call("CLIENT", "PAUSE", "10000", "WRITE");
+      let acknowledged = false;
+      const published = publisher.publishAsync("lf/1", "first", { qos: 1 }).then(() => {
+        acknowledged = true;
+      });
+      try {
+        await withDeadline(localInbox.waitFor(1), 5_000, "local delivery while Redis is paused");
+        assert.deepEqual(payloads(remoteInbox), [], "the remote node waits for Redis");
+        assert.equal(acknowledged, false, "no PUBACK before Redis has the message");
+      } finally {
+        await control.call("CLIENT", "UNPAUSE");
+      }
+      await withDeadline(published, 5_000, "PUBACK once Redis is back");
+      await withDeadline(remoteInbox.waitFor(1), 5_000, "remote delivery once Redis is back");
+
+      // Node B's message reaches node A through the same subscription after node A's echo of
+      // "first" would have: were the echo delivered, it would come before this one.
+      await remotePublisher.publishAsync("lf/2", "second", { qos: 1 });
+      await withDeadline(localInbox.waitFor(2), 5_000, "second message on node A");
+      await withDeadline(remoteInbox.waitFor(2), 5_000, "second message on node B");
+      assert.deepEqual(payloads(localInbox), ["first", "second"], "no echo on node A");
+      assert.deepEqual(payloads(remoteInbox), ["first", "second"]);
+    } finally {
+      await end(local, remote, publisher, remotePublisher);
+    }
+  });
+
+  it("keeps each publisher's order for local and remote subscribers, at QoS 0 and 1", async () => {
+    const count = 300;
+    const subscribers = [await connect(a.urls.tcp as string), await connect(b.urls.tcp as string)];
+    const publishers: Array<[string, MqttClient]> = [
+      ["a", await connect(a.urls.tcp as string)],
+      ["b", await connect(b.urls.tcp as string)],
+    ];
+    // MQTT orders per topic and QoS [MQTT-4.6.0-6]: a stream per publisher and QoS.
+    const streams = publishers.flatMap(([name, client]) =>
+      ([0, 1] as const).map((qos) => ({ stream: `${name}${qos}`, client, qos })),
+    );
+    try {
+      const inboxes = subscribers.map((client) => new Inbox(client));
+      for (const client of subscribers) await subscribe(client, "order/#", 1);
+      // Not awaited one by one: each stream's messages are in flight together.
+      await Promise.all(
+        streams.flatMap(({ stream, client, qos }) =>
+          Array.from({ length: count }, (_, i) =>
+            client.publishAsync(`order/${stream}`, `${stream}:${i}`, { qos }),
+          ),
+        ),
+      );
+      for (const inbox of inboxes) {
+        const received = await withDeadline(
+          inbox.waitFor(streams.length * count),
+          10_000,
+          "every message",
+        );
+        for (const { stream } of streams) {
+          const sequence = received
+            .map((m) => m.payload.toString())
+            .filter((p) => p.startsWith(`${stream}:`))
+            .map((p) => Number(p.slice(stream.length + 1)));
+          assert.deepEqual(
+            sequence,
+            Array.from({ length: count }, (_, i) => i),
+            `stream ${stream} in order`,
+          );
+        }
+      }
+    } finally {
+      await end(...subscribers, ...publishers.map(([, client]) => client));
+    }
+  });
+
+  it("aedes' per-SUBSCRIBE notices stay on their node; other traffic goes through Redis", async () => {
+    const watcher = new Redis(redis.url);
+    const channels: string[] = [];
+    watcher.on("pmessage", (_pattern: string, channel: string) => channels.push(channel));
+    await watcher.psubscribe("*");
+    const client = await connect(a.urls.tcp as string);
+    try {
+      await subscribe(client, "notice/probe", 1);
+      const probed = new Promise<void>((resolve) =>
+        watcher.on("pmessage", (_pattern: string, channel: string) => {
+          if (channel === "notice/probe") resolve();
+        }),
+      );
+      // Published after the SUBSCRIBE on the node's one publisher connection: Redis carries the
+      // notice, if the node sent one, before this.
+      await client.publishAsync("notice/probe", "after", { qos: 1 });
+      await withDeadline(probed, 5_000, "the probe through Redis");
+      assert.deepEqual(
+        channels.filter((c) => c.endsWith("/new/subscribes")),
+        [],
+        "no subscribe notice through Redis",
+      );
+    } finally {
+      await end(client);
+      watcher.disconnect();
+    }
+  });
+});
