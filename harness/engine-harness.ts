@@ -134,6 +134,7 @@ export class Engine {
       byteMeter: new SocketByteMeter(),
       packetGuard: new PacketGuard(config.limits),
       publishLimits: undefined,
+      backpressure: undefined,
       admission,
       subscribePacer,
       ownership: undefined,

@@ -1,9 +1,11 @@
+import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
 import { Cluster, Redis, type RedisOptions } from "ioredis";
 import type { SluiceConfig } from "../config/schema.js";
 import { redisEmitter } from "../engine/emitters.js";
+import { PendingPublishes } from "../engine/local-first.js";
 import type { QueueLimits } from "../engine/persistence-types.js";
 import { RedisPersistence } from "../engine/redis-persistence.js";
 import type { Logger } from "../observability/logger.js";
@@ -11,6 +13,7 @@ import type { RedisClient } from "../redis/redis-client.js";
 import { PersistenceKeys } from "../redis/redis-keys.js";
 import { coalesceEveryWrite } from "../transport/write-coalescing.js";
 import { SubscriptionBatcher } from "./subscription-batcher.js";
+import { SubscriptionLag } from "./subscription-lag.js";
 
 type RedisConfig = NonNullable<SluiceConfig["redis"]>;
 
@@ -41,6 +44,19 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
    */
   readonly state: RedisClient;
   readonly persistence: RedisPersistence;
+  /** PUBLISHes Redis has not answered yet: the outbound pipeline. */
+  readonly pending = new PendingPublishes();
+  /** Redis' output buffer for this node's subscription (single Redis and Sentinel). */
+  readonly subscriptionLag: SubscriptionLag | undefined;
+  /** What cluster backpressure watches: the outbound pipeline and the subscription's lag. */
+  readonly load = {
+    pendingBytes: (): number => this.pending.bytes,
+    lagBytes: (): number => this.subscriptionLag?.bytes ?? 0,
+    onChange: (listener: () => void): void => {
+      this.pending.onAnswered(listener);
+      this.subscriptionLag?.onChange(listener);
+    },
+  };
   private readonly connections: RedisClient[];
   /** The persistence's connection on a Cluster (its keys spread over the slots), else state. */
   private readonly stored: RedisClient;
@@ -73,8 +89,10 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     const publisher = connect({});
     if (publisher instanceof Cluster)
       publishThroughOneSlot(publisher, `${config.keyPrefix}{pubsub}`);
-    // Subscriber mode allows no INFO, so no ready check on this one.
-    const subscriber = connect({ enableReadyCheck: false });
+    // Subscriber mode allows no INFO, so no ready check on this one. Its name finds it in
+    // CLIENT LIST (its lag).
+    const subscriberName = `sluice-sub-${randomBytes(6).toString("hex")}`;
+    const subscriber = connect({ enableReadyCheck: false, connectionName: subscriberName });
     this.state = state;
     this.stored = stored;
     this.connections = [...new Set([state, stored, publisher, subscriber])];
@@ -89,7 +107,11 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     if (config.sentinels && config.name) this.followSwitchovers(config);
     this.persistence = new RedisPersistence({ db: stored, log, ...queue });
     // Its types name Redis only; it uses nothing a Cluster lacks (publish, (p)subscribe, events).
-    this.mq = redisEmitter(publisher as Redis, subscriber as Redis, log);
+    this.mq = redisEmitter(publisher as Redis, subscriber as Redis, log, this.pending);
+    // A Cluster's subscriber is on whichever node ioredis picks: its lag is not looked up.
+    this.subscriptionLag =
+      state instanceof Redis ? new SubscriptionLag(state, subscriberName, log) : undefined;
+    this.subscriptionLag?.start();
   }
 
   /** Whether every connection is ready: the node may take clients. */
@@ -144,6 +166,7 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
   }
 
   async close(): Promise<void> {
+    this.subscriptionLag?.stop();
     for (const watcher of this.sentinelWatchers) watcher.disconnect();
     await Promise.all(this.connections.map((c) => c.quit().catch(() => c.disconnect())));
   }
@@ -340,7 +363,7 @@ function publishThroughOneSlot(cluster: Cluster, slotKey: string): void {
  */
 function connectionFactory(
   config: RedisConfig,
-): (extra: Pick<RedisOptions, "keyPrefix" | "enableReadyCheck">) => RedisClient {
+): (extra: Pick<RedisOptions, "keyPrefix" | "enableReadyCheck" | "connectionName">) => RedisClient {
   const options = connectionOptions(config);
   const nodes = config.cluster;
   if (nodes === undefined) return (extra) => new Redis({ ...options, ...extra });

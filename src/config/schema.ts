@@ -261,6 +261,29 @@ const redisSchema = z.strictObject({
     .describe(
       "How often a node tells the others it lives. A node silent for 3 of these is dead: `sluice_cluster_nodes` drops it, and its clients' wills go out 3 to 7 of these after its crash.",
     ),
+  backpressure: z
+    .strictObject({
+      pendingBytes: z
+        .number()
+        .int()
+        .min(65_536)
+        .default(4 * 1024 * 1024)
+        .describe(
+          "Bytes of PUBLISHes sent to Redis and not yet answered past which the node stops reading its publishers' sockets (at their next PUBLISH), until half of it is left.",
+        ),
+      subscriptionLagBytes: z
+        .number()
+        .int()
+        .min(65_536)
+        .default(4 * 1024 * 1024)
+        .describe(
+          "Bytes Redis holds for this node's subscription (CLIENT LIST `omem`, looked at every 100 ms; single Redis and Sentinel) past which publishers are paused the same way. Keep it well under Redis' `client-output-buffer-limit pubsub` (32 MB hard, 8 MB for 60 s soft by default), where Redis cuts the subscription.",
+        ),
+    })
+    .prefault({})
+    .describe(
+      "End-to-end backpressure: a burst slows this node's publishers (TCP flow control) instead of making Redis cut the node's subscription. `sluice_cluster_backpressure_seconds_total` counts the time publishers were paused.",
+    ),
 });
 
 const authSchema = z.strictObject({

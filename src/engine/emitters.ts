@@ -3,7 +3,11 @@ import type { Redis } from "ioredis";
 import mqemitter from "mqemitter";
 import mqemitterRedis from "mqemitter-redis";
 import type { Logger } from "../observability/logger.js";
-import { deliverLocallyFirst, type RedisEmitterShape } from "./local-first.js";
+import {
+  deliverLocallyFirst,
+  type PendingPublishes,
+  type RedisEmitterShape,
+} from "./local-first.js";
 
 /** What aedes needs of an emitter: mqemitter's API. */
 export type Emitter = mqemitter.MQEmitter;
@@ -33,7 +37,12 @@ export function memoryEmitter(concurrency: number): Emitter {
  * own close() QUITs them and, during a Redis outage, neither called back nor handled the
  * failed QUIT (an unhandled rejection at every shutdown in an outage).
  */
-export function redisEmitter(publisher: Redis, subscriber: Redis, log: Logger): Emitter {
+export function redisEmitter(
+  publisher: Redis,
+  subscriber: Redis,
+  log: Logger,
+  pending?: PendingPublishes,
+): Emitter {
   const emitter = deliverLocallyFirst(
     () =>
       mqemitterRedis({ pubConn: publisher, subConn: subscriber }) as unknown as Emitter &
@@ -44,6 +53,7 @@ export function redisEmitter(publisher: Redis, subscriber: Redis, log: Logger): 
         },
     publisher,
     subscriber,
+    pending,
   );
   // mqemitter-redis re-emits connection errors on its `state` emitter; without a listener there,
   // a failed reconnect during a Redis outage throws and takes the node down. The outage itself

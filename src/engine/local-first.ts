@@ -25,6 +25,32 @@ export interface Publisher {
 }
 
 /**
+ * The PUBLISHes this node has sent and Redis has not answered yet: its outbound pipeline, one
+ * of the bounds of cluster backpressure.
+ */
+export class PendingPublishes {
+  count = 0;
+  bytes = 0;
+  private readonly drainedListeners: Array<() => void> = [];
+
+  sent(bytes: number): void {
+    this.count++;
+    this.bytes += bytes;
+  }
+
+  answered(bytes: number): void {
+    this.count--;
+    this.bytes -= bytes;
+    for (const listener of this.drainedListeners) listener();
+  }
+
+  /** Called after every answer (cheap listeners only: it runs once per message). */
+  onAnswered(listener: () => void): void {
+    this.drainedListeners.push(listener);
+  }
+}
+
+/**
  * aedes' per-SUBSCRIBE and per-UNSUBSCRIBE notices (`$SYS/<broker>/new/subscribes`): nothing in
  * a cluster listens to another node's, and over Redis they were one PUBLISH per SUBSCRIBE packet
  * (a tenth of a node's CPU in a subscribe storm). They stay on the node that made them.
@@ -61,6 +87,7 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
   create: () => E,
   publisher: Publisher,
   subscriber: EventEmitter,
+  pending: PendingPublishes = new PendingPublishes(),
 ): E {
   const origin = `${randomBytes(6).toString("base64url")}:`;
   const originBytes = Buffer.from(origin);
@@ -113,9 +140,18 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
     }
     const id = origin + (++sequence).toString(36);
     emitter._emit(message);
-    publisher.publish(message.topic, msgpack.encode({ id, msg: message })).then(
-      () => done?.(),
-      (error: Error) => (done ?? emitter._onError)?.(error),
+    const envelope = msgpack.encode({ id, msg: message });
+    const bytes = envelope.length;
+    pending.sent(bytes);
+    publisher.publish(message.topic, envelope).then(
+      () => {
+        pending.answered(bytes);
+        done?.();
+      },
+      (error: Error) => {
+        pending.answered(bytes);
+        (done ?? emitter._onError)?.(error);
+      },
     );
   };
   return emitter;

@@ -6,6 +6,7 @@ import type { ClientOwnership } from "../cluster/client-ownership.js";
 import { closeWithWill } from "../engine/aedes-internals.js";
 import type { PacketGuard } from "../engine/packet-guard.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
+import type { ClusterBackpressure } from "../limits/cluster-backpressure.js";
 import type { PublishLimiter } from "../limits/publish-limiter.js";
 import { auditSubject } from "../mqtt/broker-rules.js";
 import type { ClientContexts } from "../mqtt/client-context.js";
@@ -22,6 +23,8 @@ export interface ConnectionIntakeDeps {
   byteMeter: SocketByteMeter;
   packetGuard: PacketGuard;
   publishLimits: PublishLimiter | undefined;
+  /** In a cluster: pauses publishers while Redis is behind the node. */
+  backpressure: ClusterBackpressure | undefined;
   admission: ConnectAdmission;
   /** Gates a connection's SUBSCRIBEs from the first one parsed (node-wide pacing). */
   subscribePacer: SubscribePacer;
@@ -97,6 +100,7 @@ export class ConnectionIntake {
       // Closed like a protocol error: the will goes out (the device misbehaved, it was not moved).
       disconnect: () => void closeWithWill(client),
     });
+    this.deps.backpressure?.attach(client);
     this.deps.subscribePacer.watch(client);
   }
 

@@ -3,6 +3,7 @@ import type { ConnectAdmission } from "../admission/connect-admission.js";
 import type { ListenerConfig } from "../config/schema.js";
 import { PacketGuard } from "../engine/packet-guard.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
+import { ClusterBackpressure } from "../limits/cluster-backpressure.js";
 import { PublishLimiter } from "../limits/publish-limiter.js";
 import type { SocketByteMeter } from "../observability/socket-byte-meter.js";
 import { createListener } from "../transport/create-listener.js";
@@ -39,6 +40,17 @@ export async function openListeners(deps: ListenerDeps): Promise<OpenListeners> 
       log: deps.log.child({ module: "limits" }),
       ...(backend.limitsRedis ? { redis: backend.limitsRedis } : {}),
     });
+  const fabric = backend.fabric;
+  if (fabric) metrics.watchClusterLoad(fabric.load);
+  const backpressure =
+    fabric &&
+    config.redis &&
+    new ClusterBackpressure(
+      config.redis.backpressure,
+      fabric.load,
+      metrics,
+      deps.log.child({ module: "cluster" }),
+    );
   const intake = new ConnectionIntake({
     broker,
     quotas: backend.quotas,
@@ -47,6 +59,7 @@ export async function openListeners(deps: ListenerDeps): Promise<OpenListeners> 
     byteMeter: deps.byteMeter,
     packetGuard: new PacketGuard(limits),
     publishLimits,
+    backpressure,
     admission: deps.admission,
     subscribePacer: deps.subscribePacer,
     ownership: backend.ownership,

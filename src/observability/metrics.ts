@@ -37,6 +37,11 @@ export class SluiceMetrics {
   private readonly usernamesTargeted: Counter;
   private readonly aclDenied: Counter<"action">;
   private readonly redisUp: Gauge | undefined;
+  private readonly backpressureSeconds: Counter | undefined;
+  private readonly backpressureEpisodes: Counter | undefined;
+  private readonly backpressureActive: Gauge | undefined;
+  /** What the cluster-load gauges read at scrape time (set once the fabric exists). */
+  private clusterLoad: { pendingBytes(): number; lagBytes(): number } | undefined;
   private readonly publishThrottled: Counter;
   private readonly droppedMessages: Counter<"reason">;
   private readonly subscriptionsRefused: Counter<"reason">;
@@ -154,6 +159,40 @@ export class SluiceMetrics {
           registers,
         })
       : undefined;
+    if (options.redis) {
+      const metrics = this;
+      this.backpressureSeconds = new Counter({
+        name: "sluice_cluster_backpressure_seconds_total",
+        help: "Time this node's publishers were paused because Redis was behind it (outbound pipeline or subscription lag past redis.backpressure)",
+        registers,
+      });
+      this.backpressureEpisodes = new Counter({
+        name: "sluice_cluster_backpressure_total",
+        help: "Times this node began pausing its publishers because Redis was behind it",
+        registers,
+      });
+      this.backpressureActive = new Gauge({
+        name: "sluice_cluster_backpressure_active",
+        help: "1 while this node's publishers are paused because Redis is behind it",
+        registers,
+      });
+      new Gauge({
+        name: "sluice_redis_publish_pending_bytes",
+        help: "Bytes of PUBLISHes sent to Redis and not yet answered (the outbound pipeline)",
+        registers,
+        collect() {
+          this.set(metrics.clusterLoad?.pendingBytes() ?? 0);
+        },
+      });
+      new Gauge({
+        name: "sluice_redis_subscription_lag_bytes",
+        help: "Bytes Redis holds for this node's subscription, not yet read (CLIENT LIST omem; 0 where not measured)",
+        registers,
+        collect() {
+          this.set(metrics.clusterLoad?.lagBytes() ?? 0);
+        },
+      });
+    }
     new Gauge({
       name: "sluice_cluster_nodes",
       help: "Live nodes of the cluster as this node sees them, itself included",
@@ -227,6 +266,21 @@ export class SluiceMetrics {
 
   setRedisUp(up: boolean): void {
     this.redisUp?.set(up ? 1 : 0);
+  }
+
+  /** Where the pending-bytes and subscription-lag gauges read from. */
+  watchClusterLoad(load: { pendingBytes(): number; lagBytes(): number }): void {
+    this.clusterLoad = load;
+  }
+
+  backpressureEngaged(): void {
+    this.backpressureEpisodes?.inc();
+    this.backpressureActive?.set(1);
+  }
+
+  backpressureReleased(seconds: number): void {
+    this.backpressureSeconds?.inc(seconds);
+    this.backpressureActive?.set(0);
   }
 
   markMessageReceived(): void {

@@ -252,6 +252,8 @@ describe("subscribe storm - over Redis", () => {
   it("SUBSCRIBEs sent with the CONNECT are spread over turns too (the CONNECT takes Redis round trips)", async () => {
     const port = Number(new URL(node.urls.tcp as string).port);
     const reads = await connectAndSubscribe(port, `early-${randomBytes(3).toString("hex")}`, 640);
-    assert.ok(reads >= 5, `CONNACK and 640 SUBACKs came in ${reads} reads`);
+    // Handled at once they come in one or two reads; paced, in ten turns, of which a loaded
+    // machine's reads may join a few (4 reads seen with other tests running).
+    assert.ok(reads >= 3, `CONNACK and 640 SUBACKs came in ${reads} reads`);
   });
 });
