@@ -37,6 +37,7 @@ export class SluiceMetrics {
   private readonly usernamesTargeted: Counter;
   private readonly aclDenied: Counter<"action">;
   private readonly redisUp: Gauge | undefined;
+  private readonly subscriptionResets: Counter | undefined;
   private readonly publishThrottled: Counter;
   private readonly droppedMessages: Counter<"reason">;
   private readonly subscriptionsRefused: Counter<"reason">;
@@ -154,6 +155,13 @@ export class SluiceMetrics {
           registers,
         })
       : undefined;
+    this.subscriptionResets = options.redis
+      ? new Counter({
+          name: "sluice_redis_subscription_resets_total",
+          help: "Times Redis closed this node's pub/sub subscriber connection while its other Redis connections stayed up (past client-output-buffer-limit pubsub, or CLIENT KILL); counted when it is back. Messages published meanwhile did not reach the node. A whole Redis outage is not counted here (sluice_redis_up)",
+          registers,
+        })
+      : undefined;
     new Gauge({
       name: "sluice_cluster_nodes",
       help: "Live nodes of the cluster as this node sees them, itself included",
@@ -227,6 +235,10 @@ export class SluiceMetrics {
 
   setRedisUp(up: boolean): void {
     this.redisUp?.set(up ? 1 : 0);
+  }
+
+  markRedisSubscriptionReset(): void {
+    this.subscriptionResets?.inc();
   }
 
   markMessageReceived(): void {
