@@ -7,10 +7,11 @@ const MIB = 1024 * 1024;
 /**
  * The smallest `client-output-buffer-limit pubsub` hard limit a node needs from Redis. Redis
  * cuts a subscriber connection whose pending output passes the hard limit, and whatever it
- * held is lost. A node bounds its own subscription's lag (issue 14, item 1: a few MiB, after
- * which it stops reading its publishers), but other nodes' publishers keep publishing into
- * that lag until their own bounds act, so the limit needs headroom well above one node's
- * bound: 64 MiB. A hard limit of 0 means no limit, which is fine too.
+ * held is lost. The node's bound on its own subscription's lag (issue 14, item 1: planned at
+ * a few MiB, past which it stops reading its publishers) does not hold back the other nodes'
+ * publishers, which keep publishing into that lag until their own bounds act, so the limit
+ * needs headroom well above one node's bound: 64 MiB. A hard limit of 0 means no limit, which
+ * is fine too.
  */
 export const REQUIRED_PUBSUB_HARD_LIMIT_BYTES = 64 * MIB;
 
