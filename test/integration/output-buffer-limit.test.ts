@@ -6,6 +6,7 @@ import { withDeadline } from "../../harness/deadline.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import { LogCapture } from "../../harness/log-capture.js";
 import { RedisCluster } from "../../harness/redis-cluster.js";
+import { RedisSentinels } from "../../harness/redis-sentinel.js";
 import { RedisServer } from "../../harness/redis-server.js";
 import type { LogLine } from "../../harness/sluice-process.js";
 
@@ -43,6 +44,15 @@ function waitForEvent(log: LogCapture, event: string): Promise<LogLine> {
     DEADLINE_MS,
     `log line ${event}`,
   );
+}
+
+async function configSet(port: number, limit: string): Promise<void> {
+  const admin = new Redis({ host: "127.0.0.1", port, lazyConnect: true });
+  try {
+    await admin.config("SET", "client-output-buffer-limit", limit);
+  } finally {
+    admin.disconnect();
+  }
 }
 
 const linesOf = (log: LogCapture, event: string) => log.lines.filter((l) => l.event === event);
@@ -127,18 +137,27 @@ describe("the pubsub output buffer limit, checked at start", () => {
     }
   });
 
+  it("under Sentinel, checks the primary the Sentinels name", async () => {
+    const sentinels = await RedisSentinels.start("sluice-obl");
+    try {
+      // Only the replica has a high limit: a check of the replica would find nothing to say.
+      await configSet(sentinels.replicaPort, "pubsub 256mb 64mb 60");
+      await withNode({ sentinels: sentinels.endpoints, name: sentinels.name }, async (log) => {
+        const line = await waitForEvent(log, LOW);
+        assert.equal(line.redis, `127.0.0.1:${sentinels.primaryPort}`);
+        assert.equal(linesOf(log, LOW).length, 1);
+        assert.deepEqual(linesOf(log, OK), []);
+      });
+    } finally {
+      await sentinels.stop();
+    }
+  });
+
   it("on a Redis Cluster, checks every node and names the one whose limit is low", async () => {
     const cluster = await RedisCluster.start();
     try {
       const [low, ...high] = cluster.ports;
-      for (const port of high) {
-        const admin = new Redis({ host: "127.0.0.1", port, lazyConnect: true });
-        try {
-          await admin.config("SET", "client-output-buffer-limit", "pubsub 256mb 64mb 60");
-        } finally {
-          admin.disconnect();
-        }
-      }
+      for (const port of high) await configSet(port, "pubsub 256mb 64mb 60");
       await withNode({ cluster: cluster.nodes }, async (log) => {
         const line = await waitForEvent(log, LOW);
         assert.equal(line.redis, `127.0.0.1:${low}`);
