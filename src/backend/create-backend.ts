@@ -71,6 +71,7 @@ async function redisBackend(config: SluiceConfig, deps: BackendDeps): Promise<Ba
   const redis = config.redis as NonNullable<SluiceConfig["redis"]>;
   const fabric = new RedisFabric(redis, deps.log.child({ module: "redis" }), deps.queue);
   fabric.on("state", (up) => deps.metrics.setRedisUp(up));
+  fabric.on("subscription-reset", () => deps.metrics.markRedisSubscriptionReset());
   try {
     return await onFabric(config, redis, fabric, deps);
   } catch (error) {

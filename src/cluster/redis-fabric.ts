@@ -8,7 +8,9 @@ import { redisEmitter } from "../engine/emitters.js";
 import { PendingPublishes } from "../engine/local-first.js";
 import type { QueueLimits } from "../engine/persistence-types.js";
 import { RedisPersistence } from "../engine/redis-persistence.js";
+import { asError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
+import { checkPubsubOutputLimit, type LimitTarget } from "../redis/output-buffer-limit.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import { PersistenceKeys } from "../redis/redis-keys.js";
 import { coalesceEveryWrite } from "../transport/write-coalescing.js";
@@ -23,6 +25,11 @@ export interface RedisFabricEvents {
   state: [up: boolean];
   /** The pub/sub subscriber connection is back after a loss, with its subscriptions. */
   "subscriber-restored": [];
+  /**
+   * Redis cut the subscriber connection alone (see watchSubscriber), now restored: emitted
+   * before its "subscriber-restored".
+   */
+  "subscription-reset": [];
 }
 
 /** Counting retained keys on a Cluster scans every primary: at most this often. */
@@ -69,7 +76,10 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
   private lastRetainedCount = 0;
   private lastRetainedCountAt = 0;
   private readonly ready = new Set<RedisClient>();
+  /** Losses of the connections other than the subscriber, since start. */
+  private otherLosses = 0;
   private up = false;
+  private limitChecked = false;
   private readonly upWaiters = new Set<() => void>();
 
   constructor(
@@ -183,11 +193,29 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
    * answered once Redis has them all (the batcher sends them a turn later: the PING waits for
    * it); only then is the connection ready. A Cluster's subscriber is its own connection inside
    * ioredis, re-subscribed there: its 'ready' stands.
+   *
+   * A loss is a cut of the subscription (counted, and logged as `redis.subscription_reset`)
+   * when every other connection of the node was ready when the subscriber went and none of
+   * them was lost until it was back: Redis closed this one connection (a subscriber past
+   * `client-output-buffer-limit pubsub`, a CLIENT KILL) while it served the others. When
+   * Redis goes away as a whole (a restart, a failover, the network) every connection drops
+   * within the same few turns, well before the first reconnect (100 ms): that is an outage,
+   * reported by `redis.down`, not a cut. The decision waits for the subscriber's return, so
+   * the other connections' losses of the same outage, in whatever order they arrive, are
+   * seen. A Cluster replaces a lost subscriber connection inside ioredis, unseen here: its
+   * cuts are neither counted nor recovered from.
    */
   private watchSubscriber(subscriber: RedisClient, batcher: SubscriptionBatcher | undefined): void {
     let lost = false;
     let losses = 0;
+    /** When the subscriber was lost while the others were ready, and their losses then. */
+    let cut: { at: number; otherLosses: number } | undefined;
     subscriber.on("close", () => {
+      if (!lost) {
+        cut = this.othersReady(subscriber)
+          ? { at: Date.now(), otherLosses: this.otherLosses }
+          : undefined;
+      }
       lost = true;
       losses++;
     });
@@ -198,6 +226,9 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
         this.markReady(subscriber);
         if (!lost) return;
         lost = false;
+        if (cut !== undefined && cut.otherLosses === this.otherLosses) {
+          this.subscriptionReset(Date.now() - cut.at);
+        }
         this.emit("subscriber-restored");
       };
       if (subscriber instanceof Cluster) {
@@ -212,6 +243,20 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
       };
       process.nextTick(() => (batcher ? batcher.afterQueued(ping) : ping()));
     });
+  }
+
+  private othersReady(subscriber: RedisClient): boolean {
+    return this.connections.every((c) => c === subscriber || this.ready.has(c));
+  }
+
+  private subscriptionReset(downMs: number): void {
+    this.log.warn(
+      { event: "redis.subscription_reset", downMs },
+      "Redis closed this node's pub/sub connection while its other connections stayed up " +
+        "(a subscriber past client-output-buffer-limit pubsub, or CLIENT KILL): " +
+        "what was published meanwhile did not reach this node",
+    );
+    this.emit("subscription-reset");
   }
 
   /**
@@ -283,6 +328,7 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     // The subscriber's readiness is decided in watchSubscriber.
     if (!isSubscriber) connection.on("ready", () => this.markReady(connection));
     const lost = (): void => {
+      if (!isSubscriber) this.otherLosses++;
       this.ready.delete(connection);
       this.update();
     };
@@ -307,7 +353,33 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     if (up) {
       for (const waiter of this.upWaiters) waiter();
       this.upWaiters.clear();
+      if (!this.limitChecked) {
+        this.limitChecked = true;
+        checkPubsubOutputLimit(this.limitTargets(), this.log).catch((error: unknown) =>
+          this.log.info(
+            { event: "redis.output_buffer_limit_unchecked", err: asError(error) },
+            "could not read Redis' client-output-buffer-limit",
+          ),
+        );
+      }
     }
+  }
+
+  /**
+   * The servers whose `client-output-buffer-limit` applies to this node's subscriber: the
+   * primary (directly or as Sentinel named it); on a Cluster every node, replicas too, since
+   * ioredis puts the subscriber connection on any of them.
+   */
+  private limitTargets(): LimitTarget[] {
+    const state = this.state;
+    if (state instanceof Cluster) {
+      return state.nodes("all").map((node) => ({
+        address: `${node.options.host}:${node.options.port}`,
+        connection: node,
+      }));
+    }
+    const { remoteAddress, remotePort } = state.stream;
+    return [{ address: `${remoteAddress}:${remotePort}`, connection: state }];
   }
 }
 

@@ -42,6 +42,7 @@ export class SluiceMetrics {
   private readonly backpressureActive: Gauge | undefined;
   /** What the cluster-load gauges read at scrape time (set once the fabric exists). */
   private clusterLoad: { pendingBytes(): number; lagBytes(): number } | undefined;
+  private readonly subscriptionResets: Counter | undefined;
   private readonly publishThrottled: Counter;
   private readonly droppedMessages: Counter<"reason">;
   private readonly subscriptionsRefused: Counter<"reason">;
@@ -193,6 +194,13 @@ export class SluiceMetrics {
         },
       });
     }
+    this.subscriptionResets = options.redis
+      ? new Counter({
+          name: "sluice_redis_subscription_resets_total",
+          help: "Times Redis closed this node's pub/sub subscriber connection while its other Redis connections stayed up (past client-output-buffer-limit pubsub, or CLIENT KILL); counted when it is back. Messages published meanwhile did not reach the node. A whole Redis outage is not counted here (sluice_redis_up)",
+          registers,
+        })
+      : undefined;
     new Gauge({
       name: "sluice_cluster_nodes",
       help: "Live nodes of the cluster as this node sees them, itself included",
@@ -281,6 +289,10 @@ export class SluiceMetrics {
   backpressureReleased(seconds: number): void {
     this.backpressureSeconds?.inc(seconds);
     this.backpressureActive?.set(0);
+  }
+
+  markRedisSubscriptionReset(): void {
+    this.subscriptionResets?.inc();
   }
 
   markMessageReceived(): void {

@@ -65,6 +65,28 @@ after(async () => {
   await redis?.stop();
 });
 
+type Rule = PrometheusRuleGroup["rules"][number];
+
+async function chartRules(): Promise<Rule[]> {
+  const helm = await findTool("helm");
+  const result = await run(helm, [
+    "template",
+    "sluice",
+    CHART,
+    "--set",
+    "metrics.prometheusRule.enabled=true",
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  const rule = one(parseManifests(result.stdout), "PrometheusRule");
+  return (rule.spec as { groups: PrometheusRuleGroup[] }).groups.flatMap((g) => g.rules);
+}
+
+function k8sRules(): Rule[] {
+  const text = readFileSync(join(ROOT, "k8s/monitoring/prometheusrule.yaml"), "utf8");
+  const rule = one(parseManifests(text), "PrometheusRule");
+  return (rule.spec as { groups: PrometheusRuleGroup[] }).groups.flatMap((g) => g.rules);
+}
+
 function assertExported(where: string, expr: string): void {
   const names = metricNames(expr);
   assert.ok(names.length > 0, `${where}: reads no metric: ${expr}`);
@@ -79,6 +101,7 @@ describe("monitoring uses only metrics a live node exports", () => {
   test("the live node exports the contract's metrics and prom-client's", () => {
     for (const name of [
       "sluice_redis_up",
+      "sluice_redis_subscription_resets_total",
       "sluice_cluster_nodes",
       "sluice_auth_failures_total",
       "sluice_connections_rejected_total",
@@ -97,25 +120,18 @@ describe("monitoring uses only metrics a live node exports", () => {
   });
 
   test("the chart's PrometheusRule", async () => {
-    const helm = await findTool("helm");
-    const result = await run(helm, [
-      "template",
-      "sluice",
-      CHART,
-      "--set",
-      "metrics.prometheusRule.enabled=true",
-    ]);
-    assert.equal(result.code, 0, result.stderr);
-    const rule = one(parseManifests(result.stdout), "PrometheusRule");
-    const groups = (rule.spec as { groups: PrometheusRuleGroup[] }).groups;
-    for (const r of groups.flatMap((g) => g.rules)) assertExported(r.alert ?? "rule", r.expr);
+    for (const r of await chartRules()) assertExported(r.alert ?? "rule", r.expr);
   });
 
   test("k8s/monitoring's PrometheusRule", () => {
-    const text = readFileSync(join(ROOT, "k8s/monitoring/prometheusrule.yaml"), "utf8");
-    const rule = one(parseManifests(text), "PrometheusRule");
-    const groups = (rule.spec as { groups: PrometheusRuleGroup[] }).groups;
-    for (const r of groups.flatMap((g) => g.rules)) assertExported(r.alert ?? "rule", r.expr);
+    for (const r of k8sRules()) assertExported(r.alert ?? "rule", r.expr);
+  });
+
+  test("both PrometheusRules raise the same alerts, a cut Redis subscription among them", async () => {
+    const alerts = (rules: Rule[]) => rules.map((r) => r.alert).sort();
+    const chart = alerts(await chartRules());
+    assert.deepEqual(alerts(k8sRules()), chart);
+    assert.ok(chart.includes("SluiceRedisSubscriptionReset"));
   });
 
   test("the dashboard parses, is the same in the chart and k8s/, and every query is sound", () => {
