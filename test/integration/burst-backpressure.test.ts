@@ -98,6 +98,8 @@ async function flood(port: number, index: number, until: number): Promise<number
         batch.write(String(sequence++).padStart(digits, "0"), offset, "latin1");
       }
       batches++;
+      // A turn for the test's own subscribers between batches (they share this process).
+      await new Promise((resolve) => setImmediate(resolve));
       if (!socket.write(batch)) {
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, Math.max(0, until - Date.now()));
