@@ -101,6 +101,7 @@ test("parseSluiceCounters reads refusals by reason, throttles and open connectio
     'sluice_connections{listener="tcp",node="n1"} 4',
     'sluice_connections{listener="ws",node="n1"} 1',
     'nodejs_eventloop_lag_max_seconds{node="n1"} 0.25',
+    'sluice_redis_subscription_resets_total{node="n1"} 1',
   ].join("\n");
   const counters = parseSluiceCounters(text);
   assert.deepEqual(counters, {
@@ -110,11 +111,14 @@ test("parseSluiceCounters reads refusals by reason, throttles and open connectio
     messagesReceived: 700,
     openConnections: 5,
     eventLoopDelayMaxMs: 250,
+    redisSubscriptionResets: 1,
   });
   const later = parseSluiceCounters(text.replace("} 12", "} 20").replace("} 2\n", "} 5\n"));
   const since = countersSince(counters, later);
   assert.deepEqual(since.rejected, { rate: 8, per_ip: 0 });
   assert.equal(since.throttled, 3);
+  assert.equal(since.redisSubscriptionResets, 0);
+  assert.equal(parseSluiceCounters("sluice_connections 1").redisSubscriptionResets, null);
 });
 
 test("PacketReader splits packets across reads; a QoS 1 template's packet id is where it says", () => {

@@ -1,6 +1,6 @@
 /**
- * The flood scenario's view of a Sluice node's /metrics: refusals by reason, throttle
- * episodes, protocol errors and open connections, as the node itself counts them.
+ * The bench's view of a Sluice node's /metrics: refusals by reason, throttle episodes, protocol
+ * errors, open connections and cut Redis subscriptions, as the node itself counts them.
  */
 export interface SluiceCounters {
   /** sluice_connections_rejected_total by reason. */
@@ -18,6 +18,11 @@ export interface SluiceCounters {
    * histogram on every scrape): read after a phase, a stall of the node during it.
    */
   eventLoopDelayMaxMs: number;
+  /**
+   * sluice_redis_subscription_resets_total: Redis subscriptions the node lost (cut by Redis,
+   * or dropped); null when the node does not expose the series.
+   */
+  redisSubscriptionResets: number | null;
 }
 
 const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)$/;
@@ -32,6 +37,7 @@ export function parseSluiceCounters(text: string): SluiceCounters {
     messagesReceived: 0,
     openConnections: 0,
     eventLoopDelayMaxMs: 0,
+    redisSubscriptionResets: null,
   };
   for (const line of text.split("\n")) {
     const match = SAMPLE.exec(line);
@@ -60,6 +66,9 @@ export function parseSluiceCounters(text: string): SluiceCounters {
         break;
       case "nodejs_eventloop_lag_max_seconds":
         counters.eventLoopDelayMaxMs = value * 1000;
+        break;
+      case "sluice_redis_subscription_resets_total":
+        counters.redisSubscriptionResets = (counters.redisSubscriptionResets ?? 0) + value;
         break;
     }
   }
@@ -90,6 +99,10 @@ export function countersSince(before: SluiceCounters, after: SluiceCounters): Sl
     messagesReceived: after.messagesReceived - before.messagesReceived,
     openConnections: after.openConnections,
     eventLoopDelayMaxMs: after.eventLoopDelayMaxMs,
+    redisSubscriptionResets:
+      after.redisSubscriptionResets === null
+        ? null
+        : after.redisSubscriptionResets - (before.redisSubscriptionResets ?? 0),
   };
 }
 

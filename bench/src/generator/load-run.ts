@@ -36,6 +36,13 @@ export interface LoadSpec extends LoadShape, ClientSettings {
   inflightWindow: number;
   /** Messages one publisher may be ahead of its slowest subscriber (see PublisherSetup). */
   endToEndWindow: number;
+  /** Messages one publisher sends in the whole run, at most (see PublisherSetup). */
+  maxMessagesPerPublisher?: number;
+  /**
+   * After the publishers stop, how long subscribers may take to receive what is still on the
+   * way (default SETTLE_MAX_MS): longer where a run leaves a broker a backlog to deliver.
+   */
+  settleMaxMs?: number;
   warmupMs: number;
   measureMs: number;
   /** Generator processes for each side (each process is single-threaded). */
@@ -211,6 +218,9 @@ export async function runLoad(
         inflightWindow: spec.inflightWindow,
         endToEndWindow: spec.endToEndWindow,
         ...(perPublisherRate === undefined ? {} : { ratePerPublisher: perPublisherRate }),
+        ...(spec.maxMessagesPerPublisher === undefined
+          ? {}
+          : { maxMessagesPerPublisher: spec.maxMessagesPerPublisher }),
       });
     });
     await withTimeout(
@@ -260,7 +270,7 @@ export async function runLoad(
         (n, s) => n + s.expectsFrom.reduce((m, p) => m + (published[p] ?? 0), 0),
         0,
       );
-      await settle(() => sum(subscribers), expected);
+      await settle(() => sum(subscribers), expected, spec.settleMaxMs ?? SETTLE_MAX_MS);
       for (const worker of subscribers) worker.send({ type: "finish", published });
       const reports = await withTimeout(
         Promise.all(subscribers.map((w) => w.next("report"))),
@@ -285,8 +295,8 @@ export async function runLoad(
 }
 
 /** Waits until every expected message arrived, or nothing arrived for a while (bounded). */
-async function settle(received: () => number, expected: number): Promise<void> {
-  const deadline = performance.now() + SETTLE_MAX_MS;
+async function settle(received: () => number, expected: number, maxMs: number): Promise<void> {
+  const deadline = performance.now() + maxMs;
   let last = received();
   let lastChange = performance.now();
   while (performance.now() < deadline && received() < expected) {
