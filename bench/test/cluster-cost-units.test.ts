@@ -15,6 +15,7 @@ import {
   type CostFigures,
   cpuMicrosPerMessage,
   perMessage,
+  readinessSummary,
   resetsSince,
 } from "../src/scenarios/cost-probe.js";
 import type { LoadCase } from "../src/scenarios/measure-brokers.js";
@@ -58,6 +59,21 @@ test("resetsSince adds the nodes' growth, null when no node has the series", () 
   assert.equal(resetsSince([null, null], [null, null]), null);
   assert.equal(resetsSince([2, null], [5, null]), 3);
   assert.equal(resetsSince([], [1, 4]), 5);
+});
+
+test("readinessSummary - one unanswered or 503 poll of any node makes it not ready", () => {
+  const node = (notReady: number, failed: number) => ({
+    polls: 20,
+    notReady,
+    failed,
+    firstNotReadyMs: notReady + failed > 0 ? 300 : null,
+  });
+  assert.deepEqual(readinessSummary(null), { ready: null, text: null });
+  assert.deepEqual(readinessSummary([node(0, 0), node(0, 0)]), { ready: true, text: "0 of 40" });
+  assert.deepEqual(readinessSummary([node(2, 1), node(0, 0)]), {
+    ready: false,
+    text: "3 of 40 (1 unanswered)",
+  });
 });
 
 function figures(nodeSeconds: number[], redisSeconds: number | null): CostFigures {

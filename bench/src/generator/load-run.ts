@@ -40,9 +40,10 @@ export interface LoadSpec extends LoadShape, ClientSettings {
   maxMessagesPerPublisher?: number;
   /**
    * After the publishers stop, how long subscribers may take to receive what is still on the
-   * way (default SETTLE_MAX_MS): longer where a run leaves a broker a backlog to deliver.
+   * way, and how long without a new message ends the wait (defaults SETTLE_MAX_MS and
+   * SETTLE_QUIET_MS): longer where a run leaves a busy broker a backlog to deliver.
    */
-  settleMaxMs?: number;
+  settle?: { maxMs: number; quietMs: number };
   warmupMs: number;
   measureMs: number;
   /** Generator processes for each side (each process is single-threaded). */
@@ -270,7 +271,11 @@ export async function runLoad(
         (n, s) => n + s.expectsFrom.reduce((m, p) => m + (published[p] ?? 0), 0),
         0,
       );
-      await settle(() => sum(subscribers), expected, spec.settleMaxMs ?? SETTLE_MAX_MS);
+      await settle(
+        () => sum(subscribers),
+        expected,
+        spec.settle ?? { maxMs: SETTLE_MAX_MS, quietMs: SETTLE_QUIET_MS },
+      );
       for (const worker of subscribers) worker.send({ type: "finish", published });
       const reports = await withTimeout(
         Promise.all(subscribers.map((w) => w.next("report"))),
@@ -295,7 +300,11 @@ export async function runLoad(
 }
 
 /** Waits until every expected message arrived, or nothing arrived for a while (bounded). */
-async function settle(received: () => number, expected: number, maxMs: number): Promise<void> {
+async function settle(
+  received: () => number,
+  expected: number,
+  { maxMs, quietMs }: { maxMs: number; quietMs: number },
+): Promise<void> {
   const deadline = performance.now() + maxMs;
   let last = received();
   let lastChange = performance.now();
@@ -305,7 +314,7 @@ async function settle(received: () => number, expected: number, maxMs: number): 
     if (now !== last) {
       last = now;
       lastChange = performance.now();
-    } else if (performance.now() - lastChange >= SETTLE_QUIET_MS) {
+    } else if (performance.now() - lastChange >= quietMs) {
       return;
     }
   }

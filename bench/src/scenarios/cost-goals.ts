@@ -1,5 +1,10 @@
 import type { QoS } from "../generator/messages.js";
-import { type CostFigures, cpuMicrosPerMessage, perMessage } from "./cost-probe.js";
+import {
+  type CostFigures,
+  cpuMicrosPerMessage,
+  perMessage,
+  readinessSummary,
+} from "./cost-probe.js";
 import type { LoadCase } from "./measure-brokers.js";
 import type { ResultRow, TableCell } from "./scenario.js";
 
@@ -156,15 +161,14 @@ class GoalBuilder {
     const found = this.lookup({ broker, kind: "full-speed", qos: 0 });
     if (!found) return;
     const figures = found?.row ? found.figures : undefined;
-    const notReady = figures?.readiness?.reduce((n, r) => n + r.notReady + r.failed, 0);
-    const ready = notReady === undefined ? null : notReady === 0;
+    const readiness = readinessSummary(figures?.readiness ?? null);
     this.push(
       "node stays ready",
       label("full-speed", 0),
       "yes",
-      ready,
-      ready,
-      `${broker} /readyz every 100 ms`,
+      readiness.ready,
+      readiness.ready,
+      `${broker}: not-ready /readyz polls ${readiness.text ?? "?"}`,
     );
     const cuts = figures?.redisOutputBufferCuts;
     const resets = figures?.nodeSubscriptionResets ?? 0;

@@ -13,7 +13,7 @@ import { readSyscalls } from "../system/process-io.js";
 import type { LoadCase, LoadProbe } from "./measure-brokers.js";
 import type { ResultRow } from "./scenario.js";
 
-/** How often each node's /readyz is asked, and how long an answer may take. */
+/** How often each node's /readyz is asked, and how long an answer may take (Kubernetes' default). */
 const READINESS_POLL = { intervalMs: 100, timeoutMs: 1_000 };
 /** Beyond the load's own bounds, how long a readiness watch may outlive a stuck run. */
 const READINESS_SLACK_MS = 60_000;
@@ -90,7 +90,7 @@ export class CostProbe implements LoadProbe {
     const { warmupMs, measureMs } = this.loadCase;
     this.cutsAtStart = this.broker.redis?.outputBufferCuts();
     this.resetsAtStart = this.nodeResets();
-    const maxMs = warmupMs + measureMs + (this.loadCase.settleMaxMs ?? 0) + READINESS_SLACK_MS;
+    const maxMs = warmupMs + measureMs + (this.loadCase.settle?.maxMs ?? 0) + READINESS_SLACK_MS;
     this.watches = (this.broker.httpPorts ?? []).map((port) =>
       ReadinessWatch.start(port, { ...READINESS_POLL, maxMs }),
     );
@@ -229,4 +229,19 @@ export function cpuMicrosPerMessage(
   const seconds = chosen.reduce((n, p) => n + (p.cpuSeconds ?? 0), 0);
   const perMessageSeconds = perMessage(seconds, row, figures);
   return perMessageSeconds === null ? null : perMessageSeconds * 1e6;
+}
+
+/** How each node's /readyz answered: "0 of 49", "3 of 49 (1 unanswered)"; null without nodes that have one. */
+export function readinessSummary(readiness: readonly ReadinessFigures[] | null): {
+  ready: boolean | null;
+  text: string | null;
+} {
+  if (readiness === null) return { ready: null, text: null };
+  const polls = readiness.reduce((n, r) => n + r.polls, 0);
+  const failed = readiness.reduce((n, r) => n + r.failed, 0);
+  const notReady = readiness.reduce((n, r) => n + r.notReady, 0) + failed;
+  return {
+    ready: notReady === 0,
+    text: `${notReady} of ${polls}${failed > 0 ? ` (${failed} unanswered)` : ""}`,
+  };
 }
