@@ -10,10 +10,12 @@ import {
   type RedisCounters,
   redisActivitySince,
 } from "../src/brokers/redis-info.js";
+import { parseSluiceCounters } from "../src/brokers/sluice-metrics.js";
 import { type CostKey, costGoals, type MeasuredCase } from "../src/scenarios/cost-goals.js";
 import {
   type CostFigures,
   cpuMicrosPerMessage,
+  droppedSince,
   perMessage,
   readinessSummary,
   resetsSince,
@@ -61,6 +63,25 @@ test("resetsSince adds the nodes' growth, null when no node has the series", () 
   assert.equal(resetsSince([], [1, 4]), 5);
 });
 
+test("droppedSince adds the nodes' drops by reason; a node that did not answer counts nothing", () => {
+  const node = (slow: number, full: number) =>
+    parseSluiceCounters(
+      [
+        `sluice_dropped_messages_total{reason="slow_consumer"} ${slow}`,
+        `sluice_dropped_messages_total{reason="queue_full"} ${full}`,
+      ].join("\n"),
+    );
+  assert.equal(droppedSince([], []), null);
+  assert.deepEqual(droppedSince([node(5, 0), node(0, 0)], [node(105, 0), node(20, 3)]), {
+    slow_consumer: 120,
+    queue_full: 3,
+  });
+  assert.deepEqual(droppedSince([node(5, 0), null], [node(6, 0), null]), {
+    slow_consumer: 1,
+    queue_full: 0,
+  });
+});
+
 test("readinessSummary - one unanswered or 503 poll of any node makes it not ready", () => {
   const node = (notReady: number, failed: number) => ({
     polls: 20,
@@ -97,6 +118,7 @@ function figures(nodeSeconds: number[], redisSeconds: number | null): CostFigure
     readiness: [{ polls: 20, notReady: 0, failed: 0, firstNotReadyMs: null }],
     redisOutputBufferCuts: redisSeconds === null ? null : 0,
     nodeSubscriptionResets: null,
+    nodeDroppedMessages: null,
     cpuPressurePercent: 10,
   };
 }

@@ -156,6 +156,7 @@ test("smoke - cluster-cost --quick prices a message on each process, in memory a
     assert.ok(Number(row["delivered msg/s"]) > 0, `${row.broker} delivered`);
     assert.ok(Number(row["nodes µs/msg"]) > 0, `${row.broker}: node CPU per message`);
     assert.notEqual(row["ready throughout"], null, "the node's /readyz was polled");
+    assert.notEqual(row["node drops"], null, "the node's /metrics was read");
     if (overRedis) {
       assert.ok(Number(row["Redis µs/msg"]) > 0, "Redis CPU per message");
       assert.ok(Number(row["Redis cmds/msg"]) > 0, "Redis commands per message");

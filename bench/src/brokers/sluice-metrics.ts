@@ -1,12 +1,15 @@
 /**
  * The bench's view of a Sluice node's /metrics: refusals by reason, throttle episodes, protocol
- * errors, open connections and cut Redis subscriptions, as the node itself counts them.
+ * errors, dropped deliveries, open connections and cut Redis subscriptions, as the node itself
+ * counts them.
  */
 export interface SluiceCounters {
   /** sluice_connections_rejected_total by reason. */
   rejected: Record<string, number>;
   /** sluice_protocol_errors_total by reason. */
   protocolErrors: Record<string, number>;
+  /** sluice_dropped_messages_total by reason: deliveries a limit dropped (slow_consumer, queue_full). */
+  dropped: Record<string, number>;
   /** sluice_publish_throttled_total. */
   throttled: number;
   /** sluice_messages_received_total: PUBLISH packets the node took from clients. */
@@ -33,6 +36,7 @@ export function parseSluiceCounters(text: string): SluiceCounters {
   const counters: SluiceCounters = {
     rejected: {},
     protocolErrors: {},
+    dropped: {},
     throttled: 0,
     messagesReceived: 0,
     openConnections: 0,
@@ -54,6 +58,9 @@ export function parseSluiceCounters(text: string): SluiceCounters {
         break;
       case "sluice_protocol_errors_total":
         add(counters.protocolErrors, labels.reason, value);
+        break;
+      case "sluice_dropped_messages_total":
+        add(counters.dropped, labels.reason, value);
         break;
       case "sluice_publish_throttled_total":
         counters.throttled += value;
@@ -95,6 +102,7 @@ export function countersSince(before: SluiceCounters, after: SluiceCounters): Sl
   return {
     rejected: since(before.rejected, after.rejected),
     protocolErrors: since(before.protocolErrors, after.protocolErrors),
+    dropped: since(before.dropped, after.dropped),
     throttled: after.throttled - before.throttled,
     messagesReceived: after.messagesReceived - before.messagesReceived,
     openConnections: after.openConnections,

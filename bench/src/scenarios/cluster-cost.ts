@@ -202,6 +202,9 @@ function costRow(measured: MeasuredCase): Record<string, TableCell> {
     "not-ready polls": readiness.text,
     "Redis output-buffer cuts": figures.redisOutputBufferCuts,
     "node subscription resets": figures.nodeSubscriptionResets,
+    "node drops": figures.nodeDroppedMessages
+      ? Object.values(figures.nodeDroppedMessages).reduce((n, c) => n + c, 0)
+      : null,
     "each round nodes µs/msg": measured.rounds
       .map((r) => cpuMicrosPerMessage(r.row, r.figures, "node"))
       .map((v) => (v === null ? "?" : v.toFixed(1)))
@@ -233,6 +236,7 @@ const COST_COLUMNS = [
   "not-ready polls",
   "Redis output-buffer cuts",
   "node subscription resets",
+  "node drops",
   "each round nodes µs/msg",
   "Redis cmds/msg by name",
   "machine CPU pressure %",
@@ -385,7 +389,7 @@ function costNotes(seconds: number): string[] {
     `µs/msg = CPU time of the process over the ${seconds} s measurement window (each thread's on-CPU time, /proc/<pid>/task/*/schedstat) / messages delivered to subscribers in it; nodes = every Sluice or aedes node added up; node A takes the publishers, node B the subscribers`,
     "Redis cmds/msg = INFO commandstats calls (the bench's INFO left out); reads/msg = read syscalls of redis-server (/proc/<pid>/io syscr); B in/out = INFO total_net_input_bytes / total_net_output_bytes; all over the same window, per delivered message",
     "ready throughout = every node answered 200 on /readyz, polled every 100 ms with a 1 s timeout from the warm-up to the end of the run (a timeout counts as not ready); empty for nodes without /readyz (aedes)",
-    "Redis output-buffer cuts = clients Redis closed for passing client-output-buffer-limit during the run (its log); node subscription resets = sluice_redis_subscription_resets_total growth, empty where no node exposes it",
+    "Redis output-buffer cuts = clients Redis closed for passing client-output-buffer-limit during the run (its log); node subscription resets = sluice_redis_subscription_resets_total growth, empty where no node exposes it; node drops = sluice_dropped_messages_total growth over the run, every reason (by reason in the JSON)",
     "2-core shared machine: brokers, Redis and the generator share the cores, and other work runs beside them (machine CPU pressure = share of the window some task waited for a CPU); compare ratios within a run",
   ];
 }

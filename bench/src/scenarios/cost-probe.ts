@@ -6,7 +6,7 @@ import {
   readRedisCounters,
   redisActivitySince,
 } from "../brokers/redis-info.js";
-import { readSluiceCounters } from "../brokers/sluice-metrics.js";
+import { readSluiceCounters, type SluiceCounters } from "../brokers/sluice-metrics.js";
 import { ContentionWindow } from "../system/cpu-contention.js";
 import { threadCpuSeconds } from "../system/process-cpu.js";
 import { readSyscalls } from "../system/process-io.js";
@@ -39,6 +39,11 @@ export interface CostFigures {
   redisOutputBufferCuts: number | null;
   /** sluice_redis_subscription_resets_total growth over the run, all nodes; null if no node has it. */
   nodeSubscriptionResets: number | null;
+  /**
+   * sluice_dropped_messages_total growth over the run by reason, all nodes (slow_consumer: QoS 0
+   * to a subscriber whose socket is full); null without Sluice nodes.
+   */
+  nodeDroppedMessages: Record<string, number> | null;
   /** Share of the window in which some task on the machine waited for a CPU (PSI); null if unknown. */
   cpuPressurePercent: number | null;
   /** A probe reading that failed (the figures it would have given are null). */
@@ -77,7 +82,7 @@ export class CostProbe implements LoadProbe {
   private end: WindowReading | undefined;
   private cpuPressurePercent: number | null = null;
   private cutsAtStart: number | undefined;
-  private resetsAtStart: Promise<Array<number | null>> | undefined;
+  private countersAtStart: Promise<Array<SluiceCounters | null>> | undefined;
   private readonly errors: string[] = [];
 
   constructor(
@@ -89,7 +94,7 @@ export class CostProbe implements LoadProbe {
   onStart(): void {
     const { warmupMs, measureMs } = this.loadCase;
     this.cutsAtStart = this.broker.redis?.outputBufferCuts();
-    this.resetsAtStart = this.nodeResets();
+    this.countersAtStart = this.nodeCounters();
     const maxMs = warmupMs + measureMs + (this.loadCase.settle?.maxMs ?? 0) + READINESS_SLACK_MS;
     this.watches = (this.broker.httpPorts ?? []).map((port) =>
       ReadinessWatch.start(port, { ...READINESS_POLL, maxMs }),
@@ -116,16 +121,20 @@ export class CostProbe implements LoadProbe {
       readiness: this.watches.length === 0 ? null : readiness,
       redisOutputBufferCuts: null,
       nodeSubscriptionResets: null,
+      nodeDroppedMessages: null,
       cpuPressurePercent: this.cpuPressurePercent,
     };
     try {
       const redis = this.broker.redis;
       if (redis && this.cutsAtStart !== undefined)
         figures.redisOutputBufferCuts = redis.outputBufferCuts() - this.cutsAtStart;
+      const before = (await this.countersAtStart) ?? [];
+      const after = await this.nodeCounters();
       figures.nodeSubscriptionResets = resetsSince(
-        (await this.resetsAtStart) ?? [],
-        await this.nodeResets(),
+        before.map((c) => c?.redisSubscriptionResets ?? null),
+        after.map((c) => c?.redisSubscriptionResets ?? null),
       );
+      figures.nodeDroppedMessages = droppedSince(before, after);
       Object.assign(figures, await this.windowFigures());
     } catch (error) {
       this.errors.push((error as Error).message);
@@ -181,17 +190,27 @@ export class CostProbe implements LoadProbe {
     };
   }
 
-  /** Each node's sluice_redis_subscription_resets_total (null: not exposed, or no answer). */
-  private nodeResets(): Promise<Array<number | null>> {
+  /** Each node's /metrics counters (null: no answer). */
+  private nodeCounters(): Promise<Array<SluiceCounters | null>> {
     return Promise.all(
-      (this.broker.httpPorts ?? []).map((port) =>
-        readSluiceCounters(port).then(
-          (counters) => counters.redisSubscriptionResets,
-          () => null,
-        ),
-      ),
+      (this.broker.httpPorts ?? []).map((port) => readSluiceCounters(port).catch(() => null)),
     );
   }
+}
+
+/** Growth of the nodes' dropped-message counters by reason, added up; null without answers. */
+export function droppedSince(
+  before: ReadonlyArray<SluiceCounters | null>,
+  after: ReadonlyArray<SluiceCounters | null>,
+): Record<string, number> | null {
+  let total: Record<string, number> | null = null;
+  for (const [i, counters] of after.entries()) {
+    if (!counters) continue;
+    total ??= {};
+    for (const [reason, count] of Object.entries(counters.dropped))
+      total[reason] = (total[reason] ?? 0) + count - (before[i]?.dropped[reason] ?? 0);
+  }
+  return total;
 }
 
 /** Growth of the nodes' reset counters, added up; null when no node exposes one. */
