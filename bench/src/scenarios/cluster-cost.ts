@@ -103,7 +103,6 @@ function chosenBrokers(context: ScenarioContext): BrokerDefinition[] {
 interface Measured {
   broker: string;
   caseIndex: number;
-  round: number;
   row: ResultRow;
   figures: CostFigures;
 }
@@ -119,9 +118,9 @@ async function measurePhase(
     scenario: "cluster-cost",
     cases: phase.cases,
     medianBy: phase.medianBy,
-    probe: ({ broker, loadCase, caseIndex, round }) =>
+    probe: ({ broker, loadCase, caseIndex }) =>
       new CostProbe(broker, loadCase, (row, figures) =>
-        measured.push({ broker: broker.name, caseIndex, round, row, figures }),
+        measured.push({ broker: broker.name, caseIndex, row, figures }),
       ),
   });
   const chosen: MeasuredCase[] = [];
