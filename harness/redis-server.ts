@@ -171,6 +171,11 @@ export class RedisServer {
     });
   }
 
+  /** How many of the server's log lines since its last start match `pattern`. */
+  countOutput(pattern: RegExp): number {
+    return this.output.filter((line) => pattern.test(line)).length;
+  }
+
   /** Graceful stop (SIGTERM); resolves when the process has exited. */
   async stop(): Promise<void> {
     await this.signal("SIGTERM");

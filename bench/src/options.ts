@@ -17,6 +17,12 @@ Scenarios:
   flood                       PLC fleet's p99 with and without attackers, recommended PLC limits
                               (sluice and sluice-redis, 15 s windows; --quick: 3 s windows,
                               sluice only unless --brokers names both)
+  cluster-cost                CPU µs per delivered message of each node and of Redis, Redis
+                              commands/reads/bytes per message, at 5,000 msg/s and at full
+                              speed with no end-to-end window (readiness, cut subscriptions),
+                              connects/s: sluice, sluice-redis, sluice-cluster-2, aedes-redis,
+                              aedes-cluster-2 (+ the *-baseline ones with SLUICE_BASELINE_CLI);
+                              --quick: one case per phase, 200 clients, the --quick brokers
 
 Options:
   --quick                     a smoke run of a few seconds per broker (also BENCH_QUICK=1):

@@ -89,7 +89,7 @@ test("subscribePacket encodes one filter with its packet id and QoS", () => {
   );
 });
 
-test("parseSluiceCounters reads refusals by reason, throttles and open connections", () => {
+test("parseSluiceCounters reads refusals and drops by reason, throttles, connections, resets", () => {
   const text = [
     "# HELP sluice_connections_rejected_total Connections refused, by reason",
     "# TYPE sluice_connections_rejected_total counter",
@@ -101,20 +101,26 @@ test("parseSluiceCounters reads refusals by reason, throttles and open connectio
     'sluice_connections{listener="tcp",node="n1"} 4',
     'sluice_connections{listener="ws",node="n1"} 1',
     'nodejs_eventloop_lag_max_seconds{node="n1"} 0.25',
+    'sluice_redis_subscription_resets_total{node="n1"} 1',
+    'sluice_dropped_messages_total{reason="slow_consumer",node="n1"} 40',
   ].join("\n");
   const counters = parseSluiceCounters(text);
   assert.deepEqual(counters, {
     rejected: { rate: 12, per_ip: 3 },
     protocolErrors: { packet_too_large: 1 },
+    dropped: { slow_consumer: 40 },
     throttled: 2,
     messagesReceived: 700,
     openConnections: 5,
     eventLoopDelayMaxMs: 250,
+    redisSubscriptionResets: 1,
   });
   const later = parseSluiceCounters(text.replace("} 12", "} 20").replace("} 2\n", "} 5\n"));
   const since = countersSince(counters, later);
   assert.deepEqual(since.rejected, { rate: 8, per_ip: 0 });
   assert.equal(since.throttled, 3);
+  assert.equal(since.redisSubscriptionResets, 0);
+  assert.equal(parseSluiceCounters("sluice_connections 1").redisSubscriptionResets, null);
 });
 
 test("PacketReader splits packets across reads; a QoS 1 template's packet id is where it says", () => {

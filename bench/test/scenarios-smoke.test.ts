@@ -141,3 +141,37 @@ test("smoke - flood --quick throttles and refuses the attackers of an in-memory 
 test("smoke - flood --quick throttles and refuses the attackers of a node over Redis", async () => {
   await floodQuick("sluice-redis");
 });
+
+test("smoke - cluster-cost --quick prices a message on each process, in memory and over Redis", async () => {
+  const output = await runQuick("cluster-cost", ["sluice", "sluice-redis"]);
+  const [goals, rate, fullSpeed, connects] = output.tables ?? [];
+  const rows = onlyTableRows({
+    rows: [],
+    tables: [rate, fullSpeed, connects].flatMap((t) => (t ? [t] : [])),
+    config: {},
+  });
+  assert.equal(rows.length, 2 + 2 + 2);
+  for (const row of [...(rate?.rows ?? []), ...(fullSpeed?.rows ?? [])]) {
+    const overRedis = row.broker === "sluice-redis";
+    assert.ok(Number(row["delivered msg/s"]) > 0, `${row.broker} delivered`);
+    assert.ok(Number(row["nodes µs/msg"]) > 0, `${row.broker}: node CPU per message`);
+    assert.notEqual(row["ready throughout"], null, "the node's /readyz was polled");
+    assert.notEqual(row["node drops"], null, "the node's /metrics was read");
+    if (overRedis) {
+      assert.ok(Number(row["Redis µs/msg"]) > 0, "Redis CPU per message");
+      assert.ok(Number(row["Redis cmds/msg"]) > 0, "Redis commands per message");
+      assert.ok(Number(row["Redis B in/msg"]) > 64, "a message's bytes reach Redis");
+      assert.notEqual(row["Redis output-buffer cuts"], null);
+    } else {
+      assert.equal(row["Redis µs/msg"], null);
+    }
+  }
+  for (const row of rate?.rows ?? []) assert.equal(row.lost, 0, `${row.broker} at a fixed rate`);
+  for (const row of fullSpeed?.rows ?? [])
+    assert.ok(Number(row.published) <= 10 * 10_000, "each publisher stopped at its cap");
+  for (const row of connects?.rows ?? []) assert.ok(Number(row["connects/s"]) > 0);
+  assert.ok(
+    goals?.rows.some((g) => String(g.measure).startsWith("node CPU per message")),
+    "the goal table compares the node over Redis with the node in memory",
+  );
+});

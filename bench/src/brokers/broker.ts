@@ -1,5 +1,6 @@
 import type { CleanupRegistry } from "../lifecycle/cleanup-registry.js";
 import type { WatchedProcess } from "../system/process-cpu.js";
+import type { BenchRedis } from "./redis.js";
 
 /** A broker set up for a measurement: where clients connect and which processes serve them. */
 export interface RunningBroker {
@@ -8,8 +9,15 @@ export interface RunningBroker {
   publisherUrls: string[];
   /** Where subscribers connect: another node than the publishers' in a cluster. */
   subscriberUrls: string[];
-  /** Broker nodes (role "broker") and Redis (role "redis"), for CPU accounting. */
+  /**
+   * Broker nodes (role "broker", publishers' node first, subscribers' last) and Redis (role
+   * "redis"), for CPU accounting.
+   */
   processes: WatchedProcess[];
+  /** Each Sluice node's HTTP port (/readyz, /metrics), in the order of `processes`. */
+  httpPorts?: number[];
+  /** The Redis the nodes share, if any: its INFO and its log. */
+  redis?: BenchRedis;
   stop(): Promise<void>;
 }
 
@@ -36,6 +44,8 @@ export interface BrokerDefinition {
 export interface StartedProcess {
   url?: string;
   process: WatchedProcess | undefined;
+  /** A Sluice node's HTTP port. */
+  httpPort?: number;
   stop(): Promise<void>;
 }
 
@@ -46,7 +56,7 @@ export interface StartedProcess {
 export function runningNodes(
   name: string,
   started: ReadonlyArray<StartedProcess & { url: string }>,
-  redis: StartedProcess | undefined,
+  redis: BenchRedis | undefined,
 ): RunningBroker {
   const first = started[0];
   const last = started[started.length - 1];
@@ -59,6 +69,8 @@ export function runningNodes(
       ...started.flatMap((n) => (n.process ? [n.process] : [])),
       ...(redis?.process ? [redis.process] : []),
     ],
+    httpPorts: started.flatMap((n) => (n.httpPort === undefined ? [] : [n.httpPort])),
+    ...(redis ? { redis } : {}),
     async stop() {
       await Promise.allSettled(started.map((n) => n.stop()));
       await redis?.stop();

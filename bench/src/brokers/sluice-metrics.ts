@@ -1,12 +1,15 @@
 /**
- * The flood scenario's view of a Sluice node's /metrics: refusals by reason, throttle
- * episodes, protocol errors and open connections, as the node itself counts them.
+ * The bench's view of a Sluice node's /metrics: refusals by reason, throttle episodes, protocol
+ * errors, dropped deliveries, open connections and cut Redis subscriptions, as the node itself
+ * counts them.
  */
 export interface SluiceCounters {
   /** sluice_connections_rejected_total by reason. */
   rejected: Record<string, number>;
   /** sluice_protocol_errors_total by reason. */
   protocolErrors: Record<string, number>;
+  /** sluice_dropped_messages_total by reason: deliveries a limit dropped (slow_consumer, queue_full). */
+  dropped: Record<string, number>;
   /** sluice_publish_throttled_total. */
   throttled: number;
   /** sluice_messages_received_total: PUBLISH packets the node took from clients. */
@@ -18,6 +21,11 @@ export interface SluiceCounters {
    * histogram on every scrape): read after a phase, a stall of the node during it.
    */
   eventLoopDelayMaxMs: number;
+  /**
+   * sluice_redis_subscription_resets_total: Redis subscriptions the node lost (cut by Redis,
+   * or dropped); null when the node does not expose the series.
+   */
+  redisSubscriptionResets: number | null;
 }
 
 const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)$/;
@@ -28,10 +36,12 @@ export function parseSluiceCounters(text: string): SluiceCounters {
   const counters: SluiceCounters = {
     rejected: {},
     protocolErrors: {},
+    dropped: {},
     throttled: 0,
     messagesReceived: 0,
     openConnections: 0,
     eventLoopDelayMaxMs: 0,
+    redisSubscriptionResets: null,
   };
   for (const line of text.split("\n")) {
     const match = SAMPLE.exec(line);
@@ -49,6 +59,9 @@ export function parseSluiceCounters(text: string): SluiceCounters {
       case "sluice_protocol_errors_total":
         add(counters.protocolErrors, labels.reason, value);
         break;
+      case "sluice_dropped_messages_total":
+        add(counters.dropped, labels.reason, value);
+        break;
       case "sluice_publish_throttled_total":
         counters.throttled += value;
         break;
@@ -60,6 +73,9 @@ export function parseSluiceCounters(text: string): SluiceCounters {
         break;
       case "nodejs_eventloop_lag_max_seconds":
         counters.eventLoopDelayMaxMs = value * 1000;
+        break;
+      case "sluice_redis_subscription_resets_total":
+        counters.redisSubscriptionResets = (counters.redisSubscriptionResets ?? 0) + value;
         break;
     }
   }
@@ -86,10 +102,15 @@ export function countersSince(before: SluiceCounters, after: SluiceCounters): Sl
   return {
     rejected: since(before.rejected, after.rejected),
     protocolErrors: since(before.protocolErrors, after.protocolErrors),
+    dropped: since(before.dropped, after.dropped),
     throttled: after.throttled - before.throttled,
     messagesReceived: after.messagesReceived - before.messagesReceived,
     openConnections: after.openConnections,
     eventLoopDelayMaxMs: after.eventLoopDelayMaxMs,
+    redisSubscriptionResets:
+      after.redisSubscriptionResets === null
+        ? null
+        : after.redisSubscriptionResets - (before.redisSubscriptionResets ?? 0),
   };
 }
 

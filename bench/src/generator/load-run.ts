@@ -36,6 +36,14 @@ export interface LoadSpec extends LoadShape, ClientSettings {
   inflightWindow: number;
   /** Messages one publisher may be ahead of its slowest subscriber (see PublisherSetup). */
   endToEndWindow: number;
+  /** Messages one publisher sends in the whole run, at most (see PublisherSetup). */
+  maxMessagesPerPublisher?: number;
+  /**
+   * After the publishers stop, how long subscribers may take to receive what is still on the
+   * way, and how long without a new message ends the wait (defaults SETTLE_MAX_MS and
+   * SETTLE_QUIET_MS): longer where a run leaves a busy broker a backlog to deliver.
+   */
+  settle?: { maxMs: number; quietMs: number };
   warmupMs: number;
   measureMs: number;
   /** Generator processes for each side (each process is single-threaded). */
@@ -211,6 +219,9 @@ export async function runLoad(
         inflightWindow: spec.inflightWindow,
         endToEndWindow: spec.endToEndWindow,
         ...(perPublisherRate === undefined ? {} : { ratePerPublisher: perPublisherRate }),
+        ...(spec.maxMessagesPerPublisher === undefined
+          ? {}
+          : { maxMessagesPerPublisher: spec.maxMessagesPerPublisher }),
       });
     });
     await withTimeout(
@@ -260,7 +271,11 @@ export async function runLoad(
         (n, s) => n + s.expectsFrom.reduce((m, p) => m + (published[p] ?? 0), 0),
         0,
       );
-      await settle(() => sum(subscribers), expected);
+      await settle(
+        () => sum(subscribers),
+        expected,
+        spec.settle ?? { maxMs: SETTLE_MAX_MS, quietMs: SETTLE_QUIET_MS },
+      );
       for (const worker of subscribers) worker.send({ type: "finish", published });
       const reports = await withTimeout(
         Promise.all(subscribers.map((w) => w.next("report"))),
@@ -285,8 +300,12 @@ export async function runLoad(
 }
 
 /** Waits until every expected message arrived, or nothing arrived for a while (bounded). */
-async function settle(received: () => number, expected: number): Promise<void> {
-  const deadline = performance.now() + SETTLE_MAX_MS;
+async function settle(
+  received: () => number,
+  expected: number,
+  { maxMs, quietMs }: { maxMs: number; quietMs: number },
+): Promise<void> {
+  const deadline = performance.now() + maxMs;
   let last = received();
   let lastChange = performance.now();
   while (performance.now() < deadline && received() < expected) {
@@ -295,7 +314,7 @@ async function settle(received: () => number, expected: number): Promise<void> {
     if (now !== last) {
       last = now;
       lastChange = performance.now();
-    } else if (performance.now() - lastChange >= SETTLE_QUIET_MS) {
+    } else if (performance.now() - lastChange >= quietMs) {
       return;
     }
   }

@@ -27,6 +27,8 @@ export interface PublisherSetup extends ClientSettings {
   endToEndWindow: number;
   /** Messages per second per publisher; absent: as fast as the window allows. */
   ratePerPublisher?: number;
+  /** Messages one publisher sends in the whole run, at most; absent: no cap but time. */
+  maxMessagesPerPublisher?: number;
 }
 
 export interface SubscriberSetup extends ClientSettings {

@@ -8,7 +8,7 @@ import { PayloadWriter } from "./payload.js";
  * Two windows: the in-flight window counts a QoS 0 message until MQTT.js has handed it to the
  * socket (its callback waits for 'drain' when the socket buffer is full) and a QoS 1/2 message
  * until acknowledged; the end-to-end window counts messages its slowest subscriber has not yet
- * received, as reported by the coordinator.
+ * received, as reported by the coordinator. A publisher never sends more than `maxMessages`.
  */
 export class PublisherLoop {
   private publishedCount = 0;
@@ -32,6 +32,7 @@ export class PublisherLoop {
     private readonly window: number,
     private readonly endToEndWindow: number,
     private readonly ratePerSecond: number | undefined,
+    private readonly maxMessages = Number.POSITIVE_INFINITY,
   ) {
     this.writer = new PayloadWriter(index, payloadBytes);
   }
@@ -81,6 +82,7 @@ export class PublisherLoop {
     let budget = Math.min(
       this.window - this.inflight,
       this.endToEndWindow - (this.publishedCount - this.deliveredThrough),
+      this.maxMessages - this.publishedCount,
     );
     if (this.ratePerSecond !== undefined) {
       const elapsedSeconds = Number(process.hrtime.bigint() - this.startedAtNs) / 1e9;
@@ -116,6 +118,7 @@ export class PublisherLoop {
 
   private scheduleNextDue(): void {
     if (this.stopped || this.timer || this.ratePerSecond === undefined) return;
+    if (this.publishedCount >= this.maxMessages) return;
     const elapsedMs = Number(process.hrtime.bigint() - this.startedAtNs) / 1e6;
     const nextDueMs = ((this.publishedCount + 1) / this.ratePerSecond) * 1000;
     this.timer = setTimeout(this.pump, Math.max(1, nextDueMs - elapsedMs));

@@ -94,6 +94,7 @@ class PublisherRole implements Role {
         setup.inflightWindow,
         setup.endToEndWindow,
         setup.ratePerPublisher,
+        setup.maxMessagesPerPublisher,
       );
     });
     return new PublisherRole(clients, loops);

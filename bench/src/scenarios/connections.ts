@@ -20,7 +20,8 @@ function brokerPid(broker: RunningBroker): number | undefined {
   return broker.processes.find((p) => p.role === "broker")?.pid;
 }
 
-async function measure(
+/** Starts the broker, opens `count` idle clients as fast as it takes them, stops it again. */
+export async function measureConnections(
   context: ScenarioContext,
   definition: BrokerDefinition,
   count: number,
@@ -78,7 +79,7 @@ export const connections: Scenario = {
     const brokers =
       options.brokers.length > 0 ? options.brokers : BROKERS.map((name) => findBroker(name));
     const rows: Array<Record<string, TableCell>> = [];
-    for (const broker of brokers) rows.push(await measure(context, broker, count));
+    for (const broker of brokers) rows.push(await measureConnections(context, broker, count));
     return {
       rows: [],
       tables: [

@@ -15,6 +15,26 @@ export interface MeasureOptions {
   medianBy: "messagesPerSecond" | "p99Ms";
   /** Extra measurements with independent tools for a case against the running broker. */
   crossCheck?: (broker: RunningBroker, loadCase: LoadCase) => Promise<CrossCheck[]>;
+  /** Figures of the scenario's own, taken alongside each measurement (see LoadProbe). */
+  probe?: (measurement: Measurement) => LoadProbe;
+}
+
+/** One measurement of measureBrokers: a case on a broker in a round. */
+export interface Measurement {
+  broker: RunningBroker;
+  loadCase: LoadCase;
+  caseIndex: number;
+  round: number;
+}
+
+/**
+ * A scenario's own figures over one measurement (process CPU, Redis counters, readiness):
+ * started as the warm-up begins, finished with the measurement's row, failed or not. It keeps
+ * what it measured itself; finish must not throw.
+ */
+export interface LoadProbe {
+  onStart(): void;
+  finish(row: ResultRow): Promise<void>;
 }
 
 interface Started {
@@ -36,7 +56,7 @@ interface Started {
 export async function measureBrokers(
   context: ScenarioContext,
   brokers: readonly BrokerDefinition[],
-  { scenario, cases, medianBy, crossCheck }: MeasureOptions,
+  { scenario, cases, medianBy, crossCheck, probe }: MeasureOptions,
 ): Promise<ResultRow[]> {
   const started: Started[] = [];
   try {
@@ -69,7 +89,14 @@ export async function measureBrokers(
             loadCase.ratePerSecond ? ` @${loadCase.ratePerSecond}/s` : ""
           }${rounds > 1 ? ` round ${round + 1}/${rounds}` : ""}`;
           const row = entry.broker
-            ? await measureCase(context, scenario, entry.broker, loadCase, label)
+            ? await measureCase(
+                context,
+                scenario,
+                entry.broker,
+                loadCase,
+                label,
+                probe?.({ broker: entry.broker, loadCase, caseIndex, round }),
+              )
             : failedRow(scenario, name, loadCase, entry.error);
           const list = results.get(key(name, caseIndex)) ?? [];
           list.push(row);
@@ -107,17 +134,24 @@ function rotate<T>(items: readonly T[], by: number): T[] {
   return [...items.slice(shift), ...items.slice(0, shift)];
 }
 
+/** The round with the median figure (the lower middle of an even count), failed rounds aside. */
+export function medianRound(
+  rounds: readonly ResultRow[],
+  by: "messagesPerSecond" | "p99Ms",
+): ResultRow | undefined {
+  const sorted = rounds.filter((r) => r.error === undefined).sort((a, b) => a[by] - b[by]);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
 /**
  * The round with the median figure, carrying every round's figures so the spread is visible.
  * A failed round counts as failed only if every round failed.
  */
 export function median(rounds: ResultRow[], by: "messagesPerSecond" | "p99Ms"): ResultRow {
-  const ok = rounds.filter((r) => r.error === undefined);
   const first = rounds[0];
   if (!first) throw new Error("no rounds measured");
-  if (ok.length === 0) return first;
-  const sorted = [...ok].sort((a, b) => a[by] - b[by]);
-  const chosen = sorted[Math.floor((sorted.length - 1) / 2)] ?? first;
+  const chosen = medianRound(rounds, by);
+  if (!chosen) return first;
   return {
     ...chosen,
     rounds: rounds.map((r) => ({
@@ -137,6 +171,20 @@ async function measureCase(
   broker: RunningBroker,
   loadCase: LoadCase,
   label: string,
+  probe: LoadProbe | undefined,
+): Promise<ResultRow> {
+  const row = await loadRow(context, scenario, broker, loadCase, label, probe);
+  await probe?.finish(row);
+  return row;
+}
+
+async function loadRow(
+  context: ScenarioContext,
+  scenario: string,
+  broker: RunningBroker,
+  loadCase: LoadCase,
+  label: string,
+  probe: LoadProbe | undefined,
 ): Promise<ResultRow> {
   const spec: LoadSpec = {
     ...loadCase,
@@ -149,6 +197,7 @@ async function measureCase(
   try {
     const result = await runLoad(spec, context.cleanup, {
       watch: broker.processes,
+      ...(probe ? { onStart: () => probe.onStart() } : {}),
       onProgress: ({ elapsedMs, published, received }) => {
         const seconds = (elapsedMs - lastAt) / 1000;
         const phase =
@@ -203,6 +252,7 @@ export function toRow(
     endToEndWindow: loadCase.endToEndWindow,
     messagesPerSecond: result.messagesPerSecond,
     publishedPerSecond: result.publishedPerSecond,
+    published: result.published,
     p50Ms: result.latency.p50Ms,
     p99Ms: result.latency.p99Ms,
     p999Ms: result.latency.p999Ms,

@@ -1,3 +1,4 @@
+import { clusterCost } from "./cluster-cost.js";
 import { connections } from "./connections.js";
 import { failoverScenario } from "./failover.js";
 import { floodScenario } from "./flood.js";
@@ -11,7 +12,8 @@ import { throughput } from "./throughput.js";
 /**
  * Every scenario `npm run bench -- <name>` knows. Each gets the same context (options,
  * cleanup registry, progress log); message-rate scenarios return rows, the others (connections,
- * storm, subscribe-storm, failover, security-overhead, flood) their own tables, all in the same JSON/Markdown report.
+ * storm, subscribe-storm, failover, security-overhead, flood, cluster-cost) their own tables, all in
+ * the same JSON/Markdown report.
  */
 export const SCENARIOS: readonly Scenario[] = [
   throughput,
@@ -22,6 +24,7 @@ export const SCENARIOS: readonly Scenario[] = [
   failoverScenario,
   securityOverhead,
   floodScenario,
+  clusterCost,
 ];
 
 export function findScenario(name: string): Scenario {

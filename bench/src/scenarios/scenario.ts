@@ -65,6 +65,8 @@ export interface ResultRow {
   /** End-to-end deliveries per second to subscribers in the measurement window. */
   messagesPerSecond: number;
   publishedPerSecond: number;
+  /** Messages published in the whole run, warm-up included (`lost` counts among these). */
+  published: number;
   p50Ms: number;
   p99Ms: number;
   p999Ms: number;

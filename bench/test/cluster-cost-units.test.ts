@@ -1,0 +1,241 @@
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { test } from "node:test";
+import { ReadinessWatch } from "../src/brokers/readiness-watch.js";
+import {
+  infoField,
+  parseCommandStats,
+  type RedisCounters,
+  redisActivitySince,
+} from "../src/brokers/redis-info.js";
+import { parseSluiceCounters } from "../src/brokers/sluice-metrics.js";
+import { type CostKey, costGoals, type MeasuredCase } from "../src/scenarios/cost-goals.js";
+import {
+  type CostFigures,
+  cpuMicrosPerMessage,
+  droppedSince,
+  perMessage,
+  readinessSummary,
+  resetsSince,
+} from "../src/scenarios/cost-probe.js";
+import type { LoadCase } from "../src/scenarios/measure-brokers.js";
+import type { ResultRow } from "../src/scenarios/scenario.js";
+import { cpuSeconds, threadCpuSeconds } from "../src/system/process-cpu.js";
+import { readSyscalls } from "../src/system/process-io.js";
+
+test("parseCommandStats and infoField read INFO text", () => {
+  const text = [
+    "# Commandstats",
+    "cmdstat_publish:calls=300,usec=900,usec_per_call=3.00,rejected_calls=0,failed_calls=0",
+    "cmdstat_client|setname:calls=2,usec=4,usec_per_call=2.00,rejected_calls=0,failed_calls=0",
+    "cmdstat_info:calls=7,usec=70,usec_per_call=10.00,rejected_calls=0,failed_calls=0",
+  ].join("\r\n");
+  assert.deepEqual(parseCommandStats(text), { publish: 300, "client|setname": 2, info: 7 });
+  const stats = "# Stats\r\ntotal_net_input_bytes:1200\r\ntotal_net_output_bytes:3400\r\n";
+  assert.equal(infoField(stats, "total_net_output_bytes"), 3400);
+  assert.ok(Number.isNaN(infoField(stats, "client_output_buffer_limit_disconnections")));
+});
+
+test("redisActivitySince leaves the bench's INFO and its earlier reply out", () => {
+  const before: RedisCounters = {
+    calls: { publish: 100, info: 3 },
+    netInputBytes: 1_000,
+    netOutputBytes: 5_000,
+  };
+  const after: RedisCounters = {
+    calls: { publish: 400, info: 5, evalsha: 20 },
+    netInputBytes: 31_000,
+    netOutputBytes: 9_000,
+  };
+  assert.deepEqual(redisActivitySince({ counters: before, statsReplyBytes: 1_000 }, after), {
+    commands: 320,
+    byCommand: { publish: 300, evalsha: 20 },
+    netInputBytes: 30_000,
+    netOutputBytes: 3_000,
+  });
+});
+
+test("resetsSince adds the nodes' growth, null when no node has the series", () => {
+  assert.equal(resetsSince([null, null], [null, null]), null);
+  assert.equal(resetsSince([2, null], [5, null]), 3);
+  assert.equal(resetsSince([], [1, 4]), 5);
+});
+
+test("droppedSince adds the nodes' drops by reason; a node that did not answer counts nothing", () => {
+  const node = (slow: number, full: number) =>
+    parseSluiceCounters(
+      [
+        `sluice_dropped_messages_total{reason="slow_consumer"} ${slow}`,
+        `sluice_dropped_messages_total{reason="queue_full"} ${full}`,
+      ].join("\n"),
+    );
+  assert.equal(droppedSince([], []), null);
+  assert.deepEqual(droppedSince([node(5, 0), node(0, 0)], [node(105, 0), node(20, 3)]), {
+    slow_consumer: 120,
+    queue_full: 3,
+  });
+  assert.deepEqual(droppedSince([node(5, 0), null], [node(6, 0), null]), {
+    slow_consumer: 1,
+    queue_full: 0,
+  });
+});
+
+test("readinessSummary - one unanswered or 503 poll of any node makes it not ready", () => {
+  const node = (notReady: number, failed: number) => ({
+    polls: 20,
+    notReady,
+    failed,
+    firstNotReadyMs: notReady + failed > 0 ? 300 : null,
+  });
+  assert.deepEqual(readinessSummary(null), { ready: null, text: null });
+  assert.deepEqual(readinessSummary([node(0, 0), node(0, 0)]), { ready: true, text: "0 of 40" });
+  assert.deepEqual(readinessSummary([node(2, 1), node(0, 0)]), {
+    ready: false,
+    text: "3 of 40 (1 unanswered)",
+  });
+});
+
+function figures(nodeSeconds: number[], redisSeconds: number | null): CostFigures {
+  const names = nodeSeconds.length === 1 ? ["node"] : ["node A", "node B"];
+  return {
+    windowSeconds: 2,
+    processes: [
+      ...nodeSeconds.map((cpuSeconds, i) => ({ name: names[i] ?? "", pid: i + 1, cpuSeconds })),
+      ...(redisSeconds === null ? [] : [{ name: "redis", pid: 99, cpuSeconds: redisSeconds }]),
+    ],
+    redis:
+      redisSeconds === null
+        ? null
+        : {
+            commands: 10_000,
+            byCommand: { publish: 10_000 },
+            netInputBytes: 0,
+            netOutputBytes: 0,
+            readSyscalls: 400,
+          },
+    readiness: [{ polls: 20, notReady: 0, failed: 0, firstNotReadyMs: null }],
+    redisOutputBufferCuts: redisSeconds === null ? null : 0,
+    nodeSubscriptionResets: null,
+    nodeDroppedMessages: null,
+    cpuPressurePercent: 10,
+  };
+}
+
+const row = (messagesPerSecond: number, p99Ms = 1): ResultRow =>
+  ({ messagesPerSecond, p99Ms }) as ResultRow;
+
+test("cpuMicrosPerMessage divides the window's CPU by the window's deliveries", () => {
+  // 0.1 s of CPU in a 2 s window = 5 %; at 5,000 msg/s that is 10 µs per message
+  assert.equal(cpuMicrosPerMessage(row(5_000), figures([0.1], null), "node"), 10);
+  assert.equal(cpuMicrosPerMessage(row(5_000), figures([0.1, 0.3], 0.02), "node"), 40);
+  assert.equal(cpuMicrosPerMessage(row(5_000), figures([0.1], null), "redis"), null);
+  assert.equal(perMessage(400, row(5_000), figures([0.1], 0.02)), 0.04);
+  assert.equal(perMessage(400, row(0), figures([0.1], 0.02)), null);
+});
+
+test("costGoals - ratios of the same case, met or not, only for cases the run had", () => {
+  const loadCase = {} as LoadCase;
+  const measured = (key: CostKey, r: ResultRow, f: CostFigures): MeasuredCase => ({
+    key,
+    loadCase,
+    row: r,
+    figures: f,
+    rounds: [{ row: r, figures: f }],
+  });
+  const cases: MeasuredCase[] = [
+    measured({ broker: "sluice", kind: "rate", qos: 1 }, row(5_000, 2), figures([0.1], null)),
+    measured(
+      { broker: "sluice-redis", kind: "rate", qos: 1 },
+      row(5_000, 5),
+      figures([0.12], 0.02),
+    ),
+    measured({ broker: "aedes-redis", kind: "rate", qos: 1 }, row(5_000, 3), figures([0.2], 0.005)),
+  ];
+  const rows = costGoals(
+    (key) =>
+      cases.find(
+        (c) => c.key.broker === key.broker && c.key.kind === key.kind && c.key.qos === key.qos,
+      ),
+    new Map([
+      ["sluice", 2_000],
+      ["sluice-redis", 1_700],
+    ]),
+    ["sluice", "sluice-redis", "aedes-redis"],
+  );
+  const find = (measure: string) => rows.find((r) => String(r.measure).startsWith(measure));
+  assert.deepEqual(
+    rows.map((r) => [r.measure, r.case]),
+    [
+      ["node CPU per message, over Redis / in memory", "5,000 msg/s, QoS 1"],
+      ["Redis CPU per message, Sluice / stock aedes + plugins", "5,000 msg/s, QoS 1"],
+      ["connects/s, over Redis / in memory", "connects"],
+      ["p99, over Redis / in memory", "5,000 msg/s, QoS 1"],
+    ],
+  );
+  assert.equal(find("node CPU")?.measured, 1.2);
+  assert.equal(find("node CPU")?.met, true);
+  assert.equal(find("Redis CPU")?.measured, 4);
+  assert.equal(find("Redis CPU")?.met, false);
+  assert.equal(find("connects/s")?.measured, 0.85);
+  assert.equal(find("p99")?.met, false);
+});
+
+test("threadCpuSeconds and readSyscalls read this process's /proc", () => {
+  const coarse = cpuSeconds(process.pid);
+  const fine = threadCpuSeconds(process.pid);
+  assert.ok(coarse !== undefined && fine !== undefined && fine > 0);
+  // the same CPU time, one in clock ticks, the other to the nanosecond
+  assert.ok(Math.abs(fine - coarse) < 0.5, `${fine} vs ${coarse}`);
+  assert.ok((readSyscalls(process.pid) ?? 0) > 0);
+  assert.equal(threadCpuSeconds(2 ** 22 + 1), undefined);
+});
+
+test("ReadinessWatch counts a node's 503 answers and failures", async () => {
+  // three answers 200, then 503 from the fourth on; the test ends after the sixth
+  let requests = 0;
+  let sixth: () => void = () => {};
+  const sixthSeen = new Promise<void>((resolve) => {
+    sixth = resolve;
+  });
+  const server = createServer((_, response) => {
+    requests++;
+    response.statusCode = requests <= 3 ? 200 : 503;
+    response.end();
+    if (requests === 6) sixth();
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  try {
+    const { port } = server.address() as AddressInfo;
+    const watch = ReadinessWatch.start(port, { intervalMs: 10, timeoutMs: 1_000, maxMs: 10_000 });
+    await sixthSeen;
+    const figures = await watch.stop();
+    assert.ok(figures.polls >= 6, `polls: ${figures.polls}`);
+    assert.equal(figures.notReady, figures.polls - 3);
+    assert.equal(figures.failed, 0);
+    assert.ok((figures.firstNotReadyMs ?? 0) >= 20);
+  } finally {
+    server.close();
+  }
+});
+
+test("ReadinessWatch counts a node that does not answer in time as failed", async () => {
+  const server = createServer(() => {
+    // never answers: the watch's timeout must
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  try {
+    const { port } = server.address() as AddressInfo;
+    const watch = ReadinessWatch.start(port, { intervalMs: 10, timeoutMs: 50, maxMs: 200 });
+    const figures = await watch.stop();
+    assert.equal(figures.polls, 1);
+    assert.equal(figures.failed, 1);
+    assert.equal(figures.firstNotReadyMs, 0);
+  } finally {
+    server.closeAllConnections();
+    server.close();
+  }
+});
