@@ -31,7 +31,7 @@ export interface Publisher {
 export class PendingPublishes {
   count = 0;
   bytes = 0;
-  private readonly drainedListeners: Array<() => void> = [];
+  private readonly answeredListeners: Array<() => void> = [];
 
   sent(bytes: number): void {
     this.count++;
@@ -41,12 +41,12 @@ export class PendingPublishes {
   answered(bytes: number): void {
     this.count--;
     this.bytes -= bytes;
-    for (const listener of this.drainedListeners) listener();
+    for (const listener of this.answeredListeners) listener();
   }
 
   /** Called after every answer (cheap listeners only: it runs once per message). */
   onAnswered(listener: () => void): void {
-    this.drainedListeners.push(listener);
+    this.answeredListeners.push(listener);
   }
 }
 
