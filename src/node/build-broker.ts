@@ -14,6 +14,7 @@ import type { SluiceMetrics } from "../observability/metrics.js";
 import type { AuditLog } from "../security/audit-log.js";
 import type { Authenticator } from "../security/authenticator.js";
 import type { SecurityFiles } from "../security/security-files.js";
+import { reclaimMemoryAfterDepartures } from "./memory-reclaim.js";
 
 export interface BrokerParts {
   config: SluiceConfig;
@@ -99,5 +100,6 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   };
   const broker = await Aedes.createBroker(options);
   parts.slot.fill(broker);
+  reclaimMemoryAfterDepartures(broker, nodeLog);
   return broker;
 }
