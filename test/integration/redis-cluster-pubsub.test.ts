@@ -199,6 +199,27 @@ describe("sharded pub/sub on a Redis Cluster", () => {
     await crossesNodes(topicOn(owned, "rs/after-cut"), "after cut");
   });
 
+  it("a shard channel whose slot moves to another primary (resharding) is subscribed there", async () => {
+    const [from, to] = cluster.servers as [RedisServer, RedisServer];
+    const channel = (await shardChannelsOn(from))[0] as string;
+    const slot = String(channels.slots[channels.all.indexOf(channel)]);
+    const fromId = (await from.bulk("CLUSTER", "MYID")).trim();
+    const toId = (await to.bulk("CLUSTER", "MYID")).trim();
+    const gaps = [logA, logB].map((log) => nextLine(log, "pubsub.gap"));
+    assert.equal(await to.command("CLUSTER", "SETSLOT", slot, "IMPORTING", fromId), "+OK");
+    assert.equal(await from.command("CLUSTER", "SETSLOT", slot, "MIGRATING", toId), "+OK");
+    const keys = await from.reply("CLUSTER", "GETKEYSINSLOT", slot, "100");
+    assert.deepEqual(keys, ["*0"], "no keys to migrate in a shard channel's slot");
+    for (const server of [to, from]) {
+      assert.equal(await server.command("CLUSTER", "SETSLOT", slot, "NODE", toId), "+OK");
+    }
+    await Promise.all(gaps);
+    const numsub = await to.reply("PUBSUB", "SHARDNUMSUB", channel);
+    assert.equal(numsub.at(-1), ":2", "both nodes subscribe it on its new primary");
+    assert.deepEqual(await from.reply("PUBSUB", "SHARDNUMSUB", channel), numsub.with(-1, ":0"));
+    await crossesNodes(topicOn([channel], "rs/after-move"), "after move");
+  });
+
   it("a primary restarted is an outage, not a reset; the nodes re-subscribe on it", async () => {
     const server = cluster.servers[1] as RedisServer;
     const owned = await shardChannelsOn(server);
