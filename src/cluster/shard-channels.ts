@@ -3,8 +3,7 @@ import calculateSlot from "cluster-key-slot";
 /**
  * How many shard channels carry a Redis Cluster's pub/sub. Every node subscribes all of them and
  * publishes each topic to one, so all nodes of a Sluice cluster must use the same number: it is
- * a constant, not a setting. 64 spread over the slots fall 21/22/21 on three primaries' slot
- * ranges (with the default prefix), and stay within a few channels of even on a handful more.
+ * a constant, not a setting. Their 64 slots fall 21/22/21 on three primaries' slot ranges.
  */
 export const SHARD_CHANNEL_COUNT = 64;
 
@@ -15,8 +14,9 @@ const FNV_PRIME = 0x01000193;
 /**
  * The shard channels of a Redis Cluster's pub/sub, `<keyPrefix>pubsub:{<n>}` for n below
  * SHARD_CHANNEL_COUNT, and which one a topic goes to. The hash tag `{<n>}` puts each channel in
- * its own slot, so the channels spread over the primaries; a topic always maps to the same
- * channel, so one node's messages on a topic go through one primary, in order.
+ * its own slot whatever the prefix (unless the prefix has braces of its own), so the channels
+ * spread over the primaries; a topic always maps to the same channel, so one node's messages on
+ * a topic go through one primary, in order.
  */
 export class ShardChannels {
   /** Every channel, by number. */
