@@ -16,7 +16,8 @@ const run = promisify(execFile);
  */
 export class RedisCluster {
   private constructor(
-    private readonly servers: RedisServer[],
+    /** The primaries, to ask each for its own view (INFO, PUBSUB, CLIENT). */
+    readonly servers: RedisServer[],
     private readonly dir: string,
   ) {}
 
@@ -51,6 +52,14 @@ export class RedisCluster {
       await cluster.stop();
       throw error;
     }
+  }
+
+  /**
+   * Resolves once every node reports `cluster_state:ok` again, e.g. after a primary restarted:
+   * a primary that rejoins refuses commands (CLUSTERDOWN) for a while first.
+   */
+  async waitUntilOk(): Promise<void> {
+    for (const port of this.ports) await waitForClusterOk(port);
   }
 
   async stop(): Promise<void> {

@@ -5,7 +5,7 @@ import type { ConnectionOptions } from "node:tls";
 import { Cluster, Redis, type RedisOptions } from "ioredis";
 import type { SluiceConfig } from "../config/schema.js";
 import { redisEmitter } from "../engine/emitters.js";
-import { PendingPublishes } from "../engine/local-first.js";
+import { PendingPublishes, type Publisher } from "../engine/local-first.js";
 import type { QueueLimits } from "../engine/persistence-types.js";
 import { RedisPersistence } from "../engine/redis-persistence.js";
 import { asError } from "../errors.js";
@@ -14,10 +14,15 @@ import { checkPubsubOutputLimit, type LimitTarget } from "../redis/output-buffer
 import type { RedisClient } from "../redis/redis-client.js";
 import { PersistenceKeys } from "../redis/redis-keys.js";
 import { coalesceEveryWrite } from "../transport/write-coalescing.js";
+import { ShardChannels } from "./shard-channels.js";
+import { type ShardConnector, ShardedSubscriber } from "./sharded-subscriber.js";
 import { SubscriptionBatcher } from "./subscription-batcher.js";
 import { SubscriptionLag } from "./subscription-lag.js";
 
 type RedisConfig = NonNullable<SluiceConfig["redis"]>;
+
+/** A connection the fabric watches: one to Redis, or the sharded subscriber's set of them. */
+type FabricConnection = RedisClient | ShardedSubscriber;
 
 /** What a fabric tells whoever listens, at any time after it is built. */
 export interface RedisFabricEvents {
@@ -64,7 +69,7 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
       this.subscriptionLag?.onChange(listener);
     },
   };
-  private readonly connections: RedisClient[];
+  private readonly connections: FabricConnection[];
   /** The persistence's connection on a Cluster (its keys spread over the slots), else state. */
   private readonly stored: RedisClient;
   /** Where the persistence keeps retained messages (one hash, or one key per topic). */
@@ -75,7 +80,7 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
   private announcedPrimary: string | undefined;
   private lastRetainedCount = 0;
   private lastRetainedCountAt = 0;
-  private readonly ready = new Set<RedisClient>();
+  private readonly ready = new Set<FabricConnection>();
   /** Losses of the connections other than the subscriber, since start. */
   private otherLosses = 0;
   private up = false;
@@ -97,17 +102,29 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     });
     const stored = clustered ? connect({ keyPrefix: config.keyPrefix }) : state;
     const publisher = connect({});
-    if (publisher instanceof Cluster)
-      publishThroughOneSlot(publisher, `${config.keyPrefix}{pubsub}`);
     // Subscriber mode allows no INFO, so no ready check on this one. Its name finds it in
     // CLIENT LIST (its lag).
     const subscriberName = `sluice-sub-${randomBytes(6).toString("hex")}`;
-    const subscriber = connect({ enableReadyCheck: false, connectionName: subscriberName });
+    let subscriber: Redis | ShardedSubscriber;
+    let route: Publisher = publisher;
+    if (publisher instanceof Cluster) {
+      const channels = new ShardChannels(config.keyPrefix);
+      subscriber = new ShardedSubscriber(
+        publisher,
+        channels.all,
+        channels.slots,
+        shardConnector(config, subscriberName),
+        log,
+      );
+      route = { publish: (topic, message) => publisher.spublish(channels.of(topic), message) };
+    } else {
+      subscriber = connect({ enableReadyCheck: false, connectionName: subscriberName }) as Redis;
+    }
     this.state = state;
     this.stored = stored;
     this.connections = [...new Set([state, stored, publisher, subscriber])];
     for (const connection of this.connections) {
-      this.watch(connection, connection === subscriber);
+      if (connection !== subscriber) this.watch(connection as RedisClient);
       coalesceCommands(connection);
     }
     this.watchSubscriber(
@@ -116,9 +133,16 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     );
     if (config.sentinels && config.name) this.followSwitchovers(config);
     this.persistence = new RedisPersistence({ db: stored, log, ...queue });
-    // Its types name Redis only; it uses nothing a Cluster lacks (publish, (p)subscribe, events).
-    this.mq = redisEmitter(publisher as Redis, subscriber as Redis, log, this.pending);
-    // A Cluster's subscriber is on whichever node ioredis picks: its lag is not looked up.
+    // Its types name Redis only; it uses nothing a Cluster or the sharded subscriber lacks
+    // (events, and (p)subscribe on the subscriber; every message goes through `route`).
+    this.mq = redisEmitter(
+      publisher as Redis,
+      subscriber as unknown as Redis,
+      log,
+      this.pending,
+      route,
+    );
+    // A Cluster's subscriber has a connection per primary: their lag is not looked up.
     this.subscriptionLag =
       state instanceof Redis ? new SubscriptionLag(state, subscriberName, log) : undefined;
     this.subscriptionLag?.start();
@@ -191,8 +215,8 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
    * message published elsewhere at that moment never reached this node's clean-session
    * clients (a test waited forever for one). A PING queued after the re-sent (P)SUBSCRIBEs is
    * answered once Redis has them all (the batcher sends them a turn later: the PING waits for
-   * it); only then is the connection ready. A Cluster's subscriber is its own connection inside
-   * ioredis, re-subscribed there: its 'ready' stands.
+   * it); only then is the connection ready. On a Cluster the subscriber is the sharded one,
+   * ready when every shard channel is subscribed on its primary: its 'ready' stands.
    *
    * A loss is a cut of the subscription (counted, and logged as `redis.subscription_reset`)
    * when every other connection of the node was ready when the subscriber went and none of
@@ -202,15 +226,28 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
    * within the same few turns, well before the first reconnect (100 ms): that is an outage,
    * reported by `redis.down`, not a cut. The decision waits for the subscriber's return, so
    * the other connections' losses of the same outage, in whatever order they arrive, are
-   * seen. A Cluster replaces a lost subscriber connection inside ioredis, unseen here: its
-   * cuts are neither counted nor recovered from.
+   * seen. On a Cluster the other connections are Clusters, which stay ready while one primary
+   * is lost: there the sharded subscriber also says whether its loss was Redis closing its
+   * connections alone (interruptedAlone) rather than a primary lost or a slot moved.
    */
-  private watchSubscriber(subscriber: RedisClient, batcher: SubscriptionBatcher | undefined): void {
+  private watchSubscriber(
+    subscriber: Redis | ShardedSubscriber,
+    batcher: SubscriptionBatcher | undefined,
+  ): void {
     let lost = false;
     let losses = 0;
     /** When the subscriber was lost while the others were ready, and their losses then. */
     let cut: { at: number; otherLosses: number } | undefined;
-    subscriber.on("close", () => {
+    const gone = (): void => {
+      this.ready.delete(subscriber);
+      this.update();
+    };
+    const events = subscriber as NodeJS.EventEmitter;
+    events.on("end", gone);
+    // ioredis emits 'error' on every failed reconnect: state changes are logged in update().
+    events.on("error", () => {});
+    events.on("close", () => {
+      gone();
       if (!lost) {
         cut = this.othersReady(subscriber)
           ? { at: Date.now(), otherLosses: this.otherLosses }
@@ -219,19 +256,20 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
       lost = true;
       losses++;
     });
-    subscriber.on("ready", () => {
+    events.on("ready", () => {
       const since = losses;
       const subscribed = (): void => {
         if (since !== losses) return;
         this.markReady(subscriber);
         if (!lost) return;
         lost = false;
-        if (cut !== undefined && cut.otherLosses === this.otherLosses) {
+        const alone = !(subscriber instanceof ShardedSubscriber) || subscriber.interruptedAlone;
+        if (cut !== undefined && cut.otherLosses === this.otherLosses && alone) {
           this.subscriptionReset(Date.now() - cut.at);
         }
         this.emit("subscriber-restored");
       };
-      if (subscriber instanceof Cluster) {
+      if (subscriber instanceof ShardedSubscriber) {
         subscribed();
         return;
       }
@@ -245,7 +283,7 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     });
   }
 
-  private othersReady(subscriber: RedisClient): boolean {
+  private othersReady(subscriber: FabricConnection): boolean {
     return this.connections.every((c) => c === subscriber || this.ready.has(c));
   }
 
@@ -324,11 +362,11 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     }
   }
 
-  private watch(connection: RedisClient, isSubscriber: boolean): void {
-    // The subscriber's readiness is decided in watchSubscriber.
-    if (!isSubscriber) connection.on("ready", () => this.markReady(connection));
+  /** Every connection but the subscriber (watchSubscriber). */
+  private watch(connection: RedisClient): void {
+    connection.on("ready", () => this.markReady(connection));
     const lost = (): void => {
-      if (!isSubscriber) this.otherLosses++;
+      this.otherLosses++;
       this.ready.delete(connection);
       this.update();
     };
@@ -338,7 +376,7 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     connection.on("error", () => {});
   }
 
-  private markReady(connection: RedisClient): void {
+  private markReady(connection: FabricConnection): void {
     this.ready.add(connection);
     this.update();
   }
@@ -367,8 +405,8 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
 
   /**
    * The servers whose `client-output-buffer-limit` applies to this node's subscriber: the
-   * primary (directly or as Sentinel named it); on a Cluster every node, replicas too, since
-   * ioredis puts the subscriber connection on any of them.
+   * primary (directly or as Sentinel named it); on a Cluster every node, replicas too: the
+   * shard subscribers are on the primaries, and a replica becomes one on a failover.
    */
   private limitTargets(): LimitTarget[] {
     const state = this.state;
@@ -385,11 +423,11 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
 
 /**
  * The commands a connection is given in one turn of the event loop leave in one write (each
- * socket ioredis opens, reconnects included). A Cluster's node connections are its own: left
- * as they are.
+ * socket ioredis opens, reconnects included). A Cluster's node connections are its own, and
+ * the shard subscribers only SSUBSCRIBE: left as they are.
  */
-function coalesceCommands(connection: RedisClient): void {
-  if (connection instanceof Cluster) return;
+function coalesceCommands(connection: FabricConnection): void {
+  if (!(connection instanceof Redis)) return;
   connection.on("connect", () => coalesceEveryWrite(connection.stream));
 }
 
@@ -405,28 +443,21 @@ async function countKeys(cluster: Cluster, pattern: string): Promise<number> {
 }
 
 /**
- * On a Cluster, ioredis sends each keyless PUBLISH to a random primary, and the primaries
- * forward it to the others over the cluster bus: consecutive messages took different routes
- * and arrived reordered on the other Sluice nodes (seen here with 20 awaited QoS 1 messages
- * and with 300 pipelined ones, test/integration/redis-cluster.test.ts), which breaks MQTT's
- * ordered topics [MQTT-4.6.0-6]. A one-line script keyed on one hash slot sends every PUBLISH
- * of this node to that slot's primary, in order on one connection; after a failover it
- * follows the slot (MOVED) like any keyed command.
+ * Opens a sharded subscriber's connection to one Cluster node, with the options of the Cluster's
+ * own node connections. Subscriber mode allows no INFO, so no ready check; the subscriber
+ * re-subscribes itself after a reconnect (it must know when that is answered).
  */
-function publishThroughOneSlot(cluster: Cluster, slotKey: string): void {
-  cluster.defineCommand("publishInSlot", {
-    numberOfKeys: 1,
-    lua: "return redis.call('PUBLISH', ARGV[1], ARGV[2])",
-  });
-  const publishInSlot = (
-    cluster as unknown as {
-      publishInSlot(key: string, channel: string, message: Buffer | string): Promise<number>;
-    }
-  ).publishInSlot.bind(cluster);
-  // mqemitter-redis calls publish(channel, message) and awaits the promise.
-  const publish = (channel: string, message: Buffer | string): Promise<number> =>
-    publishInSlot(slotKey, channel, message);
-  Object.defineProperty(cluster, "publish", { value: publish });
+function shardConnector(config: RedisConfig, connectionName: string): ShardConnector {
+  const options = connectionOptions(config);
+  return (host, port) =>
+    new Redis({
+      ...options,
+      host,
+      port,
+      enableReadyCheck: false,
+      autoResubscribe: false,
+      connectionName,
+    });
 }
 
 /**

@@ -217,7 +217,7 @@ const redisSchema = z.strictObject({
     .array(redisEndpoint)
     .optional()
     .describe(
-      "Redis Cluster: seed nodes; the rest of the cluster is discovered from them. Sluice's own keys share one hash slot (`<keyPrefix>{state}:`); retained messages spread over the slots.",
+      "Redis Cluster: seed nodes; the rest of the cluster is discovered from them. Sluice's own keys share one hash slot (`<keyPrefix>{state}:`); retained messages spread over the slots; pub/sub between nodes is sharded (SPUBLISH/SSUBSCRIBE, Redis 7 or later), spread over the primaries.",
     ),
   tls: z
     .strictObject({
@@ -242,7 +242,7 @@ const redisSchema = z.strictObject({
     .string()
     .default("sluice:")
     .describe(
-      "Prefix of every Redis key Sluice writes. Pub/sub channels ignore it (and the database number): two Sluice clusters must not share one Redis.",
+      "Prefix of every Redis key Sluice writes. On a single Redis or Sentinel, pub/sub channels ignore it (and the database number): two Sluice clusters must not share one Redis. On a Redis Cluster the shard channels carry it (`<keyPrefix>pubsub:{0}` to `{63}`).",
     ),
   nodeLeaseSeconds: z
     .number()

@@ -6,6 +6,7 @@ import type { Logger } from "../observability/logger.js";
 import {
   deliverLocallyFirst,
   type PendingPublishes,
+  type Publisher,
   type RedisEmitterShape,
 } from "./local-first.js";
 
@@ -36,12 +37,17 @@ export function memoryEmitter(concurrency: number): Emitter {
  * the connections to the fabric, which ends them whether or not Redis answers: the package's
  * own close() QUITs them and, during a Redis outage, neither called back nor handled the
  * failed QUIT (an unhandled rejection at every shutdown in an outage).
+ *
+ * `route` sends each message (by default a PUBLISH on the topic, on `publisher`); the
+ * subscriber is anything that answers mqemitter-redis' (p)(un)subscribe calls and emits its
+ * `messageBuffer`/`pmessageBuffer` events (on a Redis Cluster, the fabric's sharded subscriber).
  */
 export function redisEmitter(
   publisher: Redis,
   subscriber: Redis,
   log: Logger,
   pending?: PendingPublishes,
+  route: Publisher = publisher,
 ): Emitter {
   const emitter = deliverLocallyFirst(
     () =>
@@ -51,7 +57,7 @@ export function redisEmitter(
           closing?: boolean;
           _close?: (callback: () => void) => void;
         },
-    publisher,
+    route,
     subscriber,
     pending,
   );

@@ -23,7 +23,10 @@ export interface RedisEmitterShape {
   _ignoredTopicsSet?: Set<string>;
 }
 
-/** Where the PUBLISH goes: the fabric's publisher connection. */
+/**
+ * Where each message goes, by topic: a PUBLISH on the fabric's publisher connection, or on a
+ * Redis Cluster an SPUBLISH to the topic's shard channel.
+ */
 export interface Publisher {
   publish(channel: string, message: Buffer): Promise<unknown>;
 }
@@ -103,7 +106,8 @@ const FIXSTR_MASK = 0xe0;
  *
  * - Order per publisher and topic holds for every subscriber: local ones get this node's
  *   messages in the order they were emitted, remote ones in the order of this node's PUBLISHes
- *   on one connection.
+ *   on one connection (on a Redis Cluster, a topic's SPUBLISHes all go to its shard channel's
+ *   primary, on the one connection to it).
  * - Ack-after-durable holds: `done` (aedes' publish callback, which sends the PUBACK) runs once
  *   Redis has answered the PUBLISH, and Redis answers after handing the message to every
  *   subscribed connection.
