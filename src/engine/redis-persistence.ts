@@ -78,6 +78,10 @@ export class RedisPersistence {
   private readonly acks = new TurnBatches<Acknowledgement, StoredPacket | undefined>((call) =>
     this.acknowledge(call),
   );
+  /** Queues resent at CONNECT, read for a whole turn in one script (one per session on a Cluster). */
+  private readonly queueReads = new TurnBatches<string, StoredPacket[]>((call) =>
+    this.readQueues(call),
+  );
   /** Exact filters' retained messages, read for a whole turn in one HMGET (single Redis). */
   private readonly retainedReads = new TurnBatches<string, Buffer | null>((call) =>
     this.readRetained(call),
@@ -255,6 +259,11 @@ export class RedisPersistence {
     });
   }
 
+  /** The session's queue, oldest first, as aedes' patched emptyQueue walks it at CONNECT. */
+  outgoingPackets(client: ClientRef): Promise<StoredPacket[]> {
+    return this.queueReads.add(this.callOf(client.id), client.id);
+  }
+
   outgoingStream(client: ClientRef): Readable {
     return Readable.from(this.queued(client.id));
   }
@@ -406,30 +415,21 @@ export class RedisPersistence {
   }
 
   private async *queued(clientId: string): AsyncGenerator<StoredPacket> {
-    const results = await this.db
-      .multi()
-      .lrange(this.keys.queue(clientId), 0, -1)
-      .hgetallBuffer(this.keys.packets(clientId))
-      .hgetall(this.keys.messageIds(clientId))
-      .exec();
-    const [entries, packets, messageIds] = (results ?? []).map(([error, value]) => {
-      if (error) throw error;
-      return value;
-    }) as [string[], Record<string, Buffer>, Record<string, string>];
-    const idOf = new Map<string, number>();
-    for (const [messageId, entry] of Object.entries(messageIds)) {
-      idOf.set(entry, Number(messageId));
-    }
-    for (const entry of entries) {
-      const released = entry.startsWith(RELEASED);
-      const ref = released ? entry.slice(RELEASED.length) : entry;
-      const stored = packets[ref];
-      if (stored === undefined) continue;
-      const packet = msgpack.decode(stored) as StoredPacket;
-      if (released) Object.assign(packet, parseRef(ref));
-      packet.messageId = idOf.get(entry) ?? (released ? packet.messageId : undefined);
-      yield packet;
-    }
+    yield* await this.outgoingPackets({ id: clientId });
+  }
+
+  private readQueues(call: Array<Waiting<string, StoredPacket[]>>): void {
+    const keys = call.flatMap(({ item }) => this.deliveryKeys(item));
+    this.scripts.runBuffer("readQueues", keys, []).then(
+      (sessions) => {
+        call.forEach((waiting, i) => {
+          waiting.resolve(decodeQueue((sessions as QueueReply[])[i] ?? []));
+        });
+      },
+      (error: unknown) => {
+        for (const waiting of call) waiting.reject(error);
+      },
+    );
   }
 
   /**
@@ -582,6 +582,36 @@ export class RedisPersistence {
     if (this.broadcast === undefined) throw new Error("persistence is not set up");
     return this.broadcast;
   }
+}
+
+/** A session's queue as read-queues-3.lua returns it: nothing, or entries, packets and ids. */
+type QueueReply = [] | [Buffer[], Buffer[], Buffer[]];
+
+/** The packets of a queue in its order, each with the identifier it was last sent with. */
+function decodeQueue(reply: QueueReply): StoredPacket[] {
+  if (reply.length === 0) return [];
+  const [entries, packetPairs, idPairs] = reply;
+  const packets = new Map<string, Buffer>();
+  for (let i = 0; i + 1 < packetPairs.length; i += 2) {
+    packets.set((packetPairs[i] as Buffer).toString(), packetPairs[i + 1] as Buffer);
+  }
+  const idOf = new Map<string, number>();
+  for (let i = 0; i + 1 < idPairs.length; i += 2) {
+    idOf.set((idPairs[i + 1] as Buffer).toString(), Number((idPairs[i] as Buffer).toString()));
+  }
+  const queue: StoredPacket[] = [];
+  for (const buffer of entries) {
+    const entry = buffer.toString();
+    const released = entry.startsWith(RELEASED);
+    const ref = released ? entry.slice(RELEASED.length) : entry;
+    const stored = packets.get(ref);
+    if (stored === undefined) continue;
+    const packet = msgpack.decode(stored) as StoredPacket;
+    if (released) Object.assign(packet, parseRef(ref));
+    packet.messageId = idOf.get(entry) ?? (released ? packet.messageId : undefined);
+    queue.push(packet);
+  }
+  return queue;
 }
 
 /** A queued message's name within its session: the broker that took it in, and its counter. */

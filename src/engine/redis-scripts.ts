@@ -9,7 +9,8 @@ export type ScriptName =
   | "recordDeliveries"
   | "pubrel"
   | "acknowledge"
-  | "removeSubscriptions";
+  | "removeSubscriptions"
+  | "readQueues";
 
 type Reply = unknown;
 type Invoke = (...keysThenArgs: Array<string | Buffer | number>) => Promise<Reply>;
