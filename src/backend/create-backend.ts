@@ -111,7 +111,12 @@ async function onFabric(
     deps.log.child({ module: "admission" }),
   );
   counts.start();
-  const sessions = new RedisSessionRegistry(fabric.state, config.nodeId, NODE_LEASE_KEY_PREFIX);
+  const sessions = new RedisSessionRegistry(
+    fabric.state,
+    config.nodeId,
+    NODE_LEASE_KEY_PREFIX,
+    fabric.persistence,
+  );
   const ownership = new ClientOwnership(
     sessions,
     {
