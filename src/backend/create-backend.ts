@@ -11,7 +11,7 @@ import { ClusterSessionDirectory, LocalSessionDirectory } from "../cluster/sessi
 import { MemorySessionRegistry, RedisSessionRegistry } from "../cluster/session-registry.js";
 import { WillClaims } from "../cluster/will-claims.js";
 import type { SluiceConfig } from "../config/schema.js";
-import { closeWithWill, isRegisteredClient, publishVia } from "../engine/aedes-internals.js";
+import { closeWithWill, publishVia } from "../engine/aedes-internals.js";
 import { memoryEmitter } from "../engine/emitters.js";
 import { MemoryPersistence } from "../engine/memory-persistence.js";
 import type { QueueLimits } from "../engine/persistence-types.js";
@@ -121,7 +121,6 @@ async function onFabric(
     sessions,
     {
       publish: publishVia,
-      isRegistered: isRegisteredClient,
       close: (client) => void closeWithWill(client),
     },
     clusterLog,
