@@ -11,7 +11,7 @@ import { ClusterSessionDirectory, LocalSessionDirectory } from "../cluster/sessi
 import { MemorySessionRegistry, RedisSessionRegistry } from "../cluster/session-registry.js";
 import { WillClaims } from "../cluster/will-claims.js";
 import type { SluiceConfig } from "../config/schema.js";
-import { closeWithWill, isRegisteredClient, publishVia } from "../engine/aedes-internals.js";
+import { closeWithWill, publishVia } from "../engine/aedes-internals.js";
 import { memoryEmitter } from "../engine/emitters.js";
 import { MemoryPersistence } from "../engine/memory-persistence.js";
 import type { QueueLimits } from "../engine/persistence-types.js";
@@ -112,12 +112,16 @@ async function onFabric(
     deps.log.child({ module: "admission" }),
   );
   counts.start();
-  const sessions = new RedisSessionRegistry(fabric.state, config.nodeId, NODE_LEASE_KEY_PREFIX);
+  const sessions = new RedisSessionRegistry(
+    fabric.state,
+    config.nodeId,
+    NODE_LEASE_KEY_PREFIX,
+    fabric.persistence,
+  );
   const ownership = new ClientOwnership(
     sessions,
     {
       publish: publishVia,
-      isRegistered: isRegisteredClient,
       close: (client) => void closeWithWill(client),
     },
     clusterLog,

@@ -11,8 +11,6 @@ export function takeoverTopic(nodeId: string): string {
 export interface OwnershipEngine {
   /** Sends a takeover message to another node (over the cluster's pub/sub), via a client's broker. */
   publish(via: Client, topic: string, payload: Buffer): void;
-  /** Whether aedes has registered this client (CONNACK sent or being sent). */
-  isRegistered(client: Client): boolean;
   /** Closes a connection that lost its client id to a newer one. */
   close(client: Client): void;
 }
@@ -22,6 +20,8 @@ interface Held extends OwnedConnection {
   /** A newer connection elsewhere owns the id; close this one as soon as aedes registers it. */
   superseded: boolean;
 }
+
+type SupersedeCause = "takeover" | "local" | "late" | "reconcile";
 
 /** Owner entries per reconcile script: small enough to keep Redis responsive. */
 const RECONCILE_BATCH = 500;
@@ -35,7 +35,10 @@ const RECONCILE_BATCH = 500;
  * run whenever Redis comes back: every connection held here is checked against Redis.
  */
 export class ClientOwnership {
+  /** Per client id, the newest connection claimed here. */
   private readonly held = new Map<string, Held>();
+  /** Connections aedes registered (CONNACK sent or being sent), whether it still lists them. */
+  private readonly registeredClients = new WeakSet<Client>();
   /** Releases that failed while Redis was down, retried on the next reconcile. */
   private readonly pendingReleases = new Map<string, number>();
 
@@ -45,9 +48,16 @@ export class ClientOwnership {
     private readonly log: Logger,
   ) {}
 
-  /** A CONNECT claimed its id with this epoch; tell the node it displaced, if any. */
+  /**
+   * A CONNECT claimed its id with this epoch; an older connection of the id here is closed (now
+   * if registered, else instead of registering), and the node it displaced, if any, is told.
+   */
   claimed(client: Client, owned: OwnedConnection, displacedNode: string | undefined): void {
+    const older = this.held.get(owned.clientId);
     this.held.set(owned.clientId, { ...owned, client, superseded: false });
+    // aedes closes the connection it lists under the id when the new one registers, but CONNECTs
+    // of one id that register concurrently, or out of claim order, left older ones open.
+    if (older !== undefined && older.client !== client) this.supersede(older, "local");
     if (displacedNode !== undefined) {
       this.engine.publish(
         client,
@@ -57,10 +67,22 @@ export class ClientOwnership {
     }
   }
 
+  /**
+   * Whether aedes may register this connection, which closes the one it lists under the id:
+   * only the newest claim of the id, not taken over meanwhile. [MQTT-3.1.4-2] is for a newer
+   * connection; an older one registering late would close the newer.
+   */
+  mayRegister(client: Client): boolean {
+    const held = this.held.get(client.id);
+    return held?.client === client && !held.superseded;
+  }
+
   /** aedes registered the client: close it now if it was taken over while connecting. */
   registered(client: Client): void {
+    this.registeredClients.add(client);
     const held = this.held.get(client.id);
-    if (held?.client === client && held.superseded) this.supersede(held, "late");
+    if (held?.client !== client) this.close(client, "late");
+    else if (held.superseded) this.supersede(held, "late");
   }
 
   /** The connection ended: drop its owner entry unless a newer connection holds the id. */
@@ -112,13 +134,16 @@ export class ClientOwnership {
     );
   }
 
-  private supersede(held: Held, cause: "takeover" | "late" | "reconcile"): void {
+  private supersede(held: Held, cause: SupersedeCause): void {
     held.superseded = true;
-    if (!this.engine.isRegistered(held.client)) return;
+    if (this.registeredClients.has(held.client)) this.close(held.client, cause);
+  }
+
+  private close(client: Client, cause: SupersedeCause): void {
     this.log.debug(
-      { event: "client.taken_over", clientId: held.clientId, cause },
-      "client id taken over by a newer connection on another node",
+      { event: "client.taken_over", clientId: client.id, cause },
+      "client id taken over by a newer connection",
     );
-    this.engine.close(held.client);
+    this.engine.close(client);
   }
 }

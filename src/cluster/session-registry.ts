@@ -1,5 +1,10 @@
+import { RedisScripts } from "../engine/redis-scripts.js";
+import { TurnBatches, type Waiting } from "../engine/turn-batches.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import { unlessRedisUnavailable } from "../redis/redis-unavailable.js";
+
+/** The registry's Lua scripts, next to this module (the build copies them to dist). */
+const SCRIPT_DIR = new URL("./lua/", import.meta.url);
 
 /**
  * The outcome of a CONNECT's claim on its client id. In a cluster, an accepted claim also makes
@@ -21,9 +26,20 @@ export interface SessionRegistry {
    * Atomically: refuses when a stored session of this client id, or its live connection on
    * another node, belongs to another identity; otherwise records the CONNECT (clean session 1
    * discards the stored one [MQTT-3.1.2-6]) and says whether a session existed. Call only
-   * after authentication.
+   * after authentication, with the connecting client (aedes' own object).
    */
-  claim(clientId: string, clean: boolean, username: string | undefined): Promise<SessionClaim>;
+  claim(client: ClaimingClient, username: string | undefined): Promise<SessionClaim>;
+}
+
+/** A connecting client, as aedes has it once the CONNECT is read. */
+export interface ClaimingClient {
+  id: string;
+  clean: boolean;
+}
+
+/** Reads a connecting client's stored session ahead, in the turn of its claim. */
+export interface SessionReadAhead {
+  readAhead(client: ClaimingClient): void;
 }
 
 /** The holder as stored: the username, or a marker no username can equal for anonymous. */
@@ -36,8 +52,7 @@ export class MemorySessionRegistry implements SessionRegistry {
   private readonly holders = new Map<string, string>();
 
   async claim(
-    clientId: string,
-    clean: boolean,
+    { id: clientId, clean }: ClaimingClient,
     username: string | undefined,
   ): Promise<SessionClaim> {
     const holder = holderOf(username);
@@ -68,63 +83,14 @@ const SESSIONS = "sessions";
 const OWNERS = "owners";
 const LAST_EPOCH = "owner-epoch";
 
-/**
- * KEYS sessions, owners, last epoch; ARGV client id, "1" for clean session, holder, node id,
- * the key of a node lease without the node id. An owner entry is "epoch|node|holder". Epochs
- * start from Redis' clock in microseconds, so they keep growing even after Redis lost its data.
- */
-const CLAIM = `
-local owner = redis.call("HGET", KEYS[2], ARGV[1])
-local displaced = ""
-if owner then
-  local _, node, holder = string.match(owner, "^(%d+)|([^|]*)|(.*)$")
-  if node and node ~= ARGV[4] and redis.call("EXISTS", ARGV[5] .. node) == 1 then
-    if holder ~= ARGV[3] then return {-1, 0, ""} end
-    displaced = node
-  end
-end
-local previous = redis.call("HGET", KEYS[1], ARGV[1])
-if previous and previous ~= ARGV[3] then return {-1, 0, ""} end
-local existed = 0
-if ARGV[2] == "1" then
-  redis.call("HDEL", KEYS[1], ARGV[1])
-else
-  redis.call("HSET", KEYS[1], ARGV[1], ARGV[3])
-  if previous then existed = 1 end
-end
-local now = redis.call("TIME")
-local epoch = tonumber(now[1]) * 1000000 + tonumber(now[2])
-local last = tonumber(redis.call("GET", KEYS[3]) or "0")
-if epoch <= last then epoch = last + 1 end
--- Lua 5.1 numbers are doubles: written with %d, not "..", which would round them to 14 digits
-local text = string.format("%d", epoch)
-redis.call("SET", KEYS[3], text)
-redis.call("HSET", KEYS[2], ARGV[1], text .. "|" .. ARGV[4] .. "|" .. ARGV[3])
-return {existed, text, displaced}`;
+/** The registry's scripts, in `lua/` here (`<name>-<numberOfKeys>.lua`). */
+type ScriptName = "claimClientIds" | "releaseOwner" | "confirmOwners";
 
-/** KEYS owners; ARGV client id, epoch: drops the entry only if that epoch still owns it. */
-const RELEASE = `
-local owner = redis.call("HGET", KEYS[1], ARGV[1])
-if owner and string.sub(owner, 1, #ARGV[2] + 1) == ARGV[2] .. "|" then
-  return redis.call("HDEL", KEYS[1], ARGV[1])
-end
-return 0`;
-
-/**
- * KEYS owners; ARGV pairs of client id and owner entry. Returns the client ids owned by a newer
- * entry; entries Redis lost (restart without data) are written back, since nobody claimed them.
- */
-const CONFIRM = `
-local lost = {}
-for i = 1, #ARGV, 2 do
-  local current = redis.call("HGET", KEYS[1], ARGV[i])
-  if not current then
-    redis.call("HSET", KEYS[1], ARGV[i], ARGV[i + 1])
-  elseif current ~= ARGV[i + 1] then
-    lost[#lost + 1] = ARGV[i]
-  end
-end
-return lost`;
+interface ClaimRequest {
+  clientId: string;
+  clean: boolean;
+  holder: string;
+}
 
 /** A connection this node owns: its client id and the epoch of its claim. */
 export interface OwnedConnection {
@@ -134,54 +100,44 @@ export interface OwnedConnection {
 }
 
 /**
- * The cluster's sessions and live owners, in two Redis hashes, each claim one atomic script:
- * a client id is owned by exactly one connection in the cluster, the one with the newest
- * epoch. The key prefix applies to every key (ioredis `keyPrefix`).
+ * The cluster's sessions and live owners, in two Redis hashes: a client id is owned by exactly
+ * one connection in the cluster, the one with the newest epoch. The claims of one turn of the
+ * event loop (every CONNECT authenticated in it) go to Redis as one script, applied in order
+ * and atomically; each client's stored session is read ahead in the same turn, so that lookup,
+ * claim and ownership cost a CONNECT one round trip. The key prefix applies to every key
+ * (ioredis `keyPrefix`).
  */
 export class RedisSessionRegistry implements SessionRegistry {
   private readonly leaseKeyPrefix: string;
+  private readonly scripts: RedisScripts<ScriptName>;
+  private readonly claims = new TurnBatches<ClaimRequest, SessionClaim>((call) =>
+    this.claimAll(call),
+  );
 
   constructor(
     private readonly redis: RedisClient,
     private readonly nodeId: string,
     /** The node lease key's prefix inside Redis: the scripts build other nodes' lease keys. */
     leaseKeyPrefix: string,
+    /** The persistence, whose reads of a connecting client go out with its claim. */
+    private readonly sessions: SessionReadAhead,
   ) {
     this.leaseKeyPrefix = `${redis.options.keyPrefix ?? ""}${leaseKeyPrefix}`;
+    this.scripts = new RedisScripts<ScriptName>(redis, SCRIPT_DIR);
   }
 
-  async claim(
-    clientId: string,
-    clean: boolean,
-    username: string | undefined,
-  ): Promise<SessionClaim> {
-    const [existed, epochText, displaced] = (await unlessRedisUnavailable(
-      "the client id claim",
-      this.redis.eval(
-        CLAIM,
-        3,
-        SESSIONS,
-        OWNERS,
-        LAST_EPOCH,
-        clientId,
-        clean ? "1" : "0",
-        holderOf(username),
-        this.nodeId,
-        this.leaseKeyPrefix,
-      ),
-    )) as [number, string | number, string];
-    if (existed === -1) return { refused: true };
-    const epoch = Number(epochText);
-    return {
-      refused: false,
-      existed: existed === 1,
-      owner: displaced === "" ? { epoch } : { epoch, displacedNode: displaced },
-    };
+  claim(client: ClaimingClient, username: string | undefined): Promise<SessionClaim> {
+    this.sessions.readAhead(client);
+    return this.claims.add("", {
+      clientId: client.id,
+      clean: client.clean,
+      holder: holderOf(username),
+    });
   }
 
   /** The connection of this epoch ended: its owner entry goes, unless a newer one replaced it. */
   async release(clientId: string, epoch: number): Promise<void> {
-    await this.redis.eval(RELEASE, 1, OWNERS, clientId, String(epoch));
+    await this.scripts.run("releaseOwner", [OWNERS], [clientId, String(epoch)]);
   }
 
   /** The live connections' owner entries, up to `limit`: client id, node, epoch (µs). */
@@ -216,6 +172,40 @@ export class RedisSessionRegistry implements SessionRegistry {
     for (const { clientId, epoch, username } of owned) {
       args.push(clientId, `${epoch}|${this.nodeId}|${holderOf(username)}`);
     }
-    return (await this.redis.eval(CONFIRM, 1, OWNERS, ...args)) as string[];
+    return (await this.scripts.run("confirmOwners", [OWNERS], args)) as string[];
   }
+
+  private claimAll(call: Array<Waiting<ClaimRequest, SessionClaim>>): void {
+    const args: string[] = [this.nodeId, this.leaseKeyPrefix];
+    for (const { item } of call) args.push(item.clientId, item.clean ? "1" : "0", item.holder);
+    unlessRedisUnavailable(
+      "the client id claim",
+      this.scripts.run("claimClientIds", [SESSIONS, OWNERS, LAST_EPOCH], args),
+    ).then(
+      (reply) => {
+        const replies = reply as Array<number | string>;
+        call.forEach((waiting, i) => {
+          waiting.resolve(claimOf(replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]));
+        });
+      },
+      (error: unknown) => {
+        for (const waiting of call) waiting.reject(error);
+      },
+    );
+  }
+}
+
+/** One claim's three values in claim-client-ids-3.lua's reply. */
+function claimOf(
+  existed: number | string | undefined,
+  epochText: number | string | undefined,
+  displaced: number | string | undefined,
+): SessionClaim {
+  if (Number(existed) === -1) return { refused: true };
+  const epoch = Number(epochText);
+  return {
+    refused: false,
+    existed: Number(existed) === 1,
+    owner: displaced === "" ? { epoch } : { epoch, displacedNode: String(displaced) },
+  };
 }

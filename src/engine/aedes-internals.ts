@@ -17,6 +17,11 @@ export interface PatchedAedesOptions extends AedesOptions {
    * with the same id), for a cluster that fences ownership itself.
    */
   closeOnPeerConnect?: boolean;
+  /**
+   * Whether a connecting client may be registered (which closes the one listed under its id);
+   * one refused is closed instead, before its CONNACK.
+   */
+  mayRegister?(client: Client): boolean;
 }
 
 interface AedesWithInternals {
@@ -31,11 +36,6 @@ const internals = (broker: Aedes): AedesWithInternals => broker as unknown as Ae
 /** The broker a client belongs to (aedes sets it; its types do not show it). */
 function brokerOf(client: Client): Aedes {
   return (client as Client & { broker: Aedes }).broker;
-}
-
-/** Whether aedes registered this very connection (CONNACK sent or being sent). */
-export function isRegisteredClient(client: Client): boolean {
-  return registeredClient(brokerOf(client), client.id) === client;
 }
 
 /** A QoS 0 message from the node itself, to every node (this one included) in a cluster. */

@@ -174,9 +174,13 @@ export class MemoryPersistence {
     return cleared;
   }
 
+  /** The session's queue, oldest first, as aedes' patched emptyQueue walks it at CONNECT. */
+  async outgoingPackets(client: ClientRef): Promise<StoredPacket[]> {
+    return this.queueCopy(client.id);
+  }
+
   outgoingStream(client: ClientRef): Readable {
-    // A copy: the queue changes while aedes walks it.
-    return Readable.from([...(this.outgoing.get(client.id) ?? [])]);
+    return Readable.from(this.queueCopy(client.id));
   }
 
   async incomingStorePacket(client: ClientRef, packet: StoredPacket): Promise<void> {
@@ -247,6 +251,11 @@ export class MemoryPersistence {
   private liveRetained(): Map<string, StoredPacket> {
     if (this.retained === undefined) throw new Error("persistence is destroyed");
     return this.retained;
+  }
+
+  /** A copy: the queue changes while aedes walks it. */
+  private queueCopy(clientId: string): StoredPacket[] {
+    return [...(this.outgoing.get(clientId) ?? [])];
   }
 
   private enqueue(clientId: string, packet: StoredPacket): void {

@@ -78,6 +78,20 @@ export class RedisPersistence {
   private readonly acks = new TurnBatches<Acknowledgement, StoredPacket | undefined>((call) =>
     this.acknowledge(call),
   );
+  /** Queues resent at CONNECT, read for a whole turn in one script (one per session on a Cluster). */
+  private readonly queueReads = new TurnBatches<string, StoredPacket[]>((call) =>
+    this.readQueues(call),
+  );
+  /** Sessions read ahead at CONNECT, for a whole turn in one script (one per session on a Cluster). */
+  private readonly sessionReads = new TurnBatches<string, SessionRead>((call) =>
+    this.readSessions(call),
+  );
+  /** Per connection (aedes' client), what readAhead() read of its session. */
+  private readonly readAheads = new WeakMap<ClientRef, Promise<SessionRead>>();
+  /** Inbound QoS 2 state cleared for a whole turn in one DEL (per session on a Cluster). */
+  private readonly incomingCleans = new TurnBatches<string, void>((call) =>
+    this.deleteIncoming(call),
+  );
   /** Exact filters' retained messages, read for a whole turn in one HMGET (single Redis). */
   private readonly retainedReads = new TurnBatches<string, Buffer | null>((call) =>
     this.readRetained(call),
@@ -166,8 +180,22 @@ export class RedisPersistence {
     await this.liveBroadcast().removed(client.id, filters);
   }
 
+  /**
+   * Reads now what aedes asks of this connection's stored session as its CONNECT goes on: its
+   * subscriptions (resumed, or removed for a clean session) and whether this node holds a will
+   * of it (deleted before a new one is stored). Called with the client-id claim, both leave in
+   * one turn and share one round trip; the reads of every CONNECT in that turn are one script.
+   * Kept for this connection only: aedes asks with the same client object.
+   */
+  readAhead(client: ClientRef): void {
+    const read = this.sessionReads.add(this.callOf(client.id), client.id);
+    // Unused when the CONNECT is refused; whoever uses it hears its failure.
+    read.catch(() => {});
+    this.readAheads.set(client, read);
+  }
+
   async subscriptionsByClient(client: ClientRef): Promise<SubscriptionRequest[]> {
-    const stored = await this.db.hgetallBuffer(this.keys.subscriptions(client.id));
+    const stored = await this.storedSubscriptions(client);
     return Object.values(stored).map((value) => msgpack.decode(value) as SubscriptionRequest);
   }
 
@@ -181,7 +209,7 @@ export class RedisPersistence {
   }
 
   async cleanSubscriptions(client: ClientRef): Promise<void> {
-    const filters = await this.db.hkeys(this.keys.subscriptions(client.id));
+    const filters = Object.keys(await this.storedSubscriptions(client));
     if (filters.length > 0) await this.removeSubscriptions(client, filters);
   }
 
@@ -255,6 +283,11 @@ export class RedisPersistence {
     });
   }
 
+  /** The session's queue, oldest first, as aedes' patched emptyQueue walks it at CONNECT. */
+  outgoingPackets(client: ClientRef): Promise<StoredPacket[]> {
+    return this.queueReads.add(this.callOf(client.id), client.id);
+  }
+
   outgoingStream(client: ClientRef): Readable {
     return Readable.from(this.queued(client.id));
   }
@@ -284,7 +317,7 @@ export class RedisPersistence {
 
   /** [MQTT-3.1.2-6] A clean session's QoS 2 state ends with its connection. */
   async cleanIncoming(client: ClientRef): Promise<void> {
-    await this.db.del(this.keys.incoming(client.id));
+    await this.incomingCleans.add(this.callOf(client.id), this.keys.incoming(client.id));
   }
 
   /** A will per client and broker: a client taken over keeps the old broker's until it ends. */
@@ -306,6 +339,14 @@ export class RedisPersistence {
   }
 
   async delWill(client: ClientRef & { brokerId?: string }): Promise<StoredPacket | null> {
+    // At CONNECT, with the session read ahead: only this node writes its own wills, so none
+    // stored then means none to delete. One that a concurrent CONNECT of the id stores here
+    // meanwhile is that connection's: aedes deletes it when that connection closes.
+    const ahead = this.readAheads.get(client);
+    if (ahead !== undefined) {
+      this.readAheads.delete(client);
+      if (!(await ahead).holdsWill) return null;
+    }
     const brokerId = client.brokerId ?? this.liveBroker().id;
     const key = this.keys.wills(client.id);
     const [stored] = await Promise.all([
@@ -405,31 +446,60 @@ export class RedisPersistence {
     );
   }
 
+  /** A session's subscriptions: as read ahead for this connection, else from Redis now. */
+  private async storedSubscriptions(client: ClientRef): Promise<Record<string, Buffer>> {
+    const ahead = this.readAheads.get(client);
+    if (ahead !== undefined) return (await ahead).subscriptions;
+    return this.db.hgetallBuffer(this.keys.subscriptions(client.id));
+  }
+
+  private readSessions(call: Array<Waiting<string, SessionRead>>): void {
+    const keys = call.flatMap(({ item }) => [this.keys.subscriptions(item), this.keys.wills(item)]);
+    this.scripts.runBuffer("readSessions", keys, [this.liveBroker().id]).then(
+      (reply) => {
+        const values = reply as Array<Buffer[] | number>;
+        call.forEach((waiting, i) => {
+          const pairs = values[2 * i] as Buffer[];
+          const subscriptions: Record<string, Buffer> = {};
+          for (let p = 0; p + 1 < pairs.length; p += 2) {
+            subscriptions[(pairs[p] as Buffer).toString()] = pairs[p + 1] as Buffer;
+          }
+          waiting.resolve({ subscriptions, holdsWill: values[2 * i + 1] === 1 });
+        });
+      },
+      (error: unknown) => {
+        for (const waiting of call) waiting.reject(error);
+      },
+    );
+  }
+
+  private deleteIncoming(call: Array<Waiting<string, void>>): void {
+    this.db.del(...call.map(({ item }) => item)).then(
+      () => {
+        for (const waiting of call) waiting.resolve();
+      },
+      (error: unknown) => {
+        for (const waiting of call) waiting.reject(error);
+      },
+    );
+  }
+
   private async *queued(clientId: string): AsyncGenerator<StoredPacket> {
-    const results = await this.db
-      .multi()
-      .lrange(this.keys.queue(clientId), 0, -1)
-      .hgetallBuffer(this.keys.packets(clientId))
-      .hgetall(this.keys.messageIds(clientId))
-      .exec();
-    const [entries, packets, messageIds] = (results ?? []).map(([error, value]) => {
-      if (error) throw error;
-      return value;
-    }) as [string[], Record<string, Buffer>, Record<string, string>];
-    const idOf = new Map<string, number>();
-    for (const [messageId, entry] of Object.entries(messageIds)) {
-      idOf.set(entry, Number(messageId));
-    }
-    for (const entry of entries) {
-      const released = entry.startsWith(RELEASED);
-      const ref = released ? entry.slice(RELEASED.length) : entry;
-      const stored = packets[ref];
-      if (stored === undefined) continue;
-      const packet = msgpack.decode(stored) as StoredPacket;
-      if (released) Object.assign(packet, parseRef(ref));
-      packet.messageId = idOf.get(entry) ?? (released ? packet.messageId : undefined);
-      yield packet;
-    }
+    yield* await this.outgoingPackets({ id: clientId });
+  }
+
+  private readQueues(call: Array<Waiting<string, StoredPacket[]>>): void {
+    const keys = call.flatMap(({ item }) => this.deliveryKeys(item));
+    this.scripts.runBuffer("readQueues", keys, []).then(
+      (sessions) => {
+        call.forEach((waiting, i) => {
+          waiting.resolve(decodeQueue((sessions as QueueReply[])[i] ?? []));
+        });
+      },
+      (error: unknown) => {
+        for (const waiting of call) waiting.reject(error);
+      },
+    );
   }
 
   /**
@@ -582,6 +652,43 @@ export class RedisPersistence {
     if (this.broadcast === undefined) throw new Error("persistence is not set up");
     return this.broadcast;
   }
+}
+
+/** What readAhead() reads of a session (read-sessions-2.lua). */
+interface SessionRead {
+  subscriptions: Record<string, Buffer>;
+  /** A will of the client left with this node. */
+  holdsWill: boolean;
+}
+
+/** A session's queue as read-queues-3.lua returns it: nothing, or entries, packets and ids. */
+type QueueReply = [] | [Buffer[], Buffer[], Buffer[]];
+
+/** The packets of a queue in its order, each with the identifier it was last sent with. */
+function decodeQueue(reply: QueueReply): StoredPacket[] {
+  if (reply.length === 0) return [];
+  const [entries, packetPairs, idPairs] = reply;
+  const packets = new Map<string, Buffer>();
+  for (let i = 0; i + 1 < packetPairs.length; i += 2) {
+    packets.set((packetPairs[i] as Buffer).toString(), packetPairs[i + 1] as Buffer);
+  }
+  const idOf = new Map<string, number>();
+  for (let i = 0; i + 1 < idPairs.length; i += 2) {
+    idOf.set((idPairs[i + 1] as Buffer).toString(), Number((idPairs[i] as Buffer).toString()));
+  }
+  const queue: StoredPacket[] = [];
+  for (const buffer of entries) {
+    const entry = buffer.toString();
+    const released = entry.startsWith(RELEASED);
+    const ref = released ? entry.slice(RELEASED.length) : entry;
+    const stored = packets.get(ref);
+    if (stored === undefined) continue;
+    const packet = msgpack.decode(stored) as StoredPacket;
+    if (released) Object.assign(packet, parseRef(ref));
+    packet.messageId = idOf.get(entry) ?? (released ? packet.messageId : undefined);
+    queue.push(packet);
+  }
+  return queue;
 }
 
 /** A queued message's name within its session: the broker that took it in, and its counter. */

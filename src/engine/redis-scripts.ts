@@ -9,49 +9,52 @@ export type ScriptName =
   | "recordDeliveries"
   | "pubrel"
   | "acknowledge"
-  | "removeSubscriptions";
+  | "removeSubscriptions"
+  | "readQueues"
+  | "readSessions";
 
 type Reply = unknown;
 type Invoke = (...keysThenArgs: Array<string | Buffer | number>) => Promise<Reply>;
 
 /**
- * Loads `lua/<name>-<numberOfKeys>.lua` as ioredis commands (EVALSHA, EVAL when Redis lacks the
- * script). ioredis adds the key prefix to the keys and, on a Cluster, routes each call to its
- * keys' slot. A script that works on several sessions at once takes its number of keys per
- * session, repeated (all of one slot on a Cluster); the count is checked against the file name.
+ * Loads `<dir>/<name>-<numberOfKeys>.lua` (by default the persistence's, in `lua/` here) as
+ * ioredis commands (EVALSHA, EVAL when Redis lacks the script), named in camel case: names
+ * must differ between the folders loaded on one connection. ioredis adds the key prefix to the
+ * keys and, on a Cluster, routes each call to its keys' slot. A script that works on several
+ * sessions at once takes its number of keys per session, repeated (all of one slot on a
+ * Cluster); the count is checked against the file name.
  */
-export class RedisScripts {
-  private readonly keyCounts = new Map<ScriptName, number>();
+export class RedisScripts<Name extends string = ScriptName> {
+  private readonly keyCounts = new Map<Name, number>();
 
-  constructor(private readonly db: Redis | Cluster) {
-    for (const file of readdirSync(SCRIPT_DIR)) {
+  constructor(
+    private readonly db: Redis | Cluster,
+    dir: URL = SCRIPT_DIR,
+  ) {
+    for (const file of readdirSync(dir)) {
       const match = /^([a-z-]+)-(\d+)\.lua$/.exec(file);
       if (match === null) continue;
       const [, fileName = "", keys = "0"] = match;
       const name = fileName.replace(/-([a-z])/g, (_, letter: string) =>
         letter.toUpperCase(),
-      ) as ScriptName;
+      ) as Name;
       this.keyCounts.set(name, Number(keys));
       // No fixed count: each call passes its own.
-      db.defineCommand(name, { lua: readFileSync(new URL(file, SCRIPT_DIR), "utf8") });
+      db.defineCommand(name, { lua: readFileSync(new URL(file, dir), "utf8") });
     }
   }
 
-  run(name: ScriptName, keys: readonly string[], args: ReadonlyArray<string | Buffer | number>) {
+  run(name: Name, keys: readonly string[], args: ReadonlyArray<string | Buffer | number>) {
     return this.invoke(name, "", keys, args);
   }
 
   /** As run(), bulk replies as Buffers. */
-  runBuffer(
-    name: ScriptName,
-    keys: readonly string[],
-    args: ReadonlyArray<string | Buffer | number>,
-  ) {
+  runBuffer(name: Name, keys: readonly string[], args: ReadonlyArray<string | Buffer | number>) {
     return this.invoke(name, "Buffer", keys, args);
   }
 
   private invoke(
-    name: ScriptName,
+    name: Name,
     suffix: "" | "Buffer",
     keys: readonly string[],
     args: ReadonlyArray<string | Buffer | number>,

@@ -228,7 +228,7 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
         }
         if (admitted.rejection) refuse(admitted.rejection);
       }
-      const claim = await sessions.claim(client.id, client.clean, identity.username);
+      const claim = await sessions.claim(client, identity.username);
       if (claim.refused) return refuseTakeover();
       const displacedNode = claim.owner?.displacedNode;
       if (live || displacedNode !== undefined)

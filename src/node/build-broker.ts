@@ -1,4 +1,4 @@
-import { Aedes } from "aedes";
+import { Aedes, type Client } from "aedes";
 import type { ConnectAdmission } from "../admission/connect-admission.js";
 import type { Backend } from "../backend/backend.js";
 import type { SluiceConfig } from "../config/schema.js";
@@ -37,6 +37,7 @@ export interface BrokerParts {
 /** The aedes broker with Sluice's rules as its hooks, on the backend's store and emitter. */
 export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   const { config, backend, contexts, log } = parts;
+  const { ownership } = backend;
   const { limits } = config;
   const windows = new InflightWindows(
     { maxInflight: limits.queue.maxInflight, maxQueued: limits.queue.maxQueuedPerClient },
@@ -96,7 +97,8 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     authorizeForward: windows.observeForward(rules.authorizeForward),
     sessionPresent: (client) => contexts.get(client)?.sessionPresent === true,
     // Cluster takeover is ClientOwnership's, fenced by epochs; aedes' gossip is not.
-    closeOnPeerConnect: backend.ownership === undefined,
+    closeOnPeerConnect: ownership === undefined,
+    ...(ownership ? { mayRegister: (client: Client) => ownership.mayRegister(client) } : {}),
   };
   const broker = await Aedes.createBroker(options);
   parts.slot.fill(broker);

@@ -3,6 +3,7 @@ import {
   RateLimiterMemory,
   RateLimiterRedis,
 } from "rate-limiter-flexible";
+import { TurnBatches, type Waiting } from "../engine/turn-batches.js";
 import type { RedisClient } from "../redis/redis-client.js";
 
 export interface LockoutSettings {
@@ -45,14 +46,22 @@ export class AuthLockout {
   private readonly byIp: RateLimiterAbstract;
   private readonly byUsernameAtIp: RateLimiterAbstract;
   private readonly byUsername: RateLimiterAbstract;
+  /**
+   * Over Redis, the counters every CONNECT of one turn asks for, read in one MGET (a limiter's
+   * own get is a MULTI of GET and PTTL per counter).
+   */
+  private readonly reads: TurnBatches<string, string | null> | undefined;
 
   private constructor(
     private readonly settings: LockoutSettings,
     limiter: LimiterFactory,
+    redis?: RedisClient,
   ) {
     this.byIp = limiter(settings.perIp, "auth-ip");
     this.byUsernameAtIp = limiter(settings.perUsername, "auth-user-ip");
     this.byUsername = limiter(settings.acrossSources.alertAfter, "auth-user");
+    this.reads =
+      redis === undefined ? undefined : new TurnBatches((call) => readCounters(redis, call));
   }
 
   get blockSeconds(): number {
@@ -92,22 +101,19 @@ export class AuthLockout {
             keyPrefix,
           }),
         }),
+      redis,
     );
   }
 
   /** Whether attempts from this address, or for this username from it, are locked out now. */
   async isLockedOut(ip: string, username: string | undefined): Promise<boolean> {
     const { perIp, perUsername, acrossSources } = this.settings;
-    const [ipState, pairState, userState] = await Promise.all([
-      this.byIp.get(ip),
-      username === undefined ? null : this.byUsernameAtIp.get(pairKey(username, ip)),
-      username === undefined || !acrossSources.block ? null : this.byUsername.get(username),
+    const [ipPoints, pairPoints, userPoints] = await Promise.all([
+      this.consumed(this.byIp, ip),
+      username === undefined ? 0 : this.consumed(this.byUsernameAtIp, pairKey(username, ip)),
+      username === undefined || !acrossSources.block ? 0 : this.consumed(this.byUsername, username),
     ]);
-    return (
-      reached(ipState, perIp) ||
-      reached(pairState, perUsername) ||
-      reached(userState, acrossSources.alertAfter)
-    );
+    return ipPoints >= perIp || pairPoints >= perUsername || userPoints >= acrossSources.alertAfter;
   }
 
   /** Records a failed attempt; a key that reaches its limit is blocked for `blockSeconds`. */
@@ -136,6 +142,23 @@ export class AuthLockout {
     ]);
   }
 
+  /**
+   * The points a key has consumed (failures counted, or more once blocked). Over Redis the
+   * counter is read in its turn's MGET; if that fails, the limiter's own get answers (from its
+   * in-memory insurance limiter while Redis is down).
+   */
+  private async consumed(limiter: RateLimiterAbstract, key: string): Promise<number> {
+    if (this.reads !== undefined) {
+      try {
+        const value = await this.reads.add("", limiter.getKey(key));
+        return value === null ? 0 : Number.parseInt(value, 10);
+      } catch {
+        // fall through to the limiter
+      }
+    }
+    return (await limiter.get(key))?.consumedPoints ?? 0;
+  }
+
   /** Counts one failure; true when it is the one that reaches the limit and starts the block. */
   private async fail(limiter: RateLimiterAbstract, key: string, points: number): Promise<boolean> {
     // consume() rejects with the limiter state once points run out; either way we read it.
@@ -147,8 +170,18 @@ export class AuthLockout {
   }
 }
 
-function reached(state: { consumedPoints: number } | null, limit: number): boolean {
-  return state !== null && state.consumedPoints >= limit;
+/** The rate limiters' counters (their keys as `getKey` names them), in one MGET. */
+function readCounters(redis: RedisClient, call: Array<Waiting<string, string | null>>): void {
+  redis.mget(call.map(({ item }) => item)).then(
+    (values) => {
+      call.forEach((waiting, i) => {
+        waiting.resolve(values[i] ?? null);
+      });
+    },
+    (error: unknown) => {
+      for (const waiting of call) waiting.reject(error);
+    },
+  );
 }
 
 /** An address holds no space, so the address first keeps any username unambiguous. */

@@ -4,6 +4,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import mqtt from "mqtt";
+import { withDeadline } from "../../harness/deadline.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import { connect, end, Inbox, type MqttClient, subscribe } from "../../harness/mqtt-client.js";
 import { RedisServer } from "../../harness/redis-server.js";
@@ -52,6 +54,55 @@ after(async () => {
 
 const op = { username: "op", password: "op-secret" };
 
+/** A CONNECT racing others for one client id: settles true on CONNACK, false if closed first. */
+interface Racer {
+  node: RunningNode;
+  client: MqttClient;
+  connected: Promise<boolean>;
+  closed: boolean;
+}
+
+function race(node: RunningNode, clientId: string, onMessage: (payload: string) => void): Racer {
+  const client = mqtt.connect(node.urls.tcp as string, {
+    clientId,
+    clean: false,
+    reconnectPeriod: 0,
+    connectTimeout: 10_000,
+    protocolVersion: 4,
+    ...op,
+  });
+  // Attached before the CONNACK: resent messages may come in the same read.
+  client.on("message", (_topic, payload) => onMessage(payload.toString()));
+  const racer: Racer = {
+    node,
+    client,
+    closed: false,
+    connected: new Promise((resolve, reject) => {
+      client.once("connect", () => resolve(true));
+      client.once("close", () => resolve(false));
+      // A refusal (CONNACK 5, ...) fails the test; errors after the CONNACK are the close's.
+      client.on("error", reject);
+    }),
+  };
+  client.once("close", () => {
+    racer.closed = true;
+  });
+  return racer;
+}
+
+/** Resolves once one racer is left open, with it; rejects if the last one closes too. */
+function lastOneOpen(open: readonly Racer[]): Promise<Racer> {
+  return new Promise((resolve, reject) => {
+    const check = (): void => {
+      const left = open.filter((r) => !r.closed);
+      if (left.length === 1) resolve(left[0] as Racer);
+      if (left.length === 0) reject(new Error("every connection was closed, the newest too"));
+    };
+    for (const racer of open) racer.client.once("close", check);
+    check();
+  });
+}
+
 describe("client-id ownership across nodes", () => {
   it("another identity cannot take over a live clean-session connection held on another node", async () => {
     const device = await connect(a.urls.tcp as string, { clientId: "pump-7", ...op });
@@ -97,6 +148,78 @@ describe("client-id ownership across nodes", () => {
       assert.equal(newest.connected, true, "no late takeover closed the newest connection");
     } finally {
       await end(...connections);
+    }
+  });
+
+  it("CONNECTs of one client id racing on both nodes leave only the newest open, and lose nothing acknowledged", async () => {
+    const clientId = "race-plc";
+    const topic = "race-plc/commands";
+    const received = new Set<string>();
+    const note = (payload: string): void => {
+      received.add(payload);
+    };
+    const first = await connect(a.urls.tcp as string, { clientId, clean: false, ...op });
+    await subscribe(first, topic, 1);
+    await end(first);
+    const publisher = await connect(b.urls.tcp as string, op);
+    const racers: Racer[] = [];
+    try {
+      const published: string[] = [];
+      for (let round = 0; round < 5; round++) {
+        // Four CONNECTs on each node at once (each node's claims in one script), then one more
+        // per message acknowledged meanwhile, on alternate nodes, while earlier ones are still
+        // under way.
+        const batch = Array.from({ length: 8 }, (_, i) => race(i % 2 ? b : a, clientId, note));
+        for (let i = 0; i < 10; i++) {
+          batch.push(race(i % 2 ? a : b, clientId, note));
+          const payload = `r${round}-m${i}`;
+          await publisher.publishAsync(topic, payload, { qos: 1 });
+          published.push(payload);
+        }
+        racers.push(...batch);
+        const answered = await withDeadline(
+          Promise.all(batch.map((r) => r.connected)),
+          20_000,
+          "every racing CONNECT answered or closed",
+        );
+        const open = racers.filter((r) => !r.closed && answered[batch.indexOf(r)] !== false);
+        const survivor = await withDeadline(lastOneOpen(open), 20_000, "all but one closed");
+        // The one left is the owner Redis names: the newest claim.
+        const owner = await redis.bulk("HGET", `${prefix}owners`, clientId);
+        assert.equal(owner.split("|")[1], survivor.node === a ? "own-a" : "own-b");
+        // It is live on the session: a message published now reaches it.
+        const probe = `probe-${round}`;
+        const heard = new Promise<void>((resolve) => {
+          survivor.client.on("message", (_t, payload) => {
+            if (payload.toString() === probe) resolve();
+          });
+        });
+        await publisher.publishAsync(topic, probe, { qos: 1 });
+        await withDeadline(heard, 10_000, "the survivor got a message published after the race");
+        assert.equal(survivor.closed, false, "no late takeover closed the newest connection");
+      }
+      // Whatever a closed connection got but did not acknowledge is still queued: the next
+      // CONNECT of the session is sent it.
+      await end(...racers.map((r) => r.client));
+      const missing = (): string[] => published.filter((p) => !received.has(p));
+      const resumed = race(a, clientId, note);
+      racers.push(resumed);
+      assert.equal(await resumed.connected, true);
+      await withDeadline(
+        new Promise<void>((resolve) => {
+          const check = (): void => {
+            if (missing().length === 0) resolve();
+          };
+          resumed.client.on("message", check);
+          check();
+        }),
+        10_000,
+        "every acknowledged message delivered",
+      ).catch((error: Error) => {
+        throw new Error(`${error.message}; missing ${missing().join(", ")}`);
+      });
+    } finally {
+      await end(publisher, ...racers.map((r) => r.client));
     }
   });
 

@@ -1,0 +1,13 @@
+-- What CONNECTs of one turn of the event loop ask of their stored sessions, read as they
+-- claim their client ids.
+-- KEYS per session, 2 each: its subscriptions (filter -> subscription), its wills (broker id
+--   -> will). On a Cluster all sessions of one call share a slot.
+-- ARGV[1] this node's broker id
+-- Returns per session, 2 each: its subscriptions as field/value pairs; 1 if it holds a will
+--   left with this broker, else 0.
+local sessions = {}
+for s = 1, #KEYS, 2 do
+  sessions[#sessions + 1] = redis.call("HGETALL", KEYS[s])
+  sessions[#sessions + 1] = redis.call("HEXISTS", KEYS[s + 1], ARGV[1])
+end
+return sessions
