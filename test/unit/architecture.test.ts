@@ -99,6 +99,13 @@ describe("architecture", () => {
     );
   });
 
+  it("what stays patched is aedes' alone, in at most 600 lines", () => {
+    const patches = readdirSync(join(ROOT, "patches"));
+    assert.deepEqual(patches, ["aedes+1.2.0.patch"]);
+    const lines = readFileSync(join(ROOT, "patches", "aedes+1.2.0.patch"), "utf8").split("\n");
+    assert.ok(lines.length - 1 <= 600, `${lines.length - 1} lines`);
+  });
+
   it("the benchmark does not import the tests (both use harness/)", () => {
     const offenders = sourceFiles(join(ROOT, "bench")).filter((file) =>
       importsOf(file).some((target) => relative(ROOT, target).startsWith(`test${sep}`)),
