@@ -96,17 +96,10 @@ export class RedisSentinels {
    * not the Sentinels' (named sentinel-*), not replication links, not this query's own.
    */
   async clientsOn(server: "primary" | "replica"): Promise<string[]> {
-    const reply = await this.server(server === "primary" ? this.primary : this.replica).reply(
-      "CLIENT",
-      "LIST",
-    );
-    return reply
-      .join("\n")
-      .split("\n")
-      .filter(
-        (line) =>
-          line.startsWith("id=") && !/ name=sentinel-| flags=S | cmd=client\|list /.test(line),
-      );
+    const clients = await this.server(
+      server === "primary" ? this.primary : this.replica,
+    ).otherClients();
+    return clients.filter((line) => !/ name=sentinel-| flags=S /.test(line));
   }
 
   /** Per Sentinel, the connections subscribed to its events (pub/sub clients without a name). */

@@ -27,6 +27,9 @@ export interface RedisServerOptions {
  * The same binary runs replicas and Sentinels (`redis-server <config> --sentinel`), for tests
  * of a failover.
  */
+/** The name the harness's own CLIENT LIST connection gives itself. */
+const PROBE_NAME = "harness-probe";
+
 export class RedisServer {
   private process: ChildProcess | undefined;
   /** The server's log lines since its last start, and tests waiting for one. */
@@ -207,9 +210,25 @@ export class RedisServer {
     return (await this.roundTrip(args)).split("\r\n").slice(0, -1);
   }
 
-  private async roundTrip(args: string[]): Promise<string> {
+  /**
+   * CLIENT LIST without the line of the connection asking: it names itself first (a node's own
+   * connections may have CLIENT LIST as their last command too).
+   */
+  async otherClients(): Promise<string[]> {
+    const text = await this.roundTrip(["CLIENT", "SETNAME", PROBE_NAME], ["CLIENT", "LIST"]);
+    return text
+      .split(/\r?\n/)
+      .filter((line) => line.startsWith("id=") && !line.includes(` name=${PROBE_NAME} `));
+  }
+
+  private async roundTrip(...commands: string[][]): Promise<string> {
     const socket = connect({ port: this.port, host: "127.0.0.1" });
-    const request = `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join("")}`;
+    const request = commands
+      .map(
+        (args) =>
+          `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join("")}`,
+      )
+      .join("");
     socket.end(request);
     let reply = "";
     socket.setEncoding("utf8").on("data", (chunk: string) => {

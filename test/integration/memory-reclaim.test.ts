@@ -84,16 +84,22 @@ describe("memory after a mass departure", () => {
           }),
       ),
     );
-    const reclaimed = await withDeadline(
-      node.waitForEvent("memory.reclaimed"),
+    // Back within seconds: through the node's collection after the departure, or V8's own if
+    // one ran meanwhile (the node then needs none).
+    let after = Number.POSITIVE_INFINITY;
+    await withDeadline(
+      (async () => {
+        for (;;) {
+          after = await heapUsed();
+          if (after - baseline <= SLACK_BYTES) return;
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+      })(),
       15_000,
-      "a collection after the departure",
+      `heap back within 16 MiB of ${Math.round(baseline / 1_048_576)} MiB (peak ${Math.round(peak / 1_048_576)} MiB)`,
     );
-    assert.equal(reclaimed.departed, CLIENTS);
-    const after = await heapUsed();
-    assert.ok(
-      after - baseline <= SLACK_BYTES,
-      `heap ${Math.round(after / 1_048_576)} MiB after, baseline ${Math.round(baseline / 1_048_576)} MiB, peak ${Math.round(peak / 1_048_576)} MiB`,
-    );
+    assert.ok(after - baseline <= SLACK_BYTES);
+    const reclaimed = node.lines.find((l) => l.event === "memory.reclaimed");
+    if (reclaimed) assert.equal(reclaimed.departed, CLIENTS, "one collection for the whole wave");
   });
 });
