@@ -137,7 +137,7 @@ function single(
 }
 
 /** The other build a `*-baseline` broker runs: SLUICE_BASELINE_CLI, its dist/src/cli.js. */
-function baselineCli(): string {
+export function baselineCli(): string {
   const cli = process.env.SLUICE_BASELINE_CLI;
   if (!cli)
     throw new Error(
