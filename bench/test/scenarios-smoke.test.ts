@@ -68,7 +68,7 @@ test("smoke - subscribe-storm --quick: every filter SUBACKed, the departure meas
     assert.ok(Number(row["departure bystander p99 ms"]) >= 0);
     if (String(row.broker).startsWith("sluice")) {
       assert.notEqual(row["gauge back (s)"], null);
-      assert.ok(Number(row["departure loop delay max ms"]) > 0);
+      assert.ok(Number(row["departure loop stall max ms"]) >= 0);
     }
   }
 });

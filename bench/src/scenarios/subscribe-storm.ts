@@ -1,10 +1,12 @@
 import { randomBytes } from "node:crypto";
+import { join } from "node:path";
 import type { BrokerDefinition } from "../brokers/broker.js";
 import { findBroker } from "../brokers/catalog.js";
 import { startRedis } from "../brokers/redis.js";
 import { baselineCli, startSluiceNode } from "../brokers/sluice.js";
 import { Bystander, type BystanderLatency } from "../generator/bystander.js";
 import { SubscriberSwarm } from "../generator/subscriber-swarm.js";
+import { longestStallMs, loopStallProbe } from "../system/loop-stalls.js";
 import { PeakRss, rssBytes } from "../system/process-memory.js";
 import { cappedConnections } from "./connection-limits.js";
 import type { Scenario, ScenarioContext, ScenarioOutput, TableCell } from "./scenario.js";
@@ -38,6 +40,8 @@ interface Target {
   pid: number | undefined;
   /** A Sluice node's HTTP port: its subscription gauge and heap, from /metrics. */
   httpPort?: number;
+  /** Where a Sluice node's loop-stall probe writes (bench/src/system/loop-stall-probe.ts). */
+  stallFile?: string;
   stop(): Promise<void>;
 }
 
@@ -89,15 +93,19 @@ async function startTarget(
   if (sluiceTarget) {
     const redis = sluiceTarget.redis ? await startRedis(cleanup) : undefined;
     try {
-      const keyPrefix = `bench-substorm-${randomBytes(3).toString("hex")}:`;
+      const run = randomBytes(3).toString("hex");
+      const keyPrefix = `bench-substorm-${run}:`;
+      const stallFile = join(workDir, `loop-stalls-${definition.name}-${run}.txt`);
       const node = await startSluiceNode({ cleanup, workDir }, `substorm-${definition.name}`, {
         ...(redis ? { redis: { url: redis.url, keyPrefix } } : {}),
         cli: sluiceTarget.cli?.(),
+        instruments: loopStallProbe(stallFile),
       });
       return {
         url: node.url,
         pid: node.process?.pid,
         httpPort: node.httpPort,
+        stallFile,
         async stop() {
           await node.stop();
           await redis?.stop();
@@ -126,13 +134,13 @@ interface Recovery {
   heapBackMs: number | null;
   last: NodeGauges;
   /** The departure: from the DISCONNECTs until the gauge was back (or the samples ended). */
-  departure: { bystander: BystanderLatency; loopDelayMaxMs: number };
+  departure: { bystander: BystanderLatency; endedAt: number };
 }
 
 /**
  * After the clients left: samples until the gauge is back at its baseline and the heap within
  * HEAP_SLACK_BYTES of its own (or RECOVERY_TIMEOUT_MS), and returns when each got there, with
- * the bystander's latencies and the node's longest event-loop delay until the gauge was back.
+ * the bystander's latencies until the gauge was back.
  */
 async function recovery(
   httpPort: number,
@@ -143,22 +151,20 @@ async function recovery(
   let gaugeBackMs: number | null = null;
   let heapBackMs: number | null = null;
   let last = baseline;
-  let loopDelayMaxMs = 0;
   let departure: Recovery["departure"] | undefined;
   while (Date.now() - leftAt < RECOVERY_TIMEOUT_MS) {
     last = await readGauges(httpPort);
     const at = Date.now() - leftAt;
-    if (departure === undefined) loopDelayMaxMs = Math.max(loopDelayMaxMs, last.loopDelayMaxMs);
     if (gaugeBackMs === null && last.subscriptions <= baseline.subscriptions) {
       gaugeBackMs = at;
-      departure = { bystander: bystander.window(), loopDelayMaxMs };
+      departure = { bystander: bystander.window(), endedAt: Date.now() };
     }
     if (heapBackMs === null && last.heapUsedBytes <= baseline.heapUsedBytes + HEAP_SLACK_BYTES)
       heapBackMs = at;
     if (gaugeBackMs !== null && heapBackMs !== null) break;
     await sleep(SAMPLE_MS);
   }
-  departure ??= { bystander: bystander.window(), loopDelayMaxMs };
+  departure ??= { bystander: bystander.window(), endedAt: Date.now() };
   return { gaugeBackMs, heapBackMs, last, departure };
 }
 
@@ -184,14 +190,17 @@ async function measure(
     if (target.pid !== undefined) peak = new PeakRss(target.pid);
     swarm = SubscriberSwarm.start(context.cleanup, GENERATOR_PROCESSES);
     bystander.mark();
+    const stormStartedAt = Date.now();
     const storm = await swarm.storm(
       { url: target.url, clients, filters, qos: 1, window: WINDOW, timeoutMs, runId },
       (counts) => context.log(`${name}: ${counts.connected} connected, ${counts.granted} SUBACKed`),
     );
     const latency = bystander.window();
+    const stormEndedAt = Date.now();
     const peakRss = peak?.stop();
     const held = target.httpPort === undefined ? undefined : await readGauges(target.httpPort);
     bystander.mark();
+    const leavingAt = Date.now();
     await swarm.leave();
     const leftAt = Date.now();
     const back =
@@ -200,11 +209,19 @@ async function measure(
         : undefined;
     if (!back) await sleep(OTHERS_DEPARTURE_MS);
     const departure = back?.departure.bystander ?? bystander.window();
+    const { stallFile } = target;
+    const stalls =
+      stallFile === undefined
+        ? undefined
+        : {
+            storm: longestStallMs(stallFile, stormStartedAt, stormEndedAt),
+            departure: longestStallMs(stallFile, leavingAt, back?.departure.endedAt ?? Date.now()),
+          };
     const rssAfter = target.pid === undefined ? undefined : rssBytes(target.pid);
     const rate = storm.elapsedMs > 0 ? Math.round(storm.granted / (storm.elapsedMs / 1000)) : 0;
     const expected = clients * filters;
     context.log(
-      `${name}: ${storm.granted}/${expected} SUBACKed in ${storm.elapsedMs} ms (${rate}/s), bystander p99 ${latency.p99Ms?.toFixed(1)} ms; departure: bystander p99 ${departure.p99Ms?.toFixed(1)} ms, loop delay max ${back?.departure.loopDelayMaxMs.toFixed(0) ?? "-"} ms, gauge back ${back?.gaugeBackMs ?? "-"} ms, heap back ${back?.heapBackMs ?? "-"} ms`,
+      `${name}: ${storm.granted}/${expected} SUBACKed in ${storm.elapsedMs} ms (${rate}/s), bystander p99 ${latency.p99Ms?.toFixed(1)} ms; departure: bystander p99 ${departure.p99Ms?.toFixed(1)} ms, loop stall max ${stalls?.departure.toFixed(0) ?? "-"} ms, gauge back ${back?.gaugeBackMs ?? "-"} ms, heap back ${back?.heapBackMs ?? "-"} ms`,
     );
     const mib = (bytes: number | undefined): number | null =>
       bytes === undefined || Number.isNaN(bytes) ? null : Math.round((bytes / MiB) * 10) / 10;
@@ -226,6 +243,7 @@ async function measure(
       "bystander max ms": round(latency.maxMs),
       "bystander late": latency.late,
       "node loop delay max ms": round(held?.loopDelayMaxMs ?? null),
+      "storm loop stall max ms": round(stalls?.storm ?? null),
       "gauge baseline": baseline?.subscriptions ?? null,
       "gauge during": held?.subscriptions ?? null,
       "gauge back (s)": back?.gaugeBackMs == null ? null : back.gaugeBackMs / 1000,
@@ -233,7 +251,7 @@ async function measure(
       "departure bystander p99 ms": round(departure.p99Ms),
       "departure bystander max ms": round(departure.maxMs),
       "departure bystander late": departure.late,
-      "departure loop delay max ms": round(back?.departure.loopDelayMaxMs ?? null),
+      "departure loop stall max ms": round(stalls?.departure ?? null),
       "heap baseline (MiB)": mib(baseline?.heapUsedBytes),
       "heap during (MiB)": mib(held?.heapUsedBytes),
       "heap back (s)": back?.heapBackMs == null ? null : back.heapBackMs / 1000,
@@ -260,7 +278,7 @@ function round(value: number | null): number | null {
 export const subscribeStorm: Scenario = {
   name: "subscribe-storm",
   description:
-    "N clients each subscribe to M filters at once: subscriptions/s, a bystander's QoS 1 p99 meanwhile; then they all leave: the bystander's p99 and the node's loop delay during the departure, the subscription gauge and heap after",
+    "N clients each subscribe to M filters at once: subscriptions/s, a bystander's QoS 1 p99 meanwhile; then they all leave: the bystander's p99 and the node's loop stalls during the departure, the subscription gauge and heap after",
   inDefaultSet: false,
   async run(context): Promise<ScenarioOutput> {
     const { options } = context;
@@ -290,6 +308,7 @@ export const subscribeStorm: Scenario = {
             "bystander max ms",
             "bystander late",
             "node loop delay max ms",
+            "storm loop stall max ms",
             "gauge baseline",
             "gauge during",
             "gauge back (s)",
@@ -297,7 +316,7 @@ export const subscribeStorm: Scenario = {
             "departure bystander p99 ms",
             "departure bystander max ms",
             "departure bystander late",
-            "departure loop delay max ms",
+            "departure loop stall max ms",
             "heap baseline (MiB)",
             "heap during (MiB)",
             "heap back (s)",
@@ -314,7 +333,8 @@ export const subscribeStorm: Scenario = {
             `subscriptions/s = filters granted / (first SUBSCRIBE written to last SUBACK read); bounded at ${timeoutMs / 1000} s`,
             `bystander: a QoS 1 publisher and subscriber on the same broker, one message every ${BYSTANDER_INTERVAL_MS} ms; latency of the messages sent during the storm (those not delivered by its end counted at their age); node loop delay max: Sluice's longest event-loop delay during the storm (nodejs_eventloop_lag_max_seconds)`,
             `after the last SUBACK every client sends DISCONNECT; Sluice's sluice_subscriptions and nodejs_heap_size_used_bytes (its /metrics) are sampled every ${SAMPLE_MS} ms until back at the baseline (heap: within ${HEAP_SLACK_BYTES / MiB} MiB), at most ${RECOVERY_TIMEOUT_MS / 1000} s; the others' RSS ${OTHERS_DEPARTURE_MS / 1000} s after. The heap is V8's used heap, garbage included until a major GC runs: an empty "heap back" means none ran in that time, not a leak (the integration tests compare after forced GCs)`,
-            `departure: from the clients' DISCONNECTs until Sluice's gauge is back at its baseline (the others: ${OTHERS_DEPARTURE_MS / 1000} s); the bystander's latencies of the messages sent in it (those not delivered by its end counted at their age) and Sluice's longest event-loop delay in it (nodejs_eventloop_lag_max_seconds over the samples)`,
+            `departure: from the clients' DISCONNECTs until Sluice's gauge is back at its baseline (the others: ${OTHERS_DEPARTURE_MS / 1000} s); the bystander's latencies of the messages sent in it (those not delivered by its end counted at their age)`,
+            `loop stall max: Sluice's longest event-loop stall in the storm and in the departure, as the lateness of a 5 ms timer in the node's process (a probe the bench preloads, bench/src/system/loop-stall-probe.ts); the older "node loop delay max" (nodejs_eventloop_lag_max_seconds) misses stalls at the bench's 100 ms scrapes: a scrape that resets prom-client's histogram before the histogram's own timer records a stall loses it (a 342 ms stall read as 18 ms)`,
             `sluice-baseline, sluice-redis-baseline: the same nodes from the build SLUICE_BASELINE_CLI names, for a before/after in one run`,
           ],
         },
