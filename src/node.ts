@@ -5,6 +5,7 @@ import type { Backend } from "./backend/backend.js";
 import { createBackend } from "./backend/create-backend.js";
 import { HEARTBEAT_MS_DEFAULT, type ListenerConfig, type SluiceConfig } from "./config/schema.js";
 import { BrokerSlot } from "./engine/broker-slot.js";
+import { DeparturePacer } from "./engine/departure-pacer.js";
 import { verifyEngine } from "./engine/engine-check.js";
 import { SubscribePacer } from "./engine/subscribe-pacer.js";
 import { HttpServer } from "./http/http-server.js";
@@ -48,6 +49,7 @@ export class SluiceNode {
   private state: NodeState = "starting";
   private readonly byteMeter = new SocketByteMeter();
   private readonly slot = new BrokerSlot();
+  private readonly departurePacer = new DeparturePacer();
   private readonly metrics: SluiceMetrics;
   private readonly log: Logger;
   private readonly heartbeatMs: number;
@@ -74,7 +76,7 @@ export class SluiceNode {
       config.nodeId,
       config.listeners.map((l) => l.type),
       {
-        subscriptionCount: () => this.slot.subscriptionCount(),
+        subscriptionCount: () => this.slot.subscriptionCount() + this.departurePacer.pending,
         retainedCount: () => this.backend?.retainedCount() ?? Promise.resolve(0),
         takeSocketBytes: () => this.byteMeter.take(),
         clusterNodes: () => this.slot.liveNodes(this.heartbeatMs),
@@ -159,6 +161,7 @@ export class SluiceNode {
       contexts,
       onQueueFull,
       subscribePacer,
+      departurePacer: this.departurePacer,
       slot,
       metrics,
       audit,
