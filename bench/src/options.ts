@@ -11,7 +11,7 @@ Scenarios:
   storm                       2-node cluster, SIGKILL one, its clients reconnect (10,000; quick 300)
   subscribe-storm             N clients x M filters subscribed at once: subscriptions/s, a
                               bystander's QoS 1 p99; then all leave at once: the bystander's
-                              p99 and the node's loop delay meanwhile, gauge and heap after
+                              p99 and the node's loop stalls meanwhile, gauge and heap after
                               (2,000 x 100; quick 100 x 20)
   failover                    3 nodes behind HAProxy, QoS 1 persistent pairs, SIGKILL mid-stream
   security-overhead           QoS 1 throughput with TLS, password auth, 1,000-rule ACL vs open

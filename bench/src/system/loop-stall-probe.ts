@@ -5,10 +5,10 @@ import { LOOP_STALL_FILE_ENV } from "./loop-stalls.js";
  * Preloaded into a broker process by the bench (`node --import`), never part of Sluice: records
  * each stall of the process's event loop, as the lateness of a short timer, one line
  * `<epoch ms at its end> <ms>` per stall of STALL_MS or more, in the file LOOP_STALL_FILE_ENV
- * names (loop-stalls.ts reads them). prom-client's nodejs_eventloop_lag_max_seconds is no substitute at the bench's
- * 100 ms scrapes: a scrape that resets its histogram between a stall and the histogram's next
- * timer loses the stall (a 300 ms stall read as 10 ms), and a stall ends with the scrapes it held
- * up.
+ * names (loop-stalls.ts reads them). prom-client's nodejs_eventloop_lag_max_seconds is no
+ * substitute at the bench's 100 ms scrapes: a scrape answered right after a stall, before the
+ * histogram's own timer has run, resets the histogram and the stall is lost (a 300 ms stall
+ * read as 10 ms).
  */
 const PERIOD_MS = 5;
 const STALL_MS = 10;
