@@ -14,6 +14,7 @@ import { createBackend } from "../src/backend/create-backend.js";
 import { resolveConfig } from "../src/config/load-config.js";
 import { HEARTBEAT_MS_DEFAULT, type SluiceConfig } from "../src/config/schema.js";
 import { BrokerSlot } from "../src/engine/broker-slot.js";
+import { DeparturePacer } from "../src/engine/departure-pacer.js";
 import { PacketGuard } from "../src/engine/packet-guard.js";
 import { SubscribePacer } from "../src/engine/subscribe-pacer.js";
 import { ClientContexts } from "../src/mqtt/client-context.js";
@@ -60,6 +61,8 @@ export class Engine {
     readonly config: SluiceConfig,
     readonly broker: Aedes,
     readonly metrics: SluiceMetrics,
+    /** Removes departed clients' subscriptions, paced. */
+    readonly departures: DeparturePacer,
     /** Queue drops reported to the node (`onQueueFull`), in order. */
     readonly queueDrops: ReadonlyArray<{ clientId: string; count: number }>,
     private readonly intake: ConnectionIntake,
@@ -82,6 +85,7 @@ export class Engine {
     );
     const log = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
     const slot = new BrokerSlot();
+    const departures = new DeparturePacer();
     const metrics = new SluiceMetrics(config.nodeId, ["tcp"], {
       subscriptionCount: () => slot.subscriptionCount(),
       retainedCount: async () => 0,
@@ -121,6 +125,7 @@ export class Engine {
       contexts,
       onQueueFull,
       subscribePacer,
+      departurePacer: departures,
       slot,
       metrics,
       audit,
@@ -146,7 +151,7 @@ export class Engine {
       overload.close();
       await backend.close();
     };
-    return new Engine(config, broker, metrics, drops, intake, contexts, closeParts);
+    return new Engine(config, broker, metrics, departures, drops, intake, contexts, closeParts);
   }
 
   /** A connection over an in-process stream pair, CONNECTed and CONNACKed. */

@@ -5,6 +5,7 @@ import type { Backend } from "./backend/backend.js";
 import { createBackend } from "./backend/create-backend.js";
 import { HEARTBEAT_MS_DEFAULT, type ListenerConfig, type SluiceConfig } from "./config/schema.js";
 import { BrokerSlot } from "./engine/broker-slot.js";
+import { DeparturePacer } from "./engine/departure-pacer.js";
 import { verifyEngine } from "./engine/engine-check.js";
 import { SubscribePacer } from "./engine/subscribe-pacer.js";
 import { HttpServer } from "./http/http-server.js";
@@ -150,19 +151,9 @@ export class SluiceNode {
     const { devices, authenticator } = buildAuthentication(authentication);
     const subscribePacer = new SubscribePacer();
     const broker = await buildBroker({
-      config,
+      ...{ config, backend, authenticator, security, admission, contexts, onQueueFull, slot },
+      ...{ subscribePacer, departurePacer: new DeparturePacer(), metrics, audit, log: root },
       heartbeatMs: this.heartbeatMs,
-      backend,
-      authenticator,
-      security,
-      admission,
-      contexts,
-      onQueueFull,
-      subscribePacer,
-      slot,
-      metrics,
-      audit,
-      log: root,
     });
     logBrokerEvents(broker, { contexts, metrics, log: root.child({ module: "mqtt" }) });
     const crl = new RegistryCrl(this.log);

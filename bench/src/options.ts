@@ -10,8 +10,9 @@ Scenarios:
   connections                 connects/s and broker RSS per idle connection (10,000; quick 500)
   storm                       2-node cluster, SIGKILL one, its clients reconnect (10,000; quick 300)
   subscribe-storm             N clients x M filters subscribed at once: subscriptions/s, a
-                              bystander's QoS 1 p99, gauge and heap after (2,000 x 100;
-                              quick 100 x 20)
+                              bystander's QoS 1 p99; then all leave at once: the bystander's
+                              p99 and the node's loop stalls meanwhile, gauge and heap after
+                              (2,000 x 100; quick 100 x 20)
   failover                    3 nodes behind HAProxy, QoS 1 persistent pairs, SIGKILL mid-stream
   security-overhead           QoS 1 throughput with TLS, password auth, 1,000-rule ACL vs open
   flood                       PLC fleet's p99 with and without attackers, recommended PLC limits

@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, test } from "node:test";
 import { parseMqttBenchmarkJson } from "../src/crosscheck/mqtt-benchmark.js";
 import { PayloadWriter, readStamp } from "../src/generator/payload.js";
@@ -7,6 +10,7 @@ import { SequenceTracker } from "../src/generator/sequence-tracker.js";
 import { ratio } from "../src/report/ratios.js";
 import { median } from "../src/scenarios/measure-brokers.js";
 import type { ResultRow } from "../src/scenarios/scenario.js";
+import { longestStallMs } from "../src/system/loop-stalls.js";
 
 describe("generator pieces", () => {
   test("payload - a stamp survives the round trip and each message has its own buffer", () => {
@@ -103,5 +107,20 @@ describe("reporting", () => {
       failures: 0,
       meanPublishMs: 0.4,
     });
+  });
+});
+
+describe("system probes", () => {
+  test("loop stalls - the longest stall that overlaps the window, 0 for none or no file", () => {
+    const dir = mkdtempSync(join(tmpdir(), "stalls-"));
+    const file = join(dir, "stalls.txt");
+    assert.equal(longestStallMs(file, 0, 10_000), 0);
+    // Stalls as the probe writes them: the epoch ms each ended at, and how long it was.
+    writeFileSync(file, "1000 50.0\n2000 300.5\n2500 120.0\n9000 700.0\n");
+    assert.equal(longestStallMs(file, 1_800, 2_600), 300.5);
+    assert.equal(longestStallMs(file, 2_100, 2_600), 120, "ended inside, began before: counted");
+    assert.equal(longestStallMs(file, 2_600, 8_500), 700, "began inside, ended after: counted");
+    assert.equal(longestStallMs(file, 2_600, 8_200), 0);
+    rmSync(dir, { recursive: true });
   });
 });

@@ -1,4 +1,4 @@
-import type { Aedes, AedesOptions, Client } from "aedes";
+import type { Aedes, AedesOptions, AedesPublishPacket, Client } from "aedes";
 
 /**
  * Every read or write of aedes state that its public API does not offer, in one place, so an
@@ -34,7 +34,7 @@ interface AedesWithInternals {
 const internals = (broker: Aedes): AedesWithInternals => broker as unknown as AedesWithInternals;
 
 /** The broker a client belongs to (aedes sets it; its types do not show it). */
-function brokerOf(client: Client): Aedes {
+export function brokerOf(client: Client): Aedes {
   return (client as Client & { broker: Aedes }).broker;
 }
 
@@ -114,4 +114,38 @@ export function isWillOf(client: Client | null, packet: object): boolean {
 /** Closes a client's connection as a network failure would: its will is published. */
 export function closeWithWill(client: Client): Promise<void> {
   return new Promise((resolve) => client.close(() => resolve()));
+}
+
+/** An emitter listener of aedes: what a subscription delivers through. */
+export type DeliverFunction = (packet: AedesPublishPacket, done: () => void) => void;
+
+/** One of aedes' live subscriptions of a client: the listener it holds on the emitter. */
+export interface LiveSubscription {
+  func: DeliverFunction;
+}
+
+/**
+ * Takes a client's live subscriptions (by filter), leaving it none: aedes' own close path and
+ * any UNSUBSCRIBE still being handled then find nothing of them to remove.
+ */
+export function takeSubscriptions(client: Client): Record<string, LiveSubscription> {
+  const owner = client as Client & { subscriptions: Record<string, LiveSubscription> };
+  const taken = owner.subscriptions;
+  owner.subscriptions = Object.create(null) as Record<string, LiveSubscription>;
+  return taken;
+}
+
+/**
+ * What aedes announces when a clean session's subscriptions end with its connection: its
+ * 'unsubscribe' event and the `$SYS/<broker>/new/unsubscribes` notice (a persistent session's
+ * stay stored, and aedes announces nothing for them).
+ */
+export function announceUnsubscribes(client: Client, filters: string[]): void {
+  const broker = brokerOf(client);
+  broker.emit("unsubscribe", filters, client);
+  broadcastFrom(
+    broker,
+    `$SYS/${broker.id}/new/unsubscribes`,
+    Buffer.from(JSON.stringify({ clientId: client.id, subs: filters }), "utf8"),
+  );
 }

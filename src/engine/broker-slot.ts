@@ -13,6 +13,7 @@ import {
  */
 export class BrokerSlot {
   private broker: Aedes | undefined;
+  private departures: { readonly pending: number } | undefined;
 
   fill(broker: Aedes): void {
     if (this.broker !== undefined) throw new Error("the broker slot is filled once");
@@ -29,8 +30,14 @@ export class BrokerSlot {
   }
 
   /** Subscriptions held by the clients connected here (0 before the broker exists). */
+  /** Subscriptions of departed clients still to be removed count too (DeparturePacer). */
   subscriptionCount(): number {
-    return this.broker === undefined ? 0 : countLiveSubscriptions(this.broker);
+    const departing = this.departures?.pending ?? 0;
+    return this.broker === undefined ? departing : countLiveSubscriptions(this.broker) + departing;
+  }
+
+  trackDepartures(departures: { readonly pending: number }): void {
+    this.departures = departures;
   }
 
   /** Live nodes of the cluster, this one included (1 before the broker exists, or alone). */

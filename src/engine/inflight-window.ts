@@ -1,4 +1,5 @@
 import type { AedesPublishPacket, Client, Subscription } from "aedes";
+import { Fifo } from "./fifo.js";
 
 export interface InflightWindowLimits {
   /** QoS 1/2 deliveries written to a client and not yet acknowledged (PUBACK / PUBCOMP). */
@@ -27,33 +28,6 @@ interface DeliveringClient {
 }
 
 const NOT_CALLED = Symbol("authorizeForward not called");
-
-/** A FIFO that drops from its head without shifting the array on every take. */
-class Waiting {
-  private items: Array<AedesPublishPacket | undefined> = [];
-  private head = 0;
-
-  get length(): number {
-    return this.items.length - this.head;
-  }
-
-  push(packet: AedesPublishPacket): void {
-    this.items.push(packet);
-  }
-
-  take(): AedesPublishPacket | undefined {
-    const packet = this.items[this.head];
-    this.items[this.head++] = undefined;
-    if (this.head === this.items.length) {
-      this.items = [];
-      this.head = 0;
-    } else if (this.head >= 1024 && this.head * 2 >= this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-    return packet;
-  }
-}
 
 /**
  * The QoS 1/2 in-flight window of each connected client (`limits.queue.maxInflight`): at most
@@ -124,7 +98,7 @@ export class InflightWindows {
     }
     const { maxInflight, maxQueued } = this.limits;
     // Made when a delivery first has to wait: most idle connections never need one.
-    let waiting: Waiting | undefined;
+    let waiting: Fifo<AedesPublishPacket> | undefined;
     let inflight = 0;
     let listening = false;
 
@@ -161,7 +135,7 @@ export class InflightWindows {
         }
         return;
       }
-      waiting ??= new Waiting();
+      waiting ??= new Fifo();
       waiting.push(packet);
       if (waiting.length > maxQueued) {
         waiting.take();

@@ -4,6 +4,7 @@ import type { Backend } from "../backend/backend.js";
 import type { SluiceConfig } from "../config/schema.js";
 import type { PatchedAedesOptions } from "../engine/aedes-internals.js";
 import type { BrokerSlot } from "../engine/broker-slot.js";
+import type { DeparturePacer } from "../engine/departure-pacer.js";
 import { adaptHooks } from "../engine/hook-adapter.js";
 import { InflightWindows } from "../engine/inflight-window.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
@@ -28,6 +29,8 @@ export interface BrokerParts {
   onQueueFull(clientId: string, count: number): void;
   /** Paces SUBSCRIBEs node-wide; the intake watches each connection with it. */
   subscribePacer: SubscribePacer;
+  /** Paces the removal of departed clients' subscriptions node-wide. */
+  departurePacer: DeparturePacer;
   slot: BrokerSlot;
   metrics: SluiceMetrics;
   audit: AuditLog;
@@ -43,7 +46,7 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     { maxInflight: limits.queue.maxInflight, maxQueued: limits.queue.maxQueuedPerClient },
     { onDropped: (client, count) => parts.onQueueFull(client.id, count) },
   );
-  const { subscribePacer } = parts;
+  const { subscribePacer, departurePacer } = parts;
   const mqttLog = log.child({ module: "mqtt" });
   const nodeLog = log.child({ module: "node" });
   const rules = createBrokerRules({
@@ -73,7 +76,7 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     {
       ...rules,
       authorizeSubscribe: subscribePacer.observeSubscribe(
-        windows.observeSubscribe(rules.authorizeSubscribe),
+        departurePacer.observeSubscribe(windows.observeSubscribe(rules.authorizeSubscribe)),
       ),
     },
     {
@@ -102,6 +105,7 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   };
   const broker = await Aedes.createBroker(options);
   parts.slot.fill(broker);
+  parts.slot.trackDepartures(departurePacer);
   reclaimMemoryAfterDepartures(broker, nodeLog);
   return broker;
 }

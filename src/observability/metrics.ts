@@ -211,7 +211,7 @@ export class SluiceMetrics {
     });
     new Gauge({
       name: "sluice_subscriptions",
-      help: "Subscriptions of the clients connected to this node",
+      help: "Subscriptions of the clients connected to this node, and those of departed clients not yet removed (removals are paced)",
       registers,
       collect() {
         this.set(sources.subscriptionCount());

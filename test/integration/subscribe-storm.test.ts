@@ -1,18 +1,19 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import type { Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
-import {
-  connectPacket,
-  mqttString,
-  packet,
-  rawConnect,
-  readBytes,
-} from "../../harness/raw-socket.js";
+import { connectPacket, rawConnect, readBytes } from "../../harness/raw-socket.js";
 import { RedisServer } from "../../harness/redis-server.js";
+import {
+  gaugeReaches,
+  leave,
+  SUBACK_BYTES,
+  storm,
+  subscribeAll,
+  subscribePackets,
+} from "../../harness/storm-clients.js";
 
 /**
  * A plant-wide reconnect: many clients each re-subscribe to many command topics at once, then
@@ -27,50 +28,6 @@ const gc = runInNewContext("gc") as () => void;
 
 const CLIENTS = 300;
 const FILTERS = 100;
-const DEADLINE_MS = 30_000;
-/** SUBACK of one filter: type, length, packet id, return code. */
-const SUBACK_BYTES = 5;
-const DISCONNECT = Buffer.from([0xe0, 0x00]);
-
-function subscribePackets(clientId: string, filters: number): Buffer {
-  const packets: Buffer[] = [];
-  for (let i = 0; i < filters; i++) {
-    const id = Buffer.alloc(2);
-    id.writeUInt16BE(i + 1);
-    const body = Buffer.concat([id, mqttString(`storm/${clientId}/cmd/${i}`), Buffer.from([1])]);
-    packets.push(packet(0x82, body));
-  }
-  return Buffer.concat(packets);
-}
-
-interface Subscribed {
-  socket: Socket;
-  /** 'data' events the SUBACKs came in. */
-  reads: number;
-}
-
-/** Connects a client, sends its SUBSCRIBEs in one write and waits for every SUBACK (granted). */
-async function subscribeAll(port: number, clientId: string, filters: number): Promise<Subscribed> {
-  const socket = await rawConnect(port);
-  socket.write(connectPacket(clientId, { keepalive: 0 }));
-  const connack = await readBytes(socket, 4);
-  assert.equal(connack[3], 0, "CONNACK accepted");
-  let reads = 0;
-  const count = (): void => {
-    reads++;
-  };
-  socket.on("data", count);
-  const expected = filters * SUBACK_BYTES;
-  const subacks = readBytes(socket, expected);
-  socket.write(subscribePackets(clientId, filters));
-  const bytes = await subacks;
-  socket.off("data", count);
-  for (let offset = 0; offset < expected; offset += SUBACK_BYTES) {
-    assert.equal(bytes[offset], 0x90, "a SUBACK");
-    assert.equal(bytes[offset + 4], 1, "granted QoS 1");
-  }
-  return { socket, reads };
-}
 
 /**
  * Sends a CONNECT and `filters` SUBSCRIBEs in one write, without waiting for the CONNACK (as
@@ -97,50 +54,6 @@ async function connectAndSubscribe(
   return reads;
 }
 
-/** `clients` clients of `filters` filters each, opened 50 at a time. */
-async function storm(port: number, runId: string, clients: number): Promise<Socket[]> {
-  const sockets: Socket[] = [];
-  for (let first = 0; first < clients; first += 50) {
-    const batch = await Promise.all(
-      Array.from({ length: Math.min(50, clients - first) }, (_, i) =>
-        subscribeAll(port, `${runId}-${first + i}`, FILTERS),
-      ),
-    );
-    sockets.push(...batch.map((b) => b.socket));
-  }
-  return sockets;
-}
-
-async function leave(sockets: Socket[]): Promise<void> {
-  await Promise.all(
-    sockets.map(
-      (socket) =>
-        new Promise<void>((resolve) => {
-          socket.once("close", () => resolve());
-          socket.end(DISCONNECT);
-        }),
-    ),
-  );
-}
-
-async function subscriptionGauge(node: RunningNode): Promise<number> {
-  const text = await (await fetch(`${node.httpUrl}/metrics`)).text();
-  const match = /^sluice_subscriptions(?:\{[^}]*\})? (\S+)$/m.exec(text);
-  return Number(match?.[1]);
-}
-
-/** Reads the gauge until it shows `expected` (resolves) or the deadline passes (rejects). */
-async function gaugeReaches(node: RunningNode, expected: number): Promise<void> {
-  const deadline = Date.now() + DEADLINE_MS;
-  let last = await subscriptionGauge(node);
-  while (last !== expected) {
-    if (Date.now() > deadline)
-      assert.fail(`sluice_subscriptions is ${last}, not ${expected}, after ${DEADLINE_MS} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    last = await subscriptionGauge(node);
-  }
-}
-
 function heapAfterGc(): number {
   gc();
   gc();
@@ -154,11 +67,11 @@ function heapAfterGc(): number {
  */
 async function stormAndLeave(node: RunningNode): Promise<void> {
   const port = Number(new URL(node.urls.tcp as string).port);
-  await leave(await storm(port, `warm${randomBytes(2).toString("hex")}`, 20));
+  await leave(await storm(port, `warm${randomBytes(2).toString("hex")}`, 20, FILTERS));
   await gaugeReaches(node, 0);
   const baselineHeap = heapAfterGc();
 
-  const sockets = await storm(port, `s${randomBytes(3).toString("hex")}`, CLIENTS);
+  const sockets = await storm(port, `s${randomBytes(3).toString("hex")}`, CLIENTS, FILTERS);
   await gaugeReaches(node, CLIENTS * FILTERS);
   const heldHeap = heapAfterGc();
   const held = heldHeap - baselineHeap;

@@ -32,6 +32,8 @@ export interface SluiceNodeOptions {
   cli?: string | undefined;
   /** Config keys that replace the defaults below (listeners, auth, acl, limits). */
   config?: Record<string, unknown>;
+  /** Node flags and environment of the bench's own instruments (e.g. a loop-stall probe). */
+  instruments?: { execArgv: string[]; env: NodeJS.ProcessEnv };
 }
 
 /**
@@ -43,7 +45,7 @@ export interface SluiceNodeOptions {
 export async function startSluiceNode(
   { cleanup, workDir }: BrokerContext,
   nodeId: string,
-  { redis, config: overrides, cli }: SluiceNodeOptions = {},
+  { redis, config: overrides, cli, instruments }: SluiceNodeOptions = {},
 ): Promise<SluiceNodeHandle> {
   const config = {
     nodeId,
@@ -59,8 +61,8 @@ export async function startSluiceNode(
   await writeFile(file, stringify(config));
   const node = SluiceProcess.spawn(
     ["start", "--config", file],
-    { SLUICE_LOG_LEVEL: "info" },
-    nodeExecArgv(),
+    { SLUICE_LOG_LEVEL: "info", ...instruments?.env },
+    [...nodeExecArgv(), ...(instruments?.execArgv ?? [])],
     ...(cli === undefined ? [] : [cli]),
   );
   const pid = node.child.pid;
@@ -137,7 +139,7 @@ function single(
 }
 
 /** The other build a `*-baseline` broker runs: SLUICE_BASELINE_CLI, its dist/src/cli.js. */
-function baselineCli(): string {
+export function baselineCli(): string {
   const cli = process.env.SLUICE_BASELINE_CLI;
   if (!cli)
     throw new Error(
