@@ -106,6 +106,11 @@ describe("architecture", () => {
     assert.ok(lines.length - 1 <= 600, `${lines.length - 1} lines`);
   });
 
+  it("node.ts, the composition root, stays within 250 lines", () => {
+    const lines = readFileSync(join(SRC, "node.ts"), "utf8").split("\n").length - 1;
+    assert.ok(lines <= 250, `${lines} lines`);
+  });
+
   it("the benchmark does not import the tests (both use harness/)", () => {
     const offenders = sourceFiles(join(ROOT, "bench")).filter((file) =>
       importsOf(file).some((target) => relative(ROOT, target).startsWith(`test${sep}`)),
