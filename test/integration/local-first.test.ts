@@ -119,13 +119,16 @@ describe("local-first delivery", () => {
     }
   });
 
-  it("aedes' CONNECT and SUBSCRIBE notices stay on their node; other traffic goes through Redis", async () => {
+  it("aedes' CONNECT, disconnection and SUBSCRIBE notices stay on their node; other traffic goes through Redis", async () => {
     const watcher = new Redis(redis.url);
     const channels: string[] = [];
     watcher.on("pmessage", (_pattern: string, channel: string) => channels.push(channel));
     await watcher.psubscribe("*");
     const client = await connect(a.urls.tcp as string);
     try {
+      // A client that comes and goes: its CONNECT and its disconnection are noticed by aedes.
+      await end(await connect(a.urls.tcp as string));
+      await withDeadline(openConnections(a, 1), 5_000, "the leaver's close handled");
       await subscribe(client, "notice/probe", 1);
       const probed = new Promise<void>((resolve) =>
         watcher.on("pmessage", (_pattern: string, channel: string) => {
@@ -137,9 +140,9 @@ describe("local-first delivery", () => {
       await client.publishAsync("notice/probe", "after", { qos: 1 });
       await withDeadline(probed, 5_000, "the probe through Redis");
       assert.deepEqual(
-        channels.filter((c) => c.endsWith("/new/subscribes") || c.endsWith("/new/clients")),
+        channels.filter((c) => /\/(new|disconnect)\/(subscribes|clients)$/.test(c)),
         [],
-        "no connect or subscribe notice through Redis",
+        "no connect, disconnect or subscribe notice through Redis",
       );
     } finally {
       await end(client);
@@ -147,3 +150,16 @@ describe("local-first delivery", () => {
     }
   });
 });
+
+/** Resolves once the node counts exactly `count` open connections (its socket-close handling done). */
+async function openConnections(node: RunningNode, count: number): Promise<void> {
+  for (;;) {
+    const text = await (await fetch(`${node.httpUrl}/metrics`)).text();
+    const open = [...text.matchAll(/^sluice_connections\{[^}]*\} (\d+)$/gm)].reduce(
+      (sum, m) => sum + Number(m[1]),
+      0,
+    );
+    if (open === count) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
