@@ -57,9 +57,9 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
   readonly state: RedisClient;
   readonly persistence: RedisPersistence;
   /** PUBLISHes Redis has not answered yet: the outbound pipeline. */
-  readonly pending = new PendingPublishes();
+  private readonly pending = new PendingPublishes();
   /** Redis' output buffer for this node's subscription (single Redis and Sentinel). */
-  readonly subscriptionLag: SubscriptionLag | undefined;
+  private readonly subscriptionLag: SubscriptionLag | undefined;
   /** What cluster backpressure watches: the outbound pipeline and the subscription's lag. */
   readonly load = {
     pendingBytes: (): number => this.pending.bytes,

@@ -36,17 +36,14 @@ export interface Publisher {
  * of the bounds of cluster backpressure.
  */
 export class PendingPublishes {
-  count = 0;
   bytes = 0;
   private readonly answeredListeners: Array<() => void> = [];
 
   sent(bytes: number): void {
-    this.count++;
     this.bytes += bytes;
   }
 
   answered(bytes: number): void {
-    this.count--;
     this.bytes -= bytes;
     for (const listener of this.answeredListeners) listener();
   }

@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { connect as connectTcp, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import mqttPacket from "mqtt-packet";
 import { withDeadline } from "../../harness/deadline.js";
 import { connect, end, type MqttClient } from "../../harness/mqtt-client.js";
+import { metricValue } from "../../harness/node-metrics.js";
+import { connectPacket, rawConnect } from "../../harness/raw-socket.js";
 import { RedisServer } from "../../harness/redis-server.js";
 import { SluiceProcess } from "../../harness/sluice-process.js";
 
@@ -53,22 +54,8 @@ after(async () => {
 
 /** A raw publisher: CONNECT, then batches of QoS 0 PUBLISHes whenever the socket takes them. */
 async function flood(port: number, index: number, until: number): Promise<number> {
-  const socket: Socket = connectTcp({ host: "127.0.0.1", port });
-  socket.on("error", () => {});
-  await new Promise<void>((resolve, reject) => {
-    socket.once("connect", resolve);
-    socket.once("error", reject);
-  });
-  socket.write(
-    mqttPacket.generate({
-      cmd: "connect",
-      protocolId: "MQTT",
-      protocolVersion: 4,
-      clean: true,
-      clientId: `flooder-${index}`,
-      keepalive: 0,
-    }),
-  );
+  const socket = await rawConnect(port);
+  socket.write(connectPacket(`flooder-${index}`, { keepalive: 0 }));
   // One batch built once; each copy gets its own sequence numbers (fixed width, in place), so
   // the generator outruns the node.
   const digits = 9;
@@ -210,21 +197,17 @@ describe("a burst over Redis", () => {
       assert.ok(got <= offered, `${got} received of ${offered} sent`);
       // The bound (64 KiB pending here, so that four publishers pass it) held the publishers,
       // and let them go again.
-      const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
-      const metric = (name: string): number =>
-        Number(
-          new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(metrics)?.[1] ?? Number.NaN,
-        );
-      assert.ok(metric("sluice_cluster_backpressure_total") > 0, "publishers were paused");
-      assert.ok(metric("sluice_cluster_backpressure_seconds_total") > 0, "for a measured time");
+      const http = `http://127.0.0.1:${httpPort}`;
+      const metric = (name: string): Promise<number> => metricValue(http, name);
+      assert.ok((await metric("sluice_cluster_backpressure_total")) > 0, "publishers were paused");
+      assert.ok(
+        (await metric("sluice_cluster_backpressure_seconds_total")) > 0,
+        "for a measured time",
+      );
       // Released once Redis has answered what is in flight.
       await withDeadline(
         (async () => {
-          while (
-            !/^sluice_cluster_backpressure_active(?:\{[^}]*\})? 0$/m.test(
-              await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text(),
-            )
-          )
+          while ((await metric("sluice_cluster_backpressure_active")) !== 0)
             await new Promise((resolve) => setTimeout(resolve, 50));
         })(),
         10_000,

@@ -5,6 +5,7 @@ import { Redis } from "ioredis";
 import { withDeadline } from "../../harness/deadline.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import { connect, end, Inbox, type MqttClient, subscribe } from "../../harness/mqtt-client.js";
+import { metricSum } from "../../harness/node-metrics.js";
 import { RedisServer } from "../../harness/redis-server.js";
 
 /**
@@ -153,13 +154,6 @@ describe("local-first delivery", () => {
 
 /** Resolves once the node counts exactly `count` open connections (its socket-close handling done). */
 async function openConnections(node: RunningNode, count: number): Promise<void> {
-  for (;;) {
-    const text = await (await fetch(`${node.httpUrl}/metrics`)).text();
-    const open = [...text.matchAll(/^sluice_connections\{[^}]*\} (\d+)$/gm)].reduce(
-      (sum, m) => sum + Number(m[1]),
-      0,
-    );
-    if (open === count) return;
+  while ((await metricSum(node.httpUrl, "sluice_connections")) !== count)
     await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import mqttPacket from "mqtt-packet";
 import { withDeadline } from "../../harness/deadline.js";
+import { metricValue } from "../../harness/node-metrics.js";
 import { connectPacket, rawConnect, readBytes } from "../../harness/raw-socket.js";
 import { SluiceProcess } from "../../harness/sluice-process.js";
 
@@ -43,9 +44,8 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function heapUsed(): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
-  return Number(/^nodejs_heap_size_used_bytes(?:\{[^}]*\})? (\S+)$/m.exec(text)?.[1]);
+function heapUsed(): Promise<number> {
+  return metricValue(`http://127.0.0.1:${httpPort}`, "nodejs_heap_size_used_bytes");
 }
 
 /** Connects and subscribes to `FILTERS` filters in one SUBSCRIBE; resolves once SUBACKed. */

@@ -9,6 +9,7 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pino } from "pino";
 import { connect, end, type MqttClient, subscribe } from "../../harness/mqtt-client.js";
+import { metricValue } from "../../harness/node-metrics.js";
 import {
   connectPacket,
   mqttString,
@@ -274,12 +275,6 @@ function assertNear(actual: number, limit: number, what: string): void {
     actual >= 0.6 * limit && actual <= 1.5 * limit,
     `${what}: ${actual.toFixed(1)}/s is not within 0.6x-1.5x of ${limit}/s`,
   );
-}
-
-async function metricValue(httpUrl: string, name: string): Promise<number> {
-  const text = await fetch(`${httpUrl}/metrics`).then((r) => r.text());
-  const line = text.split("\n").find((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
-  return line === undefined ? Number.NaN : Number(line.slice(line.lastIndexOf(" ") + 1));
 }
 
 async function writePasswords(dir: string, users: Record<string, string>): Promise<void> {
