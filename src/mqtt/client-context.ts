@@ -1,5 +1,6 @@
 import type { Socket } from "node:net";
 import type { Client } from "aedes";
+import type { MqttProtocolLabel } from "../protocol/protocol-version.js";
 import type { Identity } from "../security/authenticator.js";
 import { type ClientConnection, rawSocket } from "../transport/listener.js";
 
@@ -32,6 +33,8 @@ export interface ClientContext extends Omit<ClientConnection, "request"> {
   countedUsername?: string;
   /** Ends the connection's publish limits when it closes (present when limits are set). */
   endPublishLimits?: () => void;
+  /** The MQTT version the connection was registered with; `pending` until its CONNACK. */
+  protocol: MqttProtocolLabel;
 }
 
 /**
@@ -71,6 +74,7 @@ export class ClientContexts {
       pendingFilters: undefined,
       countedUsername: undefined,
       endPublishLimits: undefined,
+      protocol: "pending",
     };
     this.contexts.set(rawSocket(connection.socket), context);
     return context;

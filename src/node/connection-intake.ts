@@ -12,6 +12,7 @@ import { auditSubject } from "../mqtt/broker-rules.js";
 import type { ClientContexts } from "../mqtt/client-context.js";
 import type { SluiceMetrics } from "../observability/metrics.js";
 import type { SocketByteMeter } from "../observability/socket-byte-meter.js";
+import { protocolLabel } from "../protocol/protocol-version.js";
 import type { DeviceRegistry } from "../registry/device-registry.js";
 import { type ClientConnection, rawSocket } from "../transport/listener.js";
 
@@ -107,7 +108,12 @@ export class ConnectionIntake {
   /** aedes registered the client (CONNACK sent or being sent). */
   private registered(client: Client): void {
     this.deps.ownership?.registered(client);
-    const identity = this.deps.contexts.get(client)?.identity;
+    const context = this.deps.contexts.get(client);
+    if (context !== undefined && context.protocol === "pending") {
+      context.protocol = protocolLabel(client.version);
+      this.deps.metrics.markConnectAccepted(context.listener, context.protocol);
+    }
+    const identity = context?.identity;
     if (identity?.device !== undefined && identity.username !== undefined) {
       // Best effort, off the CONNECT path: a failed write loses one last-seen time.
       this.deps.devices?.store.touch(identity.username, new Date().toISOString()).catch(() => {});
@@ -126,7 +132,7 @@ export class ConnectionIntake {
     }
     if (context.admittedAddress !== undefined) quotas.release(context.admittedAddress);
     byteMeter.closed(context.socket);
-    metrics.markConnectionClosed(context.listener);
+    metrics.markConnectionClosed(context.listener, context.protocol);
     if (context.countedUsername !== undefined) admission.release(context.countedUsername);
     ownership?.ended(context.client);
     context.endPublishLimits?.();

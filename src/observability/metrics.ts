@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { ListenerType } from "../config/schema.js";
+import type { MqttProtocolLabel } from "../protocol/protocol-version.js";
 
 /** Numbers the metrics read from the live node at scrape time instead of counting per event. */
 export interface MetricsSources {
@@ -19,8 +20,9 @@ export interface MetricsSources {
  */
 export class SluiceMetrics {
   readonly registry = new Registry();
-  private readonly connections: Gauge<"listener">;
+  private readonly connections: Gauge<"listener" | "protocol">;
   private readonly connectionsTotal: Counter<"listener">;
+  private readonly connects: Counter<"protocol">;
   private readonly messagesReceived: Counter;
   private readonly messagesSent: Counter;
   /**
@@ -59,11 +61,19 @@ export class SluiceMetrics {
 
     this.connections = new Gauge({
       name: "sluice_connections",
-      help: "Open client connections, by listener type",
-      labelNames: ["listener"],
+      help: "Open client connections, by listener type and MQTT version (`pending` until the CONNECT is accepted)",
+      labelNames: ["listener", "protocol"],
       registers,
     });
-    for (const listener of new Set(listenerTypes)) this.connections.set({ listener }, 0);
+    for (const listener of new Set(listenerTypes)) {
+      this.connections.set({ listener, protocol: "pending" }, 0);
+    }
+    this.connects = new Counter({
+      name: "sluice_connects_total",
+      help: "CONNECTs accepted (CONNACK 0) since start, by MQTT version",
+      labelNames: ["protocol"],
+      registers,
+    });
     this.connectionsTotal = new Counter({
       name: "sluice_connections_total",
       help: "Client connections accepted since start, by listener type",
@@ -228,12 +238,19 @@ export class SluiceMetrics {
   }
 
   markConnectionOpened(listener: ListenerType): void {
-    this.connections.inc({ listener });
+    this.connections.inc({ listener, protocol: "pending" });
     this.connectionsTotal.inc({ listener });
   }
 
-  markConnectionClosed(listener: ListenerType): void {
-    this.connections.dec({ listener });
+  /** A connection's CONNECT was accepted: it moves from `pending` to its protocol. */
+  markConnectAccepted(listener: ListenerType, protocol: MqttProtocolLabel): void {
+    this.connections.dec({ listener, protocol: "pending" });
+    this.connections.inc({ listener, protocol });
+    this.connects.inc({ protocol });
+  }
+
+  markConnectionClosed(listener: ListenerType, protocol: MqttProtocolLabel): void {
+    this.connections.dec({ listener, protocol });
   }
 
   markConnectionRejected(reason: string): void {

@@ -45,7 +45,7 @@ describe("HTTP probes and metrics", () => {
   it("exposes the contract's metric names and Node's process metrics, labelled with the node id", async () => {
     const series = await scrape();
     for (const key of [
-      'sluice_connections{listener="tcp",node="metrics-node"}',
+      'sluice_connections{listener="tcp",protocol="pending",node="metrics-node"}',
       'sluice_messages_received_total{node="metrics-node"}',
       'sluice_messages_sent_total{node="metrics-node"}',
       'sluice_bytes_received_total{node="metrics-node"}',
@@ -73,8 +73,17 @@ describe("HTTP probes and metrics", () => {
 
       const during = await scrape();
       const delta = (key: string) => value(during, key) - (before.get(key) ?? 0);
-      assert.equal(value(during, 'sluice_connections{listener="tcp",node="metrics-node"}'), 2);
+      assert.equal(
+        value(during, 'sluice_connections{listener="tcp",protocol="3.1.1",node="metrics-node"}'),
+        2,
+      );
+      assert.equal(
+        value(during, 'sluice_connections{listener="tcp",protocol="pending",node="metrics-node"}'),
+        0,
+        "accepted connections leave `pending`",
+      );
       assert.equal(delta('sluice_connections_total{listener="tcp",node="metrics-node"}'), 2);
+      assert.equal(delta('sluice_connects_total{protocol="3.1.1",node="metrics-node"}'), 2);
       assert.equal(delta('sluice_messages_received_total{node="metrics-node"}'), 3);
       assert.equal(delta('sluice_messages_sent_total{node="metrics-node"}'), 3);
       assert.ok(delta('sluice_bytes_received_total{node="metrics-node"}') > 0);
