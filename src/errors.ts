@@ -47,30 +47,73 @@ export class ListenerError extends SluiceError {
 }
 
 /**
+ * MQTT 5 reason codes Sluice sends when it refuses or closes [MQTT-2.4]. A refusal carries
+ * one; MQTT 3.1.1 clients get the nearest return code instead (the hook adapter maps it).
+ */
+export const ReasonCode = {
+  UnspecifiedError: 0x80,
+  ProtocolError: 0x82,
+  ClientIdentifierNotValid: 0x85,
+  BadUserNameOrPassword: 0x86,
+  NotAuthorized: 0x87,
+  ServerUnavailable: 0x88,
+  ServerBusy: 0x89,
+  Banned: 0x8a,
+  ServerShuttingDown: 0x8b,
+  KeepAliveTimeout: 0x8d,
+  SessionTakenOver: 0x8e,
+  PacketTooLarge: 0x95,
+  MessageRateTooHigh: 0x96,
+  QuotaExceeded: 0x97,
+  PayloadFormatInvalid: 0x99,
+  UseAnotherServer: 0x9c,
+  ConnectionRateExceeded: 0x9f,
+} as const;
+export type ReasonCode = (typeof ReasonCode)[keyof typeof ReasonCode];
+
+/**
  * Refusals during CONNECT. Each maps to one MQTT 3.1.1 CONNACK return code in the hook
- * adapter; the message is for the log only and never reaches the client.
+ * adapter and carries its MQTT 5 reason code; the message is for the log only and never
+ * reaches the client.
  */
 export class IdentifierRejectedError extends SluiceError {
+  readonly reasonCode: ReasonCode = ReasonCode.ClientIdentifierNotValid;
+
   constructor(message: string) {
     super("IDENTIFIER_REJECTED", message);
   }
 }
 
 export class AuthError extends SluiceError {
+  readonly reasonCode: ReasonCode = ReasonCode.BadUserNameOrPassword;
+
   constructor(message: string, options?: { cause?: unknown }) {
     super("BAD_CREDENTIALS", message, options);
   }
 }
 
 export class NotAuthorizedError extends SluiceError {
-  constructor(message: string) {
+  readonly reasonCode: ReasonCode;
+
+  /** `reasonCode`: Banned for a lockout or flapping, else Not authorized. */
+  constructor(message: string, reasonCode: ReasonCode = ReasonCode.NotAuthorized) {
     super("NOT_AUTHORIZED", message);
+    this.reasonCode = reasonCode;
   }
 }
 
 export class ServerUnavailableError extends SluiceError {
-  constructor(message: string, options?: { cause?: unknown }, code = "SERVER_UNAVAILABLE") {
+  readonly reasonCode: ReasonCode;
+
+  /** `reasonCode`: Server busy (overload), Quota exceeded, Connection rate exceeded, ... */
+  constructor(
+    message: string,
+    options?: { cause?: unknown },
+    code = "SERVER_UNAVAILABLE",
+    reasonCode: ReasonCode = ReasonCode.ServerUnavailable,
+  ) {
     super(code, message, options);
+    this.reasonCode = reasonCode;
   }
 }
 

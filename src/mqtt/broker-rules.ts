@@ -1,5 +1,5 @@
 import type { Client, PublishPacket } from "aedes";
-import type { ConnectAdmission } from "../admission/connect-admission.js";
+import type { ConnectAdmission, ConnectRejection } from "../admission/connect-admission.js";
 import type { OwnedConnection, SessionRegistry } from "../cluster/session-registry.js";
 import { heldFilters, isWillOf } from "../engine/aedes-internals.js";
 import type { BrokerHooks } from "../engine/hook-adapter.js";
@@ -10,6 +10,7 @@ import {
   NotAuthorizedError,
   ProtocolError,
   PublishDeniedError,
+  ReasonCode,
   ServerUnavailableError,
 } from "../errors.js";
 import type { SluiceMetrics } from "../observability/metrics.js";
@@ -18,6 +19,14 @@ import type { AuditLog, AuditSubject } from "../security/audit-log.js";
 import type { Authenticator, Identity } from "../security/authenticator.js";
 import type { AclSubject, Authorizer } from "../security/authorizer.js";
 import type { ClientContext, ClientContexts } from "./client-context.js";
+
+/** MQTT 5 reason codes of admission refusals (3.1.1 clients get CONNACK 3 for each). */
+const REJECTION_REASON: Record<ConnectRejection, ReasonCode> = {
+  overload: ReasonCode.ServerBusy,
+  flapping: ReasonCode.Banned,
+  banned: ReasonCode.Banned,
+  per_username: ReasonCode.QuotaExceeded,
+};
 
 const SYS_PREFIX = "$SYS";
 
@@ -164,9 +173,9 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
     async authenticate(client, username, password) {
       const context = contexts.get(client);
       if (!context) throw new ServerUnavailableError("connection has no context");
-      const refuse = (reason: string): never => {
+      const refuse = (reason: ConnectRejection): never => {
         metrics.markConnectionRejected(reason);
-        throw new ServerUnavailableError(reason);
+        throw new ServerUnavailableError(reason, undefined, undefined, REJECTION_REASON[reason]);
       };
       // Before any password is hashed: an overloaded node spends nothing on new clients.
       const overload = deps.admission?.beforeAuthentication();

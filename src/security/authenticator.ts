@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { PeerCertificate } from "node:tls";
-import { AuthError, IdentifierRejectedError, NotAuthorizedError } from "../errors.js";
+import { AuthError, IdentifierRejectedError, NotAuthorizedError, ReasonCode } from "../errors.js";
 import type { AuditLog, AuditSubject, AuthFailureReason } from "./audit-log.js";
 import type { AuthLockout } from "./auth-lockout.js";
 import { normalizeSerial } from "./crl.js";
@@ -136,7 +136,7 @@ export class SluiceAuthenticator implements Authenticator {
     if (guarded && (await lockout.isLockedOut(credentials.remoteAddress, credentials.username))) {
       this.deps.onFailure("locked_out");
       audit.authFailed(subject, "locked_out");
-      throw new NotAuthorizedError("locked out after repeated failures");
+      throw new NotAuthorizedError("locked out after repeated failures", ReasonCode.Banned);
     }
     const outcome = await this.identify(credentials, certificate);
     if (outcome instanceof Refusal) {
