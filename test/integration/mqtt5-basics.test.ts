@@ -103,6 +103,26 @@ describe("MQTT 5 on one node, in memory", () => {
     }
   });
 
+  it("a user property longer than the topic limit is no topic: it arrives; a topic that long closes", async () => {
+    const long = "p".repeat(5_000); // limits.maxTopicBytes defaults to 4,096
+    const subscriber = await connect(url, { ...V5, clientId: "v5-long-sub" });
+    const publisher = await connect(url, { ...V5, clientId: "v5-long-pub" });
+    try {
+      const inbox = await subscribed(subscriber, "long/#");
+      await publisher.publishAsync("long/1", "x", {
+        qos: 1,
+        properties: { userProperties: { note: long } },
+      });
+      const [message] = await inbox.waitFor(1);
+      assert.equal(message?.packet.properties?.userProperties?.note, long);
+      const closed = new Promise<void>((resolve) => publisher.once("close", () => resolve()));
+      publisher.publish(`long/${long}`, "x", { qos: 0 });
+      await closed;
+    } finally {
+      await end(subscriber, publisher);
+    }
+  });
+
   it("a PUBLISH the ACL refuses gets PUBACK 0x87 (not authorized), and the connection stays", async () => {
     const client = await connect(url, { ...V5, clientId: "v5-denied" });
     try {
