@@ -58,7 +58,8 @@ export function registeredClients(broker: Aedes): Client[] {
  * included.
  */
 export function liveBrokerCount(broker: Aedes, heartbeatIntervalMs: number): number {
-  const seen = broker.brokers as Readonly<Record<string, number>>;
+  // aedes stores Date.now() numbers (its types say Date)
+  const seen = broker.brokers as unknown as Readonly<Record<string, number>>;
   const now = Date.now();
   let count = 1;
   for (const id in seen) {

@@ -18,7 +18,7 @@ export class EngineMismatchError extends SluiceError {
 const PATCH_DIR = fileURLToPath(new URL("../../../patches/", import.meta.url));
 
 interface PackagePatch {
-  /** e.g. `aedes`, from `aedes+1.2.0.patch` */
+  /** e.g. `aedes`, from `aedes+2.0.0-beta.1.patch` */
   name: string;
   version: string;
   /** Per file of the package: the lines the patch adds to it. */

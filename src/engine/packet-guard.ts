@@ -7,7 +7,7 @@ import { ProtocolError } from "../errors.js";
  * instance (never the shared prototype, which MQTT.js clients in the same process also use).
  */
 interface MqttPacketParser {
-  packet: { length: number; cmd?: string; protocolVersion?: number };
+  packet: { length: number; cmd?: string; protocolVersion?: number; topic?: string | null };
   /** Set by aedes on each client's parser. */
   client?: { conn?: { destroyed: boolean; end(chunk: Buffer, done: () => void): unknown } };
   error: Error | null;
@@ -189,12 +189,14 @@ function guardMethods(original: MqttPacketParser, limits: PacketGuardLimits): Gu
 
   guarded._parseString = function parseValidString(this: MqttPacketParser) {
     const length = this._parseNum();
-    // In a PUBLISH and an UNSUBSCRIBE (MQTT 3.1.1) every string is a topic. SUBSCRIBE filters
-    // are checked by the broker rules instead: an over-long one gets SUBACK 0x80, like others
-    // refused by a limit.
+    // A PUBLISH's first string is its topic (MQTT 5 properties follow it); in an UNSUBSCRIBE
+    // every string is a filter (MQTT 5: user properties too, which the limit then covers).
+    // SUBSCRIBE filters are checked by the broker rules instead: an over-long one gets SUBACK
+    // 0x80, like others refused by a limit.
     if (
       length > limits.maxTopicBytes &&
-      (this.packet.cmd === "publish" || this.packet.cmd === "unsubscribe")
+      ((this.packet.cmd === "publish" && this.packet.topic == null) ||
+        this.packet.cmd === "unsubscribe")
     ) {
       this._emitError(
         new PacketViolationError(

@@ -142,7 +142,7 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
       const context = contexts.get(client);
       if (!context) throw new ServerUnavailableError("connection has no context");
       // [MQTT-3.1.2-1] the protocol name goes with its level: MQTT is 4, MQIsdp (3.1) is 3.
-      // Level 5 and others reach aedes, which answers CONNACK 1 [MQTT-3.1.2-2].
+      // Level 5 is MQTT 5; other levels never get here (the packet guard answers CONNACK 1).
       const { protocolId, protocolVersion } = packet as typeof packet & {
         protocolVersion?: number;
       };

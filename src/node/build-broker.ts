@@ -5,6 +5,7 @@ import type { SluiceConfig } from "../config/schema.js";
 import type { PatchedAedesOptions } from "../engine/aedes-internals.js";
 import type { BrokerSlot } from "../engine/broker-slot.js";
 import type { DeparturePacer } from "../engine/departure-pacer.js";
+import { hardenBroker } from "../engine/engine-hardening.js";
 import { adaptHooks } from "../engine/hook-adapter.js";
 import { InflightWindows } from "../engine/inflight-window.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
@@ -104,6 +105,7 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     ...(ownership ? { mayRegister: (client: Client) => ownership.mayRegister(client) } : {}),
   };
   const broker = await Aedes.createBroker(options);
+  hardenBroker(broker);
   parts.slot.fill(broker);
   parts.slot.trackDepartures(departurePacer);
   reclaimMemoryAfterDepartures(broker, nodeLog);

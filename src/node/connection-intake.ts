@@ -4,6 +4,7 @@ import type { ConnectAdmission } from "../admission/connect-admission.js";
 import type { ConnectionQuotas } from "../admission/connection-quotas.js";
 import type { ClientOwnership } from "../cluster/client-ownership.js";
 import { closeWithWill } from "../engine/aedes-internals.js";
+import { hardenClient } from "../engine/engine-hardening.js";
 import type { PacketGuard } from "../engine/packet-guard.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
 import type { ClusterBackpressure } from "../limits/cluster-backpressure.js";
@@ -93,6 +94,7 @@ export class ConnectionIntake {
     const admittedAddress = this.awaitingHandOver.get(admitted);
     this.awaitingHandOver.delete(admitted);
     const client = broker.handle(connection.stream, connection.request);
+    hardenClient(client);
     const context = contexts.attach(client, connection, admittedAddress);
     packetGuard.install(client);
     context.endPublishLimits = publishLimits?.attach(client, {

@@ -42,7 +42,10 @@ describe("engine check", () => {
   });
 
   it("names a file that lacks a patched line", async () => {
-    const folder = await patchFolder("aedes+1.2.0.patch", ADDS("// a fix that is not there"));
+    const folder = await patchFolder(
+      "aedes+2.0.0-beta.1.patch",
+      ADDS("// a fix that is not there"),
+    );
     assert.throws(
       () => verifyEngine(folder),
       (error: unknown) =>
@@ -55,7 +58,7 @@ describe("engine check", () => {
     const folder = await patchFolder("aedes+9.9.9.patch", ADDS("// anything"));
     assert.throws(
       () => verifyEngine(folder),
-      /aedes 1\.2\.0 is installed, its fixes are for 9\.9\.9/,
+      /aedes 2\.0\.0-beta\.1 is installed, its fixes are for 9\.9\.9/,
     );
   });
 
@@ -74,7 +77,10 @@ describe("engine check", () => {
     }
     // A copy of a real patch, still applied: the check is about content, not file names.
     const copy = await mkdtemp(join(dir, "copy-"));
-    await copyFile(join(PATCHES, "aedes+1.2.0.patch"), join(copy, "aedes+1.2.0.patch"));
+    await copyFile(
+      join(PATCHES, "aedes+2.0.0-beta.1.patch"),
+      join(copy, "aedes+2.0.0-beta.1.patch"),
+    );
     assert.doesNotThrow(() => verifyEngine(copy));
   });
 });

@@ -6,7 +6,7 @@
  *   node bare-aedes-server.js --engine stock|patched [--redis redis://127.0.0.1:PORT] [--id ID]
  *     [--persistence-module PATH]
  *
- * `stock` is aedes 1.2.0 exactly as published (the `aedes-stock` alias, which patch-package
+ * `stock` is aedes 2.0.0-beta.1 exactly as published (the `aedes-stock` alias, which patch-package
  * leaves alone); `patched` is the `aedes` folder with Sluice's patch applied. With --redis it
  * uses mqemitter-redis and a Redis persistence, as an aedes cluster node would: stock aedes the
  * published aedes-persistence-redis 11.2.2 (the `aedes-persistence-redis-legacy` alias), patched

@@ -116,12 +116,12 @@ function overRedis(name: string, nodes: number, description: string): BrokerDefi
 export const bareAedes = inMemory(
   "aedes",
   "stock",
-  "bare aedes 1.2.0 as published, in memory, no Sluice layers",
+  "bare aedes 2.0.0-beta.1 as published, in memory, no Sluice layers",
 );
 export const bareAedesPatched = inMemory(
   "aedes-patched",
   "patched",
-  "bare aedes with Sluice's patch (patches/aedes+1.2.0.patch), in memory, no Sluice layers",
+  "bare aedes with Sluice's patch (patches/aedes+2.0.0-beta.1.patch), in memory, no Sluice layers",
   // its ratio to stock aedes is the cost of the patch alone
   "aedes",
 );
