@@ -624,9 +624,53 @@ export const configSchema = z.strictObject({
         .describe(
           "Publish the wills of clients the drain disconnects. Off by default: a drain moves devices to other nodes, it is no failure of theirs, and wills would raise false alarms.",
         ),
+      serverReference: z
+        .string()
+        .min(1)
+        .max(1024)
+        .optional()
+        .describe(
+          "While the node drains, MQTT 5 clients are disconnected with reason code 0x9C (use another server) and this Server Reference, for example the load balancer's address. Absent: 0x8B (server shutting down). MQTT 3.1.1 clients are just disconnected.",
+        )
+        .meta({ examples: ["mqtt.plant.example:8883"] }),
     })
     .prefault({})
     .describe("Graceful shutdown. A second signal exits at once (exit code 1)."),
+  mqtt5: z
+    .strictObject({
+      receiveMaximum: z
+        .number()
+        .int()
+        .min(1)
+        .max(65_535)
+        .default(1_000)
+        .describe(
+          "The Receive Maximum advertised to MQTT 5 clients: QoS 1 and 2 PUBLISHes a client may have unacknowledged towards the node. The first throttle for MQTT 5 publishers; a client that exceeds it is disconnected with 0x93.",
+        ),
+      topicAliasMaximum: z
+        .number()
+        .int()
+        .min(0)
+        .max(65_535)
+        .default(10)
+        .describe(
+          "The highest Topic Alias an MQTT 5 client may use towards the node (advertised in CONNACK). 0: clients may not use topic aliases. Outbound, the node uses aliases up to the client's own Topic Alias Maximum.",
+        ),
+      maxSessionExpirySeconds: z
+        .number()
+        .int()
+        .min(0)
+        .max(4_294_967_295)
+        .optional()
+        .describe(
+          "Caps the Session Expiry Interval an MQTT 5 client may ask for; the CONNACK tells the client the value applied. Absent: no cap (4294967295, never expires, is allowed, like an MQTT 3.1.1 persistent session).",
+        )
+        .meta({ examples: [604_800] }),
+    })
+    .prefault({})
+    .describe(
+      "MQTT 5 settings. MQTT 3.1.1 and 5 run side by side on every listener; everything else (ACLs, limits, audit, metrics) applies to both alike.",
+    ),
   admin: z
     .strictObject({
       host: host

@@ -87,7 +87,8 @@ limits:
   subscriptions: { perClient: 100, maxTopicLevels: 16 }
   authFailures: { perIp: 10, perUsername: 5, blockSeconds: 300, acrossSources: { alertAfter: 50, block: false } }
   queue: { maxInflight: 20, maxQueuedPerClient: 1000, drainTimeoutMs: 10000, maxBufferedBytes: 262144 }
-shutdown: { drainSeconds: 20, publishWills: true }
+shutdown: { drainSeconds: 20, publishWills: true, serverReference: "mqtt.plant.example:8883" }
+mqtt5: { receiveMaximum: 100, topicAliasMaximum: 10, maxSessionExpirySeconds: 604800 }
 admin:
   host: 127.0.0.1
   port: 0
