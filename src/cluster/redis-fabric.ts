@@ -5,7 +5,7 @@ import type { ConnectionOptions } from "node:tls";
 import { Cluster, Redis, type RedisOptions } from "ioredis";
 import type { SluiceConfig } from "../config/schema.js";
 import { redisEmitter } from "../engine/emitters.js";
-import { PendingPublishes } from "../engine/local-first.js";
+import { PendingPublishes, type Publisher } from "../engine/local-first.js";
 import type { QueueLimits } from "../engine/persistence-types.js";
 import { RedisPersistence } from "../engine/redis-persistence.js";
 import { asError } from "../errors.js";
@@ -14,7 +14,6 @@ import { checkPubsubOutputLimit, type LimitTarget } from "../redis/output-buffer
 import type { RedisClient } from "../redis/redis-client.js";
 import { PersistenceKeys } from "../redis/redis-keys.js";
 import { coalesceEveryWrite } from "../transport/write-coalescing.js";
-import { BatchedPublisher, ShardedPublisher } from "./redis-publishers.js";
 import { ShardChannels } from "./shard-channels.js";
 import { type ShardConnector, ShardedSubscriber } from "./sharded-subscriber.js";
 import { SubscriptionBatcher } from "./subscription-batcher.js";
@@ -107,7 +106,7 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     // CLIENT LIST (its lag).
     const subscriberName = `sluice-sub-${randomBytes(6).toString("hex")}`;
     let subscriber: Redis | ShardedSubscriber;
-    let route: BatchedPublisher | ShardedPublisher;
+    let route: Publisher = publisher;
     if (publisher instanceof Cluster) {
       const channels = new ShardChannels(config.keyPrefix);
       subscriber = new ShardedSubscriber(
@@ -117,10 +116,9 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
         shardConnector(config, subscriberName),
         log,
       );
-      route = new ShardedPublisher(publisher, (topic) => channels.of(topic), this.pending);
+      route = { publish: (topic, message) => publisher.spublish(channels.of(topic), message) };
     } else {
       subscriber = connect({ enableReadyCheck: false, connectionName: subscriberName }) as Redis;
-      route = new BatchedPublisher(publisher, this.pending);
     }
     this.state = state;
     this.stored = stored;
@@ -137,7 +135,13 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     this.persistence = new RedisPersistence({ db: stored, log, ...queue });
     // Its types name Redis only; it uses nothing a Cluster or the sharded subscriber lacks
     // (events, and (p)subscribe on the subscriber; every message goes through `route`).
-    this.mq = redisEmitter(publisher as Redis, subscriber as unknown as Redis, log, route);
+    this.mq = redisEmitter(
+      publisher as Redis,
+      subscriber as unknown as Redis,
+      log,
+      this.pending,
+      route,
+    );
     // A Cluster's subscriber has a connection per primary: their lag is not looked up.
     this.subscriptionLag =
       state instanceof Redis ? new SubscriptionLag(state, subscriberName, log) : undefined;

@@ -3,7 +3,12 @@ import type { Redis } from "ioredis";
 import mqemitter from "mqemitter";
 import mqemitterRedis from "mqemitter-redis";
 import type { Logger } from "../observability/logger.js";
-import { deliverLocallyFirst, type Publisher, type RedisEmitterShape } from "./local-first.js";
+import {
+  deliverLocallyFirst,
+  type PendingPublishes,
+  type Publisher,
+  type RedisEmitterShape,
+} from "./local-first.js";
 
 /** What aedes needs of an emitter: mqemitter's API. */
 export type Emitter = mqemitter.MQEmitter;
@@ -33,15 +38,16 @@ export function memoryEmitter(concurrency: number): Emitter {
  * own close() QUITs them and, during a Redis outage, neither called back nor handled the
  * failed QUIT (an unhandled rejection at every shutdown in an outage).
  *
- * `route` sends each message (redis-publishers.ts); the subscriber is anything that answers
- * mqemitter-redis' (p)(un)subscribe calls and emits its `messageBuffer`/`pmessageBuffer` events
- * (on a Redis Cluster, the fabric's sharded subscriber).
+ * `route` sends each message (by default a PUBLISH on the topic, on `publisher`); the
+ * subscriber is anything that answers mqemitter-redis' (p)(un)subscribe calls and emits its
+ * `messageBuffer`/`pmessageBuffer` events (on a Redis Cluster, the fabric's sharded subscriber).
  */
 export function redisEmitter(
   publisher: Redis,
   subscriber: Redis,
   log: Logger,
-  route: Publisher,
+  pending?: PendingPublishes,
+  route: Publisher = publisher,
 ): Emitter {
   const emitter = deliverLocallyFirst(
     () =>
@@ -53,6 +59,7 @@ export function redisEmitter(
         },
     route,
     subscriber,
+    pending,
   );
   // mqemitter-redis re-emits connection errors on its `state` emitter; without a listener there,
   // a failed reconnect during a Redis outage throws and takes the node down. The outage itself

@@ -7,7 +7,7 @@ interface EmittedMessage {
   topic: string;
 }
 
-export type Done = (error?: Error) => void;
+type Done = (error?: Error) => void;
 
 /** The parts of an mqemitter-redis instance that local-first delivery works on. */
 export interface RedisEmitterShape {
@@ -24,13 +24,11 @@ export interface RedisEmitterShape {
 }
 
 /**
- * Where each message goes, by topic (redis-publishers.ts): PUBLISHes on the fabric's publisher
- * connection, or on a Redis Cluster an SPUBLISH to the topic's shard channel. `answered` runs
- * once Redis has answered (with the error, if it failed), in the order of the calls; the
- * publisher counts the message in `PendingPublishes` meanwhile.
+ * Where each message goes, by topic: a PUBLISH on the fabric's publisher connection, or on a
+ * Redis Cluster an SPUBLISH to the topic's shard channel.
  */
 export interface Publisher {
-  publish(topic: string, message: Buffer, answered: Done): void;
+  publish(channel: string, message: Buffer): Promise<unknown>;
 }
 
 /**
@@ -124,6 +122,7 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
   create: () => E,
   publisher: Publisher,
   subscriber: EventEmitter,
+  pending: PendingPublishes = new PendingPublishes(),
 ): E {
   const origin = `${randomBytes(6).toString("base64url")}:`;
   const originBytes = Buffer.from(origin);
@@ -176,10 +175,6 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
   subscriber.on("pmessageBuffer", (_pattern: Buffer, channel: Buffer, payload: Buffer) =>
     receive(channel, payload),
   );
-  // A message emitted without a callback reports a failed PUBLISH where mqemitter-redis does.
-  const reportFailure: Done = (error) => {
-    if (error) emitter._onError?.(error);
-  };
 
   emitter.emit = (message: EmittedMessage, done?: Done): void => {
     if (emitter.closed) {
@@ -192,7 +187,19 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
     }
     const id = origin + (++sequence).toString(36);
     emitter._emit(message);
-    publisher.publish(message.topic, encodeEnvelope(id, message), done ?? reportFailure);
+    const envelope = encodeEnvelope(id, message);
+    const bytes = envelope.length;
+    pending.sent(bytes);
+    publisher.publish(message.topic, envelope).then(
+      () => {
+        pending.answered(bytes);
+        done?.();
+      },
+      (error: Error) => {
+        pending.answered(bytes);
+        (done ?? emitter._onError)?.(error);
+      },
+    );
   };
   return emitter;
 }

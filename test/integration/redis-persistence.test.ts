@@ -7,9 +7,7 @@ import { pino } from "pino";
 import { RedisCluster } from "../../harness/redis-cluster.js";
 import { RedisServer } from "../../harness/redis-server.js";
 import { drain, storedPublish as publish } from "../../harness/stored-packets.js";
-import { BatchedPublisher } from "../../src/cluster/redis-publishers.js";
 import { redisEmitter } from "../../src/engine/emitters.js";
-import { PendingPublishes } from "../../src/engine/local-first.js";
 import type { StoredPacket } from "../../src/engine/persistence-types.js";
 import { type PersistenceBroker, RedisPersistence } from "../../src/engine/redis-persistence.js";
 import { PersistenceKeys } from "../../src/redis/redis-keys.js";
@@ -47,12 +45,7 @@ async function startNode(store: Store, prefix: string, id: string, cap = 100): P
   });
   const pubConn = new Redis(store.pubsubUrl());
   const subConn = new Redis(store.pubsubUrl(), { enableReadyCheck: false });
-  const mq = redisEmitter(
-    pubConn,
-    subConn,
-    silent,
-    new BatchedPublisher(pubConn, new PendingPublishes()),
-  );
+  const mq = redisEmitter(pubConn, subConn, silent);
   const broker = (await Aedes.createBroker({
     id,
     persistence,
