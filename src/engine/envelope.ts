@@ -1,5 +1,5 @@
 import { Packr, Unpackr } from "msgpackr";
-import type { EchoCheck } from "./echo-filter.js";
+import { type EchoCheck, sameBytes } from "./echo-filter.js";
 
 /** A message on the emitter, as aedes publishes it. */
 export interface EmittedMessage {
@@ -179,10 +179,9 @@ export function echoCheck(origin: Buffer): EchoCheck {
     prefixBytes,
     isEcho(buffer, offset, length) {
       if (length < prefixBytes) return false;
-      if (buffer.compare(ENVELOPE_HEAD, 0, start - 1, offset, offset + start - 1) !== 0)
-        return false;
+      if (!sameBytes(buffer, offset, ENVELOPE_HEAD)) return false;
       if (((buffer[offset + start - 1] as number) & FIXSTR_MASK) !== FIXSTR) return false;
-      return buffer.compare(origin, 0, origin.length, offset + start, offset + prefixBytes) === 0;
+      return sameBytes(buffer, offset + start, origin);
     },
   };
 }
