@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import msgpack from "msgpack-lite";
-import { decodeEnvelope, ENVELOPE_HEAD, encodeEnvelope } from "../../src/engine/local-first.js";
+import { Packr } from "msgpackr";
+import { decodeEnvelope, ENVELOPE_HEAD, encodeEnvelope } from "../../src/engine/envelope.js";
 
 /**
  * The envelope is mqemitter-redis' own: what this node writes (msgpackr), a node without
@@ -47,5 +48,41 @@ describe("local-first envelope", () => {
 
   it("starts with the head the echo check compares", () => {
     assert.deepEqual(encodeEnvelope("AbCdEfGh:1", message).subarray(0, 4), ENVELOPE_HEAD);
+  });
+
+  it("writes msgpackr's bytes for every field an aedes packet may carry", () => {
+    const packr = new Packr({
+      useRecords: false,
+      encodeUndefinedAsNil: true,
+      moreTypes: false,
+      variableMapSize: true,
+    });
+    const strings = ["", "a", "x".repeat(31), "x".repeat(32), "y".repeat(255), "z".repeat(256)];
+    const wide = ["Grüße", "温度/".repeat(20), "🌡".repeat(40), "\ud800 lone", "é".repeat(16)];
+    const numbers = [0, 1, 127, 128, 255, 256, 65_535, 65_536, 2 ** 32 - 1];
+    const payloads = [0, 1, 64, 255, 256, 65_535, 65_536].map((n) => Buffer.alloc(n, n % 251));
+    const variants: Array<Record<string, unknown>> = [
+      ...[...strings, ...wide].map((topic) => ({ ...message, topic })),
+      ...numbers.map((brokerCounter) => ({ ...message, brokerCounter })),
+      ...payloads.map((payload) => ({ ...message, payload })),
+      { ...message, retain: true, dup: true, messageId: 7, clientId: "c-1", nl: false },
+      Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, i])),
+      // msgpackr's own path: nested properties, a negative or a fractional number
+      { ...message, properties: { userProperties: { a: ["1", "2"] }, contentType: "text" } },
+      { ...message, brokerCounter: -1 },
+      { ...message, brokerCounter: 1.5 },
+      { ...message, brokerCounter: 2 ** 32 },
+    ];
+    for (const msg of variants) {
+      const written = encodeEnvelope("AbCdEfGh:1z", msg as unknown as typeof message);
+      assert.deepEqual(written, packr.pack({ id: "AbCdEfGh:1z", msg }), JSON.stringify(msg));
+    }
+  });
+
+  it("keeps each envelope's bytes while later ones are written (slabs are never reused)", () => {
+    const first = encodeEnvelope("AbCdEfGh:1", message);
+    const copy = Buffer.from(first);
+    for (let i = 0; i < 2_000; i++) encodeEnvelope(`AbCdEfGh:${i}`, message);
+    assert.deepEqual(first, copy);
   });
 });

@@ -1,0 +1,97 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { type EchoCheck, EchoFilter } from "../../src/engine/echo-filter.js";
+
+/**
+ * The filter hands on every frame but this node's echoes, whole and in order, however the
+ * connection's bytes are cut into reads: the stream of a subscriber connection is cut at every
+ * possible point, and at random points many times over.
+ */
+const ORIGIN = Buffer.from("ECHO:");
+const check: EchoCheck = {
+  prefixBytes: ORIGIN.length,
+  isEcho: (buffer, offset, length) =>
+    length >= ORIGIN.length &&
+    buffer.compare(ORIGIN, 0, ORIGIN.length, offset, offset + ORIGIN.length) === 0,
+};
+
+const bulk = (value: string | Buffer): string | Buffer => {
+  const bytes = Buffer.isBuffer(value) ? value : Buffer.from(value);
+  return Buffer.concat([Buffer.from(`$${bytes.length}\r\n`), bytes, Buffer.from("\r\n")]);
+};
+const frame = (...parts: Array<string | Buffer>): Buffer =>
+  Buffer.concat(parts.map((p) => (Buffer.isBuffer(p) ? p : Buffer.from(p))));
+const message = (channel: string, payload: string | Buffer) =>
+  frame("*3\r\n", bulk("message"), bulk(channel), bulk(payload));
+const pmessage = (pattern: string, channel: string, payload: string | Buffer) =>
+  frame("*4\r\n", bulk("pmessage"), bulk(pattern), bulk(channel), bulk(payload));
+
+const frames: Array<{ bytes: Buffer; echo: boolean }> = [
+  { bytes: frame("+OK\r\n"), echo: false },
+  { bytes: frame("*3\r\n", bulk("subscribe"), bulk("a/b"), ":1\r\n"), echo: false },
+  { bytes: message("a/b", "ECHO:1 mine"), echo: true },
+  { bytes: message("a/b", "OTHER:1 theirs"), echo: false },
+  { bytes: pmessage("a/*", "a/c", "ECHO:2 mine"), echo: true },
+  { bytes: pmessage("a/*", "a/c", "OTHER:2 theirs"), echo: false },
+  { bytes: message("a/b", Buffer.concat([ORIGIN, Buffer.alloc(70_000, 0x0d)])), echo: true },
+  {
+    bytes: message("a/b", Buffer.concat([Buffer.from("X"), Buffer.alloc(70_000, 0x0a)])),
+    echo: false,
+  },
+  { bytes: message("a/b", "ECH"), echo: false },
+  { bytes: message("a/b", ""), echo: false },
+  { bytes: frame("*3\r\n", bulk("message"), bulk("a/b"), "$-1\r\n"), echo: false },
+  { bytes: frame("*2\r\n", bulk("pong"), bulk("")), echo: false },
+  { bytes: frame("-ERR something\r\n"), echo: false },
+  { bytes: frame("*2\r\n*1\r\n:5\r\n", bulk("nested")), echo: false },
+  { bytes: message("ECHO:channel", "OTHER:3 a channel that looks like an echo"), echo: false },
+];
+const stream = Buffer.concat(frames.map((f) => f.bytes));
+const expected = Buffer.concat(frames.filter((f) => !f.echo).map((f) => f.bytes));
+
+function run(cuts: number[]): Buffer {
+  const filter = new EchoFilter(check);
+  const out: Buffer[] = [];
+  let from = 0;
+  for (const cut of [...cuts, stream.length]) {
+    if (cut <= from) continue;
+    const kept = filter.filter(Buffer.from(stream.subarray(from, cut)));
+    if (kept !== undefined) out.push(kept);
+    from = cut;
+  }
+  return Buffer.concat(out);
+}
+
+describe("EchoFilter", () => {
+  it("drops the echoes of one read holding every frame", () => {
+    assert.deepEqual(run([]), expected);
+  });
+
+  it("drops the same however the bytes are cut in two", () => {
+    for (let cut = 1; cut < stream.length; cut += cut < 400 ? 1 : 997) {
+      assert.deepEqual(run([cut]), expected, `cut at ${cut}`);
+    }
+  });
+
+  it("drops the same when the bytes come in many small reads", () => {
+    let seed = 7;
+    const random = (): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    for (let round = 0; round < 200; round++) {
+      const cuts: number[] = [];
+      for (let at = 0; at < stream.length; at += 1 + Math.floor(random() * 600)) cuts.push(at);
+      assert.deepEqual(run(cuts), expected, `round ${round}`);
+    }
+  });
+
+  it("hands on bytes it cannot read as RESP untouched, from there on", () => {
+    const filter = new EchoFilter(check);
+    const junk = Buffer.from("?junk\r\n");
+    const echo = message("a/b", "ECHO:3");
+    assert.equal(filter.filter(Buffer.from(echo)), undefined);
+    assert.deepEqual(filter.filter(Buffer.concat([junk, echo])), Buffer.concat([junk, echo]));
+    assert.deepEqual(filter.filter(echo), echo);
+  });
+});
