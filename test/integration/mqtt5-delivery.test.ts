@@ -309,6 +309,8 @@ function scenarios(nodes: () => { pub: RunningNode; sub: RunningNode }): void {
         await c.subscribeAsync(`${base}/+`, { qos: 1, rh: 1 });
         await c.subscribeAsync(`${base}/#`, { qos: 1, rh: 0 });
         await c.subscribeAsync(`${base}/#`, { qos: 1, rh: 0 });
+        // over Redis the retained messages are read after the SUBACK: awaited, then a marker
+        await waitForPayload(inboxC, "retained", 3);
         await c.publishAsync(`${base}/end`, "end", { qos: 1 });
         const received = await waitForPayload(inboxC, "end");
         const retained = received.filter((m) => m.payload.toString() === "retained");
@@ -327,10 +329,16 @@ function scenarios(nodes: () => { pub: RunningNode; sub: RunningNode }): void {
   });
 }
 
-async function waitForPayload(inbox: Inbox, payload: string): Promise<Inbox["received"]> {
+/** The messages received until the `times`-th one with this payload (among the first 50). */
+async function waitForPayload(
+  inbox: Inbox,
+  payload: string,
+  times = 1,
+): Promise<Inbox["received"]> {
+  let seen = 0;
   for (let count = 1; count <= 50; count++) {
     const items = await inbox.waitFor(count);
-    if (items[count - 1]?.payload.toString() === payload) return items;
+    if (items[count - 1]?.payload.toString() === payload && ++seen === times) return items;
   }
   throw new Error(`no ${payload} among the first 50 messages`);
 }
