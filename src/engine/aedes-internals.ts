@@ -150,3 +150,22 @@ export function announceUnsubscribes(client: Client, filters: string[]): void {
     Buffer.from(JSON.stringify({ clientId: client.id, subs: filters }), "utf8"),
   );
 }
+
+/** The next packet id of a client's outbound QoS 1/2 PUBLISHes, taken as aedes takes it. */
+export function nextMessageId(client: Client): number {
+  const owner = client as Client & { _nextId: number };
+  const id = owner._nextId;
+  owner._nextId = id >= 65535 ? 1 : id + 1;
+  return id;
+}
+
+/** The part of a broker's persistence that records a client's outbound QoS 1/2 deliveries. */
+export interface OutgoingStore {
+  outgoingUpdate(client: Client, packet: AedesPublishPacket): Promise<void>;
+  outgoingClearMessageId(client: Client, packet: AedesPublishPacket): Promise<unknown>;
+}
+
+/** The persistence of a client's broker (aedes sets it; its types do not show it). */
+export function outgoingStore(client: Client): OutgoingStore {
+  return (brokerOf(client) as Aedes & { persistence: OutgoingStore }).persistence;
+}

@@ -2,7 +2,10 @@ import type { AedesPublishPacket, Client, Subscription } from "aedes";
 import { Fifo } from "./fifo.js";
 
 export interface InflightWindowLimits {
-  /** QoS 1/2 deliveries written to a client and not yet acknowledged (PUBACK / PUBCOMP). */
+  /**
+   * QoS 1/2 deliveries written to a client and not yet acknowledged (PUBACK / PUBCOMP); an
+   * MQTT 5 client's Receive Maximum, if lower, instead.
+   */
   maxInflight: number;
   /** Deliveries waiting for the window, per client; the oldest are dropped past it. */
   maxQueued: number;
@@ -96,7 +99,10 @@ export class InflightWindows {
     if (typeof deliver !== "function" || typeof parser?.on !== "function") {
       throw new TypeError("aedes client has an unexpected shape: no in-flight window possible");
     }
-    const { maxInflight, maxQueued } = this.limits;
+    const { maxQueued } = this.limits;
+    // [MQTT-3.3.4-9] an MQTT 5 client's Receive Maximum bounds it too (aedes sets 65,535 for
+    // others and for a v5 CONNECT without one); read at CONNECT, before any subscription
+    const maxInflight = Math.min(this.limits.maxInflight, aedesClient.receiveMaximum ?? Infinity);
     // Made when a delivery first has to wait: most idle connections never need one.
     let waiting: Fifo<AedesPublishPacket> | undefined;
     let inflight = 0;

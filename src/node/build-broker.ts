@@ -8,6 +8,7 @@ import type { DeparturePacer } from "../engine/departure-pacer.js";
 import { hardenBroker } from "../engine/engine-hardening.js";
 import { adaptHooks } from "../engine/hook-adapter.js";
 import { InflightWindows } from "../engine/inflight-window.js";
+import { Mqtt5Delivery } from "../engine/mqtt5-delivery.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
 import { createBrokerRules } from "../mqtt/broker-rules.js";
 import type { ClientContexts } from "../mqtt/client-context.js";
@@ -49,6 +50,15 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   );
   const { subscribePacer, departurePacer } = parts;
   const mqttLog = log.child({ module: "mqtt" });
+  const delivery = new Mqtt5Delivery({
+    onTooLarge: (client, size, maximum) => {
+      parts.metrics.markMessageDropped("packet_too_large");
+      mqttLog.debug(
+        { event: "delivery.packet_too_large", clientId: client.id, size, maximum },
+        "message larger than the client's maximum packet size not sent",
+      );
+    },
+  });
   const nodeLog = log.child({ module: "node" });
   const rules = createBrokerRules({
     contexts,
@@ -77,8 +87,11 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     {
       ...rules,
       authorizeSubscribe: subscribePacer.observeSubscribe(
-        departurePacer.observeSubscribe(windows.observeSubscribe(rules.authorizeSubscribe)),
+        departurePacer.observeSubscribe(
+          windows.observeSubscribe(delivery.observeSubscribe(rules.authorizeSubscribe)),
+        ),
       ),
+      preConnect: delivery.observeConnect(rules.preConnect),
     },
     {
       onUnexpectedError: (hook, error) =>
@@ -98,7 +111,8 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     drainTimeout: limits.queue.drainTimeoutMs,
     maxTopicLevels: limits.subscriptions.maxTopicLevels,
     ...hooks,
-    authorizeForward: windows.observeForward(rules.authorizeForward),
+    authorizeForward: windows.observeForward(delivery.observeForward(rules.authorizeForward)),
+    topicAliasMaximum: config.mqtt5.topicAliasMaximum,
     sessionPresent: (client) => contexts.get(client)?.sessionPresent === true,
     // Cluster takeover is ClientOwnership's, fenced by epochs; aedes' gossip is not.
     closeOnPeerConnect: ownership === undefined,

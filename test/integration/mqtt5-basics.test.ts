@@ -63,9 +63,12 @@ describe("MQTT 5 on one node, in memory", () => {
         client.once("connect", resolve);
         client.once("error", reject);
       });
-      // Only a v5 CONNACK has properties: aedes advertises that it has no shared subscriptions.
+      // Only a v5 CONNACK has properties: no shared subscriptions, mqtt5.topicAliasMaximum
       assert.equal(connack.reasonCode, 0);
-      assert.deepEqual(connack.properties, { sharedSubscriptionAvailable: false });
+      assert.deepEqual(connack.properties, {
+        sharedSubscriptionAvailable: false,
+        topicAliasMaximum: 10,
+      });
     } finally {
       await end(client);
     }
