@@ -163,11 +163,20 @@ export class MemoryPersistence {
 
   async outgoingClearMessageId(
     client: ClientRef,
-    packet: { messageId?: number | undefined },
+    packet: Pick<StoredPacket, "messageId"> &
+      Partial<Pick<StoredPacket, "brokerId" | "brokerCounter">>,
   ): Promise<StoredPacket | undefined> {
     const queue = this.outgoing.get(client.id);
     if (queue === undefined) return undefined;
-    const index = queue.findIndex((queued) => queued.messageId === packet.messageId);
+    // aedes clears a delivery authorizeForward refused before it got a packet id: by id, that
+    // would be whichever queued message has none yet, so such a packet is found by its origin.
+    const index =
+      packet.messageId === undefined
+        ? queue.findIndex(
+            (queued) =>
+              queued.brokerId === packet.brokerId && queued.brokerCounter === packet.brokerCounter,
+          )
+        : queue.findIndex((queued) => queued.messageId === packet.messageId);
     if (index === -1) return undefined;
     const [cleared] = queue.splice(index, 1);
     if (queue.length === 0) this.outgoing.delete(client.id);

@@ -273,10 +273,13 @@ export class RedisPersistence {
    */
   outgoingClearMessageId(
     client: ClientRef,
-    packet: { messageId?: number | undefined; cmd?: string },
+    packet: Pick<StoredPacket, "messageId"> &
+      Partial<Pick<StoredPacket, "brokerId" | "brokerCounter" | "cmd">>,
   ): Promise<StoredPacket | undefined> {
     if (isCleanAcknowledgement(client, packet)) return Promise.resolve(undefined);
     const clientId = client.id;
+    // A delivery authorizeForward refused before it got a packet id: found by its origin.
+    if (packet.messageId === undefined) return this.dropQueued(clientId, packet);
     return this.acks.add(this.callOf(clientId), {
       clientId,
       messageId: packet.messageId as number,
@@ -290,6 +293,20 @@ export class RedisPersistence {
 
   outgoingStream(client: ClientRef): Readable {
     return Readable.from(this.queued(client.id));
+  }
+
+  private async dropQueued(
+    clientId: string,
+    packet: Partial<Pick<StoredPacket, "brokerId" | "brokerCounter">>,
+  ): Promise<undefined> {
+    if (packet.brokerId === undefined || packet.brokerCounter === undefined) return undefined;
+    const ref = `${packet.brokerId}:${packet.brokerCounter}`;
+    await this.db
+      .multi()
+      .lrem(this.keys.queue(clientId), 0, ref)
+      .hdel(this.keys.packets(clientId), ref)
+      .exec();
+    return undefined;
   }
 
   async incomingStorePacket(client: ClientRef, packet: StoredPacket): Promise<void> {

@@ -328,6 +328,22 @@ for (const { name, start } of stores) {
       assert.deepEqual(await drain(persistence.outgoingStream(clean)), []);
     });
 
+    it("a delivery refused before it got a packet id leaves the queue; the others stay", async () => {
+      const { persistence } = await node(newPrefix());
+      const client = { id: "acl-plc", clean: false };
+      const waiting = publish("acl/allowed", "waiting");
+      const refused = publish("acl/denied", "refused");
+      await persistence.outgoingEnqueue({ clientId: client.id }, waiting);
+      await persistence.outgoingEnqueue({ clientId: client.id }, refused);
+      // aedes clears a delivery authorizeForward refused with the packet as published: no id.
+      await persistence.outgoingClearMessageId(client, { ...refused });
+      const left = await drain(persistence.outgoingStream(client));
+      assert.deepEqual(
+        left.map((p) => p.topic),
+        ["acl/allowed"],
+      );
+    });
+
     it("inbound QoS 2: stored, read, deleted; a clean session's ids end with it", async () => {
       const { persistence } = await node(newPrefix());
       const client = { id: "publisher" };

@@ -92,6 +92,21 @@ describe("memory persistence", () => {
     assert.equal(await persistence.outgoingClearMessageId(client, { messageId: 9 }), undefined);
   });
 
+  it("a delivery refused before it got a packet id clears its own message, not another", async () => {
+    const { persistence } = store();
+    const refused = publish("acl/denied", "refused");
+    const waiting = publish("acl/allowed", "waiting");
+    await persistence.outgoingEnqueue({ clientId: client.id }, waiting);
+    await persistence.outgoingEnqueue({ clientId: client.id }, refused);
+    const cleared = await persistence.outgoingClearMessageId(client, { ...refused });
+    assert.equal(cleared?.topic, "acl/denied");
+    const left = await drain(persistence.outgoingStream(client));
+    assert.deepEqual(
+      left.map((p) => p.topic),
+      ["acl/allowed"],
+    );
+  });
+
   it("QoS 2 inbound state: stored, read, deleted, and gone with a clean session", async () => {
     const { persistence } = store();
     await persistence.incomingStorePacket(client, { ...publish("t", "x", 2), messageId: 5 });
