@@ -82,6 +82,41 @@ describe("mosquitto_pub / mosquitto_sub", () => {
     assert.match(await output, /^secure\/valve-2 closed$/m);
   });
 
+  it("MQTT 5 (-V mqttv5): user properties, content type and expiry cross from mosquitto_pub to mosquitto_sub", async () => {
+    const common = ["-h", "127.0.0.1", "-p", String(ports.tcp), "-q", "1", "-V", "mqttv5"];
+    const { output } = await subscribeOnce([...common, "-t", "v5/+/state", "-F", "%t|%p|%P|%C|%E"]);
+    await run("mosquitto_pub", [
+      ...common,
+      "-t",
+      "v5/pump-4/state",
+      "-m",
+      "running",
+      "-D",
+      "publish",
+      "user-property",
+      "site",
+      "plant-7",
+      "-D",
+      "publish",
+      "content-type",
+      "text/plain",
+      "-D",
+      "publish",
+      "message-expiry-interval",
+      "300",
+    ]);
+    const line = (await output).split("\n").find((l) => l.startsWith("v5/pump-4/state|"));
+    assert.ok(line, await output);
+    const [topic, payload, userProperty, contentType, expiry] = line.split("|");
+    assert.equal(topic, "v5/pump-4/state");
+    assert.equal(payload, "running");
+    assert.equal(userProperty, "site:plant-7");
+    assert.equal(contentType, "text/plain");
+    // The remaining interval is forwarded [MQTT-3.3.2-6]: at most what was sent.
+    const remaining = Number(expiry);
+    assert.ok(remaining > 290 && remaining <= 300, `message expiry ${expiry}`);
+  });
+
   it("mosquitto_pub without a client certificate is refused on the mTLS listener", async () => {
     await assert.rejects(
       run("mosquitto_pub", [
