@@ -41,7 +41,7 @@ function row(
     unacknowledged: 0,
     generatorProcesses: { publishers: 1, subscribers: 1 },
     generatorCpu: { publishers: [50], subscribers: [50], saturated: false },
-    brokerCpuPercent: null,
+    brokerCpuPercent: 50,
     redisCpuPercent: null,
     crossChecks: [],
     rounds: rounds.map((r) => ({ ...r, p50Ms: 1, lost: 0, duplicates: 0 })),
@@ -83,6 +83,15 @@ test("mqtt5 - goal rows divide MQTT 5 by 3.1.1 per broker and case, and judge on
 test("mqtt5 - a case measured at one level only has no goal row", () => {
   const rows = [row("sluice", 4, null, [{ messagesPerSecond: 1, p99Ms: 1 }])];
   assert.deepEqual(protocolGoalRows(rows, new Set()), []);
+});
+
+test("mqtt5 - broker CPU per delivered message sits beside each ratio", () => {
+  const rows = [
+    row("sluice", 4, null, [{ messagesPerSecond: 50_000, p99Ms: 1 }]),
+    row("sluice", 5, null, [{ messagesPerSecond: 40_000, p99Ms: 1 }]),
+  ];
+  const [goal] = protocolGoalRows(rows, new Set());
+  assert.equal(goal?.["broker µs/msg (3.1.1 / 5)"], "10.0 / 12.5");
 });
 
 test("mqtt5 - tables show the level only where rows carry one, and ratios stay within a level", () => {

@@ -15,12 +15,23 @@ export const GOAL_COLUMNS = [
   "goal",
   "met",
   "per round",
+  "broker µs/msg (3.1.1 / 5)",
   "lost (3.1.1 / 5)",
   "generator saturated",
 ];
 
 const round2 = (value: number): number => Number(value.toFixed(2));
 const integer = (n: number): string => Math.round(n).toLocaleString("en-US");
+
+/**
+ * Broker CPU per delivered message (all its processes, µs): on a loaded machine a steadier
+ * figure than the rate or the tail, which other work's scheduling moves.
+ */
+function cpuPerMessage(row: ResultRow): string {
+  if (row.brokerCpuPercent === null || row.messagesPerSecond <= 0) return "?";
+  const micros = (row.brokerCpuPercent * 10_000) / row.messagesPerSecond;
+  return micros >= 100 ? integer(micros) : micros.toFixed(1);
+}
 
 /** The 3.1.1 and MQTT 5 rows of one broker's case. */
 interface Pair {
@@ -87,6 +98,7 @@ export function protocolGoalRows(
       goal: reference ? "(reference)" : `${fullSpeed ? "≥" : "≤"} ${goal}x`,
       met: reference || ratio === null ? null : fullSpeed ? ratio >= goal : ratio <= goal,
       "per round": perRound.join(" / "),
+      "broker µs/msg (3.1.1 / 5)": `${cpuPerMessage(v3)} / ${cpuPerMessage(v5)}`,
       "lost (3.1.1 / 5)": `${v3.lost} / ${v5.lost}`,
       "generator saturated": v3.generatorCpu.saturated || v5.generatorCpu.saturated,
     };
