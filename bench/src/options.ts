@@ -24,6 +24,11 @@ Scenarios:
                               connects/s: sluice, sluice-redis, sluice-cluster-2, aedes-redis,
                               aedes-cluster-2 (+ the *-baseline ones with SLUICE_BASELINE_CLI);
                               --quick: one case per phase, 200 clients, the --quick brokers
+  mqtt5                       MQTT 5 clients against 3.1.1 clients on the same broker, back
+                              to back in each round: full speed (QoS 0, 1, 64 B) and p99 at
+                              5,000 msg/s, ratios v5/v3.1.1 against issue 15's goals (>= 0.9x,
+                              <= 1.2x): sluice, sluice-redis, mosquitto (a reference); --quick:
+                              full speed QoS 0 and 5,000 msg/s QoS 1, the --quick brokers
 
 Options:
   --quick                     a smoke run of a few seconds per broker (also BENCH_QUICK=1):

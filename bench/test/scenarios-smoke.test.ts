@@ -179,3 +179,34 @@ test("smoke - cluster-cost --quick prices a message on each process, in memory a
     "the goal table compares the node over Redis with the node in memory",
   );
 });
+
+test("smoke - mqtt5 --quick measures 3.1.1 and MQTT 5 clients on one node and reports their ratios", async () => {
+  const output = await runQuick("mqtt5");
+  assert.deepEqual(
+    output.rows.map((r) => [r.broker, r.qos, r.targetRate, r.protocolVersion]),
+    [
+      ["sluice", 0, null, 4],
+      ["sluice", 0, null, 5],
+      ["sluice", 1, 5_000, 4],
+      ["sluice", 1, 5_000, 5],
+    ],
+  );
+  for (const row of output.rows) {
+    assert.equal(row.error, undefined);
+    assert.ok(row.messagesPerSecond > 0, `MQTT ${row.protocolVersion} QoS ${row.qos} delivered`);
+    assert.equal(row.lost, 0);
+    assert.equal(row.duplicates, 0);
+  }
+  const goals = onlyTableRows(output);
+  assert.deepEqual(
+    goals.map((g) => [g.measure, g.goal]),
+    [
+      ["throughput, QoS 0", "≥ 0.9x"],
+      ["p99 at 5,000 msg/s, QoS 1", "≤ 1.2x"],
+    ],
+  );
+  for (const goal of goals) {
+    assert.ok(Number(goal["v5 / v3.1.1"]) > 0, `${goal.measure}: a ratio`);
+    assert.equal(typeof goal.met, "boolean");
+  }
+});

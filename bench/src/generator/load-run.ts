@@ -162,6 +162,7 @@ export async function runLoad(
     payloadBytes: spec.payloadBytes,
     ...(spec.tls ? { tls: spec.tls } : {}),
     ...(spec.credentials ? { credentials: spec.credentials } : {}),
+    ...(spec.protocolVersion === undefined ? {} : { protocolVersion: spec.protocolVersion }),
   };
   const publisherGroups = splitAcross(plan.publishers, spec.publisherProcesses);
   const subscriberGroups = splitAcross(plan.subscribers, spec.subscriberProcesses);

@@ -1,4 +1,5 @@
 import type { PublisherPlan, SubscriberPlan } from "./plan.js";
+import type { ProtocolLevel } from "./protocol-level.js";
 
 /**
  * The messages between the load coordinator and its generator processes (Node IPC, JSON).
@@ -13,6 +14,8 @@ export interface ClientSettings {
   tls?: { caFile?: string; rejectUnauthorized?: boolean };
   /** CONNECT credentials, for brokers with password authentication (security-overhead). */
   credentials?: { username: string; password: string };
+  /** The clients' MQTT protocol level: 4 (3.1.1) when absent, or 5. */
+  protocolVersion?: ProtocolLevel;
 }
 
 export interface PublisherSetup extends ClientSettings {

@@ -1,6 +1,10 @@
-import type { MqttClient } from "mqtt";
+import type { IClientPublishOptions, MqttClient } from "mqtt";
 import type { QoS } from "./messages.js";
 import { PayloadWriter } from "./payload.js";
+import type { ProtocolLevel } from "./protocol-level.js";
+
+/** The user property of a tagged MQTT 5 PUBLISH: 23 bytes on the wire (identifier, two strings). */
+const USER_PROPERTY = { site: "plant-7/line-3" };
 
 /**
  * One publisher's send loop: as fast as its windows allow, or at a target rate (still capped by
@@ -9,6 +13,8 @@ import { PayloadWriter } from "./payload.js";
  * socket (its callback waits for 'drain' when the socket buffer is full) and a QoS 1/2 message
  * until acknowledged; the end-to-end window counts messages its slowest subscriber has not yet
  * received, as reported by the coordinator. A publisher never sends more than `maxMessages`.
+ * At MQTT 5 every other message carries one user property, as a gateway tagging its source
+ * would: the broker parses, stores and forwards properties on half the messages.
  */
 export class PublisherLoop {
   private publishedCount = 0;
@@ -22,6 +28,8 @@ export class PublisherLoop {
   private deliveredThrough = 0;
   private idleWaiters: Array<() => void> = [];
   private readonly writer: PayloadWriter;
+  /** MQTT 5: the options of the odd-numbered messages, which carry a user property. */
+  private readonly tagged: IClientPublishOptions | undefined;
 
   constructor(
     private readonly client: MqttClient,
@@ -33,8 +41,11 @@ export class PublisherLoop {
     private readonly endToEndWindow: number,
     private readonly ratePerSecond: number | undefined,
     private readonly maxMessages = Number.POSITIVE_INFINITY,
+    protocolVersion: ProtocolLevel = 4,
   ) {
     this.writer = new PayloadWriter(index, payloadBytes);
+    this.tagged =
+      protocolVersion === 5 ? { qos, properties: { userProperties: USER_PROPERTY } } : undefined;
   }
 
   get published(): number {
@@ -99,7 +110,9 @@ export class PublisherLoop {
     const sequence = this.publishedCount++;
     this.inflight++;
     const payload = this.writer.stamp(sequence, process.hrtime.bigint());
-    this.client.publish(this.topic, payload, { qos: this.qos }, this.onSent);
+    const options =
+      this.tagged !== undefined && sequence % 2 === 1 ? this.tagged : { qos: this.qos };
+    this.client.publish(this.topic, payload, options, this.onSent);
   }
 
   private readonly onSent = (error?: Error): void => {

@@ -38,6 +38,8 @@ function clientOptions(settings: ClientSettings, clientId: string): IClientOptio
     options.username = settings.credentials.username;
     options.password = settings.credentials.password;
   }
+  // MQTT.js builds its packets and its parser for this level (mqtt-packet's generate/parse).
+  if (settings.protocolVersion !== undefined) options.protocolVersion = settings.protocolVersion;
   return options;
 }
 
@@ -95,6 +97,7 @@ class PublisherRole implements Role {
         setup.endToEndWindow,
         setup.ratePerPublisher,
         setup.maxMessagesPerPublisher,
+        setup.protocolVersion,
       );
     });
     return new PublisherRole(clients, loops);

@@ -1,3 +1,4 @@
+import { protocolName } from "../generator/protocol-level.js";
 import type { ResultRow } from "../scenarios/scenario.js";
 import { bareCounterpart, REFERENCE_BROKER, ratio } from "./ratios.js";
 
@@ -26,10 +27,28 @@ function crossCheck(row: ResultRow, tool: string): string {
   return integer(check.messagesPerSecond);
 }
 
-function table(header: string[], lines: string[][]): string {
+/** Rows of a scenario that sets the protocol level (mqtt5) get a column for it. */
+function leadCells(rows: readonly ResultRow[]): {
+  header: string[];
+  cells: (row: ResultRow) => string[];
+} {
+  const withProtocol = rows.some((r) => r.protocolVersion !== undefined);
+  return {
+    header: ["broker", "QoS", "payload", ...(withProtocol ? ["MQTT"] : [])],
+    cells: (row) => [
+      row.broker,
+      String(row.qos),
+      size(row.payloadBytes),
+      ...(withProtocol ? [protocolName(row.protocolVersion ?? 4)] : []),
+    ],
+  };
+}
+
+/** A Markdown table; the first `textColumns` columns left-aligned, figures right-aligned. */
+function table(header: string[], lines: string[][], textColumns: number): string {
   return [
     `| ${header.join(" | ")} |`,
-    `| ${header.map((_, i) => (i < 3 ? "---" : "---:")).join(" | ")} |`,
+    `| ${header.map((_, i) => (i < textColumns ? "---" : "---:")).join(" | ")} |`,
     ...lines.map((cells) => `| ${cells.join(" | ")} |`),
   ].join("\n");
 }
@@ -41,10 +60,9 @@ function table(header: string[], lines: string[][]): string {
  */
 export function throughputTable(rows: readonly ResultRow[]): string {
   const tools = [...new Set(rows.flatMap((r) => r.crossChecks.map((c) => c.tool)))];
+  const lead = leadCells(rows);
   const header = [
-    "broker",
-    "QoS",
-    "payload",
+    ...lead.header,
     "msg/s",
     `x ${REFERENCE_BROKER}`,
     "x bare aedes",
@@ -59,17 +77,13 @@ export function throughputTable(rows: readonly ResultRow[]): string {
   const lines = rows.map((row) => {
     if (row.error !== undefined)
       return [
-        row.broker,
-        String(row.qos),
-        size(row.payloadBytes),
+        ...lead.cells(row),
         `failed: ${row.error}`,
-        ...header.slice(4).map(() => ""),
+        ...header.slice(lead.header.length + 1).map(() => ""),
       ];
     const mps = (r: ResultRow): number => r.messagesPerSecond;
     return [
-      row.broker,
-      String(row.qos),
-      size(row.payloadBytes),
+      ...lead.cells(row),
       integer(row.messagesPerSecond),
       row.broker === REFERENCE_BROKER ? "1.00x" : times(ratio(rows, row, REFERENCE_BROKER, mps)),
       times(ratio(rows, row, bareCounterpart(row.broker), mps)),
@@ -82,15 +96,14 @@ export function throughputTable(rows: readonly ResultRow[]): string {
       ...tools.map((t) => crossCheck(row, t)),
     ];
   });
-  return table(header, lines);
+  return table(header, lines, lead.header.length);
 }
 
 /** The table of a fixed-rate scenario: latency percentiles, with p99 relative to Mosquitto's. */
 export function latencyTable(rows: readonly ResultRow[]): string {
+  const lead = leadCells(rows);
   const header = [
-    "broker",
-    "QoS",
-    "payload",
+    ...lead.header,
     "rate msg/s",
     "delivered msg/s",
     "p50 ms",
@@ -105,16 +118,12 @@ export function latencyTable(rows: readonly ResultRow[]): string {
   const lines = rows.map((row) => {
     if (row.error !== undefined)
       return [
-        row.broker,
-        String(row.qos),
-        size(row.payloadBytes),
+        ...lead.cells(row),
         `failed: ${row.error}`,
-        ...header.slice(4).map(() => ""),
+        ...header.slice(lead.header.length + 1).map(() => ""),
       ];
     return [
-      row.broker,
-      String(row.qos),
-      size(row.payloadBytes),
+      ...lead.cells(row),
       integer(row.targetRate ?? 0),
       integer(row.messagesPerSecond),
       ms(row.p50Ms),
@@ -129,7 +138,7 @@ export function latencyTable(rows: readonly ResultRow[]): string {
       brokerCpu(row),
     ];
   });
-  return table(header, lines);
+  return table(header, lines, lead.header.length);
 }
 
 /** Full-speed rows get the throughput table, fixed-rate rows the latency table. */

@@ -9,7 +9,8 @@ function sameCase(a: ResultRow, b: ResultRow): boolean {
     a.scenario === b.scenario &&
     a.qos === b.qos &&
     a.payloadBytes === b.payloadBytes &&
-    a.targetRate === b.targetRate
+    a.targetRate === b.targetRate &&
+    a.protocolVersion === b.protocolVersion
   );
 }
 

@@ -1,3 +1,4 @@
+import { protocolName } from "../generator/protocol-level.js";
 import type { ResultRow } from "../scenarios/scenario.js";
 
 export interface ChartSeries {
@@ -95,6 +96,13 @@ const integer = (n: number): string => Math.round(n).toLocaleString("en-US");
 const millis = (n: number): string => `${n.toFixed(n >= 10 ? 1 : 2)} ms`;
 const size = (bytes: number): string => (bytes >= 1024 ? `${bytes / 1024} KiB` : `${bytes} B`);
 
+/** A bar's case: QoS and payload, and the protocol where the scenario set it (mqtt5). */
+function caseLabel(row: ResultRow): string {
+  const protocol =
+    row.protocolVersion === undefined ? "" : `, MQTT ${protocolName(row.protocolVersion)}`;
+  return `QoS ${row.qos}, ${size(row.payloadBytes)}${protocol}`;
+}
+
 /**
  * The panels for a run's rows: delivered msg/s at full speed (a bar per QoS and payload) and
  * p99 latency at the fixed rate (a bar per QoS), one group per broker in measurement order.
@@ -137,7 +145,7 @@ export function panelsFor(rows: readonly ResultRow[]): ChartPanel[] {
         "Throughput: delivered messages/s at full speed (higher is better)",
         integer,
         (r) => r.messagesPerSecond,
-        (r) => `QoS ${r.qos}, ${size(r.payloadBytes)}`,
+        caseLabel,
       ),
     );
   const fixedRate = rows.filter((r) => r.targetRate !== null);
@@ -149,7 +157,7 @@ export function panelsFor(rows: readonly ResultRow[]): ChartPanel[] {
         `Latency: p99 end to end at ${integer(rate)} msg/s (lower is better)`,
         millis,
         (r) => r.p99Ms,
-        (r) => `QoS ${r.qos}, ${size(r.payloadBytes)}`,
+        caseLabel,
       ),
     );
   }

@@ -3,16 +3,31 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BrokerDefinition, RunningBroker } from "../brokers/broker.js";
 import { type LoadResult, type LoadSpec, runLoad } from "../generator/load-run.js";
+import { protocolName } from "../generator/protocol-level.js";
 import type { CrossCheck, ResultRow, ScenarioContext } from "./scenario.js";
 
 /** One case of a scenario: the load, minus where it goes (filled in per broker). */
 export type LoadCase = Omit<LoadSpec, "publisherUrls" | "subscriberUrls">;
 
+/** The figure whose median round a row reports. */
+export type MedianFigure = "messagesPerSecond" | "p99Ms";
+
 export interface MeasureOptions {
   scenario: string;
   cases: readonly LoadCase[];
-  /** Which figure picks the median round: delivered msg/s (full speed) or p99 (fixed rate). */
-  medianBy: "messagesPerSecond" | "p99Ms";
+  /**
+   * Which figure picks the median round: delivered msg/s (full speed) or p99 (fixed rate); a
+   * function where the cases mix both.
+   */
+  medianBy: MedianFigure | ((loadCase: LoadCase) => MedianFigure);
+  /**
+   * What runs back to back within a round, so the figures a ratio compares are taken close
+   * together: one case on every broker (`brokers`, the default: ratios between brokers) or
+   * every case on one broker (`cases`: ratios between cases of a broker).
+   */
+  compare?: "brokers" | "cases";
+  /** The cases of a round in the order they run (indexes into `cases`); default: as listed. */
+  caseOrder?: (round: number) => readonly number[];
   /** Extra measurements with independent tools for a case against the running broker. */
   crossCheck?: (broker: RunningBroker, loadCase: LoadCase) => Promise<CrossCheck[]>;
   /** Figures of the scenario's own, taken alongside each measurement (see LoadProbe). */
@@ -49,14 +64,15 @@ interface Started {
  * The loop every broker-comparison scenario shares, built for a noisy shared machine: all
  * brokers are started first and stay up (idle ones cost next to nothing); then, round after
  * round, each case is measured on every broker in turn, one at a time, so the figures a ratio
- * compares are taken close together; the broker order rotates each round so no broker always
- * goes first. A row reports the median round. A case that fails becomes a row with `error`;
+ * compares are taken close together (or, with `compare: "cases"`, each broker runs every case
+ * in turn); the broker order rotates each round so no broker always goes first. A row reports
+ * the median round. A case that fails becomes a row with `error`;
  * the others still run. Cross-checks run once per broker and case, after the rounds.
  */
 export async function measureBrokers(
   context: ScenarioContext,
   brokers: readonly BrokerDefinition[],
-  { scenario, cases, medianBy, crossCheck, probe }: MeasureOptions,
+  { scenario, cases, medianBy, compare = "brokers", caseOrder, crossCheck, probe }: MeasureOptions,
 ): Promise<ResultRow[]> {
   const started: Started[] = [];
   try {
@@ -81,33 +97,41 @@ export async function measureBrokers(
     let done = 0;
     for (let round = 0; round < rounds; round++) {
       const order = rotate(started, round);
-      for (const [caseIndex, loadCase] of cases.entries()) {
-        for (const entry of order) {
-          done++;
-          const name = entry.definition.name;
-          const label = `[${scenario} ${done}/${total}] ${name} qos${loadCase.qos} ${loadCase.payloadBytes}B${
-            loadCase.ratePerSecond ? ` @${loadCase.ratePerSecond}/s` : ""
-          }${rounds > 1 ? ` round ${round + 1}/${rounds}` : ""}`;
-          const row = entry.broker
-            ? await measureCase(
-                context,
-                scenario,
-                entry.broker,
-                loadCase,
-                label,
-                probe?.({ broker: entry.broker, loadCase, caseIndex, round }),
-              )
-            : failedRow(scenario, name, loadCase, entry.error);
-          const list = results.get(key(name, caseIndex)) ?? [];
-          list.push(row);
-          results.set(key(name, caseIndex), list);
-        }
+      const caseIndexes = caseOrder?.(round) ?? [...cases.keys()];
+      const schedule =
+        compare === "brokers"
+          ? caseIndexes.flatMap((caseIndex) => order.map((entry) => ({ entry, caseIndex })))
+          : order.flatMap((entry) => caseIndexes.map((caseIndex) => ({ entry, caseIndex })));
+      for (const { entry, caseIndex } of schedule) {
+        const loadCase = cases[caseIndex];
+        if (!loadCase) throw new RangeError(`caseOrder named case ${caseIndex}`);
+        done++;
+        const name = entry.definition.name;
+        const label = `[${scenario} ${done}/${total}] ${name}${protocolLabel(loadCase)} qos${loadCase.qos} ${loadCase.payloadBytes}B${
+          loadCase.ratePerSecond ? ` @${loadCase.ratePerSecond}/s` : ""
+        }${rounds > 1 ? ` round ${round + 1}/${rounds}` : ""}`;
+        const row = entry.broker
+          ? await measureCase(
+              context,
+              scenario,
+              entry.broker,
+              loadCase,
+              label,
+              probe?.({ broker: entry.broker, loadCase, caseIndex, round }),
+            )
+          : failedRow(scenario, name, loadCase, entry.error);
+        const list = results.get(key(name, caseIndex)) ?? [];
+        list.push(row);
+        results.set(key(name, caseIndex), list);
       }
     }
     const rows: ResultRow[] = [];
     for (const entry of started) {
       for (const [caseIndex, loadCase] of cases.entries()) {
-        const row = median(results.get(key(entry.definition.name, caseIndex)) ?? [], medianBy);
+        const row = median(
+          results.get(key(entry.definition.name, caseIndex)) ?? [],
+          typeof medianBy === "function" ? medianBy(loadCase) : medianBy,
+        );
         if (crossCheck && entry.broker && row.error === undefined) {
           try {
             row.crossChecks = await crossCheck(entry.broker, loadCase);
@@ -129,16 +153,20 @@ export async function measureBrokers(
   }
 }
 
+/** " MQTT 5" in a progress line where a case sets the protocol level; nothing where it does not. */
+function protocolLabel(loadCase: LoadCase): string {
+  return loadCase.protocolVersion === undefined
+    ? ""
+    : ` MQTT ${protocolName(loadCase.protocolVersion)}`;
+}
+
 function rotate<T>(items: readonly T[], by: number): T[] {
   const shift = items.length === 0 ? 0 : by % items.length;
   return [...items.slice(shift), ...items.slice(0, shift)];
 }
 
 /** The round with the median figure (the lower middle of an even count), failed rounds aside. */
-export function medianRound(
-  rounds: readonly ResultRow[],
-  by: "messagesPerSecond" | "p99Ms",
-): ResultRow | undefined {
+export function medianRound(rounds: readonly ResultRow[], by: MedianFigure): ResultRow | undefined {
   const sorted = rounds.filter((r) => r.error === undefined).sort((a, b) => a[by] - b[by]);
   return sorted[Math.floor((sorted.length - 1) / 2)];
 }
@@ -147,7 +175,7 @@ export function medianRound(
  * The round with the median figure, carrying every round's figures so the spread is visible.
  * A failed round counts as failed only if every round failed.
  */
-export function median(rounds: ResultRow[], by: "messagesPerSecond" | "p99Ms"): ResultRow {
+export function median(rounds: ResultRow[], by: MedianFigure): ResultRow {
   const first = rounds[0];
   if (!first) throw new Error("no rounds measured");
   const chosen = medianRound(rounds, by);
@@ -244,6 +272,9 @@ export function toRow(
     broker,
     qos: loadCase.qos,
     payloadBytes: loadCase.payloadBytes,
+    ...(loadCase.protocolVersion === undefined
+      ? {}
+      : { protocolVersion: loadCase.protocolVersion }),
     pattern: loadCase.pattern,
     publishers: loadCase.publishers,
     subscribers: loadCase.subscribers,

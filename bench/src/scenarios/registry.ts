@@ -3,6 +3,7 @@ import { connections } from "./connections.js";
 import { failoverScenario } from "./failover.js";
 import { floodScenario } from "./flood.js";
 import { latency } from "./latency.js";
+import { mqtt5 } from "./mqtt5.js";
 import type { Scenario } from "./scenario.js";
 import { securityOverhead } from "./security-overhead.js";
 import { stormScenario } from "./storm.js";
@@ -12,8 +13,8 @@ import { throughput } from "./throughput.js";
 /**
  * Every scenario `npm run bench -- <name>` knows. Each gets the same context (options,
  * cleanup registry, progress log); message-rate scenarios return rows, the others (connections,
- * storm, subscribe-storm, failover, security-overhead, flood, cluster-cost) their own tables, all in
- * the same JSON/Markdown report.
+ * storm, subscribe-storm, failover, security-overhead, flood) their own tables, cluster-cost and
+ * mqtt5 both, all in the same JSON/Markdown report.
  */
 export const SCENARIOS: readonly Scenario[] = [
   throughput,
@@ -25,6 +26,7 @@ export const SCENARIOS: readonly Scenario[] = [
   securityOverhead,
   floodScenario,
   clusterCost,
+  mqtt5,
 ];
 
 export function findScenario(name: string): Scenario {

@@ -1,6 +1,7 @@
 import type { BrokerDefinition } from "../brokers/broker.js";
 import type { QoS } from "../generator/messages.js";
 import type { TopicPattern } from "../generator/plan.js";
+import type { ProtocolLevel } from "../generator/protocol-level.js";
 import type { CleanupRegistry } from "../lifecycle/cleanup-registry.js";
 
 /** Settings of one bench invocation that every scenario honours. */
@@ -54,6 +55,8 @@ export interface ResultRow {
   broker: string;
   qos: QoS;
   payloadBytes: number;
+  /** The clients' MQTT protocol level, where the scenario set one (mqtt5); absent: 3.1.1. */
+  protocolVersion?: ProtocolLevel;
   pattern: TopicPattern;
   publishers: number;
   subscribers: number;

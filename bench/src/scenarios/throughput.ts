@@ -1,7 +1,7 @@
 import { BROKERS } from "../brokers/catalog.js";
 import { crossCheckThroughput } from "../crosscheck/cross-check.js";
 import { type LoadCase, measureBrokers } from "./measure-brokers.js";
-import type { Scenario, ScenarioContext, ScenarioOutput } from "./scenario.js";
+import type { RunOptions, Scenario, ScenarioContext, ScenarioOutput } from "./scenario.js";
 
 /** The reference load: 10 publishers, each to its own subscriber. */
 export const REFERENCE_SHAPE = { publishers: 10, subscribers: 10, pattern: "pairwise" } as const;
@@ -14,21 +14,26 @@ export const FULL_SPEED_WINDOW = 100;
  */
 export const FULL_SPEED_END_TO_END_WINDOW = 500;
 
+/** The scenario's case: the reference shape at full speed, within both windows. */
+export function fullSpeedCase(options: RunOptions, qos: 0 | 1, payloadBytes: number): LoadCase {
+  return {
+    ...REFERENCE_SHAPE,
+    qos,
+    payloadBytes,
+    inflightWindow: FULL_SPEED_WINDOW,
+    endToEndWindow: FULL_SPEED_END_TO_END_WINDOW,
+    warmupMs: options.warmupMs,
+    measureMs: options.measureMs,
+    publisherProcesses: options.publisherProcesses,
+    subscriberProcesses: options.subscriberProcesses,
+  };
+}
+
 function cases(context: ScenarioContext): LoadCase[] {
   const { options } = context;
   const sizes = options.quick ? [64] : [64, 1024];
   return sizes.flatMap((payloadBytes) =>
-    ([0, 1] as const).map((qos) => ({
-      ...REFERENCE_SHAPE,
-      qos,
-      payloadBytes,
-      inflightWindow: FULL_SPEED_WINDOW,
-      endToEndWindow: FULL_SPEED_END_TO_END_WINDOW,
-      warmupMs: options.warmupMs,
-      measureMs: options.measureMs,
-      publisherProcesses: options.publisherProcesses,
-      subscriberProcesses: options.subscriberProcesses,
-    })),
+    ([0, 1] as const).map((qos) => fullSpeedCase(options, qos, payloadBytes)),
   );
 }
 

@@ -1,0 +1,106 @@
+import type { ResultRow, TableCell } from "./scenario.js";
+
+/**
+ * Issue 15's bench goals: MQTT 5 clients deliver at least 0.9x what 3.1.1 clients do at full
+ * speed, and their p99 at the fixed rate is at most 1.2x 3.1.1's, on the same broker.
+ */
+export const MQTT5_GOALS = { throughput: 0.9, p99: 1.2 } as const;
+
+export const GOAL_COLUMNS = [
+  "broker",
+  "measure",
+  "MQTT 3.1.1",
+  "MQTT 5",
+  "v5 / v3.1.1",
+  "goal",
+  "met",
+  "per round",
+  "broker µs/msg (3.1.1 / 5)",
+  "lost (3.1.1 / 5)",
+  "generator saturated",
+];
+
+const round2 = (value: number): number => Number(value.toFixed(2));
+const integer = (n: number): string => Math.round(n).toLocaleString("en-US");
+
+/**
+ * Broker CPU per delivered message (all its processes, µs): on a loaded machine a steadier
+ * figure than the rate or the tail, which other work's scheduling moves.
+ */
+function cpuPerMessage(row: ResultRow): string {
+  if (row.brokerCpuPercent === null || row.messagesPerSecond <= 0) return "?";
+  const micros = (row.brokerCpuPercent * 10_000) / row.messagesPerSecond;
+  return micros >= 100 ? integer(micros) : micros.toFixed(1);
+}
+
+/** The 3.1.1 and MQTT 5 rows of one broker's case. */
+interface Pair {
+  v3: ResultRow;
+  v5: ResultRow;
+}
+
+/** Rows of the same broker and case at the two levels, in the order the 3.1.1 rows come. */
+function pairs(rows: readonly ResultRow[]): Pair[] {
+  const found: Pair[] = [];
+  for (const v3 of rows) {
+    if (v3.protocolVersion !== 4) continue;
+    const v5 = rows.find(
+      (r) =>
+        r.protocolVersion === 5 &&
+        r.broker === v3.broker &&
+        r.qos === v3.qos &&
+        r.payloadBytes === v3.payloadBytes &&
+        r.targetRate === v3.targetRate,
+    );
+    if (v5) found.push({ v3, v5 });
+  }
+  return found;
+}
+
+/**
+ * A goal row per broker and case measured at both levels: the median rounds' ratio, judged
+ * against the goal (not judged for reference brokers, which show what MQTT 5 costs elsewhere),
+ * and each round's ratio of the two measurements taken back to back.
+ */
+export function protocolGoalRows(
+  rows: readonly ResultRow[],
+  referenceBrokers: ReadonlySet<string>,
+): Array<Record<string, TableCell>> {
+  return pairs(rows).map(({ v3, v5 }) => {
+    const fullSpeed = v3.targetRate === null;
+    const figure = (r: { messagesPerSecond: number; p99Ms: number }): number =>
+      fullSpeed ? r.messagesPerSecond : r.p99Ms;
+    const shown = (r: ResultRow): TableCell =>
+      r.error !== undefined
+        ? `failed: ${r.error}`
+        : fullSpeed
+          ? `${integer(r.messagesPerSecond)} msg/s`
+          : `${r.p99Ms.toFixed(2)} ms`;
+    const ratio =
+      v3.error === undefined && v5.error === undefined && figure(v3) > 0
+        ? figure(v5) / figure(v3)
+        : null;
+    const goal = fullSpeed ? MQTT5_GOALS.throughput : MQTT5_GOALS.p99;
+    const reference = referenceBrokers.has(v3.broker);
+    const perRound = (v3.rounds ?? []).map((r3, i) => {
+      const r5 = v5.rounds?.[i];
+      if (!r5 || r3.error !== undefined || r5.error !== undefined || figure(r3) <= 0) return "?";
+      return (figure(r5) / figure(r3)).toFixed(2);
+    });
+    return {
+      broker: v3.broker,
+      measure: fullSpeed
+        ? `throughput, QoS ${v3.qos}`
+        : `p99 at ${integer(v3.targetRate ?? 0)} msg/s, QoS ${v3.qos}`,
+      "MQTT 3.1.1": shown(v3),
+      "MQTT 5": shown(v5),
+      "v5 / v3.1.1": ratio === null ? null : round2(ratio),
+      goal: reference ? "(reference)" : `${fullSpeed ? "≥" : "≤"} ${goal}x`,
+      met: reference || ratio === null ? null : fullSpeed ? ratio >= goal : ratio <= goal,
+      "per round": perRound.join(" / "),
+      "broker µs/msg (3.1.1 / 5)": `${cpuPerMessage(v3)} / ${cpuPerMessage(v5)}`,
+      "lost (3.1.1 / 5)": `${v3.lost} / ${v5.lost}`,
+      "generator saturated": v3.generatorCpu.saturated || v5.generatorCpu.saturated,
+    };
+  });
+}
