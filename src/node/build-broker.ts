@@ -8,6 +8,11 @@ import type { DeparturePacer } from "../engine/departure-pacer.js";
 import { hardenBroker } from "../engine/engine-hardening.js";
 import { adaptHooks } from "../engine/hook-adapter.js";
 import { InflightWindows } from "../engine/inflight-window.js";
+import {
+  type DelayedWills,
+  useClusterTimers,
+  useMemoryTimers,
+} from "../engine/session-timers-engine.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
 import { createBrokerRules } from "../mqtt/broker-rules.js";
 import type { ClientContexts } from "../mqtt/client-context.js";
@@ -50,6 +55,9 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   const { subscribePacer, departurePacer } = parts;
   const mqttLog = log.child({ module: "mqtt" });
   const nodeLog = log.child({ module: "node" });
+  const onWillPublished = (clientId: string) =>
+    mqttLog.debug({ event: "client.will_published", clientId }, "will published");
+  let delayedWills: DelayedWills | undefined;
   const rules = createBrokerRules({
     contexts,
     authenticator: parts.authenticator,
@@ -62,16 +70,17 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     sessions: backend.sessions,
     ...(backend.ownership ? { ownership: backend.ownership } : {}),
     ...(backend.willClaims ? { willClaims: backend.willClaims } : {}),
+    delayedWills: {
+      defer: (brokerId, clientId, delay) =>
+        delayedWills?.defer(brokerId, clientId, delay) ?? Promise.resolve(false),
+    },
     audit: parts.audit,
     admission: parts.admission,
     maxBufferedBytes: limits.queue.maxBufferedBytes,
     maxTopicBytes: limits.maxTopicBytes,
     maxKeepaliveSeconds: limits.maxKeepaliveSeconds,
     maxSubscriptionsPerClient: limits.subscriptions.perClient,
-    events: {
-      onWillPublished: (clientId) =>
-        mqttLog.debug({ event: "client.will_published", clientId }, "will published"),
-    },
+    events: { onWillPublished },
   });
   const hooks = adaptHooks(
     {
@@ -97,6 +106,8 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     // keeps its stored queue): a socket that takes nothing holds node memory for nothing.
     drainTimeout: limits.queue.drainTimeoutMs,
     maxTopicLevels: limits.subscriptions.maxTopicLevels,
+    // The CONNACK reports the interval applied when it is less than asked for.
+    sessionExpiryIntervalLimit: config.mqtt5.maxSessionExpirySeconds ?? 0,
     ...hooks,
     authorizeForward: windows.observeForward(rules.authorizeForward),
     sessionPresent: (client) => contexts.get(client)?.sessionPresent === true,
@@ -106,6 +117,16 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   };
   const broker = await Aedes.createBroker(options);
   hardenBroker(broker);
+  const { timers, fabric, willClaims } = backend;
+  if (timers && fabric && willClaims) {
+    delayedWills = useClusterTimers(broker, {
+      ...{ timers, persistence: fabric.persistence, willClaims, onWillPublished },
+      epochOf: (client) => contexts.get(client)?.ownerEpoch,
+      log: log.child({ module: "cluster" }),
+    });
+  } else {
+    useMemoryTimers(broker, (clientId) => backend.sessions.forget?.(clientId));
+  }
   parts.slot.fill(broker);
   parts.slot.trackDepartures(departurePacer);
   reclaimMemoryAfterDepartures(broker, nodeLog);
