@@ -1,4 +1,10 @@
 import { RedisScripts } from "../engine/redis-scripts.js";
+import type {
+  Departure,
+  DepartureOutcome,
+  SessionTimerActions,
+  TimerStore,
+} from "../engine/session-timers-engine.js";
 import type { Logger } from "../observability/logger.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import { STATE_KEYS } from "../redis/redis-keys.js";
@@ -16,28 +22,6 @@ const NEVER_SECONDS = 4_294_967_295;
 const CLAIM_LEASE_MS = 10_000;
 const BATCH = 100;
 
-/** What the timers do when they fall due, on the engine's side. */
-export interface SessionTimerActions {
-  /** Publishes the wills stored for the client (each once cluster-wide) and deletes them. */
-  publishWills(clientId: string): Promise<void>;
-  /** Removes everything the persistence holds for the client's session. */
-  wipe(clientId: string): Promise<void>;
-}
-
-/** A connection of an MQTT 5 session that ended on this node. */
-export interface Departure {
-  clientId: string;
-  /** The epoch its CONNECT claimed the client id with. */
-  epoch: number;
-  /** Its Session Expiry Interval (s) at the end; undefined leaves the session's timer alone. */
-  sessionSeconds: number | undefined;
-  /** Its will's delay (s), when a delayed will waits. */
-  willDelaySeconds: number | undefined;
-}
-
-/** What became of a departure. */
-export type DepartureOutcome = "superseded" | "scheduled" | "ended";
-
 export interface SessionTimersOptions {
   redis: RedisClient;
   nodeId: string;
@@ -54,7 +38,7 @@ export interface SessionTimersOptions {
  * dies, a survivor starts the expiry of each of its sessions once the node's lease is gone.
  * Keys: docs/clustering.md.
  */
-export class SessionTimers {
+export class SessionTimers implements TimerStore {
   private readonly scripts: RedisScripts<ScriptName>;
   private readonly schedule: DueSchedule;
   private readonly leasePrefix: string;
@@ -147,7 +131,9 @@ export class SessionTimers {
         [SESSIONS, OWNERS, STATE_KEYS.sessionTimers],
         [this.leasePrefix, clientId],
       );
-      if (expired !== 1) return true;
+      // A live owner here is a connection whose claim would have cancelled the timer: a stale
+      // entry or a claim under way. Due again after the lease, when that is settled.
+      if (expired !== 1) return false;
       // A will not yet out goes now: the session ends [MQTT-3.1.3-9].
       await actions.publishWills(clientId);
       await actions.wipe(clientId);
@@ -159,7 +145,8 @@ export class SessionTimers {
     }
     if (member.startsWith("w|")) {
       const publish = await this.scripts.run("willDue", [OWNERS], [this.leasePrefix, clientId]);
-      if (publish === 1) await actions.publishWills(clientId);
+      if (publish !== 1) return false;
+      await actions.publishWills(clientId);
       return true;
     }
     return true;

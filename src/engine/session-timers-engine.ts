@@ -1,5 +1,4 @@
 import type { Aedes, Client, PublishPacket } from "aedes";
-import type { SessionTimers } from "../cluster/session-timers.js";
 import type { Logger } from "../observability/logger.js";
 import { dropWillDelay, sessionExpiryOf } from "./aedes-internals.js";
 import type { StoredPacket } from "./persistence-types.js";
@@ -15,6 +14,38 @@ interface TimerMethods {
   publishWill(client: Client, will: PublishPacket): void;
 }
 
+/** What the timers do when they fall due, on the engine's side. */
+export interface SessionTimerActions {
+  /** Publishes the wills stored for the client (each once cluster-wide) and deletes them. */
+  publishWills(clientId: string): Promise<void>;
+  /** Removes everything the persistence holds for the client's session. */
+  wipe(clientId: string): Promise<void>;
+}
+
+/** A connection of an MQTT 5 session that ended on this node. */
+export interface Departure {
+  clientId: string;
+  /** The epoch its CONNECT claimed the client id with. */
+  epoch: number;
+  /** Its Session Expiry Interval (s) at the end; undefined leaves the session's timer alone. */
+  sessionSeconds: number | undefined;
+  /** Its will's delay (s), when a delayed will waits. */
+  willDelaySeconds: number | undefined;
+}
+
+/** What became of a departure. */
+export type DepartureOutcome = "superseded" | "scheduled" | "ended";
+
+/** Timers kept outside this node (in Redis: cluster/session-timers.ts). */
+export interface TimerStore {
+  /** Starts firing timers that fall due, with these actions. */
+  start(actions: SessionTimerActions): Promise<void>;
+  /** Starts a departed connection's timers, unless a newer connection took its session over. */
+  depart(departure: Departure): Promise<DepartureOutcome>;
+  /** Schedules a dead node's delayed will; false when its client is connected again. */
+  deferDeadNodeWill(brokerId: string, clientId: string, delaySeconds: number): Promise<boolean>;
+}
+
 /** What the cluster's timers need of the persistence (RedisPersistence). */
 export interface TimerPersistence {
   willsOf(clientId: string): Promise<Array<[brokerId: string, will: StoredPacket]>>;
@@ -24,7 +55,7 @@ export interface TimerPersistence {
 }
 
 export interface ClusterTimerDeps {
-  timers: SessionTimers;
+  timers: TimerStore;
   persistence: TimerPersistence;
   willClaims: { claim(brokerId: string, clientId: string): Promise<boolean> };
   /** The epoch the client's CONNECT claimed its id with. */

@@ -5,7 +5,7 @@ import { Redis } from "ioredis";
 import type { IPublishPacket } from "mqtt";
 import { withDeadline } from "../../harness/deadline.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
-import { end, Inbox } from "../../harness/mqtt-client.js";
+import { end } from "../../harness/mqtt-client.js";
 import { dropConnection, openV5, pause } from "../../harness/mqtt5-session.js";
 import { RedisServer } from "../../harness/redis-server.js";
 
@@ -315,5 +315,3 @@ describe("mqtt5.maxSessionExpirySeconds", () => {
     await within.client.endAsync();
   });
 });
-
-void Inbox;

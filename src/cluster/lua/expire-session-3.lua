@@ -1,5 +1,6 @@
--- A session's expiry fell due. It expires unless its client is connected (a live node owns the
--- id: it came back, and its next departure starts the timer again): the session record and the
+-- A session's expiry fell due. It expires unless a live node owns the client id (its CONNECT
+-- would have cancelled the timer: a stale owner entry, or a claim under way; the caller tries
+-- again after the claim's lease). Expiring, the session record and the
 -- dead connection's owner entry go, and a delayed will still pending is taken with it (it is
 -- published now: a will goes out when its session ends at the latest).
 -- KEYS[1] sessions (client id -> holder), KEYS[2] owners (client id -> "epoch|node|holder"),
