@@ -47,7 +47,9 @@ export interface ClaimingClient {
 /**
  * What a CONNECT says of its session: whether it discards the stored one (MQTT 3.1.1 clean
  * session 1, MQTT 5 Clean Start), whether the session outlives the connection (clean session
- * 0, or a Session Expiry Interval above 0), and MQTT 5's interval (seconds).
+ * 0, or a Session Expiry Interval above 0), and MQTT 5's interval (seconds) to keep for the
+ * survivors should this node die (undefined: none, as for MQTT 3.1.1 or a session that was
+ * never stored).
  */
 export interface SessionTerms {
   cleanStart: boolean;

@@ -50,8 +50,20 @@ export function sessionTermsOf(client: Client): {
   if (client.version !== 5) {
     return { cleanStart: client.clean, persists: !client.clean, expirySeconds: undefined };
   }
+  const cleanStart = v5._cleanStart === true;
   const expirySeconds = Math.min(v5.sessionExpiryInterval ?? 0, NEVER_EXPIRES);
-  return { cleanStart: v5._cleanStart === true, persists: expirySeconds > 0, expirySeconds };
+  // An ephemeral session (see isEphemeralSession) leaves nothing to expire if its node dies.
+  const kept = cleanStart && expirySeconds === 0 ? undefined : expirySeconds;
+  return { cleanStart, persists: expirySeconds > 0, expirySeconds: kept };
+}
+
+/**
+ * An MQTT 5 session that was never stored: Clean Start with a Session Expiry Interval of 0,
+ * which no DISCONNECT may raise [MQTT-3.14.2-2]. It ends with its connection, leaving nothing.
+ */
+export function isEphemeralSession(client: Client): boolean {
+  const v5 = client as Client & { _cleanStart?: boolean; _connectSessionExpiryInterval?: number };
+  return client.version === 5 && v5._cleanStart === true && v5._connectSessionExpiryInterval === 0;
 }
 
 /** A departing MQTT 5 client's Session Expiry Interval, as its DISCONNECT may have changed it. */

@@ -1,6 +1,6 @@
 import type { Aedes, Client, PublishPacket } from "aedes";
 import type { Logger } from "../observability/logger.js";
-import { dropWillDelay, sessionExpiryOf } from "./aedes-internals.js";
+import { dropWillDelay, isEphemeralSession, sessionExpiryOf } from "./aedes-internals.js";
 import type { StoredPacket } from "./persistence-types.js";
 
 /** The timer methods of aedes 2's broker that Sluice replaces (aedes.js). */
@@ -131,7 +131,8 @@ export function useClusterTimers(broker: Aedes, deps: ClusterTimerDeps): Delayed
   };
 
   methods.scheduleSessionExpiry = (client) => {
-    if (client.version !== 5) return;
+    // Nothing to expire or wipe: the most common MQTT 5 session costs no Redis command here.
+    if (client.version !== 5 || isEphemeralSession(client)) return;
     departLogged(client, sessionExpiryOf(client));
   };
   methods.scheduleWill = (client, _will, delaySeconds) => {

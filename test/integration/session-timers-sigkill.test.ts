@@ -132,6 +132,9 @@ describe("MQTT 5 timers after a SIGKILL of the node holding the connections", ()
         sinceKill >= 3 && sinceKill <= 3 + LEASE_SECONDS + 1 + 1.5,
         `expired after ${sinceKill} s`,
       );
+      process.stdout.write(
+        `# after SIGKILL: delayed will (2 s) at ${willAfter} s, session (3 s) gone at ${sinceKill} s\n`,
+      );
       assert.deepEqual(await control.keys(`${keyPrefix}client:{short-lived}:*`), []);
       assert.equal(await control.hexists(sessions, "long-lived"), 1, "an hour's session is kept");
 

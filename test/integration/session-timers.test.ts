@@ -7,6 +7,7 @@ import { withDeadline } from "../../harness/deadline.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import { end } from "../../harness/mqtt-client.js";
 import { dropConnection, openV5, pause } from "../../harness/mqtt5-session.js";
+import { RedisCluster } from "../../harness/redis-cluster.js";
 import { RedisServer } from "../../harness/redis-server.js";
 
 /**
@@ -290,6 +291,26 @@ describe("MQTT 5 timers across two nodes over Redis", () => {
     await after.client.endAsync();
     assert.equal(after.connack.sessionPresent, false, "expiry 0 ended it with the connection");
   });
+});
+
+describe("MQTT 5 timers across two nodes over a Redis Cluster", () => {
+  let cluster: RedisCluster;
+  let a: RunningNode;
+  let b: RunningNode;
+  before(async () => {
+    cluster = await RedisCluster.start();
+    const keyPrefix = `sc${randomBytes(3).toString("hex")}:`;
+    const node = (nodeId: string) =>
+      startNode({ nodeId, redis: { cluster: cluster.nodes, keyPrefix } });
+    a = await node("sc-a");
+    b = await node("sc-b");
+  });
+  after(async () => {
+    await a?.stop();
+    await b?.stop();
+    await cluster?.stop();
+  });
+  timerSuite({ first: () => a.urls.tcp as string, second: () => b.urls.tcp as string });
 });
 
 describe("mqtt5.maxSessionExpirySeconds", () => {
