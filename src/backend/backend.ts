@@ -5,6 +5,7 @@ import type { ClientOwnership } from "../cluster/client-ownership.js";
 import type { RedisFabric } from "../cluster/redis-fabric.js";
 import type { LocalSessions, SessionDirectory } from "../cluster/session-directory.js";
 import type { SessionRegistry } from "../cluster/session-registry.js";
+import type { SessionTimers } from "../cluster/session-timers.js";
 import type { WillClaims } from "../cluster/will-claims.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import type { DeviceStore } from "../registry/device-store.js";
@@ -26,6 +27,8 @@ export interface Backend {
   readonly ownership: ClientOwnership | undefined;
   /** Which survivor publishes a dead node's will; undefined alone. */
   readonly willClaims: WillClaims | undefined;
+  /** MQTT 5 session expiry and will delay in Redis; undefined alone (aedes' own timers). */
+  readonly timers: SessionTimers | undefined;
   readonly deviceStore: DeviceStore | undefined;
   readonly flapping: FlappingGuard | undefined;
   readonly usernames: UsernameQuota | undefined;

@@ -9,6 +9,7 @@ import { NODE_LEASE_KEY_PREFIX, NodeRegistry } from "../cluster/node-registry.js
 import { RedisFabric } from "../cluster/redis-fabric.js";
 import { ClusterSessionDirectory, LocalSessionDirectory } from "../cluster/session-directory.js";
 import { MemorySessionRegistry, RedisSessionRegistry } from "../cluster/session-registry.js";
+import { SessionTimers } from "../cluster/session-timers.js";
 import { WillClaims } from "../cluster/will-claims.js";
 import type { SluiceConfig } from "../config/schema.js";
 import { closeWithWill, publishVia } from "../engine/aedes-internals.js";
@@ -26,6 +27,8 @@ import type { Backend } from "./backend.js";
 const AEDES_CONCURRENCY = 100;
 /** A node waits for Redis at start as long as it takes; past this it says so in the log. */
 const REDIS_FIRST_WAIT_MS = 2_000;
+/** How often a node looks for session timers that fell due (and every 4, for dead nodes). */
+const TIMER_POLL_MS = 250;
 
 export interface BackendDeps {
   log: Logger;
@@ -55,6 +58,7 @@ async function memoryBackend(config: SluiceConfig, deps: BackendDeps): Promise<B
     sessions: new MemorySessionRegistry(),
     ownership: undefined,
     willClaims: undefined,
+    timers: undefined,
     deviceStore: config.registry ? await FileDeviceStore.open(config.registry.file) : undefined,
     flapping: flapping === undefined ? undefined : FlappingGuard.inMemory(flapping),
     usernames,
@@ -112,11 +116,16 @@ async function onFabric(
     deps.log.child({ module: "admission" }),
   );
   counts.start();
+  const timers = new SessionTimers(
+    { redis: fabric.state, nodeId: config.nodeId, pollMs: TIMER_POLL_MS, log: clusterLog },
+    NODE_LEASE_KEY_PREFIX,
+  );
   const sessions = new RedisSessionRegistry(
     fabric.state,
     config.nodeId,
     NODE_LEASE_KEY_PREFIX,
     fabric.persistence,
+    timers.intervalsKeyPrefix,
   );
   const ownership = new ClientOwnership(
     sessions,
@@ -134,6 +143,7 @@ async function onFabric(
     sessions,
     ownership,
     willClaims: new WillClaims(fabric.state),
+    timers,
     deviceStore: new RedisDeviceStore(fabric.state),
     flapping: flapping === undefined ? undefined : FlappingGuard.inRedis(flapping, fabric.state),
     usernames: counts,
@@ -145,6 +155,7 @@ async function onFabric(
       new ClusterSessionDirectory(sessions, fabric.state, NODE_LEASE_KEY_PREFIX, broadcast),
     close: async () => {
       counts.stop();
+      await timers.stop();
       await registry.release();
       await fabric.close();
     },

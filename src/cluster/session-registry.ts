@@ -1,6 +1,7 @@
 import { RedisScripts } from "../engine/redis-scripts.js";
 import { TurnBatches, type Waiting } from "../engine/turn-batches.js";
 import type { RedisClient } from "../redis/redis-client.js";
+import { STATE_KEYS } from "../redis/redis-keys.js";
 import { unlessRedisUnavailable } from "../redis/redis-unavailable.js";
 
 /** The registry's Lua scripts, next to this module (the build copies them to dist). */
@@ -24,11 +25,17 @@ export type SessionClaim =
 export interface SessionRegistry {
   /**
    * Atomically: refuses when a stored session of this client id, or its live connection on
-   * another node, belongs to another identity; otherwise records the CONNECT (clean session 1
-   * discards the stored one [MQTT-3.1.2-6]) and says whether a session existed. Call only
-   * after authentication, with the connecting client (aedes' own object).
+   * another node, belongs to another identity; otherwise records the CONNECT (Clean Start
+   * discards the stored one [MQTT-3.1.2-4] [MQTT-3.1.2-6]) and says whether a session existed.
+   * Call only after authentication, with the connecting client (aedes' own object).
    */
-  claim(client: ClaimingClient, username: string | undefined): Promise<SessionClaim>;
+  claim(
+    client: ClaimingClient,
+    terms: SessionTerms,
+    username: string | undefined,
+  ): Promise<SessionClaim>;
+  /** The session ended (expired, or its connection ended with expiry 0): it exists no more. */
+  forget?(clientId: string): void;
 }
 
 /** A connecting client, as aedes has it once the CONNECT is read. */
@@ -37,9 +44,24 @@ export interface ClaimingClient {
   clean: boolean;
 }
 
+/**
+ * What a CONNECT says of its session: whether it discards the stored one (MQTT 3.1.1 clean
+ * session 1, MQTT 5 Clean Start), whether the session outlives the connection (clean session
+ * 0, or a Session Expiry Interval above 0), and MQTT 5's interval (seconds) to keep for the
+ * survivors should this node die (undefined: none, as for MQTT 3.1.1 or a session that was
+ * never stored).
+ */
+export interface SessionTerms {
+  cleanStart: boolean;
+  persists: boolean;
+  expirySeconds: number | undefined;
+}
+
 /** Reads a connecting client's stored session ahead, in the turn of its claim. */
 export interface SessionReadAhead {
   readAhead(client: ClaimingClient): void;
+  /** Drops the client's delayed wills left with other nodes (its reconnect voids them). */
+  dropDelayedWills(clientId: string): Promise<void>;
 }
 
 /** The holder as stored: the username, or a marker no username can equal for anonymous. */
@@ -52,18 +74,20 @@ export class MemorySessionRegistry implements SessionRegistry {
   private readonly holders = new Map<string, string>();
 
   async claim(
-    { id: clientId, clean }: ClaimingClient,
+    { id: clientId }: ClaimingClient,
+    { cleanStart, persists }: SessionTerms,
     username: string | undefined,
   ): Promise<SessionClaim> {
     const holder = holderOf(username);
     const previous = this.holders.get(clientId);
     if (previous !== undefined && previous !== holder) return { refused: true };
-    if (clean) {
-      this.holders.delete(clientId);
-      return { refused: false, existed: false };
-    }
-    this.holders.set(clientId, holder);
-    return { refused: false, existed: previous !== undefined };
+    if (persists) this.holders.set(clientId, holder);
+    else this.holders.delete(clientId);
+    return { refused: false, existed: !cleanStart && previous !== undefined };
+  }
+
+  forget(clientId: string): void {
+    this.holders.delete(clientId);
   }
 }
 
@@ -88,7 +112,7 @@ type ScriptName = "claimClientIds" | "releaseOwner" | "confirmOwners";
 
 interface ClaimRequest {
   clientId: string;
-  clean: boolean;
+  terms: SessionTerms;
   holder: string;
 }
 
@@ -121,18 +145,20 @@ export class RedisSessionRegistry implements SessionRegistry {
     leaseKeyPrefix: string,
     /** The persistence, whose reads of a connecting client go out with its claim. */
     private readonly sessions: SessionReadAhead,
+    /** The key of a node's session expiry intervals without the node id (SessionTimers). */
+    private readonly intervalsKeyPrefix: string,
   ) {
     this.leaseKeyPrefix = `${redis.options.keyPrefix ?? ""}${leaseKeyPrefix}`;
     this.scripts = new RedisScripts<ScriptName>(redis, SCRIPT_DIR);
   }
 
-  claim(client: ClaimingClient, username: string | undefined): Promise<SessionClaim> {
+  claim(
+    client: ClaimingClient,
+    terms: SessionTerms,
+    username: string | undefined,
+  ): Promise<SessionClaim> {
     this.sessions.readAhead(client);
-    return this.claims.add("", {
-      clientId: client.id,
-      clean: client.clean,
-      holder: holderOf(username),
-    });
+    return this.claims.add("", { clientId: client.id, terms, holder: holderOf(username) });
   }
 
   /** The connection of this epoch ended: its owner entry goes, unless a newer one replaced it. */
@@ -176,16 +202,26 @@ export class RedisSessionRegistry implements SessionRegistry {
   }
 
   private claimAll(call: Array<Waiting<ClaimRequest, SessionClaim>>): void {
-    const args: string[] = [this.nodeId, this.leaseKeyPrefix];
-    for (const { item } of call) args.push(item.clientId, item.clean ? "1" : "0", item.holder);
+    const args: string[] = [this.nodeId, this.leaseKeyPrefix, this.intervalsKeyPrefix];
+    for (const { item } of call) {
+      const { cleanStart, persists, expirySeconds } = item.terms;
+      args.push(item.clientId, cleanStart ? "1" : "0", item.holder, persists ? "1" : "0");
+      args.push(expirySeconds === undefined ? "" : String(expirySeconds));
+    }
+    const keys = [SESSIONS, OWNERS, LAST_EPOCH, STATE_KEYS.sessionTimers, STATE_KEYS.expiryNodes];
     unlessRedisUnavailable(
       "the client id claim",
-      this.scripts.run("claimClientIds", [SESSIONS, OWNERS, LAST_EPOCH], args),
+      this.scripts.run("claimClientIds", keys, args),
     ).then(
       (reply) => {
         const replies = reply as Array<number | string>;
         call.forEach((waiting, i) => {
-          waiting.resolve(claimOf(replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]));
+          const at = 4 * i;
+          waiting.resolve(claimOf(replies[at], replies[at + 1], replies[at + 2]));
+          // The client is back: a delayed will it left with another node is void.
+          if (Number(replies[at + 3]) === 1) {
+            this.sessions.dropDelayedWills(waiting.item.clientId).catch(() => {});
+          }
         });
       },
       (error: unknown) => {
@@ -195,7 +231,7 @@ export class RedisSessionRegistry implements SessionRegistry {
   }
 }
 
-/** One claim's three values in claim-client-ids-3.lua's reply. */
+/** One claim's first three values in claim-client-ids-5.lua's reply. */
 function claimOf(
   existed: number | string | undefined,
   epochText: number | string | undefined,

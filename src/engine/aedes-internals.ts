@@ -33,6 +33,44 @@ interface AedesWithInternals {
 
 const internals = (broker: Aedes): AedesWithInternals => broker as unknown as AedesWithInternals;
 
+/** MQTT 5's "never expires" Session Expiry Interval (0xFFFFFFFF seconds). */
+const NEVER_EXPIRES = 4_294_967_295;
+
+/**
+ * What a connecting client's CONNECT says of its session, read from aedes' client. aedes 2
+ * makes `clean` "the session ends with the connection" for MQTT 5 (Session Expiry Interval 0)
+ * and keeps Clean Start in `_cleanStart`; for MQTT 3.1.1 `clean` is both.
+ */
+export function sessionTermsOf(client: Client): {
+  cleanStart: boolean;
+  persists: boolean;
+  expirySeconds: number | undefined;
+} {
+  const v5 = client as Client & { _cleanStart?: boolean; sessionExpiryInterval?: number };
+  if (client.version !== 5) {
+    return { cleanStart: client.clean, persists: !client.clean, expirySeconds: undefined };
+  }
+  const cleanStart = v5._cleanStart === true;
+  const expirySeconds = Math.min(v5.sessionExpiryInterval ?? 0, NEVER_EXPIRES);
+  // An ephemeral session (see isEphemeralSession) leaves nothing to expire if its node dies.
+  const kept = cleanStart && expirySeconds === 0 ? undefined : expirySeconds;
+  return { cleanStart, persists: expirySeconds > 0, expirySeconds: kept };
+}
+
+/**
+ * An MQTT 5 session that was never stored: Clean Start with a Session Expiry Interval of 0,
+ * which no DISCONNECT may raise [MQTT-3.14.2-2]. It ends with its connection, leaving nothing.
+ */
+export function isEphemeralSession(client: Client): boolean {
+  const v5 = client as Client & { _cleanStart?: boolean; _connectSessionExpiryInterval?: number };
+  return client.version === 5 && v5._cleanStart === true && v5._connectSessionExpiryInterval === 0;
+}
+
+/** A departing MQTT 5 client's Session Expiry Interval, as its DISCONNECT may have changed it. */
+export function sessionExpiryOf(client: Client): number {
+  return (client as Client & { sessionExpiryInterval?: number }).sessionExpiryInterval ?? 0;
+}
+
 /** The broker a client belongs to (aedes sets it; its types do not show it). */
 export function brokerOf(client: Client): Aedes {
   return (client as Client & { broker: Aedes }).broker;
@@ -110,6 +148,12 @@ export function closeWithoutWill(client: Client): Promise<void> {
 /** Whether `packet` is the will of `client` being published (aedes passes the will object itself). */
 export function isWillOf(client: Client | null, packet: object): boolean {
   return client !== null && (client as Client & { will?: object | null }).will === packet;
+}
+
+/** A will about to go out: the Will Delay Interval is a CONNECT property, never a PUBLISH one. */
+export function dropWillDelay(will: object): void {
+  const properties = (will as { properties?: { willDelayInterval?: number } }).properties;
+  if (properties?.willDelayInterval !== undefined) delete properties.willDelayInterval;
 }
 
 /** Closes a client's connection as a network failure would: its will is published. */

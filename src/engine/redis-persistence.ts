@@ -375,6 +375,58 @@ export class RedisPersistence {
     return stored === null ? null : (msgpack.decode(stored) as StoredPacket);
   }
 
+  /** Every will stored for the client, by the broker it was left with. */
+  async willsOf(clientId: string): Promise<Array<[brokerId: string, will: StoredPacket]>> {
+    const stored = await this.db.hgetallBuffer(this.keys.wills(clientId));
+    return Object.entries(stored).map(([brokerId, value]) => [
+      brokerId,
+      msgpack.decode(value) as StoredPacket,
+    ]);
+  }
+
+  /**
+   * Deletes the client's wills with a Will Delay Interval left with other brokers: its new
+   * connection voids them [MQTT-3.1.3-9]. Its will left here, if any, is the new connection's.
+   */
+  async dropDelayedWills(clientId: string): Promise<void> {
+    const own = this.liveBroker().id;
+    for (const [brokerId, will] of await this.willsOf(clientId)) {
+      const delay = (will as { properties?: { willDelayInterval?: number } }).properties
+        ?.willDelayInterval;
+      if (brokerId !== own && delay !== undefined && delay > 0) {
+        await this.delWill({ id: clientId, brokerId });
+      }
+    }
+  }
+
+  /** Takes a will off the index the will sweep walks: a timer publishes it (or drops it). */
+  async unindexWill(brokerId: string, clientId: string): Promise<void> {
+    await this.db.srem(this.keys.willIndex, this.keys.willIndexEntry(brokerId, clientId));
+  }
+
+  /**
+   * Removes all a session holds: subscriptions (the other nodes told, as for an UNSUBSCRIBE),
+   * queue, packets and their identifiers, inbound QoS 2 packets, and wills. For a session that
+   * expired; its wills are published first by whoever calls this.
+   */
+  async wipeSession(clientId: string): Promise<void> {
+    await this.cleanSubscriptions({ id: clientId });
+    const brokers = await this.db.hkeys(this.keys.wills(clientId));
+    // One slot on a Cluster: the keys share the client's hash tag.
+    const sessionKeys = [
+      ...this.deliveryKeys(clientId),
+      this.keys.incoming(clientId),
+      this.keys.wills(clientId),
+    ];
+    await Promise.all([
+      this.db.del(...sessionKeys),
+      this.db.srem(this.keys.subscribedClients, clientId),
+      ...brokers.map((brokerId) =>
+        this.db.srem(this.keys.willIndex, this.keys.willIndexEntry(brokerId, clientId)),
+      ),
+    ]);
+  }
+
   /** Wills left with brokers not in `brokers` (dead ones). */
   streamWill(brokers: Record<string, unknown> = {}): Readable {
     return Readable.from(this.orphanedWills(brokers));

@@ -1,7 +1,7 @@
 import type { Client, PublishPacket } from "aedes";
 import type { ConnectAdmission, ConnectRejection } from "../admission/connect-admission.js";
 import type { OwnedConnection, SessionRegistry } from "../cluster/session-registry.js";
-import { heldFilters, isWillOf } from "../engine/aedes-internals.js";
+import { dropWillDelay, heldFilters, isWillOf, sessionTermsOf } from "../engine/aedes-internals.js";
 import type { BrokerHooks } from "../engine/hook-adapter.js";
 import { PacketViolationError } from "../engine/packet-guard.js";
 import { isBackedUp } from "../engine/socket-backlog.js";
@@ -30,6 +30,18 @@ const REJECTION_REASON: Record<ConnectRejection, ReasonCode> = {
 
 const SYS_PREFIX = "$SYS";
 
+type WillPacket = PublishPacket & { properties?: { willDelayInterval?: number } };
+
+/** An MQTT 5 will's Will Delay Interval (s); 0 without one. */
+function willDelayOf(packet: PublishPacket): number {
+  return (packet as WillPacket).properties?.willDelayInterval ?? 0;
+}
+
+/** A will read back from the persistence (it names the node it was left with), not a PUBLISH. */
+function isStoredWill(client: Client, packet: PublishPacket): boolean {
+  return (packet as { brokerId?: string }).brokerId !== undefined && !isWillOf(client, packet);
+}
+
 function isSysTopic(topic: string): boolean {
   return (
     topic.startsWith(SYS_PREFIX) &&
@@ -56,6 +68,13 @@ export interface BrokerRulesDeps {
    * survivor may). Absent on a single node, where only the node itself publishes its wills.
    */
   willClaims?: { claim(brokerId: string, clientId: string): Promise<boolean> };
+  /**
+   * In a cluster: takes a dead node's will that has a Will Delay Interval off the will sweep and
+   * schedules it; resolves false when the client is connected again (the will is void).
+   */
+  delayedWills?: {
+    defer(brokerId: string, clientId: string, delaySeconds: number): Promise<boolean>;
+  };
   /**
    * In a cluster: learns of every accepted claim on a client id, to close the connection it
    * displaced on another node. Absent on a single node, where aedes closes the old one itself.
@@ -131,8 +150,17 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
       clientId?: string;
     };
     if (!deps.willClaims || brokerId === undefined || clientId === undefined) return undefined;
-    return deps.willClaims.claim(brokerId, clientId).then((won) => {
+    const delay = willDelayOf(packet);
+    if (delay > 0 && deps.delayedWills) {
+      // Published by the timer, from a survivor, after the delay (or not at all): not now.
+      return deps.delayedWills.defer(brokerId, clientId, delay).then(() => {
+        throw new PublishDeniedError(packet.topic);
+      });
+    }
+    const claims = deps.willClaims;
+    return claims.claim(brokerId, clientId).then((won) => {
       if (!won) throw new PublishDeniedError(packet.topic);
+      dropWillDelay(packet);
       events.onWillPublished(clientId);
     });
   };
@@ -237,12 +265,13 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
         }
         if (admitted.rejection) refuse(admitted.rejection);
       }
-      const claim = await sessions.claim(client, identity.username);
+      const claim = await sessions.claim(client, sessionTermsOf(client), identity.username);
       if (claim.refused) return refuseTakeover();
       const displacedNode = claim.owner?.displacedNode;
       if (live || displacedNode !== undefined)
         audit.takeover(auditSubject({ ...context, identity }));
       if (claim.owner) {
+        context.ownerEpoch = claim.owner.epoch;
         deps.ownership?.claimed(
           client,
           { clientId: client.id, epoch: claim.owner.epoch, username: identity.username },
@@ -273,7 +302,11 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
         // MQTT 3.1.1 cannot refuse a PUBLISH: it is dropped, and QoS 1/2 still acknowledged.
         throw new PublishDeniedError(packet.topic);
       }
-      if (client === null) return claimDeadNodeWill(packet);
+      // aedes' will sweep passes the client connected here under the will's client id, if any:
+      // a delayed will of a dead node is deferred (or voided) all the same.
+      if (client === null || (willDelayOf(packet) > 0 && isStoredWill(client, packet))) {
+        return claimDeadNodeWill(packet);
+      }
       metrics.markMessageReceived();
       if (isWillOf(client, packet)) events.onWillPublished(client.id);
     },

@@ -24,6 +24,8 @@ export interface ClientContext extends Omit<ClientConnection, "request"> {
   identity?: Identity;
   /** The CONNACK must report a session present (known only after authentication). */
   sessionPresent: boolean;
+  /** In a cluster, the epoch its CONNECT claimed the client id with (ClientOwnership). */
+  ownerEpoch: number | undefined;
   /**
    * Filters granted but perhaps not yet in aedes' client.subscriptions (a persistent session's
    * are stored first): counted against `limits.subscriptions.perClient` meanwhile.
@@ -71,6 +73,7 @@ export class ClientContexts {
       willTopic: undefined,
       identity: undefined,
       sessionPresent: false,
+      ownerEpoch: undefined,
       pendingFilters: undefined,
       countedUsername: undefined,
       endPublishLimits: undefined,

@@ -9,6 +9,11 @@ import { hardenBroker } from "../engine/engine-hardening.js";
 import { adaptHooks } from "../engine/hook-adapter.js";
 import { InflightWindows } from "../engine/inflight-window.js";
 import { Mqtt5Delivery } from "../engine/mqtt5-delivery.js";
+import {
+  type DelayedWills,
+  useClusterTimers,
+  useMemoryTimers,
+} from "../engine/session-timers-engine.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
 import { createBrokerRules } from "../mqtt/broker-rules.js";
 import type { ClientContexts } from "../mqtt/client-context.js";
@@ -60,6 +65,9 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     },
   });
   const nodeLog = log.child({ module: "node" });
+  const onWillPublished = (clientId: string) =>
+    mqttLog.debug({ event: "client.will_published", clientId }, "will published");
+  let delayedWills: DelayedWills | undefined;
   const rules = createBrokerRules({
     contexts,
     authenticator: parts.authenticator,
@@ -72,16 +80,17 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     sessions: backend.sessions,
     ...(backend.ownership ? { ownership: backend.ownership } : {}),
     ...(backend.willClaims ? { willClaims: backend.willClaims } : {}),
+    delayedWills: {
+      defer: (brokerId, clientId, delay) =>
+        delayedWills?.defer(brokerId, clientId, delay) ?? Promise.resolve(false),
+    },
     audit: parts.audit,
     admission: parts.admission,
     maxBufferedBytes: limits.queue.maxBufferedBytes,
     maxTopicBytes: limits.maxTopicBytes,
     maxKeepaliveSeconds: limits.maxKeepaliveSeconds,
     maxSubscriptionsPerClient: limits.subscriptions.perClient,
-    events: {
-      onWillPublished: (clientId) =>
-        mqttLog.debug({ event: "client.will_published", clientId }, "will published"),
-    },
+    events: { onWillPublished },
   });
   const hooks = adaptHooks(
     {
@@ -110,6 +119,8 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     // keeps its stored queue): a socket that takes nothing holds node memory for nothing.
     drainTimeout: limits.queue.drainTimeoutMs,
     maxTopicLevels: limits.subscriptions.maxTopicLevels,
+    // The CONNACK reports the interval applied when it is less than asked for.
+    sessionExpiryIntervalLimit: config.mqtt5.maxSessionExpirySeconds ?? 0,
     ...hooks,
     authorizeForward: windows.observeForward(delivery.observeForward(rules.authorizeForward)),
     topicAliasMaximum: config.mqtt5.topicAliasMaximum,
@@ -120,6 +131,16 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   };
   const broker = await Aedes.createBroker(options);
   hardenBroker(broker);
+  const { timers, fabric, willClaims } = backend;
+  if (timers && fabric && willClaims) {
+    delayedWills = useClusterTimers(broker, {
+      ...{ timers, persistence: fabric.persistence, willClaims, onWillPublished },
+      epochOf: (client) => contexts.get(client)?.ownerEpoch,
+      log: log.child({ module: "cluster" }),
+    });
+  } else {
+    useMemoryTimers(broker, (clientId) => backend.sessions.forget?.(clientId));
+  }
   parts.slot.fill(broker);
   parts.slot.trackDepartures(departurePacer);
   reclaimMemoryAfterDepartures(broker, nodeLog);

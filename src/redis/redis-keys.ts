@@ -104,6 +104,12 @@ export const STATE_KEYS = {
   /** Taken by the one survivor that publishes a dead node's will. */
   willClaim: (brokerId: string, clientId: string) =>
     `will-claim:${brokerId}:${encodeURIComponent(clientId)}`,
+  /** Sorted set: `s|<client id>` (session expiry), `w|<client id>` (delayed will) -> due, ms. */
+  sessionTimers: "session-timers",
+  /** `session-expiry:<nodeId>`: hash of the MQTT 5 sessions connected there -> expiry, s. */
+  expiryIntervalsPrefix: "session-expiry:",
+  /** Set: the nodes that have a `session-expiry:<nodeId>` hash. */
+  expiryNodes: "session-expiry-nodes",
 } as const;
 
 /** The keys of aedes-persistence-redis 11 (what an upgrade migrates from). */

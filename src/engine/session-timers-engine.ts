@@ -1,0 +1,179 @@
+import type { Aedes, Client, PublishPacket } from "aedes";
+import type { Logger } from "../observability/logger.js";
+import { dropWillDelay, isEphemeralSession, sessionExpiryOf } from "./aedes-internals.js";
+import type { StoredPacket } from "./persistence-types.js";
+
+/** The timer methods of aedes 2's broker that Sluice replaces (aedes.js). */
+interface TimerMethods {
+  closed: boolean;
+  scheduleSessionExpiry(client: Client): void;
+  clearSessionExpiry(clientId: string): void;
+  scheduleWill(client: Client, will: PublishPacket, delaySeconds: number): void;
+  clearDelayedWill(clientId: string): void;
+  _wipeSession(client: Client): void;
+  publishWill(client: Client, will: PublishPacket): void;
+}
+
+/** What the timers do when they fall due, on the engine's side. */
+export interface SessionTimerActions {
+  /** Publishes the wills stored for the client (each once cluster-wide) and deletes them. */
+  publishWills(clientId: string): Promise<void>;
+  /** Removes everything the persistence holds for the client's session. */
+  wipe(clientId: string): Promise<void>;
+}
+
+/** A connection of an MQTT 5 session that ended on this node. */
+export interface Departure {
+  clientId: string;
+  /** The epoch its CONNECT claimed the client id with. */
+  epoch: number;
+  /** Its Session Expiry Interval (s) at the end; undefined leaves the session's timer alone. */
+  sessionSeconds: number | undefined;
+  /** Its will's delay (s), when a delayed will waits. */
+  willDelaySeconds: number | undefined;
+}
+
+/** What became of a departure. */
+export type DepartureOutcome = "superseded" | "scheduled" | "ended";
+
+/** Timers kept outside this node (in Redis: cluster/session-timers.ts). */
+export interface TimerStore {
+  /** Starts firing timers that fall due, with these actions. */
+  start(actions: SessionTimerActions): Promise<void>;
+  /** Starts a departed connection's timers, unless a newer connection took its session over. */
+  depart(departure: Departure): Promise<DepartureOutcome>;
+  /** Schedules a dead node's delayed will; false when its client is connected again. */
+  deferDeadNodeWill(brokerId: string, clientId: string, delaySeconds: number): Promise<boolean>;
+}
+
+/** What the cluster's timers need of the persistence (RedisPersistence). */
+export interface TimerPersistence {
+  willsOf(clientId: string): Promise<Array<[brokerId: string, will: StoredPacket]>>;
+  delWill(client: { id: string; brokerId?: string }): Promise<unknown>;
+  unindexWill(brokerId: string, clientId: string): Promise<void>;
+  wipeSession(clientId: string): Promise<void>;
+}
+
+export interface ClusterTimerDeps {
+  timers: TimerStore;
+  persistence: TimerPersistence;
+  willClaims: { claim(brokerId: string, clientId: string): Promise<boolean> };
+  /** The epoch the client's CONNECT claimed its id with. */
+  epochOf(client: Client): number | undefined;
+  onWillPublished(clientId: string): void;
+  log: Logger;
+}
+
+/** The dead-node will deferral broker-rules asks for (BrokerRulesDeps.delayedWills). */
+export interface DelayedWills {
+  defer(brokerId: string, clientId: string, delaySeconds: number): Promise<boolean>;
+}
+
+/** Every will aedes publishes for a client goes out without its Will Delay Interval. */
+function publishWillsWithoutDelay(methods: TimerMethods, broker: Aedes): void {
+  const publishWill = methods.publishWill.bind(broker);
+  methods.publishWill = (client, will) => {
+    dropWillDelay(will);
+    publishWill(client, will);
+  };
+}
+
+/**
+ * A node alone keeps aedes' own in-memory timers for session expiry and will delay; only the
+ * session registry learns when a session ends (expired, or ended with its connection).
+ */
+export function useMemoryTimers(broker: Aedes, onEnded: (clientId: string) => void): void {
+  const methods = broker as unknown as TimerMethods;
+  publishWillsWithoutDelay(methods, broker);
+  const wipe = methods._wipeSession.bind(broker);
+  methods._wipeSession = (client) => {
+    wipe(client);
+    onEnded(client.id);
+  };
+}
+
+/**
+ * A node of a cluster: aedes' in-memory session-expiry and will-delay timers are replaced by
+ * SessionTimers in Redis, which any node fires, including after this node died. A departing
+ * MQTT 5 connection sets them; a CONNECT of the id on any node cancels them in its claim, so
+ * aedes' clear methods have nothing to do. Wills with no delay go out at once, as aedes does.
+ */
+export function useClusterTimers(broker: Aedes, deps: ClusterTimerDeps): DelayedWills {
+  const methods = broker as unknown as TimerMethods;
+  publishWillsWithoutDelay(methods, broker);
+  const { timers, persistence, log } = deps;
+  /** A delayed will's delay (s), from scheduleWill until the departure that carries it. */
+  const pendingWills = new WeakMap<Client, number>();
+
+  const depart = async (client: Client, sessionSeconds: number | undefined): Promise<void> => {
+    const willDelaySeconds = pendingWills.get(client);
+    pendingWills.delete(client);
+    const clientId = client.id;
+    const outcome = await timers.depart({
+      clientId,
+      epoch: deps.epochOf(client) ?? 0,
+      sessionSeconds,
+      willDelaySeconds,
+    });
+    if (outcome === "ended") await persistence.wipeSession(clientId);
+    // A newer connection took the session over: this connection's delayed will is void.
+    if (outcome === "superseded" && willDelaySeconds !== undefined) {
+      await persistence.delWill({ id: clientId, brokerId: broker.id });
+    }
+  };
+  const departLogged = (client: Client, sessionSeconds: number | undefined): void => {
+    depart(client, sessionSeconds).catch((err: unknown) =>
+      log.warn(
+        { event: "session_timers.depart_failed", clientId: client.id, err },
+        "could not set a departed session's timers; a dead node's sweep or restart takes them",
+      ),
+    );
+  };
+
+  methods.scheduleSessionExpiry = (client) => {
+    // Nothing to expire or wipe: the most common MQTT 5 session costs no Redis command here.
+    if (client.version !== 5 || isEphemeralSession(client)) return;
+    departLogged(client, sessionExpiryOf(client));
+  };
+  methods.scheduleWill = (client, _will, delaySeconds) => {
+    pendingWills.set(client, delaySeconds);
+    // aedes calls scheduleSessionExpiry right after, unless another connection of the id is
+    // registered here already: then the will departs alone.
+    setImmediate(() => {
+      if (pendingWills.has(client)) departLogged(client, undefined);
+    });
+  };
+  methods.clearSessionExpiry = () => {};
+  methods.clearDelayedWill = () => {};
+
+  const publish = (packet: PublishPacket): Promise<void> =>
+    new Promise((resolve, reject) =>
+      broker.publish(packet, (err) => (err ? reject(err) : resolve())),
+    );
+  const publishWills = async (clientId: string): Promise<void> => {
+    for (const [brokerId, will] of await persistence.willsOf(clientId)) {
+      if (!(await deps.willClaims.claim(brokerId, clientId))) continue;
+      dropWillDelay(will);
+      await publish(will as unknown as PublishPacket);
+      await persistence.delWill({ id: clientId, brokerId });
+      deps.onWillPublished(clientId);
+    }
+  };
+  timers
+    .start({ publishWills, wipe: (clientId) => persistence.wipeSession(clientId) })
+    .catch((err: unknown) =>
+      log.error(
+        { event: "session_timers.start_failed", err },
+        "could not start the session timers",
+      ),
+    );
+
+  return {
+    async defer(brokerId, clientId, delaySeconds) {
+      const scheduled = await timers.deferDeadNodeWill(brokerId, clientId, delaySeconds);
+      if (scheduled) await persistence.unindexWill(brokerId, clientId);
+      else await persistence.delWill({ id: clientId, brokerId });
+      return scheduled;
+    },
+  };
+}
