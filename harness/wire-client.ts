@@ -17,8 +17,12 @@ export class WireClient {
   readonly closed: Promise<void>;
   private readonly listeners = new Set<() => void>();
 
-  constructor(readonly stream: Duplex) {
-    const parser = mqttPacket.parser({ protocolVersion: 4 });
+  /** `protocolVersion`: how packets are encoded and parsed (5 once an MQTT 5 CONNECT is sent). */
+  constructor(
+    readonly stream: Duplex,
+    private readonly protocolVersion: 4 | 5 = 4,
+  ) {
+    const parser = mqttPacket.parser({ protocolVersion });
     parser.on("packet", (packet: Packet) => {
       this.packets.push(packet);
       for (const listener of this.listeners) listener();
@@ -36,7 +40,8 @@ export class WireClient {
 
   /** Sends packets (objects are encoded by mqtt-packet, Buffers go as they are) in one write. */
   send(...packets: Array<Packet | Buffer>): void {
-    const encoded = packets.map((p) => (Buffer.isBuffer(p) ? p : mqttPacket.generate(p)));
+    const options = { protocolVersion: this.protocolVersion };
+    const encoded = packets.map((p) => (Buffer.isBuffer(p) ? p : mqttPacket.generate(p, options)));
     this.stream.write(Buffer.concat(encoded));
   }
 

@@ -3,12 +3,15 @@ import type { ConnectAdmission } from "../admission/connect-admission.js";
 import type { Backend } from "../backend/backend.js";
 import type { SluiceConfig } from "../config/schema.js";
 import type { PatchedAedesOptions } from "../engine/aedes-internals.js";
+import { disconnectOnKeepaliveTimeout } from "../engine/aedes-internals.js";
 import type { BrokerSlot } from "../engine/broker-slot.js";
 import type { DeparturePacer } from "../engine/departure-pacer.js";
 import { hardenBroker } from "../engine/engine-hardening.js";
 import { adaptHooks } from "../engine/hook-adapter.js";
 import { InflightWindows } from "../engine/inflight-window.js";
+import { ReceiveMaximum } from "../engine/receive-maximum.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
+import { ReasonCode } from "../errors.js";
 import { createBrokerRules } from "../mqtt/broker-rules.js";
 import type { ClientContexts } from "../mqtt/client-context.js";
 import type { Logger } from "../observability/logger.js";
@@ -73,9 +76,19 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
         mqttLog.debug({ event: "client.will_published", clientId }, "will published"),
     },
   });
+  const receiveMaximum = new ReceiveMaximum(config.mqtt5.receiveMaximum, {
+    onExceeded: (client) => {
+      parts.metrics.markProtocolError("receive_maximum_exceeded");
+      mqttLog.info(
+        { event: "client.receive_maximum_exceeded", clientId: client.id },
+        "client exceeded the Receive Maximum: disconnected with 0x93",
+      );
+    },
+  });
   const hooks = adaptHooks(
     {
       ...rules,
+      authorizePublish: receiveMaximum.observePublish(rules.authorizePublish),
       authorizeSubscribe: subscribePacer.observeSubscribe(
         departurePacer.observeSubscribe(windows.observeSubscribe(rules.authorizeSubscribe)),
       ),
@@ -97,6 +110,8 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     // keeps its stored queue): a socket that takes nothing holds node memory for nothing.
     drainTimeout: limits.queue.drainTimeoutMs,
     maxTopicLevels: limits.subscriptions.maxTopicLevels,
+    // Advertised in MQTT 5 CONNACKs; enforced by ReceiveMaximum.
+    receiveMaximum: config.mqtt5.receiveMaximum,
     ...hooks,
     authorizeForward: windows.observeForward(rules.authorizeForward),
     sessionPresent: (client) => contexts.get(client)?.sessionPresent === true,
@@ -106,6 +121,8 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   };
   const broker = await Aedes.createBroker(options);
   hardenBroker(broker);
+  receiveMaximum.install(broker);
+  disconnectOnKeepaliveTimeout(broker, ReasonCode.KeepAliveTimeout);
   parts.slot.fill(broker);
   parts.slot.trackDepartures(departurePacer);
   reclaimMemoryAfterDepartures(broker, nodeLog);
