@@ -100,7 +100,9 @@ const DISCONNECT_REASON: Record<PacketViolation, number> = {
 function answerForV5(parser: MqttPacketParser, violation: PacketViolation): Buffer | undefined {
   const client = parser.client;
   if (client?.version === 5 && client.connected === true) {
-    return Buffer.from([0xe0, 0x02, DISCONNECT_REASON[violation], 0x00]);
+    const unsubscribe = violation === "topic_too_long" && parser.packet.cmd === "unsubscribe";
+    const code = unsubscribe ? ReasonCode.TopicFilterInvalid : DISCONNECT_REASON[violation];
+    return Buffer.from([0xe0, 0x02, code, 0x00]);
   }
   if (
     violation === "packet_too_large" &&

@@ -65,7 +65,7 @@ describe("MQTT 5 on one node, in memory", () => {
       });
       // Only a v5 CONNACK has properties: aedes advertises that it has no shared subscriptions.
       assert.equal(connack.reasonCode, 0);
-      assert.deepEqual(connack.properties, { sharedSubscriptionAvailable: false });
+      assert.equal(connack.properties?.sharedSubscriptionAvailable, false);
     } finally {
       await end(client);
     }

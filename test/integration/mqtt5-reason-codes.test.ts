@@ -351,6 +351,13 @@ describe("MQTT 5 disconnects and flow control on one node", () => {
     await wire.closedWithin();
   });
 
+  it("a malformed filter aedes lets through (a/+b): DISCONNECT 0x82", async () => {
+    const wire = await wire5(url, "bad-filter");
+    wire.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "a/+b", qos: 0 }] });
+    assert.equal((await disconnectOf(wire)).reasonCode, 0x82);
+    await wire.closedWithin();
+  });
+
   it("a takeover on one node: the old v5 connection gets DISCONNECT 0x8E", async () => {
     const first = await connect(url, { ...V5, clientId: "taken" });
     const told = nextPacket<IDisconnectPacket>(first, "disconnect");
@@ -359,6 +366,31 @@ describe("MQTT 5 disconnects and flow control on one node", () => {
       assert.equal((await told).reasonCode, 0x8e);
     } finally {
       await end(first, second);
+    }
+  });
+});
+
+describe("MQTT 5 refusals of an overloaded node", () => {
+  it("server busy: v5 CONNACK 0x89, v3.1.1 3", async () => {
+    const logs = new LogCapture("info");
+    const node = await startNode(
+      { limits: { overload: { heapUsedRatio: 0.001 } } },
+      process.cwd(),
+      { logger: logs.logger },
+    );
+    try {
+      await withDeadline(
+        logs.waitFor((l) => l.event === "overload.started"),
+        5_000,
+        "overload.started",
+      );
+      const url = node.urls.tcp as string;
+      const v5 = await connackOf(url, { ...V5, clientId: "busy-5" });
+      assert.equal(v5.reasonCode, 0x89);
+      assert.equal(v5.properties?.reasonString, "server busy, retry later");
+      assert.equal((await connackOf(url, { clientId: "busy-4" })).returnCode, 3);
+    } finally {
+      await node.stop();
     }
   });
 });
