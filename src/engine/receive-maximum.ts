@@ -62,7 +62,7 @@ export class ReceiveMaximum {
     const engine = broker as unknown as { publish: Publish };
     const publish = engine.publish;
     engine.publish = function publishFreeingSlot(packet, client, done) {
-      const window = packet.qos === 1 && client ? windows.get(client) : undefined;
+      const window = packet.qos === 1 && client?.version === 5 ? windows.get(client) : undefined;
       if (window === undefined) return publish.call(this, packet, client, done);
       publish.call(this, packet, client, (error) => {
         if (window.qos1 > 0) window.qos1--;
