@@ -17,7 +17,7 @@ export class WireClient {
   readonly closed: Promise<void>;
   private readonly listeners = new Set<() => void>();
 
-  /** `protocolVersion` 5: packets are parsed and encoded with MQTT 5 properties. */
+  /** `protocolVersion`: how packets are encoded and parsed (5 once an MQTT 5 CONNECT is sent). */
   constructor(
     readonly stream: Duplex,
     private readonly protocolVersion: 4 | 5 = 4,
@@ -40,9 +40,8 @@ export class WireClient {
 
   /** Sends packets (objects are encoded by mqtt-packet, Buffers go as they are) in one write. */
   send(...packets: Array<Packet | Buffer>): void {
-    const encoded = packets.map((p) =>
-      Buffer.isBuffer(p) ? p : mqttPacket.generate(p, { protocolVersion: this.protocolVersion }),
-    );
+    const options = { protocolVersion: this.protocolVersion };
+    const encoded = packets.map((p) => (Buffer.isBuffer(p) ? p : mqttPacket.generate(p, options)));
     this.stream.write(Buffer.concat(encoded));
   }
 

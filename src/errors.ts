@@ -52,6 +52,7 @@ export class ListenerError extends SluiceError {
  */
 export const ReasonCode = {
   UnspecifiedError: 0x80,
+  MalformedPacket: 0x81,
   ProtocolError: 0x82,
   ClientIdentifierNotValid: 0x85,
   BadUserNameOrPassword: 0x86,
@@ -62,14 +63,41 @@ export const ReasonCode = {
   ServerShuttingDown: 0x8b,
   KeepAliveTimeout: 0x8d,
   SessionTakenOver: 0x8e,
+  TopicFilterInvalid: 0x8f,
+  TopicNameInvalid: 0x90,
+  ReceiveMaximumExceeded: 0x93,
   PacketTooLarge: 0x95,
   MessageRateTooHigh: 0x96,
   QuotaExceeded: 0x97,
   PayloadFormatInvalid: 0x99,
   UseAnotherServer: 0x9c,
+  SharedSubscriptionsNotSupported: 0x9e,
   ConnectionRateExceeded: 0x9f,
 } as const;
 export type ReasonCode = (typeof ReasonCode)[keyof typeof ReasonCode];
+
+/**
+ * The Reason String sent with a refusal to an MQTT 5 client that did not set Request Problem
+ * Information to 0: short and fixed per code, so that it never carries what the log line does
+ * (user names, addresses, limits' values).
+ */
+const REASON_STRINGS: Partial<Record<ReasonCode, string>> = {
+  [ReasonCode.ClientIdentifierNotValid]: "client identifier not valid",
+  [ReasonCode.BadUserNameOrPassword]: "bad user name or password",
+  [ReasonCode.NotAuthorized]: "not authorized",
+  [ReasonCode.ServerUnavailable]: "server unavailable, retry later",
+  [ReasonCode.ServerBusy]: "server busy, retry later",
+  [ReasonCode.Banned]: "temporarily banned, retry later",
+  [ReasonCode.TopicFilterInvalid]: "topic filter not allowed",
+  [ReasonCode.PacketTooLarge]: "packet too large",
+  [ReasonCode.QuotaExceeded]: "quota exceeded",
+  [ReasonCode.PayloadFormatInvalid]: "payload invalid",
+  [ReasonCode.ConnectionRateExceeded]: "connection rate exceeded, retry later",
+};
+
+export function reasonStringFor(code: ReasonCode): string | undefined {
+  return REASON_STRINGS[code];
+}
 
 /**
  * Refusals during CONNECT. Each maps to one MQTT 3.1.1 CONNACK return code in the hook
@@ -129,11 +157,36 @@ export class RedisUnavailableError extends ServerUnavailableError {
 
 /**
  * A PUBLISH the client may not make. MQTT 3.1.1 has no way to refuse one, so the message is
- * dropped while QoS 1/2 are still acknowledged; the connection stays open.
+ * dropped while QoS 1/2 are still acknowledged; MQTT 5 acknowledges QoS 1/2 with `reasonCode`
+ * (0x87 not authorized). The connection stays open.
  */
 export class PublishDeniedError extends SluiceError {
+  readonly reasonCode: ReasonCode;
+
+  constructor(
+    topic: string,
+    code = "PUBLISH_DENIED",
+    reasonCode: ReasonCode = ReasonCode.NotAuthorized,
+  ) {
+    super(code, `publish to ${topic} denied`);
+    this.reasonCode = reasonCode;
+  }
+}
+
+/** A PUBLISH over a quota of the client's: refused like a denied one, with 0x97 for MQTT 5. */
+export class PublishQuotaExceededError extends PublishDeniedError {
   constructor(topic: string) {
-    super("PUBLISH_DENIED", `publish to ${topic} denied`);
+    super(topic, "PUBLISH_QUOTA_EXCEEDED", ReasonCode.QuotaExceeded);
+  }
+}
+
+/**
+ * A PUBLISH whose payload a check refused (e.g. a schema the topic requires): refused like a
+ * denied one, with 0x99 (payload format invalid) for MQTT 5.
+ */
+export class PayloadInvalidError extends PublishDeniedError {
+  constructor(topic: string) {
+    super(topic, "PAYLOAD_INVALID", ReasonCode.PayloadFormatInvalid);
   }
 }
 

@@ -218,6 +218,7 @@ export class SluiceNode {
       listeners: this.listeners,
       broker: this.slot.current,
       publishWills: this.config.shutdown.publishWills,
+      serverReference: this.config.shutdown.serverReference,
       closeAdmin: async () => {
         this.crl?.close();
         await this.adminServer?.close();

@@ -16,6 +16,7 @@ import { closeWithWill, publishVia } from "../engine/aedes-internals.js";
 import { memoryEmitter } from "../engine/emitters.js";
 import { MemoryPersistence } from "../engine/memory-persistence.js";
 import type { QueueLimits } from "../engine/persistence-types.js";
+import { ReasonCode } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
 import type { SluiceMetrics } from "../observability/metrics.js";
 import { FileDeviceStore } from "../registry/file-device-store.js";
@@ -131,7 +132,7 @@ async function onFabric(
     sessions,
     {
       publish: publishVia,
-      close: (client) => void closeWithWill(client),
+      close: (client) => void closeWithWill(client, { reasonCode: ReasonCode.SessionTakenOver }),
     },
     clusterLog,
   );

@@ -351,7 +351,7 @@ const limitsSchema = z.strictObject({
     .max(65_535)
     .optional()
     .describe(
-      "Longest keep-alive a client may ask for; keep-alive 0 (none) is refused too, since a silent connection without one never times out and holds its share of the per-address quota. Refused with CONNACK 2 (MQTT 3.1.1 cannot tell a client to use another value), as Mosquitto's `max_keepalive` does. Absent: any.",
+      "Longest keep-alive a client may ask for; keep-alive 0 (none) is refused too, since a silent connection without one never times out and holds its share of the per-address quota. MQTT 3.1.1: refused with CONNACK 2 (3.1.1 cannot tell a client to use another value), as Mosquitto's `max_keepalive` does. MQTT 5: accepted, with this limit as the CONNACK's Server Keep Alive. Absent: any.",
     )
     .meta({ examples: [300] }),
   connections: z

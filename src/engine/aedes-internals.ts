@@ -140,9 +140,9 @@ export function countLiveSubscriptions(broker: Aedes): number {
  * published. Used when the broker moves clients away on purpose (drain), which is no failure
  * of the device and must not raise will-driven alarms across a fleet.
  */
-export function closeWithoutWill(client: Client): Promise<void> {
+export function closeWithoutWill(client: Client, reason?: DisconnectReason): Promise<void> {
   (client as Client & { _disconnected: boolean })._disconnected = true;
-  return new Promise((resolve) => client.close(() => resolve()));
+  return closeWithWill(client, reason);
 }
 
 /** Whether `packet` is the will of `client` being published (aedes passes the will object itself). */
@@ -156,9 +156,46 @@ export function dropWillDelay(will: object): void {
   if (properties?.willDelayInterval !== undefined) delete properties.willDelayInterval;
 }
 
+/**
+ * Why the server closes a connection: an MQTT 5 client is sent DISCONNECT with this reason
+ * code (and Server Reference, for 0x9C) before the close; an MQTT 3.1.1 client is just closed.
+ */
+export interface DisconnectReason {
+  reasonCode: number;
+  serverReference?: string | undefined;
+}
+
 /** Closes a client's connection as a network failure would: its will is published. */
-export function closeWithWill(client: Client): Promise<void> {
-  return new Promise((resolve) => client.close(() => resolve()));
+export function closeWithWill(client: Client, reason?: DisconnectReason): Promise<void> {
+  return new Promise((resolve) => {
+    if (reason === undefined || client.version !== 5) return client.close(() => resolve());
+    const { reasonCode, serverReference } = reason;
+    const properties = serverReference === undefined ? undefined : { serverReference };
+    client.disconnect({ reasonCode, ...(properties ? { properties } : {}) }, () => resolve());
+  });
+}
+
+/**
+ * MQTT 5 Server Keep Alive [MQTT-3.2.2-21]: the keep-alive the client must use instead of its
+ * own, sent in the CONNACK. Set while authenticating; aedes starts the keep-alive timer after.
+ */
+export function imposeServerKeepAlive(client: Client, seconds: number): void {
+  (client as Client & { _serverKeepAlive?: number })._serverKeepAlive = seconds;
+}
+
+/**
+ * A keep-alive timeout of an MQTT 5 client is answered with DISCONNECT 0x8D before the close
+ * [MQTT-3.1.2-24] (aedes closes it at once, with a client error): the broker's
+ * 'keepaliveTimeout' event comes just before that error, so the client's error listeners are
+ * set aside for it; the disconnect closes the connection (the will is published).
+ */
+export function disconnectOnKeepaliveTimeout(broker: Aedes, reasonCode: number): void {
+  broker.on("keepaliveTimeout", (client: Client) => {
+    if (client.version !== 5 || client.closed) return;
+    client.removeAllListeners("error");
+    client.on("error", () => {});
+    client.disconnect({ reasonCode }, () => {});
+  });
 }
 
 /** An emitter listener of aedes: what a subscription delivers through. */

@@ -13,6 +13,8 @@ import {
   NotAuthorizedError,
   ProtocolError,
   PublishDeniedError,
+  type ReasonCode,
+  reasonStringFor,
   ServerUnavailableError,
 } from "../errors.js";
 
@@ -34,8 +36,15 @@ export interface BrokerHooks {
   ): MaybePromise<void>;
   /** `client` is null for a will published by the broker on the client's behalf. */
   authorizePublish(client: Client | null, packet: PublishPacket): MaybePromise<void>;
-  /** Returns the subscription to grant (possibly with a lower QoS), or null to refuse it. */
-  authorizeSubscribe(client: Client, subscription: Subscription): MaybePromise<Subscription | null>;
+  /**
+   * Returns the subscription to grant (possibly with a lower QoS), or refuses it: with a reason
+   * code (>= 0x80) that MQTT 5 clients get in the SUBACK, or null for 0x87 (not authorized).
+   * MQTT 3.1.1 clients get 0x80 for any refusal.
+   */
+  authorizeSubscribe(
+    client: Client,
+    subscription: Subscription,
+  ): MaybePromise<Subscription | ReasonCode | null>;
   /** Per delivery, synchronous: the packet to send to this client, or null to withhold it. */
   authorizeForward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null;
 }
@@ -55,6 +64,21 @@ export function connackCodeFor(error: unknown): ConnackCode {
   if (error instanceof ServerUnavailableError) return ConnackCode.ServerUnavailable;
   // Anything unexpected is our fault, not the client's: tell it to come back later.
   return ConnackCode.ServerUnavailable;
+}
+
+/** What Sluice's aedes patch reads from a refusal, for MQTT 5 clients only. */
+interface Refusal extends Error {
+  reasonCode?: ReasonCode;
+  /** Sent as the Reason String unless the client set Request Problem Information to 0. */
+  reasonString?: string;
+  /** A refused PUBLISH: acknowledged (with its reason code) and dropped, the connection kept. */
+  drop?: boolean;
+}
+
+/** Gives a catalogue refusal its public Reason String (its message is for the log only). */
+function withReasonString(refusal: Refusal): Refusal {
+  if (refusal.reasonCode !== undefined) refusal.reasonString = reasonStringFor(refusal.reasonCode);
+  return refusal;
 }
 
 export interface HookAdapterEvents {
@@ -102,9 +126,9 @@ export function adaptHooks(hooks: BrokerHooks, events: HookAdapterEvents): Aedes
     return error instanceof Error ? error : new Error(String(error));
   };
   const publishRefusal = (error: unknown): Error => {
-    const refusal = toError("authorizePublish", error);
+    const refusal: Refusal = toError("authorizePublish", error);
     // Sluice's aedes patch acknowledges and drops instead of closing the connection.
-    if (error instanceof PublishDeniedError) (refusal as Error & { drop?: boolean }).drop = true;
+    if (error instanceof PublishDeniedError) withReasonString(refusal).drop = true;
     return refusal;
   };
   return {
@@ -119,7 +143,7 @@ export function adaptHooks(hooks: BrokerHooks, events: HookAdapterEvents): Aedes
         () => hooks.authenticate(client, username ?? undefined, password ?? undefined),
         (error) => {
           if (!error) return callback(null, true);
-          const refusal = toError("authenticate", error) as AuthenticateError;
+          const refusal = withReasonString(toError("authenticate", error)) as AuthenticateError;
           refusal.returnCode = connackCodeFor(error) as number as AuthenticateError["returnCode"];
           callback(refusal, false);
         },
@@ -146,7 +170,8 @@ export function adaptHooks(hooks: BrokerHooks, events: HookAdapterEvents): Aedes
         () => hooks.authorizeSubscribe(client, subscription),
         (error, granted) => {
           if (error) return callback(toError("authorizeSubscribe", error));
-          callback(null, granted ?? null);
+          // A reason code is no object, which aedes reads as a refusal (the patch sends its code).
+          callback(null, (granted ?? null) as Subscription | null);
         },
       );
     },

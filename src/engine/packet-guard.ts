@@ -1,5 +1,5 @@
 import { isUtf8 } from "node:buffer";
-import { ProtocolError } from "../errors.js";
+import { ProtocolError, ReasonCode } from "../errors.js";
 
 /**
  * The parts of an aedes client's mqtt-packet parser that the guard wraps. aedes gives us no
@@ -9,7 +9,11 @@ import { ProtocolError } from "../errors.js";
 interface MqttPacketParser {
   packet: { length: number; cmd?: string; protocolVersion?: number; topic?: string | null };
   /** Set by aedes on each client's parser. */
-  client?: { conn?: { destroyed: boolean; end(chunk: Buffer, done: () => void): unknown } };
+  client?: {
+    conn?: { destroyed: boolean; end(chunk: Buffer, done: () => void): unknown };
+    version?: number | null;
+    connected?: boolean;
+  };
   error: Error | null;
   _pos: number;
   _list: { length: number; slice(start: number, end: number): Buffer };
@@ -65,7 +69,51 @@ function fixedHeaderBytes(remainingLength: number): number {
 
 /** CONNACK, return code 0x01: unacceptable protocol version. */
 const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01]);
+/** MQTT 5 CONNACK 0x95 (packet too large), no properties. */
+const CONNACK_V5_PACKET_TOO_LARGE = Buffer.from([
+  0x20,
+  0x03,
+  0x00,
+  ReasonCode.PacketTooLarge,
+  0x00,
+]);
 const SUPPORTED_LEVELS: ReadonlySet<number> = new Set([3, 4, 5]);
+/** The start of an MQTT 5 CONNECT's variable header: protocol name "MQTT", level 5. */
+const MQTT5_CONNECT_HEADER = Buffer.from([0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x05]);
+
+/** The DISCONNECT reason code an MQTT 5 client is told for each violation [MQTT-4.13.1-1]. */
+const DISCONNECT_REASON: Record<PacketViolation, number> = {
+  packet_too_large: ReasonCode.PacketTooLarge,
+  invalid_utf8: ReasonCode.MalformedPacket,
+  null_character: ReasonCode.MalformedPacket,
+  packet_id_zero: ReasonCode.ProtocolError,
+  topic_too_long: ReasonCode.TopicNameInvalid,
+  unsupported_protocol_level: ReasonCode.ProtocolError,
+};
+
+/**
+ * What an MQTT 5 client is sent before its connection closes for a violation: DISCONNECT with
+ * the reason once connected; CONNACK 0x95 for a CONNECT too large, when the bytes read so far
+ * show that it is MQTT 5 (its body waits unread: the size is known from the fixed header).
+ * Nothing for MQTT 3.1.1, which has no such packets.
+ */
+function answerForV5(parser: MqttPacketParser, violation: PacketViolation): Buffer | undefined {
+  const client = parser.client;
+  if (client?.version === 5 && client.connected === true) {
+    const unsubscribe = violation === "topic_too_long" && parser.packet.cmd === "unsubscribe";
+    const code = unsubscribe ? ReasonCode.TopicFilterInvalid : DISCONNECT_REASON[violation];
+    return Buffer.from([0xe0, 0x02, code, 0x00]);
+  }
+  if (
+    violation === "packet_too_large" &&
+    parser.packet.cmd === "connect" &&
+    parser._list.length >= MQTT5_CONNECT_HEADER.length &&
+    parser._list.slice(0, MQTT5_CONNECT_HEADER.length).equals(MQTT5_CONNECT_HEADER)
+  ) {
+    return CONNACK_V5_PACKET_TOO_LARGE;
+  }
+  return undefined;
+}
 
 /** mqtt-packet reads the level (bridge bit removed) before it refuses a level it lacks. */
 function hasUnsupportedLevel(packet: MqttPacketParser["packet"]): boolean {
@@ -89,13 +137,26 @@ function refuseProtocolLevel(
     "unsupported_protocol_level",
     `protocol level ${parser.packet.protocolVersion} is not supported`,
   );
-  parser.error = violation;
+  answerThenFail(parser, CONNACK_UNACCEPTABLE_PROTOCOL, violation, emitError);
+}
+
+/**
+ * Sends `answer`, then fails the parse (aedes then destroys the stream): the error field stops
+ * the parse loop meanwhile.
+ */
+function answerThenFail(
+  parser: MqttPacketParser,
+  answer: Buffer,
+  error: Error,
+  emitError: MqttPacketParser["_emitError"],
+): void {
+  parser.error = error;
   const conn = parser.client?.conn;
   if (conn === undefined || conn.destroyed) {
-    emitError.call(parser, violation);
+    emitError.call(parser, error);
     return;
   }
-  conn.end(CONNACK_UNACCEPTABLE_PROTOCOL, () => emitError.call(parser, violation));
+  conn.end(answer, () => emitError.call(parser, error));
 }
 
 /**
@@ -106,7 +167,8 @@ function refuseProtocolLevel(
  * - the topic length limit on PUBLISH and UNSUBSCRIBE, from the string's length prefix before
  *   its bytes are decoded (like aedes' topic level limit, it closes the connection);
  * - CONNACK 0x01 before closing a CONNECT of an unsupported protocol level [MQTT-3.1.2-2].
- * A violation becomes a parser error, on which aedes closes the connection.
+ * A violation becomes a parser error, on which aedes closes the connection; an MQTT 5 client is
+ * told why first (DISCONNECT or CONNACK with a reason code).
  *
  * The wrapping methods are made once per parser prototype (per node, for its limits) and
  * shared by every parser: closures made per instance cost every idle connection four closures
@@ -151,7 +213,10 @@ function guardMethods(original: MqttPacketParser, limits: PacketGuardLimits): Gu
   // report "packet too short" as well, which would double-count the same violation.
   guarded._emitError = function emitFirstError(this: MqttPacketParser, error: Error) {
     if (this.error !== null) return;
-    if (hasUnsupportedLevel(this.packet)) refuseProtocolLevel(this, emitError);
+    if (hasUnsupportedLevel(this.packet)) return refuseProtocolLevel(this, emitError);
+    const answer =
+      error instanceof PacketViolationError ? answerForV5(this, error.violation) : undefined;
+    if (answer) answerThenFail(this, answer, error, emitError);
     else emitError.call(this, error);
   };
 

@@ -1,5 +1,11 @@
-import type { Aedes } from "aedes";
-import { closeWithoutWill, closeWithWill, registeredClients } from "../engine/aedes-internals.js";
+import type { Aedes, Client } from "aedes";
+import {
+  closeWithoutWill,
+  closeWithWill,
+  type DisconnectReason,
+  registeredClients,
+} from "../engine/aedes-internals.js";
+import { ReasonCode } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
 
 /** How often a drain closes its next batch of clients. */
@@ -9,6 +15,8 @@ export interface DrainOptions {
   /** Spread the disconnects over this long; 0 disconnects everyone at once. */
   drainMs: number;
   publishWills: boolean;
+  /** Sent to MQTT 5 clients with 0x9C (use another server); absent: 0x8B (shutting down). */
+  serverReference?: string | undefined;
 }
 
 /**
@@ -21,7 +29,13 @@ export async function drainClients(
   log: Logger,
 ): Promise<void> {
   const clients = registeredClients(broker);
-  const close = options.publishWills ? closeWithWill : closeWithoutWill;
+  const { serverReference } = options;
+  const reason: DisconnectReason =
+    serverReference === undefined
+      ? { reasonCode: ReasonCode.ServerShuttingDown }
+      : { reasonCode: ReasonCode.UseAnotherServer, serverReference };
+  const closeClient = options.publishWills ? closeWithWill : closeWithoutWill;
+  const close = (client: Client) => closeClient(client, reason);
   if (clients.length === 0) return;
   // Batches at most every DRAIN_TICK_MS, sized so that the last one leaves one interval
   // before the window ends.

@@ -1,7 +1,14 @@
 import type { Client, PublishPacket } from "aedes";
 import type { ConnectAdmission, ConnectRejection } from "../admission/connect-admission.js";
 import type { OwnedConnection, SessionRegistry } from "../cluster/session-registry.js";
-import { dropWillDelay, heldFilters, isWillOf, sessionTermsOf } from "../engine/aedes-internals.js";
+import {
+  closeWithWill,
+  dropWillDelay,
+  heldFilters,
+  imposeServerKeepAlive,
+  isWillOf,
+  sessionTermsOf,
+} from "../engine/aedes-internals.js";
 import type { BrokerHooks } from "../engine/hook-adapter.js";
 import { PacketViolationError } from "../engine/packet-guard.js";
 import { isBackedUp } from "../engine/socket-backlog.js";
@@ -212,10 +219,14 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
       const maxKeepalive = deps.maxKeepaliveSeconds;
       const keepalive = context.keepaliveSeconds ?? 0;
       if (maxKeepalive !== undefined && (keepalive === 0 || keepalive > maxKeepalive)) {
-        metrics.markConnectionRejected("keepalive");
-        throw new IdentifierRejectedError(
-          `keep-alive ${keepalive} s: must be 1 to ${maxKeepalive} s`,
-        );
+        // MQTT 5 lets the server impose its limit (Server Keep Alive in the CONNACK) [MQTT-3.2.2-21]
+        if (client.version === 5) imposeServerKeepAlive(client, maxKeepalive);
+        else {
+          metrics.markConnectionRejected("keepalive");
+          throw new IdentifierRejectedError(
+            `keep-alive ${keepalive} s: must be 1 to ${maxKeepalive} s`,
+          );
+        }
       }
       if (context.emptyClientId) {
         // [MQTT-3.1.3-8] a zero-length client id needs clean session 1;
@@ -311,28 +322,36 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
       if (isWillOf(client, packet)) events.onWillPublished(client.id);
     },
 
+    // A refused filter gets its own SUBACK code (MQTT 3.1.1: 0x80); the others are granted.
     authorizeSubscribe(client, subscription) {
       if (exceedsBytes(subscription.topic, deps.maxTopicBytes)) {
         metrics.markSubscriptionRefused("topic_too_long");
-        return null; // SUBACK 0x80 for this filter only
+        return ReasonCode.TopicFilterInvalid;
       }
       const reason = invalidTopicFilter(subscription.topic);
-      if (reason) throw new ProtocolError(reason);
-      const limit = deps.maxSubscriptionsPerClient;
+      if (reason) {
+        // A malformed filter closes the connection [MQTT-4.13.1-1]; MQTT 5 is told why first.
+        if (client.version !== 5) throw new ProtocolError(reason);
+        return closeWithWill(client, { reasonCode: ReasonCode.ProtocolError }).then(() => {
+          throw new ProtocolError(reason);
+        });
+      }
       const context = contexts.get(client);
+      const subject = context?.identity;
+      if (!subject || !deps.authorizer().canSubscribe(subject, subscription.topic)) {
+        metrics.markAclDenied("subscribe");
+        audit.aclDenied(auditSubject(context), "subscribe", subscription.topic);
+        return ReasonCode.NotAuthorized;
+      }
+      // Last: a filter counted here is one granted (a refused one must not use up the quota).
+      const limit = deps.maxSubscriptionsPerClient;
       if (
         limit !== undefined &&
         context &&
         !withinSubscriptionLimit(client, context, subscription.topic, limit)
       ) {
         metrics.markSubscriptionRefused("per_client");
-        return null; // SUBACK 0x80 for this filter only
-      }
-      const subject = subjectOf(client);
-      if (!subject || !deps.authorizer().canSubscribe(subject, subscription.topic)) {
-        metrics.markAclDenied("subscribe");
-        audit.aclDenied(auditSubject(contexts.get(client)), "subscribe", subscription.topic);
-        return null; // SUBACK 0x80 for this filter only
+        return ReasonCode.QuotaExceeded;
       }
       return subscription;
     },

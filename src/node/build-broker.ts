@@ -3,18 +3,21 @@ import type { ConnectAdmission } from "../admission/connect-admission.js";
 import type { Backend } from "../backend/backend.js";
 import type { SluiceConfig } from "../config/schema.js";
 import type { PatchedAedesOptions } from "../engine/aedes-internals.js";
+import { disconnectOnKeepaliveTimeout } from "../engine/aedes-internals.js";
 import type { BrokerSlot } from "../engine/broker-slot.js";
 import type { DeparturePacer } from "../engine/departure-pacer.js";
 import { hardenBroker } from "../engine/engine-hardening.js";
 import { adaptHooks } from "../engine/hook-adapter.js";
 import { InflightWindows } from "../engine/inflight-window.js";
 import { Mqtt5Delivery } from "../engine/mqtt5-delivery.js";
+import { ReceiveMaximum } from "../engine/receive-maximum.js";
 import {
   type DelayedWills,
   useClusterTimers,
   useMemoryTimers,
 } from "../engine/session-timers-engine.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
+import { ReasonCode } from "../errors.js";
 import { createBrokerRules } from "../mqtt/broker-rules.js";
 import type { ClientContexts } from "../mqtt/client-context.js";
 import type { Logger } from "../observability/logger.js";
@@ -92,9 +95,19 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     maxSubscriptionsPerClient: limits.subscriptions.perClient,
     events: { onWillPublished },
   });
+  const receiveMaximum = new ReceiveMaximum(config.mqtt5.receiveMaximum, {
+    onExceeded: (client) => {
+      parts.metrics.markProtocolError("receive_maximum_exceeded");
+      mqttLog.info(
+        { event: "client.receive_maximum_exceeded", clientId: client.id },
+        "client exceeded the Receive Maximum: disconnected with 0x93",
+      );
+    },
+  });
   const hooks = adaptHooks(
     {
       ...rules,
+      authorizePublish: receiveMaximum.observePublish(rules.authorizePublish),
       authorizeSubscribe: subscribePacer.observeSubscribe(
         departurePacer.observeSubscribe(
           windows.observeSubscribe(delivery.observeSubscribe(rules.authorizeSubscribe)),
@@ -121,6 +134,8 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     maxTopicLevels: limits.subscriptions.maxTopicLevels,
     // The CONNACK reports the interval applied when it is less than asked for.
     sessionExpiryIntervalLimit: config.mqtt5.maxSessionExpirySeconds ?? 0,
+    // Advertised in MQTT 5 CONNACKs; enforced by ReceiveMaximum.
+    receiveMaximum: config.mqtt5.receiveMaximum,
     ...hooks,
     authorizeForward: windows.observeForward(delivery.observeForward(rules.authorizeForward)),
     topicAliasMaximum: config.mqtt5.topicAliasMaximum,
@@ -141,6 +156,8 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   } else {
     useMemoryTimers(broker, (clientId) => backend.sessions.forget?.(clientId));
   }
+  receiveMaximum.install(broker);
+  disconnectOnKeepaliveTimeout(broker, ReasonCode.KeepAliveTimeout);
   parts.slot.fill(broker);
   parts.slot.trackDepartures(departurePacer);
   reclaimMemoryAfterDepartures(broker, nodeLog);

@@ -7,6 +7,7 @@ import { closeWithWill } from "../engine/aedes-internals.js";
 import { hardenClient } from "../engine/engine-hardening.js";
 import type { PacketGuard } from "../engine/packet-guard.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
+import { ReasonCode } from "../errors.js";
 import type { ClusterBackpressure } from "../limits/cluster-backpressure.js";
 import type { PublishLimiter } from "../limits/publish-limiter.js";
 import { auditSubject } from "../mqtt/broker-rules.js";
@@ -101,7 +102,7 @@ export class ConnectionIntake {
       identity: () => context.identity,
       subject: () => auditSubject(context),
       // Closed like a protocol error: the will goes out (the device misbehaved, it was not moved).
-      disconnect: () => void closeWithWill(client),
+      disconnect: () => void closeWithWill(client, { reasonCode: ReasonCode.MessageRateTooHigh }),
     });
     this.deps.backpressure?.attach(client);
     this.deps.subscribePacer.watch(client);

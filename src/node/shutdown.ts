@@ -11,6 +11,8 @@ export interface ShutdownParts {
   listeners: readonly Listener[];
   broker: Aedes | undefined;
   publishWills: boolean;
+  /** `shutdown.serverReference`: where draining MQTT 5 clients are sent (0x9C). */
+  serverReference?: string | undefined;
   closeAdmin(): Promise<void>;
   closeBackend(): Promise<void>;
   closeHttp(): Promise<void>;
@@ -40,7 +42,9 @@ export function shutdownPhases(
       name: "disconnect-clients",
       timeoutMs: drainMs + 5_000,
       run: async () => {
-        if (broker) await drainClients(broker, { drainMs, publishWills: parts.publishWills }, log);
+        if (!broker) return;
+        const { publishWills, serverReference } = parts;
+        await drainClients(broker, { drainMs, publishWills, serverReference }, log);
       },
     },
     { name: "close-admin", timeoutMs: 2_000, run: () => parts.closeAdmin() },
