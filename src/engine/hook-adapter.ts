@@ -127,8 +127,14 @@ export function adaptHooks(hooks: BrokerHooks, events: HookAdapterEvents): Aedes
   };
   const publishRefusal = (error: unknown): Error => {
     const refusal: Refusal = toError("authorizePublish", error);
-    // Sluice's aedes patch acknowledges and drops instead of closing the connection.
-    if (error instanceof PublishDeniedError) withReasonString(refusal).drop = true;
+    // Sluice's aedes patch acknowledges and drops instead of closing the connection. The
+    // PUBACK/PUBREC carries the reason code alone: an empty Reason String stops aedes from
+    // sending one (or the log message), and clients that read an acknowledgement as 2 to 4
+    // bytes (Paho's test client) stop reading on a longer one.
+    if (error instanceof PublishDeniedError) {
+      refusal.reasonString = "";
+      refusal.drop = true;
+    }
     return refusal;
   };
   return {

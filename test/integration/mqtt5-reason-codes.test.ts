@@ -215,7 +215,7 @@ describe("MQTT 5 reason codes on a secured node", () => {
       const ack5 = nextPacket<IPubackPacket>(v5, "puback");
       v5.publish("dev/b/x", "no", { qos: 1 }, () => {});
       assert.equal((await ack5).reasonCode, 0x87);
-      assert.equal((await ack5).properties?.reasonString, "not authorized");
+      assert.equal((await ack5).properties, undefined, "the code alone, no Reason String");
       const ack4 = nextPacket<IPubackPacket>(v4, "puback");
       v4.publish("dev/b/x", "no", { qos: 1 }, () => {});
       assert.equal((await ack4).reasonCode, undefined);
