@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import mqtt, { type IClientOptions, type IConnackPacket, type IPublishPacket } from "mqtt";
+import { withDeadline } from "../../harness/deadline.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import {
   connect,
@@ -43,6 +44,37 @@ async function subscribed(client: MqttClient, filter: string): Promise<Inbox> {
   const inbox = new Inbox(client);
   await client.subscribeAsync(filter, { qos: 1 });
   return inbox;
+}
+
+/**
+ * [MQTT-3.1.2-5] A session resumed with Clean Start 0 gets what was queued while it was away,
+ * whatever this connection's own Session Expiry Interval (absent here: it ends with it). Paho's
+ * interoperability tests test_offline_message_queueing and test_publication_expiry do this.
+ */
+async function resumedWithoutExpiry(subscribeUrl: string, publishUrl: string, id: string) {
+  const first = await connect(subscribeUrl, {
+    ...V5,
+    clientId: id,
+    clean: true,
+    properties: { sessionExpiryInterval: 99_999 },
+  });
+  await first.subscribeAsync(`${id}/+`, { qos: 2 });
+  await end(first);
+  const publisher = await connect(publishUrl, { ...V5, clientId: `${id}-pub` });
+  try {
+    await publisher.publishAsync(`${id}/1`, "q1", { qos: 1 });
+    await publisher.publishAsync(`${id}/2`, "q2", { qos: 2 });
+  } finally {
+    await end(publisher);
+  }
+  const back = await connectWithConnack(subscribeUrl, { ...V5, clientId: id, clean: false });
+  try {
+    assert.equal(back.sessionPresent, true);
+    const queued = await withDeadline(back.inbox.waitFor(2), 5_000, "the queued messages");
+    assert.deepEqual(queued.map((m) => m.payload.toString()).sort(), ["q1", "q2"]);
+  } finally {
+    await end(back.client);
+  }
 }
 
 describe("MQTT 5 on one node, in memory", () => {
@@ -125,6 +157,10 @@ describe("MQTT 5 on one node, in memory", () => {
     }
   });
 
+  it("a session resumed with Clean Start 0 and no Session Expiry gets its queued messages", async () => {
+    await resumedWithoutExpiry(url, url, "resume-mem");
+  });
+
   it("a PUBLISH the ACL refuses gets PUBACK 0x87 (not authorized), and the connection stays", async () => {
     const client = await connect(url, { ...V5, clientId: "v5-denied" });
     try {
@@ -203,6 +239,10 @@ describe("MQTT 5 across two nodes over Redis", () => {
     } finally {
       await end(publisher);
     }
+  });
+
+  it("a session resumed with Clean Start 0 and no Session Expiry gets what was queued on the other node", async () => {
+    await resumedWithoutExpiry(b.urls.tcp as string, a.urls.tcp as string, "resume-redis");
   });
 
   it("a v3.1.1 client on one node and a v5 client on the other exchange messages", async () => {
