@@ -1,3 +1,4 @@
+import type { Duplex } from "node:stream";
 import type { Aedes, AedesOptions, AedesPublishPacket, Client } from "aedes";
 
 /**
@@ -169,11 +170,40 @@ export interface DisconnectReason {
 export function closeWithWill(client: Client, reason?: DisconnectReason): Promise<void> {
   return new Promise((resolve) => {
     if (reason === undefined || client.version !== 5) return client.close(() => resolve());
+    lingerOnDestroy(client.conn as unknown as Duplex);
     const { reasonCode, serverReference } = reason;
     const properties = serverReference === undefined ? undefined : { serverReference };
     client.disconnect({ reasonCode, ...(properties ? { properties } : {}) }, () => resolve());
   });
 }
+
+/** How long a connection closed with a DISCONNECT reads and discards what its client still sends. */
+const DISCONNECT_LINGER_MS = 2_000;
+
+/**
+ * aedes destroys the socket right after writing a DISCONNECT. With bytes from the client still
+ * unread (a publisher cut off mid-burst: 0x93, 0x96), the kernel then answers with a reset, which
+ * can discard the DISCONNECT before the client reads it. So the next destroy ends the stream
+ * instead (FIN after the DISCONNECT) and reads on, discarding, until the client closes too or
+ * DISCONNECT_LINGER_MS pass.
+ */
+function lingerOnDestroy(conn: Duplex): void {
+  if (typeof conn.end !== "function" || conn.destroyed) return;
+  const destroy = conn.destroy;
+  conn.destroy = function lingeringDestroy(this: Duplex, error?: Error) {
+    conn.destroy = destroy;
+    if (error !== undefined || conn.destroyed) return destroy.call(conn, error);
+    const timer = setTimeout(() => destroy.call(conn), DISCONNECT_LINGER_MS);
+    timer.unref();
+    conn.once("close", () => clearTimeout(timer));
+    conn.on("data", discard);
+    conn.resume();
+    conn.end();
+    return conn;
+  };
+}
+
+function discard(): void {}
 
 /**
  * MQTT 5 Server Keep Alive [MQTT-3.2.2-21]: the keep-alive the client must use instead of its

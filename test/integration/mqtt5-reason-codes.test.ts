@@ -6,7 +6,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import mqtt, { type IClientOptions, type Packet } from "mqtt";
-import type { IConnackPacket, IDisconnectPacket, IPubackPacket, IPublishPacket } from "mqtt-packet";
+import mqttPacket, {
+  type IConnackPacket,
+  type IDisconnectPacket,
+  type IPubackPacket,
+  type IPublishPacket,
+} from "mqtt-packet";
 import { withDeadline } from "../../harness/deadline.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import { LogCapture } from "../../harness/log-capture.js";
@@ -275,6 +280,32 @@ describe("MQTT 5 disconnects and flow control on one node", () => {
     wire.send(publish("rm/x", "m", 2, 4));
     assert.equal((await disconnectOf(wire)).reasonCode, 0x93);
     await wire.closedWithin();
+  });
+
+  it("past the Receive Maximum, what the client still sends after the DISCONNECT meets no reset", async () => {
+    // Paho's test_flow_control2: the client answers each PUBREC with a PUBREL while it reads,
+    // after the node closed. A socket destroyed at once answers those with a reset, and the
+    // reset discards the DISCONNECT still unread on the client's side.
+    const socket = await rawConnect(portOf(url));
+    const errors: string[] = [];
+    socket.on("error", (error: NodeJS.ErrnoException) => errors.push(error.code ?? error.message));
+    const wire = new WireClient(socket, 5);
+    wire.send({
+      cmd: "connect",
+      protocolVersion: 5,
+      clientId: "rm-linger",
+      keepalive: 60,
+      clean: true,
+    });
+    await wire.waitFor("CONNACK", (p) => p.cmd === "connack");
+    wire.send(...[1, 2, 3, 4].map((id) => publish("rm/l", "m", 2, id)));
+    assert.equal((await disconnectOf(wire)).reasonCode, 0x93);
+    // The node has closed its side by now; the client keeps talking, as Paho's does.
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    for (let id = 1; id <= 3; id++)
+      socket.write(mqttPacket.generate({ cmd: "pubrel", messageId: id }));
+    await withDeadline(closed, 5_000, "the connection closes");
+    assert.deepEqual(errors, [], "no reset: the node read what came after its DISCONNECT");
   });
 
   it("PUBREL frees the slot: a publisher that keeps to the maximum is never cut", async () => {
