@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import mqtt, { type IClientOptions, type IConnackPacket, type IPublishPacket } from "mqtt";
 import { withDeadline } from "../../harness/deadline.js";
@@ -11,7 +10,7 @@ import {
   Inbox,
   type MqttClient,
 } from "../../harness/mqtt-client.js";
-import { RedisServer } from "../../harness/redis-server.js";
+import { type NodePair, startNodePair } from "../../harness/node-pair.js";
 
 /**
  * MQTT 5 through Sluice on aedes 2.0.0-beta.1 (issue 15's spike): a v5 CONNECT is answered in
@@ -176,19 +175,15 @@ describe("MQTT 5 on one node, in memory", () => {
 });
 
 describe("MQTT 5 across two nodes over Redis", () => {
-  let redis: RedisServer;
+  let pair: NodePair;
   let a: RunningNode;
   let b: RunningNode;
   before(async () => {
-    redis = await RedisServer.start();
-    const keyPrefix = `v5${randomBytes(4).toString("hex")}:`;
-    a = await startNode({ nodeId: "node-a", redis: { url: redis.url, keyPrefix } });
-    b = await startNode({ nodeId: "node-b", redis: { url: redis.url, keyPrefix } });
+    pair = await startNodePair();
+    ({ a, b } = pair);
   });
   after(async () => {
-    await a?.stop();
-    await b?.stop();
-    await redis?.stop();
+    await pair?.stop();
   });
 
   it("properties published on node A arrive intact on node B", async () => {

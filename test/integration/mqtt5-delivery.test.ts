@@ -4,8 +4,8 @@ import { after, before, describe, it } from "node:test";
 import type { IClientOptions, IPublishPacket, Packet } from "mqtt";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import { connect, end, Inbox } from "../../harness/mqtt-client.js";
+import { type NodePair, startNodePair } from "../../harness/node-pair.js";
 import { rawConnect } from "../../harness/raw-socket.js";
-import { RedisServer } from "../../harness/redis-server.js";
 import { WireClient } from "../../harness/wire-client.js";
 
 /**
@@ -413,19 +413,15 @@ describe("MQTT 5 delivery on one node, in memory", () => {
 });
 
 describe("MQTT 5 delivery across two nodes over Redis", () => {
-  let redis: RedisServer;
+  let pair: NodePair;
   let a: RunningNode;
   let b: RunningNode;
   before(async () => {
-    redis = await RedisServer.start();
-    const keyPrefix = `t${randomBytes(4).toString("hex")}:`;
-    a = await startNode({ nodeId: "node-a", redis: { url: redis.url, keyPrefix } });
-    b = await startNode({ nodeId: "node-b", redis: { url: redis.url, keyPrefix } });
+    pair = await startNodePair();
+    ({ a, b } = pair);
   });
   after(async () => {
-    await a?.stop();
-    await b?.stop();
-    await redis?.stop();
+    await pair?.stop();
   });
 
   scenarios(() => ({ pub: a, sub: b }));
