@@ -118,7 +118,13 @@ async function onFabric(
   );
   counts.start();
   const timers = new SessionTimers(
-    { redis: fabric.state, nodeId: config.nodeId, pollMs: TIMER_POLL_MS, log: clusterLog },
+    {
+      redis: fabric.state,
+      nodeId: config.nodeId,
+      pollMs: TIMER_POLL_MS,
+      log: clusterLog,
+      onSessionExpired: () => deps.metrics.markSessionExpired(),
+    },
     NODE_LEASE_KEY_PREFIX,
   );
   const sessions = new RedisSessionRegistry(

@@ -28,6 +28,8 @@ export interface SessionTimersOptions {
   /** How often this node looks for timers that fell due, and for dead nodes' sessions. */
   pollMs: number;
   log: Logger;
+  /** A session expired here (counted by the node whose timer fired). */
+  onSessionExpired(): void;
 }
 
 /**
@@ -137,6 +139,7 @@ export class SessionTimers implements TimerStore {
       // A will not yet out goes now: the session ends [MQTT-3.1.3-9].
       await actions.publishWills(clientId);
       await actions.wipe(clientId);
+      this.options.onSessionExpired();
       this.options.log.debug(
         { event: "session.expired", clientId },
         "session expired (its expiry interval passed)",

@@ -155,6 +155,7 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     });
   } else {
     useMemoryTimers(broker, (clientId) => backend.sessions.forget?.(clientId));
+    broker.on("sessionExpired", () => parts.metrics.markSessionExpired());
   }
   receiveMaximum.install(broker);
   disconnectOnKeepaliveTimeout(broker, ReasonCode.KeepAliveTimeout);

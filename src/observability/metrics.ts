@@ -45,6 +45,7 @@ export class SluiceMetrics {
   /** What the cluster-load gauges read at scrape time (set once the fabric exists). */
   private clusterLoad: { pendingBytes(): number; lagBytes(): number } | undefined;
   private readonly subscriptionResets: Counter | undefined;
+  private readonly sessionsExpired: Counter;
   private readonly publishThrottled: Counter;
   private readonly droppedMessages: Counter<"reason">;
   private readonly subscriptionsRefused: Counter<"reason">;
@@ -211,6 +212,11 @@ export class SluiceMetrics {
           registers,
         })
       : undefined;
+    this.sessionsExpired = new Counter({
+      name: "sluice_sessions_expired_total",
+      help: "MQTT 5 sessions this node ended because their Session Expiry Interval passed while their client was away (in a cluster, whichever node's timer fired, also for a dead node's sessions)",
+      registers,
+    });
     new Gauge({
       name: "sluice_cluster_nodes",
       help: "Live nodes of the cluster as this node sees them, itself included",
@@ -310,6 +316,10 @@ export class SluiceMetrics {
 
   markRedisSubscriptionReset(): void {
     this.subscriptionResets?.inc();
+  }
+
+  markSessionExpired(): void {
+    this.sessionsExpired.inc();
   }
 
   markMessageReceived(): void {

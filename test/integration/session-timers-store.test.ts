@@ -20,12 +20,21 @@ describe("session timers' guards", () => {
   let redis: Redis;
   let timers: SessionTimers;
   let keyPrefix: string;
+  let expiredCount = 0;
   before(async () => {
     server = await RedisServer.start();
     keyPrefix = `sg${randomBytes(4).toString("hex")}:`;
     redis = new Redis(server.url, { keyPrefix });
     timers = new SessionTimers(
-      { redis, nodeId: "node-a", pollMs: 25, log: silent },
+      {
+        redis,
+        nodeId: "node-a",
+        pollMs: 25,
+        log: silent,
+        onSessionExpired: () => {
+          expiredCount += 1;
+        },
+      },
       NODE_LEASE_KEY_PREFIX,
     );
   });
@@ -70,6 +79,7 @@ describe("session timers' guards", () => {
     });
     await withDeadline(done, 5_000, "left's expiry");
     assert.deepEqual(wiped, ["left"]);
+    assert.equal(expiredCount, 1, "the one expiry counted");
     assert.deepEqual(willsOut, ["left"], "held's delayed will stays unpublished");
     assert.equal(await redis.hget("sessions", "held"), "u:a");
     assert.equal(await redis.hget("sessions", "left"), null);

@@ -7,6 +7,7 @@ import { withDeadline } from "../../harness/deadline.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import { end } from "../../harness/mqtt-client.js";
 import { dropConnection, openV5, pause } from "../../harness/mqtt5-session.js";
+import { metricSum } from "../../harness/node-metrics.js";
 import { RedisCluster } from "../../harness/redis-cluster.js";
 import { RedisServer } from "../../harness/redis-server.js";
 
@@ -21,6 +22,15 @@ import { RedisServer } from "../../harness/redis-server.js";
 interface Placement {
   first(): string;
   second(): string;
+  /** The nodes' HTTP URLs, whose sluice_sessions_expired_total add up. */
+  httpUrls(): string[];
+}
+
+async function sessionsExpired(at: Placement): Promise<number> {
+  const counts = await Promise.all(
+    at.httpUrls().map((url) => metricSum(url, "sluice_sessions_expired_total")),
+  );
+  return counts.reduce((sum, count) => sum + count, 0);
 }
 
 /** Seconds from `since` to now. */
@@ -190,7 +200,10 @@ async function retainedMessagesExpire(at: Placement, id: string): Promise<void> 
 /** The same behaviours wherever the clients connect. */
 function timerSuite(at: Placement): void {
   it("session expiry: 5 s kept after 3 s and gone after 6 more; 1 s made 5 s at DISCONNECT; DISCONNECT 0 ends at once", async () => {
+    const before = await sessionsExpired(at);
     await sessionExpirySequence(at, `se-${randomBytes(3).toString("hex")}`);
+    // One expiry: DISCONNECT 0 ends a session at once, which is no expiry.
+    assert.equal((await sessionsExpired(at)) - before, 1, "sluice_sessions_expired_total");
   });
 
   it("will delay 3 s with session expiry 5 s: the will after 3-4 s", async () => {
@@ -230,7 +243,7 @@ describe("MQTT 5 timers on one node, in memory", () => {
     await node?.stop();
   });
   const url = () => node.urls.tcp as string;
-  timerSuite({ first: url, second: url });
+  timerSuite({ first: url, second: url, httpUrls: () => [node.httpUrl] });
 });
 
 describe("MQTT 5 timers across two nodes over Redis", () => {
@@ -252,7 +265,11 @@ describe("MQTT 5 timers across two nodes over Redis", () => {
     control?.disconnect();
     await redis?.stop();
   });
-  timerSuite({ first: () => a.urls.tcp as string, second: () => b.urls.tcp as string });
+  timerSuite({
+    first: () => a.urls.tcp as string,
+    second: () => b.urls.tcp as string,
+    httpUrls: () => [a.httpUrl, b.httpUrl],
+  });
 
   it("an expired session leaves nothing in Redis: subscriptions, queue, packets, record", async () => {
     const id = `wipe-${randomBytes(3).toString("hex")}`;
@@ -310,7 +327,11 @@ describe("MQTT 5 timers across two nodes over a Redis Cluster", () => {
     await b?.stop();
     await cluster?.stop();
   });
-  timerSuite({ first: () => a.urls.tcp as string, second: () => b.urls.tcp as string });
+  timerSuite({
+    first: () => a.urls.tcp as string,
+    second: () => b.urls.tcp as string,
+    httpUrls: () => [a.httpUrl, b.httpUrl],
+  });
 });
 
 describe("mqtt5.maxSessionExpirySeconds", () => {
