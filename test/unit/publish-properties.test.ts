@@ -17,10 +17,24 @@ function parse(chunks: Buffer[], guarded: boolean): Parsed {
     });
   }
   const parsed: Parsed = { packets: [], errors: [] };
-  parser.on("packet", (packet) => parsed.packets.push(packet));
+  parser.on("packet", (packet) => parsed.packets.push(withNullPrototypePairs(packet)));
   parser.on("error", (error) => parsed.errors.push(error));
   for (const chunk of chunks) parser.parse(chunk);
   return parsed;
+}
+
+/**
+ * The packet with its user properties in a null-prototype object, as mqtt-packet makes them:
+ * the reader's differ only in their (empty, frozen) prototype.
+ */
+function withNullPrototypePairs(packet: mqttPacket.Packet): mqttPacket.Packet {
+  const properties = (packet as mqttPacket.IPublishPacket).properties;
+  const pairs = properties?.userProperties;
+  if (properties === undefined || pairs === undefined) return packet;
+  if (Object.getPrototypeOf(pairs) !== null) {
+    properties.userProperties = Object.assign(Object.create(null), pairs) as typeof pairs;
+  }
+  return packet;
 }
 
 function publish(properties: object | undefined, qos: 0 | 1 = 1): Buffer {
@@ -128,11 +142,46 @@ describe("publish properties", () => {
     }
   });
 
-  it("give user properties a null prototype, so that no name reaches Object.prototype", () => {
-    const bytes = rawPublish(Buffer.from([0x26, 0, 9, ...Buffer.from("__proto__"), 0, 1, 0x78]));
+  it("give user properties nothing inherited, so that no name reaches Object.prototype", () => {
+    const bytes = rawPublish(
+      Buffer.from([
+        0x26,
+        0,
+        9,
+        ...Buffer.from("__proto__"),
+        0,
+        1,
+        0x78,
+        0x26,
+        0,
+        8,
+        ...Buffer.from("toString"),
+        0,
+        1,
+        0x79,
+      ]),
+    );
     const [packet] = parse([bytes], true).packets as mqttPacket.IPublishPacket[];
     const pairs = packet?.properties?.userProperties as Record<string, unknown>;
-    assert.equal(Object.getPrototypeOf(pairs), null);
+    assert.deepEqual(Object.getOwnPropertyNames(pairs), ["__proto__", "toString"]);
     assert.equal(pairs.__proto__, "x");
+    assert.equal(pairs.toString, "y");
+    // read before the copy made for comparison: the reader's own object
+    const parser = mqttPacket.parser({ protocolVersion: 5 });
+    new PacketGuard({ maxPacketBytes: 1_000, maxTopicBytes: 100 }).install({ _parser: parser });
+    let own: Record<string, unknown> | undefined;
+    parser.on("packet", (read) => {
+      own = (read as mqttPacket.IPublishPacket).properties?.userProperties as Record<
+        string,
+        unknown
+      >;
+    });
+    parser.parse(bytes);
+    const prototype = Object.getPrototypeOf(own) as object;
+    assert.notEqual(prototype, Object.prototype);
+    assert.equal(Object.getPrototypeOf(prototype), null);
+    assert.deepEqual(Reflect.ownKeys(prototype), []);
+    assert.ok(Object.isFrozen(prototype));
+    assert.equal("hasOwnProperty" in (own as object), false);
   });
 });
