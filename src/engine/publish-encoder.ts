@@ -245,11 +245,9 @@ function writeProperty(buffer: Buffer, start: number, name: string, value: unkno
       const pairs = value as Record<string, string | string[]>;
       for (const key of Object.getOwnPropertyNames(pairs)) {
         const values = pairs[key] as string | string[];
-        for (const item of Array.isArray(values) ? values : [values]) {
-          buffer[at++] = code;
-          at = writeString(buffer, at, key, utf8Length(key));
-          at = writeString(buffer, at, item, utf8Length(item));
-        }
+        if (Array.isArray(values))
+          for (const item of values) at = writePair(buffer, at, code, key, item);
+        else at = writePair(buffer, at, code, key, values);
       }
       return at;
     }
@@ -281,6 +279,19 @@ function writeProperty(buffer: Buffer, start: number, name: string, value: unkno
       return writeString(buffer, at, text, utf8Length(text));
     }
   }
+}
+
+/** One user property: its code, name and value. */
+function writePair(
+  buffer: Buffer,
+  start: number,
+  code: number,
+  key: string,
+  value: string,
+): number {
+  buffer[start] = code;
+  const at = writeString(buffer, start + 1, key, utf8Length(key));
+  return writeString(buffer, at, value, utf8Length(value));
 }
 
 /** UTF-8 length; an ASCII string (the usual topic, property) is measured without a call out. */
