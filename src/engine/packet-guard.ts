@@ -1,5 +1,6 @@
 import { isUtf8 } from "node:buffer";
 import { ProtocolError, ReasonCode } from "../errors.js";
+import { readPublishProperties } from "./publish-properties.js";
 
 /**
  * The parts of an aedes client's mqtt-packet parser that the guard wraps. aedes gives us no
@@ -16,12 +17,13 @@ interface MqttPacketParser {
   };
   error: Error | null;
   _pos: number;
-  _list: { length: number; slice(start: number, end: number): Buffer };
   _parseLength(): boolean;
   _parseString(): string | null;
   _parseNum(): number;
   _parseMessageId(): boolean;
+  _parseProperties(): unknown;
   _emitError(error: Error): void;
+  _list: { length: number; slice(start: number, end: number): Buffer; getBuffers(): Buffer[] };
 }
 
 export interface PacketGuardLimits {
@@ -55,6 +57,7 @@ function isParser(value: unknown): value is MqttPacketParser {
     typeof p._parseString === "function" &&
     typeof p._parseNum === "function" &&
     typeof p._parseMessageId === "function" &&
+    typeof p._parseProperties === "function" &&
     typeof p._emitError === "function"
   );
 }
@@ -168,7 +171,9 @@ function answerThenFail(
  *   its bytes are decoded (like aedes' topic level limit, it closes the connection);
  * - CONNACK 0x01 before closing a CONNECT of an unsupported protocol level [MQTT-3.1.2-2].
  * A violation becomes a parser error, on which aedes closes the connection; an MQTT 5 client is
- * told why first (DISCONNECT or CONNACK with a reason code).
+ * told why first (DISCONNECT or CONNACK with a reason code). A PUBLISH's MQTT 5 properties are
+ * read by readPublishProperties, under the same string rules, since their strings would
+ * otherwise come through the guard one by one at several times the cost.
  *
  * The wrapping methods are made once per parser prototype (per node, for its limits) and
  * shared by every parser: closures made per instance cost every idle connection four closures
@@ -198,7 +203,13 @@ export class PacketGuard {
   }
 }
 
-const WRAPPED = ["_parseLength", "_parseString", "_parseMessageId", "_emitError"] as const;
+const WRAPPED = [
+  "_parseLength",
+  "_parseString",
+  "_parseMessageId",
+  "_parseProperties",
+  "_emitError",
+] as const;
 
 type GuardMethods = Pick<MqttPacketParser, (typeof WRAPPED)[number]>;
 
@@ -207,6 +218,7 @@ function guardMethods(original: MqttPacketParser, limits: PacketGuardLimits): Gu
   const parseLength = original._parseLength;
   const parseMessageId = original._parseMessageId;
   const emitError = original._emitError;
+  const parseProperties = original._parseProperties;
   const guarded = {} as GuardMethods;
 
   // Only the first error of a packet is reported: a failed string read makes the caller
@@ -250,6 +262,16 @@ function guardMethods(original: MqttPacketParser, limits: PacketGuardLimits): Gu
       return false;
     }
     return true;
+  };
+
+  // A PUBLISH's MQTT 5 properties read straight from its buffer, their strings under the rules
+  // below; anything else, or anything unusual, by mqtt-packet (through parseValidString).
+  guarded._parseProperties = function parsePublishProperties(this: MqttPacketParser) {
+    if (this.packet.cmd === "publish") {
+      const properties = readPublishProperties(this);
+      if (properties !== undefined) return properties;
+    }
+    return parseProperties.call(this);
   };
 
   guarded._parseString = function parseValidString(this: MqttPacketParser) {

@@ -6,6 +6,7 @@ import type { ClientOwnership } from "../cluster/client-ownership.js";
 import { closeWithWill } from "../engine/aedes-internals.js";
 import { hardenClient } from "../engine/engine-hardening.js";
 import type { PacketGuard } from "../engine/packet-guard.js";
+import { encodePublishesFor } from "../engine/publish-encoder.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
 import { ReasonCode } from "../errors.js";
 import type { ClusterBackpressure } from "../limits/cluster-backpressure.js";
@@ -94,6 +95,7 @@ export class ConnectionIntake {
     const admitted = rawSocket(socket);
     const admittedAddress = this.awaitingHandOver.get(admitted);
     this.awaitingHandOver.delete(admitted);
+    encodePublishesFor(connection.stream);
     const client = broker.handle(connection.stream, connection.request);
     hardenClient(client);
     const context = contexts.attach(client, connection, admittedAddress);

@@ -21,6 +21,21 @@ const message = {
   messageId: undefined,
 };
 
+const V5_PROPERTIES = {
+  payloadFormatIndicator: true,
+  messageExpiryInterval: 300,
+  contentType: "application/json",
+  responseTopic: "reply/1",
+  correlationData: Buffer.from([0xff, 0, 1]),
+  userProperties: { site: "plant-7/line-3", tags: ["a", "bb"] },
+  subscriptionIdentifier: [2, 70_000],
+};
+const INHERITS_NOTHING: object = Object.freeze(Object.create(null));
+
+function pairs(prototype: object | null): Record<string, string | string[]> {
+  return Object.assign(Object.create(prototype), { site: "plant-7", ü: ["x", "y"] });
+}
+
 describe("local-first envelope", () => {
   it("msgpack-lite reads what this node writes, undefined as null as it writes it", () => {
     const read = msgpack.decode(encodeEnvelope("AbCdEfGh:1", message)) as {
@@ -67,8 +82,20 @@ describe("local-first envelope", () => {
       ...payloads.map((payload) => ({ ...message, payload })),
       { ...message, retain: true, dup: true, messageId: 7, clientId: "c-1", nl: false },
       Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, i])),
-      // msgpackr's own path: nested properties, a negative or a fractional number
+      // MQTT 5 properties, user properties as mqtt-packet and as the packet guard make them
       { ...message, properties: { userProperties: { a: ["1", "2"] }, contentType: "text" } },
+      { ...message, properties: V5_PROPERTIES },
+      { ...message, properties: { ...V5_PROPERTIES, userProperties: pairs(null) } },
+      { ...message, properties: { ...V5_PROPERTIES, userProperties: pairs(INHERITS_NOTHING) } },
+      {
+        ...message,
+        properties: { subscriptionIdentifier: Array.from({ length: 17 }, (_, i) => i) },
+      },
+      { ...message, properties: { topicAlias: undefined, responseTopic: "é/日本" } },
+      // msgpackr's own path: a negative or a fractional number, a class, deeper nesting
+      { ...message, properties: { messageExpiryInterval: -1 } },
+      { ...message, properties: { when: new Date(0) } },
+      { ...message, properties: { a: { b: { c: { d: 1 } } } } },
       { ...message, brokerCounter: -1 },
       { ...message, brokerCounter: 1.5 },
       { ...message, brokerCounter: 2 ** 32 },
@@ -77,6 +104,18 @@ describe("local-first envelope", () => {
       const written = encodeEnvelope("AbCdEfGh:1z", msg as unknown as typeof message);
       assert.deepEqual(written, packr.pack({ id: "AbCdEfGh:1z", msg }), JSON.stringify(msg));
     }
+  });
+
+  it("writes a user property named toJSON or constructor as any other", () => {
+    const userProperties = Object.assign(pairs(null), { toJSON: "x", constructor: "y" });
+    const msg = { ...message, properties: { userProperties } };
+    const read = decodeEnvelope(encodeEnvelope("AbCdEfGh:1", msg)) as unknown as {
+      msg: { properties: { userProperties: object } };
+    };
+    assert.deepEqual(
+      { ...read.msg.properties.userProperties },
+      { site: "plant-7", ü: ["x", "y"], toJSON: "x", constructor: "y" },
+    );
   });
 
   it("keeps each envelope's bytes while later ones are written (slabs are never reused)", () => {

@@ -1,0 +1,160 @@
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { Writable } from "node:stream";
+import { describe, it } from "node:test";
+import mqttPacket from "mqtt-packet";
+import { encodePublishesFor } from "../../src/engine/publish-encoder.js";
+
+/** A stream keeping what it is written, and how many writes reached it. */
+class Collector extends Writable {
+  readonly chunks: Buffer[] = [];
+  writes = 0;
+
+  constructor() {
+    super({
+      write: (chunk: Buffer, _encoding, done) => {
+        this.chunks.push(chunk);
+        done();
+      },
+      writev: (chunks, done) => {
+        for (const { chunk } of chunks) this.chunks.push(chunk as Buffer);
+        done();
+      },
+    });
+    const write = this.write;
+    this.write = ((...args: Parameters<Writable["write"]>) => {
+      this.writes++;
+      return write.apply(this, args);
+    }) as Writable["write"];
+  }
+
+  get bytes(): Buffer {
+    return Buffer.concat(this.chunks);
+  }
+}
+
+interface Written {
+  bytes: Buffer;
+  returned: boolean;
+  writes: number;
+  error: string | undefined;
+}
+
+/** What `writeToStream` writes for a packet, through the encoder or through mqtt-packet's own. */
+async function written(
+  packet: object,
+  protocolVersion: number,
+  encoded: boolean,
+): Promise<Written> {
+  const stream = new Collector();
+  stream.on("error", () => {});
+  if (encoded) encodePublishesFor(stream);
+  let returned: boolean;
+  try {
+    returned = mqttPacket.writeToStream(packet as mqttPacket.Packet, stream, { protocolVersion });
+  } catch (error) {
+    return { bytes: Buffer.alloc(0), returned: false, writes: 0, error: `thrown ${error}` };
+  }
+  // mqtt-packet uncorks on the next tick
+  await new Promise((resolve) => setImmediate(resolve));
+  const error = stream.errored?.message;
+  return { bytes: stream.bytes, returned, writes: stream.writes, error };
+}
+
+const ALL_PROPERTIES = {
+  payloadFormatIndicator: true,
+  messageExpiryInterval: 300,
+  topicAlias: 3,
+  responseTopic: "reply/1",
+  correlationData: Buffer.from([1, 2, 3]),
+  userProperties: { site: "plant-7", tags: ["a", "bb", "ccc"], ü: "日本" },
+  subscriptionIdentifier: [2, 300, 70_000, 3_000_000],
+  contentType: "application/json",
+};
+
+function nullPrototype(entries: Record<string, string | string[]>): Record<string, unknown> {
+  return Object.assign(Object.create(null) as Record<string, unknown>, entries);
+}
+
+const PUBLISHES = [
+  { topic: "t", qos: 0, payload: Buffer.alloc(0) },
+  { topic: "plant/7/pump", qos: 1, messageId: 1, payload: Buffer.alloc(64, 7), properties: {} },
+  { topic: "plant/7/pump", qos: 0, payload: Buffer.alloc(64, 7), retain: true, dup: true },
+  { topic: "a/b", qos: 2, messageId: 65_535, payload: "text ü", properties: ALL_PROPERTIES },
+  {
+    topic: "x".repeat(300),
+    qos: 0,
+    payload: Buffer.alloc(64),
+    properties: { userProperties: nullPrototype({ site: "plant-7/line-3" }) },
+  },
+  { topic: "é/ü/日本", qos: 1, messageId: 9, payload: Buffer.alloc(20_000, 1) },
+  { topic: "", qos: 0, payload: Buffer.alloc(3_000, 2), properties: { topicAlias: 9 } },
+  { topic: "u", qos: 0, payload: undefined, properties: { subscriptionIdentifier: 5 } },
+  { topic: "u", qos: 0, payload: Buffer.alloc(1), properties: { contentType: undefined } },
+];
+
+/** Refused or left to mqtt-packet: the same outcome either way (a write, an error, nothing). */
+const REFUSED = [
+  { topic: "t", qos: 1, payload: Buffer.alloc(1) },
+  { topic: "t", qos: 1, messageId: 70_000, payload: Buffer.alloc(1) },
+  { topic: "t", qos: 3, payload: Buffer.alloc(1) },
+  { topic: Buffer.from("t"), qos: 0, payload: Buffer.alloc(1) },
+  { topic: 7, qos: 0, payload: Buffer.alloc(1) },
+  { topic: "t", qos: 0, payload: Buffer.alloc(1), properties: { userProperties: {} } },
+  { topic: "t", qos: 0, payload: Buffer.alloc(1), properties: { topicAlias: 70_000 } },
+  { topic: "t", qos: 0, payload: Buffer.alloc(1), properties: { contentType: 7 } },
+  { topic: "t", qos: 0, payload: Buffer.alloc(1), properties: { contentType: null } },
+  { topic: "t", qos: 0, payload: Buffer.alloc(1), properties: { unknownProperty: 1 } },
+  { topic: "t", qos: 0, payload: Buffer.alloc(1), properties: { subscriptionIdentifier: [] } },
+  { topic: "t", qos: 0, payload: Buffer.alloc(1), properties: { userProperties: { a: 1 } } },
+  { topic: "t", qos: 0, payload: Buffer.alloc(1), properties: null },
+];
+
+describe("publish encoder", () => {
+  it("writes the bytes mqtt-packet writes, at every protocol level", async () => {
+    for (const packet of PUBLISHES) {
+      for (const version of [3, 4, 5]) {
+        const publish = { cmd: "publish", ...packet };
+        const expected = await written(publish, version, false);
+        const actual = await written(publish, version, true);
+        assert.equal(expected.error, undefined);
+        assert.deepEqual(actual, { ...expected, writes: actual.writes });
+        // one buffer, and the payload after it when too large to copy
+        assert.ok(actual.writes <= 2 && actual.writes < expected.writes, `${actual.writes} writes`);
+      }
+    }
+  });
+
+  it("leaves what it cannot encode to mqtt-packet, with the same outcome", async () => {
+    for (const packet of REFUSED) {
+      const publish = { cmd: "publish", ...packet };
+      const expected = await written(publish, 5, false);
+      const actual = await written(publish, 5, true);
+      assert.deepEqual(actual, expected, JSON.stringify(packet));
+    }
+  });
+
+  it("leaves other packets and streams not registered to mqtt-packet", async () => {
+    const connack = { cmd: "connack", returnCode: 0, sessionPresent: false };
+    assert.deepEqual(await written(connack, 4, true), await written(connack, 4, false));
+    const stream = new Collector();
+    mqttPacket.writeToStream(
+      { cmd: "publish", topic: "t", qos: 0, payload: Buffer.alloc(1) } as mqttPacket.Packet,
+      stream,
+      { protocolVersion: 4 },
+    );
+    assert.equal(stream.writes, 5);
+    stream.end();
+    await once(stream, "finish");
+  });
+
+  it("keeps mqtt-packet's cacheNumbers switch (MQTT.js sets it)", () => {
+    encodePublishesFor(new Collector());
+    const writer = mqttPacket.writeToStream as unknown as { cacheNumbers: boolean };
+    assert.equal(writer.cacheNumbers, true);
+    writer.cacheNumbers = false;
+    assert.equal(writer.cacheNumbers, false);
+    writer.cacheNumbers = true;
+    assert.equal(writer.cacheNumbers, true);
+  });
+});
