@@ -1,14 +1,10 @@
-import { createRequire } from "node:module";
 import type { AedesPublishPacket, Client, Subscription } from "aedes";
-import type { IConnectPacket } from "mqtt-packet";
+import mqttPacket, { type IConnectPacket, type IPublishPacket } from "mqtt-packet";
 import { nextMessageId, outgoingStore } from "./aedes-internals.js";
-
-/** mqtt-packet's property types by name, as its writer sizes them. */
-const PROPERTY_TYPES = (
-  createRequire(import.meta.url)("mqtt-packet/constants.js") as {
-    propertiesTypes: Record<string, string>;
-  }
-).propertiesTypes;
+import {
+  propertiesLength as propertiesLengthOf,
+  variableByteIntegerSize,
+} from "./publish-encoder.js";
 
 export interface Mqtt5DeliveryEvents {
   /** A message was not sent to a client: its encoded PUBLISH exceeds the client's maximum. */
@@ -252,7 +248,8 @@ export function publishSize(
   properties: PublishProperties | undefined,
   payload: Buffer | string,
 ): number {
-  const propertiesLength = propertiesSize(properties);
+  const propertiesLength = propertiesLengthOf(properties);
+  if (propertiesLength < 0) return generatedSize(topic, qos, properties, payload);
   const remaining =
     2 +
     Buffer.byteLength(topic) +
@@ -263,54 +260,16 @@ export function publishSize(
   return 1 + variableByteIntegerSize(remaining) + remaining;
 }
 
-function propertiesSize(properties: PublishProperties | undefined): number {
-  if (properties === undefined) return 0;
-  let size = 0;
-  const entries = properties as Record<string, unknown>;
-  for (const name in entries) {
-    const value = entries[name];
-    if (value === undefined) continue;
-    if (Array.isArray(value)) for (const item of value) size += propertySize(name, item);
-    else size += propertySize(name, value);
-  }
-  return size;
-}
-
-function propertySize(name: string, value: unknown): number {
-  switch (PROPERTY_TYPES[name]) {
-    case "byte":
-    case "int8":
-      return 2;
-    case "int16":
-      return 3;
-    case "int32":
-      return 5;
-    case "var":
-      return 1 + variableByteIntegerSize(value as number);
-    case "string":
-    case "binary":
-      return 3 + Buffer.byteLength(value as string | Buffer);
-    case "pair": {
-      let size = 0;
-      const pairs = value as Record<string, string | string[]>;
-      for (const key of Object.getOwnPropertyNames(pairs)) {
-        const values = pairs[key];
-        for (const item of Array.isArray(values) ? values : [values]) {
-          size += 5 + Buffer.byteLength(key) + Buffer.byteLength(String(item));
-        }
-      }
-      return size;
-    }
-    default:
-      return 0;
-  }
-}
-
-function variableByteIntegerSize(value: number): number {
-  if (value < 128) return 1;
-  if (value < 16_384) return 2;
-  if (value < 2_097_152) return 3;
-  return 4;
+/** Properties the encoder leaves to mqtt-packet are sized by mqtt-packet itself (rare). */
+function generatedSize(
+  topic: string,
+  qos: number,
+  properties: PublishProperties | undefined,
+  payload: Buffer | string,
+): number {
+  const packet = { cmd: "publish", topic, qos, messageId: qos > 0 ? 1 : undefined, payload };
+  return mqttPacket.generate({ ...packet, properties } as IPublishPacket, { protocolVersion: 5 })
+    .length;
 }
 
 /**

@@ -145,7 +145,8 @@ function isInteger(value: unknown, maximum: number): value is number {
  * The encoded length of a PUBLISH's properties, or -1 where mqtt-packet's writer would refuse
  * them (or where the encoder leaves them to it). Not an object: an empty list, as mqtt-packet.
  */
-function propertiesLength(properties: unknown): number {
+/** The encoded length of a PUBLISH's MQTT 5 properties, or -1 when the encoder leaves them to mqtt-packet. */
+export function propertiesLength(properties: unknown): number {
   if (properties === null) return -1;
   if (typeof properties !== "object") return 0;
   if ((properties as { length?: unknown }).length != null) return -1;
@@ -314,7 +315,7 @@ function writeString(buffer: Buffer, start: number, value: string, bytes: number
   return at + buffer.write(value, at, bytes, "utf8");
 }
 
-function variableByteIntegerSize(value: number): number {
+export function variableByteIntegerSize(value: number): number {
   if (value < 128) return 1;
   if (value < 16_384) return 2;
   if (value < 2_097_152) return 3;
