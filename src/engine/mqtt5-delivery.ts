@@ -1,10 +1,8 @@
 import type { AedesPublishPacket, Client, Subscription } from "aedes";
 import mqttPacket, { type IConnectPacket, type IPublishPacket } from "mqtt-packet";
 import { nextMessageId, outgoingStore } from "./aedes-internals.js";
-import {
-  propertiesLength as propertiesLengthOf,
-  variableByteIntegerSize,
-} from "./publish-encoder.js";
+import { variableByteIntegerSize } from "./mqtt-lengths.js";
+import { propertiesLength as propertiesLengthOf } from "./publish-encoder.js";
 
 export interface Mqtt5DeliveryEvents {
   /** A message was not sent to a client: its encoded PUBLISH exceeds the client's maximum. */

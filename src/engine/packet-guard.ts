@@ -1,5 +1,6 @@
 import { isUtf8 } from "node:buffer";
 import { ProtocolError, ReasonCode } from "../errors.js";
+import { fixedHeaderBytes } from "./mqtt-lengths.js";
 import { readPublishProperties } from "./publish-properties.js";
 
 /**
@@ -60,14 +61,6 @@ function isParser(value: unknown): value is MqttPacketParser {
     typeof p._parseProperties === "function" &&
     typeof p._emitError === "function"
   );
-}
-
-/** Bytes of the fixed header for a given remaining length (1 type byte + 1-4 length bytes). */
-function fixedHeaderBytes(remainingLength: number): number {
-  if (remainingLength < 128) return 2;
-  if (remainingLength < 16_384) return 3;
-  if (remainingLength < 2_097_152) return 4;
-  return 5;
 }
 
 /** CONNACK, return code 0x01: unacceptable protocol version. */

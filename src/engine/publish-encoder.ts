@@ -1,5 +1,6 @@
 import { createRequire } from "node:module";
 import type { Writable } from "node:stream";
+import { variableByteIntegerSize } from "./mqtt-lengths.js";
 
 interface WriteOptions {
   protocolVersion?: number;
@@ -313,13 +314,6 @@ function writeString(buffer: Buffer, start: number, value: string, bytes: number
     return at;
   }
   return at + buffer.write(value, at, bytes, "utf8");
-}
-
-export function variableByteIntegerSize(value: number): number {
-  if (value < 128) return 1;
-  if (value < 16_384) return 2;
-  if (value < 2_097_152) return 3;
-  return 4;
 }
 
 function writeVariableByteInteger(buffer: Buffer, start: number, value: number): number {

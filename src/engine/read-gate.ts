@@ -1,4 +1,5 @@
 import type { Duplex } from "node:stream";
+import { fixedHeaderBytes } from "./mqtt-lengths.js";
 
 /**
  * Stops reading a client's connection at a PUBLISH (or, for the subscribe pacer, a SUBSCRIBE),
@@ -59,14 +60,6 @@ function isParser(value: unknown): value is ParserInternals {
 
 function isReadable(value: unknown): value is Duplex {
   return typeof (value as Partial<Duplex> | null)?.read === "function";
-}
-
-/** Bytes of the fixed header for a given remaining length (1 type byte + 1-4 length bytes). */
-function fixedHeaderBytes(remainingLength: number): number {
-  if (remainingLength < 128) return 2;
-  if (remainingLength < 16_384) return 3;
-  if (remainingLength < 2_097_152) return 4;
-  return 5;
 }
 
 const NOTHING = Buffer.alloc(0);
