@@ -10,6 +10,7 @@ import type { WillClaims } from "../cluster/will-claims.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import type { DeviceStore } from "../registry/device-store.js";
 import type { AuthLockout } from "../security/auth-lockout.js";
+import type { SharedGroupStore } from "../shared-subscriptions/group-store.js";
 
 /**
  * Everything that differs between a node alone (in memory) and a node of a cluster (over
@@ -30,6 +31,8 @@ export interface Backend {
   /** MQTT 5 session expiry and will delay in Redis; undefined alone (aedes' own timers). */
   readonly timers: SessionTimers | undefined;
   readonly deviceStore: DeviceStore | undefined;
+  /** Shared subscriptions' groups, members and queues: this node's, or the cluster's. */
+  readonly sharedGroups: SharedGroupStore;
   readonly flapping: FlappingGuard | undefined;
   readonly usernames: UsernameQuota | undefined;
   /** Where cluster-wide limit counters live; undefined in memory (per node). */

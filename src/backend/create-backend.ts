@@ -7,6 +7,7 @@ import { FlappingGuard } from "../admission/flapping-guard.js";
 import { ClientOwnership } from "../cluster/client-ownership.js";
 import { NODE_LEASE_KEY_PREFIX, NodeRegistry } from "../cluster/node-registry.js";
 import { RedisFabric } from "../cluster/redis-fabric.js";
+import { RedisGroupStore } from "../cluster/redis-group-store.js";
 import { ClusterSessionDirectory, LocalSessionDirectory } from "../cluster/session-directory.js";
 import { MemorySessionRegistry, RedisSessionRegistry } from "../cluster/session-registry.js";
 import { SessionTimers } from "../cluster/session-timers.js";
@@ -22,6 +23,7 @@ import type { SluiceMetrics } from "../observability/metrics.js";
 import { FileDeviceStore } from "../registry/file-device-store.js";
 import { RedisDeviceStore } from "../registry/redis-device-store.js";
 import { AuthLockout } from "../security/auth-lockout.js";
+import { MemoryGroupStore } from "../shared-subscriptions/memory-group-store.js";
 import type { Backend } from "./backend.js";
 
 /** What aedes gives its own emitter: how many messages it hands on at once. */
@@ -61,6 +63,7 @@ async function memoryBackend(config: SluiceConfig, deps: BackendDeps): Promise<B
     willClaims: undefined,
     timers: undefined,
     deviceStore: config.registry ? await FileDeviceStore.open(config.registry.file) : undefined,
+    sharedGroups: new MemoryGroupStore(config.sharedSubscriptions),
     flapping: flapping === undefined ? undefined : FlappingGuard.inMemory(flapping),
     usernames,
     limitsRedis: undefined,
@@ -152,6 +155,11 @@ async function onFabric(
     willClaims: new WillClaims(fabric.state),
     timers,
     deviceStore: new RedisDeviceStore(fabric.state),
+    sharedGroups: new RedisGroupStore(
+      fabric.state,
+      config.sharedSubscriptions,
+      NODE_LEASE_KEY_PREFIX,
+    ),
     flapping: flapping === undefined ? undefined : FlappingGuard.inRedis(flapping, fabric.state),
     usernames: counts,
     limitsRedis: fabric.state,

@@ -539,6 +539,18 @@ const limitsSchema = z.strictObject({
     .describe("Slow consumers: the in-flight window, per-client queues and the drop rules."),
 });
 
+/** How a shared group's messages are spread over its members (docs/shared-subscriptions.md). */
+export const SHARE_STRATEGIES = [
+  "round_robin",
+  "random",
+  "local_first",
+  "sticky",
+  "hash_clientid",
+  "hash_topic",
+] as const;
+
+export type ShareStrategy = (typeof SHARE_STRATEGIES)[number];
+
 const nodeId = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, "must be 1-128 characters of A-Z a-z 0-9 . _ -");
@@ -670,6 +682,52 @@ export const configSchema = z.strictObject({
     .prefault({})
     .describe(
       "MQTT 5 settings. MQTT 3.1.1 and 5 run side by side on every listener; everything else (ACLs, limits, audit, metrics) applies to both alike.",
+    ),
+  sharedSubscriptions: z
+    .strictObject({
+      strategy: z
+        .enum(SHARE_STRATEGIES)
+        .default("round_robin")
+        .describe(
+          "How a group's messages are spread over its members: `round_robin` (each node takes the members in turn), `random`, `local_first` (a member on the node the message was published on, when there is one, round robin otherwise), `sticky` (one member until it leaves), `hash_clientid` (by publisher: one publisher's messages go to one member, in order) or `hash_topic` (by topic: one topic's messages go to one member, in order).",
+        ),
+      groups: z
+        .array(
+          z.strictObject({
+            match: z
+              .string()
+              .min(1)
+              .max(256)
+              .describe("Share names this entry applies to; `*` matches any run of characters.")
+              .meta({ examples: ["historian-*"] }),
+            strategy: z.enum(SHARE_STRATEGIES).describe("The strategy for those groups."),
+          }),
+        )
+        .max(100)
+        .default([])
+        .describe("Strategies for groups by share name; the first entry that matches applies."),
+      maxQueued: z
+        .number()
+        .int()
+        .min(1)
+        .max(1_000_000)
+        .default(10_000)
+        .describe(
+          "Messages a member holds unacknowledged, and messages a group keeps while no member is online (delivered to the next member that joins). Past it a message goes to another member, or is dropped and counted (`sluice_shared_dropped_total`).",
+        ),
+      maxGroups: z
+        .number()
+        .int()
+        .min(1)
+        .max(100_000)
+        .default(1_000)
+        .describe(
+          "Shared groups (share name and filter) the cluster holds at once; a SUBSCRIBE that would make one more is refused (0x97 for MQTT 5). Bounds Redis keys and the per-group metrics.",
+        ),
+    })
+    .prefault({})
+    .describe(
+      "Shared subscriptions, `$share/{group}/{filter}`, for MQTT 5 and 3.1.1 clients: each message goes to one member of each group, cluster-wide. QoS 1 and 2 messages stay with their member until it acknowledges them, and go to another member if it leaves first. ACLs apply to the filter, and a rule must also grant `$share/<group>/<filter>` (for example `pattern read $share/%u/#`): joining a group takes messages from its other members.",
     ),
   admin: z
     .strictObject({

@@ -82,6 +82,32 @@ export function broadcastFrom(broker: Aedes, topic: string, payload: Buffer): vo
   broker.publish({ cmd: "publish", topic, payload, qos: 0, retain: false, dup: false }, () => {});
 }
 
+/**
+ * Subscribes the node itself to a topic of the cluster's pub/sub (Sluice's signals between
+ * nodes); resolves once the subscription is in place. A handler that throws is reported by the
+ * emitter's caller; the delivery is answered whatever happens.
+ */
+export function subscribeToTopic(
+  broker: Aedes,
+  topic: string,
+  handle: (payload: Buffer) => void,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    broker.subscribe(
+      topic,
+      (packet, done) => {
+        const { payload } = packet;
+        try {
+          handle(Buffer.isBuffer(payload) ? payload : Buffer.from(String(payload)));
+        } finally {
+          done();
+        }
+      },
+      (error?: Error) => (error ? reject(error) : resolve()),
+    );
+  });
+}
+
 /** A QoS 0 message published by the client's broker (to every node in a cluster). */
 export function publishVia(client: Client, topic: string, payload: Buffer): void {
   broadcastFrom(brokerOf(client), topic, payload);

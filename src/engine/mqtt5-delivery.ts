@@ -1,5 +1,6 @@
 import type { AedesPublishPacket, Client, Subscription } from "aedes";
 import mqttPacket, { type IConnectPacket, type IPublishPacket } from "mqtt-packet";
+import { filterMatches } from "../protocol/topic-rules.js";
 import { nextMessageId, outgoingStore } from "./aedes-internals.js";
 import { variableByteIntegerSize } from "./mqtt-lengths.js";
 import { propertiesLength as propertiesLengthOf } from "./publish-encoder.js";
@@ -7,6 +8,8 @@ import { propertiesLength as propertiesLengthOf } from "./publish-encoder.js";
 export interface Mqtt5DeliveryEvents {
   /** A message was not sent to a client: its encoded PUBLISH exceeds the client's maximum. */
   onTooLarge(client: Client, size: number, maximum: number): void;
+  /** A shared subscription's delivery: it carries that subscription's identifier alone. */
+  isSharedDelivery?(packet: object): boolean;
 }
 
 type PublishProperties = NonNullable<AedesPublishPacket["properties"]>;
@@ -120,7 +123,7 @@ export class Mqtt5Delivery {
     let properties = packet.properties;
     // aedes sends a retained message on SUBSCRIBE (no broker id) with that SUBSCRIBE's identifier
     let single = false;
-    if (state?.identified && packet.brokerId) {
+    if (state?.identified && packet.brokerId && !this.events.isSharedDelivery?.(packet)) {
       const { identifiers, matches } = identifiersOf(client, packet.topic);
       // Sluice's aedes sends a copy per matching subscription; a v5 client using identifiers
       // gets one, the first, carrying them all [MQTT-3.3.4-4] (mqemitter calls a message's
@@ -208,35 +211,6 @@ function withIdentifiers(
   const subscriptionIdentifier =
     identifiers.length === 0 ? undefined : identifiers.length === 1 ? identifiers[0] : identifiers;
   return { ...properties, subscriptionIdentifier } as PublishProperties;
-}
-
-/**
- * Whether a topic filter matches a topic name, walking both strings (no split per message):
- * `+` one level (an empty one too), `#` the rest and the parent, and a filter starting with a
- * wildcard matches no `$` topic [MQTT-4.7.2-1].
- */
-export function filterMatches(filter: string, topic: string): boolean {
-  const first = filter.charCodeAt(0);
-  if ((first === 0x23 || first === 0x2b) && topic.charCodeAt(0) === 0x24) return false;
-  let f = 0;
-  let t = 0;
-  while (f < filter.length) {
-    const c = filter.charCodeAt(f);
-    if (c === 0x23) return true;
-    if (c === 0x2b) {
-      while (t < topic.length && topic.charCodeAt(t) !== 0x2f) t++;
-      f++;
-    } else {
-      if (t >= topic.length) {
-        // `a/#` matches `a`: the filter's rest is exactly `/#`
-        return t === topic.length && filter.slice(f) === "/#";
-      }
-      if (c !== topic.charCodeAt(t)) return false;
-      f++;
-      t++;
-    }
-  }
-  return t === topic.length;
 }
 
 /** The encoded size of a v5 PUBLISH, as mqtt-packet's writer computes it. */

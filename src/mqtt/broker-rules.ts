@@ -25,6 +25,7 @@ import { exceedsBytes, invalidTopicFilter, invalidTopicName } from "../protocol/
 import type { AuditLog, AuditSubject } from "../security/audit-log.js";
 import type { Authenticator, Identity } from "../security/authenticator.js";
 import type { AclSubject, Authorizer } from "../security/authorizer.js";
+import { isSharedFilter, parseSharedFilter } from "../shared-subscriptions/shared-filter.js";
 import type { ClientContext, ClientContexts } from "./client-context.js";
 
 /** MQTT 5 reason codes of admission refusals (3.1.1 clients get CONNACK 3 for each). */
@@ -328,7 +329,18 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
         metrics.markSubscriptionRefused("topic_too_long");
         return ReasonCode.TopicFilterInvalid;
       }
-      const reason = invalidTopicFilter(subscription.topic);
+      const shared = isSharedFilter(subscription.topic)
+        ? parseSharedFilter(subscription.topic)
+        : undefined;
+      if (shared !== undefined && "invalid" in shared) {
+        metrics.markSubscriptionRefused("invalid_shared");
+        return ReasonCode.TopicFilterInvalid;
+      }
+      // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error
+      const noLocalShared = shared !== undefined && subscription.nl === true;
+      const reason = noLocalShared
+        ? "No Local on a shared subscription"
+        : invalidTopicFilter(subscription.topic);
       if (reason) {
         // A malformed filter closes the connection [MQTT-4.13.1-1]; MQTT 5 is told why first.
         if (client.version !== 5) throw new ProtocolError(reason);
@@ -338,7 +350,14 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
       }
       const context = contexts.get(client);
       const subject = context?.identity;
-      if (!subject || !deps.authorizer().canSubscribe(subject, subscription.topic)) {
+      // A shared subscription needs its filter granted, and the group too: joining one takes
+      // messages from its other members.
+      const authorizer = deps.authorizer();
+      if (
+        !subject ||
+        !authorizer.canSubscribe(subject, shared?.filter ?? subscription.topic) ||
+        (shared !== undefined && !authorizer.canSubscribe(subject, subscription.topic))
+      ) {
         metrics.markAclDenied("subscribe");
         audit.aclDenied(auditSubject(context), "subscribe", subscription.topic);
         return ReasonCode.NotAuthorized;

@@ -6,6 +6,7 @@ import type { PatchedAedesOptions } from "../engine/aedes-internals.js";
 import { disconnectOnKeepaliveTimeout } from "../engine/aedes-internals.js";
 import type { BrokerSlot } from "../engine/broker-slot.js";
 import type { DeparturePacer } from "../engine/departure-pacer.js";
+import type { Emitter } from "../engine/emitters.js";
 import { hardenBroker } from "../engine/engine-hardening.js";
 import { adaptHooks } from "../engine/hook-adapter.js";
 import { InflightWindows } from "../engine/inflight-window.js";
@@ -16,6 +17,7 @@ import {
   useClusterTimers,
   useMemoryTimers,
 } from "../engine/session-timers-engine.js";
+import { SharedSubscriptionsEngine } from "../engine/shared-subscriptions-engine.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
 import { ReasonCode } from "../errors.js";
 import { createBrokerRules } from "../mqtt/broker-rules.js";
@@ -25,6 +27,8 @@ import type { SluiceMetrics } from "../observability/metrics.js";
 import type { AuditLog } from "../security/audit-log.js";
 import type { Authenticator } from "../security/authenticator.js";
 import type { SecurityFiles } from "../security/security-files.js";
+import { strategyResolver } from "../shared-subscriptions/member-picker.js";
+import { SharedDispatcher } from "../shared-subscriptions/shared-dispatcher.js";
 import { reclaimMemoryAfterDepartures } from "./memory-reclaim.js";
 
 export interface BrokerParts {
@@ -58,7 +62,19 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   );
   const { subscribePacer, departurePacer } = parts;
   const mqttLog = log.child({ module: "mqtt" });
+  const sharedLog = log.child({ module: "shared" });
+  const dispatcher = new SharedDispatcher({
+    nodeId: config.nodeId,
+    store: backend.sharedGroups,
+    strategyOf: strategyResolver(config.sharedSubscriptions),
+    maxGroups: config.sharedSubscriptions.maxGroups,
+    metrics: parts.metrics.shared,
+    log: sharedLog,
+  });
+  parts.metrics.shared.observe(() => dispatcher.view());
+  const shared = new SharedSubscriptionsEngine(dispatcher, config.nodeId, sharedLog);
   const delivery = new Mqtt5Delivery({
+    isSharedDelivery: (packet) => shared.isSharedDelivery(packet),
     onTooLarge: (client, size, maximum) => {
       parts.metrics.markMessageDropped("packet_too_large");
       mqttLog.debug(
@@ -107,10 +123,14 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   const hooks = adaptHooks(
     {
       ...rules,
-      authorizePublish: receiveMaximum.observePublish(rules.authorizePublish),
+      authorizePublish: receiveMaximum.observePublish(
+        shared.observePublish(rules.authorizePublish),
+      ),
       authorizeSubscribe: subscribePacer.observeSubscribe(
         departurePacer.observeSubscribe(
-          windows.observeSubscribe(delivery.observeSubscribe(rules.authorizeSubscribe)),
+          windows.observeSubscribe(
+            delivery.observeSubscribe(shared.observeSubscribe(rules.authorizeSubscribe)),
+          ),
         ),
       ),
       preConnect: delivery.observeConnect(rules.preConnect),
@@ -125,7 +145,8 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   );
   const options: PatchedAedesOptions = {
     id: config.nodeId,
-    ...backend.store,
+    persistence: backend.store.persistence,
+    ...(backend.store.mq === undefined ? {} : { mq: shared.wrap(backend.store.mq as Emitter) }),
     heartbeatInterval: parts.heartbeatMs,
     connectTimeout: limits.connectTimeoutMs,
     // A client whose socket takes no data for this long is closed (a persistent session
@@ -157,6 +178,8 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     useMemoryTimers(broker, (clientId) => backend.sessions.forget?.(clientId));
     broker.on("sessionExpired", () => parts.metrics.markSessionExpired());
   }
+  await shared.install(broker);
+  broker.once("closed", () => void dispatcher.stop());
   receiveMaximum.install(broker);
   disconnectOnKeepaliveTimeout(broker, ReasonCode.KeepAliveTimeout);
   parts.slot.fill(broker);

@@ -7,6 +7,7 @@ import {
   hasSubscriptions,
   registeredClient,
   registeredClients,
+  subscribeToTopic,
 } from "../engine/aedes-internals.js";
 import { asError } from "../errors.js";
 import { auditSubject } from "../mqtt/broker-rules.js";
@@ -39,7 +40,7 @@ export class ClusterSignals {
     const { broker, backend, devices, contexts, audit, crl, log } = this.deps;
     const ownership = backend.ownership;
     if (ownership) {
-      await subscribeTo(broker, takeoverTopic(this.deps.config.nodeId), (payload) =>
+      await subscribeToTopic(broker, takeoverTopic(this.deps.config.nodeId), (payload) =>
         ownership.takeoverReceived(payload),
       );
     }
@@ -61,11 +62,13 @@ export class ClusterSignals {
         log.child({ module: "registry" }),
       );
       this.enforcement = enforcement;
-      await subscribeTo(broker, REGISTRY_TOPIC, (payload) => enforcement.changeReceived(payload));
+      await subscribeToTopic(broker, REGISTRY_TOPIC, (payload) =>
+        enforcement.changeReceived(payload),
+      );
       await enforcement.loadCrl();
     }
     if (backend.kind === "redis") {
-      await subscribeTo(broker, DISCONNECT_TOPIC, (payload) => {
+      await subscribeToTopic(broker, DISCONNECT_TOPIC, (payload) => {
         const client = registeredClient(broker, payload.toString("utf8"));
         if (client) this.disconnectByAdmin(client);
       });
@@ -144,20 +147,3 @@ export class ClusterSignals {
 }
 
 /** Subscribes the node itself (not a client) to a cluster signal topic. */
-function subscribeTo(
-  broker: Aedes,
-  topic: string,
-  handle: (payload: Buffer) => void,
-): Promise<void> {
-  return new Promise((resolve, reject) => {
-    broker.subscribe(
-      topic,
-      (packet, done) => {
-        const { payload } = packet;
-        handle(Buffer.isBuffer(payload) ? payload : Buffer.from(String(payload)));
-        done();
-      },
-      (error?: Error) => (error ? reject(error) : resolve()),
-    );
-  });
-}

@@ -1,6 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { ListenerType } from "../config/schema.js";
 import type { MqttProtocolLabel } from "../protocol/protocol-version.js";
+import { SharedGroupMetrics } from "./shared-group-metrics.js";
 
 /** Numbers the metrics read from the live node at scrape time instead of counting per event. */
 export interface MetricsSources {
@@ -49,6 +50,8 @@ export class SluiceMetrics {
   private readonly publishThrottled: Counter;
   private readonly droppedMessages: Counter<"reason">;
   private readonly subscriptionsRefused: Counter<"reason">;
+  /** Shared subscriptions' per-group series. */
+  readonly shared: SharedGroupMetrics;
 
   constructor(
     nodeId: string,
@@ -212,6 +215,7 @@ export class SluiceMetrics {
           registers,
         })
       : undefined;
+    this.shared = new SharedGroupMetrics(registers);
     this.sessionsExpired = new Counter({
       name: "sluice_sessions_expired_total",
       help: "MQTT 5 sessions this node ended because their Session Expiry Interval passed while their client was away (in a cluster, whichever node's timer fired, also for a dead node's sessions)",

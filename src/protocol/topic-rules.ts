@@ -35,3 +35,32 @@ export function invalidTopicFilter(filter: string): string | undefined {
   }
   return undefined;
 }
+
+/**
+ * Whether a topic filter matches a topic name, walking both strings (no split per message):
+ * `+` one level (an empty one too), `#` the rest and the parent, and a filter starting with a
+ * wildcard matches no `$` topic [MQTT-4.7.2-1].
+ */
+export function filterMatches(filter: string, topic: string): boolean {
+  const first = filter.charCodeAt(0);
+  if ((first === 0x23 || first === 0x2b) && topic.charCodeAt(0) === 0x24) return false;
+  let f = 0;
+  let t = 0;
+  while (f < filter.length) {
+    const c = filter.charCodeAt(f);
+    if (c === 0x23) return true;
+    if (c === 0x2b) {
+      while (t < topic.length && topic.charCodeAt(t) !== 0x2f) t++;
+      f++;
+    } else {
+      if (t >= topic.length) {
+        // `a/#` matches `a`: the filter's rest is exactly `/#`
+        return t === topic.length && filter.slice(f) === "/#";
+      }
+      if (c !== topic.charCodeAt(t)) return false;
+      f++;
+      t++;
+    }
+  }
+  return t === topic.length;
+}

@@ -2,8 +2,9 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import mqttPacket from "mqtt-packet";
 import { QlobberTrue } from "qlobber";
-import { filterMatches, publishSize } from "../../src/engine/mqtt5-delivery.js";
+import { publishSize } from "../../src/engine/mqtt5-delivery.js";
 import { TOPIC_MATCHING } from "../../src/engine/persistence-types.js";
+import { filterMatches } from "../../src/protocol/topic-rules.js";
 
 /**
  * The MQTT 5 delivery's two per-message helpers against the libraries they stand in for:

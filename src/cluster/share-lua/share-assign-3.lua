@@ -1,0 +1,44 @@
+-- Assigns a message of a shared group to one online member: the proposed one if its node is
+-- alive and its queue has room, else the least loaded such member, else the group's backlog.
+-- KEYS: [1] groups (hash: group id -> name), [2] the group's members (hash: client id -> token
+--   `<node>|<connection>|<persistent>`), [3] the group's backlog (stream)
+-- ARGV: [1] group id, [2] proposed member or "", [3] the message, [4] "1" to keep it in the
+--   member's queue until acknowledged (QoS 1/2), "0" not (QoS 0), [5] cap of a queue and of the
+--   backlog, [6] node lease key prefix, [7] member queue key prefix (member id appended)
+-- Returns {"member", id, token, entry id or ""}, {"backlog"}, {"dropped", reason}, or {"none"}.
+if redis.call("HEXISTS", KEYS[1], ARGV[1]) == 0 then return {"none"} end
+local cap = tonumber(ARGV[5])
+local keep = ARGV[4] == "1"
+local function alive(token)
+  local node = string.match(token, "^([^|]+)|")
+  return node ~= nil and redis.call("EXISTS", ARGV[6] .. node) == 1
+end
+local function load(member)
+  if not keep then return 0 end
+  return redis.call("XLEN", ARGV[7] .. member)
+end
+local chosen, token
+if ARGV[2] ~= "" then
+  local t = redis.call("HGET", KEYS[2], ARGV[2])
+  if t and alive(t) and load(ARGV[2]) < cap then chosen, token = ARGV[2], t end
+end
+local online = chosen ~= nil
+if not chosen then
+  local members = redis.call("HGETALL", KEYS[2])
+  local least = cap
+  for i = 1, #members, 2 do
+    if alive(members[i + 1]) then
+      online = true
+      local size = load(members[i])
+      if size < least then least, chosen, token = size, members[i], members[i + 1] end
+    end
+  end
+end
+if chosen then
+  if not keep then return {"member", chosen, token, ""} end
+  return {"member", chosen, token, redis.call("XADD", ARGV[7] .. chosen, "*", "m", ARGV[3])}
+end
+if online then return {"dropped", "queue_full"} end
+if redis.call("XLEN", KEYS[3]) >= cap then return {"dropped", "backlog_full"} end
+redis.call("XADD", KEYS[3], "*", "m", ARGV[3])
+return {"backlog"}
