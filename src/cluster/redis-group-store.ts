@@ -100,7 +100,7 @@ export class RedisGroupStore implements SharedGroupStore {
     unregister: boolean,
   ): Promise<LeaveResult> {
     const id = this.idOf(name);
-    const [dropped, moved] = (await this.scripts.runBuffer(
+    const [dropped, moved, ended] = (await this.scripts.runBuffer(
       "shareLeave",
       [
         GROUPS,
@@ -113,7 +113,7 @@ export class RedisGroupStore implements SharedGroupStore {
         ...[id, clientId, token, unregister ? "1" : "0"],
         ...[this.leasePrefix, `${this.keyPrefix}${groupKey(id, "q:")}`, this.limits.maxQueued],
       ],
-    )) as [number, Buffer[]];
+    )) as [number, Buffer[], number];
     const deliveries: Delivery[] = [];
     for (let i = 0; i + 3 < moved.length; i += 4) {
       deliveries.push({
@@ -123,7 +123,7 @@ export class RedisGroupStore implements SharedGroupStore {
         message: moved[i + 3] as Buffer,
       });
     }
-    return { moved: deliveries, dropped: Number(dropped) };
+    return { moved: deliveries, dropped: Number(dropped), ended: Number(ended) === 1 };
   }
 
   async assign(

@@ -57,6 +57,8 @@ export interface LeaveResult {
   readonly moved: readonly Delivery[];
   /** Messages no member could take and the backlog had no room for. */
   readonly dropped: number;
+  /** The group ended with this member (no session holds it any more). */
+  readonly ended: boolean;
 }
 
 export interface SharedGroupStore {

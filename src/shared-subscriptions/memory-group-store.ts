@@ -65,9 +65,9 @@ export class MemoryGroupStore implements SharedGroupStore {
     unregister: boolean,
   ): Promise<LeaveResult> {
     const group = this.groups.get(name);
-    if (group === undefined) return { moved: [], dropped: 0 };
+    if (group === undefined) return { moved: [], dropped: 0, ended: true };
     const current = group.members.get(clientId);
-    if (current !== undefined && current !== token) return { moved: [], dropped: 0 };
+    if (current !== undefined && current !== token) return { moved: [], dropped: 0, ended: false };
     group.members.delete(clientId);
     if (unregister) group.registered.delete(clientId);
     const queue = group.queues.get(clientId);
@@ -75,7 +75,7 @@ export class MemoryGroupStore implements SharedGroupStore {
     const left = queue === undefined ? [] : [...queue.values()];
     if (group.registered.size === 0 && group.members.size === 0) {
       this.groups.delete(name);
-      return { moved: [], dropped: left.length };
+      return { moved: [], dropped: left.length, ended: true };
     }
     const moved: Delivery[] = [];
     let dropped = 0;
@@ -100,7 +100,7 @@ export class MemoryGroupStore implements SharedGroupStore {
         dropped++;
       }
     }
-    return { moved, dropped };
+    return { moved, dropped, ended: false };
   }
 
   async assign(

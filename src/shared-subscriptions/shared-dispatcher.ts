@@ -322,6 +322,7 @@ export class SharedDispatcher {
   ): Promise<void> {
     const left = await this.options.store.leave(name, clientId, token, unregister);
     const group = this.groups.get(name);
+    if (left.ended) this.forgetGroup(name);
     if (left.moved.length > 0) this.options.metrics.redelivered(name, left.moved.length);
     if (left.dropped > 0) this.options.metrics.dropped(name, "no_member", left.dropped);
     for (const delivery of left.moved) {
@@ -388,6 +389,14 @@ export class SharedDispatcher {
     return group;
   }
 
+  private forgetGroup(name: string): void {
+    if (!this.groups.delete(name)) return;
+    this.tokens.delete(name);
+    this.options.metrics.ended(name);
+    this.list = [...this.groups.values()];
+    this.byPublisher = this.list.some((g) => g.picker.strategy === "hash_clientid");
+  }
+
   private tokenOf(group: KnownGroup, clientId: string): string | undefined {
     return this.tokens.get(group.name)?.get(clientId);
   }
@@ -446,14 +455,7 @@ export class SharedDispatcher {
       seen.add(state.name);
       await this.update(state, live);
     }
-    for (const name of this.groups.keys()) {
-      if (seen.has(name)) continue;
-      this.groups.delete(name);
-      this.tokens.delete(name);
-      this.options.metrics.ended(name);
-    }
-    this.list = [...this.groups.values()];
-    this.byPublisher = this.list.some((g) => g.picker.strategy === "hash_clientid");
+    for (const name of this.groups.keys()) if (!seen.has(name)) this.forgetGroup(name);
     await this.resend();
   }
 

@@ -1,10 +1,23 @@
 import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import type { IClientOptions } from "mqtt";
+import mqtt, { type IClientOptions, type IConnackPacket } from "mqtt";
+import type { ISubackPacket } from "mqtt-packet";
 import { withDeadline } from "../../harness/deadline.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
-import { connect, end, Inbox, type MqttClient } from "../../harness/mqtt-client.js";
+import { LogCapture } from "../../harness/log-capture.js";
+import {
+  connect,
+  end,
+  Inbox,
+  type MqttClient,
+  subscribeGranted,
+} from "../../harness/mqtt-client.js";
 import { type NodePair, startNodePair } from "../../harness/node-pair.js";
+import { rawConnect } from "../../harness/raw-socket.js";
+import { WireClient } from "../../harness/wire-client.js";
 
 const V5: IClientOptions = { protocolVersion: 5 };
 const V4: IClientOptions = { protocolVersion: 4 };
@@ -14,11 +27,16 @@ interface Member {
   inbox: Inbox;
 }
 
-async function member(url: string, options: IClientOptions, filter: string): Promise<Member> {
+async function member(
+  url: string,
+  options: IClientOptions,
+  filter: string,
+  qos: 0 | 1 | 2 = 1,
+): Promise<Member> {
   const client = await connect(url, options);
   const inbox = new Inbox(client);
-  const granted = await client.subscribeAsync(filter, { qos: 1 });
-  assert.equal(granted[0]?.qos, 1, `granted ${JSON.stringify(granted)}`);
+  const granted = await client.subscribeAsync(filter, { qos });
+  assert.equal(granted[0]?.qos, qos, `granted ${JSON.stringify(granted)}`);
   return { client, inbox };
 }
 
@@ -190,4 +208,195 @@ async function waitForMembers(httpUrl: string, group: string, count: number): Pr
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   throw new Error(`${count} members of ${group} not seen (last: ${seen})`);
+}
+
+describe("shared subscriptions: syntax, protocol and access control", () => {
+  let node: RunningNode;
+  let url: string;
+  let logs: LogCapture;
+  let dir: string;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "sluice-share-"));
+    // Anonymous clients (lines before any `user`): the filter and the group must both be granted.
+    await writeFile(
+      join(dir, "acl.conf"),
+      [
+        "topic read plant/#",
+        "topic write plant/#",
+        "topic read $share/historians/plant/#",
+        "pattern read $share/%c/#",
+        "",
+      ].join("\n"),
+    );
+    logs = new LogCapture("info");
+    node = await startNode(
+      { acl: { file: "acl.conf" }, sharedSubscriptions: { maxGroups: 3 } },
+      dir,
+      { logger: logs.logger },
+    );
+    url = node.urls.tcp as string;
+  });
+  after(async () => {
+    await node.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("advertises shared subscriptions in the MQTT 5 CONNACK", async () => {
+    const { client, connack } = await connectV5WithConnack(url, "adv");
+    try {
+      assert.notEqual(connack.properties?.sharedSubscriptionAvailable, false);
+    } finally {
+      await end(client);
+    }
+  });
+
+  it("grants a group only with both the filter and $share/<group>/<filter> allowed, and audits refusals", async () => {
+    const client = await connect(url, { ...V5, clientId: "hist-1" });
+    try {
+      const granted = await subscribeGranted(client, {
+        "$share/historians/plant/#": { qos: 1 },
+        "$share/other/plant/#": { qos: 1 },
+        "$share/historians/secret/#": { qos: 1 },
+        "$share/hist-1/plant/a": { qos: 1 },
+      });
+      assert.deepEqual(granted, [1, 0x87, 0x87, 1]);
+      const audit = await withDeadline(
+        logs.waitFor((l) => l.event === "audit.acl_denied" && l.topic === "$share/other/plant/#"),
+        5_000,
+        "the audit line of the refused group",
+      );
+      assert.equal(audit.action, "subscribe");
+    } finally {
+      await end(client);
+    }
+  });
+
+  it("refuses malformed shared filters: 0x8F for MQTT 5, 0x80 for 3.1.1; a wildcard in a share name closes", async () => {
+    const topics = ["$share/g", "$share//plant/a", "$share/historians/"];
+    for (const [version, refused] of [
+      [5, 0x8f],
+      [4, 0x80],
+    ] as const) {
+      const wire = await wireClient(url, version, `bad${version}`);
+      try {
+        wire.send({
+          cmd: "subscribe",
+          messageId: 7,
+          subscriptions: topics.map((topic) => ({ topic, qos: 1 as const })),
+        });
+        const suback = (await wire.waitFor("SUBACK", (p) => p.cmd === "suback")) as ISubackPacket;
+        assert.deepEqual(
+          suback.granted,
+          topics.map(() => refused),
+        );
+        // [MQTT-4.8.2-2] no wildcard in a share name: a malformed filter, the connection closes
+        wire.send({
+          cmd: "subscribe",
+          messageId: 8,
+          subscriptions: [{ topic: "$share/g+/plant/a", qos: 1 }],
+        });
+        await wire.closedWithin();
+      } finally {
+        wire.stream.destroy();
+      }
+    }
+  });
+
+  it("disconnects an MQTT 5 client that sets No Local on a shared subscription (0x82)", async () => {
+    const client = await connect(url, { ...V5, clientId: "nolocal" });
+    const disconnect = new Promise<number | undefined>((resolve) =>
+      client.once("disconnect", (packet) => resolve(packet.reasonCode)),
+    );
+    client.subscribe("$share/nolocal/plant/#", { qos: 1, nl: true });
+    assert.equal(await withDeadline(disconnect, 5_000, "the DISCONNECT"), 0x82);
+    client.end(true);
+  });
+
+  it("sends no retained message on a shared subscription, and unsubscribing ends a membership", async () => {
+    const publisher = await connect(url, { ...V5, clientId: "ret-pub" });
+    const first = await member(url, { ...V5, clientId: "ret-1" }, "$share/historians/plant/ret");
+    const second = await member(url, { ...V5, clientId: "ret-2" }, "$share/historians/plant/ret");
+    const plain = await connect(url, { ...V5, clientId: "ret-plain" });
+    try {
+      await publisher.publishAsync("plant/ret", "kept", { qos: 1, retain: true });
+      const late = await member(url, { ...V5, clientId: "ret-3" }, "$share/historians/plant/ret");
+      const plainInbox = new Inbox(plain);
+      await plain.subscribeAsync("plant/ret", { qos: 1 });
+      await withDeadline(plainInbox.waitFor(1), 5_000, "the retained message on a plain filter");
+      // The shared members got the live message once between them, and nothing retained.
+      const live =
+        first.inbox.received.length + second.inbox.received.length + late.inbox.received.length;
+      assert.equal(live, 1);
+      await end(late.client);
+      await second.client.unsubscribeAsync("$share/historians/plant/ret");
+      for (let i = 0; i < 10; i++) await publisher.publishAsync("plant/ret", `m${i}`, { qos: 1 });
+      await withDeadline(first.inbox.waitFor(1 + 10), 5_000, "all ten to the member left");
+      assert.equal(second.inbox.received.filter((r) => r.payload.toString() !== "kept").length, 0);
+    } finally {
+      await publisher.publishAsync("plant/ret", "", { qos: 1, retain: true });
+      await end(publisher);
+      await end(first.client);
+      await end(second.client);
+      await end(plain);
+    }
+  });
+
+  it("delivers QoS 2 to one member, once", async () => {
+    const members = [
+      await member(url, { ...V5, clientId: "q2-a" }, "$share/historians/plant/q2", 2),
+      await member(url, { ...V4, clientId: "q2-b" }, "$share/historians/plant/q2", 2),
+    ];
+    const publisher = await connect(url, { ...V5, clientId: "q2-pub" });
+    try {
+      for (let i = 0; i < 50; i++) await publisher.publishAsync("plant/q2", `x${i}`, { qos: 2 });
+      const got = await collect(members, 50);
+      assert.deepEqual([...got].sort(), Array.from({ length: 50 }, (_, i) => `x${i}`).sort());
+      for (const m of members) assert.ok(m.inbox.received.every((r) => r.packet.qos === 2));
+    } finally {
+      await end(publisher);
+      for (const m of members) await end(m.client);
+    }
+  });
+
+  it("refuses a new group past sharedSubscriptions.maxGroups (0x97), and frees a place as a group ends", async () => {
+    const client = await connect(url, { ...V5, clientId: "quota" });
+    try {
+      // This suite's earlier groups have ended with their members: three places.
+      const filters = ["a", "b", "c", "d"].map((f) => `$share/quota/plant/${f}`);
+      const granted = [];
+      for (const filter of filters) {
+        granted.push(...(await subscribeGranted(client, { [filter]: { qos: 1 } })));
+      }
+      assert.deepEqual(granted, [1, 1, 1, 0x97]);
+      await client.unsubscribeAsync(filters[0] as string);
+      assert.deepEqual(await subscribeGranted(client, { [filters[3] as string]: { qos: 1 } }), [1]);
+    } finally {
+      await end(client);
+    }
+  });
+});
+
+async function connectV5WithConnack(
+  url: string,
+  clientId: string,
+): Promise<{ client: MqttClient; connack: IConnackPacket }> {
+  const client = mqtt.connect(url, { ...V5, clientId, reconnectPeriod: 0 });
+  const connack = await withDeadline(
+    new Promise<IConnackPacket>((resolve, reject) => {
+      client.once("connect", resolve);
+      client.once("error", reject);
+    }),
+    5_000,
+    "the CONNACK",
+  );
+  return { client, connack };
+}
+
+/** A raw connection, CONNACK received. */
+async function wireClient(url: string, version: 4 | 5, clientId: string): Promise<WireClient> {
+  const wire = new WireClient(await rawConnect(Number(new URL(url).port)), version);
+  wire.send({ cmd: "connect", protocolVersion: version, clientId, keepalive: 60, clean: true });
+  await wire.waitFor("CONNACK", (p) => p.cmd === "connack");
+  return wire;
 }

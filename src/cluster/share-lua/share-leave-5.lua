@@ -6,9 +6,9 @@
 -- ARGV: [1] group id, [2] client id, [3] token of the connection that left, [4] "1" when the
 --   session no longer holds the subscription, [5] node lease key prefix, [6] member queue key
 --   prefix, [7] cap
--- Returns {dropped, {member, token, entry id, message, ...}}.
+-- Returns {dropped, {member, token, entry id, message, ...}, 1 if the group ended else 0}.
 local current = redis.call("HGET", KEYS[2], ARGV[2])
-if current and current ~= ARGV[3] then return {0, {}} end
+if current and current ~= ARGV[3] then return {0, {}, 0} end
 if current then redis.call("HDEL", KEYS[2], ARGV[2]) end
 if ARGV[4] == "1" then redis.call("SREM", KEYS[3], ARGV[2]) end
 local entries = redis.call("XRANGE", KEYS[5], "-", "+")
@@ -16,7 +16,7 @@ redis.call("DEL", KEYS[5])
 if redis.call("SCARD", KEYS[3]) == 0 and redis.call("HLEN", KEYS[2]) == 0 then
   redis.call("DEL", KEYS[2], KEYS[3], KEYS[4])
   redis.call("HDEL", KEYS[1], ARGV[1])
-  return {#entries, {}}
+  return {#entries, {}, 1}
 end
 local cap = tonumber(ARGV[7])
 local targets = {}
@@ -54,4 +54,4 @@ for _, entry in ipairs(entries) do
     end
   end
 end
-return {dropped, moved}
+return {dropped, moved, 0}
