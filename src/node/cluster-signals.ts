@@ -1,4 +1,4 @@
-import type { Aedes, Client } from "aedes";
+import type { Client } from "aedes";
 import { takeoverTopic } from "../cluster/client-ownership.js";
 import { DISCONNECT_TOPIC } from "../cluster/session-directory.js";
 import {
