@@ -50,6 +50,9 @@ function isStoredWill(client: Client, packet: PublishPacket): boolean {
   return (packet as { brokerId?: string }).brokerId !== undefined && !isWillOf(client, packet);
 }
 
+/** The nodes' own signals (takeovers, registry changes, shared deliveries): no client reads them. */
+const INTERNAL_PREFIX = "$SYS/sluice/";
+
 function isSysTopic(topic: string): boolean {
   return (
     topic.startsWith(SYS_PREFIX) &&
@@ -384,7 +387,11 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
         return null;
       }
       const subject = context?.identity;
-      if (!subject || !deps.authorizer().canRead(subject, packet.topic)) {
+      // ACLs may grant `$SYS/#` to monitoring; the signals between nodes (shared deliveries
+      // carry other clients' messages) are not the broker's to hand out.
+      const { topic } = packet;
+      const internal = topic.charCodeAt(0) === 0x24 && topic.startsWith(INTERNAL_PREFIX);
+      if (!subject || internal || !deps.authorizer().canRead(subject, topic)) {
         // Counted, not audited: a wide subscription would write one line per message.
         metrics.markAclDenied("read");
         return null;

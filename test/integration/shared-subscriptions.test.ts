@@ -226,6 +226,7 @@ describe("shared subscriptions: syntax, protocol and access control", () => {
         "topic write plant/#",
         "topic read $share/historians/plant/#",
         "pattern read $share/%c/#",
+        "topic read $SYS/#",
         "",
       ].join("\n"),
     );
@@ -269,6 +270,39 @@ describe("shared subscriptions: syntax, protocol and access control", () => {
       assert.equal(audit.action, "subscribe");
     } finally {
       await end(client);
+    }
+  });
+
+  it("hands no client the nodes' own signals, though the ACL grants $SYS/#", async () => {
+    const monitor = await connect(url, { ...V5, clientId: "monitor" });
+    const seen = new Inbox(monitor);
+    await monitor.subscribeAsync("$SYS/#", { qos: 0 });
+    // Joining announces a change of the group to the nodes on $SYS/sluice/share/changed; aedes'
+    // own notice of the SUBSCRIBE is for $SYS readers, and comes after it.
+    const joining = await member(url, { ...V5, clientId: "sys-1" }, "$share/sys-1/plant/sys");
+    // A later SUBSCRIBE's notice comes after that announcement.
+    const later = await member(url, { ...V5, clientId: "sys-later" }, "plant/later");
+    try {
+      await withDeadline(
+        new Promise<void>((resolve) => {
+          const check = () =>
+            seen.received.some(
+              (r) => r.topic.endsWith("/new/subscribes") && r.payload.includes("sys-later"),
+            )
+              ? resolve()
+              : setTimeout(check, 20);
+          check();
+        }),
+        5_000,
+        "aedes' notice of the SUBSCRIBE",
+      );
+      assert.deepEqual(
+        seen.received.filter((r) => r.topic.startsWith("$SYS/sluice/")).map((r) => r.topic),
+        [],
+      );
+    } finally {
+      await end(joining.client, later.client);
+      await end(monitor);
     }
   });
 
