@@ -25,6 +25,7 @@ import type { SluiceMetrics } from "../observability/metrics.js";
 import type { AuditLog } from "../security/audit-log.js";
 import type { Authenticator } from "../security/authenticator.js";
 import type { SecurityFiles } from "../security/security-files.js";
+import { Sparkplug } from "../sparkplug/sparkplug.js";
 import { reclaimMemoryAfterDepartures } from "./memory-reclaim.js";
 
 export interface BrokerParts {
@@ -71,10 +72,11 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   const onWillPublished = (clientId: string) =>
     mqttLog.debug({ event: "client.will_published", clientId }, "will published");
   let delayedWills: DelayedWills | undefined;
+  const sparkplug = new Sparkplug(config.sparkplug, { ...parts, log });
   const rules = createBrokerRules({
     contexts,
     authenticator: parts.authenticator,
-    authorizer: () => parts.security.authorizer(),
+    authorizer: () => sparkplug.authorizer(parts.security.authorizer()),
     liveIdentity: (clientId) => {
       const live = parts.slot.client(clientId);
       return live ? contexts.get(live)?.identity : undefined;
@@ -107,7 +109,9 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   const hooks = adaptHooks(
     {
       ...rules,
-      authorizePublish: receiveMaximum.observePublish(rules.authorizePublish),
+      authorizePublish: receiveMaximum.observePublish(
+        sparkplug.observePublish(rules.authorizePublish),
+      ),
       authorizeSubscribe: subscribePacer.observeSubscribe(
         departurePacer.observeSubscribe(
           windows.observeSubscribe(delivery.observeSubscribe(rules.authorizeSubscribe)),
@@ -146,6 +150,7 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   };
   const broker = await Aedes.createBroker(options);
   hardenBroker(broker);
+  sparkplug.install(broker);
   const { timers, fabric, willClaims } = backend;
   if (timers && fabric && willClaims) {
     delayedWills = useClusterTimers(broker, {

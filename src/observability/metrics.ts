@@ -1,6 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { ListenerType } from "../config/schema.js";
 import type { MqttProtocolLabel } from "../protocol/protocol-version.js";
+import { type SparkplugSeries, sparkplugSeries } from "./sparkplug-metrics.js";
 
 /** Numbers the metrics read from the live node at scrape time instead of counting per event. */
 export interface MetricsSources {
@@ -49,6 +50,7 @@ export class SluiceMetrics {
   private readonly publishThrottled: Counter;
   private readonly droppedMessages: Counter<"reason">;
   private readonly subscriptionsRefused: Counter<"reason">;
+  private readonly sparkplug: SparkplugSeries = sparkplugSeries(this.registry);
 
   constructor(
     nodeId: string,
@@ -337,5 +339,23 @@ export class SluiceMetrics {
 
   get contentType(): string {
     return this.registry.contentType;
+  }
+
+  /** `group`: a bounded label (SparkplugGroups), never a raw group id from a client. */
+  markSparkplugBirth(group: string, kind: "node" | "device"): void {
+    this.sparkplug.births.inc({ group, kind });
+  }
+
+  markSparkplugDeath(group: string, kind: "node" | "device"): void {
+    this.sparkplug.deaths.inc({ group, kind });
+  }
+
+  markSparkplugRefused(group: string, reason: string): void {
+    this.sparkplug.refused.inc({ group, reason });
+  }
+
+  /** An edge node on this node came online (+1) or went offline (-1). */
+  markSparkplugEdgeNode(group: string, change: 1 | -1): void {
+    this.sparkplug.edgeNodesOnline.inc({ group }, change);
   }
 }
