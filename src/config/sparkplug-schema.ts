@@ -23,16 +23,16 @@ const bindIdentitySchema = z
       ),
     pattern: z
       .string()
-      .default("{group}:{edge}")
+      .default("{group}.{edge}")
       .refine(
         (text) => text.split("{group}").length === 2 && text.split("{edge}").length === 2,
         "must contain {group} and {edge} once each",
       )
       .refine((text) => !/[/+#]/.test(text), "may not contain '/', '+' or '#'")
       .describe(
-        "How the group id and the edge node id are read from that field. An identity named `Plant1:press-7` is edge node `press-7` of group `Plant1` under the default; one that does not match is bound to no edge node. The group is read up to the first separator.",
+        "How the group id and the edge node id are read from that field. An identity named `Plant1.press-7` is edge node `press-7` of group `Plant1` under the default; one that does not match is bound to no edge node. The group is read up to the first separator.",
       )
-      .meta({ examples: ["{group}.{edge}", "spb-{group}-{edge}"] }),
+      .meta({ examples: ["spb-{group}-{edge}"] }),
     hostApplications: z
       .array(glob)
       .max(1_000)

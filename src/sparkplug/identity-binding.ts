@@ -18,7 +18,7 @@ export type BindingSubject = AclSubject;
 
 const escapeRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
-/** `{group}:{edge}` to a regular expression capturing the group (shortest) and the edge node id. */
+/** `{group}.{edge}` to a regular expression capturing the group (shortest) and the edge node id. */
 function compilePattern(pattern: string): RegExp {
   const source = pattern
     .split(/(\{group\}|\{edge\})/)

@@ -70,7 +70,7 @@ describe("sparkplug identity binding", () => {
   }).bindIdentity;
   assert.ok(config);
   const binding = new IdentityBinding(config);
-  const edge = { clientId: "c1", username: "Plant1:edge-1" };
+  const edge = { clientId: "c1", username: "Plant1.edge-1" };
   const host = { clientId: "h1", username: "scada-primary" };
 
   it("an edge node publishes its own births, deaths and data only", () => {
@@ -87,14 +87,14 @@ describe("sparkplug identity binding", () => {
     assert.equal(binding.check(edge, topic("spBv1.0/Plant2/NDATA/edge-1")), "identity");
     assert.equal(binding.check(edge, topic("spBv1.0/Plant1/DDATA/edge-2/pump")), "identity");
     assert.equal(binding.check(edge, topic("spBv1.0/Plant1/NCMD/edge-1")), "command");
-    assert.equal(binding.check(edge, topic("spBv1.0/STATE/Plant1:edge-1")), "state");
+    assert.equal(binding.check(edge, topic("spBv1.0/STATE/Plant1.edge-1")), "state");
     assert.equal(binding.check(edge, topic("spBv1.0/Plant1/NBIRTH/edge-1/x")), "topic");
   });
 
   it("the group is read up to the first separator, so no name binds another's pair", () => {
-    const tricky = { clientId: "c", username: "Plant1:edge:1" };
-    assert.equal(binding.check(tricky, topic("spBv1.0/Plant1/NDATA/edge:1")), undefined);
-    assert.equal(binding.check(tricky, topic("spBv1.0/Plant1:edge/NDATA/1")), "identity");
+    const tricky = { clientId: "c", username: "Plant1.edge.1" };
+    assert.equal(binding.check(tricky, topic("spBv1.0/Plant1/NDATA/edge.1")), undefined);
+    assert.equal(binding.check(tricky, topic("spBv1.0/Plant1.edge/NDATA/1")), "identity");
   });
 
   it("only host applications command, and a host announces only its own STATE", () => {
