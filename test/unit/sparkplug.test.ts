@@ -1,9 +1,13 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import sparkplugPayload from "sparkplug-payload";
 import { sparkplugSchema } from "../../src/config/sparkplug-schema.js";
+import { Acl } from "../../src/security/acl.js";
 import { GroupLabels } from "../../src/sparkplug/group-labels.js";
 import { IdentityBinding } from "../../src/sparkplug/identity-binding.js";
+import { SparkplugAuthorizer } from "../../src/sparkplug/sparkplug-authorizer.js";
 import {
   checkPayload,
   deathBdSeq,
@@ -208,5 +212,56 @@ describe("sparkplug group labels", () => {
     assert.equal(labels.admit("C"), "_other");
     assert.equal(labels.labelOf("A"), "A");
     assert.equal(labels.labelOf(undefined), "_none");
+  });
+});
+
+describe("the edge fleet ACL of docs/sparkplug.md", () => {
+  const docs = readFileSync(
+    fileURLToPath(new URL("../../../docs/sparkplug.md", import.meta.url)),
+    "utf8",
+  );
+  const block = /```\n(# acl\.conf\n[\s\S]*?)```/.exec(docs)?.[1];
+  assert.ok(block, "the ACL example");
+  const config = sparkplugSchema.parse({ bindIdentity: { hostApplications: ["scada-*"] } });
+  assert.ok(config.bindIdentity);
+  const refusals: string[] = [];
+  const authorizer = new SparkplugAuthorizer(Acl.parse(block, "mosquitto", "sparkplug.md"), {
+    binding: new IdentityBinding(config.bindIdentity),
+    guardCertificates: true,
+    onRefused: (_subject, _topic, _group, reason) => refusals.push(reason),
+  });
+  const press = { clientId: "press-7", username: "press-7", device: { groups: ["spb:Plant1"] } };
+  const other = { clientId: "press-8", username: "press-8", device: { groups: ["spb:Plant1"] } };
+  const host = { clientId: "scada-primary", username: "scada-primary" };
+
+  it("an edge node writes its own topics and reads its own commands and STATE", () => {
+    assert.equal(authorizer.canPublish(press, "spBv1.0/Plant1/NBIRTH/press-7"), true);
+    assert.equal(authorizer.canPublish(press, "spBv1.0/Plant1/DDATA/press-7/ram"), true);
+    assert.equal(authorizer.canRead(press, "spBv1.0/Plant1/NCMD/press-7"), true);
+    assert.equal(authorizer.canRead(press, "spBv1.0/Plant1/DCMD/press-7/ram"), true);
+    assert.equal(authorizer.canRead(press, "spBv1.0/STATE/scada-primary"), true);
+    assert.equal(authorizer.canRead(press, "spBv1.0/Plant1/NCMD/press-8"), false);
+    assert.equal(
+      authorizer.canRead(press, "$sparkplug/certificates/spBv1.0/Plant1/NBIRTH/x"),
+      false,
+    );
+  });
+
+  it("another edge node of the group cannot speak for it, nor command it", () => {
+    refusals.length = 0;
+    assert.equal(authorizer.canPublish(other, "spBv1.0/Plant1/NDEATH/press-7"), false);
+    assert.equal(authorizer.canPublish(other, "spBv1.0/Plant1/NCMD/press-7"), false);
+    assert.equal(
+      authorizer.canPublish(other, "$sparkplug/certificates/spBv1.0/Plant1/NBIRTH/press-7"),
+      false,
+    );
+    assert.deepEqual(refusals, ["identity", "command", "certificate"]);
+  });
+
+  it("the host commands, announces its STATE and reads the certificates", () => {
+    assert.equal(authorizer.canPublish(host, "spBv1.0/Plant1/DCMD/press-7/ram"), true);
+    assert.equal(authorizer.canPublish(host, "spBv1.0/STATE/scada-primary"), true);
+    assert.equal(authorizer.canSubscribe(host, "$sparkplug/certificates/#"), true);
+    assert.equal(authorizer.canPublish(host, "spBv1.0/Plant1/NBIRTH/press-7"), false);
   });
 });
