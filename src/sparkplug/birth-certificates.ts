@@ -35,11 +35,6 @@ export class BirthCertificates {
     });
   }
 
-  /** Resolves when every birth received so far is stored (for shutdown and tests). */
-  async settled(): Promise<void> {
-    await Promise.all(this.pending.values());
-  }
-
   private async store(birth: Birth, payload: Buffer): Promise<void> {
     if (birth.kind === "node") {
       const stale = await retainedTopics(

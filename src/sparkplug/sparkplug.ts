@@ -52,7 +52,6 @@ export class Sparkplug {
   private readonly validated: NamePatterns | undefined;
   private readonly log: Logger;
   private wrapped: { inner: Authorizer; outer: Authorizer } | undefined;
-  private certificates: BirthCertificates | undefined;
 
   constructor(
     private readonly config: SparkplugConfig,
@@ -96,14 +95,14 @@ export class Sparkplug {
     const census = new EdgeNodeCensus((group, change) =>
       this.deps.metrics.markSparkplugEdgeNode(group, change),
     );
-    if (this.config.aware) {
-      this.certificates = new BirthCertificates(broker, (error) =>
-        this.log.error(
-          { event: "sparkplug.certificate_failed", err: error },
-          "birth certificate not stored",
-        ),
-      );
-    }
+    const certificates = this.config.aware
+      ? new BirthCertificates(broker, (error) =>
+          this.log.error(
+            { event: "sparkplug.certificate_failed", err: error },
+            "birth certificate not stored",
+          ),
+        )
+      : undefined;
     broker.on("publish", (packet, client) => {
       if (!packet.topic.startsWith(NAMESPACE_PREFIX)) return;
       const topic = parseSparkplugTopic(packet.topic);
@@ -115,7 +114,7 @@ export class Sparkplug {
           const label = this.groups.admit(topic.group);
           this.deps.metrics.markSparkplugBirth(label, topic.kind);
           if (topic.kind === "node" && own && client !== null) census.born(client, label);
-          this.certificates?.received(topic, packet.payload as Buffer);
+          certificates?.received(topic, packet.payload as Buffer);
           return;
         }
         case "NDEATH":
@@ -130,21 +129,16 @@ export class Sparkplug {
     broker.on("clientDisconnect", (client) => census.gone(client));
   }
 
-  /** Resolves when the certificates of every birth received so far are stored. */
-  async settled(): Promise<void> {
-    await this.certificates?.settled();
-  }
-
   private inspect(client: Client | null, packet: PublishPacket): void {
     const topic = parseSparkplugTopic(packet.topic);
     if (topic === undefined) return;
-    const will = client === null || isWillOf(client, packet) || isStoredWill(client, packet);
+    const will = isStoredWill(client, packet) || isWillOf(client, packet);
     if (topic.kind === "node" && topic.type === "NDEATH" && this.config.rewriteDeathTimestamp) {
       // tck-id-conformance-mqtt-aware-ndeath-timestamp: the time it is sent on, in UTC.
       const rewritten = withTimestamp(packet.payload as Buffer, Date.now());
       if (rewritten !== undefined) packet.payload = rewritten;
     }
-    // A death that does not decode still goes out: a host told nothing would think it alive.
+    // A will goes out whatever it holds: a host told nothing of a death would think it alive.
     if (will || client === null || !this.validates(topic)) return;
     const reason = this.payloadRefusal(client, topic, packet);
     if (reason === undefined) return;

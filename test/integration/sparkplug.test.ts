@@ -4,13 +4,20 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import mqtt, { type IClientOptions, type IConnackPacket, type Packet } from "mqtt";
+import type { IClientOptions } from "mqtt";
 import type { IPubackPacket } from "mqtt-packet";
 import sparkplugPayload from "sparkplug-payload";
 import type { UPayload } from "sparkplug-payload/lib/sparkplugbpayload.js";
 import { withDeadline } from "../../harness/deadline.js";
 import { HaProxy } from "../../harness/haproxy.js";
-import { connect, end, Inbox, type MqttClient } from "../../harness/mqtt-client.js";
+import {
+  connackOf,
+  connect,
+  end,
+  Inbox,
+  type MqttClient,
+  nextPacket,
+} from "../../harness/mqtt-client.js";
 import { metricSum } from "../../harness/node-metrics.js";
 import { RedisServer } from "../../harness/redis-server.js";
 import { SluiceProcess } from "../../harness/sluice-process.js";
@@ -86,35 +93,11 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** The next packet of a kind an MQTT.js client receives. */
-function nextPacket<T extends Packet>(client: MqttClient, cmd: Packet["cmd"]): Promise<T> {
-  const received = new Promise<T>((resolve) => {
-    const onPacket = (p: Packet): void => {
-      if (p.cmd !== cmd) return;
-      client.off("packetreceive", onPacket);
-      resolve(p as T);
-    };
-    client.on("packetreceive", onPacket);
-  });
-  return withDeadline(received, 5_000, cmd);
-}
-
 /** Publishes at QoS 1 and resolves with the PUBACK's reason code (0 when it carries none). */
 async function pubackCode(client: MqttClient, topic: string, payload: Buffer, retain = false) {
   const ack = nextPacket<IPubackPacket>(client, "puback");
   client.publish(topic, payload, { qos: 1, retain }, () => {});
   return (await ack).reasonCode ?? 0;
-}
-
-function connackOf(url: string, options: IClientOptions): Promise<IConnackPacket> {
-  const client = mqtt.connect(url, { reconnectPeriod: 0, ...options });
-  client.on("error", () => {});
-  const connack = new Promise<IConnackPacket>((resolve) => {
-    client.on("packetreceive", (received: Packet) => {
-      if (received.cmd === "connack") resolve(received as IConnackPacket);
-    });
-  });
-  return withDeadline(connack, 5_000, "CONNACK").finally(() => client.end(true));
 }
 
 const nodeTopic = (type: string, edge = EDGE) => `spBv1.0/${GROUP}/${type}/${edge}`;
@@ -149,6 +132,14 @@ const ndeathWill = (bdSeq: number) => ({
   retain: false,
 });
 const state = (online: boolean) => Buffer.from(JSON.stringify({ online, timestamp: Date.now() }));
+
+/** A host application joining late, through HAProxy, subscribed to the group's certificates. */
+async function lateHost(clientId: string): Promise<{ client: MqttClient; inbox: Inbox }> {
+  const client = await connect(haproxy.url, { ...V5, ...login("scada-late"), clientId });
+  const inbox = new Inbox(client);
+  await client.subscribeAsync(certificates, { qos: 1 });
+  return { client, inbox };
+}
 
 /** Which node process holds a client id, from its `client.connected` log line. */
 async function nodeOf(clientId: string): Promise<number> {
@@ -204,10 +195,8 @@ describe("Sparkplug B across two nodes behind HAProxy", () => {
       0,
     );
 
-    const late = await connect(haproxy.url, { ...V5, ...login("scada-late"), clientId: "late-1" });
-    const lateInbox = new Inbox(late);
+    const { client: late, inbox: lateInbox } = await lateHost("late-1");
     try {
-      await late.subscribeAsync(certificates, { qos: 1 });
       const got = await withDeadline(lateInbox.waitFor(3), 5_000, "three certificates");
       const byTopic = new Map(got.map((m) => [m.topic, m]));
       const nodeCertificate = byTopic.get(`$sparkplug/certificates/${nodeTopic("NBIRTH")}`);
@@ -237,14 +226,8 @@ describe("Sparkplug B across two nodes behind HAProxy", () => {
 
   it("a rebirth replaces the certificates: a device left out loses its DBIRTH", async () => {
     assert.ok(edge && host);
-    const watcher = await connect(haproxy.url, {
-      ...V5,
-      ...login("scada-late"),
-      clientId: "late-2",
-    });
-    const watched = new Inbox(watcher);
+    const { client: watcher, inbox: watched } = await lateHost("late-2");
     try {
-      await watcher.subscribeAsync(certificates, { qos: 1 });
       await withDeadline(watched.waitFor(3), 5_000, "the first certificates");
       const rebirth = nbirth(0);
       assert.equal(await pubackCode(edge, nodeTopic("NBIRTH"), rebirth), 0);
@@ -256,14 +239,8 @@ describe("Sparkplug B across two nodes behind HAProxy", () => {
         `$sparkplug/certificates/${deviceTopic("DBIRTH", "pump")}`,
         `$sparkplug/certificates/${deviceTopic("DBIRTH", "valve")}`,
       ]);
-      const late = await connect(haproxy.url, {
-        ...V5,
-        ...login("scada-late"),
-        clientId: "late-3",
-      });
-      const lateInbox = new Inbox(late);
+      const { client: late, inbox: lateInbox } = await lateHost("late-3");
       try {
-        await late.subscribeAsync(certificates, { qos: 1 });
         const got = await withDeadline(lateInbox.waitFor(2), 5_000, "two certificates");
         assert.deepEqual(got.map((m) => m.topic).sort(), [
           `$sparkplug/certificates/${deviceTopic("DBIRTH", "pump")}`,
