@@ -15,16 +15,12 @@ import { GroupLabels } from "./group-labels.js";
 import { IdentityBinding } from "./identity-binding.js";
 import { NamePatterns } from "./name-pattern.js";
 import { SparkplugAuthorizer } from "./sparkplug-authorizer.js";
-import {
-  checkPayload,
-  deathBdSeq,
-  isStatePayload,
-  type PayloadCheck,
-  withTimestamp,
-} from "./sparkplug-payload.js";
+import { checkPayload, deathBdSeq, isStatePayload, withTimestamp } from "./sparkplug-payload.js";
 import { NAMESPACE_PREFIX, parseSparkplugTopic, type SparkplugTopic } from "./sparkplug-topic.js";
 
 type AuthorizePublish = BrokerHooks["authorizePublish"];
+/** Why a payload was refused: the `reason` label, and a fixed phrase for the audit line. */
+type Refusal = { reason: string; detail: string };
 
 export interface SparkplugDeps {
   contexts: ClientContexts;
@@ -140,10 +136,11 @@ export class Sparkplug {
     }
     // A will goes out whatever it holds: a host told nothing of a death would think it alive.
     if (will || client === null || !this.validates(topic)) return;
-    const reason = this.payloadRefusal(client, topic, packet);
-    if (reason === undefined) return;
+    const refusal = this.payloadRefusal(client, topic, packet);
+    if (refusal === undefined) return;
     const group = topic.kind === "state" ? undefined : topic.group;
-    this.refused(auditSubject(this.deps.contexts.get(client)), packet.topic, group, reason);
+    const subject = auditSubject(this.deps.contexts.get(client));
+    this.refused(subject, packet.topic, group, refusal.reason, refusal.detail);
     throw new PayloadInvalidError(packet.topic);
   }
 
@@ -158,17 +155,20 @@ export class Sparkplug {
     client: Client,
     topic: SparkplugTopic,
     packet: PublishPacket,
-  ): string | undefined {
+  ): Refusal | undefined {
     const payload = packet.payload as Buffer;
-    if (topic.kind === "invalid") return "topic";
+    if (topic.kind === "invalid") return { reason: "topic", detail: "not a Sparkplug topic" };
     if (topic.kind === "state") {
       // Sparkplug 3.0: STATE is QoS 1, retained, JSON (tck-id-host-topic-phid-birth-qos/-retain).
       return packet.qos === 1 && packet.retain && isStatePayload(payload)
         ? undefined
-        : "state_format";
+        : {
+            reason: "state_format",
+            detail: "STATE must be QoS 1, retained, JSON {online, timestamp}",
+          };
     }
-    const check: PayloadCheck = checkPayload(topic.type, payload);
-    if (!check.ok) return check.reason;
+    const check = checkPayload(topic.type, payload);
+    if (!check.ok) return check;
     if (topic.type !== "NBIRTH") return undefined;
     // tck-id-payloads-nbirth-bdseq-repeat: the NBIRTH's bdSeq is the one its NDEATH will carries.
     const will = willOf(client);
@@ -176,7 +176,9 @@ export class Sparkplug {
       will !== undefined && will.topic === `${NAMESPACE_PREFIX}${topic.group}/NDEATH/${topic.edge}`
         ? deathBdSeq(will.payload)
         : undefined;
-    return expected !== undefined && expected === check.bdSeq ? undefined : "bdseq";
+    return expected !== undefined && expected === check.bdSeq
+      ? undefined
+      : { reason: "bdseq", detail: "NBIRTH bdSeq differs from the NDEATH will's" };
   }
 
   private refused(
@@ -184,9 +186,10 @@ export class Sparkplug {
     topic: string,
     group: string | undefined,
     reason: string,
+    detail?: string,
   ): void {
     this.deps.metrics.markSparkplugRefused(this.groups.labelOf(group), reason);
-    this.deps.audit.sparkplugRefused(subject, reason, topic);
+    this.deps.audit.sparkplugRefused(subject, reason, topic, detail);
   }
 }
 
