@@ -1,6 +1,13 @@
 import { createConnection } from "node:net";
 import { connect as connectTls } from "node:tls";
-import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient, type Packet } from "mqtt";
+import mqtt, {
+  type IClientOptions,
+  type IConnackPacket,
+  type IPublishPacket,
+  type MqttClient,
+  type Packet,
+} from "mqtt";
+import { withDeadline } from "./deadline.js";
 
 export type { MqttClient } from "mqtt";
 
@@ -134,4 +141,29 @@ export async function end(...clients: Array<MqttClient | undefined>): Promise<vo
 export function closedAfter(client: MqttClient, since: number): Promise<number> {
   if (!client.connected) return Promise.resolve(Date.now() - since);
   return new Promise((resolve) => client.once("close", () => resolve(Date.now() - since)));
+}
+
+/** Connects and resolves with the CONNACK, whether it accepts or refuses; the client then ends. */
+export function connackOf(url: string, options: IClientOptions): Promise<IConnackPacket> {
+  const client = mqtt.connect(url, { reconnectPeriod: 0, protocolVersion: 4, ...options });
+  client.on("error", () => {});
+  const connack = new Promise<IConnackPacket>((resolve) => {
+    client.on("packetreceive", (received: Packet) => {
+      if (received.cmd === "connack") resolve(received as IConnackPacket);
+    });
+  });
+  return withDeadline(connack, 5_000, "CONNACK").finally(() => client.end(true));
+}
+
+/** The next packet of a kind an MQTT.js client receives. */
+export function nextPacket<T extends Packet>(client: MqttClient, cmd: Packet["cmd"]): Promise<T> {
+  const received = new Promise<T>((resolve) => {
+    const onPacket = (p: Packet): void => {
+      if (p.cmd !== cmd) return;
+      client.off("packetreceive", onPacket);
+      resolve(p as T);
+    };
+    client.on("packetreceive", onPacket);
+  });
+  return withDeadline(received, 5_000, cmd);
 }

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { parseCidr } from "./cidr.js";
 import { fileKeysOf } from "./file-keys.js";
 import { publishLimitsSchema } from "./publish-limits-schema.js";
+import { sparkplugSchema } from "./sparkplug-schema.js";
 
 /**
  * The single source of truth for Sluice's configuration: types, defaults and validation.
@@ -827,6 +828,7 @@ export const configSchema = z.strictObject({
     .describe(
       "Where a node without Redis keeps its device registry. With Redis the registry lives there, shared by the cluster, and this is not used.",
     ),
+  sparkplug: sparkplugSchema,
 });
 
 /** The config as written by a user, before defaults. */

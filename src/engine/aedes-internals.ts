@@ -306,3 +306,30 @@ export interface OutgoingStore {
 export function outgoingStore(client: Client): OutgoingStore {
   return (brokerOf(client) as Aedes & { persistence: OutgoingStore }).persistence;
 }
+
+/** The will a connected client left in its CONNECT, if any (aedes keeps it on the client). */
+export function willOf(client: Client): { topic: string; payload: Buffer } | undefined {
+  const will = (client as Client & { will?: { topic: string; payload: Buffer } | null }).will;
+  return will ?? undefined;
+}
+
+/** A retained message from the node itself, stored in the node's (the cluster's) retained store. */
+export function publishRetained(broker: Aedes, topic: string, payload: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    broker.publish({ cmd: "publish", topic, payload, qos: 1, retain: true, dup: false }, (error) =>
+      error ? reject(error) : resolve(),
+    );
+  });
+}
+
+/** Topics of the retained messages that match `filter`, read from the node's retained store. */
+export async function retainedTopics(broker: Aedes, filter: string): Promise<string[]> {
+  const store = (
+    broker as Aedes & {
+      persistence: { createRetainedStream(f: string): AsyncIterable<{ topic: string }> };
+    }
+  ).persistence;
+  const topics: string[] = [];
+  for await (const packet of store.createRetainedStream(filter)) topics.push(packet.topic);
+  return topics;
+}

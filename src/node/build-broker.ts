@@ -29,6 +29,7 @@ import type { Authenticator } from "../security/authenticator.js";
 import type { SecurityFiles } from "../security/security-files.js";
 import { strategyResolver } from "../shared-subscriptions/member-picker.js";
 import { SharedDispatcher } from "../shared-subscriptions/shared-dispatcher.js";
+import { Sparkplug } from "../sparkplug/sparkplug.js";
 import { reclaimMemoryAfterDepartures } from "./memory-reclaim.js";
 
 export interface BrokerParts {
@@ -87,10 +88,11 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   const onWillPublished = (clientId: string) =>
     mqttLog.debug({ event: "client.will_published", clientId }, "will published");
   let delayedWills: DelayedWills | undefined;
+  const sparkplug = new Sparkplug(config.sparkplug, { ...parts, log });
   const rules = createBrokerRules({
     contexts,
     authenticator: parts.authenticator,
-    authorizer: () => parts.security.authorizer(),
+    authorizer: () => sparkplug.authorizer(parts.security.authorizer()),
     liveIdentity: (clientId) => {
       const live = parts.slot.client(clientId);
       return live ? contexts.get(live)?.identity : undefined;
@@ -124,7 +126,7 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     {
       ...rules,
       authorizePublish: receiveMaximum.observePublish(
-        shared.observePublish(rules.authorizePublish),
+        shared.observePublish(sparkplug.observePublish(rules.authorizePublish)),
       ),
       authorizeSubscribe: subscribePacer.observeSubscribe(
         departurePacer.observeSubscribe(
@@ -167,6 +169,7 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   };
   const broker = await Aedes.createBroker(options);
   hardenBroker(broker);
+  sparkplug.install(broker);
   const { timers, fabric, willClaims } = backend;
   if (timers && fabric && willClaims) {
     delayedWills = useClusterTimers(broker, {

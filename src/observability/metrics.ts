@@ -2,6 +2,7 @@ import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { ListenerType } from "../config/schema.js";
 import type { MqttProtocolLabel } from "../protocol/protocol-version.js";
 import { SharedGroupMetrics } from "./shared-group-metrics.js";
+import { type SparkplugSeries, sparkplugSeries } from "./sparkplug-metrics.js";
 
 /** Numbers the metrics read from the live node at scrape time instead of counting per event. */
 export interface MetricsSources {
@@ -52,6 +53,7 @@ export class SluiceMetrics {
   private readonly subscriptionsRefused: Counter<"reason">;
   /** Shared subscriptions' per-group series. */
   readonly shared: SharedGroupMetrics;
+  private readonly sparkplug: SparkplugSeries = sparkplugSeries(this.registry);
 
   constructor(
     nodeId: string,
@@ -341,5 +343,23 @@ export class SluiceMetrics {
 
   get contentType(): string {
     return this.registry.contentType;
+  }
+
+  /** `group`: a bounded label (SparkplugGroups), never a raw group id from a client. */
+  markSparkplugBirth(group: string, kind: "node" | "device"): void {
+    this.sparkplug.births.inc({ group, kind });
+  }
+
+  markSparkplugDeath(group: string, kind: "node" | "device"): void {
+    this.sparkplug.deaths.inc({ group, kind });
+  }
+
+  markSparkplugRefused(group: string, reason: string): void {
+    this.sparkplug.refused.inc({ group, reason });
+  }
+
+  /** An edge node on this node came online (+1) or went offline (-1). */
+  markSparkplugEdgeNode(group: string, change: 1 | -1): void {
+    this.sparkplug.edgeNodesOnline.inc({ group }, change);
   }
 }

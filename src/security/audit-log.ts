@@ -75,6 +75,17 @@ export class AuditLog {
     this.log.warn({ event: "audit.acl_denied", action, topic, ...subject }, `${action} denied`);
   }
 
+  /**
+   * A PUBLISH under `spBv1.0/` or `$sparkplug/` refused by Sparkplug identity binding or payload
+   * validation; `detail` is a fixed phrase of what the payload lacked, never its content.
+   */
+  sparkplugRefused(subject: AuditSubject, reason: string, topic: string, detail?: string): void {
+    this.log.warn(
+      { event: "audit.sparkplug_refused", reason, topic, detail, ...subject },
+      `sparkplug publish refused: ${reason}`,
+    );
+  }
+
   takeover(subject: AuditSubject): void {
     this.log.info(
       { event: "audit.takeover", ...subject },

@@ -4,6 +4,8 @@ export interface AclSubject {
   username: string | undefined;
   /** A registered device's groups select the ACL's `group` sections. */
   device?: { groups: readonly string[] } | undefined;
+  /** The verified client certificate's CN, where a rule reads it (Sparkplug identity binding). */
+  certificateCn?: string | undefined;
 }
 
 /** Topic authorization, deny by default. Satisfied by Acl (an ACL file) and OpenAuthorizer. */

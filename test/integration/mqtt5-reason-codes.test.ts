@@ -5,7 +5,7 @@ import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import mqtt, { type IClientOptions, type Packet } from "mqtt";
+import type { IClientOptions } from "mqtt";
 import mqttPacket, {
   type IConnackPacket,
   type IDisconnectPacket,
@@ -15,7 +15,14 @@ import mqttPacket, {
 import { withDeadline } from "../../harness/deadline.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import { LogCapture } from "../../harness/log-capture.js";
-import { connect, end, type MqttClient, subscribeGranted } from "../../harness/mqtt-client.js";
+import {
+  connackOf,
+  connect,
+  end,
+  type MqttClient,
+  nextPacket,
+  subscribeGranted,
+} from "../../harness/mqtt-client.js";
 import {
   closedByPeer,
   connectPacket,
@@ -40,31 +47,6 @@ const PASSWORDS = { "dev-a": "pw-a", "dev-c": "pw-c", "dev-q": "pw-q" } as const
 
 function portOf(url: string): number {
   return Number(new URL(url).port);
-}
-
-/** Connects and resolves with the CONNACK, whether it accepts or refuses. */
-function connackOf(url: string, options: IClientOptions): Promise<IConnackPacket> {
-  const client = mqtt.connect(url, { reconnectPeriod: 0, protocolVersion: 4, ...options });
-  client.on("error", () => {});
-  const connack = new Promise<IConnackPacket>((resolve) => {
-    client.on("packetreceive", (received: Packet) => {
-      if (received.cmd === "connack") resolve(received as IConnackPacket);
-    });
-  });
-  return withDeadline(connack, 5_000, "CONNACK").finally(() => client.end(true));
-}
-
-/** The next packet of a kind an MQTT.js client receives. */
-function nextPacket<T extends Packet>(client: MqttClient, cmd: Packet["cmd"]): Promise<T> {
-  const received = new Promise<T>((resolve) => {
-    const onPacket = (p: Packet): void => {
-      if (p.cmd !== cmd) return;
-      client.off("packetreceive", onPacket);
-      resolve(p as T);
-    };
-    client.on("packetreceive", onPacket);
-  });
-  return withDeadline(received, 5_000, cmd);
 }
 
 /** A raw MQTT 5 connection, CONNACK received. */

@@ -168,6 +168,9 @@ redis-password
 {{- end }}
 {{- $_ := set $config "redis" $redis }}
 {{- end }}
+{{- if $v.sparkplug }}
+{{- $_ := set $config "sparkplug" $v.sparkplug }}
+{{- end }}
 {{- if $v.admin.enabled }}
 {{- $admin := dict "host" "127.0.0.1" "port" $v.admin.port "tokens" $v.admin.tokens }}
 {{- if $v.admin.deviceCa.existingSecret }}
