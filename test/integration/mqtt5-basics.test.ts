@@ -94,9 +94,10 @@ describe("MQTT 5 on one node, in memory", () => {
         client.once("connect", resolve);
         client.once("error", reject);
       });
-      // Only a v5 CONNACK has properties: no shared subscriptions, mqtt5.topicAliasMaximum
+      // Only a v5 CONNACK has properties: mqtt5.topicAliasMaximum and receiveMaximum; shared
+      // subscriptions are available (the default, not sent)
       assert.equal(connack.reasonCode, 0);
-      assert.equal(connack.properties?.sharedSubscriptionAvailable, false);
+      assert.equal(connack.properties?.sharedSubscriptionAvailable, undefined);
       assert.equal(connack.properties?.topicAliasMaximum, 10);
       assert.equal(connack.properties?.receiveMaximum, 1000);
     } finally {
