@@ -126,4 +126,37 @@ describe("Redis Cluster", () => {
     const count = Number(/^sluice_retained_messages\{node="rc-a"\} (\d+)$/m.exec(metrics)?.[1]);
     assert.ok(count >= 30, `retained count ${count}`);
   });
+
+  it("a shared subscription's messages go to one member each, members on both nodes", async () => {
+    const filter = "$share/rc/line/#";
+    const members = [
+      await connect(a.urls.tcp as string, { protocolVersion: 5, clientId: "rc-m1" }),
+      await connect(b.urls.tcp as string, { protocolVersion: 5, clientId: "rc-m2" }),
+    ];
+    const inboxes = members.map((m) => new Inbox(m));
+    for (const m of members) await m.subscribeAsync(filter, { qos: 1 });
+    // The publishing node sees both members (its view of the group, from the cluster's state).
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const metrics = await fetch(`${a.httpUrl}/metrics`).then((r) => r.text());
+      if (/^sluice_shared_members\{group="rc\/line\/#",node="rc-a"\} 2$/m.test(metrics)) break;
+      assert.ok(Date.now() < deadline, "rc-a sees both members");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const publisher = await connect(a.urls.tcp as string, { clientId: "rc-share-pub" });
+    try {
+      for (let i = 0; i < 100; i++)
+        await publisher.publishAsync(`line/${i % 3}`, `s${i}`, { qos: 1 });
+      const counts = () => inboxes.map((inbox) => inbox.received.length);
+      while (counts().reduce((x, y) => x + y, 0) < 100) {
+        assert.ok(Date.now() < deadline + 10_000, `100 shared messages (got ${counts()})`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const got = inboxes.flatMap((inbox) => inbox.received.map((r) => r.payload.toString()));
+      assert.deepEqual(got.sort(), Array.from({ length: 100 }, (_, i) => `s${i}`).sort());
+      for (const count of counts()) assert.ok(count >= 35, `round robin: ${counts()}`);
+    } finally {
+      await end(publisher, ...members);
+    }
+  });
 });
