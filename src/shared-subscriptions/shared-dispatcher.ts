@@ -332,6 +332,18 @@ export class SharedDispatcher {
     }
   }
 
+  /**
+   * The session of `clientId` ended (a clean start discarded it, or it expired): it holds
+   * `topics` no more, unless a connection of the id holds them now (the store keeps those).
+   */
+  async sessionEnded(clientId: string, topics: readonly string[]): Promise<void> {
+    for (const topic of topics) {
+      const parsed = parseSharedFilter(topic);
+      if ("invalid" in parsed) continue;
+      await this.leaveGroup(groupName(parsed), clientId, "", true);
+    }
+  }
+
   private async leaveGroup(
     name: string,
     clientId: string,
