@@ -119,14 +119,16 @@ export class MemoryPersistence {
     return this.trie.match(topic);
   }
 
-  async cleanSubscriptions(client: ClientRef): Promise<void> {
+  /** Resolves with the filters the session held. */
+  async cleanSubscriptions(client: ClientRef): Promise<string[]> {
     const stored = this.subscriptions.get(client.id);
-    if (stored === undefined) return;
+    if (stored === undefined) return [];
     for (const [topic, options] of stored) {
       if (options.qos > 0) this.trie.remove(topic, { clientId: client.id, topic });
     }
     this.clientsCount--;
     this.subscriptions.delete(client.id);
+    return [...stored.keys()];
   }
 
   async outgoingEnqueue(sub: { clientId: string }, packet: StoredPacket): Promise<void> {

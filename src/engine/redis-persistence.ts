@@ -208,9 +208,11 @@ export class RedisPersistence {
     return this.trie.match(topic);
   }
 
-  async cleanSubscriptions(client: ClientRef): Promise<void> {
+  /** Resolves with the filters the session held. */
+  async cleanSubscriptions(client: ClientRef): Promise<string[]> {
     const filters = Object.keys(await this.storedSubscriptions(client));
     if (filters.length > 0) await this.removeSubscriptions(client, filters);
+    return filters;
   }
 
   async outgoingEnqueue(sub: { clientId: string }, packet: StoredPacket): Promise<void> {

@@ -66,6 +66,12 @@ interface MemberConnection {
 }
 
 type Done = (error?: Error) => void;
+
+/** The persistence's removal of a session's subscriptions (memory and Redis alike). */
+interface SessionSubscriptions {
+  /** Resolves with the filters the session held. */
+  cleanSubscriptions(client: { id: string }): Promise<string[]>;
+}
 type AuthorizeSubscribe = BrokerHooks["authorizeSubscribe"];
 
 /**
@@ -220,7 +226,32 @@ export class SharedSubscriptionsEngine implements MemberLinks {
       });
     });
     await subscribeToTopic(broker, CHANGED_TOPIC, () => this.dispatcher.changed());
+    this.followSessionEnds(broker);
     this.dispatcher.start(this);
+  }
+
+  /**
+   * A session's subscriptions are dropped by a clean start that discards it and when it expires
+   * (on this node or, in a cluster, on whichever node's timer fires): its shared groups are
+   * left then, or a group would keep an ended session registered, and fill its backlog for it.
+   */
+  private followSessionEnds(broker: Aedes): void {
+    const persistence = (broker as unknown as { persistence: SessionSubscriptions }).persistence;
+    const clean = persistence.cleanSubscriptions.bind(persistence);
+    persistence.cleanSubscriptions = async (client) => {
+      const held = await clean(client);
+      const shared = held.filter(isSharedFilter);
+      if (shared.length === 0) return held;
+      this.dispatcher
+        .sessionEnded(client.id, shared)
+        .catch((err: unknown) =>
+          this.log.warn(
+            { event: "shared.leave_failed", err, clientId: client.id },
+            "could not leave the shared groups of an ended session",
+          ),
+        );
+      return held;
+    };
   }
 
   deliver(delivery: Delivery, topic: string, acknowledged: () => void): boolean {

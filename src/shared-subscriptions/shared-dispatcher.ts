@@ -64,6 +64,12 @@ interface LocalMember {
   readonly token: string;
   /** Entries sent and not yet acknowledged, by group. */
   readonly sent: Map<string, Set<string>>;
+  /**
+   * Entries sent from the member's queue by a resend, by group, with the resend's number: the
+   * forwarded copy of such an entry may still be on its way, and must not go out again once the
+   * member has acknowledged it. Kept for two more resends.
+   */
+  readonly resent: Map<string, Map<string, number>>;
 }
 
 export interface PublishedMessage {
@@ -86,6 +92,8 @@ export class SharedDispatcher {
   private readonly locals = new Map<string, LocalMember>();
   private readonly pendingAcks = new Map<string, Map<string, string[]>>();
   private acksScheduled = false;
+  /** Resends so far (see LocalMember.resent). */
+  private resends = 0;
   private refreshTimer: NodeJS.Timeout | undefined;
   private refreshing: Promise<void> | undefined;
   private refreshAgain = false;
@@ -186,8 +194,8 @@ export class SharedDispatcher {
     else this.links?.forward(node, group.name, delivery);
   }
 
-  /** A delivery for a member connection on this node. */
-  receive(name: string, delivery: Delivery): void {
+  /** A delivery for a member connection on this node; `resending`: read from its queue. */
+  receive(name: string, delivery: Delivery, resending = false): void {
     const links = this.links;
     const member = this.locals.get(delivery.token);
     if (links === undefined || member === undefined) return;
@@ -199,6 +207,8 @@ export class SharedDispatcher {
         member.sent.set(name, sent);
       }
       if (sent.has(delivery.entryId)) return;
+      if (resending) this.markResent(member, name, delivery.entryId);
+      else if (member.resent.get(name)?.delete(delivery.entryId)) return;
       sent.add(delivery.entryId);
     }
     const { entryId } = delivery;
@@ -207,9 +217,16 @@ export class SharedDispatcher {
     });
     if (!delivered) {
       sent?.delete(entryId);
+      member.resent.get(name)?.delete(entryId);
       return;
     }
     this.options.metrics.delivered(name, 1);
+  }
+
+  private markResent(member: LocalMember, name: string, entryId: string): void {
+    const resent = member.resent.get(name);
+    if (resent === undefined) member.resent.set(name, new Map([[entryId, this.resends]]));
+    else resent.set(entryId, this.resends);
   }
 
   private acknowledge(name: string, member: LocalMember, entryId: string): void {
@@ -258,7 +275,7 @@ export class SharedDispatcher {
   async join(clientId: string, token: string, topics: readonly string[]): Promise<void> {
     let member = this.locals.get(token);
     if (member === undefined) {
-      member = { clientId, token, sent: new Map() };
+      member = { clientId, token, sent: new Map(), resent: new Map() };
       this.locals.set(token, member);
     }
     for (const topic of topics) {
@@ -303,6 +320,7 @@ export class SharedDispatcher {
       if ("invalid" in parsed) continue;
       const name = groupName(parsed);
       member?.sent.delete(name);
+      member?.resent.delete(name);
       const group = this.groups.get(name);
       if (group !== undefined) group.members = group.members.filter((m) => m.clientId !== clientId);
       const tokens = this.tokens.get(name);
@@ -311,6 +329,18 @@ export class SharedDispatcher {
     }
     if (member !== undefined && member.sent.size === 0 && !this.links?.isLive(token)) {
       this.locals.delete(token);
+    }
+  }
+
+  /**
+   * The session of `clientId` ended (a clean start discarded it, or it expired): it holds
+   * `topics` no more, unless a connection of the id holds them now (the store keeps those).
+   */
+  async sessionEnded(clientId: string, topics: readonly string[]): Promise<void> {
+    for (const topic of topics) {
+      const parsed = parseSharedFilter(topic);
+      if ("invalid" in parsed) continue;
+      await this.leaveGroup(groupName(parsed), clientId, "", true);
     }
   }
 
@@ -348,13 +378,22 @@ export class SharedDispatcher {
    * delivery lost with a Redis outage, or while the subscription was cut): on every refresh.
    */
   async resend(): Promise<void> {
+    this.resends++;
+    for (const member of this.locals.values()) {
+      for (const [name, resent] of member.resent) {
+        for (const [entryId, resend] of resent) {
+          if (resend < this.resends - 2) resent.delete(entryId);
+        }
+        if (resent.size === 0) member.resent.delete(name);
+      }
+    }
     const reads: Array<Promise<void>> = [];
     for (const [name, tokens] of this.tokens) {
       for (const [clientId, token] of tokens) {
         if (nodeOfToken(token) !== this.options.nodeId || !this.locals.has(token)) continue;
         reads.push(
           this.options.store.pending(name, clientId, token).then((deliveries) => {
-            for (const delivery of deliveries) this.receive(name, delivery);
+            for (const delivery of deliveries) this.receive(name, delivery, true);
           }),
         );
       }

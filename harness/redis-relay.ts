@@ -1,0 +1,79 @@
+import { once } from "node:events";
+import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
+
+/** A SUBSCRIBE, PSUBSCRIBE or SSUBSCRIBE command as RESP frames it (not a word in a script). */
+const SUBSCRIBE = /\*\d+\r\n\$(9|10)\r\n[ps]?subscribe\r\n/i;
+
+/**
+ * A TCP relay between a node and a real redis-server that can hold back pub/sub: while held,
+ * what Redis sends to a connection that subscribed (a message published in the cluster) waits
+ * in the relay, in order, while every other connection (commands, scripts) flows.
+ */
+export class RedisRelay {
+  private readonly sockets = new Set<Socket>();
+  private readonly subscribers = new Set<{ client: Socket; held: Buffer[] }>();
+  private holding = false;
+
+  private constructor(private readonly server: Server) {}
+
+  get url(): string {
+    return `redis://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  static async start(targetPort: number): Promise<RedisRelay> {
+    const server = createServer();
+    const relay = new RedisRelay(server);
+    server.on("connection", (client: Socket) => relay.relay(client, targetPort));
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    return relay;
+  }
+
+  /** Holds what Redis sends to subscribed connections from now on. */
+  holdPubSub(): void {
+    this.holding = true;
+  }
+
+  /** Sends on what was held, and everything after it as it comes. */
+  release(): void {
+    this.holding = false;
+    for (const subscriber of this.subscribers) {
+      for (const chunk of subscriber.held.splice(0)) subscriber.client.write(chunk);
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    this.server.close();
+    await once(this.server, "close");
+  }
+
+  private relay(client: Socket, targetPort: number): void {
+    const upstream = connect({ port: targetPort, host: "127.0.0.1" });
+    this.sockets.add(client).add(upstream);
+    let subscriber: { client: Socket; held: Buffer[] } | undefined;
+    client.on("data", (chunk: Buffer) => {
+      if (subscriber === undefined && SUBSCRIBE.test(chunk.toString("latin1"))) {
+        subscriber = { client, held: [] };
+        this.subscribers.add(subscriber);
+      }
+      upstream.write(chunk);
+    });
+    upstream.on("data", (chunk: Buffer) => {
+      if (subscriber !== undefined && (this.holding || subscriber.held.length > 0)) {
+        subscriber.held.push(chunk);
+      } else {
+        client.write(chunk);
+      }
+    });
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+      if (subscriber !== undefined) this.subscribers.delete(subscriber);
+      this.sockets.delete(client);
+      this.sockets.delete(upstream);
+    };
+    client.on("close", close).on("error", close);
+    upstream.on("close", close).on("error", close);
+  }
+}
