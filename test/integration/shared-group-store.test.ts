@@ -133,7 +133,11 @@ function contract(label: string, make: () => MakeStore): void {
       const s = await store();
       await s.join(G, "p", tokenA("c1", true));
       // A persistent session's connection is gone: registered, not online.
-      assert.deepEqual(await s.leave(G, "p", tokenA("c1", true), false), { moved: [], dropped: 0 });
+      assert.deepEqual(await s.leave(G, "p", tokenA("c1", true), false), {
+        moved: [],
+        dropped: 0,
+        ended: false,
+      });
       assert.deepEqual(await membersOf(s, G), [], "the group stays, with no member online");
       for (const text of ["b1", "b2", "b3"]) {
         assert.deepEqual(await s.assign(G, "p", msg(text), true), { to: "backlog" });
@@ -157,7 +161,11 @@ function contract(label: string, make: () => MakeStore): void {
       for (const text of ["b1", "b2"]) await s.assign(G, undefined, msg(text), true);
       assert.deepEqual(texts((await s.join(G, "q", tokenA("c2"))).pending), ["b1", "b2"]);
       assert.equal(member(await s.assign(G, "q", msg("q1"), true)).member, "q");
-      assert.deepEqual(await s.leave(G, "q", tokenA("c2"), true), { moved: [], dropped: 0 });
+      assert.deepEqual(await s.leave(G, "q", tokenA("c2"), true), {
+        moved: [],
+        dropped: 0,
+        ended: false,
+      });
       assert.equal((await s.snapshot())[0]?.backlog, 3);
       assert.deepEqual(texts((await s.join(G, "r", tokenB("c3"))).pending), ["b1", "b2", "q1"]);
     });
@@ -203,8 +211,16 @@ function contract(label: string, make: () => MakeStore): void {
       // An existing group still takes members at the quota.
       assert.equal((await s.join(G, "m2", tokenB("c4"))).refused, false);
       await s.assign(G, "m1", msg("a"), true);
-      assert.deepEqual(await s.leave(G, "m2", tokenB("c4"), true), { moved: [], dropped: 0 });
-      assert.deepEqual(await s.leave(G, "m1", tokenA("c1"), true), { moved: [], dropped: 1 });
+      assert.deepEqual(await s.leave(G, "m2", tokenB("c4"), true), {
+        moved: [],
+        dropped: 0,
+        ended: false,
+      });
+      assert.deepEqual(await s.leave(G, "m1", tokenA("c1"), true), {
+        moved: [],
+        dropped: 1,
+        ended: true,
+      });
       assert.deepEqual(
         (await s.snapshot()).map((state) => state.name),
         [H],
@@ -228,8 +244,13 @@ function contract(label: string, make: () => MakeStore): void {
       assert.deepEqual(await s.leave(G, "m1", tokenA("c1", true), false), {
         moved: [],
         dropped: 0,
+        ended: false,
       });
-      assert.deepEqual(await s.leave(G, "m1", tokenA("c1", true), true), { moved: [], dropped: 0 });
+      assert.deepEqual(await s.leave(G, "m1", tokenA("c1", true), true), {
+        moved: [],
+        dropped: 0,
+        ended: false,
+      });
       assert.deepEqual(await membersOf(s, G), [`m1=${tokenB("c3", true)}`, `m2=${tokenB("c2")}`]);
       assert.deepEqual(texts(await s.pending(G, "m1", tokenB("c3", true))), ["in-flight"]);
       const next = member(await s.assign(G, "m1", msg("next"), true));
