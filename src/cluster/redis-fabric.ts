@@ -11,6 +11,7 @@ import { RedisPersistence } from "../engine/redis-persistence.js";
 import { asError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
 import { checkPubsubOutputLimit, type LimitTarget } from "../redis/output-buffer-limit.js";
+import { sendPublish } from "../redis/publish-command.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import { PersistenceKeys } from "../redis/redis-keys.js";
 import { coalesceEveryWrite } from "../transport/write-coalescing.js";
@@ -106,7 +107,7 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     // CLIENT LIST (its lag).
     const subscriberName = `sluice-sub-${randomBytes(6).toString("hex")}`;
     let subscriber: Redis | ShardedSubscriber;
-    let route: Publisher = publisher;
+    let route: Publisher;
     if (publisher instanceof Cluster) {
       const channels = new ShardChannels(config.keyPrefix);
       subscriber = new ShardedSubscriber(
@@ -119,6 +120,8 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
       route = { publish: (topic, message) => publisher.spublish(channels.of(topic), message) };
     } else {
       subscriber = connect({ enableReadyCheck: false, connectionName: subscriberName }) as Redis;
+      const single = publisher as Redis;
+      route = { publish: (topic, message) => sendPublish(single, topic, message) };
     }
     this.state = state;
     this.stored = stored;
