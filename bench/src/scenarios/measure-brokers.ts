@@ -292,6 +292,13 @@ export function toRow(
     lost: result.lost,
     duplicates: result.duplicates,
     unacknowledged: result.unacknowledged,
+    ...(loadCase.pattern === "shared"
+      ? {
+          memberReceived: [...result.subscriptions]
+            .sort((a, b) => a.index - b.index)
+            .map((s) => s.received),
+        }
+      : {}),
     generatorProcesses: {
       publishers: result.generatorCpu.publisherProcesses.length,
       subscribers: result.generatorCpu.subscriberProcesses.length,
