@@ -107,6 +107,12 @@ export interface LoadHooks {
    * `warmupMs` later): for load that must run alongside, such as the flood scenario's attackers.
    */
   onStart?: () => void;
+  /**
+   * Once the subscribers have received what they will, before they disconnect: for readings
+   * that need them connected (a shared group's series go with its last member). Bounded by the
+   * caller.
+   */
+  onSettled?: () => Promise<void>;
 }
 
 /** A generator process and the messages it has sent us. */
@@ -290,6 +296,7 @@ export async function runLoad(
         expected,
         spec.settle ?? { maxMs: SETTLE_MAX_MS, quietMs: SETTLE_QUIET_MS },
       );
+      await hooks.onSettled?.();
       for (const worker of subscribers) worker.send({ type: "finish", published });
       const reports = await withTimeout(
         Promise.all(subscribers.map((w) => w.next("report"))),

@@ -64,6 +64,10 @@ export class SubscriberSet {
     this.windowEndNs = endNs;
   }
 
+  /**
+   * Messages received, a duplicate not counted again: what the coordinator waits for once the
+   * publishers stop (a group's redeliveries must not end that wait early).
+   */
   get received(): number {
     return this.receivedCount;
   }
@@ -110,9 +114,8 @@ export class SubscriberSet {
       tracker = new SequenceTracker();
       subscription.trackers.set(publisher, tracker);
     }
-    tracker.record(payload.readUInt32BE(4));
+    if (tracker.record(payload.readUInt32BE(4))) this.receivedCount++;
     subscription.received++;
-    this.receivedCount++;
     if (now >= this.windowStartNs && now < this.windowEndNs) {
       this.windowReceivedCount++;
       const latencyMicros = Number((now - payload.readBigUInt64BE(8)) / 1000n);

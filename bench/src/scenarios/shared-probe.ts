@@ -35,9 +35,8 @@ export interface SharedFigures {
  * The cost probe's figures (CPU per message of every process, Redis' work, readiness) plus
  * the shared groups' own: what the nodes counted as delivered, redelivered and dropped, the
  * backlog and the members' queues at their deepest, and the memory of every process, sampled
- * every SAMPLE_MS from the warm-up to the end of the run. A group's series go with its last
- * member, so the nodes are read while the members are still connected: what happens between
- * the last reading and their departure is not counted.
+ * every SAMPLE_MS from the warm-up until the members have received what they will (a last
+ * reading then, with the members still connected: a group's series go with its last member).
  */
 export class SharedProbe implements LoadProbe {
   private readonly cost: CostProbe;
@@ -75,6 +74,7 @@ export class SharedProbe implements LoadProbe {
         port: Number(url.port),
         lazyConnect: true,
         maxRetriesPerRequest: 1,
+        commandTimeout: 5_000,
       });
       this.redis.on("error", (error: Error) => this.errors.add(`Redis: ${error.message}`));
     }
@@ -84,10 +84,16 @@ export class SharedProbe implements LoadProbe {
     }, SAMPLE_MS);
   }
 
-  async finish(row: ResultRow): Promise<void> {
+  /** The last reading, with the members still connected (their group's series still there). */
+  async onSettled(): Promise<void> {
     clearInterval(this.timer);
     await this.sampling;
     await this.sample();
+  }
+
+  async finish(row: ResultRow): Promise<void> {
+    clearInterval(this.timer);
+    await this.sampling;
     this.redis?.disconnect();
     const peakBrokerRssMb = this.rss.map((r) => Math.round(r.stop() / MB));
     await this.cost.finish(row);
