@@ -186,8 +186,11 @@ export class SharedDispatcher {
     else this.links?.forward(node, group.name, delivery);
   }
 
-  /** A delivery for a member connection on this node. */
-  receive(name: string, delivery: Delivery): void {
+  /**
+   * A delivery for a member connection on this node; `fromQueue`: read from the member's queue
+   * (resend), not forwarded or assigned here.
+   */
+  receive(name: string, delivery: Delivery, fromQueue = false): void {
     const links = this.links;
     const member = this.locals.get(delivery.token);
     if (links === undefined || member === undefined) return;
@@ -199,6 +202,8 @@ export class SharedDispatcher {
         member.sent.set(name, sent);
       }
       if (sent.has(delivery.entryId)) return;
+      // The forwarded copy of what a resend already sent (the member may have acknowledged it).
+      if (!fromQueue && this.takeResent(name, delivery)) return;
       sent.add(delivery.entryId);
     }
     const { entryId } = delivery;
@@ -209,7 +214,13 @@ export class SharedDispatcher {
       sent?.delete(entryId);
       return;
     }
+    if (fromQueue && entryId !== "") this.resentNow.add(resentKey(name, delivery));
     this.options.metrics.delivered(name, 1);
+  }
+
+  private takeResent(name: string, delivery: Delivery): boolean {
+    const key = resentKey(name, delivery);
+    return this.resentNow.delete(key) || this.resentBefore.delete(key);
   }
 
   private acknowledge(name: string, member: LocalMember, entryId: string): void {
@@ -353,7 +364,7 @@ export class SharedDispatcher {
         if (nodeOfToken(token) !== this.options.nodeId || !this.locals.has(token)) continue;
         reads.push(
           this.options.store.pending(name, clientId, token).then((deliveries) => {
-            for (const delivery of deliveries) this.receive(name, delivery);
+            for (const delivery of deliveries) this.receive(name, delivery, true);
           }),
         );
       }
@@ -403,6 +414,15 @@ export class SharedDispatcher {
 
   /** Member tokens by group, from the last refresh (and this node's own joins). */
   private readonly tokens = new Map<string, Map<string, string>>();
+  /**
+   * Entries a resend sent (`<group>\n<token>\n<entry id>`), this refresh and the one before:
+   * the forwarded copy of an entry can arrive after the resend read it from the member's queue
+   * (forwards travel on pub/sub, queue reads on the state connection, in no common order), even
+   * after the member acknowledged it, and must not be sent again. Kept for two refreshes; a
+   * forward later than that is sent again (a duplicate, as QoS 1 allows).
+   */
+  private resentNow = new Set<string>();
+  private resentBefore = new Set<string>();
 
   private scheduleRefresh(delayMs: number): void {
     if (this.stopped) return;
@@ -454,6 +474,8 @@ export class SharedDispatcher {
     }
     this.list = [...this.groups.values()];
     this.byPublisher = this.list.some((g) => g.picker.strategy === "hash_clientid");
+    this.resentBefore = this.resentNow;
+    this.resentNow = new Set();
     await this.resend();
   }
 
@@ -490,6 +512,10 @@ export class SharedDispatcher {
 
 function sortedMembers(members: MemberView[]): MemberView[] {
   return members.sort((a, b) => (a.clientId < b.clientId ? -1 : a.clientId > b.clientId ? 1 : 0));
+}
+
+function resentKey(name: string, delivery: Delivery): string {
+  return `${name}\n${delivery.token}\n${delivery.entryId}`;
 }
 
 function noop(): void {}
