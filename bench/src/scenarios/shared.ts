@@ -197,6 +197,16 @@ function balance(row: ResultRow): string | null {
   return counts.map((c) => `${Math.round((c / total) * counts.length * 100)}%`).join(" ");
 }
 
+/** Counts by reason, "queue_full 12, no_member 3"; "0" when none; null when not read. */
+function byReason(counts: Record<string, number> | null): string | null {
+  if (counts === null) return null;
+  const text = Object.entries(counts)
+    .filter(([, n]) => n > 0)
+    .map(([reason, n]) => `${reason} ${n}`)
+    .join(", ");
+  return text === "" ? "0" : text;
+}
+
 function caseRow(
   broker: string,
   shareCase: ShareCase,
@@ -223,12 +233,6 @@ function caseRow(
     const value = cpuMicrosPerMessage(row, cost, prefix);
     return value === null ? null : round1(value);
   };
-  const dropped = shared.dropped
-    ? Object.entries(shared.dropped)
-        .filter(([, n]) => n > 0)
-        .map(([reason, n]) => `${reason} ${n}`)
-        .join(", ") || "0"
-    : null;
   return {
     ...base,
     published: row.published,
@@ -243,7 +247,8 @@ function caseRow(
     "Redis µs/msg": micros("redis"),
     "shared delivered (nodes)": shared.delivered,
     "shared redelivered": shared.redelivered,
-    "shared dropped": dropped,
+    "shared dropped": byReason(shared.dropped),
+    "node drops": byReason(cost.nodeDroppedMessages),
     "peak member queues": shared.peakMemberQueues,
     "peak backlog": shared.peakBacklog,
     "peak broker RSS MB": shared.peakBrokerRssMb.join(" + "),
@@ -275,6 +280,7 @@ const COLUMNS = [
   "shared delivered (nodes)",
   "shared redelivered",
   "shared dropped",
+  "node drops",
   "peak member queues",
   "peak backlog",
   "peak broker RSS MB",
@@ -329,28 +335,45 @@ function goalRows(picked: readonly Picked[]): Array<Record<string, TableCell>> {
         met: ratio >= 2,
       });
     }
-    const normal = find(broker, "capacity", 0);
-    const shared = find(broker, "capacity", 1);
-    if (normal && shared && normal.row.messagesPerSecond > 0) {
-      rows.push({
-        broker,
-        measure:
-          "cost of sharing: full-speed delivered msg/s, $share 1 member / normal subscription",
-        goal: "",
-        measured: `${(shared.row.messagesPerSecond / normal.row.messagesPerSecond).toFixed(2)}x`,
-        met: null,
-      });
-      const normalMicros = cpuMicrosPerMessage(normal.row, normal.cost, "node");
-      const sharedMicros = cpuMicrosPerMessage(shared.row, shared.cost, "node");
-      if (normalMicros !== null && sharedMicros !== null)
-        rows.push({
-          broker,
-          measure: "cost of sharing: nodes' CPU µs per delivered message, $share 1 member - normal",
-          goal: "",
-          measured: `${round1(sharedMicros - normalMicros)} µs (${round1(sharedMicros)} vs ${round1(normalMicros)})`,
-          met: null,
-        });
-    }
+    for (const phase of ["latency", "capacity"] as const)
+      rows.push(...sharingCost(broker, phase, find(broker, phase, 0), find(broker, phase, 1)));
+  }
+  return rows;
+}
+
+/** What sharing costs a message: $share with one member against a normal subscription. */
+function sharingCost(
+  broker: string,
+  phase: "latency" | "capacity",
+  normal: Measured | undefined,
+  shared: Measured | undefined,
+): Array<Record<string, TableCell>> {
+  const rows: Array<Record<string, TableCell>> = [];
+  const where =
+    phase === "latency" ? `${LATENCY_RATE.toLocaleString("en-US")} msg/s` : "full speed";
+  if (!normal || !shared || normal.row.messagesPerSecond <= 0) return rows;
+  if (phase === "capacity")
+    rows.push({
+      broker,
+      measure: "cost of sharing: full-speed delivered msg/s, $share 1 member / normal subscription",
+      goal: "",
+      measured: `${(shared.row.messagesPerSecond / normal.row.messagesPerSecond).toFixed(2)}x`,
+      met: null,
+    });
+  for (const [prefix, what] of [
+    ["node", "nodes'"],
+    ["redis", "Redis'"],
+  ] as const) {
+    const normalMicros = cpuMicrosPerMessage(normal.row, normal.cost, prefix);
+    const sharedMicros = cpuMicrosPerMessage(shared.row, shared.cost, prefix);
+    if (normalMicros === null || sharedMicros === null) continue;
+    rows.push({
+      broker,
+      measure: `cost of sharing at ${where}: ${what} CPU µs per delivered message, $share 1 member - normal`,
+      goal: "",
+      measured: `${round1(sharedMicros - normalMicros)} µs (${round1(sharedMicros)} vs ${round1(normalMicros)})`,
+      met: null,
+    });
   }
   return rows;
 }
@@ -392,7 +415,7 @@ export const shared: Scenario = {
           `capacity: full speed within ${FULL_SPEED_WINDOW} unacknowledged messages and ${FULL_SPEED_END_TO_END_WINDOW} not yet received per publisher, members as fast as they read; scale-out: the same but ${SCALE_OUT_WINDOW} not yet received per publisher, each member spending ${SERVICE_MS} ms per message (idle: a timer, not CPU) before it acknowledges and reads the next, so at most ${Math.round(1000 / SERVICE_MS)} msg/s per member (member capacity = members x that)`,
           `latency: ${LATENCY_RATE.toLocaleString("en-US")} msg/s in all, members as fast as they read; p50/p99 from publish to receipt at the member`,
           `burst (brokers started afresh): publishers faster than the broker, no end-to-end window (${FULL_SPEED_WINDOW} unacknowledged each, whatever the members have received), at most ${cap.toLocaleString("en-US")} messages per publisher, a window of at least ${BURST_MIN_MEASURE_MS / 1000} s; members as fast as they read, or one paced member whose queue must fill (sharedSubscriptions.maxQueued, default 10,000: past it Sluice drops and counts); a message is published once the broker has assigned it to a member's queue (Sluice: the PUBACK waits for Redis); lost = never received, counted after up to ${SETTLE.maxMs / 1000} s for the queues to drain (less once nothing arrives for ${SETTLE.quietMs / 1000} s)`,
-          "shared delivered / redelivered / dropped = growth of sluice_shared_{delivered,redelivered,dropped}_total over the run (read every 0.5 s while the members are connected: a group's series go with it); peak member queues = the most entries the members' Redis streams held at once (assigned, not yet acknowledged; sampled every 0.5 s); peak backlog = sluice_shared_backlog (no member online); peak RSS of node A + node B and Redis' used_memory, sampled",
+          "node drops = sluice_dropped_messages_total growth over the run, by reason (a normal subscriber's deliveries past queue.maxQueuedPerClient: queue_full); shared delivered / redelivered / dropped = growth of sluice_shared_{delivered,redelivered,dropped}_total over the run (read every 0.5 s while the members are connected: a group's series go with it); peak member queues = the most entries the members' Redis streams held at once (assigned, not yet acknowledged; sampled every 0.5 s); peak backlog = sluice_shared_backlog (no member online); peak RSS of node A + node B and Redis' used_memory, sampled",
           "µs/msg = CPU of both nodes (or Redis) over the measurement window / messages delivered in it; the probe's SCAN/XLEN of the member queues runs on Redis too",
           "members' shares = each member's messages over the run, as a percentage of an even share (100% each = perfectly even)",
           "2-core shared machine: brokers, Redis and the generator share the cores with other work; compare within a run",
