@@ -132,15 +132,19 @@ export async function noConnectionsLeft(httpPort: number, timeoutMs: number): Pr
   }
 }
 
+/** The node's longest event-loop delay since the previous scrape (see eventLoopDelayMaxMs). */
+export const LOOP_LAG_MAX = "nodejs_eventloop_lag_max_seconds";
+
 /**
  * A node's shared-subscription series (sluice_shared_*), keyed `<name>|<group>` or
- * `<name>|<group>|<reason>`: a group's series go when it ends, so a reader keeps the last
- * value of each key it saw.
+ * `<name>|<group>|<reason>` (a group's series go when it ends, so a reader keeps the last
+ * value of each key it saw), and its longest event-loop delay since the last scrape
+ * (`nodejs_eventloop_lag_max_seconds|`).
  */
 export function parseSharedSeries(text: string): Map<string, number> {
   const series = new Map<string, number>();
   for (const line of text.split("\n")) {
-    if (!line.startsWith("sluice_shared_")) continue;
+    if (!line.startsWith("sluice_shared_") && !line.startsWith(LOOP_LAG_MAX)) continue;
     const match = SAMPLE.exec(line);
     if (!match) continue;
     const [, name = "", labelText = "", valueText = ""] = match;

@@ -1,7 +1,7 @@
 import { Redis } from "ioredis";
 import type { RunningBroker } from "../brokers/broker.js";
 import { infoField } from "../brokers/redis-info.js";
-import { readSharedSeries } from "../brokers/sluice-metrics.js";
+import { LOOP_LAG_MAX, readSharedSeries } from "../brokers/sluice-metrics.js";
 import { PeakRss } from "../system/process-memory.js";
 import { type CostFigures, CostProbe } from "./cost-probe.js";
 import type { LoadCase, LoadProbe } from "./measure-brokers.js";
@@ -25,6 +25,8 @@ export interface SharedFigures {
   peakMemberQueues: number | null;
   /** Each broker process's peak RSS, MB (node A, node B; or the one broker). */
   peakBrokerRssMb: number[];
+  /** Each node's longest event-loop delay over the run, ms (read with the series). */
+  maxLoopDelayMs: number[];
   /** Redis' peak used_memory over the run, MB; null without Redis. */
   peakRedisMb: number | null;
   /** A reading that failed (its figures are what the other readings gave). */
@@ -49,6 +51,7 @@ export class SharedProbe implements LoadProbe {
   private peakMemberQueues: number | null = null;
   private peakRedisBytes: number | null = null;
   private rss: PeakRss[] = [];
+  private readonly loopDelayMs: number[] = [];
   private redis: Redis | undefined;
   private readonly errors = new Set<string>();
 
@@ -122,6 +125,7 @@ export class SharedProbe implements LoadProbe {
       peakBacklog: this.peakBacklog,
       peakMemberQueues: this.peakMemberQueues,
       peakBrokerRssMb,
+      maxLoopDelayMs: this.loopDelayMs.map((ms) => Math.round(ms)),
       peakRedisMb: this.peakRedisBytes === null ? null : Math.round(this.peakRedisBytes / MB),
       ...(this.errors.size > 0 ? { sampleError: [...this.errors].join("; ") } : {}),
     };
@@ -146,6 +150,8 @@ export class SharedProbe implements LoadProbe {
         if (this.first[node] === undefined) this.first[node] = series;
         const latest = this.latest[node] ?? new Map<string, number>();
         this.latest[node] = latest;
+        const lag = (series.get(`${LOOP_LAG_MAX}|`) ?? 0) * 1000;
+        this.loopDelayMs[node] = Math.max(this.loopDelayMs[node] ?? 0, lag);
         let backlog = 0;
         for (const [key, value] of series) {
           latest.set(key, value);
