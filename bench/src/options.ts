@@ -29,6 +29,12 @@ Scenarios:
                               5,000 msg/s, ratios v5/v3.1.1 against issue 15's goals (>= 0.9x,
                               <= 1.2x): sluice, sluice-redis, mosquitto (a reference); --quick:
                               full speed QoS 0 and 5,000 msg/s QoS 1, the --quick brokers
+  shared                      shared subscriptions ($share), QoS 1, members spread over two
+                              nodes: full speed with 1 and 4 members against a normal
+                              subscription, 1/2/4 members at 4 ms per message (scale-out),
+                              p50/p99 at 2,000 msg/s, publishers faster than the broker
+                              (drops, member queues, memory): sluice-cluster-2, mosquitto;
+                              --quick: 4 cases, sluice-cluster-2
 
 Options:
   --quick                     a smoke run of a few seconds per broker (also BENCH_QUICK=1):

@@ -210,3 +210,42 @@ test("smoke - mqtt5 --quick measures 3.1.1 and MQTT 5 clients on one node and re
     assert.equal(typeof goal.met, "boolean");
   }
 });
+
+test("smoke - shared --quick: each message reaches the group once, paced members share evenly and are the limit", async () => {
+  const output = await runQuick("shared", ["sluice-cluster-2"]);
+  const [goals, cases] = output.tables ?? [];
+  assert.ok(
+    goals?.rows.some((r) => String(r.measure).startsWith("cost of sharing")),
+    "the cost of sharing is reported",
+  );
+  const rows = onlyTableRows({ rows: [], tables: cases ? [cases] : [], config: {} });
+  assert.deepEqual(
+    rows.map((r) => [r.phase, r.receivers]),
+    [
+      ["capacity", "normal subscription, 1 subscriber"],
+      ["capacity", "$share, 1 member"],
+      ["scale-out", "$share, 2 members, 4 ms/msg each"],
+      ["burst", "$share, 2 members"],
+    ],
+  );
+  for (const row of rows) {
+    assert.ok(Number(row["delivered msg/s"]) > 0, `${row.phase} ${row.receivers} delivered`);
+    assert.equal(row.lost, 0, `${row.phase} ${row.receivers}: nothing lost`);
+    if (row.receivers === "normal subscription, 1 subscriber") continue;
+    assert.ok(
+      Number(row["shared delivered (nodes)"]) >= Number(row.published),
+      `the nodes counted every delivery: ${row["shared delivered (nodes)"]} of ${row.published}`,
+    );
+    assert.equal(row["shared dropped"], "0");
+  }
+  const scaleOut = rows.find((r) => r.phase === "scale-out");
+  const shares = String(scaleOut?.["members' shares"])
+    .split(" ")
+    .map((s) => Number.parseInt(s, 10));
+  assert.equal(shares.length, 2);
+  for (const share of shares) assert.ok(share >= 85 && share <= 115, `even shares: ${shares}`);
+  assert.ok(
+    Number(scaleOut?.["delivered msg/s"]) <= 1.1 * Number(scaleOut?.["member capacity msg/s"]),
+    `paced members are the limit: ${scaleOut?.["delivered msg/s"]} msg/s`,
+  );
+});

@@ -1,12 +1,16 @@
 import assert from "node:assert/strict";
+import { EventEmitter } from "node:events";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
+import type { MqttClient } from "mqtt";
 import { parseMqttBenchmarkJson } from "../src/crosscheck/mqtt-benchmark.js";
+import { expectedDeliveries } from "../src/generator/load-run.js";
 import { PayloadWriter, readStamp } from "../src/generator/payload.js";
 import { planClients, splitAcross } from "../src/generator/plan.js";
 import { SequenceTracker } from "../src/generator/sequence-tracker.js";
+import { SubscriberSet } from "../src/generator/subscriber-set.js";
 import { ratio } from "../src/report/ratios.js";
 import { median } from "../src/scenarios/measure-brokers.js";
 import type { ResultRow } from "../src/scenarios/scenario.js";
@@ -63,6 +67,53 @@ describe("generator pieces", () => {
     );
     assert.ok(fanOut.subscribers.every((s) => s.filter === fanOut.publishers[0]?.topic));
     assert.deepEqual(splitAcross([1, 2, 3], 2), [[1, 3], [2]]);
+  });
+});
+
+describe("shared groups in the generator", () => {
+  test("plan - a shared group's members follow every publisher through one $share filter", () => {
+    const plan = planClients(
+      { publishers: 2, subscribers: 3, pattern: "shared" },
+      "r",
+      ["a"],
+      ["b", "c"],
+    );
+    assert.deepEqual(
+      plan.publishers.map((p) => p.topic),
+      ["bench/r/sh/0", "bench/r/sh/1"],
+    );
+    for (const s of plan.subscribers) {
+      assert.equal(s.filter, "$share/bench/bench/r/sh/+");
+      assert.deepEqual(s.expectsFrom, [0, 1]);
+      assert.equal(s.group, "$share/bench/");
+    }
+    assert.equal(expectedDeliveries(plan.subscribers, { 0: 10, 1: 5 }), 15, "once for the group");
+  });
+
+  test("subscriber set - a group's losses and duplicates are counted over its members", () => {
+    const plan = planClients(
+      { publishers: 1, subscribers: 2, pattern: "shared" },
+      "r",
+      ["a"],
+      ["b"],
+    );
+    const set = new SubscriberSet();
+    const clients = plan.subscribers.map(() => new EventEmitter());
+    plan.subscribers.forEach((s, i) => {
+      set.attach(clients[i] as unknown as MqttClient, s);
+    });
+    const writer = new PayloadWriter(0, 64);
+    const send = (member: number, sequence: number) =>
+      clients[member]?.emit("message", "t", writer.stamp(sequence, process.hrtime.bigint()));
+    send(0, 0);
+    send(1, 1);
+    send(0, 2);
+    send(1, 2);
+    assert.equal(set.received, 3, "distinct messages");
+    assert.deepEqual(set.deliveredThrough(1), [3]);
+    const [first, second] = set.reports({ 0: 4 });
+    assert.deepEqual(first, { index: 0, received: 2, lost: 1, duplicates: 1 });
+    assert.deepEqual(second, { index: 1, received: 2, lost: 0, duplicates: 0 });
   });
 });
 

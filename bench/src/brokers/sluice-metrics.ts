@@ -87,12 +87,17 @@ function add(into: Record<string, number>, key: string | undefined, value: numbe
   into[name] = (into[name] ?? 0) + value;
 }
 
-export async function readSluiceCounters(httpPort: number): Promise<SluiceCounters> {
+/** A node's /metrics text. */
+async function metricsText(httpPort: number): Promise<string> {
   const response = await fetch(`http://127.0.0.1:${httpPort}/metrics`, {
     signal: AbortSignal.timeout(5_000),
   });
   if (!response.ok) throw new Error(`/metrics answered ${response.status}`);
-  return parseSluiceCounters(await response.text());
+  return response.text();
+}
+
+export async function readSluiceCounters(httpPort: number): Promise<SluiceCounters> {
+  return parseSluiceCounters(await metricsText(httpPort));
 }
 
 /** What the counters grew by between two readings (gauges: the later reading). */
@@ -125,4 +130,35 @@ export async function noConnectionsLeft(httpPort: number, timeoutMs: number): Pr
     if (openConnections === 0 || performance.now() > deadline) return openConnections;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+/** The node's longest event-loop delay since the previous scrape (see eventLoopDelayMaxMs). */
+export const LOOP_LAG_MAX = "nodejs_eventloop_lag_max_seconds";
+
+/**
+ * A node's shared-subscription series (sluice_shared_*), keyed `<name>|<group>` or
+ * `<name>|<group>|<reason>` (a group's series go when it ends, so a reader keeps the last
+ * value of each key it saw), and its longest event-loop delay since the last scrape
+ * (`nodejs_eventloop_lag_max_seconds|`).
+ */
+export function parseSharedSeries(text: string): Map<string, number> {
+  const series = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (!line.startsWith("sluice_shared_") && !line.startsWith(LOOP_LAG_MAX)) continue;
+    const match = SAMPLE.exec(line);
+    if (!match) continue;
+    const [, name = "", labelText = "", valueText = ""] = match;
+    const value = Number(valueText);
+    if (!Number.isFinite(value)) continue;
+    const labels = Object.fromEntries(
+      [...labelText.matchAll(LABEL)].map((m) => [m[1] ?? "", m[2] ?? ""]),
+    );
+    const key = [name, labels.group ?? "", ...(labels.reason ? [labels.reason] : [])].join("|");
+    series.set(key, value);
+  }
+  return series;
+}
+
+export async function readSharedSeries(httpPort: number): Promise<Map<string, number>> {
+  return parseSharedSeries(await metricsText(httpPort));
 }

@@ -13,7 +13,13 @@ import type {
   SubscriptionReport,
   WorkerMessage,
 } from "./messages.js";
-import { type ClientAddresses, type LoadShape, planClients, splitAcross } from "./plan.js";
+import {
+  type ClientAddresses,
+  type LoadShape,
+  planClients,
+  type SubscriberPlan,
+  splitAcross,
+} from "./plan.js";
 import { createLatencyHistogram } from "./subscriber-set.js";
 
 const WORKER = fileURLToPath(new URL("./worker.js", import.meta.url));
@@ -38,6 +44,11 @@ export interface LoadSpec extends LoadShape, ClientSettings {
   endToEndWindow: number;
   /** Messages one publisher sends in the whole run, at most (see PublisherSetup). */
   maxMessagesPerPublisher?: number;
+  /**
+   * Each subscriber's fixed processing time per message (see SubscriberSetup): subscribers
+   * that each take at most 1000 / serviceMs messages per second; absent: as fast as they read.
+   */
+  subscriberServiceMs?: number;
   /**
    * After the publishers stop, how long subscribers may take to receive what is still on the
    * way, and how long without a new message ends the wait (defaults SETTLE_MAX_MS and
@@ -96,6 +107,12 @@ export interface LoadHooks {
    * `warmupMs` later): for load that must run alongside, such as the flood scenario's attackers.
    */
   onStart?: () => void;
+  /**
+   * Once the subscribers have received what they will, before they disconnect: for readings
+   * that need them connected (a shared group's series go with its last member). Bounded by the
+   * caller.
+   */
+  onSettled?: () => Promise<void>;
 }
 
 /** A generator process and the messages it has sent us. */
@@ -165,7 +182,11 @@ export async function runLoad(
     ...(spec.protocolVersion === undefined ? {} : { protocolVersion: spec.protocolVersion }),
   };
   const publisherGroups = splitAcross(plan.publishers, spec.publisherProcesses);
-  const subscriberGroups = splitAcross(plan.subscribers, spec.subscriberProcesses);
+  // A shared group's losses are counted over all its members: they share one process.
+  const subscriberGroups =
+    spec.pattern === "shared"
+      ? [plan.subscribers]
+      : splitAcross(plan.subscribers, spec.subscriberProcesses);
   const stops: Array<() => Promise<void>> = [];
   const spawnWorker = (
     name: string,
@@ -203,6 +224,7 @@ export async function runLoad(
         ...settings,
         subscribers: subscriberGroups[i] ?? [],
         publisherCount: plan.publishers.length,
+        ...(spec.subscriberServiceMs === undefined ? {} : { serviceMs: spec.subscriberServiceMs }),
       });
     });
     await withTimeout(
@@ -268,15 +290,13 @@ export async function runLoad(
       const publisherReports = publishedReports.flatMap((r) => r.publishers);
       const published: Record<number, number> = {};
       for (const report of publisherReports) published[report.index] = report.published;
-      const expected = plan.subscribers.reduce(
-        (n, s) => n + s.expectsFrom.reduce((m, p) => m + (published[p] ?? 0), 0),
-        0,
-      );
+      const expected = expectedDeliveries(plan.subscribers, published);
       await settle(
         () => sum(subscribers),
         expected,
         spec.settle ?? { maxMs: SETTLE_MAX_MS, quietMs: SETTLE_QUIET_MS },
       );
+      await hooks.onSettled?.();
       for (const worker of subscribers) worker.send({ type: "finish", published });
       const reports = await withTimeout(
         Promise.all(subscribers.map((w) => w.next("report"))),
@@ -298,6 +318,23 @@ export async function runLoad(
     for (const worker of all) worker.send({ type: "exit" });
     await Promise.allSettled(stops.map((stop) => stop()));
   }
+}
+
+/** Deliveries the subscribers should receive in all: a shared group's, once for the group. */
+export function expectedDeliveries(
+  subscribers: readonly SubscriberPlan[],
+  published: Record<number, number>,
+): number {
+  const groups = new Set<string>();
+  let expected = 0;
+  for (const s of subscribers) {
+    if (s.group !== undefined) {
+      if (groups.has(s.group)) continue;
+      groups.add(s.group);
+    }
+    expected += s.expectsFrom.reduce((m, p) => m + (published[p] ?? 0), 0);
+  }
+  return expected;
 }
 
 /** Waits until every expected message arrived, or nothing arrived for a while (bounded). */

@@ -38,6 +38,11 @@ export interface SubscriberSetup extends ClientSettings {
   type: "setup-subscribers";
   subscribers: SubscriberPlan[];
   publisherCount: number;
+  /**
+   * Each subscriber's processing time per message, spent before it acknowledges (QoS 1) and
+   * reads the next: a fixed rate per subscriber, idle time, not CPU (see ServicePace).
+   */
+  serviceMs?: number;
 }
 
 /**

@@ -3,9 +3,12 @@
  * assignment of clients to broker URLs (so publishers and subscribers can sit on different
  * nodes of a cluster).
  */
-export type TopicPattern = "pairwise" | "fan-in" | "fan-out";
+export type TopicPattern = "pairwise" | "fan-in" | "fan-out" | "shared";
 
-export const TOPIC_PATTERNS: readonly TopicPattern[] = ["pairwise", "fan-in", "fan-out"];
+export const TOPIC_PATTERNS: readonly TopicPattern[] = ["pairwise", "fan-in", "fan-out", "shared"];
+
+/** The shared group of the `shared` pattern (its filter follows). */
+const SHARE_GROUP_PREFIX = "$share/bench/";
 
 export interface LoadShape {
   publishers: number;
@@ -13,7 +16,9 @@ export interface LoadShape {
   /**
    * pairwise: publisher i on its own topic, subscriber j on publisher (j mod N)'s topic;
    * fan-in: every publisher on its own topic, every subscriber on all of them (`+`);
-   * fan-out: every publisher on one topic that every subscriber follows.
+   * fan-out: every publisher on one topic that every subscriber follows;
+   * shared: every publisher on its own topic, every subscriber a member of one shared group
+   * (`$share/bench/...+`), which as a whole should receive every message once.
    */
   pattern: TopicPattern;
 }
@@ -34,8 +39,13 @@ export interface SubscriberPlan {
   /** The loopback address the client's socket binds to; absent: the OS picks. */
   fromAddress?: string;
   filter: string;
-  /** Indexes of the publishers whose every message this subscription should receive. */
+  /**
+   * Indexes of the publishers whose every message this subscription should receive (with
+   * `group`: the group as a whole, each message once).
+   */
   expectsFrom: number[];
+  /** The shared group the subscription is a member of: losses are counted over its members. */
+  group?: string;
 }
 
 export interface ClientPlan {
@@ -77,6 +87,8 @@ export function planClients(
         return `${base}/in/${publisher}`;
       case "fan-out":
         return `${base}/out`;
+      case "shared":
+        return `${base}/sh/${publisher}`;
     }
   };
   const allPublishers = Array.from({ length: shape.publishers }, (_, i) => i);
@@ -103,6 +115,13 @@ export function planClients(
         return { ...common, filter: `${base}/in/+`, expectsFrom: allPublishers };
       case "fan-out":
         return { ...common, filter: `${base}/out`, expectsFrom: allPublishers };
+      case "shared":
+        return {
+          ...common,
+          filter: `${SHARE_GROUP_PREFIX}${base}/sh/+`,
+          expectsFrom: allPublishers,
+          group: SHARE_GROUP_PREFIX,
+        };
       default:
         throw new RangeError(`unknown topic pattern: ${String(shape.pattern)}`);
     }

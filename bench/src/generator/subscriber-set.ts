@@ -19,14 +19,20 @@ export function createLatencyHistogram(): Histogram {
 
 interface Subscription {
   plan: SubscriberPlan;
-  /** By publisher index. */
+  /** By publisher index; one map for all members of a shared group. */
   trackers: Map<number, SequenceTracker>;
+  /** Messages this subscription's client received (a group member's own share). */
+  received: number;
+  /** The group's first member here: the one whose report carries the group's losses. */
+  reportsGroup: boolean;
 }
 
 /**
  * The subscriptions of one generator process: per subscription and publisher, which sequence
  * numbers arrived (losses and duplicates); for the measurement window, how many messages
  * arrived and their end-to-end latency (send time from the payload, receive time here).
+ * Members of a shared group share their trackers: the group as a whole should receive each
+ * message once, so losses and duplicates are the group's (reported on its first member).
  */
 export class SubscriberSet {
   private readonly subscriptions: Subscription[] = [];
@@ -35,10 +41,19 @@ export class SubscriberSet {
   private windowStartNs = BigInt(Number.MAX_SAFE_INTEGER) * 1_000_000n;
   private windowEndNs = 0n;
   readonly histogram = createLatencyHistogram();
+  private readonly groups = new Map<string, Map<number, SequenceTracker>>();
 
   /** Attaches a connected, subscribed client to its subscription's accounting. */
   attach(client: MqttClient, plan: SubscriberPlan): void {
-    const subscription: Subscription = { plan, trackers: new Map() };
+    const shared = plan.group === undefined ? undefined : this.groups.get(plan.group);
+    const trackers = shared ?? new Map<number, SequenceTracker>();
+    if (plan.group !== undefined && shared === undefined) this.groups.set(plan.group, trackers);
+    const subscription: Subscription = {
+      plan,
+      trackers,
+      received: 0,
+      reportsGroup: shared === undefined,
+    };
     this.subscriptions.push(subscription);
     client.on("message", (_topic, payload) => this.accept(subscription, payload));
   }
@@ -49,6 +64,10 @@ export class SubscriberSet {
     this.windowEndNs = endNs;
   }
 
+  /**
+   * Messages received, a duplicate not counted again: what the coordinator waits for once the
+   * publishers stop (a group's redeliveries must not end that wait early).
+   */
   get received(): number {
     return this.receivedCount;
   }
@@ -73,14 +92,11 @@ export class SubscriberSet {
 
   /** Losses and duplicates per subscription, given how many each publisher published. */
   reports(published: Record<number, number>): SubscriptionReport[] {
-    return this.subscriptions.map(({ plan, trackers }) => {
-      let received = 0;
+    return this.subscriptions.map(({ plan, trackers, received, reportsGroup }) => {
       let duplicates = 0;
       let lost = 0;
-      for (const tracker of trackers.values()) {
-        received += tracker.distinct + tracker.duplicates;
-        duplicates += tracker.duplicates;
-      }
+      if (!reportsGroup) return { index: plan.index, received, lost, duplicates };
+      for (const tracker of trackers.values()) duplicates += tracker.duplicates;
       for (const publisher of plan.expectsFrom) {
         const count = published[publisher] ?? 0;
         lost += trackers.get(publisher)?.lost(count) ?? count;
@@ -98,8 +114,8 @@ export class SubscriberSet {
       tracker = new SequenceTracker();
       subscription.trackers.set(publisher, tracker);
     }
-    tracker.record(payload.readUInt32BE(4));
-    this.receivedCount++;
+    if (tracker.record(payload.readUInt32BE(4))) this.receivedCount++;
+    subscription.received++;
     if (now >= this.windowStartNs && now < this.windowEndNs) {
       this.windowReceivedCount++;
       const latencyMicros = Number((now - payload.readBigUInt64BE(8)) / 1000n);

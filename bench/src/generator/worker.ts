@@ -17,6 +17,7 @@ import type {
   WorkerMessage,
 } from "./messages.js";
 import { PublisherLoop } from "./publisher-loop.js";
+import { paceMessages } from "./service-pace.js";
 import { SubscriberSet } from "./subscriber-set.js";
 
 const PROGRESS_INTERVAL_MS = 250;
@@ -170,6 +171,7 @@ class SubscriberRole implements Role {
         );
         role.clients.push(client);
         role.set.attach(client, plan);
+        if (setup.serviceMs !== undefined) paceMessages(client, setup.serviceMs);
         await client.subscribeAsync(plan.filter, { qos: setup.qos });
       }),
     );

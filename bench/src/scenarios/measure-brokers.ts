@@ -49,6 +49,8 @@ export interface Measurement {
  */
 export interface LoadProbe {
   onStart(): void;
+  /** Once the subscribers have received what they will, while they are still connected. */
+  onSettled?(): Promise<void>;
   finish(row: ResultRow): Promise<void>;
 }
 
@@ -226,6 +228,7 @@ async function loadRow(
     const result = await runLoad(spec, context.cleanup, {
       watch: broker.processes,
       ...(probe ? { onStart: () => probe.onStart() } : {}),
+      ...(probe?.onSettled ? { onSettled: () => probe.onSettled?.() ?? Promise.resolve() } : {}),
       onProgress: ({ elapsedMs, published, received }) => {
         const seconds = (elapsedMs - lastAt) / 1000;
         const phase =
@@ -292,6 +295,13 @@ export function toRow(
     lost: result.lost,
     duplicates: result.duplicates,
     unacknowledged: result.unacknowledged,
+    ...(loadCase.pattern === "shared"
+      ? {
+          memberReceived: [...result.subscriptions]
+            .sort((a, b) => a.index - b.index)
+            .map((s) => s.received),
+        }
+      : {}),
     generatorProcesses: {
       publishers: result.generatorCpu.publisherProcesses.length,
       subscribers: result.generatorCpu.subscriberProcesses.length,

@@ -6,6 +6,7 @@ import { latency } from "./latency.js";
 import { mqtt5 } from "./mqtt5.js";
 import type { Scenario } from "./scenario.js";
 import { securityOverhead } from "./security-overhead.js";
+import { shared } from "./shared.js";
 import { stormScenario } from "./storm.js";
 import { subscribeStorm } from "./subscribe-storm.js";
 import { throughput } from "./throughput.js";
@@ -14,7 +15,7 @@ import { throughput } from "./throughput.js";
  * Every scenario `npm run bench -- <name>` knows. Each gets the same context (options,
  * cleanup registry, progress log); message-rate scenarios return rows, the others (connections,
  * storm, subscribe-storm, failover, security-overhead, flood) their own tables, cluster-cost and
- * mqtt5 both, all in the same JSON/Markdown report.
+ * mqtt5 and shared both, all in the same JSON/Markdown report.
  */
 export const SCENARIOS: readonly Scenario[] = [
   throughput,
@@ -27,6 +28,7 @@ export const SCENARIOS: readonly Scenario[] = [
   floodScenario,
   clusterCost,
   mqtt5,
+  shared,
 ];
 
 export function findScenario(name: string): Scenario {

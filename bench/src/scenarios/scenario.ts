@@ -78,6 +78,8 @@ export interface ResultRow {
   lost: number;
   duplicates: number;
   unacknowledged: number;
+  /** A shared group's members: messages each received in the whole run (the `shared` pattern). */
+  memberReceived?: number[];
   generatorProcesses: { publishers: number; subscribers: number };
   /** Percent of one core per generator process. */
   generatorCpu: { publishers: number[]; subscribers: number[]; saturated: boolean };
