@@ -260,7 +260,7 @@ const redisSchema = z.strictObject({
     .max(60_000)
     .default(HEARTBEAT_MS_DEFAULT)
     .describe(
-      "How often a node tells the others it lives. A node silent for 3 of these is dead: `sluice_cluster_nodes` drops it, and its clients' wills go out 3 to 7 of these after its crash.",
+      "How often a node tells the others it lives. A node silent for 3 of these is dead: `sluice_cluster_nodes` drops it, and its clients' wills go out 2 to 3¼ of these after its crash.",
     ),
   backpressure: z
     .strictObject({

@@ -1,5 +1,5 @@
 import type { Duplex } from "node:stream";
-import type { Aedes, AedesOptions, AedesPublishPacket, Client } from "aedes";
+import type { Aedes, AedesOptions, AedesPublishPacket, Client, PublishPacket } from "aedes";
 
 /**
  * Every read or write of aedes state that its public API does not offer, in one place, so an
@@ -332,4 +332,27 @@ export async function retainedTopics(broker: Aedes, filter: string): Promise<str
   const topics: string[] = [];
   for await (const packet of store.createRetainedStream(filter)) topics.push(packet.topic);
   return topics;
+}
+
+/**
+ * When this node last heard each node's heartbeat (Date.now() ms), this one included; aedes
+ * keeps the map and drops a node from it once its own will sweep finds the node dead.
+ */
+export function heartbeatsSeen(broker: Aedes): Readonly<Record<string, number>> {
+  // aedes stores Date.now() numbers (its types say Date)
+  return broker.brokers as unknown as Readonly<Record<string, number>>;
+}
+
+/**
+ * Publishes a dead node's stored will the way aedes' will sweep does: through the broker's
+ * authorizePublish hook with no client (Sluice's rules claim it cluster-wide there, or defer
+ * a delayed one), then to the subscribers. Resolves false when the hook refused it.
+ */
+export function publishStoredWill(broker: Aedes, will: PublishPacket): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    broker.authorizePublish(null, will, (refusal) => {
+      if (refusal) return resolve(false);
+      broker.publish(will, (error) => (error ? reject(error) : resolve(true)));
+    });
+  });
 }

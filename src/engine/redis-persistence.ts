@@ -434,6 +434,24 @@ export class RedisPersistence {
     return Readable.from(this.orphanedWills(brokers));
   }
 
+  /**
+   * The wills left with one broker (a node just found dead): an SSCAN of the will index that
+   * returns only that broker's entries, so the other nodes' wills are neither sent nor read.
+   */
+  async *willsLeftWith(brokerId: string): AsyncGenerator<StoredPacket> {
+    const match = `${escapeGlob(brokerId)}:*`;
+    const seen = new Set<string>();
+    const scan = this.db.sscanStream(this.keys.willIndex, { match, count: LOAD_BATCH });
+    for await (const chunk of scan) {
+      const owners = (chunk as string[])
+        // SSCAN may return an entry twice; `a:*` also matches a broker named `a:b`.
+        .filter((entry) => !seen.has(entry) && seen.add(entry))
+        .map((entry) => ({ entry, ...this.keys.parseWillIndexEntry(entry) }))
+        .filter((owner) => owner.brokerId === brokerId);
+      yield* this.loadWills(owners);
+    }
+  }
+
   /** Clients whose session holds exactly this filter (at QoS 1 or 2). */
   getClientList(filter: string): Readable {
     const clients = this.trie
@@ -679,20 +697,25 @@ export class RedisPersistence {
         .slice(start, start + LOAD_BATCH)
         .map((entry) => ({ entry, ...this.keys.parseWillIndexEntry(entry) }))
         .filter(({ brokerId }) => !brokers[brokerId]);
-      const wills = await Promise.all(
-        owners.map(({ brokerId, clientId }) =>
-          this.db.hgetBuffer(this.keys.wills(clientId), brokerId),
-        ),
-      );
-      for (let i = 0; i < owners.length; i++) {
-        const will = wills[i];
-        if (will === null || will === undefined) {
-          // An index entry left by a crash between its writes (see putWill).
-          void this.db.srem(this.keys.willIndex, (owners[i] as { entry: string }).entry);
-          continue;
-        }
-        yield msgpack.decode(will) as StoredPacket;
+      yield* this.loadWills(owners);
+    }
+  }
+
+  /** The wills that will index entries point to; an entry with no will is removed. */
+  private async *loadWills(owners: WillIndexEntry[]): AsyncGenerator<StoredPacket> {
+    const wills = await Promise.all(
+      owners.map(({ brokerId, clientId }) =>
+        this.db.hgetBuffer(this.keys.wills(clientId), brokerId),
+      ),
+    );
+    for (let i = 0; i < owners.length; i++) {
+      const will = wills[i];
+      if (will === null || will === undefined) {
+        // An index entry left by a crash between its writes (see putWill).
+        void this.db.srem(this.keys.willIndex, (owners[i] as WillIndexEntry).entry);
+        continue;
       }
+      yield msgpack.decode(will) as StoredPacket;
     }
   }
 
@@ -723,6 +746,13 @@ export class RedisPersistence {
     if (this.broadcast === undefined) throw new Error("persistence is not set up");
     return this.broadcast;
   }
+}
+
+/** An entry of the will index, parsed. */
+interface WillIndexEntry {
+  entry: string;
+  brokerId: string;
+  clientId: string;
 }
 
 /** What readAhead() reads of a session (read-sessions-2.lua). */

@@ -5,6 +5,7 @@ import type { SluiceConfig } from "../config/schema.js";
 import type { PatchedAedesOptions } from "../engine/aedes-internals.js";
 import { disconnectOnKeepaliveTimeout } from "../engine/aedes-internals.js";
 import type { BrokerSlot } from "../engine/broker-slot.js";
+import { DeadNodeWills } from "../engine/dead-node-wills.js";
 import type { DeparturePacer } from "../engine/departure-pacer.js";
 import type { Emitter } from "../engine/emitters.js";
 import { hardenBroker } from "../engine/engine-hardening.js";
@@ -177,6 +178,12 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
       epochOf: (client) => contexts.get(client)?.ownerEpoch,
       log: log.child({ module: "cluster" }),
     });
+    new DeadNodeWills(broker, {
+      heartbeatMs: parts.heartbeatMs,
+      store: fabric.persistence,
+      isFabricUp: () => fabric.isUp(),
+      log: log.child({ module: "cluster" }),
+    }).start();
   } else {
     useMemoryTimers(broker, (clientId) => backend.sessions.forget?.(clientId));
     broker.on("sessionExpired", () => parts.metrics.markSessionExpired());

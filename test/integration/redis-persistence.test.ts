@@ -376,6 +376,23 @@ for (const { name, start } of stores) {
       );
     });
 
+    it("wills left with one broker: only its own, whatever glob characters or colons the ids hold", async () => {
+      const prefix = newPrefix();
+      const ids = ["n*1", "n*1:x", "nX1", "n?1"];
+      const owners = await Promise.all(ids.map((id) => node(prefix, id)));
+      for (const [i, owner] of owners.entries()) {
+        await owner.persistence.putWill({ id: `c:${i}` }, { ...publish(`will/${i}`) });
+        await owner.persistence.putWill({ id: `d{${i}}` }, { ...publish(`will/${i}`) });
+      }
+      const reader = owners[2] as Node;
+      const wills = await drain(reader.persistence.willsLeftWith("n*1"));
+      assert.deepEqual(wills.map((w) => `${w.brokerId}/${w.clientId}`).sort(), [
+        "n*1/c:0",
+        "n*1/d{0}",
+      ]);
+      assert.deepEqual(await drain(reader.persistence.willsLeftWith("n")), []);
+    });
+
     it("subscriptions reach every node: loaded at start, broadcast after, re-read after a gap", async () => {
       const prefix = newPrefix();
       const a = await node(prefix, "node-a");

@@ -32,9 +32,12 @@ if (tahu === null) throw new Error("no spBv1.0 codec");
 const encode = (payload: UPayload): Buffer => Buffer.from(tahu.encodePayload(payload));
 const decode = (bytes: Buffer): UPayload => tahu.decodePayload(bytes);
 
-/** aedes' default: a node is dead after 3 silent heartbeats, its wills looked for every 4. */
+/**
+ * The default heartbeat: a node is dead after 3 silent heartbeats, and the survivor publishes
+ * its wills within a quarter heartbeat of that (aedes' own sweep alone: 3 to 7 heartbeats).
+ */
 const HEARTBEAT_MS = 1_000;
-const DEATH_BOUND_MS = 7 * HEARTBEAT_MS + 3_000;
+const DEATH_BOUND_MS = 4_500;
 const V5: IClientOptions = { protocolVersion: 5 };
 const GROUP = "Plant1";
 const EDGE = "edge-1";
