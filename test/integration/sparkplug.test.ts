@@ -20,7 +20,7 @@ import {
 } from "../../harness/mqtt-client.js";
 import { metricSum } from "../../harness/node-metrics.js";
 import { RedisServer } from "../../harness/redis-server.js";
-import { SluiceProcess } from "../../harness/sluice-process.js";
+import { type LogLine, SluiceProcess } from "../../harness/sluice-process.js";
 import { hashPassword } from "../../src/security/password-hash.js";
 
 /**
@@ -300,15 +300,20 @@ describe("Sparkplug B across two nodes behind HAProxy", () => {
       will: ndeathWill(0),
     });
     assert.equal(connack.reasonCode, 0x87);
-    const audited = nodes
-      .flatMap((n) => n.lines)
-      .filter((l) => l.event === "audit.sparkplug_refused");
-    assert.ok(
-      audited.some((l) => l.reason === "identity" && l.username === `${GROUP}.edge-2`),
+    const audited = (match: (l: LogLine) => boolean, what: string) =>
+      withDeadline(
+        Promise.race(
+          nodes.map((n) => n.waitForLog((l) => l.event === "audit.sparkplug_refused" && match(l))),
+        ),
+        5_000,
+        what,
+      );
+    await audited(
+      (l) => l.reason === "identity" && l.username === `${GROUP}.edge-2`,
       "audited with its identity",
     );
-    assert.ok(audited.some((l) => l.reason === "command"));
-    assert.ok(audited.some((l) => l.reason === "certificate"));
+    await audited((l) => l.reason === "command", "the command refusal audited");
+    await audited((l) => l.reason === "certificate", "the certificate refusal audited");
   });
 
   it("payload validation refuses malformed payloads, a wrong bdSeq and a bad STATE (0x99)", async () => {
@@ -324,13 +329,16 @@ describe("Sparkplug B across two nodes behind HAProxy", () => {
       before,
     );
     assert.equal(delivered?.topic, nodeTopic("NDATA"), "only the valid NDATA reached the host");
-    const audited = nodes
-      .flatMap((n) => n.lines)
-      .filter((l) => l.event === "audit.sparkplug_refused");
+    // The audit lines come over the nodes' stdout, which may trail the PUBACKs.
     for (const reason of ["malformed", "bdseq", "state_format"]) {
-      assert.ok(
-        audited.some((l) => l.reason === reason),
-        reason,
+      await withDeadline(
+        Promise.race(
+          nodes.map((n) =>
+            n.waitForLog((l) => l.event === "audit.sparkplug_refused" && l.reason === reason),
+          ),
+        ),
+        5_000,
+        `the audit line of ${reason}`,
       );
     }
   });
