@@ -63,7 +63,7 @@ async function memoryBackend(config: SluiceConfig, deps: BackendDeps): Promise<B
     willClaims: undefined,
     timers: undefined,
     deviceStore: config.registry ? await FileDeviceStore.open(config.registry.file) : undefined,
-    sharedGroups: new MemoryGroupStore(config.sharedSubscriptions),
+    sharedGroups: new MemoryGroupStore(sharedGroupLimits(config)),
     flapping: flapping === undefined ? undefined : FlappingGuard.inMemory(flapping),
     usernames,
     limitsRedis: undefined,
@@ -175,4 +175,13 @@ async function onFabric(
       await fabric.close();
     },
   };
+}
+
+/**
+ * A member's shared messages also wait in its connection's queue: one dropped there would stay
+ * with the member in Redis until it leaves, so a member holds no more than that queue takes.
+ */
+function sharedGroupLimits(config: SluiceConfig): { maxQueued: number; maxGroups: number } {
+  const { maxQueued, maxGroups } = config.sharedSubscriptions;
+  return { maxQueued: Math.min(maxQueued, config.limits.queue.maxQueuedPerClient), maxGroups };
 }

@@ -714,7 +714,7 @@ export const configSchema = z.strictObject({
         .max(1_000_000)
         .default(10_000)
         .describe(
-          "Messages a member holds unacknowledged, and messages a group keeps while no member is online (delivered to the next member that joins). Past it a message goes to another member, or is dropped and counted (`sluice_shared_dropped_total`).",
+          "Messages a member holds unacknowledged, and messages a group keeps while no member is online (delivered to the next member that joins); at most `limits.queue.maxQueuedPerClient` (a member's connection queue). Past it a message goes to another member, or is dropped and counted (`sluice_shared_dropped_total`).",
         ),
       maxGroups: z
         .number()
