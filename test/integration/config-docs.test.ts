@@ -89,6 +89,8 @@ limits:
   queue: { maxInflight: 20, maxQueuedPerClient: 1000, drainTimeoutMs: 10000, maxBufferedBytes: 262144 }
 shutdown: { drainSeconds: 20, publishWills: true, serverReference: "mqtt.plant.example:8883" }
 mqtt5: { receiveMaximum: 100, topicAliasMaximum: 10, maxSessionExpirySeconds: 604800 }
+sparkplug: { aware: true, rewriteDeathTimestamp: true, bindIdentity: { from: username, pattern: "{group}.{edge}", hostApplications: [scada-primary] }, validatePayloads: { groups: ["Plant*"] }, metricGroups: 100 }
+sharedSubscriptions: { strategy: round_robin, groups: [{ match: "historian-*", strategy: hash_topic }], maxQueued: 1000, maxGroups: 100 }
 admin:
   host: 127.0.0.1
   port: 0
