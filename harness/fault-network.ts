@@ -7,6 +7,15 @@ import { cleanUpOnExit } from "./reaper.js";
 
 const run = promisify(execFile);
 
+/** The test process' end of the network, usable as an end of a fault. */
+export const HOST = "host";
+const HUB = "hub";
+const TABLE = "sluice_chaos";
+const PREFIX = "sluice-chaos-";
+const LOCKS = join(tmpdir(), "sluice-chaos-subnets");
+
+let serial = 0;
+
 /**
  * Real network faults between processes of a test, in Linux network namespaces: each member
  * (Redis, a Sluice node) gets a namespace of its own, joined to the others through a bridge in
@@ -258,15 +267,6 @@ export class Fault {
     this.resolveHealed();
   }
 }
-
-/** The test process' end of the network, usable as an end of a fault. */
-export const HOST = "host";
-const HUB = "hub";
-const TABLE = "sluice_chaos";
-const PREFIX = "sluice-chaos-";
-const LOCKS = join(tmpdir(), "sluice-chaos-subnets");
-
-let serial = 0;
 
 function namespaceName(run: string, member: string): string {
   return `${PREFIX}${run}-${member}`;
