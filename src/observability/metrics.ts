@@ -1,6 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { ListenerType } from "../config/schema.js";
 import type { MqttProtocolLabel } from "../protocol/protocol-version.js";
+import { type OwnershipConflictCause, PartitionSeries } from "./partition-metrics.js";
 
 /** Numbers the metrics read from the live node at scrape time instead of counting per event. */
 export interface MetricsSources {
@@ -328,6 +329,27 @@ export class SluiceMetrics {
 
   markMessageSent(): void {
     this.unreportedSent++;
+  }
+
+  /** Network faults (issue 17): built on first use, so only nodes that use Redis have them. */
+  private partition: PartitionSeries | undefined;
+
+  private partitionSeries(): PartitionSeries {
+    this.partition ??= new PartitionSeries(this.registry);
+    return this.partition;
+  }
+
+  observeRedisRoundTrip(seconds: number): void {
+    this.partitionSeries().roundTrip.observe(seconds);
+  }
+
+  setFenced(fenced: boolean): void {
+    this.partitionSeries().fenced.set(fenced ? 1 : 0);
+    if (fenced) this.partitionSeries().fences.inc();
+  }
+
+  markOwnershipConflict(cause: OwnershipConflictCause): void {
+    this.partitionSeries().ownershipConflicts.inc({ cause });
   }
 
   /** Prometheus text exposition of every metric of this node. */
