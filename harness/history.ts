@@ -284,3 +284,16 @@ export class History {
 function key(publisher: string, topic: string, seq: number): string {
   return `${publisher}:${topic}#${seq}`;
 }
+
+/** Violations per property: how many, and the first one's detail (for reports and asserts). */
+export function tally(
+  violations: readonly Violation[],
+): Record<string, { count: number; first: string }> {
+  const byProperty: Record<string, { count: number; first: string }> = {};
+  for (const { property, detail } of violations) {
+    const entry = byProperty[property];
+    if (entry) entry.count++;
+    else byProperty[property] = { count: 1, first: detail };
+  }
+  return byProperty;
+}
