@@ -36,6 +36,14 @@ export interface ChaosReport {
   summary: ReturnType<History["summary"]>;
 }
 
+/**
+ * Known, not yet fixed (engine work, aedes' connect flow): a persistent session that resumes on
+ * another node gets live messages before its stored queue is drained (order), and a message
+ * published as it resumes reaches it both ways (a QoS 2 duplicate). Scenarios where sessions
+ * move assert every other property, and keep a `todo` test for these.
+ */
+export const RESUME_RACE = ["order", "no-qos2-duplicates"] as const;
+
 /** A report for a log line or a results file: violations tallied per property. */
 export function printable(report: ChaosReport): Record<string, unknown> {
   const { violations, ...rest } = report;

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { broken, type ChaosReport, printable, runChaos } from "../../harness/chaos-scenario.js";
+import {
+  broken,
+  type ChaosReport,
+  printable,
+  RESUME_RACE,
+  runChaos,
+} from "../../harness/chaos-scenario.js";
 
 /**
  * Issue 17, scenario 1: one node of two cut from Redis (packets dropped both ways, in network
@@ -49,10 +55,6 @@ describe("chaos: a node cut from Redis", () => {
     assert.notEqual(result.recoveredAfterMs, undefined);
   });
 
-  // Known: a persistent session resuming on another node gets live messages before its stored
-  // queue is drained (order), and a message published as it resumes both ways (a QoS 2
-  // duplicate). Engine work (aedes' connect flow); asserted in the todo test below.
-  const RESUME_RACE = ["order", "no-qos2-duplicates"] as const;
   const fencedRun = (): Promise<ChaosReport> =>
     runChaos({
       name: "node-redis-cut-5s-fenced",
