@@ -56,7 +56,12 @@ export class ChaosWorkload {
     return workload;
   }
 
-  /** The will topic of a will client, and the client ids of the will clients. */
+  /** The run's prefix of client ids and topics. */
+  get run(): string {
+    return this.options.run;
+  }
+
+  /** The client ids of the will clients still connected. */
   get willClientIds(): string[] {
     return [...this.willHolders.keys()];
   }
