@@ -18,7 +18,7 @@ export interface ChaosScenario {
    * Runs the fault with the workload going; resolves once it is healed (every fault removes
    * itself after its time, and the runner heals everything in any case).
    */
-  fault(cluster: ChaosCluster, workload: ChaosWorkload): Promise<void>;
+  fault(cluster: ChaosCluster, workload: ChaosWorkload, history: History): Promise<void>;
   /** How long the run may take to deliver what was acknowledged after the heal. */
   settleMs?: number;
 }
@@ -87,7 +87,7 @@ export async function runChaos(scenario: ChaosScenario): Promise<ChaosReport> {
     const fenced = watched?.process
       .waitForLog((l) => l.event === "redis.fenced" && Number(l.time) >= faultAt)
       .catch(() => undefined);
-    await scenario.fault(cluster, workload);
+    await scenario.fault(cluster, workload, history);
     await cluster.network.healAll();
     const healedAt = Date.now();
     const fencedLine = await Promise.race([fenced, Promise.resolve(undefined)]);

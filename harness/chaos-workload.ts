@@ -37,10 +37,16 @@ export class ChaosWorkload {
   private readonly unacked = new Set<Promise<unknown>>();
   /** Deliveries still owed: per subscriber, the acknowledged QoS 1/2 messages not yet got. */
   private readonly owed = new Map<string, Set<string>>();
+  /** Messages sent before this are not owed (see lostBefore). */
+  private owedFrom = 0;
+  private readonly sentAt = new Map<string, number>();
   /** Per subscriber, every message it got (an acknowledgement may come after the delivery). */
   private readonly got = new Map<string, Set<string>>();
   private owedWaiters: Array<() => void> = [];
   private publishing = false;
+  /** Per subscriber, when it last subscribed again on a session the broker had lost. */
+  readonly resubscribedAt = new Map<string, number>();
+  private readonly resubscribeWaiters = new Set<() => void>();
   readonly topics: string[] = [];
 
   private constructor(private readonly options: WorkloadOptions) {}
@@ -77,6 +83,46 @@ export class ChaosWorkload {
     this.willHolders.delete(clientId);
     client.options.reconnectPeriod = 0;
     client.stream.destroy();
+  }
+
+  /**
+   * Resolves once every subscriber has subscribed again on a lost session since `since` (ms
+   * since the epoch), or rejects after `ms`.
+   */
+  resubscribedSince(since: number, ms: number): Promise<void> {
+    const done = (): boolean =>
+      [...this.owed.keys()].every((id) => (this.resubscribedAt.get(id) ?? 0) >= since);
+    if (done()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.resubscribeWaiters.delete(check);
+        reject(new Error(`subscribers not subscribed again within ${ms} ms`));
+      }, ms);
+      const check = (): void => {
+        if (!done()) return;
+        clearTimeout(timer);
+        this.resubscribeWaiters.delete(check);
+        resolve();
+      };
+      this.resubscribeWaiters.add(check);
+    });
+  }
+
+  /**
+   * What was sent before `at` may be lost (Redis lost its data): neither owed to subscribers
+   * nor held to no-loss by the history.
+   */
+  lostBefore(at: number): void {
+    this.owedFrom = at;
+    this.options.history.checkLossFrom(at);
+    for (const owed of this.owed.values()) {
+      for (const id of owed) {
+        const seq = Number(id.slice(id.lastIndexOf("|") + 1));
+        const publisher = id.slice(0, id.lastIndexOf("|"));
+        const sentAt = this.sentAt.get(`${publisher}|${seq}`) ?? 0;
+        if (sentAt < at) owed.delete(id);
+      }
+    }
   }
 
   /** Stops every publisher's timer; what is in flight may still be acknowledged. */
@@ -122,7 +168,18 @@ export class ChaosWorkload {
       const id = `${run}-sub-${i}`;
       this.owed.set(id, new Set());
       this.got.set(id, new Set());
-      const client = await this.connect(id);
+      const client = await this.connect(id, { resubscribe: false });
+      // A session the broker no longer has (Redis lost its data): subscribe again, and say when.
+      client.on("connect", (connack) => {
+        if (connack.sessionPresent) return;
+        void client.subscribeAsync(`${run}/data/#`, { qos: 2 }).then(
+          () => {
+            this.resubscribedAt.set(id, Date.now());
+            for (const check of [...this.resubscribeWaiters]) check();
+          },
+          () => {},
+        );
+      });
       client.on("message", (topic, payload, packet) => {
         history.received(id, topic, payload, packet.qos);
         const parsed = parsePayload(payload);
@@ -160,10 +217,12 @@ export class ChaosWorkload {
         setInterval(() => {
           if (!this.publishing) return;
           const n = seq++;
+          const sentAt = Date.now();
           history.sent(id, topic, n, qos);
+          this.sentAt.set(`${id}|${n}`, sentAt);
           const sent = client.publishAsync(topic, payloadOf(id, n), { qos }).then(() => {
             history.acked(id, topic, n);
-            if (qos === 0) return;
+            if (qos === 0 || sentAt < this.owedFrom) return;
             for (const [subscriber, owed] of this.owed) {
               if (!this.got.get(subscriber)?.has(`${id}|${n}`)) owed.add(`${id}|${n}`);
             }

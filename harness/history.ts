@@ -31,6 +31,8 @@ export interface Violation {
 }
 
 interface SentMessage {
+  /** When it was sent (ms since the epoch). */
+  at: number;
   publisher: string;
   topic: string;
   seq: number;
@@ -71,6 +73,8 @@ export class History {
   private readonly willsSeen = new Map<string, number>();
   private readonly live = new Map<string, number>();
   private readonly retainedByNode = new Map<string, Map<string, string | undefined>>();
+  /** Messages sent before this (ms since the epoch) are not held to no-loss. */
+  private lossFrom = 0;
 
   /** A subscriber holds `topic` at `qos` for the whole run (a persistent session's). */
   subscribed(subscriber: string, topic: string, qos: Qos): void {
@@ -83,7 +87,14 @@ export class History {
   }
 
   sent(publisher: string, topic: string, seq: number, qos: Qos): void {
-    this.sentMessages.set(key(publisher, topic, seq), { publisher, topic, seq, qos, acked: false });
+    this.sentMessages.set(key(publisher, topic, seq), {
+      at: Date.now(),
+      publisher,
+      topic,
+      seq,
+      qos,
+      acked: false,
+    });
   }
 
   /** The broker acknowledged the message (PUBACK, or PUBCOMP for QoS 2). */
@@ -121,6 +132,14 @@ export class History {
       this.retainedByNode.set(node, topics);
     }
     topics.set(topic, payload);
+  }
+
+  /**
+   * No-loss applies only to messages sent from `at` on: for a fault that destroys what Redis
+   * held (a restart without its data), where what was stored before is gone by definition.
+   */
+  checkLossFrom(at: number): void {
+    this.lossFrom = at;
   }
 
   /** Every property the history breaks; empty when the run kept them all. */
@@ -185,6 +204,7 @@ export class History {
         if (!message.acked || subQos === undefined || Math.min(subQos, message.qos) === 0) {
           continue;
         }
+        if (message.at < this.lossFrom) continue;
         const id = key(message.publisher, message.topic, message.seq);
         if (!got.has(`${subscriber}\u0000${id}`)) missing.push(id);
       }
