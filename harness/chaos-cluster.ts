@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { DelayRelay } from "./delay-relay.js";
 import { FaultNetwork } from "./fault-network.js";
 import { HaProxy } from "./haproxy.js";
+import { RedisSentinels } from "./redis-sentinel.js";
 import { RedisServer } from "./redis-server.js";
 import { SluiceProcess } from "./sluice-process.js";
 
@@ -15,11 +16,13 @@ const HTTP_PORT = 9100;
 export interface ChaosNode {
   readonly name: string;
   readonly process: SluiceProcess;
-  /** Its address on the fault network. */
+  /** Its address on the fault network (loopback without one). */
   readonly host: string;
   /** Straight to the node, past the load balancer. */
-  readonly url: string;
-  readonly httpUrl: string;
+  url: string;
+  httpUrl: string;
+  mqttPort: number;
+  httpPort: number;
 }
 
 export interface ChaosClusterOptions {
@@ -29,6 +32,11 @@ export interface ChaosClusterOptions {
   redisThroughRelay?: boolean;
   /** YAML lines appended under `redis:` (indented by the caller, e.g. "  heartbeatMs: 250"). */
   redisConfig?: string;
+  /**
+   * Redis as a Sentinel group (a primary, a replica, three Sentinels) and the nodes on loopback,
+   * without a fault network: for a failover under load.
+   */
+  sentinels?: boolean;
 }
 
 /**
@@ -39,14 +47,23 @@ export interface ChaosClusterOptions {
 export class ChaosCluster {
   readonly nodes: ChaosNode[] = [];
   redis: RedisServer | undefined;
+  sentinels: RedisSentinels | undefined;
   lb: HaProxy | undefined;
   relay: DelayRelay | undefined;
   private dir: string | undefined;
 
-  private constructor(readonly network: FaultNetwork) {}
+  private constructor(private readonly faults: FaultNetwork | undefined) {}
+
+  /** The fault network the members run in (not for a Sentinel cluster, on loopback). */
+  get network(): FaultNetwork {
+    if (!this.faults) throw new Error("this cluster runs on loopback, without a fault network");
+    return this.faults;
+  }
 
   static async start(options: ChaosClusterOptions): Promise<ChaosCluster> {
-    const network = await FaultNetwork.create(["redis", ...options.nodes]);
+    const network = options.sentinels
+      ? undefined
+      : await FaultNetwork.create(["redis", ...options.nodes]);
     const cluster = new ChaosCluster(network);
     try {
       await cluster.open(options);
@@ -99,63 +116,60 @@ export class ChaosCluster {
     return held;
   }
 
+  /** Removes every fault in force. */
+  async healAll(): Promise<void> {
+    await this.faults?.healAll();
+  }
+
   /** Stops clients' ends first (HAProxy), then the nodes, Redis, and the network. */
   async stop(): Promise<void> {
-    await this.network.healAll().catch(() => {});
+    await this.healAll().catch(() => {});
     await this.lb?.stop();
     for (const node of this.nodes) node.process.kill();
     await Promise.all(this.nodes.map((n) => n.process.exited));
     await this.relay?.stop();
     await this.redis?.kill();
-    await this.network.destroy();
+    await this.sentinels?.stop();
+    await this.faults?.destroy();
     if (this.dir) await rm(this.dir, { recursive: true, force: true });
   }
 
   private async open(options: ChaosClusterOptions): Promise<void> {
-    const { network } = this;
     this.dir = await mkdtemp(join(tmpdir(), "sluice-chaos-"));
-    const redis = await RedisServer.start({
-      netns: { namespace: network.namespace("redis"), host: network.address("redis") },
-    });
-    this.redis = redis;
-    let redisUrl = redis.url;
-    if (options.redisThroughRelay) {
-      this.relay = await DelayRelay.start(network.hostAddress, {
-        host: redis.host,
-        port: redis.port,
-      });
-      redisUrl = `redis://${this.relay.host}:${this.relay.port}`;
-    }
+    const redisLines = await this.startRedis(options);
     const keyPrefix = `chaos${randomBytes(3).toString("hex")}:`;
+    const faults = this.faults;
     const started = options.nodes.map(async (name) => {
       const file = join(this.dir as string, `${name}.yaml`);
+      const host = faults ? "0.0.0.0" : "127.0.0.1";
       await writeFile(
         file,
         [
           `nodeId: ${name}`,
-          `listeners: [{ type: tcp, host: 0.0.0.0, port: ${MQTT_PORT} }]`,
-          `http: { host: 0.0.0.0, port: ${HTTP_PORT} }`,
+          `listeners: [{ type: tcp, host: ${host}, port: ${faults ? MQTT_PORT : 0} }]`,
+          `http: { host: ${host}, port: ${faults ? HTTP_PORT : 0} }`,
           "auth: { allowAnonymous: true }",
           "shutdown: { drainSeconds: 0 }",
           "log: { level: debug, format: json }",
           "redis:",
-          `  url: "${redisUrl}"`,
+          ...redisLines,
           `  keyPrefix: "${keyPrefix}"`,
           ...(options.redisConfig ? [options.redisConfig] : []),
           "",
         ].join("\n"),
       );
-      const process = SluiceProcess.spawnIn(network.namespace(name), ["start", "--config", file]);
-      const host = network.address(name);
-      const node: ChaosNode = {
-        name,
-        process,
-        host,
-        url: `mqtt://${host}:${MQTT_PORT}`,
-        httpUrl: `http://${host}:${HTTP_PORT}`,
-      };
+      const args = ["start", "--config", file];
+      const process = faults
+        ? SluiceProcess.spawnIn(faults.namespace(name), args)
+        : SluiceProcess.spawn(args);
+      const address = faults ? faults.address(name) : "127.0.0.1";
+      const node = { name, process, host: address, url: "", httpUrl: "", mqttPort: 0, httpPort: 0 };
       this.nodes.push(node);
-      await process.ready();
+      const { ports, httpPort } = await process.ready();
+      node.mqttPort = faults ? MQTT_PORT : Number(ports.tcp);
+      node.httpPort = faults ? HTTP_PORT : httpPort;
+      node.url = `mqtt://${address}:${node.mqttPort}`;
+      node.httpUrl = `http://${address}:${node.httpPort}`;
     });
     await Promise.all(started);
     this.nodes.sort((a, b) => options.nodes.indexOf(a.name) - options.nodes.indexOf(b.name));
@@ -163,9 +177,30 @@ export class ChaosCluster {
       this.nodes.map((n) => ({
         name: n.name,
         host: n.host,
-        mqttPort: MQTT_PORT,
-        httpPort: HTTP_PORT,
+        mqttPort: n.mqttPort,
+        httpPort: n.httpPort,
       })),
     );
+  }
+
+  /** Starts Redis (in the network, or as a Sentinel group) and returns the nodes' YAML for it. */
+  private async startRedis(options: ChaosClusterOptions): Promise<string[]> {
+    const network = this.faults;
+    if (!network) {
+      const sentinels = await RedisSentinels.start();
+      this.sentinels = sentinels;
+      const endpoints = sentinels.endpoints.map((e) => `{ host: ${e.host}, port: ${e.port} }`);
+      return [`  sentinels: [${endpoints.join(", ")}]`, `  name: ${sentinels.name}`];
+    }
+    const redis = await RedisServer.start({
+      netns: { namespace: network.namespace("redis"), host: network.address("redis") },
+    });
+    this.redis = redis;
+    if (!options.redisThroughRelay) return [`  url: "${redis.url}"`];
+    this.relay = await DelayRelay.start(network.hostAddress, {
+      host: redis.host,
+      port: redis.port,
+    });
+    return [`  url: "redis://${this.relay.host}:${this.relay.port}"`];
   }
 }

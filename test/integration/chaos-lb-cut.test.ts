@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import {
   broken,
   type ChaosReport,
+  once,
   printable,
   RESUME_RACE,
   runChaos,
@@ -17,7 +18,7 @@ import { HOST } from "../../harness/fault-network.js";
  * over, and node-a closes the old connections. After the heal at most one connection per client
  * id is left (the history's one-session check), and nothing acknowledged is lost.
  */
-async function lbCut(): Promise<{ result: ChaosReport; takenOverOnA: number }> {
+const lbCut = once(async (): Promise<{ result: ChaosReport; takenOverOnA: number }> => {
   let takenOverOnA = 0;
   const result = await runChaos({
     name: "node-lb-cut-5s",
@@ -30,7 +31,7 @@ async function lbCut(): Promise<{ result: ChaosReport; takenOverOnA: number }> {
     },
   });
   return { result, takenOverOnA };
-}
+});
 
 describe("chaos: a node cut from the load balancer", () => {
   it("clients move to node-b, node-a closes the connections it still held", async () => {

@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import {
   broken,
   type ChaosReport,
+  once,
   printable,
   RESUME_RACE,
   runChaos,
@@ -55,15 +56,17 @@ describe("chaos: a node cut from Redis", () => {
     assert.notEqual(result.recoveredAfterMs, undefined);
   });
 
-  const fencedRun = (): Promise<ChaosReport> =>
-    runChaos({
-      name: "node-redis-cut-5s-fenced",
-      cluster: {
-        nodes: ["node-a", "node-b"],
-        redisConfig: "  nodeLeaseSeconds: 3\n  heartbeatMs: 250",
-      },
-      ...cutNodeA(5_000),
-    });
+  const fencedRun = once(
+    (): Promise<ChaosReport> =>
+      runChaos({
+        name: "node-redis-cut-5s-fenced",
+        cluster: {
+          nodes: ["node-a", "node-b"],
+          redisConfig: "  nodeLeaseSeconds: 3\n  heartbeatMs: 250",
+        },
+        ...cutNodeA(5_000),
+      }),
+  );
 
   // The fence goes up 2 s (two thirds of the lease) after the last answer, which came up to one
   // probe (500 ms) before the cut.
