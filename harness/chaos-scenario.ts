@@ -16,12 +16,16 @@ export interface ChaosScenario {
   warmupMs?: number;
   /**
    * Runs the fault with the workload going; resolves once it is healed (every fault removes
-   * itself after its time, and the runner heals everything in any case).
+   * itself after its time, and the runner heals everything in any case), with figures of its
+   * own for the report, if any.
    */
-  fault(cluster: ChaosCluster, workload: ChaosWorkload, history: History): Promise<void>;
+  fault(cluster: ChaosCluster, workload: ChaosWorkload): Promise<ChaosExtra | undefined>;
   /** How long the run may take to deliver what was acknowledged after the heal. */
   settleMs?: number;
 }
+
+/** A scenario's own figures (e.g. when a Sentinel switched), in its report. */
+export type ChaosExtra = Record<string, number | boolean | undefined>;
 
 export interface ChaosReport {
   name: string;
@@ -34,6 +38,7 @@ export interface ChaosReport {
   faultMs: number;
   violations: Violation[];
   summary: ReturnType<History["summary"]>;
+  extra: ChaosExtra;
 }
 
 /**
@@ -48,6 +53,11 @@ export const RESUME_RACE = ["order", "no-qos2-duplicates"] as const;
 export function printable(report: ChaosReport): Record<string, unknown> {
   const { violations, ...rest } = report;
   return { ...rest, violations: tally(violations) };
+}
+
+/** Writes the report as one TAP comment line (the test runner's output keeps it). */
+export function logReport(report: ChaosReport): void {
+  process.stdout.write(`# ${JSON.stringify(printable(report))}\n`);
 }
 
 /** The violations of the properties a scenario asserts (all but `except`), tallied. */
@@ -87,7 +97,7 @@ export async function runChaos(scenario: ChaosScenario): Promise<ChaosReport> {
     const fenced = watched?.process
       .waitForLog((l) => l.event === "redis.fenced" && Number(l.time) >= faultAt)
       .catch(() => undefined);
-    await scenario.fault(cluster, workload, history);
+    const extra = (await scenario.fault(cluster, workload)) ?? {};
     await cluster.healAll();
     const healedAt = Date.now();
     const fencedLine = await Promise.race([fenced, Promise.resolve(undefined)]);
@@ -110,6 +120,7 @@ export async function runChaos(scenario: ChaosScenario): Promise<ChaosReport> {
       faultMs: healedAt - faultAt,
       violations: history.check(),
       summary: history.summary(),
+      extra,
     };
   } finally {
     await workload?.end();

@@ -112,7 +112,7 @@ export class ChaosWorkload {
    * What was sent before `at` may be lost (Redis lost its data): neither owed to subscribers
    * nor held to no-loss by the history.
    */
-  lostBefore(at: number): void {
+  lostBefore(at: number = Date.now()): void {
     this.owedFrom = at;
     this.options.history.checkLossFrom(at);
     for (const owed of this.owed.values()) {

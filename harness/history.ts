@@ -163,6 +163,8 @@ export class History {
     duplicates: number;
     /** QoS 0 messages (as delivered) a subscriber of their topic never got: allowed. */
     qos0Lost: number;
+    /** Acknowledged QoS 1/2 messages a subscriber never got, summed over subscribers. */
+    lostAcknowledged: number;
   } {
     const seen = new Set<string>();
     let duplicates = 0;
@@ -188,15 +190,24 @@ export class History {
       delivered: this.deliveries.length,
       duplicates,
       qos0Lost,
+      lostAcknowledged: [...this.missingAcknowledged().values()].reduce((n, m) => n + m.length, 0),
     };
   }
 
   /** [MQTT-4.3.2/4.3.3] An acknowledged QoS 1/2 message reaches every QoS 1/2 subscriber. */
   private checkNoLoss(): Violation[] {
+    return [...this.missingAcknowledged()].map(([subscriber, missing]) => ({
+      property: "no-loss",
+      detail: `${subscriber} lost ${missing.length} acknowledged: ${missing.slice(0, 5).join(", ")}`,
+    }));
+  }
+
+  /** Per subscriber that lost any, the acknowledged QoS 1/2 messages it never got. */
+  private missingAcknowledged(): Map<string, string[]> {
     const got = new Set(
       this.deliveries.map((d) => `${d.subscriber}\u0000${key(d.publisher, d.topic, d.seq)}`),
     );
-    const violations: Violation[] = [];
+    const lost = new Map<string, string[]>();
     for (const [subscriber, topics] of this.subscriptions) {
       const missing: string[] = [];
       for (const message of this.sentMessages.values()) {
@@ -208,14 +219,9 @@ export class History {
         const id = key(message.publisher, message.topic, message.seq);
         if (!got.has(`${subscriber}\u0000${id}`)) missing.push(id);
       }
-      if (missing.length > 0) {
-        violations.push({
-          property: "no-loss",
-          detail: `${subscriber} lost ${missing.length} acknowledged: ${missing.slice(0, 5).join(", ")}`,
-        });
-      }
+      if (missing.length > 0) lost.set(subscriber, missing);
     }
-    return violations;
+    return lost;
   }
 
   private checkNoQos2Duplicates(): Violation[] {

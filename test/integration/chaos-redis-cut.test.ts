@@ -1,13 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import {
-  broken,
-  type ChaosReport,
-  once,
-  printable,
-  RESUME_RACE,
-  runChaos,
-} from "../../harness/chaos-scenario.js";
+import { redisCut } from "../../harness/chaos-matrix.js";
+import { broken, logReport, once, RESUME_RACE, runChaos } from "../../harness/chaos-scenario.js";
 
 /**
  * Issue 17, scenario 1: one node of two cut from Redis (packets dropped both ways, in network
@@ -16,63 +10,30 @@ import {
  * duplicate, order kept, one live connection per client id, wills only for connections lost,
  * retained messages alike on both nodes. The 60 s cut is in the bench (`npm run bench -- chaos`).
  */
-function report(result: ChaosReport): void {
-  process.stdout.write(`# ${JSON.stringify(printable(result))}\n`);
-}
-
-const cutNodeA = (ms: number) => ({
-  watched: "node-a",
-  fault: async ({
-    network,
-  }: {
-    network: import("../../harness/fault-network.js").FaultNetwork;
-  }) => {
-    await network.cut("node-a", "redis", ms).healed;
-  },
-});
-
 describe("chaos: a node cut from Redis", () => {
   it("200 ms cut: the node keeps its clients and nothing acknowledged is lost", async () => {
-    const result = await runChaos({
-      name: "node-redis-cut-200ms",
-      cluster: { nodes: ["node-a", "node-b"] },
-      ...cutNodeA(200),
-    });
-    report(result);
+    const result = await runChaos(redisCut(200));
+    logReport(result);
     assert.deepEqual(broken(result), {});
     assert.equal(result.fencedAfterMs, undefined, "no fence for a blip");
     assert.notEqual(result.recoveredAfterMs, undefined, "every acknowledged message delivered");
   });
 
   it("5 s cut, shorter than the fence: clients stay, no will goes out for them", async () => {
-    const result = await runChaos({
-      name: "node-redis-cut-5s",
-      cluster: { nodes: ["node-a", "node-b"] },
-      ...cutNodeA(5_000),
-    });
-    report(result);
+    const result = await runChaos(redisCut(5_000));
+    logReport(result);
     assert.deepEqual(broken(result), {});
     assert.equal(result.fencedAfterMs, undefined);
     assert.notEqual(result.recoveredAfterMs, undefined);
   });
 
-  const fencedRun = once(
-    (): Promise<ChaosReport> =>
-      runChaos({
-        name: "node-redis-cut-5s-fenced",
-        cluster: {
-          nodes: ["node-a", "node-b"],
-          redisConfig: "  nodeLeaseSeconds: 3\n  heartbeatMs: 250",
-        },
-        ...cutNodeA(5_000),
-      }),
-  );
+  const fencedRun = once(() => runChaos(redisCut(5_000, 3)));
 
   // The fence goes up 2 s (two thirds of the lease) after the last answer, which came up to one
   // probe (500 ms) before the cut.
   it("5 s cut, longer than the fence (3 s lease): the node fences, its clients move", async () => {
     const result = await fencedRun();
-    report(result);
+    logReport(result);
     assert.deepEqual(broken(result, RESUME_RACE), {});
     const fenced = result.fencedAfterMs;
     assert.ok(
@@ -87,8 +48,7 @@ describe("chaos: a node cut from Redis", () => {
     "sessions that move off a fenced node keep order and QoS 2 once",
     { todo: "resume race" },
     async () => {
-      const result = await fencedRun();
-      assert.deepEqual(broken(result), {});
+      assert.deepEqual(broken(await fencedRun()), {});
     },
   );
 });

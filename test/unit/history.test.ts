@@ -35,6 +35,7 @@ describe("history checker", () => {
       delivered: 6,
       duplicates: 0,
       qos0Lost: 0,
+      lostAcknowledged: 0,
     });
   });
 
@@ -45,6 +46,7 @@ describe("history checker", () => {
     history.received("sub2", "t", payloadOf("pub", 3), 1);
     assert.deepEqual(properties(history.check()), ["no-loss"]);
     assert.match(history.check()[0]?.detail ?? "", /sub1 lost 1 acknowledged: pub:t#3/);
+    assert.equal(history.summary().lostAcknowledged, 1);
   });
 
   it("no-loss: unacknowledged and QoS 0 messages may be lost (counted, not violations)", () => {
@@ -119,6 +121,16 @@ describe("history checker", () => {
     absent.retained("node-a", "r3", "x");
     absent.retained("node-b", "r3", undefined);
     assert.deepEqual(properties(absent.check()), ["retained-converge"]);
+  });
+
+  it("no-loss: from checkLossFrom on only (a fault that destroys what Redis held)", () => {
+    const history = cleanRun();
+    history.sent("pub", "t", 3, 1);
+    history.acked("pub", "t", 3);
+    history.checkLossFrom(Date.now() + 1);
+    assert.deepEqual(history.check(), []);
+    history.checkLossFrom(0);
+    assert.deepEqual(properties(history.check()), ["no-loss", "no-loss"]);
   });
 
   it("refuses an acknowledgement of a message never sent (a broken test, not a broker fault)", () => {

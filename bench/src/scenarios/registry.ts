@@ -1,3 +1,4 @@
+import { chaosScenario } from "./chaos.js";
 import { clusterCost } from "./cluster-cost.js";
 import { connections } from "./connections.js";
 import { failoverScenario } from "./failover.js";
@@ -27,6 +28,7 @@ export const SCENARIOS: readonly Scenario[] = [
   floodScenario,
   clusterCost,
   mqtt5,
+  chaosScenario,
 ];
 
 export function findScenario(name: string): Scenario {
