@@ -23,7 +23,7 @@ function row(report: ChaosReport): Record<string, TableCell> {
     sent: summary.sent,
     acknowledged: summary.acked,
     "lost (acknowledged)": summary.lostAcknowledged,
-    "QoS 1 duplicates": summary.duplicates,
+    "duplicates (QoS 1 and 2)": summary.duplicates,
     "QoS 2 duplicates": count("no-qos2-duplicates"),
     "out of order": count("order"),
     "QoS 0 lost": summary.qos0Lost,
