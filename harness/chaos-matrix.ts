@@ -45,6 +45,22 @@ export function redisCut(ms: number, leaseSeconds?: number): ChaosScenario {
   };
 }
 
+/**
+ * 1. One way only: Redis' packets to node-a dropped for `ms`, node-a's still arrive (its
+ * PUBLISHes reach the other nodes; no answer reaches it, so it acknowledges nothing).
+ */
+export function redisCutOneWay(ms: number): ChaosScenario {
+  return {
+    name: `redis-to-node-cut-${seconds(ms)}-one-way`,
+    cluster: twoNodes(),
+    watched: "node-a",
+    fault: async ({ network }) => {
+      await network.cut("redis", "node-a", ms, { oneWay: true }).healed;
+      return undefined;
+    },
+  };
+}
+
 /** 2. Every node's Redis link `delayMs` slower each way (a delay relay) for `ms`. */
 export function redisLatency(delayMs: number, ms = 5_000): ChaosScenario {
   return {
@@ -197,6 +213,7 @@ export function fullMatrix(): ChaosScenario[] {
     redisCut(5_000),
     redisCut(60_000),
     redisCut(5_000, 3),
+    redisCutOneWay(5_000),
     redisLatency(50),
     redisLatency(500),
     redisLoss(5),

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { redisCut } from "../../harness/chaos-matrix.js";
+import { redisCut, redisCutOneWay } from "../../harness/chaos-matrix.js";
 import { broken, logReport, once, RESUME_RACE, runChaos } from "../../harness/chaos-scenario.js";
 
 /**
@@ -21,6 +21,14 @@ describe("chaos: a node cut from Redis", () => {
 
   it("5 s cut, shorter than the fence: clients stay, no will goes out for them", async () => {
     const result = await runChaos(redisCut(5_000));
+    logReport(result);
+    assert.deepEqual(broken(result), {});
+    assert.equal(result.fencedAfterMs, undefined);
+    assert.notEqual(result.recoveredAfterMs, undefined);
+  });
+
+  it("5 s one-way cut (Redis to node-a): nothing acknowledged lost, no will, no fence", async () => {
+    const result = await runChaos(redisCutOneWay(5_000));
     logReport(result);
     assert.deepEqual(broken(result), {});
     assert.equal(result.fencedAfterMs, undefined);

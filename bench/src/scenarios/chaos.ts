@@ -42,7 +42,7 @@ function row(report: ChaosReport): Record<string, TableCell> {
 export const chaosScenario: Scenario = {
   name: "chaos",
   description:
-    "Network faults under QoS 0/1/2 load (issue 17): node-Redis cuts 200 ms/5 s/60 s, +50/+500 ms, 5 % loss, node-LB cut, one client id on both sides, Sentinel failover, Redis restart without data; time until fenced/recovered, losses, duplicates",
+    "Network faults under QoS 0/1/2 load (issue 17): node-Redis cuts 200 ms/5 s/60 s (and one way), +50/+500 ms, 5 % loss, node-LB cut, one client id on both sides, Sentinel failover, Redis restart without data; time until fenced/recovered, losses, duplicates",
   inDefaultSet: false,
   async run(context): Promise<ScenarioOutput> {
     const { quick } = context.options;
