@@ -30,10 +30,10 @@ Scenarios:
                               <= 1.2x): sluice, sluice-redis, mosquitto (a reference); --quick:
                               full speed QoS 0 and 5,000 msg/s QoS 1, the --quick brokers
   chaos                       network faults under QoS 0/1/2 load (issue 17; root: network
-                              namespaces, nftables): node-Redis cuts 200 ms, 5 s, 60 s, one way, +50/+500
-                              ms, 5 % loss, node-LB cut, one client id on both sides, Sentinel
-                              failover, Redis restart without data (about 5 min); --quick: three
-                              short ones
+                              namespaces, nftables): node-Redis cuts 200 ms, 5 s, 60 s and one
+                              way, +50/+500 ms, 5 % loss, node-LB cut, one client id on both
+                              sides, Sentinel failover, Redis restart without data (about 5
+                              min); --quick: three short ones
 
 Options:
   --quick                     a smoke run of a few seconds per broker (also BENCH_QUICK=1):
