@@ -259,7 +259,7 @@ const redisSchema = z.strictObject({
     .max(60_000)
     .default(HEARTBEAT_MS_DEFAULT)
     .describe(
-      "How often a node tells the others it lives. A node silent for 3 of these is dead: `sluice_cluster_nodes` drops it, and its clients' wills go out 3 to 7 of these after its crash.",
+      "How often a node tells the others it lives. A node silent for 3 of these is dead: `sluice_cluster_nodes` drops it, and its clients' wills go out at the next will pass (every 4 of these) once its lease (`nodeLeaseSeconds`) has run out too.",
     ),
   backpressure: z
     .strictObject({
