@@ -15,6 +15,11 @@ export interface ChaosScenario {
   /** Traffic before the fault, in ms. */
   warmupMs?: number;
   /**
+   * Whether one will client is killed (socket destroyed) 100 ms into the fault, its will then
+   * due exactly once (default true). Off where the fault loses what Redis held.
+   */
+  killWill?: boolean;
+  /**
    * Runs the fault with the workload going; resolves once it is healed (every fault removes
    * itself after its time, and the runner heals everything in any case), with figures of its
    * own for the report, if any.
@@ -97,7 +102,20 @@ export async function runChaos(scenario: ChaosScenario): Promise<ChaosReport> {
     const fenced = watched?.process
       .waitForLog((l) => l.event === "redis.fenced" && Number(l.time) >= faultAt)
       .catch(() => undefined);
-    const extra = (await scenario.fault(cluster, workload)) ?? {};
+    const running = workload;
+    const kill =
+      scenario.killWill === false
+        ? undefined
+        : setTimeout(() => {
+            const id = running.willClientIds[1];
+            if (id !== undefined) running.killWillClient(id);
+          }, 100);
+    let extra: ChaosExtra;
+    try {
+      extra = (await scenario.fault(cluster, workload)) ?? {};
+    } finally {
+      clearTimeout(kill);
+    }
     await cluster.healAll();
     const healedAt = Date.now();
     const fencedLine = await Promise.race([fenced, Promise.resolve(undefined)]);

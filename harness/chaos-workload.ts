@@ -33,6 +33,8 @@ export const RETAINED_TOPICS = 3;
 export class ChaosWorkload {
   private readonly clients: MqttClient[] = [];
   private readonly willHolders = new Map<string, MqttClient>();
+  /** Will clients killed whose will has not arrived yet. */
+  private readonly willsDue = new Set<string>();
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly unacked = new Set<Promise<unknown>>();
   /** Deliveries still owed: per subscriber, the acknowledged QoS 1/2 messages not yet got. */
@@ -81,6 +83,7 @@ export class ChaosWorkload {
     if (!client) throw new Error(`no will client ${clientId}`);
     this.options.history.expectWill(clientId, "once");
     this.willHolders.delete(clientId);
+    this.willsDue.add(clientId);
     client.options.reconnectPeriod = 0;
     client.stream.destroy();
   }
@@ -133,7 +136,8 @@ export class ChaosWorkload {
 
   /**
    * Waits (up to `ms`) for every PUBLISH sent to be acknowledged or given up, then for every
-   * subscriber to have each acknowledged QoS 1/2 message; resolves with whether all arrived.
+   * subscriber to have each acknowledged QoS 1/2 message, and for the wills of killed clients;
+   * resolves with whether all arrived.
    */
   async settle(ms: number): Promise<boolean> {
     const deadline = Date.now() + ms;
@@ -191,7 +195,9 @@ export class ChaosWorkload {
     const watcher = await this.connect(`${run}-willwatch`);
     watcher.on("message", (topic) => {
       const clientId = topic.slice(`${run}/will/`.length);
-      if (topic.startsWith(`${run}/will/`)) history.willPublished(clientId);
+      if (!topic.startsWith(`${run}/will/`)) return;
+      history.willPublished(clientId);
+      if (this.willsDue.delete(clientId)) this.delivered("", "");
     });
     await watcher.subscribeAsync(`${run}/will/#`, { qos: 2 });
     for (let i = 0; i < willClients; i++) {
@@ -248,6 +254,7 @@ export class ChaosWorkload {
     void tracked.then(() => this.unacked.delete(tracked));
   }
 
+  /** A delivery (or a due will: no subscriber) arrived: wake settle() once all have. */
   private delivered(subscriber: string, id: string): void {
     this.got.get(subscriber)?.add(id);
     this.owed.get(subscriber)?.delete(id);
@@ -258,7 +265,7 @@ export class ChaosWorkload {
   }
 
   private allDelivered(): boolean {
-    return [...this.owed.values()].every((owed) => owed.size === 0);
+    return this.willsDue.size === 0 && [...this.owed.values()].every((owed) => owed.size === 0);
   }
 
   private deliveredWithin(ms: number): Promise<boolean> {
