@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { observeAfterHeal } from "./chaos-checks.js";
 import { ChaosCluster, type ChaosClusterOptions } from "./chaos-cluster.js";
 import { ChaosWorkload, type WorkloadOptions } from "./chaos-workload.js";
+import { withDeadline } from "./deadline.js";
 import { History, tally, type Violation } from "./history.js";
 
 export interface ChaosScenario {
@@ -121,8 +122,12 @@ export async function runChaos(scenario: ChaosScenario): Promise<ChaosReport> {
     const fencedLine = await Promise.race([fenced, Promise.resolve(undefined)]);
     let readyAgainMs: number | undefined;
     if (fencedLine !== undefined && watched) {
-      const line = await watched.process.waitForLog(
-        (l) => l.event === "redis.unfenced" && Number(l.time) >= Number(fencedLine.time),
+      const line = await withDeadline(
+        watched.process.waitForLog(
+          (l) => l.event === "redis.unfenced" && Number(l.time) >= Number(fencedLine.time),
+        ),
+        30_000,
+        `${watched.name} serving again after the heal`,
       );
       readyAgainMs = Math.max(0, Number(line.time) - healedAt);
     }

@@ -69,7 +69,7 @@ export const chaosScenario: Scenario = {
           columns,
           rows,
           notes: [
-            "workload through HAProxy: a QoS 0 publisher, two QoS 1 and two QoS 2 publishers (one message per 20 ms each), two QoS 2 subscribers, four will holders, a retained publisher; all persistent sessions, mqtt.js reconnecting every 250 ms",
+            "workload through HAProxy: a QoS 0 publisher, two QoS 1 and two QoS 2 publishers (one message per 20 ms each), two QoS 2 subscribers, four will holders (one killed 100 ms into the fault, its will due once; not in redis-restart-empty), a retained publisher; all persistent sessions, mqtt.js reconnecting every 250 ms",
             "nodes and Redis in network namespaces; cuts and loss are nftables rules, latency a delay relay (no sch_netem in this kernel); -lease3s runs use nodeLeaseSeconds 3 and heartbeatMs 250 (fence after 2 s), the others the defaults (fence after 10 s)",
             "fenced after: from the fault to redis.fenced; ready after heal: from the heal to redis.unfenced; recovered after heal: until every acknowledged QoS 1/2 message had reached every subscriber",
             "lost (acknowledged): acknowledged QoS 1/2 messages a subscriber never got (for redis-restart-empty: counted from the subscribers' resubscription on, what Redis held before is lost by definition)",
