@@ -12,6 +12,8 @@ export interface Backend {
   mqttPort: number;
   /** The node's HTTP port: HAProxy sends new connections only to nodes whose /readyz is 200. */
   httpPort: number;
+  /** The node's address: loopback unless it runs in a fault network's namespace. */
+  host?: string;
 }
 
 /**
@@ -39,7 +41,8 @@ export class HaProxy {
     const proxyHeader = options.sendProxyV2 ? " send-proxy-v2" : "";
     const servers = backends
       .map(
-        (b) => `  server ${b.name} 127.0.0.1:${b.mqttPort} check port ${b.httpPort}${proxyHeader}`,
+        (b) =>
+          `  server ${b.name} ${b.host ?? "127.0.0.1"}:${b.mqttPort} check port ${b.httpPort}${proxyHeader}`,
       )
       .join("\n");
     const config = `global

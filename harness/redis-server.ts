@@ -18,6 +18,8 @@ export interface RedisServerOptions {
   tls?: { cert: string; key: string; ca: string };
   /** Extra config directives, one word each: ["--user", "sluice", "on", ">secret", "+@all"]. */
   args?: string[];
+  /** Runs inside this network namespace, bound to `host` there (harness/fault-network.ts). */
+  netns?: { namespace: string; host: string };
 }
 
 /**
@@ -41,8 +43,13 @@ export class RedisServer {
     private readonly options: RedisServerOptions,
   ) {}
 
+  /** The address it is bound to: loopback, or its address in a fault network. */
+  get host(): string {
+    return this.options.netns?.host ?? "127.0.0.1";
+  }
+
   get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
+    return `redis://${this.host}:${this.port}`;
   }
 
   /** Starts a server on a fresh port, retrying if the port was taken in between. */
@@ -70,7 +77,7 @@ export class RedisServer {
       ...(tls === undefined
         ? ["--port", String(this.port)]
         : ["--port", "0", "--tls-port", String(this.port)]),
-      ...["--bind", "127.0.0.1", "--loglevel", "notice"],
+      ...["--bind", this.host, "--loglevel", "notice"],
     ];
     const args =
       sentinelConfig === undefined
@@ -90,6 +97,8 @@ export class RedisServer {
       args.push("--tls-cert-file", tls.cert, "--tls-key-file", tls.key);
       args.push("--tls-ca-cert-file", tls.ca, "--tls-auth-clients", "yes");
     }
+    // A fault network's addresses are private to the test: no need for loopback-only mode.
+    if (this.options.netns !== undefined) args.push("--protected-mode", "no");
     args.push(...(this.options.args ?? []));
     const ready =
       sentinelConfig !== undefined
@@ -97,7 +106,14 @@ export class RedisServer {
         : replicaOf !== undefined
           ? /MASTER <-> REPLICA sync: Finished with success/
           : /Ready to accept connections/;
-    const child = spawn("redis-server", args, { stdio: ["ignore", "pipe", "pipe"] });
+    const { netns } = this.options;
+    const command =
+      netns === undefined
+        ? ["redis-server"]
+        : ["ip", "netns", "exec", netns.namespace, "redis-server"];
+    const child = spawn(command[0] as string, [...command.slice(1), ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     reapOnExit(child);
     this.process = child;
     this.output = [];
@@ -222,7 +238,7 @@ export class RedisServer {
   }
 
   private async roundTrip(...commands: string[][]): Promise<string> {
-    const socket = connect({ port: this.port, host: "127.0.0.1" });
+    const socket = connect({ port: this.port, host: this.host });
     const request = commands
       .map(
         (args) =>

@@ -77,6 +77,15 @@ export class SluiceProcess {
     return new SluiceProcess(child);
   }
 
+  /** A node run inside a network namespace (harness/fault-network.ts): `ip netns exec` execs it. */
+  static spawnIn(namespace: string, args: string[], env: NodeJS.ProcessEnv = {}): SluiceProcess {
+    const child = spawn("ip", ["netns", "exec", namespace, process.execPath, CLI, ...args], {
+      env: { PATH: process.env.PATH, SLUICE_LOG_LEVEL: "debug", ...env },
+    });
+    reapOnExit(child);
+    return new SluiceProcess(child);
+  }
+
   private accept(text: string): void {
     let line: LogLine;
     try {

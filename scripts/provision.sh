@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings the real parts that the tests and the benchmark drive (never mocked): Debian's Redis,
-# Sentinel, HAProxy, Mosquitto and its clients, OpenSSL and nftables, and pinned helm and
+# Sentinel, HAProxy, Mosquitto and its clients, OpenSSL, nftables and iproute2 (the chaos
+# tests' network namespaces: run as root), and pinned helm and
 # kustomize built with `go install` into the git-ignored .tools/bin, which the tests look in
 # first. Run by `npm test` (pretest), .ci/run and `npm run bench`. Idempotent, and quick when
 # everything is there. When it cannot install (not root, no Go), it stops before any test with
@@ -12,7 +13,7 @@ tools="$root/.tools/bin"
 # command -> Debian package
 declare -A debian=([openssl]=openssl [redis-server]=redis-server [redis-sentinel]=redis-sentinel
   [haproxy]=haproxy [mosquitto]=mosquitto [mosquitto_pub]=mosquitto-clients
-  [mosquitto_sub]=mosquitto-clients [nft]=nftables)
+  [mosquitto_sub]=mosquitto-clients [nft]=nftables [ip]=iproute2)
 # tool -> Go module at its pinned version
 declare -A go_tools=([helm]=helm.sh/helm/v3/cmd/helm@v3.22.0
   [kustomize]=sigs.k8s.io/kustomize/kustomize/v5@v5.8.2)

@@ -168,7 +168,8 @@ export class SluiceNode {
     const opened = await openListeners({
       ...parts,
       ...{ admission, subscribePacer, byteMeter: this.byteMeter },
-      accepting: () => this.state === "ready",
+      // A fenced node cannot claim a client id: refused at once, the client tries elsewhere.
+      accepting: () => this.state === "ready" && this.backend?.fence?.fenced !== true,
     });
     this.listeners = opened.listeners;
     const admin =

@@ -35,6 +35,11 @@ Scenarios:
                               p50/p99 at 2,000 msg/s, publishers faster than the broker
                               (drops, member queues, memory): sluice-cluster-2, mosquitto;
                               --quick: 4 cases, sluice-cluster-2
+  chaos                       network faults under QoS 0/1/2 load (issue 17; root: network
+                              namespaces, nftables): node-Redis cuts 200 ms, 5 s, 60 s and one
+                              way, +50/+500 ms, 5 % loss, node-LB cut, one client id on both
+                              sides, Sentinel failover, Redis restart without data (about 5
+                              min); --quick: three short ones
 
 Options:
   --quick                     a smoke run of a few seconds per broker (also BENCH_QUICK=1):

@@ -80,6 +80,19 @@ test("smoke - failover --quick loses no acknowledged message when a node behind 
   assert.equal(row?.["survivor crashed"], false);
 });
 
+test("smoke - chaos --quick runs three faults under load and loses no acknowledged message", async () => {
+  const rows = onlyTableRows(await runQuick("chaos"));
+  assert.deepEqual(
+    rows.map((r) => r.scenario),
+    ["node-redis-cut-200ms", "redis-latency-50ms", "node-lb-cut-2s"],
+  );
+  for (const row of rows) {
+    assert.equal(row["lost (acknowledged)"], 0, String(row.scenario));
+    assert.ok(Number(row.acknowledged) > 0);
+    assert.notEqual(row["recovered after heal s"], null, "everything acknowledged delivered");
+  }
+});
+
 test("smoke - security-overhead --quick measures the open and the secured node", async () => {
   const rows = onlyTableRows(await runQuick("security-overhead"));
   assert.equal(rows.length, 2);

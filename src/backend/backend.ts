@@ -3,6 +3,7 @@ import type { ConnectionQuotas } from "../admission/connection-quotas.js";
 import type { FlappingGuard } from "../admission/flapping-guard.js";
 import type { ClientOwnership } from "../cluster/client-ownership.js";
 import type { RedisFabric } from "../cluster/redis-fabric.js";
+import type { RedisFence } from "../cluster/redis-fence.js";
 import type { LocalSessions, SessionDirectory } from "../cluster/session-directory.js";
 import type { SessionRegistry } from "../cluster/session-registry.js";
 import type { SessionTimers } from "../cluster/session-timers.js";
@@ -39,6 +40,8 @@ export interface Backend {
   readonly limitsRedis: RedisClient | undefined;
   /** Socket quotas; the cluster-wide one counts the other nodes' connections from Redis. */
   readonly quotas: ConnectionQuotas;
+  /** Self-fencing when Redis stops answering; undefined in memory or when turned off. */
+  readonly fence: RedisFence | undefined;
   /** Whether the node's shared state is reachable, for /readyz. */
   isUp(): boolean;
   retainedCount(): Promise<number>;

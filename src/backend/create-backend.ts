@@ -7,6 +7,7 @@ import { FlappingGuard } from "../admission/flapping-guard.js";
 import { ClientOwnership } from "../cluster/client-ownership.js";
 import { NODE_LEASE_KEY_PREFIX, NodeRegistry } from "../cluster/node-registry.js";
 import { RedisFabric } from "../cluster/redis-fabric.js";
+import { RedisFence } from "../cluster/redis-fence.js";
 import { RedisGroupStore } from "../cluster/redis-group-store.js";
 import { ClusterSessionDirectory, LocalSessionDirectory } from "../cluster/session-directory.js";
 import { MemorySessionRegistry, RedisSessionRegistry } from "../cluster/session-registry.js";
@@ -62,6 +63,7 @@ async function memoryBackend(config: SluiceConfig, deps: BackendDeps): Promise<B
     ownership: undefined,
     willClaims: undefined,
     timers: undefined,
+    fence: undefined,
     deviceStore: config.registry ? await FileDeviceStore.open(config.registry.file) : undefined,
     sharedGroups: new MemoryGroupStore(sharedGroupLimits(config)),
     flapping: flapping === undefined ? undefined : FlappingGuard.inMemory(flapping),
@@ -144,7 +146,9 @@ async function onFabric(
       close: (client) => void closeWithWill(client, { reasonCode: ReasonCode.SessionTakenOver }),
     },
     clusterLog,
+    (cause) => deps.metrics.markOwnershipConflict(cause),
   );
+  const fence = buildFence(redis, fabric, leaseMs, deps.metrics, clusterLog);
   return {
     kind: "redis",
     store: { persistence: fabric.persistence, mq: fabric.mq },
@@ -154,21 +158,23 @@ async function onFabric(
     ownership,
     willClaims: new WillClaims(fabric.state),
     timers,
+    fence,
     deviceStore: new RedisDeviceStore(fabric.state),
     sharedGroups: new RedisGroupStore(
       fabric.state,
-      config.sharedSubscriptions,
+      sharedGroupLimits(config),
       NODE_LEASE_KEY_PREFIX,
     ),
     flapping: flapping === undefined ? undefined : FlappingGuard.inRedis(flapping, fabric.state),
     usernames: counts,
     limitsRedis: fabric.state,
     quotas,
-    isUp: () => fabric.isUp(),
+    isUp: () => fabric.isUp() && fence?.fenced !== true,
     retainedCount: () => fabric.retainedCount(),
     sessionDirectory: (_local, broadcast) =>
       new ClusterSessionDirectory(sessions, fabric.state, NODE_LEASE_KEY_PREFIX, broadcast),
     close: async () => {
+      fence?.stop();
       counts.stop();
       await timers.stop();
       await registry.release();
@@ -184,4 +190,29 @@ async function onFabric(
 function sharedGroupLimits(config: SluiceConfig): { maxQueued: number; maxGroups: number } {
   const { maxQueued, maxGroups } = config.sharedSubscriptions;
   return { maxQueued: Math.min(maxQueued, config.limits.queue.maxQueuedPerClient), maxGroups };
+}
+
+/**
+ * The node's fence (`redis.fence`): it times a PING to Redis, and when none is answered for
+ * `afterMs` (two thirds of the lease unless set) it reconnects every Redis connection, which a
+ * partition leaves hanging. Its clients and readiness are the node's (ClusterSignals, isUp).
+ */
+function buildFence(
+  redis: NonNullable<SluiceConfig["redis"]>,
+  fabric: RedisFabric,
+  leaseMs: number,
+  metrics: SluiceMetrics,
+  log: Logger,
+): RedisFence | undefined {
+  const { enabled, probeMs, afterMs } = redis.fence;
+  if (!enabled) return undefined;
+  const fence = new RedisFence(
+    fabric.state,
+    { probeMs, afterMs: afterMs ?? Math.round((leaseMs * 2) / 3) },
+    metrics,
+    log,
+  );
+  fence.on("fenced", () => fabric.reconnect());
+  fence.start();
+  return fence;
 }

@@ -21,7 +21,7 @@ interface Held extends OwnedConnection {
   superseded: boolean;
 }
 
-type SupersedeCause = "takeover" | "local" | "late" | "reconcile";
+export type SupersedeCause = "takeover" | "local" | "late" | "reconcile";
 
 /** Owner entries per reconcile script: small enough to keep Redis responsive. */
 const RECONCILE_BATCH = 500;
@@ -46,6 +46,8 @@ export class ClientOwnership {
     private readonly registry: RedisSessionRegistry,
     private readonly engine: OwnershipEngine,
     private readonly log: Logger,
+    /** Each connection closed for a newer one of its id, by how this node learned of it. */
+    private readonly onConflict: (cause: SupersedeCause) => void = () => {},
   ) {}
 
   /**
@@ -140,6 +142,7 @@ export class ClientOwnership {
   }
 
   private close(client: Client, cause: SupersedeCause): void {
+    this.onConflict(cause);
     this.log.debug(
       { event: "client.taken_over", clientId: client.id, cause },
       "client id taken over by a newer connection",

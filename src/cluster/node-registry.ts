@@ -46,19 +46,35 @@ export class NodeRegistry {
     }
     this.timer = setInterval(() => {
       this.redis.eval(RENEW, 1, this.key, this.token, this.leaseMs).then(
-        (renewed) => {
-          if (renewed === 0) {
-            this.log.error(
-              { event: "node.lease_lost" },
-              "node id lease lost: another node may hold this id",
-            );
-          }
-        },
+        (renewed) => (renewed === 0 ? this.retake() : undefined),
         // Redis down: the outage is reported by the fabric; renewal resumes with it.
         () => {},
       );
     }, this.leaseMs / 3);
     this.timer.unref();
+  }
+
+  /**
+   * The lease is not this node's any more. Gone (Redis restarted without its data, or this node
+   * was cut off for longer than the lease): taken again, since the other nodes would otherwise
+   * count this live node as dead (its wills, its sessions' expiry). Held by another node with
+   * the same id: a configuration error, reported.
+   */
+  private async retake(): Promise<void> {
+    const taken = await this.redis
+      .set(this.key, this.token, "PX", this.leaseMs, "NX")
+      .catch(() => undefined);
+    if (taken === "OK") {
+      this.log.warn(
+        { event: "node.lease_retaken" },
+        "node id lease had vanished from Redis (Redis lost its data, or this node was cut off longer than the lease): taken again",
+      );
+      return;
+    }
+    this.log.error(
+      { event: "node.lease_lost" },
+      "node id lease lost: another node may hold this id",
+    );
   }
 
   async release(): Promise<void> {

@@ -202,6 +202,19 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     return this.lastRetainedCount;
   }
 
+  /**
+   * Drops every connection and opens it again, when the node fenced itself (RedisFence): after
+   * a partition TCP would find Redis again only at its next retransmission, which backs off to
+   * minutes; a new connection is tried every 2 s at most. The drop also makes the loss visible
+   * (`redis.down`), so the recoveries that follow one run: the pub/sub gap, the ownership check.
+   * A Cluster's sharded subscriber follows its Cluster.
+   */
+  reconnect(): void {
+    for (const connection of this.connections) {
+      if (connection instanceof Redis || connection instanceof Cluster) connection.disconnect(true);
+    }
+  }
+
   async close(): Promise<void> {
     this.subscriptionLag?.stop();
     for (const watcher of this.sentinelWatchers) watcher.disconnect();

@@ -251,7 +251,7 @@ const redisSchema = z.strictObject({
     .max(300)
     .default(15)
     .describe(
-      "How long a node's claim on its `nodeId` outlives the node: a crashed node's id is free again after this, and a node restarted with that id waits for it.",
+      "How long a node's claim on its `nodeId` outlives the node: a crashed node's id is free again after this, and a node restarted with that id waits for it. A crashed node's clients' wills go out once it has run out (the other nodes publish a silent node's wills only when its lease is gone too), and a node cut off from Redis fences itself before it does (`fence.afterMs`).",
     ),
   heartbeatMs: z
     .number()
@@ -260,7 +260,7 @@ const redisSchema = z.strictObject({
     .max(60_000)
     .default(HEARTBEAT_MS_DEFAULT)
     .describe(
-      "How often a node tells the others it lives. A node silent for 3 of these is dead: `sluice_cluster_nodes` drops it, and its clients' wills go out 2 to 3¼ of these after its crash.",
+      "How often a node tells the others it lives. A node silent for 3 of these is dead: `sluice_cluster_nodes` drops it, and its clients' wills go out once its lease (`nodeLeaseSeconds`) has run out too (within 4 of these after that).",
     ),
   backpressure: z
     .strictObject({
@@ -284,6 +284,38 @@ const redisSchema = z.strictObject({
     .prefault({})
     .describe(
       "End-to-end backpressure: a burst slows this node's publishers (TCP flow control) instead of making Redis cut the node's subscription. `sluice_cluster_backpressure_seconds_total` counts the time publishers were paused.",
+    ),
+  fence: z
+    .strictObject({
+      enabled: z
+        .boolean()
+        .default(true)
+        .describe(
+          "Fence the node when it cannot reach Redis (off: it keeps its clients however long Redis is away).",
+        ),
+      afterMs: z
+        .number()
+        .int()
+        .min(1_000)
+        .max(300_000)
+        .optional()
+        .describe(
+          "How long without a Redis round trip before the node fences itself. Absent: two thirds of `nodeLeaseSeconds` (10 s by default), so that the node lets go of its clients before its lease runs out and other nodes may publish their wills or expire their sessions. Shorter moves clients sooner, and turns shorter Redis blips (a Sentinel failover takes 2 to 3 s) into reconnect storms; longer than the lease lets a cut-off node hold clients that the rest of the cluster already counts as gone.",
+        )
+        .meta({ examples: [10_000] }),
+      probeMs: z
+        .number()
+        .int()
+        .min(50)
+        .max(10_000)
+        .default(500)
+        .describe(
+          "How often the node sends Redis a PING to time its round trip (`sluice_redis_round_trip_seconds`); one at a time.",
+        ),
+    })
+    .prefault({})
+    .describe(
+      "Self-fencing. A node cut off from Redis (a partition: its TCP connections hang rather than close) can neither acknowledge nor deliver, while the rest of the cluster soon counts it as gone. After `afterMs` without a Redis round trip it fences itself: it disconnects its clients (without their wills: the survivors publish those once its lease is gone, if they are not back by then), turns not-ready (`/readyz` 503, `sluice_fenced` 1) so the load balancer sends them to nodes that reach Redis, and reconnects to Redis. It serves again at the first round trip. When Redis is gone for every node, every node fences: clients then wait for Redis instead of holding connections that can do nothing.",
     ),
 });
 

@@ -76,9 +76,10 @@ export interface BrokerRulesDeps {
   sessions: SessionRegistry;
   /**
    * In a cluster: decides whether this node may publish a dead node's will (exactly one
-   * survivor may). Absent on a single node, where only the node itself publishes its wills.
+   * survivor may, once the node's lease is gone). Absent on a single node, where only the node
+   * itself publishes its wills.
    */
-  willClaims?: { claim(brokerId: string, clientId: string): Promise<boolean> };
+  willClaims?: { claimOfSilentNode(brokerId: string, clientId: string): Promise<boolean> };
   /**
    * In a cluster: takes a dead node's will that has a Will Delay Interval off the will sweep and
    * schedules it; resolves false when the client is connected again (the will is void).
@@ -169,7 +170,7 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
       });
     }
     const claims = deps.willClaims;
-    return claims.claim(brokerId, clientId).then((won) => {
+    return claims.claimOfSilentNode(brokerId, clientId).then((won) => {
       if (!won) throw new PublishDeniedError(packet.topic);
       dropWillDelay(packet);
       events.onWillPublished(clientId);

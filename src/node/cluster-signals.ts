@@ -9,7 +9,7 @@ import {
   registeredClients,
   subscribeToTopic,
 } from "../engine/aedes-internals.js";
-import { asError } from "../errors.js";
+import { asError, ReasonCode } from "../errors.js";
 import { auditSubject } from "../mqtt/broker-rules.js";
 import type { Logger } from "../observability/logger.js";
 import { DeviceEnforcement } from "../registry/device-enforcement.js";
@@ -77,6 +77,25 @@ export class ClusterSignals {
       if (up) this.reconcileOwnership();
     });
     backend.fabric?.on("subscriber-restored", () => this.recoverPubSubGap());
+    backend.fence?.on("fenced", () => this.letGoOfClients());
+  }
+
+  /**
+   * The node fenced itself (RedisFence): it cannot reach Redis, and the rest of the cluster will
+   * soon count it as gone. Its clients are closed so that they reconnect, through the load
+   * balancer, to a node that reaches Redis; without their wills, which stay stored: the
+   * survivors publish them once this node's lease is gone, unless the clients are back first.
+   * MQTT 5 clients are told to use another server.
+   */
+  private letGoOfClients(): void {
+    const clients = registeredClients(this.deps.broker);
+    this.log.warn(
+      { event: "fence.clients_closed", clients: clients.length },
+      "fenced: closing every client connection so that it moves to a node that reaches Redis",
+    );
+    for (const client of clients) {
+      void closeWithoutWill(client, { reasonCode: ReasonCode.UseAnotherServer });
+    }
   }
 
   /** An admin closed the client: as any server-side close, its will goes out. */

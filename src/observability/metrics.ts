@@ -1,6 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { ListenerType } from "../config/schema.js";
 import type { MqttProtocolLabel } from "../protocol/protocol-version.js";
+import { type OwnershipConflictCause, PartitionSeries } from "./partition-metrics.js";
 import { SharedGroupMetrics } from "./shared-group-metrics.js";
 import { type SparkplugSeries, sparkplugSeries } from "./sparkplug-metrics.js";
 
@@ -334,6 +335,27 @@ export class SluiceMetrics {
 
   markMessageSent(): void {
     this.unreportedSent++;
+  }
+
+  /** Network faults (issue 17): built on first use, so only nodes that use Redis have them. */
+  private partition: PartitionSeries | undefined;
+
+  private partitionSeries(): PartitionSeries {
+    this.partition ??= new PartitionSeries(this.registry);
+    return this.partition;
+  }
+
+  observeRedisRoundTrip(seconds: number): void {
+    this.partitionSeries().roundTrip.observe(seconds);
+  }
+
+  setFenced(fenced: boolean): void {
+    this.partitionSeries().fenced.set(fenced ? 1 : 0);
+    if (fenced) this.partitionSeries().fences.inc();
+  }
+
+  markOwnershipConflict(cause: OwnershipConflictCause): void {
+    this.partitionSeries().ownershipConflicts.inc({ cause });
   }
 
   /** Prometheus text exposition of every metric of this node. */

@@ -102,6 +102,9 @@ describe("monitoring uses only metrics a live node exports", () => {
     for (const name of [
       "sluice_redis_up",
       "sluice_redis_subscription_resets_total",
+      "sluice_fenced",
+      "sluice_redis_round_trip_seconds_bucket",
+      "sluice_session_ownership_conflicts_total",
       "sluice_cluster_nodes",
       "sluice_auth_failures_total",
       "sluice_connections_rejected_total",
@@ -132,6 +135,7 @@ describe("monitoring uses only metrics a live node exports", () => {
     const chart = alerts(await chartRules());
     assert.deepEqual(alerts(k8sRules()), chart);
     assert.ok(chart.includes("SluiceRedisSubscriptionReset"));
+    assert.ok(chart.includes("SluiceNodeFenced"));
   });
 
   test("the dashboard parses, is the same in the chart and k8s/, and every query is sound", () => {

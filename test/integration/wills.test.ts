@@ -10,11 +10,12 @@ import { SluiceProcess } from "../../harness/sluice-process.js";
 
 /** Wills of a crashed node: published by the survivors within a bound, and only once. */
 const HEARTBEAT_MS = 250;
+const LEASE_SECONDS = 1;
 /**
- * A node is dead after 3 silent heartbeats, its wills published within a quarter heartbeat of
- * that (aedes' own sweep, every 4 heartbeats, is the backstop): 3¼ at most after the last one.
+ * A node is dead after 3 silent heartbeats and its lease gone, and wills are looked for every
+ * 4 heartbeats: the lease plus 7 heartbeats at most.
  */
-const BOUND_MS = 4 * HEARTBEAT_MS + 2_000;
+const BOUND_MS = LEASE_SECONDS * 1000 + 7 * HEARTBEAT_MS + 3_000;
 /** Three more passes of the survivors' will check: a second copy would show. */
 const QUIET_MS = 12 * HEARTBEAT_MS;
 
@@ -33,7 +34,7 @@ before(async () => {
       file,
       `nodeId: ${name}\nlisteners: [{ type: tcp, host: 127.0.0.1, port: 0 }]\nhttp: { host: 127.0.0.1, port: 0 }\n` +
         `auth: { allowAnonymous: true }\nlog: { level: debug, format: json }\n` +
-        `redis: { url: "${redis.url}", keyPrefix: "${prefix}", heartbeatMs: ${HEARTBEAT_MS} }\n`,
+        `redis: { url: "${redis.url}", keyPrefix: "${prefix}", heartbeatMs: ${HEARTBEAT_MS}, nodeLeaseSeconds: ${LEASE_SECONDS} }\n`,
     );
     const node = SluiceProcess.spawn(["start", "--config", file]);
     nodes.push(node);

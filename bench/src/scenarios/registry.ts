@@ -1,3 +1,4 @@
+import { chaosScenario } from "./chaos.js";
 import { clusterCost } from "./cluster-cost.js";
 import { connections } from "./connections.js";
 import { failoverScenario } from "./failover.js";
@@ -29,6 +30,7 @@ export const SCENARIOS: readonly Scenario[] = [
   clusterCost,
   mqtt5,
   shared,
+  chaosScenario,
 ];
 
 export function findScenario(name: string): Scenario {

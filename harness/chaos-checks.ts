@@ -1,0 +1,62 @@
+import mqtt from "mqtt";
+import type { ChaosCluster } from "./chaos-cluster.js";
+import { RETAINED_TOPICS } from "./chaos-workload.js";
+import type { History } from "./history.js";
+
+/**
+ * After the heal: what every node holds, into the history. Live connections per client id are
+ * summed over the nodes' own belief (their logs); retained messages are read from each node
+ * straight (not through the load balancer) by a fresh clean-session client.
+ */
+export async function observeAfterHeal(
+  cluster: ChaosCluster,
+  history: History,
+  run: string,
+): Promise<void> {
+  const live = new Map<string, number>();
+  for (const node of cluster.nodes) {
+    for (const [clientId, count] of cluster.heldBy(node.name)) {
+      if (clientId.startsWith(run)) live.set(clientId, (live.get(clientId) ?? 0) + count);
+    }
+  }
+  for (const [clientId, count] of live) history.liveConnections(clientId, count);
+  for (const node of cluster.nodes) {
+    const retained = await readRetained(node.url, `${run}/retained/#`, RETAINED_TOPICS);
+    for (let i = 0; i < RETAINED_TOPICS; i++) {
+      const topic = `${run}/retained/r${i}`;
+      history.retained(node.name, topic, retained.get(topic));
+    }
+  }
+}
+
+/** The retained messages under `filter`, once `count` arrived or after 5 s. */
+async function readRetained(
+  url: string,
+  filter: string,
+  count: number,
+): Promise<Map<string, string>> {
+  const client = mqtt.connect(url, { reconnectPeriod: 0, protocolVersion: 4, clean: true });
+  client.on("error", () => {});
+  const retained = new Map<string, string>();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      client.once("connect", () => resolve());
+      client.once("error", reject);
+    });
+    const all = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 5_000);
+      client.on("message", (topic, payload) => {
+        retained.set(topic, payload.toString());
+        if (retained.size >= count) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    await client.subscribeAsync(filter, { qos: 1 });
+    await all;
+  } finally {
+    client.end(true);
+  }
+  return retained;
+}
