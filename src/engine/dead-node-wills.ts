@@ -22,20 +22,25 @@ export interface DeadNodeWillsDeps {
   store: DeadNodeWillStore;
   /** Whether this node's Redis connections are up: only then does it hear every heartbeat. */
   isFabricUp(): boolean;
+  /**
+   * Whether a node's lease is gone: its wills are claimed only then (a node cut off from the
+   * others' pub/sub still holds its lease and its clients), so the sweep waits for it.
+   */
+  leaseGone(nodeId: string): Promise<boolean>;
   log: Logger;
 }
 
 /**
  * Publishes a dead node's wills as soon as the node passes aedes' liveness rule (3 silent
- * heartbeats). aedes' own sweep reads every node's wills only every 4 heartbeats, so it acts 3
+ * heartbeats) and its lease is gone. aedes' own sweep reads every node's wills only every 4 heartbeats, so it acts 3
  * to 7 heartbeats after the death; this one checks 4 times a heartbeat and reads only the dead
  * node's wills. aedes' sweep stays as the backstop: the authorizePublish hook claims each will
  * once cluster-wide (WillClaims), so a will goes out once whichever sweep, on whichever
  * survivor, reaches it first.
  *
- * Deaths are judged from heartbeats, not from the node lease in Redis: a killed node's lease
- * lives on for up to `redis.nodeLeaseSeconds` (15 s by default), and while it lives it does not
- * tell a node killed seconds ago from a live one. Heartbeats are only as good as this node's
+ * A node is judged dead from its heartbeats, and its wills go once its lease in Redis is gone
+ * too (`redis.nodeLeaseSeconds`, 15 s by default): a node only cut off from the others' pub/sub
+ * keeps its lease and its clients, whose wills are not due. Heartbeats are only as good as this node's
  * pub/sub, so no node is judged while this node's Redis connections are down, until they have
  * been up for 3 heartbeats again, nor on a check that ran late (a stalled event loop has
  * heartbeats waiting unread).
@@ -45,6 +50,9 @@ export class DeadNodeWills {
   private readonly lastSeen = new Map<string, number>();
   /** Nodes judged dead, with the last heartbeat heard from each (until a newer one comes). */
   private readonly judgedDead = new Map<string, number>();
+  /** Nodes judged dead whose lease is not yet known gone, with how long they were silent. */
+  private readonly awaitingLease = new Map<string, number>();
+  private askingLeases = false;
   private readonly periodMs: number;
   private timer: NodeJS.Timeout | undefined;
   private lastCheck = 0;
@@ -75,7 +83,11 @@ export class DeadNodeWills {
     if (!this.deps.isFabricUp()) this.fabricUpSince = undefined;
     else this.fabricUpSince ??= now;
     const seen = heartbeatsSeen(this.broker);
-    for (const [id, at] of this.judgedDead) if (seen[id] !== at) this.judgedDead.delete(id);
+    for (const [id, at] of this.judgedDead) {
+      if (seen[id] === at) continue;
+      this.judgedDead.delete(id);
+      this.awaitingLease.delete(id);
+    }
     for (const id in seen) {
       const at = seen[id] ?? 0;
       // aedes keeps a dead node's last heartbeat until its own sweep: judged once on it.
@@ -91,6 +103,27 @@ export class DeadNodeWills {
       if (at + silenceMs >= now) continue;
       this.lastSeen.delete(id);
       this.judgedDead.set(id, at);
+      this.awaitingLease.set(id, at);
+    }
+    if (this.awaitingLease.size > 0 && !this.askingLeases) {
+      this.askingLeases = true;
+      this.sweepLeaseless(now).finally(() => {
+        this.askingLeases = false;
+      });
+    }
+  }
+
+  /** Sweeps each node judged dead whose lease is gone (asked once per check until it is). */
+  private async sweepLeaseless(now: number): Promise<void> {
+    for (const [id, at] of [...this.awaitingLease]) {
+      let gone: boolean;
+      try {
+        gone = await this.deps.leaseGone(id);
+      } catch {
+        continue; // Redis did not answer: asked again at the next check
+      }
+      if (!gone || this.awaitingLease.get(id) !== at) continue;
+      this.awaitingLease.delete(id);
       this.sweep(id, now - at).catch((err: unknown) =>
         this.deps.log.warn(
           { event: "node.dead_wills_failed", nodeId: id, err },

@@ -1,6 +1,7 @@
 import { Aedes, type Client } from "aedes";
 import type { ConnectAdmission } from "../admission/connect-admission.js";
 import type { Backend } from "../backend/backend.js";
+import { NODE_LEASE_KEY_PREFIX } from "../cluster/node-registry.js";
 import type { SluiceConfig } from "../config/schema.js";
 import type { PatchedAedesOptions } from "../engine/aedes-internals.js";
 import { disconnectOnKeepaliveTimeout } from "../engine/aedes-internals.js";
@@ -182,6 +183,8 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
       heartbeatMs: parts.heartbeatMs,
       store: fabric.persistence,
       isFabricUp: () => fabric.isUp(),
+      leaseGone: async (nodeId) =>
+        (await fabric.state.exists(`${NODE_LEASE_KEY_PREFIX}${nodeId}`)) === 0,
       log: log.child({ module: "cluster" }),
     }).start();
   } else {

@@ -11,10 +11,11 @@ import { RedisServer } from "../../harness/redis-server.js";
 import { SluiceProcess } from "../../harness/sluice-process.js";
 
 /**
- * A node killed with SIGKILL, at the default heartbeat (1 s): the survivors publish its
- * clients' wills once each within seconds (a node is dead after 3 silent heartbeats, and its
- * wills are looked for 4 times a heartbeat), not only when aedes' own sweep (every 4
- * heartbeats) comes round; a client that moved to another node keeps its will.
+ * A node killed with SIGKILL, at the default heartbeat (1 s) and a 1 s lease: the survivors
+ * publish its clients' wills once each within seconds (a node is dead after 3 silent heartbeats
+ * and once its lease is gone, and its wills are looked for 4 times a heartbeat), not only when
+ * aedes' own sweep (every 4 heartbeats) comes round; a client that moved to another node keeps
+ * its will.
  */
 const HEARTBEAT_MS = 1_000;
 /** Up to 3 heartbeats and a quarter after the death, plus publishing, on a noisy machine. */
@@ -37,7 +38,8 @@ async function spawnNode(name: string): Promise<{ node: SluiceProcess; url: stri
     file,
     `nodeId: ${name}\nlisteners: [{ type: tcp, host: 127.0.0.1, port: 0 }]\nhttp: { host: 127.0.0.1, port: 0 }\n` +
       `auth: { allowAnonymous: true }\nlog: { level: debug, format: json }\n` +
-      `redis: { url: "${redis.url}", keyPrefix: "${keyPrefix}" }\n`,
+      // A 1 s lease: wills wait for the dead node's lease too (a node only cut off keeps it).
+      `redis: { url: "${redis.url}", keyPrefix: "${keyPrefix}", nodeLeaseSeconds: 1 }\n`,
   );
   const node = SluiceProcess.spawn(["start", "--config", file]);
   const { ports } = await node.ready();

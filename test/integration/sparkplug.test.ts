@@ -75,7 +75,7 @@ before(async () => {
       file,
       `nodeId: ${name}\nlisteners: [{ type: tcp, host: 127.0.0.1, port: 0 }]\nhttp: { host: 127.0.0.1, port: 0 }\n` +
         `auth: { passwordFile: passwd }\nlog: { level: debug, format: json }\n` +
-        `redis: { url: "${redis.url}", keyPrefix: "${prefix}", heartbeatMs: ${HEARTBEAT_MS} }\n` +
+        `redis: { url: "${redis.url}", keyPrefix: "${prefix}", heartbeatMs: ${HEARTBEAT_MS}, nodeLeaseSeconds: 1 }\n` +
         "sparkplug:\n  aware: true\n  rewriteDeathTimestamp: true\n" +
         '  bindIdentity: { hostApplications: ["scada*"] }\n  validatePayloads: { groups: ["Plant*"] }\n',
     );

@@ -52,7 +52,7 @@ afterEach(
 );
 
 /** A broker whose authorizePublish refuses `refused/...` topics, and what it delivered. */
-async function brokerWithSweep(shelf: WillShelf, fabric: { up: boolean }) {
+async function brokerWithSweep(shelf: WillShelf, fabric: { up: boolean; leases?: Set<string> }) {
   broker = await Aedes.createBroker({
     id: "self",
     // aedes' own sweep (every 4 heartbeats) stays out of these tests.
@@ -83,6 +83,7 @@ async function brokerWithSweep(shelf: WillShelf, fabric: { up: boolean }) {
     heartbeatMs: HEARTBEAT_MS,
     store: shelf,
     isFabricUp: () => fabric.up,
+    leaseGone: async (nodeId) => fabric.leases?.has(nodeId) !== true,
     log,
   });
   sweep.start();
@@ -168,5 +169,22 @@ describe("DeadNodeWills", () => {
     const after = Date.now() - upAt;
     assert.ok(after > 3 * HEARTBEAT_MS, `only after 3 heartbeats up (${after} ms)`);
     assert.deepEqual(delivered, ["will/dev-5"]);
+  });
+
+  it("waits for a silent node's lease to be gone: one only cut off keeps its clients' wills", async () => {
+    const shelf = new WillShelf();
+    shelf.put("peer-d", "dev-6", "will/dev-6");
+    const fabric = { up: true, leases: new Set(["peer-d"]) };
+    const { broker, delivered, deliveries } = await brokerWithSweep(shelf, fabric);
+    const d = heartbeats(broker, "peer-d");
+    await pause(2 * HEARTBEAT_MS);
+    d.stop();
+    await pause(6 * HEARTBEAT_MS);
+    assert.deepEqual(delivered, [], "nothing while its lease is held");
+    const goneAt = Date.now();
+    fabric.leases.delete("peer-d");
+    await withDeadline(deliveries(1), 4 * HEARTBEAT_MS, "peer-d's will once its lease is gone");
+    assert.ok(Date.now() - goneAt <= HEARTBEAT_MS, "within a quarter heartbeat or so");
+    assert.deepEqual(delivered, ["will/dev-6"]);
   });
 });
