@@ -148,8 +148,9 @@ for (const target of targets) {
       survivor.start();
       await withDeadline(survivorHandled.reached, 5_000, "the survivor handles the member");
       assert.deepEqual(survivorHandled.seen, ["pump-7"]);
+      // claimedAt is read after the claim, a round trip later: the lease ran from the claim
       assert.ok(
-        handledAt - claimedAt >= 400,
+        handledAt - claimedAt >= 390,
         `handled ${handledAt - claimedAt} ms after the claim`,
       );
     });
