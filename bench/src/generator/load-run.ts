@@ -163,6 +163,7 @@ export async function runLoad(
     ...(spec.tls ? { tls: spec.tls } : {}),
     ...(spec.credentials ? { credentials: spec.credentials } : {}),
     ...(spec.protocolVersion === undefined ? {} : { protocolVersion: spec.protocolVersion }),
+    ...(spec.clientKind === undefined ? {} : { clientKind: spec.clientKind }),
   };
   const publisherGroups = splitAcross(plan.publishers, spec.publisherProcesses);
   const subscriberGroups = splitAcross(plan.subscribers, spec.subscriberProcesses);

@@ -1,5 +1,5 @@
 import hdr from "hdr-histogram-js";
-import type { MqttClient } from "mqtt";
+import type { LoadClient } from "./load-client.js";
 import type { SubscriptionReport } from "./messages.js";
 import { PAYLOAD_HEADER_BYTES } from "./payload.js";
 import type { SubscriberPlan } from "./plan.js";
@@ -37,7 +37,7 @@ export class SubscriberSet {
   readonly histogram = createLatencyHistogram();
 
   /** Attaches a connected, subscribed client to its subscription's accounting. */
-  attach(client: MqttClient, plan: SubscriberPlan): void {
+  attach(client: LoadClient, plan: SubscriberPlan): void {
     const subscription: Subscription = { plan, trackers: new Map() };
     this.subscriptions.push(subscription);
     client.on("message", (_topic, payload) => this.accept(subscription, payload));
