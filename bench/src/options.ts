@@ -54,6 +54,8 @@ Options:
   --cross-check anchor|all|none   independent tools on 64 B cases (anchor), all, or none
   --clients N                 clients of connections/storm, pairs of failover (default 10,000 / 10)
   --filters N                 filters per client of subscribe-storm (default 100)
+  --client raw|mqtt.js        the mqtt5 scenario's load clients (default raw: the same cost per
+                              message to the generator at both levels)
   --results DIR               where JSON, SVG and Markdown go (default bench/results)
   --max-minutes N             hard limit for the whole invocation (default 20)
   -h, --help`;
@@ -90,6 +92,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliOptions {
       results: { type: "string" },
       clients: { type: "string" },
       filters: { type: "string" },
+      client: { type: "string" },
       "max-minutes": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -98,6 +101,9 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliOptions {
   const crossCheck = values["cross-check"] ?? (quick ? "none" : "anchor");
   if (crossCheck !== "anchor" && crossCheck !== "all" && crossCheck !== "none")
     throw new Error("--cross-check must be anchor, all or none");
+  const client = values.client;
+  if (client !== undefined && client !== "raw" && client !== "mqtt.js")
+    throw new Error("--client must be raw or mqtt.js");
   const brokerNames =
     values.brokers
       ?.split(",")
@@ -126,6 +132,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliOptions {
       ...(values.filters === undefined
         ? {}
         : { filters: Math.round(positiveNumber(values.filters, "filters", 1)) }),
+      ...(client === undefined ? {} : { clientKind: client }),
     },
     resultsDir: values.results,
     maxMinutes: positiveNumber(values["max-minutes"], "max-minutes", 20),

@@ -101,8 +101,10 @@ function writePublish(
 
   let propertiesBytes = -1;
   let headerBytes = 2 + topicBytes + (qos > 0 ? 2 : 0);
+  let encoded: Buffer | undefined;
   if (version === 5) {
-    propertiesBytes = propertiesLength(properties);
+    encoded = encodedProperties(properties);
+    propertiesBytes = encoded === undefined ? propertiesLength(properties) : encoded.length;
     if (propertiesBytes < 0) return undefined;
     headerBytes += variableByteIntegerSize(propertiesBytes) + propertiesBytes;
   }
@@ -118,7 +120,9 @@ function writePublish(
   if (qos > 0) at = buffer.writeUInt16BE(messageId as number, at);
   if (propertiesBytes >= 0) {
     at = writeVariableByteInteger(buffer, at, propertiesBytes);
-    if (propertiesBytes > 0) writeProperties(buffer, at, properties as Record<string, unknown>);
+    if (encoded !== undefined) encoded.copy(buffer, at);
+    else if (propertiesBytes > 0)
+      writeProperties(buffer, at, properties as Record<string, unknown>);
     at += propertiesBytes;
   }
   if (copied && payloadBytes > 0) {
@@ -137,6 +141,39 @@ function writePublish(
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/**
+ * The last frozen property list written, and its bytes. The reader hands a publisher's repeated
+ * list on as one frozen object (publish-properties.ts), as aedes does a subscription's
+ * identifier: frozen all through, it cannot change, so its bytes are built once.
+ */
+let encodedFor: object | undefined;
+let encodedBytes: Buffer = EMPTY;
+
+/** The bytes of a frozen, non-empty property list the encoder takes; undefined otherwise. */
+function encodedProperties(properties: unknown): Buffer | undefined {
+  if (properties === encodedFor && encodedFor !== undefined) return encodedBytes;
+  if (typeof properties !== "object" || properties === null || !deeplyFrozen(properties)) {
+    return undefined;
+  }
+  const length = propertiesLength(properties);
+  if (length <= 0) return undefined;
+  const bytes = Buffer.allocUnsafe(length);
+  writeProperties(bytes, 0, properties as Record<string, unknown>);
+  encodedFor = properties;
+  encodedBytes = bytes;
+  return bytes;
+}
+
+/** Frozen, and so is every object and array within (a Buffer, whose bytes may change, is not). */
+function deeplyFrozen(value: object): boolean {
+  if (ArrayBuffer.isView(value) || !Object.isFrozen(value)) return false;
+  for (const key of Object.keys(value)) {
+    const inner = (value as Record<string, unknown>)[key];
+    if (typeof inner === "object" && inner !== null && !deeplyFrozen(inner)) return false;
+  }
+  return true;
+}
 
 function isInteger(value: unknown, maximum: number): value is number {
   return typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= maximum;

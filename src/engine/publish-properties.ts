@@ -23,6 +23,34 @@ export interface PropertiesSource {
  */
 const USER_PROPERTIES_PROTOTYPE: object = Object.freeze(Object.create(null));
 
+/**
+ * An empty property list: mqtt-packet sets no `properties` on a packet whose list has no names,
+ * so one frozen object serves every such PUBLISH (no allocation per message).
+ */
+const NO_PROPERTIES: Record<string, unknown> = Object.freeze({});
+
+/**
+ * The names a shared (frozen) property list may hold: those nothing changes after the parse.
+ * aedes rewrites a packet's Topic Alias and, for a queued message, its Message Expiry Interval.
+ */
+const SHAREABLE = new Set([
+  "userProperties",
+  "contentType",
+  "payloadFormatIndicator",
+  "responseTopic",
+]);
+/** Longer lists are not compared (a copy of their bytes is kept, and a compare costs). */
+const SHARED_MAX_BYTES = 128;
+
+/**
+ * The last shareable list read and its bytes: a publisher tags its messages alike (a gateway's
+ * site, a content type), so the next PUBLISH with the same bytes gets the same frozen object,
+ * with no object or string made per message. Nothing on the delivery path writes into a
+ * packet's properties (aedes already shares them between a message's copies).
+ */
+let lastBytes: Buffer = Buffer.alloc(0);
+let lastProperties: Record<string, unknown> | undefined;
+
 /** Where the last string read ended (no object per string). */
 let stringEnd = 0;
 
@@ -56,6 +84,19 @@ export function readPublishProperties(
   }
   const end = at + length;
   if (end > limit) return undefined;
+  if (length === 0) {
+    parser._pos = end;
+    return NO_PROPERTIES;
+  }
+  const start = at;
+  if (lastProperties !== undefined && length === lastBytes.length) {
+    let same = true;
+    for (let i = 0; i < length && same; i++) same = bytes[start + i] === lastBytes[i];
+    if (same) {
+      parser._pos = end;
+      return lastProperties;
+    }
+  }
   const result: Record<string, unknown> = {};
   while (at < end) {
     const name = PROPERTY_NAMES[bytes[at++] as number];
@@ -127,7 +168,23 @@ export function readPublishProperties(
     else result[name] = [known, value];
   }
   parser._pos = end;
+  if (length <= SHARED_MAX_BYTES && shareable(result)) {
+    lastBytes = Buffer.from(bytes.subarray(start, end));
+    lastProperties = result;
+  }
   return result;
+}
+
+/** Freezes a list made only of SHAREABLE names (and its user properties); false otherwise. */
+function shareable(result: Record<string, unknown>): boolean {
+  for (const name in result) if (!SHAREABLE.has(name)) return false;
+  const pairs = result.userProperties as Record<string, unknown> | undefined;
+  if (pairs !== undefined) {
+    for (const key in pairs) if (Array.isArray(pairs[key])) Object.freeze(pairs[key]);
+    Object.freeze(pairs);
+  }
+  Object.freeze(result);
+  return true;
 }
 
 function addUserProperty(result: Record<string, unknown>, key: string, value: string): void {

@@ -125,6 +125,40 @@ describe("publish encoder", () => {
     }
   });
 
+  it("writes a frozen property list the same each time, and a list changed since as it is now", async () => {
+    const publish = (properties: object) => ({
+      cmd: "publish",
+      topic: "plant/7",
+      qos: 0,
+      payload: Buffer.from("x"),
+      properties,
+    });
+    const pairs = Object.freeze(Object.assign(Object.create(null), { site: "plant-7" }));
+    const frozen = Object.freeze({ contentType: "text/plain", userProperties: pairs });
+    for (let i = 0; i < 2; i++) {
+      assert.deepEqual(
+        (await written(publish(frozen), 5, true)).bytes,
+        (await written(publish(frozen), 5, false)).bytes,
+      );
+    }
+    // frozen on top only: its user properties may change, so its bytes are not kept
+    const shallow = { site: "plant-7" };
+    const top = Object.freeze({ userProperties: shallow });
+    await written(publish(top), 5, true);
+    shallow.site = "plant-8";
+    assert.deepEqual(
+      (await written(publish(top), 5, true)).bytes,
+      (await written(publish(top), 5, false)).bytes,
+    );
+    const open = { contentType: "text/plain" };
+    await written(publish(open), 5, true);
+    open.contentType = "application/json";
+    assert.deepEqual(
+      (await written(publish(open), 5, true)).bytes,
+      (await written(publish(open), 5, false)).bytes,
+    );
+  });
+
   it("leaves what it cannot encode to mqtt-packet, with the same outcome", async () => {
     for (const packet of REFUSED) {
       const publish = { cmd: "publish", ...packet };

@@ -25,16 +25,35 @@ function parse(chunks: Buffer[], guarded: boolean): Parsed {
 
 /**
  * The packet with its user properties in a null-prototype object, as mqtt-packet makes them:
- * the reader's differ only in their (empty, frozen) prototype.
+ * the reader's differ only in their (empty, frozen) prototype. A copy: the reader's list may be
+ * frozen (shared).
  */
 function withNullPrototypePairs(packet: mqttPacket.Packet): mqttPacket.Packet {
-  const properties = (packet as mqttPacket.IPublishPacket).properties;
+  const publishPacket = packet as mqttPacket.IPublishPacket;
+  const properties = publishPacket.properties;
   const pairs = properties?.userProperties;
   if (properties === undefined || pairs === undefined) return packet;
   if (Object.getPrototypeOf(pairs) !== null) {
-    properties.userProperties = Object.assign(Object.create(null), pairs) as typeof pairs;
+    publishPacket.properties = {
+      ...properties,
+      userProperties: Object.assign(Object.create(null), pairs) as typeof pairs,
+    };
   }
   return packet;
+}
+
+/** The properties objects a guarded v5 parser hands on for the chunks, as read. */
+function readProperties(chunks: Buffer[]): Array<Record<string, unknown> | undefined> {
+  const parser = mqttPacket.parser({ protocolVersion: 5 });
+  new PacketGuard({ maxPacketBytes: 1_000_000, maxTopicBytes: 1_000 }).install({
+    _parser: parser,
+  });
+  const read: Array<Record<string, unknown> | undefined> = [];
+  parser.on("packet", (packet) =>
+    read.push((packet as mqttPacket.IPublishPacket).properties as Record<string, unknown>),
+  );
+  for (const chunk of chunks) parser.parse(chunk);
+  return read;
 }
 
 function publish(properties: object | undefined, qos: 0 | 1 = 1): Buffer {
@@ -95,6 +114,36 @@ describe("publish properties", () => {
           ...expected.packets,
         ]);
       }
+    }
+  });
+
+  it("read alike twice in a row are one frozen object, unless aedes rewrites one of them", () => {
+    const tagged = { userProperties: { site: "plant-7/line-3", tags: ["a", "b"] } };
+    const other = { userProperties: { site: "plant-8" }, contentType: "text/plain" };
+    const [first, second, third, fourth] = readProperties(
+      [tagged, tagged, other, tagged].map((properties) => publish(properties)),
+    );
+    assert.equal(first, second);
+    assert.notEqual(third, second);
+    assert.notEqual(fourth, third);
+    assert.deepEqual(
+      { ...fourth, userProperties: { ...(fourth?.userProperties as object) } },
+      tagged,
+    );
+    assert.deepEqual({ ...third, userProperties: { ...(third?.userProperties as object) } }, other);
+    for (const read of [first, third]) {
+      const pairs = read?.userProperties as Record<string, unknown>;
+      assert.ok(Object.isFrozen(read) && Object.isFrozen(pairs));
+    }
+    assert.ok(Object.isFrozen((first?.userProperties as { tags: string[] }).tags));
+    // aedes sets a Topic Alias to undefined and a queued message's expiry: never shared
+    for (const rewritten of [
+      { topicAlias: 3, userProperties: { site: "plant-7" } },
+      { messageExpiryInterval: 60 },
+    ]) {
+      const [one, two] = readProperties([publish(rewritten), publish(rewritten)]);
+      assert.notEqual(one, two);
+      assert.ok(!Object.isFrozen(one) && !Object.isFrozen(two));
     }
   });
 

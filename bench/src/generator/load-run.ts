@@ -180,6 +180,7 @@ export async function runLoad(
     ...(spec.tls ? { tls: spec.tls } : {}),
     ...(spec.credentials ? { credentials: spec.credentials } : {}),
     ...(spec.protocolVersion === undefined ? {} : { protocolVersion: spec.protocolVersion }),
+    ...(spec.clientKind === undefined ? {} : { clientKind: spec.clientKind }),
   };
   const publisherGroups = splitAcross(plan.publishers, spec.publisherProcesses);
   // A shared group's losses are counted over all its members: they share one process.

@@ -1,3 +1,4 @@
+import type { ClientKind } from "./load-client.js";
 import type { PublisherPlan, SubscriberPlan } from "./plan.js";
 import type { ProtocolLevel } from "./protocol-level.js";
 
@@ -16,6 +17,8 @@ export interface ClientSettings {
   credentials?: { username: string; password: string };
   /** The clients' MQTT protocol level: 4 (3.1.1) when absent, or 5. */
   protocolVersion?: ProtocolLevel;
+  /** MQTT.js when absent; "raw" for RawClient (plain mqtt:// only). */
+  clientKind?: ClientKind;
 }
 
 export interface PublisherSetup extends ClientSettings {

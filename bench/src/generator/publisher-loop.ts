@@ -1,4 +1,4 @@
-import type { IClientPublishOptions, MqttClient } from "mqtt";
+import type { LoadClient, LoadPublishOptions } from "./load-client.js";
 import type { QoS } from "./messages.js";
 import { PayloadWriter } from "./payload.js";
 import type { ProtocolLevel } from "./protocol-level.js";
@@ -29,10 +29,10 @@ export class PublisherLoop {
   private idleWaiters: Array<() => void> = [];
   private readonly writer: PayloadWriter;
   /** MQTT 5: the options of the odd-numbered messages, which carry a user property. */
-  private readonly tagged: IClientPublishOptions | undefined;
+  private readonly tagged: LoadPublishOptions | undefined;
 
   constructor(
-    private readonly client: MqttClient,
+    private readonly client: LoadClient,
     readonly index: number,
     private readonly topic: string,
     private readonly qos: QoS,

@@ -1,7 +1,7 @@
 /**
- * MQTT 3.1.1 packets for the flood attacker's raw sockets: pre-encoded PUBLISH packets (no
- * client library between the attacker and the wire) and a reader that splits what the broker
- * sends back into packets.
+ * MQTT packets for raw sockets (the flood attacker's, the raw load clients'): pre-encoded
+ * PUBLISH packets (no client library between the generator and the wire) and a reader that
+ * splits what the broker sends back into packets.
  */
 import { mqttString, packet } from "../../../harness/raw-socket.js";
 
@@ -39,6 +39,7 @@ function readFixedHeader(
 }
 
 /** Packet types (the high nibble of the first byte). */
+export const CONNACK = 2;
 export const PUBLISH = 3;
 export const PUBACK = 4;
 export const SUBACK = 9;

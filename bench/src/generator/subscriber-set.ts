@@ -1,5 +1,5 @@
 import hdr from "hdr-histogram-js";
-import type { MqttClient } from "mqtt";
+import type { LoadClient } from "./load-client.js";
 import type { SubscriptionReport } from "./messages.js";
 import { PAYLOAD_HEADER_BYTES } from "./payload.js";
 import type { SubscriberPlan } from "./plan.js";
@@ -44,7 +44,7 @@ export class SubscriberSet {
   private readonly groups = new Map<string, Map<number, SequenceTracker>>();
 
   /** Attaches a connected, subscribed client to its subscription's accounting. */
-  attach(client: MqttClient, plan: SubscriberPlan): void {
+  attach(client: LoadClient, plan: SubscriberPlan): void {
     const shared = plan.group === undefined ? undefined : this.groups.get(plan.group);
     const trackers = shared ?? new Map<number, SequenceTracker>();
     if (plan.group !== undefined && shared === undefined) this.groups.set(plan.group, trackers);

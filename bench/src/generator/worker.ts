@@ -7,6 +7,7 @@ import hdr from "hdr-histogram-js";
 import type { IClientOptions, MqttClient } from "mqtt";
 import { connect } from "../../../harness/mqtt-client.js";
 import { CpuWindowMeter } from "./cpu-window.js";
+import type { LoadClient } from "./load-client.js";
 import type {
   ClientSettings,
   CoordinatorMessage,
@@ -16,7 +17,9 @@ import type {
   SubscriberSetup,
   WorkerMessage,
 } from "./messages.js";
+import type { PublisherPlan, SubscriberPlan } from "./plan.js";
 import { PublisherLoop } from "./publisher-loop.js";
+import { RawClient } from "./raw-client.js";
 import { paceMessages } from "./service-pace.js";
 import { SubscriberSet } from "./subscriber-set.js";
 
@@ -57,6 +60,30 @@ function watch(client: MqttClient, clientId: string): MqttClient {
   return client;
 }
 
+/** A connected client of the kind the settings ask for (RawClient turns Nagle off itself). */
+async function connectClient(
+  settings: ClientSettings,
+  plan: PublisherPlan | SubscriberPlan,
+): Promise<LoadClient> {
+  if (settings.clientKind === "raw") {
+    const client = await RawClient.connect(plan.url, {
+      clientId: plan.clientId,
+      protocolVersion: settings.protocolVersion ?? 4,
+      ...(plan.fromAddress === undefined ? {} : { fromAddress: plan.fromAddress }),
+      ...(settings.credentials ? { credentials: settings.credentials } : {}),
+    });
+    client.on("error", (error) =>
+      send({ type: "failed", error: `${plan.clientId}: ${error.message}` }),
+    );
+    return client;
+  }
+  const client = await connect(plan.url, {
+    ...clientOptions(settings, plan.clientId),
+    fromAddress: plan.fromAddress,
+  });
+  return watch(client, plan.clientId);
+}
+
 interface Role {
   start(command: StartCommand): void;
   delivered?(through: Array<number | null>): void;
@@ -69,22 +96,12 @@ class PublisherRole implements Role {
   private progress: NodeJS.Timeout | undefined;
 
   private constructor(
-    private readonly clients: MqttClient[],
+    private readonly clients: LoadClient[],
     private readonly loops: PublisherLoop[],
   ) {}
 
   static async create(setup: PublisherSetup): Promise<PublisherRole> {
-    const clients = await Promise.all(
-      setup.publishers.map(async (plan) =>
-        watch(
-          await connect(plan.url, {
-            ...clientOptions(setup, plan.clientId),
-            fromAddress: plan.fromAddress,
-          }),
-          plan.clientId,
-        ),
-      ),
-    );
+    const clients = await Promise.all(setup.publishers.map((plan) => connectClient(setup, plan)));
     const loops = setup.publishers.map((plan, i) => {
       const client = clients[i];
       if (!client) throw new Error("publisher client missing");
@@ -154,7 +171,7 @@ class SubscriberRole implements Role {
   private feedback: NodeJS.Timeout | undefined;
 
   private constructor(
-    private readonly clients: MqttClient[],
+    private readonly clients: LoadClient[],
     private readonly publisherCount: number,
   ) {}
 
@@ -162,16 +179,15 @@ class SubscriberRole implements Role {
     const role = new SubscriberRole([], setup.publisherCount);
     await Promise.all(
       setup.subscribers.map(async (plan) => {
-        const client = watch(
-          await connect(plan.url, {
-            ...clientOptions(setup, plan.clientId),
-            fromAddress: plan.fromAddress,
-          }),
-          plan.clientId,
-        );
+        const client = await connectClient(setup, plan);
         role.clients.push(client);
         role.set.attach(client, plan);
-        if (setup.serviceMs !== undefined) paceMessages(client, setup.serviceMs);
+        if (setup.serviceMs !== undefined) {
+          // Pacing holds MQTT.js' reading: the raw clients have no such hook.
+          if (client instanceof RawClient)
+            throw new Error("paced subscribers need --client mqtt.js");
+          paceMessages(client as MqttClient, setup.serviceMs);
+        }
         await client.subscribeAsync(plan.filter, { qos: setup.qos });
       }),
     );

@@ -1,4 +1,5 @@
 import type { BrokerDefinition } from "../brokers/broker.js";
+import type { ClientKind } from "../generator/load-client.js";
 import type { QoS } from "../generator/messages.js";
 import type { TopicPattern } from "../generator/plan.js";
 import type { ProtocolLevel } from "../generator/protocol-level.js";
@@ -28,6 +29,8 @@ export interface RunOptions {
   clients?: number;
   /** Filters each client of the subscribe-storm scenario subscribes to, instead of its default. */
   filters?: number;
+  /** The mqtt5 scenario's generator client, instead of its default (raw). */
+  clientKind?: ClientKind;
 }
 
 export interface ScenarioContext {
