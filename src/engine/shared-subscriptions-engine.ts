@@ -202,8 +202,15 @@ export class SharedSubscriptionsEngine implements MemberLinks {
       if (topics.length > 0) this.join(client, topics);
     });
     broker.on("clientReady", (client) => {
-      const topics = Object.keys(heldFilters(client)).filter(isSharedFilter);
-      if (topics.length > 0) this.join(client, topics);
+      // Every CONNECT passes here: a restored session's shared filters, allocating nothing for
+      // the clients (nearly all) that hold none.
+      let topics: string[] | undefined;
+      for (const topic in heldFilters(client)) {
+        if (!isSharedFilter(topic)) continue;
+        topics ??= [];
+        topics.push(topic);
+      }
+      if (topics !== undefined) this.join(client, topics);
     });
     broker.on("unsubscribe", (topics, client) => {
       const shared = topics.filter(isSharedFilter);

@@ -165,7 +165,7 @@ export class SharedDispatcher {
       // QoS 0 is not kept: straight to the proposed member (lost with it, as QoS 0 may be).
       const token = this.tokenOf(group, proposed.clientId);
       if (token !== undefined) {
-        this.route(group, { member: proposed.clientId, token, entryId: "", message });
+        this.route(group.name, { member: proposed.clientId, token, entryId: "", message });
         return undefined;
       }
     }
@@ -173,7 +173,7 @@ export class SharedDispatcher {
     return store.assign(group.name, proposed?.clientId, message, keep).then((assignment) => {
       switch (assignment.to) {
         case "member":
-          this.route(group, { ...assignment, message });
+          this.route(group.name, { ...assignment, message });
           return;
         case "backlog":
           group.backlog++;
@@ -188,10 +188,10 @@ export class SharedDispatcher {
   }
 
   /** Sends a delivery to its member: here, or through the node that holds the member. */
-  private route(group: KnownGroup, delivery: Delivery): void {
+  private route(name: string, delivery: Delivery): void {
     const node = nodeOfToken(delivery.token);
-    if (node === this.options.nodeId) this.receive(group.name, delivery);
-    else this.links?.forward(node, group.name, delivery);
+    if (node === this.options.nodeId) this.receive(name, delivery);
+    else this.links?.forward(node, name, delivery);
   }
 
   /** A delivery for a member connection on this node; `resending`: read from its queue. */
@@ -199,7 +199,7 @@ export class SharedDispatcher {
     const links = this.links;
     const member = this.locals.get(delivery.token);
     if (links === undefined || member === undefined) return;
-    const topic = `${SHARE_PREFIX}${name}`;
+    const topic = this.groups.get(name)?.topic ?? `${SHARE_PREFIX}${name}`;
     let sent = member.sent.get(name);
     if (delivery.entryId !== "") {
       if (sent === undefined) {
@@ -351,21 +351,11 @@ export class SharedDispatcher {
     unregister: boolean,
   ): Promise<void> {
     const left = await this.options.store.leave(name, clientId, token, unregister);
-    const group = this.groups.get(name);
     if (left.ended) this.forgetGroup(name);
     if (left.moved.length > 0) this.options.metrics.redelivered(name, left.moved.length);
     if (left.dropped > 0) this.options.metrics.dropped(name, "no_member", left.dropped);
-    for (const delivery of left.moved) {
-      if (group !== undefined) this.route(group, delivery);
-      else this.routeUnknown(name, delivery);
-    }
+    for (const delivery of left.moved) this.route(name, delivery);
     this.links?.announce(name);
-  }
-
-  private routeUnknown(name: string, delivery: Delivery): void {
-    const node = nodeOfToken(delivery.token);
-    if (node === this.options.nodeId) this.receive(name, delivery);
-    else this.links?.forward(node, name, delivery);
   }
 
   /** Another node changed a group: refresh soon (changes close together share one refresh). */
