@@ -2,6 +2,7 @@ import type { UsernameQuota } from "../admission/cluster-connection-counts.js";
 import type { ConnectionQuotas } from "../admission/connection-quotas.js";
 import type { FlappingGuard } from "../admission/flapping-guard.js";
 import type { ClientOwnership } from "../cluster/client-ownership.js";
+import type { NodeDeaths } from "../cluster/node-deaths.js";
 import type { RedisFabric } from "../cluster/redis-fabric.js";
 import type { RedisFence } from "../cluster/redis-fence.js";
 import type { LocalSessions, SessionDirectory } from "../cluster/session-directory.js";
@@ -29,6 +30,8 @@ export interface Backend {
   readonly ownership: ClientOwnership | undefined;
   /** Which survivor publishes a dead node's will; undefined alone. */
   readonly willClaims: WillClaims | undefined;
+  /** Whether a silent node is gone (its lease, its connections); undefined alone. */
+  readonly nodeDeaths: NodeDeaths | undefined;
   /** MQTT 5 session expiry and will delay in Redis; undefined alone (aedes' own timers). */
   readonly timers: SessionTimers | undefined;
   readonly deviceStore: DeviceStore | undefined;

@@ -1,3 +1,4 @@
+import { Redis } from "ioredis";
 import {
   ClusterConnectionCounts,
   LocalUsernameQuota,
@@ -5,6 +6,8 @@ import {
 import { ConnectionQuotas } from "../admission/connection-quotas.js";
 import { FlappingGuard } from "../admission/flapping-guard.js";
 import { ClientOwnership } from "../cluster/client-ownership.js";
+import { ConnectionDeathProof, RedisServerIdentity } from "../cluster/connection-death.js";
+import { NodeDeaths } from "../cluster/node-deaths.js";
 import { NODE_LEASE_KEY_PREFIX, NodeRegistry } from "../cluster/node-registry.js";
 import { RedisFabric } from "../cluster/redis-fabric.js";
 import { RedisFence } from "../cluster/redis-fence.js";
@@ -62,6 +65,7 @@ async function memoryBackend(config: SluiceConfig, deps: BackendDeps): Promise<B
     sessions: new MemorySessionRegistry(),
     ownership: undefined,
     willClaims: undefined,
+    nodeDeaths: undefined,
     timers: undefined,
     fence: undefined,
     deviceStore: config.registry ? await FileDeviceStore.open(config.registry.file) : undefined,
@@ -79,7 +83,12 @@ async function memoryBackend(config: SluiceConfig, deps: BackendDeps): Promise<B
 
 async function redisBackend(config: SluiceConfig, deps: BackendDeps): Promise<Backend> {
   const redis = config.redis as NonNullable<SluiceConfig["redis"]>;
-  const fabric = new RedisFabric(redis, deps.log.child({ module: "redis" }), deps.queue);
+  const fabric = new RedisFabric(
+    redis,
+    config.nodeId,
+    deps.log.child({ module: "redis" }),
+    deps.queue,
+  );
   fabric.on("state", (up) => deps.metrics.setRedisUp(up));
   fabric.on("subscription-reset", () => deps.metrics.markRedisSubscriptionReset());
   try {
@@ -108,8 +117,23 @@ async function onFabric(
   }
   const clusterLog = deps.log.child({ module: "cluster" });
   const leaseMs = redis.nodeLeaseSeconds * 1000;
-  const registry = new NodeRegistry(fabric.state, config.nodeId, leaseMs, clusterLog);
+  const { state } = fabric;
+  // The run id of the server this node's connections are on, kept beside its lease, lets the
+  // others tell when they have all closed (connection-death.ts).
+  const server =
+    state instanceof Redis ? new RedisServerIdentity(state, () => registry.renew()) : undefined;
+  const registry: NodeRegistry = new NodeRegistry(
+    state,
+    config.nodeId,
+    leaseMs,
+    clusterLog,
+    () => server?.runId,
+  );
+  server?.start();
   await registry.claim();
+  const proof = redis.deadNodeByConnections
+    ? new ConnectionDeathProof(state, leaseMs, clusterLog)
+    : undefined;
   const quotas: ConnectionQuotas = new ConnectionQuotas(connections, (): number =>
     counts.otherNodesOpen(),
   );
@@ -157,6 +181,7 @@ async function onFabric(
     sessions,
     ownership,
     willClaims: new WillClaims(fabric.state),
+    nodeDeaths: new NodeDeaths(state, proof, redis.heartbeatMs),
     timers,
     fence,
     deviceStore: new RedisDeviceStore(fabric.state),

@@ -4,22 +4,34 @@ import type { Logger } from "../observability/logger.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import { STATE_KEYS } from "../redis/redis-keys.js";
 
-/** Extends the lease only if this node still holds it (KEYS[1] lease, ARGV token, ms). */
-const RENEW = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end`;
-/** Releases the lease only if this node holds it (KEYS[1] lease, ARGV token). */
-const RELEASE = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end`;
+/**
+ * Extends the lease only if this node still holds it, and with it the run id of the Redis
+ * server this node is connected to ("" unknown: not kept). KEYS[1] lease, KEYS[2] server;
+ * ARGV token, ms, run id.
+ */
+const RENEW = `if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call("PEXPIRE", KEYS[1], ARGV[2])
+if ARGV[3] == "" then redis.call("DEL", KEYS[2]) else redis.call("SET", KEYS[2], ARGV[3], "PX", ARGV[2]) end
+return 1`;
+/** Releases the lease only if this node holds it (KEYS[1] lease, KEYS[2] server; ARGV token). */
+const RELEASE = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1], KEYS[2]) else return 0 end`;
 
 /** A node's lease key is this plus its id (under the key prefix). */
 export const NODE_LEASE_KEY_PREFIX = STATE_KEYS.nodeLeasePrefix;
+/** Beside the lease: the run id of the Redis server the node's connections are on. */
+export const NODE_SERVER_KEY_PREFIX = STATE_KEYS.nodeServerPrefix;
 
 /**
  * Makes node ids unique across the cluster: a node holds a lease on its id in Redis while it
  * lives. A second live node with the same id is refused at start. A node restarted after a
  * crash waits for its old lease to run out (at most one lease), since nobody renews it.
+ * With the lease the node keeps the run id of the Redis server its connections are on, which
+ * lets the others tell that its connections there have closed (connection-death.ts).
  */
 export class NodeRegistry {
   private readonly token = randomBytes(16).toString("hex");
   private readonly key: string;
+  private readonly serverKey: string;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -27,8 +39,11 @@ export class NodeRegistry {
     private readonly nodeId: string,
     private readonly leaseMs: number,
     private readonly log: Logger,
+    /** The run id of the Redis server this node is connected to, when known. */
+    private readonly serverRunId: () => string | undefined = () => undefined,
   ) {
     this.key = `${NODE_LEASE_KEY_PREFIX}${nodeId}`;
+    this.serverKey = `${NODE_SERVER_KEY_PREFIX}${nodeId}`;
   }
 
   /** Takes the lease, waiting out a stale one; throws ConfigError if a live node holds the id. */
@@ -44,14 +59,24 @@ export class NodeRegistry {
       }
       await new Promise((resolve) => setTimeout(resolve, Math.min(500, this.leaseMs / 4)));
     }
-    this.timer = setInterval(() => {
-      this.redis.eval(RENEW, 1, this.key, this.token, this.leaseMs).then(
-        (renewed) => (renewed === 0 ? this.retake() : undefined),
-        // Redis down: the outage is reported by the fabric; renewal resumes with it.
-        () => {},
-      );
-    }, this.leaseMs / 3);
+    this.timer = setInterval(() => this.renew(), this.leaseMs / 3);
     this.timer.unref();
+    this.renew();
+  }
+
+  /**
+   * Extends the lease now: at each renewal, and when this node's connection to Redis is new
+   * (after a failover the others can tell its connections apart only once it has said where
+   * they are). Nothing before the lease is held.
+   */
+  renew(): void {
+    if (this.timer === undefined) return;
+    const runId = this.serverRunId() ?? "";
+    this.redis.eval(RENEW, 2, this.key, this.serverKey, this.token, this.leaseMs, runId).then(
+      (renewed) => (renewed === 0 ? this.retake() : undefined),
+      // Redis down: the outage is reported by the fabric; renewal resumes with it.
+      () => {},
+    );
   }
 
   /**
@@ -65,6 +90,7 @@ export class NodeRegistry {
       .set(this.key, this.token, "PX", this.leaseMs, "NX")
       .catch(() => undefined);
     if (taken === "OK") {
+      this.renew();
       this.log.warn(
         { event: "node.lease_retaken" },
         "node id lease had vanished from Redis (Redis lost its data, or this node was cut off longer than the lease): taken again",
@@ -79,6 +105,7 @@ export class NodeRegistry {
 
   async release(): Promise<void> {
     clearInterval(this.timer);
-    await this.redis.eval(RELEASE, 1, this.key, this.token).catch(() => {});
+    this.timer = undefined;
+    await this.redis.eval(RELEASE, 2, this.key, this.serverKey, this.token).catch(() => {});
   }
 }

@@ -25,7 +25,8 @@ export class SubscriptionLag {
     subscriberName: string,
     private readonly log: Logger,
   ) {
-    this.pattern = new RegExp(` name=${subscriberName} .*? omem=(\\d+)`);
+    const name = subscriberName.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+    this.pattern = new RegExp(` name=${name} .*? omem=(\\d+)`);
   }
 
   start(): void {

@@ -260,7 +260,13 @@ const redisSchema = z.strictObject({
     .max(60_000)
     .default(HEARTBEAT_MS_DEFAULT)
     .describe(
-      "How often a node tells the others it lives. A node silent for 3 of these is dead: `sluice_cluster_nodes` drops it, and its clients' wills go out once its lease (`nodeLeaseSeconds`) has run out too (within 4 of these after that).",
+      "How often a node tells the others it lives. A node silent for 3 of these is dead: `sluice_cluster_nodes` drops it, and its clients' wills go out once it is known gone: its lease (`nodeLeaseSeconds`) has run out, or Redis holds none of its connections (`deadNodeByConnections`); within 4 of these after that.",
+    ),
+  deadNodeByConnections: z
+    .boolean()
+    .default(true)
+    .describe(
+      "Know a silent node (3 heartbeats) gone as soon as Redis holds none of its connections, instead of only when its lease runs out: a crashed node's clients' wills (Sparkplug NDEATHs among them) go out 2 to 3 s after the crash, not up to `nodeLeaseSeconds` later. The kernel closes a dead process's connections at once; a partition or a stalled process leaves them open in Redis, so neither is taken for a death. Used on a single Redis and Sentinel (a Redis Cluster: the lease only), and only while Redis' `timeout` is 0 or at least the lease (read at start; a warning when it cannot be). Turn it off where the network resets connections during a partition (a firewall that rejects with a TCP reset).",
     ),
   backpressure: z
     .strictObject({

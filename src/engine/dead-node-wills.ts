@@ -23,24 +23,26 @@ export interface DeadNodeWillsDeps {
   /** Whether this node's Redis connections are up: only then does it hear every heartbeat. */
   isFabricUp(): boolean;
   /**
-   * Whether a node's lease is gone: its wills are claimed only then (a node cut off from the
-   * others' pub/sub still holds its lease and its clients), so the sweep waits for it.
+   * How a silent node is known gone (its lease ran out, or its connections to Redis closed),
+   * or undefined while it is not: its wills are claimed only then (a node cut off from the
+   * others' pub/sub still holds its lease, its connections and its clients), so the sweep waits.
    */
-  leaseGone(nodeId: string): Promise<boolean>;
+  nodeGone(nodeId: string): Promise<string | undefined>;
   log: Logger;
 }
 
 /**
  * Publishes a dead node's wills as soon as the node passes aedes' liveness rule (3 silent
- * heartbeats) and its lease is gone. aedes' own sweep reads every node's wills only every 4 heartbeats, so it acts 3
- * to 7 heartbeats after the death; this one checks 4 times a heartbeat and reads only the dead
- * node's wills. aedes' sweep stays as the backstop: the authorizePublish hook claims each will
+ * heartbeats) and is known gone. aedes' own sweep reads every node's wills only every 4
+ * heartbeats, so it acts 3 to 7 heartbeats after the death; this one checks 4 times a heartbeat
+ * and reads only the dead node's wills. aedes' sweep stays as the backstop: the authorizePublish hook claims each will
  * once cluster-wide (WillClaims), so a will goes out once whichever sweep, on whichever
  * survivor, reaches it first.
  *
- * A node is judged dead from its heartbeats, and its wills go once its lease in Redis is gone
- * too (`redis.nodeLeaseSeconds`, 15 s by default): a node only cut off from the others' pub/sub
- * keeps its lease and its clients, whose wills are not due. Heartbeats are only as good as this node's
+ * A node is judged dead from its heartbeats, and its wills go once it is known gone too: its
+ * connections to Redis closed (a process that ends), or its lease ran out (`nodeLeaseSeconds`,
+ * 15 s by default): a node only cut off from the others' pub/sub keeps both, and its clients,
+ * whose wills are not due. Heartbeats are only as good as this node's
  * pub/sub, so no node is judged while this node's Redis connections are down, until they have
  * been up for 3 heartbeats again, nor on a check that ran late (a stalled event loop has
  * heartbeats waiting unread).
@@ -50,8 +52,8 @@ export class DeadNodeWills {
   private readonly lastSeen = new Map<string, number>();
   /** Nodes judged dead, with the last heartbeat heard from each (until a newer one comes). */
   private readonly judgedDead = new Map<string, number>();
-  /** Nodes judged dead whose lease is not yet known gone, with how long they were silent. */
-  private readonly awaitingLease = new Map<string, number>();
+  /** Nodes judged dead and not yet known gone, with their last heartbeat. */
+  private readonly awaitingGone = new Map<string, number>();
   private askingLeases = false;
   private readonly periodMs: number;
   private timer: NodeJS.Timeout | undefined;
@@ -86,7 +88,7 @@ export class DeadNodeWills {
     for (const [id, at] of this.judgedDead) {
       if (seen[id] === at) continue;
       this.judgedDead.delete(id);
-      this.awaitingLease.delete(id);
+      this.awaitingGone.delete(id);
     }
     for (const id in seen) {
       const at = seen[id] ?? 0;
@@ -103,28 +105,32 @@ export class DeadNodeWills {
       if (at + silenceMs >= now) continue;
       this.lastSeen.delete(id);
       this.judgedDead.set(id, at);
-      this.awaitingLease.set(id, at);
+      this.awaitingGone.set(id, at);
+      this.deps.log.info(
+        { event: "node.silent", nodeId: id, silentMs: now - at },
+        "node stopped heartbeating: its clients' wills wait until it is known gone",
+      );
     }
-    if (this.awaitingLease.size > 0 && !this.askingLeases) {
+    if (this.awaitingGone.size > 0 && !this.askingLeases) {
       this.askingLeases = true;
-      this.sweepLeaseless(now).finally(() => {
+      this.sweepGone(now).finally(() => {
         this.askingLeases = false;
       });
     }
   }
 
-  /** Sweeps each node judged dead whose lease is gone (asked once per check until it is). */
-  private async sweepLeaseless(now: number): Promise<void> {
-    for (const [id, at] of [...this.awaitingLease]) {
-      let gone: boolean;
+  /** Sweeps each node judged dead that is known gone (asked at each check until it is). */
+  private async sweepGone(now: number): Promise<void> {
+    for (const [id, at] of [...this.awaitingGone]) {
+      let signal: string | undefined;
       try {
-        gone = await this.deps.leaseGone(id);
+        signal = await this.deps.nodeGone(id);
       } catch {
         continue; // Redis did not answer: asked again at the next check
       }
-      if (!gone || this.awaitingLease.get(id) !== at) continue;
-      this.awaitingLease.delete(id);
-      this.sweep(id, now - at).catch((err: unknown) =>
+      if (signal === undefined || this.awaitingGone.get(id) !== at) continue;
+      this.awaitingGone.delete(id);
+      this.sweep(id, now - at, signal).catch((err: unknown) =>
         this.deps.log.warn(
           { event: "node.dead_wills_failed", nodeId: id, err },
           "could not publish a dead node's wills; aedes' will sweep retries",
@@ -133,9 +139,12 @@ export class DeadNodeWills {
     }
   }
 
-  private async sweep(brokerId: string, silentMs: number): Promise<void> {
+  private async sweep(brokerId: string, silentMs: number, signal: string): Promise<void> {
     const { store, log } = this.deps;
-    log.info({ event: "node.dead", nodeId: brokerId, silentMs }, "node stopped heartbeating");
+    log.info(
+      { event: "node.dead", nodeId: brokerId, silentMs, signal },
+      "node is gone: publishing its clients' wills",
+    );
     let published = 0;
     let failed = 0;
     const inFlight = new Set<Promise<void>>();

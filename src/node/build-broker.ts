@@ -1,7 +1,6 @@
 import { Aedes, type Client } from "aedes";
 import type { ConnectAdmission } from "../admission/connect-admission.js";
 import type { Backend } from "../backend/backend.js";
-import { NODE_LEASE_KEY_PREFIX } from "../cluster/node-registry.js";
 import type { SluiceConfig } from "../config/schema.js";
 import type { PatchedAedesOptions } from "../engine/aedes-internals.js";
 import { disconnectOnKeepaliveTimeout } from "../engine/aedes-internals.js";
@@ -172,8 +171,8 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   const broker = await Aedes.createBroker(options);
   hardenBroker(broker);
   sparkplug.install(broker);
-  const { timers, fabric, willClaims } = backend;
-  if (timers && fabric && willClaims) {
+  const { timers, fabric, willClaims, nodeDeaths } = backend;
+  if (timers && fabric && willClaims && nodeDeaths) {
     delayedWills = useClusterTimers(broker, {
       ...{ timers, persistence: fabric.persistence, willClaims, onWillPublished },
       epochOf: (client) => contexts.get(client)?.ownerEpoch,
@@ -183,8 +182,7 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
       heartbeatMs: parts.heartbeatMs,
       store: fabric.persistence,
       isFabricUp: () => fabric.isUp(),
-      leaseGone: async (nodeId) =>
-        (await fabric.state.exists(`${NODE_LEASE_KEY_PREFIX}${nodeId}`)) === 0,
+      nodeGone: (nodeId) => nodeDeaths.gone(nodeId),
       log: log.child({ module: "cluster" }),
     }).start();
   } else {

@@ -101,6 +101,8 @@ export function escapeGlob(text: string): string {
 export const STATE_KEYS = {
   /** `node:<nodeId>`: a node's lease; scripts build other nodes' from the prefix. */
   nodeLeasePrefix: "node:",
+  /** `node-server:<nodeId>`: the run id of the Redis server a node's connections are on. */
+  nodeServerPrefix: "node-server:",
   /** Taken by the one survivor that publishes a dead node's will. */
   willClaim: (brokerId: string, clientId: string) =>
     `will-claim:${brokerId}:${encodeURIComponent(clientId)}`,

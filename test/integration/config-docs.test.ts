@@ -103,7 +103,7 @@ admin:
   unauthenticatedRequestsPerMinute: 60
 registry: { file: devices.json }
 `;
-    const redisCommon = `keyPrefix: "plant:", nodeLeaseSeconds: 15, heartbeatMs: 1000, fence: { afterMs: 8000 }, username: sluice, password: secret, tls: { ca: ${pki.caCert}, cert: ${pki.clientCert}, key: ${pki.clientKey} }`;
+    const redisCommon = `keyPrefix: "plant:", nodeLeaseSeconds: 15, heartbeatMs: 1000, deadNodeByConnections: true, fence: { afterMs: 8000 }, username: sluice, password: secret, tls: { ca: ${pki.caCert}, cert: ${pki.clientCert}, key: ${pki.clientKey} }`;
     const printed = new Set([
       ...(await checkConfig(
         "url.yaml",

@@ -8,14 +8,15 @@ import { Redis } from "ioredis";
 import { withDeadline } from "../../harness/deadline.js";
 import { connect, end, Inbox, type MqttClient, subscribe } from "../../harness/mqtt-client.js";
 import { RedisServer } from "../../harness/redis-server.js";
-import { SluiceProcess } from "../../harness/sluice-process.js";
+import { type LogLine, SluiceProcess } from "../../harness/sluice-process.js";
 
 /**
- * A node killed with SIGKILL, at the default heartbeat (1 s) and a 1 s lease: the survivors
+ * A node killed with SIGKILL, at the default heartbeat (1 s) and lease (15 s): the survivors
  * publish its clients' wills once each within seconds (a node is dead after 3 silent heartbeats
- * and once its lease is gone, and its wills are looked for 4 times a heartbeat), not only when
- * aedes' own sweep (every 4 heartbeats) comes round; a client that moved to another node keeps
- * its will.
+ * once Redis holds none of its connections, and its wills are looked for 4 times a heartbeat),
+ * not when its lease runs out nor when aedes' own sweep (every 4 heartbeats) comes round; a
+ * client that moved to another node keeps its will. A node that only stalls keeps its
+ * connections open, and its clients' wills.
  */
 const HEARTBEAT_MS = 1_000;
 /** Up to 3 heartbeats and a quarter after the death, plus publishing, on a noisy machine. */
@@ -38,8 +39,7 @@ async function spawnNode(name: string): Promise<{ node: SluiceProcess; url: stri
     file,
     `nodeId: ${name}\nlisteners: [{ type: tcp, host: 127.0.0.1, port: 0 }]\nhttp: { host: 127.0.0.1, port: 0 }\n` +
       `auth: { allowAnonymous: true }\nlog: { level: debug, format: json }\n` +
-      // A 1 s lease: wills wait for the dead node's lease too (a node only cut off keeps it).
-      `redis: { url: "${redis.url}", keyPrefix: "${keyPrefix}", nodeLeaseSeconds: 1 }\n`,
+      `redis: { url: "${redis.url}", keyPrefix: "${keyPrefix}" }\n`,
   );
   const node = SluiceProcess.spawn(["start", "--config", file]);
   const { ports } = await node.ready();
@@ -139,6 +139,14 @@ describe("wills of a node killed with SIGKILL, at the default heartbeat", () => 
         );
       }
       assert.equal(willsPublished("lone-"), 1, "by one survivor");
+      const dead = survivors
+        .flatMap((s) => s.lines)
+        .filter((l) => l.event === "node.dead" && l.nodeId === "victim-1");
+      assert.deepEqual(
+        dead.map((l) => l.signal).sort(),
+        ["connections", "lease"],
+        "one survivor knew it gone by its connections (and released its lease), the other then by its lease",
+      );
       const ms = arrivals.map((a) => a.first).join(", ");
       process.stdout.write(`# one will delivered ${ms} ms after SIGKILL\n`);
     } finally {
@@ -196,6 +204,48 @@ describe("wills of a node killed with SIGKILL, at the default heartbeat", () => 
       process.stdout.write(`# ${DEVICES} wills delivered ${figures} ms after SIGKILL\n`);
     } finally {
       await end(...devices, ...clients, ...moves.clients);
+    }
+  });
+});
+
+describe("a node that stalls, with its connections open", () => {
+  it("is counted dead after 3 heartbeats, but its clients' wills wait: it still holds them", async () => {
+    const url = await startVictim("victim-3");
+    const { clients, inboxes } = await watch("stalled/#");
+    const device = await connect(url, {
+      clientId: "stalled-device",
+      will: will("stalled/stalled-device", "offline"),
+    });
+    device.on("error", () => {});
+    const victim = victims[2] as SluiceProcess;
+    try {
+      const heard = (l: LogLine) => l.event === "node.heard" && l.nodeId === "victim-3";
+      const heardBefore = new Set(survivors.flatMap((s) => s.lines.filter(heard)));
+      victim.kill("SIGSTOP");
+      await withDeadline(
+        Promise.all(
+          survivors.map((s) =>
+            s.waitForLog((l) => l.event === "node.silent" && l.nodeId === "victim-3"),
+          ),
+        ),
+        5 * HEARTBEAT_MS,
+        "the survivors counted victim-3 dead",
+      );
+      // Asked whether it is gone at once, then once a heartbeat: two more asks.
+      await new Promise((resolve) => setTimeout(resolve, 2 * HEARTBEAT_MS + 500));
+      victim.kill("SIGCONT");
+      await withDeadline(
+        Promise.all(survivors.map((s) => s.waitForLog((l) => heard(l) && !heardBefore.has(l)))),
+        5 * HEARTBEAT_MS,
+        "the survivors heard victim-3 again",
+      );
+      for (const inbox of inboxes) assert.deepEqual(inbox.received, [], "no will");
+      assert.equal(willsPublished("stalled-"), 0);
+      assert.equal(await control.exists(`${keyPrefix}node:victim-3`), 1, "its lease stays");
+      assert.equal(device.connected, true, "the device stayed connected to it");
+    } finally {
+      victim.kill("SIGCONT");
+      await end(device, ...clients);
     }
   });
 });

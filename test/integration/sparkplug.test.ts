@@ -33,8 +33,9 @@ const encode = (payload: UPayload): Buffer => Buffer.from(tahu.encodePayload(pay
 const decode = (bytes: Buffer): UPayload => tahu.decodePayload(bytes);
 
 /**
- * The default heartbeat: a node is dead after 3 silent heartbeats, and the survivor publishes
- * its wills within a quarter heartbeat of that (aedes' own sweep alone: 3 to 7 heartbeats).
+ * The default heartbeat and lease: a killed node is dead after 3 silent heartbeats (its
+ * connections to Redis closed with it), and the survivor publishes its wills within a quarter
+ * heartbeat of that (aedes' own sweep alone: 3 to 7 heartbeats; the lease alone: up to 15 s).
  */
 const HEARTBEAT_MS = 1_000;
 const DEATH_BOUND_MS = 4_500;
@@ -75,7 +76,7 @@ before(async () => {
       file,
       `nodeId: ${name}\nlisteners: [{ type: tcp, host: 127.0.0.1, port: 0 }]\nhttp: { host: 127.0.0.1, port: 0 }\n` +
         `auth: { passwordFile: passwd }\nlog: { level: debug, format: json }\n` +
-        `redis: { url: "${redis.url}", keyPrefix: "${prefix}", heartbeatMs: ${HEARTBEAT_MS}, nodeLeaseSeconds: 1 }\n` +
+        `redis: { url: "${redis.url}", keyPrefix: "${prefix}", heartbeatMs: ${HEARTBEAT_MS} }\n` +
         "sparkplug:\n  aware: true\n  rewriteDeathTimestamp: true\n" +
         '  bindIdentity: { hostApplications: ["scada*"] }\n  validatePayloads: { groups: ["Plant*"] }\n',
     );

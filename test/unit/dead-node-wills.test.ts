@@ -83,7 +83,7 @@ async function brokerWithSweep(shelf: WillShelf, fabric: { up: boolean; leases?:
     heartbeatMs: HEARTBEAT_MS,
     store: shelf,
     isFabricUp: () => fabric.up,
-    leaseGone: async (nodeId) => fabric.leases?.has(nodeId) !== true,
+    nodeGone: async (nodeId) => (fabric.leases?.has(nodeId) === true ? undefined : "lease"),
     log,
   });
   sweep.start();
