@@ -7,6 +7,7 @@ import { ConnectionQuotas } from "../admission/connection-quotas.js";
 import { FlappingGuard } from "../admission/flapping-guard.js";
 import { ClientOwnership } from "../cluster/client-ownership.js";
 import { ConnectionDeathProof, RedisServerIdentity } from "../cluster/connection-death.js";
+import { type NodeInstance, newNodeInstance, serverKeyValue } from "../cluster/node-connections.js";
 import { NodeDeaths } from "../cluster/node-deaths.js";
 import { NODE_LEASE_KEY_PREFIX, NodeRegistry } from "../cluster/node-registry.js";
 import { RedisFabric } from "../cluster/redis-fabric.js";
@@ -83,16 +84,12 @@ async function memoryBackend(config: SluiceConfig, deps: BackendDeps): Promise<B
 
 async function redisBackend(config: SluiceConfig, deps: BackendDeps): Promise<Backend> {
   const redis = config.redis as NonNullable<SluiceConfig["redis"]>;
-  const fabric = new RedisFabric(
-    redis,
-    config.nodeId,
-    deps.log.child({ module: "redis" }),
-    deps.queue,
-  );
+  const node = newNodeInstance(config.nodeId);
+  const fabric = new RedisFabric(redis, node, deps.log.child({ module: "redis" }), deps.queue);
   fabric.on("state", (up) => deps.metrics.setRedisUp(up));
   fabric.on("subscription-reset", () => deps.metrics.markRedisSubscriptionReset());
   try {
-    return await onFabric(config, redis, fabric, deps);
+    return await onFabric(config, redis, fabric, node, deps);
   } catch (error) {
     // A start that fails here (the node id is held by a live node) leaves no connection open.
     await fabric.close();
@@ -104,6 +101,7 @@ async function onFabric(
   config: SluiceConfig,
   redis: NonNullable<SluiceConfig["redis"]>,
   fabric: RedisFabric,
+  node: NodeInstance,
   deps: BackendDeps,
 ): Promise<Backend> {
   const { authFailures, flapping, connections } = config.limits;
@@ -118,16 +116,12 @@ async function onFabric(
   const clusterLog = deps.log.child({ module: "cluster" });
   const leaseMs = redis.nodeLeaseSeconds * 1000;
   const { state } = fabric;
-  // The run id of the server this node's connections are on, kept beside its lease, lets the
-  // others tell when they have all closed (connection-death.ts).
+  // Where this node's connections are, kept beside its lease, lets the others tell when they
+  // have all closed (connection-death.ts).
   const server =
     state instanceof Redis ? new RedisServerIdentity(state, () => registry.renew()) : undefined;
-  const registry: NodeRegistry = new NodeRegistry(
-    state,
-    config.nodeId,
-    leaseMs,
-    clusterLog,
-    () => server?.runId,
+  const registry: NodeRegistry = new NodeRegistry(state, config.nodeId, leaseMs, clusterLog, () =>
+    server?.runId === undefined ? undefined : serverKeyValue(server.runId, node),
   );
   server?.start();
   await registry.claim();

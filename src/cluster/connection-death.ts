@@ -1,12 +1,12 @@
 import { Redis } from "ioredis";
 import type { Logger } from "../observability/logger.js";
 import type { RedisClient } from "../redis/redis-client.js";
-import { nodeConnectionPrefix } from "./node-connections.js";
+import { nodeConnectionPrefix, parseServerKeyValue } from "./node-connections.js";
 import { NODE_LEASE_KEY_PREFIX, NODE_SERVER_KEY_PREFIX } from "./node-registry.js";
 
 /**
  * Deletes a node's lease and server key, unless the node wrote its server key again meanwhile
- * (it came back). KEYS[1] lease, KEYS[2] server; ARGV[1] the run id read with the proof.
+ * (it came back). KEYS[1] lease, KEYS[2] server; ARGV[1] the server key read with the proof.
  */
 const RELEASE_DEAD = `if redis.call("GET", KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call("DEL", KEYS[1], KEYS[2])
@@ -55,7 +55,8 @@ export class RedisServerIdentity {
  * killer) has its sockets closed by the kernel, and Redis drops its connections at once; a
  * partition, or a process that stalls, leaves them open in Redis (no FIN crosses a cut link).
  * So a node that is silent and has no connection left on the Redis server it said it was on is
- * gone: its lease is released for it, and the cluster acts on its death (wills, sessions,
+ * gone (its process: a restart under the same id has connections of another instance): its
+ * lease is released for it, and the cluster acts on its death (wills, sessions,
  * shared-subscription members) within seconds instead of after the lease.
  *
  * Only where that reading holds: on a single Redis or Sentinel (a Cluster spreads connections
@@ -97,10 +98,13 @@ export class ConnectionDeathProof {
       this.checked = undefined; // another server now: its `timeout` is read at the next ask
       return false;
     }
-    if (named !== server.runId) return false;
-    if (list.includes(` name=${nodeConnectionPrefix(nodeId)}`)) return false;
+    if (typeof named !== "string") return false;
+    const where = parseServerKeyValue(named);
+    if (where?.runId !== server.runId) return false;
+    if (list.includes(` name=${nodeConnectionPrefix({ nodeId, instance: where.instance })}`))
+      return false;
     const lease = `${NODE_LEASE_KEY_PREFIX}${nodeId}`;
-    return (await redis.eval(RELEASE_DEAD, 2, lease, serverKey, server.runId)) === 1;
+    return (await redis.eval(RELEASE_DEAD, 2, lease, serverKey, named)) === 1;
   }
 
   private async checkServer(redis: Redis): Promise<{ runId: string; usable: boolean } | undefined> {

@@ -5,9 +5,9 @@ import type { RedisClient } from "../redis/redis-client.js";
 import { STATE_KEYS } from "../redis/redis-keys.js";
 
 /**
- * Extends the lease only if this node still holds it, and with it the run id of the Redis
- * server this node is connected to ("" unknown: not kept). KEYS[1] lease, KEYS[2] server;
- * ARGV token, ms, run id.
+ * Extends the lease only if this node still holds it, and with it where this node's connections
+ * are (the run id of its Redis server and its instance; "" unknown: not kept). KEYS[1] lease,
+ * KEYS[2] server; ARGV token, ms, where.
  */
 const RENEW = `if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call("PEXPIRE", KEYS[1], ARGV[2])
@@ -18,15 +18,15 @@ const RELEASE = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call
 
 /** A node's lease key is this plus its id (under the key prefix). */
 export const NODE_LEASE_KEY_PREFIX = STATE_KEYS.nodeLeasePrefix;
-/** Beside the lease: the run id of the Redis server the node's connections are on. */
+/** Beside the lease: the run id of the Redis server the node's connections are on, and its instance. */
 export const NODE_SERVER_KEY_PREFIX = STATE_KEYS.nodeServerPrefix;
 
 /**
  * Makes node ids unique across the cluster: a node holds a lease on its id in Redis while it
  * lives. A second live node with the same id is refused at start. A node restarted after a
  * crash waits for its old lease to run out (at most one lease), since nobody renews it.
- * With the lease the node keeps the run id of the Redis server its connections are on, which
- * lets the others tell that its connections there have closed (connection-death.ts).
+ * With the lease the node keeps where its connections are (its Redis server's run id and its
+ * instance), which lets the others tell that they have closed (connection-death.ts).
  */
 export class NodeRegistry {
   private readonly token = randomBytes(16).toString("hex");
@@ -39,8 +39,8 @@ export class NodeRegistry {
     private readonly nodeId: string,
     private readonly leaseMs: number,
     private readonly log: Logger,
-    /** The run id of the Redis server this node is connected to, when known. */
-    private readonly serverRunId: () => string | undefined = () => undefined,
+    /** Where this node's connections are (serverKeyValue), when known. */
+    private readonly whereConnected: () => string | undefined = () => undefined,
   ) {
     this.key = `${NODE_LEASE_KEY_PREFIX}${nodeId}`;
     this.serverKey = `${NODE_SERVER_KEY_PREFIX}${nodeId}`;
@@ -71,8 +71,8 @@ export class NodeRegistry {
    */
   renew(): void {
     if (this.timer === undefined) return;
-    const runId = this.serverRunId() ?? "";
-    this.redis.eval(RENEW, 2, this.key, this.serverKey, this.token, this.leaseMs, runId).then(
+    const where = this.whereConnected() ?? "";
+    this.redis.eval(RENEW, 2, this.key, this.serverKey, this.token, this.leaseMs, where).then(
       (renewed) => (renewed === 0 ? this.retake() : undefined),
       // Redis down: the outage is reported by the fabric; renewal resumes with it.
       () => {},

@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
@@ -15,7 +14,7 @@ import { sendPublish } from "../redis/publish-command.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import { PersistenceKeys } from "../redis/redis-keys.js";
 import { coalesceEveryWrite } from "../transport/write-coalescing.js";
-import { nodeConnectionName } from "./node-connections.js";
+import { type NodeInstance, nodeConnectionName } from "./node-connections.js";
 import { ShardChannels } from "./shard-channels.js";
 import { type ShardConnector, ShardedSubscriber } from "./sharded-subscriber.js";
 import { SubscriptionBatcher } from "./subscription-batcher.js";
@@ -91,7 +90,7 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
 
   constructor(
     config: RedisConfig,
-    nodeId: string,
+    node: NodeInstance,
     private readonly log: Logger,
     /** The cap on each session's stored queue. */
     queue: QueueLimits,
@@ -102,16 +101,13 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     const clustered = config.cluster !== undefined;
     const state = connect({
       keyPrefix: clustered ? `${config.keyPrefix}{state}:` : config.keyPrefix,
-      connectionName: nodeConnectionName(nodeId, "state"),
+      connectionName: nodeConnectionName(node, "state"),
     });
     const stored = clustered ? connect({ keyPrefix: config.keyPrefix }) : state;
-    const publisher = connect({ connectionName: nodeConnectionName(nodeId, "publisher") });
+    const publisher = connect({ connectionName: nodeConnectionName(node, "publisher") });
     // Subscriber mode allows no INFO, so no ready check on this one. Its name finds it in
-    // CLIENT LIST (its lag); random, since a restarted node's old process may still be there.
-    const subscriberName = nodeConnectionName(
-      nodeId,
-      `subscriber-${randomBytes(6).toString("hex")}`,
-    );
+    // CLIENT LIST (its lag).
+    const subscriberName = nodeConnectionName(node, "subscriber");
     let subscriber: Redis | ShardedSubscriber;
     let route: Publisher;
     if (publisher instanceof Cluster) {

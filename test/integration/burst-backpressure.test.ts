@@ -115,7 +115,7 @@ async function subscriberIds(): Promise<string[]> {
   const client = new Redis(redis.url);
   try {
     const list = String(await client.call("CLIENT", "LIST", "TYPE", "pubsub"));
-    return [...list.matchAll(/^id=(\d+) .* name=sluice\/[^/ ]+\/subscriber-/gm)].map(
+    return [...list.matchAll(/^id=(\d+) .* name=sluice\/[^ ]+\/subscriber /gm)].map(
       (m) => m[1] as string,
     );
   } finally {

@@ -9,7 +9,12 @@ import {
   RedisServerIdentity,
   runIdOf,
 } from "../../src/cluster/connection-death.js";
-import { nodeConnectionName } from "../../src/cluster/node-connections.js";
+import {
+  type NodeInstance,
+  newNodeInstance,
+  nodeConnectionName,
+  serverKeyValue,
+} from "../../src/cluster/node-connections.js";
 import { NodeDeaths } from "../../src/cluster/node-deaths.js";
 import {
   NODE_LEASE_KEY_PREFIX,
@@ -43,19 +48,28 @@ async function runId(): Promise<string> {
   return id;
 }
 
-/** A node's named connection, with its lease and server key as its registry writes them. */
-async function liveNode(nodeId: string, server: string): Promise<Redis> {
-  const connection = new Redis(redis.url, { connectionName: nodeConnectionName(nodeId, "state") });
+/** A node process's named connection, with its lease and server key as its registry writes them. */
+async function liveNode(
+  nodeId: string,
+  server: string,
+  node: NodeInstance = newNodeInstance(nodeId),
+): Promise<Redis> {
+  const connection = new Redis(redis.url, { connectionName: nodeConnectionName(node, "state") });
   open.push(connection);
   await once(connection, "ready");
   await judge.set(`${NODE_LEASE_KEY_PREFIX}${nodeId}`, "token", "PX", LEASE_MS);
-  await judge.set(`${NODE_SERVER_KEY_PREFIX}${nodeId}`, server, "PX", LEASE_MS);
+  await judge.set(
+    `${NODE_SERVER_KEY_PREFIX}${nodeId}`,
+    serverKeyValue(server, node),
+    "PX",
+    LEASE_MS,
+  );
   return connection;
 }
 
 /** Resolves once Redis no longer lists a connection of the node (it handled the close). */
 async function untilRedisDropped(nodeId: string, ms: number): Promise<void> {
-  const name = ` name=${nodeConnectionName(nodeId, "")}`;
+  const name = ` name=sluice/${nodeId}/`;
   const deadline = Date.now() + ms;
   while ((await redis.otherClients()).some((line) => line.includes(name))) {
     if (Date.now() > deadline) throw new Error(`Redis still lists ${nodeId} after ${ms} ms`);
@@ -77,6 +91,20 @@ describe("a silent node proven gone by its connections", () => {
     assert.equal(await proof.provenGone("n-1"), true, "no connection left: gone");
     assert.equal(await leaseOf("n-1"), 0, "its lease is released for it");
     assert.equal(await judge.exists(`${NODE_SERVER_KEY_PREFIX}n-1`), 0);
+  });
+
+  it("is, when a new process under the same id has connected (a StatefulSet's restart)", async () => {
+    const proof = new ConnectionDeathProof(judge, LEASE_MS, new LogCapture().logger);
+    const old = await liveNode("n-6", await runId());
+    old.disconnect();
+    await untilRedisDropped("n-6", 5_000);
+    const restarted = new Redis(redis.url, {
+      connectionName: nodeConnectionName(newNodeInstance("n-6"), "state"),
+    });
+    open.push(restarted);
+    await once(restarted, "ready");
+    assert.equal(await proof.provenGone("n-6"), true, "the old process's connections are gone");
+    assert.equal(await leaseOf("n-6"), 0, "the restarted process may claim the id at once");
   });
 
   it("is not when its key names another server (a failover it has not told of yet)", async () => {
@@ -128,12 +156,9 @@ describe("a node's registry keeps its Redis server's run id beside its lease", (
     open.push(connection);
     const log = new LogCapture();
     const server: RedisServerIdentity = new RedisServerIdentity(connection, () => registry.renew());
-    const registry: NodeRegistry = new NodeRegistry(
-      connection,
-      "n-5",
-      3_000,
-      log.logger,
-      () => server.runId,
+    const node = newNodeInstance("n-5");
+    const registry: NodeRegistry = new NodeRegistry(connection, "n-5", 3_000, log.logger, () =>
+      server.runId === undefined ? undefined : serverKeyValue(server.runId, node),
     );
     server.start();
     await once(connection, "ready");
@@ -141,13 +166,13 @@ describe("a node's registry keeps its Redis server's run id beside its lease", (
     try {
       await registry.claim();
       const first = await runId();
-      await untilValue(key, first, 5_000);
+      await untilValue(key, serverKeyValue(first, node), 5_000);
 
       await redis.stop();
       await redis.start();
       const second = await runId();
       assert.notEqual(second, first, "a restarted Redis has a new run id");
-      await untilValue(key, second, 10_000);
+      await untilValue(key, serverKeyValue(second, node), 10_000);
       await log.waitFor((l) => l.event === "node.lease_retaken");
       assert.equal(await leaseOf("n-5"), 1);
     } finally {
