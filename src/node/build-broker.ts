@@ -14,6 +14,7 @@ import { adaptHooks } from "../engine/hook-adapter.js";
 import { InflightWindows } from "../engine/inflight-window.js";
 import { Mqtt5Delivery } from "../engine/mqtt5-delivery.js";
 import { ReceiveMaximum } from "../engine/receive-maximum.js";
+import { ResumeGate } from "../engine/resume-gate.js";
 import {
   type DelayedWills,
   useClusterTimers,
@@ -115,6 +116,16 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     maxSubscriptionsPerClient: limits.subscriptions.perClient,
     events: { onWillPublished },
   });
+  const resumeGate = new ResumeGate(limits.queue.maxQueuedPerClient, {
+    onReleased: (client, held, alreadyQueued) =>
+      mqttLog.debug(
+        { event: "session.resume_released", clientId: client.id, held, alreadyQueued },
+        "live deliveries held while a resumed session's queue was sent went out",
+      ),
+    onDropped: (client, count) => {
+      if (client.clean) parts.onQueueFull(client.id, count);
+    },
+  });
   const receiveMaximum = new ReceiveMaximum(config.mqtt5.receiveMaximum, {
     onExceeded: (client) => {
       parts.metrics.markProtocolError("receive_maximum_exceeded");
@@ -133,7 +144,9 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
       authorizeSubscribe: subscribePacer.observeSubscribe(
         departurePacer.observeSubscribe(
           windows.observeSubscribe(
-            delivery.observeSubscribe(shared.observeSubscribe(rules.authorizeSubscribe)),
+            delivery.observeSubscribe(
+              shared.observeSubscribe(resumeGate.observeSubscribe(rules.authorizeSubscribe)),
+            ),
           ),
         ),
       ),
@@ -171,6 +184,7 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   };
   const broker = await Aedes.createBroker(options);
   hardenBroker(broker);
+  resumeGate.install(broker);
   sparkplug.install(broker);
   const { timers, fabric, willClaims } = backend;
   if (timers && fabric && willClaims) {
