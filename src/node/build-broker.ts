@@ -8,6 +8,7 @@ import { disconnectOnKeepaliveTimeout } from "../engine/aedes-internals.js";
 import type { BrokerSlot } from "../engine/broker-slot.js";
 import { DeadNodeWills } from "../engine/dead-node-wills.js";
 import type { DeparturePacer } from "../engine/departure-pacer.js";
+import { type DurableWillStore, DurableWills } from "../engine/durable-wills.js";
 import type { Emitter } from "../engine/emitters.js";
 import { hardenBroker } from "../engine/engine-hardening.js";
 import { adaptHooks } from "../engine/hook-adapter.js";
@@ -185,6 +186,12 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   const broker = await Aedes.createBroker(options);
   hardenBroker(broker);
   resumeGate.install(broker);
+  const { willClaims: claims } = backend;
+  new DurableWills(broker, {
+    store: backend.store.persistence as DurableWillStore,
+    ...(claims ? { claim: (brokerId, clientId) => claims.claim(brokerId, clientId) } : {}),
+    log: mqttLog,
+  }).install();
   sparkplug.install(broker);
   const { timers, fabric, willClaims } = backend;
   if (timers && fabric && willClaims) {
