@@ -33,8 +33,8 @@ interface Gate {
   /** Released: passes everything on. */
   open: boolean;
   held: Fifo<Held>;
-  /** The messages of the stored queue sent at CONNECT (`brokerId:brokerCounter`). */
-  queued: Set<string> | undefined;
+  /** The stored queue sent at CONNECT (its messages' refs made only if anything was held). */
+  queued: readonly QueuedMessage[] | undefined;
   /** The gate's own deliver functions, as set on the client last. */
   deliver0: DeliverFunction | undefined;
   deliverQoS: DeliverFunction | undefined;
@@ -71,7 +71,7 @@ export class ResumeGate {
   install(broker: Aedes): void {
     observeQueueReads(broker, (client, packets) => {
       const gate = this.gates.get(client);
-      if (gate !== undefined) gate.queued = queuedRefs(packets);
+      if (gate !== undefined) gate.queued = packets;
     });
     broker.on("clientReady", (client) => this.release(client));
   }
@@ -132,8 +132,11 @@ export class ResumeGate {
     if (gate === undefined) return;
     this.gates.delete(client);
     gate.open = true;
-    const { held, queued } = gate;
+    const { held } = gate;
     const count = held.length;
+    const queued = count > 0 && gate.queued !== undefined ? queuedRefs(gate.queued) : undefined;
+    // The gate stays in the subscriptions' deliver functions, passing on: it keeps nothing.
+    gate.queued = undefined;
     let alreadyQueued = 0;
     while (held.length > 0) {
       const { deliver, packet } = held.take() as Held;
