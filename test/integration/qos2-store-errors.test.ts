@@ -30,20 +30,14 @@ describe("an inbound QoS 2 PUBLISH whose id lookup fails", () => {
 
   after(async () => {
     // The fault is removed whatever happened.
-    await redis?.command("ACL", "SETUSER", "default", "+hget").catch(() => {});
+    await redis?.command("ACL", "SETUSER", "default", "+hget", "+hset").catch(() => {});
     await end(...clients);
     await node?.stop();
     await redis?.stop();
   });
 
-  it("is not published (again): the connection closes, the message went out once", async () => {
-    const topic = `qos2/${randomBytes(3).toString("hex")}`;
-    const subscriber = await connect(node.urls.tcp as string, { clientId: `${topic}-sub` });
-    clients.push(subscriber);
-    const received: string[] = [];
-    subscriber.on("message", (_topic, payload) => received.push(payload.toString()));
-    await subscriber.subscribeAsync(topic, { qos: 2 });
-
+  /** A raw MQTT 3.1.1 publisher with a persistent session, CONNACK received. */
+  async function rawPublisher(clientId: string): Promise<WireClient> {
     const socket = await rawConnect(Number(new URL(node.urls.tcp as string).port));
     const publisher = new WireClient(socket);
     publisher.send({
@@ -51,10 +45,47 @@ describe("an inbound QoS 2 PUBLISH whose id lookup fails", () => {
       protocolId: "MQTT",
       protocolVersion: 4,
       clean: false,
-      clientId: `${topic}-pub`,
+      clientId,
       keepalive: 60,
     });
     await publisher.waitFor("CONNACK", (p) => p.cmd === "connack");
+    return publisher;
+  }
+
+  /** A clean-session QoS 2 subscriber, and what it received, in order. */
+  async function subscriberOf(
+    topic: string,
+  ): Promise<{ received: string[]; got(payload: string): Promise<void> }> {
+    const subscriber = await connect(node.urls.tcp as string, { clientId: `${topic}-sub` });
+    clients.push(subscriber);
+    const received: string[] = [];
+    subscriber.on("message", (_topic, payload) => received.push(payload.toString()));
+    await subscriber.subscribeAsync(topic, { qos: 2 });
+    const got = (payload: string) =>
+      withDeadline(
+        new Promise<void>((resolve) => {
+          if (received.includes(payload)) resolve();
+          subscriber.on("message", (_topic, message) => {
+            if (message.toString() === payload) resolve();
+          });
+        }),
+        10_000,
+        `"${payload}" received`,
+      );
+    return { received, got };
+  }
+
+  /** Publishes a last message: anything published before it has arrived once it has. */
+  async function publishLast(topic: string): Promise<void> {
+    const sender = await connect(node.urls.tcp as string, { clientId: `${topic}-end` });
+    clients.push(sender);
+    await sender.publishAsync(topic, "end", { qos: 2 });
+  }
+
+  it("whose lookup fails is not published again: the connection closes", async () => {
+    const topic = `qos2/${randomBytes(3).toString("hex")}`;
+    const { received, got } = await subscriberOf(topic);
+    const publisher = await rawPublisher(`${topic}-pub`);
     publisher.send(publish(topic, "once", 2, 7));
     await publisher.waitFor("PUBREC", (p) => p.cmd === "pubrec" && p.messageId === 7);
 
@@ -70,21 +101,37 @@ describe("an inbound QoS 2 PUBLISH whose id lookup fails", () => {
     } finally {
       await redis.command("ACL", "SETUSER", "default", "+hget");
     }
-    // Published after the resend: anything the resend published came before it.
-    const sender = await connect(node.urls.tcp as string, { clientId: `${topic}-end` });
-    clients.push(sender);
-    await sender.publishAsync(topic, "end", { qos: 2 });
-    await withDeadline(
-      new Promise<void>((resolve) => {
-        if (received.includes("end")) resolve();
-        subscriber.on("message", (_topic, payload) => {
-          if (payload.toString() === "end") resolve();
-        });
-      }),
-      10_000,
-      "the last message",
-    );
+    await publishLast(topic);
+    await got("end");
     assert.deepEqual(received, ["once", "end"]);
     assert.equal(outcome, "closed");
+  });
+
+  it("published while its id cannot be stored: the id is stored once Redis takes it", async () => {
+    const topic = `qos2/${randomBytes(3).toString("hex")}`;
+    const { received, got } = await subscriberOf(topic);
+    const clientId = `${topic}-pub`;
+    const publisher = await rawPublisher(clientId);
+    assert.equal(await redis.command("ACL", "SETUSER", "default", "-hset"), "+OK");
+    try {
+      publisher.send(publish(topic, "once", 2, 9));
+      // Published (to a clean session: no queue to write), its id not yet stored.
+      await got("once");
+    } finally {
+      await redis.command("ACL", "SETUSER", "default", "+hset");
+    }
+    await Promise.race([
+      publisher.waitFor("PUBREC", (p) => p.cmd === "pubrec" && p.messageId === 9),
+      publisher.closedWithin(5_000),
+    ]);
+    // The client resends it from a new connection, as after any break (DUP).
+    publisher.stream.destroy();
+    const again = await rawPublisher(clientId);
+    again.send({ ...(publish(topic, "once", 2, 9) as IPublishPacket), dup: true });
+    await again.waitFor("PUBREC", (p) => p.cmd === "pubrec" && p.messageId === 9);
+    again.stream.destroy();
+    await publishLast(topic);
+    await got("end");
+    assert.deepEqual(received, ["once", "end"]);
   });
 });
