@@ -119,7 +119,7 @@ export function sentinelFailover(): ChaosScenario {
   return {
     name: "sentinel-failover",
     cluster: { nodes: TWO_NODES, sentinels: true },
-    // Recovered within 2.3 s when it does; a will lost in the outage never comes (known).
+    // Recovered within 2.3 s; a will refused in the outage goes out once Redis takes it.
     settleMs: 15_000,
     fault: async (cluster) => {
       const sentinels = cluster.sentinels;

@@ -48,10 +48,9 @@ export interface ChaosReport {
 }
 
 /**
- * Known, not yet fixed (engine work, aedes' connect flow): a persistent session that resumes on
- * another node gets live messages before its stored queue is drained (order), and a message
- * published as it resumes reaches it both ways (a QoS 2 duplicate). Scenarios where sessions
- * move assert every other property, and keep a `todo` test for these.
+ * What a persistent session resuming on another node puts at stake: its stored queue before its
+ * live messages (order), and a message published as it resumes once, not from both (QoS 2).
+ * Scenarios where sessions move assert these in a test of their own (src/engine/resume-gate.ts).
  */
 export const RESUME_RACE = ["order", "no-qos2-duplicates"] as const;
 

@@ -356,3 +356,34 @@ export function publishStoredWill(broker: Aedes, will: PublishPacket): Promise<b
     });
   });
 }
+
+/** A message of a session's stored queue, as the persistence reads it back. */
+export interface QueuedMessage {
+  cmd: string;
+  brokerId?: string | undefined;
+  brokerCounter?: number | undefined;
+}
+
+/**
+ * Calls `observe` with each session queue the broker's persistence reads for a connecting client
+ * (Sluice's patched emptyQueue reads it with `outgoingPackets(client)`), before aedes sends it.
+ */
+export function observeQueueReads(
+  broker: Aedes,
+  observe: (client: Client, packets: readonly QueuedMessage[]) => void,
+): void {
+  const persistence = (
+    broker as Aedes & {
+      persistence: { outgoingPackets?(client: Client): Promise<QueuedMessage[]> };
+    }
+  ).persistence;
+  const read = persistence.outgoingPackets;
+  if (typeof read !== "function") {
+    throw new TypeError("the persistence reads no queue as an array (outgoingPackets)");
+  }
+  persistence.outgoingPackets = async (client) => {
+    const packets = await read.call(persistence, client);
+    observe(client, packets);
+    return packets;
+  };
+}

@@ -1,4 +1,5 @@
 import { Readable } from "node:stream";
+import { setTimeout as pause } from "node:timers/promises";
 import { Cluster, type Redis } from "ioredis";
 import msgpack from "msgpack-lite";
 import { QlobberTrue } from "qlobber";
@@ -32,6 +33,13 @@ export interface RedisPersistenceOptions extends QueueLimits {
 /** Stored sessions read per round trip when the subscriptions are (re)loaded. */
 const LOAD_BATCH = 1000;
 const RELEASED = "rel:";
+/**
+ * How long an inbound QoS 2 id is written again while Redis fails the write, and how often: the
+ * message is published by then (the patched handler publishes, then stores the id), so without
+ * the id the client's resend would be published again.
+ */
+const INCOMING_STORE_RETRY_MS = 15_000;
+const INCOMING_STORE_PAUSE_MS = 200;
 
 interface Delivery {
   clientId: string;
@@ -314,11 +322,18 @@ export class RedisPersistence {
   async incomingStorePacket(client: ClientRef, packet: StoredPacket): Promise<void> {
     const stored = new Packet(packet);
     stored.messageId = packet.messageId as number;
-    await this.db.hset(
-      this.keys.incoming(client.id),
-      packet.messageId as number,
-      msgpack.encode(stored),
-    );
+    const encoded = msgpack.encode(stored);
+    const key = this.keys.incoming(client.id);
+    const giveUpAt = Date.now() + INCOMING_STORE_RETRY_MS;
+    for (;;) {
+      try {
+        await this.db.hset(key, packet.messageId as number, encoded);
+        return;
+      } catch (error) {
+        if (this.destroyed || Date.now() >= giveUpAt) throw error;
+        await pause(INCOMING_STORE_PAUSE_MS, undefined, { ref: false });
+      }
+    }
   }
 
   async incomingGetPacket(client: ClientRef, packet: StoredPacket): Promise<StoredPacket> {

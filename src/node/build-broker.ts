@@ -7,12 +7,14 @@ import { disconnectOnKeepaliveTimeout } from "../engine/aedes-internals.js";
 import type { BrokerSlot } from "../engine/broker-slot.js";
 import { DeadNodeWills } from "../engine/dead-node-wills.js";
 import type { DeparturePacer } from "../engine/departure-pacer.js";
+import { type DurableWillStore, DurableWills } from "../engine/durable-wills.js";
 import type { Emitter } from "../engine/emitters.js";
 import { hardenBroker } from "../engine/engine-hardening.js";
 import { adaptHooks } from "../engine/hook-adapter.js";
 import { InflightWindows } from "../engine/inflight-window.js";
 import { Mqtt5Delivery } from "../engine/mqtt5-delivery.js";
 import { ReceiveMaximum } from "../engine/receive-maximum.js";
+import { ResumeGate } from "../engine/resume-gate.js";
 import {
   type DelayedWills,
   useClusterTimers,
@@ -114,6 +116,16 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     maxSubscriptionsPerClient: limits.subscriptions.perClient,
     events: { onWillPublished },
   });
+  const resumeGate = new ResumeGate(limits.queue.maxQueuedPerClient, {
+    onReleased: (client, held, alreadyQueued) =>
+      mqttLog.debug(
+        { event: "session.resume_released", clientId: client.id, held, alreadyQueued },
+        "live deliveries held while a resumed session's queue was sent went out",
+      ),
+    onDropped: (client, count) => {
+      if (client.clean) parts.onQueueFull(client.id, count);
+    },
+  });
   const receiveMaximum = new ReceiveMaximum(config.mqtt5.receiveMaximum, {
     onExceeded: (client) => {
       parts.metrics.markProtocolError("receive_maximum_exceeded");
@@ -132,7 +144,9 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
       authorizeSubscribe: subscribePacer.observeSubscribe(
         departurePacer.observeSubscribe(
           windows.observeSubscribe(
-            delivery.observeSubscribe(shared.observeSubscribe(rules.authorizeSubscribe)),
+            delivery.observeSubscribe(
+              shared.observeSubscribe(resumeGate.observeSubscribe(rules.authorizeSubscribe)),
+            ),
           ),
         ),
       ),
@@ -170,6 +184,13 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   };
   const broker = await Aedes.createBroker(options);
   hardenBroker(broker);
+  resumeGate.install(broker);
+  const { willClaims: claims } = backend;
+  new DurableWills(broker, {
+    store: backend.store.persistence as DurableWillStore,
+    ...(claims ? { claim: (brokerId, clientId) => claims.claim(brokerId, clientId) } : {}),
+    log: mqttLog,
+  }).install();
   sparkplug.install(broker);
   const { timers, fabric, willClaims, nodeDeaths } = backend;
   if (timers && fabric && willClaims && nodeDeaths) {

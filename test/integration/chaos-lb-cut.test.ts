@@ -22,7 +22,8 @@ describe("chaos: a node cut from the load balancer", () => {
     assert.notEqual(result.recoveredAfterMs, undefined);
   });
 
-  it("sessions that move keep order and QoS 2 once", { todo: "resume race" }, async () => {
+  // A moved session's queue goes out before its live messages, each once (engine/resume-gate.ts).
+  it("sessions that move keep order and QoS 2 once", async () => {
     assert.deepEqual(broken(await run()), {});
   });
 });

@@ -52,11 +52,8 @@ describe("chaos: a node cut from Redis", () => {
     assert.notEqual(result.recoveredAfterMs, undefined);
   });
 
-  it(
-    "sessions that move off a fenced node keep order and QoS 2 once",
-    { todo: "resume race" },
-    async () => {
-      assert.deepEqual(broken(await fencedRun()), {});
-    },
-  );
+  // A moved session's queue goes out before its live messages, each once (engine/resume-gate.ts).
+  it("sessions that move off a fenced node keep order and QoS 2 once", async () => {
+    assert.deepEqual(broken(await fencedRun()), {});
+  });
 });

@@ -12,27 +12,21 @@ import { broken, logReport, once, RESUME_RACE, runChaos } from "../../harness/ch
 const run = once(() => runChaos(sentinelFailover()));
 
 describe("chaos: Sentinel failover under load", () => {
-  // Known besides the resume race: a will due while Redis is away is lost. aedes publishes it
-  // and deletes the stored will whether or not the PUBLISH reached Redis (publishWill's
-  // cleanup); engine work. Only that will may be missing: none published for anyone else.
+  // Wills included: one whose PUBLISH Redis refused is kept and published once it takes it
+  // (engine/durable-wills.ts).
   it("the primary is killed: the nodes follow the new primary, nothing acknowledged is lost", async () => {
     const result = await run();
     logReport(result);
-    assert.deepEqual(broken(result, [...RESUME_RACE, "wills"]), {});
-    const wills = result.violations.filter((v) => v.property === "wills").map((v) => v.detail);
-    for (const detail of wills)
-      assert.match(detail, /-will-1's will published 0 times \(expected once\)/);
+    assert.deepEqual(broken(result, RESUME_RACE), {});
     assert.equal(result.fencedAfterMs, undefined);
     assert.notEqual(result.extra.upAfterMs, undefined);
+    assert.notEqual(result.recoveredAfterMs, undefined);
   });
 
-  it(
-    "sessions resumed after the failover keep order and QoS 2 once; the will goes out",
-    { todo: "resume race, will lost in an outage" },
-    async () => {
-      const result = await run();
-      assert.deepEqual(broken(result), {});
-      assert.notEqual(result.recoveredAfterMs, undefined);
-    },
-  );
+  // Resumed sessions get their queue before their live messages, each once
+  // (engine/resume-gate.ts); a publisher's QoS 2 message whose id lookup failed in the outage
+  // fails rather than overtaking the one before it (the patch, lib/handlers/publish.js).
+  it("sessions resumed after the failover keep order and QoS 2 once; the will goes out", async () => {
+    assert.deepEqual(broken(await run()), {});
+  });
 });
