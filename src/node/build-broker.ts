@@ -185,14 +185,13 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   const broker = await Aedes.createBroker(options);
   hardenBroker(broker);
   resumeGate.install(broker);
-  const { willClaims: claims } = backend;
+  const { timers, fabric, willClaims, nodeDeaths } = backend;
   new DurableWills(broker, {
     store: backend.store.persistence as DurableWillStore,
-    ...(claims ? { claim: (brokerId, clientId) => claims.claim(brokerId, clientId) } : {}),
+    ...(willClaims ? { claim: (brokerId, clientId) => willClaims.claim(brokerId, clientId) } : {}),
     log: mqttLog,
   }).install();
   sparkplug.install(broker);
-  const { timers, fabric, willClaims, nodeDeaths } = backend;
   if (timers && fabric && willClaims && nodeDeaths) {
     delayedWills = useClusterTimers(broker, {
       ...{ timers, persistence: fabric.persistence, willClaims, onWillPublished },
