@@ -60,6 +60,11 @@ export interface ClusterTimerDeps {
   willClaims: { claim(brokerId: string, clientId: string): Promise<boolean> };
   /** The epoch the client's CONNECT claimed its id with. */
   epochOf(client: Client): number | undefined;
+  /**
+   * What the publish hook does to a will as it goes out (Sparkplug's NDEATH timestamp): a
+   * delayed will fired here was authorized at its CONNECT and is published without the hook.
+   */
+  prepareWill?(will: PublishPacket): void;
   onWillPublished(clientId: string): void;
   log: Logger;
 }
@@ -154,6 +159,7 @@ export function useClusterTimers(broker: Aedes, deps: ClusterTimerDeps): Delayed
     for (const [brokerId, will] of await persistence.willsOf(clientId)) {
       if (!(await deps.willClaims.claim(brokerId, clientId))) continue;
       dropWillDelay(will);
+      deps.prepareWill?.(will as unknown as PublishPacket);
       await publish(will as unknown as PublishPacket);
       await persistence.delWill({ id: clientId, brokerId });
       deps.onWillPublished(clientId);

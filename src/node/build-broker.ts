@@ -196,6 +196,7 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     delayedWills = useClusterTimers(broker, {
       ...{ timers, persistence: fabric.persistence, willClaims, onWillPublished },
       epochOf: (client) => contexts.get(client)?.ownerEpoch,
+      prepareWill: (will) => sparkplug.stampDeath(will),
       log: log.child({ module: "cluster" }),
     });
     new DeadNodeWills(broker, {

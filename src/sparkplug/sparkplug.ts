@@ -125,15 +125,27 @@ export class Sparkplug {
     broker.on("clientDisconnect", (client) => census.gone(client));
   }
 
+  /**
+   * tck-id-conformance-mqtt-aware-ndeath-timestamp: an NDEATH carries the time it is sent on,
+   * in UTC (with `rewriteDeathTimestamp`).
+   */
+  stampDeath(
+    packet: PublishPacket,
+    topic = packet.topic.startsWith(NAMESPACE_PREFIX)
+      ? parseSparkplugTopic(packet.topic)
+      : undefined,
+  ): void {
+    if (!this.config.rewriteDeathTimestamp || topic?.kind !== "node" || topic.type !== "NDEATH")
+      return;
+    const rewritten = withTimestamp(packet.payload as Buffer, Date.now());
+    if (rewritten !== undefined) packet.payload = rewritten;
+  }
+
   private inspect(client: Client | null, packet: PublishPacket): void {
     const topic = parseSparkplugTopic(packet.topic);
     if (topic === undefined) return;
     const will = isStoredWill(client, packet) || isWillOf(client, packet);
-    if (topic.kind === "node" && topic.type === "NDEATH" && this.config.rewriteDeathTimestamp) {
-      // tck-id-conformance-mqtt-aware-ndeath-timestamp: the time it is sent on, in UTC.
-      const rewritten = withTimestamp(packet.payload as Buffer, Date.now());
-      if (rewritten !== undefined) packet.payload = rewritten;
-    }
+    this.stampDeath(packet, topic);
     // A will goes out whatever it holds: a host told nothing of a death would think it alive.
     if (will || client === null || !this.validates(topic)) return;
     const refusal = this.payloadRefusal(client, topic, packet);

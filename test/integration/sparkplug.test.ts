@@ -344,8 +344,43 @@ describe("Sparkplug B across two nodes behind HAProxy", () => {
     }
   });
 
+  it("a delayed NDEATH (MQTT 5 Will Delay) fired by the cluster's timers is timestamped when sent", async () => {
+    assert.ok(host);
+    const topic = nodeTopic("NDEATH", "edge-2");
+    const edge2 = await connect(direct[edgeNode] as string, {
+      ...V5,
+      ...login(`${GROUP}.edge-2`),
+      clientId: "edge-2-delayed",
+      properties: { sessionExpiryInterval: 10 },
+      will: { ...ndeathWill(3), topic, properties: { willDelayInterval: 1 } },
+    });
+    edge2.on("error", () => {});
+    const before = hostInbox.received.length;
+    const droppedAt = Date.now();
+    edge2.stream.destroy();
+    const arrived = await withDeadline(
+      (async () => {
+        for (let n = before + 1; ; n++) {
+          const message = (await hostInbox.waitFor(n))[n - 1];
+          if (message?.topic === topic) return message;
+        }
+      })(),
+      DEATH_BOUND_MS + 1_000,
+      "the delayed NDEATH",
+    );
+    const payload = decode(arrived.payload as Buffer);
+    assert.equal(String(payload.metrics?.[0]?.value), "3", "the will's bdSeq");
+    assert.ok(
+      Number(payload.timestamp) >= droppedAt + 1_000,
+      `timestamped when sent, after the 1 s delay (${Number(payload.timestamp) - droppedAt} ms)`,
+    );
+    edge2.end(true);
+  });
+
   it("SIGKILL of the edge node's node: its NDEATH reaches the host once, timestamped when sent", async () => {
     assert.ok(host && edge);
+    const survivor = httpUrls[1 - edgeNode] as string;
+    const deathsBefore = await metricSum(survivor, "sluice_sparkplug_deaths_total");
     const before = hostInbox.received.length;
     const killedAt = Date.now();
     nodes[edgeNode]?.kill("SIGKILL");
@@ -365,8 +400,7 @@ describe("Sparkplug B across two nodes behind HAProxy", () => {
     await new Promise((resolve) => setTimeout(resolve, 8 * HEARTBEAT_MS));
     const deaths = hostInbox.received.filter((m) => m.topic === nodeTopic("NDEATH"));
     assert.equal(deaths.length, 1, "published once");
-    const survivor = httpUrls[1 - edgeNode] as string;
-    assert.equal(await metricSum(survivor, "sluice_sparkplug_deaths_total"), 1);
+    assert.equal(await metricSum(survivor, "sluice_sparkplug_deaths_total"), deathsBefore + 1);
     const refused = await fetch(`${survivor}/metrics`).then((r) => r.text());
     assert.match(refused, /sluice_sparkplug_refused_total\{[^}]*reason="state_format"[^}]*\} 1/);
     process.stdout.write(`# Sparkplug NDEATH delivered ${elapsed} ms after SIGKILL\n`);
