@@ -124,16 +124,7 @@ export class ChaosCluster {
    * queues (messages not yet acknowledged) and its backlog. Read from the current primary.
    */
   async sharedEntries(): Promise<Map<string, number>> {
-    const redis = this.sentinels
-      ? new Redis({
-          sentinels: this.sentinels.endpoints,
-          name: this.sentinels.name,
-          lazyConnect: true,
-        })
-      : new Redis({ host: this.redis?.host, port: this.redis?.port, lazyConnect: true });
-    redis.on("error", () => {});
-    try {
-      await redis.connect();
+    return this.withRedis(async (redis) => {
       const prefix = `${this.keyPrefix}share:`;
       const groups = await redis.hgetall(`${prefix}groups`);
       const entries = new Map<string, number>();
@@ -141,13 +132,7 @@ export class ChaosCluster {
         const keys = [`${prefix}${id}:backlog`];
         let cursor = "0";
         do {
-          const [next, found] = await redis.scan(
-            cursor,
-            "MATCH",
-            `${prefix}${id}:q:*`,
-            "COUNT",
-            1000,
-          );
+          const [next, found] = await redis.scan(cursor, "MATCH", `${prefix}${id}:q:*`);
           cursor = next;
           keys.push(...found);
         } while (cursor !== "0");
@@ -158,9 +143,50 @@ export class ChaosCluster {
         );
       }
       return entries;
+    });
+  }
+
+  /** Whether the node's lease is gone from Redis (what the others wait for to count it dead). */
+  async leaseGone(name: string): Promise<boolean> {
+    return this.withRedis(
+      async (redis) => (await redis.exists(`${this.keyPrefix}node:${name}`)) === 0,
+    );
+  }
+
+  /** Runs `use` on a connection of the test's own to the current primary. */
+  private async withRedis<T>(use: (redis: Redis) => Promise<T>): Promise<T> {
+    const redis = this.sentinels
+      ? new Redis({
+          sentinels: this.sentinels.endpoints,
+          name: this.sentinels.name,
+          lazyConnect: true,
+        })
+      : new Redis({ host: this.redis?.host, port: this.redis?.port, lazyConnect: true });
+    redis.on("error", () => {});
+    try {
+      await redis.connect();
+      return await use(redis);
     } finally {
       redis.disconnect();
     }
+  }
+
+  /**
+   * Kills the node outright (SIGKILL) and, once `whileDown` resolves, starts it again with its
+   * config, in its namespace on its fixed ports (a fault network only: HAProxy knows it there).
+   */
+  async crash(name: string, whileDown: () => Promise<void>): Promise<void> {
+    const faults = this.network;
+    const index = this.nodes.findIndex((n) => n.name === name);
+    const old = this.nodes[index];
+    if (old === undefined) throw new Error(`no node ${name}`);
+    old.process.kill("SIGKILL");
+    await old.process.exited;
+    await whileDown();
+    const file = join(this.dir as string, `${name}.yaml`);
+    const process = SluiceProcess.spawnIn(faults.namespace(name), ["start", "--config", file]);
+    this.nodes[index] = { ...old, process };
+    await process.ready();
   }
 
   /** Removes every fault in force. */

@@ -53,7 +53,8 @@ export interface SharedSummary {
  *   their connection (or left) after it was published: the group moves what a leaving member
  *   did not acknowledge to the others, at least once (a redelivery, counted);
  * - **shared-qos2-once**: a QoS 2 message never reaches the same member twice.
- * Members are not subscribers of history.ts' own checks (a group splits its messages).
+ * Members are not subscribers of history.ts' own checks (a group splits its messages). None of
+ * the three holds for messages sent before history.ts' `checkLossFrom` (Redis lost its data).
  */
 export class SharedHistory {
   private readonly groups = new Map<string, Group>();
@@ -167,6 +168,7 @@ export class SharedHistory {
     const multiple: Array<{ id: string; members: string[]; redelivery: boolean }> = [];
     let sameMemberDuplicates = 0;
     let qos0Lost = 0;
+    const exempt = new Set<string>();
     for (const message of sent) {
       const id = `${message.publisher}:${message.topic}#${message.seq}`;
       if (!group.topics.has(message.topic)) continue;
@@ -178,6 +180,12 @@ export class SharedHistory {
         continue;
       }
       for (const times of byMember.values()) sameMemberDuplicates += times - 1;
+      // Sent before Redis lost what it held (history.ts' checkLossFrom): the broker's QoS 2
+      // state and the group's queues went with it, so neither once nor one member holds.
+      if (message.at < lossFrom) {
+        exempt.add(id);
+        continue;
+      }
       if (byMember.size < 2) continue;
       // A leaving member's unacknowledged messages move to the others: of the k members that
       // got one, k - 1 must have lost their connection (or left) after it was published.
@@ -189,6 +197,7 @@ export class SharedHistory {
     }
     const qos2Twice: Array<{ id: string; member: string; count: number }> = [];
     for (const [id, byMember] of qos2) {
+      if (exempt.has(id)) continue;
       for (const [member, times] of byMember) {
         if (times > 1) qos2Twice.push({ id, member, count: times });
       }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { lbCut, redisCut, sentinelFailover } from "../../harness/chaos-matrix.js";
+import { lbCut, nodeKill, redisCut, sentinelFailover } from "../../harness/chaos-matrix.js";
 import {
   type ChaosReport,
   type ChaosScenario,
@@ -17,8 +17,9 @@ import { tally } from "../../harness/history.js";
  * every acknowledged QoS 1/2 message reaches a member and nothing is left in Redis
  * (shared-stranded), a message reaches one member unless one that had it lost its connection
  * (shared-one-member; such copies are counted as redeliveries), and a QoS 2 message never
- * reaches one member twice (shared-qos2-once). The chaos tests of the same faults check the
- * other properties.
+ * reaches one member twice (shared-qos2-once). Faults: node-a cut from Redis past its fence,
+ * node-a cut from HAProxy, a Sentinel failover, node-a killed and restarted. The chaos tests of
+ * the same faults check the other properties (the known resume race breaks order there).
  */
 const SHARED = ["shared-stranded", "shared-one-member", "shared-qos2-once"];
 
@@ -64,5 +65,14 @@ describe("chaos: shared subscriptions under faults", () => {
     assertSpread(report);
     assert.deepEqual(sharedBroken(report), {});
     assert.ok(report.summary.shared.delivered > 0);
+  });
+
+  it("node-a killed (SIGKILL, 3 s lease): its members resume on node-b, nothing stranded", async () => {
+    const report = await runChaos(withMembers(nodeKill(3)));
+    logReport(report);
+    assertSpread(report);
+    assert.deepEqual(sharedBroken(report), {});
+    assert.ok(report.summary.shared.delivered > 0);
+    assert.notEqual(report.recoveredAfterMs, undefined);
   });
 });

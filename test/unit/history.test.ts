@@ -225,6 +225,22 @@ describe("history checker: shared subscriptions", () => {
     assert.equal(history.summary().shared.delivered, 6);
   });
 
+  it("shared: messages sent before checkLossFrom are held to none of the three", () => {
+    const history = sharedRun();
+    history.sharedReceived("m2", "t", payloadOf("pub", 2), 2);
+    history.sharedReceived("m1", "t", payloadOf("pub", 2), 2);
+    history.sent("pub", "t", 4, 2);
+    history.acked("pub", "t", 4);
+    history.received("sub", "t", payloadOf("pub", 4), 2);
+    assert.deepEqual(properties(history.check()).sort(), [
+      "shared-one-member",
+      "shared-qos2-once",
+      "shared-stranded",
+    ]);
+    history.checkLossFrom(Date.now() + 1);
+    assert.deepEqual(history.check(), []);
+  });
+
   it("shared-qos2-once: a QoS 2 message twice to one member; QoS 1 twice is a duplicate", () => {
     const history = sharedRun();
     history.sharedReceived("m2", "t", payloadOf("pub", 1), 1);
