@@ -60,3 +60,27 @@ async function readRetained(
   }
   return retained;
 }
+
+/** How long acknowledgements of the last shared deliveries may take to reach Redis. */
+const SHARED_ACKS_MS = 5_000;
+
+/**
+ * After the run settled: what Redis still holds for the shared group (its members' queues and
+ * its backlog), into the history; nothing once the members' last acknowledgements are recorded.
+ * Read again every 100 ms until it is empty or 5 s passed: Redis announces no such change.
+ */
+export async function observeSharedAfterHeal(
+  cluster: ChaosCluster,
+  history: History,
+  group: string,
+): Promise<void> {
+  const deadline = Date.now() + SHARED_ACKS_MS;
+  for (;;) {
+    const left = (await cluster.sharedEntries()).get(group) ?? 0;
+    if (left === 0 || Date.now() >= deadline) {
+      history.shared.left(group, left);
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Redis } from "ioredis";
 import { DelayRelay } from "./delay-relay.js";
 import { FaultNetwork } from "./fault-network.js";
 import { HaProxy } from "./haproxy.js";
@@ -50,6 +51,8 @@ export class ChaosCluster {
   sentinels: RedisSentinels | undefined;
   lb: HaProxy | undefined;
   relay: DelayRelay | undefined;
+  /** The nodes' Redis key prefix (random per cluster). */
+  readonly keyPrefix = `chaos${randomBytes(3).toString("hex")}:`;
   private dir: string | undefined;
 
   private constructor(private readonly faults: FaultNetwork | undefined) {}
@@ -116,6 +119,76 @@ export class ChaosCluster {
     return held;
   }
 
+  /**
+   * Per shared group (`<share name>/<filter>`), the entries Redis holds for it: its members'
+   * queues (messages not yet acknowledged) and its backlog. Read from the current primary.
+   */
+  async sharedEntries(): Promise<Map<string, number>> {
+    return this.withRedis(async (redis) => {
+      const prefix = `${this.keyPrefix}share:`;
+      const groups = await redis.hgetall(`${prefix}groups`);
+      const entries = new Map<string, number>();
+      for (const [id, name] of Object.entries(groups)) {
+        const keys = [`${prefix}${id}:backlog`];
+        let cursor = "0";
+        do {
+          const [next, found] = await redis.scan(cursor, "MATCH", `${prefix}${id}:q:*`);
+          cursor = next;
+          keys.push(...found);
+        } while (cursor !== "0");
+        const lengths = await Promise.all(keys.map((key) => redis.xlen(key)));
+        entries.set(
+          name,
+          lengths.reduce((sum, n) => sum + n, 0),
+        );
+      }
+      return entries;
+    });
+  }
+
+  /** Whether the node's lease is gone from Redis (what the others wait for to count it dead). */
+  async leaseGone(name: string): Promise<boolean> {
+    return this.withRedis(
+      async (redis) => (await redis.exists(`${this.keyPrefix}node:${name}`)) === 0,
+    );
+  }
+
+  /** Runs `use` on a connection of the test's own to the current primary. */
+  private async withRedis<T>(use: (redis: Redis) => Promise<T>): Promise<T> {
+    const redis = this.sentinels
+      ? new Redis({
+          sentinels: this.sentinels.endpoints,
+          name: this.sentinels.name,
+          lazyConnect: true,
+        })
+      : new Redis({ host: this.redis?.host, port: this.redis?.port, lazyConnect: true });
+    redis.on("error", () => {});
+    try {
+      await redis.connect();
+      return await use(redis);
+    } finally {
+      redis.disconnect();
+    }
+  }
+
+  /**
+   * Kills the node outright (SIGKILL) and, once `whileDown` resolves, starts it again with its
+   * config, in its namespace on its fixed ports (a fault network only: HAProxy knows it there).
+   */
+  async crash(name: string, whileDown: () => Promise<void>): Promise<void> {
+    const faults = this.network;
+    const index = this.nodes.findIndex((n) => n.name === name);
+    const old = this.nodes[index];
+    if (old === undefined) throw new Error(`no node ${name}`);
+    old.process.kill("SIGKILL");
+    await old.process.exited;
+    await whileDown();
+    const file = join(this.dir as string, `${name}.yaml`);
+    const process = SluiceProcess.spawnIn(faults.namespace(name), ["start", "--config", file]);
+    this.nodes[index] = { ...old, process };
+    await process.ready();
+  }
+
   /** Removes every fault in force. */
   async healAll(): Promise<void> {
     await this.faults?.healAll();
@@ -137,7 +210,7 @@ export class ChaosCluster {
   private async open(options: ChaosClusterOptions): Promise<void> {
     this.dir = await mkdtemp(join(tmpdir(), "sluice-chaos-"));
     const redisLines = await this.startRedis(options);
-    const keyPrefix = `chaos${randomBytes(3).toString("hex")}:`;
+    const { keyPrefix } = this;
     const faults = this.faults;
     const started = options.nodes.map(async (name) => {
       const file = join(this.dir as string, `${name}.yaml`);

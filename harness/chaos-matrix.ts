@@ -210,6 +210,33 @@ export function splitClientId(ms = 5_000, leaseSeconds?: number): ChaosScenario 
   };
 }
 
+/**
+ * 4b. node-a killed outright (SIGKILL) under load, with a `leaseSeconds` lease: its clients
+ * reconnect to node-b through HAProxy; once node-a's lease is gone from Redis
+ * (`leaseGoneAfterMs`: node-b may count it dead) node-a starts again. Shared members on node-a
+ * resume on node-b with what their group's queues held for them.
+ */
+export function nodeKill(leaseSeconds = 3): ChaosScenario {
+  return {
+    name: `node-sigkill${suffix(leaseSeconds)}`,
+    cluster: twoNodes(leaseSeconds),
+    fault: async (cluster) => {
+      const killedAt = Date.now();
+      let leaseGoneAfterMs: number | undefined;
+      await cluster.crash("node-a", async () => {
+        // Redis tells no one when a key expires: read every 100 ms, up to twice the lease.
+        const deadline = killedAt + 2_000 * leaseSeconds;
+        while (!(await cluster.leaseGone("node-a"))) {
+          if (Date.now() > deadline) throw new Error("node-a's lease outlived twice its length");
+          await pause(100);
+        }
+        leaseGoneAfterMs = Date.now() - killedAt;
+      });
+      return { leaseGoneAfterMs, restartedAfterMs: Date.now() - killedAt };
+    },
+  };
+}
+
 /** Every scenario, for the bench: the long cuts too. */
 export function fullMatrix(): ChaosScenario[] {
   return [
@@ -226,5 +253,6 @@ export function fullMatrix(): ChaosScenario[] {
     splitClientId(5_000, 3),
     sentinelFailover(),
     redisRestartEmpty(),
+    nodeKill(3),
   ];
 }

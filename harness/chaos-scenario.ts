@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { observeAfterHeal } from "./chaos-checks.js";
+import { observeAfterHeal, observeSharedAfterHeal } from "./chaos-checks.js";
 import { ChaosCluster, type ChaosClusterOptions } from "./chaos-cluster.js";
 import { ChaosWorkload, type WorkloadOptions } from "./chaos-workload.js";
 import { withDeadline } from "./deadline.js";
@@ -9,7 +9,10 @@ export interface ChaosScenario {
   name: string;
   cluster: ChaosClusterOptions;
   workload?: Partial<
-    Pick<WorkloadOptions, "publishersPerQos" | "subscribers" | "willClients" | "intervalMs">
+    Pick<
+      WorkloadOptions,
+      "publishersPerQos" | "subscribers" | "willClients" | "intervalMs" | "sharedMembers"
+    >
   >;
   /** The node whose fencing is timed (the one the fault isolates), if any. */
   watched?: string;
@@ -45,6 +48,8 @@ export interface ChaosReport {
   violations: Violation[];
   summary: ReturnType<History["summary"]>;
   extra: ChaosExtra;
+  /** Shared members per node as the fault began (from the nodes' logs); empty without any. */
+  sharedSpread: Record<string, number>;
 }
 
 /**
@@ -103,13 +108,14 @@ export async function runChaos(scenario: ChaosScenario): Promise<ChaosReport> {
       .waitForLog((l) => l.event === "redis.fenced" && Number(l.time) >= faultAt)
       .catch(() => undefined);
     const running = workload;
-    const kill =
-      scenario.killWill === false
-        ? undefined
-        : setTimeout(() => {
-            const id = running.willClientIds[1];
-            if (id !== undefined) running.killWillClient(id);
-          }, 100);
+    const sharedSpread = spreadOf(cluster, workload.sharedMemberIds);
+    // One shared member's connection dropped too: the group moves what it had not acknowledged.
+    const kill = setTimeout(() => {
+      const id = running.willClientIds[1];
+      if (id !== undefined && scenario.killWill !== false) running.killWillClient(id);
+      const member = running.sharedMemberIds[0];
+      if (member !== undefined) running.dropSharedMember(member);
+    }, 100);
     let extra: ChaosExtra;
     try {
       extra = (await scenario.fault(cluster, workload)) ?? {};
@@ -134,6 +140,8 @@ export async function runChaos(scenario: ChaosScenario): Promise<ChaosReport> {
     const settled = await workload.settle(scenario.settleMs ?? 30_000);
     const recoveredAfterMs = settled ? Date.now() - healedAt : undefined;
     await observeAfterHeal(cluster, history, run);
+    const group = workload.sharedGroup;
+    if (group !== undefined) await observeSharedAfterHeal(cluster, history, group);
     return {
       name: scenario.name,
       fencedAfterMs: fencedLine === undefined ? undefined : Number(fencedLine.time) - faultAt,
@@ -143,11 +151,23 @@ export async function runChaos(scenario: ChaosScenario): Promise<ChaosReport> {
       violations: history.check(),
       summary: history.summary(),
       extra,
+      sharedSpread,
     };
   } finally {
     await workload?.end();
     await cluster.stop();
   }
+}
+
+/** How many of `clientIds` each node holds, from its log. */
+function spreadOf(cluster: ChaosCluster, clientIds: readonly string[]): Record<string, number> {
+  const spread: Record<string, number> = {};
+  if (clientIds.length === 0) return spread;
+  for (const node of cluster.nodes) {
+    const held = cluster.heldBy(node.name);
+    spread[node.name] = clientIds.filter((id) => held.has(id)).length;
+  }
+  return spread;
 }
 
 /**

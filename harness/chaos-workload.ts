@@ -15,6 +15,11 @@ export interface WorkloadOptions {
   intervalMs: number;
   /** A prefix for client ids and topics, unique per run. */
   run: string;
+  /**
+   * Members of one shared group (`$share/<run>g/<run>/data/#` at QoS 2), persistent sessions
+   * through the load balancer (so spread over the nodes round robin); 0: none.
+   */
+  sharedMembers?: number;
 }
 
 /** How long a client waits before reconnecting through the load balancer. */
@@ -45,6 +50,13 @@ export class ChaosWorkload {
   /** Per subscriber, every message it got (an acknowledgement may come after the delivery). */
   private readonly got = new Map<string, Set<string>>();
   private owedWaiters: Array<() => void> = [];
+  /** Acknowledged QoS 1/2 messages no shared member has got yet. */
+  private readonly sharedOwed = new Set<string>();
+  /** Every message some shared member got. */
+  private readonly sharedGot = new Set<string>();
+  private readonly members = new Map<string, MqttClient>();
+  /** Clients that subscribe again on a lost session (subscribers and shared members). */
+  private readonly resubscribers = new Set<string>();
   private publishing = false;
   /** Per subscriber, when it last subscribed again on a session the broker had lost. */
   readonly resubscribedAt = new Map<string, number>();
@@ -67,6 +79,29 @@ export class ChaosWorkload {
   /** The run's prefix of client ids and topics. */
   get run(): string {
     return this.options.run;
+  }
+
+  /**
+   * The shared group's name as the broker reports it (`<share name>/<filter>`); undefined
+   * without shared members.
+   */
+  get sharedGroup(): string | undefined {
+    return this.members.size === 0 ? undefined : `${this.run}g/${this.run}/data/#`;
+  }
+
+  /** The shared members' client ids. */
+  get sharedMemberIds(): string[] {
+    return [...this.members.keys()];
+  }
+
+  /**
+   * Drops one shared member's connection as a crash would (socket destroyed); it reconnects
+   * through the load balancer by itself, and the group moves what it had not acknowledged.
+   */
+  dropSharedMember(clientId: string): void {
+    const client = this.members.get(clientId);
+    if (!client) throw new Error(`no shared member ${clientId}`);
+    client.stream.destroy();
   }
 
   /** The client ids of the will clients still connected. */
@@ -94,7 +129,7 @@ export class ChaosWorkload {
    */
   resubscribedSince(since: number, ms: number): Promise<void> {
     const done = (): boolean =>
-      [...this.owed.keys()].every((id) => (this.resubscribedAt.get(id) ?? 0) >= since);
+      [...this.resubscribers].every((id) => (this.resubscribedAt.get(id) ?? 0) >= since);
     if (done()) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -126,6 +161,8 @@ export class ChaosWorkload {
         if (sentAt < at) owed.delete(id);
       }
     }
+    for (const id of this.sharedOwed)
+      if ((this.sentAt.get(id) ?? 0) < at) this.sharedOwed.delete(id);
   }
 
   /** Stops every publisher's timer; what is in flight may still be acknowledged. */
@@ -173,17 +210,7 @@ export class ChaosWorkload {
       this.owed.set(id, new Set());
       this.got.set(id, new Set());
       const client = await this.connect(id, { resubscribe: false });
-      // A session the broker no longer has (Redis lost its data): subscribe again, and say when.
-      client.on("connect", (connack) => {
-        if (connack.sessionPresent) return;
-        void client.subscribeAsync(`${run}/data/#`, { qos: 2 }).then(
-          () => {
-            this.resubscribedAt.set(id, Date.now());
-            for (const check of [...this.resubscribeWaiters]) check();
-          },
-          () => {},
-        );
-      });
+      this.resubscribeOnLostSession(id, client, `${run}/data/#`);
       client.on("message", (topic, payload, packet) => {
         history.received(id, topic, payload, packet.qos);
         const parsed = parsePayload(payload);
@@ -192,6 +219,7 @@ export class ChaosWorkload {
       await client.subscribeAsync(`${run}/data/#`, { qos: 2 });
       for (const topic of this.topics) history.subscribed(id, topic, 2);
     }
+    await this.openSharedMembers();
     const watcher = await this.connect(`${run}-willwatch`);
     watcher.on("message", (topic) => {
       const clientId = topic.slice(`${run}/will/`.length);
@@ -229,6 +257,9 @@ export class ChaosWorkload {
           const sent = client.publishAsync(topic, payloadOf(id, n), { qos }).then(() => {
             history.acked(id, topic, n);
             if (qos === 0 || sentAt < this.owedFrom) return;
+            if (this.members.size > 0 && !this.sharedGot.has(`${id}|${n}`)) {
+              this.sharedOwed.add(`${id}|${n}`);
+            }
             for (const [subscriber, owed] of this.owed) {
               if (!this.got.get(subscriber)?.has(`${id}|${n}`)) owed.add(`${id}|${n}`);
             }
@@ -248,6 +279,44 @@ export class ChaosWorkload {
     );
   }
 
+  /** The shared group's members, each logging what it got and when its connection went. */
+  private async openSharedMembers(): Promise<void> {
+    const { run, history, sharedMembers = 0 } = this.options;
+    const filter = `$share/${run}g/${run}/data/#`;
+    for (let i = 0; i < sharedMembers; i++) {
+      const id = `${run}-member-${i}`;
+      const client = await this.connect(id, { resubscribe: false });
+      this.members.set(id, client);
+      this.resubscribeOnLostSession(id, client, filter);
+      client.on("close", () => history.shared.disrupted(id));
+      client.on("message", (topic, payload, packet) => {
+        history.sharedReceived(id, topic, payload, packet.qos);
+        const parsed = parsePayload(payload);
+        if (!parsed) return;
+        const message = `${parsed.publisher}|${parsed.seq}`;
+        this.sharedGot.add(message);
+        if (this.sharedOwed.delete(message)) this.delivered("", "");
+      });
+      await client.subscribeAsync(filter, { qos: 2 });
+      history.shared.joined(`${run}g/${run}/data/#`, id, this.topics, 2);
+    }
+  }
+
+  /** A session the broker no longer has (Redis lost its data): subscribe again, and say when. */
+  private resubscribeOnLostSession(id: string, client: MqttClient, filter: string): void {
+    this.resubscribers.add(id);
+    client.on("connect", (connack) => {
+      if (connack.sessionPresent) return;
+      void client.subscribeAsync(filter, { qos: 2 }).then(
+        () => {
+          this.resubscribedAt.set(id, Date.now());
+          for (const check of [...this.resubscribeWaiters]) check();
+        },
+        () => {},
+      );
+    });
+  }
+
   private track(sent: Promise<unknown>): void {
     const tracked = sent.catch(() => {});
     this.unacked.add(tracked);
@@ -265,7 +334,11 @@ export class ChaosWorkload {
   }
 
   private allDelivered(): boolean {
-    return this.willsDue.size === 0 && [...this.owed.values()].every((owed) => owed.size === 0);
+    return (
+      this.willsDue.size === 0 &&
+      this.sharedOwed.size === 0 &&
+      [...this.owed.values()].every((owed) => owed.size === 0)
+    );
   }
 
   private deliveredWithin(ms: number): Promise<boolean> {

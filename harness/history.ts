@@ -8,6 +8,8 @@
  * the message it is, whichever node it came through.
  */
 
+import { SharedHistory, type SharedSummary, type SharedViolation } from "./shared-history.js";
+
 export type Qos = 0 | 1 | 2;
 
 /** What a will's client went through, which decides how often its will may be published. */
@@ -26,7 +28,8 @@ export interface Violation {
     | "order"
     | "one-session-per-client-id"
     | "wills"
-    | "retained-converge";
+    | "retained-converge"
+    | SharedViolation["property"];
   detail: string;
 }
 
@@ -75,6 +78,8 @@ export class History {
   private readonly retainedByNode = new Map<string, Map<string, string | undefined>>();
   /** Messages sent before this (ms since the epoch) are not held to no-loss. */
   private lossFrom = 0;
+  /** Shared groups: their members, what reached them, whose connection was lost. */
+  readonly shared = new SharedHistory();
 
   /** A subscriber holds `topic` at `qos` for the whole run (a persistent session's). */
   subscribed(subscriber: string, topic: string, qos: Qos): void {
@@ -108,6 +113,12 @@ export class History {
   received(subscriber: string, topic: string, payload: Buffer | string, qos: Qos): void {
     const parsed = parsePayload(payload);
     if (parsed) this.deliveries.push({ subscriber, topic, qos, ...parsed });
+  }
+
+  /** A member of a shared group received a payload made by payloadOf(); others are ignored. */
+  sharedReceived(member: string, topic: string, payload: Buffer | string, qos: Qos): void {
+    const parsed = parsePayload(payload);
+    if (parsed) this.shared.received(member, key(parsed.publisher, topic, parsed.seq), qos);
   }
 
   /** What the will of `clientId` may do, from what its connection went through. */
@@ -151,6 +162,7 @@ export class History {
       ...this.checkOneSession(),
       ...this.checkWills(),
       ...this.checkRetained(),
+      ...this.shared.check([...this.sentMessages.values()], this.lossFrom),
     ];
   }
 
@@ -165,6 +177,7 @@ export class History {
     qos0Lost: number;
     /** Acknowledged QoS 1/2 messages a subscriber never got, summed over subscribers. */
     lostAcknowledged: number;
+    shared: SharedSummary;
   } {
     const seen = new Set<string>();
     let duplicates = 0;
@@ -191,6 +204,7 @@ export class History {
       duplicates,
       qos0Lost,
       lostAcknowledged: [...this.missingAcknowledged().values()].reduce((n, m) => n + m.length, 0),
+      shared: this.shared.summary(all, this.lossFrom),
     };
   }
 

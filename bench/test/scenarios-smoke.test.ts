@@ -80,7 +80,7 @@ test("smoke - failover --quick loses no acknowledged message when a node behind 
   assert.equal(row?.["survivor crashed"], false);
 });
 
-test("smoke - chaos --quick runs three faults under load and loses no acknowledged message", async () => {
+test("smoke - chaos --quick runs three faults under load and loses no acknowledged message, shared ones included", async () => {
   const rows = onlyTableRows(await runQuick("chaos"));
   assert.deepEqual(
     rows.map((r) => r.scenario),
@@ -90,6 +90,8 @@ test("smoke - chaos --quick runs three faults under load and loses no acknowledg
     assert.equal(row["lost (acknowledged)"], 0, String(row.scenario));
     assert.ok(Number(row.acknowledged) > 0);
     assert.notEqual(row["recovered after heal s"], null, "everything acknowledged delivered");
+    assert.ok(Number(row["shared deliveries"]) > 0, "the shared group's members got messages");
+    assert.equal(row["shared stranded"], 0, String(row.scenario));
   }
 });
 

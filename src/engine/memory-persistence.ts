@@ -3,6 +3,7 @@ import { QlobberTrue } from "qlobber";
 import QlobberSub, { type TrieSubscription } from "qlobber/aedes/qlobber-sub.js";
 import {
   type ClientRef,
+  isSharedDelivery,
   Packet,
   type QueueLimits,
   type StoredPacket,
@@ -23,6 +24,11 @@ export class MemoryPersistence {
   private retained: Map<string, StoredPacket> | undefined = new Map();
   private readonly subscriptions = new Map<string, Map<string, SubscriptionOptions>>();
   private readonly outgoing = new Map<string, StoredPacket[]>();
+  /**
+   * Per session, the packet ids of shared deliveries in flight (not in its queue): a PUBREC of
+   * one puts its PUBREL in the queue. At most one per packet id.
+   */
+  private readonly sharedInFlight = new Map<string, Set<number>>();
   private readonly incoming = new Map<string, Map<number, StoredPacket>>();
   private readonly wills = new Map<string, StoredPacket>();
   /** QoS 1/2 subscriptions by filter: what offline sessions get queued for. */
@@ -142,9 +148,27 @@ export class MemoryPersistence {
     for (const sub of subs) this.enqueue(sub.clientId, packet);
   }
 
-  /** Records the packet identifier a queued message was sent with. */
+  /**
+   * Records the packet identifier a queued message was sent with; for a PUBREL (after PUBREC),
+   * the delivery becomes the PUBREL (a shared delivery's PUBREL joins the queue).
+   */
   async outgoingUpdate(client: ClientRef, packet: StoredPacket): Promise<void> {
+    const messageId = packet.messageId as number;
+    if (isSharedDelivery(packet)) {
+      let ids = this.sharedInFlight.get(client.id);
+      if (ids === undefined) {
+        ids = new Set();
+        this.sharedInFlight.set(client.id, ids);
+      }
+      ids.add(messageId);
+      return;
+    }
     const queue = this.outgoing.get(client.id);
+    const released = packet.cmd === "pubrel" && !queue?.some((q) => q.messageId === messageId);
+    if (released && this.forgetShared(client.id, messageId)) {
+      this.outgoing.set(client.id, [...(queue ?? []), packet]);
+      return;
+    }
     if (queue === undefined) return;
     for (let i = 0; i < queue.length; i++) {
       const queued = queue[i] as StoredPacket;
@@ -168,6 +192,7 @@ export class MemoryPersistence {
     packet: Pick<StoredPacket, "messageId"> &
       Partial<Pick<StoredPacket, "brokerId" | "brokerCounter">>,
   ): Promise<StoredPacket | undefined> {
+    if (packet.messageId !== undefined) this.forgetShared(client.id, packet.messageId);
     const queue = this.outgoing.get(client.id);
     if (queue === undefined) return undefined;
     // aedes clears a delivery authorizeForward refused before it got a packet id: by id, that
@@ -262,6 +287,14 @@ export class MemoryPersistence {
   private liveRetained(): Map<string, StoredPacket> {
     if (this.retained === undefined) throw new Error("persistence is destroyed");
     return this.retained;
+  }
+
+  /** Whether `messageId` was a shared delivery in flight to the session (now forgotten). */
+  private forgetShared(clientId: string, messageId: number): boolean {
+    const ids = this.sharedInFlight.get(clientId);
+    if (ids === undefined || !ids.delete(messageId)) return false;
+    if (ids.size === 0) this.sharedInFlight.delete(clientId);
+    return true;
   }
 
   /** A copy: the queue changes while aedes walks it. */

@@ -40,6 +40,18 @@ export interface QueueLimits {
 /** A client as the persistence sees it: its id and, from aedes, whether its session is clean. */
 export type ClientRef = Pick<Client, "id"> & { clean?: boolean };
 
+/**
+ * The broker id a shared subscription's delivery carries, before its node's own: such a delivery
+ * is not in its member's session queue (the group's queue holds it), but once the member has
+ * PUBREC'd it the session keeps its PUBREL like any other [MQTT-4.4.0-1].
+ * redis-persistence's pubrel-3.lua spells it too.
+ */
+export const SHARED_DELIVERY_PREFIX = "$share/";
+
+export function isSharedDelivery(packet: Pick<StoredPacket, "brokerId">): boolean {
+  return typeof packet.brokerId === "string" && packet.brokerId.startsWith(SHARED_DELIVERY_PREFIX);
+}
+
 /** aedes' packet record (its types describe a namespace; the module is the constructor). */
 export const Packet = createRequire(import.meta.url)("aedes-packet") as new (
   original: StoredPacket,

@@ -17,7 +17,7 @@ import {
 import type { Emitter } from "./emitters.js";
 import { decodeEnvelope, encodeEnvelope } from "./envelope.js";
 import type { BrokerHooks } from "./hook-adapter.js";
-import { Packet, type StoredPacket } from "./persistence-types.js";
+import { Packet, SHARED_DELIVERY_PREFIX, type StoredPacket } from "./persistence-types.js";
 
 /** Where a node receives the deliveries other nodes assign to its members. */
 const DELIVERIES_TOPIC = "$SYS/sluice/share/deliver/";
@@ -282,6 +282,8 @@ export class SharedSubscriptionsEngine implements MemberLinks {
       qos,
       retain: subscription.rap === true && message.retain,
       dup: false,
+      // Marks it for the persistence, which then keeps its PUBREL (the counter is the broker's).
+      brokerId: `${SHARED_DELIVERY_PREFIX}${broker.id}`,
       ...(message.messageExpiry === undefined ? {} : { messageExpiry: message.messageExpiry }),
       ...(si === undefined
         ? message.properties === undefined

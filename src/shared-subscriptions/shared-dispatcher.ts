@@ -62,6 +62,8 @@ interface KnownGroup {
 interface LocalMember {
   readonly clientId: string;
   readonly token: string;
+  /** The groups this connection holds. */
+  readonly groups: Set<string>;
   /** Entries sent and not yet acknowledged, by group. */
   readonly sent: Map<string, Set<string>>;
   /**
@@ -275,13 +277,14 @@ export class SharedDispatcher {
   async join(clientId: string, token: string, topics: readonly string[]): Promise<void> {
     let member = this.locals.get(token);
     if (member === undefined) {
-      member = { clientId, token, sent: new Map(), resent: new Map() };
+      member = { clientId, token, groups: new Set(), sent: new Map(), resent: new Map() };
       this.locals.set(token, member);
     }
     for (const topic of topics) {
       const parsed = parseSharedFilter(topic);
       if ("invalid" in parsed) continue;
       const name = groupName(parsed);
+      member.groups.add(name);
       // Seen here at once: this node's next message for the group goes to it.
       const group = this.know(name, parsed);
       if (!group.members.some((m) => m.clientId === clientId)) {
@@ -293,6 +296,7 @@ export class SharedDispatcher {
       this.tokensOf(name).set(clientId, token);
       const joined = await this.options.store.join(name, clientId, token);
       if (joined.refused) {
+        member.groups.delete(name);
         this.options.log.warn(
           { event: "shared.group_quota", clientId, group: name },
           "shared subscription not served: the cluster holds sharedSubscriptions.maxGroups groups",
@@ -319,6 +323,7 @@ export class SharedDispatcher {
       const parsed = parseSharedFilter(topic);
       if ("invalid" in parsed) continue;
       const name = groupName(parsed);
+      member?.groups.delete(name);
       member?.sent.delete(name);
       member?.resent.delete(name);
       const group = this.groups.get(name);
@@ -485,7 +490,29 @@ export class SharedDispatcher {
       await this.update(state, live);
     }
     for (const name of this.groups.keys()) if (!seen.has(name)) this.forgetGroup(name);
+    await this.rejoinLost(states);
     await this.resend();
+  }
+
+  /**
+   * This node's live member connections that a group no longer lists, joined again: another node
+   * counted them gone while this node's lease was missing (Redis restarted without its data, or
+   * this node was cut off for longer than its lease), and this node has its lease again. A
+   * group that lists the member with another connection has a newer one: left alone.
+   */
+  private async rejoinLost(states: readonly GroupState[]): Promise<void> {
+    const listed = new Map(states.map((s) => [s.name, new Set(s.members.map((m) => m.clientId))]));
+    for (const member of [...this.locals.values()]) {
+      if (this.links?.isLive(member.token) !== true) continue;
+      for (const name of [...member.groups]) {
+        if (listed.get(name)?.has(member.clientId)) continue;
+        this.options.log.info(
+          { event: "shared.member_rejoined", clientId: member.clientId, group: name },
+          "a live member a group had lost joins it again",
+        );
+        await this.join(member.clientId, member.token, [`${SHARE_PREFIX}${name}`]);
+      }
+    }
   }
 
   private async update(state: GroupState, live: Set<string>): Promise<void> {

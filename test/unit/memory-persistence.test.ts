@@ -62,6 +62,27 @@ describe("memory persistence", () => {
     assert.deepEqual(await persistence.countOffline(), { subsCount: 0, clientsCount: 0 });
   });
 
+  it("a shared delivery's PUBREC puts its PUBREL in the session's queue until PUBCOMP [MQTT-4.4.0-1]", async () => {
+    const { persistence } = store();
+    await persistence.outgoingEnqueue({ clientId: client.id }, publish("t", "queued"));
+    const shared = { ...publish("t", "shared"), brokerId: "$share/b1", messageId: 9 };
+    await persistence.outgoingUpdate(client, shared);
+    const queued = async () =>
+      (await persistence.outgoingPackets(client)).map((p) =>
+        p.cmd === "pubrel" ? `pubrel ${p.messageId}` : p.payload?.toString(),
+      );
+    assert.deepEqual(await queued(), ["queued"], "the shared delivery itself is not queued");
+    await persistence.outgoingUpdate(client, { cmd: "pubrel", messageId: 9 } as StoredPacket);
+    assert.deepEqual(await queued(), ["queued", "pubrel 9"]);
+    await persistence.outgoingClearMessageId(client, { messageId: 9 });
+    assert.deepEqual(await queued(), ["queued"]);
+    // A PUBACK of a shared QoS 1 delivery forgets it: a later PUBREL of that id adds nothing.
+    await persistence.outgoingUpdate(client, { ...shared, messageId: 10 });
+    await persistence.outgoingClearMessageId(client, { messageId: 10 });
+    await persistence.outgoingUpdate(client, { cmd: "pubrel", messageId: 10 } as StoredPacket);
+    assert.deepEqual(await queued(), ["queued"]);
+  });
+
   it("a queue over its cap drops its oldest messages, keeps PUBRELs, and reports the drop", async () => {
     const { persistence, drops } = store(3);
     const pubrel = { ...publish("t"), cmd: "pubrel", messageId: 7 } as StoredPacket;
