@@ -44,41 +44,45 @@ export function readConnectHead(bytes: Buffer, maxBytes: number): ConnectRead {
   const end = length.next + length.value;
   if (end > maxBytes) return INVALID;
   if (bytes.length < end) return INCOMPLETE;
-  const head = parseVariableHeader(bytes.subarray(length.next, end));
+  const head = parseVariableHeader(bytes, length.next, end);
   return head === undefined ? INVALID : { status: "complete", head };
 }
 
 const INCOMPLETE: ConnectRead = { status: "incomplete" };
 const INVALID: ConnectRead = { status: "invalid" };
 
-function parseVariableHeader(body: Buffer): ConnectHead | undefined {
-  if (body.length < 2) return undefined;
-  const nameLength = body.readUInt16BE(0);
-  const name = body.toString("latin1", 2, 2 + nameLength);
-  let at = 2 + nameLength;
+const MQTT = Buffer.from("MQTT", "latin1");
+const MQISDP = Buffer.from("MQIsdp", "latin1");
+
+/** The variable header of the CONNECT in `bytes` between `from` and `end`. */
+function parseVariableHeader(bytes: Buffer, from: number, end: number): ConnectHead | undefined {
+  if (end - from < 2) return undefined;
+  const nameEnd = from + 2 + bytes.readUInt16BE(from);
   // level, connect flags, keep-alive
-  if (body.length < at + 4) return undefined;
-  const level = body[at] as number;
-  const flags = body[at + 1] as number;
-  at += 4;
+  if (end < nameEnd + 4) return undefined;
+  const level = bytes[nameEnd] as number;
+  const flags = bytes[nameEnd + 1] as number;
   // [MQTT-3.1.2-3] the reserved flag is 0
   if ((flags & 0x01) !== 0) return undefined;
-  if (level === 3 && name === "MQIsdp") return V3_HEAD;
-  if (name !== "MQTT") return undefined;
+  if (level === 3) return isName(bytes, from + 2, nameEnd, MQISDP) ? V3_HEAD : undefined;
+  if (!isName(bytes, from + 2, nameEnd, MQTT)) return undefined;
   if (level === 4) return V4_HEAD;
-  if (level !== 5) return undefined;
-  return parseProperties(body, at);
+  return level === 5 ? parseProperties(bytes, nameEnd + 4, end) : undefined;
+}
+
+function isName(bytes: Buffer, from: number, end: number, name: Buffer): boolean {
+  return end - from === name.length && bytes.compare(name, 0, name.length, from, end) === 0;
 }
 
 const V3_HEAD: ConnectHead = { level: 3, problemInformation: true, maximumPacketSize: undefined };
 const V4_HEAD: ConnectHead = { level: 4, problemInformation: true, maximumPacketSize: undefined };
 
 /** The CONNECT properties that shape the answer; undefined when they are malformed. */
-function parseProperties(body: Buffer, from: number): ConnectHead | undefined {
+function parseProperties(body: Buffer, from: number, packetEnd: number): ConnectHead | undefined {
   const length = variableByteInteger(body, from);
   if (length === undefined) return undefined;
   const end = length.next + length.value;
-  if (end > body.length) return undefined;
+  if (end > packetEnd) return undefined;
   const head: ConnectHead = { level: 5, problemInformation: true, maximumPacketSize: undefined };
   let at = length.next;
   while (at < end) {
