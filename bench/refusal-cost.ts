@@ -2,7 +2,10 @@
  * What answering a socket-quota refusal costs the node against dropping it: a `sluice start`
  * process whose one place (`limits.connections.perNode: 1`) is taken, so that every further
  * connection is refused, flooded by clients that each connect, send an MQTT 5 CONNECT at once and
- * wait for the close. The node's CPU comes from /proc (user + system), per refused connection.
+ * wait for the close: paced under the node's answer budget (every refusal answered, the cost of
+ * an answer), then as fast as the node takes them from 32 addresses (the budget at work) and
+ * from one (2 answered at once per address). The node's CPU comes from /proc (user + system),
+ * per refused connection.
  * Then a flood of silent sockets (never a CONNECT), from many addresses: the most sockets the
  * node held open at once, and whether /readyz stayed 200.
  *
@@ -27,6 +30,10 @@ const WINDOW = 32;
 const SILENT_ADDRESSES = 50;
 const SILENT_PER_ADDRESS = 20;
 const TICKS_PER_SECOND = 100;
+/** Under the node's 200 answers a second: every refusal of the paced flood is answered. */
+const PACED_PER_SECOND = 180;
+/** Ten seconds of the paced flood. */
+const PACED_CONNECTS = 1_800;
 
 /** An MQTT 5 CONNECT with a clean start, a client id and keep-alive 60 (about 20 bytes). */
 function connect5(clientId: string): Buffer {
@@ -70,14 +77,28 @@ async function refusedConnect(port: number, from: string, clientId: string): Pro
   });
 }
 
-/** `WINDOW` clients in a loop, each from its own address (so each gets answered) or all from one. */
-async function flood(port: number, oneAddress: boolean): Promise<number> {
+/**
+ * `WINDOW` clients in a loop, each from its own address (so each can be answered) or all from
+ * one; `perSecond`: attempts started at most at this pace (under the node's answer budget, all
+ * are answered), else as fast as the node takes them.
+ */
+async function flood(
+  port: number,
+  count: number,
+  oneAddress: boolean,
+  perSecond?: number,
+): Promise<number> {
   let next = 0;
   let answered = 0;
+  const started = Date.now();
   const worker = async (w: number): Promise<void> => {
     const from = oneAddress ? "127.0.0.2" : `127.0.1.${w + 1}`;
-    while (next < CONNECTS) {
+    while (next < count) {
       const i = next++;
+      if (perSecond !== undefined) {
+        const due = started + (i * 1000) / perSecond - Date.now();
+        if (due > 0) await new Promise((resolve) => setTimeout(resolve, due));
+      }
       if (await refusedConnect(port, from, `r${i}`)) answered++;
     }
   };
@@ -134,25 +155,32 @@ async function round(cli: string, dir: string) {
     const held = await dial(port);
     held.write(connect5("holder"));
     await new Promise((resolve) => held.once("data", resolve));
-    const measure = async (oneAddress: boolean) => {
+    const measure = async (count: number, oneAddress: boolean, perSecond?: number) => {
       const start = cpuTicks(pid);
       const startedAt = Date.now();
-      const answered = await flood(port, oneAddress);
+      const answered = await flood(port, count, oneAddress, perSecond);
       const seconds = (Date.now() - startedAt) / 1000;
       const end = cpuTicks(pid);
-      const us = (ticks: number) => (ticks / TICKS_PER_SECOND / CONNECTS) * 1e6;
+      const us = (ticks: number) => (ticks / TICKS_PER_SECOND / count) * 1e6;
       return {
         usPerRefusal: us(end.user - start.user + end.system - start.system),
         systemUs: us(end.system - start.system),
-        perSecond: CONNECTS / seconds,
+        perSecond: count / seconds,
         answered,
       };
     };
-    const spread = await measure(false);
-    const single = await measure(true);
+    // A pause past the answer budget's one-second window between phases: each starts with the
+    // whole budget, not what the phase before left of it.
+    const pause = () => new Promise((resolve) => setTimeout(resolve, 1_100));
+    const paced = await measure(PACED_CONNECTS, false, PACED_PER_SECOND);
+    await pause();
+    const spread = await measure(CONNECTS, false);
+    await pause();
+    const single = await measure(CONNECTS, true);
+    await pause();
     const silent = await silentFlood(pid, port, httpPort);
     held.destroy();
-    return { spread, single, silent };
+    return { paced, spread, single, silent };
   } finally {
     node.kill("SIGTERM");
     await node.exited;
@@ -182,11 +210,12 @@ async function main(): Promise<void> {
     for (let r = 1; r <= ROUNDS; r++) {
       for (const [name, cli] of r % 2 === 0 ? [...builds].reverse() : builds) {
         const result = await round(cli, dir);
-        const { spread, single, silent } = result;
+        const { paced, spread, single, silent } = result;
         const line = (f: typeof spread) =>
           `${f.usPerRefusal.toFixed(1)} us CPU/refusal (${f.systemUs.toFixed(1)} system), ${Math.round(f.perSecond)}/s, ${f.answered} answered`;
         console.log(
-          `round ${r} ${name}: ${WINDOW} addresses: ${line(spread)}; one address: ${line(single)}; ` +
+          `round ${r} ${name}: paced ${PACED_PER_SECOND}/s: ${line(paced)}; ` +
+            `${WINDOW} addresses: ${line(spread)}; one address: ${line(single)}; ` +
             `silent ${SILENT_ADDRESSES * SILENT_PER_ADDRESS}: ${silent.peakHeld} held at once, ` +
             `readyz ${silent.ready ? 200 : 503}, all closed in ${silent.closedMs} ms`,
         );

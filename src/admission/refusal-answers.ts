@@ -27,15 +27,17 @@ export interface RefusalAnswerSettings {
  * The bounds. Places: 64 hold at most 64 sockets, timers and 512-byte buffers, and a flood of
  * silent sockets that fills them leaves later refusals dropped at once, the cost of a refusal
  * without an answer. Two per address: a device retries one connection at a time, and a site
- * behind one NAT rarely has more refused at the same moment. Rate: an answer cost the node
- * about 40 us of CPU more than a drop (bench/refusal-cost.ts: ~105 against ~65 us per refused
- * connection, 2 cores, loopback), so 500 answers a second cost at most ~2 % of a core more than
- * dropping, whatever the flood; a device told why retries about once a second at most.
+ * behind one NAT rarely has more refused at the same moment. Rate: at a steady pace an answer
+ * cost the node 100-200 us of CPU more than a drop (bench/refusal-cost.ts, 2 cores, loopback:
+ * reading the CONNECT, writing, and the client's close are wake-ups a drop never has), so 200
+ * answers a second cost at most 2-4 % of a core more than dropping, however fast the flood
+ * comes; refused devices retry after seconds, so that still answers several hundred of them per
+ * node each second.
  */
 export const REFUSAL_ANSWER_BOUNDS = {
   maxAnswering: 64,
   maxAnsweringPerAddress: 2,
-  maxAnswersPerSecond: 500,
+  maxAnswersPerSecond: 200,
   maxConnectBytes: 512,
   /** Capped by `limits.connectTimeoutMs`: a client sends its CONNECT one round trip after connecting. */
   deadlineMs: 2_000,
