@@ -13,6 +13,7 @@ import { LogCapture } from "../../harness/log-capture.js";
 import { connect, end, type MqttClient } from "../../harness/mqtt-client.js";
 import { proxyV1 } from "../../harness/proxy-protocol.js";
 import { closedByPeer } from "../../harness/raw-socket.js";
+import { RedisServer } from "../../harness/redis-server.js";
 import { hashPassword } from "../../src/security/password-hash.js";
 
 /**
@@ -195,6 +196,44 @@ describe("socket quotas answered with a CONNACK", () => {
       assert.equal(await metric(node, "sluice_connections_rejected_total", 'reason="rate"'), 3);
     } finally {
       await node.stop();
+    }
+  });
+
+  it("across the cluster (limits.connections.cluster, counts from Redis): 0x97 on the other node", async () => {
+    const redis = await RedisServer.start();
+    const prefix = `refusals${Date.now().toString(36)}:`;
+    const clusterNode = (nodeId: string) =>
+      startNode({
+        nodeId,
+        redis: { url: redis.url, keyPrefix: prefix },
+        limits: { connections: { cluster: 1 } },
+      });
+    const a = await clusterNode("refusals-a").catch(async (error: unknown) => {
+      await redis.stop();
+      throw error;
+    });
+    const b = await clusterNode("refusals-b").catch(async (error: unknown) => {
+      await a.stop();
+      await redis.stop();
+      throw error;
+    });
+    const held = await connect(a.urls.tcp as string);
+    try {
+      // B learns A's count within a second (each node writes its own count every second).
+      const deadline = Date.now() + 5_000;
+      let outcome = await connackFrom(b, "127.0.3.9", { ...V5, clientId: "across" });
+      while (outcome !== "closed" && outcome.reasonCode === 0 && Date.now() < deadline) {
+        outcome = await connackFrom(b, "127.0.3.9", { ...V5, clientId: "across" });
+      }
+      assert.ok(outcome !== "closed");
+      assert.equal(outcome.reasonCode, 0x97);
+      assert.equal(outcome.properties?.reasonString, "quota exceeded");
+      assert.ok((await metric(b, "sluice_connections_rejected_total", 'reason="cluster"')) >= 1);
+    } finally {
+      await end(held);
+      await a.stop();
+      await b.stop();
+      await redis.stop();
     }
   });
 
