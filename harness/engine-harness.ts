@@ -145,6 +145,7 @@ export class Engine {
       ownership: undefined,
       devices: undefined,
       accepting: () => true,
+      connectTimeoutMs: config.limits.connectTimeoutMs,
     });
     const closeParts = async (): Promise<void> => {
       await new Promise<void>((resolve) => broker.close(() => resolve()));
@@ -199,7 +200,7 @@ export class Engine {
   }
 
   private handOver(stream: Duplex, socket: Socket, wire: WireClient): EngineConnection {
-    this.intake.admit(socket, "127.0.0.1");
+    this.intake.admit(socket, "127.0.0.1", true);
     this.intake.accept({
       stream,
       socket,

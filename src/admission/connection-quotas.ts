@@ -10,7 +10,8 @@ export interface ConnectionQuotaSettings {
 
 /**
  * The quotas checked when a socket is accepted, before a byte of MQTT (or of a TLS handshake)
- * is read, so a refused connection costs a map lookup and a close: new connections per second
+ * is read, so the check costs a map lookup (a refusal is then closed, or answered within the
+ * bounds of RefusalAnswers): new connections per second
  * and open connections per client address, open connections on this node, and open connections
  * across the cluster (from the per-node counts in Redis, refreshed every second: see
  * ClusterConnectionCounts). Synchronous, so a listener can ask on the raw socket's 'connection'

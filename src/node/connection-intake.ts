@@ -2,6 +2,7 @@ import type { Socket } from "node:net";
 import type { Aedes, Client } from "aedes";
 import type { ConnectAdmission } from "../admission/connect-admission.js";
 import type { ConnectionQuotas } from "../admission/connection-quotas.js";
+import { REFUSAL_ANSWER_BOUNDS, RefusalAnswers } from "../admission/refusal-answers.js";
 import type { ClientOwnership } from "../cluster/client-ownership.js";
 import { closeWithWill } from "../engine/aedes-internals.js";
 import { hardenClient } from "../engine/engine-hardening.js";
@@ -36,6 +37,8 @@ export interface ConnectionIntakeDeps {
   devices: DeviceRegistry | undefined;
   /** Whether the node takes connections now (not while starting or draining). */
   accepting(): boolean;
+  /** `limits.connectTimeoutMs`, which also caps how long a refused socket is read. */
+  connectTimeoutMs: number;
 }
 
 /**
@@ -51,6 +54,8 @@ export class ConnectionIntake {
   private readonly awaitingHandOver = new Map<Socket, string>();
   /** The 'close' listener of every admitted socket, which it is called on. */
   private readonly onAdmittedSocketClose: (this: Socket) => void;
+  /** CONNACKs for sockets the quotas refused, where affordable. */
+  private readonly refusals: RefusalAnswers;
 
   constructor(private readonly deps: ConnectionIntakeDeps) {
     const intake = this;
@@ -58,10 +63,24 @@ export class ConnectionIntake {
       intake.socketClosed(this);
     };
     deps.broker.on("client", (client: Client) => this.registered(client));
+    this.refusals = new RefusalAnswers(
+      {
+        ...REFUSAL_ANSWER_BOUNDS,
+        deadlineMs: Math.min(REFUSAL_ANSWER_BOUNDS.deadlineMs, deps.connectTimeoutMs),
+      },
+      {
+        overloaded: () => deps.admission.beforeAuthentication() !== undefined,
+        counted: (outcome) => deps.metrics.markRefusalAnswer(outcome),
+      },
+    );
   }
 
-  /** A refused socket is closed at once; an admitted one is counted until it closes. */
-  admit(socket: Socket, ip: string): boolean {
+  /**
+   * An admitted socket is counted until it closes. A refused one is answered with a CONNACK
+   * when it is `answerable` (its bytes are MQTT, no TLS or HTTP in front) and the answers'
+   * bound allows, else closed at once.
+   */
+  admit(socket: Socket, ip: string, answerable: boolean): boolean {
     const { quotas, metrics } = this.deps;
     if (!this.deps.accepting() || socket.destroyed) {
       socket.destroy();
@@ -69,8 +88,9 @@ export class ConnectionIntake {
     }
     const rejection = quotas.admit(ip);
     if (rejection !== undefined) {
-      socket.destroy();
       metrics.markConnectionRejected(rejection);
+      if (answerable) this.refusals.answer(socket, ip, rejection);
+      else socket.destroy();
       return false;
     }
     // Everything a connection's end releases, in this one listener, shared by every socket: a

@@ -65,6 +65,7 @@ export async function openListeners(deps: ListenerDeps): Promise<OpenListeners> 
     ownership: backend.ownership,
     devices: deps.devices,
     accepting: deps.accepting,
+    connectTimeoutMs: limits.connectTimeoutMs,
   });
   const settings = {
     maxPacketBytes: limits.maxPacketBytes,
@@ -76,7 +77,8 @@ export async function openListeners(deps: ListenerDeps): Promise<OpenListeners> 
       listenerConfig,
       index,
       {
-        admitSocket: (socket, origin) => intake.admit(socket, origin.remoteAddress),
+        admitSocket: (socket, origin, answerable) =>
+          intake.admit(socket, origin.remoteAddress, answerable),
         onConnection: (connection) => intake.accept(connection),
         onRejected: (reason, error) => {
           metrics.markConnectionRejected(reason);

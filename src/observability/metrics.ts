@@ -384,4 +384,19 @@ export class SluiceMetrics {
   markSparkplugEdgeNode(group: string, change: 1 | -1): void {
     this.sparkplug.edgeNodesOnline.inc({ group }, change);
   }
+
+  /**
+   * Sockets refused by a socket quota on a plain MQTT listener (the ones a CONNACK can answer),
+   * by outcome; each is also in sluice_connections_rejected_total under its quota's reason.
+   */
+  private readonly refusalAnswers = new Counter({
+    name: "sluice_connection_refusal_answers_total",
+    help: "Socket-quota refusals on plain MQTT listeners: answered with a CONNACK, dropped at once (answers at their bound, or overload), or unread (no CONNECT in time and size)",
+    labelNames: ["outcome"],
+    registers: [this.registry],
+  });
+
+  markRefusalAnswer(outcome: "answered" | "dropped" | "unread"): void {
+    this.refusalAnswers.inc({ outcome });
+  }
 }

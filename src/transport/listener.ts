@@ -51,10 +51,12 @@ export interface ListenerEvents {
    * address is known and before any other work is spent on it: on accept, after a PROXY header,
    * and for TLS before the handshake (a refused client must not cost one). Only a WebSocket
    * from a trusted proxy is asked at its upgrade request, whose X-Forwarded-For names the
-   * client. On false the socket has been destroyed and the refusal counted; on true it is
-   * counted until it closes.
+   * client. On false the socket is no longer the listener's (destroyed, or, when it is
+   * `answerable`, its CONNECT read and answered with a refusal) and the refusal is counted; on
+   * true it is counted until it closes. `answerable`: the socket's next bytes are MQTT itself
+   * (plain TCP, after a PROXY header too), no TLS handshake or HTTP request in front.
    */
-  admitSocket(socket: Socket, origin: ClientOrigin): boolean;
+  admitSocket(socket: Socket, origin: ClientOrigin, answerable: boolean): boolean;
   /** A connection ready for MQTT, already admitted by admitSocket. */
   onConnection: ConnectionHandler;
   onRejected(reason: ListenerRejection, error?: Error): void;

@@ -69,7 +69,9 @@ export class TcpListener implements Listener {
       });
       // Behind PROXY protocol the quotas are asked once the header names the client, below.
       if (!proxyProtocol) {
-        gateConnections(server, (socket) => events.admitSocket(socket, socketOrigin(socket)));
+        gateConnections(server, (socket) =>
+          events.admitSocket(socket, socketOrigin(socket), false),
+        );
       }
       this.tlsServer = server;
     }
@@ -79,7 +81,7 @@ export class TcpListener implements Listener {
         { ...proxyProtocol, noDelay: config.noDelay },
         events.onRejected,
         (socket, origin) => {
-          if (!events.admitSocket(socket, origin)) return;
+          if (!events.admitSocket(socket, origin, !tlsServer)) return;
           if (!tlsServer) {
             events.onConnection(streamConnection(socket, "tcp", origin));
             return;
@@ -94,7 +96,7 @@ export class TcpListener implements Listener {
     } else {
       this.server = createServer({ noDelay: config.noDelay }, (socket: Socket) => {
         const origin = socketOrigin(socket);
-        if (events.admitSocket(socket, origin)) {
+        if (events.admitSocket(socket, origin, true)) {
           events.onConnection(streamConnection(socket, "tcp", origin));
         }
       });

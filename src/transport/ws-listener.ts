@@ -78,7 +78,7 @@ export class WsListener implements Listener {
         admittedAtUpgrade.add(socket);
         return true;
       }
-      return events.admitSocket(socket, origin);
+      return events.admitSocket(socket, origin, false);
     });
     this.server.headersTimeout = 10_000;
     this.server.requestTimeout = 10_000;
@@ -103,7 +103,7 @@ export class WsListener implements Listener {
       const origin = requestOrigin(req.socket, req, trusted);
       if (admittedAtUpgrade.has(raw)) {
         admittedAtUpgrade.delete(raw);
-        if (!events.admitSocket(raw, origin)) return;
+        if (!events.admitSocket(raw, origin, false)) return;
       }
       this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
         const stream = createWebSocketStream(ws);

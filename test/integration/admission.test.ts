@@ -15,8 +15,9 @@ import { RedisServer } from "../../harness/redis-server.js";
 import { hashPassword } from "../../src/security/password-hash.js";
 
 /**
- * Admission: quotas checked when a socket is accepted (closed before any MQTT work) and on
- * CONNECT (answered CONNACK 3), each refusal counted by reason.
+ * Admission: quotas checked when a socket is accepted (on plain TCP its CONNECT is only read to
+ * answer CONNACK 3, bounded; over TLS closed before the handshake) and on CONNECT (answered
+ * CONNACK 3), each refusal counted by reason.
  */
 let dir: string;
 let redis: RedisServer;
@@ -81,8 +82,8 @@ describe("socket quotas", () => {
       }
       assert.equal(outcomes.filter((code) => code === 0).length, 5);
       assert.ok(
-        outcomes.slice(5).every((code) => code === -1),
-        "closed without a CONNACK",
+        outcomes.slice(5).every((code) => code === 3),
+        "refused with CONNACK 3, before any authentication",
       );
       const other = await attempt(node, { fromAddress: "127.0.0.2" });
       assert.equal(other.code, 0, "another address is unaffected");
@@ -118,7 +119,7 @@ describe("socket quotas", () => {
     const kept: MqttClient[] = [];
     try {
       for (let i = 0; i < 3; i++) kept.push((await attempt(node)).client as MqttClient);
-      assert.equal((await attempt(node)).code, -1);
+      assert.equal((await attempt(node)).code, 3);
       assert.equal(await rejected(node, "per_node"), 1);
       await end(kept.pop());
       const deadline = Date.now() + 5_000;
