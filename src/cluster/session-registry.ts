@@ -57,9 +57,9 @@ export interface SessionTerms {
   expirySeconds: number | undefined;
 }
 
-/** Reads a connecting client's stored session ahead, in the turn of its claim. */
+/** Reads connecting clients' stored sessions ahead, as their claims go to Redis. */
 export interface SessionReadAhead {
-  readAhead(client: ClaimingClient): void;
+  readAhead(clients: readonly ClaimingClient[]): void;
   /** Drops the client's delayed wills left with other nodes (its reconnect voids them). */
   dropDelayedWills(clientId: string): Promise<void>;
 }
@@ -111,6 +111,7 @@ const LAST_EPOCH = "owner-epoch";
 type ScriptName = "claimClientIds" | "releaseOwner" | "confirmOwners";
 
 interface ClaimRequest {
+  client: ClaimingClient;
   clientId: string;
   terms: SessionTerms;
   holder: string;
@@ -127,15 +128,17 @@ export interface OwnedConnection {
  * The cluster's sessions and live owners, in two Redis hashes: a client id is owned by exactly
  * one connection in the cluster, the one with the newest epoch. The claims of one turn of the
  * event loop (every CONNECT authenticated in it) go to Redis as one script, applied in order
- * and atomically; each client's stored session is read ahead in the same turn, so that lookup,
- * claim and ownership cost a CONNECT one round trip. The key prefix applies to every key
- * (ioredis `keyPrefix`).
+ * and atomically, with one script reading their stored sessions beside it, so that lookup,
+ * claim and ownership cost a CONNECT one round trip. One call is answered at a time: claims
+ * made meanwhile go together in the next, so under a connection storm a call carries what came
+ * over a round trip. The key prefix applies to every key (ioredis `keyPrefix`).
  */
 export class RedisSessionRegistry implements SessionRegistry {
   private readonly leaseKeyPrefix: string;
   private readonly scripts: RedisScripts<ScriptName>;
-  private readonly claims = new TurnBatches<ClaimRequest, SessionClaim>((call) =>
-    this.claimAll(call),
+  private readonly claims = new TurnBatches<ClaimRequest, SessionClaim>(
+    (call) => this.claimAll(call),
+    { paced: true },
   );
 
   constructor(
@@ -157,8 +160,7 @@ export class RedisSessionRegistry implements SessionRegistry {
     terms: SessionTerms,
     username: string | undefined,
   ): Promise<SessionClaim> {
-    this.sessions.readAhead(client);
-    return this.claims.add("", { clientId: client.id, terms, holder: holderOf(username) });
+    return this.claims.add("", { client, clientId: client.id, terms, holder: holderOf(username) });
   }
 
   /** The connection of this epoch ended: its owner entry goes, unless a newer one replaced it. */
@@ -201,7 +203,9 @@ export class RedisSessionRegistry implements SessionRegistry {
     return (await this.scripts.run("confirmOwners", [OWNERS], args)) as string[];
   }
 
-  private claimAll(call: Array<Waiting<ClaimRequest, SessionClaim>>): void {
+  private claimAll(call: Array<Waiting<ClaimRequest, SessionClaim>>): Promise<void> {
+    // Read with the claims, in the same write: a CONNECT waits for one round trip.
+    this.sessions.readAhead(call.map(({ item }) => item.client));
     const args: string[] = [this.nodeId, this.leaseKeyPrefix, this.intervalsKeyPrefix];
     for (const { item } of call) {
       const { cleanStart, persists, expirySeconds } = item.terms;
@@ -209,7 +213,7 @@ export class RedisSessionRegistry implements SessionRegistry {
       args.push(expirySeconds === undefined ? "" : String(expirySeconds));
     }
     const keys = [SESSIONS, OWNERS, LAST_EPOCH, STATE_KEYS.sessionTimers, STATE_KEYS.expiryNodes];
-    unlessRedisUnavailable(
+    return unlessRedisUnavailable(
       "the client id claim",
       this.scripts.run("claimClientIds", keys, args),
     ).then(
