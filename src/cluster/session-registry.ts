@@ -59,7 +59,13 @@ export interface SessionTerms {
 
 /** Reads connecting clients' stored sessions ahead, as their claims go to Redis. */
 export interface SessionReadAhead {
+  /** Called right after the claims of these clients went to Redis, on the same connection. */
   readAhead(clients: readonly ClaimingClient[]): void;
+  /**
+   * The claim found no connection of the id, anywhere: nothing but this connection writes its
+   * session from now on, and what an earlier one wrote was there for the read to see.
+   */
+  firstOwner(client: ClaimingClient): void;
   /** Drops the client's delayed wills left with other nodes (its reconnect voids them). */
   dropDelayedWills(clientId: string): Promise<void>;
 }
@@ -204,8 +210,6 @@ export class RedisSessionRegistry implements SessionRegistry {
   }
 
   private claimAll(call: Array<Waiting<ClaimRequest, SessionClaim>>): Promise<void> {
-    // Read with the claims, in the same write: a CONNECT waits for one round trip.
-    this.sessions.readAhead(call.map(({ item }) => item.client));
     const args: string[] = [this.nodeId, this.leaseKeyPrefix, this.intervalsKeyPrefix];
     for (const { item } of call) {
       const { cleanStart, persists, expirySeconds } = item.terms;
@@ -213,15 +217,20 @@ export class RedisSessionRegistry implements SessionRegistry {
       args.push(expirySeconds === undefined ? "" : String(expirySeconds));
     }
     const keys = [SESSIONS, OWNERS, LAST_EPOCH, STATE_KEYS.sessionTimers, STATE_KEYS.expiryNodes];
-    return unlessRedisUnavailable(
-      "the client id claim",
-      this.scripts.run("claimClientIds", keys, args),
-    ).then(
+    const claimed = this.scripts.run("claimClientIds", keys, args);
+    // After the claims, in the same write: a CONNECT waits for one round trip, and the read sees
+    // what a connection that owned the id wrote before its owner entry went.
+    this.sessions.readAhead(call.map(({ item }) => item.client));
+    return unlessRedisUnavailable("the client id claim", claimed).then(
       (reply) => {
         const replies = reply as Array<number | string>;
         call.forEach((waiting, i) => {
-          const at = 4 * i;
-          waiting.resolve(claimOf(replies[at], replies[at + 1], replies[at + 2]));
+          const at = 5 * i;
+          const claim = claimOf(replies[at], replies[at + 1], replies[at + 2]);
+          if (!claim.refused && Number(replies[at + 4]) === 0) {
+            this.sessions.firstOwner(waiting.item.client);
+          }
+          waiting.resolve(claim);
           // The client is back: a delayed will it left with another node is void.
           if (Number(replies[at + 3]) === 1) {
             this.sessions.dropDelayedWills(waiting.item.clientId).catch(() => {});

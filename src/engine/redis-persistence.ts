@@ -85,6 +85,11 @@ export class RedisPersistence {
   );
   /** Per connection (aedes' client), what readAhead() read of its session. */
   private readonly readAheads = new WeakMap<ClientRef, Promise<SessionRead>>();
+  /**
+   * Connections whose claim found no other of their id (firstOwner), with their session's read:
+   * the CONNECT's last steps skip what it shows holds nothing (inbound QoS 2 packets, the queue).
+   */
+  private readonly firstOwners = new WeakMap<ClientRef, Promise<SessionRead>>();
   /** Inbound QoS 2 state cleared for a whole turn in one DEL (per session on a Cluster). */
   private readonly incomingCleans = new TurnBatches<string, void>(
     (call) => this.deleteIncoming(call),
@@ -225,6 +230,17 @@ export class RedisPersistence {
     return filters;
   }
 
+  /**
+   * The claim found no connection of this id anywhere. On a single Redis (one connection: the
+   * read went after the claim) whatever an earlier connection wrote was written before its owner
+   * entry went, so the read saw it, and nothing else writes the session's inbound QoS 2 packets;
+   * its queue only fills through its stored subscriptions, which the read shows too.
+   */
+  firstOwner(client: ClientRef): void {
+    const read = this.readAheads.get(client);
+    if (read !== undefined && !this.clustered) this.firstOwners.set(client, read);
+  }
+
   async outgoingEnqueue(sub: { clientId: string }, packet: StoredPacket): Promise<void> {
     await this.outgoingEnqueueCombi([sub], packet);
   }
@@ -299,7 +315,11 @@ export class RedisPersistence {
   }
 
   /** The session's queue, oldest first, as aedes' patched emptyQueue walks it at CONNECT. */
-  outgoingPackets(client: ClientRef): Promise<StoredPacket[]> {
+  async outgoingPackets(client: ClientRef): Promise<StoredPacket[]> {
+    const read = await this.firstOwnerRead(client);
+    // The CONNECT's last step: the read is of no use after it.
+    this.firstOwners.delete(client);
+    if (read !== undefined && !read.holdsQueue && isEmpty(read.subscriptions)) return [];
     return this.queueReads.add(this.callOf(client.id), client.id);
   }
 
@@ -346,6 +366,8 @@ export class RedisPersistence {
 
   /** [MQTT-3.1.2-6] A clean session's QoS 2 state ends with its connection. */
   async cleanIncoming(client: ClientRef): Promise<void> {
+    const read = await this.firstOwnerRead(client);
+    if (read !== undefined && !read.holdsIncoming) return;
     await this.incomingCleans.add(this.callOf(client.id), this.keys.incoming(client.id));
   }
 
@@ -553,17 +575,34 @@ export class RedisPersistence {
   }
 
   private async readSessions(clientIds: readonly string[]): Promise<SessionRead[]> {
-    const keys = clientIds.flatMap((id) => [this.keys.subscriptions(id), this.keys.wills(id)]);
+    const keys = clientIds.flatMap((id) => [
+      this.keys.subscriptions(id),
+      this.keys.wills(id),
+      this.keys.incoming(id),
+      this.keys.queue(id),
+    ]);
     const reply = await this.scripts.runBuffer("readSessions", keys, [this.liveBroker().id]);
     const values = reply as Array<Buffer[] | number>;
     return clientIds.map((_, i) => {
-      const pairs = values[2 * i] as Buffer[];
+      const at = 4 * i;
+      const pairs = values[at] as Buffer[];
       const subscriptions: Record<string, Buffer> = {};
       for (let p = 0; p + 1 < pairs.length; p += 2) {
         subscriptions[(pairs[p] as Buffer).toString()] = pairs[p + 1] as Buffer;
       }
-      return { subscriptions, holdsWill: values[2 * i + 1] === 1 };
+      return {
+        subscriptions,
+        holdsWill: values[at + 1] === 1,
+        holdsIncoming: values[at + 2] === 1,
+        holdsQueue: values[at + 3] === 1,
+      };
     });
+  }
+
+  /** A first owner's session as read at its claim; undefined if not one, or the read failed. */
+  private firstOwnerRead(client: ClientRef): Promise<SessionRead | undefined> {
+    const read = this.firstOwners.get(client);
+    return read === undefined ? Promise.resolve(undefined) : read.catch(() => undefined);
   }
 
   private deleteIncoming(call: Array<Waiting<string, void>>): Promise<void> {
@@ -759,11 +798,20 @@ interface WillIndexEntry {
   clientId: string;
 }
 
-/** What readAhead() reads of a session (read-sessions-2.lua). */
+/** What readAhead() reads of a session (read-sessions-4.lua). */
 interface SessionRead {
   subscriptions: Record<string, Buffer>;
   /** A will of the client left with this node. */
   holdsWill: boolean;
+  /** Inbound QoS 2 packets (their ids) of the session. */
+  holdsIncoming: boolean;
+  /** Anything in the session's queue. */
+  holdsQueue: boolean;
+}
+
+function isEmpty(record: Record<string, unknown>): boolean {
+  for (const _ in record) return false;
+  return true;
 }
 
 /** A session's queue as read-queues-3.lua returns it: nothing, or entries, packets and ids. */
