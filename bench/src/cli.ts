@@ -15,6 +15,7 @@ import { resultTable } from "./report/markdown-table.js";
 import { fileTimestamp, type RunRecord, writeRunRecord } from "./report/result-file.js";
 import { renderScenarioTables } from "./report/scenario-table.js";
 import { panelsFor, renderChart } from "./report/svg-chart.js";
+import { parsePhases } from "./scenarios/phase-selection.js";
 import { defaultScenarios, findScenario } from "./scenarios/registry.js";
 import type { ResultRow, Scenario, ScenarioTable } from "./scenarios/scenario.js";
 import { machineInfo, versions } from "./system/machine-info.js";
@@ -39,6 +40,12 @@ async function main(argv: string[]): Promise<number> {
   }
   const scenarios: Scenario[] =
     cli.scenarios.length > 0 ? cli.scenarios.map(findScenario) : defaultScenarios();
+  try {
+    if (cli.run.phases) for (const scenario of scenarios) phasesOf(scenario, cli.run.phases);
+  } catch (error) {
+    process.stderr.write(`bench: ${(error as Error).message}\n`);
+    return 2;
+  }
   const resultsDir = cli.resultsDir ?? DEFAULT_RESULTS;
   const cleanup = new CleanupRegistry();
   cleanup.installSignalHandlers(log);
@@ -134,6 +141,12 @@ async function main(argv: string[]): Promise<number> {
     await removeWorkDir();
     await cleanup.stopAll();
   }
+}
+
+/** Checks `--phases` against a scenario before anything starts: one without phases refuses it. */
+function phasesOf(scenario: Scenario, entries: readonly string[]): void {
+  if (!scenario.phases) throw new Error(`--phases: ${scenario.name} has no phases to pick from`);
+  parsePhases(entries, scenario.phases);
 }
 
 function chartSubtitle(record: RunRecord): string {

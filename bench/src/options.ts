@@ -49,6 +49,9 @@ Options:
   --warmup-seconds N          load before each measurement window (default 0.75)
   --measure-seconds N         each measurement window (default 1.5)
   --rounds N                  measurements per case and broker, median reported (default 2)
+  --phases a,b,...            only these phases of the scenario (those that have phases), a
+                              phase with cases by QoS narrowed with :QoS; cluster-cost: rate,
+                              full-speed, connects (e.g. --phases connects, or rate:0,connects)
   --publisher-processes N     generator processes for publishers (default 1)
   --subscriber-processes N    generator processes for subscribers (default 1)
   --cross-check anchor|all|none   independent tools on 64 B cases (anchor), all, or none
@@ -76,6 +79,14 @@ function positiveNumber(value: string | undefined, name: string, fallback: numbe
   return parsed;
 }
 
+/** A comma-separated option's entries, blanks dropped. */
+function listOf(value: string): string[] {
+  return value
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter(Boolean);
+}
+
 export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliOptions {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -94,6 +105,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliOptions {
       filters: { type: "string" },
       client: { type: "string" },
       "max-minutes": { type: "string" },
+      phases: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -105,10 +117,8 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliOptions {
   if (client !== undefined && client !== "raw" && client !== "mqtt.js")
     throw new Error("--client must be raw or mqtt.js");
   const brokerNames =
-    values.brokers
-      ?.split(",")
-      .map((b) => b.trim())
-      .filter(Boolean) ?? (quick ? ["mosquitto", "aedes", "sluice"] : []);
+    (values.brokers === undefined ? undefined : listOf(values.brokers)) ??
+    (quick ? ["mosquitto", "aedes", "sluice"] : []);
   return {
     scenarios: positionals,
     run: {
@@ -133,6 +143,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliOptions {
         ? {}
         : { filters: Math.round(positiveNumber(values.filters, "filters", 1)) }),
       ...(client === undefined ? {} : { clientKind: client }),
+      ...(values.phases === undefined ? {} : { phases: listOf(values.phases) }),
     },
     resultsDir: values.results,
     maxMinutes: positiveNumber(values["max-minutes"], "max-minutes", 20),

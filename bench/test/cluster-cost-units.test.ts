@@ -11,6 +11,9 @@ import {
   redisActivitySince,
 } from "../src/brokers/redis-info.js";
 import { parseSluiceCounters } from "../src/brokers/sluice-metrics.js";
+import { parseCli } from "../src/options.js";
+import { clusterCost, plannedPhases } from "../src/scenarios/cluster-cost.js";
+import { connectCostCells } from "../src/scenarios/connect-cost.js";
 import { type CostKey, costGoals, type MeasuredCase } from "../src/scenarios/cost-goals.js";
 import {
   type CostFigures,
@@ -21,6 +24,7 @@ import {
   resetsSince,
 } from "../src/scenarios/cost-probe.js";
 import type { LoadCase } from "../src/scenarios/measure-brokers.js";
+import { parsePhases, runsPhase, selectedLevels } from "../src/scenarios/phase-selection.js";
 import type { ResultRow } from "../src/scenarios/scenario.js";
 import { cpuSeconds, threadCpuSeconds } from "../src/system/process-cpu.js";
 import { readSyscalls } from "../src/system/process-io.js";
@@ -238,4 +242,77 @@ test("ReadinessWatch counts a node that does not answer in time as failed", asyn
     server.closeAllConnections();
     server.close();
   }
+});
+
+test("--phases picks cluster-cost's phases, a load phase narrowed by QoS", () => {
+  const plan = (argv: string[]) => {
+    const { load, connects } = plannedPhases(parseCli(["cluster-cost", ...argv], {}).run);
+    return { load: load.map((p) => `${p.kind}:${p.cases.map((c) => c.qos).join("+")}`), connects };
+  };
+  assert.deepEqual(plan([]), { load: ["rate:0+1", "full-speed:0+1"], connects: true });
+  assert.deepEqual(plan(["--phases", "connects"]), { load: [], connects: true });
+  assert.deepEqual(plan(["--phases", "rate:0, connects"]), { load: ["rate:0"], connects: true });
+  assert.deepEqual(plan(["--phases", "full-speed,rate:1"]), {
+    load: ["rate:1", "full-speed:0+1"],
+    connects: false,
+  });
+  // --quick leaves QoS 0 out of the rate phase; naming it brings it back
+  assert.deepEqual(plan(["--quick", "--phases", "rate"]), { load: ["rate:1"], connects: false });
+  assert.deepEqual(plan(["--quick", "--phases", "rate:0"]), { load: ["rate:0"], connects: false });
+});
+
+test("--phases refuses unknown phases and QoS on a phase without cases by QoS, all at once", () => {
+  const known = clusterCost.phases ?? [];
+  assert.throws(
+    () => parsePhases(["connect", "connects:1", "rate:3", "rate:0:1"], known),
+    (error: Error) =>
+      error.message.includes('unknown phase "connect"') &&
+      error.message.includes('"connects:1": connects has no cases by QoS') &&
+      error.message.includes('"rate:3"') &&
+      error.message.includes('"rate:0:1"') &&
+      error.message.includes("rate[:QoS], full-speed[:QoS], connects"),
+  );
+  assert.deepEqual(parsePhases([], known), []);
+  assert.equal(runsPhase([], "connects"), true);
+  assert.equal(runsPhase([{ phase: "rate" }], "connects"), false);
+  assert.deepEqual(
+    selectedLevels([{ phase: "rate" }, { phase: "rate", qos: 0 }], "rate", [0, 1]),
+    [0, 1],
+  );
+});
+
+test("connectCostCells divides the window's figures by the connects; empty where unmeasured", () => {
+  const cells = connectCostCells(
+    {
+      nodeCpuSeconds: 0.5,
+      nodeReadSyscalls: 3_000,
+      redisCpuSeconds: 0.05,
+      redis: {
+        commands: 3_000,
+        byCommand: { evalsha: 2_000, ping: 10, publish: 990 },
+        netInputBytes: 100_000,
+        netOutputBytes: 20_000,
+        readSyscalls: 150,
+      },
+    },
+    2_000,
+  );
+  assert.deepEqual(cells, {
+    "node µs/connect": 250,
+    "node reads/connect": 1.5,
+    "Redis µs/connect": 25,
+    "Redis cmds/connect": 1.5,
+    "Redis reads/connect": 0.075,
+    "Redis B in/connect": 50,
+    "Redis B out/connect": 10,
+    "Redis cmds/connect by name": "evalsha 1, publish 0.495, ping 0.005",
+  });
+  const memory = connectCostCells(
+    { nodeCpuSeconds: 0.2, nodeReadSyscalls: null, redisCpuSeconds: null, redis: null },
+    1_000,
+  );
+  assert.equal(memory["node µs/connect"], 200);
+  assert.equal(memory["Redis µs/connect"], null);
+  assert.equal(memory["Redis cmds/connect by name"], null);
+  assert.equal(connectCostCells(undefined, 0)["node µs/connect"], null);
 });

@@ -12,7 +12,11 @@ import type { RunOptions, ScenarioOutput } from "../src/scenarios/scenario.js";
  * The --quick variant of each scenario of the issue's second half, end to end: brokers and
  * generators start, figures come back without errors, everything is stopped. Not performance.
  */
-async function runQuick(name: string, brokers: string[] = []): Promise<ScenarioOutput> {
+async function runQuick(
+  name: string,
+  brokers: string[] = [],
+  phases?: string[],
+): Promise<ScenarioOutput> {
   const cleanup = new CleanupRegistry();
   const workDir = await mkdtemp(join(tmpdir(), `sluice-bench-${name}-`));
   const options: RunOptions = {
@@ -24,6 +28,7 @@ async function runQuick(name: string, brokers: string[] = []): Promise<ScenarioO
     publisherProcesses: 1,
     subscriberProcesses: 1,
     crossCheck: "none",
+    ...(phases ? { phases } : {}),
   };
   try {
     return await findScenario(name).run({ options, cleanup, log: () => {}, workDir });
@@ -189,10 +194,36 @@ test("smoke - cluster-cost --quick prices a message on each process, in memory a
   for (const row of rate?.rows ?? []) assert.equal(row.lost, 0, `${row.broker} at a fixed rate`);
   for (const row of fullSpeed?.rows ?? [])
     assert.ok(Number(row.published) <= 10 * 10_000, "each publisher stopped at its cap");
-  for (const row of connects?.rows ?? []) assert.ok(Number(row["connects/s"]) > 0);
+  for (const row of connects?.rows ?? []) {
+    assert.ok(Number(row["connects/s"]) > 0);
+    assert.ok(Number(row["node µs/connect"]) > 0, `${row.broker}: node CPU per connect`);
+    if (row.broker === "sluice-redis") {
+      assert.ok(Number(row["Redis µs/connect"]) > 0, "Redis CPU per connect");
+      assert.ok(Number(row["Redis cmds/connect"]) > 0, "Redis commands per connect");
+    } else {
+      assert.equal(row["Redis cmds/connect"], null);
+    }
+  }
   assert.ok(
     goals?.rows.some((g) => String(g.measure).startsWith("node CPU per message")),
     "the goal table compares the node over Redis with the node in memory",
+  );
+});
+
+test("smoke - cluster-cost --phases connects measures connects/s alone", async () => {
+  const output = await runQuick("cluster-cost", ["sluice", "sluice-redis"], ["connects"]);
+  assert.deepEqual(output.rows, [], "no message phase ran");
+  assert.deepEqual(
+    output.tables?.map((t) => t.title),
+    [
+      "cluster-cost: the issue's goals (ratios within this run)",
+      "cluster-cost: connects/s, 200 idle clients",
+    ],
+  );
+  const goals = output.tables?.[0]?.rows ?? [];
+  assert.deepEqual(
+    goals.map((g) => g.measure),
+    ["connects/s, over Redis / in memory"],
   );
 });
 

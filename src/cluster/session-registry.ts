@@ -57,9 +57,15 @@ export interface SessionTerms {
   expirySeconds: number | undefined;
 }
 
-/** Reads a connecting client's stored session ahead, in the turn of its claim. */
+/** Reads connecting clients' stored sessions ahead, as their claims go to Redis. */
 export interface SessionReadAhead {
-  readAhead(client: ClaimingClient): void;
+  /** Called right after the claims of these clients went to Redis, on the same connection. */
+  readAhead(clients: readonly ClaimingClient[]): void;
+  /**
+   * The claim found no connection of the id, anywhere: nothing but this connection writes its
+   * session from now on, and what an earlier one wrote was there for the read to see.
+   */
+  firstOwner(client: ClaimingClient): void;
   /** Drops the client's delayed wills left with other nodes (its reconnect voids them). */
   dropDelayedWills(clientId: string): Promise<void>;
 }
@@ -111,6 +117,7 @@ const LAST_EPOCH = "owner-epoch";
 type ScriptName = "claimClientIds" | "releaseOwner" | "confirmOwners";
 
 interface ClaimRequest {
+  client: ClaimingClient;
   clientId: string;
   terms: SessionTerms;
   holder: string;
@@ -127,15 +134,17 @@ export interface OwnedConnection {
  * The cluster's sessions and live owners, in two Redis hashes: a client id is owned by exactly
  * one connection in the cluster, the one with the newest epoch. The claims of one turn of the
  * event loop (every CONNECT authenticated in it) go to Redis as one script, applied in order
- * and atomically; each client's stored session is read ahead in the same turn, so that lookup,
- * claim and ownership cost a CONNECT one round trip. The key prefix applies to every key
- * (ioredis `keyPrefix`).
+ * and atomically, with one script reading their stored sessions beside it, so that lookup,
+ * claim and ownership cost a CONNECT one round trip. One call is answered at a time: claims
+ * made meanwhile go together in the next, so under a connection storm a call carries what came
+ * over a round trip. The key prefix applies to every key (ioredis `keyPrefix`).
  */
 export class RedisSessionRegistry implements SessionRegistry {
   private readonly leaseKeyPrefix: string;
   private readonly scripts: RedisScripts<ScriptName>;
-  private readonly claims = new TurnBatches<ClaimRequest, SessionClaim>((call) =>
-    this.claimAll(call),
+  private readonly claims = new TurnBatches<ClaimRequest, SessionClaim>(
+    (call) => this.claimAll(call),
+    { paced: true },
   );
 
   constructor(
@@ -157,8 +166,7 @@ export class RedisSessionRegistry implements SessionRegistry {
     terms: SessionTerms,
     username: string | undefined,
   ): Promise<SessionClaim> {
-    this.sessions.readAhead(client);
-    return this.claims.add("", { clientId: client.id, terms, holder: holderOf(username) });
+    return this.claims.add("", { client, clientId: client.id, terms, holder: holderOf(username) });
   }
 
   /** The connection of this epoch ended: its owner entry goes, unless a newer one replaced it. */
@@ -201,7 +209,7 @@ export class RedisSessionRegistry implements SessionRegistry {
     return (await this.scripts.run("confirmOwners", [OWNERS], args)) as string[];
   }
 
-  private claimAll(call: Array<Waiting<ClaimRequest, SessionClaim>>): void {
+  private claimAll(call: Array<Waiting<ClaimRequest, SessionClaim>>): Promise<void> {
     const args: string[] = [this.nodeId, this.leaseKeyPrefix, this.intervalsKeyPrefix];
     for (const { item } of call) {
       const { cleanStart, persists, expirySeconds } = item.terms;
@@ -209,15 +217,20 @@ export class RedisSessionRegistry implements SessionRegistry {
       args.push(expirySeconds === undefined ? "" : String(expirySeconds));
     }
     const keys = [SESSIONS, OWNERS, LAST_EPOCH, STATE_KEYS.sessionTimers, STATE_KEYS.expiryNodes];
-    unlessRedisUnavailable(
-      "the client id claim",
-      this.scripts.run("claimClientIds", keys, args),
-    ).then(
+    const claimed = this.scripts.run("claimClientIds", keys, args);
+    // After the claims, in the same write: a CONNECT waits for one round trip, and the read sees
+    // what a connection that owned the id wrote before its owner entry went.
+    this.sessions.readAhead(call.map(({ item }) => item.client));
+    return unlessRedisUnavailable("the client id claim", claimed).then(
       (reply) => {
         const replies = reply as Array<number | string>;
         call.forEach((waiting, i) => {
-          const at = 4 * i;
-          waiting.resolve(claimOf(replies[at], replies[at + 1], replies[at + 2]));
+          const at = 5 * i;
+          const claim = claimOf(replies[at], replies[at + 1], replies[at + 2]);
+          if (!claim.refused && Number(replies[at + 4]) === 0) {
+            this.sessions.firstOwner(waiting.item.client);
+          }
+          waiting.resolve(claim);
           // The client is back: a delayed will it left with another node is void.
           if (Number(replies[at + 3]) === 1) {
             this.sessions.dropDelayedWills(waiting.item.clientId).catch(() => {});

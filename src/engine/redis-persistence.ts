@@ -87,18 +87,21 @@ export class RedisPersistence {
     this.acknowledge(call),
   );
   /** Queues resent at CONNECT, read for a whole turn in one script (one per session on a Cluster). */
-  private readonly queueReads = new TurnBatches<string, StoredPacket[]>((call) =>
-    this.readQueues(call),
-  );
-  /** Sessions read ahead at CONNECT, for a whole turn in one script (one per session on a Cluster). */
-  private readonly sessionReads = new TurnBatches<string, SessionRead>((call) =>
-    this.readSessions(call),
+  private readonly queueReads = new TurnBatches<string, StoredPacket[]>(
+    (call) => this.readQueues(call),
+    { paced: true },
   );
   /** Per connection (aedes' client), what readAhead() read of its session. */
   private readonly readAheads = new WeakMap<ClientRef, Promise<SessionRead>>();
+  /**
+   * Connections whose claim found no other of their id (firstOwner), with their session's read:
+   * the CONNECT's last steps skip what it shows holds nothing (inbound QoS 2 packets, the queue).
+   */
+  private readonly firstOwners = new WeakMap<ClientRef, Promise<SessionRead>>();
   /** Inbound QoS 2 state cleared for a whole turn in one DEL (per session on a Cluster). */
-  private readonly incomingCleans = new TurnBatches<string, void>((call) =>
-    this.deleteIncoming(call),
+  private readonly incomingCleans = new TurnBatches<string, void>(
+    (call) => this.deleteIncoming(call),
+    { paced: true },
   );
   /** Exact filters' retained messages, read for a whole turn in one HMGET (single Redis). */
   private readonly retainedReads = new TurnBatches<string, Buffer | null>((call) =>
@@ -189,17 +192,29 @@ export class RedisPersistence {
   }
 
   /**
-   * Reads now what aedes asks of this connection's stored session as its CONNECT goes on: its
-   * subscriptions (resumed, or removed for a clean session) and whether this node holds a will
-   * of it (deleted before a new one is stored). Called with the client-id claim, both leave in
-   * one turn and share one round trip; the reads of every CONNECT in that turn are one script.
-   * Kept for this connection only: aedes asks with the same client object.
+   * Reads now what aedes asks of these connections' stored sessions as their CONNECTs go on:
+   * their subscriptions (resumed, or removed for a clean session) and whether this node holds a
+   * will of each (deleted before a new one is stored). Called with the client-id claims they go
+   * with, in the same turn: claims and reads share one round trip, in one script each (per
+   * session on a Cluster). Kept per connection: aedes asks with the same client object.
    */
-  readAhead(client: ClientRef): void {
-    const read = this.sessionReads.add(this.callOf(client.id), client.id);
-    // Unused when the CONNECT is refused; whoever uses it hears its failure.
-    read.catch(() => {});
-    this.readAheads.set(client, read);
+  readAhead(clients: readonly ClientRef[]): void {
+    const calls = new Map<string, ClientRef[]>();
+    for (const client of clients) {
+      const call = this.callOf(client.id);
+      const list = calls.get(call);
+      if (list === undefined) calls.set(call, [client]);
+      else list.push(client);
+    }
+    for (const group of calls.values()) {
+      const reads = this.readSessions(group.map((client) => client.id));
+      group.forEach((client, i) => {
+        const read = reads.then((sessions) => sessions[i] as SessionRead);
+        // Unused when the CONNECT is refused; whoever uses it hears its failure.
+        read.catch(() => {});
+        this.readAheads.set(client, read);
+      });
+    }
   }
 
   async subscriptionsByClient(client: ClientRef): Promise<SubscriptionRequest[]> {
@@ -221,6 +236,17 @@ export class RedisPersistence {
     const filters = Object.keys(await this.storedSubscriptions(client));
     if (filters.length > 0) await this.removeSubscriptions(client, filters);
     return filters;
+  }
+
+  /**
+   * The claim found no connection of this id anywhere. On a single Redis (one connection: the
+   * read went after the claim) whatever an earlier connection wrote was written before its owner
+   * entry went, so the read saw it, and nothing else writes the session's inbound QoS 2 packets;
+   * its queue only fills through its stored subscriptions, which the read shows too.
+   */
+  firstOwner(client: ClientRef): void {
+    const read = this.readAheads.get(client);
+    if (read !== undefined && !this.clustered) this.firstOwners.set(client, read);
   }
 
   async outgoingEnqueue(sub: { clientId: string }, packet: StoredPacket): Promise<void> {
@@ -297,7 +323,11 @@ export class RedisPersistence {
   }
 
   /** The session's queue, oldest first, as aedes' patched emptyQueue walks it at CONNECT. */
-  outgoingPackets(client: ClientRef): Promise<StoredPacket[]> {
+  async outgoingPackets(client: ClientRef): Promise<StoredPacket[]> {
+    const read = await this.firstOwnerRead(client);
+    // The CONNECT's last step: the read is of no use after it.
+    this.firstOwners.delete(client);
+    if (read !== undefined && !read.holdsQueue && isEmpty(read.subscriptions)) return [];
     return this.queueReads.add(this.callOf(client.id), client.id);
   }
 
@@ -351,6 +381,8 @@ export class RedisPersistence {
 
   /** [MQTT-3.1.2-6] A clean session's QoS 2 state ends with its connection. */
   async cleanIncoming(client: ClientRef): Promise<void> {
+    const read = await this.firstOwnerRead(client);
+    if (read !== undefined && !read.holdsIncoming) return;
     await this.incomingCleans.add(this.callOf(client.id), this.keys.incoming(client.id));
   }
 
@@ -557,28 +589,39 @@ export class RedisPersistence {
     return this.db.hgetallBuffer(this.keys.subscriptions(client.id));
   }
 
-  private readSessions(call: Array<Waiting<string, SessionRead>>): void {
-    const keys = call.flatMap(({ item }) => [this.keys.subscriptions(item), this.keys.wills(item)]);
-    this.scripts.runBuffer("readSessions", keys, [this.liveBroker().id]).then(
-      (reply) => {
-        const values = reply as Array<Buffer[] | number>;
-        call.forEach((waiting, i) => {
-          const pairs = values[2 * i] as Buffer[];
-          const subscriptions: Record<string, Buffer> = {};
-          for (let p = 0; p + 1 < pairs.length; p += 2) {
-            subscriptions[(pairs[p] as Buffer).toString()] = pairs[p + 1] as Buffer;
-          }
-          waiting.resolve({ subscriptions, holdsWill: values[2 * i + 1] === 1 });
-        });
-      },
-      (error: unknown) => {
-        for (const waiting of call) waiting.reject(error);
-      },
-    );
+  private async readSessions(clientIds: readonly string[]): Promise<SessionRead[]> {
+    const keys = clientIds.flatMap((id) => [
+      this.keys.subscriptions(id),
+      this.keys.wills(id),
+      this.keys.incoming(id),
+      this.keys.queue(id),
+    ]);
+    const reply = await this.scripts.runBuffer("readSessions", keys, [this.liveBroker().id]);
+    const values = reply as Array<Buffer[] | number>;
+    return clientIds.map((_, i) => {
+      const at = 4 * i;
+      const pairs = values[at] as Buffer[];
+      const subscriptions: Record<string, Buffer> = {};
+      for (let p = 0; p + 1 < pairs.length; p += 2) {
+        subscriptions[(pairs[p] as Buffer).toString()] = pairs[p + 1] as Buffer;
+      }
+      return {
+        subscriptions,
+        holdsWill: values[at + 1] === 1,
+        holdsIncoming: values[at + 2] === 1,
+        holdsQueue: values[at + 3] === 1,
+      };
+    });
   }
 
-  private deleteIncoming(call: Array<Waiting<string, void>>): void {
-    this.db.del(...call.map(({ item }) => item)).then(
+  /** A first owner's session as read at its claim; undefined if not one, or the read failed. */
+  private firstOwnerRead(client: ClientRef): Promise<SessionRead | undefined> {
+    const read = this.firstOwners.get(client);
+    return read === undefined ? Promise.resolve(undefined) : read.catch(() => undefined);
+  }
+
+  private deleteIncoming(call: Array<Waiting<string, void>>): Promise<void> {
+    return this.db.del(...call.map(({ item }) => item)).then(
       () => {
         for (const waiting of call) waiting.resolve();
       },
@@ -592,9 +635,9 @@ export class RedisPersistence {
     yield* await this.outgoingPackets({ id: clientId });
   }
 
-  private readQueues(call: Array<Waiting<string, StoredPacket[]>>): void {
+  private readQueues(call: Array<Waiting<string, StoredPacket[]>>): Promise<void> {
     const keys = call.flatMap(({ item }) => this.deliveryKeys(item));
-    this.scripts.runBuffer("readQueues", keys, []).then(
+    return this.scripts.runBuffer("readQueues", keys, []).then(
       (sessions) => {
         call.forEach((waiting, i) => {
           waiting.resolve(decodeQueue((sessions as QueueReply[])[i] ?? []));
@@ -770,11 +813,20 @@ interface WillIndexEntry {
   clientId: string;
 }
 
-/** What readAhead() reads of a session (read-sessions-2.lua). */
+/** What readAhead() reads of a session (read-sessions-4.lua). */
 interface SessionRead {
   subscriptions: Record<string, Buffer>;
   /** A will of the client left with this node. */
   holdsWill: boolean;
+  /** Inbound QoS 2 packets (their ids) of the session. */
+  holdsIncoming: boolean;
+  /** Anything in the session's queue. */
+  holdsQueue: boolean;
+}
+
+function isEmpty(record: Record<string, unknown>): boolean {
+  for (const _ in record) return false;
+  return true;
 }
 
 /** A session's queue as read-queues-3.lua returns it: nothing, or entries, packets and ids. */

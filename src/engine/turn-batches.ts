@@ -5,6 +5,16 @@ export interface Waiting<Item, Result> {
   reject(error: unknown): void;
 }
 
+export interface TurnBatchOptions {
+  /**
+   * At most one call per key awaits its answer (the promise `flush` returns): what comes
+   * meanwhile waits for that answer and goes as the next call. Under load a call then carries
+   * what came over a round trip rather than a turn (CONNECTs are often read one per turn), for
+   * at most one round trip of waiting; order is kept, each call going after the one before.
+   */
+  paced?: boolean;
+}
+
 /**
  * Gathers work over one turn of the event loop (the packets read from every socket in it) and
  * hands it over at its end, in calls: items of one call share its `call` key (a Redis Cluster
@@ -12,24 +22,54 @@ export interface Waiting<Item, Result> {
  */
 export class TurnBatches<Item, Result> {
   private pending = new Map<string, Array<Waiting<Item, Result>>>();
+  /** Paced: the keys whose call awaits its answer. */
+  private readonly inFlight = new Set<string>();
+  private scheduled = false;
 
-  constructor(private readonly flush: (call: Array<Waiting<Item, Result>>) => void) {}
+  constructor(
+    /** Paced: returns the promise of the call's answer. */
+    private readonly flush: (call: Array<Waiting<Item, Result>>) => unknown,
+    private readonly options: TurnBatchOptions = {},
+  ) {}
 
   add(call: string, item: Item): Promise<Result> {
-    if (this.pending.size === 0) setImmediate(() => this.flushAll());
     let waiting = this.pending.get(call);
     if (waiting === undefined) {
       waiting = [];
       this.pending.set(call, waiting);
+      if (!this.inFlight.has(call)) this.schedule();
     }
     const list = waiting;
     return new Promise((resolve, reject) => list.push({ item, resolve, reject }));
   }
 
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => this.flushAll());
+  }
+
   private flushAll(): void {
+    this.scheduled = false;
     const pending = this.pending;
     this.pending = new Map();
-    for (const call of pending.values()) this.flush(call);
+    // A key whose call awaits its answer keeps gathering, before anything below adds to it.
+    for (const [key, call] of pending) if (this.inFlight.has(key)) this.pending.set(key, call);
+    for (const [key, call] of pending) {
+      if (this.inFlight.has(key)) continue;
+      const answered = this.flush(call);
+      if (this.options.paced && answered instanceof Promise) this.awaitAnswer(key, answered);
+    }
+  }
+
+  private awaitAnswer(key: string, answered: Promise<unknown>): void {
+    this.inFlight.add(key);
+    const settled = (): void => {
+      this.inFlight.delete(key);
+      // At the end of this turn: the answer's own continuations may add to the next call.
+      if (this.pending.has(key)) this.schedule();
+    };
+    answered.then(settled, settled);
   }
 }
 

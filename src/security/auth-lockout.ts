@@ -61,7 +61,9 @@ export class AuthLockout {
     this.byUsernameAtIp = limiter(settings.perUsername, "auth-user-ip");
     this.byUsername = limiter(settings.acrossSources.alertAfter, "auth-user");
     this.reads =
-      redis === undefined ? undefined : new TurnBatches((call) => readCounters(redis, call));
+      redis === undefined
+        ? undefined
+        : new TurnBatches((call) => readCounters(redis, call), { paced: true });
   }
 
   get blockSeconds(): number {
@@ -171,8 +173,11 @@ export class AuthLockout {
 }
 
 /** The rate limiters' counters (their keys as `getKey` names them), in one MGET. */
-function readCounters(redis: RedisClient, call: Array<Waiting<string, string | null>>): void {
-  redis.mget(call.map(({ item }) => item)).then(
+function readCounters(
+  redis: RedisClient,
+  call: Array<Waiting<string, string | null>>,
+): Promise<void> {
+  return redis.mget(call.map(({ item }) => item)).then(
     (values) => {
       call.forEach((waiting, i) => {
         waiting.resolve(values[i] ?? null);

@@ -1,8 +1,10 @@
 import type { BrokerDefinition } from "../brokers/broker.js";
 import { findBroker } from "../brokers/catalog.js";
+import type { QoS } from "../generator/messages.js";
 import { medianOf } from "../report/median.js";
+import { CONNECT_COST_COLUMNS } from "./connect-cost.js";
 import { cappedConnections } from "./connection-limits.js";
-import { measureConnections } from "./connections.js";
+import { CONNECT_COST_NOTE, measureConnections } from "./connections.js";
 import { type CostKey, type CostLookup, costGoals, type MeasuredCase } from "./cost-goals.js";
 import {
   type CostFigures,
@@ -13,8 +15,10 @@ import {
 } from "./cost-probe.js";
 import { LATENCY_RATE } from "./latency.js";
 import { type LoadCase, measureBrokers, medianRound } from "./measure-brokers.js";
+import { type PhaseName, parsePhases, runsPhase, selectedLevels } from "./phase-selection.js";
 import type {
   ResultRow,
+  RunOptions,
   Scenario,
   ScenarioContext,
   ScenarioOutput,
@@ -49,14 +53,24 @@ const BURST_SETTLE = { maxMs: 30_000, quietMs: 3_000 };
 /** Clients of the connects/s figure (the issue's: 5,000, 100 pending at a time). */
 const CONNECT_CLIENTS = { full: 5_000, quick: 200 };
 
-interface Phase {
+/** What `--phases` picks from: the two load phases (by QoS) and the connects/s measurement. */
+const PHASES: readonly PhaseName[] = [
+  { name: "rate", byQos: true },
+  { name: "full-speed", byQos: true },
+  { name: "connects", byQos: false },
+];
+
+export interface Phase {
   kind: CostKey["kind"];
   cases: LoadCase[];
   medianBy: "messagesPerSecond" | "p99Ms";
 }
 
-function phases(context: ScenarioContext): Phase[] {
-  const { options } = context;
+/**
+ * The load phases this run measures (each with its cases by QoS) and whether it measures
+ * connects/s: all of them, or those `--phases` names.
+ */
+export function plannedPhases(options: RunOptions): { load: Phase[]; connects: boolean } {
   const common = {
     ...REFERENCE_SHAPE,
     payloadBytes: 64,
@@ -68,14 +82,14 @@ function phases(context: ScenarioContext): Phase[] {
   const cap = options.quick
     ? BURST_MESSAGES_PER_PUBLISHER.quick
     : BURST_MESSAGES_PER_PUBLISHER.full;
-  const rateCase = (qos: 0 | 1): LoadCase => ({
+  const rateCase = (qos: QoS): LoadCase => ({
     ...common,
     qos,
     ratePerSecond: LATENCY_RATE,
     inflightWindow: RATE_WINDOW,
     endToEndWindow: RATE_WINDOW,
   });
-  const burstCase = (qos: 0 | 1): LoadCase => ({
+  const burstCase = (qos: QoS): LoadCase => ({
     ...common,
     qos,
     inflightWindow: FULL_SPEED_WINDOW,
@@ -84,12 +98,25 @@ function phases(context: ScenarioContext): Phase[] {
     settle: BURST_SETTLE,
   });
   // --quick: the case of each phase the issue's goals lean on most
-  const rateQos: Array<0 | 1> = options.quick ? [1] : [0, 1];
-  const burstQos: Array<0 | 1> = options.quick ? [0] : [0, 1];
-  return [
-    { kind: "rate", cases: rateQos.map(rateCase), medianBy: "p99Ms" },
-    { kind: "full-speed", cases: burstQos.map(burstCase), medianBy: "messagesPerSecond" },
+  const rateQos: QoS[] = options.quick ? [1] : [0, 1];
+  const burstQos: QoS[] = options.quick ? [0] : [0, 1];
+  const picks = parsePhases(options.phases ?? [], PHASES);
+  const all: Phase[] = [
+    {
+      kind: "rate",
+      cases: selectedLevels(picks, "rate", rateQos).map(rateCase),
+      medianBy: "p99Ms",
+    },
+    {
+      kind: "full-speed",
+      cases: selectedLevels(picks, "full-speed", burstQos).map(burstCase),
+      medianBy: "messagesPerSecond",
+    },
   ];
+  return {
+    load: all.filter((phase) => phase.cases.length > 0),
+    connects: runsPhase(picks, "connects"),
+  };
 }
 
 function chosenBrokers(context: ScenarioContext): BrokerDefinition[] {
@@ -265,11 +292,17 @@ async function measureConnects(
     const ok = rounds.filter((r) => !r.error);
     const rates = ok.map((r) => Number(r["connects/s"]));
     if (rates.length > 0) connectsPerSecond.set(definition.name, medianOf(rates));
+    // CPU per connect from the round in the middle by the node's CPU, its other figures beside it
+    const cpu = ok.map((r) => r["node µs/connect"]).filter((v) => typeof v === "number");
+    const middle = ok.find((r) => cpu.length > 0 && r["node µs/connect"] === medianOf(cpu));
+    const costCells = Object.fromEntries(CONNECT_COST_COLUMNS.map((c) => [c, middle?.[c] ?? null]));
     return {
       broker: definition.name,
       connections: count,
       "connects/s": rates.length > 0 ? medianOf(rates) : null,
       "each round connects/s": rates.map((r) => r.toLocaleString("en-US")).join(", "),
+      ...costCells,
+      "each round node µs/connect": cpu.join(", "),
       "CONNACK 3": rounds.reduce((n, r) => n + Number(r["CONNACK 3"] ?? 0), 0),
       error: rounds
         .map((r) => r.error)
@@ -286,6 +319,8 @@ async function measureConnects(
         "connections",
         "connects/s",
         "each round connects/s",
+        ...CONNECT_COST_COLUMNS,
+        "each round node µs/connect",
         "CONNACK 3",
         "error",
       ],
@@ -293,6 +328,7 @@ async function measureConnects(
       notes: [
         note,
         "the connections scenario's measurement: a fresh broker per round, raw-socket clients (clean session, keep-alive 0), 100 CONNECTs awaiting CONNACK per generator process, all to the first node; the median of the rounds (the upper middle of an even count)",
+        `${CONNECT_COST_NOTE}; from the round with the median node µs/connect`,
       ],
     },
   };
@@ -302,6 +338,7 @@ export const clusterCost: Scenario = {
   name: "cluster-cost",
   description: `CPU µs per delivered message of every node and of Redis, Redis commands, reads and bytes per message, at ${LATENCY_RATE.toLocaleString("en-US")} msg/s and at full speed with no end-to-end window (readiness, cut subscriptions), connects/s; Sluice in memory, over Redis, two nodes, and stock aedes with the same Redis plugins`,
   inDefaultSet: false,
+  phases: PHASES,
   async run(context): Promise<ScenarioOutput> {
     const brokers = chosenBrokers(context);
     const rows: ResultRow[] = [];
@@ -310,34 +347,44 @@ export const clusterCost: Scenario = {
     const cap = context.options.quick
       ? BURST_MESSAGES_PER_PUBLISHER.quick
       : BURST_MESSAGES_PER_PUBLISHER.full;
-    const allPhases = phases(context);
+    const planned = plannedPhases(context.options);
+    const allPhases = planned.load;
     for (const phase of allPhases) {
       context.log(`[cluster-cost] ${phase.kind} phase, brokers started afresh`);
       const result = await measurePhase(context, brokers, phase);
       rows.push(...result.rows);
       chosen.push(...result.chosen);
     }
-    const connects = await measureConnects(context, brokers);
+    const connects = planned.connects ? await measureConnects(context, brokers) : undefined;
     const measuredBrokers = brokers.map((b) => b.name);
-    const goals = costGoals(lookupOf(chosen), connects.connectsPerSecond, measuredBrokers);
+    const goals = costGoals(
+      lookupOf(chosen),
+      connects?.connectsPerSecond ?? new Map(),
+      measuredBrokers,
+    );
     const seconds = context.options.measureMs / 1000;
-    tables.push(
-      {
-        title: "cluster-cost: the issue's goals (ratios within this run)",
-        columns: ["measure", "case", "goal", "measured", "met", "from"],
-        rows: goals,
-        notes: [
-          "each figure is the median round of its case (fixed rate: by p99, full speed: by delivered msg/s); a ratio divides two figures of the same run, so machine noise that hits both cancels",
-          "met is empty where a figure is missing (a broker not measured or a failed case)",
-        ],
-      },
-      {
+    const ran = (kind: CostKey["kind"]) => allPhases.some((p) => p.kind === kind);
+    tables.push({
+      title: "cluster-cost: the issue's goals (ratios within this run)",
+      columns: ["measure", "case", "goal", "measured", "met", "from"],
+      rows: goals,
+      notes: [
+        "each figure is the median round of its case (fixed rate: by p99, full speed: by delivered msg/s); a ratio divides two figures of the same run, so machine noise that hits both cancels",
+        "met is empty where a figure is missing (a broker not measured or a failed case)",
+        ...(context.options.phases
+          ? [`only the phases --phases named: ${context.options.phases.join(", ")}`]
+          : []),
+      ],
+    });
+    if (ran("rate"))
+      tables.push({
         title: `cluster-cost: ${LATENCY_RATE.toLocaleString("en-US")} msg/s, 64 B, 10 publishers -> 10 subscribers`,
         columns: COST_COLUMNS,
         rows: chosen.filter((c) => c.key.kind === "rate").map(costRow),
         notes: costNotes(seconds),
-      },
-      {
+      });
+    if (ran("full-speed"))
+      tables.push({
         title: `cluster-cost: full speed, no end-to-end window (at most ${cap.toLocaleString("en-US")} messages per publisher), 64 B, 10 -> 10`,
         columns: COST_COLUMNS,
         rows: chosen.filter((c) => c.key.kind === "full-speed").map(costRow),
@@ -347,9 +394,8 @@ export const clusterCost: Scenario = {
           "per message = per message delivered in the window: a broker that takes messages in faster than it delivers them shows its intake's cost too (compare published msg/s with delivered msg/s)",
           ...costNotes(seconds),
         ],
-      },
-      connects.table,
-    );
+      });
+    if (connects) tables.push(connects.table);
     return {
       rows,
       tables,

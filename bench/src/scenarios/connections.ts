@@ -2,6 +2,7 @@ import type { BrokerDefinition, RunningBroker } from "../brokers/broker.js";
 import { findBroker } from "../brokers/catalog.js";
 import { ConnectionPool, splitGroups } from "../generator/connection-pool.js";
 import { rssBytes } from "../system/process-memory.js";
+import { CONNECT_COST_COLUMNS, ConnectCostWindow, connectCostCells } from "./connect-cost.js";
 import { cappedConnections, generatorProcessesFor } from "./connection-limits.js";
 import type { Scenario, ScenarioContext, ScenarioOutput, TableCell } from "./scenario.js";
 
@@ -13,6 +14,10 @@ const WINDOW = 100;
 const SETTLE_MS = 1_000;
 const OPEN_TIMEOUT_MS = 120_000;
 const BROKERS = ["mosquitto", "aedes", "sluice", "sluice-redis"];
+
+/** What the per-connect columns measure. */
+export const CONNECT_COST_NOTE =
+  "per connect: from just before the first CONNECT to the last CONNACK, divided by the connections accepted: CPU µs of the node(s) and of redis-server (every thread, schedstat), read syscalls of each (/proc/<pid>/io), Redis commands (INFO commandstats, the bench's INFO left out) and bytes in/out (INFO stats)";
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -36,7 +41,9 @@ export async function measureConnections(
     await sleep(SETTLE_MS);
     const before = rssBytes(pid);
     pool = ConnectionPool.start(context.cleanup, splitGroups(url, count, processes, "idle-"));
+    const window = await ConnectCostWindow.begin(broker);
     const opened = await pool.open(WINDOW, OPEN_TIMEOUT_MS);
+    const cost = await window.end();
     await sleep(SETTLE_MS);
     const after = rssBytes(pid);
     const errors = opened.refusedServerUnavailable + opened.refusedOther + opened.failed;
@@ -57,6 +64,7 @@ export async function measureConnections(
       "CONNACK 3": opened.refusedServerUnavailable,
       "other errors": opened.refusedOther + opened.failed,
       "generator processes": processes,
+      ...connectCostCells(cost, opened.accepted),
       error: opened.accepted < count ? `${count - opened.accepted} not connected` : "",
     };
   } catch (error) {
@@ -96,6 +104,7 @@ export const connections: Scenario = {
             "CONNACK 3",
             "other errors",
             "generator processes",
+            ...CONNECT_COST_COLUMNS,
             "error",
           ],
           rows,
@@ -103,6 +112,7 @@ export const connections: Scenario = {
             note,
             `raw-socket clients (clean session, keep-alive 0), ${WINDOW} CONNECTs awaiting CONNACK per generator process`,
             "RSS is the broker process's (Redis not included), read 1 s after the last CONNACK; a garbage-collected broker's figure moves with its heap's growth policy",
+            CONNECT_COST_NOTE,
             "Sluice: limits.connections.perNode 100,000 (default), ratePerIp unset; CONNACK 3 is its overload guard (limits.overload.eventLoopDelayMs 2,000) and counts as an error",
           ],
         },

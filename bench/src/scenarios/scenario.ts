@@ -4,6 +4,7 @@ import type { QoS } from "../generator/messages.js";
 import type { TopicPattern } from "../generator/plan.js";
 import type { ProtocolLevel } from "../generator/protocol-level.js";
 import type { CleanupRegistry } from "../lifecycle/cleanup-registry.js";
+import type { PhaseName } from "./phase-selection.js";
 
 /** Settings of one bench invocation that every scenario honours. */
 export interface RunOptions {
@@ -31,6 +32,11 @@ export interface RunOptions {
   filters?: number;
   /** The mqtt5 scenario's generator client, instead of its default (raw). */
   clientKind?: ClientKind;
+  /**
+   * `--phases`: only these phases of a scenario that has phases (`Scenario.phases`), each
+   * maybe narrowed to one QoS ("rate:0"); absent: all of them.
+   */
+  phases?: readonly string[];
 }
 
 export interface ScenarioContext {
@@ -132,5 +138,7 @@ export interface Scenario {
   description: string;
   /** Part of the default set (`npm run bench` with no scenario named). */
   inDefaultSet: boolean;
+  /** The phases `--phases` can pick from; absent: the scenario runs whole, `--phases` refused. */
+  phases?: readonly PhaseName[];
   run(context: ScenarioContext): Promise<ScenarioOutput>;
 }

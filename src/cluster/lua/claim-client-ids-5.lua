@@ -14,8 +14,9 @@
 --   of a node's expiry intervals (hash: client id -> seconds) without the node id; then per
 --   claim, 5 each: client id, "1" for Clean Start, holder, "1" if the session outlives its
 --   connection, the MQTT 5 session expiry interval in seconds ("" for MQTT 3.1.1)
--- Returns per claim, 4 each: -1 (refused), 0 or 1 (a stored session existed); the epoch as
---   text ("" when refused); the live node displaced, or ""; 1 if a delayed will was cancelled.
+-- Returns per claim, 5 each: -1 (refused), 0 or 1 (a stored session existed); the epoch as
+--   text ("" when refused); the live node displaced, or ""; 1 if a delayed will was cancelled;
+--   1 if a connection (live or not) owned the id before, else 0.
 local node, leases, intervals = ARGV[1], ARGV[2], ARGV[3]
 local now = redis.call("TIME")
 local epoch = tonumber(now[1]) * 1000000 + tonumber(now[2])
@@ -40,6 +41,7 @@ for a = 4, #ARGV, 5 do
     replies[#replies + 1] = ""
     replies[#replies + 1] = ""
     replies[#replies + 1] = 0
+    replies[#replies + 1] = 1
   else
     local existed = 0
     if previous and cleanStart ~= "1" then existed = 1 end
@@ -67,6 +69,7 @@ for a = 4, #ARGV, 5 do
     replies[#replies + 1] = text
     replies[#replies + 1] = displaced
     replies[#replies + 1] = cancelled
+    replies[#replies + 1] = owner and 1 or 0
   end
 end
 if given then redis.call("SET", KEYS[3], string.format("%d", last)) end
