@@ -21,8 +21,8 @@ export interface MemberLinks {
    * Sends a message to member connection `token` on this node under its subscription `topic`
    * (`$share/...`). False when that connection is gone or holds the subscription no more.
    * `origin` names the message in its group (`<group key>/<Delivery.origin>`, "" for QoS 0): the
-   * member's session notes it at PUBREC. `acknowledged` runs once the member has the message (its PUBACK
-   * or PUBREC; at once for QoS 0).
+   * member's session notes it at PUBREC. `acknowledged` runs once the member has the message
+   * (its PUBACK or PUBREC; at once for QoS 0).
    */
   deliver(delivery: Delivery, topic: string, origin: string, acknowledged: () => void): boolean;
   /**
@@ -346,7 +346,17 @@ export class SharedDispatcher {
     deliveries: readonly Delivery[],
   ): Promise<readonly Delivery[]> {
     if (deliveries.length === 0 || this.links === undefined) return deliveries;
-    const released = await this.links.released(clientId);
+    let released: ReadonlySet<string>;
+    try {
+      released = await this.links.released(clientId);
+    } catch (err) {
+      // Nothing is sent now: the next resend (each refresh) tries again.
+      this.options.log.warn(
+        { event: "shared.released_unread", err, clientId },
+        "could not read what a member acknowledged: its queue is sent at the next refresh",
+      );
+      return [];
+    }
     const unremoved = new Set(this.unremoved.get(name)?.get(clientId)?.values());
     const key = this.groups.get(name)?.key ?? groupKey(name);
     const had: Delivery[] = [];
