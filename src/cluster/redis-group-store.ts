@@ -82,12 +82,13 @@ export class RedisGroupStore implements SharedGroupStore {
     )) as Buffer[];
     if (String(reply[0]) === "quota") return { refused: true, pending: [] };
     const pending: Delivery[] = [];
-    for (let i = 1; i + 1 < reply.length; i += 2) {
+    for (let i = 1; i + 2 < reply.length; i += 3) {
       pending.push({
         member: clientId,
         token,
         entryId: String(reply[i]),
         message: reply[i + 1] as Buffer,
+        origin: String(reply[i + 2]),
       });
     }
     return { refused: false, pending };
@@ -115,12 +116,13 @@ export class RedisGroupStore implements SharedGroupStore {
       ],
     )) as [number, Buffer[], number];
     const deliveries: Delivery[] = [];
-    for (let i = 0; i + 3 < moved.length; i += 4) {
+    for (let i = 0; i + 4 < moved.length; i += 5) {
       deliveries.push({
         member: String(moved[i]),
         token: String(moved[i + 1]),
         entryId: String(moved[i + 2]),
         message: moved[i + 3] as Buffer,
+        origin: String(moved[i + 4]),
       });
     }
     return { moved: deliveries, dropped: Number(dropped), ended: Number(ended) === 1 };
@@ -148,6 +150,7 @@ export class RedisGroupStore implements SharedGroupStore {
           member: reply[1] as string,
           token: reply[2] as string,
           entryId: reply[3] as string,
+          origin: reply[4] as string,
         };
       case "backlog":
         return { to: "backlog" };
@@ -170,6 +173,7 @@ export class RedisGroupStore implements SharedGroupStore {
       token,
       entryId: String(entryId),
       message: fields[1] as Buffer,
+      origin: fields[3] === undefined ? firstOrigin(String(entryId), clientId) : String(fields[3]),
     }));
   }
 
@@ -199,6 +203,11 @@ export class RedisGroupStore implements SharedGroupStore {
 
 function groupKey(id: string, part: string): string {
   return `share:${id}:${part}`;
+}
+
+/** The origin of an entry that has not moved (share-assign-3.lua spells it too). */
+function firstOrigin(entryId: string, owner: string): string {
+  return `${entryId}.${createHash("sha1").update(owner).digest("hex").slice(0, 8)}`;
 }
 
 function queueKey(id: string, clientId: string): string {

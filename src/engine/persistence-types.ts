@@ -41,12 +41,25 @@ export interface QueueLimits {
 export type ClientRef = Pick<Client, "id"> & { clean?: boolean };
 
 /**
- * The broker id a shared subscription's delivery carries, before its node's own: such a delivery
- * is not in its member's session queue (the group's queue holds it), but once the member has
- * PUBREC'd it the session keeps its PUBREL like any other [MQTT-4.4.0-1].
- * redis-persistence's pubrel-3.lua spells it too.
+ * The broker id a shared subscription's delivery carries, before its origin (its group and
+ * entry): such a delivery is not in its member's session queue (the group's queue holds it), but
+ * once the member has PUBREC'd it the session keeps its PUBREL like any other [MQTT-4.4.0-1],
+ * and its ref among the session's released shared deliveries. redis-persistence's pubrel-4.lua
+ * spells it too.
  */
 export const SHARED_DELIVERY_PREFIX = "$share/";
+
+/** The broker id of a shared delivery from `origin` (`<group key>/<entry id>`). */
+export function sharedDeliveryBrokerId(origin: string): string {
+  return `${SHARED_DELIVERY_PREFIX}${origin}`;
+}
+
+/** The origin of a released shared delivery's ref (`$share/<origin>:0`), or undefined. */
+export function originOfSharedRef(ref: string): string | undefined {
+  if (!ref.startsWith(SHARED_DELIVERY_PREFIX)) return undefined;
+  const colon = ref.lastIndexOf(":");
+  return ref.slice(SHARED_DELIVERY_PREFIX.length, colon === -1 ? undefined : colon);
+}
 
 export function isSharedDelivery(packet: Pick<StoredPacket, "brokerId">): boolean {
   return typeof packet.brokerId === "string" && packet.brokerId.startsWith(SHARED_DELIVERY_PREFIX);

@@ -9,6 +9,7 @@ import { escapeGlob, PersistenceKeys } from "../redis/redis-keys.js";
 import { migrateLegacyLayout } from "./legacy-layout-migration.js";
 import {
   type ClientRef,
+  originOfSharedRef,
   Packet,
   type QueueLimits,
   type StoredPacket,
@@ -33,6 +34,11 @@ export interface RedisPersistenceOptions extends QueueLimits {
 /** Stored sessions read per round trip when the subscriptions are (re)loaded. */
 const LOAD_BATCH = 1000;
 const RELEASED = "rel:";
+/**
+ * Shared deliveries PUBREC'd that a session remembers: far more than can be in flight, or
+ * acknowledged and not yet forgotten by their group, when the session joins again.
+ */
+const SHARED_RELEASED_CAP = 256;
 /**
  * How long an inbound QoS 2 id is written again while Redis fails the write, and how often: the
  * message is published by then (the patched handler publishes, then stores the id), so without
@@ -294,7 +300,8 @@ export class RedisPersistence {
     const messageId = packet.messageId as number;
     if (packet.cmd === "pubrel") {
       const pubrel = msgpack.encode({ cmd: "pubrel", messageId });
-      await this.scripts.run("pubrel", this.deliveryKeys(client.id), [messageId, pubrel]);
+      const keys = [...this.deliveryKeys(client.id), this.keys.sharedReleased(client.id)];
+      await this.scripts.run("pubrel", keys, [messageId, pubrel, SHARED_RELEASED_CAP]);
       return;
     }
     // Those of one turn in one script: a delivery waits for its record, as aedes awaits this.
@@ -320,6 +327,20 @@ export class RedisPersistence {
       clientId,
       messageId: packet.messageId as number,
     });
+  }
+
+  /**
+   * The origins of the session's latest shared deliveries PUBREC'd (pubrel-4.lua): read before
+   * a group's entries are sent to it again, not for each delivery.
+   */
+  async sharedReleased(clientId: string): Promise<Set<string>> {
+    const refs = await this.db.lrange(this.keys.sharedReleased(clientId), 0, -1);
+    const origins = new Set<string>();
+    for (const ref of refs) {
+      const origin = originOfSharedRef(ref);
+      if (origin !== undefined) origins.add(origin);
+    }
+    return origins;
   }
 
   /** The session's queue, oldest first, as aedes' patched emptyQueue walks it at CONNECT. */
@@ -466,6 +487,7 @@ export class RedisPersistence {
       ...this.deliveryKeys(clientId),
       this.keys.incoming(clientId),
       this.keys.wills(clientId),
+      this.keys.sharedReleased(clientId),
     ];
     await Promise.all([
       this.db.del(...sessionKeys),

@@ -17,7 +17,12 @@ import {
 import type { Emitter } from "./emitters.js";
 import { decodeEnvelope, encodeEnvelope } from "./envelope.js";
 import type { BrokerHooks } from "./hook-adapter.js";
-import { Packet, SHARED_DELIVERY_PREFIX, type StoredPacket } from "./persistence-types.js";
+import {
+  Packet,
+  SHARED_DELIVERY_PREFIX,
+  type StoredPacket,
+  sharedDeliveryBrokerId,
+} from "./persistence-types.js";
 
 /** Where a node receives the deliveries other nodes assign to its members. */
 const DELIVERIES_TOPIC = "$SYS/sluice/share/deliver/";
@@ -35,6 +40,8 @@ interface ForwardedDelivery {
   c: string;
   t: string;
   e: string;
+  /** Absent from a node that predates origins. */
+  o?: string;
   m: Buffer;
 }
 
@@ -71,6 +78,8 @@ type Done = (error?: Error) => void;
 interface SessionSubscriptions {
   /** Resolves with the filters the session held. */
   cleanSubscriptions(client: { id: string }): Promise<string[]>;
+  /** The origins of the shared deliveries the session PUBREC'd lately (a store that keeps them). */
+  sharedReleased?(clientId: string): Promise<Set<string>>;
 }
 type AuthorizeSubscribe = BrokerHooks["authorizeSubscribe"];
 
@@ -229,6 +238,7 @@ export class SharedSubscriptionsEngine implements MemberLinks {
         member: forwarded.c,
         token: forwarded.t,
         entryId: forwarded.e,
+        origin: forwarded.o ?? forwarded.e,
         message: forwarded.m,
       });
     });
@@ -261,7 +271,7 @@ export class SharedSubscriptionsEngine implements MemberLinks {
     };
   }
 
-  deliver(delivery: Delivery, topic: string, acknowledged: () => void): boolean {
+  deliver(delivery: Delivery, topic: string, origin: string, acknowledged: () => void): boolean {
     const connection = this.members.get(delivery.token);
     const broker = this.broker;
     if (connection === undefined || broker === undefined) return false;
@@ -282,8 +292,9 @@ export class SharedSubscriptionsEngine implements MemberLinks {
       qos,
       retain: subscription.rap === true && message.retain,
       dup: false,
-      // Marks it for the persistence, which then keeps its PUBREL (the counter is the broker's).
-      brokerId: `${SHARED_DELIVERY_PREFIX}${broker.id}`,
+      // Marks it for the persistence, which then keeps its PUBREL and notes its origin.
+      brokerId:
+        origin === "" ? `${SHARED_DELIVERY_PREFIX}${broker.id}` : sharedDeliveryBrokerId(origin),
       ...(message.messageExpiry === undefined ? {} : { messageExpiry: message.messageExpiry }),
       ...(si === undefined
         ? message.properties === undefined
@@ -303,6 +314,12 @@ export class SharedSubscriptionsEngine implements MemberLinks {
     return true;
   }
 
+  async released(clientId: string): Promise<ReadonlySet<string>> {
+    const persistence = (this.broker as unknown as { persistence?: SessionSubscriptions })
+      ?.persistence;
+    return (await persistence?.sharedReleased?.(clientId)) ?? new Set();
+  }
+
   isLive(token: string): boolean {
     const connection = this.members.get(token);
     return connection !== undefined && !connection.client.closed;
@@ -316,6 +333,7 @@ export class SharedSubscriptionsEngine implements MemberLinks {
       c: delivery.member,
       t: delivery.token,
       e: delivery.entryId,
+      o: delivery.origin,
       m: delivery.message,
     };
     broadcastFrom(broker, `${DELIVERIES_TOPIC}${nodeId}`, packr.pack(wire));

@@ -44,6 +44,14 @@ export class PersistenceKeys {
     return clientKey(clientId, "msgids");
   }
 
+  /**
+   * List: the refs of the session's latest shared deliveries PUBREC'd, newest first (capped):
+   * their group entries are not sent to the session again (pubrel-4.lua).
+   */
+  sharedReleased(clientId: string): string {
+    return clientKey(clientId, "shared-released");
+  }
+
   /** Hash: packet identifier -> an inbound QoS 2 packet awaiting its PUBREL. */
   incoming(clientId: string): string {
     return clientKey(clientId, "incoming");

@@ -16,6 +16,11 @@ export interface Delivery {
   readonly token: string;
   /** Its entry in the member's queue; "" for a QoS 0 message that is not kept. */
   readonly entryId: string;
+  /**
+   * The message's name in its group, the same wherever it moves (its first entry); "" for a
+   * QoS 0 message that is not kept. A member that had it is not sent it again.
+   */
+  readonly origin: string;
   readonly message: Buffer;
 }
 
@@ -25,6 +30,7 @@ export type Assignment =
       readonly member: string;
       readonly token: string;
       readonly entryId: string;
+      readonly origin: string;
     }
   | { readonly to: "backlog" }
   | { readonly to: "dropped"; readonly reason: "queue_full" | "backlog_full" }

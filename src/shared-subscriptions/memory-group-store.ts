@@ -13,8 +13,14 @@ interface MemoryGroup {
   /** Sessions holding the subscription, online or not. */
   readonly registered: Set<string>;
   /** Per member: entry id -> message, in assignment order. */
-  readonly queues: Map<string, Map<string, Buffer>>;
-  readonly backlog: Buffer[];
+  readonly queues: Map<string, Map<string, Held>>;
+  readonly backlog: Held[];
+}
+
+/** A kept message and its origin (its first entry id). */
+interface Held {
+  readonly message: Buffer;
+  readonly origin: string;
 }
 
 export interface GroupLimits {
@@ -53,7 +59,7 @@ export class MemoryGroupStore implements SharedGroupStore {
     group.registered.add(clientId);
     const queue = this.queueOf(group, clientId);
     while (queue.size < this.limits.maxQueued && group.backlog.length > 0) {
-      queue.set(this.entryId(), group.backlog.shift() as Buffer);
+      queue.set(this.entryId(), group.backlog.shift() as Held);
     }
     return { refused: false, pending: deliveriesOf(clientId, token, queue) };
   }
@@ -81,21 +87,21 @@ export class MemoryGroupStore implements SharedGroupStore {
     let dropped = 0;
     const targets = [...group.members];
     let next = 0;
-    for (const message of left) {
+    for (const held of left) {
       let placed = false;
       for (let k = 0; k < targets.length && !placed; k++) {
         const [member, memberToken] = targets[(next + k) % targets.length] as [string, string];
         const memberQueue = this.queueOf(group, member);
         if (memberQueue.size >= this.limits.maxQueued) continue;
         const entryId = this.entryId();
-        memberQueue.set(entryId, message);
-        moved.push({ member, token: memberToken, entryId, message });
+        memberQueue.set(entryId, held);
+        moved.push({ member, token: memberToken, entryId, ...held });
         next = (next + k + 1) % targets.length;
         placed = true;
       }
       if (placed) continue;
       if (targets.length === 0 && group.backlog.length < this.limits.maxQueued) {
-        group.backlog.push(message);
+        group.backlog.push(held);
       } else {
         dropped++;
       }
@@ -128,14 +134,14 @@ export class MemoryGroupStore implements SharedGroupStore {
     }
     if (chosen !== undefined) {
       const token = group.members.get(chosen) as string;
-      if (!keep) return { to: "member", member: chosen, token, entryId: "" };
+      if (!keep) return { to: "member", member: chosen, token, entryId: "", origin: "" };
       const entryId = this.entryId();
-      this.queueOf(group, chosen).set(entryId, message);
-      return { to: "member", member: chosen, token, entryId };
+      this.queueOf(group, chosen).set(entryId, { message, origin: entryId });
+      return { to: "member", member: chosen, token, entryId, origin: entryId };
     }
     if (group.members.size > 0) return { to: "dropped", reason: "queue_full" };
     if (group.backlog.length >= maxQueued) return { to: "dropped", reason: "backlog_full" };
-    group.backlog.push(message);
+    group.backlog.push({ message, origin: this.entryId() });
     return { to: "backlog" };
   }
 
@@ -154,7 +160,7 @@ export class MemoryGroupStore implements SharedGroupStore {
     return new Set(nodeIds);
   }
 
-  private queueOf(group: MemoryGroup, clientId: string): Map<string, Buffer> {
+  private queueOf(group: MemoryGroup, clientId: string): Map<string, Held> {
     let queue = group.queues.get(clientId);
     if (queue === undefined) {
       queue = new Map();
@@ -169,8 +175,8 @@ export class MemoryGroupStore implements SharedGroupStore {
   }
 }
 
-function deliveriesOf(member: string, token: string, queue: Map<string, Buffer>): Delivery[] {
+function deliveriesOf(member: string, token: string, queue: Map<string, Held>): Delivery[] {
   const deliveries: Delivery[] = [];
-  for (const [entryId, message] of queue) deliveries.push({ member, token, entryId, message });
+  for (const [entryId, held] of queue) deliveries.push({ member, token, entryId, ...held });
   return deliveries;
 }

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { ShareStrategy } from "../config/schema.js";
 import type { Logger } from "../observability/logger.js";
 import { filterMatches } from "../protocol/topic-rules.js";
@@ -19,9 +20,16 @@ export interface MemberLinks {
   /**
    * Sends a message to member connection `token` on this node under its subscription `topic`
    * (`$share/...`). False when that connection is gone or holds the subscription no more.
-   * `acknowledged` runs once the member has the message (its PUBACK; at once for QoS 0).
+   * `origin` names the message in its group (`<group key>/<Delivery.origin>`, "" for QoS 0): the
+   * member's session notes it at PUBREC. `acknowledged` runs once the member has the message
+   * (its PUBACK or PUBREC; at once for QoS 0).
    */
-  deliver(delivery: Delivery, topic: string, acknowledged: () => void): boolean;
+  deliver(delivery: Delivery, topic: string, origin: string, acknowledged: () => void): boolean;
+  /**
+   * The origins of the shared deliveries a member's session PUBREC'd lately (remembered there,
+   * so from any node): read before entries of its queue are sent to it again.
+   */
+  released(clientId: string): Promise<ReadonlySet<string>>;
   /** Whether member connection `token` is live on this node. */
   isLive(token: string): boolean;
   /** Hands a delivery to the node that holds its member's connection. */
@@ -53,6 +61,8 @@ interface KnownGroup {
   readonly name: string;
   readonly shared: SharedFilter;
   readonly topic: string;
+  /** A short hash of the name: the group in a delivery's origin. */
+  readonly key: string;
   readonly picker: MemberPicker;
   members: MemberView[];
   backlog: number;
@@ -64,8 +74,8 @@ interface LocalMember {
   readonly token: string;
   /** The groups this connection holds. */
   readonly groups: Set<string>;
-  /** Entries sent and not yet acknowledged, by group. */
-  readonly sent: Map<string, Set<string>>;
+  /** Entries sent and not yet acknowledged, by group: entry id -> origin. */
+  readonly sent: Map<string, Map<string, string>>;
   /**
    * Entries sent from the member's queue by a resend, by group, with the resend's number: the
    * forwarded copy of such an entry may still be on its way, and must not go out again once the
@@ -93,6 +103,12 @@ export class SharedDispatcher {
   private list: KnownGroup[] = [];
   private readonly locals = new Map<string, LocalMember>();
   private readonly pendingAcks = new Map<string, Map<string, string[]>>();
+  /**
+   * Entries members acknowledged whose removal from the group failed, by group and client id,
+   * entry id -> origin: not sent to that member again (from any of its connections here);
+   * removal retried on each refresh.
+   */
+  private readonly unremoved = new Map<string, Map<string, Map<string, string>>>();
   private acksScheduled = false;
   /** Resends so far (see LocalMember.resent). */
   private resends = 0;
@@ -167,7 +183,13 @@ export class SharedDispatcher {
       // QoS 0 is not kept: straight to the proposed member (lost with it, as QoS 0 may be).
       const token = this.tokenOf(group, proposed.clientId);
       if (token !== undefined) {
-        this.route(group.name, { member: proposed.clientId, token, entryId: "", message });
+        this.route(group.name, {
+          member: proposed.clientId,
+          token,
+          entryId: "",
+          origin: "",
+          message,
+        });
         return undefined;
       }
     }
@@ -201,20 +223,22 @@ export class SharedDispatcher {
     const links = this.links;
     const member = this.locals.get(delivery.token);
     if (links === undefined || member === undefined) return;
-    const topic = this.groups.get(name)?.topic ?? `${SHARE_PREFIX}${name}`;
+    const group = this.groups.get(name);
+    const topic = group?.topic ?? `${SHARE_PREFIX}${name}`;
     let sent = member.sent.get(name);
     if (delivery.entryId !== "") {
       if (sent === undefined) {
-        sent = new Set();
+        sent = new Map();
         member.sent.set(name, sent);
       }
       if (sent.has(delivery.entryId)) return;
       if (resending) this.markResent(member, name, delivery.entryId);
       else if (member.resent.get(name)?.delete(delivery.entryId)) return;
-      sent.add(delivery.entryId);
+      sent.set(delivery.entryId, delivery.origin);
     }
     const { entryId } = delivery;
-    const delivered = links.deliver(delivery, topic, () => {
+    const origin = entryId === "" ? "" : `${group?.key ?? groupKey(name)}/${delivery.origin}`;
+    const delivered = links.deliver(delivery, topic, origin, () => {
       if (entryId !== "") this.acknowledge(name, member, entryId);
     });
     if (!delivered) {
@@ -261,8 +285,10 @@ export class SharedDispatcher {
           for (const id of ids) sent?.delete(id);
         };
         this.options.store.acknowledge(name, member.clientId, ids).then(forget, (err: unknown) => {
+          // Kept in the member's queue (sent to another member if this one leaves), and not to
+          // this one again: a QoS 2 message reaches a member once.
+          this.noteUnremoved(name, member.clientId, ids, this.originsOf(member, name, ids));
           forget();
-          // Kept in the member's queue: sent again to another member if this one leaves.
           this.options.log.warn(
             { event: "shared.ack_failed", err, clientId: member.clientId },
             "could not record a shared subscription acknowledgement",
@@ -304,8 +330,115 @@ export class SharedDispatcher {
         continue;
       }
       this.links?.announce(name);
-      for (const delivery of joined.pending) this.receive(name, delivery);
+      const pending = await this.notReleased(name, clientId, joined.pending);
+      for (const delivery of pending) this.receive(name, delivery);
     }
+  }
+
+  /**
+   * Of the entries of a member's queue about to be sent to it again, those it has not had: an
+   * entry its session PUBREC'd (or acknowledged here) whose removal failed is removed now
+   * instead. One read of the session, and only when something would be sent again.
+   */
+  private async notReleased(
+    name: string,
+    clientId: string,
+    deliveries: readonly Delivery[],
+  ): Promise<readonly Delivery[]> {
+    if (deliveries.length === 0 || this.links === undefined) return deliveries;
+    let released: ReadonlySet<string>;
+    try {
+      released = await this.links.released(clientId);
+    } catch (err) {
+      // Nothing is sent now: the next resend (each refresh) tries again.
+      this.options.log.warn(
+        { event: "shared.released_unread", err, clientId },
+        "could not read what a member acknowledged: its queue is sent at the next refresh",
+      );
+      return [];
+    }
+    const unremoved = new Set(this.unremoved.get(name)?.get(clientId)?.values());
+    const key = this.groups.get(name)?.key ?? groupKey(name);
+    const had: Delivery[] = [];
+    const fresh = deliveries.filter((d) => {
+      if (!released.has(`${key}/${d.origin}`) && !unremoved.has(d.origin)) return true;
+      had.push(d);
+      return false;
+    });
+    if (had.length > 0) {
+      this.options.log.info(
+        { event: "shared.redelivery_skipped", clientId, group: name, count: had.length },
+        "messages a member already acknowledged are not sent to it again",
+      );
+      await this.removeAcknowledged(
+        name,
+        clientId,
+        had.map((d) => d.entryId),
+        had.map((d) => d.origin),
+      );
+    }
+    return fresh;
+  }
+
+  /** The origins of entries sent to a member connection (and not yet forgotten). */
+  private originsOf(member: LocalMember, name: string, ids: readonly string[]): string[] {
+    const sent = member.sent.get(name);
+    return ids.map((id) => sent?.get(id) ?? id);
+  }
+
+  private noteUnremoved(
+    name: string,
+    clientId: string,
+    ids: readonly string[],
+    origins: readonly string[],
+  ): void {
+    let byMember = this.unremoved.get(name);
+    if (byMember === undefined) {
+      byMember = new Map();
+      this.unremoved.set(name, byMember);
+    }
+    let held = byMember.get(clientId);
+    if (held === undefined) {
+      held = new Map();
+      byMember.set(clientId, held);
+    }
+    for (const [i, id] of ids.entries()) held.set(id, origins[i] ?? id);
+  }
+
+  /** Removes acknowledged entries from a member's queue; kept to retry when it fails. */
+  private async removeAcknowledged(
+    name: string,
+    clientId: string,
+    ids: readonly string[],
+    origins: readonly string[],
+  ): Promise<void> {
+    try {
+      await this.options.store.acknowledge(name, clientId, ids);
+    } catch (err) {
+      this.noteUnremoved(name, clientId, ids, origins);
+      this.options.log.warn(
+        { event: "shared.ack_failed", err, clientId },
+        "could not record a shared subscription acknowledgement",
+      );
+      return;
+    }
+    const held = this.unremoved.get(name)?.get(clientId);
+    if (held === undefined) return;
+    for (const id of ids) held.delete(id);
+    if (held.size > 0) return;
+    this.unremoved.get(name)?.delete(clientId);
+    if (this.unremoved.get(name)?.size === 0) this.unremoved.delete(name);
+  }
+
+  /** The removals that failed, tried again (each refresh). */
+  private async retryRemovals(): Promise<void> {
+    const retries: Array<Promise<void>> = [];
+    for (const [name, byMember] of this.unremoved) {
+      for (const [clientId, held] of byMember) {
+        retries.push(this.removeAcknowledged(name, clientId, [...held.keys()], [...held.values()]));
+      }
+    }
+    await Promise.all(retries);
   }
 
   /**
@@ -387,9 +520,16 @@ export class SharedDispatcher {
       for (const [clientId, token] of tokens) {
         if (nodeOfToken(token) !== this.options.nodeId || !this.locals.has(token)) continue;
         reads.push(
-          this.options.store.pending(name, clientId, token).then((deliveries) => {
-            for (const delivery of deliveries) this.receive(name, delivery, true);
-          }),
+          this.options.store
+            .pending(name, clientId, token)
+            .then((deliveries) => {
+              const sent = this.locals.get(token)?.sent.get(name);
+              const unsent = deliveries.filter((d) => sent?.has(d.entryId) !== true);
+              return this.notReleased(name, clientId, unsent);
+            })
+            .then((deliveries) => {
+              for (const delivery of deliveries) this.receive(name, delivery, true);
+            }),
         );
       }
     }
@@ -412,6 +552,7 @@ export class SharedDispatcher {
         name,
         shared,
         topic: `${SHARE_PREFIX}${name}`,
+        key: groupKey(name),
         picker: new MemberPicker(this.options.strategyOf(shared.group), this.options.nodeId),
         members: [],
         backlog: 0,
@@ -426,6 +567,7 @@ export class SharedDispatcher {
   private forgetGroup(name: string): void {
     if (!this.groups.delete(name)) return;
     this.tokens.delete(name);
+    this.unremoved.delete(name);
     this.options.metrics.ended(name);
     this.list = [...this.groups.values()];
     this.byPublisher = this.list.some((g) => g.picker.strategy === "hash_clientid");
@@ -490,6 +632,7 @@ export class SharedDispatcher {
       await this.update(state, live);
     }
     for (const name of this.groups.keys()) if (!seen.has(name)) this.forgetGroup(name);
+    await this.retryRemovals();
     await this.rejoinLost(states);
     await this.resend();
   }
@@ -548,6 +691,11 @@ export class SharedDispatcher {
 
 function sortedMembers(members: MemberView[]): MemberView[] {
   return members.sort((a, b) => (a.clientId < b.clientId ? -1 : a.clientId > b.clientId ? 1 : 0));
+}
+
+/** A group's key in a delivery's origin: short, and free of the name's characters. */
+function groupKey(name: string): string {
+  return createHash("sha256").update(name).digest("hex").slice(0, 16);
 }
 
 function noop(): void {}

@@ -105,7 +105,13 @@ function contract(label: string, make: () => MakeStore): void {
         [["m2", tokenB("c2"), second.entryId, "two"]],
       );
       const zero = member(await s.assign(G, "m1", msg("zero"), false));
-      assert.deepEqual(zero, { to: "member", member: "m1", token: tokenA("c1"), entryId: "" });
+      assert.deepEqual(zero, {
+        to: "member",
+        member: "m1",
+        token: tokenA("c1"),
+        entryId: "",
+        origin: "",
+      });
       assert.deepEqual(await s.pending(G, "m1", tokenA("c1")), [], "QoS 0 is not kept");
       await s.acknowledge(G, "m2", []);
     });

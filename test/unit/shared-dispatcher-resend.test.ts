@@ -48,16 +48,18 @@ test("a forwarded delivery arriving after a resend sent it (and it was acknowled
   const linksA: MemberLinks = {
     deliver: () => false,
     isLive: () => false,
+    released: async () => new Set(),
     forward: (_node, _group, delivery) => forwarded.push(delivery),
     announce() {},
   };
   const linksB: MemberLinks = {
-    deliver(delivery, _topic, acknowledged) {
+    deliver(delivery, _topic, _origin, acknowledged) {
       written.push(delivery.entryId);
       acknowledged();
       return true;
     },
     isLive: (t) => t === token,
+    released: async () => new Set(),
     forward() {},
     announce() {},
   };
@@ -99,12 +101,13 @@ test("a forwarded delivery still goes to its member when no resend sent it", asy
   const token = memberToken("b", "c1", false);
   const written: string[] = [];
   b.start({
-    deliver(delivery, _topic, acknowledged) {
+    deliver(delivery, _topic, _origin, acknowledged) {
       written.push(delivery.entryId);
       acknowledged();
       return true;
     },
     isLive: (t) => t === token,
+    released: async () => new Set(),
     forward() {},
     announce() {},
   });

@@ -5,7 +5,10 @@
 -- ARGV: [1] group id, [2] proposed member or "", [3] the message, [4] "1" to keep it in the
 --   member's queue until acknowledged (QoS 1/2), "0" not (QoS 0), [5] cap of a queue and of the
 --   backlog, [6] node lease key prefix, [7] member queue key prefix (member id appended)
--- Returns {"member", id, token, entry id or ""}, {"backlog"}, {"dropped", reason}, or {"none"}.
+-- An entry's origin names the message wherever it moves: `<entry id>.<sha1 of the queue's owner,
+-- 8 hex>` ("" for the backlog) of its first entry, kept in field "o" of the entries it moves to.
+-- Returns {"member", id, token, entry id or "", origin or ""}, {"backlog"}, {"dropped", reason},
+--   or {"none"}.
 if redis.call("HEXISTS", KEYS[1], ARGV[1]) == 0 then return {"none"} end
 local cap = tonumber(ARGV[5])
 local keep = ARGV[4] == "1"
@@ -35,8 +38,9 @@ if not chosen then
   end
 end
 if chosen then
-  if not keep then return {"member", chosen, token, ""} end
-  return {"member", chosen, token, redis.call("XADD", ARGV[7] .. chosen, "*", "m", ARGV[3])}
+  if not keep then return {"member", chosen, token, "", ""} end
+  local id = redis.call("XADD", ARGV[7] .. chosen, "*", "m", ARGV[3])
+  return {"member", chosen, token, id, id .. "." .. string.sub(redis.sha1hex(chosen), 1, 8)}
 end
 if online then return {"dropped", "queue_full"} end
 if redis.call("XLEN", KEYS[3]) >= cap then return {"dropped", "backlog_full"} end

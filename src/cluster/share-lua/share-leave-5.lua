@@ -6,7 +6,9 @@
 -- ARGV: [1] group id, [2] client id, [3] token of the connection that left, [4] "1" when the
 --   session no longer holds the subscription, [5] node lease key prefix, [6] member queue key
 --   prefix, [7] cap
--- Returns {dropped, {member, token, entry id, message, ...}, 1 if the group ended else 0}.
+-- Entries keep their origin (share-assign-3.lua) in field "o" as they move.
+-- Returns {dropped, {member, token, entry id, message, origin, ...}, 1 if the group ended else
+--   0}.
 local current = redis.call("HGET", KEYS[2], ARGV[2])
 if current and current ~= ARGV[3] then return {0, {}, 0} end
 if current then redis.call("HDEL", KEYS[2], ARGV[2]) end
@@ -27,6 +29,9 @@ for i = 1, #members, 2 do
     targets[#targets + 1] = {members[i], members[i + 1], redis.call("XLEN", ARGV[6] .. members[i])}
   end
 end
+local function origin(entry)
+  return entry[2][4] or (entry[1] .. "." .. string.sub(redis.sha1hex(ARGV[2]), 1, 8))
+end
 local moved = {}
 local dropped = 0
 local next = 0
@@ -35,12 +40,14 @@ for _, entry in ipairs(entries) do
   for k = 1, #targets do
     local target = targets[((next + k - 1) % #targets) + 1]
     if target[3] < cap then
-      local id = redis.call("XADD", ARGV[6] .. target[1], "*", "m", entry[2][2])
+      local o = origin(entry)
+      local id = redis.call("XADD", ARGV[6] .. target[1], "*", "m", entry[2][2], "o", o)
       target[3] = target[3] + 1
       moved[#moved + 1] = target[1]
       moved[#moved + 1] = target[2]
       moved[#moved + 1] = id
       moved[#moved + 1] = entry[2][2]
+      moved[#moved + 1] = o
       next = next + k
       placed = true
       break
@@ -48,7 +55,7 @@ for _, entry in ipairs(entries) do
   end
   if not placed then
     if #targets == 0 and redis.call("XLEN", KEYS[4]) < cap then
-      redis.call("XADD", KEYS[4], "*", "m", entry[2][2])
+      redis.call("XADD", KEYS[4], "*", "m", entry[2][2], "o", origin(entry))
     else
       dropped = dropped + 1
     end

@@ -1,11 +1,14 @@
 -- A PUBREC arrived: the delivery sent with this packet identifier moves to the end of the
 -- queue as a PUBREL (`rel:<ref>`), its packet replaced by the PUBREL. Only a delivery the queue
 -- still holds: one the cap dropped while it was in flight is not written back. A shared
--- subscription's delivery (ref `$share/...`, never in the queue: its group's queue holds it)
--- gets its PUBREL added, resent when the session resumes [MQTT-4.4.0-1].
+-- subscription's delivery (ref `$share/<origin>:0`, never in the queue: its group's queue holds
+-- it) gets its PUBREL added, resent when the session resumes [MQTT-4.4.0-1], and its ref noted
+-- in the session's released list: should the group's acknowledgement fail, the entry is not sent
+-- to the session again, from whichever node it joins (the group's keys are in another slot on a
+-- Cluster, so the acknowledgement cannot be written here).
 -- KEYS[1] the session's queue, KEYS[2] its packets, KEYS[3] its packet identifiers (id ->
---   queue entry)
--- ARGV[1] the packet identifier, ARGV[2] the PUBREL packet
+--   queue entry), KEYS[4] its released shared deliveries (list of refs, newest first)
+-- ARGV[1] the packet identifier, ARGV[2] the PUBREL packet, ARGV[3] the released list's cap
 -- Returns 1 if the queue held the delivery, else 0 (also when already released).
 local ref = redis.call("HGET", KEYS[3], ARGV[1])
 if not ref or string.sub(ref, 1, 4) == "rel:" then return 0 end
@@ -14,4 +17,8 @@ if redis.call("LREM", KEYS[1], 0, ref) == 0 and not shared then return 0 end
 redis.call("RPUSH", KEYS[1], "rel:" .. ref)
 redis.call("HSET", KEYS[2], ref, ARGV[2])
 redis.call("HSET", KEYS[3], ARGV[1], "rel:" .. ref)
+if shared then
+  redis.call("LPUSH", KEYS[4], ref)
+  redis.call("LTRIM", KEYS[4], 0, tonumber(ARGV[3]) - 1)
+end
 return 1
