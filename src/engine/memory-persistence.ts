@@ -11,6 +11,7 @@ import {
   type SubscriptionRequest,
   TOPIC_MATCHING,
 } from "./persistence-types.js";
+import { inResendOrder } from "./resend-order.js";
 
 export type { StoredPacket, SubscriptionRequest } from "./persistence-types.js";
 
@@ -210,7 +211,7 @@ export class MemoryPersistence {
     return cleared;
   }
 
-  /** The session's queue, oldest first, as aedes' patched emptyQueue walks it at CONNECT. */
+  /** The session's queue, in resend order, as aedes' patched emptyQueue walks it at CONNECT. */
   async outgoingPackets(client: ClientRef): Promise<StoredPacket[]> {
     return this.queueCopy(client.id);
   }
@@ -298,8 +299,9 @@ export class MemoryPersistence {
   }
 
   /** A copy: the queue changes while aedes walks it. */
+  /** A copy of the session's queue, in the order a resume sends it. */
   private queueCopy(clientId: string): StoredPacket[] {
-    return [...(this.outgoing.get(clientId) ?? [])];
+    return inResendOrder(this.outgoing.get(clientId) ?? []);
   }
 
   private enqueue(clientId: string, packet: StoredPacket): void {
