@@ -173,7 +173,8 @@ export class MemoryPersistence {
     if (queue === undefined) return;
     for (let i = 0; i < queue.length; i++) {
       const queued = queue[i] as StoredPacket;
-      if (queued.brokerId === packet.brokerId) {
+      // A PUBREL names no origin (a stored one neither): found by its packet id alone.
+      if (packet.cmd !== "pubrel" && queued.brokerId === packet.brokerId) {
         // Identifiers wrap at 65535: the broker counter tells same-id messages apart.
         if (queued.brokerCounter === packet.brokerCounter) {
           queued.messageId = packet.messageId as number;
