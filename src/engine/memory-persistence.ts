@@ -11,6 +11,7 @@ import {
   type SubscriptionRequest,
   TOPIC_MATCHING,
 } from "./persistence-types.js";
+import { inResendOrder } from "./resend-order.js";
 
 export type { StoredPacket, SubscriptionRequest } from "./persistence-types.js";
 
@@ -172,7 +173,8 @@ export class MemoryPersistence {
     if (queue === undefined) return;
     for (let i = 0; i < queue.length; i++) {
       const queued = queue[i] as StoredPacket;
-      if (queued.brokerId === packet.brokerId) {
+      // A PUBREL names no origin (a stored one neither): found by its packet id alone.
+      if (packet.cmd !== "pubrel" && queued.brokerId === packet.brokerId) {
         // Identifiers wrap at 65535: the broker counter tells same-id messages apart.
         if (queued.brokerCounter === packet.brokerCounter) {
           queued.messageId = packet.messageId as number;
@@ -210,7 +212,7 @@ export class MemoryPersistence {
     return cleared;
   }
 
-  /** The session's queue, oldest first, as aedes' patched emptyQueue walks it at CONNECT. */
+  /** The session's queue, in resend order, as aedes' patched emptyQueue walks it at CONNECT. */
   async outgoingPackets(client: ClientRef): Promise<StoredPacket[]> {
     return this.queueCopy(client.id);
   }
@@ -298,8 +300,9 @@ export class MemoryPersistence {
   }
 
   /** A copy: the queue changes while aedes walks it. */
+  /** A copy of the session's queue, in the order a resume sends it. */
   private queueCopy(clientId: string): StoredPacket[] {
-    return [...(this.outgoing.get(clientId) ?? [])];
+    return inResendOrder(this.outgoing.get(clientId) ?? []);
   }
 
   private enqueue(clientId: string, packet: StoredPacket): void {

@@ -17,6 +17,7 @@ import {
   TOPIC_MATCHING,
 } from "./persistence-types.js";
 import { RedisScripts } from "./redis-scripts.js";
+import { inResendOrder } from "./resend-order.js";
 import { type BroadcastBroker, SubscriptionBroadcast } from "./subscription-broadcast.js";
 import { bySession, TurnBatches, type Waiting } from "./turn-batches.js";
 
@@ -343,13 +344,13 @@ export class RedisPersistence {
     return origins;
   }
 
-  /** The session's queue, oldest first, as aedes' patched emptyQueue walks it at CONNECT. */
+  /** The session's queue in resend order, as aedes' patched emptyQueue walks it at CONNECT. */
   async outgoingPackets(client: ClientRef): Promise<StoredPacket[]> {
     const read = await this.firstOwnerRead(client);
     // The CONNECT's last step: the read is of no use after it.
     this.firstOwners.delete(client);
     if (read !== undefined && !read.holdsQueue && isEmpty(read.subscriptions)) return [];
-    return this.queueReads.add(this.callOf(client.id), client.id);
+    return inResendOrder(await this.queueReads.add(this.callOf(client.id), client.id));
   }
 
   outgoingStream(client: ClientRef): Readable {

@@ -171,11 +171,12 @@ for (const { name, start } of stores) {
         p.cmd === "pubrel"
           ? `pubrel ${p.messageId}`
           : `${p.payload?.toString()} ${p.messageId ?? "-"}`;
-      // The stock persistence moves a PUBREC'd delivery to the end of the queue.
+      // The stock persistence moves a PUBREC'd delivery to the end of the queue; a resume sends
+      // the PUBRELs first (resend-order.ts).
       assert.deepEqual((await drain(persistence.outgoingStream(plc))).map(describe), [
+        "pubrel 12",
         "first 11",
         "third -",
-        "pubrel 12",
       ]);
       assert.deepEqual(
         (await drain(persistence.outgoingStream({ id: "hmi" }))).map((p) => p.payload?.toString()),

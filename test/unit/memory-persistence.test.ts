@@ -73,7 +73,7 @@ describe("memory persistence", () => {
       );
     assert.deepEqual(await queued(), ["queued"], "the shared delivery itself is not queued");
     await persistence.outgoingUpdate(client, { cmd: "pubrel", messageId: 9 } as StoredPacket);
-    assert.deepEqual(await queued(), ["queued", "pubrel 9"]);
+    assert.deepEqual(await queued(), ["pubrel 9", "queued"], "PUBRELs first [MQTT-4.6.0-4]");
     await persistence.outgoingClearMessageId(client, { messageId: 9 });
     assert.deepEqual(await queued(), ["queued"]);
     // A PUBACK of a shared QoS 1 delivery forgets it: a later PUBREL of that id adds nothing.
@@ -81,6 +81,22 @@ describe("memory persistence", () => {
     await persistence.outgoingClearMessageId(client, { messageId: 10 });
     await persistence.outgoingUpdate(client, { cmd: "pubrel", messageId: 10 } as StoredPacket);
     assert.deepEqual(await queued(), ["queued"]);
+  });
+
+  it("a resume sends the stored PUBRELs first, then the PUBLISHes, each in order [MQTT-4.6.0-4]", async () => {
+    const { persistence } = store();
+    const packets = [1, 2, 3, 4].map((n) => publish("t", `m${n}`));
+    for (const packet of packets)
+      await persistence.outgoingEnqueue({ clientId: client.id }, packet);
+    for (const [i, packet] of packets.entries())
+      await persistence.outgoingUpdate(client, { ...packet, messageId: i + 1 });
+    // PUBRECs for m2 and m3: their PUBRELs answer PUBRECs a resent PUBLISH's cannot precede.
+    for (const messageId of [2, 3])
+      await persistence.outgoingUpdate(client, { cmd: "pubrel", messageId } as StoredPacket);
+    const resent = (await persistence.outgoingPackets(client)).map((p) =>
+      p.cmd === "pubrel" ? `pubrel ${p.messageId}` : p.payload?.toString(),
+    );
+    assert.deepEqual(resent, ["pubrel 2", "pubrel 3", "m1", "m4"]);
   });
 
   it("a queue over its cap drops its oldest messages, keeps PUBRELs, and reports the drop", async () => {
