@@ -103,6 +103,11 @@ export interface LoadHooks {
   /** Processes (brokers, Redis) whose CPU to measure over the window. */
   watch?: readonly WatchedProcess[];
   /**
+   * Once every client is connected, before any publishes (awaited, bounded by the caller): for
+   * readings the run is measured against, such as counters' starting values.
+   */
+  beforeStart?: () => Promise<void>;
+  /**
    * Once every client is connected, as the warm-up begins (the measurement window opens
    * `warmupMs` later): for load that must run alongside, such as the flood scenario's attackers.
    */
@@ -261,6 +266,7 @@ export async function runLoad(
       measureMs: spec.measureMs,
       drainMs,
     } as const;
+    await hooks.beforeStart?.();
     const startedAt = performance.now();
     for (const worker of all) worker.send(start);
     hooks.onStart?.();

@@ -48,6 +48,8 @@ export interface Measurement {
  * what it measured itself; finish must not throw.
  */
 export interface LoadProbe {
+  /** Before the load starts, every client connected: readings the run is measured against. */
+  beforeStart?(): Promise<void>;
   onStart(): void;
   /** Once the subscribers have received what they will, while they are still connected. */
   onSettled?(): Promise<void>;
@@ -228,6 +230,9 @@ async function loadRow(
     const result = await runLoad(spec, context.cleanup, {
       watch: broker.processes,
       ...(probe ? { onStart: () => probe.onStart() } : {}),
+      ...(probe?.beforeStart
+        ? { beforeStart: () => probe.beforeStart?.() ?? Promise.resolve() }
+        : {}),
       ...(probe?.onSettled ? { onSettled: () => probe.onSettled?.() ?? Promise.resolve() } : {}),
       onProgress: ({ elapsedMs, published, received }) => {
         const seconds = (elapsedMs - lastAt) / 1000;

@@ -9,6 +9,8 @@ import type { ResultRow } from "./scenario.js";
 
 /** How often the nodes' shared series, the member queues and Redis' memory are read. */
 const SAMPLE_MS = 500;
+/** How long the starting reading may take before the load starts regardless. */
+const FIRST_READING_MS = 5_000;
 const MB = 1024 * 1024;
 
 /** What shared subscriptions did over one measurement, as the nodes and Redis tell it. */
@@ -63,6 +65,19 @@ export class SharedProbe implements LoadProbe {
     this.cost = new CostProbe(broker, loadCase, (_row, figures) => {
       this.costFigures = figures;
     });
+  }
+
+  /**
+   * The shared series' starting values, read before anything is published: read only once the
+   * load had started, they already counted its first deliveries.
+   */
+  async beforeStart(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, FIRST_READING_MS);
+    });
+    await Promise.race([this.sampleNodes(), bound]);
+    clearTimeout(timer);
   }
 
   onStart(): void {
