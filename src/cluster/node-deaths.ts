@@ -26,10 +26,23 @@ export class NodeDeaths {
     }
     if (this.proof === undefined) return undefined;
     const now = Date.now();
+    this.forgetStale(now);
     if (now - (this.provedAt.get(nodeId) ?? 0) < this.heartbeatMs) return undefined;
     this.provedAt.set(nodeId, now);
     if (!(await this.proof.provenGone(nodeId))) return undefined;
     this.provedAt.delete(nodeId);
     return "connections";
+  }
+
+  /** Entries only matter for one heartbeat; a node that came back would otherwise stay here. */
+  private forgetStale(now: number): void {
+    for (const [nodeId, at] of this.provedAt) {
+      if (now - at >= this.heartbeatMs) this.provedAt.delete(nodeId);
+    }
+  }
+
+  /** How many nodes were asked about within the last heartbeat (for tests). */
+  get pendingProofs(): number {
+    return this.provedAt.size;
   }
 }

@@ -148,6 +148,20 @@ describe("a silent node proven gone by its connections", () => {
     assert.equal(await withoutProof.gone("n-4"), undefined, "lease only: still held");
     assert.equal(await new NodeDeaths(judge, proof, heartbeatMs).gone("n-4"), "connections");
   });
+
+  it("NodeDeaths forgets a node that came back once its heartbeat has passed", async () => {
+    // A heartbeat of 0 ms: every earlier answer is already stale at the next question.
+    const deaths = new NodeDeaths(
+      judge,
+      new ConnectionDeathProof(judge, LEASE_MS, new LogCapture().logger),
+      0,
+    );
+    await liveNode("n-6", await runId());
+    await liveNode("n-7", await runId());
+    assert.equal(await deaths.gone("n-6"), undefined, "connected");
+    assert.equal(await deaths.gone("n-7"), undefined, "connected");
+    assert.equal(deaths.pendingProofs, 1, "n-6's stale entry dropped");
+  });
 });
 
 describe("a node's registry keeps its Redis server's run id beside its lease", () => {
