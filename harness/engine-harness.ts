@@ -105,6 +105,7 @@ export class Engine {
     const security = await SecurityFiles.load({ passwordFile: undefined, aclFile: undefined }, log);
     const audit = new AuditLog(log);
     const { admission, overload } = buildAdmission(config, backend, log);
+    const contexts = new ClientContexts();
     const { authenticator } = buildAuthentication({
       config,
       backend,
@@ -112,8 +113,8 @@ export class Engine {
       slot,
       metrics,
       audit,
+      contexts,
     });
-    const contexts = new ClientContexts();
     const subscribePacer = new SubscribePacer();
     const broker = await buildBroker({
       config,

@@ -20,8 +20,10 @@ const MAX_PROBLEMS_SHOWN = 100;
 const USAGE = `Usage:
   sluice start [--config FILE]         run a broker node (no file: local-only, in-memory defaults)
   sluice check-config --config FILE    validate a config and print it with secrets redacted
-  sluice passwd [-c] [-D] FILE USER    add, update (-c: create the file) or delete (-D) a user;
-                                       the password is read from stdin or prompted for
+  sluice passwd [-c] [-D] [--scram] FILE USER
+                                       add, update (-c: create the file) or delete (-D) a user;
+                                       the password is read from stdin or prompted for; --scram
+                                       stores a SCRAM-SHA-256 verifier (MQTT 5 AUTH)
   sluice --help | --version
 
 ${ADMIN_USAGE}

@@ -147,8 +147,8 @@ export class SluiceNode {
     const audit = new AuditLog(root);
     const { admission, overload } = buildAdmission(config, backend, root);
     this.overload = overload;
-    const authentication = { config, backend, security, slot, metrics, audit };
-    const { devices, authenticator } = buildAuthentication(authentication);
+    const authentication = { config, backend, security, slot, metrics, audit, contexts };
+    const { devices, authenticator, enhancedAuth } = buildAuthentication(authentication);
     const subscribePacer = new SubscribePacer();
     const broker = await buildBroker({
       ...{ config, backend, authenticator, security, admission, contexts, onQueueFull, slot },
@@ -167,7 +167,7 @@ export class SluiceNode {
     warnIfNobodyCanConnect(config, this.log);
     const opened = await openListeners({
       ...parts,
-      ...{ admission, subscribePacer, byteMeter: this.byteMeter },
+      ...{ admission, subscribePacer, byteMeter: this.byteMeter, enhancedAuth },
       // A fenced node cannot claim a client id: refused at once, the client tries elsewhere.
       accepting: () => this.state === "ready" && this.backend?.fence?.fenced !== true,
     });

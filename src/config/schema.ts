@@ -353,6 +353,12 @@ const authSchema = z.strictObject({
       "Client ids an authenticated identity may use: `%u` is the identity (matched literally), `*` any run of characters, anything else literal. `%u` binds each device to its own id; `%u-*` allows several. Absent: any client id. Devices in the registry always connect with client id = their id.",
     )
     .meta({ examples: ["%u"] }),
+  scram: z
+    .boolean()
+    .default(true)
+    .describe(
+      "Offer MQTT 5 enhanced authentication with SCRAM-SHA-256 (AUTH packets; the password never crosses the wire, and the client verifies the server too) to users whose entry in the password file or device registry is a SCRAM verifier (`sluice passwd --scram`; PostgreSQL's `SCRAM-SHA-256$...` format). Such an entry also verifies plain passwords. false: a CONNECT naming the method is refused with 0x8C.",
+    ),
 });
 
 const limitsSchema = z.strictObject({

@@ -1,5 +1,7 @@
+import type { EventEmitter } from "node:events";
 import type { Duplex } from "node:stream";
 import type { Aedes, AedesOptions, AedesPublishPacket, Client, PublishPacket } from "aedes";
+import type { Packet } from "mqtt-packet";
 
 /**
  * Every read or write of aedes state that its public API does not offer, in one place, so an
@@ -386,4 +388,52 @@ export function observeQueueReads(
     observe(client, packets);
     return packets;
   };
+}
+
+/**
+ * Puts `take` in front of aedes' handling of a client's parsed packets: a packet it takes
+ * (returns true) never reaches aedes. `release()` gives aedes its own listener back (packets
+ * parsed later go straight to it); `forward()` hands aedes a packet as if it had just been
+ * parsed. Installed before aedes saw any packet, so aedes' listener is the only one.
+ */
+export function interceptPackets(
+  client: Client,
+  take: (packet: Packet) => boolean,
+): { release(): void; forward(packet: Packet): void } {
+  const parser = (client as unknown as { _parser: EventEmitter })._parser;
+  const listeners = parser.listeners("packet") as Array<
+    (this: EventEmitter, packet: Packet) => void
+  >;
+  const enqueue = listeners[0];
+  if (listeners.length !== 1 || enqueue === undefined) {
+    throw new TypeError("aedes client has an unexpected shape: its packets cannot be intercepted");
+  }
+  const intercept = (packet: Packet): void => {
+    if (!take(packet)) enqueue.call(parser, packet);
+  };
+  parser.removeListener("packet", enqueue);
+  parser.on("packet", intercept);
+  let released = false;
+  return {
+    release() {
+      if (released) return;
+      released = true;
+      parser.removeListener("packet", intercept);
+      parser.on("packet", enqueue);
+    },
+    forward(packet) {
+      enqueue.call(parser, packet);
+    },
+  };
+}
+
+/**
+ * The Authentication Method and Data the CONNACK of an enhanced authentication carries
+ * [MQTT-4.12.0-5]; Sluice's patch to aedes adds them to a successful CONNACK.
+ */
+export function setConnackAuthentication(
+  client: Client,
+  properties: { authenticationMethod: string; authenticationData: Buffer },
+): void {
+  (client as Client & { _connackAuthentication?: object })._connackAuthentication = properties;
 }

@@ -251,6 +251,7 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
         peerCertificate: context.peerCertificate,
         remoteAddress: context.remoteAddress,
         listener: context.listener,
+        exchange: context.authExchange,
       });
       const refuseTakeover = (): never => {
         metrics.markAuthFailure("session_owned_by_other");

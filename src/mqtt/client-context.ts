@@ -1,7 +1,7 @@
 import type { Socket } from "node:net";
 import type { Client } from "aedes";
 import type { MqttProtocolLabel } from "../protocol/protocol-version.js";
-import type { Identity } from "../security/authenticator.js";
+import type { AuthExchangeOutcome, Identity } from "../security/authenticator.js";
 import { type ClientConnection, rawSocket } from "../transport/listener.js";
 
 /**
@@ -37,6 +37,8 @@ export interface ClientContext extends Omit<ClientConnection, "request"> {
   endPublishLimits?: () => void;
   /** The MQTT version the connection was registered with; `pending` until its CONNACK. */
   protocol: MqttProtocolLabel;
+  /** What its enhanced authentication exchange (MQTT 5 AUTH) decided, if it had one. */
+  authExchange: AuthExchangeOutcome | undefined;
 }
 
 /**
@@ -78,6 +80,7 @@ export class ClientContexts {
       countedUsername: undefined,
       endPublishLimits: undefined,
       protocol: "pending",
+      authExchange: undefined,
     };
     this.contexts.set(rawSocket(connection.socket), context);
     return context;

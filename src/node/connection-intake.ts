@@ -6,6 +6,7 @@ import { REFUSAL_ANSWER_BOUNDS, RefusalAnswers } from "../admission/refusal-answ
 import type { ClientOwnership } from "../cluster/client-ownership.js";
 import { closeWithWill } from "../engine/aedes-internals.js";
 import { hardenClient } from "../engine/engine-hardening.js";
+import type { EnhancedAuth } from "../engine/enhanced-auth.js";
 import type { PacketGuard } from "../engine/packet-guard.js";
 import { encodePublishesFor } from "../engine/publish-encoder.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
@@ -39,6 +40,8 @@ export interface ConnectionIntakeDeps {
   accepting(): boolean;
   /** `limits.connectTimeoutMs`, which also caps how long a refused socket is read. */
   connectTimeoutMs: number;
+  /** MQTT 5 enhanced authentication (AUTH packets before the CONNECT reaches aedes). */
+  enhancedAuth?: EnhancedAuth | undefined;
 }
 
 /**
@@ -120,6 +123,7 @@ export class ConnectionIntake {
     hardenClient(client);
     const context = contexts.attach(client, connection, admittedAddress);
     packetGuard.install(client);
+    this.deps.enhancedAuth?.install(client);
     context.endPublishLimits = publishLimits?.attach(client, {
       identity: () => context.identity,
       subject: () => auditSubject(context),

@@ -1,6 +1,7 @@
 import type { AddressInfo } from "node:net";
 import type { ConnectAdmission } from "../admission/connect-admission.js";
 import type { ListenerConfig } from "../config/schema.js";
+import type { EnhancedAuth } from "../engine/enhanced-auth.js";
 import { PacketGuard } from "../engine/packet-guard.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
 import { ClusterBackpressure } from "../limits/cluster-backpressure.js";
@@ -22,6 +23,7 @@ export interface ListenerDeps extends NodeParts {
   byteMeter: SocketByteMeter;
   /** Whether the node takes connections now (not while starting or draining). */
   accepting(): boolean;
+  enhancedAuth?: EnhancedAuth | undefined;
 }
 
 /**
@@ -66,6 +68,7 @@ export async function openListeners(deps: ListenerDeps): Promise<OpenListeners> 
     devices: deps.devices,
     accepting: deps.accepting,
     connectTimeoutMs: limits.connectTimeoutMs,
+    enhancedAuth: deps.enhancedAuth,
   });
   const settings = {
     maxPacketBytes: limits.maxPacketBytes,

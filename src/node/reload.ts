@@ -75,7 +75,7 @@ async function revokeRemovedCredentials(deps: ReloadDeps): Promise<void> {
   for (const client of registeredClients(broker)) {
     const identity = contexts.get(client)?.identity;
     if (
-      identity?.method === "password" &&
+      (identity?.method === "password" || identity?.method === "scram") &&
       identity.device === undefined &&
       !passwords?.has(identity.username ?? "")
     ) {

@@ -20,7 +20,10 @@ export type AuthFailureReason =
   | "locked_out"
   | "identifier_rejected"
   | "device_disabled"
-  | "certificate_not_current";
+  | "certificate_not_current"
+  | "auth_exchange_failed"
+  | "scram_not_enabled"
+  | "reauthentication_failed";
 
 /**
  * One structured line per security event, on a logger of its own (`log: "audit"`) so that it
@@ -33,7 +36,10 @@ export class AuditLog {
     this.log = root.child({ log: "audit" });
   }
 
-  authSucceeded(subject: AuditSubject, method: "password" | "certificate" | "anonymous"): void {
+  authSucceeded(
+    subject: AuditSubject,
+    method: "password" | "scram" | "certificate" | "anonymous",
+  ): void {
     this.log.info(
       { event: "audit.auth_succeeded", method, ...subject },
       "authentication succeeded",

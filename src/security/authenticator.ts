@@ -4,7 +4,8 @@ import { AuthError, IdentifierRejectedError, NotAuthorizedError, ReasonCode } fr
 import type { AuditLog, AuditSubject, AuthFailureReason } from "./audit-log.js";
 import type { AuthLockout } from "./auth-lockout.js";
 import { normalizeSerial } from "./crl.js";
-import { verifyPassword } from "./password-hash.js";
+import { parseHash, verifyPassword } from "./password-hash.js";
+import type { ScramCredential } from "./scram.js";
 
 /** What a client presents on CONNECT. */
 export interface Credentials {
@@ -17,6 +18,18 @@ export interface Credentials {
   peerCertificate: PeerCertificate | undefined;
   remoteAddress: string;
   listener: string;
+  /** What an MQTT 5 enhanced authentication exchange (AUTH packets) decided, if there was one. */
+  exchange?: AuthExchangeOutcome | undefined;
+}
+
+/** The outcome of an enhanced authentication exchange, which ran before the CONNECT came here. */
+export interface AuthExchangeOutcome {
+  method: string;
+  /** The user the client named in the exchange. */
+  username: string | undefined;
+  verified: boolean;
+  /** The method's reason for a refusal (SCRAM: malformed, unknown_user, bad_password). */
+  reason: string | undefined;
 }
 
 /** Who a connected client is, for authorization and the audit log. */
@@ -24,7 +37,7 @@ export interface Identity {
   clientId: string;
   /** The authenticated name (`%u` in ACLs); undefined for an anonymous client. */
   username: string | undefined;
-  method: "password" | "certificate" | "anonymous";
+  method: "password" | "scram" | "certificate" | "anonymous";
   certificateCn?: string;
   certificateFingerprint?: string;
   /** Upper-case hex, for matching against CRLs on reload. */
@@ -58,6 +71,8 @@ export interface RegisteredDevice {
 export interface PasswordVerifier {
   verify(username: string, password: Buffer): Promise<boolean>;
   has(username: string): boolean;
+  /** The user's SCRAM-SHA-256 verifier, when the entry is one. */
+  scramCredential(username: string): ScramCredential | undefined;
 }
 
 /** Decides who a client is, or throws AuthError / NotAuthorizedError / IdentifierRejectedError. */
@@ -92,6 +107,8 @@ const GUESSES: ReadonlySet<AuthFailureReason> = new Set([
   "bad_password",
   "unknown_user",
   "missing_password",
+  "auth_exchange_failed",
+  "scram_not_enabled",
 ]);
 
 /** A refusal and the reason the audit log and metrics record for it. */
@@ -145,7 +162,7 @@ export class SluiceAuthenticator implements Authenticator {
       if (guarded && GUESSES.has(outcome.reason)) await this.recordGuess(credentials, subject);
       throw outcome.error;
     }
-    if (outcome.method === "password")
+    if (outcome.method === "password" || outcome.method === "scram")
       await lockout.recordSuccess(credentials.remoteAddress, credentials.username);
     audit.authSucceeded(
       {
@@ -172,10 +189,27 @@ export class SluiceAuthenticator implements Authenticator {
     }
   }
 
+  /**
+   * A user's SCRAM-SHA-256 verifier, for an enhanced authentication exchange: the device
+   * registry's record first (as for passwords), then the password file.
+   */
+  async scramCredential(username: string): Promise<ScramCredential | undefined> {
+    const device = await this.settings.devices?.lookup(username);
+    if (device !== undefined) {
+      const hash = device.enabled && device.passwordHash ? parseHash(device.passwordHash) : "none";
+      return typeof hash !== "string" && hash.kind === "scram-sha-256"
+        ? hash.credential
+        : undefined;
+    }
+    return this.settings.passwords()?.scramCredential(username);
+  }
+
   private async identify(
     credentials: Credentials,
     certificate: Identity | undefined,
   ): Promise<Identity | Refusal> {
+    if (credentials.exchange !== undefined)
+      return this.exchanged(credentials, credentials.exchange);
     if (certificate) {
       const device = await this.settings.devices?.lookup(certificate.username as string);
       if (device === undefined) return this.bind(credentials, certificate);
@@ -223,6 +257,38 @@ export class SluiceAuthenticator implements Authenticator {
       );
     }
     return { clientId: credentials.clientId, username: undefined, method: "anonymous" };
+  }
+
+  /** A client that authenticated with AUTH packets: the exchange decided, the rules still bind. */
+  private async exchanged(
+    credentials: Credentials,
+    exchange: AuthExchangeOutcome,
+  ): Promise<Identity | Refusal> {
+    const username = exchange.username;
+    if (!exchange.verified || username === undefined) {
+      if (exchange.reason === "bad_password") {
+        return new Refusal("bad_password", new AuthError("bad username or password"));
+      }
+      if (exchange.reason !== "unknown_user" || username === undefined) {
+        return new Refusal(
+          "auth_exchange_failed",
+          new AuthError(`${exchange.method} exchange failed`),
+        );
+      }
+      const known =
+        (await this.settings.devices?.lookup(username)) !== undefined ||
+        this.settings.passwords()?.has(username) === true;
+      return known
+        ? new Refusal("scram_not_enabled", new AuthError("no SCRAM verifier for this user"))
+        : new Refusal("unknown_user", new AuthError("bad username or password"));
+    }
+    const identity: Identity = { clientId: credentials.clientId, username, method: "scram" };
+    const device = await this.settings.devices?.lookup(username);
+    if (device === undefined) return this.bind(credentials, identity);
+    if (!device.enabled) {
+      return new Refusal("device_disabled", new NotAuthorizedError("device is disabled"));
+    }
+    return this.bindDevice(credentials, { ...identity, device: deviceFacts(device) });
   }
 
   /** A registered device that presents a certificate: it must be one the registry issued. */

@@ -3,7 +3,7 @@ import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { replaceFile } from "../files/replace-file.js";
 import { deleteUser, setUser } from "./password-file.js";
-import { hashPassword } from "./password-hash.js";
+import { hashPassword, hashPasswordScram } from "./password-hash.js";
 
 export interface PasswdIo {
   stdin: NodeJS.ReadableStream & { isTTY?: boolean; setRawMode?: (raw: boolean) => unknown };
@@ -11,11 +11,12 @@ export interface PasswdIo {
   stderr: NodeJS.WritableStream;
 }
 
-const USAGE = "usage: sluice passwd [-c] [-D] FILE USERNAME";
+const USAGE = "usage: sluice passwd [-c] [-D] [--scram] FILE USERNAME";
 
 /**
- * `sluice passwd [-c] [-D] FILE USERNAME`: adds or updates a user with a salted scrypt hash
- * (password from stdin, or prompted twice on a terminal), creates the file with -c, deletes
+ * `sluice passwd [-c] [-D] [--scram] FILE USERNAME`: adds or updates a user with a salted scrypt
+ * hash, or with --scram a SCRAM-SHA-256 verifier (for MQTT 5 enhanced authentication; it also
+ * verifies plain passwords) (password from stdin, or prompted twice on a terminal), creates the file with -c, deletes
  * the user with -D. The file is replaced atomically with mode 0600; the plaintext is never
  * written anywhere. Exit codes: 0 ok, 2 usage or validation error, 1 I/O failure.
  */
@@ -27,7 +28,7 @@ export async function runPasswd(args: string[], io: PasswdIo): Promise<number> {
     io.stderr.write(`sluice passwd: ${(error as Error).message}\n${USAGE}\n`);
     return 2;
   }
-  const { file, username, create, remove } = parsed;
+  const { file, username, create, remove, scram } = parsed;
   const problem = invalidUsername(username);
   if (problem) {
     io.stderr.write(`sluice passwd: ${problem}\n`);
@@ -64,7 +65,7 @@ export async function runPasswd(args: string[], io: PasswdIo): Promise<number> {
     io.stderr.write("sluice passwd: an empty password is not allowed\n");
     return 2;
   }
-  const hash = await hashPassword(password);
+  const hash = scram ? await hashPasswordScram(password) : await hashPassword(password);
   password.fill(0);
   return (await writeAtomically(file, setUser(text, username, hash), io)) ? 0 : 1;
 }
@@ -74,20 +75,27 @@ function parse(args: string[]): {
   username: string;
   create: boolean;
   remove: boolean;
+  scram: boolean;
 } {
   const { values, positionals } = parseArgs({
     args,
-    options: { create: { type: "boolean", short: "c" }, delete: { type: "boolean", short: "D" } },
+    options: {
+      create: { type: "boolean", short: "c" },
+      delete: { type: "boolean", short: "D" },
+      scram: { type: "boolean" },
+    },
     allowPositionals: true,
     strict: true,
   });
   if (positionals.length !== 2) throw new Error("FILE and USERNAME are required");
   if (values.create && values.delete) throw new Error("-c and -D cannot be combined");
+  if (values.scram && values.delete) throw new Error("--scram and -D cannot be combined");
   return {
     file: positionals[0] as string,
     username: positionals[1] as string,
     create: values.create === true,
     remove: values.delete === true,
+    scram: values.scram === true,
   };
 }
 

@@ -3,6 +3,7 @@ import { ConfigError } from "../errors.js";
 import type { PasswordVerifier } from "./authenticator.js";
 import { hashPassword, type ParsedHash, parseHash, verifyParsed } from "./password-hash.js";
 import { PASSWORD_FILE_MAX_BYTES, readSecurityFile } from "./read-security-file.js";
+import type { ScramCredential } from "./scram.js";
 
 /**
  * A password file, `username:hash` per line (Mosquitto's format: files made by
@@ -55,6 +56,12 @@ export class PasswordFile implements PasswordVerifier {
 
   usernames(): string[] {
     return [...this.users.keys()];
+  }
+
+  /** The user's SCRAM-SHA-256 credential; undefined for unknown users and other formats. */
+  scramCredential(username: string): ScramCredential | undefined {
+    const hash = this.users.get(username);
+    return hash?.kind === "scram-sha-256" ? hash.credential : undefined;
   }
 
   /** Constant-time whether or not the user exists: an unknown user costs a full check too. */

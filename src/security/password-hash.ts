@@ -1,5 +1,14 @@
 import { createHash, pbkdf2, randomBytes, scrypt, timingSafeEqual } from "node:crypto";
 import { promisify } from "node:util";
+import {
+  deriveScramCredential,
+  encodeScramCredential,
+  parseScramCredential,
+  SCRAM_DEFAULT_ITERATIONS,
+  SCRAM_SHA_256,
+  type ScramCredential,
+  scramPasswordMatches,
+} from "./scram.js";
 
 const scryptAsync = promisify(scrypt) as (
   password: Buffer,
@@ -30,15 +39,22 @@ export interface ScryptCost {
 /**
  * A parsed password hash. Formats: Sluice's PHC string `$scrypt$ln=14,r=8,p=1$<salt>$<key>`,
  * and Mosquitto's `$6$<salt>$<SHA-512(password || salt)>` (1.x) and
- * `$7$<iterations>$<salt>$<PBKDF2-HMAC-SHA512>` (2.x), all base64.
+ * `$7$<iterations>$<salt>$<PBKDF2-HMAC-SHA512>` (2.x), all base64, and PostgreSQL's
+ * `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, the one format that also serves
+ * MQTT 5 enhanced authentication.
  */
 export type ParsedHash =
   | { kind: "scrypt"; cost: ScryptCost; salt: Buffer; key: Buffer }
   | { kind: "sha512"; salt: Buffer; key: Buffer }
-  | { kind: "pbkdf2-sha512"; iterations: number; salt: Buffer; key: Buffer };
+  | { kind: "pbkdf2-sha512"; iterations: number; salt: Buffer; key: Buffer }
+  | { kind: "scram-sha-256"; credential: ScramCredential };
 
 /** Parses a stored hash; returns a reason string when it is not one Sluice can verify. */
 export function parseHash(encoded: string): ParsedHash | string {
+  if (encoded.startsWith(`${SCRAM_SHA_256}$`)) {
+    const credential = parseScramCredential(encoded);
+    return typeof credential === "string" ? credential : { kind: "scram-sha-256", credential };
+  }
   const parts = encoded.split("$");
   // A leading "$" makes parts[0] empty.
   if (parts[0] !== "") return "not a $-prefixed hash";
@@ -102,10 +118,22 @@ export async function hashPassword(
   return `$scrypt$ln=${cost.ln},r=${cost.r},p=${cost.p}$${salt.toString("base64")}$${key.toString("base64")}`;
 }
 
+/** A SCRAM-SHA-256 verifier of a password, for users who authenticate with MQTT 5's AUTH. */
+export async function hashPasswordScram(
+  password: Buffer | string,
+  iterations = SCRAM_DEFAULT_ITERATIONS,
+): Promise<string> {
+  return encodeScramCredential(
+    await deriveScramCredential(Buffer.from(password), undefined, iterations),
+  );
+}
+
 /** Verifies a password against a parsed hash in constant time. */
 export async function verifyParsed(password: Buffer, hash: ParsedHash): Promise<boolean> {
   let derived: Buffer;
   switch (hash.kind) {
+    case "scram-sha-256":
+      return scramPasswordMatches(password, hash.credential);
     case "scrypt":
       derived = await scryptKey(password, hash.salt, hash.cost, hash.key.length);
       break;

@@ -73,7 +73,7 @@ listeners:
   - { type: wss, host: 127.0.0.1, port: 0, path: /mqtt, trustedProxies: [10.0.0.5], ${tls} }
 http: { host: 127.0.0.1, port: 0 }
 log: { level: warn, format: json }
-auth: { allowAnonymous: false, passwordFile: passwd, certificateIdentity: cn-is-clientid, clientIdPattern: "%u" }
+auth: { allowAnonymous: false, passwordFile: passwd, certificateIdentity: cn-is-clientid, clientIdPattern: "%u", scram: true }
 acl: { file: acl.conf }
 limits:
   maxPacketBytes: 65536

@@ -101,6 +101,18 @@ describe("sluice passwd", () => {
     assert.deepEqual(await readdir(folder), ["passwd"], "a temp file was left behind");
   });
 
+  it("--scram writes a SCRAM-SHA-256 verifier that also verifies the plain password", async () => {
+    const path = join(await freshDir(), "passwd");
+    assert.equal((await passwd(["-c", "--scram", path, "plc-1"], "pencil\n")).code, 0);
+    const text = await readFile(path, "utf8");
+    assert.match(text, /^plc-1:SCRAM-SHA-256\$4096:[^$]+\$[^:]+:[^:]+\n$/);
+    assert.equal(await verifies(path, "plc-1", "pencil"), true);
+    assert.equal(await verifies(path, "plc-1", "pencil2"), false);
+    const file = await PasswordFile.load(path);
+    assert.equal(file.scramCredential("plc-1")?.iterations, 4096);
+    assert.equal(file.scramCredential("nobody"), undefined);
+  });
+
   it("reads only the first line of stdin as the password", async () => {
     const path = join(await freshDir(), "passwd");
     assert.equal((await passwd(["-c", path, "alice"], "first\nsecond\n")).code, 0);
@@ -196,11 +208,18 @@ describe("sluice passwd", () => {
 
   it("refuses bad usage with exit 2 and a message on stderr", async () => {
     const path = join(await freshDir(), "passwd");
-    for (const args of [[], [path], [path, "a", "b"], ["-x", path, "a"], ["-c", "-D", path, "a"]]) {
+    for (const args of [
+      [],
+      [path],
+      [path, "a", "b"],
+      ["-x", path, "a"],
+      ["-c", "-D", path, "a"],
+      ["--scram", "-D", path, "a"],
+    ]) {
       const result = await passwd(args, "pw\n");
       assert.equal(result.code, 2, args.join(" "));
       assert.match(result.stderr, /^sluice passwd: .+\n/, args.join(" "));
-      assert.ok(result.stderr.endsWith("usage: sluice passwd [-c] [-D] FILE USERNAME\n"));
+      assert.ok(result.stderr.endsWith("usage: sluice passwd [-c] [-D] [--scram] FILE USERNAME\n"));
     }
     await assert.rejects(stat(path), { code: "ENOENT" });
   });
