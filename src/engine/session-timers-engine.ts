@@ -1,4 +1,4 @@
-import type { Aedes, Client, PublishPacket } from "aedes";
+import type { Aedes, Client, ConnectPacket, PublishPacket } from "aedes";
 import type { Logger } from "../observability/logger.js";
 import { dropWillDelay, isEphemeralSession, sessionExpiryOf } from "./aedes-internals.js";
 import type { StoredPacket } from "./persistence-types.js";
@@ -12,6 +12,7 @@ interface TimerMethods {
   clearDelayedWill(clientId: string): void;
   _wipeSession(client: Client): void;
   publishWill(client: Client, will: PublishPacket): void;
+  preConnect(client: Client, packet: ConnectPacket, done: (...args: unknown[]) => void): void;
 }
 
 /** What the timers do when they fall due, on the engine's side. */
@@ -84,6 +85,24 @@ function publishWillsWithoutDelay(methods: TimerMethods, broker: Aedes): void {
 }
 
 /**
+ * A session of Session Expiry Interval 0 ends with its connection (no DISCONNECT may raise it
+ * [MQTT-3.14.2-2]), and its will goes out then, whatever its delay [MQTT-3.1.3-9]. The delay is
+ * dropped at CONNECT, so that the stored will says so too: survivors publishing a dead node's
+ * wills read no session there (a Clean Start one leaves no expiry in Redis) and would wait out
+ * the delay.
+ */
+function boundWillDelayBySession(methods: TimerMethods, broker: Aedes): void {
+  const preConnect = methods.preConnect.bind(broker);
+  methods.preConnect = (client, packet, done) => {
+    const v5 = packet as ConnectPacket & { protocolVersion?: number };
+    if (v5.protocolVersion === 5 && v5.will && !v5.properties?.sessionExpiryInterval) {
+      dropWillDelay(v5.will);
+    }
+    preConnect(client, packet, done);
+  };
+}
+
+/**
  * A node alone keeps aedes' own in-memory timers for session expiry and will delay; only the
  * session registry learns when a session ends (expired, or ended with its connection).
  */
@@ -106,6 +125,7 @@ export function useMemoryTimers(broker: Aedes, onEnded: (clientId: string) => vo
 export function useClusterTimers(broker: Aedes, deps: ClusterTimerDeps): DelayedWills {
   const methods = broker as unknown as TimerMethods;
   publishWillsWithoutDelay(methods, broker);
+  boundWillDelayBySession(methods, broker);
   const { timers, persistence, log } = deps;
   /** A delayed will's delay (s), from scheduleWill until the departure that carries it. */
   const pendingWills = new WeakMap<Client, number>();
