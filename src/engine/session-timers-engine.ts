@@ -52,7 +52,7 @@ export interface TimerPersistence {
   willsOf(clientId: string): Promise<Array<[brokerId: string, will: StoredPacket]>>;
   delWill(client: { id: string; brokerId?: string }): Promise<unknown>;
   unindexWill(brokerId: string, clientId: string): Promise<void>;
-  wipeSession(clientId: string): Promise<void>;
+  wipeSession(clientId: string, options?: { keepWills?: boolean }): Promise<void>;
 }
 
 export interface ClusterTimerDeps {
@@ -140,7 +140,9 @@ export function useClusterTimers(broker: Aedes, deps: ClusterTimerDeps): Delayed
       sessionSeconds,
       willDelaySeconds,
     });
-    if (outcome === "ended") await persistence.wipeSession(clientId);
+    // Ended with its connection: each will stored for the id is its connection's to publish
+    // or delete, and one whose PUBLISH failed waits there for its retry (durable-wills.ts).
+    if (outcome === "ended") await persistence.wipeSession(clientId, { keepWills: true });
     // A newer connection took the session over: this connection's delayed will is void.
     if (outcome === "superseded" && willDelaySeconds !== undefined) {
       await persistence.delWill({ id: clientId, brokerId: broker.id });
