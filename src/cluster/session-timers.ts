@@ -1,5 +1,6 @@
 import { RedisScripts } from "../engine/redis-scripts.js";
 import type {
+  DeferredWill,
   Departure,
   DepartureOutcome,
   SessionTimerActions,
@@ -111,16 +112,21 @@ export class SessionTimers implements TimerStore {
   }
 
   /**
-   * A dead node's delayed will, met by the will sweep: it is scheduled (from now) instead of
-   * published. Resolves false when the client is connected elsewhere again (the will is void).
+   * A dead node's delayed will, met by a will sweep: it is scheduled (from now) instead of
+   * published; void when the client is connected elsewhere again; left alone while the node
+   * holds its lease (only cut off from the others' pub/sub).
    */
-  async deferDeadNodeWill(brokerId: string, clientId: string, delaySeconds: number) {
+  async deferDeadNodeWill(
+    brokerId: string,
+    clientId: string,
+    delaySeconds: number,
+  ): Promise<DeferredWill> {
     const reply = await this.scripts.run(
       "deferWill",
       [STATE_KEYS.sessionTimers, OWNERS],
       [this.leasePrefix, this.intervalsPrefix, brokerId, clientId, delaySeconds * 1000],
     );
-    return reply === 1;
+    return reply === 1 ? "scheduled" : reply === 0 ? "void" : "alive";
   }
 
   private async due(member: string): Promise<boolean> {

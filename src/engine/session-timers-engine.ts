@@ -37,14 +37,24 @@ export interface Departure {
 /** What became of a departure. */
 export type DepartureOutcome = "superseded" | "scheduled" | "ended";
 
+/**
+ * What became of a dead node's delayed will: scheduled; void (its client is connected again);
+ * left alone (its node holds its lease: alive, only cut off from the others' pub/sub).
+ */
+export type DeferredWill = "scheduled" | "void" | "alive";
+
 /** Timers kept outside this node (in Redis: cluster/session-timers.ts). */
 export interface TimerStore {
   /** Starts firing timers that fall due, with these actions. */
   start(actions: SessionTimerActions): Promise<void>;
   /** Starts a departed connection's timers, unless a newer connection took its session over. */
   depart(departure: Departure): Promise<DepartureOutcome>;
-  /** Schedules a dead node's delayed will; false when its client is connected again. */
-  deferDeadNodeWill(brokerId: string, clientId: string, delaySeconds: number): Promise<boolean>;
+  /** Schedules a dead node's delayed will, unless its client is back or its node lives. */
+  deferDeadNodeWill(
+    brokerId: string,
+    clientId: string,
+    delaySeconds: number,
+  ): Promise<DeferredWill>;
 }
 
 /** What the cluster's timers need of the persistence (RedisPersistence). */
@@ -198,10 +208,10 @@ export function useClusterTimers(broker: Aedes, deps: ClusterTimerDeps): Delayed
 
   return {
     async defer(brokerId, clientId, delaySeconds) {
-      const scheduled = await timers.deferDeadNodeWill(brokerId, clientId, delaySeconds);
-      if (scheduled) await persistence.unindexWill(brokerId, clientId);
-      else await persistence.delWill({ id: clientId, brokerId });
-      return scheduled;
+      const outcome = await timers.deferDeadNodeWill(brokerId, clientId, delaySeconds);
+      if (outcome === "scheduled") await persistence.unindexWill(brokerId, clientId);
+      else if (outcome === "void") await persistence.delWill({ id: clientId, brokerId });
+      return outcome === "scheduled";
     },
   };
 }
