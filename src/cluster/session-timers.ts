@@ -142,8 +142,9 @@ export class SessionTimers implements TimerStore {
       // A live owner here is a connection whose claim would have cancelled the timer: a stale
       // entry or a claim under way. Due again after the lease, when that is settled.
       if (expired !== 1) return false;
-      // A will not yet out goes now: the session ends [MQTT-3.1.3-9].
-      await actions.publishWills(clientId);
+      // A will not yet out goes now: the session ends [MQTT-3.1.3-9]. The session's record is
+      // gone; its stored state waits for a will another node is publishing (due again).
+      if (!(await actions.publishWills(clientId))) return false;
       await actions.wipe(clientId);
       this.options.onSessionExpired();
       this.options.log.debug(
@@ -155,8 +156,7 @@ export class SessionTimers implements TimerStore {
     if (member.startsWith("w|")) {
       const publish = await this.scripts.run("willDue", [OWNERS], [this.leasePrefix, clientId]);
       if (publish !== 1) return false;
-      await actions.publishWills(clientId);
-      return true;
+      return actions.publishWills(clientId);
     }
     return true;
   }

@@ -1,6 +1,7 @@
 import type { Aedes, Client, ConnectPacket, PublishPacket } from "aedes";
 import type { Logger } from "../observability/logger.js";
 import { dropWillDelay, isEphemeralSession, sessionExpiryOf } from "./aedes-internals.js";
+import { UnforwardedError } from "./local-first.js";
 import type { StoredPacket } from "./persistence-types.js";
 
 /** The timer methods of aedes 2's broker that Sluice replaces (aedes.js). */
@@ -17,8 +18,11 @@ interface TimerMethods {
 
 /** What the timers do when they fall due, on the engine's side. */
 export interface SessionTimerActions {
-  /** Publishes the wills stored for the client (each once cluster-wide) and deletes them. */
-  publishWills(clientId: string): Promise<void>;
+  /**
+   * Publishes the wills stored for the client (each once cluster-wide) and deletes them;
+   * resolves false while one is left that another node (or this one, later) is publishing.
+   */
+  publishWills(clientId: string): Promise<boolean>;
   /** Removes everything the persistence holds for the client's session. */
   wipe(clientId: string): Promise<void>;
 }
@@ -68,7 +72,10 @@ export interface TimerPersistence {
 export interface ClusterTimerDeps {
   timers: TimerStore;
   persistence: TimerPersistence;
-  willClaims: { claim(brokerId: string, clientId: string): Promise<boolean> };
+  willClaims: {
+    claim(brokerId: string, clientId: string): Promise<boolean>;
+    release(brokerId: string, clientId: string): Promise<void>;
+  };
   /** The epoch the client's CONNECT claimed its id with. */
   epochOf(client: Client): number | undefined;
   /**
@@ -83,6 +90,21 @@ export interface ClusterTimerDeps {
 /** The dead-node will deferral broker-rules asks for (BrokerRulesDeps.delayedWills). */
 export interface DelayedWills {
   defer(brokerId: string, clientId: string, delaySeconds: number): Promise<boolean>;
+}
+
+const FIRST_RETRY_MS = 500;
+const MAX_RETRY_MS = 5_000;
+
+/** Runs `attempt` until it resolves, 0.5 s after each failure doubling to 5 s, while the broker is open. */
+function retryUntilDone(broker: Aedes, attempt: () => Promise<void>, tries = 0): void {
+  const timer = setTimeout(
+    () => {
+      if ((broker as unknown as TimerMethods).closed) return;
+      attempt().catch(() => retryUntilDone(broker, attempt, tries + 1));
+    },
+    Math.min(FIRST_RETRY_MS * 2 ** tries, MAX_RETRY_MS),
+  );
+  timer.unref();
 }
 
 /** Every will aedes publishes for a client goes out without its Will Delay Interval. */
@@ -187,15 +209,47 @@ export function useClusterTimers(broker: Aedes, deps: ClusterTimerDeps): Delayed
     new Promise((resolve, reject) =>
       broker.publish(packet, (err) => (err ? reject(err) : resolve())),
     );
-  const publishWills = async (clientId: string): Promise<void> => {
+  /** Wills this node published to its own subscribers and is still sending on to the others. */
+  const forwarding = new Set<string>();
+  const finish = async (brokerId: string, clientId: string): Promise<void> => {
+    await persistence.delWill({ id: clientId, brokerId });
+    deps.onWillPublished(clientId);
+  };
+  const forwardLater = (brokerId: string, clientId: string, forward: () => Promise<unknown>) => {
+    const key = `${brokerId}\n${clientId}`;
+    forwarding.add(key);
+    retryUntilDone(broker, async () => {
+      await forward();
+      await finish(brokerId, clientId);
+      forwarding.delete(key);
+    });
+  };
+  const publishWills = async (clientId: string): Promise<boolean> => {
+    let left = 0;
     for (const [brokerId, will] of await persistence.willsOf(clientId)) {
-      if (!(await deps.willClaims.claim(brokerId, clientId))) continue;
+      // Claimed elsewhere (being published there), or sent on from here: done once deleted.
+      if (
+        forwarding.has(`${brokerId}\n${clientId}`) ||
+        !(await deps.willClaims.claim(brokerId, clientId))
+      ) {
+        left++;
+        continue;
+      }
       dropWillDelay(will);
       deps.prepareWill?.(will as unknown as PublishPacket);
-      await publish(will as unknown as PublishPacket);
-      await persistence.delWill({ id: clientId, brokerId });
-      deps.onWillPublished(clientId);
+      try {
+        await publish(will as unknown as PublishPacket);
+      } catch (error) {
+        // This node's subscribers have it: the other nodes get it from here, not a second
+        // copy from the timer's next turn. Otherwise no one has it: the next turn, on any
+        // node, publishes it.
+        if (error instanceof UnforwardedError) forwardLater(brokerId, clientId, error.forward);
+        else await deps.willClaims.release(brokerId, clientId).catch(() => {});
+        throw error;
+      }
+      await finish(brokerId, clientId);
     }
+    return left === 0;
   };
   timers
     .start({ publishWills, wipe: (clientId) => persistence.wipeSession(clientId) })

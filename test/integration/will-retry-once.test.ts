@@ -7,6 +7,7 @@ import { LogCapture } from "../../harness/log-capture.js";
 import { connect, end, Inbox, type MqttClient } from "../../harness/mqtt-client.js";
 import { dropConnection, openV5 } from "../../harness/mqtt5-session.js";
 import { RedisServer } from "../../harness/redis-server.js";
+import type { LogLine } from "../../harness/sluice-process.js";
 
 /**
  * Issue 17, "wills exactly once": a will whose PUBLISH fails is published again later
@@ -20,7 +21,8 @@ describe("a will whose PUBLISH failed after reaching some subscribers", () => {
   let redis: RedisServer;
   let a: RunningNode;
   let b: RunningNode;
-  const log = new LogCapture("info");
+  const log = new LogCapture("debug");
+  const logB = new LogCapture("debug");
   const clients: MqttClient[] = [];
   const prefix = `wr${randomBytes(4).toString("hex")}:`;
 
@@ -36,7 +38,9 @@ describe("a will whose PUBLISH failed after reaching some subscribers", () => {
     a = await startNode({ nodeId: "node-a", redis: redisConfig }, process.cwd(), {
       logger: log.logger,
     });
-    b = await startNode({ nodeId: "node-b", redis: redisConfig });
+    b = await startNode({ nodeId: "node-b", redis: redisConfig }, process.cwd(), {
+      logger: logB.logger,
+    });
   });
 
   after(async () => {
@@ -134,6 +138,46 @@ describe("a will whose PUBLISH failed after reaching some subscribers", () => {
       will: { topic, payload: Buffer.from("gone"), qos: 1, retain: false },
     });
     await dropDuringFault(id, () => dropConnection(holder.client));
+    await assertOnce(topic, watched);
+  });
+
+  it("MQTT 5 delayed will fired by the cluster's timers: published once at its next turn", async () => {
+    const topic = `will-retry/delayed-${randomBytes(3).toString("hex")}`;
+    const watched = await watchers(topic);
+    const id = `delayed-${randomBytes(3).toString("hex")}`;
+    const holder = await openV5(a.urls.tcp as string, id, {
+      cleanStart: true,
+      expiry: 30,
+      will: {
+        topic,
+        payload: Buffer.from("gone"),
+        qos: 1,
+        retain: false,
+        properties: { willDelayInterval: 1 },
+      },
+    });
+    const failed = (line: LogLine) =>
+      line.event === "due_schedule.handler_failed" && line.key === "session-timers";
+    const published = (line: LogLine) =>
+      line.event === "client.will_published" && line.clientId === id;
+    await refusePublish(true);
+    try {
+      await dropConnection(holder.client);
+      // Either node's timers may fire it.
+      await withDeadline(
+        Promise.race([log.waitFor(failed), logB.waitFor(failed)]),
+        10_000,
+        "the timer's PUBLISH failed",
+      );
+    } finally {
+      await refusePublish(false);
+    }
+    // Due again after the timer claim's lease (10 s).
+    await withDeadline(
+      Promise.race([log.waitFor(published), logB.waitFor(published)]),
+      20_000,
+      "the will published at the timer's next turn",
+    );
     await assertOnce(topic, watched);
   });
 });
