@@ -305,7 +305,7 @@ export class MemoryPersistence {
     return true;
   }
 
-  /** A copy of the session's queue (it changes while aedes walks it), in the order a resume sends it. */
+  /** A copy of the session's queue (it changes while aedes walks it), in resend order. */
   private queueCopy(clientId: string): StoredPacket[] {
     return inResendOrder(this.outgoing.get(clientId) ?? []);
   }

@@ -95,7 +95,7 @@ export interface DelayedWills {
 const FIRST_RETRY_MS = 500;
 const MAX_RETRY_MS = 5_000;
 
-/** Runs `attempt` until it resolves, 0.5 s after each failure doubling to 5 s, while the broker is open. */
+/** Runs `attempt` until it resolves (after 0.5 s, doubling to 5 s), while the broker is open. */
 function retryUntilDone(broker: Aedes, attempt: () => Promise<void>, tries = 0): void {
   const timer = setTimeout(
     () => {
@@ -218,8 +218,10 @@ export function useClusterTimers(broker: Aedes, deps: ClusterTimerDeps): Delayed
   const forwardLater = (brokerId: string, clientId: string, forward: () => Promise<unknown>) => {
     const key = `${brokerId}\n${clientId}`;
     forwarding.add(key);
+    let forwarded = false;
     retryUntilDone(broker, async () => {
-      await forward();
+      if (!forwarded) await forward();
+      forwarded = true;
       await finish(brokerId, clientId);
       forwarding.delete(key);
     });
