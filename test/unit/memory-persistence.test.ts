@@ -116,6 +116,23 @@ describe("memory persistence", () => {
     assert.deepEqual(resent, ["pubrel 3", "pubrel 1", "m2", "m4"]);
   });
 
+  it("a resume walks a copy of the queue: acknowledgements during the walk skip nothing", async () => {
+    const { persistence } = store();
+    const packets = [1, 2, 3].map((n) => publish("t", `m${n}`));
+    for (const packet of packets)
+      await persistence.outgoingEnqueue({ clientId: client.id }, packet);
+    for (const [i, packet] of packets.entries())
+      await persistence.outgoingUpdate(client, { ...packet, messageId: i + 1 });
+    const walked: string[] = [];
+    // No PUBREL: the order is the queue's, and still a copy of it (inResendOrder).
+    for (const packet of await persistence.outgoingPackets(client)) {
+      walked.push(packet.payload?.toString() ?? "");
+      await persistence.outgoingClearMessageId(client, { messageId: packet.messageId as number });
+    }
+    assert.deepEqual(walked, ["m1", "m2", "m3"]);
+    assert.deepEqual(await persistence.outgoingPackets(client), []);
+  });
+
   it("a queue over its cap drops its oldest messages, keeps PUBRELs, and reports the drop", async () => {
     const { persistence, drops } = store(3);
     const pubrel = { ...publish("t"), cmd: "pubrel", messageId: 7 } as StoredPacket;
