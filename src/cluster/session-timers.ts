@@ -1,5 +1,6 @@
 import { RedisScripts } from "../engine/redis-scripts.js";
 import type {
+  DeferredWill,
   Departure,
   DepartureOutcome,
   SessionTimerActions,
@@ -111,16 +112,21 @@ export class SessionTimers implements TimerStore {
   }
 
   /**
-   * A dead node's delayed will, met by the will sweep: it is scheduled (from now) instead of
-   * published. Resolves false when the client is connected elsewhere again (the will is void).
+   * A dead node's delayed will, met by a will sweep: it is scheduled (from now) instead of
+   * published; void when the client is connected elsewhere again; left alone while the node
+   * holds its lease (only cut off from the others' pub/sub).
    */
-  async deferDeadNodeWill(brokerId: string, clientId: string, delaySeconds: number) {
+  async deferDeadNodeWill(
+    brokerId: string,
+    clientId: string,
+    delaySeconds: number,
+  ): Promise<DeferredWill> {
     const reply = await this.scripts.run(
       "deferWill",
       [STATE_KEYS.sessionTimers, OWNERS],
       [this.leasePrefix, this.intervalsPrefix, brokerId, clientId, delaySeconds * 1000],
     );
-    return reply === 1;
+    return reply === 1 ? "scheduled" : reply === 0 ? "void" : "alive";
   }
 
   private async due(member: string): Promise<boolean> {
@@ -136,8 +142,9 @@ export class SessionTimers implements TimerStore {
       // A live owner here is a connection whose claim would have cancelled the timer: a stale
       // entry or a claim under way. Due again after the lease, when that is settled.
       if (expired !== 1) return false;
-      // A will not yet out goes now: the session ends [MQTT-3.1.3-9].
-      await actions.publishWills(clientId);
+      // A will not yet out goes now: the session ends [MQTT-3.1.3-9]. The session's record is
+      // gone; its stored state waits for a will another node is publishing (due again).
+      if (!(await actions.publishWills(clientId))) return false;
       await actions.wipe(clientId);
       this.options.onSessionExpired();
       this.options.log.debug(
@@ -149,8 +156,7 @@ export class SessionTimers implements TimerStore {
     if (member.startsWith("w|")) {
       const publish = await this.scripts.run("willDue", [OWNERS], [this.leasePrefix, clientId]);
       if (publish !== 1) return false;
-      await actions.publishWills(clientId);
-      return true;
+      return actions.publishWills(clientId);
     }
     return true;
   }

@@ -24,6 +24,11 @@ export class WillClaims {
     return (await this.redis.set(key, "1", "PX", CLAIM_TTL_MS, "NX")) === "OK";
   }
 
+  /** Gives a claim up: its will was not published, another node may take it at once. */
+  async release(brokerId: string, clientId: string): Promise<void> {
+    await this.redis.del(STATE_KEYS.willClaim(brokerId, clientId));
+  }
+
   /**
    * aedes counts a node dead after three heartbeats missed over pub/sub, which a partition
    * between that node and the others' view of Redis causes too, while the node still holds its

@@ -1,6 +1,7 @@
 import type { Aedes, Client, PublishPacket } from "aedes";
 import type { Logger } from "../observability/logger.js";
 import { registeredClient } from "./aedes-internals.js";
+import { UnforwardedError } from "./local-first.js";
 
 /** The broker methods this replaces, and those it calls (aedes.js). */
 interface WillMethods {
@@ -40,6 +41,12 @@ interface PendingWill {
   attempts: number;
   /** Published; only the stored copy is left to delete. */
   published: boolean;
+  /**
+   * Sends it on to the other nodes alone, when the failed attempt reached this node's
+   * subscribers and the stored queues (its PUBLISH to Redis failed): published again whole,
+   * those would have it twice.
+   */
+  forward?: () => Promise<unknown>;
 }
 
 const FIRST_RETRY_MS = 500;
@@ -56,6 +63,10 @@ const MAX_RETRY_MS = 5_000;
  * only while the will is still stored (a survivor that took it deleted it). A newer connection
  * of the id registered here replaced the stored will at its CONNECT (aedes' storeWill): the
  * pending one is then published from memory and the stored one, the new connection's, kept.
+ *
+ * Once per subscriber: a failed attempt that got as far as this node's subscribers and the
+ * stored queues (its PUBLISH to Redis failed: local-first's UnforwardedError) is sent on to the
+ * other nodes alone when retried, not published whole again.
  */
 export class DurableWills {
   private readonly pending = new Set<PendingWill>();
@@ -87,7 +98,11 @@ export class DurableWills {
         }
         methods.publish(will, client, (error) => {
           if (error === undefined || error === null) this.forget(client, will, 0);
-          else this.keep({ client, will, attempts: 0, published: false }, error);
+          else {
+            const pending: PendingWill = { client, will, attempts: 0, published: false };
+            if (error instanceof UnforwardedError) pending.forward = error.forward;
+            this.keep(pending, error);
+          }
         });
       });
     };
@@ -153,7 +168,8 @@ export class DurableWills {
         );
         return;
       }
-      await this.publish(will, client);
+      if (pending.forward) await pending.forward();
+      else await this.publish(will, client);
       pending.published = true;
       this.deps.log.info(
         { event: "client.will_published_late", clientId, attempts: pending.attempts },

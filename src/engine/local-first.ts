@@ -52,6 +52,22 @@ export class PendingPublishes {
 }
 
 /**
+ * A PUBLISH that Redis did not take, of a message this node's own subscribers (and the stored
+ * queues aedes wrote before it) already have: `forward()` sends the same envelope again, to the
+ * other nodes alone, under the same id (a node that did get the first drops it as seen). Its
+ * name and message are the failure's.
+ */
+export class UnforwardedError extends Error {
+  constructor(
+    cause: Error,
+    readonly forward: () => Promise<unknown>,
+  ) {
+    super(cause.message, { cause });
+    this.name = cause.name;
+  }
+}
+
+/**
  * aedes' notices of each CONNECT, disconnection, SUBSCRIBE and UNSUBSCRIBE
  * (`$SYS/<broker>/new/clients`, `.../disconnect/clients`, `.../new/subscribes`,
  * `.../new/unsubscribes`): over Redis they were a PUBLISH per packet (a
@@ -172,7 +188,8 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
       },
       (error: Error) => {
         pending.answered(bytes);
-        (done ?? emitter._onError)?.(error);
+        if (done === undefined) emitter._onError?.(error);
+        else done(new UnforwardedError(error, () => publisher.publish(message.topic, envelope)));
       },
     );
   };

@@ -181,7 +181,13 @@ export class MemoryPersistence {
           return;
         }
       } else if (queued.messageId === packet.messageId) {
-        queue[i] = packet;
+        // A PUBREL moves to the end (a PUBREC again leaves it): a resume sends stored PUBRELs
+        // in PUBREC order [MQTT-4.6.0-4], as the Redis persistence keeps them (pubrel-4.lua).
+        if (packet.cmd !== "pubrel") queue[i] = packet;
+        else if (queued.cmd !== "pubrel") {
+          queue.splice(i, 1);
+          queue.push(packet);
+        }
         return;
       }
     }
@@ -299,8 +305,7 @@ export class MemoryPersistence {
     return true;
   }
 
-  /** A copy: the queue changes while aedes walks it. */
-  /** A copy of the session's queue, in the order a resume sends it. */
+  /** A copy of the session's queue (it changes while aedes walks it), in resend order. */
   private queueCopy(clientId: string): StoredPacket[] {
     return inResendOrder(this.outgoing.get(clientId) ?? []);
   }

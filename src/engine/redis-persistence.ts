@@ -478,16 +478,18 @@ export class RedisPersistence {
   /**
    * Removes all a session holds: subscriptions (the other nodes told, as for an UNSUBSCRIBE),
    * queue, packets and their identifiers, inbound QoS 2 packets, and wills. For a session that
-   * expired; its wills are published first by whoever calls this.
+   * expired; its wills are published first by whoever calls this. `keepWills` leaves them (a
+   * session that ended with its connection: their connections publish or delete them).
    */
-  async wipeSession(clientId: string): Promise<void> {
+  async wipeSession(clientId: string, options: { keepWills?: boolean } = {}): Promise<void> {
     await this.cleanSubscriptions({ id: clientId });
-    const brokers = await this.db.hkeys(this.keys.wills(clientId));
+    const wills = options.keepWills === true ? [] : [this.keys.wills(clientId)];
+    const brokers = wills.length === 0 ? [] : await this.db.hkeys(this.keys.wills(clientId));
     // One slot on a Cluster: the keys share the client's hash tag.
     const sessionKeys = [
       ...this.deliveryKeys(clientId),
       this.keys.incoming(clientId),
-      this.keys.wills(clientId),
+      ...wills,
       this.keys.sharedReleased(clientId),
     ];
     await Promise.all([

@@ -8,6 +8,9 @@ import type { StoredPacket } from "./persistence-types.js";
  * behind resent PUBLISHes would go out after the PUBRELs of their fresh PUBRECs, and a receiver
  * that hands a QoS 2 message on at PUBREL (MQTT.js does) would get it after later ones
  * [MQTT-4.6.0-6].
+ *
+ * Always a new array, also for a queue without PUBRELs: the memory persistence hands aedes this
+ * copy of a queue that changes while aedes walks it.
  */
 export function inResendOrder<Packet extends Pick<StoredPacket, "cmd">>(
   queue: readonly Packet[],

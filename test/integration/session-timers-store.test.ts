@@ -71,6 +71,7 @@ describe("session timers' guards", () => {
     await timers.start({
       publishWills: async (clientId) => {
         willsOut.push(clientId);
+        return true;
       },
       wipe: async (clientId) => {
         wiped.push(clientId);

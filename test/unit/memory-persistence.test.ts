@@ -99,6 +99,40 @@ describe("memory persistence", () => {
     assert.deepEqual(resent, ["pubrel 2", "pubrel 3", "m1", "m4"]);
   });
 
+  it("stored PUBRELs go out in the order their PUBRECs came, not their PUBLISHes' [MQTT-4.6.0-4]", async () => {
+    const { persistence } = store();
+    const packets = [1, 2, 3, 4].map((n) => publish("t", `m${n}`));
+    for (const packet of packets)
+      await persistence.outgoingEnqueue({ clientId: client.id }, packet);
+    for (const [i, packet] of packets.entries())
+      await persistence.outgoingUpdate(client, { ...packet, messageId: i + 1 });
+    // As the Redis persistence keeps them (pubrel-4.lua moves each to the end of the queue).
+    // The PUBREC of m3 twice: the stored PUBREL stays where the first put it.
+    for (const messageId of [3, 1, 3])
+      await persistence.outgoingUpdate(client, { cmd: "pubrel", messageId } as StoredPacket);
+    const resent = (await persistence.outgoingPackets(client)).map((p) =>
+      p.cmd === "pubrel" ? `pubrel ${p.messageId}` : p.payload?.toString(),
+    );
+    assert.deepEqual(resent, ["pubrel 3", "pubrel 1", "m2", "m4"]);
+  });
+
+  it("a resume walks a copy of the queue: acknowledgements during the walk skip nothing", async () => {
+    const { persistence } = store();
+    const packets = [1, 2, 3].map((n) => publish("t", `m${n}`));
+    for (const packet of packets)
+      await persistence.outgoingEnqueue({ clientId: client.id }, packet);
+    for (const [i, packet] of packets.entries())
+      await persistence.outgoingUpdate(client, { ...packet, messageId: i + 1 });
+    const walked: string[] = [];
+    // No PUBREL: the order is the queue's, and still a copy of it (inResendOrder).
+    for (const packet of await persistence.outgoingPackets(client)) {
+      walked.push(packet.payload?.toString() ?? "");
+      await persistence.outgoingClearMessageId(client, { messageId: packet.messageId as number });
+    }
+    assert.deepEqual(walked, ["m1", "m2", "m3"]);
+    assert.deepEqual(await persistence.outgoingPackets(client), []);
+  });
+
   it("a queue over its cap drops its oldest messages, keeps PUBRELs, and reports the drop", async () => {
     const { persistence, drops } = store(3);
     const pubrel = { ...publish("t"), cmd: "pubrel", messageId: 7 } as StoredPacket;
