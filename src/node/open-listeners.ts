@@ -8,7 +8,7 @@ import { PublishLimiter } from "../limits/publish-limiter.js";
 import type { SocketByteMeter } from "../observability/socket-byte-meter.js";
 import { createListener } from "../transport/create-listener.js";
 import type { Listener } from "../transport/listener.js";
-import { ConnectionIntake } from "./connection-intake.js";
+import { ConnectionIntake, type ServingState } from "./connection-intake.js";
 import type { NodeParts } from "./node-parts.js";
 
 export interface OpenListeners {
@@ -20,8 +20,8 @@ export interface ListenerDeps extends NodeParts {
   admission: ConnectAdmission;
   subscribePacer: SubscribePacer;
   byteMeter: SocketByteMeter;
-  /** Whether the node takes connections now (not while starting or draining). */
-  accepting(): boolean;
+  /** Whether the node takes connections now, or why not. */
+  serving(): ServingState;
 }
 
 /**
@@ -64,8 +64,10 @@ export async function openListeners(deps: ListenerDeps): Promise<OpenListeners> 
     subscribePacer: deps.subscribePacer,
     ownership: backend.ownership,
     devices: deps.devices,
-    accepting: deps.accepting,
+    serving: deps.serving,
+    serverReference: config.shutdown.serverReference,
     connectTimeoutMs: limits.connectTimeoutMs,
+    log: deps.log.child({ module: "admission" }),
   });
   const settings = {
     maxPacketBytes: limits.maxPacketBytes,
@@ -77,8 +79,8 @@ export async function openListeners(deps: ListenerDeps): Promise<OpenListeners> 
       listenerConfig,
       index,
       {
-        admitSocket: (socket, origin, answerable) =>
-          intake.admit(socket, origin.remoteAddress, answerable),
+        admitSocket: (socket, origin, transport) =>
+          intake.admit(socket, origin.remoteAddress, transport),
         onConnection: (connection) => intake.accept(connection),
         onRejected: (reason, error) => {
           metrics.markConnectionRejected(reason);
