@@ -11,6 +11,10 @@
  *
  *   npm run build && node dist/bench/refusal-cost.js [connects] [rounds] [baseline-cli]
  *
+ * With REFUSAL_TRANSPORT=tls the node listens on `tls` (a throwaway ECDSA P-256 PKI) and every
+ * refused client handshakes first, paced under the TLS answers' budget of 20 a second; silent
+ * sockets never start a handshake.
+ *
  * With a baseline CLI (another build's dist/src/cli.js, e.g. one that drops every refusal) the
  * two builds run interleaved, round by round, in the same sitting.
  */
@@ -19,6 +23,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { connect as netConnect, type Socket } from "node:net";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
+import { connect as tlsConnect } from "node:tls";
+import { createTestPki, type TestPki } from "../harness/certs.js";
 import { CLI, SluiceProcess } from "../harness/sluice-process.js";
 
 const CONNECTS = Number(process.argv[2] ?? 20_000);
@@ -30,10 +36,13 @@ const WINDOW = 32;
 const SILENT_ADDRESSES = 50;
 const SILENT_PER_ADDRESS = 20;
 const TICKS_PER_SECOND = 100;
-/** Under the node's 200 answers a second: every refusal of the paced flood is answered. */
-const PACED_PER_SECOND = 180;
+const TLS = process.env.REFUSAL_TRANSPORT === "tls";
+/** Under the node's 200 (TLS: 20) answers a second: every refusal of the paced flood is answered. */
+const PACED_PER_SECOND = TLS ? 18 : 180;
 /** Ten seconds of the paced flood. */
-const PACED_CONNECTS = 1_800;
+const PACED_CONNECTS = PACED_PER_SECOND * 10;
+/** The CA the TLS clients trust. */
+let pki: TestPki | undefined;
 
 /** An MQTT 5 CONNECT with a clean start, a client id and keep-alive 60 (about 20 bytes). */
 function connect5(clientId: string): Buffer {
@@ -62,9 +71,24 @@ function dial(port: number, localAddress?: string): Promise<Socket> {
   });
 }
 
+/** A TLS connection to the node, once its handshake is done. */
+function dialTls(port: number, localAddress?: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({
+      host: "127.0.0.1",
+      port,
+      servername: "localhost",
+      ...(localAddress === undefined ? {} : { localAddress }),
+      ...(pki === undefined ? {} : { ca: pki.read(pki.caCert) }),
+    });
+    socket.once("secureConnect", () => resolve(socket));
+    socket.once("error", reject);
+  });
+}
+
 /** Connects, sends a CONNECT, resolves on the close with whether a CONNACK came first. */
 async function refusedConnect(port: number, from: string, clientId: string): Promise<boolean> {
-  const socket = await dial(port, from).catch(() => undefined);
+  const socket = await (TLS ? dialTls : dial)(port, from).catch(() => undefined);
   if (socket === undefined) return false;
   return new Promise((resolve) => {
     let answered = false;
@@ -150,9 +174,9 @@ async function round(cli: string, dir: string) {
   );
   try {
     const { ports, httpPort } = await node.ready();
-    const port = Number(ports.tcp);
+    const port = Number(TLS ? ports.tls : ports.tcp);
     const pid = node.child.pid as number;
-    const held = await dial(port);
+    const held = await (TLS ? dialTls : dial)(port);
     held.write(connect5("holder"));
     await new Promise((resolve) => held.once("data", resolve));
     const measure = async (count: number, oneAddress: boolean, perSecond?: number) => {
@@ -189,10 +213,14 @@ async function round(cli: string, dir: string) {
 
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "sluice-refusal-cost-"));
+  if (TLS) pki = await createTestPki();
+  const listener = pki
+    ? `{ type: tls, host: 127.0.0.1, port: 0, cert: ${pki.serverCert}, key: ${pki.serverKey} }`
+    : "{ type: tcp, host: 127.0.0.1, port: 0 }";
   await writeFile(
     join(dir, "sluice.yaml"),
     [
-      "listeners: [{ type: tcp, host: 127.0.0.1, port: 0 }]",
+      `listeners: [${listener}]`,
       "http: { host: 127.0.0.1, port: 0 }",
       "auth: { allowAnonymous: true }",
       "limits: { connectTimeoutMs: 2000, connections: { perNode: 1 } }",
@@ -228,6 +256,7 @@ async function main(): Promise<void> {
         .join(" ")}`,
     );
     await rm(dir, { recursive: true, force: true });
+    await pki?.cleanup();
   }
 }
 

@@ -63,13 +63,15 @@ export const REFUSAL_ANSWER_BOUNDS = {
 } as const;
 
 /**
- * The bounds on `tls`, `ws` and `wss`, one budget for the three, where an answer costs a TLS
- * handshake (or an HTTP upgrade) first. An answered refusal over TLS cost the node about
- * 2.2-2.6 ms of CPU against 0.3-0.5 ms on plain TCP (bench/refusal-cost.ts --transport tls,
- * ECDSA P-256 certificate), so the rate is 20 a second: at most 5 % of a core, as 200 on plain
- * TCP. 16 places, one per address: a handshake in progress holds more memory than a plain
- * socket, and a client retrying over TLS has no second attempt in flight. The deadline
- * covers the handshake too.
+ * The bounds on `tls`, `ws` and `wss`, one budget for the three, where an answer pays for a TLS
+ * handshake (or an HTTP upgrade) first. Paced under the budget, an answered TLS refusal cost
+ * the node 1.5-1.8 ms of CPU against 0.72-0.78 ms for one dropped before its handshake
+ * (bench/refusal-cost.ts with REFUSAL_TRANSPORT=tls, ECDSA P-256, 2 cores, load 10; the idle
+ * node's own timers are in both): 0.8-1.1 ms more per answer, five times a plain answer's
+ * 0.1-0.2 ms. So a tenth of the plain rate, 20 a second, costs at most about 2 % of a core, as
+ * 200 do on plain TCP. 16 places and one per address: a socket in its handshake holds more
+ * memory than a plain one, and a device retries one connection at a time. The deadline covers
+ * the handshake.
  */
 export const HANDSHAKE_REFUSAL_ANSWER_BOUNDS = {
   maxAnswering: 16,
@@ -206,9 +208,7 @@ class PendingAnswer implements RefusalReply {
         if (read.status === "incomplete") continue;
         const { code, serverReference } = this.refusal;
         const connack =
-          read.status === "complete"
-            ? refusalConnack(read.head, code, serverReference)
-            : undefined;
+          read.status === "complete" ? refusalConnack(read.head, code, serverReference) : undefined;
         if (connack === undefined) {
           this.destroy();
           return;

@@ -7,17 +7,17 @@ import {
   quotaRefusal,
   REFUSAL_ANSWER_BOUNDS,
   type Refusal,
-  RefusalAnswers,
   type RefusalAnswerSettings,
+  RefusalAnswers,
 } from "../admission/refusal-answers.js";
 import { SampledRefusalLog } from "../admission/refusal-log.js";
 import type { ClientOwnership } from "../cluster/client-ownership.js";
+import type { ListenerType } from "../config/schema.js";
 import { closeWithWill } from "../engine/aedes-internals.js";
 import { hardenClient } from "../engine/engine-hardening.js";
 import type { PacketGuard } from "../engine/packet-guard.js";
 import { encodePublishesFor } from "../engine/publish-encoder.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
-import type { ListenerType } from "../config/schema.js";
 import { ReasonCode } from "../errors.js";
 import type { ClusterBackpressure } from "../limits/cluster-backpressure.js";
 import type { PublishLimiter } from "../limits/publish-limiter.js";
