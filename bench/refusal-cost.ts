@@ -12,8 +12,9 @@
  *   npm run build && node dist/bench/refusal-cost.js [connects] [rounds] [baseline-cli]
  *
  * With REFUSAL_TRANSPORT=tls the node listens on `tls` (a throwaway ECDSA P-256 PKI) and every
- * refused client handshakes first, paced under the TLS answers' budget of 20 a second; silent
- * sockets never start a handshake.
+ * refused client handshakes first, paced under the handshake answers' budget of 20 a second;
+ * with REFUSAL_TRANSPORT=ws the same over a `ws` listener (HTTP upgrade, then WebSocket
+ * frames). Silent sockets never start a handshake or a request.
  *
  * With a baseline CLI (another build's dist/src/cli.js, e.g. one that drops every refusal) the
  * two builds run interleaved, round by round, in the same sitting.
@@ -23,7 +24,9 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { connect as netConnect, type Socket } from "node:net";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Duplex } from "node:stream";
 import { connect as tlsConnect } from "node:tls";
+import { createWebSocketStream, WebSocket } from "ws";
 import { createTestPki, type TestPki } from "../harness/certs.js";
 import { CLI, SluiceProcess } from "../harness/sluice-process.js";
 
@@ -36,9 +39,15 @@ const WINDOW = 32;
 const SILENT_ADDRESSES = 50;
 const SILENT_PER_ADDRESS = 20;
 const TICKS_PER_SECOND = 100;
-const TLS = process.env.REFUSAL_TRANSPORT === "tls";
-/** Under the node's 200 (TLS: 20) answers a second: every refusal of the paced flood is answered. */
-const PACED_PER_SECOND = TLS ? 18 : 180;
+const TRANSPORT =
+  process.env.REFUSAL_TRANSPORT === "tls"
+    ? "tls"
+    : process.env.REFUSAL_TRANSPORT === "ws"
+      ? "ws"
+      : "tcp";
+const TLS = TRANSPORT === "tls";
+/** Under the node's 200 (TLS, WebSocket: 20) answers a second: every paced refusal is answered. */
+const PACED_PER_SECOND = TRANSPORT === "tcp" ? 180 : 18;
 /** Ten seconds of the paced flood. */
 const PACED_CONNECTS = PACED_PER_SECOND * 10;
 /** The CA the TLS clients trust. */
@@ -86,9 +95,26 @@ function dialTls(port: number, localAddress?: string): Promise<Socket> {
   });
 }
 
+/** A WebSocket to the node's `ws` listener as a byte stream, once the upgrade is done. */
+function dialWs(port: number, localAddress?: string): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/mqtt`, "mqtt", {
+      ...(localAddress === undefined ? {} : { localAddress }),
+    });
+    ws.once("open", () => resolve(createWebSocketStream(ws)));
+    ws.once("error", reject);
+  });
+}
+
+/** The MQTT stream of REFUSAL_TRANSPORT. */
+function dialMqtt(port: number, localAddress?: string): Promise<Duplex> {
+  if (TRANSPORT === "ws") return dialWs(port, localAddress);
+  return (TLS ? dialTls : dial)(port, localAddress);
+}
+
 /** Connects, sends a CONNECT, resolves on the close with whether a CONNACK came first. */
 async function refusedConnect(port: number, from: string, clientId: string): Promise<boolean> {
-  const socket = await (TLS ? dialTls : dial)(port, from).catch(() => undefined);
+  const socket = await dialMqtt(port, from).catch(() => undefined);
   if (socket === undefined) return false;
   return new Promise((resolve) => {
     let answered = false;
@@ -97,6 +123,8 @@ async function refusedConnect(port: number, from: string, clientId: string): Pro
       if (chunk[0] === 0x20) answered = true;
     });
     socket.once("close", () => resolve(answered));
+    // A WebSocket's stream ends at the close frame and emits 'close' only once destroyed.
+    if (TRANSPORT === "ws") socket.once("end", () => socket.destroy());
     socket.write(connect5(clientId));
   });
 }
@@ -174,9 +202,9 @@ async function round(cli: string, dir: string) {
   );
   try {
     const { ports, httpPort } = await node.ready();
-    const port = Number(TLS ? ports.tls : ports.tcp);
+    const port = Number(ports[TRANSPORT]);
     const pid = node.child.pid as number;
-    const held = await (TLS ? dialTls : dial)(port);
+    const held = await dialMqtt(port);
     held.write(connect5("holder"));
     await new Promise((resolve) => held.once("data", resolve));
     const measure = async (count: number, oneAddress: boolean, perSecond?: number) => {
@@ -216,7 +244,7 @@ async function main(): Promise<void> {
   if (TLS) pki = await createTestPki();
   const listener = pki
     ? `{ type: tls, host: 127.0.0.1, port: 0, cert: ${pki.serverCert}, key: ${pki.serverKey} }`
-    : "{ type: tcp, host: 127.0.0.1, port: 0 }";
+    : `{ type: ${TRANSPORT}, host: 127.0.0.1, port: 0 }`;
   await writeFile(
     join(dir, "sluice.yaml"),
     [

@@ -64,14 +64,14 @@ export const REFUSAL_ANSWER_BOUNDS = {
 
 /**
  * The bounds on `tls`, `ws` and `wss`, one budget for the three, where an answer pays for a TLS
- * handshake (or an HTTP upgrade) first. Paced under the budget, an answered TLS refusal cost
- * the node 1.5-1.8 ms of CPU against 0.72-0.78 ms for one dropped before its handshake
- * (bench/refusal-cost.ts with REFUSAL_TRANSPORT=tls, ECDSA P-256, 2 cores, load 10; the idle
- * node's own timers are in both): 0.8-1.1 ms more per answer, five times a plain answer's
- * 0.1-0.2 ms. So a tenth of the plain rate, 20 a second, costs at most about 2 % of a core, as
- * 200 do on plain TCP. 16 places and one per address: a socket in its handshake holds more
- * memory than a plain one, and a device retries one connection at a time. The deadline covers
- * the handshake.
+ * handshake or an HTTP upgrade first. Paced under the budget, an answered refusal cost the node
+ * 1.5-1.8 ms of CPU over TLS and 1.8-1.9 ms over WebSocket, against 0.67-0.78 ms for one dropped
+ * before its handshake or request (bench/refusal-cost.ts with REFUSAL_TRANSPORT=tls or ws, ECDSA
+ * P-256, 2 cores, load 9-14; the idle node's own timers are in all): 0.8-1.2 ms more per answer,
+ * five to ten times a plain answer's 0.1-0.2 ms. So a tenth of the plain rate, 20 a second,
+ * costs about 2 % of a core (up to 4 % on `wss`, which pays both), as 200 do on plain TCP. 16
+ * places and one per address: a socket in its handshake holds more memory than a plain one, and
+ * a device retries one connection at a time. The deadline covers the handshake.
  */
 export const HANDSHAKE_REFUSAL_ANSWER_BOUNDS = {
   maxAnswering: 16,
