@@ -11,6 +11,11 @@
  *
  *   npm run build && node dist/bench/refusal-cost.js [connects] [rounds] [baseline-cli]
  *
+ * With REFUSAL_TRANSPORT=tls the node listens on `tls` (a throwaway ECDSA P-256 PKI) and every
+ * refused client handshakes first, paced under the handshake answers' budget of 20 a second;
+ * with REFUSAL_TRANSPORT=ws the same over a `ws` listener (HTTP upgrade, then WebSocket
+ * frames). Silent sockets never start a handshake or a request.
+ *
  * With a baseline CLI (another build's dist/src/cli.js, e.g. one that drops every refusal) the
  * two builds run interleaved, round by round, in the same sitting.
  */
@@ -19,6 +24,10 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { connect as netConnect, type Socket } from "node:net";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Duplex } from "node:stream";
+import { connect as tlsConnect } from "node:tls";
+import { createWebSocketStream, WebSocket } from "ws";
+import { createTestPki, type TestPki } from "../harness/certs.js";
 import { CLI, SluiceProcess } from "../harness/sluice-process.js";
 
 const CONNECTS = Number(process.argv[2] ?? 20_000);
@@ -30,10 +39,19 @@ const WINDOW = 32;
 const SILENT_ADDRESSES = 50;
 const SILENT_PER_ADDRESS = 20;
 const TICKS_PER_SECOND = 100;
-/** Under the node's 200 answers a second: every refusal of the paced flood is answered. */
-const PACED_PER_SECOND = 180;
+const TRANSPORT =
+  process.env.REFUSAL_TRANSPORT === "tls"
+    ? "tls"
+    : process.env.REFUSAL_TRANSPORT === "ws"
+      ? "ws"
+      : "tcp";
+const TLS = TRANSPORT === "tls";
+/** Under the node's 200 (TLS, WebSocket: 20) answers a second: every paced refusal is answered. */
+const PACED_PER_SECOND = TRANSPORT === "tcp" ? 180 : 18;
 /** Ten seconds of the paced flood. */
-const PACED_CONNECTS = 1_800;
+const PACED_CONNECTS = PACED_PER_SECOND * 10;
+/** The CA the TLS clients trust. */
+let pki: TestPki | undefined;
 
 /** An MQTT 5 CONNECT with a clean start, a client id and keep-alive 60 (about 20 bytes). */
 function connect5(clientId: string): Buffer {
@@ -62,9 +80,41 @@ function dial(port: number, localAddress?: string): Promise<Socket> {
   });
 }
 
+/** A TLS connection to the node, once its handshake is done. */
+function dialTls(port: number, localAddress?: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({
+      host: "127.0.0.1",
+      port,
+      servername: "localhost",
+      ...(localAddress === undefined ? {} : { localAddress }),
+      ...(pki === undefined ? {} : { ca: pki.read(pki.caCert) }),
+    });
+    socket.once("secureConnect", () => resolve(socket));
+    socket.once("error", reject);
+  });
+}
+
+/** A WebSocket to the node's `ws` listener as a byte stream, once the upgrade is done. */
+function dialWs(port: number, localAddress?: string): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/mqtt`, "mqtt", {
+      ...(localAddress === undefined ? {} : { localAddress }),
+    });
+    ws.once("open", () => resolve(createWebSocketStream(ws)));
+    ws.once("error", reject);
+  });
+}
+
+/** The MQTT stream of REFUSAL_TRANSPORT. */
+function dialMqtt(port: number, localAddress?: string): Promise<Duplex> {
+  if (TRANSPORT === "ws") return dialWs(port, localAddress);
+  return (TLS ? dialTls : dial)(port, localAddress);
+}
+
 /** Connects, sends a CONNECT, resolves on the close with whether a CONNACK came first. */
 async function refusedConnect(port: number, from: string, clientId: string): Promise<boolean> {
-  const socket = await dial(port, from).catch(() => undefined);
+  const socket = await dialMqtt(port, from).catch(() => undefined);
   if (socket === undefined) return false;
   return new Promise((resolve) => {
     let answered = false;
@@ -73,6 +123,8 @@ async function refusedConnect(port: number, from: string, clientId: string): Pro
       if (chunk[0] === 0x20) answered = true;
     });
     socket.once("close", () => resolve(answered));
+    // A WebSocket's stream ends at the close frame and emits 'close' only once destroyed.
+    if (TRANSPORT === "ws") socket.once("end", () => socket.destroy());
     socket.write(connect5(clientId));
   });
 }
@@ -150,9 +202,9 @@ async function round(cli: string, dir: string) {
   );
   try {
     const { ports, httpPort } = await node.ready();
-    const port = Number(ports.tcp);
+    const port = Number(ports[TRANSPORT]);
     const pid = node.child.pid as number;
-    const held = await dial(port);
+    const held = await dialMqtt(port);
     held.write(connect5("holder"));
     await new Promise((resolve) => held.once("data", resolve));
     const measure = async (count: number, oneAddress: boolean, perSecond?: number) => {
@@ -189,10 +241,14 @@ async function round(cli: string, dir: string) {
 
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "sluice-refusal-cost-"));
+  if (TLS) pki = await createTestPki();
+  const listener = pki
+    ? `{ type: tls, host: 127.0.0.1, port: 0, cert: ${pki.serverCert}, key: ${pki.serverKey} }`
+    : `{ type: ${TRANSPORT}, host: 127.0.0.1, port: 0 }`;
   await writeFile(
     join(dir, "sluice.yaml"),
     [
-      "listeners: [{ type: tcp, host: 127.0.0.1, port: 0 }]",
+      `listeners: [${listener}]`,
       "http: { host: 127.0.0.1, port: 0 }",
       "auth: { allowAnonymous: true }",
       "limits: { connectTimeoutMs: 2000, connections: { perNode: 1 } }",
@@ -228,6 +284,7 @@ async function main(): Promise<void> {
         .join(" ")}`,
     );
     await rm(dir, { recursive: true, force: true });
+    await pki?.cleanup();
   }
 }
 

@@ -145,8 +145,10 @@ export class Engine {
       subscribePacer,
       ownership: undefined,
       devices: undefined,
-      accepting: () => true,
+      serving: () => "ready",
+      serverReference: undefined,
       connectTimeoutMs: config.limits.connectTimeoutMs,
+      log,
     });
     const closeParts = async (): Promise<void> => {
       await new Promise<void>((resolve) => broker.close(() => resolve()));
@@ -201,7 +203,7 @@ export class Engine {
   }
 
   private handOver(stream: Duplex, socket: Socket, wire: WireClient): EngineConnection {
-    this.intake.admit(socket, "127.0.0.1", true);
+    this.intake.admit(socket, "127.0.0.1", "tcp");
     this.intake.accept({
       stream,
       socket,

@@ -2,8 +2,17 @@ import type { Socket } from "node:net";
 import type { Aedes, Client } from "aedes";
 import type { ConnectAdmission } from "../admission/connect-admission.js";
 import type { ConnectionQuotas } from "../admission/connection-quotas.js";
-import { REFUSAL_ANSWER_BOUNDS, RefusalAnswers } from "../admission/refusal-answers.js";
+import {
+  HANDSHAKE_REFUSAL_ANSWER_BOUNDS,
+  quotaRefusal,
+  REFUSAL_ANSWER_BOUNDS,
+  type Refusal,
+  type RefusalAnswerSettings,
+  RefusalAnswers,
+} from "../admission/refusal-answers.js";
+import { SampledRefusalLog } from "../admission/refusal-log.js";
 import type { ClientOwnership } from "../cluster/client-ownership.js";
+import type { ListenerType } from "../config/schema.js";
 import { closeWithWill } from "../engine/aedes-internals.js";
 import { hardenClient } from "../engine/engine-hardening.js";
 import type { EnhancedAuth } from "../engine/enhanced-auth.js";
@@ -15,11 +24,15 @@ import type { ClusterBackpressure } from "../limits/cluster-backpressure.js";
 import type { PublishLimiter } from "../limits/publish-limiter.js";
 import { auditSubject } from "../mqtt/broker-rules.js";
 import type { ClientContexts } from "../mqtt/client-context.js";
+import type { Logger } from "../observability/logger.js";
 import type { SluiceMetrics } from "../observability/metrics.js";
 import type { SocketByteMeter } from "../observability/socket-byte-meter.js";
 import { protocolLabel } from "../protocol/protocol-version.js";
 import type { DeviceRegistry } from "../registry/device-registry.js";
-import { type ClientConnection, rawSocket } from "../transport/listener.js";
+import { type ClientConnection, rawSocket, type SocketAdmission } from "../transport/listener.js";
+
+/** Whether the node takes connections: `ready`, or why not. */
+export type ServingState = "starting" | "ready" | "draining" | "stopped" | "fenced";
 
 export interface ConnectionIntakeDeps {
   broker: Aedes;
@@ -36,13 +49,19 @@ export interface ConnectionIntakeDeps {
   subscribePacer: SubscribePacer;
   ownership: ClientOwnership | undefined;
   devices: DeviceRegistry | undefined;
-  /** Whether the node takes connections now (not while starting or draining). */
-  accepting(): boolean;
+  /** Whether the node takes connections now, or why not. */
+  serving(): ServingState;
+  /** `shutdown.serverReference`: where sockets arriving while the node drains are sent (0x9C). */
+  serverReference: string | undefined;
   /** `limits.connectTimeoutMs`, which also caps how long a refused socket is read. */
   connectTimeoutMs: number;
   /** MQTT 5 enhanced authentication (AUTH packets before the CONNECT reaches aedes). */
   enhancedAuth?: EnhancedAuth | undefined;
+  log: Logger;
 }
+
+/** A node that is starting, or fenced from Redis: 0x88 (3 for MQTT 3.1.1), retry later. */
+const UNAVAILABLE: Refusal = { code: ReasonCode.ServerUnavailable };
 
 /**
  * How a socket becomes an aedes client: socket quotas once per socket, before a byte of MQTT or
@@ -57,8 +76,12 @@ export class ConnectionIntake {
   private readonly awaitingHandOver = new Map<Socket, string>();
   /** The 'close' listener of every admitted socket, which it is called on. */
   private readonly onAdmittedSocketClose: (this: Socket) => void;
-  /** CONNACKs for sockets the quotas refused, where affordable. */
-  private readonly refusals: RefusalAnswers;
+  /** CONNACKs for refused sockets where affordable: on plain TCP, and after a handshake. */
+  private readonly plainAnswers: RefusalAnswers<ListenerType>;
+  private readonly handshakeAnswers: RefusalAnswers<ListenerType>;
+  /** Why a socket arriving while the node drains is refused. */
+  private readonly draining: Refusal;
+  private readonly refusalLog: SampledRefusalLog;
 
   constructor(private readonly deps: ConnectionIntakeDeps) {
     const intake = this;
@@ -66,35 +89,38 @@ export class ConnectionIntake {
       intake.socketClosed(this);
     };
     deps.broker.on("client", (client: Client) => this.registered(client));
-    this.refusals = new RefusalAnswers(
-      {
-        ...REFUSAL_ANSWER_BOUNDS,
-        deadlineMs: Math.min(REFUSAL_ANSWER_BOUNDS.deadlineMs, deps.connectTimeoutMs),
-      },
-      {
-        overloaded: () => deps.admission.beforeAuthentication() !== undefined,
-        counted: (outcome) => deps.metrics.markRefusalAnswer(outcome),
-      },
-    );
+    const answers = (bounds: RefusalAnswerSettings) =>
+      new RefusalAnswers<ListenerType>(
+        { ...bounds, deadlineMs: Math.min(bounds.deadlineMs, deps.connectTimeoutMs) },
+        {
+          overloaded: () => deps.admission.beforeAuthentication() !== undefined,
+          counted: (outcome, transport) => deps.metrics.markRefusalAnswer(outcome, transport),
+        },
+      );
+    this.plainAnswers = answers(REFUSAL_ANSWER_BOUNDS);
+    this.handshakeAnswers = answers(HANDSHAKE_REFUSAL_ANSWER_BOUNDS);
+    this.draining =
+      deps.serverReference === undefined
+        ? { code: ReasonCode.ServerShuttingDown }
+        : { code: ReasonCode.UseAnotherServer, serverReference: deps.serverReference };
+    this.refusalLog = new SampledRefusalLog(deps.log);
   }
 
   /**
-   * An admitted socket is counted until it closes. A refused one is answered with a CONNACK
-   * when it is `answerable` (its bytes are MQTT, no TLS or HTTP in front) and the answers'
-   * bound allows, else closed at once.
+   * An admitted socket is counted until it closes. A refused one (by a quota, or because the
+   * node is starting, draining or fenced) is answered with a CONNACK when the answers' budget
+   * of its `transport` allows, else closed at once.
    */
-  admit(socket: Socket, ip: string, answerable: boolean): boolean {
+  admit(socket: Socket, ip: string, transport: ListenerType): SocketAdmission {
     const { quotas, metrics } = this.deps;
-    if (!this.deps.accepting() || socket.destroyed) {
-      socket.destroy();
-      return false;
-    }
+    if (socket.destroyed) return "refused";
+    const unavailable = this.unavailable();
+    if (unavailable !== undefined) return this.refuse(socket, ip, unavailable, transport);
     const rejection = quotas.admit(ip);
     if (rejection !== undefined) {
       metrics.markConnectionRejected(rejection);
-      if (answerable) this.refusals.answer(socket, ip, rejection);
-      else socket.destroy();
-      return false;
+      this.refusalLog.refused(rejection, ip, transport);
+      return this.refuse(socket, ip, quotaRefusal(rejection), transport);
     }
     // Everything a connection's end releases, in this one listener, shared by every socket: a
     // socket admitted but never handed over (a failed TLS handshake) must give its quota back
@@ -102,12 +128,39 @@ export class ConnectionIntake {
     // not `once`: a socket emits 'close' once, and once() allocates a wrapper per connection.
     this.awaitingHandOver.set(socket, ip);
     socket.on("close", this.onAdmittedSocketClose);
-    return true;
+    return "admitted";
+  }
+
+  /**
+   * A TLS handshake or an HTTP upgrade costs far more than a TCP accept: those refusals answer
+   * from their own, smaller budget.
+   */
+  private refuse(
+    socket: Socket,
+    ip: string,
+    refusal: Refusal,
+    transport: ListenerType,
+  ): SocketAdmission {
+    const answers = transport === "tcp" ? this.plainAnswers : this.handshakeAnswers;
+    return answers.begin(socket, ip, refusal, transport) ?? "refused";
+  }
+
+  /** Why the node takes no connection now; undefined while it serves. */
+  private unavailable(): Refusal | undefined {
+    switch (this.deps.serving()) {
+      case "ready":
+        return undefined;
+      case "draining":
+      case "stopped":
+        return this.draining;
+      default:
+        return UNAVAILABLE;
+    }
   }
 
   /** A connection the listener admitted and made ready for MQTT: handed to aedes. */
   accept(connection: ClientConnection): void {
-    if (!this.deps.accepting()) {
+    if (this.deps.serving() !== "ready") {
       connection.stream.destroy();
       return;
     }

@@ -9,7 +9,7 @@ import { PublishLimiter } from "../limits/publish-limiter.js";
 import type { SocketByteMeter } from "../observability/socket-byte-meter.js";
 import { createListener } from "../transport/create-listener.js";
 import type { Listener } from "../transport/listener.js";
-import { ConnectionIntake } from "./connection-intake.js";
+import { ConnectionIntake, type ServingState } from "./connection-intake.js";
 import type { NodeParts } from "./node-parts.js";
 
 export interface OpenListeners {
@@ -21,8 +21,8 @@ export interface ListenerDeps extends NodeParts {
   admission: ConnectAdmission;
   subscribePacer: SubscribePacer;
   byteMeter: SocketByteMeter;
-  /** Whether the node takes connections now (not while starting or draining). */
-  accepting(): boolean;
+  /** Whether the node takes connections now, or why not. */
+  serving(): ServingState;
   enhancedAuth?: EnhancedAuth | undefined;
 }
 
@@ -66,9 +66,11 @@ export async function openListeners(deps: ListenerDeps): Promise<OpenListeners> 
     subscribePacer: deps.subscribePacer,
     ownership: backend.ownership,
     devices: deps.devices,
-    accepting: deps.accepting,
+    serving: deps.serving,
+    serverReference: config.shutdown.serverReference,
     connectTimeoutMs: limits.connectTimeoutMs,
     enhancedAuth: deps.enhancedAuth,
+    log: deps.log.child({ module: "admission" }),
   });
   const settings = {
     maxPacketBytes: limits.maxPacketBytes,
@@ -80,8 +82,8 @@ export async function openListeners(deps: ListenerDeps): Promise<OpenListeners> 
       listenerConfig,
       index,
       {
-        admitSocket: (socket, origin, answerable) =>
-          intake.admit(socket, origin.remoteAddress, answerable),
+        admitSocket: (socket, origin, transport) =>
+          intake.admit(socket, origin.remoteAddress, transport),
         onConnection: (connection) => intake.accept(connection),
         onRejected: (reason, error) => {
           metrics.markConnectionRejected(reason);

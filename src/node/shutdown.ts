@@ -19,9 +19,9 @@ export interface ShutdownParts {
 }
 
 /**
- * A node's shutdown as named phases, each with a time bound: not ready, stop accepting,
- * disconnect clients spread over `drainMs`, then close the admin API, the broker, Redis and
- * the probes, in that order.
+ * A node's shutdown as named phases, each with a time bound: not ready (new sockets refused),
+ * disconnect clients spread over `drainMs`, stop accepting, then close the admin API, the
+ * broker, Redis and the probes, in that order.
  */
 export function shutdownPhases(
   parts: ShutdownParts,
@@ -32,19 +32,21 @@ export function shutdownPhases(
   return [
     { name: "not-ready", timeoutMs: 1_000, run: async () => parts.stopServing() },
     {
-      name: "stop-accepting",
-      timeoutMs: 5_000,
-      run: async () => {
-        await Promise.all(parts.listeners.map((l) => l.stopAccepting()));
-      },
-    },
-    {
       name: "disconnect-clients",
       timeoutMs: drainMs + 5_000,
       run: async () => {
         if (!broker) return;
         const { publishWills, serverReference } = parts;
         await drainClients(broker, { drainMs, publishWills, serverReference }, log);
+      },
+    },
+    // After the drain: until then a socket that still arrives is refused with a CONNACK
+    // (0x8B, or 0x9C with the Server Reference) rather than a reset.
+    {
+      name: "stop-accepting",
+      timeoutMs: 5_000,
+      run: async () => {
+        await Promise.all(parts.listeners.map((l) => l.stopAccepting()));
       },
     },
     { name: "close-admin", timeoutMs: 2_000, run: () => parts.closeAdmin() },

@@ -386,17 +386,20 @@ export class SluiceMetrics {
   }
 
   /**
-   * Sockets refused by a socket quota on a plain MQTT listener (the ones a CONNACK can answer),
-   * by outcome; each is also in sluice_connections_rejected_total under its quota's reason.
+   * Sockets refused by a socket quota, or while the node starts, drains or is fenced, by outcome
+   * and listener type; a quota's refusal is also in sluice_connections_rejected_total.
    */
   private readonly refusalAnswers = new Counter({
     name: "sluice_connection_refusal_answers_total",
-    help: "Socket-quota refusals on plain MQTT listeners: answered with a CONNACK, dropped at once (answers at their bound, or overload), or unread (no CONNECT in time and size)",
-    labelNames: ["outcome"],
+    help: "Refused sockets (socket quotas; node starting, draining or fenced) by listener type: answered with a CONNACK, dropped at once (answers at their bound, or overload), or unread (no CONNECT in time and size, or no completed TLS handshake or WebSocket upgrade)",
+    labelNames: ["outcome", "transport"],
     registers: [this.registry],
   });
 
-  markRefusalAnswer(outcome: "answered" | "dropped" | "unread"): void {
-    this.refusalAnswers.inc({ outcome });
+  markRefusalAnswer(
+    outcome: "answered" | "dropped" | "unread",
+    transport: "tcp" | "tls" | "ws" | "wss",
+  ): void {
+    this.refusalAnswers.inc({ outcome, transport });
   }
 }

@@ -2,6 +2,7 @@ import type { IncomingMessage } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { PeerCertificate } from "node:tls";
+import type { RefusalReply } from "../admission/refusal-answers.js";
 import type { ListenerConfig, ListenerType } from "../config/schema.js";
 import { normalizeAddress } from "./trusted-proxies.js";
 
@@ -45,18 +46,23 @@ export type ListenerRejection =
   /** No complete PROXY header within `limits.connectTimeoutMs`. */
   | "proxy_header_timeout";
 
+/**
+ * What admitSocket decided: `admitted` (counted until it closes), `refused` (destroyed, no longer
+ * the listener's), or a reply: refused, to be answered with a CONNACK once the listener has the
+ * socket's MQTT stream (at once on plain TCP; after the TLS handshake or the WebSocket upgrade).
+ */
+export type SocketAdmission = "admitted" | "refused" | RefusalReply;
+
 export interface ListenerEvents {
   /**
-   * The socket quotas, asked exactly once per socket, synchronously, as soon as the client's
-   * address is known and before any other work is spent on it: on accept, after a PROXY header,
-   * and for TLS before the handshake (a refused client must not cost one). Only a WebSocket
-   * from a trusted proxy is asked at its upgrade request, whose X-Forwarded-For names the
-   * client. On false the socket is no longer the listener's (destroyed, or, when it is
-   * `answerable`, its CONNECT read and answered with a refusal) and the refusal is counted; on
-   * true it is counted until it closes. `answerable`: the socket's next bytes are MQTT itself
-   * (plain TCP, after a PROXY header too), no TLS handshake or HTTP request in front.
+   * The socket quotas (and whether the node takes connections at all), asked exactly once per
+   * socket, synchronously, as soon as the client's address is known and before any other work
+   * is spent on it: on accept, after a PROXY header, and for TLS before the handshake (a refused
+   * client costs one only within the answers' bounds). Only a WebSocket from a trusted proxy is
+   * asked at its upgrade request, whose X-Forwarded-For names the client. `transport`: what the
+   * listener must do before the socket's bytes are MQTT, which sets the answers' budget.
    */
-  admitSocket(socket: Socket, origin: ClientOrigin, answerable: boolean): boolean;
+  admitSocket(socket: Socket, origin: ClientOrigin, transport: ListenerType): SocketAdmission;
   /** A connection ready for MQTT, already admitted by admitSocket. */
   onConnection: ConnectionHandler;
   onRejected(reason: ListenerRejection, error?: Error): void;
@@ -101,4 +107,31 @@ export function verifiedPeerCertificate(socket: {
   if (!socket.authorized) return undefined;
   const cert = socket.getPeerCertificate();
   return cert && Object.keys(cert).length > 0 ? cert : undefined;
+}
+
+/**
+ * Refused raw sockets whose TLS handshake or HTTP upgrade runs on, to be answered once their
+ * MQTT stream exists; an entry goes with its socket.
+ */
+export class PendingRefusals {
+  private readonly replies = new WeakMap<Socket, RefusalReply>();
+
+  /** Whether the listener's server goes on with `socket` (admitted, or refused with a reply). */
+  hold(socket: Socket, admission: SocketAdmission): boolean {
+    if (admission === "refused") return false;
+    if (admission !== "admitted") this.replies.set(socket, admission);
+    return true;
+  }
+
+  /** The reply waiting for the raw socket under `socket`, taken out; undefined if admitted. */
+  take(socket: Socket): RefusalReply | undefined {
+    const raw = rawSocket(socket);
+    const reply = this.replies.get(raw);
+    if (reply !== undefined) this.replies.delete(raw);
+    return reply;
+  }
+
+  has(socket: Socket): boolean {
+    return this.replies.has(rawSocket(socket));
+  }
 }

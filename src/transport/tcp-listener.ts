@@ -12,6 +12,7 @@ import {
   type ClientOrigin,
   type Listener,
   type ListenerEvents,
+  PendingRefusals,
   socketOrigin,
   verifiedPeerCertificate,
 } from "./listener.js";
@@ -46,6 +47,14 @@ export class TcpListener implements Listener {
     const { tls, proxyProtocol } = options;
     this.reloadMaterial = tls?.options;
     const origins = proxyProtocol ? new OriginsByConnection() : undefined;
+    // Plain MQTT: admitted, or answered on the socket itself.
+    const plain = (socket: Socket, origin: ClientOrigin): void => {
+      const admission = events.admitSocket(socket, origin, "tcp");
+      if (admission === "admitted") events.onConnection(streamConnection(socket, "tcp", origin));
+      else if (admission !== "refused") admission.answer(socket);
+    };
+    // Refused sockets whose handshake goes on so that their CONNECT can be answered over TLS.
+    const refused = new PendingRefusals();
     if (config.type === "tls") {
       if (!tls) throw new TypeError("a tls listener needs TLS options");
       const server = createTlsServer({
@@ -53,6 +62,12 @@ export class TcpListener implements Listener {
         handshakeTimeout: tls.handshakeTimeoutMs,
       });
       server.on("secureConnection", (socket: TLSSocket) => {
+        const reply = refused.take(socket);
+        if (reply !== undefined) {
+          origins?.take(socket);
+          reply.answer(socket);
+          return;
+        }
         socket.setNoDelay(config.noDelay);
         events.onConnection(
           streamConnection(
@@ -65,12 +80,13 @@ export class TcpListener implements Listener {
       });
       server.on("tlsClientError", (error, socket) => {
         socket.destroy();
-        events.onRejected("tls_handshake", error);
+        // A refused socket is counted once, under its refusal.
+        if (!refused.has(socket)) events.onRejected("tls_handshake", error);
       });
       // Behind PROXY protocol the quotas are asked once the header names the client, below.
       if (!proxyProtocol) {
         gateConnections(server, (socket) =>
-          events.admitSocket(socket, socketOrigin(socket), false),
+          refused.hold(socket, events.admitSocket(socket, socketOrigin(socket), "tls")),
         );
       }
       this.tlsServer = server;
@@ -81,11 +97,11 @@ export class TcpListener implements Listener {
         { ...proxyProtocol, noDelay: config.noDelay },
         events.onRejected,
         (socket, origin) => {
-          if (!events.admitSocket(socket, origin, !tlsServer)) return;
           if (!tlsServer) {
-            events.onConnection(streamConnection(socket, "tcp", origin));
+            plain(socket, origin);
             return;
           }
+          if (!refused.hold(socket, events.admitSocket(socket, origin, "tls"))) return;
           origins.remember(socket, origin);
           // The TLS server takes the socket, and the bytes put back after the header, from here.
           tlsServer.emit("connection", socket);
@@ -94,12 +110,9 @@ export class TcpListener implements Listener {
     } else if (tlsServer) {
       this.server = tlsServer;
     } else {
-      this.server = createServer({ noDelay: config.noDelay }, (socket: Socket) => {
-        const origin = socketOrigin(socket);
-        if (events.admitSocket(socket, origin, true)) {
-          events.onConnection(streamConnection(socket, "tcp", origin));
-        }
-      });
+      this.server = createServer({ noDelay: config.noDelay }, (socket: Socket) =>
+        plain(socket, socketOrigin(socket)),
+      );
     }
   }
 

@@ -9,6 +9,7 @@ import {
   type ClientOrigin,
   type Listener,
   type ListenerEvents,
+  PendingRefusals,
   rawSocket,
   socketOrigin,
   verifiedPeerCertificate,
@@ -42,6 +43,9 @@ export class WsListener implements Listener {
     },
   ) {
     this.reloadMaterial = options.tls?.options;
+    // Refused sockets whose handshake and upgrade go on so that their CONNECT can be answered
+    // in a WebSocket frame.
+    const refused = new PendingRefusals();
     const plainHttp = (_req: IncomingMessage, res: ServerResponse): void => {
       res.writeHead(426, {
         "content-type": "text/plain",
@@ -62,7 +66,8 @@ export class WsListener implements Listener {
       );
       server.on("tlsClientError", (error, socket) => {
         socket.destroy();
-        events.onRejected("tls_handshake", error);
+        // A refused socket is counted once, under its refusal.
+        if (!refused.has(socket)) events.onRejected("tls_handshake", error);
       });
       this.server = server;
     } else {
@@ -78,7 +83,7 @@ export class WsListener implements Listener {
         admittedAtUpgrade.add(socket);
         return true;
       }
-      return events.admitSocket(socket, origin, false);
+      return refused.hold(socket, events.admitSocket(socket, origin, config.type));
     });
     this.server.headersTimeout = 10_000;
     this.server.requestTimeout = 10_000;
@@ -93,20 +98,28 @@ export class WsListener implements Listener {
 
     this.server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       socket.on("error", () => socket.destroy());
+      const raw = rawSocket(req.socket);
+      let reply = refused.take(raw);
       const path = (req.url ?? "/").split("?")[0];
       if (path !== config.path) {
         socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-        events.onRejected("ws_bad_path");
+        // A refused socket is counted once, under its refusal.
+        if (reply === undefined) events.onRejected("ws_bad_path");
         return;
       }
-      const raw = rawSocket(req.socket);
       const origin = requestOrigin(req.socket, req, trusted);
       if (admittedAtUpgrade.has(raw)) {
         admittedAtUpgrade.delete(raw);
-        if (!events.admitSocket(raw, origin, false)) return;
+        const admission = events.admitSocket(raw, origin, config.type);
+        if (admission === "refused") return;
+        if (admission !== "admitted") reply = admission;
       }
       this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
         const stream = createWebSocketStream(ws);
+        if (reply !== undefined) {
+          reply.answer(stream);
+          return;
+        }
         const peerCertificate =
           config.type === "wss" ? verifiedPeerCertificate(req.socket as TLSSocket) : undefined;
         events.onConnection({

@@ -1,11 +1,10 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { connect as netConnect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import mqtt, { type IClientOptions, type IConnackPacket, type Packet } from "mqtt";
+import type { IClientOptions, IConnackPacket } from "mqtt";
 import mqttPacket, { type IConnectPacket } from "mqtt-packet";
 import { withDeadline } from "../../harness/deadline.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
@@ -14,6 +13,7 @@ import { connect, end, type MqttClient } from "../../harness/mqtt-client.js";
 import { proxyV1 } from "../../harness/proxy-protocol.js";
 import { closedByPeer } from "../../harness/raw-socket.js";
 import { RedisServer } from "../../harness/redis-server.js";
+import { connackOver, labelledMetric, mosquittoSub } from "../../harness/refusal-clients.js";
 import { hashPassword } from "../../src/security/password-hash.js";
 
 /**
@@ -26,46 +26,22 @@ function portOf(node: RunningNode): number {
   return Number(new URL(node.urls.tcp as string).port);
 }
 
-/**
- * Connects MQTT.js from `fromAddress` and resolves with the CONNACK, or "closed" when the
- * connection closed without one.
- */
+/** MQTT.js from `fromAddress` to the node's TCP listener: the CONNACK, or "closed". */
 function connackFrom(
   node: RunningNode,
   fromAddress: string,
   options: IClientOptions,
 ): Promise<IConnackPacket | "closed"> {
-  const at = { host: "127.0.0.1", port: portOf(node), localAddress: fromAddress };
-  const client = new mqtt.MqttClient(() => netConnect(at), {
-    reconnectPeriod: 0,
-    connectTimeout: 5_000,
-    ...options,
-  });
-  client.on("error", () => {});
-  const outcome = new Promise<IConnackPacket | "closed">((resolve) => {
-    client.on("packetreceive", (received: Packet) => {
-      if (received.cmd === "connack") resolve(received as IConnackPacket);
-    });
-    client.once("close", () => resolve("closed"));
-  });
-  return withDeadline(outcome, 5_000, "CONNACK or close").finally(() => client.end(true));
+  return connackOver({ url: node.urls.tcp as string, fromAddress }, options);
 }
 
-/** Runs mosquitto_sub once from `fromAddress`; resolves with its debug output and exit code. */
-function mosquittoSub(
+function mosquittoSubTo(
   node: RunningNode,
   fromAddress: string,
   version: "mqttv5" | "mqttv311",
   extra: string[] = [],
 ): Promise<{ code: number; output: string }> {
-  const args = ["-d", "-V", version, "-h", "127.0.0.1", "-p", String(portOf(node))];
-  args.push("-A", fromAddress, "-t", "plant/#", "-W", "5", ...extra);
-  return new Promise((resolve) => {
-    execFile("mosquitto_sub", args, { encoding: "utf8" }, (error, stdout, stderr) => {
-      const code = (error as { code?: unknown } | null)?.code;
-      resolve({ code: typeof code === "number" ? code : 0, output: `${stdout}${stderr}` });
-    });
-  });
+  return mosquittoSub(portOf(node), fromAddress, version, extra);
 }
 
 function rawConnect5(clientId: string, properties: IConnectPacket["properties"] = {}): Buffer {
@@ -97,10 +73,8 @@ async function exchange(node: RunningNode, fromAddress: string, bytes: Buffer): 
   return withDeadline(closed, 5_000, "the node's close");
 }
 
-async function metric(node: RunningNode, name: string, label: string): Promise<number> {
-  const text = await fetch(`${node.httpUrl}/metrics`).then((r) => r.text());
-  const line = new RegExp(`^${name}\\{${label},[^}]*\\} (\\d+)`, "m");
-  return Number(line.exec(text)?.[1] ?? 0);
+function metric(node: RunningNode, name: string, label: string): Promise<number> {
+  return labelledMetric(node.httpUrl, name, label);
 }
 
 /** Waits (bounded) until the node counted `count` refusals for `reason`. */
@@ -129,8 +103,8 @@ describe("socket quotas answered with a CONNACK", () => {
       const [v5, v4, mosquitto5, mosquitto4] = await Promise.all([
         connackFrom(node, "127.0.3.1", { ...V5, clientId: "refused-5" }),
         connackFrom(node, "127.0.3.2", { ...V4, clientId: "refused-4" }),
-        mosquittoSub(node, "127.0.3.3", "mqttv5"),
-        mosquittoSub(node, "127.0.3.4", "mqttv311"),
+        mosquittoSubTo(node, "127.0.3.3", "mqttv5"),
+        mosquittoSubTo(node, "127.0.3.4", "mqttv311"),
       ]);
       assert.ok(v5 !== "closed" && v4 !== "closed");
       assert.equal(v5.reasonCode, 0x97);
@@ -184,7 +158,7 @@ describe("socket quotas answered with a CONNACK", () => {
       const [v5, v4, mosquitto5] = await Promise.all([
         connackFrom(node, "127.0.4.1", { ...V5, clientId: "fast-5" }),
         connackFrom(node, "127.0.4.2", { ...V4, clientId: "fast-4" }),
-        mosquittoSub(node, "127.0.4.3", "mqttv5"),
+        mosquittoSubTo(node, "127.0.4.3", "mqttv5"),
       ]);
       const elapsed = Date.now() - started;
       assert.ok(elapsed < 1_000, `the attempts took ${elapsed} ms, past the rate's window`);
@@ -400,7 +374,7 @@ describe("CONNECT-time refusals seen by mosquitto_sub -V mqttv5", () => {
     );
     try {
       for (const password of ["no-1", "no-2"]) {
-        const bad = await mosquittoSub(node, "127.0.8.1", "mqttv5", [
+        const bad = await mosquittoSubTo(node, "127.0.8.1", "mqttv5", [
           "-u",
           "dev-b",
           "-P",
@@ -408,7 +382,7 @@ describe("CONNECT-time refusals seen by mosquitto_sub -V mqttv5", () => {
         ]);
         assert.match(bad.output, /received CONNACK \(134\)/);
       }
-      const good = await mosquittoSub(node, "127.0.8.1", "mqttv5", ["-u", "dev-b", "-P", "pw-b"]);
+      const good = await mosquittoSubTo(node, "127.0.8.1", "mqttv5", ["-u", "dev-b", "-P", "pw-b"]);
       assert.match(good.output, /received CONNACK \(138\)/);
     } finally {
       await node.stop();
@@ -428,7 +402,7 @@ describe("CONNECT-time refusals seen by mosquitto_sub -V mqttv5", () => {
         10_000,
         "overload.started",
       );
-      const busy = await mosquittoSub(node, "127.0.8.2", "mqttv5");
+      const busy = await mosquittoSubTo(node, "127.0.8.2", "mqttv5");
       assert.match(busy.output, /received CONNACK \(137\)/);
       // The second attempt from the address within the rate's window: refused at the socket.
       const sent = await exchange(node, "127.0.8.2", rawConnect5("while-overloaded"));

@@ -134,7 +134,7 @@ describe("listeners expose only a verified peer certificate", () => {
     const listener: Listener = createListener(
       config,
       0,
-      { admitSocket: () => true, onConnection: (c) => deliver(c), onRejected: () => {} },
+      { admitSocket: () => "admitted", onConnection: (c) => deliver(c), onRejected: () => {} },
       { maxPacketBytes: 1024, connectTimeoutMs: 5000 },
     );
     const { port } = await listener.listen();
