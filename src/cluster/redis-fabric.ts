@@ -13,6 +13,7 @@ import { checkPubsubOutputLimit, type LimitTarget } from "../redis/output-buffer
 import { sendPublish } from "../redis/publish-command.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import { PersistenceKeys } from "../redis/redis-keys.js";
+import { ReplicaAcks } from "../redis/replica-acks.js";
 import { coalesceEveryWrite } from "../transport/write-coalescing.js";
 import { type NodeInstance, nodeConnectionName } from "./node-connections.js";
 import { ShardChannels } from "./shard-channels.js";
@@ -57,6 +58,8 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
    */
   readonly state: RedisClient;
   readonly persistence: RedisPersistence;
+  /** Replica confirmations of the writes acknowledgements depend on (`redis.replicaAcks`). */
+  readonly replicaAcks: ReplicaAcks | undefined;
   /** PUBLISHes Redis has not answered yet: the outbound pipeline. */
   private readonly pending = new PendingPublishes();
   /** Redis' output buffer for this node's subscription (single Redis and Sentinel). */
@@ -127,7 +130,12 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     }
     this.state = state;
     this.stored = stored;
-    this.connections = [...new Set([state, stored, publisher, subscriber])];
+    const acks = replicaAckConnection(config, connect, node);
+    this.replicaAcks =
+      acks && new ReplicaAcks(acks, replicaAckOptions(config), log.child({ module: "replicas" }));
+    this.connections = [
+      ...new Set([state, stored, publisher, subscriber, ...(acks ? [acks] : [])]),
+    ];
     for (const connection of this.connections) {
       if (connection !== subscriber) this.watch(connection as RedisClient);
       coalesceCommands(connection);
@@ -137,7 +145,12 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
       subscriber instanceof Redis ? new SubscriptionBatcher(subscriber) : undefined,
     );
     if (config.sentinels && config.name) this.followSwitchovers(config);
-    this.persistence = new RedisPersistence({ db: stored, log, ...queue });
+    this.persistence = new RedisPersistence({
+      db: stored,
+      log,
+      ...queue,
+      ...(this.replicaAcks && { replicaAcks: this.replicaAcks }),
+    });
     // Its types name Redis only; it uses nothing a Cluster or the sharded subscriber lacks
     // (events, and (p)subscribe on the subscriber; every message goes through `route`).
     this.mq = redisEmitter(
@@ -482,9 +495,42 @@ function shardConnector(config: RedisConfig, connectionName: string): ShardConne
  * Builds connections from the config: a URL, Sentinels and a primary's name, or a Cluster's
  * seed nodes; `extra` adds per-connection options (key prefix, ready check).
  */
-function connectionFactory(
+/** What a connection may set beside the common options. */
+type ConnectionExtra = Pick<
+  RedisOptions,
+  | "keyPrefix"
+  | "enableReadyCheck"
+  | "connectionName"
+  | "enableOfflineQueue"
+  | "autoResendUnfulfilledCommands"
+>;
+
+/**
+ * The connection replica confirmations go on (see redis/replica-acks.ts), or none: asked for
+ * none, or a Redis Cluster (its writes spread over primaries, each with its own replicas).
+ */
+function replicaAckConnection(
   config: RedisConfig,
-): (extra: Pick<RedisOptions, "keyPrefix" | "enableReadyCheck" | "connectionName">) => RedisClient {
+  connect: (extra: ConnectionExtra) => RedisClient,
+  node: NodeInstance,
+): Redis | undefined {
+  if (config.cluster !== undefined || replicaAckOptions(config).replicas === 0) return undefined;
+  return connect({
+    keyPrefix: config.keyPrefix,
+    connectionName: nodeConnectionName(node, "replica-acks"),
+    // A confirmation goes to the server that answered the writes before it, or fails.
+    enableOfflineQueue: false,
+    autoResendUnfulfilledCommands: false,
+  }) as Redis;
+}
+
+/** `redis.replicaAcks`, its replicas resolved: 1 with Sentinel, else 0, unless set. */
+export function replicaAckOptions(config: RedisConfig): { replicas: number; timeoutMs: number } {
+  const { replicas, timeoutMs } = config.replicaAcks;
+  return { replicas: replicas ?? (config.sentinels === undefined ? 0 : 1), timeoutMs };
+}
+
+function connectionFactory(config: RedisConfig): (extra: ConnectionExtra) => RedisClient {
   const options = connectionOptions(config);
   const nodes = config.cluster;
   if (nodes === undefined) return (extra) => new Redis({ ...options, ...extra });

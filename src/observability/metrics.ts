@@ -399,4 +399,14 @@ export class SluiceMetrics {
   markRefusalAnswer(outcome: "answered" | "dropped" | "unread"): void {
     this.refusalAnswers.inc({ outcome });
   }
+
+  private readonly replicaAckMisses = new Counter({
+    name: "sluice_redis_replica_ack_misses_total",
+    help: "Acknowledgements (PUBACK, PUBREC, SUBACK of a persistent session, CONNACK with a will) withheld because fewer Redis replicas than redis.replicaAcks.replicas confirmed their writes in time, or the confirmation's connection failed; the clients send again",
+    registers: [this.registry],
+  });
+
+  markReplicaAcksMissed(count: number): void {
+    this.replicaAckMisses.inc(count);
+  }
 }
