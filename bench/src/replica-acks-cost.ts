@@ -4,6 +4,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as pause } from "node:timers/promises";
+import { Redis } from "ioredis";
 import { connect, end, type MqttClient, subscribe } from "../../harness/mqtt-client.js";
 import { RedisSentinels } from "../../harness/redis-sentinel.js";
 import { SluiceProcess } from "../../harness/sluice-process.js";
@@ -27,6 +28,8 @@ interface Round {
   replicas: number;
   messages: number;
   cpuUsPerMessage: number;
+  redisCpuUsPerMessage: number;
+  waitsPerMessage: number;
   ackP50Ms: number;
   ackP99Ms: number;
 }
@@ -62,7 +65,21 @@ async function publishAt(
   return Promise.all(latencies);
 }
 
-async function measure(group: RedisSentinels, dir: string, replicas: number): Promise<Round> {
+/** The primary's pid and WAITs run so far, from INFO. */
+async function primaryStats(redis: Redis): Promise<{ pid: number; waits: number }> {
+  const info = await redis.info();
+  return {
+    pid: Number(/^process_id:(\d+)/m.exec(info)?.[1]),
+    waits: Number(/^cmdstat_wait:calls=(\d+)/m.exec(await redis.info("commandstats"))?.[1] ?? 0),
+  };
+}
+
+async function measure(
+  group: RedisSentinels,
+  primary: Redis,
+  dir: string,
+  replicas: number,
+): Promise<Round> {
   const file = join(dir, `node-${replicas}.yaml`);
   const sentinels = group.endpoints.map((e) => `{ host: ${e.host}, port: ${e.port} }`).join(", ");
   await writeFile(
@@ -85,16 +102,22 @@ async function measure(group: RedisSentinels, dir: string, replicas: number): Pr
       await Promise.all(clients.map((c, i) => publishAt(c, `${topic}/${i}`, WARMUP, rate)));
       const pid = node.child.pid as number;
       const before = cpuTicks(pid);
+      const redisBefore = await primaryStats(primary);
+      const redisTicksBefore = cpuTicks(redisBefore.pid);
       const count = rate * seconds;
       const latencies = (
         await Promise.all(clients.map((c, i) => publishAt(c, `${topic}/${i}`, count, rate)))
       ).flat();
       const ticks = cpuTicks(pid) - before;
+      const redisTicks = cpuTicks(redisBefore.pid) - redisTicksBefore;
+      const redisAfter = await primaryStats(primary);
       latencies.sort((a, b) => a - b);
       return {
         replicas,
         messages: latencies.length,
         cpuUsPerMessage: (ticks * 1e6) / TICKS_PER_SECOND / latencies.length,
+        redisCpuUsPerMessage: (redisTicks * 1e6) / TICKS_PER_SECOND / latencies.length,
+        waitsPerMessage: (redisAfter.waits - redisBefore.waits) / latencies.length,
         ackP50Ms: percentile(latencies, 50),
         ackP99Ms: percentile(latencies, 99),
       };
@@ -110,13 +133,15 @@ async function measure(group: RedisSentinels, dir: string, replicas: number): Pr
 async function main(): Promise<void> {
   const group = await RedisSentinels.start(`sluice-cost-${randomBytes(3).toString("hex")}`);
   const dir = await mkdtemp(join(tmpdir(), "sluice-replica-cost-"));
+  const primary = new Redis({ host: "127.0.0.1", port: group.primaryPort, lazyConnect: true });
   try {
+    await primary.connect();
     const results: Round[] = [];
     for (let round = 0; round < rounds; round++) {
       // Alternating which goes first, so a drift in the machine's load hits both alike.
       const order = round % 2 === 0 ? [0, 1] : [1, 0];
       for (const replicas of order) {
-        const result = await measure(group, dir, replicas);
+        const result = await measure(group, primary, dir, replicas);
         results.push(result);
         console.log(JSON.stringify(result));
       }
@@ -127,11 +152,14 @@ async function main(): Promise<void> {
         [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN;
       console.log(
         `replicas ${replicas}: CPU ${median(mine.map((r) => r.cpuUsPerMessage)).toFixed(1)} µs/msg, ` +
+          `Redis CPU ${median(mine.map((r) => r.redisCpuUsPerMessage)).toFixed(1)} µs/msg, ` +
+          `WAITs/msg ${median(mine.map((r) => r.waitsPerMessage)).toFixed(2)}, ` +
           `PUBACK p50 ${median(mine.map((r) => r.ackP50Ms)).toFixed(2)} ms, ` +
           `p99 ${median(mine.map((r) => r.ackP99Ms)).toFixed(2)} ms (median of ${mine.length} rounds)`,
       );
     }
   } finally {
+    primary.disconnect();
     await rm(dir, { recursive: true, force: true });
     await group.stop();
   }

@@ -1,7 +1,11 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { setTimeout as pause } from "node:timers/promises";
+import { Redis } from "ioredis";
 import type { IPublishPacket, Packet } from "mqtt";
 import { withDeadline } from "../../harness/deadline.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
@@ -16,6 +20,8 @@ import {
 } from "../../harness/mqtt-client.js";
 import { metricValue } from "../../harness/node-metrics.js";
 import { RedisSentinels } from "../../harness/redis-sentinel.js";
+import { RedisServer } from "../../harness/redis-server.js";
+import { ReplicaAcks, ReplicaShortfall } from "../../src/redis/replica-acks.js";
 
 /**
  * Issue 17, "No loss" across a Sentinel failover: Redis replicates asynchronously, so what the
@@ -228,5 +234,49 @@ describe("replica confirmations: acknowledgements survive a Sentinel failover", 
       assert.equal(line.connected, 1);
       assert.equal(line.replicas, 2);
     });
+  });
+});
+
+describe("replica confirmations on a primary and its replica", () => {
+  it("confirmations asked in one turn share one WAIT; a stopped replica makes them fail", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sluice-acks-"));
+    const primary = await RedisServer.start();
+    let replica: RedisServer | undefined;
+    const connection = new Redis({ port: primary.port, lazyConnect: true });
+    const log = new LogCapture("info");
+    try {
+      replica = await RedisServer.start({ replicaOf: { port: primary.port, dir } });
+      await connection.connect();
+      const acks = new ReplicaAcks(connection, { replicas: 1, timeoutMs: 300 }, log.logger);
+      const waits = async (): Promise<number> =>
+        Number(
+          /cmdstat_wait:calls=(\d+)/.exec(await primary.bulk("INFO", "commandstats"))?.[1] ?? 0,
+        );
+      const before = await waits();
+      await Promise.all(Array.from({ length: 50 }, () => acks.confirmed()));
+      assert.equal((await waits()) - before, 1, "one WAIT for the turn's 50");
+
+      // The replica stopped (SIGSTOP): it acknowledges nothing until it runs again.
+      const pid = Number(/process_id:(\d+)/.exec(await replica.bulk("INFO", "server"))?.[1]);
+      process.kill(pid, "SIGSTOP");
+      try {
+        const missed = new Promise<number>((resolve) => acks.once("missed", resolve));
+        await assert.rejects(
+          Promise.all([acks.confirmed(), acks.confirmed()]),
+          (error: unknown) => error instanceof ReplicaShortfall && error.confirmed === 0,
+        );
+        assert.equal(await missed, 2);
+        assert.ok(log.lines.some((l) => l.event === "redis.replica_acks_missed"));
+      } finally {
+        process.kill(pid, "SIGCONT");
+      }
+      await withDeadline(acks.confirmed(), DEADLINE_MS, "confirmed once the replica runs again");
+      assert.ok(log.lines.some((l) => l.event === "redis.replica_acks_confirmed"));
+    } finally {
+      connection.disconnect();
+      await replica?.kill();
+      await primary.kill();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
