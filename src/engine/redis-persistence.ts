@@ -189,8 +189,9 @@ export class RedisPersistence {
       this.db.sadd(this.keys.subscribedClients, client.id),
       this.db.hset(this.keys.subscriptions(client.id), ...fields),
     ]);
-    // The SUBACK: a persistent session's messages are queued by these subscriptions.
-    if (client.clean === false) await this.replicated();
+    // The SUBACK: a persistent session's messages are queued by these subscriptions. Waited
+    // for, not required: short of replicas, persistent sessions still subscribe.
+    if (client.clean === false) await this.replicated().catch(() => {});
     await this.liveBroadcast().added(client.id, subs);
   }
 
@@ -429,8 +430,9 @@ export class RedisPersistence {
       this.db.sadd(this.keys.willIndex, this.keys.willIndexEntry(brokerId, client.id)),
       this.db.hset(this.keys.wills(client.id), brokerId, msgpack.encode(packet)),
     ]);
-    // The CONNACK: a will lost with the primary would never go out.
-    await this.replicated();
+    // The CONNACK: a will lost with the primary would never go out. Waited for, not required:
+    // short of replicas, clients with a will still connect.
+    await this.replicated().catch(() => {});
   }
 
   async getWill(client: ClientRef): Promise<StoredPacket | null> {

@@ -402,7 +402,7 @@ export class SluiceMetrics {
 
   private readonly replicaAckMisses = new Counter({
     name: "sluice_redis_replica_ack_misses_total",
-    help: "Acknowledgements (PUBACK, PUBREC, SUBACK of a persistent session, CONNACK with a will) withheld because fewer Redis replicas than redis.replicaAcks.replicas confirmed their writes in time, or the confirmation's connection failed; the clients send again",
+    help: "Waits on a Redis replica confirmation that failed (fewer replicas than redis.replicaAcks.replicas confirmed in time, or the confirmation's connection failed): acknowledgements (PUBACK, PUBREC, SUBACK of a persistent session, CONNACK with a will) withheld or, for a SUBACK or CONNACK, sent after the wait",
     registers: [this.registry],
   });
 

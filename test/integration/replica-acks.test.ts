@@ -213,6 +213,25 @@ describe("replica confirmations: acknowledgements survive a Sentinel failover", 
           "confirmations failing",
         );
         assert.equal(pubrecs.length, 0, "no PUBREC while the replica lags");
+        // Short of replicas, a client with a will still connects, and a persistent session
+        // still subscribes: their CONNACK and SUBACK wait for the confirmation, then go out.
+        const late = await withDeadline(
+          connect(url, {
+            clientId: "short-late",
+            clean: false,
+            will: { topic: `${topic}/will`, payload: Buffer.from("gone"), qos: 1, retain: false },
+          }),
+          DEADLINE_MS,
+          "CONNACK with a will while the replica lags",
+        );
+        try {
+          assert.equal(
+            await withDeadline(subscribe(late, `${topic}/late`, 1), DEADLINE_MS, "SUBACK"),
+            1,
+          );
+        } finally {
+          await end(late);
+        }
         relay(group).setDelay(0);
         await withDeadline(q2, DEADLINE_MS, "PUBCOMP once the replica confirms");
         const q2s = inbox.received.filter((m) => m.payload.toString() === "q2");
