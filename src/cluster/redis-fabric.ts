@@ -7,13 +7,13 @@ import { redisEmitter } from "../engine/emitters.js";
 import { PendingPublishes, type Publisher } from "../engine/local-first.js";
 import type { QueueLimits } from "../engine/persistence-types.js";
 import { RedisPersistence } from "../engine/redis-persistence.js";
+import { ReplicaAcks } from "../engine/replica-acks.js";
 import { asError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
 import { checkPubsubOutputLimit, type LimitTarget } from "../redis/output-buffer-limit.js";
 import { sendPublish } from "../redis/publish-command.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import { PersistenceKeys } from "../redis/redis-keys.js";
-import { ReplicaAcks } from "../redis/replica-acks.js";
 import { coalesceEveryWrite } from "../transport/write-coalescing.js";
 import { type NodeInstance, nodeConnectionName } from "./node-connections.js";
 import { ShardChannels } from "./shard-channels.js";
@@ -506,7 +506,7 @@ type ConnectionExtra = Pick<
 >;
 
 /**
- * The connection replica confirmations go on (see redis/replica-acks.ts), or none: asked for
+ * The connection replica confirmations go on (see engine/replica-acks.ts), or none: asked for
  * none, or a Redis Cluster (its writes spread over primaries, each with its own replicas).
  */
 function replicaAckConnection(

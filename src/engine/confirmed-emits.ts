@@ -1,5 +1,5 @@
-import type { ReplicaAcks } from "../redis/replica-acks.js";
 import type { Emitter } from "./emitters.js";
+import type { ReplicaAcks } from "./replica-acks.js";
 
 type Done = (error?: Error) => void;
 

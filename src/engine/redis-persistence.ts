@@ -6,7 +6,6 @@ import { QlobberTrue } from "qlobber";
 import QlobberSub, { type TrieSubscription } from "qlobber/aedes/qlobber-sub.js";
 import type { Logger } from "../observability/logger.js";
 import { escapeGlob, PersistenceKeys } from "../redis/redis-keys.js";
-import type { ReplicaAcks } from "../redis/replica-acks.js";
 import { migrateLegacyLayout } from "./legacy-layout-migration.js";
 import {
   type ClientRef,
@@ -18,6 +17,7 @@ import {
   TOPIC_MATCHING,
 } from "./persistence-types.js";
 import { RedisScripts } from "./redis-scripts.js";
+import type { ReplicaAcks } from "./replica-acks.js";
 import { inResendOrder } from "./resend-order.js";
 import { type BroadcastBroker, SubscriptionBroadcast } from "./subscription-broadcast.js";
 import { bySession, TurnBatches, type Waiting } from "./turn-batches.js";

@@ -21,14 +21,14 @@ import {
 import { metricValue } from "../../harness/node-metrics.js";
 import { RedisSentinels } from "../../harness/redis-sentinel.js";
 import { RedisServer } from "../../harness/redis-server.js";
-import { ReplicaAcks, ReplicaShortfall } from "../../src/redis/replica-acks.js";
+import { ReplicaAcks, ReplicaShortfall } from "../../src/engine/replica-acks.js";
 
 /**
  * Issue 17, "No loss" across a Sentinel failover: Redis replicates asynchronously, so what the
  * primary acknowledged and had not yet sent its replica is gone once Sentinel promotes that
  * replica. The replica here replicates through a relay that holds its stream back; a write the
  * test wants lost is dropped with the relay as the primary is killed. `redis.replicaAcks`
- * (redis/replica-acks.ts) keeps the acknowledgement until a replica confirms.
+ * (engine/replica-acks.ts) keeps the acknowledgement until a replica confirms.
  */
 /** How long the relay holds each chunk of the replication stream, each way. */
 const HOLD_MS = 300;

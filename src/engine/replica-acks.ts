@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import type { Redis } from "ioredis";
-import { TurnBatches, type Waiting } from "../engine/turn-batches.js";
 import type { Logger } from "../observability/logger.js";
+import { TurnBatches, type Waiting } from "./turn-batches.js";
 
 export interface ReplicaAckOptions {
   /** Replicas that must hold a write before what depends on it is acknowledged (> 0). */
