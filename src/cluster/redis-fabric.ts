@@ -7,7 +7,7 @@ import { redisEmitter } from "../engine/emitters.js";
 import { PendingPublishes, type Publisher } from "../engine/local-first.js";
 import type { QueueLimits } from "../engine/persistence-types.js";
 import { RedisPersistence } from "../engine/redis-persistence.js";
-import { ReplicaAcks } from "../engine/replica-acks.js";
+import type { ReplicaAcks } from "../engine/replica-acks.js";
 import { asError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
 import { checkPubsubOutputLimit, type LimitTarget } from "../redis/output-buffer-limit.js";
@@ -16,6 +16,7 @@ import type { RedisClient } from "../redis/redis-client.js";
 import { PersistenceKeys } from "../redis/redis-keys.js";
 import { coalesceEveryWrite } from "../transport/write-coalescing.js";
 import { type NodeInstance, nodeConnectionName } from "./node-connections.js";
+import { replicaAcksOn } from "./replica-ack-connection.js";
 import { ShardChannels } from "./shard-channels.js";
 import { type ShardConnector, ShardedSubscriber } from "./sharded-subscriber.js";
 import { SubscriptionBatcher } from "./subscription-batcher.js";
@@ -130,11 +131,10 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     }
     this.state = state;
     this.stored = stored;
-    const acks = replicaAckConnection(config, connect, node);
-    this.replicaAcks =
-      acks && new ReplicaAcks(acks, replicaAckOptions(config), log.child({ module: "replicas" }));
+    const acks = replicaAcksOn(config, connect, node, log);
+    this.replicaAcks = acks?.acks;
     this.connections = [
-      ...new Set([state, stored, publisher, subscriber, ...(acks ? [acks] : [])]),
+      ...new Set([state, stored, publisher, subscriber, ...(acks ? [acks.connection] : [])]),
     ];
     for (const connection of this.connections) {
       if (connection !== subscriber) this.watch(connection as RedisClient);
@@ -491,10 +491,6 @@ function shardConnector(config: RedisConfig, connectionName: string): ShardConne
     });
 }
 
-/**
- * Builds connections from the config: a URL, Sentinels and a primary's name, or a Cluster's
- * seed nodes; `extra` adds per-connection options (key prefix, ready check).
- */
 /** What a connection may set beside the common options. */
 type ConnectionExtra = Pick<
   RedisOptions,
@@ -506,30 +502,9 @@ type ConnectionExtra = Pick<
 >;
 
 /**
- * The connection replica confirmations go on (see engine/replica-acks.ts), or none: asked for
- * none, or a Redis Cluster (its writes spread over primaries, each with its own replicas).
+ * Builds connections from the config: a URL, Sentinels and a primary's name, or a Cluster's
+ * seed nodes; `extra` adds per-connection options (key prefix, ready check).
  */
-function replicaAckConnection(
-  config: RedisConfig,
-  connect: (extra: ConnectionExtra) => RedisClient,
-  node: NodeInstance,
-): Redis | undefined {
-  if (config.cluster !== undefined || replicaAckOptions(config).replicas === 0) return undefined;
-  return connect({
-    keyPrefix: config.keyPrefix,
-    connectionName: nodeConnectionName(node, "replica-acks"),
-    // A confirmation goes to the server that answered the writes before it, or fails.
-    enableOfflineQueue: false,
-    autoResendUnfulfilledCommands: false,
-  }) as Redis;
-}
-
-/** `redis.replicaAcks`, its replicas resolved: 1 with Sentinel, else 0, unless set. */
-export function replicaAckOptions(config: RedisConfig): { replicas: number; timeoutMs: number } {
-  const { replicas, timeoutMs } = config.replicaAcks;
-  return { replicas: replicas ?? (config.sentinels === undefined ? 0 : 1), timeoutMs };
-}
-
 function connectionFactory(config: RedisConfig): (extra: ConnectionExtra) => RedisClient {
   const options = connectionOptions(config);
   const nodes = config.cluster;
