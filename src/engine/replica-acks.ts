@@ -25,7 +25,7 @@ export class ReplicaShortfall extends Error {
 }
 
 export interface ReplicaAckEvents {
-  /** `count` acknowledgements withheld: too few replicas confirmed, or the connection failed. */
+  /** `count` waits on a confirmation that failed: too few replicas in time, or the connection. */
   missed: [count: number];
 }
 
