@@ -260,7 +260,8 @@ export class ChaosCluster {
   private async startRedis(options: ChaosClusterOptions): Promise<string[]> {
     const network = this.faults;
     if (!network) {
-      const sentinels = await RedisSentinels.start();
+      // Two replicas: the one left after a failover confirms writes (redis.replicaAcks).
+      const sentinels = await RedisSentinels.start(undefined, { replicas: 2 });
       this.sentinels = sentinels;
       const endpoints = sentinels.endpoints.map((e) => `{ host: ${e.host}, port: ${e.port} }`);
       return [`  sentinels: [${endpoints.join(", ")}]`, `  name: ${sentinels.name}`];

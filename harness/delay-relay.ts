@@ -10,6 +10,7 @@ import { type AddressInfo, connect, createServer, type Server, type Socket } fro
  */
 export class DelayRelay {
   private delayMs = 0;
+  private cutOff = false;
   private readonly sockets = new Set<Socket>();
 
   private constructor(
@@ -27,6 +28,10 @@ export class DelayRelay {
     const server = createServer({ allowHalfOpen: true });
     const relay = new DelayRelay(server, host);
     server.on("connection", (client: Socket) => {
+      if (relay.cutOff) {
+        client.destroy();
+        return;
+      }
       const upstream = connect({ ...target, allowHalfOpen: true });
       for (const socket of [client, upstream]) {
         relay.sockets.add(socket);
@@ -52,6 +57,19 @@ export class DelayRelay {
   setDelay(ms: number): void {
     if (!(ms >= 0 && ms <= 60_000)) throw new Error("delay between 0 and 60 s");
     this.delayMs = ms;
+  }
+
+  /**
+   * Resets every relayed connection, dropping what it held, and resets new ones at once until
+   * `heal()`: to the client, a server that died with its answers unsent and stays down.
+   */
+  cut(): void {
+    this.cutOff = true;
+    for (const socket of this.sockets) socket.destroy();
+  }
+
+  heal(): void {
+    this.cutOff = false;
   }
 
   async stop(): Promise<void> {

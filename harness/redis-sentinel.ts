@@ -1,13 +1,33 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DelayRelay } from "./delay-relay.js";
 import { RedisServer } from "./redis-server.js";
 
 /** Sentinel timings low enough for a failover in a few seconds on loopback. */
 const DOWN_AFTER_MS = 1_000;
 const FAILOVER_TIMEOUT_MS = 5_000;
+/**
+ * With a relayed replica: Sentinel repoints a replica that follows another address than the
+ * primary's ("+fix-slave-config") once this has passed, which would bypass the relay.
+ */
+const RELAYED_FAILOVER_TIMEOUT_MS = 120_000;
 const SENTINELS = 3;
 const QUORUM = 2;
+
+export interface SentinelGroupOptions {
+  /**
+   * Replicas of the primary, all at the same priority (1 unless set): with 2, a failover
+   * leaves one to confirm writes (`redis.replicaAcks`); Sentinel promotes the one furthest
+   * ahead, so `replicaPort` is then not always the one promoted.
+   */
+  replicas?: number;
+  /**
+   * The first replica replicates through a DelayRelay (`replication`): a test can hold back
+   * what the primary sends it, and drop what is held by stopping the relay.
+   */
+  relayed?: boolean;
+}
 
 /**
  * A Sentinel-managed Redis for a failover test: one primary, one replica and three Sentinels,
@@ -18,14 +38,23 @@ const QUORUM = 2;
 export class RedisSentinels {
   private primary: RedisServer | undefined;
   private replica: RedisServer | undefined;
+  private readonly others: RedisServer[] = [];
   private readonly sentinels: RedisServer[] = [];
   private dir: string | undefined;
+  /** With `relayed`: the relay between the primary and the first replica. */
+  replication: DelayRelay | undefined;
 
-  private constructor(readonly name: string) {}
+  private constructor(
+    readonly name: string,
+    private readonly options: SentinelGroupOptions,
+  ) {}
 
-  /** Starts the primary, its replica and the Sentinels; stops what started if one fails. */
-  static async start(name = "sluice-test"): Promise<RedisSentinels> {
-    const group = new RedisSentinels(name);
+  /** Starts the primary, its replicas and the Sentinels; stops what started if one fails. */
+  static async start(
+    name = "sluice-test",
+    options: SentinelGroupOptions = {},
+  ): Promise<RedisSentinels> {
+    const group = new RedisSentinels(name, options);
     try {
       await group.open();
       return group;
@@ -45,9 +74,14 @@ export class RedisSentinels {
     return this.server(this.primary).port;
   }
 
-  /** The port of the replica at start, the one a failover promotes. */
+  /** The port of the (first) replica at start, the one a failover promotes if it is alone. */
   get replicaPort(): number {
     return this.server(this.replica).port;
+  }
+
+  /** The ports of every replica at start. */
+  get replicaPorts(): number[] {
+    return [this.replicaPort, ...this.others.map((r) => r.port)];
   }
 
   /** Crashes the primary (SIGKILL): it stays down. */
@@ -128,8 +162,11 @@ export class RedisSentinels {
 
   /** Stops every process that started and removes the config folder; safe to call twice. */
   async stop(): Promise<void> {
+    await this.replication?.stop();
     await Promise.all(
-      [...this.sentinels, this.replica, this.primary].map((server) => server?.kill()),
+      [...this.sentinels, ...this.others, this.replica, this.primary].map((server) =>
+        server?.kill(),
+      ),
     );
     if (this.dir) await rm(this.dir, { recursive: true, force: true });
   }
@@ -138,7 +175,19 @@ export class RedisSentinels {
     const dir = await mkdtemp(join(tmpdir(), "sluice-sentinel-"));
     this.dir = dir;
     this.primary = await RedisServer.start();
-    this.replica = await RedisServer.start({ replicaOf: { port: this.primary.port, dir } });
+    const { replicas = 1, relayed = false } = this.options;
+    if (relayed) {
+      this.replication = await DelayRelay.start("127.0.0.1", {
+        host: "127.0.0.1",
+        port: this.primary.port,
+      });
+    }
+    const first = this.replication?.port ?? this.primary.port;
+    this.replica = await RedisServer.start({ replicaOf: { port: first, dir } });
+    for (let i = 1; i < replicas; i++) {
+      this.others.push(await RedisServer.start({ replicaOf: { port: this.primary.port, dir } }));
+    }
+    const failoverTimeout = relayed ? RELAYED_FAILOVER_TIMEOUT_MS : FAILOVER_TIMEOUT_MS;
     for (let i = 0; i < SENTINELS; i++) {
       const file = join(dir, `sentinel-${i}.conf`);
       await writeFile(
@@ -147,7 +196,7 @@ export class RedisSentinels {
           `dir "${dir}"`,
           `sentinel monitor ${this.name} 127.0.0.1 ${this.primary.port} ${QUORUM}`,
           `sentinel down-after-milliseconds ${this.name} ${DOWN_AFTER_MS}`,
-          `sentinel failover-timeout ${this.name} ${FAILOVER_TIMEOUT_MS}`,
+          `sentinel failover-timeout ${this.name} ${failoverTimeout}`,
           `sentinel parallel-syncs ${this.name} 1`,
           "",
         ].join("\n"),
@@ -158,7 +207,7 @@ export class RedisSentinels {
     // their hello messages (every 2 s) on the primary's __sentinel__:hello channel.
     await Promise.all(
       this.sentinels.flatMap((s) => [
-        s.waitForOutput(/\+slave slave /),
+        s.waitForOutput(/\+slave slave /, { count: replicas }),
         s.waitForOutput(/\+sentinel sentinel /, { count: SENTINELS - 1 }),
       ]),
     );

@@ -7,6 +7,7 @@ import { redisEmitter } from "../engine/emitters.js";
 import { PendingPublishes, type Publisher } from "../engine/local-first.js";
 import type { QueueLimits } from "../engine/persistence-types.js";
 import { RedisPersistence } from "../engine/redis-persistence.js";
+import type { ReplicaAcks } from "../engine/replica-acks.js";
 import { asError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
 import { checkPubsubOutputLimit, type LimitTarget } from "../redis/output-buffer-limit.js";
@@ -15,6 +16,7 @@ import type { RedisClient } from "../redis/redis-client.js";
 import { PersistenceKeys } from "../redis/redis-keys.js";
 import { coalesceEveryWrite } from "../transport/write-coalescing.js";
 import { type NodeInstance, nodeConnectionName } from "./node-connections.js";
+import { replicaAcksOn } from "./replica-ack-connection.js";
 import { ShardChannels } from "./shard-channels.js";
 import { type ShardConnector, ShardedSubscriber } from "./sharded-subscriber.js";
 import { SubscriptionBatcher } from "./subscription-batcher.js";
@@ -57,6 +59,8 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
    */
   readonly state: RedisClient;
   readonly persistence: RedisPersistence;
+  /** Replica confirmations of the writes acknowledgements depend on (`redis.replicaAcks`). */
+  readonly replicaAcks: ReplicaAcks | undefined;
   /** PUBLISHes Redis has not answered yet: the outbound pipeline. */
   private readonly pending = new PendingPublishes();
   /** Redis' output buffer for this node's subscription (single Redis and Sentinel). */
@@ -127,7 +131,11 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     }
     this.state = state;
     this.stored = stored;
-    this.connections = [...new Set([state, stored, publisher, subscriber])];
+    const acks = replicaAcksOn(config, connect, node, log);
+    this.replicaAcks = acks?.acks;
+    this.connections = [
+      ...new Set([state, stored, publisher, subscriber, ...(acks ? [acks.connection] : [])]),
+    ];
     for (const connection of this.connections) {
       if (connection !== subscriber) this.watch(connection as RedisClient);
       coalesceCommands(connection);
@@ -137,7 +145,12 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
       subscriber instanceof Redis ? new SubscriptionBatcher(subscriber) : undefined,
     );
     if (config.sentinels && config.name) this.followSwitchovers(config);
-    this.persistence = new RedisPersistence({ db: stored, log, ...queue });
+    this.persistence = new RedisPersistence({
+      db: stored,
+      log,
+      ...queue,
+      ...(this.replicaAcks && { replicaAcks: this.replicaAcks }),
+    });
     // Its types name Redis only; it uses nothing a Cluster or the sharded subscriber lacks
     // (events, and (p)subscribe on the subscriber; every message goes through `route`).
     this.mq = redisEmitter(
@@ -478,13 +491,21 @@ function shardConnector(config: RedisConfig, connectionName: string): ShardConne
     });
 }
 
+/** What a connection may set beside the common options. */
+type ConnectionExtra = Pick<
+  RedisOptions,
+  | "keyPrefix"
+  | "enableReadyCheck"
+  | "connectionName"
+  | "enableOfflineQueue"
+  | "autoResendUnfulfilledCommands"
+>;
+
 /**
  * Builds connections from the config: a URL, Sentinels and a primary's name, or a Cluster's
  * seed nodes; `extra` adds per-connection options (key prefix, ready check).
  */
-function connectionFactory(
-  config: RedisConfig,
-): (extra: Pick<RedisOptions, "keyPrefix" | "enableReadyCheck" | "connectionName">) => RedisClient {
+function connectionFactory(config: RedisConfig): (extra: ConnectionExtra) => RedisClient {
   const options = connectionOptions(config);
   const nodes = config.cluster;
   if (nodes === undefined) return (extra) => new Redis({ ...options, ...extra });

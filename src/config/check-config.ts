@@ -65,6 +65,8 @@ export function checkConfig(config: SluiceConfig, deps: CheckConfigDeps): string
     if (redis.sentinels && redis.name === undefined)
       problems.push("redis.name: required with sentinels");
     if (redis.cluster?.length === 0) problems.push("redis.cluster: needs at least one node");
+    if (redis.cluster !== undefined && (redis.replicaAcks.replicas ?? 0) > 0)
+      problems.push("redis.replicaAcks.replicas: not supported on a Redis Cluster");
     const tls = redis.tls;
     if (tls && (tls.cert === undefined) !== (tls.key === undefined))
       problems.push("redis.tls: cert and key go together");

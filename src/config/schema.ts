@@ -323,6 +323,32 @@ const redisSchema = z.strictObject({
     .describe(
       "Self-fencing. A node cut off from Redis (a partition: its TCP connections hang rather than close) can neither acknowledge nor deliver, while the rest of the cluster soon counts it as gone. After `afterMs` without a Redis round trip it fences itself: it disconnects its clients (without their wills: the survivors publish those once its lease is gone, if they are not back by then), turns not-ready (`/readyz` 503, `sluice_fenced` 1) so the load balancer sends them to nodes that reach Redis, and reconnects to Redis. It serves again at the first round trip. When Redis is gone for every node, every node fences: clients then wait for Redis instead of holding connections that can do nothing.",
     ),
+  replicaAcks: z
+    .strictObject({
+      replicas: z
+        .number()
+        .int()
+        .min(0)
+        .max(16)
+        .optional()
+        .describe(
+          "Replicas that must confirm (Redis `WAIT`) the writes an acknowledgement depends on before it is sent: a QoS 1/2 publish's PUBACK or PUBREC (the offline sessions' queued copies, the retained message, the inbound QoS 2 packet id), a persistent session's SUBACK, and a stored will's CONNACK. Redis replicates asynchronously, so without it a Sentinel failover can lose what the old primary acknowledged and had not yet sent to the replica it promoted. When fewer confirm within `timeoutMs`, no message is acknowledged: the publisher's connection is closed and it sends again (as when Redis is unreachable); a SUBACK or a will's CONNACK goes out after the wait. Absent: 1 with `sentinels`, 0 (off) otherwise. Not on a Redis Cluster. With Sentinel, run at least 2 replicas at the same `replica-priority`: after a failover 1 remains to confirm, and Sentinel promotes the replica furthest ahead.",
+        )
+        .meta({ examples: [1] }),
+      timeoutMs: z
+        .number()
+        .int()
+        .min(10)
+        .max(60_000)
+        .default(1_000)
+        .describe(
+          "How long the replicas have to confirm a turn's writes (the WAIT timeout); past it the acknowledgements waiting on them are withheld.",
+        ),
+    })
+    .prefault({})
+    .describe(
+      "Acknowledgements that survive a Redis failover: each turn's writes that acknowledgements depend on are confirmed by replicas with one WAIT, on a connection of its own. Costs each QoS 1/2 acknowledgement a replication round trip (see docs/clustering.md, failover).",
+    ),
 });
 
 const authSchema = z.strictObject({

@@ -17,6 +17,7 @@ import {
   TOPIC_MATCHING,
 } from "./persistence-types.js";
 import { RedisScripts } from "./redis-scripts.js";
+import type { ReplicaAcks } from "./replica-acks.js";
 import { inResendOrder } from "./resend-order.js";
 import { type BroadcastBroker, SubscriptionBroadcast } from "./subscription-broadcast.js";
 import { bySession, TurnBatches, type Waiting } from "./turn-batches.js";
@@ -30,6 +31,11 @@ export interface RedisPersistenceOptions extends QueueLimits {
   /** A connection with the key prefix set (ioredis `keyPrefix`). */
   db: Redis | Cluster;
   log: Logger;
+  /**
+   * Replica confirmations (`redis.replicaAcks`): a write an acknowledgement depends on is
+   * confirmed before the call that made it resolves.
+   */
+  replicaAcks?: ReplicaAcks;
 }
 
 /** Stored sessions read per round trip when the subscriptions are (re)loaded. */
@@ -183,6 +189,9 @@ export class RedisPersistence {
       this.db.sadd(this.keys.subscribedClients, client.id),
       this.db.hset(this.keys.subscriptions(client.id), ...fields),
     ]);
+    // The SUBACK: a persistent session's messages are queued by these subscriptions. Waited
+    // for, not required: short of replicas, persistent sessions still subscribe.
+    if (client.clean === false) await this.replicated().catch(() => {});
     await this.liveBroadcast().added(client.id, subs);
   }
 
@@ -380,6 +389,8 @@ export class RedisPersistence {
     for (;;) {
       try {
         await this.db.hset(key, packet.messageId as number, encoded);
+        // The PUBREC: a resend the id no longer catches would be published again.
+        await this.replicated();
         return;
       } catch (error) {
         if (this.destroyed || Date.now() >= giveUpAt) throw error;
@@ -419,6 +430,9 @@ export class RedisPersistence {
       this.db.sadd(this.keys.willIndex, this.keys.willIndexEntry(brokerId, client.id)),
       this.db.hset(this.keys.wills(client.id), brokerId, msgpack.encode(packet)),
     ]);
+    // The CONNACK: a will lost with the primary would never go out. Waited for, not required:
+    // short of replicas, clients with a will still connect.
+    await this.replicated().catch(() => {});
   }
 
   async getWill(client: ClientRef): Promise<StoredPacket | null> {
@@ -818,6 +832,11 @@ export class RedisPersistence {
   /** A session's queue, packets and packet identifiers, as the delivery scripts take them. */
   private deliveryKeys(clientId: string): string[] {
     return [this.keys.queue(clientId), this.keys.packets(clientId), this.keys.messageIds(clientId)];
+  }
+
+  /** Resolves once the replicas hold what this node wrote so far, if they are asked to. */
+  private replicated(): Promise<void> {
+    return this.options.replicaAcks?.confirmed() ?? Promise.resolve();
   }
 
   private liveBroker(): PersistenceBroker {

@@ -5,6 +5,7 @@ import type { SluiceConfig } from "../config/schema.js";
 import type { PatchedAedesOptions } from "../engine/aedes-internals.js";
 import { disconnectOnKeepaliveTimeout } from "../engine/aedes-internals.js";
 import type { BrokerSlot } from "../engine/broker-slot.js";
+import { confirmEmits } from "../engine/confirmed-emits.js";
 import { DeadNodeWills } from "../engine/dead-node-wills.js";
 import type { DeparturePacer } from "../engine/departure-pacer.js";
 import { type DurableWillStore, DurableWills } from "../engine/durable-wills.js";
@@ -163,7 +164,9 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   const options: PatchedAedesOptions = {
     id: config.nodeId,
     persistence: backend.store.persistence,
-    ...(backend.store.mq === undefined ? {} : { mq: shared.wrap(backend.store.mq as Emitter) }),
+    ...(backend.store.mq === undefined
+      ? {}
+      : { mq: confirmed(shared.wrap(backend.store.mq as Emitter), backend) }),
     heartbeatInterval: parts.heartbeatMs,
     connectTimeout: limits.connectTimeoutMs,
     // A client whose socket takes no data for this long is closed (a persistent session
@@ -218,4 +221,10 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   parts.slot.trackDepartures(departurePacer);
   reclaimMemoryAfterDepartures(broker, nodeLog);
   return broker;
+}
+
+/** The emitter, its QoS 1/2 publishes confirmed by Redis' replicas when `redis.replicaAcks` asks. */
+function confirmed(emitter: Emitter, backend: Backend): Emitter {
+  const acks = backend.fabric?.replicaAcks;
+  return acks === undefined ? emitter : confirmEmits(emitter, acks);
 }

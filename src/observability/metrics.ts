@@ -402,4 +402,14 @@ export class SluiceMetrics {
   ): void {
     this.refusalAnswers.inc({ outcome, transport });
   }
+
+  private readonly replicaAckMisses = new Counter({
+    name: "sluice_redis_replica_ack_misses_total",
+    help: "Waits on a Redis replica confirmation that failed (fewer replicas than redis.replicaAcks.replicas confirmed in time, or the confirmation's connection failed): acknowledgements (PUBACK, PUBREC, SUBACK of a persistent session, CONNACK with a will) withheld or, for a SUBACK or CONNACK, sent after the wait",
+    registers: [this.registry],
+  });
+
+  markReplicaAcksMissed(count: number): void {
+    this.replicaAckMisses.inc(count);
+  }
 }

@@ -111,7 +111,7 @@ registry: { file: devices.json }
       )),
       ...(await checkConfig(
         "sentinel.yaml",
-        `${common}redis: { sentinels: [{ host: 127.0.0.1, port: 26379 }], name: mymaster, sentinelPassword: secret, ${redisCommon} }\n`,
+        `${common}redis: { sentinels: [{ host: 127.0.0.1, port: 26379 }], name: mymaster, sentinelPassword: secret, replicaAcks: { replicas: 1, timeoutMs: 500 }, ${redisCommon} }\n`,
       )),
       ...(await checkConfig(
         "cluster.yaml",

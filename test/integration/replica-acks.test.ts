@@ -1,0 +1,301 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { setTimeout as pause } from "node:timers/promises";
+import { Redis } from "ioredis";
+import type { IPublishPacket, Packet } from "mqtt";
+import { withDeadline } from "../../harness/deadline.js";
+import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { LogCapture } from "../../harness/log-capture.js";
+import {
+  connect,
+  connectWithConnack,
+  end,
+  Inbox,
+  type MqttClient,
+  subscribe,
+} from "../../harness/mqtt-client.js";
+import { metricValue } from "../../harness/node-metrics.js";
+import { RedisSentinels } from "../../harness/redis-sentinel.js";
+import { RedisServer } from "../../harness/redis-server.js";
+import { ReplicaAcks, ReplicaShortfall } from "../../src/engine/replica-acks.js";
+
+/**
+ * Issue 17, "No loss" across a Sentinel failover: Redis replicates asynchronously, so what the
+ * primary acknowledged and had not yet sent its replica is gone once Sentinel promotes that
+ * replica. The replica here replicates through a relay that holds its stream back; a write the
+ * test wants lost is dropped with the relay as the primary is killed. `redis.replicaAcks`
+ * (engine/replica-acks.ts) keeps the acknowledgement until a replica confirms.
+ */
+/** How long the relay holds each chunk of the replication stream, each way. */
+const HOLD_MS = 300;
+const FAILOVER_MS = 20_000;
+const DEADLINE_MS = 10_000;
+
+/** A node on a Sentinel group whose (only) replica replicates through the relay. */
+async function withGroup(
+  label: string,
+  redisExtra: Record<string, unknown>,
+  test: (group: RedisSentinels, node: RunningNode, log: LogCapture) => Promise<void>,
+): Promise<void> {
+  const group = await RedisSentinels.start(`sluice-${label}`, { relayed: true });
+  const log = new LogCapture("info");
+  let node: RunningNode | undefined;
+  try {
+    node = await startNode(
+      {
+        nodeId: `${label}-1`,
+        redis: {
+          sentinels: group.endpoints,
+          name: group.name,
+          keyPrefix: `${label}${randomBytes(4).toString("hex")}:`,
+          ...redisExtra,
+        },
+      },
+      process.cwd(),
+      { logger: log.logger },
+    );
+    await test(group, node, log);
+  } finally {
+    await node?.stop();
+    await group.stop();
+  }
+}
+
+function relay(group: RedisSentinels): NonNullable<RedisSentinels["replication"]> {
+  const replication = group.replication;
+  if (replication === undefined) throw new Error("the group has no relay");
+  return replication;
+}
+
+/** Resolves once /readyz answers 200 (after a failover), polled every 100 ms, bounded. */
+async function ready(node: RunningNode, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    const status = await fetch(`${node.httpUrl}/readyz`).then(
+      (r) => r.status,
+      () => 0,
+    );
+    if (status === 200) return;
+    await pause(100);
+  }
+  throw new Error(`node not ready within ${ms} ms`);
+}
+
+/** The packets of one kind a client receives from now on. */
+function received(client: MqttClient, cmd: Packet["cmd"]): Packet[] {
+  const packets: Packet[] = [];
+  client.on("packetreceive", (packet: Packet) => {
+    if (packet.cmd === cmd) packets.push(packet);
+  });
+  return packets;
+}
+
+describe("replica confirmations: acknowledgements survive a Sentinel failover", () => {
+  it("a QoS 1 message PUBACKed for an offline session is there after the failover", async () => {
+    await withGroup("acks-lost", {}, async (group, node, log) => {
+      const url = node.urls.tcp as string;
+      const topic = `acks/${randomBytes(4).toString("hex")}`;
+      const subscriber = await connect(url, { clientId: "acks-sub", clean: false });
+      await subscribe(subscriber, topic, 1);
+      await end(subscriber);
+      const publisher = await connect(url, { clientId: "acks-pub" });
+      try {
+        relay(group).setDelay(HOLD_MS);
+        const sent = Date.now();
+        await withDeadline(
+          publisher.publishAsync(topic, "held", { qos: 1 }),
+          DEADLINE_MS,
+          "PUBACK",
+        );
+        const ackMs = Date.now() - sent;
+        // The primary dies; what it had not sent the replica yet dies with the relay.
+        await relay(group).stop();
+        await group.killPrimary();
+        await group.waitForSwitch(FAILOVER_MS);
+        await ready(node, FAILOVER_MS);
+        const { client, inbox } = await connectWithConnack(url, {
+          clientId: "acks-sub",
+          clean: false,
+        });
+        try {
+          const [message] = await withDeadline(
+            inbox.waitFor(1),
+            DEADLINE_MS,
+            `the message PUBACKed after ${ackMs} ms, after the failover`,
+          );
+          assert.equal(message?.payload.toString(), "held");
+          // The PUBACK waited for the replica: the relay's hold, there and back.
+          assert.ok(ackMs >= HOLD_MS, `PUBACK after ${ackMs} ms`);
+        } finally {
+          await end(client);
+        }
+        // The promoted replica has no replica of its own: the node says so.
+        assert.ok(log.lines.some((l) => l.event === "redis.replicas_short"));
+      } finally {
+        await end(publisher);
+      }
+    });
+  });
+
+  it("fewer replicas than asked: no acknowledgement, the client sends again, nothing lost", async () => {
+    await withGroup("acks-short", { replicaAcks: { timeoutMs: 200 } }, async (group, node, log) => {
+      const url = node.urls.tcp as string;
+      const topic = `acks/${randomBytes(4).toString("hex")}`;
+      const subscriber = await connect(url, { clientId: "short-sub", clean: false });
+      const inbox = new Inbox(subscriber);
+      await subscribe(subscriber, topic, 2);
+      // Sends again what is unacknowledged at each reconnection (MQTT-4.4.0-1).
+      const publisher = await connect(url, {
+        clientId: "short-pub",
+        clean: false,
+        reconnectPeriod: 100,
+      });
+      try {
+        const pubacks = received(publisher, "puback");
+        const pubrecs = received(publisher, "pubrec");
+        // Each chunk held 1 s each way: no WAIT of 200 ms is answered.
+        relay(group).setDelay(1_000);
+        const closed = new Promise<void>((resolve) => publisher.once("close", () => resolve()));
+        const q1 = publisher.publishAsync(topic, "q1", { qos: 1 });
+        await withDeadline(closed, DEADLINE_MS, "the publisher's connection closed");
+        assert.equal(pubacks.length, 0, "no PUBACK while the replica lags");
+        assert.ok((await metricValue(node.httpUrl, "sluice_redis_replica_ack_misses_total")) >= 1);
+        await withDeadline(
+          log.waitFor((l) => l.event === "redis.replica_acks_missed"),
+          DEADLINE_MS,
+          "redis.replica_acks_missed logged",
+        );
+        relay(group).setDelay(0);
+        await withDeadline(q1, DEADLINE_MS, "PUBACK once the replica confirms");
+        assert.ok(
+          inbox.received.some((m) => m.payload.toString() === "q1"),
+          "the QoS 1 message delivered",
+        );
+
+        // QoS 2: the PUBREC waits (its packet id stored and confirmed again every 200 ms); the
+        // connection stays, and the message goes out once.
+        await withDeadline(
+          new Promise<void>((resolve) => {
+            if (publisher.connected) resolve();
+            else publisher.once("connect", () => resolve());
+          }),
+          DEADLINE_MS,
+          "publisher reconnected",
+        );
+        relay(group).setDelay(1_000);
+        const q2 = publisher.publishAsync(topic, "q2", { qos: 2 });
+        await withDeadline(
+          new Promise<void>((resolve) => {
+            const check = (): void => {
+              if (inbox.received.some((m) => m.payload.toString() === "q2")) resolve();
+              else subscriber.once("message", check);
+            };
+            check();
+          }),
+          DEADLINE_MS,
+          "the QoS 2 message delivered",
+        );
+        // Two confirmations (200 ms each) fail meanwhile.
+        const misses = await metricValue(node.httpUrl, "sluice_redis_replica_ack_misses_total");
+        await withDeadline(
+          (async () => {
+            while (
+              (await metricValue(node.httpUrl, "sluice_redis_replica_ack_misses_total")) <
+              misses + 2
+            )
+              await pause(50);
+          })(),
+          DEADLINE_MS,
+          "confirmations failing",
+        );
+        assert.equal(pubrecs.length, 0, "no PUBREC while the replica lags");
+        // Short of replicas, a client with a will still connects, and a persistent session
+        // still subscribes: their CONNACK and SUBACK wait for the confirmation, then go out.
+        const late = await withDeadline(
+          connect(url, {
+            clientId: "short-late",
+            clean: false,
+            will: { topic: `${topic}/will`, payload: Buffer.from("gone"), qos: 1, retain: false },
+          }),
+          DEADLINE_MS,
+          "CONNACK with a will while the replica lags",
+        );
+        try {
+          assert.equal(
+            await withDeadline(subscribe(late, `${topic}/late`, 1), DEADLINE_MS, "SUBACK"),
+            1,
+          );
+        } finally {
+          await end(late);
+        }
+        relay(group).setDelay(0);
+        await withDeadline(q2, DEADLINE_MS, "PUBCOMP once the replica confirms");
+        const q2s = inbox.received.filter((m) => m.payload.toString() === "q2");
+        assert.equal(q2s.length, 1, "the QoS 2 message delivered once");
+        assert.equal((q2s[0]?.packet as IPublishPacket).qos, 2);
+      } finally {
+        await end(publisher, subscriber);
+      }
+    });
+  });
+
+  it("warns at start when Redis has fewer replicas than asked", async () => {
+    await withGroup("acks-warn", { replicaAcks: { replicas: 2 } }, async (_group, _node, log) => {
+      const line = await withDeadline(
+        log.waitFor((l) => l.event === "redis.replicas_short"),
+        DEADLINE_MS,
+        "redis.replicas_short",
+      );
+      assert.equal(line.connected, 1);
+      assert.equal(line.replicas, 2);
+    });
+  });
+});
+
+describe("replica confirmations on a primary and its replica", () => {
+  it("confirmations asked in one turn share one WAIT; a stopped replica makes them fail", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sluice-acks-"));
+    const primary = await RedisServer.start();
+    let replica: RedisServer | undefined;
+    const connection = new Redis({ port: primary.port, lazyConnect: true });
+    const log = new LogCapture("info");
+    try {
+      replica = await RedisServer.start({ replicaOf: { port: primary.port, dir } });
+      await connection.connect();
+      const acks = new ReplicaAcks(connection, { replicas: 1, timeoutMs: 300 }, log.logger);
+      const waits = async (): Promise<number> =>
+        Number(
+          /cmdstat_wait:calls=(\d+)/.exec(await primary.bulk("INFO", "commandstats"))?.[1] ?? 0,
+        );
+      const before = await waits();
+      await Promise.all(Array.from({ length: 50 }, () => acks.confirmed()));
+      assert.equal((await waits()) - before, 1, "one WAIT for the turn's 50");
+
+      // The replica stopped (SIGSTOP): it acknowledges nothing until it runs again.
+      const pid = Number(/process_id:(\d+)/.exec(await replica.bulk("INFO", "server"))?.[1]);
+      process.kill(pid, "SIGSTOP");
+      try {
+        const missed = new Promise<number>((resolve) => acks.once("missed", resolve));
+        await assert.rejects(
+          Promise.all([acks.confirmed(), acks.confirmed()]),
+          (error: unknown) => error instanceof ReplicaShortfall && error.confirmed === 0,
+        );
+        assert.equal(await missed, 2);
+        assert.ok(log.lines.some((l) => l.event === "redis.replica_acks_missed"));
+      } finally {
+        process.kill(pid, "SIGCONT");
+      }
+      await withDeadline(acks.confirmed(), DEADLINE_MS, "confirmed once the replica runs again");
+      assert.ok(log.lines.some((l) => l.event === "redis.replica_acks_confirmed"));
+    } finally {
+      connection.disconnect();
+      await replica?.kill();
+      await primary.kill();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
