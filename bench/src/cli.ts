@@ -18,6 +18,14 @@ import { panelsFor, renderChart } from "./report/svg-chart.js";
 import { parsePhases } from "./scenarios/phase-selection.js";
 import { defaultScenarios, findScenario } from "./scenarios/registry.js";
 import type { ResultRow, Scenario, ScenarioTable } from "./scenarios/scenario.js";
+import {
+  BENCH_CGROUP_PREFIX,
+  CFS_PERIOD_US,
+  CPU_CONTROLLER,
+  checkCpuController,
+  NodeCpuBudget,
+  sweepStaleCgroups,
+} from "./system/cpu-cgroup.js";
 import { machineInfo, versions } from "./system/machine-info.js";
 
 const DEFAULT_RESULTS = fileURLToPath(new URL("../../../bench/results", import.meta.url));
@@ -49,6 +57,15 @@ async function main(argv: string[]): Promise<number> {
   const resultsDir = cli.resultsDir ?? DEFAULT_RESULTS;
   const cleanup = new CleanupRegistry();
   cleanup.installSignalHandlers(log);
+  let nodeCpu: NodeCpuBudget | undefined;
+  if (cli.run.nodeCpu !== undefined) {
+    try {
+      nodeCpu = nodeCpuBudget(cli.run.nodeCpu, scenarios, cleanup);
+    } catch (error) {
+      process.stderr.write(`bench: ${(error as Error).message}\n`);
+      return 2;
+    }
+  }
   // A hard bound on the whole invocation: whatever hangs, everything started is stopped.
   const deadline = setTimeout(() => {
     log(`bench: over --max-minutes ${cli.maxMinutes}: stopping everything`);
@@ -63,6 +80,11 @@ async function main(argv: string[]): Promise<number> {
     mqttBenchmarkInstalled()
       ? "mqtt-benchmark installed: its figure is publishes/s with one message in flight per client and no subscribers"
       : "mqtt-benchmark not installed (bench/tools/install-mqtt-benchmark.sh); cross-check with Mosquitto's C clients only",
+    ...(nodeCpu
+      ? [
+          `--node-cpu ${nodeCpu.cores}: each broker node process in a cgroup of its own, CFS quota ${nodeCpu.quotaUs} µs per ${CFS_PERIOD_US} µs; Redis and the generators without a quota`,
+        ]
+      : []),
   ];
   const started = new Date();
   const timestamp = fileTimestamp(started);
@@ -76,7 +98,13 @@ async function main(argv: string[]): Promise<number> {
     for (const scenario of scenarios) {
       const scenarioStart = new Date();
       log(`== ${scenario.name}: ${scenario.description}`);
-      const output = await scenario.run({ options: cli.run, cleanup, log, workDir });
+      const output = await scenario.run({
+        options: cli.run,
+        cleanup,
+        log,
+        workDir,
+        ...(nodeCpu ? { nodeCpu } : {}),
+      });
       allRows.push(...output.rows);
       const tables = output.tables ?? [];
       allTables.push(...tables);
@@ -94,6 +122,7 @@ async function main(argv: string[]): Promise<number> {
             : {}),
           publisherProcesses: cli.run.publisherProcesses,
           subscriberProcesses: cli.run.subscriberProcesses,
+          ...(nodeCpu ? { nodeCpu: nodeCpu.describe() } : {}),
         },
         notes,
         results: output.rows,
@@ -141,6 +170,33 @@ async function main(argv: string[]): Promise<number> {
     await removeWorkDir();
     await cleanup.stopAll();
   }
+}
+
+/**
+ * `--node-cpu`: refused unless every scenario named takes it and the cpu controller is there and
+ * writable; cgroups a killed run left behind are swept first. Every cgroup made is removed at
+ * the end, on SIGINT/SIGTERM (through the cleanup registry) and, as a last resort, on exit.
+ */
+function nodeCpuBudget(
+  cores: number,
+  scenarios: readonly Scenario[],
+  cleanup: CleanupRegistry,
+): NodeCpuBudget {
+  const refusing = scenarios.filter((s) => !s.nodeCpu).map((s) => s.name);
+  if (refusing.length > 0)
+    throw new Error(
+      `--node-cpu: ${refusing.join(", ")} does not take it (its nodes would run unconstrained)`,
+    );
+  checkCpuController(CPU_CONTROLLER);
+  const swept = sweepStaleCgroups(CPU_CONTROLLER);
+  if (swept.length > 0) log(`--node-cpu: removed cgroups of earlier runs: ${swept.join(", ")}`);
+  const budget = new NodeCpuBudget(cores, CPU_CONTROLLER);
+  cleanup.add("node cgroups", async () => budget.releaseAll());
+  process.on("exit", () => budget.releaseAll());
+  log(
+    `--node-cpu ${cores}: each broker node gets ${budget.quotaUs} µs of CPU per ${CFS_PERIOD_US} µs period (cgroups ${CPU_CONTROLLER}/${BENCH_CGROUP_PREFIX}${process.pid}-*)`,
+  );
+  return budget;
 }
 
 /** Checks `--phases` against a scenario before anything starts: one without phases refuses it. */

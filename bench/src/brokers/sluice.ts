@@ -43,7 +43,7 @@ export interface SluiceNodeOptions {
  * open/close are debug), no drain on stop.
  */
 export async function startSluiceNode(
-  { cleanup, workDir }: BrokerContext,
+  { cleanup, workDir, nodeCpu }: BrokerContext,
   nodeId: string,
   { redis, config: overrides, cli, instruments }: SluiceNodeOptions = {},
 ): Promise<SluiceNodeHandle> {
@@ -73,11 +73,14 @@ export async function startSluiceNode(
       const timer = setTimeout(() => node.kill("SIGKILL"), 5_000);
       await node.exited;
       clearTimeout(timer);
+      if (pid) nodeCpu?.release(pid);
       await keepTrace(node, `${nodeId}-${pid}`);
     },
     () => (pid ? [pid] : []),
   );
   try {
+    // before it takes any load: the whole life of the node runs under its quota
+    if (nodeCpu && pid) nodeCpu.place(pid, nodeId);
     const { ports, httpPort } = await node.ready();
     const mqttPort = Number(ports.tcp ?? ports.tls);
     const scheme = ports.tcp === undefined ? "mqtts" : "mqtt";

@@ -7,6 +7,7 @@ import {
   redisActivitySince,
 } from "../brokers/redis-info.js";
 import { readSluiceCounters, type SluiceCounters } from "../brokers/sluice-metrics.js";
+import { type NodeCpuBudget, type ThrottleStats, throttleSince } from "../system/cpu-cgroup.js";
 import { ContentionWindow } from "../system/cpu-contention.js";
 import { threadCpuSeconds } from "../system/process-cpu.js";
 import { readSyscalls } from "../system/process-io.js";
@@ -24,6 +25,10 @@ export interface ProcessCost {
   pid: number;
   /** CPU seconds the process used over the measurement window; null if unreadable. */
   cpuSeconds: number | null;
+  /** Its `--node-cpu` quota in cores; absent: not in a bench cgroup. */
+  quotaCores?: number;
+  /** Its cgroup's CFS periods over the window and those it was throttled in (cpu.stat). */
+  throttle?: ThrottleStats | null;
 }
 
 /** What one measurement cost, beside the generator's row. */
@@ -53,6 +58,7 @@ export interface CostFigures {
 interface WindowReading {
   at: number;
   cpu: Array<number | undefined>;
+  throttle: Array<ThrottleStats | undefined>;
   redisReads: number | undefined;
   redis: Promise<{ counters: RedisCounters; statsReplyBytes: number } | undefined>;
 }
@@ -89,6 +95,7 @@ export class CostProbe implements LoadProbe {
     private readonly broker: RunningBroker,
     private readonly loadCase: LoadCase,
     private readonly onFinished: (row: ResultRow, figures: CostFigures) => void,
+    private readonly nodeCpu?: NodeCpuBudget,
   ) {}
 
   onStart(): void {
@@ -150,6 +157,7 @@ export class CostProbe implements LoadProbe {
     return {
       at: performance.now(),
       cpu: this.broker.processes.map((p) => threadCpuSeconds(p.pid)),
+      throttle: this.broker.processes.map((p) => this.nodeCpu?.cgroupOf(p.pid)?.stats()),
       redisReads: redisPid === undefined ? undefined : readSyscalls(redisPid),
       redis: redis
         ? readRedisCounters(redis).catch((error: unknown) => {
@@ -167,10 +175,22 @@ export class CostProbe implements LoadProbe {
     const processes = this.broker.processes.map((p, i): ProcessCost => {
       const before = begin.cpu[i];
       const after = end.cpu[i];
+      const group = this.nodeCpu?.cgroupOf(p.pid);
+      const throttleBefore = begin.throttle[i];
+      const throttleAfter = end.throttle[i];
       return {
         name: names[i] ?? p.role,
         pid: p.pid,
         cpuSeconds: before === undefined || after === undefined ? null : after - before,
+        ...(group
+          ? {
+              quotaCores: group.quotaCores,
+              throttle:
+                throttleBefore && throttleAfter
+                  ? throttleSince(throttleBefore, throttleAfter)
+                  : null,
+            }
+          : {}),
       };
     });
     const [redisBefore, redisAfter] = await Promise.all([begin.redis, end.redis]);
