@@ -4,7 +4,7 @@
  * run, writes bench/results/<scenario>-<timestamp>.{json,svg,md}, prints the table.
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { setPriority, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MOSQUITTO_PATH } from "./brokers/mosquitto.js";
@@ -20,9 +20,11 @@ import { defaultScenarios, findScenario } from "./scenarios/registry.js";
 import type { ResultRow, Scenario, ScenarioTable } from "./scenarios/scenario.js";
 import {
   BENCH_CGROUP_PREFIX,
+  BENCH_NICE,
   CFS_PERIOD_US,
   CPU_CONTROLLER,
   checkCpuController,
+  NODE_CPU_SHARES,
   NodeCpuBudget,
   sweepStaleCgroups,
 } from "./system/cpu-cgroup.js";
@@ -82,7 +84,7 @@ async function main(argv: string[]): Promise<number> {
       : "mqtt-benchmark not installed (bench/tools/install-mqtt-benchmark.sh); cross-check with Mosquitto's C clients only",
     ...(nodeCpu
       ? [
-          `--node-cpu ${nodeCpu.cores}: each broker node process in a cgroup of its own, CFS quota ${nodeCpu.quotaUs} µs per ${CFS_PERIOD_US} µs; Redis and the generators without a quota`,
+          `--node-cpu ${nodeCpu.cores}: each broker node process in a cgroup of its own, CFS quota ${nodeCpu.quotaUs} µs per ${CFS_PERIOD_US} µs, cpu.shares ${NODE_CPU_SHARES} (8 ordinary processes' weight, so it gets its quota on a busy machine); Redis and the generators without a quota, at nice ${BENCH_NICE}`,
         ]
       : []),
   ];
@@ -190,11 +192,15 @@ function nodeCpuBudget(
   checkCpuController(CPU_CONTROLLER);
   const swept = sweepStaleCgroups(CPU_CONTROLLER);
   if (swept.length > 0) log(`--node-cpu: removed cgroups of earlier runs: ${swept.join(", ")}`);
+  // inherited by everything the run spawns from here on: Redis, the generators (and the nodes,
+  // whose cgroup's weight is what counts for them)
+  setPriority(BENCH_NICE);
   const budget = new NodeCpuBudget(cores, CPU_CONTROLLER);
   cleanup.add("node cgroups", async () => budget.releaseAll());
-  process.on("exit", () => budget.releaseAll());
+  // before the registry's last-resort SIGKILLs, so no cgroup is left holding a dying node
+  process.prependListener("exit", () => budget.releaseAll());
   log(
-    `--node-cpu ${cores}: each broker node gets ${budget.quotaUs} µs of CPU per ${CFS_PERIOD_US} µs period (cgroups ${CPU_CONTROLLER}/${BENCH_CGROUP_PREFIX}${process.pid}-*)`,
+    `--node-cpu ${cores}: each broker node gets ${budget.quotaUs} µs of CPU per ${CFS_PERIOD_US} µs period, weight ${NODE_CPU_SHARES}; Redis and the generators at nice ${BENCH_NICE} (cgroups ${CPU_CONTROLLER}/${BENCH_CGROUP_PREFIX}${process.pid}-*)`,
   );
   return budget;
 }

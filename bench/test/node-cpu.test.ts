@@ -13,6 +13,7 @@ import {
   BENCH_CGROUP_PREFIX,
   CPU_CONTROLLER,
   checkCpuController,
+  NODE_CPU_SHARES,
   NodeCpuBudget,
   parseCpuStat,
   parseNodeCpu,
@@ -119,6 +120,10 @@ test(
       assert.match(group.path, new RegExp(`/${BENCH_CGROUP_PREFIX}${process.pid}-1-busy_node_1$`));
       assert.equal(readFileSync(join(group.path, "cpu.cfs_quota_us"), "utf8").trim(), "5000");
       assert.equal(readFileSync(join(group.path, "cpu.cfs_period_us"), "utf8").trim(), "100000");
+      assert.equal(
+        readFileSync(join(group.path, "cpu.shares"), "utf8").trim(),
+        String(NODE_CPU_SHARES),
+      );
       assert.deepEqual(group.pids(), [pid]);
       assert.equal(cpuCgroupOf(pid), group.path.slice(CPU_CONTROLLER.length));
       const statsBefore = group.stats();

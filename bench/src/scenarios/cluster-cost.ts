@@ -16,7 +16,7 @@ import {
 import { LATENCY_RATE } from "./latency.js";
 import { type LoadCase, measureBrokers, medianRound } from "./measure-brokers.js";
 import { type PhaseName, parsePhases, runsPhase, selectedLevels } from "./phase-selection.js";
-import { generatorCpuText, nodeCpuText, redisCpuPercent, scalingTable } from "./scaling-table.js";
+import { generatorCpuText, nodeCpuText, redisCpuText, scalingTable } from "./scaling-table.js";
 import type {
   ResultRow,
   RunOptions,
@@ -225,7 +225,7 @@ function costRow(measured: MeasuredCase): Record<string, TableCell> {
     "node B µs/msg": twoNodes ? micros("node B") : null,
     "nodes CPU cores (throttled)": nodeCpuText(figures),
     "generators CPU %": generatorCpuText(row),
-    "Redis CPU %": redisCpuPercent(figures),
+    "Redis CPU % (wait)": redisCpuText(figures),
     "Redis µs/msg": redis ? micros("redis") : null,
     "Redis cmds/msg": redis ? perMessageOrNull(redis.commands, round3) : null,
     "Redis reads/msg": redis ? perMessageOrNull(redis.readSyscalls, round3) : null,
@@ -262,7 +262,7 @@ const COST_COLUMNS = [
   "node B µs/msg",
   "nodes CPU cores (throttled)",
   "generators CPU %",
-  "Redis CPU %",
+  "Redis CPU % (wait)",
   "Redis µs/msg",
   "Redis cmds/msg",
   "Redis reads/msg",

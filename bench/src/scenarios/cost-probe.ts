@@ -9,7 +9,7 @@ import {
 import { readSluiceCounters, type SluiceCounters } from "../brokers/sluice-metrics.js";
 import { type NodeCpuBudget, type ThrottleStats, throttleSince } from "../system/cpu-cgroup.js";
 import { ContentionWindow } from "../system/cpu-contention.js";
-import { threadCpuSeconds } from "../system/process-cpu.js";
+import { mainThreadRunQueueSeconds, threadCpuSeconds } from "../system/process-cpu.js";
 import { readSyscalls } from "../system/process-io.js";
 import type { LoadCase, LoadProbe } from "./measure-brokers.js";
 import type { ResultRow } from "./scenario.js";
@@ -25,6 +25,11 @@ export interface ProcessCost {
   pid: number;
   /** CPU seconds the process used over the measurement window; null if unreadable. */
   cpuSeconds: number | null;
+  /**
+   * Seconds its main thread was runnable but not running over the window (waiting for a CPU, or
+   * held back by its quota); null if unreadable.
+   */
+  runQueueSeconds?: number | null;
   /** Its `--node-cpu` quota in cores; absent: not in a bench cgroup. */
   quotaCores?: number;
   /** Its cgroup's CFS periods over the window and those it was throttled in (cpu.stat). */
@@ -58,6 +63,7 @@ export interface CostFigures {
 interface WindowReading {
   at: number;
   cpu: Array<number | undefined>;
+  runQueue: Array<number | undefined>;
   throttle: Array<ThrottleStats | undefined>;
   redisReads: number | undefined;
   redis: Promise<{ counters: RedisCounters; statsReplyBytes: number } | undefined>;
@@ -157,6 +163,7 @@ export class CostProbe implements LoadProbe {
     return {
       at: performance.now(),
       cpu: this.broker.processes.map((p) => threadCpuSeconds(p.pid)),
+      runQueue: this.broker.processes.map((p) => mainThreadRunQueueSeconds(p.pid)),
       throttle: this.broker.processes.map((p) => this.nodeCpu?.cgroupOf(p.pid)?.stats()),
       redisReads: redisPid === undefined ? undefined : readSyscalls(redisPid),
       redis: redis
@@ -182,6 +189,7 @@ export class CostProbe implements LoadProbe {
         name: names[i] ?? p.role,
         pid: p.pid,
         cpuSeconds: before === undefined || after === undefined ? null : after - before,
+        runQueueSeconds: difference(begin.runQueue[i], end.runQueue[i]),
         ...(group
           ? {
               quotaCores: group.quotaCores,
@@ -216,6 +224,10 @@ export class CostProbe implements LoadProbe {
       (this.broker.httpPorts ?? []).map((port) => readSluiceCounters(port).catch(() => null)),
     );
   }
+}
+
+function difference(before: number | undefined, after: number | undefined): number | null {
+  return before === undefined || after === undefined ? null : after - before;
 }
 
 /** Growth of the nodes' dropped-message counters by reason, added up; null without answers. */

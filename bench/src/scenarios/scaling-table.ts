@@ -28,8 +28,9 @@ const COMPARISONS: readonly Comparison[] = [
 const fixed = (value: number, digits: number): string => value.toFixed(digits);
 
 /**
- * Each node's CPU over the window in cores, with the share of CFS periods its cgroup was
- * throttled in where it has a quota: "A 0.40 (96 %), B 0.31 (8 %)", "0.40 (99 %)".
+ * Each node's CPU over the window in cores, then the share of CFS periods its cgroup was
+ * throttled in (where it has a quota) and the share of the window its main thread was runnable
+ * but not running: "A 0.40 (thr 96 %, wait 70 %), B 0.31 (thr 8 %, wait 40 %)".
  */
 export function nodeCpuText(figures: CostFigures): string | null {
   const nodes = figures.processes.filter((p) => p.name.startsWith("node"));
@@ -42,21 +43,31 @@ export function nodeCpuText(figures: CostFigures): string | null {
       const throttle = node.throttle;
       const throttled =
         node.quotaCores === undefined
-          ? ""
-          : throttle && throttle.periods > 0
-            ? ` (${Math.round((100 * throttle.throttled) / throttle.periods)} %)`
-            : " (? %)";
-      return `${label}${cores}${throttled}`;
+          ? []
+          : [
+              throttle && throttle.periods > 0
+                ? `thr ${Math.round((100 * throttle.throttled) / throttle.periods)} %`
+                : "thr ? %",
+            ];
+      const waited =
+        node.runQueueSeconds === null || node.runQueueSeconds === undefined
+          ? []
+          : [`wait ${Math.round((100 * node.runQueueSeconds) / window)} %`];
+      const details = [...throttled, ...waited];
+      return `${label}${cores}${details.length > 0 ? ` (${details.join(", ")})` : ""}`;
     })
     .join(", ");
 }
 
-/** Redis' CPU over the window in percent of one core; null without Redis. */
-export function redisCpuPercent(figures: CostFigures): number | null {
+/** Redis' CPU over the window in percent of one core, and its run-queue wait: "3 (wait 1)". */
+export function redisCpuText(figures: CostFigures): string | null {
   const redis = figures.processes.find((p) => p.name === "redis");
   const window = figures.windowSeconds;
   if (!redis || redis.cpuSeconds === null || window === null || window <= 0) return null;
-  return Math.round((100 * redis.cpuSeconds) / window);
+  const cpu = Math.round((100 * redis.cpuSeconds) / window);
+  return redis.runQueueSeconds === null || redis.runQueueSeconds === undefined
+    ? String(cpu)
+    : `${cpu} (wait ${Math.round((100 * redis.runQueueSeconds) / window)})`;
 }
 
 /** The generator processes' CPU, percent of one core each: "pub 41 / sub 63+58". */
@@ -103,14 +114,15 @@ export function scalingTable(
       "baseline nodes CPU cores (throttled)",
       "generators CPU %",
       "baseline generators CPU %",
-      "Redis CPU %",
-      "baseline Redis CPU %",
+      "Redis CPU % (wait)",
+      "baseline Redis CPU % (wait)",
     ],
     rows,
     notes: [
       "msg/s = delivered msg/s of the first broker named in compare, baseline = of the second; round r of both ran back to back (the broker order rotates each round); the median row is the median of the rounds' ratios",
-      "nodes CPU cores = each node's CPU over the measurement window / the window (A takes the publishers, B the subscribers); throttled = share of the window's CFS periods in which its cgroup used up its quota (cpu.stat nr_throttled / nr_periods): a node near its quota and throttled in most periods was the limit",
-      "generators and Redis CPU % = percent of one core over the same window; they run outside any quota, so they are not the limit while well under 100 % and the machine has CPU to spare (see machine CPU pressure in the cost tables)",
+      "nodes CPU cores = each node's CPU over the measurement window / the window (A takes the publishers, B the subscribers); thr = share of the window's CFS periods in which its cgroup used up its quota (cpu.stat nr_throttled / nr_periods); wait = time its main thread was runnable but not running (schedstat) / the window, which counts the time its quota held it back as well as waits for a CPU: a node at its quota and throttled in most periods was the limit; one under its quota, seldom throttled, that waited long was short of the machine's CPU",
+      "generators and Redis CPU % = percent of one core over the same window (Redis' run-queue wait in brackets); they run outside any quota, so they are not the limit while well under 100 % and not waiting for a CPU",
+      "the median row: the median of the rounds' ratios (the upper middle of an even count)",
     ],
   };
 }
@@ -141,7 +153,7 @@ function comparisonRows(
         ? {
             nodes: nodeCpuText(round.figures),
             generators: generatorCpuText(round.row),
-            redis: redisCpuPercent(round.figures),
+            redis: redisCpuText(round.figures),
           }
         : { nodes: null, generators: null, redis: null };
     };
@@ -158,8 +170,8 @@ function comparisonRows(
       "baseline nodes CPU cores (throttled)": theirs.nodes,
       "generators CPU %": mine.generators,
       "baseline generators CPU %": theirs.generators,
-      "Redis CPU %": mine.redis,
-      "baseline Redis CPU %": theirs.redis,
+      "Redis CPU % (wait)": mine.redis,
+      "baseline Redis CPU % (wait)": theirs.redis,
     });
   }
   rows.push({

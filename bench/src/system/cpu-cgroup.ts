@@ -17,6 +17,18 @@ export const CPU_CONTROLLER = "/sys/fs/cgroup/cpu";
 export const BENCH_CGROUP_PREFIX = "sluice-bench-";
 /** The CFS period the quota is a share of (the kernel's default, 100 ms). */
 export const CFS_PERIOD_US = 100_000;
+/**
+ * The weight of a node's cgroup against everything else on the machine (1024 = one ordinary
+ * process): high, so that a node gets its quota on a machine others keep busy; the quota caps
+ * what that weight can take.
+ */
+export const NODE_CPU_SHARES = 8_192;
+/**
+ * The nice value the bench (and so Redis and the generators it spawns) runs at under
+ * `--node-cpu`: weight 9548 against an ordinary process' 1024, so that the machine's other work
+ * neither starves them nor stretches every Redis round trip by a scheduling delay.
+ */
+export const BENCH_NICE = -10;
 /** The kernel refuses a quota under 1 ms. */
 const MIN_QUOTA_US = 1_000;
 
@@ -137,11 +149,20 @@ export class NodeCpuBudget {
   }
 
   /** What the results record about the budget. */
-  describe(): { cores: number; quotaUs: number; periodUs: number; controller: string } {
+  describe(): {
+    cores: number;
+    quotaUs: number;
+    periodUs: number;
+    shares: number;
+    benchNice: number;
+    controller: string;
+  } {
     return {
       cores: this.cores,
       quotaUs: this.quotaUs,
       periodUs: CFS_PERIOD_US,
+      shares: NODE_CPU_SHARES,
+      benchNice: BENCH_NICE,
       controller: this.root,
     };
   }
@@ -156,6 +177,7 @@ export class NodeCpuBudget {
     try {
       writeFileSync(join(path, "cpu.cfs_period_us"), String(CFS_PERIOD_US));
       writeFileSync(join(path, "cpu.cfs_quota_us"), String(this.quotaUs));
+      writeFileSync(join(path, "cpu.shares"), String(NODE_CPU_SHARES));
       group.add(pid);
     } catch (error) {
       group.remove();
@@ -212,20 +234,29 @@ function removeTree(path: string, root: string): boolean {
   return removeCgroup(path, root);
 }
 
+/** How long a removal waits for tasks that are exiting (SIGKILLed a moment ago) to leave. */
+const EXITING_TASKS_WAIT_MS = 1_000;
+
 function removeCgroup(path: string, root: string): boolean {
-  if (!existsSync(path)) return true;
-  for (const pid of readPids(path)) {
-    try {
-      writeFileSync(join(root, "cgroup.procs"), String(pid));
-    } catch {
-      // exited meanwhile
+  const deadline = performance.now() + EXITING_TASKS_WAIT_MS;
+  for (;;) {
+    if (!existsSync(path)) return true;
+    for (const pid of readPids(path)) {
+      try {
+        writeFileSync(join(root, "cgroup.procs"), String(pid));
+      } catch {
+        // exiting: it leaves by itself
+      }
     }
-  }
-  try {
-    rmdirSync(path);
-    return true;
-  } catch {
-    return false;
+    try {
+      rmdirSync(path);
+      return true;
+    } catch (error) {
+      const busy = (error as NodeJS.ErrnoException).code === "EBUSY";
+      if (!busy || performance.now() > deadline) return false;
+      // synchronous (it also runs from the 'exit' event): a task being killed is gone in ms
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    }
   }
 }
 
