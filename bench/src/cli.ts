@@ -8,6 +8,7 @@ import { setPriority, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MOSQUITTO_PATH } from "./brokers/mosquitto.js";
+import { benchSluiceConfig, nodeExecArgv } from "./brokers/sluice.js";
 import { mqttBenchmarkInstalled } from "./crosscheck/mqtt-benchmark.js";
 import { CleanupRegistry } from "./lifecycle/cleanup-registry.js";
 import { parseCli, USAGE } from "./options.js";
@@ -52,6 +53,7 @@ async function main(argv: string[]): Promise<number> {
     cli.scenarios.length > 0 ? cli.scenarios.map(findScenario) : defaultScenarios();
   try {
     if (cli.run.phases) for (const scenario of scenarios) phasesOf(scenario, cli.run.phases);
+    sluiceNodeSettings();
   } catch (error) {
     process.stderr.write(`bench: ${(error as Error).message}\n`);
     return 2;
@@ -125,6 +127,7 @@ async function main(argv: string[]): Promise<number> {
           publisherProcesses: cli.run.publisherProcesses,
           subscriberProcesses: cli.run.subscriberProcesses,
           ...(nodeCpu ? { nodeCpu: nodeCpu.describe() } : {}),
+          ...sluiceNodeSettings(),
         },
         notes,
         results: output.rows,
@@ -203,6 +206,16 @@ function nodeCpuBudget(
     `--node-cpu ${cores}: each broker node gets ${budget.quotaUs} µs of CPU per ${CFS_PERIOD_US} µs period, weight ${NODE_CPU_SHARES}; Redis and the generators at nice ${BENCH_NICE} (cgroups ${CPU_CONTROLLER}/${BENCH_CGROUP_PREFIX}${process.pid}-*)`,
   );
   return budget;
+}
+
+/** What BENCH_SLUICE_EXEC_ARGV / BENCH_SLUICE_CONFIG changed in every Sluice node, for the record. */
+function sluiceNodeSettings(): Record<string, unknown> {
+  const execArgv = nodeExecArgv();
+  const config = benchSluiceConfig();
+  return {
+    ...(execArgv.length > 0 ? { sluiceExecArgv: execArgv } : {}),
+    ...(Object.keys(config).length > 0 ? { sluiceConfig: config } : {}),
+  };
 }
 
 /** Checks `--phases` against a scenario before anything starts: one without phases refuses it. */
