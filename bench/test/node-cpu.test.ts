@@ -9,6 +9,11 @@ import { createInterface } from "node:readline";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { parseCli } from "../src/options.js";
+import type { MeasuredCase } from "../src/scenarios/cost-goals.js";
+import type { CostFigures } from "../src/scenarios/cost-probe.js";
+import type { LoadCase } from "../src/scenarios/measure-brokers.js";
+import { scalingTable } from "../src/scenarios/scaling-table.js";
+import type { ResultRow } from "../src/scenarios/scenario.js";
 import {
   BENCH_CGROUP_PREFIX,
   CPU_CONTROLLER,
@@ -357,4 +362,91 @@ test("--node-cpu is refused for a scenario that does not take it, before anythin
   const [code] = await once(child, "exit");
   assert.equal(code, 2);
   assert.match(stderr, /--node-cpu: connections does not take it/);
+});
+
+/** A full-speed round of a broker: its delivered msg/s and its nodes' CPU over a 2 s window. */
+function measuredRound(
+  messagesPerSecond: number,
+  nodes: Array<{ cpuSeconds: number; throttled: number }>,
+): { row: ResultRow; figures: CostFigures } {
+  const names = nodes.length === 1 ? ["node"] : ["node A", "node B"];
+  return {
+    row: {
+      messagesPerSecond,
+      generatorCpu: { publishers: [20.4], subscribers: [30, 41.6], saturated: false },
+    } as ResultRow,
+    figures: {
+      windowSeconds: 2,
+      processes: [
+        ...nodes.map((n, i) => ({
+          name: names[i] ?? "",
+          pid: i + 1,
+          cpuSeconds: n.cpuSeconds,
+          runQueueSeconds: 0.5,
+          quotaCores: 0.4,
+          throttle: { periods: 20, throttled: n.throttled, throttledSeconds: 0.6 },
+        })),
+        { name: "redis", pid: 9, cpuSeconds: 0.04, runQueueSeconds: 0.1 },
+      ],
+      redis: null,
+      readiness: null,
+      redisOutputBufferCuts: null,
+      nodeSubscriptionResets: null,
+      nodeDroppedMessages: null,
+      cpuPressurePercent: null,
+    },
+  };
+}
+
+function measuredCase(broker: string, rounds: ReturnType<typeof measuredRound>[]): MeasuredCase {
+  return {
+    key: { broker, kind: "full-speed", qos: 0 },
+    loadCase: { qos: 0 } as LoadCase,
+    rounds,
+  };
+}
+
+test("the scaling table divides two brokers' delivered msg/s round by round, with each node's CPU against its quota", () => {
+  const one = measuredCase("sluice-redis", [
+    measuredRound(20_000, [{ cpuSeconds: 0.8, throttled: 20 }]),
+    measuredRound(10_000, [{ cpuSeconds: 0.8, throttled: 19 }]),
+    measuredRound(25_000, [{ cpuSeconds: 0.79, throttled: 20 }]),
+  ]);
+  const two = measuredCase("sluice-cluster-2", [
+    measuredRound(30_000, [
+      { cpuSeconds: 0.8, throttled: 20 },
+      { cpuSeconds: 0.5, throttled: 4 },
+    ]),
+    measuredRound(20_000, [
+      { cpuSeconds: 0.8, throttled: 20 },
+      { cpuSeconds: 0.4, throttled: 0 },
+    ]),
+    measuredRound(25_000, [
+      { cpuSeconds: 0.8, throttled: 18 },
+      { cpuSeconds: 0.5, throttled: 2 },
+    ]),
+  ]);
+  const table = scalingTable([one, two], 0.4);
+  assert.ok(table);
+  assert.match(table.title, /each node limited to 0.4 core/);
+  const rows = table.rows.filter((r) => String(r.compare).startsWith("two Sluice nodes"));
+  assert.deepEqual(
+    rows.map((r) => [r.round, r["msg/s"] ?? null, r["baseline msg/s"] ?? null, r.ratio]),
+    [
+      [1, 30_000, 20_000, 1.5],
+      [2, 20_000, 10_000, 2],
+      [3, 25_000, 25_000, 1],
+      ["median", null, null, 1.5],
+    ],
+  );
+  assert.equal(
+    rows[0]?.["nodes CPU cores (throttled)"],
+    "A 0.40 (thr 100 %, wait 25 %), B 0.25 (thr 20 %, wait 25 %)",
+  );
+  assert.equal(rows[0]?.["baseline nodes CPU cores (throttled)"], "0.40 (thr 100 %, wait 25 %)");
+  assert.equal(rows[0]?.["generators CPU %"], "pub 20 / sub 30+42");
+  assert.equal(rows[0]?.["Redis CPU % (wait)"], "2 (wait 5)");
+  // without the other broker of a pair there is nothing to divide
+  assert.equal(scalingTable([one], 0.4), undefined);
+  assert.match(scalingTable([one, two], undefined)?.title ?? "", /no --node-cpu/);
 });
