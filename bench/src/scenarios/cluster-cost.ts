@@ -406,9 +406,10 @@ export const clusterCost: Scenario = {
           ...costNotes(seconds, context.nodeCpu?.cores),
         ],
       });
+    if (connects) tables.push(connects.table);
+    // last, so the tables before it keep their places for those who read them by position
     const scaling = ran("full-speed") ? scalingTable(chosen, context.nodeCpu?.cores) : undefined;
     if (scaling) tables.push(scaling);
-    if (connects) tables.push(connects.table);
     return {
       rows,
       tables,
