@@ -351,6 +351,44 @@ test(
   },
 );
 
+test(
+  "a run whose nodes fail to start leaves no cgroup behind",
+  { skip, timeout: 90_000 },
+  async () => {
+    const results = await mkdtemp(join(tmpdir(), "node-cpu-results-"));
+    // every node is placed right after spawn, then exits on the config it was given
+    const child = spawn(
+      process.execPath,
+      [CLI, "cluster-cost", "--quick", "--brokers", "sluice", "--phases", "full-speed:0"].concat([
+        "--node-cpu",
+        "0.3",
+        "--results",
+        results,
+        "--max-minutes",
+        "2",
+      ]),
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, BENCH_SLUICE_CONFIG: '{"bogus":1}' },
+      },
+    );
+    try {
+      const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })[
+        Symbol.asyncIterator
+      ]();
+      await lineMatching(lines, /sluice failed to start/);
+      const exited = once(child, "exit");
+      for (;;) if ((await lines.next()).done) break;
+      const [code] = await exited;
+      assert.equal(code, 1, "the run reports the failure");
+      assert.deepEqual(cgroupsOf(child.pid ?? 0), []);
+    } finally {
+      await stopProcess(child);
+      await rm(results, { recursive: true, force: true });
+    }
+  },
+);
+
 test("--node-cpu is refused for a scenario that does not take it, before anything starts", async () => {
   const child = spawn(process.execPath, [CLI, "connections", "--node-cpu", "0.4"], {
     stdio: ["ignore", "pipe", "pipe"],
