@@ -460,7 +460,7 @@ test("the scaling table divides two brokers' delivered msg/s round by round, wit
       { cpuSeconds: 0.4, throttled: 0 },
     ]),
     measuredRound(25_000, [
-      { cpuSeconds: 0.8, throttled: 18 },
+      { cpuSeconds: 0.5, throttled: 15 },
       { cpuSeconds: 0.5, throttled: 2 },
     ]),
   ]);
@@ -483,6 +483,10 @@ test("the scaling table divides two brokers' delivered msg/s round by round, wit
   );
   assert.equal(rows[0]?.["baseline nodes CPU cores (throttled)"], "0.40 (thr 100 %, wait 25 %)");
   assert.equal(rows[0]?.["generators CPU %"], "pub 20 / sub 30+42");
+  assert.equal(rows[0]?.["at quota"], "A");
+  assert.equal(rows[0]?.["baseline at quota"], "node");
+  assert.equal(rows[1]?.["at quota"], "A");
+  assert.equal(rows[2]?.["at quota"], "none", "15 of 20 periods is under the 80 % mark");
   assert.equal(rows[0]?.["Redis CPU % (wait)"], "2 (wait 5)");
   // without the other broker of a pair there is nothing to divide
   assert.equal(scalingTable([one], 0.4), undefined);

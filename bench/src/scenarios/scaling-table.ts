@@ -59,6 +59,26 @@ export function nodeCpuText(figures: CostFigures): string | null {
     .join(", ");
 }
 
+/** A node throttled in at least this share of the window's CFS periods was held by its quota. */
+const AT_QUOTA_SHARE = 0.8;
+
+/**
+ * Which nodes were at their quota over the window ("A", "A, B", "node"), "none" when no node
+ * was (the limit was elsewhere: a window, the generators, the machine); null without quotas.
+ */
+export function nodesAtQuota(figures: CostFigures): string | null {
+  const nodes = figures.processes.filter((p) => p.name.startsWith("node") && p.quotaCores);
+  if (nodes.length === 0) return null;
+  const held = nodes.filter(
+    (n) =>
+      n.throttle &&
+      n.throttle.periods > 0 &&
+      n.throttle.throttled / n.throttle.periods >= AT_QUOTA_SHARE,
+  );
+  if (held.length === 0) return "none";
+  return held.map((n) => (n.name === "node" ? "node" : n.name.slice(5))).join(", ");
+}
+
 /** Redis' CPU over the window in percent of one core, and its run-queue wait: "3 (wait 1)". */
 export function redisCpuText(figures: CostFigures): string | null {
   const redis = figures.processes.find((p) => p.name === "redis");
@@ -110,6 +130,8 @@ export function scalingTable(
       "msg/s",
       "baseline msg/s",
       "ratio",
+      "at quota",
+      "baseline at quota",
       "nodes CPU cores (throttled)",
       "baseline nodes CPU cores (throttled)",
       "generators CPU %",
@@ -122,6 +144,7 @@ export function scalingTable(
       "msg/s = delivered msg/s of the first broker named in compare, baseline = of the second; round r of both ran back to back (the broker order rotates each round); the median row is the median of the rounds' ratios",
       "nodes CPU cores = each node's CPU over the measurement window / the window (A takes the publishers, B the subscribers); thr = share of the window's CFS periods in which its cgroup used up its quota (cpu.stat nr_throttled / nr_periods); wait = time its main thread was runnable but not running (schedstat) / the window, which counts the time its quota held it back as well as waits for a CPU: a node at its quota and throttled in most periods was the limit; one under its quota, seldom throttled, that waited long was short of the machine's CPU",
       "generators and Redis CPU % = percent of one core over the same window (Redis' run-queue wait in brackets); they run outside any quota, so they are not the limit while well under 100 % and not waiting for a CPU",
+      `at quota = the nodes throttled in at least ${AT_QUOTA_SHARE * 100} % of the window's CFS periods (the limit); none: no node was, so the limit was elsewhere (a window, the generators, Redis, the machine) and the ratio is not one of CPU`,
       "the median row: the median of the rounds' ratios (the upper middle of an even count)",
     ],
   };
@@ -152,10 +175,11 @@ function comparisonRows(
       return round
         ? {
             nodes: nodeCpuText(round.figures),
+            atQuota: nodesAtQuota(round.figures),
             generators: generatorCpuText(round.row),
             redis: redisCpuText(round.figures),
           }
-        : { nodes: null, generators: null, redis: null };
+        : { nodes: null, atQuota: null, generators: null, redis: null };
     };
     const mine = cells("numerator");
     const theirs = cells("denominator");
@@ -166,6 +190,8 @@ function comparisonRows(
       "msg/s": a === null ? null : Math.round(a),
       "baseline msg/s": b === null ? null : Math.round(b),
       ratio: ratio === null ? null : Number(ratio.toFixed(2)),
+      "at quota": mine.atQuota,
+      "baseline at quota": theirs.atQuota,
       "nodes CPU cores (throttled)": mine.nodes,
       "baseline nodes CPU cores (throttled)": theirs.nodes,
       "generators CPU %": mine.generators,
