@@ -4,10 +4,11 @@
  * run, writes bench/results/<scenario>-<timestamp>.{json,svg,md}, prints the table.
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { setPriority, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MOSQUITTO_PATH } from "./brokers/mosquitto.js";
+import { benchSluiceConfig, nodeExecArgv } from "./brokers/sluice.js";
 import { mqttBenchmarkInstalled } from "./crosscheck/mqtt-benchmark.js";
 import { CleanupRegistry } from "./lifecycle/cleanup-registry.js";
 import { parseCli, USAGE } from "./options.js";
@@ -18,6 +19,16 @@ import { panelsFor, renderChart } from "./report/svg-chart.js";
 import { parsePhases } from "./scenarios/phase-selection.js";
 import { defaultScenarios, findScenario } from "./scenarios/registry.js";
 import type { ResultRow, Scenario, ScenarioTable } from "./scenarios/scenario.js";
+import {
+  BENCH_CGROUP_PREFIX,
+  BENCH_NICE,
+  CFS_PERIOD_US,
+  CPU_CONTROLLER,
+  checkCpuController,
+  NODE_CPU_SHARES,
+  NodeCpuBudget,
+  sweepStaleCgroups,
+} from "./system/cpu-cgroup.js";
 import { machineInfo, versions } from "./system/machine-info.js";
 
 const DEFAULT_RESULTS = fileURLToPath(new URL("../../../bench/results", import.meta.url));
@@ -42,6 +53,7 @@ async function main(argv: string[]): Promise<number> {
     cli.scenarios.length > 0 ? cli.scenarios.map(findScenario) : defaultScenarios();
   try {
     if (cli.run.phases) for (const scenario of scenarios) phasesOf(scenario, cli.run.phases);
+    sluiceNodeSettings();
   } catch (error) {
     process.stderr.write(`bench: ${(error as Error).message}\n`);
     return 2;
@@ -49,6 +61,15 @@ async function main(argv: string[]): Promise<number> {
   const resultsDir = cli.resultsDir ?? DEFAULT_RESULTS;
   const cleanup = new CleanupRegistry();
   cleanup.installSignalHandlers(log);
+  let nodeCpu: NodeCpuBudget | undefined;
+  if (cli.run.nodeCpu !== undefined) {
+    try {
+      nodeCpu = nodeCpuBudget(cli.run.nodeCpu, scenarios, cleanup);
+    } catch (error) {
+      process.stderr.write(`bench: ${(error as Error).message}\n`);
+      return 2;
+    }
+  }
   // A hard bound on the whole invocation: whatever hangs, everything started is stopped.
   const deadline = setTimeout(() => {
     log(`bench: over --max-minutes ${cli.maxMinutes}: stopping everything`);
@@ -63,6 +84,11 @@ async function main(argv: string[]): Promise<number> {
     mqttBenchmarkInstalled()
       ? "mqtt-benchmark installed: its figure is publishes/s with one message in flight per client and no subscribers"
       : "mqtt-benchmark not installed (bench/tools/install-mqtt-benchmark.sh); cross-check with Mosquitto's C clients only",
+    ...(nodeCpu
+      ? [
+          `--node-cpu ${nodeCpu.cores}: each broker node process in a cgroup of its own, CFS quota ${nodeCpu.quotaUs} µs per ${CFS_PERIOD_US} µs, cpu.shares ${NODE_CPU_SHARES} (8 ordinary processes' weight, so it gets its quota on a busy machine); Redis and the generators without a quota, at nice ${BENCH_NICE}`,
+        ]
+      : []),
   ];
   const started = new Date();
   const timestamp = fileTimestamp(started);
@@ -76,7 +102,13 @@ async function main(argv: string[]): Promise<number> {
     for (const scenario of scenarios) {
       const scenarioStart = new Date();
       log(`== ${scenario.name}: ${scenario.description}`);
-      const output = await scenario.run({ options: cli.run, cleanup, log, workDir });
+      const output = await scenario.run({
+        options: cli.run,
+        cleanup,
+        log,
+        workDir,
+        ...(nodeCpu ? { nodeCpu } : {}),
+      });
       allRows.push(...output.rows);
       const tables = output.tables ?? [];
       allTables.push(...tables);
@@ -94,6 +126,8 @@ async function main(argv: string[]): Promise<number> {
             : {}),
           publisherProcesses: cli.run.publisherProcesses,
           subscriberProcesses: cli.run.subscriberProcesses,
+          ...(nodeCpu ? { nodeCpu: nodeCpu.describe() } : {}),
+          ...sluiceNodeSettings(),
         },
         notes,
         results: output.rows,
@@ -141,6 +175,47 @@ async function main(argv: string[]): Promise<number> {
     await removeWorkDir();
     await cleanup.stopAll();
   }
+}
+
+/**
+ * `--node-cpu`: refused unless every scenario named takes it and the cpu controller is there and
+ * writable; cgroups a killed run left behind are swept first. Every cgroup made is removed at
+ * the end, on SIGINT/SIGTERM (through the cleanup registry) and, as a last resort, on exit.
+ */
+function nodeCpuBudget(
+  cores: number,
+  scenarios: readonly Scenario[],
+  cleanup: CleanupRegistry,
+): NodeCpuBudget {
+  const refusing = scenarios.filter((s) => !s.nodeCpu).map((s) => s.name);
+  if (refusing.length > 0)
+    throw new Error(
+      `--node-cpu: ${refusing.join(", ")} does not take it (its nodes would run unconstrained)`,
+    );
+  checkCpuController(CPU_CONTROLLER);
+  const swept = sweepStaleCgroups(CPU_CONTROLLER);
+  if (swept.length > 0) log(`--node-cpu: removed cgroups of earlier runs: ${swept.join(", ")}`);
+  // inherited by everything the run spawns from here on: Redis, the generators (and the nodes,
+  // whose cgroup's weight is what counts for them)
+  setPriority(BENCH_NICE);
+  const budget = new NodeCpuBudget(cores, CPU_CONTROLLER);
+  cleanup.add("node cgroups", async () => budget.releaseAll());
+  // before the registry's last-resort SIGKILLs, so no cgroup is left holding a dying node
+  process.prependListener("exit", () => budget.releaseAll());
+  log(
+    `--node-cpu ${cores}: each broker node gets ${budget.quotaUs} µs of CPU per ${CFS_PERIOD_US} µs period, weight ${NODE_CPU_SHARES}; Redis and the generators at nice ${BENCH_NICE} (cgroups ${CPU_CONTROLLER}/${BENCH_CGROUP_PREFIX}${process.pid}-*)`,
+  );
+  return budget;
+}
+
+/** What BENCH_SLUICE_EXEC_ARGV / BENCH_SLUICE_CONFIG changed in every Sluice node, for the record. */
+function sluiceNodeSettings(): Record<string, unknown> {
+  const execArgv = nodeExecArgv();
+  const config = benchSluiceConfig();
+  return {
+    ...(execArgv.length > 0 ? { sluiceExecArgv: execArgv } : {}),
+    ...(Object.keys(config).length > 0 ? { sluiceConfig: config } : {}),
+  };
 }
 
 /** Checks `--phases` against a scenario before anything starts: one without phases refuses it. */

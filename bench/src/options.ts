@@ -1,6 +1,8 @@
+import { availableParallelism } from "node:os";
 import { parseArgs } from "node:util";
 import { ALL_BROKERS, findBroker } from "./brokers/catalog.js";
 import type { RunOptions } from "./scenarios/scenario.js";
+import { parseNodeCpu } from "./system/cpu-cgroup.js";
 
 export const USAGE = `Usage: npm run bench -- [SCENARIO...] [options]
        (no scenario: the default set, throughput and latency; npm run bench builds first)
@@ -52,6 +54,11 @@ Options:
   --phases a,b,...            only these phases of the scenario (those that have phases), a
                               phase with cases by QoS narrowed with :QoS; cluster-cost: rate,
                               full-speed, connects (e.g. --phases connects, or rate:0,connects)
+  --node-cpu CORES            each broker node process (Sluice, bare aedes, Mosquitto) in a
+                              cgroup of its own with a CFS quota of CORES (e.g. 0.4), Redis
+                              and the generators outside: one node against each of two nodes
+                              on the same CPU; root, cgroup v1 cpu controller at
+                              /sys/fs/cgroup/cpu; cluster-cost, throughput, latency, mqtt5
   --publisher-processes N     generator processes for publishers (default 1)
   --subscriber-processes N    generator processes for subscribers (default 1)
   --cross-check anchor|all|none   independent tools on 64 B cases (anchor), all, or none
@@ -106,6 +113,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliOptions {
       client: { type: "string" },
       "max-minutes": { type: "string" },
       phases: { type: "string" },
+      "node-cpu": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -144,6 +152,9 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliOptions {
         : { filters: Math.round(positiveNumber(values.filters, "filters", 1)) }),
       ...(client === undefined ? {} : { clientKind: client }),
       ...(values.phases === undefined ? {} : { phases: listOf(values.phases) }),
+      ...(values["node-cpu"] === undefined
+        ? {}
+        : { nodeCpu: parseNodeCpu(values["node-cpu"], availableParallelism()) }),
     },
     resultsDir: values.results,
     maxMinutes: positiveNumber(values["max-minutes"], "max-minutes", 20),

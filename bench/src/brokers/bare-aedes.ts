@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { CleanupRegistry } from "../lifecycle/cleanup-registry.js";
+import type { NodeCpuBudget } from "../system/cpu-cgroup.js";
 import type { WatchedProcess } from "../system/process-cpu.js";
 import {
   type BrokerContext,
@@ -25,19 +26,33 @@ interface BareNode {
 export async function startNode(
   cleanup: CleanupRegistry,
   engine: Engine,
-  options: { redisUrl?: string; id?: string; persistenceModule?: string; execArgv?: string[] } = {},
+  options: {
+    redisUrl?: string;
+    id?: string;
+    persistenceModule?: string;
+    execArgv?: string[];
+    nodeCpu?: NodeCpuBudget | undefined;
+  } = {},
 ): Promise<BareNode> {
   const args = [...(options.execArgv ?? []), SERVER, "--engine", engine];
   if (options.redisUrl) args.push("--redis", options.redisUrl);
   if (options.id) args.push("--id", options.id);
   if (options.persistenceModule) args.push("--persistence-module", options.persistenceModule);
   const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
-  const stop = cleanup.addChild(`aedes (${engine})`, child);
+  const { nodeCpu } = options;
+  const pid = child.pid;
+  const stopChild = cleanup.addChild(`aedes (${engine})`, child);
+  const stop = async (): Promise<void> => {
+    await stopChild();
+    if (pid) nodeCpu?.release(pid);
+  };
   let stderr = "";
   child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
     stderr += chunk;
   });
   try {
+    // before it takes any load: the whole life of the node runs under its quota
+    if (nodeCpu && pid) nodeCpu.place(pid, options.id ?? `aedes-${engine}`);
     const port = await new Promise<number>((resolve, reject) => {
       let stdout = "";
       const timer = setTimeout(
@@ -78,8 +93,8 @@ function inMemory(
     name,
     description,
     ...(bareAedesCounterpart ? { bareAedesCounterpart } : {}),
-    async start({ cleanup }: BrokerContext): Promise<RunningBroker> {
-      const node = await startNode(cleanup, engine);
+    async start({ cleanup, nodeCpu }: BrokerContext): Promise<RunningBroker> {
+      const node = await startNode(cleanup, engine, { nodeCpu });
       return {
         name,
         publisherUrls: [node.url],
@@ -96,13 +111,17 @@ function overRedis(name: string, nodes: number, description: string): BrokerDefi
   return {
     name,
     description,
-    async start({ cleanup }: BrokerContext): Promise<RunningBroker> {
+    async start({ cleanup, nodeCpu }: BrokerContext): Promise<RunningBroker> {
       const redis = await startRedis(cleanup);
       const started: BareNode[] = [];
       try {
         for (let i = 0; i < nodes; i++)
           started.push(
-            await startNode(cleanup, "stock", { redisUrl: redis.url, id: `bench-aedes-${i}` }),
+            await startNode(cleanup, "stock", {
+              redisUrl: redis.url,
+              id: `bench-aedes-${i}`,
+              nodeCpu,
+            }),
           );
       } catch (error) {
         await Promise.allSettled([...started.map((n) => n.stop()), redis.stop()]);

@@ -1,4 +1,5 @@
 import type { CleanupRegistry } from "../lifecycle/cleanup-registry.js";
+import type { NodeCpuBudget } from "../system/cpu-cgroup.js";
 import type { WatchedProcess } from "../system/process-cpu.js";
 import type { BenchRedis } from "./redis.js";
 
@@ -25,6 +26,8 @@ export interface BrokerContext {
   cleanup: CleanupRegistry;
   /** A scratch folder for config files, removed by the caller. */
   workDir: string;
+  /** `--node-cpu`: each broker node process goes into a cgroup of its own right after spawn. */
+  nodeCpu?: NodeCpuBudget;
 }
 
 /** One kind of broker a scenario can measure. New kinds register in catalog.ts. */

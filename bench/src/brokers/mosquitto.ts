@@ -26,19 +26,29 @@ log_type warning
 `;
 }
 
-async function startMosquitto({ cleanup, workDir }: BrokerContext): Promise<RunningBroker> {
+async function startMosquitto({
+  cleanup,
+  workDir,
+  nodeCpu,
+}: BrokerContext): Promise<RunningBroker> {
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
     const file = join(workDir, `mosquitto-${port}.conf`);
     await writeFile(file, mosquittoConfig(port));
     const child = spawn(MOSQUITTO_PATH, ["-c", file], { stdio: ["ignore", "ignore", "pipe"] });
-    const stop = cleanup.addChild("mosquitto", child);
+    const stopChild = cleanup.addChild("mosquitto", child);
+    const pid = child.pid;
+    const stop = async (): Promise<void> => {
+      await stopChild();
+      if (pid) nodeCpu?.release(pid);
+    };
     let output = "";
     child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
       output += chunk;
     });
     try {
+      if (nodeCpu && pid) nodeCpu.place(pid, "mosquitto");
       await waitForPort(port, () =>
         child.exitCode === null ? undefined : `mosquitto exited: ${output.slice(-500)}`,
       );

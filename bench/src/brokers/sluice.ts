@@ -43,7 +43,7 @@ export interface SluiceNodeOptions {
  * open/close are debug), no drain on stop.
  */
 export async function startSluiceNode(
-  { cleanup, workDir }: BrokerContext,
+  { cleanup, workDir, nodeCpu }: BrokerContext,
   nodeId: string,
   { redis, config: overrides, cli, instruments }: SluiceNodeOptions = {},
 ): Promise<SluiceNodeHandle> {
@@ -55,6 +55,7 @@ export async function startSluiceNode(
     auth: { allowAnonymous: true },
     shutdown: { drainSeconds: 0 },
     ...(redis ? { redis } : {}),
+    ...benchSluiceConfig(),
     ...overrides,
   };
   const file = join(workDir, `${nodeId}.yaml`);
@@ -73,11 +74,14 @@ export async function startSluiceNode(
       const timer = setTimeout(() => node.kill("SIGKILL"), 5_000);
       await node.exited;
       clearTimeout(timer);
+      if (pid) nodeCpu?.release(pid);
       await keepTrace(node, `${nodeId}-${pid}`);
     },
     () => (pid ? [pid] : []),
   );
   try {
+    // before it takes any load: the whole life of the node runs under its quota
+    if (nodeCpu && pid) nodeCpu.place(pid, nodeId);
     const { ports, httpPort } = await node.ready();
     const mqttPort = Number(ports.tcp ?? ports.tls);
     const scheme = ports.tcp === undefined ? "mqtts" : "mqtt";
@@ -102,9 +106,28 @@ export async function startSluiceNode(
  * scenario's broker as deployed. A node's stderr (--trace-gc prints to stdout) is kept by its
  * process handle.
  */
-function nodeExecArgv(): string[] {
+export function nodeExecArgv(): string[] {
   const flags = process.env.BENCH_SLUICE_EXEC_ARGV?.trim();
   return flags ? flags.split(/\s+/) : [];
+}
+
+/**
+ * Config keys for every Sluice node the bench starts, from BENCH_SLUICE_CONFIG (a JSON object,
+ * top-level keys replacing the bench's, e.g. '{"limits":{"queue":{"maxInflight":1000}}}'): a
+ * setting measured against the defaults in another run. A scenario's own keys still win.
+ */
+export function benchSluiceConfig(): Record<string, unknown> {
+  const text = process.env.BENCH_SLUICE_CONFIG?.trim();
+  if (!text) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new Error(`BENCH_SLUICE_CONFIG is not JSON: ${(error as Error).message}`);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+    throw new Error("BENCH_SLUICE_CONFIG must be a JSON object of config keys");
+  return parsed as Record<string, unknown>;
 }
 
 /**

@@ -16,6 +16,7 @@ import {
 import { LATENCY_RATE } from "./latency.js";
 import { type LoadCase, measureBrokers, medianRound } from "./measure-brokers.js";
 import { type PhaseName, parsePhases, runsPhase, selectedLevels } from "./phase-selection.js";
+import { generatorCpuText, nodeCpuText, redisCpuText, scalingTable } from "./scaling-table.js";
 import type {
   ResultRow,
   RunOptions,
@@ -146,8 +147,11 @@ async function measurePhase(
     cases: phase.cases,
     medianBy: phase.medianBy,
     probe: ({ broker, loadCase, caseIndex }) =>
-      new CostProbe(broker, loadCase, (row, figures) =>
-        measured.push({ broker: broker.name, caseIndex, row, figures }),
+      new CostProbe(
+        broker,
+        loadCase,
+        (row, figures) => measured.push({ broker: broker.name, caseIndex, row, figures }),
+        context.nodeCpu,
       ),
   });
   const chosen: MeasuredCase[] = [];
@@ -219,6 +223,9 @@ function costRow(measured: MeasuredCase): Record<string, TableCell> {
     "nodes µs/msg": micros("node"),
     "node A µs/msg": twoNodes ? micros("node A") : null,
     "node B µs/msg": twoNodes ? micros("node B") : null,
+    "nodes CPU cores (throttled)": nodeCpuText(figures),
+    "generators CPU %": generatorCpuText(row),
+    "Redis CPU % (wait)": redisCpuText(figures),
     "Redis µs/msg": redis ? micros("redis") : null,
     "Redis cmds/msg": redis ? perMessageOrNull(redis.commands, round3) : null,
     "Redis reads/msg": redis ? perMessageOrNull(redis.readSyscalls, round3) : null,
@@ -253,6 +260,9 @@ const COST_COLUMNS = [
   "nodes µs/msg",
   "node A µs/msg",
   "node B µs/msg",
+  "nodes CPU cores (throttled)",
+  "generators CPU %",
+  "Redis CPU % (wait)",
   "Redis µs/msg",
   "Redis cmds/msg",
   "Redis reads/msg",
@@ -339,6 +349,7 @@ export const clusterCost: Scenario = {
   description: `CPU µs per delivered message of every node and of Redis, Redis commands, reads and bytes per message, at ${LATENCY_RATE.toLocaleString("en-US")} msg/s and at full speed with no end-to-end window (readiness, cut subscriptions), connects/s; Sluice in memory, over Redis, two nodes, and stock aedes with the same Redis plugins`,
   inDefaultSet: false,
   phases: PHASES,
+  nodeCpu: true,
   async run(context): Promise<ScenarioOutput> {
     const brokers = chosenBrokers(context);
     const rows: ResultRow[] = [];
@@ -381,7 +392,7 @@ export const clusterCost: Scenario = {
         title: `cluster-cost: ${LATENCY_RATE.toLocaleString("en-US")} msg/s, 64 B, 10 publishers -> 10 subscribers`,
         columns: COST_COLUMNS,
         rows: chosen.filter((c) => c.key.kind === "rate").map(costRow),
-        notes: costNotes(seconds),
+        notes: costNotes(seconds, context.nodeCpu?.cores),
       });
     if (ran("full-speed"))
       tables.push({
@@ -392,10 +403,13 @@ export const clusterCost: Scenario = {
           `publishers send as fast as their sockets take it (QoS 0: at most ${FULL_SPEED_WINDOW} unflushed writes each; QoS 1: ${FULL_SPEED_WINDOW} unacknowledged), whatever their subscribers have received: the broker must pace them itself or buffer; each stops after ${cap.toLocaleString("en-US")} messages or at the end of the window`,
           `lost = messages of the whole run a subscriber never got, counted after up to ${BURST_SETTLE.maxMs / 1000} s for a backlog to arrive (less once nothing arrives for ${BURST_SETTLE.quietMs / 1000} s)`,
           "per message = per message delivered in the window: a broker that takes messages in faster than it delivers them shows its intake's cost too (compare published msg/s with delivered msg/s)",
-          ...costNotes(seconds),
+          ...costNotes(seconds, context.nodeCpu?.cores),
         ],
       });
     if (connects) tables.push(connects.table);
+    // last, so the tables before it keep their places for those who read them by position
+    const scaling = ran("full-speed") ? scalingTable(chosen, context.nodeCpu?.cores) : undefined;
+    if (scaling) tables.push(scaling);
     return {
       rows,
       tables,
@@ -415,6 +429,7 @@ export const clusterCost: Scenario = {
         warmupMs: context.options.warmupMs,
         measureMs: context.options.measureMs,
         rounds: context.options.rounds,
+        ...(context.nodeCpu ? { nodeCpu: context.nodeCpu.describe() } : {}),
         measurements: chosen.map((c) => ({
           ...c.key,
           rounds: c.rounds.map((r) => ({
@@ -429,8 +444,13 @@ export const clusterCost: Scenario = {
   },
 };
 
-function costNotes(seconds: number): string[] {
+function costNotes(seconds: number, quotaCores: number | undefined): string[] {
   return [
+    ...(quotaCores === undefined
+      ? []
+      : [
+          `--node-cpu ${quotaCores}: every broker node process ran in a cgroup of its own with a CFS quota of ${quotaCores} core (${Math.round(quotaCores * 100_000)} µs per 100 ms); Redis and the generators ran outside any quota. nodes CPU cores (throttled) = each node's CPU over the window / the window, with the share of CFS periods its cgroup was throttled in`,
+        ]),
     `µs/msg = CPU time of the process over the ${seconds} s measurement window (each thread's on-CPU time, /proc/<pid>/task/*/schedstat) / messages delivered to subscribers in it; nodes = every Sluice or aedes node added up; node A takes the publishers, node B the subscribers`,
     "Redis cmds/msg = INFO commandstats calls (the bench's INFO left out); reads/msg = read syscalls of redis-server (/proc/<pid>/io syscr); B in/out = INFO total_net_input_bytes / total_net_output_bytes; all over the same window, per delivered message",
     "ready throughout = every node answered 200 on /readyz, polled every 100 ms with a 1 s timeout from the warm-up to the end of the run (a timeout counts as not ready); empty for nodes without /readyz (aedes)",

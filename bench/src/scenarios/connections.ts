@@ -4,6 +4,7 @@ import { ConnectionPool, splitGroups } from "../generator/connection-pool.js";
 import { rssBytes } from "../system/process-memory.js";
 import { CONNECT_COST_COLUMNS, ConnectCostWindow, connectCostCells } from "./connect-cost.js";
 import { cappedConnections, generatorProcessesFor } from "./connection-limits.js";
+import { unplacedNodes } from "./measure-brokers.js";
 import type { Scenario, ScenarioContext, ScenarioOutput, TableCell } from "./scenario.js";
 
 const DEFAULT_CONNECTIONS = 10_000;
@@ -31,10 +32,15 @@ export async function measureConnections(
   definition: BrokerDefinition,
   count: number,
 ): Promise<Record<string, TableCell>> {
-  const broker = await definition.start({ cleanup: context.cleanup, workDir: context.workDir });
+  const broker = await definition.start({
+    cleanup: context.cleanup,
+    workDir: context.workDir,
+    ...(context.nodeCpu ? { nodeCpu: context.nodeCpu } : {}),
+  });
   const processes = generatorProcessesFor(count);
   let pool: ConnectionPool | undefined;
   try {
+    unplacedNodes(context, broker);
     const pid = brokerPid(broker);
     const url = broker.publisherUrls[0];
     if (!pid || !url) throw new Error("broker without a process or a URL");

@@ -7,8 +7,9 @@ import {
   redisActivitySince,
 } from "../brokers/redis-info.js";
 import { readSluiceCounters, type SluiceCounters } from "../brokers/sluice-metrics.js";
+import { type NodeCpuBudget, type ThrottleStats, throttleSince } from "../system/cpu-cgroup.js";
 import { ContentionWindow } from "../system/cpu-contention.js";
-import { threadCpuSeconds } from "../system/process-cpu.js";
+import { mainThreadRunQueueSeconds, threadCpuSeconds } from "../system/process-cpu.js";
 import { readSyscalls } from "../system/process-io.js";
 import type { LoadCase, LoadProbe } from "./measure-brokers.js";
 import type { ResultRow } from "./scenario.js";
@@ -24,6 +25,15 @@ export interface ProcessCost {
   pid: number;
   /** CPU seconds the process used over the measurement window; null if unreadable. */
   cpuSeconds: number | null;
+  /**
+   * Seconds its main thread was runnable but not running over the window (waiting for a CPU, or
+   * held back by its quota); null if unreadable.
+   */
+  runQueueSeconds?: number | null;
+  /** Its `--node-cpu` quota in cores; absent: not in a bench cgroup. */
+  quotaCores?: number;
+  /** Its cgroup's CFS periods over the window and those it was throttled in (cpu.stat). */
+  throttle?: ThrottleStats | null;
 }
 
 /** What one measurement cost, beside the generator's row. */
@@ -53,6 +63,8 @@ export interface CostFigures {
 interface WindowReading {
   at: number;
   cpu: Array<number | undefined>;
+  runQueue: Array<number | undefined>;
+  throttle: Array<ThrottleStats | undefined>;
   redisReads: number | undefined;
   redis: Promise<{ counters: RedisCounters; statsReplyBytes: number } | undefined>;
 }
@@ -89,6 +101,7 @@ export class CostProbe implements LoadProbe {
     private readonly broker: RunningBroker,
     private readonly loadCase: LoadCase,
     private readonly onFinished: (row: ResultRow, figures: CostFigures) => void,
+    private readonly nodeCpu?: NodeCpuBudget,
   ) {}
 
   onStart(): void {
@@ -150,6 +163,8 @@ export class CostProbe implements LoadProbe {
     return {
       at: performance.now(),
       cpu: this.broker.processes.map((p) => threadCpuSeconds(p.pid)),
+      runQueue: this.broker.processes.map((p) => mainThreadRunQueueSeconds(p.pid)),
+      throttle: this.broker.processes.map((p) => this.nodeCpu?.cgroupOf(p.pid)?.stats()),
       redisReads: redisPid === undefined ? undefined : readSyscalls(redisPid),
       redis: redis
         ? readRedisCounters(redis).catch((error: unknown) => {
@@ -167,10 +182,23 @@ export class CostProbe implements LoadProbe {
     const processes = this.broker.processes.map((p, i): ProcessCost => {
       const before = begin.cpu[i];
       const after = end.cpu[i];
+      const group = this.nodeCpu?.cgroupOf(p.pid);
+      const throttleBefore = begin.throttle[i];
+      const throttleAfter = end.throttle[i];
       return {
         name: names[i] ?? p.role,
         pid: p.pid,
         cpuSeconds: before === undefined || after === undefined ? null : after - before,
+        runQueueSeconds: difference(begin.runQueue[i], end.runQueue[i]),
+        ...(group
+          ? {
+              quotaCores: group.quotaCores,
+              throttle:
+                throttleBefore && throttleAfter
+                  ? throttleSince(throttleBefore, throttleAfter)
+                  : null,
+            }
+          : {}),
       };
     });
     const [redisBefore, redisAfter] = await Promise.all([begin.redis, end.redis]);
@@ -196,6 +224,10 @@ export class CostProbe implements LoadProbe {
       (this.broker.httpPorts ?? []).map((port) => readSluiceCounters(port).catch(() => null)),
     );
   }
+}
+
+function difference(before: number | undefined, after: number | undefined): number | null {
+  return before === undefined || after === undefined ? null : after - before;
 }
 
 /** Growth of the nodes' dropped-message counters by reason, added up; null without answers. */

@@ -31,6 +31,7 @@ export const latency: Scenario = {
   name: "latency",
   description: `p50/p99/p99.9 at ${LATENCY_RATE.toLocaleString("en-US")} msg/s, 10 -> 10 pairwise, 64 B, QoS 0 and 1`,
   inDefaultSet: true,
+  nodeCpu: true,
   async run(context): Promise<ScenarioOutput> {
     const { options } = context;
     const loadCases: LoadCase[] = ([0, 1] as const).map((qos) => fixedRateCase(options, qos));

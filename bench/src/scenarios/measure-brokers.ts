@@ -87,7 +87,17 @@ export async function measureBrokers(
       );
       context.log(`[${scenario}] starting ${definition.name}: ${definition.description}`);
       try {
-        const broker = await definition.start({ cleanup: context.cleanup, workDir });
+        const broker = await definition.start({
+          cleanup: context.cleanup,
+          workDir,
+          ...(context.nodeCpu ? { nodeCpu: context.nodeCpu } : {}),
+        });
+        try {
+          unplacedNodes(context, broker);
+        } catch (error) {
+          await broker.stop();
+          throw error;
+        }
         started.push({ definition, removeWorkDir, broker });
       } catch (error) {
         context.log(`[${scenario}] ${definition.name} failed to start: ${String(error)}`);
@@ -155,6 +165,20 @@ export async function measureBrokers(
       await entry.removeWorkDir();
     }
   }
+}
+
+/**
+ * Under `--node-cpu` every broker node must have its quota: a broker whose nodes the bench could
+ * not place (one started some other way) fails rather than being measured unconstrained.
+ */
+export function unplacedNodes(context: ScenarioContext, broker: RunningBroker): void {
+  const budget = context.nodeCpu;
+  if (!budget) return;
+  const loose = broker.processes.filter((p) => p.role === "broker" && !budget.cgroupOf(p.pid));
+  if (loose.length > 0)
+    throw new Error(
+      `${broker.name}: ${loose.length} node process(es) without a --node-cpu cgroup (pids ${loose.map((p) => p.pid).join(", ")})`,
+    );
 }
 
 /** " MQTT 5" in a progress line where a case sets the protocol level; nothing where it does not. */

@@ -60,6 +60,7 @@ export const mqtt5: Scenario = {
   name: "mqtt5",
   description: `MQTT 5 clients against 3.1.1 clients on the same broker, interleaved per round: full speed (QoS 0 and 1, 64 B) and p99 at ${LATENCY_RATE.toLocaleString("en-US")} msg/s, the ratios v5 / v3.1.1 against issue 15's goals; sluice, sluice-redis, mosquitto as a reference`,
   inDefaultSet: false,
+  nodeCpu: true,
   async run(context): Promise<ScenarioOutput> {
     const { options } = context;
     const loadCases = cases(options);

@@ -4,6 +4,7 @@ import type { QoS } from "../generator/messages.js";
 import type { TopicPattern } from "../generator/plan.js";
 import type { ProtocolLevel } from "../generator/protocol-level.js";
 import type { CleanupRegistry } from "../lifecycle/cleanup-registry.js";
+import type { NodeCpuBudget } from "../system/cpu-cgroup.js";
 import type { PhaseName } from "./phase-selection.js";
 
 /** Settings of one bench invocation that every scenario honours. */
@@ -37,6 +38,11 @@ export interface RunOptions {
    * maybe narrowed to one QoS ("rate:0"); absent: all of them.
    */
   phases?: readonly string[];
+  /**
+   * `--node-cpu`: cores of CPU each broker node process gets (a cgroup of its own with that
+   * CFS quota); absent: nodes take what the machine gives them.
+   */
+  nodeCpu?: number;
 }
 
 export interface ScenarioContext {
@@ -45,6 +51,8 @@ export interface ScenarioContext {
   /** Progress for a person watching (a line per second while load runs). */
   log: (line: string) => void;
   workDir: string;
+  /** Where broker nodes get their CPU quota (`--node-cpu`), for scenarios that take it. */
+  nodeCpu?: NodeCpuBudget;
 }
 
 /** A figure from a tool nobody here wrote, measured against the same broker in the same case. */
@@ -140,5 +148,7 @@ export interface Scenario {
   inDefaultSet: boolean;
   /** The phases `--phases` can pick from; absent: the scenario runs whole, `--phases` refused. */
   phases?: readonly PhaseName[];
+  /** Whether `--node-cpu` applies (its brokers' nodes get the quota); absent: the option is refused. */
+  nodeCpu?: boolean;
   run(context: ScenarioContext): Promise<ScenarioOutput>;
 }

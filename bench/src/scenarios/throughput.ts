@@ -42,6 +42,7 @@ export const throughput: Scenario = {
   description:
     "full speed, 10 publishers -> 10 subscribers (pairwise topics), QoS 0 and 1, 64 B and 1 KiB",
   inDefaultSet: true,
+  nodeCpu: true,
   async run(context): Promise<ScenarioOutput> {
     const loadCases = cases(context);
     const brokers = context.options.brokers.length > 0 ? context.options.brokers : BROKERS;

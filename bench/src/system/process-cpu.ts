@@ -34,13 +34,34 @@ export function cpuSeconds(pid: number): number | undefined {
  * back to cpuSeconds without schedstat; undefined if the process is gone.
  */
 export function threadCpuSeconds(pid: number): number | undefined {
+  const stat = threadSchedstat(pid);
+  return stat === null ? cpuSeconds(pid) : stat?.onCpuSeconds;
+}
+
+/**
+ * Seconds the main thread of a process has been runnable but not running so far (schedstat's
+ * second field): waiting for a CPU, or held back by its cgroup's quota (the kernel counts both).
+ * Its main thread only: the JavaScript one for a node. Undefined if the process is gone or
+ * schedstat is missing.
+ */
+export function mainThreadRunQueueSeconds(pid: number): number | undefined {
+  try {
+    const queued = Number(readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[1]);
+    return Number.isFinite(queued) ? queued / 1e9 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The on-CPU time of every thread added up; null: no schedstat; undefined: no process. */
+function threadSchedstat(pid: number): { onCpuSeconds: number } | null | undefined {
   let threads: string[];
   try {
     threads = readdirSync(`/proc/${pid}/task`);
   } catch {
-    return cpuSeconds(pid);
+    return cpuSeconds(pid) === undefined ? undefined : null;
   }
-  let nanoseconds = 0;
+  let onCpu = 0;
   for (const tid of threads) {
     let text: string;
     try {
@@ -48,11 +69,11 @@ export function threadCpuSeconds(pid: number): number | undefined {
     } catch {
       continue; // the thread ended since the listing
     }
-    const onCpu = Number(text.split(" ")[0]);
-    if (!Number.isFinite(onCpu)) return cpuSeconds(pid);
-    nanoseconds += onCpu;
+    const running = Number(text.split(" ")[0]);
+    if (!Number.isFinite(running)) return null;
+    onCpu += running;
   }
-  return nanoseconds / 1e9;
+  return { onCpuSeconds: onCpu / 1e9 };
 }
 
 export interface WatchedProcess {
