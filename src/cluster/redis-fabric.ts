@@ -4,14 +4,14 @@ import type { ConnectionOptions } from "node:tls";
 import { Cluster, Redis, type RedisOptions } from "ioredis";
 import type { SluiceConfig } from "../config/schema.js";
 import { redisEmitter } from "../engine/emitters.js";
-import { PendingPublishes, type Publisher } from "../engine/local-first.js";
+import { PendingPublishes, type Publisher, promisePublisher } from "../engine/local-first.js";
 import type { QueueLimits } from "../engine/persistence-types.js";
 import { RedisPersistence } from "../engine/redis-persistence.js";
 import type { ReplicaAcks } from "../engine/replica-acks.js";
 import { asError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
 import { checkPubsubOutputLimit, type LimitTarget } from "../redis/output-buffer-limit.js";
-import { sendPublish } from "../redis/publish-command.js";
+import { sendAnsweredPublish } from "../redis/publish-command.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import { PersistenceKeys } from "../redis/redis-keys.js";
 import { coalesceEveryWrite } from "../transport/write-coalescing.js";
@@ -123,11 +123,14 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
         shardConnector(config, subscriberName),
         log,
       );
-      route = { publish: (topic, message) => publisher.spublish(channels.of(topic), message) };
+      route = promisePublisher((topic, message) => publisher.spublish(channels.of(topic), message));
     } else {
       subscriber = connect({ enableReadyCheck: false, connectionName: subscriberName }) as Redis;
       const single = publisher as Redis;
-      route = { publish: (topic, message) => sendPublish(single, topic, message) };
+      route = {
+        publish: (topic, message, answered) =>
+          sendAnsweredPublish(single, topic, message, answered),
+      };
     }
     this.state = state;
     this.stored = stored;

@@ -7,6 +7,7 @@ import {
   deliverLocallyFirst,
   type PendingPublishes,
   type Publisher,
+  promisePublisher,
   type RedisEmitterShape,
 } from "./local-first.js";
 
@@ -47,7 +48,7 @@ export function redisEmitter(
   subscriber: Redis,
   log: Logger,
   pending?: PendingPublishes,
-  route: Publisher = publisher,
+  route: Publisher = promisePublisher((channel, message) => publisher.publish(channel, message)),
 ): Emitter {
   const emitter = deliverLocallyFirst(
     () =>

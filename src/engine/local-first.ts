@@ -22,10 +22,31 @@ export interface RedisEmitterShape {
 
 /**
  * Where each message goes, by topic: a PUBLISH on the fabric's publisher connection, or on a
- * Redis Cluster an SPUBLISH to the topic's shard channel.
+ * Redis Cluster an SPUBLISH to the topic's shard channel. `answered` is called once Redis has
+ * answered it (with the error, if it failed).
  */
 export interface Publisher {
-  publish(channel: string, message: Buffer): Promise<unknown>;
+  publish(channel: string, message: Buffer, answered: (error?: Error) => void): void;
+}
+
+/** A Publisher over a connection's own promise-returning `publish` (or `spublish`). */
+export function promisePublisher(
+  send: (channel: string, message: Buffer) => Promise<unknown>,
+): Publisher {
+  return {
+    publish(channel, message, answered) {
+      send(channel, message).then(() => answered(), answered);
+    },
+  };
+}
+
+/** One PUBLISH through a Publisher, as a promise (for the rare resend, not the hot path). */
+function publishOnce(publisher: Publisher, channel: string, message: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    publisher.publish(channel, message, (error) =>
+      error === undefined ? resolve() : reject(error),
+    );
+  });
 }
 
 /**
@@ -181,17 +202,12 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
     const envelope = encodeEnvelope(id, message);
     const bytes = envelope.length;
     pending.sent(bytes);
-    publisher.publish(message.topic, envelope).then(
-      () => {
-        pending.answered(bytes);
-        done?.();
-      },
-      (error: Error) => {
-        pending.answered(bytes);
-        if (done === undefined) emitter._onError?.(error);
-        else done(new UnforwardedError(error, () => publisher.publish(message.topic, envelope)));
-      },
-    );
+    publisher.publish(message.topic, envelope, (error?: Error) => {
+      pending.answered(bytes);
+      if (error === undefined) done?.();
+      else if (done === undefined) emitter._onError?.(error);
+      else done(new UnforwardedError(error, () => publishOnce(publisher, message.topic, envelope)));
+    });
   };
   return emitter;
 }

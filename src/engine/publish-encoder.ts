@@ -46,7 +46,8 @@ let original: WriteToStream | undefined;
  * PUBLISH as five or more small chunks (a v5 user property alone adds five, each its own
  * `stream.write`, strings among them): every chunk is a queued write request, and the socket's
  * `writev` then gathers them. Here the same bytes are built in one buffer (a large payload
- * follows as a second write, not copied) and written once. Anything the encoder does not take
+ * follows as a second write, not copied) and written once; so are PUBACK, PUBREC, PUBREL and
+ * PUBCOMP without properties (writeAck). Anything the encoder does not take
  * for certain (another packet type, a Buffer topic, an out-of-range or mistyped field or
  * property) goes to mqtt-packet's writer, which also reports the error as it does.
  *
@@ -59,8 +60,15 @@ export function encodePublishesFor(stream: Writable): void {
     const own = mqttPacket.writeToStream;
     original = own;
     const writeToStream: WriteToStream = (packet, target, opts) => {
-      if (streams.has(target) && (packet as PublishFields).cmd === "publish") {
-        const written = writePublish(packet as PublishFields, target, opts?.protocolVersion ?? 4);
+      if (streams.has(target)) {
+        const cmd = (packet as PublishFields).cmd;
+        const version = opts?.protocolVersion ?? 4;
+        const written =
+          cmd === "publish"
+            ? writePublish(packet as PublishFields, target, version)
+            : typeof cmd === "string" && ACK_HEADERS[cmd] !== undefined
+              ? writeAck(packet as AckFields, ACK_HEADERS[cmd], target, version)
+              : undefined;
         if (written !== undefined) return written;
       }
       return own(packet, target, opts);
@@ -79,6 +87,57 @@ export function encodePublishesFor(stream: Writable): void {
 
 function uncork(stream: Writable): void {
   stream.uncork();
+}
+
+/** The first byte of each acknowledgement (PUBREL's carries QoS 1, as the spec fixes it). */
+const ACK_HEADERS: Record<string, number | undefined> = {
+  puback: 0x40,
+  pubrec: 0x50,
+  pubrel: 0x62,
+  pubcomp: 0x70,
+};
+
+/** The acknowledgement fields the encoder reads. */
+interface AckFields {
+  cmd?: unknown;
+  messageId?: unknown;
+  reasonCode?: unknown;
+  properties?: unknown;
+  dup?: unknown;
+}
+
+/**
+ * A PUBACK, PUBREC, PUBREL or PUBCOMP without properties, written as mqtt-packet writes it, in
+ * one buffer: mqtt-packet writes three to five chunks (at MQTT 5 two of them new one-byte
+ * Buffers: aedes' acknowledgements carry no reason code, which mqtt-packet then writes as 0
+ * followed by an empty property length). undefined when left to mqtt-packet: properties, a
+ * PUBREL marked dup, an id or reason code out of range.
+ */
+function writeAck(
+  packet: AckFields,
+  header: number,
+  stream: Writable,
+  version: number,
+): boolean | undefined {
+  const { messageId, reasonCode } = packet;
+  if (packet.properties !== undefined || !isInteger(messageId, 0xffff)) return undefined;
+  if (packet.dup && packet.cmd === "pubrel") return undefined;
+  // At MQTT 5 the reason code and property length are left out only for a reason code of 0.
+  const long = version === 5 && reasonCode !== 0;
+  if (long && reasonCode !== undefined && !isInteger(reasonCode, 0xff)) return undefined;
+  const buffer = Buffer.allocUnsafe(long ? 6 : 4);
+  buffer[0] = header;
+  buffer[1] = long ? 4 : 2;
+  buffer.writeUInt16BE(messageId as number, 2);
+  if (long) {
+    buffer[4] = (reasonCode as number | undefined) ?? 0;
+    buffer[5] = 0;
+  }
+  if (typeof stream.cork === "function") {
+    stream.cork();
+    process.nextTick(uncork, stream);
+  }
+  return stream.write(buffer);
 }
 
 /** The PUBLISH written as mqtt-packet writes it, or undefined if it is left to mqtt-packet. */

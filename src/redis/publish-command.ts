@@ -78,3 +78,49 @@ export function sendPublish(redis: Redis, channel: string, message: Buffer): Pro
   redis.sendCommand(command);
   return command.promise;
 }
+
+/** Called once Redis has answered a PUBLISH: no error, its error reply, or the connection's failure. */
+export type PublishAnswered = (error?: Error) => void;
+
+/**
+ * A PUBLISH settled through a callback rather than a promise. ioredis makes every command a
+ * promise (three closures, settled through a microtask), which the fabric then turned back
+ * into aedes' publish callback with two more closures; here ioredis' resolve and reject call
+ * `answered` directly. ioredis calls nothing else of a command it sends on a connection (no
+ * pipeline, no transaction, no timeout here).
+ */
+class AnsweredPublishCommand extends Command {
+  constructor(
+    private readonly frame: Buffer,
+    readonly answered: PublishAnswered,
+  ) {
+    super("publish");
+    this.resolve = settleAnswered;
+    this.reject = failAnswered;
+  }
+
+  override toWritable(): Buffer {
+    return this.frame;
+  }
+}
+
+// Command's constructor makes the promise in initPromise (private in its types): none here.
+(AnsweredPublishCommand.prototype as unknown as { initPromise(): void }).initPromise = () => {};
+
+function settleAnswered(this: AnsweredPublishCommand): void {
+  this.answered();
+}
+
+function failAnswered(this: AnsweredPublishCommand, error: Error): void {
+  this.answered(error);
+}
+
+/** Sends `PUBLISH channel message` on `redis`; `answered` is called with Redis' answer. */
+export function sendAnsweredPublish(
+  redis: Redis,
+  channel: string,
+  message: Buffer,
+  answered: PublishAnswered,
+): void {
+  redis.sendCommand(new AnsweredPublishCommand(publishFrame(channel, message), answered));
+}

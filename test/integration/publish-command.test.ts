@@ -4,7 +4,7 @@ import { after, before, describe, it } from "node:test";
 import { Command, Redis } from "ioredis";
 import { withDeadline } from "../../harness/deadline.js";
 import { RedisServer } from "../../harness/redis-server.js";
-import { publishFrame, sendPublish } from "../../src/redis/publish-command.js";
+import { publishFrame, sendAnsweredPublish, sendPublish } from "../../src/redis/publish-command.js";
 
 /**
  * PUBLISH frames written by Sluice: byte for byte what ioredis writes for the same command, and
@@ -87,5 +87,74 @@ describe("PUBLISH frames", () => {
       limited.disconnect();
       await publisher.call("ACL", "DELUSER", user);
     }
+  });
+});
+
+/** Sends with sendAnsweredPublish; resolves with each call of its callback until the deadline. */
+async function answeredPublish(
+  client: Redis,
+  channel: string,
+  message: Buffer,
+): Promise<Array<Error | undefined>> {
+  const calls: Array<Error | undefined> = [];
+  await withDeadline(
+    new Promise<void>((resolve) => {
+      sendAnsweredPublish(client, channel, message, (error) => {
+        calls.push(error);
+        resolve();
+      });
+    }),
+    5_000,
+    "the PUBLISH answered",
+  );
+  // a second call would come with the next replies: a PING's round trip lets it show
+  if (client.status === "ready") await client.ping();
+  return calls;
+}
+
+describe("PUBLISH answered by callback", () => {
+  it("reaches the subscriber and is answered once, with no error", async () => {
+    const channel = "answered/ok";
+    await subscriber.subscribe(channel);
+    const received = once(subscriber, "messageBuffer");
+    const calls = await answeredPublish(publisher, channel, Buffer.from("m"));
+    const [, message] = (await withDeadline(received, 5_000, "the message")) as [Buffer, Buffer];
+    assert.deepEqual(calls, [undefined]);
+    assert.equal(message.toString(), "m");
+    await subscriber.unsubscribe(channel);
+  });
+
+  it("a refused PUBLISH is answered once with Redis' error; the connection stays in step", async () => {
+    const user = `answered${process.pid}`;
+    await publisher.call(
+      "ACL",
+      "SETUSER",
+      user,
+      "on",
+      ">secret",
+      "+@all",
+      "resetchannels",
+      "&allowed",
+    );
+    const limited = new Redis(redis.url, { username: user, password: "secret" });
+    try {
+      const refused = await answeredPublish(limited, "denied", Buffer.from("x"));
+      assert.equal(refused.length, 1);
+      assert.match(String(refused[0]?.message), /NOPERM/);
+      assert.deepEqual(await answeredPublish(limited, "allowed", Buffer.from("x")), [undefined]);
+      assert.equal(await limited.ping(), "PONG");
+    } finally {
+      limited.disconnect();
+      await publisher.call("ACL", "DELUSER", user);
+    }
+  });
+
+  it("on a connection that has ended it is answered once with an error", async () => {
+    const ended = new Redis(redis.url);
+    await ended.ping();
+    await ended.quit();
+    const calls = await answeredPublish(ended, "answered/ended", Buffer.from("x"));
+    assert.equal(calls.length, 1);
+    assert.ok(calls[0] instanceof Error);
   });
 });
