@@ -100,15 +100,18 @@ export async function startSluiceNode(
   }
 }
 
+/** The young generation the image, the chart and the manifests give a node (docs/operations.md). */
+const DEPLOYED_NODE_FLAGS = ["--max-semi-space-size=32"];
+
 /**
- * Node's own flags for every Sluice node the bench starts, from BENCH_SLUICE_EXEC_ARGV
- * (space-separated, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof --trace-gc"): profiles of a
- * scenario's broker as deployed. A node's stderr (--trace-gc prints to stdout) is kept by its
- * process handle.
+ * Node's own flags for every Sluice node the bench starts: those a deployed node runs with,
+ * then BENCH_SLUICE_EXEC_ARGV (space-separated, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof
+ * --trace-gc"; a later flag wins): profiles of a scenario's broker as deployed. A node's stderr
+ * (--trace-gc prints to stdout) is kept by its process handle.
  */
 export function nodeExecArgv(): string[] {
   const flags = process.env.BENCH_SLUICE_EXEC_ARGV?.trim();
-  return flags ? flags.split(/\s+/) : [];
+  return [...DEPLOYED_NODE_FLAGS, ...(flags ? flags.split(/\s+/) : [])];
 }
 
 /**
