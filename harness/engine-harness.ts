@@ -146,7 +146,6 @@ export class Engine {
       ownership: undefined,
       devices: undefined,
       serving: () => "ready",
-      serverReference: undefined,
       connectTimeoutMs: config.limits.connectTimeoutMs,
       log,
     });

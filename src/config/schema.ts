@@ -699,7 +699,7 @@ export const configSchema = z.strictObject({
         .max(3600)
         .default(20)
         .describe(
-          "On SIGTERM or SIGINT the node turns not-ready, refuses new connections (a CONNACK: 0x8B server shutting down, or 0x9C with `serverReference`; 3 for MQTT 3.1.1), disconnects its clients spread evenly over this many seconds, so that they reconnect elsewhere as a steady stream, and then closes its ports.",
+          "On SIGTERM or SIGINT the node turns not-ready, stops accepting, and disconnects its clients spread evenly over this many seconds, so that they reconnect elsewhere as a steady stream.",
         ),
       publishWills: z
         .boolean()

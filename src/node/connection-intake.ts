@@ -51,17 +51,12 @@ export interface ConnectionIntakeDeps {
   devices: DeviceRegistry | undefined;
   /** Whether the node takes connections now, or why not. */
   serving(): ServingState;
-  /** `shutdown.serverReference`: where sockets arriving while the node drains are sent (0x9C). */
-  serverReference: string | undefined;
   /** `limits.connectTimeoutMs`, which also caps how long a refused socket is read. */
   connectTimeoutMs: number;
   /** MQTT 5 enhanced authentication (AUTH packets before the CONNECT reaches aedes). */
   enhancedAuth?: EnhancedAuth | undefined;
   log: Logger;
 }
-
-/** A node that is starting, or fenced from Redis: 0x88 (3 for MQTT 3.1.1), retry later. */
-const UNAVAILABLE: Refusal = { code: ReasonCode.ServerUnavailable };
 
 /**
  * How a socket becomes an aedes client: socket quotas once per socket, before a byte of MQTT or
@@ -79,8 +74,6 @@ export class ConnectionIntake {
   /** CONNACKs for refused sockets where affordable: on plain TCP, and after a handshake. */
   private readonly plainAnswers: RefusalAnswers<ListenerType>;
   private readonly handshakeAnswers: RefusalAnswers<ListenerType>;
-  /** Why a socket arriving while the node drains is refused. */
-  private readonly draining: Refusal;
   private readonly refusalLog: SampledRefusalLog;
 
   constructor(private readonly deps: ConnectionIntakeDeps) {
@@ -99,23 +92,22 @@ export class ConnectionIntake {
       );
     this.plainAnswers = answers(REFUSAL_ANSWER_BOUNDS);
     this.handshakeAnswers = answers(HANDSHAKE_REFUSAL_ANSWER_BOUNDS);
-    this.draining =
-      deps.serverReference === undefined
-        ? { code: ReasonCode.ServerShuttingDown }
-        : { code: ReasonCode.UseAnotherServer, serverReference: deps.serverReference };
     this.refusalLog = new SampledRefusalLog(deps.log);
   }
 
   /**
-   * An admitted socket is counted until it closes. A refused one (by a quota, or because the
-   * node is starting, draining or fenced) is answered with a CONNACK when the answers' budget
-   * of its `transport` allows, else closed at once.
+   * An admitted socket is counted until it closes. One refused by a socket quota is answered
+   * with a CONNACK when the answers' budget of its `transport` allows, else closed at once.
    */
   admit(socket: Socket, ip: string, transport: ListenerType): SocketAdmission {
     const { quotas, metrics } = this.deps;
-    if (socket.destroyed) return "refused";
-    const unavailable = this.unavailable();
-    if (unavailable !== undefined) return this.refuse(socket, ip, unavailable, transport);
+    // Starting, draining or fenced: closed, not answered. A closed connection is what every
+    // client retries and a load balancer redispatches; a CONNACK refusal is final to many
+    // (MQTT.js stops reconnecting), and these states pass.
+    if (socket.destroyed || this.deps.serving() !== "ready") {
+      socket.destroy();
+      return "refused";
+    }
     const rejection = quotas.admit(ip);
     if (rejection !== undefined) {
       metrics.markConnectionRejected(rejection);
@@ -143,19 +135,6 @@ export class ConnectionIntake {
   ): SocketAdmission {
     const answers = transport === "tcp" ? this.plainAnswers : this.handshakeAnswers;
     return answers.begin(socket, ip, refusal, transport) ?? "refused";
-  }
-
-  /** Why the node takes no connection now; undefined while it serves. */
-  private unavailable(): Refusal | undefined {
-    switch (this.deps.serving()) {
-      case "ready":
-        return undefined;
-      case "draining":
-      case "stopped":
-        return this.draining;
-      default:
-        return UNAVAILABLE;
-    }
   }
 
   /** A connection the listener admitted and made ready for MQTT: handed to aedes. */

@@ -67,7 +67,6 @@ export async function openListeners(deps: ListenerDeps): Promise<OpenListeners> 
     ownership: backend.ownership,
     devices: deps.devices,
     serving: deps.serving,
-    serverReference: config.shutdown.serverReference,
     connectTimeoutMs: limits.connectTimeoutMs,
     enhancedAuth: deps.enhancedAuth,
     log: deps.log.child({ module: "admission" }),

@@ -19,9 +19,9 @@ export interface ShutdownParts {
 }
 
 /**
- * A node's shutdown as named phases, each with a time bound: not ready (new sockets refused),
- * disconnect clients spread over `drainMs`, stop accepting, then close the admin API, the
- * broker, Redis and the probes, in that order.
+ * A node's shutdown as named phases, each with a time bound: not ready, stop accepting,
+ * disconnect clients spread over `drainMs`, then close the admin API, the broker, Redis and
+ * the probes, in that order.
  */
 export function shutdownPhases(
   parts: ShutdownParts,
@@ -31,6 +31,15 @@ export function shutdownPhases(
   const { broker } = parts;
   return [
     { name: "not-ready", timeoutMs: 1_000, run: async () => parts.stopServing() },
+    // Before the drain: a refused TCP connect is what a load balancer redispatches to another
+    // node unseen, and what every client retries (MQTT.js stops at a CONNACK refusal).
+    {
+      name: "stop-accepting",
+      timeoutMs: 5_000,
+      run: async () => {
+        await Promise.all(parts.listeners.map((l) => l.stopAccepting()));
+      },
+    },
     {
       name: "disconnect-clients",
       timeoutMs: drainMs + 5_000,
@@ -38,15 +47,6 @@ export function shutdownPhases(
         if (!broker) return;
         const { publishWills, serverReference } = parts;
         await drainClients(broker, { drainMs, publishWills, serverReference }, log);
-      },
-    },
-    // After the drain: until then a socket that still arrives is refused with a CONNACK
-    // (0x8B, or 0x9C with the Server Reference) rather than a reset.
-    {
-      name: "stop-accepting",
-      timeoutMs: 5_000,
-      run: async () => {
-        await Promise.all(parts.listeners.map((l) => l.stopAccepting()));
       },
     },
     { name: "close-admin", timeoutMs: 2_000, run: () => parts.closeAdmin() },

@@ -391,7 +391,7 @@ export class SluiceMetrics {
    */
   private readonly refusalAnswers = new Counter({
     name: "sluice_connection_refusal_answers_total",
-    help: "Refused sockets (socket quotas; node starting, draining or fenced) by listener type: answered with a CONNACK, dropped at once (answers at their bound, or overload), or unread (no CONNECT in time and size, or no completed TLS handshake or WebSocket upgrade)",
+    help: "Sockets refused by a socket quota, by listener type: answered with a CONNACK, dropped at once (answers at their bound, or overload), or unread (no CONNECT in time and size, or no completed TLS handshake or WebSocket upgrade)",
     labelNames: ["outcome", "transport"],
     registers: [this.registry],
   });

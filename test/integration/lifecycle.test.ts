@@ -72,23 +72,19 @@ describe("graceful shutdown", () => {
     }
   });
 
-  it("refuses new connections once draining: with a CONNACK while the drain lasts (3.1.1: 3, server unavailable), a closed port after", async () => {
+  it("refuses new connections once draining: the port is closed (a load balancer redispatches)", async () => {
     const file = await configFile("refuse.yaml", `${LOCAL}shutdown: { drainSeconds: 30 }\n`);
     const node = SluiceProcess.spawn(["start", "--config", file]);
-    const clients: MqttClient[] = [];
+    let client: MqttClient | undefined;
     try {
       const { ports } = await node.ready();
-      // Two clients over 30 s: the second leaves 15 s after the first, while new ones are refused.
-      for (let i = 0; i < 2; i++) clients.push(await connect(`mqtt://127.0.0.1:${ports.tcp}`));
+      client = await connect(`mqtt://127.0.0.1:${ports.tcp}`);
       node.kill("SIGTERM");
       await node.waitForEvent("drain.started");
-      await assert.rejects(connect(`mqtt://127.0.0.1:${ports.tcp}`), /Server unavailable/);
-      node.kill("SIGINT");
-      await node.exited;
       await assert.rejects(connect(`mqtt://127.0.0.1:${ports.tcp}`), /ECONNREFUSED/);
     } finally {
       node.kill();
-      await end(...clients);
+      await end(client);
     }
   });
 

@@ -18,8 +18,7 @@ import {
 /**
  * Issue 15: refusals on `tls`, `ws` and `wss` listeners are answered too, after the handshake
  * or the upgrade (for WebSocket in a binary frame), from a budget of their own: 16 at once, 1
- * per address, 20 a second. So are sockets that arrive while the node drains (0x8B, or 0x9C
- * with `shutdown.serverReference`).
+ * per address, 20 a second.
  */
 const V5: IClientOptions = { protocolVersion: 5 };
 const V4: IClientOptions = { protocolVersion: 4 };
@@ -267,66 +266,6 @@ describe("the handshake answers' bounds", () => {
     } finally {
       await end(held);
       await node.stop();
-    }
-  });
-});
-
-describe("sockets arriving while the node drains", () => {
-  /** Starts the drain of a node with two clients, resolves once the first is disconnected. */
-  async function draining(node: RunningNode): Promise<{ held: MqttClient[]; done: Promise<void> }> {
-    const held = [await connect(node.urls.tcp as string), await connect(node.urls.tcp as string)];
-    const firstGone = Promise.race(
-      held.map((c) => new Promise<void>((r) => c.once("close", () => r()))),
-    );
-    const done = node.node.shutdown();
-    await withDeadline(firstGone, 5_000, "the drain's first disconnect");
-    return { held, done };
-  }
-
-  it("0x8B server shutting down (MQTT.js v5, over ws too, mosquitto_sub 139); v3.1.1 3", async () => {
-    const node = await startNode({
-      listeners: allListeners(),
-      // Two clients over 20 s: the second leaves 10 s after the first, the window tested in.
-      shutdown: { drainSeconds: 20 },
-    });
-    const { held, done } = await draining(node);
-    try {
-      assert.equal(await readyz(node), 503);
-      const v5 = await connackOver(dialOf(node, "tcp", "127.0.14.1"), { ...V5, clientId: "late" });
-      assert.ok(v5 !== "closed");
-      assert.equal(v5.reasonCode, 0x8b);
-      assert.equal(v5.properties?.serverReference, undefined);
-      const v4 = await connackOver(dialOf(node, "tcp", "127.0.14.2"), { ...V4, clientId: "late" });
-      assert.ok(v4 !== "closed");
-      assert.equal(v4.returnCode, 3);
-      const overWs = await connackOver(dialOf(node, "ws", "127.0.14.3"), V5);
-      assert.ok(overWs !== "closed");
-      assert.equal(overWs.reasonCode, 0x8b);
-      const mosquitto5 = await mosquittoSub(portOf(node, "tcp"), "127.0.14.4", "mqttv5");
-      assert.match(mosquitto5.output, /received CONNACK \(139\)/);
-    } finally {
-      await node.node.close();
-      await done;
-      await end(...held);
-    }
-  });
-
-  it("with shutdown.serverReference: 0x9C use another server, with the Server Reference", async () => {
-    const node = await startNode({
-      shutdown: { drainSeconds: 20, serverReference: "mqtt.plant.example:8883" },
-    });
-    const { held, done } = await draining(node);
-    try {
-      const v5 = await connackOver(dialOf(node, "tcp", "127.0.14.5"), { ...V5, clientId: "late" });
-      assert.ok(v5 !== "closed");
-      assert.equal(v5.reasonCode, 0x9c);
-      assert.equal(v5.properties?.serverReference, "mqtt.plant.example:8883");
-      const mosquitto5 = await mosquittoSub(portOf(node, "tcp"), "127.0.14.6", "mqttv5");
-      assert.match(mosquitto5.output, /received CONNACK \(156\)/);
-    } finally {
-      await node.node.close();
-      await done;
-      await end(...held);
     }
   });
 });
