@@ -147,6 +147,7 @@ export class Engine {
       devices: undefined,
       serving: () => "ready",
       connectTimeoutMs: config.limits.connectTimeoutMs,
+      answerRefusals: config.limits.connections.answerRefusals,
       log,
     });
     const closeParts = async (): Promise<void> => {

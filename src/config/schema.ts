@@ -454,6 +454,12 @@ const limitsSchema = z.strictObject({
           "Open connections across the cluster: the sum of each live node's count, which each node writes to Redis every second. Absent: unlimited.",
         )
         .meta({ examples: [100_000] }),
+      answerRefusals: z
+        .boolean()
+        .default(true)
+        .describe(
+          "Answer a socket that `perIp`, `perNode`, `cluster` or `ratePerIp` refuses with a CONNACK (MQTT 5: 0x97 quota exceeded, 0x9F connection rate exceeded; 3.1.1: 3), within bounds that keep answers cheap. false: close it at once. MQTT.js (and so Node-RED) stops reconnecting after a CONNACK refusal unless the client sets `reconnectOnConnackError`, while it retries a closed connection: for such fleets, false keeps a refused device coming back.",
+        ),
     })
     .prefault({})
     .describe(

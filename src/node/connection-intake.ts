@@ -53,6 +53,8 @@ export interface ConnectionIntakeDeps {
   serving(): ServingState;
   /** `limits.connectTimeoutMs`, which also caps how long a refused socket is read. */
   connectTimeoutMs: number;
+  /** `limits.connections.answerRefusals`: quota refusals get a CONNACK (else a close). */
+  answerRefusals: boolean;
   /** MQTT 5 enhanced authentication (AUTH packets before the CONNECT reaches aedes). */
   enhancedAuth?: EnhancedAuth | undefined;
   log: Logger;
@@ -112,6 +114,10 @@ export class ConnectionIntake {
     if (rejection !== undefined) {
       metrics.markConnectionRejected(rejection);
       this.refusalLog.refused(rejection, ip, transport);
+      if (!this.deps.answerRefusals) {
+        socket.destroy();
+        return "refused";
+      }
       return this.refuse(socket, ip, quotaRefusal(rejection), transport);
     }
     // Everything a connection's end releases, in this one listener, shared by every socket: a

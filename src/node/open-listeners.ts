@@ -68,6 +68,7 @@ export async function openListeners(deps: ListenerDeps): Promise<OpenListeners> 
     devices: deps.devices,
     serving: deps.serving,
     connectTimeoutMs: limits.connectTimeoutMs,
+    answerRefusals: limits.connections.answerRefusals,
     enhancedAuth: deps.enhancedAuth,
     log: deps.log.child({ module: "admission" }),
   });

@@ -80,7 +80,7 @@ limits:
   maxTopicBytes: 1024
   connectTimeoutMs: 5000
   maxKeepaliveSeconds: 300
-  connections: { perNode: 20000, perIp: 20, perUsername: 5, ratePerIp: 5, cluster: 100000 }
+  connections: { perNode: 20000, perIp: 20, perUsername: 5, ratePerIp: 5, cluster: 100000, answerRefusals: true }
   flapping: { maxConnects: 15, windowSeconds: 60, banSeconds: 300 }
   overload: { eventLoopDelayMs: 2000, heapUsedRatio: 0.9, recoverMs: 2000 }
   publish: { ${rates}, overrides: [{ username: scada, ${rates} }, { clientId: "hmi-*" }] }

@@ -124,6 +124,20 @@ describe("socket quotas answered with a CONNACK", () => {
     }
   });
 
+  it("limits.connections.answerRefusals false: closed without a CONNACK (clients that stop at a refusal keep retrying)", async () => {
+    const node = await startNode({ limits: { connections: { perIp: 1, answerRefusals: false } } });
+    let held: MqttClient | undefined;
+    try {
+      held = await connect(node.urls.tcp as string, { fromAddress: "127.0.3.9" });
+      const refused = await connackFrom(node, "127.0.3.9", { ...V5, clientId: "refused-closed" });
+      assert.equal(refused, "closed");
+      await refusalsCounted(node, "per_ip", 1);
+    } finally {
+      await end(held);
+      await node.stop();
+    }
+  });
+
   it("per node: 0x97; Request Problem Information 0: the code alone", async () => {
     const node = await startNode({ limits: { connections: { perNode: 1 } } });
     const held = await connect(node.urls.tcp as string);
