@@ -22,27 +22,8 @@ const DOWN_MS = 2_000;
 const DEADLINE_MS = 15_000;
 
 describe("a PUBLISH whose answer Redis never sent", () => {
-  it("a QoS 2 message delivered before Redis died is delivered once", async () => {
-    const redis = await RedisServer.start();
-    const relay = await DelayRelay.start("127.0.0.1", { host: "127.0.0.1", port: redis.port });
-    const keyPrefix = `lost${randomBytes(4).toString("hex")}:`;
-    const nodes: RunningNode[] = [];
-    const clients: MqttClient[] = [];
-    try {
-      for (const [nodeId, port] of [
-        ["node-a", relay.port],
-        ["node-b", redis.port],
-      ] as const) {
-        nodes.push(
-          await startNode({ nodeId, redis: { url: `redis://127.0.0.1:${port}`, keyPrefix } }),
-        );
-      }
-      const [a, b] = nodes as [RunningNode, RunningNode];
-      const topic = `lost/${randomBytes(4).toString("hex")}`;
-      const subscriber = await connect(b.urls.tcp as string, { clientId: "lost-sub" });
-      clients.push(subscriber);
-      const inbox = new Inbox(subscriber);
-      await subscribe(subscriber, topic, 2);
+  it("a QoS 2 message delivered before Redis died is delivered once", () =>
+    withRelayedPair("lost", async ({ a, relay, topic, subscriber, inbox, clients }) => {
       const publisher = await connect(a.urls.tcp as string, {
         clientId: "lost-pub",
         clean: false,
@@ -68,13 +49,7 @@ describe("a PUBLISH whose answer Redis never sent", () => {
       );
       const all = await untilReceived(subscriber, inbox, "after");
       assert.deepEqual(all, ["once", "after"]);
-    } finally {
-      await end(...clients);
-      for (const node of nodes) await node.stop();
-      await relay.stop();
-      await redis.stop();
-    }
-  });
+    }));
 
   // The Sentinel failover's QoS 2 duplicate, as the chaos runs see it: HAProxy closes the
   // clients of a node it marks down (`on-marked-down shutdown-sessions`), and the publisher's
@@ -84,27 +59,8 @@ describe("a PUBLISH whose answer Redis never sent", () => {
   it(
     "a QoS 2 message resent through another node while the first waits on Redis is delivered once",
     { todo: "the first node's PUBLISH in flight is not seen by the second (no id stored yet)" },
-    async () => {
-      const redis = await RedisServer.start();
-      const relay = await DelayRelay.start("127.0.0.1", { host: "127.0.0.1", port: redis.port });
-      const keyPrefix = `moved${randomBytes(4).toString("hex")}:`;
-      const nodes: RunningNode[] = [];
-      const clients: MqttClient[] = [];
-      try {
-        for (const [nodeId, port] of [
-          ["node-a", relay.port],
-          ["node-b", redis.port],
-        ] as const) {
-          nodes.push(
-            await startNode({ nodeId, redis: { url: `redis://127.0.0.1:${port}`, keyPrefix } }),
-          );
-        }
-        const [a, b] = nodes as [RunningNode, RunningNode];
-        const topic = `moved/${randomBytes(4).toString("hex")}`;
-        const subscriber = await connect(b.urls.tcp as string, { clientId: "moved-sub" });
-        clients.push(subscriber);
-        const inbox = new Inbox(subscriber);
-        await subscribe(subscriber, topic, 2);
+    () =>
+      withRelayedPair("moved", async ({ a, b, relay, topic, subscriber, inbox, clients }) => {
         const port = (url: RunningNode) => Number(new URL(url.urls.tcp as string).port);
         // mqtt.js takes the next of `servers` at each reconnection: A, then B.
         const publisher = await connect(a.urls.tcp as string, {
@@ -135,15 +91,53 @@ describe("a PUBLISH whose answer Redis never sent", () => {
         );
         const all = await untilReceived(subscriber, inbox, "after");
         assert.deepEqual(all, ["once", "after"]);
-      } finally {
-        await end(...clients);
-        for (const node of nodes) await node.stop();
-        await relay.stop();
-        await redis.stop();
-      }
-    },
+      }),
   );
 });
+
+interface RelayedPair {
+  /** Reaches Redis through `relay`. */
+  a: RunningNode;
+  b: RunningNode;
+  relay: DelayRelay;
+  topic: string;
+  /** On B, subscribed to `topic` at QoS 2. */
+  subscriber: MqttClient;
+  inbox: Inbox;
+  /** Ended after the test, with the subscriber. */
+  clients: MqttClient[];
+}
+
+/** Runs `test` on two nodes over one Redis, A through a relay, and removes everything after. */
+async function withRelayedPair(name: string, test: (pair: RelayedPair) => Promise<void>) {
+  const redis = await RedisServer.start();
+  const relay = await DelayRelay.start("127.0.0.1", { host: "127.0.0.1", port: redis.port });
+  const keyPrefix = `${name}${randomBytes(4).toString("hex")}:`;
+  const nodes: RunningNode[] = [];
+  const clients: MqttClient[] = [];
+  try {
+    for (const [nodeId, port] of [
+      ["node-a", relay.port],
+      ["node-b", redis.port],
+    ] as const) {
+      nodes.push(
+        await startNode({ nodeId, redis: { url: `redis://127.0.0.1:${port}`, keyPrefix } }),
+      );
+    }
+    const [a, b] = nodes as [RunningNode, RunningNode];
+    const topic = `${name}/${randomBytes(4).toString("hex")}`;
+    const subscriber = await connect(b.urls.tcp as string, { clientId: `${name}-sub` });
+    clients.push(subscriber);
+    const inbox = new Inbox(subscriber);
+    await subscribe(subscriber, topic, 2);
+    await test({ a, b, relay, topic, subscriber, inbox, clients });
+  } finally {
+    await end(...clients);
+    for (const node of nodes) await node.stop();
+    await relay.stop();
+    await redis.stop();
+  }
+}
 
 /** The payloads received, once `last` is among them (bounded). */
 function untilReceived(subscriber: MqttClient, inbox: Inbox, last: string): Promise<string[]> {
