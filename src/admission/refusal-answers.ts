@@ -15,8 +15,6 @@ export type RefusalOutcome = "answered" | "dropped" | "unread";
 /** Why a socket is refused, as its CONNACK says it. */
 export interface Refusal {
   code: ReasonCode;
-  /** Sent with 0x9C (use another server). */
-  serverReference?: string | undefined;
 }
 
 /**
@@ -206,9 +204,8 @@ class PendingAnswer implements RefusalReply {
         buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
         const read = readConnectHead(buffered, maxConnectBytes);
         if (read.status === "incomplete") continue;
-        const { code, serverReference } = this.refusal;
         const connack =
-          read.status === "complete" ? refusalConnack(read.head, code, serverReference) : undefined;
+          read.status === "complete" ? refusalConnack(read.head, this.refusal.code) : undefined;
         if (connack === undefined) {
           this.destroy();
           return;

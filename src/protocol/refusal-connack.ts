@@ -148,64 +148,35 @@ const SERVER_UNAVAILABLE_V3 = Buffer.from([0x20, 0x02, 0x00, 0x03]);
 /**
  * The CONNACK that refuses a connection whose CONNECT said `head`: for MQTT 5, `code` with its
  * short Reason String unless the client asked for none (or its Maximum Packet Size leaves no
- * room for one), and the Server Reference when one is given (0x9C use another server); for 3.1
- * and 3.1.1, return code 3. Undefined when the client's Maximum Packet Size is too small for
- * any CONNACK [MQTT-3.1.2-25]. The few distinct packets are built once.
+ * room for one); for 3.1 and 3.1.1, return code 3. Undefined when the client's Maximum Packet
+ * Size is too small for any CONNACK [MQTT-3.1.2-25]. The few distinct packets are built once.
  */
-export function refusalConnack(
-  head: ConnectHead,
-  code: ReasonCode,
-  serverReference?: string,
-): Buffer | undefined {
+export function refusalConnack(head: ConnectHead, code: ReasonCode): Buffer | undefined {
   if (head.level !== 5) return SERVER_UNAVAILABLE_V3;
   const limit = head.maximumPacketSize ?? Number.POSITIVE_INFINITY;
-  const withString = head.problemInformation ? v5Connack(code, true, serverReference) : undefined;
+  const withString = head.problemInformation ? v5Connack(code, true) : undefined;
   if (withString !== undefined && withString.length <= limit) return withString;
-  const bare = v5Connack(code, false, serverReference);
+  const bare = v5Connack(code, false);
   return bare.length <= limit ? bare : undefined;
 }
 
-const built = new Map<string, Buffer>();
+const built = new Map<number, Buffer>();
 
-function v5Connack(code: ReasonCode, withString: boolean, serverReference?: string): Buffer {
-  const key = `${code}|${withString}|${serverReference ?? ""}`;
+function v5Connack(code: ReasonCode, withString: boolean): Buffer {
+  const key = withString ? code | 0x100 : code;
   let connack = built.get(key);
   if (connack === undefined) {
     const text = withString ? reasonStringFor(code) : undefined;
-    const properties = Buffer.concat([
-      // Reason String (0x1F) and Server Reference (0x1C): identifier, two length bytes, UTF-8
-      text === undefined ? EMPTY : stringProperty(0x1f, text),
-      serverReference === undefined ? EMPTY : stringProperty(0x1c, serverReference),
-    ]);
+    const reason = text === undefined ? Buffer.alloc(0) : Buffer.from(text, "utf8");
+    // Reason String property: identifier, two length bytes, the string (< 128 bytes of properties)
+    const properties =
+      text === undefined
+        ? Buffer.from([0x00])
+        : Buffer.concat([Buffer.from([3 + reason.length, 0x1f, 0x00, reason.length]), reason]);
     // acknowledge flags (no session present), reason code, properties
-    const body = Buffer.concat([
-      Buffer.from([0x00, code]),
-      variableByteIntegerBytes(properties.length),
-      properties,
-    ]);
-    connack = Buffer.concat([Buffer.from([0x20]), variableByteIntegerBytes(body.length), body]);
+    const body = Buffer.concat([Buffer.from([0x00, code]), properties]);
+    connack = Buffer.concat([Buffer.from([0x20, body.length]), body]);
     built.set(key, connack);
   }
   return connack;
-}
-
-const EMPTY = Buffer.alloc(0);
-
-function stringProperty(id: number, value: string): Buffer {
-  const bytes = Buffer.from(value, "utf8");
-  const header = Buffer.from([id, 0, 0]);
-  header.writeUInt16BE(bytes.length, 1);
-  return Buffer.concat([header, bytes]);
-}
-
-function variableByteIntegerBytes(value: number): Buffer {
-  const bytes: number[] = [];
-  let rest = value;
-  do {
-    let byte = rest % 128;
-    rest = Math.floor(rest / 128);
-    if (rest > 0) byte |= 0x80;
-    bytes.push(byte);
-  } while (rest > 0);
-  return Buffer.from(bytes);
 }

@@ -96,26 +96,6 @@ describe("a refused connection's CONNECT, read far enough to answer it", () => {
     assert.equal(refusalConnack(sized(4), ReasonCode.ConnectionRateExceeded), undefined);
   });
 
-  it("MQTT 5 while draining: 0x8B alone, or 0x9C with the Server Reference (a long one too); 3.1.1: 3", () => {
-    const head = headOf(connect({ protocolVersion: 5 }));
-    const shuttingDown = parseConnack(
-      refusalConnack(head, ReasonCode.ServerShuttingDown) as Buffer,
-      5,
-    );
-    assert.equal(shuttingDown.reasonCode, 0x8b);
-    assert.equal(shuttingDown.properties?.serverReference, undefined);
-    for (const reference of ["mqtt.plant.example:8883", `${"n".repeat(1_000)}.example:8883`]) {
-      const moved = parseConnack(
-        refusalConnack(head, ReasonCode.UseAnotherServer, reference) as Buffer,
-        5,
-      );
-      assert.equal(moved.reasonCode, 0x9c);
-      assert.equal(moved.properties?.serverReference, reference);
-    }
-    const v4 = refusalConnack(headOf(connect({})), ReasonCode.UseAnotherServer, "elsewhere");
-    assert.equal(parseConnack(v4 as Buffer, 4).returnCode, 3);
-  });
-
   it("a CONNECT in pieces is incomplete until its last byte, then complete", () => {
     const whole = connect({
       protocolVersion: 5,
