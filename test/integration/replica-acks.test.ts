@@ -266,6 +266,9 @@ describe("replica confirmations on a primary and its replica", () => {
     try {
       replica = await RedisServer.start({ replicaOf: { port: primary.port, dir } });
       await connection.connect();
+      // The replica's first sync may still run (a loaded machine): wait for it to acknowledge.
+      await connection.set("replica-in-sync", "1");
+      assert.equal(await connection.wait(1, DEADLINE_MS), 1, "the replica in sync");
       const acks = new ReplicaAcks(connection, { replicas: 1, timeoutMs: 300 }, log.logger);
       const waits = async (): Promise<number> =>
         Number(
