@@ -145,7 +145,7 @@ export class Engine {
       subscribePacer,
       ownership: undefined,
       devices: undefined,
-      serving: () => "ready",
+      accepting: () => true,
       connectTimeoutMs: config.limits.connectTimeoutMs,
       answerRefusals: config.limits.connections.answerRefusals,
       log,

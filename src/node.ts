@@ -169,7 +169,7 @@ export class SluiceNode {
       ...parts,
       ...{ admission, subscribePacer, byteMeter: this.byteMeter, enhancedAuth },
       // A fenced node cannot claim a client id: refused at once, the client tries elsewhere.
-      serving: () => (this.backend?.fence?.fenced === true ? "fenced" : this.state),
+      accepting: () => this.state === "ready" && this.backend?.fence?.fenced !== true,
     });
     this.listeners = opened.listeners;
     const admin =

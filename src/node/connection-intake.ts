@@ -31,9 +31,6 @@ import { protocolLabel } from "../protocol/protocol-version.js";
 import type { DeviceRegistry } from "../registry/device-registry.js";
 import { type ClientConnection, rawSocket, type SocketAdmission } from "../transport/listener.js";
 
-/** Whether the node takes connections: `ready`, or why not. */
-export type ServingState = "starting" | "ready" | "draining" | "stopped" | "fenced";
-
 export interface ConnectionIntakeDeps {
   broker: Aedes;
   quotas: ConnectionQuotas;
@@ -49,8 +46,8 @@ export interface ConnectionIntakeDeps {
   subscribePacer: SubscribePacer;
   ownership: ClientOwnership | undefined;
   devices: DeviceRegistry | undefined;
-  /** Whether the node takes connections now, or why not. */
-  serving(): ServingState;
+  /** Whether the node takes connections now (not while starting, draining or fenced). */
+  accepting(): boolean;
   /** `limits.connectTimeoutMs`, which also caps how long a refused socket is read. */
   connectTimeoutMs: number;
   /** `limits.connections.answerRefusals`: quota refusals get a CONNACK (else a close). */
@@ -106,7 +103,7 @@ export class ConnectionIntake {
     // Starting, draining or fenced: closed, not answered. A closed connection is what every
     // client retries and a load balancer redispatches; a CONNACK refusal is final to many
     // (MQTT.js stops reconnecting), and these states pass.
-    if (socket.destroyed || this.deps.serving() !== "ready") {
+    if (socket.destroyed || !this.deps.accepting()) {
       socket.destroy();
       return "refused";
     }
@@ -145,7 +142,7 @@ export class ConnectionIntake {
 
   /** A connection the listener admitted and made ready for MQTT: handed to aedes. */
   accept(connection: ClientConnection): void {
-    if (this.deps.serving() !== "ready") {
+    if (!this.deps.accepting()) {
       connection.stream.destroy();
       return;
     }

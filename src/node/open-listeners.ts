@@ -9,7 +9,7 @@ import { PublishLimiter } from "../limits/publish-limiter.js";
 import type { SocketByteMeter } from "../observability/socket-byte-meter.js";
 import { createListener } from "../transport/create-listener.js";
 import type { Listener } from "../transport/listener.js";
-import { ConnectionIntake, type ServingState } from "./connection-intake.js";
+import { ConnectionIntake } from "./connection-intake.js";
 import type { NodeParts } from "./node-parts.js";
 
 export interface OpenListeners {
@@ -21,8 +21,8 @@ export interface ListenerDeps extends NodeParts {
   admission: ConnectAdmission;
   subscribePacer: SubscribePacer;
   byteMeter: SocketByteMeter;
-  /** Whether the node takes connections now, or why not. */
-  serving(): ServingState;
+  /** Whether the node takes connections now (not while starting, draining or fenced). */
+  accepting(): boolean;
   enhancedAuth?: EnhancedAuth | undefined;
 }
 
@@ -66,7 +66,7 @@ export async function openListeners(deps: ListenerDeps): Promise<OpenListeners> 
     subscribePacer: deps.subscribePacer,
     ownership: backend.ownership,
     devices: deps.devices,
-    serving: deps.serving,
+    accepting: deps.accepting,
     connectTimeoutMs: limits.connectTimeoutMs,
     answerRefusals: limits.connections.answerRefusals,
     enhancedAuth: deps.enhancedAuth,
