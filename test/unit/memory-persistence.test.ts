@@ -13,6 +13,21 @@ function store(maxQueuedPerClient = 100) {
   return { persistence, drops };
 }
 
+/** Messages m1..m`count` queued for the client and sent (ids 1..count), none acknowledged. */
+async function sentAndQueued(persistence: MemoryPersistence, count: number): Promise<void> {
+  const packets = Array.from({ length: count }, (_, i) => publish("t", `m${i + 1}`));
+  for (const packet of packets) await persistence.outgoingEnqueue({ clientId: client.id }, packet);
+  for (const [i, packet] of packets.entries())
+    await persistence.outgoingUpdate(client, { ...packet, messageId: i + 1 });
+}
+
+/** What a resume sends, in order: `pubrel <id>` or the payload. */
+async function resendOrder(persistence: MemoryPersistence): Promise<Array<string | undefined>> {
+  return (await persistence.outgoingPackets(client)).map((p) =>
+    p.cmd === "pubrel" ? `pubrel ${p.messageId}` : p.payload?.toString(),
+  );
+}
+
 describe("memory persistence", () => {
   it("retained: `+` matches an empty level, each message once over overlapping filters", async () => {
     const { persistence } = store();
@@ -85,44 +100,28 @@ describe("memory persistence", () => {
 
   it("a resume sends the stored PUBRELs first, then the PUBLISHes, each in order [MQTT-4.6.0-4]", async () => {
     const { persistence } = store();
-    const packets = [1, 2, 3, 4].map((n) => publish("t", `m${n}`));
-    for (const packet of packets)
-      await persistence.outgoingEnqueue({ clientId: client.id }, packet);
-    for (const [i, packet] of packets.entries())
-      await persistence.outgoingUpdate(client, { ...packet, messageId: i + 1 });
+    await sentAndQueued(persistence, 4);
     // PUBRECs for m2 and m3: their PUBRELs answer PUBRECs a resent PUBLISH's cannot precede.
     for (const messageId of [2, 3])
       await persistence.outgoingUpdate(client, { cmd: "pubrel", messageId } as StoredPacket);
-    const resent = (await persistence.outgoingPackets(client)).map((p) =>
-      p.cmd === "pubrel" ? `pubrel ${p.messageId}` : p.payload?.toString(),
-    );
+    const resent = await resendOrder(persistence);
     assert.deepEqual(resent, ["pubrel 2", "pubrel 3", "m1", "m4"]);
   });
 
   it("stored PUBRELs go out in the order their PUBRECs came, not their PUBLISHes' [MQTT-4.6.0-4]", async () => {
     const { persistence } = store();
-    const packets = [1, 2, 3, 4].map((n) => publish("t", `m${n}`));
-    for (const packet of packets)
-      await persistence.outgoingEnqueue({ clientId: client.id }, packet);
-    for (const [i, packet] of packets.entries())
-      await persistence.outgoingUpdate(client, { ...packet, messageId: i + 1 });
+    await sentAndQueued(persistence, 4);
     // As the Redis persistence keeps them (pubrel-4.lua moves each to the end of the queue).
     // The PUBREC of m3 twice: the stored PUBREL stays where the first put it.
     for (const messageId of [3, 1, 3])
       await persistence.outgoingUpdate(client, { cmd: "pubrel", messageId } as StoredPacket);
-    const resent = (await persistence.outgoingPackets(client)).map((p) =>
-      p.cmd === "pubrel" ? `pubrel ${p.messageId}` : p.payload?.toString(),
-    );
+    const resent = await resendOrder(persistence);
     assert.deepEqual(resent, ["pubrel 3", "pubrel 1", "m2", "m4"]);
   });
 
   it("a resume walks a copy of the queue: acknowledgements during the walk skip nothing", async () => {
     const { persistence } = store();
-    const packets = [1, 2, 3].map((n) => publish("t", `m${n}`));
-    for (const packet of packets)
-      await persistence.outgoingEnqueue({ clientId: client.id }, packet);
-    for (const [i, packet] of packets.entries())
-      await persistence.outgoingUpdate(client, { ...packet, messageId: i + 1 });
+    await sentAndQueued(persistence, 3);
     const walked: string[] = [];
     // No PUBREL: the order is the queue's, and still a copy of it (inResendOrder).
     for (const packet of await persistence.outgoingPackets(client)) {
