@@ -13,7 +13,7 @@ import type { Logger } from "../observability/logger.js";
 import { checkPubsubOutputLimit, type LimitTarget } from "../redis/output-buffer-limit.js";
 import { sendAnsweredPublish } from "../redis/publish-command.js";
 import type { RedisClient } from "../redis/redis-client.js";
-import { PersistenceKeys } from "../redis/redis-keys.js";
+import { PersistenceKeys, STATE_KEYS } from "../redis/redis-keys.js";
 import { coalesceEveryWrite } from "../transport/write-coalescing.js";
 import { type NodeInstance, nodeConnectionName } from "./node-connections.js";
 import { replicaAcksOn } from "./replica-ack-connection.js";
@@ -23,6 +23,10 @@ import { SubscriptionBatcher } from "./subscription-batcher.js";
 import { SubscriptionLag } from "./subscription-lag.js";
 
 type RedisConfig = NonNullable<SluiceConfig["redis"]>;
+
+/** How long a node's "not reading" key lives unless refreshed: a node that dies paused. */
+const READING_PAUSED_TTL_MS = 1_500;
+const READING_PAUSED_REFRESH_MS = 500;
 
 /** A connection the fabric watches: one to Redis, or the sharded subscriber's set of them. */
 type FabricConnection = RedisClient | ShardedSubscriber;
@@ -69,12 +73,22 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
   readonly load = {
     pendingBytes: (): number => this.pending.bytes,
     lagBytes: (): number => this.subscriptionLag?.bytes ?? 0,
+    /** The largest lag among the cluster's nodes that read their subscriptions, this one's too. */
+    clusterLagBytes: (): number => this.subscriptionLag?.clusterBytes ?? 0,
+    /** The node whose lag clusterLagBytes is. */
+    laggingNode: (): string | undefined => this.subscriptionLag?.laggingNode,
+    /** Another node that does not read its subscription now (SubscriptionThrottle). */
+    pausedNode: (): string | undefined => this.subscriptionLag?.pausedNode,
     onChange: (listener: () => void): void => {
       this.pending.onAnswered(listener);
       this.subscriptionLag?.onChange(listener);
     },
   };
   private readonly connections: FabricConnection[];
+  private readonly subscriber: Redis | ShardedSubscriber;
+  private readonly readingPausedKey: string;
+  /** When this node last said it does not read its subscription (0: it reads). */
+  private pausedAnnouncedAt = 0;
   /** The persistence's connection on a Cluster (its keys spread over the slots), else state. */
   private readonly stored: RedisClient;
   /** Where the persistence keeps retained messages (one hash, or one key per topic). */
@@ -134,6 +148,8 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     }
     this.state = state;
     this.stored = stored;
+    this.subscriber = subscriber;
+    this.readingPausedKey = `${STATE_KEYS.readingPausedPrefix}${node.nodeId}`;
     const acks = replicaAcksOn(config, connect, node, log);
     this.replicaAcks = acks?.acks;
     this.connections = [
@@ -165,8 +181,49 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     );
     // A Cluster's subscriber has a connection per primary: their lag is not looked up.
     this.subscriptionLag =
-      state instanceof Redis ? new SubscriptionLag(state, subscriberName, log) : undefined;
+      state instanceof Redis
+        ? new SubscriptionLag(
+            state,
+            subscriberName,
+            {
+              boundBytes: config.backpressure.subscriptionLagBytes,
+              stallMs: config.backpressure.remoteStallMs,
+              readingPausedKey: (nodeId) => `${STATE_KEYS.readingPausedPrefix}${nodeId}`,
+            },
+            log,
+          )
+        : undefined;
     this.subscriptionLag?.start();
+  }
+
+  /**
+   * Stops or restarts reading the subscriber connection (SubscriptionThrottle): what the node
+   * does not read waits in Redis' output buffer for it, where every node's backpressure sees
+   * it. Only a ready connection is paused: a reconnecting one must read its resubscriptions'
+   * answers to become ready. A Cluster's sharded subscriber is not paused.
+   */
+  pauseReading(paused: boolean): boolean {
+    const subscriber = this.subscriber;
+    if (subscriber instanceof ShardedSubscriber) return false;
+    const stream = subscriber.stream;
+    if (!paused) {
+      stream?.resume();
+      if (this.pausedAnnouncedAt !== 0) {
+        this.pausedAnnouncedAt = 0;
+        this.state.del(this.readingPausedKey).catch(() => {});
+      }
+      return true;
+    }
+    if (stream === undefined || !this.ready.has(subscriber)) return false;
+    stream.pause();
+    // The kernel's socket buffers hold megabytes before Redis' output buffer grows: the other
+    // nodes learn of the pause from this key, not only from the lag (SubscriptionLag).
+    const now = Date.now();
+    if (now - this.pausedAnnouncedAt >= READING_PAUSED_REFRESH_MS) {
+      this.pausedAnnouncedAt = now;
+      this.state.set(this.readingPausedKey, "1", "PX", READING_PAUSED_TTL_MS).catch(() => {});
+    }
+    return true;
   }
 
   /** Whether every connection is ready: the node may take clients. */

@@ -5,29 +5,66 @@ import type { Logger } from "../observability/logger.js";
 /** How often Redis is asked; at 50 MB/s of pub/sub traffic that is 5 MB between two looks. */
 const POLL_MS = 100;
 
+/** A node's subscriber connection in CLIENT LIST (node-connections.ts names them). */
+const SUBSCRIBER_LINE = / name=(sluice\/([A-Za-z0-9._-]+)\/[^/ ]+\/subscriber) .*? omem=(\d+)/;
+
+export interface LagSettings {
+  /** The lag past which publishers are held (`redis.backpressure.subscriptionLagBytes`). */
+  boundBytes: number;
+  /**
+   * How long another node's subscription may stay past the bound without once falling under
+   * it before it no longer counts (`redis.backpressure.remoteStallMs`).
+   */
+  stallMs: number;
+  /** The key a node sets while it does not read its subscription (RedisFabric.pauseReading). */
+  readingPausedKey(nodeId: string): string;
+}
+
+interface RemoteSubscription {
+  nodeId: string;
+  /** When its lag was last at or under the bound. */
+  drainedAt: number;
+  stalled: boolean;
+  seen: number;
+}
+
 /**
- * How far this node is behind in reading its Redis subscription: Redis' output buffer for the
- * node's subscriber connection (`omem` of CLIENT LIST), which Redis caps with
+ * How far the cluster's nodes are behind in reading their Redis subscriptions: Redis' output
+ * buffer for each node's subscriber connection (`omem` of CLIENT LIST), which Redis caps with
  * `client-output-buffer-limit pubsub` by closing the connection. Asked on another connection
- * (a subscribed one may send no other command), found by the subscriber's connection name.
- * Where CLIENT LIST is refused (some managed Redis), the lag reads 0 and only the outbound
- * pipeline bounds backpressure; that is logged once.
+ * (a subscribed one may send no other command); nodes' subscribers are found by their names.
+ *
+ * `bytes` is this node's own lag; `clusterBytes` the largest among all nodes' subscriptions,
+ * its own included, because a message published here is read by every node: publishers held
+ * only for their own node's lag pushed a slower node past Redis' limit (two nodes at QoS 1:
+ * the publishers' node acknowledged 38.6k msg/s while the subscribers' node delivered 13.3k).
+ * Another node whose lag stays past the bound for `stallMs` without once falling under it is
+ * stalled (stopped, cut off, hung), not slow: holding every publisher of the cluster for it
+ * would stop the cluster, so it stops counting, and Redis' limit decides its subscription.
+ *
+ * Where CLIENT LIST is refused (some managed Redis), the lags read 0 and only the outbound
+ * pipeline bounds backpressure; that is logged once. Nodes of other clusters on the same
+ * Redis (another keyPrefix) count too: their names do not say which cluster they serve.
  */
 export class SubscriptionLag {
   bytes = 0;
+  clusterBytes = 0;
+  /** The node whose lag `clusterBytes` is. */
+  laggingNode: string | undefined;
+  /** Another node that says it does not read its subscription now: it is behind. */
+  pausedNode: string | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private polls = 0;
   private readonly changed: Array<() => void> = [];
-  private readonly pattern: RegExp;
+  private readonly remotes = new Map<string, RemoteSubscription>();
 
   constructor(
     private readonly query: Redis,
-    subscriberName: string,
+    private readonly subscriberName: string,
+    private readonly settings: LagSettings,
     private readonly log: Logger,
-  ) {
-    const name = subscriberName.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
-    this.pattern = new RegExp(` name=${name} .*? omem=(\\d+)`);
-  }
+  ) {}
 
   start(): void {
     this.schedule();
@@ -40,6 +77,85 @@ export class SubscriptionLag {
 
   onChange(listener: () => void): void {
     this.changed.push(listener);
+  }
+
+  /** Reads one CLIENT LIST answer (public for its tests). */
+  read(list: string, now: number): void {
+    const poll = ++this.polls;
+    let own = 0;
+    let largest = 0;
+    let lagging: string | undefined;
+    for (const line of list.split("\n")) {
+      const match = SUBSCRIBER_LINE.exec(line);
+      if (!match) continue;
+      const [, name = "", nodeId = "", omem = "0"] = match;
+      const bytes = Number(omem);
+      if (name === this.subscriberName) own = bytes;
+      else if (!this.counts(name, nodeId, bytes, now, poll)) continue;
+      if (bytes > largest) {
+        largest = bytes;
+        lagging = nodeId;
+      }
+    }
+    for (const [name, remote] of this.remotes) if (remote.seen !== poll) this.remotes.delete(name);
+    this.laggingNode = lagging;
+    if (own === this.bytes && largest === this.clusterBytes) return;
+    this.bytes = own;
+    this.clusterBytes = largest;
+    for (const listener of this.changed) listener();
+  }
+
+  /** Whether another node's subscription counts: it is not stalled. */
+  private counts(name: string, nodeId: string, bytes: number, now: number, poll: number): boolean {
+    let remote = this.remotes.get(name);
+    if (remote === undefined) {
+      remote = { nodeId, drainedAt: now, stalled: false, seen: poll };
+      this.remotes.set(name, remote);
+    }
+    remote.seen = poll;
+    if (bytes <= this.settings.boundBytes) {
+      remote.drainedAt = now;
+      if (remote.stalled) {
+        remote.stalled = false;
+        this.log.info(
+          { event: "cluster.remote_lag_draining", node: nodeId, bytes },
+          "another node reads its Redis subscription again: publishers wait for it again",
+        );
+      }
+      return true;
+    }
+    if (!remote.stalled && now - remote.drainedAt > this.settings.stallMs) {
+      remote.stalled = true;
+      this.log.warn(
+        { event: "cluster.remote_lag_stalled", node: nodeId, bytes },
+        "another node has not read its Redis subscription for a while: publishers no longer " +
+          "wait for it, and Redis cuts its subscription at client-output-buffer-limit pubsub",
+      );
+    }
+    return !remote.stalled;
+  }
+
+  /**
+   * Which other node, if any, says it has stopped reading its subscription: the kernel's
+   * socket buffers (megabytes) hold what it does not read before Redis' output buffer, and so
+   * the lag, grows. A stalled node's key expires with it.
+   */
+  private async readPauses(): Promise<void> {
+    const nodeIds = [...new Set([...this.remotes.values()].map((r) => r.nodeId))];
+    let paused: string | undefined;
+    if (nodeIds.length > 0) {
+      try {
+        const values = await this.query.mget(
+          nodeIds.map((id) => this.settings.readingPausedKey(id)),
+        );
+        paused = nodeIds.find((_id, i) => values[i] !== null);
+      } catch {
+        paused = this.pausedNode;
+      }
+    }
+    if (paused === this.pausedNode) return;
+    this.pausedNode = paused;
+    for (const listener of this.changed) listener();
   }
 
   private schedule(): void {
@@ -58,17 +174,14 @@ export class SubscriptionLag {
       if (/NOPERM|unknown (sub)?command|ERR unknown/i.test(err.message)) {
         this.log.info(
           { event: "redis.subscription_lag_unmeasured", err },
-          "CLIENT LIST refused: the subscription's lag is not measured, backpressure follows the outbound pipeline only",
+          "CLIENT LIST refused: the subscriptions' lag is not measured, backpressure follows the outbound pipeline only",
         );
         return;
       }
       return this.schedule();
     }
-    const bytes = Number(this.pattern.exec(list)?.[1] ?? 0);
-    if (bytes !== this.bytes) {
-      this.bytes = bytes;
-      for (const listener of this.changed) listener();
-    }
+    this.read(list, Date.now());
+    await this.readPauses();
     this.schedule();
   }
 }

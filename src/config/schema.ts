@@ -284,7 +284,25 @@ const redisSchema = z.strictObject({
         .min(65_536)
         .default(4 * 1024 * 1024)
         .describe(
-          "Bytes Redis holds for this node's subscription (CLIENT LIST `omem`, looked at every 100 ms; single Redis and Sentinel) past which publishers are paused the same way. Keep it well under Redis' `client-output-buffer-limit pubsub` (32 MB hard, 8 MB for 60 s soft by default), where Redis cuts the subscription.",
+          "Bytes Redis holds for a node's subscription (CLIENT LIST `omem`, looked at every 100 ms; single Redis and Sentinel) past which publishers are paused the same way: this node's own, or any other node's (every node reads what is published here). Keep it well under Redis' `client-output-buffer-limit pubsub` (32 MB hard, 8 MB for 60 s soft by default), where Redis cuts the subscription.",
+        ),
+      remoteStallMs: z
+        .number()
+        .int()
+        .min(1_000)
+        .max(600_000)
+        .default(5_000)
+        .describe(
+          "How long another node's subscription may stay past `subscriptionLagBytes` without once falling under it before this node stops pausing its publishers for it (`cluster.remote_lag_stalled`): that node is stopped or hung, not slow, and Redis' own limit then decides its subscription. Holding the cluster's publishers for it would stop the cluster.",
+        ),
+      waitingDeliveries: z
+        .number()
+        .int()
+        .min(1)
+        .max(10_000_000)
+        .default(1_000)
+        .describe(
+          "QoS 1/2 deliveries waiting for this node's subscribers' in-flight windows (of subscribers that acknowledged one within the last second) past which the node, while its event loop is saturated, stops reading its Redis subscription until half are delivered: what it cannot deliver yet then waits in Redis, where every node's `subscriptionLagBytes` bound slows the publishers, instead of being read here and dropped from full queues. Single Redis and Sentinel.",
         ),
     })
     .prefault({})

@@ -32,6 +32,14 @@ interface DeliveringClient {
 
 const NOT_CALLED = Symbol("authorizeForward not called");
 
+/** A windowed client whose deliveries wait: what cluster backpressure counts. */
+interface Backlog {
+  readonly client: DeliveringClient;
+  readonly waiting: Fifo<AedesPublishPacket>;
+  /** When the client last acknowledged a delivery (Date.now()). */
+  ackedAt: number;
+}
+
 /**
  * The QoS 1/2 in-flight window of each connected client (`limits.queue.maxInflight`): at most
  * N deliveries written and not acknowledged; further ones wait in memory (at most
@@ -60,6 +68,12 @@ export class InflightWindows {
   private lastForward: AedesPublishPacket | null | typeof NOT_CALLED = NOT_CALLED;
   /** Clients whose deliveries are behind a window (only those that asked for QoS 1/2). */
   private readonly windowed = new WeakSet<Client>();
+  /** Clients with deliveries waiting for their window now. */
+  private readonly backlogs = new Set<Backlog>();
+  /** Deliveries waiting, every client's (recounted by waitingDeliveries: closed clients'). */
+  private waitingTotal = 0;
+  private backlogLimit = Number.POSITIVE_INFINITY;
+  private onBacklog: () => void = noop;
 
   constructor(
     private readonly limits: InflightWindowLimits,
@@ -75,6 +89,40 @@ export class InflightWindows {
       this.lastForward = result;
       return result;
     };
+  }
+
+  /**
+   * Deliveries waiting for the windows of clients that acknowledged one within `activeMs`: the
+   * node's own backlog. A client that has stopped acknowledging (frozen, gone quiet) waits
+   * whatever the node does, so it is not counted: it must not hold the cluster back.
+   */
+  waitingDeliveries(activeMs: number, now = Date.now()): number {
+    let active = 0;
+    let all = 0;
+    for (const backlog of this.backlogs) {
+      if (backlog.client.closed || backlog.waiting.length === 0) {
+        this.backlogs.delete(backlog);
+        continue;
+      }
+      all += backlog.waiting.length;
+      if (now - backlog.ackedAt <= activeMs) active += backlog.waiting.length;
+    }
+    this.waitingTotal = all;
+    return active;
+  }
+
+  /** Deliveries waiting now, every client's. */
+  get waiting(): number {
+    return this.waitingTotal;
+  }
+
+  /**
+   * Calls `listener` at each delivery made to wait while at least `limit` wait (every
+   * client's), so that a burst is seen at once rather than at the next look.
+   */
+  watchBacklog(limit: number, listener: () => void): void {
+    this.backlogLimit = limit;
+    this.onBacklog = listener;
   }
 
   /**
@@ -104,7 +152,7 @@ export class InflightWindows {
     // others and for a v5 CONNECT without one); read at CONNECT, before any subscription
     const maxInflight = Math.min(this.limits.maxInflight, aedesClient.receiveMaximum ?? Infinity);
     // Made when a delivery first has to wait: most idle connections never need one.
-    let waiting: Fifo<AedesPublishPacket> | undefined;
+    let backlog: Backlog | undefined;
     let inflight = 0;
     let listening = false;
 
@@ -113,7 +161,7 @@ export class InflightWindows {
         deliver(packet, done);
         return;
       }
-      if (inflight < maxInflight && (waiting === undefined || waiting.length === 0)) {
+      if (inflight < maxInflight && (backlog === undefined || backlog.waiting.length === 0)) {
         if (this.send(client, deliver, packet, done)) {
           inflight++;
           if (!listening) {
@@ -127,13 +175,12 @@ export class InflightWindows {
               // The stored queue a resumed session gets is written around the window: its
               // acks must not open the window wider.
               if (inflight > 0) inflight--;
-              while (
-                inflight < maxInflight &&
-                waiting !== undefined &&
-                waiting.length > 0 &&
-                !client.closed
-              ) {
+              if (backlog === undefined) return;
+              backlog.ackedAt = Date.now();
+              const { waiting } = backlog;
+              while (inflight < maxInflight && waiting.length > 0 && !client.closed) {
                 const next = waiting.take();
+                this.waitingTotal--;
                 if (next && this.send(client, deliver, next, noop)) inflight++;
               }
             });
@@ -141,11 +188,16 @@ export class InflightWindows {
         }
         return;
       }
-      waiting ??= new Fifo();
+      backlog ??= { client, waiting: new Fifo(), ackedAt: Date.now() };
+      const { waiting } = backlog;
+      // Out of the set once empty: back in when it next waits (a Set ignores a second add).
+      if (waiting.length === 0) this.backlogs.add(backlog);
       waiting.push(packet);
       if (waiting.length > maxQueued) {
         waiting.take();
         if (client.clean) this.events.onDropped(aedesClient, 1);
+      } else if (++this.waitingTotal >= this.backlogLimit) {
+        this.onBacklog();
       }
       // aedes' own deliveries answer on a later turn too: mqemitter must not recurse per message
       setImmediate(done);

@@ -6,8 +6,15 @@ import type { Logger } from "../observability/logger.js";
 export interface FabricLoad {
   /** Bytes of PUBLISHes sent and not yet answered (the outbound pipeline). */
   pendingBytes(): number;
-  /** Bytes Redis holds for this node's subscriber connection (its output buffer). */
-  lagBytes(): number;
+  /**
+   * Bytes Redis holds for the subscriber connection of the node furthest behind, this one
+   * included (their output buffers): every node reads what this node's publishers send.
+   */
+  clusterLagBytes(): number;
+  /** The node whose lag clusterLagBytes is. */
+  laggingNode(): string | undefined;
+  /** Another node that has stopped reading its subscription (it is behind), if any. */
+  pausedNode(): string | undefined;
   /** Calls `listener` whenever either may have fallen. */
   onChange(listener: () => void): void;
 }
@@ -28,12 +35,13 @@ const RESUME_AT = 0.5;
 const WARN_EVERY_MS = 30_000;
 
 /**
- * End-to-end backpressure in a cluster: while the node's outbound Redis pipeline or its
- * subscription's lag is past its bound, the node stops reading its publishers' sockets at
- * their next PUBLISH (ReadGate: order kept, nothing acknowledged that was not published, TCP
- * slows the senders), and resumes them once both are back under half their bound.
+ * End-to-end backpressure in a cluster: while the node's outbound Redis pipeline, or the lag
+ * of a node's subscription (its own or another node's), is past its bound, the node stops
+ * reading its publishers' sockets at their next PUBLISH (ReadGate: order kept, nothing
+ * acknowledged that was not published, TCP slows the senders), and resumes them once both are
+ * back under half their bound.
  *
- * Without it, publishers faster than the node filled Redis' output buffer for the node's own
+ * Without it, publishers faster than the nodes filled Redis' output buffer for a node's
  * subscription until Redis cut it (`client-output-buffer-limit pubsub`, 32 MB by default): the
  * node went not-ready and everything buffered was lost. Throttle first, drop last: QoS 0 is
  * still shed at egress to a slow subscriber, never lost to a cut.
@@ -78,14 +86,16 @@ export class ClusterBackpressure {
   private overBound(): boolean {
     return (
       this.load.pendingBytes() > this.bounds.pendingBytes ||
-      this.load.lagBytes() > this.bounds.subscriptionLagBytes
+      this.load.clusterLagBytes() > this.bounds.subscriptionLagBytes ||
+      this.load.pausedNode() !== undefined
     );
   }
 
   private underResumeMark(): boolean {
     return (
       this.load.pendingBytes() <= this.bounds.pendingBytes * RESUME_AT &&
-      this.load.lagBytes() <= this.bounds.subscriptionLagBytes * RESUME_AT
+      this.load.clusterLagBytes() <= this.bounds.subscriptionLagBytes * RESUME_AT &&
+      this.load.pausedNode() === undefined
     );
   }
 
@@ -100,7 +110,9 @@ export class ClusterBackpressure {
       {
         event: "cluster.backpressure",
         pendingBytes: this.load.pendingBytes(),
-        subscriptionLagBytes: this.load.lagBytes(),
+        subscriptionLagBytes: this.load.clusterLagBytes(),
+        laggingNode: this.load.laggingNode(),
+        pausedNode: this.load.pausedNode(),
         episodes: this.episodes,
       },
       "Redis is behind this node: publishers are paused until it catches up",

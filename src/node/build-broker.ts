@@ -24,6 +24,7 @@ import {
 import { SharedSubscriptionsEngine } from "../engine/shared-subscriptions-engine.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
 import { ReasonCode } from "../errors.js";
+import { SubscriptionThrottle } from "../limits/subscription-throttle.js";
 import { createBrokerRules } from "../mqtt/broker-rules.js";
 import type { ClientContexts } from "../mqtt/client-context.js";
 import type { Logger } from "../observability/logger.js";
@@ -215,6 +216,16 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   }
   await shared.install(broker);
   broker.once("closed", () => void dispatcher.stop());
+  if (fabric && config.redis) {
+    const throttle = new SubscriptionThrottle(
+      config.redis.backpressure,
+      windows,
+      fabric,
+      parts.metrics,
+      log.child({ module: "cluster" }),
+    );
+    broker.once("closed", () => throttle.stop());
+  }
   receiveMaximum.install(broker);
   disconnectOnKeepaliveTimeout(broker, ReasonCode.KeepAliveTimeout);
   parts.slot.fill(broker);

@@ -46,7 +46,11 @@ export class SluiceMetrics {
   private readonly backpressureEpisodes: Counter | undefined;
   private readonly backpressureActive: Gauge | undefined;
   /** What the cluster-load gauges read at scrape time (set once the fabric exists). */
-  private clusterLoad: { pendingBytes(): number; lagBytes(): number } | undefined;
+  private clusterLoad:
+    | { pendingBytes(): number; lagBytes(): number; clusterLagBytes(): number }
+    | undefined;
+  private readonly subscriptionPausedSeconds: Counter | undefined;
+  private readonly subscriptionPausedEpisodes: Counter | undefined;
   private readonly subscriptionResets: Counter | undefined;
   private readonly sessionsExpired: Counter;
   private readonly publishThrottled: Counter;
@@ -210,6 +214,24 @@ export class SluiceMetrics {
           this.set(metrics.clusterLoad?.lagBytes() ?? 0);
         },
       });
+      new Gauge({
+        name: "sluice_redis_cluster_subscription_lag_bytes",
+        help: "The largest lag among the cluster's node subscriptions that this node's publishers wait for, its own included (CLIENT LIST omem; stalled nodes not counted)",
+        registers,
+        collect() {
+          this.set(metrics.clusterLoad?.clusterLagBytes() ?? 0);
+        },
+      });
+      this.subscriptionPausedSeconds = new Counter({
+        name: "sluice_cluster_subscription_paused_seconds_total",
+        help: "Time this node did not read its Redis subscription because it was saturated and its subscribers' windows were full (redis.backpressure.waitingDeliveries)",
+        registers,
+      });
+      this.subscriptionPausedEpisodes = new Counter({
+        name: "sluice_cluster_subscription_paused_total",
+        help: "Times this node stopped reading its Redis subscription because it was saturated and its subscribers' windows were full",
+        registers,
+      });
     }
     this.subscriptionResets = options.redis
       ? new Counter({
@@ -307,8 +329,20 @@ export class SluiceMetrics {
   }
 
   /** Where the pending-bytes and subscription-lag gauges read from. */
-  watchClusterLoad(load: { pendingBytes(): number; lagBytes(): number }): void {
+  watchClusterLoad(load: {
+    pendingBytes(): number;
+    lagBytes(): number;
+    clusterLagBytes(): number;
+  }): void {
     this.clusterLoad = load;
+  }
+
+  subscriptionPaused(): void {
+    this.subscriptionPausedEpisodes?.inc();
+  }
+
+  subscriptionResumed(seconds: number): void {
+    this.subscriptionPausedSeconds?.inc(seconds);
   }
 
   backpressureEngaged(): void {

@@ -120,6 +120,8 @@ export const STATE_KEYS = {
   expiryIntervalsPrefix: "session-expiry:",
   /** Set: the nodes that have a `session-expiry:<nodeId>` hash. */
   expiryNodes: "session-expiry-nodes",
+  /** `reading-paused:<nodeId>`: set, with a short expiry, while a node does not read its subscription. */
+  readingPausedPrefix: "reading-paused:",
 } as const;
 
 /** The keys of aedes-persistence-redis 11 (what an upgrade migrates from). */
