@@ -12,6 +12,7 @@ import type { WillClaims } from "../cluster/will-claims.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import type { DeviceStore } from "../registry/device-store.js";
 import type { AuthLockout } from "../security/auth-lockout.js";
+import type { DecoySecret } from "../security/decoy-secret.js";
 import type { SharedGroupStore } from "../shared-subscriptions/group-store.js";
 
 /**
@@ -54,4 +55,6 @@ export interface Backend {
     broadcast: (topic: string, payload: Buffer) => void,
   ): SessionDirectory;
   close(): Promise<void>;
+  /** Unknown users' made-up SCRAM salts come from this: the node's, or the cluster's. */
+  readonly decoySecret: DecoySecret;
 }

@@ -28,6 +28,7 @@ import type { SluiceMetrics } from "../observability/metrics.js";
 import { FileDeviceStore } from "../registry/file-device-store.js";
 import { RedisDeviceStore } from "../registry/redis-device-store.js";
 import { AuthLockout } from "../security/auth-lockout.js";
+import { localDecoySecret, redisDecoySecret } from "../security/decoy-secret.js";
 import { MemoryGroupStore } from "../shared-subscriptions/memory-group-store.js";
 import type { Backend } from "./backend.js";
 
@@ -78,6 +79,7 @@ async function memoryBackend(config: SluiceConfig, deps: BackendDeps): Promise<B
     isUp: () => true,
     retainedCount: async () => persistence.retainedCount(),
     sessionDirectory: (local) => new LocalSessionDirectory(local),
+    decoySecret: localDecoySecret(),
     close: async () => {},
   };
 }
@@ -193,6 +195,7 @@ async function onFabric(
     retainedCount: () => fabric.retainedCount(),
     sessionDirectory: (_local, broadcast) =>
       new ClusterSessionDirectory(sessions, fabric.state, NODE_LEASE_KEY_PREFIX, broadcast),
+    decoySecret: redisDecoySecret(fabric.state),
     close: async () => {
       fence?.stop();
       counts.stop();

@@ -120,6 +120,8 @@ export const STATE_KEYS = {
   expiryIntervalsPrefix: "session-expiry:",
   /** Set: the nodes that have a `session-expiry:<nodeId>` hash. */
   expiryNodes: "session-expiry-nodes",
+  /** String: the cluster's secret for unknown users' made-up SCRAM salts (base64, 32 bytes). */
+  scramDecoySecret: "scram-decoy-secret",
 } as const;
 
 /** The keys of aedes-persistence-redis 11 (what an upgrade migrates from). */
