@@ -1,55 +1,33 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { test } from "node:test";
-import { fileURLToPath } from "node:url";
+import { lineMatching, spawnBench } from "../../harness/bench-cli.js";
 
 /**
  * The bench CLI interrupted mid-measurement: everything it started is stopped, and it exits
  * 130 after SIGINT and 143 after SIGTERM (the shell's codes for them), not 1, whatever the
  * interrupted scenario did meanwhile.
  */
-const CLI = fileURLToPath(new URL("../src/cli.js", import.meta.url));
 const CODES = { SIGINT: 130, SIGTERM: 143 } as const;
 
-/** A quick throughput run against one in-memory Sluice node; its output read line by line. */
-function benchRun(resultsDir: string): { child: ChildProcess; lines: AsyncIterator<string> } {
-  const child = spawn(
-    process.execPath,
-    [
-      CLI,
-      "throughput",
-      "--quick",
-      "--brokers",
-      "sluice",
-      "--measure-seconds",
-      "20",
-      "--results",
-      resultsDir,
-      "--max-minutes",
-      "2",
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  child.stderr?.resume();
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })[
-    Symbol.asyncIterator
-  ]();
-  return { child, lines };
-}
-
-async function lineMatching(lines: AsyncIterator<string>, pattern: RegExp): Promise<void> {
-  for (;;) {
-    const next = await lines.next();
-    if (next.done) throw new Error(`the bench ended before a line matching ${pattern}`);
-    if (pattern.test(next.value)) return;
-  }
-}
+/** A quick throughput run against one in-memory Sluice node. */
+const benchRun = (resultsDir: string) =>
+  spawnBench([
+    "throughput",
+    "--quick",
+    "--brokers",
+    "sluice",
+    "--measure-seconds",
+    "20",
+    "--results",
+    resultsDir,
+    "--max-minutes",
+    "2",
+  ]);
 
 /** The process ids of a process's children (every thread's), from /proc. */
 function childrenOf(pid: number): number[] {
