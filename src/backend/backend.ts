@@ -14,6 +14,7 @@ import type { DeviceStore } from "../registry/device-store.js";
 import type { AuthLockout } from "../security/auth-lockout.js";
 import type { DecoySecret } from "../security/decoy-secret.js";
 import type { SharedGroupStore } from "../shared-subscriptions/group-store.js";
+import type { DeviceCertificateIndex } from "../sparkplug/device-certificate-index.js";
 
 /**
  * Everything that differs between a node alone (in memory) and a node of a cluster (over
@@ -57,4 +58,6 @@ export interface Backend {
   close(): Promise<void>;
   /** Unknown users' made-up SCRAM salts come from this: the node's, or the cluster's. */
   readonly decoySecret: DecoySecret;
+  /** Sparkplug: which devices of each edge node have DBIRTH certificates. */
+  readonly sparkplugCertificates: DeviceCertificateIndex;
 }

@@ -30,6 +30,10 @@ import { RedisDeviceStore } from "../registry/redis-device-store.js";
 import { AuthLockout } from "../security/auth-lockout.js";
 import { localDecoySecret, redisDecoySecret } from "../security/decoy-secret.js";
 import { MemoryGroupStore } from "../shared-subscriptions/memory-group-store.js";
+import {
+  MemoryDeviceCertificateIndex,
+  RedisDeviceCertificateIndex,
+} from "../sparkplug/device-certificate-index.js";
 import type { Backend } from "./backend.js";
 
 /** What aedes gives its own emitter: how many messages it hands on at once. */
@@ -80,6 +84,7 @@ async function memoryBackend(config: SluiceConfig, deps: BackendDeps): Promise<B
     retainedCount: async () => persistence.retainedCount(),
     sessionDirectory: (local) => new LocalSessionDirectory(local),
     decoySecret: localDecoySecret(),
+    sparkplugCertificates: new MemoryDeviceCertificateIndex(),
     close: async () => {},
   };
 }
@@ -196,6 +201,7 @@ async function onFabric(
     sessionDirectory: (_local, broadcast) =>
       new ClusterSessionDirectory(sessions, fabric.state, NODE_LEASE_KEY_PREFIX, broadcast),
     decoySecret: redisDecoySecret(fabric.state),
+    sparkplugCertificates: new RedisDeviceCertificateIndex(fabric.state),
     close: async () => {
       fence?.stop();
       counts.stop();
