@@ -31,16 +31,21 @@ export function saslprepName(name: string): string {
  * write such verifiers (saslprepPassword).
  */
 export function normalizedPasswordBytes(password: Buffer): Buffer {
-  let text: string;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(password);
-  } catch {
-    return password;
-  }
+  const text = utf8Text(password);
+  if (text === undefined) return password;
   try {
     return Buffer.from(saslprepPassword(text), "utf8");
   } catch {
     return password;
+  }
+}
+
+/** The bytes as text when they are UTF-8; undefined when not. */
+export function utf8Text(bytes: Buffer): string | undefined {
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return undefined;
   }
 }
 

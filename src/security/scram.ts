@@ -5,6 +5,7 @@ import {
   SaslprepError,
   saslprepName,
   saslprepPassword,
+  utf8Text,
 } from "./saslprep.js";
 
 const pbkdf2Async = promisify(pbkdf2);
@@ -66,11 +67,9 @@ export async function scramCredentialOf(
 }
 
 function utf8(bytes: Buffer): string {
-  try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  } catch (error) {
-    throw new SaslprepError("the password is not UTF-8", { cause: error });
-  }
+  const text = utf8Text(bytes);
+  if (text === undefined) throw new SaslprepError("the password is not UTF-8");
+  return text;
 }
 
 /** PostgreSQL's verifier format: `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`. */
