@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
+import { type RunningNode, startNode } from "./in-process-node.js";
 
 /** A bearer token and the digest a config's `admin.tokens` holds for it. */
 export function newAdminToken(): { token: string; digest: string } {
@@ -47,4 +48,33 @@ export async function callApi(
     json = undefined;
   }
   return { status: response.status, json, text };
+}
+
+/** The base URL of an in-process node's admin API. */
+export function adminUrlOf(node: RunningNode): string {
+  return `http://127.0.0.1:${node.node.addresses.admin?.port}`;
+}
+
+/** A node of a registry cluster: Redis under `keyPrefix`, the admin API on, passwords only. */
+export function startRegistryNode(
+  nodeId: string,
+  redisUrl: string,
+  keyPrefix: string,
+  adminDigest: string,
+): Promise<RunningNode> {
+  return startNode({
+    nodeId,
+    auth: { allowAnonymous: false },
+    redis: { url: redisUrl, keyPrefix },
+    admin: { host: "127.0.0.1", port: 0, tokens: [adminDigest] },
+  });
+}
+
+/** Calls a node's admin API with a bearer token; `body` is sent as JSON when given. */
+export function adminCaller(
+  node: () => RunningNode,
+  token: string,
+): (method: string, path: string, body?: unknown) => Promise<ApiReply> {
+  return (method, path, body) =>
+    callApi(adminUrlOf(node()), method, path, { token, ...(body === undefined ? {} : { body }) });
 }

@@ -39,6 +39,9 @@ function install(): void {
   process.once("exit", killAll);
   for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
     process.once(signal, () => {
+      // A process that handles the signal itself (the bench stops what it started, then exits
+      // 130 or 143) exits when it is done; the "exit" hook above still kills what is left then.
+      if (process.listenerCount(signal) > 0) return;
       killAll();
       process.exit(1);
     });

@@ -3,7 +3,7 @@
 # Sentinel, HAProxy, Mosquitto and its clients, OpenSSL, nftables and iproute2 (the chaos
 # tests' network namespaces: run as root), and pinned helm and
 # kustomize built with `go install` into the git-ignored .tools/bin, which the tests look in
-# first. Run by `npm test` (pretest), .ci/run and `npm run bench`. Idempotent, and quick when
+# first; and PyPI's scramp (an independent SCRAM client) in a venv at .tools/scramp. Run by `npm test` (pretest), .ci/run and `npm run bench`. Idempotent, and quick when
 # everything is there. When it cannot install (not root, no Go), it stops before any test with
 # one message naming exactly what to install and how.
 set -euo pipefail
@@ -31,7 +31,12 @@ missing_tools=()
 for tool in "${!go_tools[@]}"; do
   [[ -x "$tools/$tool" && -e "$(stamp "$tool")" ]] || missing_tools+=("$tool")
 done
-((${#missing_packages[@]} + ${#missing_tools[@]} == 0)) && exit 0
+# The SCRAM interoperability test's client (harness/scramp-client.py), pinned.
+scramp_pin="scramp==1.5.0"
+scramp_venv="$root/.tools/scramp"
+need_scramp=0
+[[ -x "$scramp_venv/bin/python" && -e "$scramp_venv/.$scramp_pin" ]] || need_scramp=1
+((${#missing_packages[@]} + ${#missing_tools[@]} + need_scramp == 0)) && exit 0
 
 problems=()
 if ((${#missing_packages[@]} > 0)) && [[ $(id -u) -ne 0 ]]; then
@@ -41,6 +46,9 @@ if ((${#missing_tools[@]} > 0)) && ! command -v go >/dev/null 2>&1; then
   modules=()
   for tool in "${missing_tools[@]}"; do modules+=("${go_tools[$tool]}"); done
   problems+=("Go (https://go.dev/doc/install), then: GOBIN=$tools go install ${modules[*]}")
+fi
+if ((need_scramp)) && ! command -v python3 >/dev/null 2>&1; then
+  problems+=("Python 3 with venv, then: python3 -m venv $scramp_venv && $scramp_venv/bin/pip install $scramp_pin")
 fi
 if ((${#problems[@]} > 0)); then
   {
@@ -66,3 +74,10 @@ for tool in "${missing_tools[@]}"; do
   touch "$(stamp "$tool")"
   echo "provision: $tool ready in $((SECONDS - started)) s"
 done
+if ((need_scramp)); then
+  echo "provision: $scramp_pin into $scramp_venv"
+  rm -rf "$scramp_venv"
+  python3 -m venv "$scramp_venv"
+  "$scramp_venv/bin/python" -m pip install -q --disable-pip-version-check "$scramp_pin"
+  touch "$scramp_venv/.$scramp_pin"
+fi

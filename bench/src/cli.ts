@@ -37,7 +37,7 @@ function log(line: string): void {
   process.stdout.write(`${line}\n`);
 }
 
-async function main(argv: string[]): Promise<number> {
+async function main(argv: string[], cleanup: CleanupRegistry): Promise<number> {
   let cli: ReturnType<typeof parseCli>;
   try {
     cli = parseCli(argv, process.env);
@@ -59,7 +59,6 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const resultsDir = cli.resultsDir ?? DEFAULT_RESULTS;
-  const cleanup = new CleanupRegistry();
   cleanup.installSignalHandlers(log);
   let nodeCpu: NodeCpuBudget | undefined;
   if (cli.run.nodeCpu !== undefined) {
@@ -228,12 +227,26 @@ function chartSubtitle(record: RunRecord): string {
   return `${record.machine.cores} cores (${record.machine.cpuModel}), loopback, ${record.startedAt.slice(0, 10)}; Sluice ${record.versions.sluice}, Mosquitto ${record.versions.mosquitto}, aedes ${record.versions.aedesStock}`;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+/**
+ * Exits with `code`; after SIGINT or SIGTERM, with the signal's code (130, 143) once everything
+ * the run started is stopped: a scenario whose brokers the signal stopped fails, and main
+ * returns, before that.
+ */
+function exitWhenStopped(cleanup: CleanupRegistry, code: number): void {
+  const interrupted = cleanup.interrupted();
+  if (interrupted === undefined) process.exit(code);
+  else void interrupted.then((signalCode) => process.exit(signalCode));
+}
+
+const cleanup = new CleanupRegistry();
+main(process.argv.slice(2), cleanup).then(
+  (code) => exitWhenStopped(cleanup, code),
   (error: unknown) => {
-    process.stderr.write(
-      `bench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
-    );
-    process.exit(1);
+    if (cleanup.interrupted() === undefined) {
+      process.stderr.write(
+        `bench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+      );
+    }
+    exitWhenStopped(cleanup, 1);
   },
 );

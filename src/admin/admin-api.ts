@@ -23,6 +23,7 @@ import {
   issuedCertificate,
   patchDevice,
   revokeRequest,
+  rotateDevice,
   rotatedPassword,
   sessionList,
   sessionListQuery,
@@ -220,13 +221,21 @@ export function adminRoutes(deps: AdminApiDeps): Route[] {
       method: "POST",
       path: "/api/v1/devices/{id}/rotate",
       summary:
-        "Replace the password (returned this once); connections made with the old one are closed",
+        "Replace the password (returned this once) or set a SCRAM verifier; connections made with the old one are closed",
       params: deviceParams,
+      body: rotateDevice,
       response: { status: 200, description: "Rotated", schema: rotatedPassword },
       handle: async (context) => {
-        const rotated = await registry.rotate(deviceId(context));
+        const rotated = await registry.rotate(
+          deviceId(context),
+          context.body as z.output<typeof rotateDevice>,
+        );
         if (rotated === undefined) throw new ApiError(404, "no such device");
-        return { status: 200, body: { id: rotated.record.id, password: rotated.password } };
+        const { password } = rotated;
+        return {
+          status: 200,
+          body: { id: rotated.record.id, ...(password === undefined ? {} : { password }) },
+        };
       },
     },
     {

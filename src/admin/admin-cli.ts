@@ -25,9 +25,12 @@ export class ApiRefusedError extends SluiceError {
 
 export const ADMIN_USAGE = `Admin commands (against a running node's admin API):
   sluice admin-token                        print a new bearer token and the digest for admin.tokens
-  sluice device add ID [--group G]... [--no-password] [--disabled]
+  sluice device add ID [--group G]... [--no-password] [--disabled] [--scram | --scram-verifier-file FILE]
   sluice device list [--after ID] [--limit N]
-  sluice device get|disable|enable|rotate|rm ID
+  sluice device get|disable|enable|rm ID
+  sluice device rotate ID [--scram | --no-scram | --scram-verifier-file FILE]
+                                            --scram keeps the password as a SCRAM-SHA-256 verifier
+                                            (MQTT 5 AUTH); a verifier file holds one made elsewhere
   sluice device enroll ID [--csr FILE] [--days N] [--out PREFIX]   issue a client certificate
   sluice device token ID [--ttl SECONDS]    one-time enrollment token for the device
   sluice sessions list | sluice sessions kick CLIENT_ID
@@ -78,6 +81,9 @@ async function device(args: string[], io: CliIo): Promise<number> {
     group: { type: "string", multiple: true },
     "no-password": { type: "boolean" },
     disabled: { type: "boolean" },
+    scram: { type: "boolean" },
+    "no-scram": { type: "boolean" },
+    "scram-verifier-file": { type: "string" },
     after: { type: "string" },
     limit: { type: "string" },
     csr: { type: "string" },
@@ -101,6 +107,7 @@ async function device(args: string[], io: CliIo): Promise<number> {
           groups: (values.group as string[] | undefined) ?? [],
           enabled: values.disabled !== true,
           password: values["no-password"] !== true,
+          ...scramChoice(values, decodeURIComponent(id())),
         }),
       );
     case "list": {
@@ -119,7 +126,14 @@ async function device(args: string[], io: CliIo): Promise<number> {
         await api.call("PATCH", `/api/v1/devices/${id()}`, { enabled: action === "enable" }),
       );
     case "rotate":
-      return print(io, await api.call("POST", `/api/v1/devices/${id()}/rotate`));
+      return print(
+        io,
+        await api.call(
+          "POST",
+          `/api/v1/devices/${id()}/rotate`,
+          scramChoice(values, decodeURIComponent(id())),
+        ),
+      );
     case "rm":
       await api.call("DELETE", `/api/v1/devices/${id()}`);
       io.stderr.write(`device ${decodeURIComponent(id())} deleted\n`);
@@ -145,6 +159,32 @@ async function device(args: string[], io: CliIo): Promise<number> {
         "device needs one of: add, list, get, disable, enable, rotate, rm, enroll, token",
       );
   }
+}
+
+/**
+ * --scram, --no-scram and --scram-verifier-file as the API takes them. A verifier is read from a
+ * file (like a password hash, it is kept off the process list): the verifier alone, or the
+ * device's line of a file `sluice passwd --scram FILE ID` wrote.
+ */
+function scramChoice(
+  values: Record<string, unknown>,
+  deviceId: string,
+): { scram?: boolean; scramVerifier?: string } {
+  if (values.scram === true && values["no-scram"] === true) {
+    throw new UsageError("--scram and --no-scram cannot be combined");
+  }
+  const file = values["scram-verifier-file"];
+  return {
+    ...(values.scram === true ? { scram: true } : {}),
+    ...(values["no-scram"] === true ? { scram: false } : {}),
+    ...(typeof file === "string" ? { scramVerifier: verifierIn(file, deviceId) } : {}),
+  };
+}
+
+function verifierIn(file: string, deviceId: string): string {
+  const lines = readText(file, "--scram-verifier-file").split("\n");
+  const line = lines.find((l) => l.startsWith(`${deviceId}:`)) ?? lines[0] ?? "";
+  return (line.startsWith(`${deviceId}:`) ? line.slice(deviceId.length + 1) : line).trim();
 }
 
 async function sessions(args: string[], io: CliIo): Promise<number> {

@@ -5,6 +5,7 @@ import {
   deviceLimitsSchema,
   deviceRecordSchema,
   groupSchema,
+  scramVerifierSchema,
 } from "../registry/device.js";
 import { MAX_PAGE } from "../registry/device-store.js";
 
@@ -36,19 +37,53 @@ export const deviceListQuery = z.strictObject({
 });
 export const sessionListQuery = z.strictObject({ limit: queryInt(1, 100_000, 10_000) });
 
-export const createDevice = z.strictObject({
-  id: deviceIdSchema,
-  groups: z.array(groupSchema).max(64).default([]),
-  enabled: z.boolean().default(true),
-  limits: deviceLimitsSchema.optional(),
-  password: z.boolean().default(true).describe("false: a certificate-only device"),
-  replacesPasswordUser: z
-    .boolean()
-    .default(false)
-    .describe(
-      "A device is consulted before the password file (auth.passwordFile), so one named like a user there takes that name over. Without true here such a device is refused with 409.",
+const scramChoice = z
+  .boolean()
+  .optional()
+  .describe(
+    "true: keep the generated password as a SCRAM-SHA-256 verifier, so the device may also use MQTT 5 enhanced authentication (AUTH packets; plain password CONNECTs still work)",
+  );
+const scramVerifierInput = scramVerifierSchema
+  .optional()
+  .describe(
+    "A SCRAM-SHA-256 verifier made elsewhere (PostgreSQL's format, as `sluice passwd --scram` writes it), stored as the device's credential: no password is generated, so the registry never sees it",
+  );
+
+export const createDevice = z
+  .strictObject({
+    id: deviceIdSchema,
+    groups: z.array(groupSchema).max(64).default([]),
+    enabled: z.boolean().default(true),
+    limits: deviceLimitsSchema.optional(),
+    password: z.boolean().default(true).describe("false: a certificate-only device"),
+    scram: scramChoice,
+    scramVerifier: scramVerifierInput,
+    replacesPasswordUser: z
+      .boolean()
+      .default(false)
+      .describe(
+        "A device is consulted before the password file (auth.passwordFile), so one named like a user there takes that name over. Without true here such a device is refused with 409.",
+      ),
+  })
+  .refine(
+    (input) => input.password || (input.scram !== true && input.scramVerifier === undefined),
+    "password: false is a certificate-only device: it takes no scram or scramVerifier",
+  )
+  .refine(
+    (input) => input.scram !== false || input.scramVerifier === undefined,
+    "scramVerifier is a SCRAM credential: scram: false contradicts it",
+  );
+export const rotateDevice = z
+  .strictObject({
+    scram: scramChoice.describe(
+      "true: keep the new password as a SCRAM-SHA-256 verifier; false: as a scrypt hash; absent: as the old one was kept",
     ),
-});
+    scramVerifier: scramVerifierInput,
+  })
+  .refine(
+    (input) => input.scram !== false || input.scramVerifier === undefined,
+    "scramVerifier is a SCRAM credential: scram: false contradicts it",
+  );
 export const patchDevice = z
   .strictObject({
     enabled: z.boolean().optional(),
@@ -85,6 +120,11 @@ const timestamp = z.string().meta({ format: "date-time" });
 export const deviceView = deviceRecordSchema.omit({ passwordHash: true }).extend({
   certificates: z.array(deviceCertificateSchema),
   hasPassword: z.boolean(),
+  scram: z
+    .boolean()
+    .describe(
+      "The password is kept as a SCRAM-SHA-256 verifier: MQTT 5 enhanced authentication works",
+    ),
   createdAt: timestamp,
   rotatedAt: timestamp,
   updatedAt: timestamp,
@@ -96,12 +136,15 @@ export const devicePage = z.object({
 });
 export const createdDevice = z.object({
   id: z.string(),
-  password: z.string().optional().describe("Shown this once"),
+  password: z
+    .string()
+    .optional()
+    .describe("Shown this once; absent for a certificate-only device or a scramVerifier"),
   device: deviceView,
 });
 export const rotatedPassword = z.object({
   id: z.string(),
-  password: z.string().describe("Shown this once"),
+  password: z.string().optional().describe("Shown this once; absent when a scramVerifier was sent"),
 });
 export const issuedCertificate = z.object({
   id: z.string(),

@@ -12,7 +12,9 @@ import type { WillClaims } from "../cluster/will-claims.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import type { DeviceStore } from "../registry/device-store.js";
 import type { AuthLockout } from "../security/auth-lockout.js";
+import type { DecoySecret } from "../security/decoy-secret.js";
 import type { SharedGroupStore } from "../shared-subscriptions/group-store.js";
+import type { DeviceCertificateIndex } from "../sparkplug/device-certificate-index.js";
 
 /**
  * Everything that differs between a node alone (in memory) and a node of a cluster (over
@@ -54,4 +56,8 @@ export interface Backend {
     broadcast: (topic: string, payload: Buffer) => void,
   ): SessionDirectory;
   close(): Promise<void>;
+  /** Unknown users' made-up SCRAM salts come from this: the node's, or the cluster's. */
+  readonly decoySecret: DecoySecret;
+  /** Sparkplug: which devices of each edge node have DBIRTH certificates. */
+  readonly sparkplugCertificates: DeviceCertificateIndex;
 }

@@ -28,7 +28,12 @@ import type { SluiceMetrics } from "../observability/metrics.js";
 import { FileDeviceStore } from "../registry/file-device-store.js";
 import { RedisDeviceStore } from "../registry/redis-device-store.js";
 import { AuthLockout } from "../security/auth-lockout.js";
+import { localDecoySecret, redisDecoySecret } from "../security/decoy-secret.js";
 import { MemoryGroupStore } from "../shared-subscriptions/memory-group-store.js";
+import {
+  MemoryDeviceCertificateIndex,
+  RedisDeviceCertificateIndex,
+} from "../sparkplug/device-certificate-index.js";
 import type { Backend } from "./backend.js";
 
 /** What aedes gives its own emitter: how many messages it hands on at once. */
@@ -78,6 +83,8 @@ async function memoryBackend(config: SluiceConfig, deps: BackendDeps): Promise<B
     isUp: () => true,
     retainedCount: async () => persistence.retainedCount(),
     sessionDirectory: (local) => new LocalSessionDirectory(local),
+    decoySecret: localDecoySecret(),
+    sparkplugCertificates: new MemoryDeviceCertificateIndex(),
     close: async () => {},
   };
 }
@@ -193,6 +200,8 @@ async function onFabric(
     retainedCount: () => fabric.retainedCount(),
     sessionDirectory: (_local, broadcast) =>
       new ClusterSessionDirectory(sessions, fabric.state, NODE_LEASE_KEY_PREFIX, broadcast),
+    decoySecret: redisDecoySecret(fabric.state),
+    sparkplugCertificates: new RedisDeviceCertificateIndex(fabric.state),
     close: async () => {
       fence?.stop();
       counts.stop();

@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import type { Backend } from "../backend/backend.js";
 import type { SluiceConfig } from "../config/schema.js";
 import type { BrokerSlot } from "../engine/broker-slot.js";
@@ -45,13 +44,11 @@ export function buildAuthentication(parts: {
       onUsernameTargeted: () => metrics.markUsernameTargeted(),
     },
   );
-  // Unknown users get made-up salts from this; per process, so nodes answer them differently.
-  const decoySecret = randomBytes(32);
   const methods = new Map<string, () => AuthConversation>();
   if (config.auth.scram) {
     methods.set(
       SCRAM_SHA_256,
-      () => new ScramExchange((name) => authenticator.scramCredential(name), decoySecret),
+      () => new ScramExchange((name) => authenticator.scramCredential(name), backend.decoySecret),
     );
   }
   const enhancedAuth =

@@ -93,7 +93,11 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   const onWillPublished = (clientId: string) =>
     mqttLog.debug({ event: "client.will_published", clientId }, "will published");
   let delayedWills: DelayedWills | undefined;
-  const sparkplug = new Sparkplug(config.sparkplug, { ...parts, log });
+  const sparkplug = new Sparkplug(config.sparkplug, {
+    ...parts,
+    log,
+    certificateIndex: backend.sparkplugCertificates,
+  });
   const rules = createBrokerRules({
     contexts,
     authenticator: parts.authenticator,

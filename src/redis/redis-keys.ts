@@ -122,6 +122,10 @@ export const STATE_KEYS = {
   expiryNodes: "session-expiry-nodes",
   /** `reading-paused:<nodeId>`: set, with a short expiry, while a node does not read its subscription. */
   readingPausedPrefix: "reading-paused:",
+  /** String: the cluster's secret for unknown users' made-up SCRAM salts (base64, 32 bytes). */
+  scramDecoySecret: "scram-decoy-secret",
+  /** Set: the devices of an edge node with a DBIRTH certificate (src/sparkplug/). */
+  sparkplugDeviceCertificates: (group: string, edge: string) => `sparkplug-dbirth:${group}/${edge}`,
 } as const;
 
 /** The keys of aedes-persistence-redis 11 (what an upgrade migrates from). */

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { SluiceError } from "../errors.js";
-import { hashPassword } from "../security/password-hash.js";
-import type { DeviceLimits, DeviceRecord } from "./device.js";
+import { hashPassword, hashPasswordScram } from "../security/password-hash.js";
+import { type DeviceLimits, type DeviceRecord, isScramVerifier } from "./device.js";
 import type { DevicePage, DeviceStore } from "./device-store.js";
 
 /** The topic registry changes travel on between nodes (the cluster's pub/sub). */
@@ -37,6 +37,15 @@ const CACHE_ENTRIES = 200_000;
 const CACHE_TTL_MS = 60_000;
 /** Random bytes in a generated device password: 192 bits, base64url. */
 const PASSWORD_BYTES = 24;
+
+/**
+ * How a device's password credential is set: a verifier made elsewhere (validated by the
+ * caller), or a generated password kept as a SCRAM-SHA-256 verifier (`scram`) or scrypt hash.
+ */
+export interface PasswordChoice {
+  scram?: boolean | undefined;
+  scramVerifier?: string | undefined;
+}
 
 export class DeviceExistsError extends SluiceError {
   constructor(message: string) {
@@ -99,20 +108,28 @@ export class DeviceRegistry {
     this.loading.clear();
   }
 
-  /** Creates a device with a generated password, returned this once. */
-  async create(input: {
-    id: string;
-    groups: string[];
-    enabled: boolean;
-    limits?: DeviceLimits | undefined;
-    password: boolean;
-  }): Promise<{ record: DeviceRecord; password?: string }> {
+  /**
+   * Creates a device with a generated password, returned this once, or with the SCRAM verifier
+   * given (no password then), or with neither (`password: false`, certificate only).
+   */
+  async create(
+    input: {
+      id: string;
+      groups: string[];
+      enabled: boolean;
+      limits?: DeviceLimits | undefined;
+      password: boolean;
+    } & PasswordChoice,
+  ): Promise<{ record: DeviceRecord; password?: string }> {
     const at = new Date(this.now()).toISOString();
-    const password = input.password ? generatePassword() : undefined;
+    const { password, passwordHash } =
+      input.password || input.scramVerifier !== undefined
+        ? await credential(input)
+        : { password: undefined, passwordHash: undefined };
     const record: DeviceRecord = {
       id: input.id,
       enabled: input.enabled,
-      ...(password === undefined ? {} : { passwordHash: await hashPassword(password) }),
+      ...(passwordHash === undefined ? {} : { passwordHash }),
       certificates: [],
       groups: input.groups,
       ...(input.limits === undefined ? {} : { limits: input.limits }),
@@ -164,12 +181,19 @@ export class DeviceRegistry {
   }
 
   /**
-   * Replaces the device's password with a new one, returned this once; live connections made
-   * with the old one are closed on every node.
+   * Replaces the device's password with a new one, returned this once (kept as the old one was,
+   * SCRAM verifier or scrypt hash, unless `scram` says), or with the SCRAM verifier given; live
+   * connections made with the old one are closed on every node.
    */
-  async rotate(id: string): Promise<{ record: DeviceRecord; password: string } | undefined> {
-    const password = generatePassword();
-    const passwordHash = await hashPassword(password);
+  async rotate(
+    id: string,
+    choice: PasswordChoice = {},
+  ): Promise<{ record: DeviceRecord; password?: string } | undefined> {
+    const scram =
+      choice.scram ??
+      (choice.scramVerifier === undefined &&
+        isScramVerifier((await this.store.get(id))?.passwordHash));
+    const { password, passwordHash } = await credential({ ...choice, scram });
     const at = new Date(this.now()).toISOString();
     const record = await this.store.update(id, (current) => ({
       ...current,
@@ -179,7 +203,7 @@ export class DeviceRegistry {
     }));
     if (record === undefined) return undefined;
     this.announce({ action: "rotated", id, rotatedAt: at });
-    return { record, password };
+    return password === undefined ? { record } : { record, password };
   }
 
   /** Records a certificate issued to the device (its serial is what TLS clients present). */
@@ -232,6 +256,20 @@ export class DeviceRegistry {
     }
     this.cache.set(id, { record, at: this.now() });
   }
+}
+
+/** The credential to store, and the generated password to show once (none for a verifier). */
+async function credential(
+  choice: PasswordChoice,
+): Promise<{ password: string | undefined; passwordHash: string }> {
+  if (choice.scramVerifier !== undefined) {
+    return { password: undefined, passwordHash: choice.scramVerifier };
+  }
+  const password = generatePassword();
+  const passwordHash = choice.scram
+    ? await hashPasswordScram(password)
+    : await hashPassword(password);
+  return { password, passwordHash };
 }
 
 export function generatePassword(): string {

@@ -1,6 +1,7 @@
 import { z } from "zod";
 
 import { DEVICE_ID_PATTERN, DEVICE_ID_RULE } from "../pki/device-id.js";
+import { parseScramCredential, SCRAM_SHA_256 } from "../security/scram.js";
 
 /** A device id is its MQTT client id, its username and its certificate's CN. */
 export const deviceIdSchema = z.string().regex(DEVICE_ID_PATTERN, `must be ${DEVICE_ID_RULE}`);
@@ -22,11 +23,36 @@ export const deviceCertificateSchema = z.strictObject({
   notAfter: z.string(),
 });
 
+/**
+ * A SCRAM-SHA-256 verifier in PostgreSQL's format, as `sluice passwd --scram` writes it: what a
+ * device needs for MQTT 5 enhanced authentication, without the registry seeing its password.
+ */
+export const scramVerifierSchema = z
+  .string()
+  .max(512)
+  .superRefine((value, context) => {
+    const parsed = parseScramCredential(value);
+    if (typeof parsed === "string") {
+      context.addIssue({
+        code: "custom",
+        message: `${parsed}: expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`,
+      });
+    }
+  });
+
+/** Whether a stored hash is a SCRAM-SHA-256 verifier (which also verifies plain passwords). */
+export function isScramVerifier(passwordHash: string | undefined): boolean {
+  return passwordHash?.startsWith(`${SCRAM_SHA_256}$`) === true;
+}
+
 /** What the registry stores per device. Never holds a password, only its hash. */
 export const deviceRecordSchema = z.strictObject({
   id: deviceIdSchema,
   enabled: z.boolean(),
-  /** Sluice's salted scrypt hash; absent for certificate-only devices. */
+  /**
+   * Sluice's salted scrypt hash, or a SCRAM-SHA-256 verifier (which serves MQTT 5 enhanced
+   * authentication and plain passwords alike); absent for certificate-only devices.
+   */
   passwordHash: z.string().optional(),
   certificates: z.array(deviceCertificateSchema).max(16),
   groups: z.array(groupSchema).max(64),
@@ -45,6 +71,8 @@ export interface DeviceView {
   id: string;
   enabled: boolean;
   hasPassword: boolean;
+  /** The password is kept as a SCRAM-SHA-256 verifier: MQTT 5 enhanced authentication works. */
+  scram: boolean;
   certificates: DeviceRecord["certificates"];
   groups: string[];
   limits?: DeviceLimits;
@@ -59,6 +87,7 @@ export function viewOf(record: DeviceRecord, lastSeenAt?: string): DeviceView {
   return {
     ...rest,
     hasPassword: passwordHash !== undefined,
+    scram: isScramVerifier(passwordHash),
     ...(lastSeenAt === undefined ? {} : { lastSeenAt }),
   };
 }

@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { replaceFile } from "../files/replace-file.js";
 import { deleteUser, setUser } from "./password-file.js";
 import { hashPassword, hashPasswordScram } from "./password-hash.js";
+import { SaslprepError, saslprepName } from "./saslprep.js";
 
 export interface PasswdIo {
   stdin: NodeJS.ReadableStream & { isTTY?: boolean; setRawMode?: (raw: boolean) => unknown };
@@ -29,7 +30,7 @@ export async function runPasswd(args: string[], io: PasswdIo): Promise<number> {
     return 2;
   }
   const { file, username, create, remove, scram } = parsed;
-  const problem = invalidUsername(username);
+  const problem = invalidUsername(username) ?? (scram ? unpreparedName(username) : undefined);
   if (problem) {
     io.stderr.write(`sluice passwd: ${problem}\n`);
     return 2;
@@ -65,8 +66,16 @@ export async function runPasswd(args: string[], io: PasswdIo): Promise<number> {
     io.stderr.write("sluice passwd: an empty password is not allowed\n");
     return 2;
   }
-  const hash = scram ? await hashPasswordScram(password) : await hashPassword(password);
-  password.fill(0);
+  let hash: string;
+  try {
+    hash = scram ? await hashPasswordScram(password) : await hashPassword(password);
+  } catch (error) {
+    if (!(error instanceof SaslprepError)) throw error;
+    io.stderr.write(`sluice passwd: ${error.message}; choose another password\n`);
+    return 2;
+  } finally {
+    password.fill(0);
+  }
   return (await writeAtomically(file, setUser(text, username, hash), io)) ? 0 : 1;
 }
 
@@ -108,6 +117,22 @@ function invalidUsername(username: string): string | undefined {
   if (/[:\s\u0000-\u001f\u007f]/.test(username))
     return "the username must not contain ':', spaces or control characters";
   return undefined;
+}
+
+/**
+ * A SCRAM client sends its user name SASLprepped and the server looks it up so (RFC 5802
+ * §5.1): a name SASLprep would change could never be found.
+ */
+function unpreparedName(username: string): string | undefined {
+  let prepared: string;
+  try {
+    prepared = saslprepName(username);
+  } catch (error) {
+    return (error as Error).message;
+  }
+  return prepared === username
+    ? undefined
+    : `the user name is not in SASLprep (RFC 4013) form: a SCRAM client sends it as "${prepared}"`;
 }
 
 /** Reads the password: the first line of stdin, or twice without echo on a terminal. */

@@ -1,12 +1,12 @@
 import { createHash, pbkdf2, randomBytes, scrypt, timingSafeEqual } from "node:crypto";
 import { promisify } from "node:util";
 import {
-  deriveScramCredential,
   encodeScramCredential,
   parseScramCredential,
   SCRAM_DEFAULT_ITERATIONS,
   SCRAM_SHA_256,
   type ScramCredential,
+  scramCredentialOf,
   scramPasswordMatches,
 } from "./scram.js";
 
@@ -118,14 +118,15 @@ export async function hashPassword(
   return `$scrypt$ln=${cost.ln},r=${cost.r},p=${cost.p}$${salt.toString("base64")}$${key.toString("base64")}`;
 }
 
-/** A SCRAM-SHA-256 verifier of a password, for users who authenticate with MQTT 5's AUTH. */
+/**
+ * A SCRAM-SHA-256 verifier of a password, for users who authenticate with MQTT 5's AUTH; the
+ * password is SASLprepped first (throws SaslprepError when SASLprep refuses it).
+ */
 export async function hashPasswordScram(
   password: Buffer | string,
   iterations = SCRAM_DEFAULT_ITERATIONS,
 ): Promise<string> {
-  return encodeScramCredential(
-    await deriveScramCredential(Buffer.from(password), undefined, iterations),
-  );
+  return encodeScramCredential(await scramCredentialOf(password, iterations));
 }
 
 /** Verifies a password against a parsed hash in constant time. */

@@ -1,5 +1,12 @@
 import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from "node:crypto";
 import { promisify } from "node:util";
+import {
+  normalizedPasswordBytes,
+  SaslprepError,
+  saslprepName,
+  saslprepPassword,
+  utf8Text,
+} from "./saslprep.js";
 
 const pbkdf2Async = promisify(pbkdf2);
 
@@ -27,7 +34,10 @@ export interface ScramCredential {
   serverKey: Buffer;
 }
 
-/** Derives a credential from a password (Sluice writes these with `sluice passwd --scram`). */
+/**
+ * Derives a credential from a password's bytes as they are salted (RFC 5802's
+ * Normalize(password) already applied: see scramCredentialOf and normalizedPasswordBytes).
+ */
 export async function deriveScramCredential(
   password: Buffer,
   salt: Buffer = randomBytes(SALT_BYTES),
@@ -40,6 +50,26 @@ export async function deriveScramCredential(
     storedKey: sha256(hmac(salted, "Client Key")),
     serverKey: hmac(salted, "Server Key"),
   };
+}
+
+/**
+ * A new credential for a password, which must pass SASLprep as a stored string (RFC 5802 §2.2,
+ * RFC 4013): `sluice passwd --scram` and the device registry write these. A password SASLprep
+ * refuses (control characters, unassigned code points, mixed direction) throws SaslprepError,
+ * since no conforming client could send the same bytes.
+ */
+export async function scramCredentialOf(
+  password: Buffer | string,
+  iterations = SCRAM_DEFAULT_ITERATIONS,
+): Promise<ScramCredential> {
+  const text = typeof password === "string" ? password : utf8(password);
+  return deriveScramCredential(Buffer.from(saslprepPassword(text), "utf8"), undefined, iterations);
+}
+
+function utf8(bytes: Buffer): string {
+  const text = utf8Text(bytes);
+  if (text === undefined) throw new SaslprepError("the password is not UTF-8");
+  return text;
 }
 
 /** PostgreSQL's verifier format: `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`. */
@@ -67,12 +97,19 @@ export function parseScramCredential(encoded: string): ScramCredential | string 
   return { iterations, salt, storedKey, serverKey };
 }
 
-/** Whether a plain password matches a credential (a password CONNECT against a SCRAM entry). */
+/**
+ * Whether a plain password matches a credential (a password CONNECT against a SCRAM entry):
+ * normalized as a SCRAM client would before it is salted.
+ */
 export async function scramPasswordMatches(
   password: Buffer,
   credential: ScramCredential,
 ): Promise<boolean> {
-  const derived = await deriveScramCredential(password, credential.salt, credential.iterations);
+  const derived = await deriveScramCredential(
+    normalizedPasswordBytes(password),
+    credential.salt,
+    credential.iterations,
+  );
   return timingSafeEqual(derived.storedKey, credential.storedKey);
 }
 
@@ -101,16 +138,16 @@ export type ScramCredentials = (username: string) => Promise<ScramCredential | u
 /**
  * The server side of one SCRAM-SHA-256 exchange (RFC 5802, RFC 7677), without channel
  * binding: client-first → server-first, client-final → server-final. An unknown user gets a
- * made-up salt (fixed per user and secret), so the exchange does not tell which users exist;
- * it fails at the proof like a wrong password.
+ * made-up salt (fixed per user and secret, the secret shared by the cluster's nodes), so the
+ * exchange does not tell which users exist; it fails at the proof like a wrong password.
  */
 export class ScramExchange {
   private state: { at: "start" } | SentFirst | { at: "done" } = { at: "start" };
 
   constructor(
     private readonly credentials: ScramCredentials,
-    /** Per-node secret for unknown users' made-up salts. */
-    private readonly decoySecret: Buffer,
+    /** The secret for unknown users' made-up salts: the cluster's where there is one. */
+    private readonly decoySecret: () => Promise<Buffer>,
     private readonly serverNonce: () => string = () => randomBytes(NONCE_BYTES).toString("base64"),
   ) {}
 
@@ -149,13 +186,20 @@ export class ScramExchange {
     if (!/^[\x21-\x2b\x2d-\x7e]+$/.test(clientNonce)) {
       return refused("malformed", "client nonce has characters outside RFC 5802's range");
     }
-    const username = decodeSaslName(name);
-    if (username === undefined || username === "") {
+    const decoded = decodeSaslName(name);
+    if (decoded === undefined || decoded === "") {
       return refused("malformed", "user name is empty or badly escaped");
+    }
+    // [RFC 5802 §5.1]: the server prepares the name with SASLprep (as a query) before lookup.
+    let username: string;
+    try {
+      username = saslprepName(decoded);
+    } catch {
+      return refused("malformed", "user name fails SASLprep");
     }
     this.named = username;
     const credential = await this.credentials(username);
-    const { salt, iterations } = credential ?? this.decoy(username);
+    const { salt, iterations } = credential ?? (await this.decoy(username));
     const nonce = clientNonce + this.serverNonce();
     const serverFirst = `r=${nonce},s=${salt.toString("base64")},i=${iterations}`;
     this.state = {
@@ -170,8 +214,9 @@ export class ScramExchange {
     return { kind: "continue", data: Buffer.from(serverFirst) };
   }
 
-  private decoy(username: string): { salt: Buffer; iterations: number } {
-    const salt = createHmac("sha256", this.decoySecret).update(username).digest().subarray(0, 16);
+  private async decoy(username: string): Promise<{ salt: Buffer; iterations: number }> {
+    const secret = await this.decoySecret();
+    const salt = createHmac("sha256", secret).update(username).digest().subarray(0, 16);
     return { salt, iterations: SCRAM_DEFAULT_ITERATIONS };
   }
 }

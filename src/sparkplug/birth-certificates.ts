@@ -1,5 +1,6 @@
 import type { Aedes } from "aedes";
 import { publishRetained, retainedTopics } from "../engine/aedes-internals.js";
+import type { DeviceCertificateIndex } from "./device-certificate-index.js";
 import { certificateTopic, deviceCertificatesOf } from "./sparkplug-topic.js";
 
 export type Birth =
@@ -14,7 +15,9 @@ const CLEARED = Buffer.alloc(0);
  * `$sparkplug/certificates/` topic. The retained store is the cluster's, so the certificate is
  * kept once, by the node the edge node is connected to, and every node serves it. An NBIRTH
  * first clears the edge node's DBIRTH certificates (its DBIRTHs follow and replace them), so a
- * device the edge node no longer reports leaves no certificate behind.
+ * device the edge node no longer reports leaves no certificate behind: those the index of the
+ * edge node's devices names, read exactly, so an NBIRTH costs the same however many retained
+ * messages there are (a scan only where the index cannot tell, once per edge node).
  */
 export class BirthCertificates {
   /** Per edge node, the work still running: its births are stored in the order they came. */
@@ -22,6 +25,7 @@ export class BirthCertificates {
 
   constructor(
     private readonly broker: Aedes,
+    private readonly index: DeviceCertificateIndex,
     private readonly onFailed: (error: unknown) => void,
   ) {}
 
@@ -36,12 +40,17 @@ export class BirthCertificates {
   }
 
   private async store(birth: Birth, payload: Buffer): Promise<void> {
+    const { group, edge } = birth;
     if (birth.kind === "node") {
-      const stale = await retainedTopics(
-        this.broker,
-        deviceCertificatesOf(birth.group, birth.edge),
-      );
+      const devices = await this.index.take(group, edge);
+      const stale =
+        devices === undefined
+          ? await retainedTopics(this.broker, deviceCertificatesOf(group, edge))
+          : devices.map((device) => certificateTopic({ kind: "device", group, edge, device }));
       await Promise.all(stale.map((topic) => publishRetained(this.broker, topic, CLEARED)));
+    } else {
+      // Before the certificate: at worst a later NBIRTH clears one that never came.
+      await this.index.add(group, edge, birth.device);
     }
     await publishRetained(this.broker, certificateTopic(birth), payload);
   }

@@ -10,6 +10,7 @@ import type { SluiceMetrics } from "../observability/metrics.js";
 import type { AuditLog, AuditSubject } from "../security/audit-log.js";
 import type { AclSubject, Authorizer } from "../security/authorizer.js";
 import { BirthCertificates } from "./birth-certificates.js";
+import type { DeviceCertificateIndex } from "./device-certificate-index.js";
 import { EdgeNodeCensus } from "./edge-node-census.js";
 import { GroupLabels } from "./group-labels.js";
 import { IdentityBinding } from "./identity-binding.js";
@@ -24,6 +25,8 @@ type Refusal = { reason: string; detail: string };
 
 export interface SparkplugDeps {
   contexts: ClientContexts;
+  /** Which devices have DBIRTH certificates, per edge node: the node's, or the cluster's. */
+  certificateIndex: DeviceCertificateIndex;
   metrics: SluiceMetrics;
   audit: AuditLog;
   log: Logger;
@@ -92,7 +95,7 @@ export class Sparkplug {
       this.deps.metrics.markSparkplugEdgeNode(group, change),
     );
     const certificates = this.config.aware
-      ? new BirthCertificates(broker, (error) =>
+      ? new BirthCertificates(broker, this.deps.certificateIndex, (error) =>
           this.log.error(
             { event: "sparkplug.certificate_failed", err: error },
             "birth certificate not stored",

@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
-import { callApi, newAdminToken } from "../../harness/admin-api.js";
+import {
+  adminCaller,
+  adminUrlOf,
+  callApi,
+  newAdminToken,
+  startRegistryNode,
+} from "../../harness/admin-api.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import { closedAfter, connect, end, type MqttClient } from "../../harness/mqtt-client.js";
 import { RedisServer } from "../../harness/redis-server.js";
@@ -17,15 +23,9 @@ let a: RunningNode;
 let b: RunningNode;
 
 const clusterNode = (nodeId: string, prefix: string) =>
-  startNode({
-    nodeId,
-    auth: { allowAnonymous: false },
-    redis: { url: redis.url, keyPrefix: prefix },
-    admin: { host: "127.0.0.1", port: 0, tokens: [admin.digest] },
-  });
-const apiOf = (node: RunningNode) => `http://127.0.0.1:${node.node.addresses.admin?.port}`;
-const callA = (method: string, path: string, body?: unknown) =>
-  callApi(apiOf(a), method, path, { token: admin.token, ...(body === undefined ? {} : { body }) });
+  startRegistryNode(nodeId, redis.url, prefix, admin.digest);
+const apiOf = adminUrlOf;
+const callA = adminCaller(() => a, admin.token);
 
 before(async () => {
   redis = await RedisServer.start();

@@ -11,6 +11,7 @@ import { LogCapture } from "../../harness/log-capture.js";
 import { connect, end, subscribeGranted } from "../../harness/mqtt-client.js";
 import { rawConnect } from "../../harness/raw-socket.js";
 import { ScramClient } from "../../harness/scram-client.js";
+import { scramConnect } from "../../harness/scram-connect.js";
 import { WireClient } from "../../harness/wire-client.js";
 import { hashPassword, hashPasswordScram } from "../../src/security/password-hash.js";
 
@@ -22,52 +23,6 @@ const METHOD = "SCRAM-SHA-256";
 const ACL = `user dev-a
 topic readwrite dev/a/#
 `;
-
-interface ScramOutcome {
-  connack: IConnackPacket;
-  client: MqttClient;
-  scram: ScramClient;
-  /** AUTH packets the server sent before its CONNACK. */
-  challenges: IAuthPacket[];
-}
-
-/** An MQTT.js v5 client authenticating with SCRAM; resolves at the CONNACK, accepted or not. */
-function scramConnect(
-  url: string,
-  username: string,
-  password: string,
-  clientId = `${username}-1`,
-): Promise<ScramOutcome> {
-  const scram = new ScramClient(username, password);
-  const client = mqtt.connect(url, {
-    protocolVersion: 5,
-    clientId,
-    reconnectPeriod: 0,
-    properties: { authenticationMethod: METHOD, authenticationData: scram.clientFirst },
-  });
-  const challenges: IAuthPacket[] = [];
-  client.handleAuth = (packet, callback) => {
-    challenges.push(packet as IAuthPacket);
-    const serverFirst = packet.properties?.authenticationData ?? Buffer.alloc(0);
-    callback(undefined, {
-      cmd: "auth",
-      reasonCode: 0x18,
-      properties: { authenticationMethod: METHOD, authenticationData: scram.final(serverFirst) },
-    });
-  };
-  client.on("error", () => {});
-  const connack = new Promise<IConnackPacket>((resolve) => {
-    client.on("packetreceive", (received: Packet) => {
-      if (received.cmd === "connack") resolve(received as IConnackPacket);
-    });
-  });
-  return withDeadline(connack, 5_000, "CONNACK").then((c) => ({
-    connack: c,
-    client,
-    scram,
-    challenges,
-  }));
-}
 
 /** One SCRAM exchange over a raw connection, opened by `opening` (CONNECT or AUTH 0x19). */
 async function rawExchange(

@@ -8,6 +8,7 @@ import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { runPasswd } from "../../src/security/passwd-command.js";
 import { PasswordFile } from "../../src/security/password-file.js";
+import { deriveScramCredential } from "../../src/security/scram.js";
 
 const run = promisify(execFile);
 
@@ -111,6 +112,32 @@ describe("sluice passwd", () => {
     const file = await PasswordFile.load(path);
     assert.equal(file.scramCredential("plc-1")?.iterations, 4096);
     assert.equal(file.scramCredential("nobody"), undefined);
+  });
+
+  it("--scram SASLprep's the password: soft hyphen and NFKC as a SCRAM client sends them", async () => {
+    const path = join(await freshDir(), "passwd");
+    assert.equal((await passwd(["-c", "--scram", path, "plc-1"], "I\u00ADX\n")).code, 0);
+    const credential = (await PasswordFile.load(path)).scramCredential("plc-1");
+    assert.ok(credential !== undefined);
+    const salted = await deriveScramCredential(Buffer.from("IX"), credential.salt, 4096);
+    assert.deepEqual(salted.storedKey, credential.storedKey, "stored as the prepared 'IX'");
+    assert.equal(await verifies(path, "plc-1", "\u2168"), true);
+  });
+
+  it("--scram refuses a password or user name SASLprep refuses, saying why (exit 2)", async () => {
+    const path = join(await freshDir(), "passwd");
+    const control = await passwd(["-c", "--scram", path, "plc-1"], "pen\u0007cil\n");
+    assert.equal(control.code, 2);
+    assert.match(control.stderr, /password contains U\+0007.*choose another password/);
+    const name = await passwd(["-c", "--scram", path, "plc\u00AD1"], "pencil\n");
+    assert.equal(name.code, 2);
+    assert.match(
+      name.stderr,
+      /not in SASLprep \(RFC 4013\) form: a SCRAM client sends it as "plc1"/,
+    );
+    await assert.rejects(readFile(path), { code: "ENOENT" });
+    // Without --scram nothing is prepared: scrypt hashes the bytes given.
+    assert.equal((await passwd(["-c", path, "plc\u00AD1"], "pen\u0007cil\n")).code, 0);
   });
 
   it("reads only the first line of stdin as the password", async () => {

@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { ScramClient } from "../../harness/scram-client.js";
 import {
   deriveScramCredential,
   encodeScramCredential,
   parseScramCredential,
   type ScramCredential,
   ScramExchange,
+  scramCredentialOf,
   scramPasswordMatches,
 } from "../../src/security/scram.js";
 
@@ -28,7 +30,7 @@ async function rfcCredential(): Promise<ScramCredential> {
 function exchange(credential: ScramCredential | undefined, known = "user"): ScramExchange {
   return new ScramExchange(
     async (name) => (name === known ? credential : undefined),
-    Buffer.from("decoy secret"),
+    async () => Buffer.from("decoy secret"),
     () => RFC.serverNonce,
   );
 }
@@ -134,5 +136,63 @@ describe("SCRAM-SHA-256 verifiers (PostgreSQL's format)", () => {
       String(parseScramCredential(`SCRAM-SHA-256$99999999:c2FsdA==$${key}:${key}`)),
       /too high/,
     );
+  });
+});
+
+describe("SCRAM-SHA-256 and SASLprep (RFC 5802 §2.2, RFC 4013)", () => {
+  it("a verifier is made from the SASLprepped password: soft hyphen dropped, NFKC applied", async () => {
+    const prepared = await deriveScramCredential(Buffer.from("IX"), RFC.salt, 4096);
+    for (const password of ["I\u00ADX", "\u2168", "IX"]) {
+      const made = await scramCredentialOf(password);
+      // Same password, other salt: compare through a plain check against the prepared one.
+      assert.equal(await scramPasswordMatches(Buffer.from(password), prepared), true, password);
+      assert.equal(await scramPasswordMatches(Buffer.from("IX"), made), true, password);
+    }
+    assert.equal(await scramPasswordMatches(Buffer.from("I-X"), prepared), false);
+  });
+
+  it("refuses to make a verifier of a password SASLprep prohibits, naming the character", async () => {
+    await assert.rejects(scramCredentialOf("pen\u0007cil"), {
+      name: "SaslprepError",
+      message: /U\+0007/,
+    });
+    await assert.rejects(scramCredentialOf(Buffer.from([0x70, 0xff])), {
+      name: "SaslprepError",
+      message: /not UTF-8/,
+    });
+  });
+
+  it("checks a plain password SASLprep refuses as its raw bytes, as PostgreSQL does", async () => {
+    const raw = Buffer.from("pen\u0007cil");
+    const credential = await deriveScramCredential(raw, RFC.salt, 4096);
+    assert.equal(await scramPasswordMatches(raw, credential), true);
+  });
+
+  it("looks the user up by the SASLprepped name, and refuses a name SASLprep refuses", async () => {
+    const credential = await rfcCredential();
+    const asked: string[] = [];
+    const scram = new ScramExchange(
+      async (name) => {
+        asked.push(name);
+        return name === "user" ? credential : undefined;
+      },
+      async () => Buffer.from("decoy secret"),
+      () => RFC.serverNonce,
+    );
+    // "u\u00ADser" is "user" once the soft hyphen is mapped to nothing.
+    const client = new ScramClient("u\u00ADser", "pencil");
+    const first = await scram.step(client.clientFirst);
+    assert.equal(first.kind, "continue");
+    assert.deepEqual(asked, ["user"]);
+    assert.equal(scram.username, "user");
+    const final = await scram.step(
+      client.final(first.kind === "continue" ? first.data : Buffer.alloc(0)),
+    );
+    assert.equal(final.kind === "verified" && final.username, "user");
+
+    for (const name of ["us\u0007er", "\u00AD"]) {
+      const step = await exchange(credential).step(Buffer.from(`n,,n=${name},r=abc`));
+      assert.equal(step.kind === "refused" && step.reason, "malformed", JSON.stringify(name));
+    }
   });
 });

@@ -18,6 +18,7 @@ const STOP_ALL_TIMEOUT_MS = 8_000;
 export class CleanupRegistry {
   private readonly entries = new Set<Entry>();
   private stopping: Promise<void> | undefined;
+  private interruption: Promise<number> | undefined;
 
   /** Registers something to stop; returns the function that stops it (once) and forgets it. */
   add(
@@ -77,6 +78,14 @@ export class CleanupRegistry {
   }
 
   /**
+   * After SIGINT or SIGTERM: the exit code the signal calls for (130, 143), once everything is
+   * stopped; undefined while no signal came. Whoever would exit meanwhile waits for it.
+   */
+  interrupted(): Promise<number> | undefined {
+    return this.interruption;
+  }
+
+  /**
    * Ctrl-C / SIGTERM: stop everything, then exit 130 (143). A second signal kills at once.
    * Without this, brokers and Redis would outlive an interrupted run.
    */
@@ -90,7 +99,11 @@ export class CleanupRegistry {
       }
       interrupted = true;
       log(`${signal}: stopping everything this run started`);
-      this.stopAll().finally(() => process.exit(code));
+      this.interruption = this.stopAll().then(
+        () => code,
+        () => code,
+      );
+      void this.interruption.then(() => process.exit(code));
     };
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);

@@ -16,6 +16,7 @@ import {
 import { LATENCY_RATE } from "./latency.js";
 import { type LoadCase, measureBrokers, medianRound } from "./measure-brokers.js";
 import { type PhaseName, parsePhases, runsPhase, selectedLevels } from "./phase-selection.js";
+import { deliveryCells, microsCell, round1, round3, unmeasuredRow } from "./row-cells.js";
 import { generatorCpuText, nodeCpuText, redisCpuText, scalingTable } from "./scaling-table.js";
 import type {
   ResultRow,
@@ -175,9 +176,6 @@ async function measurePhase(
   return { rows, chosen };
 }
 
-const round3 = (value: number): number => Math.round(value * 1000) / 1000;
-const round1 = (value: number): number => Math.round(value * 10) / 10;
-
 /** The lookup the goal table reads: figures of a broker's median round in a case. */
 function lookupOf(chosen: readonly MeasuredCase[]): CostLookup {
   return (key) =>
@@ -189,14 +187,8 @@ function lookupOf(chosen: readonly MeasuredCase[]): CostLookup {
 function costRow(measured: MeasuredCase): Record<string, TableCell> {
   const { row, figures } = measured;
   const base = { broker: measured.key.broker, QoS: measured.loadCase.qos };
-  if (!row || !figures) {
-    const error = measured.rounds.map((r) => r.row.error).find((e) => e !== undefined);
-    return { ...base, error: error ?? "no round measured" };
-  }
-  const micros = (prefix: string): number | null => {
-    const value = cpuMicrosPerMessage(row, figures, prefix);
-    return value === null ? null : round1(value);
-  };
+  if (!row || !figures) return unmeasuredRow(base, measured.rounds);
+  const micros = (prefix: string): number | null => microsCell(row, figures, prefix);
   const twoNodes = figures.processes.some((p) => p.name === "node B");
   const redis = figures.redis;
   const readiness = readinessSummary(figures.readiness);
@@ -215,11 +207,7 @@ function costRow(measured: MeasuredCase): Record<string, TableCell> {
   };
   return {
     ...base,
-    published: row.published,
-    "published msg/s": Math.round(row.publishedPerSecond),
-    "delivered msg/s": Math.round(row.messagesPerSecond),
-    "p99 ms": row.p99Ms,
-    lost: row.lost,
+    ...deliveryCells(row),
     "nodes µs/msg": micros("node"),
     "node A µs/msg": twoNodes ? micros("node A") : null,
     "node B µs/msg": twoNodes ? micros("node B") : null,

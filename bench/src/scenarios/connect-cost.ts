@@ -7,6 +7,7 @@ import {
 } from "../brokers/redis-info.js";
 import { threadCpuSeconds } from "../system/process-cpu.js";
 import { readSyscalls } from "../system/process-io.js";
+import { round1, round3 } from "./row-cells.js";
 import type { TableCell } from "./scenario.js";
 
 /** What a burst of CONNECTs cost the broker's processes, from the first CONNECT to the last CONNACK. */
@@ -82,9 +83,6 @@ async function read(broker: RunningBroker): Promise<Reading> {
   };
   return { ...reading, redis: broker.redis ? await readRedisCounters(broker.redis) : undefined };
 }
-
-const round1 = (value: number): number => Math.round(value * 10) / 10;
-const round3 = (value: number): number => Math.round(value * 1000) / 1000;
 
 /** A connect's share of a figure; null when unmeasured or nothing connected. */
 function perConnect(value: number | null | undefined, connects: number): number | null {

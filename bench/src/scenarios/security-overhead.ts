@@ -3,7 +3,7 @@ import { type LoadResult, runLoad } from "../generator/load-run.js";
 import type { ClientSettings } from "../generator/messages.js";
 import type { Scenario, ScenarioContext, ScenarioOutput, TableCell } from "./scenario.js";
 import { BENCH_USER, createSecurityFixtures, type SecurityFixtures } from "./security-fixtures.js";
-import { FULL_SPEED_END_TO_END_WINDOW, FULL_SPEED_WINDOW, REFERENCE_SHAPE } from "./throughput.js";
+import { fullSpeedCase, REFERENCE_SHAPE } from "./throughput.js";
 
 const ACL_RULES = 1_000;
 
@@ -91,15 +91,7 @@ async function measureAll(context: ScenarioContext): Promise<Array<Record<string
         try {
           const result = await runLoad(
             {
-              ...REFERENCE_SHAPE,
-              qos: 1,
-              payloadBytes: 64,
-              inflightWindow: FULL_SPEED_WINDOW,
-              endToEndWindow: FULL_SPEED_END_TO_END_WINDOW,
-              warmupMs: options.warmupMs,
-              measureMs: options.measureMs,
-              publisherProcesses: options.publisherProcesses,
-              subscriberProcesses: options.subscriberProcesses,
+              ...fullSpeedCase(options, 1, 64),
               publisherUrls: [node.url],
               subscriberUrls: [node.url],
               ...variant.client(fixtures),

@@ -2,6 +2,7 @@ import type { BrokerDefinition, RunningBroker } from "../brokers/broker.js";
 import { findBroker } from "../brokers/catalog.js";
 import { type CostFigures, cpuMicrosPerMessage } from "./cost-probe.js";
 import { type LoadCase, measureBrokers, medianRound } from "./measure-brokers.js";
+import { deliveryCells, microsCell, round1, unmeasuredRow } from "./row-cells.js";
 import type {
   ResultRow,
   Scenario,
@@ -11,7 +12,7 @@ import type {
   TableCell,
 } from "./scenario.js";
 import { type SharedFigures, SharedProbe } from "./shared-probe.js";
-import { FULL_SPEED_END_TO_END_WINDOW, FULL_SPEED_WINDOW } from "./throughput.js";
+import { FULL_SPEED_END_TO_END_WINDOW, FULL_SPEED_WINDOW, fullSpeedLoad } from "./throughput.js";
 
 /** Two Sluice nodes over one Redis, and Mosquitto's `$share` as a reference. */
 const DEFAULT_BROKERS = ["sluice-cluster-2", "mosquitto"] as const;
@@ -102,12 +103,7 @@ function shareCases(context: ScenarioContext): ShareCase[] {
       pattern: members === 0 ? "fan-in" : "shared",
       qos: 1,
       payloadBytes: PAYLOAD_BYTES,
-      inflightWindow: FULL_SPEED_WINDOW,
-      endToEndWindow: FULL_SPEED_END_TO_END_WINDOW,
-      warmupMs: options.warmupMs,
-      measureMs: options.measureMs,
-      publisherProcesses: options.publisherProcesses,
-      subscriberProcesses: options.subscriberProcesses,
+      ...fullSpeedLoad(options),
       maxMessagesPerPublisher: MAX_MESSAGES_PER_PUBLISHER,
       settle: SETTLE,
       ...(serviceMs === undefined
@@ -176,8 +172,6 @@ async function measure(
   });
 }
 
-const round1 = (value: number): number => Math.round(value * 10) / 10;
-
 function who(shareCase: ShareCase): string {
   const receivers =
     shareCase.members === 0
@@ -224,23 +218,13 @@ function caseRow(
         ? null
         : Math.max(1, shareCase.members) * Math.round(1000 / shareCase.serviceMs),
   };
-  if (!chosen) {
-    const error = all.map((m) => m.row.error).find((e) => e !== undefined);
-    return { ...base, error: error ?? "no round measured" };
-  }
+  if (!chosen) return unmeasuredRow(base, all);
   const { row, cost, shared } = chosen;
-  const micros = (prefix: string): number | null => {
-    const value = cpuMicrosPerMessage(row, cost, prefix);
-    return value === null ? null : round1(value);
-  };
+  const micros = (prefix: string): number | null => microsCell(row, cost, prefix);
   return {
     ...base,
-    published: row.published,
-    "published msg/s": Math.round(row.publishedPerSecond),
-    "delivered msg/s": Math.round(row.messagesPerSecond),
+    ...deliveryCells(row),
     "p50 ms": row.p50Ms,
-    "p99 ms": row.p99Ms,
-    lost: row.lost,
     duplicates: row.duplicates,
     "members' shares": balance(row),
     "nodes µs/msg": micros("node"),

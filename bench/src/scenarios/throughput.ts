@@ -14,12 +14,19 @@ export const FULL_SPEED_WINDOW = 100;
  */
 export const FULL_SPEED_END_TO_END_WINDOW = 500;
 
-/** The scenario's case: the reference shape at full speed, within both windows. */
-export function fullSpeedCase(options: RunOptions, qos: 0 | 1, payloadBytes: number): LoadCase {
+/** Full speed within both windows, timed and spread over processes as the run says. */
+export function fullSpeedLoad(
+  options: RunOptions,
+): Pick<
+  LoadCase,
+  | "inflightWindow"
+  | "endToEndWindow"
+  | "warmupMs"
+  | "measureMs"
+  | "publisherProcesses"
+  | "subscriberProcesses"
+> {
   return {
-    ...REFERENCE_SHAPE,
-    qos,
-    payloadBytes,
     inflightWindow: FULL_SPEED_WINDOW,
     endToEndWindow: FULL_SPEED_END_TO_END_WINDOW,
     warmupMs: options.warmupMs,
@@ -27,6 +34,11 @@ export function fullSpeedCase(options: RunOptions, qos: 0 | 1, payloadBytes: num
     publisherProcesses: options.publisherProcesses,
     subscriberProcesses: options.subscriberProcesses,
   };
+}
+
+/** The scenario's case: the reference shape at full speed, within both windows. */
+export function fullSpeedCase(options: RunOptions, qos: 0 | 1, payloadBytes: number): LoadCase {
+  return { ...REFERENCE_SHAPE, qos, payloadBytes, ...fullSpeedLoad(options) };
 }
 
 function cases(context: ScenarioContext): LoadCase[] {
