@@ -41,7 +41,10 @@ let position = 0;
 export function encodeEnvelope(id: string, msg: EmittedMessage): Buffer {
   const fields = msg as unknown as Record<string, unknown>;
   const keys = Object.keys(fields);
-  const count = keys.length;
+  // An MQTT 5 PUBLISH without properties has them undefined (one shape for every PUBLISH, see
+  // publish-properties.ts): left out, as when absent, so the envelope carries no nil for them.
+  const noProperties = fields.properties === undefined && Object.hasOwn(fields, "properties");
+  const count = noProperties ? keys.length - 1 : keys.length;
   let start = position;
   reserve(start, 16 + id.length * 3);
   start = position;
@@ -55,9 +58,10 @@ export function encodeEnvelope(id: string, msg: EmittedMessage): Buffer {
   slab[position++] = 0x73;
   slab[position++] = 0x67;
   writeHead(0x80, 0xde, count);
-  for (let i = 0; i < count; i++) {
+  for (let i = 0; i < keys.length; i++) {
     const key = keys[i] as string;
     const value = fields[key];
+    if (noProperties && key === "properties") continue;
     const bytes = valueBytes(value, 0);
     if (bytes < 0) {
       position = start;

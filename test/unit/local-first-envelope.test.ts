@@ -106,6 +106,20 @@ describe("local-first envelope", () => {
     }
   });
 
+  it("leaves out undefined properties, as if absent (an MQTT 5 PUBLISH with an empty list)", () => {
+    // first, as aedes' Packet copies it, and last
+    const first = { properties: undefined, ...message } as typeof message;
+    const last = { ...message, properties: undefined } as typeof message;
+    for (const empty of [first, last]) {
+      const written = encodeEnvelope("AbCdEfGh:1z", empty);
+      assert.deepEqual(written, encodeEnvelope("AbCdEfGh:1z", message));
+      assert.equal(Object.hasOwn(decodeEnvelope(written).msg, "properties"), false);
+    }
+    // other undefined fields stay nil, as msgpack-lite writes them
+    const withId = { ...message, messageId: undefined };
+    assert.equal(Object.hasOwn(decodeEnvelope(encodeEnvelope("a", withId)).msg, "messageId"), true);
+  });
+
   it("writes a user property named toJSON or constructor as any other", () => {
     const userProperties = Object.assign(pairs(null), { toJSON: "x", constructor: "y" });
     const msg = { ...message, properties: { userProperties } };
