@@ -225,7 +225,7 @@ function encodedProperties(properties: unknown): Buffer | undefined {
 }
 
 /** Frozen, and so is every object and array within (a Buffer, whose bytes may change, is not). */
-function deeplyFrozen(value: object): boolean {
+export function deeplyFrozen(value: object): boolean {
   if (ArrayBuffer.isView(value) || !Object.isFrozen(value)) return false;
   for (const key of Object.keys(value)) {
     const inner = (value as Record<string, unknown>)[key];
