@@ -105,6 +105,24 @@ test("mqtt5 - fixed-rate levels share one window: the broker's CPU over both lev
   assert.equal(goal?.["broker µs/msg (3.1.1 / 5)"], "100 (both)");
 });
 
+test("mqtt5 - at the fixed rate the ratio is the median of the rounds' own ratios", () => {
+  const rounds = (p99s: number[]): Round[] =>
+    p99s.map((p99Ms) => ({ messagesPerSecond: 1, p99Ms }));
+  // as rows carry them: each level's median round first, every round's figures after
+  const v3 = row("sluice", 4, 2_500, rounds([20, 20, 2]));
+  const v5 = row("sluice", 5, 2_500, rounds([6, 22, 2.2]));
+  const [goal] = protocolGoalRows(
+    [
+      { ...v3, p99Ms: 20 },
+      { ...v5, p99Ms: 6 },
+    ],
+    new Set(),
+  );
+  assert.equal(goal?.["per round"], "0.30 / 1.10 / 1.10");
+  assert.equal(goal?.["v5 / v3.1.1"], 1.1);
+  assert.equal(goal?.met, true);
+});
+
 test("mqtt5 - only fixed-rate cases run together, each with its other level", () => {
   const fullSpeed = { ratePerSecond: undefined } as unknown as LoadCase;
   const fixedRate = { ratePerSecond: 2_500 } as unknown as LoadCase;

@@ -42,6 +42,12 @@ function cpuColumn({ v3, v5 }: Pair): string {
   return `${cpuPerMessage(v3, v3.messagesPerSecond + v5.messagesPerSecond)} (both)`;
 }
 
+/** The lower middle of an even count, as the bench's median round. */
+function medianOf(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)] as number;
+}
+
 /** The 3.1.1 and MQTT 5 rows of one broker's case. */
 interface Pair {
   v3: ResultRow;
@@ -85,17 +91,25 @@ export function protocolGoalRows(
         : fullSpeed
           ? `${integer(r.messagesPerSecond)} msg/s`
           : `${r.p99Ms.toFixed(2)} ms`;
-    const ratio =
-      v3.error === undefined && v5.error === undefined && figure(v3) > 0
-        ? figure(v5) / figure(v3)
-        : null;
     const goal = fullSpeed ? MQTT5_GOALS.throughput : MQTT5_GOALS.p99;
     const reference = referenceBrokers.has(v3.broker);
-    const perRound = (v3.rounds ?? []).map((r3, i) => {
+    const roundRatios = (v3.rounds ?? []).map((r3, i) => {
       const r5 = v5.rounds?.[i];
-      if (!r5 || r3.error !== undefined || r5.error !== undefined || figure(r3) <= 0) return "?";
-      return (figure(r5) / figure(r3)).toFixed(2);
+      if (!r5 || r3.error !== undefined || r5.error !== undefined || figure(r3) <= 0) return null;
+      return figure(r5) / figure(r3);
     });
+    const perRound = roundRatios.map((r) => (r === null ? "?" : r.toFixed(2)));
+    // The fixed-rate levels share each round's window (mqtt5.ts): the median of the rounds'
+    // ratios, not a ratio of two medians taken from different rounds.
+    const measured = roundRatios.filter((r): r is number => r !== null);
+    const ratio =
+      v3.error !== undefined || v5.error !== undefined
+        ? null
+        : !fullSpeed && measured.length > 0
+          ? medianOf(measured)
+          : figure(v3) > 0
+            ? figure(v5) / figure(v3)
+            : null;
     return {
       broker: v3.broker,
       measure: fullSpeed
