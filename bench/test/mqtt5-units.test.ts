@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { resultTable } from "../src/report/markdown-table.js";
 import { ratio } from "../src/report/ratios.js";
-import { pairedCaseOrder } from "../src/scenarios/mqtt5.js";
+import type { LoadCase } from "../src/scenarios/measure-brokers.js";
+import { measuredTogether, pairedCaseOrder } from "../src/scenarios/mqtt5.js";
 import { protocolGoalRows } from "../src/scenarios/mqtt5-goals.js";
 import { findScenario } from "../src/scenarios/registry.js";
 import type { ResultRow } from "../src/scenarios/scenario.js";
@@ -64,8 +65,8 @@ test("mqtt5 - goal rows divide MQTT 5 by 3.1.1 per broker and case, and judge on
       { messagesPerSecond: 34_000, p99Ms: 9 },
       { messagesPerSecond: 50_000, p99Ms: 9 },
     ]),
-    row("sluice", 4, 5_000, [{ messagesPerSecond: 5_000, p99Ms: 2 }]),
-    row("sluice", 5, 5_000, [{ messagesPerSecond: 5_000, p99Ms: 2.2 }]),
+    row("sluice", 4, 2_500, [{ messagesPerSecond: 2_500, p99Ms: 2 }]),
+    row("sluice", 5, 2_500, [{ messagesPerSecond: 2_500, p99Ms: 2.2 }]),
     row("mosquitto", 4, null, [{ messagesPerSecond: 40_000, p99Ms: 9 }]),
     row("mosquitto", 5, null, [{ messagesPerSecond: 20_000, p99Ms: 9 }]),
   ];
@@ -92,6 +93,44 @@ test("mqtt5 - broker CPU per delivered message sits beside each ratio", () => {
   ];
   const [goal] = protocolGoalRows(rows, new Set());
   assert.equal(goal?.["broker µs/msg (3.1.1 / 5)"], "10.0 / 12.5");
+});
+
+test("mqtt5 - fixed-rate levels share one window: the broker's CPU over both levels' messages", () => {
+  const rows = [
+    row("sluice", 4, 2_500, [{ messagesPerSecond: 2_500, p99Ms: 1 }]),
+    row("sluice", 5, 2_500, [{ messagesPerSecond: 2_500, p99Ms: 1 }]),
+  ];
+  const [goal] = protocolGoalRows(rows, new Set());
+  assert.equal(goal?.measure, "p99 at 5,000 msg/s, QoS 1");
+  assert.equal(goal?.["broker µs/msg (3.1.1 / 5)"], "100 (both)");
+});
+
+test("mqtt5 - at the fixed rate the ratio is the median of the rounds' own ratios", () => {
+  const rounds = (p99s: number[]): Round[] =>
+    p99s.map((p99Ms) => ({ messagesPerSecond: 1, p99Ms }));
+  // as rows carry them: each level's median round first, every round's figures after
+  const v3 = row("sluice", 4, 2_500, rounds([20, 20, 2]));
+  const v5 = row("sluice", 5, 2_500, rounds([6, 22, 2.2]));
+  const [goal] = protocolGoalRows(
+    [
+      { ...v3, p99Ms: 20 },
+      { ...v5, p99Ms: 6 },
+    ],
+    new Set(),
+  );
+  assert.equal(goal?.["per round"], "0.30 / 1.10 / 1.10");
+  assert.equal(goal?.["v5 / v3.1.1"], 1.1);
+  assert.equal(goal?.met, true);
+});
+
+test("mqtt5 - only fixed-rate cases run together, each with its other level", () => {
+  const fullSpeed = { ratePerSecond: undefined } as unknown as LoadCase;
+  const fixedRate = { ratePerSecond: 2_500 } as unknown as LoadCase;
+  const cases = [fullSpeed, fullSpeed, fixedRate, fixedRate];
+  assert.deepEqual(
+    cases.map((_, i) => measuredTogether(cases, i)),
+    [undefined, undefined, 3, 2],
+  );
 });
 
 test("mqtt5 - tables show the level only where rows carry one, and ratios stay within a level", () => {

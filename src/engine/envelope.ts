@@ -1,5 +1,6 @@
 import { Packr, Unpackr } from "msgpackr";
 import { type EchoCheck, sameBytes } from "./echo-filter.js";
+import { deeplyFrozen } from "./publish-encoder.js";
 
 /** A message on the emitter, as aedes publishes it. */
 export interface EmittedMessage {
@@ -32,6 +33,14 @@ let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
 let position = 0;
 
 /**
+ * The last frozen property list written, and its bytes. The reader hands a publisher's repeated
+ * list on as one frozen object (publish-properties.ts): frozen all through, it cannot change,
+ * so its bytes are built once, as the publish encoder does for the PUBLISH.
+ */
+let keptFor: object | undefined;
+let keptBytes: Buffer = Buffer.alloc(0);
+
+/**
  * mqemitter-redis' envelope of a message, as this node writes it: the bytes msgpackr writes
  * (packr above), written here directly for the fields an aedes packet has (strings, 32-bit
  * unsigned integers, booleans, nil, Buffers, and MQTT 5 properties: arrays and plain objects of
@@ -41,7 +50,10 @@ let position = 0;
 export function encodeEnvelope(id: string, msg: EmittedMessage): Buffer {
   const fields = msg as unknown as Record<string, unknown>;
   const keys = Object.keys(fields);
-  const count = keys.length;
+  // An MQTT 5 PUBLISH without properties has them undefined (one shape for every PUBLISH, see
+  // publish-properties.ts): left out, as when absent, so the envelope carries no nil for them.
+  const noProperties = fields.properties === undefined && Object.hasOwn(fields, "properties");
+  const count = noProperties ? keys.length - 1 : keys.length;
   let start = position;
   reserve(start, 16 + id.length * 3);
   start = position;
@@ -55,9 +67,18 @@ export function encodeEnvelope(id: string, msg: EmittedMessage): Buffer {
   slab[position++] = 0x73;
   slab[position++] = 0x67;
   writeHead(0x80, 0xde, count);
-  for (let i = 0; i < count; i++) {
+  for (let i = 0; i < keys.length; i++) {
     const key = keys[i] as string;
     const value = fields[key];
+    if (key === "properties") {
+      if (noProperties) continue;
+      if (value === keptFor && keptFor !== undefined) {
+        start = reserve(start, 16 + key.length * 3 + keptBytes.length);
+        writeString(key);
+        position += keptBytes.copy(slab, position);
+        continue;
+      }
+    }
     const bytes = valueBytes(value, 0);
     if (bytes < 0) {
       position = start;
@@ -65,7 +86,17 @@ export function encodeEnvelope(id: string, msg: EmittedMessage): Buffer {
     }
     start = reserve(start, 16 + key.length * 3 + bytes);
     writeString(key);
+    const at = position;
     writeValue(value);
+    if (
+      key === "properties" &&
+      typeof value === "object" &&
+      value !== null &&
+      deeplyFrozen(value)
+    ) {
+      keptFor = value;
+      keptBytes = Buffer.from(slab.subarray(at, position));
+    }
   }
   return slab.subarray(start, position);
 }

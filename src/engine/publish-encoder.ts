@@ -225,7 +225,7 @@ function encodedProperties(properties: unknown): Buffer | undefined {
 }
 
 /** Frozen, and so is every object and array within (a Buffer, whose bytes may change, is not). */
-function deeplyFrozen(value: object): boolean {
+export function deeplyFrozen(value: object): boolean {
   if (ArrayBuffer.isView(value) || !Object.isFrozen(value)) return false;
   for (const key of Object.keys(value)) {
     const inner = (value as Record<string, unknown>)[key];
@@ -239,13 +239,13 @@ function isInteger(value: unknown, maximum: number): value is number {
 }
 
 /**
- * The encoded length of a PUBLISH's properties, or -1 where mqtt-packet's writer would refuse
- * them (or where the encoder leaves them to it). Not an object: an empty list, as mqtt-packet.
+ * The encoded length of a PUBLISH's MQTT 5 properties, or -1 where mqtt-packet's writer would
+ * refuse them (or where the encoder leaves them to it). Not an object: an empty list, as
+ * mqtt-packet; null too (a stored packet's undefined list reads back as null, on which
+ * mqtt-packet's writer throws).
  */
-/** The encoded length of a PUBLISH's MQTT 5 properties, or -1 when the encoder leaves them to mqtt-packet. */
 export function propertiesLength(properties: unknown): number {
-  if (properties === null) return -1;
-  if (typeof properties !== "object") return 0;
+  if (typeof properties !== "object" || properties === null) return 0;
   if ((properties as { length?: unknown }).length != null) return -1;
   const entries = properties as Record<string, unknown>;
   let length = 0;

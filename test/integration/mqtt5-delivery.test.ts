@@ -218,6 +218,45 @@ function scenarios(nodes: () => { pub: RunningNode; sub: RunningNode }): void {
     }
   });
 
+  it("a stored or retained message published without properties is sent again without any", async () => {
+    // A v5 PUBLISH with an empty list has them undefined, which a store over Redis reads back
+    // as null: mqtt-packet's writer would throw on it.
+    const id = `noprops-persist-${tag}`;
+    const session = { sessionExpiryInterval: 300 };
+    const first = await wire(subUrl(), id, session);
+    const publisher = await connect(pubUrl(), V5);
+    try {
+      await subscribeWire(first, `np/${tag}`, 1, 1);
+      await closeWire(first);
+      await publisher.publishAsync(`np/${tag}`, "queued", { qos: 1 });
+      await publisher.publishAsync(`npr/${tag}`, "retained", { qos: 1, retain: true });
+      const again = await wire(subUrl(), id, session, false);
+      try {
+        const queued = (await again.waitFor(
+          "queued",
+          (p) => p.cmd === "publish",
+        )) as IPublishPacket;
+        assert.equal(queued.payload.toString(), "queued");
+        assert.deepEqual(queued.properties ?? {}, {});
+        again.send({ cmd: "puback", messageId: queued.messageId } as Packet);
+        await subscribeWire(again, `npr/${tag}`, 1, 2);
+        const retained = (await again.waitFor(
+          "retained",
+          (p) => p.cmd === "publish" && p.payload.toString() === "retained",
+        )) as IPublishPacket;
+        assert.deepEqual(retained.properties ?? {}, {});
+        again.send({ cmd: "puback", messageId: retained.messageId } as Packet);
+        await again.roundTrip();
+      } finally {
+        await closeWire(again);
+      }
+    } finally {
+      await publisher.publishAsync(`npr/${tag}`, "", { qos: 1, retain: true });
+      await end(publisher);
+      await closeWire(await wire(subUrl(), id, {}, true));
+    }
+  });
+
   it("Subscription Identifiers: one message carries every matching subscription's", async () => {
     const sub = await wire(subUrl(), `sid-sub-${tag}`);
     const other = await wire(subUrl(), `sid-other-${tag}`);

@@ -106,6 +106,51 @@ describe("local-first envelope", () => {
     }
   });
 
+  it("writes a frozen property list the same each time, and a list changed since as it is now", () => {
+    const packr = new Packr({
+      useRecords: false,
+      encodeUndefinedAsNil: true,
+      moreTypes: false,
+      variableMapSize: true,
+    });
+    const check = (properties: object): void => {
+      const msg = { ...message, properties } as typeof message;
+      assert.deepEqual(encodeEnvelope("AbCdEfGh:2", msg), packr.pack({ id: "AbCdEfGh:2", msg }));
+    };
+    const frozen = Object.freeze({
+      contentType: "text/plain",
+      userProperties: Object.freeze(
+        Object.assign(Object.create(INHERITS_NOTHING), {
+          site: "plant-7",
+          tags: Object.freeze(["a", "b"]),
+        }),
+      ),
+    });
+    check(frozen);
+    check(frozen);
+    // frozen on top only: its user properties may change, so its bytes are not kept
+    const shallow: Record<string, string> = { site: "plant-7" };
+    const top = Object.freeze({ userProperties: shallow });
+    check(top);
+    shallow.site = "plant-8";
+    check(top);
+    check(frozen);
+  });
+
+  it("leaves out undefined properties, as if absent (an MQTT 5 PUBLISH with an empty list)", () => {
+    // first, as aedes' Packet copies it, and last
+    const first = { properties: undefined, ...message } as typeof message;
+    const last = { ...message, properties: undefined } as typeof message;
+    for (const empty of [first, last]) {
+      const written = encodeEnvelope("AbCdEfGh:1z", empty);
+      assert.deepEqual(written, encodeEnvelope("AbCdEfGh:1z", message));
+      assert.equal(Object.hasOwn(decodeEnvelope(written).msg, "properties"), false);
+    }
+    // other undefined fields stay nil, as msgpack-lite writes them
+    const withId = { ...message, messageId: undefined };
+    assert.equal(Object.hasOwn(decodeEnvelope(encodeEnvelope("a", withId)).msg, "messageId"), true);
+  });
+
   it("writes a user property named toJSON or constructor as any other", () => {
     const userProperties = Object.assign(pairs(null), { toJSON: "x", constructor: "y" });
     const msg = { ...message, properties: { userProperties } };

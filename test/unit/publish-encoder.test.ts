@@ -107,7 +107,6 @@ const REFUSED = [
   { topic: "t", qos: 0, payload: Buffer.alloc(1), properties: { unknownProperty: 1 } },
   { topic: "t", qos: 0, payload: Buffer.alloc(1), properties: { subscriptionIdentifier: [] } },
   { topic: "t", qos: 0, payload: Buffer.alloc(1), properties: { userProperties: { a: 1 } } },
-  { topic: "t", qos: 0, payload: Buffer.alloc(1), properties: null },
 ];
 
 describe("publish encoder", () => {
@@ -165,6 +164,17 @@ describe("publish encoder", () => {
       const expected = await written(publish, 5, false);
       const actual = await written(publish, 5, true);
       assert.deepEqual(actual, expected, JSON.stringify(packet));
+    }
+  });
+
+  it("writes a null property list (a stored packet's undefined one) as an empty list", async () => {
+    for (const qos of [0, 1]) {
+      const base = { cmd: "publish", topic: "t", qos, messageId: 7, payload: Buffer.alloc(1) };
+      const actual = await written({ ...base, properties: null }, 5, true);
+      assert.equal(actual.error, undefined);
+      assert.deepEqual(actual.bytes, (await written(base, 5, false)).bytes);
+      // mqtt-packet's own writer throws on it
+      assert.match((await written({ ...base, properties: null }, 5, false)).error ?? "", /thrown/);
     }
   });
 

@@ -42,6 +42,20 @@ function withNullPrototypePairs(packet: mqttPacket.Packet): mqttPacket.Packet {
   return packet;
 }
 
+/**
+ * A guarded parse with every PUBLISH's own `properties` checked (the reader gives each one it
+ * reads, so that all have one shape; a list split across chunks is mqtt-packet's to read) and
+ * an undefined one then removed, as mqtt-packet leaves it out.
+ */
+function withPropertiesAlways(parsed: Parsed, whole = true): Parsed {
+  for (const packet of parsed.packets) {
+    if (whole) assert.ok(Object.hasOwn(packet, "properties"), "a v5 PUBLISH's own properties");
+    const fields = packet as { properties?: unknown };
+    if (fields.properties === undefined) delete fields.properties;
+  }
+  return parsed;
+}
+
 /** The properties objects a guarded v5 parser hands on for the chunks, as read. */
 function readProperties(chunks: Buffer[]): Array<Record<string, unknown> | undefined> {
   const parser = mqttPacket.parser({ protocolVersion: 5 });
@@ -106,10 +120,12 @@ describe("publish properties", () => {
         const bytes = publish(properties, qos);
         const expected = parse([bytes], false);
         assert.equal(expected.errors.length, 0);
-        assert.deepEqual(parse([bytes], true), expected);
-        assert.deepEqual(parse([bytes.subarray(0, 12), bytes.subarray(12)], true), expected);
+        assert.deepEqual(withPropertiesAlways(parse([bytes], true)), expected);
+        const split = parse([bytes.subarray(0, 12), bytes.subarray(12)], true);
+        assert.deepEqual(withPropertiesAlways(split, false), expected);
         // several packets in one chunk
-        assert.deepEqual(parse([Buffer.concat([bytes, bytes])], true).packets, [
+        const twice = parse([Buffer.concat([bytes, bytes])], true);
+        assert.deepEqual(withPropertiesAlways(twice).packets, [
           ...expected.packets,
           ...expected.packets,
         ]);

@@ -28,6 +28,12 @@ export interface MeasureOptions {
   compare?: "brokers" | "cases";
   /** The cases of a round in the order they run (indexes into `cases`); default: as listed. */
   caseOrder?: (round: number) => readonly number[];
+  /**
+   * The case measured at once with a case (indexes into `cases`), in the same window on the
+   * same broker, each giving its own row: for a ratio of figures that a pause or a stall
+   * decides (a p99), which then hits both alike. Default: every case alone.
+   */
+  together?: (caseIndex: number) => number | undefined;
   /** Extra measurements with independent tools for a case against the running broker. */
   crossCheck?: (broker: RunningBroker, loadCase: LoadCase) => Promise<CrossCheck[]>;
   /** Figures of the scenario's own, taken alongside each measurement (see LoadProbe). */
@@ -76,7 +82,16 @@ interface Started {
 export async function measureBrokers(
   context: ScenarioContext,
   brokers: readonly BrokerDefinition[],
-  { scenario, cases, medianBy, compare = "brokers", caseOrder, crossCheck, probe }: MeasureOptions,
+  {
+    scenario,
+    cases,
+    medianBy,
+    compare = "brokers",
+    caseOrder,
+    together,
+    crossCheck,
+    probe,
+  }: MeasureOptions,
 ): Promise<ResultRow[]> {
   const started: Started[] = [];
   try {
@@ -116,27 +131,41 @@ export async function measureBrokers(
         compare === "brokers"
           ? caseIndexes.flatMap((caseIndex) => order.map((entry) => ({ entry, caseIndex })))
           : order.flatMap((entry) => caseIndexes.map((caseIndex) => ({ entry, caseIndex })));
+      const measured = new Set<string>();
       for (const { entry, caseIndex } of schedule) {
-        const loadCase = cases[caseIndex];
-        if (!loadCase) throw new RangeError(`caseOrder named case ${caseIndex}`);
-        done++;
         const name = entry.definition.name;
-        const label = `[${scenario} ${done}/${total}] ${name}${protocolLabel(loadCase)} qos${loadCase.qos} ${loadCase.payloadBytes}B${
-          loadCase.ratePerSecond ? ` @${loadCase.ratePerSecond}/s` : ""
-        }${rounds > 1 ? ` round ${round + 1}/${rounds}` : ""}`;
-        const row = entry.broker
-          ? await measureCase(
-              context,
-              scenario,
-              entry.broker,
-              loadCase,
-              label,
-              probe?.({ broker: entry.broker, loadCase, caseIndex, round }),
-            )
-          : failedRow(scenario, name, loadCase, entry.error);
-        const list = results.get(key(name, caseIndex)) ?? [];
-        list.push(row);
-        results.set(key(name, caseIndex), list);
+        if (measured.has(key(name, caseIndex))) continue;
+        const partner = together?.(caseIndex);
+        const group = partner === undefined ? [caseIndex] : [caseIndex, partner];
+        const meeting = startTogether(group.length);
+        const rows = await Promise.all(
+          group.map((index) => {
+            const loadCase = cases[index];
+            if (!loadCase) throw new RangeError(`caseOrder or together named case ${index}`);
+            measured.add(key(name, index));
+            done++;
+            const label = `[${scenario} ${done}/${total}] ${name}${protocolLabel(loadCase)} qos${loadCase.qos} ${loadCase.payloadBytes}B${
+              loadCase.ratePerSecond ? ` @${loadCase.ratePerSecond}/s` : ""
+            }${rounds > 1 ? ` round ${round + 1}/${rounds}` : ""}${group.length > 1 ? " (together)" : ""}`;
+            const row = entry.broker
+              ? measureCase(
+                  context,
+                  scenario,
+                  entry.broker,
+                  loadCase,
+                  label,
+                  probe?.({ broker: entry.broker, loadCase, caseIndex: index, round }),
+                  meeting.arrive,
+                )
+              : Promise.resolve(failedRow(scenario, name, loadCase, entry.error));
+            return row.finally(meeting.leave);
+          }),
+        );
+        for (const [i, row] of rows.entries()) {
+          const list = results.get(key(name, group[i] as number)) ?? [];
+          list.push(row);
+          results.set(key(name, group[i] as number), list);
+        }
       }
     }
     const rows: ResultRow[] = [];
@@ -221,6 +250,30 @@ export function median(rounds: ResultRow[], by: MedianFigure): ResultRow {
   };
 }
 
+/**
+ * Measurements started together: each arrives once its clients are connected and starts its
+ * load when all have; one that ends first (failed before arriving) lets the others go.
+ */
+function startTogether(count: number): { arrive: () => Promise<void>; leave: () => void } {
+  let waiting = count;
+  let release: () => void = () => {};
+  const all = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let left = false;
+  return {
+    arrive: () => {
+      if (--waiting <= 0) release();
+      return all;
+    },
+    leave: () => {
+      if (left) return;
+      left = true;
+      release();
+    },
+  };
+}
+
 async function measureCase(
   context: ScenarioContext,
   scenario: string,
@@ -228,8 +281,9 @@ async function measureCase(
   loadCase: LoadCase,
   label: string,
   probe: LoadProbe | undefined,
+  arrive?: () => Promise<void>,
 ): Promise<ResultRow> {
-  const row = await loadRow(context, scenario, broker, loadCase, label, probe);
+  const row = await loadRow(context, scenario, broker, loadCase, label, probe, arrive);
   await probe?.finish(row);
   return row;
 }
@@ -241,6 +295,7 @@ async function loadRow(
   loadCase: LoadCase,
   label: string,
   probe: LoadProbe | undefined,
+  arrive?: () => Promise<void>,
 ): Promise<ResultRow> {
   const spec: LoadSpec = {
     ...loadCase,
@@ -254,8 +309,13 @@ async function loadRow(
     const result = await runLoad(spec, context.cleanup, {
       watch: broker.processes,
       ...(probe ? { onStart: () => probe.onStart() } : {}),
-      ...(probe?.beforeStart
-        ? { beforeStart: () => probe.beforeStart?.() ?? Promise.resolve() }
+      ...(probe?.beforeStart || arrive
+        ? {
+            beforeStart: async () => {
+              await probe?.beforeStart?.();
+              await arrive?.();
+            },
+          }
         : {}),
       ...(probe?.onSettled ? { onSettled: () => probe.onSettled?.() ?? Promise.resolve() } : {}),
       onProgress: ({ elapsedMs, published, received }) => {

@@ -27,10 +27,25 @@ const integer = (n: number): string => Math.round(n).toLocaleString("en-US");
  * Broker CPU per delivered message (all its processes, µs): on a loaded machine a steadier
  * figure than the rate or the tail, which other work's scheduling moves.
  */
-function cpuPerMessage(row: ResultRow): string {
-  if (row.brokerCpuPercent === null || row.messagesPerSecond <= 0) return "?";
-  const micros = (row.brokerCpuPercent * 10_000) / row.messagesPerSecond;
+function cpuPerMessage(row: ResultRow, messagesPerSecond = row.messagesPerSecond): string {
+  if (row.brokerCpuPercent === null || messagesPerSecond <= 0) return "?";
+  const micros = (row.brokerCpuPercent * 10_000) / messagesPerSecond;
   return micros >= 100 ? integer(micros) : micros.toFixed(1);
+}
+
+/**
+ * The fixed-rate levels run in the same window (mqtt5.ts): each row's broker CPU is the
+ * broker's over both levels' messages, shown once.
+ */
+function cpuColumn({ v3, v5 }: Pair): string {
+  if (v3.targetRate === null) return `${cpuPerMessage(v3)} / ${cpuPerMessage(v5)}`;
+  return `${cpuPerMessage(v3, v3.messagesPerSecond + v5.messagesPerSecond)} (both)`;
+}
+
+/** The lower middle of an even count, as the bench's median round. */
+function medianOf(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)] as number;
 }
 
 /** The 3.1.1 and MQTT 5 rows of one broker's case. */
@@ -76,29 +91,37 @@ export function protocolGoalRows(
         : fullSpeed
           ? `${integer(r.messagesPerSecond)} msg/s`
           : `${r.p99Ms.toFixed(2)} ms`;
-    const ratio =
-      v3.error === undefined && v5.error === undefined && figure(v3) > 0
-        ? figure(v5) / figure(v3)
-        : null;
     const goal = fullSpeed ? MQTT5_GOALS.throughput : MQTT5_GOALS.p99;
     const reference = referenceBrokers.has(v3.broker);
-    const perRound = (v3.rounds ?? []).map((r3, i) => {
+    const roundRatios = (v3.rounds ?? []).map((r3, i) => {
       const r5 = v5.rounds?.[i];
-      if (!r5 || r3.error !== undefined || r5.error !== undefined || figure(r3) <= 0) return "?";
-      return (figure(r5) / figure(r3)).toFixed(2);
+      if (!r5 || r3.error !== undefined || r5.error !== undefined || figure(r3) <= 0) return null;
+      return figure(r5) / figure(r3);
     });
+    const perRound = roundRatios.map((r) => (r === null ? "?" : r.toFixed(2)));
+    // The fixed-rate levels share each round's window (mqtt5.ts): the median of the rounds'
+    // ratios, not a ratio of two medians taken from different rounds.
+    const measured = roundRatios.filter((r): r is number => r !== null);
+    const ratio =
+      v3.error !== undefined || v5.error !== undefined
+        ? null
+        : !fullSpeed && measured.length > 0
+          ? medianOf(measured)
+          : figure(v3) > 0
+            ? figure(v5) / figure(v3)
+            : null;
     return {
       broker: v3.broker,
       measure: fullSpeed
         ? `throughput, QoS ${v3.qos}`
-        : `p99 at ${integer(v3.targetRate ?? 0)} msg/s, QoS ${v3.qos}`,
+        : `p99 at ${integer((v3.targetRate ?? 0) + (v5.targetRate ?? 0))} msg/s, QoS ${v3.qos}`,
       "MQTT 3.1.1": shown(v3),
       "MQTT 5": shown(v5),
       "v5 / v3.1.1": ratio === null ? null : round2(ratio),
       goal: reference ? "(reference)" : `${fullSpeed ? "≥" : "≤"} ${goal}x`,
       met: reference || ratio === null ? null : fullSpeed ? ratio >= goal : ratio <= goal,
       "per round": perRound.join(" / "),
-      "broker µs/msg (3.1.1 / 5)": `${cpuPerMessage(v3)} / ${cpuPerMessage(v5)}`,
+      "broker µs/msg (3.1.1 / 5)": cpuColumn({ v3, v5 }),
       "lost (3.1.1 / 5)": `${v3.lost} / ${v5.lost}`,
       "generator saturated": v3.generatorCpu.saturated || v5.generatorCpu.saturated,
     };
