@@ -227,7 +227,8 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
       reserved.publisher.publish(reservation, message.topic, envelope, (error, published) => {
         pending.answered(bytes);
         const failure =
-          error ?? (published ? undefined : new Error("packet identifier taken over, not published"));
+          error ??
+          (published ? undefined : new Error("packet identifier taken over, not published"));
         if (failure === undefined) done?.();
         else if (done === undefined) emitter._onError?.(failure);
         else done(failure);
