@@ -6,6 +6,14 @@ import { RedisScripts } from "./redis-scripts.js";
 export const PENDING = "pending:";
 const PENDING_BYTES = Buffer.from(PENDING);
 
+/**
+ * The field beside a reserved packet identifier's record that says its message is in the offline
+ * sessions' queues: a take-over queues it no second time (enqueue-2.lua).
+ */
+export function queuedField(messageId: string | number): string {
+  return `${messageId}:queued`;
+}
+
 /** Whether a stored inbound QoS 2 record is a reservation (a published one is a packet). */
 export function isPending(record: Buffer): boolean {
   return record.length >= PENDING_BYTES.length && record.subarray(0, 8).equals(PENDING_BYTES);
@@ -75,6 +83,14 @@ export class InboundReservations {
     if (qos !== 2 || !Buffer.isBuffer(payload)) return undefined;
     const reservation = this.held.get(payload);
     return reservation?.clientId === clientId ? reservation : undefined;
+  }
+
+  /**
+   * The reservation of a packet aedes queues for offline sessions (before the emitter sees it,
+   * so before it names its client): found by its payload Buffer alone.
+   */
+  ofQueued(qos: unknown, payload: unknown): Reservation | undefined {
+    return qos === 2 && Buffer.isBuffer(payload) ? this.held.get(payload) : undefined;
   }
 
   release(payload: Buffer): void {

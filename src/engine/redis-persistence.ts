@@ -6,7 +6,7 @@ import { QlobberTrue } from "qlobber";
 import QlobberSub, { type TrieSubscription } from "qlobber/aedes/qlobber-sub.js";
 import type { Logger } from "../observability/logger.js";
 import { escapeGlob, PersistenceKeys } from "../redis/redis-keys.js";
-import { InboundReservations, isPending } from "./inbound-qos2.js";
+import { InboundReservations, isPending, queuedField } from "./inbound-qos2.js";
 import { migrateLegacyLayout } from "./legacy-layout-migration.js";
 import {
   type ClientRef,
@@ -307,10 +307,22 @@ export class RedisPersistence {
       if (list === undefined) calls.set(call, [clientId]);
       else list.push(clientId);
     }
+    // Reserved (never on a Cluster: one call): queued once, whichever connection publishes it.
+    const reserved = this.inboundQos2?.ofQueued(packet.qos, packet.payload);
+    const marker =
+      reserved === undefined
+        ? []
+        : [this.keys.incoming(reserved.clientId), this.keys.incoming(reserved.clientId)];
     await Promise.all(
       [...calls.values()].map(async (clientIds) => {
-        const keys = clientIds.flatMap((id) => [this.keys.queue(id), this.keys.packets(id)]);
-        const args = [maxQueuedPerClient, ref, encoded];
+        const keys = [
+          ...marker,
+          ...clientIds.flatMap((id) => [this.keys.queue(id), this.keys.packets(id)]),
+        ];
+        const args: Array<string | number | Buffer> = [maxQueuedPerClient, ref, encoded];
+        if (reserved !== undefined) {
+          args.push(reserved.field, queuedField(reserved.field), reserved.pending);
+        }
         const dropped = (await this.scripts.run("enqueue", keys, args)) as number[];
         clientIds.forEach((clientId, i) => {
           const count = dropped[i] ?? 0;
@@ -448,7 +460,8 @@ export class RedisPersistence {
   }
 
   async incomingDelPacket(client: ClientRef, packet: StoredPacket): Promise<void> {
-    await this.db.hdel(this.keys.incoming(client.id), String(packet.messageId));
+    const id = String(packet.messageId);
+    await this.db.hdel(this.keys.incoming(client.id), id, queuedField(id));
   }
 
   /** [MQTT-3.1.2-6] A clean session's QoS 2 state ends with its connection. */

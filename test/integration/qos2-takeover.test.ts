@@ -4,7 +4,14 @@ import { describe, it } from "node:test";
 import { Redis } from "ioredis";
 import { withDeadline } from "../../harness/deadline.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
-import { connect, end, Inbox, type MqttClient, subscribe } from "../../harness/mqtt-client.js";
+import {
+  connect,
+  connectWithConnack,
+  end,
+  Inbox,
+  type MqttClient,
+  subscribe,
+} from "../../harness/mqtt-client.js";
 import { RedisRelay } from "../../harness/redis-relay.js";
 import { RedisServer } from "../../harness/redis-server.js";
 import { PersistenceKeys } from "../../src/redis/redis-keys.js";
@@ -14,7 +21,8 @@ import { PersistenceKeys } from "../../src/redis/redis-keys.js";
  * to Redis does not get there (A reaches Redis through a relay that holds it, as a stopped or
  * cut-off node would); the load balancer moves the client to node B, which gets the resend.
  * B takes the packet id over from A's reservation and publishes; A's PUBLISH, once it reaches
- * Redis, must publish nothing. Subscribers on both nodes get the message once, in order.
+ * Redis, must publish nothing. Subscribers on both nodes get the message once, in order, and so
+ * does an offline session (A queued it before its PUBLISH, B again before its own).
  */
 const DEADLINE_MS = 15_000;
 
@@ -46,6 +54,22 @@ describe("an inbound QoS 2 PUBLISH taken over by another node", () => {
         inboxes.push(new Inbox(subscriber));
         await subscribe(subscriber, topic, 2);
       }
+      // An offline session, subscribed on A: A queues the message before its PUBLISH.
+      const offline = await connect(a.urls.tcp as string, { clientId: "sub-off", clean: false });
+      await subscribe(offline, topic, 2);
+      await end(offline);
+      // B knows that session's subscription too (its announcement went before this, on the
+      // same connection) once this reaches B's subscriber: B queues it on its take-over.
+      const sync = `${topic}/sync`;
+      await subscribe(clients[1] as MqttClient, sync, 1);
+      await withDeadline(
+        Promise.all([
+          inboxes[1]?.waitFor(1),
+          (clients[0] as MqttClient).publishAsync(sync, "sync", { qos: 1 }),
+        ]),
+        DEADLINE_MS,
+        "B in step with A's announcements",
+      );
       const port = (node: RunningNode) => Number(new URL(node.urls.tcp as string).port);
       // mqtt.js takes the next of `servers` at each reconnection: A, then B.
       const publisher = await connect(a.urls.tcp as string, {
@@ -81,7 +105,7 @@ describe("an inbound QoS 2 PUBLISH taken over by another node", () => {
       );
       for (const [i, inbox] of inboxes.entries()) {
         await withDeadline(
-          inbox.waitFor(2),
+          inbox.waitFor(i === 0 ? 2 : 3),
           DEADLINE_MS,
           `two messages at ${i === 0 ? "A" : "B"}'s subscriber`,
         );
@@ -92,12 +116,27 @@ describe("an inbound QoS 2 PUBLISH taken over by another node", () => {
         DEADLINE_MS,
         "PUBCOMP of the last message",
       );
-      for (const inbox of inboxes) await withDeadline(inbox.waitFor(3), DEADLINE_MS, "last");
-      const received = inboxes.map((inbox) => inbox.received.map((m) => m.payload.toString()));
+      for (const [i, inbox] of inboxes.entries()) {
+        await withDeadline(inbox.waitFor(i === 0 ? 3 : 4), DEADLINE_MS, "last");
+      }
+      const received = inboxes.map((inbox) =>
+        inbox.received.filter((m) => m.topic === topic).map((m) => m.payload.toString()),
+      );
       assert.deepEqual(received, [
         ["once", "after", "last"],
         ["once", "after", "last"],
       ]);
+      const resumed = await connectWithConnack(b.urls.tcp as string, {
+        clientId: "sub-off",
+        clean: false,
+      });
+      clients.push(resumed.client);
+      const queued = await withDeadline(resumed.inbox.waitFor(3), DEADLINE_MS, "queued messages");
+      assert.deepEqual(
+        queued.map((m) => m.payload.toString()),
+        ["once", "after", "last"],
+        "the offline session's queue",
+      );
       assert.deepEqual(
         reserved.map((value) => value.startsWith("pending:")),
         [true],
