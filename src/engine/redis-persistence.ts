@@ -48,9 +48,10 @@ const RELEASED = "rel:";
  */
 const SHARED_RELEASED_CAP = 256;
 /**
- * How long an inbound QoS 2 id is written again while Redis fails the write, and how often: the
- * message is published by then (the patched handler publishes, then stores the id), so without
- * the id the client's resend would be published again.
+ * How long an inbound QoS 2 id's record is written (and confirmed) again while Redis fails, and
+ * how often: the message is published by then, and without the record the client's resend
+ * would be published again. A reserved id's record is written by its publish script
+ * (inbound-qos2.ts): only its confirmation is retried.
  */
 const INCOMING_STORE_RETRY_MS = 15_000;
 const INCOMING_STORE_PAUSE_MS = 200;
@@ -342,6 +343,10 @@ export class RedisPersistence {
       const pubrel = msgpack.encode({ cmd: "pubrel", messageId });
       const keys = [...this.deliveryKeys(client.id), this.keys.sharedReleased(client.id)];
       await this.scripts.run("pubrel", keys, [messageId, pubrel, SHARED_RELEASED_CAP]);
+      // The PUBREL: until the subscriber has it, it takes a resent PUBLISH for the same message;
+      // after it, a PUBLISH record a failover brought back would be a second copy. Waited for,
+      // not required: short of replicas, QoS 2 deliveries still complete.
+      await this.replicated().catch(() => {});
       return;
     }
     // Those of one turn in one script: a delivery waits for its record, as aedes awaits this.
