@@ -344,9 +344,10 @@ export class RedisPersistence {
       const keys = [...this.deliveryKeys(client.id), this.keys.sharedReleased(client.id)];
       await this.scripts.run("pubrel", keys, [messageId, pubrel, SHARED_RELEASED_CAP]);
       // The PUBREL: until the subscriber has it, it takes a resent PUBLISH for the same message;
-      // after it, a PUBLISH record a failover brought back would be a second copy. Waited for,
-      // not required: short of replicas, QoS 2 deliveries still complete.
-      await this.replicated().catch(() => {});
+      // after it, a PUBLISH record a failover brought back would be a second copy. Not required,
+      // and not waited for while replicas are short: every QoS 2 delivery would wait out the
+      // confirmation's timeout.
+      await (this.options.replicaAcks?.confirmedUnlessShort() ?? Promise.resolve());
       return;
     }
     // Those of one turn in one script: a delivery waits for its record, as aedes awaits this.
