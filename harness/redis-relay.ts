@@ -13,6 +13,13 @@ export class RedisRelay {
   private readonly sockets = new Set<Socket>();
   private readonly subscribers = new Set<{ client: Socket; held: Buffer[] }>();
   private holding = false;
+  /** Commands held on their way to Redis: what a connection sent from a chunk holding `marker`. */
+  private commandHold: { marker: Buffer; held: Array<() => void>; waiters: Array<() => void> } = {
+    marker: Buffer.alloc(0),
+    held: [],
+    waiters: [],
+  };
+  private holdingCommands = false;
 
   private constructor(private readonly server: Server) {}
 
@@ -42,6 +49,28 @@ export class RedisRelay {
     }
   }
 
+  /**
+   * Holds, from now on, a connection's chunk on its way to Redis that holds `marker` (a
+   * channel: the publish's arguments), and everything that connection sends after it: as if
+   * its node stopped before sending that command. Other connections flow.
+   */
+  holdCommandsWith(marker: string): void {
+    this.commandHold = { marker: Buffer.from(marker), held: [], waiters: [] };
+    this.holdingCommands = true;
+  }
+
+  /** Resolves once a chunk is held (holdCommandsWith). */
+  commandHeld(): Promise<void> {
+    if (this.commandHold.held.length > 0) return Promise.resolve();
+    return new Promise((resolve) => this.commandHold.waiters.push(resolve));
+  }
+
+  /** Sends on the held commands, in order, and everything after them as it comes. */
+  releaseCommands(): void {
+    this.holdingCommands = false;
+    for (const send of this.commandHold.held.splice(0)) send();
+  }
+
   async close(): Promise<void> {
     for (const socket of this.sockets) socket.destroy();
     this.server.close();
@@ -52,11 +81,20 @@ export class RedisRelay {
     const upstream = connect({ port: targetPort, host: "127.0.0.1" });
     this.sockets.add(client).add(upstream);
     let subscriber: { client: Socket; held: Buffer[] } | undefined;
+    let holdingThis = false;
     client.on("data", (chunk: Buffer) => {
       if (subscriber === undefined && SUBSCRIBE.test(chunk.toString("latin1"))) {
         subscriber = { client, held: [] };
         this.subscribers.add(subscriber);
       }
+      const hold = this.commandHold;
+      if (this.holdingCommands && (holdingThis || chunk.includes(hold.marker))) {
+        holdingThis = true;
+        hold.held.push(() => upstream.write(chunk));
+        for (const waiter of hold.waiters.splice(0)) waiter();
+        return;
+      }
+      holdingThis = false;
       upstream.write(chunk);
     });
     upstream.on("data", (chunk: Buffer) => {

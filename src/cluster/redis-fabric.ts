@@ -178,6 +178,7 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
       log,
       this.pending,
       route,
+      this.persistence.inboundQos2,
     );
     // A Cluster's subscriber has a connection per primary: their lag is not looked up.
     this.subscriptionLag =

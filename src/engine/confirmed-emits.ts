@@ -9,8 +9,8 @@ type Done = (error?: Error) => void;
  * the offline sessions' queues written before the PUBLISH, shared-group entries written beside
  * it. A confirmation that fails fails the publish: aedes closes the publisher's connection
  * without a PUBACK, and the client sends again. QoS 0 waits for nothing; nor does QoS 2, whose
- * PUBREC waits for the confirmation of its packet id, written after the PUBLISH (a failed
- * publish there would publish the client's resend again).
+ * PUBREC waits for the confirmation of its packet id's record, written with the PUBLISH (a
+ * failed publish there would publish the client's resend again).
  */
 export function confirmEmits(emitter: Emitter, acks: ReplicaAcks): Emitter {
   const emit = emitter.emit.bind(emitter);

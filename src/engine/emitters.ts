@@ -3,6 +3,7 @@ import type { Redis } from "ioredis";
 import mqemitter from "mqemitter";
 import mqemitterRedis from "mqemitter-redis";
 import type { Logger } from "../observability/logger.js";
+import { type InboundReservations, reservedPublisher } from "./inbound-qos2.js";
 import {
   deliverLocallyFirst,
   type PendingPublishes,
@@ -42,6 +43,8 @@ export function memoryEmitter(concurrency: number): Emitter {
  * `route` sends each message (by default a PUBLISH on the topic, on `publisher`); the
  * subscriber is anything that answers mqemitter-redis' (p)(un)subscribe calls and emits its
  * `messageBuffer`/`pmessageBuffer` events (on a Redis Cluster, the fabric's sharded subscriber).
+ * With `reservations` (single Redis and Sentinel), reserved inbound QoS 2 messages go by their
+ * publish script on `publisher` (inbound-qos2.ts).
  */
 export function redisEmitter(
   publisher: Redis,
@@ -49,6 +52,7 @@ export function redisEmitter(
   log: Logger,
   pending?: PendingPublishes,
   route: Publisher = promisePublisher((channel, message) => publisher.publish(channel, message)),
+  reservations?: InboundReservations,
 ): Emitter {
   const emitter = deliverLocallyFirst(
     () =>
@@ -61,6 +65,7 @@ export function redisEmitter(
     route,
     subscriber,
     pending,
+    reservations && { reservations, publisher: reservedPublisher(publisher) },
   );
   // mqemitter-redis re-emits connection errors on its `state` emitter; without a listener there,
   // a failed reconnect during a Redis outage throws and takes the node down. The outage itself

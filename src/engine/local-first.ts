@@ -3,6 +3,7 @@ import type { EventEmitter } from "node:events";
 import { Redis } from "ioredis";
 import { type EchoCheck, EchoFilter, filterStreamData } from "./echo-filter.js";
 import { decodeEnvelope, type EmittedMessage, echoCheck, encodeEnvelope } from "./envelope.js";
+import type { InboundReservations, ReservedPublisher } from "./inbound-qos2.js";
 
 type Done = (error?: Error) => void;
 
@@ -88,6 +89,19 @@ export class UnforwardedError extends Error {
   }
 }
 
+/** Inbound QoS 2 messages published once (inbound-qos2.ts): found, and published, by these. */
+export interface ReservedPublishing {
+  reservations: InboundReservations;
+  publisher: ReservedPublisher;
+}
+
+/** The emitted message's fields a reservation is found by. */
+interface ReservableMessage {
+  clientId?: unknown;
+  qos?: unknown;
+  payload?: unknown;
+}
+
 /**
  * aedes' notices of each CONNECT, disconnection, SUBSCRIBE and UNSUBSCRIBE
  * (`$SYS/<broker>/new/clients`, `.../disconnect/clients`, `.../new/subscribes`,
@@ -138,12 +152,15 @@ function dropEchoesUnparsed(subscriber: Redis, echoes: EchoCheck): void {
  * - The envelope is mqemitter-redis' own (`{ id, msg }`), so nodes with and without local-first
  *   understand each other during a rolling upgrade. This node's ids start with a prefix unique
  *   to the process; an echo is recognized from its first bytes.
+ * - Except an inbound QoS 2 message with a reserved packet identifier (`reserved`): it reaches
+ *   this node's subscribers through Redis, its envelope id outside the echo prefix.
  */
 export function deliverLocallyFirst<E extends RedisEmitterShape>(
   create: () => E,
   publisher: Publisher,
   subscriber: EventEmitter,
   pending: PendingPublishes = new PendingPublishes(),
+  reserved?: ReservedPublishing,
 ): E {
   const origin = `${randomBytes(6).toString("base64url")}:`;
   const originBytes = Buffer.from(origin);
@@ -195,6 +212,27 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
     }
     if (isNodeLocalNotice(message.topic)) {
       emitter._emit(message, done);
+      return;
+    }
+    const reservation = reserved?.reservations.of(
+      (message as ReservableMessage).clientId,
+      (message as ReservableMessage).qos,
+      (message as ReservableMessage).payload,
+    );
+    if (reservation !== undefined && reserved !== undefined) {
+      const id = reserved.reservations.envelopeOrigin + (++sequence).toString(36);
+      const envelope = encodeEnvelope(id, message);
+      const bytes = envelope.length;
+      pending.sent(bytes);
+      reserved.publisher.publish(reservation, message.topic, envelope, (error, published) => {
+        pending.answered(bytes);
+        const failure =
+          error ??
+          (published ? undefined : new Error("packet identifier taken over, not published"));
+        if (failure === undefined) done?.();
+        else if (done === undefined) emitter._onError?.(failure);
+        else done(failure);
+      });
       return;
     }
     const id = origin + (++sequence).toString(36);

@@ -6,6 +6,7 @@ import { QlobberTrue } from "qlobber";
 import QlobberSub, { type TrieSubscription } from "qlobber/aedes/qlobber-sub.js";
 import type { Logger } from "../observability/logger.js";
 import { escapeGlob, PersistenceKeys } from "../redis/redis-keys.js";
+import { InboundReservations, isPending, queuedField } from "./inbound-qos2.js";
 import { migrateLegacyLayout } from "./legacy-layout-migration.js";
 import {
   type ClientRef,
@@ -47,9 +48,10 @@ const RELEASED = "rel:";
  */
 const SHARED_RELEASED_CAP = 256;
 /**
- * How long an inbound QoS 2 id is written again while Redis fails the write, and how often: the
- * message is published by then (the patched handler publishes, then stores the id), so without
- * the id the client's resend would be published again.
+ * How long an inbound QoS 2 id's record is written (and confirmed) again while Redis fails, and
+ * how often: the message is published by then, and without the record the client's resend
+ * would be published again. A reserved id's record is written by its publish script
+ * (inbound-qos2.ts): only its confirmation is retried.
  */
 const INCOMING_STORE_RETRY_MS = 15_000;
 const INCOMING_STORE_PAUSE_MS = 200;
@@ -63,6 +65,13 @@ interface Delivery {
 interface Acknowledgement {
   clientId: string;
   messageId: number;
+}
+
+/** An inbound QoS 2 packet identifier to reserve (reserve-incoming-1.lua). */
+interface IncomingReservation {
+  clientId: string;
+  messageId: number;
+  pending: string;
 }
 
 /**
@@ -120,6 +129,15 @@ export class RedisPersistence {
   private readonly retainedReads = new TurnBatches<string, Buffer | null>((call) =>
     this.readRetained(call),
   );
+  /**
+   * Inbound QoS 2 packet identifiers reserved before their messages are published (none on a
+   * Cluster: inbound-qos2.ts); the emitter publishes them.
+   */
+  readonly inboundQos2: InboundReservations | undefined;
+  /** Reservations of a turn in one script. */
+  private readonly reservations = new TurnBatches<IncomingReservation, Buffer | null>((call) =>
+    this.reserveIncoming(call),
+  );
   private destroyed = false;
 
   constructor(private readonly options: RedisPersistenceOptions) {
@@ -127,6 +145,7 @@ export class RedisPersistence {
     this.clustered = options.db instanceof Cluster;
     this.keys = new PersistenceKeys(options.db.options.keyPrefix ?? "");
     this.scripts = new RedisScripts(options.db);
+    this.inboundQos2 = this.clustered ? undefined : new InboundReservations();
   }
 
   async setup(broker: PersistenceBroker): Promise<void> {
@@ -289,10 +308,22 @@ export class RedisPersistence {
       if (list === undefined) calls.set(call, [clientId]);
       else list.push(clientId);
     }
+    // Reserved (never on a Cluster: one call): queued once, whichever connection publishes it.
+    const reserved = this.inboundQos2?.ofQueued(packet.qos, packet.payload);
+    const marker =
+      reserved === undefined
+        ? []
+        : [this.keys.incoming(reserved.clientId), this.keys.incoming(reserved.clientId)];
     await Promise.all(
       [...calls.values()].map(async (clientIds) => {
-        const keys = clientIds.flatMap((id) => [this.keys.queue(id), this.keys.packets(id)]);
-        const args = [maxQueuedPerClient, ref, encoded];
+        const keys = [
+          ...marker,
+          ...clientIds.flatMap((id) => [this.keys.queue(id), this.keys.packets(id)]),
+        ];
+        const args: Array<string | number | Buffer> = [maxQueuedPerClient, ref, encoded];
+        if (reserved !== undefined) {
+          args.push(reserved.field, queuedField(reserved.field), reserved.pending);
+        }
         const dropped = (await this.scripts.run("enqueue", keys, args)) as number[];
         clientIds.forEach((clientId, i) => {
           const count = dropped[i] ?? 0;
@@ -312,6 +343,11 @@ export class RedisPersistence {
       const pubrel = msgpack.encode({ cmd: "pubrel", messageId });
       const keys = [...this.deliveryKeys(client.id), this.keys.sharedReleased(client.id)];
       await this.scripts.run("pubrel", keys, [messageId, pubrel, SHARED_RELEASED_CAP]);
+      // The PUBREL: until the subscriber has it, it takes a resent PUBLISH for the same message;
+      // after it, a PUBLISH record a failover brought back would be a second copy. Not required,
+      // and not waited for while replicas are short: every QoS 2 delivery would wait out the
+      // confirmation's timeout.
+      await (this.options.replicaAcks?.confirmedUnlessShort() ?? Promise.resolve());
       return;
     }
     // Those of one turn in one script: a delivery waits for its record, as aedes awaits this.
@@ -381,14 +417,16 @@ export class RedisPersistence {
   }
 
   async incomingStorePacket(client: ClientRef, packet: StoredPacket): Promise<void> {
-    const stored = new Packet(packet);
-    stored.messageId = packet.messageId as number;
-    const encoded = msgpack.encode(stored);
+    const reservation = this.inboundQos2?.of(client.id, packet.qos, packet.payload);
+    if (reservation !== undefined) this.inboundQos2?.release(packet.payload as Buffer);
+    // Its publish script marked it published: only the confirmation is left to wait for.
+    const published = reservation?.done === true;
+    const encoded = reservation?.published ?? encodeIncoming(packet);
     const key = this.keys.incoming(client.id);
     const giveUpAt = Date.now() + INCOMING_STORE_RETRY_MS;
     for (;;) {
       try {
-        await this.db.hset(key, packet.messageId as number, encoded);
+        if (!published) await this.db.hset(key, packet.messageId as number, encoded);
         // The PUBREC: a resend the id no longer catches would be published again.
         await this.replicated();
         return;
@@ -399,17 +437,37 @@ export class RedisPersistence {
     }
   }
 
+  /**
+   * A PUBLISH's duplicate check, or a PUBREL's. A QoS 2 PUBLISH not published yet reserves its
+   * packet identifier (inbound-qos2.ts) before aedes publishes it; a PUBREL finds only a
+   * published message (a reservation is no message).
+   */
   async incomingGetPacket(client: ClientRef, packet: StoredPacket): Promise<StoredPacket> {
-    const stored = await this.db.hgetBuffer(
-      this.keys.incoming(client.id),
-      String(packet.messageId),
-    );
-    if (stored === null) throw new Error("no such packet");
+    const reservations = this.inboundQos2;
+    const messageId = packet.messageId as number;
+    if (reservations !== undefined && packet.cmd === "publish" && Buffer.isBuffer(packet.payload)) {
+      const pending = reservations.nextPending();
+      const clientId = client.id;
+      const found = await this.reservations.add("", { clientId, messageId, pending });
+      if (found !== null) return msgpack.decode(found) as StoredPacket;
+      reservations.hold(packet.payload, {
+        clientId,
+        key: this.keyPrefix() + this.keys.incoming(clientId),
+        field: String(messageId),
+        pending,
+        published: encodeIncoming(packet),
+        done: false,
+      });
+      throw new Error("no such packet");
+    }
+    const stored = await this.db.hgetBuffer(this.keys.incoming(client.id), String(messageId));
+    if (stored === null || isPending(stored)) throw new Error("no such packet");
     return msgpack.decode(stored) as StoredPacket;
   }
 
   async incomingDelPacket(client: ClientRef, packet: StoredPacket): Promise<void> {
-    await this.db.hdel(this.keys.incoming(client.id), String(packet.messageId));
+    const id = String(packet.messageId);
+    await this.db.hdel(this.keys.incoming(client.id), id, queuedField(id));
   }
 
   /** [MQTT-3.1.2-6] A clean session's QoS 2 state ends with its connection. */
@@ -659,6 +717,21 @@ export class RedisPersistence {
     return read === undefined ? Promise.resolve(undefined) : read.catch(() => undefined);
   }
 
+  private reserveIncoming(call: Array<Waiting<IncomingReservation, Buffer | null>>): void {
+    const keys = call.map(({ item }) => this.keys.incoming(item.clientId));
+    const args = call.flatMap(({ item }) => [item.messageId, item.pending]);
+    this.scripts.runBuffer("reserveIncoming", keys, args).then(
+      (values) => {
+        call.forEach((waiting, i) => {
+          waiting.resolve((values as Array<Buffer | null>)[i] ?? null);
+        });
+      },
+      (error: unknown) => {
+        for (const waiting of call) waiting.reject(error);
+      },
+    );
+  }
+
   private deleteIncoming(call: Array<Waiting<string, void>>): Promise<void> {
     return this.db.del(...call.map(({ item }) => item)).then(
       () => {
@@ -834,6 +907,11 @@ export class RedisPersistence {
     return [this.keys.queue(clientId), this.keys.packets(clientId), this.keys.messageIds(clientId)];
   }
 
+  /** The key prefix ioredis adds on this connection (scripts on other connections need it). */
+  private keyPrefix(): string {
+    return this.db.options.keyPrefix ?? "";
+  }
+
   /** Resolves once the replicas hold what this node wrote so far, if they are asked to. */
   private replicated(): Promise<void> {
     return this.options.replicaAcks?.confirmed() ?? Promise.resolve();
@@ -871,6 +949,13 @@ interface SessionRead {
 function isEmpty(record: Record<string, unknown>): boolean {
   for (const _ in record) return false;
   return true;
+}
+
+/** An inbound QoS 2 packet as its id's record holds it once published. */
+function encodeIncoming(packet: StoredPacket): Buffer {
+  const stored = new Packet(packet);
+  stored.messageId = packet.messageId as number;
+  return msgpack.encode(stored);
 }
 
 /** A session's queue as read-queues-3.lua returns it: nothing, or entries, packets and ids. */

@@ -11,7 +11,8 @@ export type ScriptName =
   | "acknowledge"
   | "removeSubscriptions"
   | "readQueues"
-  | "readSessions";
+  | "readSessions"
+  | "reserveIncoming";
 
 type Reply = unknown;
 type Invoke = (...keysThenArgs: Array<string | Buffer | number>) => Promise<Reply>;

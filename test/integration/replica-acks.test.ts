@@ -7,6 +7,7 @@ import { describe, it } from "node:test";
 import { setTimeout as pause } from "node:timers/promises";
 import { Redis } from "ioredis";
 import type { IPublishPacket, Packet } from "mqtt";
+import mqtt from "mqtt";
 import { withDeadline } from "../../harness/deadline.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import { LogCapture } from "../../harness/log-capture.js";
@@ -137,6 +138,72 @@ describe("replica confirmations: acknowledgements survive a Sentinel failover", 
         assert.ok(log.lines.some((l) => l.event === "redis.replicas_short"));
       } finally {
         await end(publisher);
+      }
+    });
+  });
+
+  // The subscriber's PUBREC turns its queued delivery into a PUBREL record; once the subscriber
+  // has the PUBREL it takes a PUBLISH with that id for a new message. Were the record lost with
+  // the primary, the session's next resume would send the PUBLISH again: a second copy.
+  it("a QoS 2 delivery released before the failover is not sent again after it", async () => {
+    await withGroup("acks-pubrel", {}, async (group, node) => {
+      const url = node.urls.tcp as string;
+      const topic = `acks/${randomBytes(4).toString("hex")}`;
+      const offline = await connect(url, { clientId: "rel-sub", clean: false });
+      await subscribe(offline, topic, 2);
+      await end(offline);
+      const publisher = await connect(url, { clientId: "rel-pub" });
+      // Queued for the offline session, and confirmed by the replica with the PUBREC.
+      await withDeadline(
+        publisher.publishAsync(topic, "released", { qos: 2 }),
+        DEADLINE_MS,
+        "PUBCOMP",
+      );
+      await end(publisher);
+      relay(group).setDelay(HOLD_MS);
+      const subscriber = mqtt.connect(url, {
+        clientId: "rel-sub",
+        clean: false,
+        reconnectPeriod: 0,
+      });
+      const later: MqttClient[] = [];
+      try {
+        const pubrelMs = await withDeadline(
+          new Promise<number>((resolve) => {
+            let pubrecAt = 0;
+            subscriber.on("packetsend", (packet: Packet) => {
+              if (packet.cmd === "pubrec") pubrecAt = Date.now();
+            });
+            subscriber.on("packetreceive", (packet: Packet) => {
+              if (packet.cmd === "pubrel") resolve(Date.now() - pubrecAt);
+            });
+          }),
+          DEADLINE_MS,
+          "PUBREL at the resumed subscriber",
+        );
+        await end(subscriber);
+        // The primary dies; what it had not sent the replica yet dies with the relay.
+        await relay(group).stop();
+        await group.killPrimary();
+        await group.waitForSwitch(FAILOVER_MS);
+        await ready(node, FAILOVER_MS);
+        const { client, inbox } = await connectWithConnack(url, {
+          clientId: "rel-sub",
+          clean: false,
+        });
+        later.push(client);
+        const sender = await connect(url, { clientId: "rel-later" });
+        later.push(sender);
+        // Delivered after whatever the resumed session gets first. QoS 0: the promoted replica
+        // has no replica to confirm a QoS 1 or 2 message.
+        await sender.publishAsync(topic, "after", { qos: 0 });
+        await withDeadline(inbox.waitFor(1), DEADLINE_MS, "a message after the failover");
+        const [first] = inbox.received.map((m) => m.payload.toString());
+        assert.equal(first, "after", `PUBREL ${pubrelMs} ms after the PUBREC`);
+        // The PUBREL waited for the replica: the relay's hold, there and back.
+        assert.ok(pubrelMs >= HOLD_MS, `PUBREL after ${pubrelMs} ms`);
+      } finally {
+        await end(subscriber, ...later);
       }
     });
   });

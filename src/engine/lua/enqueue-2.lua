@@ -5,10 +5,22 @@
 --   packet); a session listed twice (overlapping subscriptions) gets the message twice. On a
 --   Cluster all sessions of one call share a slot.
 -- ARGV[1] the cap (0: none), ARGV[2] the message's ref, ARGV[3] the message
--- Returns per session how many queued messages were dropped.
+-- ARGV[4] to ARGV[6], only for an inbound QoS 2 message whose packet identifier is reserved:
+--   the identifier, the field that marks it queued and the reservation's record
+--   (`pending:<token>`) in its publisher's inbound QoS 2 hash, which KEYS[1] and KEYS[2] then
+--   both name. Queued only while the reservation is still this one, and only by its first
+--   holder: a take-over publishes the message again; a stale enqueue (one held up in a failover)
+--   comes after the reservation changed hands or ended.
+-- Returns per session how many queued messages were dropped (nothing when not queued).
 local cap = tonumber(ARGV[1])
 local dropped = {}
-for s = 1, #KEYS, 2 do
+local first = 1
+if ARGV[4] then
+  if redis.call("HGET", KEYS[1], ARGV[4]) ~= ARGV[6] then return dropped end
+  if redis.call("HSETNX", KEYS[1], ARGV[5], "1") == 0 then return dropped end
+  first = 3
+end
+for s = first, #KEYS, 2 do
   local queue, packets = KEYS[s], KEYS[s + 1]
   redis.call("HSET", packets, ARGV[2], ARGV[3])
   local length = redis.call("RPUSH", queue, ARGV[2])

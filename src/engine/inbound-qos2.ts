@@ -1,0 +1,119 @@
+import { randomBytes } from "node:crypto";
+import type { Redis } from "ioredis";
+import { RedisScripts } from "./redis-scripts.js";
+
+/** How an inbound QoS 2 record that is reserved, not published, starts (`pending:<token>`). */
+export const PENDING = "pending:";
+const PENDING_BYTES = Buffer.from(PENDING);
+
+/**
+ * The field beside a reserved packet identifier's record that says its message is in the offline
+ * sessions' queues: a take-over queues it no second time (enqueue-2.lua).
+ */
+export function queuedField(messageId: string | number): string {
+  return `${messageId}:queued`;
+}
+
+/** Whether a stored inbound QoS 2 record is a reservation (a published one is a packet). */
+export function isPending(record: Buffer): boolean {
+  return record.length >= PENDING_BYTES.length && record.subarray(0, 8).equals(PENDING_BYTES);
+}
+
+/** A client's inbound QoS 2 packet identifier, reserved before its message is published. */
+export interface Reservation {
+  clientId: string;
+  /** The session's inbound QoS 2 hash, as Redis names it (key prefix included). */
+  key: string;
+  /** The packet identifier. */
+  field: string;
+  /** The record while reserved: `pending:<token>`. */
+  pending: string;
+  /** The record once published: the packet, as the PUBREC's duplicate check reads it. */
+  published: Buffer;
+  /** Set once the publish script ran (now, or earlier: a resend found it done). */
+  done: boolean;
+}
+
+/** The emitter's side: the publish of a reserved message, by its script. */
+export interface ReservedPublisher {
+  /**
+   * Runs the publish script; `answered` gets Redis' error, or whether the message is published
+   * (now or before) or not (another connection holds the identifier).
+   */
+  publish(
+    reservation: Reservation,
+    channel: string,
+    envelope: Buffer,
+    answered: (error: Error | undefined, published: boolean) => void,
+  ): void;
+}
+
+/**
+ * Inbound QoS 2 messages published exactly once across nodes (issue 17): the packet identifier
+ * is reserved in Redis before the message is published (reserve-incoming-1.lua), the PUBLISH
+ * runs only while the reservation is this connection's and marks it published in the same
+ * script (publish-reserved-1.lua), and a resend through another connection or node takes a
+ * reservation over. Its answer may be lost (a failover), so this node cannot know whether its
+ * own PUBLISH ran: the message skips local-first delivery and reaches this node's subscribers
+ * through Redis like any other node's (its envelope id does not carry the echo prefix).
+ *
+ * The persistence reserves (incomingGetPacket) and the emitter publishes; aedes hands the
+ * emitter a new packet object, which shares the client's payload Buffer: the reservation is
+ * found by that Buffer and the client id. Single Redis and Sentinel only: on a Redis Cluster a
+ * message's shard channel and its publisher's session are in different slots.
+ */
+export class InboundReservations {
+  private readonly prefix = `${randomBytes(6).toString("base64url")}.`;
+  private sequence = 0;
+  private readonly held = new WeakMap<Buffer, Reservation>();
+  /** Envelope ids of reserved messages: not this node's echo prefix, so the echo is delivered. */
+  readonly envelopeOrigin = `${randomBytes(6).toString("base64url")}:`;
+
+  /** A record `pending:<token>` unique to this reservation. */
+  nextPending(): string {
+    return `${PENDING}${this.prefix}${(++this.sequence).toString(36)}`;
+  }
+
+  hold(payload: Buffer, reservation: Reservation): void {
+    this.held.set(payload, reservation);
+  }
+
+  /** The reservation a message on the emitter, or a PUBREC's packet, was reserved under. */
+  of(clientId: unknown, qos: unknown, payload: unknown): Reservation | undefined {
+    if (qos !== 2 || !Buffer.isBuffer(payload)) return undefined;
+    const reservation = this.held.get(payload);
+    return reservation?.clientId === clientId ? reservation : undefined;
+  }
+
+  /**
+   * The reservation of a packet aedes queues for offline sessions (before the emitter sees it,
+   * so before it names its client): found by its payload Buffer alone.
+   */
+  ofQueued(qos: unknown, payload: unknown): Reservation | undefined {
+    return qos === 2 && Buffer.isBuffer(payload) ? this.held.get(payload) : undefined;
+  }
+
+  release(payload: Buffer): void {
+    this.held.delete(payload);
+  }
+}
+
+/** The publish script (`publish-lua/`), on the fabric's publisher connection. */
+export function reservedPublisher(publisher: Redis): ReservedPublisher {
+  const scripts = new RedisScripts<"publishReserved">(
+    publisher,
+    new URL("./publish-lua/", import.meta.url),
+  );
+  return {
+    publish(reservation, channel, envelope, answered) {
+      const { key, field, pending, published } = reservation;
+      scripts.run("publishReserved", [key], [field, pending, channel, envelope, published]).then(
+        (outcome) => {
+          reservation.done = outcome !== 0;
+          answered(undefined, reservation.done);
+        },
+        (error: Error) => answered(error, false),
+      );
+    },
+  };
+}
