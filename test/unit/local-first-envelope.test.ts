@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import msgpack from "msgpack-lite";
-import { Packr } from "msgpackr";
+import { Packr, Unpackr } from "msgpackr";
 import { decodeEnvelope, ENVELOPE_HEAD, encodeEnvelope } from "../../src/engine/envelope.js";
 
 /**
@@ -34,6 +34,11 @@ const INHERITS_NOTHING: object = Object.freeze(Object.create(null));
 
 function pairs(prototype: object | null): Record<string, string | string[]> {
   return Object.assign(Object.create(prototype), { site: "plant-7", ü: ["x", "y"] });
+}
+
+/** The message above with some fields changed or added. */
+function variant(fields: object): typeof message {
+  return { ...message, ...fields };
 }
 
 describe("local-first envelope", () => {
@@ -161,6 +166,60 @@ describe("local-first envelope", () => {
       { ...read.msg.properties.userProperties },
       { site: "plant-7", ü: ["x", "y"], toJSON: "x", constructor: "y" },
     );
+  });
+
+  it("reads every envelope as msgpackr does, its own reader or msgpackr's", () => {
+    const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+    const packr = new Packr({ useRecords: false, encodeUndefinedAsNil: true });
+    const long = "t/".repeat(200);
+    const cases: Array<[string, Buffer]> = [
+      ["3.1.1", encodeEnvelope("AbCdEfGh:1", message)],
+      ["MQTT 5", encodeEnvelope("AbCdEfGh:2", variant({ properties: V5_PROPERTIES }))],
+      ["empty payload", encodeEnvelope("a:1", variant({ payload: Buffer.alloc(0) }))],
+      ["bin16", encodeEnvelope("a:1", variant({ payload: Buffer.alloc(300, 1) }))],
+      ["bin32", encodeEnvelope("a:1", variant({ payload: Buffer.alloc(70_000, 2) }))],
+      ["str8 topic", encodeEnvelope("a:1", variant({ topic: "x".repeat(40) }))],
+      ["str16 topic", encodeEnvelope("a:1", variant({ topic: long }))],
+      ["non-ASCII", encodeEnvelope("a:1", variant({ topic: "Pumpe/Zulauf/Ü/☃" }))],
+      ...[0, 127, 128, 255, 256, 65_535, 65_536, 2 ** 32 - 1].map((n): [string, Buffer] => [
+        `counter ${n}`,
+        encodeEnvelope("a:1", variant({ brokerCounter: n })),
+      ]),
+      ["negative (msgpackr's)", packr.pack({ id: "a:1", msg: variant({ brokerCounter: -5 }) })],
+      ["float (msgpackr's)", packr.pack({ id: "a:1", msg: variant({ brokerCounter: 1.5 }) })],
+      [
+        "nested deeper than properties",
+        packr.pack({ id: "a:1", msg: { topic: "t", a: { b: { c: { d: {} } } } } }),
+      ],
+      ["msgpack-lite", msgpack.encode({ id: "other:7", msg: message })],
+    ];
+    for (const [name, bytes] of cases) {
+      assert.deepEqual(decodeEnvelope(bytes), unpackr.unpack(bytes), name);
+    }
+    // the same short strings twice, and others in between (the reader's cache of them)
+    for (const topic of ["a/b", "b/a", "a/b", "c/d", "a/b"]) {
+      const read = decodeEnvelope(encodeEnvelope("a:1", variant({ topic }))).msg;
+      assert.equal(read.topic, topic);
+    }
+  });
+
+  it("reads a __proto__ field as data, never as the object's prototype", () => {
+    const bytes = Buffer.from(
+      new Packr({ useRecords: false }).pack({
+        id: "a:1",
+        msg: JSON.parse('{"topic":"t","__proto__":{"polluted":1}}'),
+      }),
+    );
+    const read = decodeEnvelope(bytes).msg as unknown as Record<string, unknown>;
+    assert.equal(Object.getPrototypeOf(read), Object.prototype);
+    assert.equal(({} as Record<string, unknown>).polluted, undefined);
+  });
+
+  it("refuses a cut envelope, as msgpackr does", () => {
+    const whole = encodeEnvelope("AbCdEfGh:1", message);
+    for (const cut of [whole.length - 1, whole.length - 10, 12]) {
+      assert.throws(() => decodeEnvelope(Buffer.from(whole.subarray(0, cut))), `cut at ${cut}`);
+    }
   });
 
   it("keeps each envelope's bytes while later ones are written (slabs are never reused)", () => {
