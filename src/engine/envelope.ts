@@ -295,7 +295,7 @@ function readValue(payload: Buffer, depth: number): unknown {
   if (at >= payload.length) return UNREAD;
   const head = payload[at++] as number;
   if (head < 0x80) return head;
-  if ((head & 0xe0) === FIXSTR) return readShortString(payload, head & 0x1f);
+  if ((head & 0xe0) === FIXSTR) return readString(payload, head & 0x1f);
   if ((head & 0xf0) === 0x80) return readMap(payload, head & 0x0f, depth);
   if ((head & 0xf0) === 0x90) return readArray(payload, head & 0x0f, depth);
   switch (head) {
@@ -362,7 +362,15 @@ function readString(payload: Buffer, length: number): string | typeof UNREAD {
   if (end > payload.length) return UNREAD;
   const start = at;
   at = end;
-  return length === 0 ? "" : payload.toString("utf8", start, end);
+  if (length > 12) return payload.toString("utf8", start, end);
+  // Short ASCII in JavaScript: a call into C++ per value cost more than these few bytes
+  let text = "";
+  for (let i = start; i < end; i++) {
+    const code = payload[i] as number;
+    if (code >= 0x80) return payload.toString("utf8", start, end);
+    text += String.fromCharCode(code);
+  }
+  return text;
 }
 
 function readBinary(payload: Buffer, length: number): Buffer | typeof UNREAD {
@@ -373,12 +381,14 @@ function readBinary(payload: Buffer, length: number): Buffer | typeof UNREAD {
   return payload.subarray(start, end);
 }
 
-/** Short strings read before, by a hash of their bytes. */
-const keyCache: Array<{ bytes: Buffer; key: string } | undefined> = new Array(128);
+/** Map keys read before, by a hash of their bytes. */
+const keyCache: Array<{ bytes: Buffer; key: string } | undefined> = new Array(256);
 
 /**
- * A fixstr, from the cache when its bytes were read before (up to 16 bytes: field names, and
- * the values that repeat, such as the command and the broker's id).
+ * A map key's fixstr, from the cache when its bytes were read before (up to 16 bytes: field
+ * names). Values are not cached: ids and topics differ from message to message, and would
+ * evict the names. Two slots per key (FNV-1a of its bytes), so that two names of one packet
+ * that share a slot do not evict each other at every message.
  */
 function readShortString(payload: Buffer, length: number): string | typeof UNREAD {
   const start = at;
@@ -387,17 +397,23 @@ function readShortString(payload: Buffer, length: number): string | typeof UNREA
   at = end;
   if (length === 0) return "";
   if (length > 16) return payload.toString("utf8", start, end);
-  const slot = (length * 7 + (payload[start] as number) * 3 + (payload[end - 1] as number)) & 127;
-  const cached = keyCache[slot];
-  if (
-    cached !== undefined &&
-    cached.bytes.length === length &&
-    sameBytes(payload, start, cached.bytes)
-  ) {
-    return cached.key;
+  let hash = 0x811c9dc5;
+  for (let i = start; i < end; i++) hash = Math.imul(hash ^ (payload[i] as number), 0x01000193);
+  const first = hash & 255;
+  const second = (hash >>> 8) & 255;
+  const one = keyCache[first];
+  if (one !== undefined && one.bytes.length === length && sameBytes(payload, start, one.bytes)) {
+    return one.key;
+  }
+  const two = keyCache[second];
+  if (two !== undefined && two.bytes.length === length && sameBytes(payload, start, two.bytes)) {
+    return two.key;
   }
   const key = payload.toString("utf8", start, end);
-  keyCache[slot] = { bytes: Buffer.from(payload.subarray(start, end)), key };
+  keyCache[one === undefined ? first : second] = {
+    bytes: Buffer.from(payload.subarray(start, end)),
+    key,
+  };
   return key;
 }
 
@@ -409,7 +425,14 @@ function readMap(payload: Buffer, length: number, depth: number): unknown {
   if (depth > MAX_DEPTH) return UNREAD;
   const map: Record<string, unknown> = {};
   for (let i = 0; i < length; i++) {
-    const key = readValue(payload, depth + 1);
+    const head = payload[at] as number;
+    let key: unknown;
+    if ((head & 0xe0) === FIXSTR) {
+      at++;
+      key = readShortString(payload, head & 0x1f);
+    } else {
+      key = readValue(payload, depth + 1);
+    }
     // msgpackr turns other keys into strings; such maps are its to read
     if (typeof key !== "string") return UNREAD;
     const value = readValue(payload, depth + 1);

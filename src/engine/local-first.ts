@@ -4,6 +4,7 @@ import { Redis } from "ioredis";
 import { type EchoCheck, EchoFilter, filterStreamData } from "./echo-filter.js";
 import { decodeEnvelope, type EmittedMessage, echoCheck, encodeEnvelope } from "./envelope.js";
 import type { InboundReservations, ReservedPublisher } from "./inbound-qos2.js";
+import { RecentIds } from "./recent-ids.js";
 
 type Done = (error?: Error) => void;
 
@@ -15,8 +16,6 @@ export interface RedisEmitterShape {
   _emit(message: EmittedMessage, done?: Done): unknown;
   /** Where mqemitter-redis reports a failed PUBLISH that has no callback. */
   _onError?: Done;
-  /** mqemitter-redis' ids of messages already delivered (one message, several patterns). */
-  _cache?: { get(id: string): unknown; set(id: string, value: boolean): unknown };
   /** Channels mqemitter-redis skips (Sentinel's hello). */
   _ignoredTopicsSet?: Set<string>;
 }
@@ -176,21 +175,18 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
     pattern: new Set(subscriber.listeners("pmessageBuffer")),
   };
   const emitter = create();
-  const { _cache: seen, _ignoredTopicsSet: ignored } = emitter;
-  if (
-    typeof seen?.get !== "function" ||
-    typeof seen.set !== "function" ||
-    !(ignored instanceof Set)
-  )
+  const { _ignoredTopicsSet: ignored } = emitter;
+  if (!(ignored instanceof Set))
     throw new TypeError("mqemitter-redis has an unexpected shape: local-first cannot be installed");
+  // mqemitter-redis' own window: 10,000 ids
+  const seen = new RecentIds(10_000);
   // Only a channel of an ignored one's length is decoded to be compared.
   const ignoredLengths = new Set([...ignored].map((topic) => Buffer.byteLength(topic)));
   const receive = (channel: Buffer, payload: Buffer): void => {
     if (echoes.isEcho(payload, 0, payload.length)) return;
     if (ignoredLengths.has(channel.length) && ignored.has(channel.toString())) return;
     const envelope = decodeEnvelope(payload);
-    if (seen.get(envelope.id)) return;
-    seen.set(envelope.id, true);
+    if (!seen.add(envelope.id)) return;
     emitter._emit(envelope.msg);
   };
   for (const event of ["messageBuffer", "pmessageBuffer"] as const) {

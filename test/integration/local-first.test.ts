@@ -75,6 +75,32 @@ describe("local-first delivery", () => {
     }
   });
 
+  it("delivers a message once on a node whose Redis subscription gets it under several filters", async () => {
+    // node B subscribes to one channel and two patterns that all match lf/ov/x: Redis sends it
+    // three copies, which must reach each client once
+    const wide = await connect(b.urls.tcp as string);
+    const plus = await connect(b.urls.tcp as string);
+    const exact = await connect(b.urls.tcp as string);
+    const publisher = await connect(a.urls.tcp as string);
+    try {
+      const inboxes = [new Inbox(wide), new Inbox(plus), new Inbox(exact)];
+      await subscribe(wide, "lf/#", 1);
+      await subscribe(plus, "lf/ov/+", 1);
+      await subscribe(exact, "lf/ov/x", 1);
+      await publisher.publishAsync("lf/ov/x", "m1", { qos: 1 });
+      await publisher.publishAsync("lf/ov/x", "m2", { qos: 1 });
+      for (const inbox of inboxes) await withDeadline(inbox.waitFor(2), 5_000, "both messages");
+      // a third message behind them: a duplicate of m1 or m2 would have arrived before it
+      await publisher.publishAsync("lf/ov/x", "m3", { qos: 1 });
+      for (const inbox of inboxes) {
+        await withDeadline(inbox.waitFor(3), 5_000, "the third message");
+        assert.deepEqual(payloads(inbox), ["m1", "m2", "m3"], "each once");
+      }
+    } finally {
+      await end(wide, plus, exact, publisher);
+    }
+  });
+
   it("keeps each publisher's order for local and remote subscribers, at QoS 0 and 1", async () => {
     const count = 300;
     const subscribers = [await connect(a.urls.tcp as string), await connect(b.urls.tcp as string)];
