@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { type RunningNode, startNode } from "./in-process-node.js";
+import { connect, type MqttClient } from "./mqtt-client.js";
 import { RedisServer } from "./redis-server.js";
 
 /** Two in-process nodes, `node-a` and `node-b`, sharing a fresh Redis under a random prefix. */
@@ -29,4 +30,27 @@ export async function startNodePair(): Promise<NodePair> {
   }
   const [a, b] = nodes as [RunningNode, RunningNode];
   return { redis, keyPrefix, a, b, stop };
+}
+
+/**
+ * A persistent-session publisher on `first` that, at each reconnection, goes to the next of
+ * its servers (mqtt.js' `servers`): `first`, then `then`, as a load balancer moving it would.
+ */
+export async function connectMovingPublisher(
+  first: RunningNode,
+  then: RunningNode,
+  clientId: string,
+): Promise<MqttClient> {
+  const port = (node: RunningNode) => Number(new URL(node.urls.tcp as string).port);
+  const publisher = await connect(first.urls.tcp as string, {
+    clientId,
+    clean: false,
+    reconnectPeriod: 100,
+    servers: [
+      { host: "127.0.0.1", port: port(first) },
+      { host: "127.0.0.1", port: port(then) },
+    ],
+  });
+  publisher.on("error", () => {});
+  return publisher;
 }

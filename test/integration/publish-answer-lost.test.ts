@@ -5,6 +5,7 @@ import { withDeadline } from "../../harness/deadline.js";
 import { DelayRelay } from "../../harness/delay-relay.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import { connect, end, Inbox, type MqttClient, subscribe } from "../../harness/mqtt-client.js";
+import { connectMovingPublisher } from "../../harness/node-pair.js";
 import { RedisServer } from "../../harness/redis-server.js";
 
 /**
@@ -58,19 +59,9 @@ describe("a PUBLISH whose answer Redis never sent", () => {
   // id published (engine/inbound-qos2.ts): the resend finds it and is only acknowledged.
   it("a QoS 2 message resent through another node while the first waits on Redis is delivered once", () =>
     withRelayedPair("moved", async ({ a, b, relay, topic, subscriber, inbox, clients }) => {
-      const port = (url: RunningNode) => Number(new URL(url.urls.tcp as string).port);
-      // mqtt.js takes the next of `servers` at each reconnection: A, then B.
-      const publisher = await connect(a.urls.tcp as string, {
-        clientId: "moved-pub",
-        clean: false,
-        reconnectPeriod: 100,
-        servers: [
-          { host: "127.0.0.1", port: port(a) },
-          { host: "127.0.0.1", port: port(b) },
-        ],
-      });
+      // A first; its reconnection goes to B.
+      const publisher = await connectMovingPublisher(a, b, "moved-pub");
       clients.push(publisher);
-      publisher.on("error", () => {});
 
       relay.setDelay(HOLD_MS);
       const first = publisher.publishAsync(topic, "once", { qos: 2 });

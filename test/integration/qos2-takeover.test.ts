@@ -12,6 +12,7 @@ import {
   type MqttClient,
   subscribe,
 } from "../../harness/mqtt-client.js";
+import { connectMovingPublisher } from "../../harness/node-pair.js";
 import { RedisRelay } from "../../harness/redis-relay.js";
 import { RedisServer } from "../../harness/redis-server.js";
 import { PersistenceKeys } from "../../src/redis/redis-keys.js";
@@ -70,19 +71,9 @@ describe("an inbound QoS 2 PUBLISH taken over by another node", () => {
         DEADLINE_MS,
         "B in step with A's announcements",
       );
-      const port = (node: RunningNode) => Number(new URL(node.urls.tcp as string).port);
-      // mqtt.js takes the next of `servers` at each reconnection: A, then B.
-      const publisher = await connect(a.urls.tcp as string, {
-        clientId: "takeover-pub",
-        clean: false,
-        reconnectPeriod: 100,
-        servers: [
-          { host: "127.0.0.1", port: port(a) },
-          { host: "127.0.0.1", port: port(b) },
-        ],
-      });
+      // A first; its reconnection goes to B.
+      const publisher = await connectMovingPublisher(a, b, "takeover-pub");
       clients.push(publisher);
-      publisher.on("error", () => {});
 
       relay.holdCommandsWith(topic);
       const first = publisher.publishAsync(topic, "once", { qos: 2 });
