@@ -149,7 +149,7 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     this.state = state;
     this.stored = stored;
     this.subscriber = subscriber;
-    this.readingPausedKey = `${STATE_KEYS.readingPausedPrefix}${node.nodeId}`;
+    this.readingPausedKey = STATE_KEYS.readingPaused(node.nodeId);
     const acks = replicaAcksOn(config, connect, node, log);
     this.replicaAcks = acks?.acks;
     this.connections = [
@@ -189,7 +189,7 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
             {
               boundBytes: config.backpressure.subscriptionLagBytes,
               stallMs: config.backpressure.remoteStallMs,
-              readingPausedKey: (nodeId) => `${STATE_KEYS.readingPausedPrefix}${nodeId}`,
+              readingPausedKey: STATE_KEYS.readingPaused,
             },
             log,
           )

@@ -120,8 +120,8 @@ export const STATE_KEYS = {
   expiryIntervalsPrefix: "session-expiry:",
   /** Set: the nodes that have a `session-expiry:<nodeId>` hash. */
   expiryNodes: "session-expiry-nodes",
-  /** `reading-paused:<nodeId>`: set, with a short expiry, while a node does not read its subscription. */
-  readingPausedPrefix: "reading-paused:",
+  /** Set, with a short expiry, while a node does not read its subscription. */
+  readingPaused: (nodeId: string) => `reading-paused:${nodeId}`,
   /** String: the cluster's secret for unknown users' made-up SCRAM salts (base64, 32 bytes). */
   scramDecoySecret: "scram-decoy-secret",
   /** Set: the devices of an edge node with a DBIRTH certificate (src/sparkplug/). */
