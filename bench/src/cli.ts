@@ -7,6 +7,16 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { setPriority, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import {
+  BENCH_CGROUP_PREFIX,
+  BENCH_NICE,
+  CFS_PERIOD_US,
+  CPU_CONTROLLER,
+  checkCpuController,
+  NODE_CPU_SHARES,
+  NodeCpuBudget,
+  sweepStaleCgroups,
+} from "../../harness/cpu-cgroup.js";
 import { MOSQUITTO_PATH } from "./brokers/mosquitto.js";
 import { benchSluiceConfig, nodeExecArgv } from "./brokers/sluice.js";
 import { mqttBenchmarkInstalled } from "./crosscheck/mqtt-benchmark.js";
@@ -19,16 +29,6 @@ import { panelsFor, renderChart } from "./report/svg-chart.js";
 import { parsePhases } from "./scenarios/phase-selection.js";
 import { defaultScenarios, findScenario } from "./scenarios/registry.js";
 import type { ResultRow, Scenario, ScenarioTable } from "./scenarios/scenario.js";
-import {
-  BENCH_CGROUP_PREFIX,
-  BENCH_NICE,
-  CFS_PERIOD_US,
-  CPU_CONTROLLER,
-  checkCpuController,
-  NODE_CPU_SHARES,
-  NodeCpuBudget,
-  sweepStaleCgroups,
-} from "./system/cpu-cgroup.js";
 import { machineInfo, versions } from "./system/machine-info.js";
 
 const DEFAULT_RESULTS = fileURLToPath(new URL("../../../bench/results", import.meta.url));

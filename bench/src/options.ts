@@ -1,8 +1,8 @@
 import { availableParallelism } from "node:os";
 import { parseArgs } from "node:util";
+import { parseNodeCpu } from "../../harness/cpu-cgroup.js";
 import { ALL_BROKERS, findBroker } from "./brokers/catalog.js";
 import type { RunOptions } from "./scenarios/scenario.js";
-import { parseNodeCpu } from "./system/cpu-cgroup.js";
 
 export const USAGE = `Usage: npm run bench -- [SCENARIO...] [options]
        (no scenario: the default set, throughput and latency; npm run bench builds first)

@@ -9,12 +9,6 @@ import { createInterface } from "node:readline";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { lineMatching, spawnBench } from "../../harness/bench-cli.js";
-import { parseCli } from "../src/options.js";
-import type { MeasuredCase } from "../src/scenarios/cost-goals.js";
-import type { CostFigures } from "../src/scenarios/cost-probe.js";
-import type { LoadCase } from "../src/scenarios/measure-brokers.js";
-import { scalingTable } from "../src/scenarios/scaling-table.js";
-import type { ResultRow } from "../src/scenarios/scenario.js";
 import {
   BENCH_CGROUP_PREFIX,
   CPU_CONTROLLER,
@@ -25,7 +19,13 @@ import {
   parseNodeCpu,
   sweepStaleCgroups,
   throttleSince,
-} from "../src/system/cpu-cgroup.js";
+} from "../../harness/cpu-cgroup.js";
+import { parseCli } from "../src/options.js";
+import type { MeasuredCase } from "../src/scenarios/cost-goals.js";
+import type { CostFigures } from "../src/scenarios/cost-probe.js";
+import type { LoadCase } from "../src/scenarios/measure-brokers.js";
+import { scalingTable } from "../src/scenarios/scaling-table.js";
+import type { ResultRow } from "../src/scenarios/scenario.js";
 import { threadCpuSeconds } from "../src/system/process-cpu.js";
 
 const CLI = fileURLToPath(new URL("../src/cli.js", import.meta.url));

@@ -5,7 +5,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { CpuQuota, cpuQuotaUnavailable } from "../../harness/cpu-quota.js";
+import { checkCpuController, NodeCpuBudget } from "../../harness/cpu-cgroup.js";
 import { withDeadline } from "../../harness/deadline.js";
 import { connect, end, type MqttClient } from "../../harness/mqtt-client.js";
 import { metricSum } from "../../harness/node-metrics.js";
@@ -67,6 +67,16 @@ async function startNode(nodeId: string, keyPrefix: string): Promise<Node> {
     url: `mqtt://127.0.0.1:${ready.ports.tcp}`,
     http: `http://127.0.0.1:${ready.httpPort}`,
   };
+}
+
+/** Why a CPU quota cannot be set here (the test is skipped, saying so), or undefined. */
+function cpuQuotaUnavailable(): string | undefined {
+  try {
+    checkCpuController();
+    return undefined;
+  } catch (error) {
+    return (error as Error).message;
+  }
 }
 
 /** Subscribers that record each publisher's sequence numbers in the order they arrive. */
@@ -169,11 +179,11 @@ describe("cluster backpressure across nodes", () => {
       const a = await startNode("node-a", prefix);
       const b = await startNode("node-b", prefix);
       // B gets a tenth of a core: it reads from Redis far slower than A takes PUBLISHes.
-      const quota = CpuQuota.create(0.1);
+      const quota = new NodeCpuBudget(0.1);
       const clients: MqttClient[] = [];
       const children: ChildProcess[] = [];
       try {
-        quota.add(b.process.child.pid as number);
+        quota.place(b.process.child.pid as number, "node-b");
         const subs = await mosquittoSubscribers(b.url, 2, "xbp/sat/#");
         children.push(...subs.processes);
         const publishers = ["p0", "p1"];
@@ -211,7 +221,7 @@ describe("cluster backpressure across nodes", () => {
         const held = a.process.lines.find((l) => l.event === "cluster.backpressure");
         assert.equal(held?.pausedNode ?? held?.laggingNode, "node-b", "A said who held it");
       } finally {
-        quota.release();
+        quota.releaseAll();
         for (const child of children) child.kill("SIGKILL");
         await end(...clients);
       }

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import type { NodeCpuBudget } from "../../../harness/cpu-cgroup.js";
 import type { CleanupRegistry } from "../lifecycle/cleanup-registry.js";
-import type { NodeCpuBudget } from "../system/cpu-cgroup.js";
 import type { WatchedProcess } from "../system/process-cpu.js";
 import {
   type BrokerContext,

@@ -1,5 +1,5 @@
+import type { NodeCpuBudget } from "../../../harness/cpu-cgroup.js";
 import type { CleanupRegistry } from "../lifecycle/cleanup-registry.js";
-import type { NodeCpuBudget } from "../system/cpu-cgroup.js";
 import type { WatchedProcess } from "../system/process-cpu.js";
 import type { BenchRedis } from "./redis.js";
 

@@ -1,3 +1,8 @@
+import {
+  type NodeCpuBudget,
+  type ThrottleStats,
+  throttleSince,
+} from "../../../harness/cpu-cgroup.js";
 import type { RunningBroker } from "../brokers/broker.js";
 import { type ReadinessFigures, ReadinessWatch } from "../brokers/readiness-watch.js";
 import {
@@ -7,7 +12,6 @@ import {
   redisActivitySince,
 } from "../brokers/redis-info.js";
 import { readSluiceCounters, type SluiceCounters } from "../brokers/sluice-metrics.js";
-import { type NodeCpuBudget, type ThrottleStats, throttleSince } from "../system/cpu-cgroup.js";
 import { ContentionWindow } from "../system/cpu-contention.js";
 import { mainThreadRunQueueSeconds, threadCpuSeconds } from "../system/process-cpu.js";
 import { readSyscalls } from "../system/process-io.js";

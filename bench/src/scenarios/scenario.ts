@@ -1,10 +1,10 @@
+import type { NodeCpuBudget } from "../../../harness/cpu-cgroup.js";
 import type { BrokerDefinition } from "../brokers/broker.js";
 import type { ClientKind } from "../generator/load-client.js";
 import type { QoS } from "../generator/messages.js";
 import type { TopicPattern } from "../generator/plan.js";
 import type { ProtocolLevel } from "../generator/protocol-level.js";
 import type { CleanupRegistry } from "../lifecycle/cleanup-registry.js";
-import type { NodeCpuBudget } from "../system/cpu-cgroup.js";
 import type { PhaseName } from "./phase-selection.js";
 
 /** Settings of one bench invocation that every scenario honours. */

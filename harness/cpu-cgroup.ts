@@ -49,7 +49,7 @@ export function parseNodeCpu(text: string, machineCores: number): number {
  * bandwidth control this process may create cgroups in (root, or a delegated hierarchy).
  */
 export function checkCpuController(root: string = CPU_CONTROLLER): void {
-  const needs = "--node-cpu needs a writable cgroup v1 cpu controller";
+  const needs = "a CPU quota (the bench's --node-cpu) needs a writable cgroup v1 cpu controller";
   if (!existsSync(join(root, "cgroup.procs")))
     throw new Error(`${needs}: no cgroup hierarchy at ${root}`);
   if (!existsSync(join(root, "cpu.cfs_quota_us")))
