@@ -79,7 +79,7 @@ export class SubscriptionLag {
     this.changed.push(listener);
   }
 
-  /** Reads one CLIENT LIST answer (public for its tests). */
+  /** Reads one CLIENT LIST answer (public for its unit test). */
   read(list: string, now: number): void {
     const poll = ++this.polls;
     let own = 0;
