@@ -68,7 +68,9 @@ export class FloodAttack {
   }
 
   private send(command: AttackerCommand): void {
-    if (this.child.connected) this.child.send(command);
+    // A callback, so that a write to a process already going (EPIPE) is not an 'error' event
+    // nobody listens to; its exit says it is gone.
+    if (this.child.connected) this.child.send(command, () => {});
   }
 
   private wake(): void {

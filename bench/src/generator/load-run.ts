@@ -145,7 +145,15 @@ class Worker {
   }
 
   send(message: CoordinatorMessage): void {
-    if (this.child.connected) this.child.send(message);
+    if (!this.child.connected) return;
+    // A worker a signal's cleanup is killing can still look connected: the write then fails
+    // (EPIPE), which without a callback is an 'error' event nobody listens to, and the bench
+    // died with exit 1 instead of its signal's code.
+    this.child.send(message, (error) => {
+      if (error === null) return;
+      this.failure ??= `generator process unreachable (${error.message})`;
+      for (const waiter of this.waiters.splice(0)) waiter();
+    });
   }
 
   /** The next message of a type, failing as soon as the process reports a failure. */
