@@ -16,16 +16,22 @@ function line(name: string, omem: number): string {
 const OWN = "sluice/node-a/aaaa/subscriber";
 const B = "sluice/node-b/bbbb/subscriber";
 
+/** A lag with a bound of 1,000 bytes and stallMs 5 s, whose query connection never connects. */
+function newLag() {
+  // read() is given CLIENT LIST's answers
+  const query = new Redis({ lazyConnect: true });
+  const lag = new SubscriptionLag(
+    query,
+    OWN,
+    { boundBytes: 1_000, stallMs: 5_000, readingPausedKey: (id) => `reading-paused:${id}` },
+    pino({ level: "silent" }),
+  );
+  return { query, lag };
+}
+
 describe("the cluster's subscription lag", () => {
   it("counts its own lag and every other node's; a node past the bound for stallMs no longer, until it drains", () => {
-    // never connects: read() is given CLIENT LIST's answers
-    const query = new Redis({ lazyConnect: true });
-    const lag = new SubscriptionLag(
-      query,
-      OWN,
-      { boundBytes: 1_000, stallMs: 5_000, readingPausedKey: (id) => `reading-paused:${id}` },
-      pino({ level: "silent" }),
-    );
+    const { query, lag } = newLag();
     const list = (own: number, b: number) => [
       [line(OWN, own), line(B, b), line("someone-else", 9_999_999)].join("\n"),
     ];
@@ -50,13 +56,7 @@ describe("the cluster's subscription lag", () => {
   });
 
   it("on a Redis Cluster reads every primary's CLIENT LIST: a node's lag is its largest shard connection's", () => {
-    const query = new Redis({ lazyConnect: true });
-    const lag = new SubscriptionLag(
-      query,
-      OWN,
-      { boundBytes: 1_000, stallMs: 5_000, readingPausedKey: (id) => `reading-paused:${id}` },
-      pino({ level: "silent" }),
-    );
+    const { query, lag } = newLag();
     const C = "sluice/node-c/cccc/subscriber";
     // Each primary has one shard connection of each node, under the node's subscriber name.
     const primaries = (own: number[], b: number[], c: number[]) =>
