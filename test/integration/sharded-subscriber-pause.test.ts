@@ -15,7 +15,7 @@ import { SubscriptionLag } from "../../src/cluster/subscription-lag.js";
  * A node's sharded subscription on a real Redis Cluster (three primaries), paused and watched
  * as the backpressure pauses and watches it: every shard connection stops reading, including
  * one made while paused (a resharding), none stays paused once resumed, and what waits for a
- * paused node in each primary's output buffer is read as that node's lag.
+ * paused node in any primary's output buffer is read as that node's lag.
  */
 const DEADLINE_MS = 30_000;
 const LAG_BOUND = 256 * 1024;
@@ -108,7 +108,7 @@ async function arrives(subscriber: ShardedSubscriber, received: string[], payloa
 }
 
 describe("a paused sharded subscription on a Redis Cluster", () => {
-  it("every primary holds a paused node's share, read as that node's lag; resumed, it drains", async () => {
+  it("a paused node's buffer on any one primary is read as its lag: every primary is asked; resumed, it drains", async () => {
     const a = await subscription(NAME_A);
     const b = await subscription(NAME_B);
     const query = new Cluster(cluster.nodes, { keyPrefix: `${keyPrefix}{state}:` });
@@ -125,30 +125,41 @@ describe("a paused sharded subscription on a Redis Cluster", () => {
       const names = (await server.otherClients()).map((line) => / name=(\S*)/.exec(line)?.[1]);
       assert.ok(names.includes(NAME_A) && names.includes(NAME_B), `both nodes on ${server.port}`);
     }
-    assert.equal(b.subscriber.pauseReading(true), true);
-    assert.deepEqual([...b.subscriber.readingState().values()], [true, true, true]);
-    // 4 MiB a round (64 KiB on every channel), at most 16 rounds: the kernel's socket buffers
-    // between each primary and node-b (megabytes) fill before Redis' output buffers grow.
     const payload = "x".repeat(64 * 1024);
-    const past = () => lag.clusterBytes > LAG_BOUND && lag.laggingNode === "node-b";
-    let rounds = 0;
-    while (rounds < 16 && !omemEverywhere(await omems(NAME_B))) {
-      rounds++;
-      await Promise.all(channels.all.map((channel) => a.topology.spublish(channel, payload)));
+    let sent = 0;
+    // One primary at a time: a lag read on some primaries only misses the others' turn.
+    for (const server of cluster.servers) {
+      const owned = await shardChannelsOn(server);
+      assert.equal(b.subscriber.pauseReading(true), true);
+      assert.deepEqual([...b.subscriber.readingState().values()], [true, true, true]);
+      // 64 KiB on each of its channels a round, at most 16 rounds: the kernel's socket buffers
+      // between the primary and node-b (megabytes) fill before Redis' output buffer grows.
+      for (let round = 0; round < 16 && (await omemOf(server, NAME_B)) <= LAG_BOUND; round++) {
+        await Promise.all(owned.map((channel) => a.topology.spublish(channel, payload)));
+        sent += owned.length;
+      }
+      const omem = await omems(NAME_B);
+      const where = `node-b's buffers ${omem.join(", ")}, on ${server.port}`;
+      assert.deepEqual(
+        omem.map((bytes) => bytes > LAG_BOUND),
+        cluster.servers.map((other) => other === server),
+        where,
+      );
+      await lagUntil(
+        lag,
+        () => lag.clusterBytes > LAG_BOUND && lag.laggingNode === "node-b",
+        `node-b's lag past the bound (${where})`,
+      );
+      assert.ok(lag.bytes <= LAG_BOUND, `node-a reads: its own lag ${lag.bytes}`);
+      assert.equal(b.subscriber.pauseReading(false), true);
+      await lagUntil(lag, () => lag.clusterBytes === 0, `node-b drained (${where})`);
     }
-    const omem = await omems(NAME_B);
-    assert.ok(omemEverywhere(omem), `node-b's buffer on every primary: ${omem.join(", ")}`);
-    await lagUntil(lag, past, `node-b's lag past the bound (omem ${omem.join(", ")})`);
-    assert.ok(lag.bytes <= LAG_BOUND, `node-a reads: its own lag ${lag.bytes}`);
-    assert.equal(b.subscriber.pauseReading(false), true);
-    await lagUntil(lag, () => lag.clusterBytes === 0, "node-b drained");
-    const total = rounds * channels.all.length;
     await withDeadline(
       (async () => {
-        while (b.received.length < total) await once(b.subscriber, "messageBuffer");
+        while (b.received.length < sent) await once(b.subscriber, "messageBuffer");
       })(),
       DEADLINE_MS,
-      `node-b reads all ${total}`,
+      `node-b reads all ${sent}`,
     );
   });
 
@@ -196,11 +207,6 @@ describe("a paused sharded subscription on a Redis Cluster", () => {
 /** Each primary's output buffer for the connection of this name. */
 function omems(name: string): Promise<number[]> {
   return Promise.all(cluster.servers.map((server) => omemOf(server, name)));
-}
-
-/** Past the bound on every primary. */
-function omemEverywhere(omem: number[]): boolean {
-  return omem.every((bytes) => bytes > LAG_BOUND);
 }
 
 /** The output buffer Redis holds for the connection of this name (CLIENT LIST omem). */
