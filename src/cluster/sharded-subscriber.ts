@@ -251,7 +251,8 @@ function pauseStream(connection: Redis, paused: boolean): void {
   const stream = connection.stream;
   if (stream === undefined) return;
   if (paused) stream.pause();
-  else stream.resume();
+  // Only a paused one: resume() would set a stream not yet read by ioredis flowing.
+  else if (stream.isPaused()) stream.resume();
 }
 
 function sameChannels(a: readonly string[], b: readonly string[]): boolean {
