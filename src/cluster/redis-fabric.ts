@@ -67,21 +67,21 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
   readonly replicaAcks: ReplicaAcks | undefined;
   /** PUBLISHes Redis has not answered yet: the outbound pipeline. */
   private readonly pending = new PendingPublishes();
-  /** Redis' output buffer for this node's subscription (single Redis and Sentinel). */
-  private readonly subscriptionLag: SubscriptionLag | undefined;
+  /** Redis' output buffers for the nodes' subscriptions. */
+  private readonly subscriptionLag: SubscriptionLag;
   /** What cluster backpressure watches: the outbound pipeline and the subscription's lag. */
   readonly load = {
     pendingBytes: (): number => this.pending.bytes,
-    lagBytes: (): number => this.subscriptionLag?.bytes ?? 0,
+    lagBytes: (): number => this.subscriptionLag.bytes,
     /** The largest lag among the cluster's nodes that read their subscriptions, this one's too. */
-    clusterLagBytes: (): number => this.subscriptionLag?.clusterBytes ?? 0,
+    clusterLagBytes: (): number => this.subscriptionLag.clusterBytes,
     /** The node whose lag clusterLagBytes is. */
-    laggingNode: (): string | undefined => this.subscriptionLag?.laggingNode,
+    laggingNode: (): string | undefined => this.subscriptionLag.laggingNode,
     /** Another node that does not read its subscription now (SubscriptionThrottle). */
-    pausedNode: (): string | undefined => this.subscriptionLag?.pausedNode,
+    pausedNode: (): string | undefined => this.subscriptionLag.pausedNode,
     onChange: (listener: () => void): void => {
       this.pending.onAnswered(listener);
-      this.subscriptionLag?.onChange(listener);
+      this.subscriptionLag.onChange(listener);
     },
   };
   private readonly connections: FabricConnection[];
@@ -180,43 +180,44 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
       route,
       this.persistence.inboundQos2,
     );
-    // A Cluster's subscriber has a connection per primary: their lag is not looked up.
-    this.subscriptionLag =
-      state instanceof Redis
-        ? new SubscriptionLag(
-            state,
-            subscriberName,
-            {
-              boundBytes: config.backpressure.subscriptionLagBytes,
-              stallMs: config.backpressure.remoteStallMs,
-              readingPausedKey: STATE_KEYS.readingPaused,
-            },
-            log,
-          )
-        : undefined;
-    this.subscriptionLag?.start();
+    // On a Cluster the lag is read on every primary (its shard connections carry this name).
+    this.subscriptionLag = new SubscriptionLag(
+      state,
+      subscriberName,
+      {
+        boundBytes: config.backpressure.subscriptionLagBytes,
+        stallMs: config.backpressure.remoteStallMs,
+        readingPausedKey: STATE_KEYS.readingPaused,
+      },
+      log,
+    );
+    this.subscriptionLag.start();
   }
 
   /**
    * Stops or restarts reading the subscriber connection (SubscriptionThrottle): what the node
    * does not read waits in Redis' output buffer for it, where every node's backpressure sees
    * it. Only a ready connection is paused: a reconnecting one must read its resubscriptions'
-   * answers to become ready. A Cluster's sharded subscriber is not paused.
+   * answers to become ready. On a Cluster every shard connection is (ShardedSubscriber).
    */
   pauseReading(paused: boolean): boolean {
     const subscriber = this.subscriber;
-    if (subscriber instanceof ShardedSubscriber) return false;
-    const stream = subscriber.stream;
     if (!paused) {
-      stream?.resume();
+      if (subscriber instanceof ShardedSubscriber) subscriber.pauseReading(false);
+      else subscriber.stream?.resume();
       if (this.pausedAnnouncedAt !== 0) {
         this.pausedAnnouncedAt = 0;
         this.state.del(this.readingPausedKey).catch(() => {});
       }
       return true;
     }
-    if (stream === undefined || !this.ready.has(subscriber)) return false;
-    stream.pause();
+    if (subscriber instanceof ShardedSubscriber) {
+      if (!subscriber.pauseReading(true)) return false;
+    } else {
+      const stream = subscriber.stream;
+      if (stream === undefined || !this.ready.has(subscriber)) return false;
+      stream.pause();
+    }
     // The kernel's socket buffers hold megabytes before Redis' output buffer grows: the other
     // nodes learn of the pause from this key, not only from the lag (SubscriptionLag).
     const now = Date.now();
@@ -292,7 +293,7 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
   }
 
   async close(): Promise<void> {
-    this.subscriptionLag?.stop();
+    this.subscriptionLag.stop();
     for (const watcher of this.sentinelWatchers) watcher.disconnect();
     await Promise.all(this.connections.map((c) => c.quit().catch(() => c.disconnect())));
   }

@@ -57,6 +57,11 @@ export class ShardedSubscriber extends EventEmitter<ShardedSubscriberEvents> {
    */
   private lostAlone = true;
   private closed = false;
+  /**
+   * Reading is paused (pauseReading): every shard connection subscribed from now on is paused
+   * too, once its SSUBSCRIBEs are answered.
+   */
+  private readingPaused = false;
 
   constructor(
     private readonly topology: Cluster,
@@ -96,6 +101,33 @@ export class ShardedSubscriber extends EventEmitter<ShardedSubscriberEvents> {
   /** mqemitter-redis' PUNSUBSCRIBE: answered at once. */
   punsubscribe(...args: unknown[]): Promise<number> {
     return answerAtOnce(args);
+  }
+
+  /**
+   * Stops or restarts reading every shard connection (SubscriptionThrottle, through
+   * RedisFabric): what is not read waits in each primary's output buffer for it. Pausing needs
+   * the whole subscription (a shard still subscribing must read its answers); true if it is
+   * paused. While paused, a shard connection made anew (a slot-cache refresh, a resharding, a
+   * reconnect) subscribes, then pauses; one resumed before its answers stays unpaused.
+   */
+  pauseReading(paused: boolean): boolean {
+    if (paused && !this.readingPaused && !this.whole) return false;
+    this.readingPaused = paused;
+    // Only subscribed ones pause; every one resumes, so none is left paused whatever its state.
+    for (const shard of this.shards.values()) {
+      if (shard.subscribed || !paused) pauseStream(shard.connection, paused);
+    }
+    return true;
+  }
+
+  /** Whether each shard connection's socket is paused, by primary (for tests). */
+  readingState(): Map<string, boolean> {
+    return new Map(
+      [...this.shards.values()].map((shard) => [
+        shard.key,
+        shard.connection.stream?.isPaused() ?? false,
+      ]),
+    );
   }
 
   /** Closes every shard connection (nothing to wait for: a subscriber keeps no data). */
@@ -181,6 +213,7 @@ export class ShardedSubscriber extends EventEmitter<ShardedSubscriberEvents> {
       () => {
         if (generation !== shard.generation || this.shards.get(shard.key) !== shard) return;
         shard.subscribed = true;
+        if (this.readingPaused) pauseStream(connection, true);
         this.check();
       },
       () => {
@@ -211,6 +244,15 @@ export class ShardedSubscriber extends EventEmitter<ShardedSubscriberEvents> {
       this.emit("close");
     }
   }
+}
+
+/** Pauses or resumes reading a connection's socket (the one it has now: a reconnect makes another). */
+function pauseStream(connection: Redis, paused: boolean): void {
+  const stream = connection.stream;
+  if (stream === undefined) return;
+  if (paused) stream.pause();
+  // Only a paused one: resume() would set a stream not yet read by ioredis flowing.
+  else if (stream.isPaused()) stream.resume();
 }
 
 function sameChannels(a: readonly string[], b: readonly string[]): boolean {

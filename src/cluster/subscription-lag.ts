@@ -1,11 +1,15 @@
-import type { Redis } from "ioredis";
+import { Cluster, type Redis } from "ioredis";
 import { asError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
+import type { RedisClient } from "../redis/redis-client.js";
 
 /** How often Redis is asked; at 50 MB/s of pub/sub traffic that is 5 MB between two looks. */
 const POLL_MS = 100;
 
-/** A node's subscriber connection in CLIENT LIST (node-connections.ts names them). */
+/**
+ * A node's subscriber connection in CLIENT LIST (node-connections.ts names them; on a Redis
+ * Cluster each of a node's shard connections, one per primary, carries the same name).
+ */
 const SUBSCRIBER_LINE = / name=(sluice\/([A-Za-z0-9._-]+)\/[^/ ]+\/subscriber) .*? omem=(\d+)/;
 
 export interface LagSettings {
@@ -42,6 +46,10 @@ interface RemoteSubscription {
  * stalled (stopped, cut off, hung), not slow: holding every publisher of the cluster for it
  * would stop the cluster, so it stops counting, and Redis' limit decides its subscription.
  *
+ * On a Redis Cluster a node's subscription is sharded (ShardedSubscriber): one connection per
+ * primary, each with its share of the messages, so every primary's CLIENT LIST is read, one
+ * command per primary in parallel, and a node's lag is the largest over its connections.
+ *
  * Where CLIENT LIST is refused (some managed Redis), the lags read 0 and only the outbound
  * pipeline bounds backpressure; that is logged once. Nodes of other clusters on the same
  * Redis (another keyPrefix) count too: their names do not say which cluster they serve.
@@ -60,7 +68,8 @@ export class SubscriptionLag {
   private readonly remotes = new Map<string, RemoteSubscription>();
 
   constructor(
-    private readonly query: Redis,
+    /** A single Redis (direct or through Sentinel), or a Cluster whose primaries are asked. */
+    private readonly query: RedisClient,
     private readonly subscriberName: string,
     private readonly settings: LagSettings,
     private readonly log: Logger,
@@ -79,17 +88,16 @@ export class SubscriptionLag {
     this.changed.push(listener);
   }
 
-  /** Reads one CLIENT LIST answer (public for its unit test). */
-  read(list: string, now: number): void {
+  /**
+   * Reads the CLIENT LIST answers of every server that holds subscriptions, one for a single
+   * Redis, one per primary on a Cluster (public for its unit test).
+   */
+  read(lists: readonly string[], now: number): void {
     const poll = ++this.polls;
     let own = 0;
     let largest = 0;
     let lagging: string | undefined;
-    for (const line of list.split("\n")) {
-      const match = SUBSCRIBER_LINE.exec(line);
-      if (!match) continue;
-      const [, name = "", nodeId = "", omem = "0"] = match;
-      const bytes = Number(omem);
+    for (const [name, { nodeId, bytes }] of subscriptionLags(lists)) {
       if (name === this.subscriberName) own = bytes;
       else if (!this.counts(name, nodeId, bytes, now, poll)) continue;
       if (bytes > largest) {
@@ -166,11 +174,18 @@ export class SubscriptionLag {
 
   private async poll(): Promise<void> {
     if (this.query.status !== "ready") return this.schedule();
-    let list: string;
-    try {
-      list = String(await this.query.call("CLIENT", "LIST", "TYPE", "pubsub"));
-    } catch (error) {
-      const err = asError(error);
+    const servers: Redis[] =
+      this.query instanceof Cluster ? this.query.nodes("master") : [this.query];
+    const answers = await Promise.allSettled(
+      servers.map((server) => server.call("CLIENT", "LIST", "TYPE", "pubsub")),
+    );
+    const lists: string[] = [];
+    for (const answer of answers) {
+      if (answer.status === "fulfilled") {
+        lists.push(String(answer.value));
+        continue;
+      }
+      const err = asError(answer.reason);
       if (/NOPERM|unknown (sub)?command|ERR unknown/i.test(err.message)) {
         this.log.info(
           { event: "redis.subscription_lag_unmeasured", err },
@@ -178,10 +193,39 @@ export class SubscriptionLag {
         );
         return;
       }
-      return this.schedule();
     }
-    this.read(list, Date.now());
+    // A primary that did not answer (lost, failing over) took its subscriptions' buffers with
+    // it: the others' answers are the lag.
+    if (lists.length === 0) return this.schedule();
+    this.read(lists, Date.now());
     await this.readPauses();
     this.schedule();
   }
+}
+
+/**
+ * Each subscriber connection's output buffer by connection name, the largest where a name is
+ * on several servers (a node's shard connections on a Cluster's primaries). The largest, not
+ * the sum: Redis' limit (`client-output-buffer-limit pubsub`) cuts each connection on its own
+ * once its own buffer passes it, and `subscriptionLagBytes` is a bound under that limit; a sum
+ * would make the same bound hold publishers at a third of it per connection on three primaries,
+ * and mean something else on every topology. What a node has to read in all is then up to the
+ * bound per primary, each primary's memory bounded as on a single Redis.
+ */
+function subscriptionLags(
+  lists: readonly string[],
+): Map<string, { nodeId: string; bytes: number }> {
+  const lags = new Map<string, { nodeId: string; bytes: number }>();
+  for (const list of lists) {
+    for (const line of list.split("\n")) {
+      const match = SUBSCRIBER_LINE.exec(line);
+      if (!match) continue;
+      const [, name = "", nodeId = "", omem = "0"] = match;
+      const bytes = Number(omem);
+      const known = lags.get(name);
+      if (known === undefined) lags.set(name, { nodeId, bytes });
+      else if (bytes > known.bytes) known.bytes = bytes;
+    }
+  }
+  return lags;
 }

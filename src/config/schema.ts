@@ -284,7 +284,7 @@ const redisSchema = z.strictObject({
         .min(65_536)
         .default(4 * 1024 * 1024)
         .describe(
-          "Bytes Redis holds for a node's subscription (CLIENT LIST `omem`, looked at every 100 ms; single Redis and Sentinel) past which publishers are paused the same way: this node's own, or any other node's (every node reads what is published here). Keep it well under Redis' `client-output-buffer-limit pubsub` (32 MB hard, 8 MB for 60 s soft by default), where Redis cuts the subscription.",
+          "Bytes Redis holds for a node's subscription (CLIENT LIST `omem`, looked at every 100 ms; on a Redis Cluster on every primary, a node's lag being its largest shard connection's, since Redis cuts each on its own) past which publishers are paused the same way: this node's own, or any other node's (every node reads what is published here). Keep it well under Redis' `client-output-buffer-limit pubsub` (32 MB hard, 8 MB for 60 s soft by default), where Redis cuts the subscription.",
         ),
       remoteStallMs: z
         .number()
@@ -302,7 +302,7 @@ const redisSchema = z.strictObject({
         .max(10_000_000)
         .default(1_000)
         .describe(
-          "QoS 1/2 deliveries waiting for this node's subscribers' in-flight windows (of subscribers that acknowledged one within the last second) past which the node, while its event loop is saturated, stops reading its Redis subscription until half are delivered: what it cannot deliver yet then waits in Redis, where every node's `subscriptionLagBytes` bound slows the publishers, instead of being read here and dropped from full queues. Single Redis and Sentinel.",
+          "QoS 1/2 deliveries waiting for this node's subscribers' in-flight windows (of subscribers that acknowledged one within the last second) past which the node, while its event loop is saturated, stops reading its Redis subscription until half are delivered: what it cannot deliver yet then waits in Redis, where every node's `subscriptionLagBytes` bound slows the publishers, instead of being read here and dropped from full queues. On a Redis Cluster every shard connection of the node is paused.",
         ),
     })
     .prefault({})
