@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { sharedField } from "../engine/inbound-qos2.js";
 import { RedisScripts } from "../engine/redis-scripts.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import type {
@@ -7,6 +8,7 @@ import type {
   GroupState,
   JoinResult,
   LeaveResult,
+  ReservedMessage,
   SharedGroupStore,
 } from "../shared-subscriptions/group-store.js";
 import type { GroupLimits } from "../shared-subscriptions/memory-group-store.js";
@@ -133,15 +135,23 @@ export class RedisGroupStore implements SharedGroupStore {
     proposed: string | undefined,
     message: Buffer,
     keep: boolean,
+    reserved?: ReservedMessage,
   ): Promise<Assignment> {
     const id = this.idOf(name);
+    const args: Array<string | number | Buffer> = [
+      ...[id, proposed ?? "", message, keep ? "1" : "0", this.limits.maxQueued],
+      ...[this.leasePrefix, `${this.keyPrefix}${groupKey(id, "q:")}`],
+    ];
+    let incoming = GROUPS;
+    if (reserved?.key.startsWith(this.keyPrefix)) {
+      // The connection adds its key prefix to keys.
+      incoming = reserved.key.slice(this.keyPrefix.length);
+      args.push(reserved.field, sharedField(reserved.field), reserved.pending);
+    }
     const reply = (await this.scripts.run(
       "shareAssign",
-      [GROUPS, groupKey(id, "members"), groupKey(id, "backlog")],
-      [
-        ...[id, proposed ?? "", message, keep ? "1" : "0", this.limits.maxQueued],
-        ...[this.leasePrefix, `${this.keyPrefix}${groupKey(id, "q:")}`],
-      ],
+      [GROUPS, groupKey(id, "members"), groupKey(id, "backlog"), incoming],
+      args,
     )) as string[];
     switch (reply[0]) {
       case "member":
@@ -205,7 +215,7 @@ function groupKey(id: string, part: string): string {
   return `share:${id}:${part}`;
 }
 
-/** The origin of an entry that has not moved (share-assign-3.lua spells it too). */
+/** The origin of an entry that has not moved (share-assign-4.lua spells it too). */
 function firstOrigin(entryId: string, owner: string): string {
   return `${entryId}.${createHash("sha1").update(owner).digest("hex").slice(0, 8)}`;
 }

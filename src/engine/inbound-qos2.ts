@@ -14,6 +14,15 @@ export function queuedField(messageId: string | number): string {
   return `${messageId}:queued`;
 }
 
+/**
+ * The field beside a reserved packet identifier's record that lists the shared groups its
+ * message was assigned in (`,<group id>,...`): a take-over assigns it in no group twice
+ * (cluster/share-lua/share-assign-4.lua).
+ */
+export function sharedField(messageId: string | number): string {
+  return `${messageId}:shared`;
+}
+
 /** Whether a stored inbound QoS 2 record is a reservation (a published one is a packet). */
 export function isPending(record: Buffer): boolean {
   return record.length >= PENDING_BYTES.length && record.subarray(0, 8).equals(PENDING_BYTES);

@@ -6,7 +6,7 @@ import { QlobberTrue } from "qlobber";
 import QlobberSub, { type TrieSubscription } from "qlobber/aedes/qlobber-sub.js";
 import type { Logger } from "../observability/logger.js";
 import { escapeGlob, PersistenceKeys } from "../redis/redis-keys.js";
-import { InboundReservations, isPending, queuedField } from "./inbound-qos2.js";
+import { InboundReservations, isPending, queuedField, sharedField } from "./inbound-qos2.js";
 import { migrateLegacyLayout } from "./legacy-layout-migration.js";
 import {
   type ClientRef,
@@ -467,7 +467,7 @@ export class RedisPersistence {
 
   async incomingDelPacket(client: ClientRef, packet: StoredPacket): Promise<void> {
     const id = String(packet.messageId);
-    await this.db.hdel(this.keys.incoming(client.id), id, queuedField(id));
+    await this.db.hdel(this.keys.incoming(client.id), id, queuedField(id), sharedField(id));
   }
 
   /** [MQTT-3.1.2-6] A clean session's QoS 2 state ends with its connection. */

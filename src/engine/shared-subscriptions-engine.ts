@@ -17,6 +17,7 @@ import {
 import type { Emitter } from "./emitters.js";
 import { decodeEnvelope, encodeEnvelope } from "./envelope.js";
 import type { BrokerHooks } from "./hook-adapter.js";
+import type { InboundReservations } from "./inbound-qos2.js";
 import {
   Packet,
   SHARED_DELIVERY_PREFIX,
@@ -106,6 +107,8 @@ export class SharedSubscriptionsEngine implements MemberLinks {
     private readonly dispatcher: SharedDispatcher,
     private readonly nodeId: string,
     private readonly log: Logger,
+    /** Inbound QoS 2 reservations (over Redis, not on a Cluster): none in memory. */
+    private readonly reservations?: InboundReservations,
   ) {}
 
   /**
@@ -178,11 +181,13 @@ export class SharedSubscriptionsEngine implements MemberLinks {
     emitter.emit = function emitShared(packet: AedesPublishPacket, done?: Done) {
       const { topic } = packet;
       if (!engine.dispatcher.active || topic.startsWith(INTERNAL_PREFIX)) return emit(packet, done);
+      const publisherId = (packet as { clientId?: string }).clientId;
       const assigned = engine.dispatcher.publish(
         {
           topic,
           qos: packet.qos,
-          publisherId: (packet as { clientId?: string }).clientId,
+          publisherId,
+          reserved: engine.reservations?.of(publisherId, packet.qos, packet.payload),
         },
         () => encodeEnvelope("", packet),
       );

@@ -78,7 +78,12 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     log: sharedLog,
   });
   parts.metrics.shared.observe(() => dispatcher.view());
-  const shared = new SharedSubscriptionsEngine(dispatcher, config.nodeId, sharedLog);
+  const shared = new SharedSubscriptionsEngine(
+    dispatcher,
+    config.nodeId,
+    sharedLog,
+    backend.fabric?.persistence.inboundQos2,
+  );
   const delivery = new Mqtt5Delivery({
     isSharedDelivery: (packet) => shared.isSharedDelivery(packet),
     onTooLarge: (client, size, maximum) => {

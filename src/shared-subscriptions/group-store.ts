@@ -37,6 +37,21 @@ export type Assignment =
   /** The group has ended (no member, online or off, holds it). */
   | { readonly to: "none" };
 
+/**
+ * An inbound QoS 2 message whose packet identifier is reserved in its publisher's session
+ * (engine/inbound-qos2.ts): a take-over by another connection publishes it again, so the store
+ * assigns it once per group, whichever connection asks, and only while that connection's
+ * reservation, or the published message, holds the identifier.
+ */
+export interface ReservedMessage {
+  /** The publisher's inbound QoS 2 hash, key prefix included. */
+  readonly key: string;
+  /** The packet identifier. */
+  readonly field: string;
+  /** The caller's reservation record (`pending:<token>`). */
+  readonly pending: string;
+}
+
 export interface GroupMember {
   readonly clientId: string;
   readonly token: string;
@@ -79,13 +94,15 @@ export interface SharedGroupStore {
   leave(name: string, clientId: string, token: string, unregister: boolean): Promise<LeaveResult>;
   /**
    * Assigns a message to `proposed` if it is online with room, else to the least loaded online
-   * member, else to the backlog. `keep`: QoS 1/2, held until acknowledged.
+   * member, else to the backlog. `keep`: QoS 1/2, held until acknowledged. A `reserved` message
+   * assigned before, or no longer the caller's, is not assigned (`none`).
    */
   assign(
     name: string,
     proposed: string | undefined,
     message: Buffer,
     keep: boolean,
+    reserved?: ReservedMessage,
   ): Promise<Assignment>;
   acknowledge(name: string, clientId: string, entryIds: readonly string[]): Promise<void>;
   /** What a member's queue holds (sent again after a gap in what reached this node). */

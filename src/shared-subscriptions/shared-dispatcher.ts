@@ -7,6 +7,7 @@ import {
   type GroupState,
   isPersistentToken,
   nodeOfToken,
+  type ReservedMessage,
   type SharedGroupStore,
 } from "./group-store.js";
 import { MemberPicker, type MemberView } from "./member-picker.js";
@@ -88,6 +89,8 @@ export interface PublishedMessage {
   readonly topic: string;
   readonly qos: number;
   readonly publisherId: string | undefined;
+  /** Set for an inbound QoS 2 message whose packet identifier is reserved (Redis only). */
+  readonly reserved?: ReservedMessage | undefined;
 }
 
 /**
@@ -163,7 +166,7 @@ export class SharedDispatcher {
       if (!filterMatches(group.shared.filter, message.topic)) continue;
       bytes ??= encode();
       const proposed = group.picker.pick(group.members, message);
-      const assigned = this.assign(group, proposed, bytes, message.qos > 0);
+      const assigned = this.assign(group, proposed, bytes, message.qos > 0, message.reserved);
       if (assigned === undefined) continue;
       pending ??= [];
       pending.push(assigned);
@@ -178,6 +181,7 @@ export class SharedDispatcher {
     proposed: MemberView | undefined,
     message: Buffer,
     keep: boolean,
+    reserved: ReservedMessage | undefined,
   ): Promise<void> | undefined {
     if (!keep && proposed !== undefined) {
       // QoS 0 is not kept: straight to the proposed member (lost with it, as QoS 0 may be).
@@ -194,21 +198,23 @@ export class SharedDispatcher {
       }
     }
     const { store } = this.options;
-    return store.assign(group.name, proposed?.clientId, message, keep).then((assignment) => {
-      switch (assignment.to) {
-        case "member":
-          this.route(group.name, { ...assignment, message });
-          return;
-        case "backlog":
-          group.backlog++;
-          return;
-        case "dropped":
-          this.options.metrics.dropped(group.name, assignment.reason, 1);
-          return;
-        default:
-          return;
-      }
-    });
+    return store
+      .assign(group.name, proposed?.clientId, message, keep, reserved)
+      .then((assignment) => {
+        switch (assignment.to) {
+          case "member":
+            this.route(group.name, { ...assignment, message });
+            return;
+          case "backlog":
+            group.backlog++;
+            return;
+          case "dropped":
+            this.options.metrics.dropped(group.name, assignment.reason, 1);
+            return;
+          default:
+            return;
+        }
+      });
   }
 
   /** Sends a delivery to its member: here, or through the node that holds the member. */

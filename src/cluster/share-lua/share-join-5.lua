@@ -3,7 +3,7 @@
 -- KEYS: [1] groups, [2] members, [3] registered sessions (set), [4] backlog, [5] this member's
 --   queue (stream)
 -- ARGV: [1] group id, [2] group name, [3] client id, [4] token, [5] most groups, [6] cap
--- Entries keep their origin (share-assign-3.lua) in field "o" as they move.
+-- Entries keep their origin (share-assign-4.lua) in field "o" as they move.
 -- Returns {"quota"} (too many groups), or {"ok", entry id, message, origin, entry id, ...}.
 local function origin(entry, owner)
   return entry[2][4] or (entry[1] .. "." .. string.sub(redis.sha1hex(owner), 1, 8))

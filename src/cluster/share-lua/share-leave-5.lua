@@ -6,7 +6,7 @@
 -- ARGV: [1] group id, [2] client id, [3] token of the connection that left, [4] "1" when the
 --   session no longer holds the subscription, [5] node lease key prefix, [6] member queue key
 --   prefix, [7] cap
--- Entries keep their origin (share-assign-3.lua) in field "o" as they move.
+-- Entries keep their origin (share-assign-4.lua) in field "o" as they move.
 -- Returns {dropped, {member, token, entry id, message, origin, ...}, 1 if the group ended else
 --   0}.
 local current = redis.call("HGET", KEYS[2], ARGV[2])
