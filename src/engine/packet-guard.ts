@@ -2,6 +2,7 @@ import { isUtf8 } from "node:buffer";
 import { ProtocolError, ReasonCode } from "../errors.js";
 import { fixedHeaderBytes } from "./mqtt-lengths.js";
 import { readPublishProperties } from "./publish-properties.js";
+import { type ReadableParser, readPublishesFirst } from "./publish-reader.js";
 
 /**
  * The parts of an aedes client's mqtt-packet parser that the guard wraps. aedes gives us no
@@ -24,6 +25,7 @@ interface MqttPacketParser {
   _parseMessageId(): boolean;
   _parseProperties(): unknown;
   _emitError(error: Error): void;
+  parse(buffer: Buffer): number;
   _list: { length: number; slice(start: number, end: number): Buffer; getBuffers(): Buffer[] };
 }
 
@@ -59,7 +61,8 @@ function isParser(value: unknown): value is MqttPacketParser {
     typeof p._parseNum === "function" &&
     typeof p._parseMessageId === "function" &&
     typeof p._parseProperties === "function" &&
-    typeof p._emitError === "function"
+    typeof p._emitError === "function" &&
+    typeof p.parse === "function"
   );
 }
 
@@ -202,6 +205,7 @@ const WRAPPED = [
   "_parseMessageId",
   "_parseProperties",
   "_emitError",
+  "parse",
 ] as const;
 
 type GuardMethods = Pick<MqttPacketParser, (typeof WRAPPED)[number]>;
@@ -304,5 +308,11 @@ function guardMethods(original: MqttPacketParser, limits: PacketGuardLimits): Gu
     this._pos = end;
     return bytes.toString("utf8");
   };
+
+  // Whole PUBLISHes read straight from the chunk, within the limits and rules above.
+  guarded.parse = readPublishesFirst(
+    original.parse as unknown as ReadableParser["parse"],
+    limits,
+  ) as unknown as MqttPacketParser["parse"];
   return guarded;
 }
