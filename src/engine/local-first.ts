@@ -4,6 +4,7 @@ import { Redis } from "ioredis";
 import { type EchoCheck, EchoFilter, filterStreamData } from "./echo-filter.js";
 import { decodeEnvelope, type EmittedMessage, echoCheck, encodeEnvelope } from "./envelope.js";
 import type { InboundReservations, ReservedPublisher } from "./inbound-qos2.js";
+import { LocalFilters } from "./local-filters.js";
 import { RecentIds } from "./recent-ids.js";
 
 type Done = (error?: Error) => void;
@@ -175,6 +176,7 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
     pattern: new Set(subscriber.listeners("pmessageBuffer")),
   };
   const emitter = create();
+  const local = new LocalFilters(emitter);
   const { _ignoredTopicsSet: ignored } = emitter;
   if (!(ignored instanceof Set))
     throw new TypeError("mqemitter-redis has an unexpected shape: local-first cannot be installed");
@@ -232,7 +234,7 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
       return;
     }
     const id = origin + (++sequence).toString(36);
-    emitter._emit(message);
+    if (local.mayMatch(message.topic)) emitter._emit(message);
     const envelope = encodeEnvelope(id, message);
     const bytes = envelope.length;
     pending.sent(bytes);
