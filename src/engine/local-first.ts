@@ -2,7 +2,12 @@ import { randomBytes } from "node:crypto";
 import type { EventEmitter } from "node:events";
 import { Redis } from "ioredis";
 import { type EchoCheck, EchoFilter, filterStreamData } from "./echo-filter.js";
-import { decodeEnvelope, type EmittedMessage, echoCheck, encodeEnvelope } from "./envelope.js";
+import {
+  decodeEnvelope,
+  type EmittedMessage,
+  echoCheck,
+  encodeNumberedEnvelope,
+} from "./envelope.js";
 import type { InboundReservations, ReservedPublisher } from "./inbound-qos2.js";
 import { LocalFilters } from "./local-filters.js";
 import { RecentIds } from "./recent-ids.js";
@@ -218,8 +223,8 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
       (message as ReservableMessage).payload,
     );
     if (reservation !== undefined && reserved !== undefined) {
-      const id = reserved.reservations.envelopeOrigin + (++sequence).toString(36);
-      const envelope = encodeEnvelope(id, message);
+      const reservedOrigin = reserved.reservations.envelopeOrigin;
+      const envelope = encodeNumberedEnvelope(reservedOrigin, ++sequence, message);
       const bytes = envelope.length;
       pending.sent(bytes);
       reserved.publisher.publish(reservation, message.topic, envelope, (error, published) => {
@@ -233,9 +238,8 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
       });
       return;
     }
-    const id = origin + (++sequence).toString(36);
     if (local.mayMatch(message.topic)) emitter._emit(message);
-    const envelope = encodeEnvelope(id, message);
+    const envelope = encodeNumberedEnvelope(origin, ++sequence, message);
     const bytes = envelope.length;
     pending.sent(bytes);
     publisher.publish(message.topic, envelope, (error?: Error) => {
