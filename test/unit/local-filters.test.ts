@@ -61,4 +61,34 @@ describe("local filters: whether a message can match a subscription of the node"
       for (const topic of TOPICS) assert.equal(local.mayMatch(topic), topic.startsWith("$"));
     }
   });
+
+  it("answers each topic as the matcher itself does, across adds and removes", async () => {
+    const emitter = mqemitter({ matchEmptyLevels: true });
+    new LocalFilters(emitter);
+    const matcher = (emitter as unknown as { _matcher: { match(t: string): unknown[] } })._matcher;
+    const uncached = Object.getPrototypeOf(matcher).match as (t: string) => unknown[];
+    const filters = ["a", "a/b", "a/+", "+/x", "#", "a/#", "/a", "+", "$SYS/#", "x/"];
+    const listeners = [0, 1, 2].map(() => (_message: unknown, done: () => void) => done());
+    const added = new Set<string>();
+    // A fixed walk over adds and removes (a linear congruential sequence, no randomness).
+    let state = 7;
+    for (let step = 0; step < 300; step++) {
+      state = (state * 1_103_515_245 + 12_345) % 2 ** 31;
+      const filter = filters[state % filters.length] as string;
+      const listener = listeners[(state >> 8) % listeners.length] as typeof noop;
+      const key = `${filter} ${listeners.indexOf(listener)}`;
+      if (added.has(key)) {
+        added.delete(key);
+        await off(emitter, filter, listener);
+      } else {
+        added.add(key);
+        await on(emitter, filter, listener);
+      }
+      for (const topic of TOPICS) {
+        const kept = matcher.match(topic);
+        assert.deepEqual(kept, uncached.call(matcher, topic), `step ${step}, ${topic}`);
+        assert.equal(matcher.match(topic), kept, "the same answer while the filters stay");
+      }
+    }
+  });
 });
