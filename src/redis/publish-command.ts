@@ -23,26 +23,41 @@ export class PublishCommand extends Command {
 
 /** The RESP bytes of `PUBLISH channel message`. */
 export function publishFrame(channel: string, message: Buffer): Buffer {
-  const ascii = isAscii(channel);
-  const channelBytes = ascii ? channel.length : Buffer.byteLength(channel);
+  const frame = Buffer.allocUnsafe(frameBytes(channel, message));
+  writeFrame(frame, 0, channel, message);
+  return frame;
+}
+
+/** What `channelBytes` last measured: whether the channel was ASCII, and its UTF-8 bytes. */
+let measuredAscii = true;
+let measuredBytes = 0;
+
+/** The frame's length for `channel` and `message` (the channel measured for writeFrame). */
+function frameBytes(channel: string, message: Buffer): number {
+  measuredAscii = isAscii(channel);
+  measuredBytes = measuredAscii ? channel.length : Buffer.byteLength(channel);
   const messageBytes = message.length;
-  const frame = Buffer.allocUnsafe(
-    HEAD.length + digits(channelBytes) + channelBytes + digits(messageBytes) + messageBytes + 9,
+  return (
+    HEAD.length + digits(measuredBytes) + measuredBytes + digits(messageBytes) + messageBytes + 9
   );
-  frame.set(HEAD, 0);
-  let at = writeDecimal(frame, HEAD.length, channelBytes);
+}
+
+/** Writes the frame frameBytes() just measured at `at` of `frame`; returns where it ends. */
+function writeFrame(frame: Buffer, start: number, channel: string, message: Buffer): number {
+  const channelBytes = measuredBytes;
+  frame.set(HEAD, start);
+  let at = writeDecimal(frame, start + HEAD.length, channelBytes);
   at = crlf(frame, at);
-  if (ascii) {
+  if (measuredAscii) {
     for (let i = 0; i < channelBytes; i++) frame[at + i] = channel.charCodeAt(i);
     at += channelBytes;
   } else at += frame.write(channel, at, channelBytes, "utf8");
   at = crlf(frame, at);
   frame[at++] = 0x24; // $
-  at = writeDecimal(frame, at, messageBytes);
+  at = writeDecimal(frame, at, message.length);
   at = crlf(frame, at);
   frame.set(message, at);
-  crlf(frame, at + messageBytes);
-  return frame;
+  return crlf(frame, at + message.length);
 }
 
 function isAscii(text: string): boolean {
@@ -193,28 +208,9 @@ export class PublishBatcher {
 
   /** Queues `PUBLISH channel message`; `answered` is called with Redis' answer. */
   publish(channel: string, message: Buffer, answered: PublishAnswered): void {
-    const ascii = isAscii(channel);
-    const channelBytes = ascii ? channel.length : Buffer.byteLength(channel);
-    const messageBytes = message.length;
-    const size =
-      HEAD.length + digits(channelBytes) + channelBytes + digits(messageBytes) + messageBytes + 9;
-    this.reserve(size);
-    const frame = this.slab;
-    let at = this.end;
-    this.starts.push(at - this.start);
-    frame.set(HEAD, at);
-    at = writeDecimal(frame, at + HEAD.length, channelBytes);
-    at = crlf(frame, at);
-    if (ascii) {
-      for (let i = 0; i < channelBytes; i++) frame[at + i] = channel.charCodeAt(i);
-      at += channelBytes;
-    } else at += frame.write(channel, at, channelBytes, "utf8");
-    at = crlf(frame, at);
-    frame[at++] = 0x24; // $
-    at = writeDecimal(frame, at, messageBytes);
-    at = crlf(frame, at);
-    frame.set(message, at);
-    this.end = crlf(frame, at + messageBytes);
+    this.reserve(frameBytes(channel, message));
+    this.starts.push(this.end - this.start);
+    this.end = writeFrame(this.slab, this.end, channel, message);
     if (this.answers.push(answered) === 1) process.nextTick(flushBatcher, this);
   }
 
