@@ -58,7 +58,8 @@ const propertiesSource: PropertiesSource = {
  * non-empty (no Topic Alias), its packet identifier is not 0, it is within the packet guard's
  * size and topic limits, and its MQTT 5 properties are empty or read by readPublishProperties:
  * the same packet object, fields set in the same order, as the parser's, emitted through the
- * parser's own `_newPacket` (so the read gates, the pacer and aedes see it as before). Any other
+ * parser's own `_newPacket` (so the read gates, the pacer and aedes see it as before); so is an
+ * acknowledgement of a packet identifier alone (readAcknowledgement). Any other
  * whole packet goes to `parse` alone, from a clean state, as if the parser had read up to
  * there; a packet the chunk cuts, and what follows, too. A PUBLISH the read gate holds leaves
  * the parser as its own loop would: waiting to emit it, the bytes after it in its list.
@@ -126,7 +127,10 @@ export function readPublishesFirst(
       }
       const bodyEnd = bodyStart + length;
       if (!complete || bodyEnd > chunk.length || bodyEnd - at > limits.maxPacketBytes) break;
-      const read = readPublish(this, chunk, at, bodyStart, bodyEnd, v5, limits);
+      const read =
+        bodyEnd - bodyStart === 2 && ACKNOWLEDGEMENTS[chunk[at] as number] !== undefined
+          ? readAcknowledgement(this, chunk, at, bodyStart, v5)
+          : readPublish(this, chunk, at, bodyStart, bodyEnd, v5, limits);
       if (read === HELD) {
         // As the parser's loop leaves it: `_newPacket` to run again and take this packet's
         // body off its list.
@@ -146,6 +150,17 @@ export function readPublishesFirst(
     return parse.call(this, at === 0 ? chunk : chunk.subarray(at));
   };
 }
+
+/**
+ * The first byte of each acknowledgement the reader takes (its required flags: PUBREL's are
+ * 0x2), and its name.
+ */
+const ACKNOWLEDGEMENTS: Record<number, string | undefined> = {
+  64: "puback",
+  80: "pubrec",
+  98: "pubrel",
+  112: "pubcomp",
+};
 
 const UNREAD = 0;
 const EMITTED = 1;
@@ -209,6 +224,32 @@ function readPublish(
   // PUBLISH, undefined when the list is empty.
   if (v5) packet.properties = properties;
   packet.payload = chunk.subarray(position, bodyEnd);
+  return parser._newPacket() ? EMITTED : HELD;
+}
+
+/**
+ * A PUBACK, PUBREC, PUBREL or PUBCOMP of a packet identifier alone (remaining length 2: at
+ * MQTT 5, reason code 0 and no properties), read as mqtt-packet reads it, and emitted: a QoS 1
+ * subscriber answers each message with one. UNREAD for identifier 0 (the guard reports it).
+ */
+function readAcknowledgement(
+  parser: ReadableParser,
+  chunk: Buffer,
+  at: number,
+  bodyStart: number,
+  v5: boolean,
+): number {
+  const first = chunk[at] as number;
+  const messageId = ((chunk[bodyStart] as number) << 8) | (chunk[bodyStart + 1] as number);
+  if (messageId === 0) return UNREAD;
+  const packet = parser.packet as ReadableParser["packet"] & { reasonCode?: number };
+  packet.cmd = ACKNOWLEDGEMENTS[first] as string;
+  packet.retain = (first & 0x01) !== 0;
+  packet.qos = (first >> 1) & 0x03;
+  packet.dup = (first & 0x08) !== 0;
+  packet.length = 2;
+  packet.messageId = messageId;
+  if (v5) packet.reasonCode = 0;
   return parser._newPacket() ? EMITTED : HELD;
 }
 

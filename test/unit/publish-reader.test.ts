@@ -11,11 +11,14 @@ interface Parsed {
   errors: string[];
   /** PUBLISHes mqtt-packet's own `_parsePublish` read. */
   slowPublishes: number;
+  /** Acknowledgements mqtt-packet's own `_parseConfirmation` read. */
+  slowAcknowledgements: number;
 }
 
 interface ParserInternals {
   parse(buffer: Buffer): number;
   _parsePublish(): void;
+  _parseConfirmation(): unknown;
   _newPacket(): boolean;
   packet: { cmd: string | null };
 }
@@ -34,7 +37,12 @@ function parse(
   new PacketGuard(LIMITS).install({ _parser: parser });
   const internals = parser as unknown as ParserInternals;
   if (!options.reader) delete (internals as Partial<ParserInternals>).parse;
-  const parsed: Parsed = { packets: [], errors: [], slowPublishes: 0 };
+  const parsed: Parsed = { packets: [], errors: [], slowPublishes: 0, slowAcknowledgements: 0 };
+  const parseConfirmation = internals._parseConfirmation;
+  internals._parseConfirmation = function (this: ParserInternals) {
+    parsed.slowAcknowledgements++;
+    return parseConfirmation.call(this);
+  };
   const parsePublish = internals._parsePublish;
   internals._parsePublish = function (this: ParserInternals) {
     parsed.slowPublishes++;
@@ -111,6 +119,17 @@ function stream(version: 4 | 5): Buffer {
         ]
       : []),
     mqttPacket.generate({ cmd: "puback", messageId: 5 }, { protocolVersion: version }),
+    mqttPacket.generate({ cmd: "pubrec", messageId: 6 }, { protocolVersion: version }),
+    mqttPacket.generate({ cmd: "pubrel", messageId: 6 }, { protocolVersion: version }),
+    mqttPacket.generate({ cmd: "pubcomp", messageId: 65_535 }, { protocolVersion: version }),
+    ...(v5
+      ? [
+          mqttPacket.generate(
+            { cmd: "puback", messageId: 8, reasonCode: 0x10 },
+            { protocolVersion: version },
+          ),
+        ]
+      : []),
     publish({ topic: "last/one", qos: 1, messageId: 1, payload: Buffer.from("end") }, version),
   ]);
 }
@@ -178,13 +197,15 @@ describe("publish reader: PUBLISHes read straight from the socket's chunk", () =
     });
   }
 
-  it("reads plain PUBLISHes itself and leaves the others to mqtt-packet", () => {
+  it("reads plain PUBLISHes and acknowledgements itself and leaves the others to mqtt-packet", () => {
     const bytes = stream(4);
     const reference = parse([bytes], { version: 4, reader: false });
     const read = parse([bytes], { version: 4, reader: true });
     // Seven PUBLISHes: the one with a non-ASCII topic alone goes to mqtt-packet.
     assert.equal(reference.slowPublishes, 7);
     assert.equal(read.slowPublishes, 1);
+    assert.equal(reference.slowAcknowledgements, 4);
+    assert.equal(read.slowAcknowledgements, 0);
   });
 
   it("leaves every violation to the packet guard, which reports it as before", () => {
@@ -193,7 +214,8 @@ describe("publish reader: PUBLISHes read straight from the socket's chunk", () =
     const longTopic = publish({ topic: "t".repeat(LIMITS.maxTopicBytes + 1) }, 4);
     const large = publish({ topic: "t", payload: Buffer.alloc(LIMITS.maxPacketBytes) }, 4);
     const qos3 = Buffer.from([0x36, 0x03, 0x00, 0x01, 0x74]);
-    for (const bad of [id0, nul, longTopic, large, qos3]) {
+    const pubackId0 = Buffer.from([0x40, 0x02, 0x00, 0x00]);
+    for (const bad of [id0, nul, longTopic, large, qos3, pubackId0]) {
       const bytes = Buffer.concat([publish({ topic: "ok" }, 4), bad, publish({ topic: "x" }, 4)]);
       const reference = parse([bytes], { version: 4, reader: false });
       const read = parse([bytes], { version: 4, reader: true });
