@@ -11,7 +11,7 @@ import type { ReplicaAcks } from "../engine/replica-acks.js";
 import { asError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
 import { checkPubsubOutputLimit, type LimitTarget } from "../redis/output-buffer-limit.js";
-import { sendAnsweredPublish } from "../redis/publish-command.js";
+import { PublishBatcher } from "../redis/publish-command.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import { PersistenceKeys, STATE_KEYS } from "../redis/redis-keys.js";
 import { coalesceEveryWrite } from "../transport/write-coalescing.js";
@@ -140,10 +140,9 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
       route = promisePublisher((topic, message) => publisher.spublish(channels.of(topic), message));
     } else {
       subscriber = connect({ enableReadyCheck: false, connectionName: subscriberName }) as Redis;
-      const single = publisher as Redis;
+      const batcher = new PublishBatcher(publisher as Redis);
       route = {
-        publish: (topic, message, answered) =>
-          sendAnsweredPublish(single, topic, message, answered),
+        publish: (topic, message, answered) => batcher.publish(topic, message, answered),
       };
     }
     this.state = state;

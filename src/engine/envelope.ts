@@ -48,46 +48,69 @@ let keptBytes: Buffer = Buffer.alloc(0);
  * goes to msgpackr.
  */
 export function encodeEnvelope(id: string, msg: EmittedMessage): Buffer {
+  return encode(id, -1, msg);
+}
+
+/**
+ * The envelope of a message whose id is `prefix` followed by `sequence` in base 36, the id
+ * written without a string made for it (a node numbers its messages so).
+ */
+export function encodeNumberedEnvelope(
+  prefix: string,
+  sequence: number,
+  msg: EmittedMessage,
+): Buffer {
+  return encode(prefix, sequence, msg);
+}
+
+/** The id `prefix` + `sequence` in base 36, or `prefix` alone when `sequence` is negative. */
+function idOf(prefix: string, sequence: number): string {
+  return sequence < 0 ? prefix : prefix + sequence.toString(36);
+}
+
+function encode(prefix: string, sequence: number, msg: EmittedMessage): Buffer {
   const fields = msg as unknown as Record<string, unknown>;
-  const keys = Object.keys(fields);
-  // An MQTT 5 PUBLISH without properties has them undefined (one shape for every PUBLISH, see
-  // publish-properties.ts): left out, as when absent, so the envelope carries no nil for them.
-  const noProperties = fields.properties === undefined && Object.hasOwn(fields, "properties");
-  const count = noProperties ? keys.length - 1 : keys.length;
   let start = position;
-  reserve(start, 16 + id.length * 3);
+  reserve(start, 32 + prefix.length * 3);
   start = position;
   slab[position++] = 0x82;
   slab[position++] = 0xa2;
   slab[position++] = 0x69;
   slab[position++] = 0x64;
-  writeString(id);
+  if (sequence < 0 || !writeNumberedId(prefix, sequence)) writeString(idOf(prefix, sequence));
   slab[position++] = 0xa3;
   slab[position++] = 0x6d;
   slab[position++] = 0x73;
   slab[position++] = 0x67;
-  writeHead(0x80, 0xde, count);
-  for (let i = 0; i < keys.length; i++) {
-    const key = keys[i] as string;
+  // The map's head, written once its entries are counted: an aedes packet has fewer than 16.
+  const head = position++ - start;
+  let count = 0;
+  // Own enumerable keys, as Object.keys lists them, with no array made for them.
+  for (const key in fields) {
+    if (!Object.hasOwn(fields, key)) continue;
     const value = fields[key];
     if (key === "properties") {
-      if (noProperties) continue;
+      // An MQTT 5 PUBLISH without properties has them undefined (one shape for every PUBLISH,
+      // see publish-properties.ts): left out, as when absent, so the envelope carries no nil.
+      if (value === undefined) continue;
       if (value === keptFor && keptFor !== undefined) {
         start = reserve(start, 16 + key.length * 3 + keptBytes.length);
         writeString(key);
         position += keptBytes.copy(slab, position);
+        count++;
         continue;
       }
     }
     const bytes = valueBytes(value, 0);
-    if (bytes < 0) {
+    if (bytes < 0 || count === 15) {
       position = start;
-      return packr.pack({ id, msg });
+      return packr.pack({ id: idOf(prefix, sequence), msg });
     }
     start = reserve(start, 16 + key.length * 3 + bytes);
     writeString(key);
     const at = position;
     writeValue(value);
+    count++;
     if (
       key === "properties" &&
       typeof value === "object" &&
@@ -98,7 +121,36 @@ export function encodeEnvelope(id: string, msg: EmittedMessage): Buffer {
       keptBytes = Buffer.from(slab.subarray(at, position));
     }
   }
+  slab[start + head] = 0x80 | count;
   return slab.subarray(start, position);
+}
+
+/** ASCII digits of base 36, as Number#toString(36) writes them. */
+const BASE36 = Buffer.from("0123456789abcdefghijklmnopqrstuvwxyz");
+
+/**
+ * Writes `prefix` and `sequence` in base 36 as one fixstr; false, having written nothing, when
+ * that is not an ASCII string of under 32 bytes.
+ */
+function writeNumberedId(prefix: string, sequence: number): boolean {
+  let digits = 1;
+  for (let rest = sequence; rest >= 36; rest = Math.floor(rest / 36)) digits++;
+  const length = prefix.length + digits;
+  if (length >= 32 || !Number.isSafeInteger(sequence)) return false;
+  for (let i = 0; i < prefix.length; i++) {
+    const code = prefix.charCodeAt(i);
+    if (code >= 0x80) return false;
+    slab[position + 1 + i] = code;
+  }
+  slab[position] = FIXSTR | length;
+  let at = position + length;
+  let rest = sequence;
+  for (let i = 0; i < digits; i++) {
+    slab[at--] = BASE36[rest % 36] as number;
+    rest = Math.floor(rest / 36);
+  }
+  position += 1 + length;
+  return true;
 }
 
 /** How deep MQTT 5 properties nest: properties, user properties, a name's values. */

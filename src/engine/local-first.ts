@@ -2,8 +2,14 @@ import { randomBytes } from "node:crypto";
 import type { EventEmitter } from "node:events";
 import { Redis } from "ioredis";
 import { type EchoCheck, EchoFilter, filterStreamData } from "./echo-filter.js";
-import { decodeEnvelope, type EmittedMessage, echoCheck, encodeEnvelope } from "./envelope.js";
+import {
+  decodeEnvelope,
+  type EmittedMessage,
+  echoCheck,
+  encodeNumberedEnvelope,
+} from "./envelope.js";
 import type { InboundReservations, ReservedPublisher } from "./inbound-qos2.js";
+import { LocalFilters } from "./local-filters.js";
 import { RecentIds } from "./recent-ids.js";
 
 type Done = (error?: Error) => void;
@@ -175,6 +181,7 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
     pattern: new Set(subscriber.listeners("pmessageBuffer")),
   };
   const emitter = create();
+  const local = new LocalFilters(emitter);
   const { _ignoredTopicsSet: ignored } = emitter;
   if (!(ignored instanceof Set))
     throw new TypeError("mqemitter-redis has an unexpected shape: local-first cannot be installed");
@@ -216,8 +223,8 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
       (message as ReservableMessage).payload,
     );
     if (reservation !== undefined && reserved !== undefined) {
-      const id = reserved.reservations.envelopeOrigin + (++sequence).toString(36);
-      const envelope = encodeEnvelope(id, message);
+      const reservedOrigin = reserved.reservations.envelopeOrigin;
+      const envelope = encodeNumberedEnvelope(reservedOrigin, ++sequence, message);
       const bytes = envelope.length;
       pending.sent(bytes);
       reserved.publisher.publish(reservation, message.topic, envelope, (error, published) => {
@@ -231,9 +238,8 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
       });
       return;
     }
-    const id = origin + (++sequence).toString(36);
-    emitter._emit(message);
-    const envelope = encodeEnvelope(id, message);
+    if (local.mayMatch(message.topic)) emitter._emit(message);
+    const envelope = encodeNumberedEnvelope(origin, ++sequence, message);
     const bytes = envelope.length;
     pending.sent(bytes);
     publisher.publish(message.topic, envelope, (error?: Error) => {

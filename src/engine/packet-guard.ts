@@ -1,13 +1,20 @@
 import { isUtf8 } from "node:buffer";
+import { createRequire } from "node:module";
 import { ProtocolError, ReasonCode } from "../errors.js";
 import { fixedHeaderBytes } from "./mqtt-lengths.js";
 import { readPublishProperties } from "./publish-properties.js";
+import { type ReadableParser, readPublishesFirst } from "./publish-reader.js";
 
 /**
  * The parts of an aedes client's mqtt-packet parser that the guard wraps. aedes gives us no
  * way to configure its parser, so the guard sets wrapping methods on each client's own parser
  * instance (never the shared prototype, which MQTT.js clients in the same process also use).
  */
+/** mqtt-packet's packet class: the parser's next packet is one of these. */
+const Packet = createRequire(import.meta.url)(
+  "mqtt-packet/packet.js",
+) as new () => MqttPacketParser["packet"];
+
 interface MqttPacketParser {
   packet: { length: number; cmd?: string; protocolVersion?: number; topic?: string | null };
   /** Set by aedes on each client's parser. */
@@ -24,7 +31,15 @@ interface MqttPacketParser {
   _parseMessageId(): boolean;
   _parseProperties(): unknown;
   _emitError(error: Error): void;
-  _list: { length: number; slice(start: number, end: number): Buffer; getBuffers(): Buffer[] };
+  _newPacket(): boolean;
+  emit(event: "packet", packet: MqttPacketParser["packet"]): boolean;
+  parse(buffer: Buffer): number;
+  _list: {
+    length: number;
+    slice(start: number, end: number): Buffer;
+    getBuffers(): Buffer[];
+    consume(bytes: number): unknown;
+  };
 }
 
 export interface PacketGuardLimits {
@@ -59,7 +74,9 @@ function isParser(value: unknown): value is MqttPacketParser {
     typeof p._parseNum === "function" &&
     typeof p._parseMessageId === "function" &&
     typeof p._parseProperties === "function" &&
-    typeof p._emitError === "function"
+    typeof p._emitError === "function" &&
+    typeof p._newPacket === "function" &&
+    typeof p.parse === "function"
   );
 }
 
@@ -202,6 +219,8 @@ const WRAPPED = [
   "_parseMessageId",
   "_parseProperties",
   "_emitError",
+  "_newPacket",
+  "parse",
 ] as const;
 
 type GuardMethods = Pick<MqttPacketParser, (typeof WRAPPED)[number]>;
@@ -304,5 +323,23 @@ function guardMethods(original: MqttPacketParser, limits: PacketGuardLimits): Gu
     this._pos = end;
     return bytes.toString("utf8");
   };
+
+  // mqtt-packet's own, without its three calls of a disabled debug logger: an array of
+  // arguments each, per packet.
+  guarded._newPacket = function emitPacket(this: MqttPacketParser) {
+    if (this.packet) {
+      this._list.consume(this.packet.length);
+      this.emit("packet", this.packet);
+    }
+    this.packet = new Packet();
+    this._pos = 0;
+    return true;
+  };
+
+  // Whole PUBLISHes read straight from the chunk, within the limits and rules above.
+  guarded.parse = readPublishesFirst(
+    original.parse as unknown as ReadableParser["parse"],
+    limits,
+  ) as unknown as MqttPacketParser["parse"];
   return guarded;
 }

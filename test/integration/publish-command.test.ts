@@ -1,15 +1,16 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
+import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { Command, Redis } from "ioredis";
 import { withDeadline } from "../../harness/deadline.js";
 import { RedisServer } from "../../harness/redis-server.js";
-import { publishFrame, sendAnsweredPublish, sendPublish } from "../../src/redis/publish-command.js";
+import { PublishBatcher, publishFrame, sendPublish } from "../../src/redis/publish-command.js";
 
 /**
  * PUBLISH frames written by Sluice: byte for byte what ioredis writes for the same command, and
  * through a real Redis the message, Redis' answer and its refusals arrive as with ioredis' own
- * `publish`.
+ * `publish`; batched, one answer per PUBLISH, in order, across a lost connection too.
  */
 let redis: RedisServer;
 let publisher: Redis;
@@ -90,42 +91,114 @@ describe("PUBLISH frames", () => {
   });
 });
 
-/** Sends with sendAnsweredPublish; resolves with each call of its callback until the deadline. */
-async function answeredPublish(
-  client: Redis,
-  channel: string,
-  message: Buffer,
-): Promise<Array<Error | undefined>> {
-  const calls: Array<Error | undefined> = [];
-  await withDeadline(
-    new Promise<void>((resolve) => {
-      sendAnsweredPublish(client, channel, message, (error) => {
-        calls.push(error);
-        resolve();
+/** A batcher on `client`; each answer recorded under its message's name. */
+function batcherOn(client: Redis): {
+  batcher: PublishBatcher;
+  publish(channel: string, name: string): void;
+  answers: Array<[string, Error | undefined]>;
+  answered(count: number): Promise<void>;
+} {
+  const batcher = new PublishBatcher(client);
+  const answers: Array<[string, Error | undefined]> = [];
+  let waiting: { count: number; resolve: () => void } | undefined;
+  return {
+    batcher,
+    answers,
+    publish(channel, name) {
+      batcher.publish(channel, Buffer.from(name), (error) => {
+        answers.push([name, error]);
+        if (waiting !== undefined && answers.length >= waiting.count) waiting.resolve();
       });
-    }),
-    5_000,
-    "the PUBLISH answered",
-  );
-  // a second call would come with the next replies: a PING's round trip lets it show
-  if (client.status === "ready") await client.ping();
-  return calls;
+    },
+    async answered(count) {
+      if (answers.length < count) {
+        await withDeadline(
+          new Promise<void>((resolve) => {
+            waiting = { count, resolve };
+          }),
+          5_000,
+          `${count} answers`,
+        );
+      }
+      // a second answer would come with the next replies: a PING's round trip lets it show
+      if (client.status === "ready") await client.ping();
+    },
+  };
 }
 
-describe("PUBLISH answered by callback", () => {
-  it("reaches the subscriber and is answered once, with no error", async () => {
-    const channel = "answered/ok";
+/** Collects what `subscriber` gets on `channel` until `count` messages arrived. */
+async function receive(channel: string, count: number, send: () => void): Promise<string[]> {
+  const got: string[] = [];
+  let done: () => void = () => {};
+  const all = new Promise<void>((resolve) => {
+    done = resolve;
+  });
+  const listener = (from: Buffer, message: Buffer): void => {
+    if (from.toString() !== channel) return;
+    got.push(message.toString());
+    if (got.length === count) done();
+  };
+  subscriber.on("messageBuffer", listener);
+  try {
+    send();
+    await withDeadline(all, 5_000, `${count} messages on ${channel}`);
+    return got;
+  } finally {
+    subscriber.off("messageBuffer", listener);
+  }
+}
+
+const names = (count: number, from = 0): string[] =>
+  Array.from({ length: count }, (_, i) => `m${from + i}`);
+
+describe("PUBLISHes batched per run of JavaScript", () => {
+  it("leave in one write, reach the subscriber in order, each answered once without error", async () => {
+    const channel = "batched/order";
     await subscriber.subscribe(channel);
-    const received = once(subscriber, "messageBuffer");
-    const calls = await answeredPublish(publisher, channel, Buffer.from("m"));
-    const [, message] = (await withDeadline(received, 5_000, "the message")) as [Buffer, Buffer];
-    assert.deepEqual(calls, [undefined]);
-    assert.equal(message.toString(), "m");
+    const { publish, answers, answered } = batcherOn(publisher);
+    const stream = publisher.stream;
+    const write = stream.write;
+    let writes = 0;
+    stream.write = function (this: typeof stream, ...args: unknown[]) {
+      writes++;
+      return (write as (...a: unknown[]) => boolean).apply(this, args);
+    } as typeof stream.write;
+    try {
+      const got = await receive(channel, 50, () => {
+        for (const name of names(50)) publish(channel, name);
+      });
+      assert.equal(writes, 1);
+      assert.deepEqual(got, names(50));
+    } finally {
+      stream.write = write;
+    }
+    await answered(50);
+    assert.deepEqual(
+      answers,
+      names(50).map((name) => [name, undefined]),
+    );
     await subscriber.unsubscribe(channel);
   });
 
-  it("a refused PUBLISH is answered once with Redis' error; the connection stays in step", async () => {
-    const user = `answered${process.pid}`;
+  it("a batch larger than the buffers it is built in arrives whole and in order", async () => {
+    const channel = "batched/large";
+    await subscriber.subscribe(channel);
+    const batcher = new PublishBatcher(publisher);
+    const padding = "x".repeat(1_000);
+    const sent = names(300).map((name) => `${name}${padding}`);
+    const answers: Array<Error | undefined> = [];
+    const got = await receive(channel, sent.length, () => {
+      for (const message of sent)
+        batcher.publish(channel, Buffer.from(message), (error) => answers.push(error));
+    });
+    assert.deepEqual(got, sent);
+    await publisher.ping();
+    assert.deepEqual(answers, new Array(sent.length).fill(undefined));
+    await subscriber.unsubscribe(channel);
+  });
+
+  it("a PUBLISH Redis refuses amid a batch gets Redis' error; the others, and later commands, their own answers", async () => {
+    const user = `batched${process.pid}`;
     await publisher.call(
       "ACL",
       "SETUSER",
@@ -138,10 +211,20 @@ describe("PUBLISH answered by callback", () => {
     );
     const limited = new Redis(redis.url, { username: user, password: "secret" });
     try {
-      const refused = await answeredPublish(limited, "denied", Buffer.from("x"));
-      assert.equal(refused.length, 1);
-      assert.match(String(refused[0]?.message), /NOPERM/);
-      assert.deepEqual(await answeredPublish(limited, "allowed", Buffer.from("x")), [undefined]);
+      await limited.ping();
+      const { publish, answers, answered } = batcherOn(limited);
+      publish("allowed", "a");
+      publish("denied", "b");
+      publish("allowed", "c");
+      await answered(3);
+      assert.deepEqual(
+        answers.map(([name, error]) => [name, error?.message.match(/NOPERM/)?.[0]]),
+        [
+          ["a", undefined],
+          ["b", "NOPERM"],
+          ["c", undefined],
+        ],
+      );
       assert.equal(await limited.ping(), "PONG");
     } finally {
       limited.disconnect();
@@ -149,12 +232,117 @@ describe("PUBLISH answered by callback", () => {
     }
   });
 
-  it("on a connection that has ended it is answered once with an error", async () => {
+  it("a command given between PUBLISHes goes after those given before it", async () => {
+    const channel = "batched/between";
+    await subscriber.subscribe(channel);
+    const { publish, answered } = batcherOn(publisher);
+    const got = await receive(channel, 3, () => {
+      publish(channel, "first");
+      publisher.publish(channel, "second").catch(() => {});
+      publish(channel, "third");
+    });
+    assert.deepEqual(got, ["first", "second", "third"]);
+    await answered(2);
+    await subscriber.unsubscribe(channel);
+  });
+
+  it("after a connection lost mid-batch, only the PUBLISHes not yet answered are sent again", async () => {
+    const channel = "batched/resend";
+    await subscriber.subscribe(channel);
+    const relay = await CuttingRelay.start(redis.port);
+    const client = new Redis(relay.port, "127.0.0.1", { retryStrategy: () => 50 });
+    try {
+      await client.ping();
+      const { publish, answers, answered } = batcherOn(client);
+      // Redis takes all five; two of its answers (":1\r\n" each) reach the client.
+      relay.cutAfter(8);
+      const got = await receive(channel, 8, () => {
+        for (const name of names(5)) publish(channel, name);
+      });
+      await answered(5);
+      assert.deepEqual(got, [...names(5), ...names(3, 2)]);
+      assert.deepEqual(
+        answers,
+        names(5).map((name) => [name, undefined]),
+      );
+      assert.equal(relay.connections, 2);
+    } finally {
+      client.disconnect();
+      relay.close();
+      await subscriber.unsubscribe(channel);
+    }
+  });
+
+  it("on a connection that has ended every PUBLISH is answered once with an error", async () => {
     const ended = new Redis(redis.url);
     await ended.ping();
     await ended.quit();
-    const calls = await answeredPublish(ended, "answered/ended", Buffer.from("x"));
-    assert.equal(calls.length, 1);
-    assert.ok(calls[0] instanceof Error);
+    const { publish, answers, answered } = batcherOn(ended);
+    for (const name of names(3)) publish("batched/ended", name);
+    await answered(3);
+    assert.deepEqual(
+      answers.map(([name, error]) => [name, error instanceof Error]),
+      names(3).map((name) => [name, true]),
+    );
   });
 });
+
+/**
+ * A relay to Redis that, once told, passes on only so many more bytes of Redis' answers and then
+ * drops the connection; later connections flow untouched.
+ */
+class CuttingRelay {
+  connections = 0;
+  private budget: number | undefined;
+  private readonly sockets = new Set<Socket>();
+
+  private constructor(private readonly server: Server) {}
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  static async start(redisPort: number): Promise<CuttingRelay> {
+    const server = createServer();
+    const relay = new CuttingRelay(server);
+    server.on("connection", (client) => {
+      relay.connections++;
+      const upstream = connect(redisPort, "127.0.0.1");
+      for (const socket of [client, upstream]) {
+        relay.sockets.add(socket);
+        socket.on("error", () => {});
+        socket.on("close", () => {
+          relay.sockets.delete(socket);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream);
+      upstream.on("data", (chunk: Buffer) => {
+        const budget = relay.budget;
+        if (budget === undefined) {
+          client.write(chunk);
+          return;
+        }
+        relay.budget = undefined;
+        client.write(chunk.subarray(0, budget), () => {
+          client.destroy();
+          upstream.destroy();
+        });
+      });
+    });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    return relay;
+  }
+
+  /** The next answer bytes: `bytes` of them reach the client, then the connection drops. */
+  cutAfter(bytes: number): void {
+    this.budget = bytes;
+  }
+
+  close(): void {
+    for (const socket of this.sockets) socket.destroy();
+    this.server.close();
+  }
+}

@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import msgpack from "msgpack-lite";
 import { Packr, Unpackr } from "msgpackr";
-import { decodeEnvelope, ENVELOPE_HEAD, encodeEnvelope } from "../../src/engine/envelope.js";
+import {
+  decodeEnvelope,
+  ENVELOPE_HEAD,
+  encodeEnvelope,
+  encodeNumberedEnvelope,
+} from "../../src/engine/envelope.js";
 
 /**
  * The envelope is mqemitter-redis' own: what this node writes (msgpackr), a node without
@@ -108,6 +113,22 @@ describe("local-first envelope", () => {
     for (const msg of variants) {
       const written = encodeEnvelope("AbCdEfGh:1z", msg as unknown as typeof message);
       assert.deepEqual(written, packr.pack({ id: "AbCdEfGh:1z", msg }), JSON.stringify(msg));
+    }
+  });
+
+  it("writes a numbered id as the id string it stands for, at every digit count", () => {
+    const sequences = [0, 1, 35, 36, 1_295, 1_296, 2 ** 31, 36 ** 6, 2 ** 53 - 1];
+    const prefixes = ["AbCdEfGh:", "", "é:", "p".repeat(25), "q".repeat(31)];
+    for (const prefix of prefixes) {
+      for (const sequence of sequences) {
+        const id = prefix + sequence.toString(36);
+        assert.deepEqual(
+          encodeNumberedEnvelope(prefix, sequence, message),
+          encodeEnvelope(id, message),
+          id,
+        );
+        assert.equal(decodeEnvelope(encodeNumberedEnvelope(prefix, sequence, message)).id, id);
+      }
     }
   });
 

@@ -5,6 +5,7 @@ import {
   sluice,
   sluiceBaseline,
   sluiceCluster2,
+  sluiceCluster2Baseline,
   sluiceRedis,
   sluiceRedisBaseline,
 } from "./sluice.js";
@@ -25,7 +26,11 @@ export const BROKERS: readonly BrokerDefinition[] = [
 ];
 
 /** Named on request only (`--brokers`): the same setups from another build, for before/after. */
-const ON_REQUEST: readonly BrokerDefinition[] = [sluiceBaseline, sluiceRedisBaseline];
+const ON_REQUEST: readonly BrokerDefinition[] = [
+  sluiceBaseline,
+  sluiceRedisBaseline,
+  sluiceCluster2Baseline,
+];
 
 /** Every broker `--brokers` can name. */
 export const ALL_BROKERS: readonly BrokerDefinition[] = [...BROKERS, ...ON_REQUEST];

@@ -229,3 +229,10 @@ export const sluiceCluster2: BrokerDefinition = {
   bareAedesCounterpart: "aedes-cluster-2",
   start: (context) => cluster(context, "sluice-cluster-2", 2, true),
 };
+export const sluiceCluster2Baseline: BrokerDefinition = {
+  name: "sluice-cluster-2-baseline",
+  description:
+    "two Sluice nodes of another build (SLUICE_BASELINE_CLI) over one Redis; publishers on one, subscribers on the other",
+  bareAedesCounterpart: "aedes-cluster-2",
+  start: (context) => cluster(context, "sluice-cluster-2-baseline", 2, true, baselineCli()),
+};

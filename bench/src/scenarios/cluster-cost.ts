@@ -38,7 +38,11 @@ const DEFAULT_BROKERS = [
   "aedes-cluster-2",
 ] as const;
 /** Another build's nodes (SLUICE_BASELINE_CLI), for a before/after in the same run. */
-const BASELINE_BROKERS = ["sluice-baseline", "sluice-redis-baseline"] as const;
+const BASELINE_BROKERS = [
+  "sluice-baseline",
+  "sluice-redis-baseline",
+  "sluice-cluster-2-baseline",
+] as const;
 /** A window that never throttles the fixed rate: it only bounds a stalled broker. */
 const RATE_WINDOW = 1_000;
 /**
