@@ -190,9 +190,17 @@ export class PublishBatcher {
   private readonly connection: QueuedConnection;
   private readonly send: (command: Command, stream?: unknown) => unknown;
 
+  /** Throws at once if ioredis' connection no longer has the parts a batch works on. */
   constructor(redis: Redis) {
-    const connection = redis as unknown as QueuedConnection;
-    this.connection = connection;
+    const connection = redis as unknown as Partial<QueuedConnection>;
+    if (
+      typeof connection.sendCommand !== "function" ||
+      typeof connection.commandQueue?.unshift !== "function" ||
+      !("condition" in connection)
+    ) {
+      throw new TypeError("ioredis' connection has an unexpected shape: PUBLISHes cannot be batched");
+    }
+    this.connection = connection as QueuedConnection;
     const send = connection.sendCommand;
     this.send = (command, stream) => send.call(connection, command, stream);
     const batcher = this;
