@@ -198,7 +198,9 @@ export class PublishBatcher {
       typeof connection.commandQueue?.unshift !== "function" ||
       !("condition" in connection)
     ) {
-      throw new TypeError("ioredis' connection has an unexpected shape: PUBLISHes cannot be batched");
+      throw new TypeError(
+        "ioredis' connection has an unexpected shape: PUBLISHes cannot be batched",
+      );
     }
     this.connection = connection as QueuedConnection;
     const send = connection.sendCommand;
