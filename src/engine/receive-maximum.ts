@@ -4,15 +4,19 @@ import { closeWithWill } from "./aedes-internals.js";
 
 type MaybePromise<T> = T | Promise<T>;
 type AuthorizePublish = (client: Client | null, packet: PublishPacket) => MaybePromise<void>;
-type PublishDone = (error?: Error) => void;
-type Publish = (packet: PublishPacket, client: Client | null, done: PublishDone) => void;
+type PublishedDone = (error: Error | null) => void;
+/** aedes' `published` hook: called once a PUBLISH is handed on, before its acknowledgement. */
+type Published = (packet: PublishPacket, client: Client | null, done: PublishedDone) => void;
 
 /** The QoS 1/2 PUBLISHes of one MQTT 5 client that the node has not acknowledged yet. */
 interface InboundWindow {
   /** QoS 1: from receipt until handed on (the PUBACK is written then). */
   qos1: number;
-  /** QoS 2 packet ids: from receipt until PUBREL (a DUP of one held takes no second slot). */
-  qos2: Set<number>;
+  /**
+   * QoS 2 packet ids: from receipt until PUBREL (a DUP of one held takes no second slot); made,
+   * with the PUBREL listener, at the client's first QoS 2 PUBLISH.
+   */
+  qos2: Set<number> | undefined;
   /** Set once the window was exceeded: the DISCONNECT being sent. */
   closing?: Promise<void>;
 }
@@ -54,20 +58,21 @@ export class ReceiveMaximum {
   ) {}
 
   /**
-   * Frees a QoS 1 slot when aedes has handed the PUBLISH on: its PUBACK is written in the same
-   * callback (Sluice's patch acknowledges after the publish).
+   * Frees a QoS 1 slot when aedes has handed the PUBLISH on: its `published` hook runs then,
+   * and the PUBACK is written in the callback it is given (Sluice's patch acknowledges after the
+   * publish). A failed publish never gets there; it closes the connection, and the window with
+   * it. A hook rather than a wrapper of each publish's callback: no closure per message.
    */
   install(broker: Aedes): void {
     const windows = this.windows;
-    const engine = broker as unknown as { publish: Publish };
-    const publish = engine.publish;
-    engine.publish = function publishFreeingSlot(packet, client, done) {
-      const window = packet.qos === 1 && client?.version === 5 ? windows.get(client) : undefined;
-      if (window === undefined) return publish.call(this, packet, client, done);
-      publish.call(this, packet, client, (error) => {
-        if (window.qos1 > 0) window.qos1--;
-        done(error);
-      });
+    const engine = broker as unknown as { published: Published };
+    const published = engine.published;
+    engine.published = function publishedFreeingSlot(packet, client, done) {
+      if (packet.qos === 1 && client !== null && client.version === 5) {
+        const window = windows.get(client);
+        if (window !== undefined && window.qos1 > 0) window.qos1--;
+      }
+      published.call(this, packet, client, done);
     };
   }
 
@@ -79,13 +84,18 @@ export class ReceiveMaximum {
       }
       const window = this.windows.get(client) ?? this.open(client);
       if (window.closing) return this.refuse(window.closing, packet);
-      const id = packet.messageId ?? 0;
-      const qos2 = packet.qos === 2;
-      if (!(qos2 && window.qos2.has(id))) {
-        if (window.qos1 + window.qos2.size >= this.maximum)
+      if (packet.qos === 2) {
+        window.qos2 ??= this.heldQos2(client);
+        const held = window.qos2;
+        const id = packet.messageId ?? 0;
+        if (!held.has(id)) {
+          if (window.qos1 + held.size >= this.maximum) return this.exceeded(client, window, packet);
+          held.add(id);
+        }
+      } else {
+        if (window.qos1 + (window.qos2?.size ?? 0) >= this.maximum)
           return this.exceeded(client, window, packet);
-        if (qos2) window.qos2.add(id);
-        else window.qos1++;
+        window.qos1++;
       }
       let result: MaybePromise<void>;
       try {
@@ -103,16 +113,26 @@ export class ReceiveMaximum {
   }
 
   private open(client: Client): InboundWindow {
-    const window: InboundWindow = { qos1: 0, qos2: new Set() };
+    const window: InboundWindow = { qos1: 0, qos2: undefined };
     this.windows.set(client, window);
+    return window;
+  }
+
+  /**
+   * The QoS 2 ids a client holds, each freed by its PUBREL. The parser's listener is added only
+   * for a client that uses QoS 2: a second `packet` listener costs every packet the client
+   * sends a copy of the listener list and a call.
+   */
+  private heldQos2(client: Client): Set<number> {
+    const held = new Set<number>();
     const parser = (client as Client & { _parser?: PacketSource })._parser;
     if (typeof parser?.on !== "function") {
       throw new TypeError("aedes client has an unexpected shape: no receive window possible");
     }
     parser.on("packet", (packet) => {
-      if (packet.cmd === "pubrel") window.qos2.delete(packet.messageId ?? 0);
+      if (packet.cmd === "pubrel") held.delete(packet.messageId ?? 0);
     });
-    return window;
+    return held;
   }
 
   private exceeded(client: Client, window: InboundWindow, packet: PublishPacket): Promise<void> {
@@ -134,6 +154,6 @@ interface PacketSource {
 }
 
 function release(window: InboundWindow, packet: PublishPacket): void {
-  if (packet.qos === 2) window.qos2.delete(packet.messageId ?? 0);
+  if (packet.qos === 2) window.qos2?.delete(packet.messageId ?? 0);
   else if (window.qos1 > 0) window.qos1--;
 }
