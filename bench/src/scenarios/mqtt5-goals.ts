@@ -73,7 +73,7 @@ function pairs(rows: readonly ResultRow[]): Pair[] {
 }
 
 /**
- * A goal row per broker and case measured at both levels: the median rounds' ratio, judged
+ * A goal row per broker and case measured at both levels: the median of its rounds' ratios, judged
  * against the goal (not judged for reference brokers, which show what MQTT 5 costs elsewhere),
  * and each round's ratio of the two measurements taken back to back.
  */
@@ -99,13 +99,14 @@ export function protocolGoalRows(
       return figure(r5) / figure(r3);
     });
     const perRound = roundRatios.map((r) => (r === null ? "?" : r.toFixed(2)));
-    // The fixed-rate levels share each round's window (mqtt5.ts): the median of the rounds'
-    // ratios, not a ratio of two medians taken from different rounds.
+    // Each round measures both levels together (fixed rate: one window) or back to back (full
+    // speed): the median of the rounds' ratios, so that what the machine did to a round hits
+    // both sides of its ratio, not a ratio of two medians taken from different rounds.
     const measured = roundRatios.filter((r): r is number => r !== null);
     const ratio =
       v3.error !== undefined || v5.error !== undefined
         ? null
-        : !fullSpeed && measured.length > 0
+        : measured.length > 0
           ? medianOf(measured)
           : figure(v3) > 0
             ? figure(v5) / figure(v3)
