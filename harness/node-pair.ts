@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { type RunningNode, startNode } from "./in-process-node.js";
 import { connect, type MqttClient } from "./mqtt-client.js";
+import { RedisRelay } from "./redis-relay.js";
 import { RedisServer } from "./redis-server.js";
 
 /** Two in-process nodes, `node-a` and `node-b`, sharing a fresh Redis under a random prefix. */
@@ -9,27 +10,40 @@ export interface NodePair {
   keyPrefix: string;
   a: RunningNode;
   b: RunningNode;
+  /** With `relayA`: node A's way to Redis, whose commands a test can hold. */
+  relay: RedisRelay | undefined;
   stop(): Promise<void>;
 }
 
-export async function startNodePair(): Promise<NodePair> {
+/**
+ * `relayA`: node A reaches Redis through a RedisRelay (a stopped or cut-off node's commands
+ * held), node B directly.
+ */
+export async function startNodePair(options: { relayA?: boolean } = {}): Promise<NodePair> {
   const redis = await RedisServer.start();
   const keyPrefix = `p${randomBytes(4).toString("hex")}:`;
   const nodes: RunningNode[] = [];
+  let relay: RedisRelay | undefined;
   const stop = async () => {
+    relay?.releaseCommands();
     for (const node of nodes) await node.stop();
+    await relay?.close();
     await redis.stop();
   };
   try {
-    for (const nodeId of ["node-a", "node-b"]) {
-      nodes.push(await startNode({ nodeId, redis: { url: redis.url, keyPrefix } }));
+    if (options.relayA) relay = await RedisRelay.start(redis.port);
+    for (const [nodeId, url] of [
+      ["node-a", relay?.url ?? redis.url],
+      ["node-b", redis.url],
+    ] as const) {
+      nodes.push(await startNode({ nodeId, redis: { url, keyPrefix } }));
     }
   } catch (error) {
     await stop();
     throw error;
   }
   const [a, b] = nodes as [RunningNode, RunningNode];
-  return { redis, keyPrefix, a, b, stop };
+  return { redis, keyPrefix, a, b, relay, stop };
 }
 
 /**

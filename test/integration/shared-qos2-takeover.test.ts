@@ -2,12 +2,11 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
 import { withDeadline } from "../../harness/deadline.js";
-import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import type { RunningNode } from "../../harness/in-process-node.js";
 import { connect, end, Inbox, type MqttClient, subscribe } from "../../harness/mqtt-client.js";
 import { metricValue } from "../../harness/node-metrics.js";
-import { connectMovingPublisher } from "../../harness/node-pair.js";
-import { RedisRelay } from "../../harness/redis-relay.js";
-import { RedisServer } from "../../harness/redis-server.js";
+import { connectMovingPublisher, startNodePair } from "../../harness/node-pair.js";
+import type { RedisRelay } from "../../harness/redis-relay.js";
 
 /**
  * Issue 17, "Shared subscriptions: each message goes to exactly one member" with "No QoS 2
@@ -21,19 +20,10 @@ const DEADLINE_MS = 15_000;
 
 describe("a shared group's QoS 2 message whose publish is taken over by another node", () => {
   it("is assigned once: A's held assignment assigns nothing after B's take-over", async () => {
-    const redis = await RedisServer.start();
-    const relay = await RedisRelay.start(redis.port);
-    const keyPrefix = `shtakeover${randomBytes(4).toString("hex")}:`;
-    const nodes: RunningNode[] = [];
+    const { a, b, relay, stop } = await startNodePair({ relayA: true });
+    const held = relay as RedisRelay;
     const clients: MqttClient[] = [];
     try {
-      for (const [nodeId, url] of [
-        ["node-a", relay.url],
-        ["node-b", `redis://127.0.0.1:${redis.port}`],
-      ] as const) {
-        nodes.push(await startNode({ nodeId, redis: { url, keyPrefix } }));
-      }
-      const [a, b] = nodes as [RunningNode, RunningNode];
       const topic = `shtakeover/${randomBytes(4).toString("hex")}`;
       const member = await connect(b.urls.tcp as string, {
         clientId: "member-b",
@@ -42,18 +32,18 @@ describe("a shared group's QoS 2 message whose publish is taken over by another 
       clients.push(member);
       const inbox = new Inbox(member);
       await subscribe(member, `$share/g/${topic}`, 2);
-      for (const node of nodes) await membersSeen(node, 1);
+      for (const node of [a, b]) await membersSeen(node, 1);
       const publisher = await connectMovingPublisher(a, b, "shtakeover-pub");
       clients.push(publisher);
 
-      relay.holdCommandsWith(topic);
+      held.holdCommandsWith(topic);
       const first = publisher.publishAsync(topic, "once", { qos: 2 });
-      await withDeadline(relay.commandHeld(), DEADLINE_MS, "A's assignment held");
+      await withDeadline(held.commandHeld(), DEADLINE_MS, "A's assignment held");
       // The load balancer drops the client from A; it reconnects to B and sends again.
       publisher.stream.destroy();
       await withDeadline(first, DEADLINE_MS, "PUBCOMP through B");
       await withDeadline(inbox.waitFor(1), DEADLINE_MS, "B's assignment at the member");
-      relay.releaseCommands();
+      held.releaseCommands();
       // Assigned by A after its held commands, on the same connection to Redis, and sent on to
       // the member's node in that order: once these arrive, a second copy would have come.
       const later = await connect(a.urls.tcp as string, { clientId: "shtakeover-later" });
@@ -71,11 +61,9 @@ describe("a shared group's QoS 2 message whose publish is taken over by another 
         ["once", "after", "last"],
       );
     } finally {
-      relay.releaseCommands();
+      held.releaseCommands();
       await end(...clients);
-      for (const node of nodes) await node.stop();
-      await relay.close();
-      await redis.stop();
+      await stop();
     }
   });
 });
