@@ -187,6 +187,7 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
     if (ignoredLengths.has(channel.length) && ignored.has(channel.toString())) return;
     const envelope = decodeEnvelope(payload);
     if (!seen.add(envelope.id)) return;
+    reserved?.reservations.attempts.received(envelope.id, envelope.msg);
     emitter._emit(envelope.msg);
   };
   for (const event of ["messageBuffer", "pmessageBuffer"] as const) {
@@ -216,8 +217,7 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
       (message as ReservableMessage).payload,
     );
     if (reservation !== undefined && reserved !== undefined) {
-      const id = reserved.reservations.envelopeOrigin + (++sequence).toString(36);
-      const envelope = encodeEnvelope(id, message);
+      const envelope = encodeEnvelope(reserved.reservations.envelopeId(reservation), message);
       const bytes = envelope.length;
       pending.sent(bytes);
       reserved.publisher.publish(reservation, message.topic, envelope, (error, published) => {

@@ -6,7 +6,7 @@ import { QlobberTrue } from "qlobber";
 import QlobberSub, { type TrieSubscription } from "qlobber/aedes/qlobber-sub.js";
 import type { Logger } from "../observability/logger.js";
 import { escapeGlob, PersistenceKeys } from "../redis/redis-keys.js";
-import { InboundReservations, isPending, queuedField } from "./inbound-qos2.js";
+import { InboundReservations, isPending, PENDING, queuedField } from "./inbound-qos2.js";
 import { migrateLegacyLayout } from "./legacy-layout-migration.js";
 import {
   type ClientRef,
@@ -72,6 +72,8 @@ interface IncomingReservation {
   clientId: string;
   messageId: number;
   pending: string;
+  /** A resend (DUP): it keeps the origin of a reservation it takes over. */
+  dup: boolean;
 }
 
 /**
@@ -145,7 +147,7 @@ export class RedisPersistence {
     this.clustered = options.db instanceof Cluster;
     this.keys = new PersistenceKeys(options.db.options.keyPrefix ?? "");
     this.scripts = new RedisScripts(options.db);
-    this.inboundQos2 = this.clustered ? undefined : new InboundReservations();
+    this.inboundQos2 = this.clustered ? undefined : new InboundReservations(options.replicaAcks);
   }
 
   async setup(broker: PersistenceBroker): Promise<void> {
@@ -353,6 +355,8 @@ export class RedisPersistence {
     // Those of one turn in one script: a delivery waits for its record, as aedes awaits this.
     const clientId = client.id;
     await this.deliveries.add(this.callOf(clientId), { clientId, messageId, ref: refOf(packet) });
+    // aedes writes the message now: a later attempt of it skips this connection.
+    this.inboundQos2?.attempts.written(client, packet.payload);
   }
 
   /**
@@ -446,15 +450,21 @@ export class RedisPersistence {
     const reservations = this.inboundQos2;
     const messageId = packet.messageId as number;
     if (reservations !== undefined && packet.cmd === "publish" && Buffer.isBuffer(packet.payload)) {
-      const pending = reservations.nextPending();
+      const mine = reservations.nextPending();
       const clientId = client.id;
-      const found = await this.reservations.add("", { clientId, messageId, pending });
-      if (found !== null) return msgpack.decode(found) as StoredPacket;
+      const dup = packet.dup === true;
+      const found = await this.reservations.add("", { clientId, messageId, pending: mine, dup });
+      // A resend's take-over: the record names the origin it keeps (reserve-incoming-1.lua).
+      const again = found !== null && isPending(found);
+      if (found !== null && !again) return msgpack.decode(found) as StoredPacket;
+      const pending = again ? found.toString() : mine;
       reservations.hold(packet.payload, {
         clientId,
         key: this.keyPrefix() + this.keys.incoming(clientId),
         field: String(messageId),
         pending,
+        origin: again ? pending.slice(pending.indexOf("/") + 1) : mine.slice(PENDING.length),
+        again,
         published: encodeIncoming(packet),
         done: false,
       });
@@ -719,7 +729,7 @@ export class RedisPersistence {
 
   private reserveIncoming(call: Array<Waiting<IncomingReservation, Buffer | null>>): void {
     const keys = call.map(({ item }) => this.keys.incoming(item.clientId));
-    const args = call.flatMap(({ item }) => [item.messageId, item.pending]);
+    const args = call.flatMap(({ item }) => [item.messageId, item.pending, item.dup ? 1 : 0]);
     this.scripts.runBuffer("reserveIncoming", keys, args).then(
       (values) => {
         call.forEach((waiting, i) => {
