@@ -91,6 +91,16 @@ export class AttemptDeliveries {
     if (sent?.has(client) === true) sent.set(client, true);
   }
 
+  /** A resumed session's queue holds the message: its connection has it from there. */
+  resumed(client: object, origin: string): void {
+    let sent = this.current.get(origin) ?? this.previous.get(origin);
+    if (sent === undefined) {
+      sent = new Map();
+      this.add(origin, sent);
+    }
+    sent.set(client, true);
+  }
+
   private add(origin: string, sent: Sent): void {
     const now = Date.now();
     if (this.current.size >= this.size || now - this.startedAt >= this.windowMs) {

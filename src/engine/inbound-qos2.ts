@@ -16,6 +16,19 @@ export function queuedField(messageId: string | number): string {
   return `${messageId}:queued`;
 }
 
+/** PUBLISHes that came with DUP set (aedes' rules clear it before the duplicate check). */
+const resends = new WeakSet<object>();
+
+/** A PUBLISH came with DUP set: a resend of one the client sent before. */
+export function noteResend(packet: object): void {
+  resends.add(packet);
+}
+
+/** Whether this PUBLISH came with DUP set. */
+export function isResend(packet: object): boolean {
+  return resends.has(packet);
+}
+
 /** Whether a stored inbound QoS 2 record is a reservation (a published one is a packet). */
 export function isPending(record: Buffer): boolean {
   return record.length >= PENDING_BYTES.length && record.subarray(0, 8).equals(PENDING_BYTES);

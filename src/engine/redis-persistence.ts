@@ -6,7 +6,7 @@ import { QlobberTrue } from "qlobber";
 import QlobberSub, { type TrieSubscription } from "qlobber/aedes/qlobber-sub.js";
 import type { Logger } from "../observability/logger.js";
 import { escapeGlob, PersistenceKeys } from "../redis/redis-keys.js";
-import { InboundReservations, isPending, PENDING, queuedField } from "./inbound-qos2.js";
+import { InboundReservations, isPending, isResend, PENDING, queuedField } from "./inbound-qos2.js";
 import { migrateLegacyLayout } from "./legacy-layout-migration.js";
 import {
   type ClientRef,
@@ -66,6 +66,9 @@ interface Acknowledgement {
   clientId: string;
   messageId: number;
 }
+
+/** A queued message; an inbound QoS 2 one with the origin its attempts are published under. */
+type QueuedPacket = StoredPacket & { origin?: string };
 
 /** An inbound QoS 2 packet identifier to reserve (reserve-incoming-1.lua). */
 interface IncomingReservation {
@@ -301,7 +304,12 @@ export class RedisPersistence {
   ): Promise<void> {
     if (subs.length === 0) return;
     const ref = refOf(packet);
-    const encoded = msgpack.encode(new Packet(packet));
+    // Reserved (never on a Cluster: one call): queued once, whichever connection publishes it.
+    const reserved = this.inboundQos2?.ofQueued(packet.qos, packet.payload);
+    // With its origin: a session that gets it from its queue skips later attempts of it.
+    const stored: QueuedPacket = new Packet(packet);
+    if (reserved !== undefined) stored.origin = reserved.origin;
+    const encoded = msgpack.encode(stored);
     const { maxQueuedPerClient, onQueueFull } = this.options;
     const calls = new Map<string, string[]>();
     for (const { clientId } of subs) {
@@ -310,8 +318,6 @@ export class RedisPersistence {
       if (list === undefined) calls.set(call, [clientId]);
       else list.push(clientId);
     }
-    // Reserved (never on a Cluster: one call): queued once, whichever connection publishes it.
-    const reserved = this.inboundQos2?.ofQueued(packet.qos, packet.payload);
     const marker =
       reserved === undefined
         ? []
@@ -399,7 +405,14 @@ export class RedisPersistence {
     // The CONNECT's last step: the read is of no use after it.
     this.firstOwners.delete(client);
     if (read !== undefined && !read.holdsQueue && isEmpty(read.subscriptions)) return [];
-    return inResendOrder(await this.queueReads.add(this.callOf(client.id), client.id));
+    const packets = inResendOrder(await this.queueReads.add(this.callOf(client.id), client.id));
+    const attempts = this.inboundQos2?.attempts;
+    if (attempts !== undefined) {
+      for (const packet of packets as QueuedPacket[]) {
+        if (typeof packet.origin === "string") attempts.resumed(client, packet.origin);
+      }
+    }
+    return packets;
   }
 
   outgoingStream(client: ClientRef): Readable {
@@ -452,7 +465,7 @@ export class RedisPersistence {
     if (reservations !== undefined && packet.cmd === "publish" && Buffer.isBuffer(packet.payload)) {
       const mine = reservations.nextPending();
       const clientId = client.id;
-      const dup = packet.dup === true;
+      const dup = isResend(packet);
       const found = await this.reservations.add("", { clientId, messageId, pending: mine, dup });
       // A resend's take-over: the record names the origin it keeps (reserve-incoming-1.lua).
       const again = found !== null && isPending(found);
