@@ -131,7 +131,11 @@ export class InboundReservations {
       return;
     }
     const confirmed = acks.confirmedUnlessShort();
-    this.confirmedTail = this.confirmedTail.then(() => confirmed).then(publish);
+    // publish reports its failures to its own callback; a throw must not stop those after it.
+    this.confirmedTail = this.confirmedTail
+      .then(() => confirmed)
+      .then(publish)
+      .catch(() => {});
   }
 
   hold(payload: Buffer, reservation: Reservation): void {
