@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import { AttemptDeliveries, FIRST_ATTEMPT, LATER_ATTEMPT } from "./attempt-deliveries.js";
 import { RedisScripts } from "./redis-scripts.js";
@@ -16,17 +16,12 @@ export function queuedField(messageId: string | number): string {
   return `${messageId}:queued`;
 }
 
-/** PUBLISHes that came with DUP set (aedes' rules clear it before the duplicate check). */
-const resends = new WeakSet<object>();
-
-/** A PUBLISH came with DUP set: a resend of one the client sent before. */
-export function noteResend(packet: object): void {
-  resends.add(packet);
-}
-
-/** Whether this PUBLISH came with DUP set. */
-export function isResend(packet: object): boolean {
-  return resends.has(packet);
+/**
+ * What tells a resend of a message from another message under the same packet identifier (a
+ * client that lost its state reuses identifiers): its topic and payload, hashed.
+ */
+export function messageDigest(topic: string, payload: Buffer): string {
+  return createHash("sha1").update(topic).update("\0").update(payload).digest("base64url");
 }
 
 /** Whether a stored inbound QoS 2 record is a reservation (a published one is a packet). */
@@ -41,7 +36,7 @@ export interface Reservation {
   key: string;
   /** The packet identifier. */
   field: string;
-  /** The record while reserved: `pending:<token>`, or `pending:<token>/<origin>` once taken over. */
+  /** The record while reserved: `pending:<token>/<origin>/<digest>`. */
   pending: string;
   /**
    * The id every attempt of the message is published under: the first attempt's token, kept by
@@ -103,9 +98,9 @@ export class InboundReservations {
 
   constructor(private readonly replicaAcks?: ReplicaAcks) {}
 
-  /** A record `pending:<token>` unique to this reservation. */
-  nextPending(): string {
-    return `${PENDING}${this.prefix}${(++this.sequence).toString(36)}`;
+  /** A token unique to this reservation. */
+  nextToken(): string {
+    return `${this.prefix}${(++this.sequence).toString(36)}`;
   }
 
   /**

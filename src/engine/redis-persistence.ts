@@ -6,7 +6,7 @@ import { QlobberTrue } from "qlobber";
 import QlobberSub, { type TrieSubscription } from "qlobber/aedes/qlobber-sub.js";
 import type { Logger } from "../observability/logger.js";
 import { escapeGlob, PersistenceKeys } from "../redis/redis-keys.js";
-import { InboundReservations, isPending, isResend, PENDING, queuedField } from "./inbound-qos2.js";
+import { InboundReservations, isPending, messageDigest, queuedField } from "./inbound-qos2.js";
 import { migrateLegacyLayout } from "./legacy-layout-migration.js";
 import {
   type ClientRef,
@@ -74,9 +74,9 @@ type QueuedPacket = StoredPacket & { origin?: string };
 interface IncomingReservation {
   clientId: string;
   messageId: number;
-  pending: string;
-  /** A resend (DUP): it keeps the origin of a reservation it takes over. */
-  dup: boolean;
+  token: string;
+  /** Of topic and payload: a resend keeps the origin of a reservation it takes over. */
+  digest: string;
 }
 
 /**
@@ -463,21 +463,24 @@ export class RedisPersistence {
     const reservations = this.inboundQos2;
     const messageId = packet.messageId as number;
     if (reservations !== undefined && packet.cmd === "publish" && Buffer.isBuffer(packet.payload)) {
-      const mine = reservations.nextPending();
+      const token = reservations.nextToken();
       const clientId = client.id;
-      const dup = isResend(packet);
-      const found = await this.reservations.add("", { clientId, messageId, pending: mine, dup });
-      // A resend's take-over: the record names the origin it keeps (reserve-incoming-1.lua).
-      const again = found !== null && isPending(found);
-      if (found !== null && !again) return msgpack.decode(found) as StoredPacket;
-      const pending = again ? found.toString() : mine;
+      const digest = messageDigest(packet.topic ?? "", packet.payload);
+      const found = await this.reservations.add("", { clientId, messageId, token, digest });
+      if (found === null || !isPending(found)) {
+        if (found !== null) return msgpack.decode(found) as StoredPacket;
+        throw new Error("reservation not written");
+      }
+      // `pending:<token>/<origin>/<digest>`: a resend's take-over keeps the origin.
+      const pending = found.toString();
+      const origin = pending.split("/")[1] ?? token;
       reservations.hold(packet.payload, {
         clientId,
         key: this.keyPrefix() + this.keys.incoming(clientId),
         field: String(messageId),
         pending,
-        origin: again ? pending.slice(pending.indexOf("/") + 1) : mine.slice(PENDING.length),
-        again,
+        origin,
+        again: origin !== token,
         published: encodeIncoming(packet),
         done: false,
       });
@@ -742,7 +745,7 @@ export class RedisPersistence {
 
   private reserveIncoming(call: Array<Waiting<IncomingReservation, Buffer | null>>): void {
     const keys = call.map(({ item }) => this.keys.incoming(item.clientId));
-    const args = call.flatMap(({ item }) => [item.messageId, item.pending, item.dup ? 1 : 0]);
+    const args = call.flatMap(({ item }) => [item.messageId, item.token, item.digest]);
     this.scripts.runBuffer("reserveIncoming", keys, args).then(
       (values) => {
         call.forEach((waiting, i) => {

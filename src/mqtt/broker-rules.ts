@@ -10,7 +10,6 @@ import {
   sessionTermsOf,
 } from "../engine/aedes-internals.js";
 import type { BrokerHooks } from "../engine/hook-adapter.js";
-import { noteResend } from "../engine/inbound-qos2.js";
 import { PacketViolationError } from "../engine/packet-guard.js";
 import { isBackedUp } from "../engine/socket-backlog.js";
 import {
@@ -302,8 +301,6 @@ export function createBrokerRules(deps: BrokerRulesDeps): BrokerHooks {
 
     authorizePublish(client: Client | null, packet: PublishPacket) {
       // DUP describes one hop; it is never forwarded as the publisher set it [MQTT-3.3.1-3].
-      // A QoS 2 resend's is kept aside: it takes over a reservation as a later attempt.
-      if (packet.dup === true) noteResend(packet);
       packet.dup = false;
       // No client ever writes $SYS, whatever the ACL says: the broker's own cluster signals
       // (takeover, heartbeats) travel there, so a forged one could disconnect any client
