@@ -33,6 +33,8 @@ type Sent = Map<object, boolean>;
  */
 export class AttemptDeliveries {
   private readonly attempts = new WeakMap<Buffer, Attempt>();
+  /** Deliveries skipped here (aedes then clears a persistent session's queued copy: kept). */
+  private readonly skippedPackets = new WeakSet<object>();
   private current = new Map<string, Sent>();
   private previous = new Map<string, Sent>();
   private startedAt = Date.now();
@@ -61,7 +63,9 @@ export class AttemptDeliveries {
     return (client, packet) => {
       const forwarded = authorizeForward(client, packet);
       if (forwarded === null || packet.qos !== 2) return forwarded;
-      return this.forward(client, packet.payload) ? forwarded : null;
+      if (this.forward(client, packet.payload)) return forwarded;
+      this.skippedPackets.add(packet);
+      return null;
     };
   }
 
@@ -80,6 +84,15 @@ export class AttemptDeliveries {
     }
     sent.set(client, client.clean !== false);
     return true;
+  }
+
+  /**
+   * Whether this delivery was skipped as a later attempt. Its session's queued copy, if any, is
+   * kept: one is queued only when the first attempt's was lost with a primary (enqueue-2.lua's
+   * marker), and a connection that had the first copy may still close before it completed it.
+   */
+  skipped(packet: object): boolean {
+    return this.skippedPackets.has(packet);
   }
 
   /** A persistent session's delivery record is stored: the message is on its way to it. */

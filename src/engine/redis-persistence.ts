@@ -378,7 +378,11 @@ export class RedisPersistence {
     if (isCleanAcknowledgement(client, packet)) return Promise.resolve(undefined);
     const clientId = client.id;
     // A delivery authorizeForward refused before it got a packet id: found by its origin.
-    if (packet.messageId === undefined) return this.dropQueued(clientId, packet);
+    if (packet.messageId === undefined) {
+      // Not a later attempt of a message this connection had: the queue may be all it has.
+      if (this.inboundQos2?.attempts.skipped(packet) === true) return Promise.resolve(undefined);
+      return this.dropQueued(clientId, packet);
+    }
     return this.acks.add(this.callOf(clientId), {
       clientId,
       messageId: packet.messageId as number,

@@ -26,6 +26,8 @@ describe("later attempts of an inbound QoS 2 message", () => {
     assert.ok(forward(had, receive(attempts, "!o.1")));
     const later = receive(attempts, "?o.1/t.9");
     assert.equal(forward(had, later), null, "a second copy");
+    // Its session's queued copy, if any, stays (aedes asks to clear it).
+    assert.equal(attempts.skipped(later), true);
     assert.ok(forward(missed, later), "a connection that missed the first copy gets it");
     // A third attempt skips both.
     const third = receive(attempts, "?o.1/u.3");
@@ -46,7 +48,9 @@ describe("later attempts of an inbound QoS 2 message", () => {
       assert.ok(forward(client, packet));
     }
     const refuse = attempts.filterForward(() => null);
-    assert.equal(refuse(client, receive(attempts, "!p.1")), null);
+    const refused = receive(attempts, "!p.1");
+    assert.equal(refuse(client, refused), null);
+    assert.equal(attempts.skipped(refused), false, "the rules' refusal clears as before");
     assert.ok(forward(client, receive(attempts, "?p.1/t.1")), "a refused first copy is no copy");
     const qos1 = message(Buffer.from("m"), 1);
     attempts.received("?p.1/t.2", qos1);
