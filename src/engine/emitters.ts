@@ -65,7 +65,7 @@ export function redisEmitter(
     route,
     subscriber,
     pending,
-    reservations && { reservations, publisher: reservedPublisher(publisher) },
+    reservations && { reservations, publisher: reservedPublisher(publisher, reservations) },
   );
   // mqemitter-redis re-emits connection errors on its `state` emitter; without a listener there,
   // a failed reconnect during a Redis outage throws and takes the node down. The outage itself

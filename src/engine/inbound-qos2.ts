@@ -1,6 +1,8 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
+import { AttemptDeliveries, FIRST_ATTEMPT, LATER_ATTEMPT } from "./attempt-deliveries.js";
 import { RedisScripts } from "./redis-scripts.js";
+import type { ReplicaAcks } from "./replica-acks.js";
 
 /** How an inbound QoS 2 record that is reserved, not published, starts (`pending:<token>`). */
 export const PENDING = "pending:";
@@ -23,6 +25,14 @@ export function sharedField(messageId: string | number): string {
   return `${messageId}:shared`;
 }
 
+/**
+ * What tells a resend of a message from another message under the same packet identifier (a
+ * client that lost its state reuses identifiers): its topic and payload, hashed.
+ */
+export function messageDigest(topic: string, payload: Buffer): string {
+  return createHash("sha1").update(topic).update("\0").update(payload).digest("base64url");
+}
+
 /** Whether a stored inbound QoS 2 record is a reservation (a published one is a packet). */
 export function isPending(record: Buffer): boolean {
   return record.length >= PENDING_BYTES.length && record.subarray(0, 8).equals(PENDING_BYTES);
@@ -35,8 +45,15 @@ export interface Reservation {
   key: string;
   /** The packet identifier. */
   field: string;
-  /** The record while reserved: `pending:<token>`. */
+  /** The record while reserved: `pending:<token>/<origin>/<digest>`. */
   pending: string;
+  /**
+   * The id every attempt of the message is published under: the first attempt's token, kept by
+   * a resend that takes the reservation over.
+   */
+  origin: string;
+  /** Whether this attempt took over another's reservation: it may be a second copy. */
+  again: boolean;
   /** The record once published: the packet, as the PUBREC's duplicate check reads it. */
   published: Buffer;
   /** Set once the publish script ran (now, or earlier: a resend found it done). */
@@ -70,17 +87,59 @@ export interface ReservedPublisher {
  * emitter a new packet object, which shares the client's payload Buffer: the reservation is
  * found by that Buffer and the client id. Single Redis and Sentinel only: on a Redis Cluster a
  * message's shard channel and its publisher's session are in different slots.
+ *
+ * Across a failover: the PUBLISH reaches subscribers at once, its mark reaches the replica
+ * later, so a primary that dies in between leaves the promoted replica without the mark, and
+ * the client's resend is published again. So with `redis.replicaAcks`, the publish script runs
+ * only once the replicas hold what this node wrote before it (the reservation, the offline
+ * sessions' queued copies); a resend then finds the reservation, keeps its origin and
+ * publishes as a later attempt, which each node delivers only to the connections it did not
+ * hand the first to (attempt-deliveries.ts).
  */
 export class InboundReservations {
   private readonly prefix = `${randomBytes(6).toString("base64url")}.`;
   private sequence = 0;
   private readonly held = new WeakMap<Buffer, Reservation>();
-  /** Envelope ids of reserved messages: not this node's echo prefix, so the echo is delivered. */
-  readonly envelopeOrigin = `${randomBytes(6).toString("base64url")}:`;
+  /** Which connections this node handed each attempt to. */
+  readonly attempts = new AttemptDeliveries();
+  /** The last publish waiting for its confirmation: publishes go in the order they came. */
+  private confirmedTail: Promise<void> = Promise.resolve();
 
-  /** A record `pending:<token>` unique to this reservation. */
-  nextPending(): string {
-    return `${PENDING}${this.prefix}${(++this.sequence).toString(36)}`;
+  constructor(private readonly replicaAcks?: ReplicaAcks) {}
+
+  /** A token unique to this reservation. */
+  nextToken(): string {
+    return `${this.prefix}${(++this.sequence).toString(36)}`;
+  }
+
+  /**
+   * The envelope id of an attempt: not this node's echo prefix (the echo is delivered), unique
+   * per attempt (a node's seen-id check drops only a copy of the same attempt), naming the
+   * origin, and whether the attempt may be a second copy.
+   */
+  envelopeId(reservation: Reservation): string {
+    const { origin, again, pending } = reservation;
+    if (!again) return `${FIRST_ATTEMPT}${origin}`;
+    const token = pending.slice(PENDING.length, pending.indexOf("/"));
+    return `${LATER_ATTEMPT}${origin}/${token}`;
+  }
+
+  /**
+   * Runs `publish` once the replicas hold what this node wrote so far (at once without replica
+   * acknowledgements; not waited for while replicas are short), publishes in call order.
+   */
+  afterConfirmed(publish: () => void): void {
+    const acks = this.replicaAcks;
+    if (acks === undefined) {
+      publish();
+      return;
+    }
+    const confirmed = acks.confirmedUnlessShort();
+    // publish reports its failures to its own callback; a throw must not stop those after it.
+    this.confirmedTail = this.confirmedTail
+      .then(() => confirmed)
+      .then(publish)
+      .catch(() => {});
   }
 
   hold(payload: Buffer, reservation: Reservation): void {
@@ -107,8 +166,14 @@ export class InboundReservations {
   }
 }
 
-/** The publish script (`publish-lua/`), on the fabric's publisher connection. */
-export function reservedPublisher(publisher: Redis): ReservedPublisher {
+/**
+ * The publish script (`publish-lua/`), on the fabric's publisher connection, once the
+ * reservations' confirmation allows it.
+ */
+export function reservedPublisher(
+  publisher: Redis,
+  reservations: InboundReservations,
+): ReservedPublisher {
   const scripts = new RedisScripts<"publishReserved">(
     publisher,
     new URL("./publish-lua/", import.meta.url),
@@ -116,13 +181,15 @@ export function reservedPublisher(publisher: Redis): ReservedPublisher {
   return {
     publish(reservation, channel, envelope, answered) {
       const { key, field, pending, published } = reservation;
-      scripts.run("publishReserved", [key], [field, pending, channel, envelope, published]).then(
-        (outcome) => {
-          reservation.done = outcome !== 0;
-          answered(undefined, reservation.done);
-        },
-        (error: Error) => answered(error, false),
-      );
+      reservations.afterConfirmed(() => {
+        scripts.run("publishReserved", [key], [field, pending, channel, envelope, published]).then(
+          (outcome) => {
+            reservation.done = outcome !== 0;
+            answered(undefined, reservation.done);
+          },
+          (error: Error) => answered(error, false),
+        );
+      });
     },
   };
 }

@@ -6,6 +6,7 @@ import {
   decodeEnvelope,
   type EmittedMessage,
   echoCheck,
+  encodeEnvelope,
   encodeNumberedEnvelope,
 } from "./envelope.js";
 import type { InboundReservations, ReservedPublisher } from "./inbound-qos2.js";
@@ -194,6 +195,7 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
     if (ignoredLengths.has(channel.length) && ignored.has(channel.toString())) return;
     const envelope = decodeEnvelope(payload);
     if (!seen.add(envelope.id)) return;
+    reserved?.reservations.attempts.received(envelope.id, envelope.msg);
     emitter._emit(envelope.msg);
   };
   for (const event of ["messageBuffer", "pmessageBuffer"] as const) {
@@ -223,8 +225,7 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
       (message as ReservableMessage).payload,
     );
     if (reservation !== undefined && reserved !== undefined) {
-      const reservedOrigin = reserved.reservations.envelopeOrigin;
-      const envelope = encodeNumberedEnvelope(reservedOrigin, ++sequence, message);
+      const envelope = encodeEnvelope(reserved.reservations.envelopeId(reservation), message);
       const bytes = envelope.length;
       pending.sent(bytes);
       reserved.publisher.publish(reservation, message.topic, envelope, (error, published) => {

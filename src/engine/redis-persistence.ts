@@ -6,7 +6,13 @@ import { QlobberTrue } from "qlobber";
 import QlobberSub, { type TrieSubscription } from "qlobber/aedes/qlobber-sub.js";
 import type { Logger } from "../observability/logger.js";
 import { escapeGlob, PersistenceKeys } from "../redis/redis-keys.js";
-import { InboundReservations, isPending, queuedField, sharedField } from "./inbound-qos2.js";
+import {
+  InboundReservations,
+  isPending,
+  messageDigest,
+  queuedField,
+  sharedField,
+} from "./inbound-qos2.js";
 import { migrateLegacyLayout } from "./legacy-layout-migration.js";
 import {
   type ClientRef,
@@ -67,11 +73,16 @@ interface Acknowledgement {
   messageId: number;
 }
 
+/** A queued message; an inbound QoS 2 one with the origin its attempts are published under. */
+type QueuedPacket = StoredPacket & { origin?: string };
+
 /** An inbound QoS 2 packet identifier to reserve (reserve-incoming-1.lua). */
 interface IncomingReservation {
   clientId: string;
   messageId: number;
-  pending: string;
+  token: string;
+  /** Of topic and payload: a resend keeps the origin of a reservation it takes over. */
+  digest: string;
 }
 
 /**
@@ -145,7 +156,7 @@ export class RedisPersistence {
     this.clustered = options.db instanceof Cluster;
     this.keys = new PersistenceKeys(options.db.options.keyPrefix ?? "");
     this.scripts = new RedisScripts(options.db);
-    this.inboundQos2 = this.clustered ? undefined : new InboundReservations();
+    this.inboundQos2 = this.clustered ? undefined : new InboundReservations(options.replicaAcks);
   }
 
   async setup(broker: PersistenceBroker): Promise<void> {
@@ -299,7 +310,12 @@ export class RedisPersistence {
   ): Promise<void> {
     if (subs.length === 0) return;
     const ref = refOf(packet);
-    const encoded = msgpack.encode(new Packet(packet));
+    // Reserved (never on a Cluster: one call): queued once, whichever connection publishes it.
+    const reserved = this.inboundQos2?.ofQueued(packet.qos, packet.payload);
+    // With its origin: a session that gets it from its queue skips later attempts of it.
+    const stored: QueuedPacket = new Packet(packet);
+    if (reserved !== undefined) stored.origin = reserved.origin;
+    const encoded = msgpack.encode(stored);
     const { maxQueuedPerClient, onQueueFull } = this.options;
     const calls = new Map<string, string[]>();
     for (const { clientId } of subs) {
@@ -308,8 +324,6 @@ export class RedisPersistence {
       if (list === undefined) calls.set(call, [clientId]);
       else list.push(clientId);
     }
-    // Reserved (never on a Cluster: one call): queued once, whichever connection publishes it.
-    const reserved = this.inboundQos2?.ofQueued(packet.qos, packet.payload);
     const marker =
       reserved === undefined
         ? []
@@ -353,6 +367,8 @@ export class RedisPersistence {
     // Those of one turn in one script: a delivery waits for its record, as aedes awaits this.
     const clientId = client.id;
     await this.deliveries.add(this.callOf(clientId), { clientId, messageId, ref: refOf(packet) });
+    // aedes writes the message now: a later attempt of it skips this connection.
+    this.inboundQos2?.attempts.written(client, packet.payload);
   }
 
   /**
@@ -368,7 +384,11 @@ export class RedisPersistence {
     if (isCleanAcknowledgement(client, packet)) return Promise.resolve(undefined);
     const clientId = client.id;
     // A delivery authorizeForward refused before it got a packet id: found by its origin.
-    if (packet.messageId === undefined) return this.dropQueued(clientId, packet);
+    if (packet.messageId === undefined) {
+      // Not a later attempt of a message this connection had: the queue may be all it has.
+      if (this.inboundQos2?.attempts.skipped(packet) === true) return Promise.resolve(undefined);
+      return this.dropQueued(clientId, packet);
+    }
     return this.acks.add(this.callOf(clientId), {
       clientId,
       messageId: packet.messageId as number,
@@ -395,7 +415,14 @@ export class RedisPersistence {
     // The CONNECT's last step: the read is of no use after it.
     this.firstOwners.delete(client);
     if (read !== undefined && !read.holdsQueue && isEmpty(read.subscriptions)) return [];
-    return inResendOrder(await this.queueReads.add(this.callOf(client.id), client.id));
+    const packets = inResendOrder(await this.queueReads.add(this.callOf(client.id), client.id));
+    const attempts = this.inboundQos2?.attempts;
+    if (attempts !== undefined) {
+      for (const packet of packets as QueuedPacket[]) {
+        if (typeof packet.origin === "string") attempts.resumed(client, packet.origin);
+      }
+    }
+    return packets;
   }
 
   outgoingStream(client: ClientRef): Readable {
@@ -446,15 +473,24 @@ export class RedisPersistence {
     const reservations = this.inboundQos2;
     const messageId = packet.messageId as number;
     if (reservations !== undefined && packet.cmd === "publish" && Buffer.isBuffer(packet.payload)) {
-      const pending = reservations.nextPending();
+      const token = reservations.nextToken();
       const clientId = client.id;
-      const found = await this.reservations.add("", { clientId, messageId, pending });
-      if (found !== null) return msgpack.decode(found) as StoredPacket;
+      const digest = messageDigest(packet.topic ?? "", packet.payload);
+      const found = await this.reservations.add("", { clientId, messageId, token, digest });
+      if (found === null || !isPending(found)) {
+        if (found !== null) return msgpack.decode(found) as StoredPacket;
+        throw new Error("reservation not written");
+      }
+      // `pending:<token>/<origin>/<digest>`: a resend's take-over keeps the origin.
+      const pending = found.toString();
+      const origin = pending.split("/")[1] ?? token;
       reservations.hold(packet.payload, {
         clientId,
         key: this.keyPrefix() + this.keys.incoming(clientId),
         field: String(messageId),
         pending,
+        origin,
+        again: origin !== token,
         published: encodeIncoming(packet),
         done: false,
       });
@@ -719,7 +755,7 @@ export class RedisPersistence {
 
   private reserveIncoming(call: Array<Waiting<IncomingReservation, Buffer | null>>): void {
     const keys = call.map(({ item }) => this.keys.incoming(item.clientId));
-    const args = call.flatMap(({ item }) => [item.messageId, item.pending]);
+    const args = call.flatMap(({ item }) => [item.messageId, item.token, item.digest]);
     this.scripts.runBuffer("reserveIncoming", keys, args).then(
       (values) => {
         call.forEach((waiting, i) => {

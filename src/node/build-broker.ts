@@ -188,7 +188,13 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
     // Advertised in MQTT 5 CONNACKs; enforced by ReceiveMaximum.
     receiveMaximum: config.mqtt5.receiveMaximum,
     ...hooks,
-    authorizeForward: windows.observeForward(delivery.observeForward(rules.authorizeForward)),
+    authorizeForward: windows.observeForward(
+      delivery.observeForward(
+        // A later attempt of an inbound QoS 2 message skips whom the first reached (issue 17).
+        backend.fabric?.persistence.inboundQos2?.attempts.filterForward(rules.authorizeForward) ??
+          rules.authorizeForward,
+      ),
+    ),
     topicAliasMaximum: config.mqtt5.topicAliasMaximum,
     sessionPresent: (client) => contexts.get(client)?.sessionPresent === true,
     // Cluster takeover is ClientOwnership's, fenced by epochs; aedes' gossip is not.

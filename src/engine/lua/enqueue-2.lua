@@ -7,7 +7,7 @@
 -- ARGV[1] the cap (0: none), ARGV[2] the message's ref, ARGV[3] the message
 -- ARGV[4] to ARGV[6], only for an inbound QoS 2 message whose packet identifier is reserved:
 --   the identifier, the field that marks it queued and the reservation's record
---   (`pending:<token>`) in its publisher's inbound QoS 2 hash, which KEYS[1] and KEYS[2] then
+--   (`pending:<token>/...`) in its publisher's inbound QoS 2 hash, which KEYS[1] and KEYS[2] then
 --   both name. Queued only while the reservation is still this one, and only by its first
 --   holder: a take-over publishes the message again; a stale enqueue (one held up in a failover)
 --   comes after the reservation changed hands or ended.

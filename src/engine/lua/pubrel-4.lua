@@ -15,7 +15,17 @@ if not ref or string.sub(ref, 1, 4) == "rel:" then return 0 end
 local shared = string.sub(ref, 1, 7) == "$share/"
 if redis.call("LREM", KEYS[1], 0, ref) == 0 and not shared then return 0 end
 redis.call("RPUSH", KEYS[1], "rel:" .. ref)
-redis.call("HSET", KEYS[2], ref, ARGV[2])
+local pubrel = ARGV[2]
+-- An inbound QoS 2 message's origin stays with its PUBREL: a session resumed with it skips
+-- later attempts of the message (attempt-deliveries.ts).
+local packet = redis.call("HGET", KEYS[2], ref)
+if packet and string.find(packet, "origin", 1, true) then
+  local ok, fields = pcall(cmsgpack.unpack, packet)
+  if ok and type(fields) == "table" and type(fields.origin) == "string" then
+    pubrel = cmsgpack.pack({ cmd = "pubrel", messageId = tonumber(ARGV[1]), origin = fields.origin })
+  end
+end
+redis.call("HSET", KEYS[2], ref, pubrel)
 redis.call("HSET", KEYS[3], ARGV[1], "rel:" .. ref)
 if shared then
   redis.call("LPUSH", KEYS[4], ref)

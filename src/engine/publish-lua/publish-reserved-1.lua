@@ -5,7 +5,7 @@
 -- through another connection, publishes nothing twice.
 -- KEYS[1] the publisher's session's inbound QoS 2 hash (with the key prefix: the publisher
 --   connection has none)
--- ARGV[1] the packet identifier, ARGV[2] the record `pending:<token>`, ARGV[3] the channel,
+-- ARGV[1] the packet identifier, ARGV[2] the record `pending:<token>/...`, ARGV[3] the channel,
 --   ARGV[4] the envelope, ARGV[5] the record of a published message (the packet)
 -- Returns 1 if published now, 2 if it was published already, 0 if another connection holds
 -- the identifier (or none does): not published.
