@@ -1,3 +1,4 @@
+import { setTimeout as pause } from "node:timers/promises";
 import { type Logger, pino } from "pino";
 import { resolveConfig } from "../src/config/load-config.js";
 import { SluiceNode } from "../src/node.js";
@@ -53,4 +54,18 @@ export async function startNode(
 
 function pathOf(listeners: ReadonlyArray<{ type: string; path?: string }>, type: string): string {
   return listeners.find((l) => l.type === type)?.path ?? "/mqtt";
+}
+
+/** Resolves once the node's /readyz answers 200 (after a failover), polled every 100 ms, bounded. */
+export async function readyWithin(node: RunningNode, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    const status = await fetch(`${node.httpUrl}/readyz`).then(
+      (r) => r.status,
+      () => 0,
+    );
+    if (status === 200) return;
+    await pause(100);
+  }
+  throw new Error(`node not ready within ${ms} ms`);
 }

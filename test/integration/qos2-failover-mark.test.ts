@@ -2,9 +2,8 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
 import { describe, it } from "node:test";
-import { setTimeout as pause } from "node:timers/promises";
 import { withDeadline } from "../../harness/deadline.js";
-import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { type RunningNode, readyWithin, startNode } from "../../harness/in-process-node.js";
 import {
   connect,
   connectWithConnack,
@@ -50,20 +49,6 @@ async function rawSession(url: string, clientId: string): Promise<Socket> {
   // The session-present flag (byte 2) aside: accepted.
   assert.deepEqual([connack[0], connack[1], connack[3]], [0x20, 2, 0], `${clientId}'s CONNACK`);
   return socket;
-}
-
-/** Resolves once /readyz answers 200 (after a failover), polled every 100 ms, bounded. */
-async function ready(node: RunningNode, ms: number): Promise<void> {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    const status = await fetch(`${node.httpUrl}/readyz`).then(
-      (r) => r.status,
-      () => 0,
-    );
-    if (status === 200) return;
-    await pause(100);
-  }
-  throw new Error(`node not ready within ${ms} ms`);
 }
 
 /** Resolves once `inbox` holds a message with this payload. */
@@ -158,7 +143,7 @@ describe("QoS 2 across a Sentinel failover: a PUBLISH whose mark the primary too
       await relay.stop();
       await group.killPrimary();
       await group.waitForSwitch(FAILOVER_MS);
-      await Promise.all(nodes.map((node) => ready(node, FAILOVER_MS)));
+      await Promise.all(nodes.map((node) => readyWithin(node, FAILOVER_MS)));
 
       // Subscribed after the first copy: a connection that missed it gets the resend.
       const late = await subscriber(urlB, `${prefix}late`, true);

@@ -9,7 +9,7 @@ import { Redis } from "ioredis";
 import type { IPublishPacket, Packet } from "mqtt";
 import mqtt from "mqtt";
 import { withDeadline } from "../../harness/deadline.js";
-import { type RunningNode, startNode } from "../../harness/in-process-node.js";
+import { type RunningNode, readyWithin, startNode } from "../../harness/in-process-node.js";
 import { LogCapture } from "../../harness/log-capture.js";
 import {
   connect,
@@ -72,20 +72,6 @@ function relay(group: RedisSentinels): NonNullable<RedisSentinels["replication"]
   return replication;
 }
 
-/** Resolves once /readyz answers 200 (after a failover), polled every 100 ms, bounded. */
-async function ready(node: RunningNode, ms: number): Promise<void> {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    const status = await fetch(`${node.httpUrl}/readyz`).then(
-      (r) => r.status,
-      () => 0,
-    );
-    if (status === 200) return;
-    await pause(100);
-  }
-  throw new Error(`node not ready within ${ms} ms`);
-}
-
 /** The packets of one kind a client receives from now on. */
 function received(client: MqttClient, cmd: Packet["cmd"]): Packet[] {
   const packets: Packet[] = [];
@@ -117,7 +103,7 @@ describe("replica confirmations: acknowledgements survive a Sentinel failover", 
         await relay(group).stop();
         await group.killPrimary();
         await group.waitForSwitch(FAILOVER_MS);
-        await ready(node, FAILOVER_MS);
+        await readyWithin(node, FAILOVER_MS);
         const { client, inbox } = await connectWithConnack(url, {
           clientId: "acks-sub",
           clean: false,
@@ -186,7 +172,7 @@ describe("replica confirmations: acknowledgements survive a Sentinel failover", 
         await relay(group).stop();
         await group.killPrimary();
         await group.waitForSwitch(FAILOVER_MS);
-        await ready(node, FAILOVER_MS);
+        await readyWithin(node, FAILOVER_MS);
         const { client, inbox } = await connectWithConnack(url, {
           clientId: "rel-sub",
           clean: false,
