@@ -13,8 +13,11 @@ interface Attempt {
   again: boolean;
 }
 
-/** Per connection: whether this node surely handed it the message (false: not yet known). */
-type Sent = Map<object, boolean>;
+/**
+ * Per connection: whether this node surely handed it the message (false: not yet known). Weak:
+ * a connection gone is not kept alive by the origins remembered.
+ */
+type Sent = WeakMap<object, boolean>;
 
 /**
  * Which of this node's connections each inbound QoS 2 message went to, so that a later attempt
@@ -76,7 +79,7 @@ export class AttemptDeliveries {
     if (attempt === undefined) return true;
     let sent = this.current.get(attempt.origin) ?? this.previous.get(attempt.origin);
     if (sent === undefined) {
-      sent = new Map();
+      sent = new WeakMap();
       this.add(attempt.origin, sent);
     } else {
       const sure = sent.get(client);
@@ -108,7 +111,7 @@ export class AttemptDeliveries {
   resumed(client: object, origin: string): void {
     let sent = this.current.get(origin) ?? this.previous.get(origin);
     if (sent === undefined) {
-      sent = new Map();
+      sent = new WeakMap();
       this.add(origin, sent);
     }
     sent.set(client, true);
