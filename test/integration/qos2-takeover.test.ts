@@ -3,7 +3,6 @@ import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
 import { Redis } from "ioredis";
 import { withDeadline } from "../../harness/deadline.js";
-import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import {
   connect,
   connectWithConnack,
@@ -12,9 +11,8 @@ import {
   type MqttClient,
   subscribe,
 } from "../../harness/mqtt-client.js";
-import { connectMovingPublisher } from "../../harness/node-pair.js";
-import { RedisRelay } from "../../harness/redis-relay.js";
-import { RedisServer } from "../../harness/redis-server.js";
+import { connectMovingPublisher, startNodePair } from "../../harness/node-pair.js";
+import type { RedisRelay } from "../../harness/redis-relay.js";
 import { PersistenceKeys } from "../../src/redis/redis-keys.js";
 
 /**
@@ -29,21 +27,12 @@ const DEADLINE_MS = 15_000;
 
 describe("an inbound QoS 2 PUBLISH taken over by another node", () => {
   it("the resend through B is published once; A's held PUBLISH publishes nothing", async () => {
-    const redis = await RedisServer.start();
-    const relay = await RedisRelay.start(redis.port);
-    const keyPrefix = `takeover${randomBytes(4).toString("hex")}:`;
+    const { redis, keyPrefix, a, b, relay: held, stop } = await startNodePair({ relayA: true });
+    const relay = held as RedisRelay;
     const direct = new Redis({ port: redis.port, host: "127.0.0.1", lazyConnect: true });
-    const nodes: RunningNode[] = [];
     const clients: MqttClient[] = [];
     try {
       await direct.connect();
-      for (const [nodeId, url] of [
-        ["node-a", relay.url],
-        ["node-b", `redis://127.0.0.1:${redis.port}`],
-      ] as const) {
-        nodes.push(await startNode({ nodeId, redis: { url, keyPrefix } }));
-      }
-      const [a, b] = nodes as [RunningNode, RunningNode];
       const topic = `takeover/${randomBytes(4).toString("hex")}`;
       const inboxes: Inbox[] = [];
       for (const [name, node] of [
@@ -136,10 +125,8 @@ describe("an inbound QoS 2 PUBLISH taken over by another node", () => {
     } finally {
       relay.releaseCommands();
       await end(...clients);
-      for (const node of nodes) await node.stop();
       direct.disconnect();
-      await relay.close();
-      await redis.stop();
+      await stop();
     }
   });
 });
