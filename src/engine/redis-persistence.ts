@@ -477,10 +477,8 @@ export class RedisPersistence {
       const clientId = client.id;
       const digest = messageDigest(packet.topic ?? "", packet.payload);
       const found = await this.reservations.add("", { clientId, messageId, token, digest });
-      if (found === null || !isPending(found)) {
-        if (found !== null) return msgpack.decode(found) as StoredPacket;
-        throw new Error("reservation not written");
-      }
+      if (found === null) throw new Error("reservation not written");
+      if (!isPending(found)) return msgpack.decode(found) as StoredPacket;
       // `pending:<token>/<origin>/<digest>`: a resend's take-over keeps the origin.
       const pending = found.toString();
       const origin = pending.split("/")[1] ?? token;
