@@ -1,5 +1,7 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { once } from "node:events";
+import { appendFileSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { reapOnExit } from "./reaper.js";
 
@@ -45,7 +47,11 @@ export class SluiceProcess {
 
   private constructor(readonly child: ChildProcessWithoutNullStreams) {
     let partial = "";
+    // SLUICE_TEST_LOG_DIR keeps every node's log as a file per process, to read after a failure.
+    const logDir = process.env.SLUICE_TEST_LOG_DIR;
+    const logFile = logDir ? join(logDir, `node-${child.pid}.log`) : undefined;
     child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+      if (logFile) appendFileSync(logFile, chunk);
       partial += chunk;
       const complete = partial.split("\n");
       partial = complete.pop() ?? "";

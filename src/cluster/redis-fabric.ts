@@ -459,6 +459,8 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     connection.on("ready", () => this.markReady(connection));
     const lost = (): void => {
       this.otherLosses++;
+      // A write answered before this loss may be on a primary that is gone.
+      this.replicaAcks?.connectionLost();
       this.ready.delete(connection);
       this.update();
     };

@@ -17,9 +17,12 @@ export function confirmEmits(emitter: Emitter, acks: ReplicaAcks): Emitter {
   emitter.emit = function emitConfirmed(packet: { qos?: number }, done?: Done) {
     if (done === undefined || packet.qos !== 1)
       return emit(packet as Parameters<Emitter["emit"]>[0], done);
+    // Taken before its first write: one answered by a primary that failed over before the
+    // confirmation is not confirmed by the new one.
+    const epoch = acks.epochOf(packet);
     return emit(packet as Parameters<Emitter["emit"]>[0], (error) => {
       if (error) done(error);
-      else acks.confirmed().then(() => done(), done);
+      else acks.confirmed(epoch).then(() => done(), done);
     });
   } as Emitter["emit"];
   return emitter;

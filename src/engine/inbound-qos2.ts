@@ -58,6 +58,12 @@ export interface Reservation {
   published: Buffer;
   /** Set once the publish script ran (now, or earlier: a resend found it done). */
   done: boolean;
+  /**
+   * The replica confirmations' epoch (replica-acks.ts) its writes were made in: taken before
+   * the reservation, then again as the publish script goes. Its PUBREC needs a confirmation in
+   * that epoch.
+   */
+  epoch: number;
 }
 
 /** The emitter's side: the publish of a reserved message, by its script. */
@@ -124,21 +130,37 @@ export class InboundReservations {
     return `${LATER_ATTEMPT}${origin}/${token}`;
   }
 
+  /** The replica confirmations' epoch now (0 without replica acknowledgements). */
+  epoch(): number {
+    return this.replicaAcks?.epoch ?? 0;
+  }
+
   /**
-   * Runs `publish` once the replicas hold what this node wrote so far (at once without replica
-   * acknowledgements; not waited for while replicas are short), publishes in call order.
+   * Runs `publish` once the replicas hold what this node wrote for the reservation (at once
+   * without replica acknowledgements; not waited for while replicas are short), publishes in
+   * call order. `failed` instead when that cannot be known: a Redis connection was lost since
+   * the reservation, so its writes (the reservation, the queued copies, the group assignments)
+   * may be gone with a primary while the publish would reach the new one.
    */
-  afterConfirmed(publish: () => void): void {
+  afterConfirmed(
+    reservation: Reservation,
+    publish: () => void,
+    failed: (error: Error) => void,
+  ): void {
     const acks = this.replicaAcks;
     if (acks === undefined) {
       publish();
       return;
     }
-    const confirmed = acks.confirmedUnlessShort();
-    // publish reports its failures to its own callback; a throw must not stop those after it.
+    const confirmed = acks.confirmedUnlessShort(reservation.epoch);
+    const published = (): void => {
+      reservation.epoch = acks.epoch;
+      publish();
+    };
+    // publish and failed report to their own callback; a throw must not stop those after it.
     this.confirmedTail = this.confirmedTail
       .then(() => confirmed)
-      .then(publish)
+      .then(published, (error: unknown) => failed(asError(error)))
       .catch(() => {});
   }
 
@@ -181,15 +203,25 @@ export function reservedPublisher(
   return {
     publish(reservation, channel, envelope, answered) {
       const { key, field, pending, published } = reservation;
-      reservations.afterConfirmed(() => {
-        scripts.run("publishReserved", [key], [field, pending, channel, envelope, published]).then(
-          (outcome) => {
-            reservation.done = outcome !== 0;
-            answered(undefined, reservation.done);
-          },
-          (error: Error) => answered(error, false),
-        );
-      });
+      reservations.afterConfirmed(
+        reservation,
+        () => {
+          scripts
+            .run("publishReserved", [key], [field, pending, channel, envelope, published])
+            .then(
+              (outcome) => {
+                reservation.done = outcome !== 0;
+                answered(undefined, reservation.done);
+              },
+              (error: Error) => answered(error, false),
+            );
+        },
+        (error) => answered(error, false),
+      );
     },
   };
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
 }

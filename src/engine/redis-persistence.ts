@@ -24,7 +24,7 @@ import {
   TOPIC_MATCHING,
 } from "./persistence-types.js";
 import { RedisScripts } from "./redis-scripts.js";
-import type { ReplicaAcks } from "./replica-acks.js";
+import { type ReplicaAcks, ReplicaEpochChanged } from "./replica-acks.js";
 import { inResendOrder } from "./resend-order.js";
 import { type BroadcastBroker, SubscriptionBroadcast } from "./subscription-broadcast.js";
 import { bySession, TurnBatches, type Waiting } from "./turn-batches.js";
@@ -188,6 +188,7 @@ export class RedisPersistence {
   }
 
   async storeRetained(packet: StoredPacket): Promise<void> {
+    this.options.replicaAcks?.writing(packet);
     const topic = packet.topic as string;
     const clear = packet.payload === undefined || packet.payload.length === 0;
     if (this.clustered) {
@@ -309,6 +310,7 @@ export class RedisPersistence {
     packet: StoredPacket,
   ): Promise<void> {
     if (subs.length === 0) return;
+    this.options.replicaAcks?.writing(packet);
     const ref = refOf(packet);
     // Reserved (never on a Cluster: one call): queued once, whichever connection publishes it.
     const reserved = this.inboundQos2?.ofQueued(packet.qos, packet.payload);
@@ -361,7 +363,7 @@ export class RedisPersistence {
       // after it, a PUBLISH record a failover brought back would be a second copy. Not required,
       // and not waited for while replicas are short: every QoS 2 delivery would wait out the
       // confirmation's timeout.
-      await (this.options.replicaAcks?.confirmedUnlessShort() ?? Promise.resolve());
+      await this.options.replicaAcks?.confirmedUnlessShort().catch(() => {});
       return;
     }
     // Those of one turn in one script: a delivery waits for its record, as aedes awaits this.
@@ -454,11 +456,13 @@ export class RedisPersistence {
     for (;;) {
       try {
         if (!published) await this.db.hset(key, packet.messageId as number, encoded);
-        // The PUBREC: a resend the id no longer catches would be published again.
-        await this.replicated();
+        // The PUBREC: a resend the id no longer catches would be published again. A reserved
+        // message's writes must be confirmed in the epoch they were made in.
+        await this.replicated(reservation?.epoch);
         return;
       } catch (error) {
-        if (this.destroyed || Date.now() >= giveUpAt) throw error;
+        const lasting = error instanceof ReplicaEpochChanged;
+        if (lasting || this.destroyed || Date.now() >= giveUpAt) throw error;
         await pause(INCOMING_STORE_PAUSE_MS, undefined, { ref: false });
       }
     }
@@ -474,6 +478,7 @@ export class RedisPersistence {
     const messageId = packet.messageId as number;
     if (reservations !== undefined && packet.cmd === "publish" && Buffer.isBuffer(packet.payload)) {
       const token = reservations.nextToken();
+      const epoch = reservations.epoch();
       const clientId = client.id;
       const digest = messageDigest(packet.topic ?? "", packet.payload);
       const found = await this.reservations.add("", { clientId, messageId, token, digest });
@@ -491,6 +496,7 @@ export class RedisPersistence {
         again: origin !== token,
         published: encodeIncoming(packet),
         done: false,
+        epoch,
       });
       throw new Error("no such packet");
     }
@@ -946,9 +952,12 @@ export class RedisPersistence {
     return this.db.options.keyPrefix ?? "";
   }
 
-  /** Resolves once the replicas hold what this node wrote so far, if they are asked to. */
-  private replicated(): Promise<void> {
-    return this.options.replicaAcks?.confirmed() ?? Promise.resolve();
+  /**
+   * Resolves once the replicas hold what this node wrote so far, if they are asked to; `since`:
+   * the epoch the writes were made in (replica-acks.ts).
+   */
+  private replicated(since?: number): Promise<void> {
+    return this.options.replicaAcks?.confirmed(since) ?? Promise.resolve();
   }
 
   private liveBroker(): PersistenceBroker {

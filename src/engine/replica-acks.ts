@@ -24,6 +24,18 @@ export class ReplicaShortfall extends Error {
   }
 }
 
+/**
+ * The node lost a Redis connection between a write and the confirmation asked for it: the
+ * write may have been answered by a primary that is gone, and a confirmation from whichever
+ * server answers now says nothing of it.
+ */
+export class ReplicaEpochChanged extends Error {
+  constructor() {
+    super("a Redis connection was lost since the write: its replication cannot be confirmed");
+    this.name = "ReplicaEpochChanged";
+  }
+}
+
 export interface ReplicaAckEvents {
   /** `count` waits on a confirmation that failed: too few replicas in time, or the connection. */
   missed: [count: number];
@@ -43,14 +55,22 @@ export interface ReplicaAckEvents {
  * The connection neither queues commands while it is down nor sends again what it had sent
  * when it broke: a WAIT answered by the primary that replaced a dead one would confirm nothing
  * of what the dead one lost. Such a confirmation fails, and so does the acknowledgement that
- * waited for it: the client sends again (ack-after-durable, as when Redis is unreachable).
+ * waited for it: the client sends again (ack-after-durable, as when Redis is unreachable). For
+ * the same reason a confirmation asked after a connection loss does not cover writes made
+ * before it (`epoch`): a QoS 2 message's writes span several round trips, and a failover
+ * between them must not leave its acknowledgement confirmed by the new primary alone.
  */
 export class ReplicaAcks extends EventEmitter<ReplicaAckEvents> {
-  private readonly batches = new TurnBatches<undefined, void>((call) => this.confirm(call), {
+  /** Each waiting confirmation carries the epoch its writes were made in. */
+  private readonly batches = new TurnBatches<number, void>((call) => this.confirm(call), {
     paced: true,
   });
   /** Whether the last confirmation failed: the log says so once per change. */
+  private missing = false;
+  /** Whether the last answer had fewer replicas than asked (not a lost connection). */
   private short = false;
+  private lost = 0;
+  private readonly firstWrites = new WeakMap<object, number>();
 
   constructor(
     private readonly connection: Redis,
@@ -59,31 +79,75 @@ export class ReplicaAcks extends EventEmitter<ReplicaAckEvents> {
   ) {
     super();
     connection.on("ready", () => void this.checkReplicas());
+    connection.on("close", () => this.connectionLost());
+  }
+
+  /**
+   * Counts the node's Redis connection losses (this one's, and those the fabric reports): a
+   * write made before a loss may have gone to a primary that is gone (a failover), and no
+   * confirmation after it covers that write. Take it before the first write an acknowledgement
+   * depends on, and confirm with it.
+   */
+  get epoch(): number {
+    return this.lost;
+  }
+
+  /** One of the node's Redis connections closed. */
+  connectionLost(): void {
+    this.lost++;
+  }
+
+  /**
+   * Notes the epoch of a message's first write (its retained copy, its offline sessions'
+   * queued copies), made before it is published: its acknowledgement is confirmed in it.
+   */
+  writing(message: object): void {
+    if (!this.firstWrites.has(message)) this.firstWrites.set(message, this.lost);
+  }
+
+  /** The epoch of a message's first write (writing()), or now. */
+  epochOf(message: object): number {
+    return this.firstWrites.get(message) ?? this.lost;
   }
 
   /**
    * Resolves once every write Redis answered this node before the call is on the replicas;
-   * rejects (ReplicaShortfall, or the connection's error) when that is not known in time.
+   * rejects (ReplicaShortfall, the connection's error, or ReplicaEpochChanged: a connection was
+   * lost since `since`, the epoch taken before the writes) when that is not known in time.
    */
-  confirmed(): Promise<void> {
-    return this.batches.add("", undefined);
+  confirmed(since = this.lost): Promise<void> {
+    if (since !== this.lost) return Promise.reject(new ReplicaEpochChanged());
+    return this.batches.add("", since);
   }
 
   /**
-   * As confirmed(), for what goes out confirmed or not: at once while confirmations fail (too
-   * few replicas), rather than after `timeoutMs` each time; never rejects.
+   * As confirmed(), for what goes out confirmed or not: at once while replicas are short (too
+   * few confirmed in time), rather than after `timeoutMs` each time. Rejects only when the
+   * writes cannot be known to be where the next command goes (a lost connection, or one lost
+   * since `since`): what depends on them must not go out.
    */
-  confirmedUnlessShort(): Promise<void> {
+  confirmedUnlessShort(since = this.lost): Promise<void> {
+    if (since !== this.lost) return Promise.reject(new ReplicaEpochChanged());
     if (this.short) return Promise.resolve();
-    return this.confirmed().catch(() => {});
+    return this.confirmed(since).catch((error: unknown) => {
+      if (!(error instanceof ReplicaShortfall)) throw error;
+    });
   }
 
-  private confirm(call: Array<Waiting<undefined, void>>): Promise<void> {
+  private confirm(call: Array<Waiting<number, void>>): Promise<void> {
     const { replicas, timeoutMs } = this.options;
+    const epoch = this.lost;
+    const stale = call.filter((waiting) => waiting.item !== epoch);
+    if (stale.length > 0) {
+      this.fail(stale, new ReplicaEpochChanged());
+      call = call.filter((waiting) => waiting.item === epoch);
+      if (call.length === 0) return Promise.resolve();
+    }
     const write = this.connection.set(REPLICA_ACK_KEY, "1");
     const wait = this.connection.wait(replicas, timeoutMs);
     return Promise.all([write, wait]).then(
       ([, confirmed]) => {
+        this.short = confirmed < replicas;
         if (confirmed >= replicas) {
           this.settled(false, call.length);
           for (const waiting of call) waiting.resolve();
@@ -93,17 +157,17 @@ export class ReplicaAcks extends EventEmitter<ReplicaAckEvents> {
     );
   }
 
-  private fail(call: Array<Waiting<undefined, void>>, error: unknown): void {
+  private fail(call: Array<Waiting<number, void>>, error: unknown): void {
     this.settled(true, call.length);
     for (const waiting of call) waiting.reject(error);
   }
 
-  private settled(short: boolean, count: number): void {
-    if (short) this.emit("missed", count);
-    if (short === this.short) return;
-    this.short = short;
+  private settled(missing: boolean, count: number): void {
+    if (missing) this.emit("missed", count);
+    if (missing === this.missing) return;
+    this.missing = missing;
     const { replicas, timeoutMs } = this.options;
-    if (short) {
+    if (missing) {
       this.log.warn(
         { event: "redis.replica_acks_missed", replicas, timeoutMs },
         "Redis replicas did not confirm writes in time: QoS 1/2 acknowledgements withheld",

@@ -182,16 +182,21 @@ export class SharedSubscriptionsEngine implements MemberLinks {
       const { topic } = packet;
       if (!engine.dispatcher.active || topic.startsWith(INTERNAL_PREFIX)) return emit(packet, done);
       const publisherId = (packet as { clientId?: string }).clientId;
+      const reserved = engine.reservations?.of(publisherId, packet.qos, packet.payload);
       const assigned = engine.dispatcher.publish(
-        {
-          topic,
-          qos: packet.qos,
-          publisherId,
-          reserved: engine.reservations?.of(publisherId, packet.qos, packet.payload),
-        },
+        { topic, qos: packet.qos, publisherId, reserved },
         () => encodeEnvelope("", packet),
       );
       if (assigned === undefined) return emit(packet, done);
+      if (reserved !== undefined) {
+        // Its publish waits for the replicas to hold what was written for it (inbound-qos2.ts),
+        // the group entries too: so it asks once they are answered.
+        assigned.then(
+          () => emit(packet, done),
+          (error: Error) => done?.(error),
+        );
+        return emitter;
+      }
       let remaining = 2;
       let failure: Error | undefined;
       const settle = (error?: Error): void => {

@@ -22,7 +22,12 @@ import {
 import { metricValue } from "../../harness/node-metrics.js";
 import { RedisSentinels } from "../../harness/redis-sentinel.js";
 import { RedisServer } from "../../harness/redis-server.js";
-import { ReplicaAcks, ReplicaShortfall } from "../../src/engine/replica-acks.js";
+import { InboundReservations, type Reservation } from "../../src/engine/inbound-qos2.js";
+import {
+  ReplicaAcks,
+  ReplicaEpochChanged,
+  ReplicaShortfall,
+} from "../../src/engine/replica-acks.js";
 
 /**
  * Issue 17, "No loss" across a Sentinel failover: Redis replicates asynchronously, so what the
@@ -347,6 +352,75 @@ describe("replica confirmations on a primary and its replica", () => {
       }
       await withDeadline(acks.confirmed(), DEADLINE_MS, "confirmed once the replica runs again");
       assert.ok(log.lines.some((l) => l.event === "redis.replica_acks_confirmed"));
+    } finally {
+      connection.disconnect();
+      await replica?.kill();
+      await primary.kill();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("replica confirmations across a connection loss", () => {
+  it("a write made before the node lost a Redis connection is not confirmed after it", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sluice-acks-"));
+    const primary = await RedisServer.start();
+    let replica: RedisServer | undefined;
+    // As the node's confirmation connection: no offline queue, nothing sent again.
+    const connection = new Redis({
+      port: primary.port,
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      autoResendUnfulfilledCommands: false,
+    });
+    const log = new LogCapture("info");
+    try {
+      replica = await RedisServer.start({ replicaOf: { port: primary.port, dir } });
+      await connection.connect();
+      await connection.set("replica-in-sync", "1");
+      assert.equal(await connection.wait(1, DEADLINE_MS), 1, "the replica in sync");
+      const acks = new ReplicaAcks(connection, { replicas: 1, timeoutMs: 1_000 }, log.logger);
+      const before = acks.epoch;
+      await withDeadline(acks.confirmed(before), DEADLINE_MS, "confirmed in its epoch");
+
+      // Asked, then a loss in the same turn: the batch goes after it, to whatever answers then.
+      const asked = acks.confirmed();
+      acks.connectionLost();
+      await assert.rejects(asked, (error: unknown) => error instanceof ReplicaEpochChanged);
+
+      // The confirmation connection itself lost and back.
+      const epoch = acks.epoch;
+      const back = new Promise((resolve) => connection.once("ready", resolve));
+      connection.disconnect(true);
+      await withDeadline(back, DEADLINE_MS, "reconnected");
+      assert.ok(acks.epoch > epoch, "its close counted");
+      await assert.rejects(acks.confirmed(epoch), ReplicaEpochChanged);
+      await assert.rejects(acks.confirmedUnlessShort(epoch), ReplicaEpochChanged);
+      await withDeadline(acks.confirmed(), DEADLINE_MS, "a write after the loss is confirmed");
+
+      // A reserved QoS 2 message: published only if its reservation's epoch still holds.
+      const reservations = new InboundReservations(acks);
+      const reservation = (at: number): Reservation => ({
+        clientId: "c",
+        key: "k",
+        field: "1",
+        pending: "pending:t/t/d",
+        origin: "t",
+        again: false,
+        published: Buffer.alloc(0),
+        done: false,
+        epoch: at,
+      });
+      const outcome = (at: number) =>
+        new Promise<string>((resolve) =>
+          reservations.afterConfirmed(
+            reservation(at),
+            () => resolve("published"),
+            (error) => resolve(error.name),
+          ),
+        );
+      assert.equal(await withDeadline(outcome(epoch), DEADLINE_MS, "stale"), "ReplicaEpochChanged");
+      assert.equal(await withDeadline(outcome(acks.epoch), DEADLINE_MS, "current"), "published");
     } finally {
       connection.disconnect();
       await replica?.kill();
