@@ -139,6 +139,55 @@ export function sentinelFailover(): ChaosScenario {
 }
 
 /**
+ * 4. Two failovers under load: the primary killed, then, a second after every node reached the
+ * promoted replica, Sentinel asked to fail over again (as a loaded Sentinel group may do on its
+ * own, the new primary missing its pings): the last replica promoted, none left to confirm
+ * writes, so no QoS 1/2 message is acknowledged after it.
+ */
+export function sentinelFailoverTwice(): ChaosScenario {
+  return {
+    name: "sentinel-failover-twice",
+    cluster: { nodes: TWO_NODES, sentinels: true },
+    settleMs: 15_000,
+    fault: async (cluster) => {
+      const sentinels = cluster.sentinels;
+      if (!sentinels) throw new Error("no sentinels");
+      const upSince = (at: number) =>
+        Promise.all(
+          cluster.nodes.map((node) =>
+            node.process.waitForLog((l) => l.event === "redis.up" && Number(l.time) >= at),
+          ),
+        );
+      const killedAt = Date.now();
+      await sentinels.killPrimary();
+      await sentinels.waitForSwitch(20_000);
+      await upSince(killedAt);
+      await pause(1_000);
+      const againAt = Date.now();
+      // Refused (NOGOODSLAVE) until the Sentinels know the other replica follows the new primary.
+      await untilAccepted(() => sentinels.switchover(), 20_000);
+      await sentinels.waitForSwitch(20_000, 2);
+      await upSince(againAt);
+      return { secondSwitchAfterMs: Date.now() - againAt };
+    },
+  };
+}
+
+/** Calls `ask` every 200 ms until it resolves (a Sentinel accepting a failover), for `ms`. */
+async function untilAccepted(ask: () => Promise<unknown>, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  for (;;) {
+    try {
+      await ask();
+      return;
+    } catch (error) {
+      if (Date.now() >= until) throw error;
+      await pause(200);
+    }
+  }
+}
+
+/**
  * 4. Redis restarts without its data under load (killed, started empty on the same address).
  * What it held is lost by definition: no-loss is checked from the moment every node has taken
  * its lease again and every persistent subscriber has subscribed again on a new session
@@ -252,6 +301,7 @@ export function fullMatrix(): ChaosScenario[] {
     splitClientId(5_000),
     splitClientId(5_000, 3),
     sentinelFailover(),
+    sentinelFailoverTwice(),
     redisRestartEmpty(),
     nodeKill(3),
   ];

@@ -4,8 +4,12 @@ import { join } from "node:path";
 import { DelayRelay } from "./delay-relay.js";
 import { RedisServer } from "./redis-server.js";
 
-/** Sentinel timings low enough for a failover in a few seconds on loopback. */
-const DOWN_AFTER_MS = 1_000;
+/**
+ * Sentinel timings low enough for a failover in a few seconds on loopback. At 1 s a loaded
+ * 2-core machine made the Sentinels fail the promoted replica over again (its pings unanswered
+ * for a second): a second failover, which chaos-failover-twice.test.ts tests on purpose.
+ */
+const DOWN_AFTER_MS = 2_000;
 const FAILOVER_TIMEOUT_MS = 5_000;
 /**
  * With a relayed replica: Sentinel repoints a replica that follows another address than the
@@ -91,10 +95,11 @@ export class RedisSentinels {
 
   /**
    * Resolves with the new primary's port once a Sentinel has announced the switch
-   * (`+switch-master`, logged first by the leader when the promoted replica reports its role).
+   * (`+switch-master`, logged first by the leader when the promoted replica reports its role);
+   * `count`: the switches since the start to wait for.
    */
-  async waitForSwitch(timeoutMs: number): Promise<number> {
-    return Promise.any(this.sentinels.map((s) => switchedTo(s, timeoutMs))).catch(
+  async waitForSwitch(timeoutMs: number, count = 1): Promise<number> {
+    return Promise.any(this.sentinels.map((s) => switchedTo(s, timeoutMs, count))).catch(
       (error: AggregateError) => {
         throw new Error(`no failover in ${timeoutMs} ms`, { cause: error.errors[0] });
       },
@@ -220,7 +225,7 @@ export class RedisSentinels {
 }
 
 /** The port in a Sentinel's "+switch-master <name> <old ip> <old port> <new ip> <new port>". */
-async function switchedTo(sentinel: RedisServer, timeoutMs: number): Promise<number> {
-  const [line] = await sentinel.waitForOutput(/\+switch-master /, { timeoutMs });
-  return Number(line?.trim().split(" ").at(-1));
+async function switchedTo(sentinel: RedisServer, timeoutMs: number, count = 1): Promise<number> {
+  const lines = await sentinel.waitForOutput(/\+switch-master /, { timeoutMs, count });
+  return Number(lines.at(-1)?.trim().split(" ").at(-1));
 }
