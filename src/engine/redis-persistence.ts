@@ -358,12 +358,15 @@ export class RedisPersistence {
     if (packet.cmd === "pubrel") {
       const pubrel = msgpack.encode({ cmd: "pubrel", messageId });
       const keys = [...this.deliveryKeys(client.id), this.keys.sharedReleased(client.id)];
+      const epoch = this.options.replicaAcks?.epoch;
       await this.scripts.run("pubrel", keys, [messageId, pubrel, SHARED_RELEASED_CAP]);
       // The PUBREL: until the subscriber has it, it takes a resent PUBLISH for the same message;
-      // after it, a PUBLISH record a failover brought back would be a second copy. Not required,
-      // and not waited for while replicas are short: every QoS 2 delivery would wait out the
-      // confirmation's timeout.
-      await this.options.replicaAcks?.confirmedUnlessShort().catch(() => {});
+      // after it (MQTT.js hands a QoS 2 message over at PUBREL), a PUBLISH record a failover
+      // brought back would be a second copy. Not waited for while replicas are short (every
+      // QoS 2 delivery would wait out the confirmation's timeout), but not sent when the record
+      // may be gone with a primary (a connection lost since it was written): aedes closes the
+      // connection instead, and the resumed session sends the PUBLISH again.
+      await this.options.replicaAcks?.confirmedUnlessShort(epoch);
       return;
     }
     // Those of one turn in one script: a delivery waits for its record, as aedes awaits this.

@@ -71,6 +71,8 @@ export class ReplicaAcks extends EventEmitter<ReplicaAckEvents> {
   private short = false;
   private lost = 0;
   private readonly firstWrites = new WeakMap<object, number>();
+  /** Fails the confirmation awaiting its answer: its connection closed. */
+  private failInFlight: ((error: Error) => void) | undefined;
 
   constructor(
     private readonly connection: Redis,
@@ -79,7 +81,13 @@ export class ReplicaAcks extends EventEmitter<ReplicaAckEvents> {
   ) {
     super();
     connection.on("ready", () => void this.checkReplicas());
-    connection.on("close", () => this.connectionLost());
+    connection.on("close", () => {
+      this.connectionLost();
+      // ioredis drops the commands a closed connection had sent, unanswered, when it is not to
+      // send them again and reconnects at once: the confirmation would wait forever, and every
+      // one after it behind it.
+      this.failInFlight?.(new Error("the Redis connection closed before the replicas confirmed"));
+    });
   }
 
   /**
@@ -145,7 +153,10 @@ export class ReplicaAcks extends EventEmitter<ReplicaAckEvents> {
     }
     const write = this.connection.set(REPLICA_ACK_KEY, "1");
     const wait = this.connection.wait(replicas, timeoutMs);
-    return Promise.all([write, wait]).then(
+    const closed = new Promise<never>((_, reject) => {
+      this.failInFlight = reject;
+    });
+    return Promise.race([Promise.all([write, wait]), closed]).then(
       ([, confirmed]) => {
         this.short = confirmed < replicas;
         if (confirmed >= replicas) {
@@ -154,7 +165,9 @@ export class ReplicaAcks extends EventEmitter<ReplicaAckEvents> {
         } else this.fail(call, new ReplicaShortfall(confirmed, replicas));
       },
       (error: unknown) => this.fail(call, error),
-    );
+    ).finally(() => {
+      this.failInFlight = undefined;
+    });
   }
 
   private fail(call: Array<Waiting<number, void>>, error: unknown): void {

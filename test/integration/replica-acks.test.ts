@@ -398,6 +398,40 @@ describe("replica confirmations across a connection loss", () => {
       await assert.rejects(acks.confirmedUnlessShort(epoch), ReplicaEpochChanged);
       await withDeadline(acks.confirmed(), DEADLINE_MS, "a write after the loss is confirmed");
 
+      // A WAIT in flight as the connection drops and comes back at once: ioredis drops it
+      // unanswered (nothing is resent on this connection), so the confirmation fails on the
+      // close rather than waiting forever with every later one behind it.
+      const pid = Number(/process_id:(\d+)/.exec(await replica.bulk("INFO", "server"))?.[1]);
+      process.kill(pid, "SIGSTOP");
+      try {
+        const slow = new ReplicaAcks(connection, { replicas: 1, timeoutMs: 60_000 }, log.logger);
+        const inFlight = slow.confirmed();
+        const settled = inFlight.then(
+          () => "confirmed",
+          () => "failed",
+        );
+        await withDeadline(
+          (async () => {
+            while (!/blocked_clients:[1-9]/.test(await primary.bulk("INFO", "clients"))) {
+              await pause(20);
+            }
+          })(),
+          DEADLINE_MS,
+          "the WAIT blocked on the primary",
+        );
+        const reconnected = new Promise((resolve) => connection.once("ready", resolve));
+        connection.disconnect(true);
+        await withDeadline(reconnected, DEADLINE_MS, "reconnected");
+        assert.equal(
+          await withDeadline(settled, DEADLINE_MS, "the WAIT in flight settled"),
+          "failed",
+        );
+        process.kill(pid, "SIGCONT");
+        await withDeadline(slow.confirmed(), DEADLINE_MS, "the next confirmation answered");
+      } finally {
+        process.kill(pid, "SIGCONT");
+      }
+
       // A reserved QoS 2 message: published only if its reservation's epoch still holds.
       const reservations = new InboundReservations(acks);
       const reservation = (at: number): Reservation => ({
