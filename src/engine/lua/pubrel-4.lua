@@ -17,13 +17,35 @@ if redis.call("LREM", KEYS[1], 0, ref) == 0 and not shared then return 0 end
 redis.call("RPUSH", KEYS[1], "rel:" .. ref)
 local pubrel = ARGV[2]
 -- An inbound QoS 2 message's origin stays with its PUBREL: a session resumed with it skips
--- later attempts of the message (attempt-deliveries.ts).
+-- later attempts of the message (attempt-deliveries.ts). The queued packet (msgpack-lite) has
+-- it as its last field, a short string, read from the bytes: cmsgpack reads no bin field, and
+-- every packet's payload is one. A payload cannot pass for it: the origin ends the packet.
 local packet = redis.call("HGET", KEYS[2], ref)
-if packet and string.find(packet, "origin", 1, true) then
-  local ok, fields = pcall(cmsgpack.unpack, packet)
-  if ok and type(fields) == "table" and type(fields.origin) == "string" then
-    pubrel = cmsgpack.pack({ cmd = "pubrel", messageId = tonumber(ARGV[1]), origin = fields.origin })
+local origin
+if packet then
+  local key = "\166origin"
+  local at
+  local from = 1
+  while true do
+    local found = string.find(packet, key, from, true)
+    if not found then break end
+    at, from = found, found + 1
   end
+  if at then
+    local head = string.byte(packet, at + 7)
+    local length, start
+    if head and head >= 0xa0 and head <= 0xbf then
+      length, start = head - 0xa0, at + 8
+    elseif head == 0xd9 then
+      length, start = string.byte(packet, at + 8), at + 9
+    end
+    if length and start + length - 1 == #packet then
+      origin = string.sub(packet, start, start + length - 1)
+    end
+  end
+end
+if origin then
+  pubrel = cmsgpack.pack({ cmd = "pubrel", messageId = tonumber(ARGV[1]), origin = origin })
 end
 redis.call("HSET", KEYS[2], ref, pubrel)
 redis.call("HSET", KEYS[3], ARGV[1], "rel:" .. ref)
