@@ -128,15 +128,31 @@ export function isNodeLocalNotice(topic: string): boolean {
 
 /**
  * On a single connection (not a Cluster's sharded subscriber), echoes are cut from its bytes
- * before ioredis parses them (echo-filter.ts); `receive` still drops any that pass.
+ * before ioredis parses them (echo-filter.ts), and the other messages are read there too and
+ * emitted as ioredis emits them (`message`/`pmessage` when listened to, `messageBuffer`/
+ * `pmessageBuffer`); `receive` still drops any echo that passes.
  */
 function dropEchoesUnparsed(subscriber: Redis, echoes: EchoCheck): void {
   const filtered = new WeakSet<object>();
+  const emitMessage = (pattern: Buffer | undefined, channel: Buffer, payload: Buffer): void => {
+    if (pattern === undefined) {
+      if (subscriber.listenerCount("message") > 0) {
+        subscriber.emit("message", channel.toString(), payload.toString());
+      }
+      subscriber.emit("messageBuffer", channel, payload);
+      return;
+    }
+    const name = pattern.toString();
+    if (subscriber.listenerCount("pmessage") > 0) {
+      subscriber.emit("pmessage", name, channel.toString(), payload.toString());
+    }
+    subscriber.emit("pmessageBuffer", name, channel, payload);
+  };
   const install = (): void => {
     const stream = subscriber.stream;
     if (stream === undefined || filtered.has(stream)) return;
     filtered.add(stream);
-    filterStreamData(stream, new EchoFilter(echoes));
+    filterStreamData(stream, new EchoFilter(echoes), emitMessage);
   };
   subscriber.on("connect", install);
   if (subscriber.status === "connect" || subscriber.status === "ready") install();
