@@ -507,9 +507,21 @@ function readArray(payload: Buffer, length: number, depth: number): unknown {
   return items;
 }
 
+/** Where an envelope's id starts, when it is a fixstr (ids of up to 31 bytes). */
+export const ENVELOPE_ID_START = ENVELOPE_HEAD.length + 1;
+
+/** Where the envelope's id ends when it is a fixstr right after the head; -1 otherwise. */
+export function envelopeIdEnd(payload: Buffer): number {
+  if (payload.length < ENVELOPE_ID_START || !sameBytes(payload, 0, ENVELOPE_HEAD)) return -1;
+  const head = payload[ENVELOPE_HEAD.length] as number;
+  if ((head & FIXSTR_MASK) !== FIXSTR) return -1;
+  const end = ENVELOPE_ID_START + (head & 0x1f);
+  return end <= payload.length ? end : -1;
+}
+
 /** An envelope whose id starts with `origin` (fixstr id: ids of up to 31 bytes). */
 export function echoCheck(origin: Buffer): EchoCheck {
-  const start = ENVELOPE_HEAD.length + 1;
+  const start = ENVELOPE_ID_START;
   const prefixBytes = start + origin.length;
   return {
     prefixBytes,

@@ -5,9 +5,11 @@ import { type EchoCheck, EchoFilter, filterStreamData } from "./echo-filter.js";
 import {
   decodeEnvelope,
   type EmittedMessage,
+  ENVELOPE_ID_START,
   echoCheck,
   encodeEnvelope,
   encodeNumberedEnvelope,
+  envelopeIdEnd,
 } from "./envelope.js";
 import type { InboundReservations, ReservedPublisher } from "./inbound-qos2.js";
 import { LocalFilters } from "./local-filters.js";
@@ -210,7 +212,12 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
     if (echoes.isEcho(payload, 0, payload.length)) return;
     if (ignoredLengths.has(channel.length) && ignored.has(channel.toString())) return;
     const envelope = decodeEnvelope(payload);
-    if (!seen.add(envelope.id)) return;
+    const idEnd = envelopeIdEnd(payload);
+    const fresh =
+      idEnd < 0
+        ? seen.add(envelope.id)
+        : seen.addBytes(payload, ENVELOPE_ID_START, idEnd, envelope.id);
+    if (!fresh) return;
     reserved?.reservations.attempts.received(envelope.id, envelope.msg);
     emitter._emit(envelope.msg);
   };
