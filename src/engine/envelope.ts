@@ -347,7 +347,9 @@ function readValue(payload: Buffer, depth: number): unknown {
   if (at >= payload.length) return UNREAD;
   const head = payload[at++] as number;
   if (head < 0x80) return head;
-  if ((head & 0xe0) === FIXSTR) return readString(payload, head & 0x1f);
+  if ((head & 0xe0) === FIXSTR) {
+    return depth > 0 ? readKeptString(payload, head & 0x1f) : readString(payload, head & 0x1f);
+  }
   if ((head & 0xf0) === 0x80) return readMap(payload, head & 0x0f, depth);
   if ((head & 0xf0) === 0x90) return readArray(payload, head & 0x0f, depth);
   switch (head) {
@@ -364,6 +366,10 @@ function readValue(payload: Buffer, depth: number): unknown {
     case 0xce:
       return orUnread(readLength(payload, 4));
     case 0xd9:
+      if (at >= payload.length) return UNREAD;
+      return depth > 0
+        ? readKeptString(payload, payload[at++] as number)
+        : readSized(payload, head, payload[at++] as number, depth);
     case 0xc4:
       return readSized(payload, head, at < payload.length ? (payload[at++] as number) : -1, depth);
     case 0xda:
@@ -423,6 +429,49 @@ function readString(payload: Buffer, length: number): string | typeof UNREAD {
     text += String.fromCharCode(code);
   }
   return text;
+}
+
+/** String values of up to this many bytes are kept (topics, client and broker ids, names). */
+const KEPT_VALUE_BYTES = 64;
+const VALUE_SLOTS = 1024;
+/** String values read before, by a hash of their bytes (ASCII only): one per slot. */
+const keptValues: Array<string | undefined> = new Array(VALUE_SLOTS).fill(undefined);
+
+/**
+ * A string value of the message: the string read before when its bytes are the same. A
+ * message's topic, client id and broker id repeat from message to message: a kept string is
+ * no new string to collect, and its hash and its internalized twin (aedes looks subscriptions
+ * up by topic) are made once. Other values only cost the hash and take a slot.
+ */
+function readKeptString(payload: Buffer, length: number): string | typeof UNREAD {
+  const start = at;
+  const end = start + length;
+  if (end > payload.length) return UNREAD;
+  if (length === 0 || length > KEPT_VALUE_BYTES) return readString(payload, length);
+  // the slot by the length and the last bytes, where topics and ids of a series differ
+  let hash = Math.imul(length, 0x9e3779b1);
+  for (let i = end - Math.min(length, 4); i < end; i++) {
+    hash = Math.imul(hash ^ (payload[i] as number), 0x01000193);
+  }
+  const slot = (hash ^ (hash >>> 16)) & (VALUE_SLOTS - 1);
+  const kept = keptValues[slot];
+  if (kept !== undefined && kept.length === length && sameText(payload, start, kept)) {
+    at = end;
+    return kept;
+  }
+  for (let i = start; i < end; i++) {
+    if ((payload[i] as number) >= 0x80) return readString(payload, length);
+  }
+  at = end;
+  const value = payload.toString("latin1", start, end);
+  keptValues[slot] = value;
+  return value;
+}
+
+/** Whether the ASCII bytes at `start` are `text`'s (as long as it). */
+function sameText(payload: Buffer, start: number, text: string): boolean {
+  for (let i = 0; i < text.length; i++) if (payload[start + i] !== text.charCodeAt(i)) return false;
+  return true;
 }
 
 function readBinary(payload: Buffer, length: number): Buffer | typeof UNREAD {

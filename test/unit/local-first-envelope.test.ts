@@ -224,6 +224,33 @@ describe("local-first envelope", () => {
     }
   });
 
+  it("reads string values it read before as the same strings, and others as themselves", () => {
+    // alike in length and last bytes (where the reader looks first), different before them
+    const topics = [
+      "plant/a/1234",
+      "plant/b/1234",
+      "plant/a/1234",
+      "Pflanz/ü/1234",
+      "x".repeat(64),
+    ];
+    const first = new Map<string, string>();
+    for (let round = 0; round < 3; round++) {
+      for (const topic of topics) {
+        const read = decodeEnvelope(encodeEnvelope("a:1", variant({ topic, clientId: topic }))).msg;
+        assert.equal(read.topic, topic);
+        assert.equal((read as unknown as { clientId: string }).clientId, topic);
+        first.set(topic, first.get(topic) ?? read.topic);
+      }
+    }
+    assert.deepEqual([...first.keys()], [...new Set(topics)]);
+    const bytes = Buffer.from(encodeEnvelope("a:1", variant({ brokerId: "b".repeat(36) })));
+    const one = decodeEnvelope(bytes).msg as unknown as { brokerId: string; topic: string };
+    bytes[bytes.indexOf("b".repeat(36)) + 3] = 0x63;
+    const two = decodeEnvelope(bytes).msg as unknown as { brokerId: string; topic: string };
+    assert.equal(one.brokerId, "b".repeat(36));
+    assert.equal(two.brokerId, `bbbc${"b".repeat(32)}`, "one byte changed, not the kept string");
+  });
+
   it("reads a __proto__ field as data, never as the object's prototype", () => {
     const bytes = Buffer.from(
       new Packr({ useRecords: false }).pack({
