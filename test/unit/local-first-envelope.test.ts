@@ -251,6 +251,30 @@ describe("local-first envelope", () => {
     assert.equal(two.brokerId, `bbbc${"b".repeat(32)}`, "one byte changed, not the kept string");
   });
 
+  it("reads each field of a message in its order, whichever shape comes after which", () => {
+    const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+    const { messageId: _, ...qos0 } = message;
+    const shapes: object[] = [
+      message,
+      qos0,
+      { clientId: "pub-1", ...message },
+      { clientId: "pub-1", ...qos0 },
+      { clientId: "pub-1", properties: V5_PROPERTIES, ...message },
+      { ...message, cmd: undefined },
+      { topic: "t", cmd: "publish" },
+      { clientId: "pub-1", cmd: "publish", brokerId: "b", brokerCounter: 1, topic: "t", qos: 1 },
+    ];
+    for (let round = 0; round < 3; round++) {
+      for (const [index, shape] of shapes.entries()) {
+        const bytes = encodeEnvelope("a:1", shape as typeof message);
+        const read = decodeEnvelope(bytes).msg;
+        const expected = (unpackr.unpack(bytes) as { msg: object }).msg;
+        assert.deepEqual(read, expected, `shape ${index}`);
+        assert.deepEqual(Object.keys(read), Object.keys(expected), `shape ${index}: key order`);
+      }
+    }
+  });
+
   it("reads a __proto__ field as data, never as the object's prototype", () => {
     const bytes = Buffer.from(
       new Packr({ useRecords: false }).pack({
