@@ -315,6 +315,24 @@ export function decodeEnvelope(payload: Buffer): { id: string; msg: EmittedMessa
   return unpackr.unpack(payload) as { id: string; msg: EmittedMessage };
 }
 
+/**
+ * The message of an envelope, as decodeEnvelope reads it, its id skipped unread when it is a
+ * fixstr (no string made for it: see envelopeIdOf).
+ */
+export function decodeMessage(payload: Buffer): EmittedMessage {
+  const idEnd = envelopeIdEnd(payload);
+  if (idEnd < 0) return decodeEnvelope(payload).msg;
+  const msg = readMessageAfter(payload, idEnd);
+  return msg ?? (unpackr.unpack(payload) as { msg: EmittedMessage }).msg;
+}
+
+/** The id of an envelope. */
+export function envelopeIdOf(payload: Buffer): string {
+  const idEnd = envelopeIdEnd(payload);
+  if (idEnd < 0) return decodeEnvelope(payload).id;
+  return payload.toString("utf8", ENVELOPE_ID_START, idEnd);
+}
+
 /** What the reader could not read (left to msgpackr). */
 const UNREAD = Symbol("unread");
 /** Where the reader is in the envelope being read. */
@@ -325,6 +343,13 @@ function readEnvelope(payload: Buffer): { id: string; msg: EmittedMessage } | un
   at = ENVELOPE_HEAD.length;
   const id = readValue(payload, 0);
   if (typeof id !== "string") return undefined;
+  const msg = readMessageAfter(payload, at);
+  return msg === undefined ? undefined : { id, msg };
+}
+
+/** The message after the id, which ends at `idEnd`; undefined if msgpackr is to read it. */
+function readMessageAfter(payload: Buffer, idEnd: number): EmittedMessage | undefined {
+  at = idEnd;
   if (
     payload[at] !== 0xa3 ||
     payload[at + 1] !== 0x6d ||
@@ -339,7 +364,7 @@ function readEnvelope(payload: Buffer): { id: string; msg: EmittedMessage } | un
     return undefined;
   }
   if (at !== payload.length) return undefined;
-  return { id, msg: msg as EmittedMessage };
+  return msg as EmittedMessage;
 }
 
 /** One value at `at`, `at` moved past it; UNREAD for what msgpackr must read. */

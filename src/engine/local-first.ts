@@ -1,15 +1,17 @@
 import { randomBytes } from "node:crypto";
 import type { EventEmitter } from "node:events";
 import { Redis } from "ioredis";
+import { FIRST_ATTEMPT, LATER_ATTEMPT } from "./attempt-deliveries.js";
 import { type EchoCheck, EchoFilter, filterStreamData } from "./echo-filter.js";
 import {
-  decodeEnvelope,
+  decodeMessage,
   type EmittedMessage,
   ENVELOPE_ID_START,
   echoCheck,
   encodeEnvelope,
   encodeNumberedEnvelope,
   envelopeIdEnd,
+  envelopeIdOf,
 } from "./envelope.js";
 import type { InboundReservations, ReservedPublisher } from "./inbound-qos2.js";
 import { LocalFilters } from "./local-filters.js";
@@ -108,6 +110,13 @@ interface ReservableMessage {
   clientId?: unknown;
   qos?: unknown;
   payload?: unknown;
+}
+
+const ATTEMPT_CODES = [FIRST_ATTEMPT.charCodeAt(0), LATER_ATTEMPT.charCodeAt(0)];
+
+/** Whether an id starting with this byte may name an inbound QoS 2 attempt (inbound-qos2.ts). */
+function mayNameAttempt(first: number | undefined): boolean {
+  return first !== undefined && ATTEMPT_CODES.includes(first);
 }
 
 /**
@@ -211,15 +220,16 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
   const receive = (channel: Buffer, payload: Buffer): void => {
     if (echoes.isEcho(payload, 0, payload.length)) return;
     if (ignoredLengths.has(channel.length) && ignored.has(channel.toString())) return;
-    const envelope = decodeEnvelope(payload);
+    const msg = decodeMessage(payload);
+    // the id as a string only when it is not a numbered one, or may name a QoS 2 attempt
     const idEnd = envelopeIdEnd(payload);
-    const fresh =
-      idEnd < 0
-        ? seen.add(envelope.id)
-        : seen.addBytes(payload, ENVELOPE_ID_START, idEnd, envelope.id);
+    let fresh = idEnd < 0 ? undefined : seen.addNumbered(payload, ENVELOPE_ID_START, idEnd);
+    fresh ??= seen.add(envelopeIdOf(payload));
     if (!fresh) return;
-    reserved?.reservations.attempts.received(envelope.id, envelope.msg);
-    emitter._emit(envelope.msg);
+    if (reserved !== undefined && (idEnd < 0 || mayNameAttempt(payload[ENVELOPE_ID_START]))) {
+      reserved.reservations.attempts.received(envelopeIdOf(payload), msg);
+    }
+    emitter._emit(msg);
   };
   for (const event of ["messageBuffer", "pmessageBuffer"] as const) {
     const existing = event === "messageBuffer" ? before.message : before.pattern;

@@ -47,10 +47,11 @@ export class RecentIds {
   }
 
   /**
-   * Records the id `id`, whose UTF-8 bytes are `bytes[start, end)`; false if it is among the
-   * recent ones already.
+   * Records the id whose UTF-8 bytes are `bytes[start, end)` when it is numbered and within its
+   * origin's window: false if it is among the recent ones already, true if not. undefined,
+   * having recorded nothing, for any other id: that one is for add(), as a string.
    */
-  addBytes(bytes: Buffer, start: number, end: number, id: string): boolean {
+  addNumbered(bytes: Buffer, start: number, end: number): boolean | undefined {
     // the sequence: base 36 digits after the last colon, no leading zero (one spelling each)
     let at = end;
     while (at > start && isBase36(bytes[at - 1] as number)) at--;
@@ -62,12 +63,12 @@ export class RecentIds {
       bytes[at - 1] !== COLON ||
       (digits > 1 && bytes[at] === 0x30)
     ) {
-      return this.add(id);
+      return undefined;
     }
     let sequence = 0;
     for (let i = at; i < end; i++) sequence = sequence * 36 + base36Value(bytes[i] as number);
     const window = this.originOf(bytes, start, at);
-    if (sequence <= window.highest - WINDOW) return this.add(id);
+    if (sequence <= window.highest - WINDOW) return undefined;
     return addSequence(window, sequence);
   }
 

@@ -4,9 +4,11 @@ import msgpack from "msgpack-lite";
 import { Packr, Unpackr } from "msgpackr";
 import {
   decodeEnvelope,
+  decodeMessage,
   ENVELOPE_HEAD,
   encodeEnvelope,
   encodeNumberedEnvelope,
+  envelopeIdOf,
 } from "../../src/engine/envelope.js";
 
 /**
@@ -214,8 +216,12 @@ describe("local-first envelope", () => {
       ],
       ["msgpack-lite", msgpack.encode({ id: "other:7", msg: message })],
     ];
+    cases.push(["str8 id", encodeEnvelope(`node-${"x".repeat(40)}:1`, message)]);
     for (const [name, bytes] of cases) {
-      assert.deepEqual(decodeEnvelope(bytes), unpackr.unpack(bytes), name);
+      const expected = unpackr.unpack(bytes) as { id: string; msg: object };
+      assert.deepEqual(decodeEnvelope(bytes), expected, name);
+      assert.deepEqual(decodeMessage(bytes), expected.msg, `${name}: the message alone`);
+      assert.equal(envelopeIdOf(bytes), expected.id, `${name}: the id alone`);
     }
     // the same short strings twice, and others in between (the reader's cache of them)
     for (const topic of ["a/b", "b/a", "a/b", "c/d", "a/b"]) {

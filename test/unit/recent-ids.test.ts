@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { RecentIds } from "../../src/engine/recent-ids.js";
 
-/** An id as the envelope carries it: its bytes among others, and its string. */
+/** An id as the receive path records it: by its bytes among others, or else as a string. */
 function addId(recent: RecentIds, id: string): boolean {
   const bytes = Buffer.concat([Buffer.from([0x82, 0xa2]), Buffer.from(id), Buffer.from([0xc0])]);
-  return recent.addBytes(bytes, 2, 2 + Buffer.byteLength(id), id);
+  return recent.addNumbered(bytes, 2, 2 + Buffer.byteLength(id)) ?? recent.add(id);
 }
 
 describe("recent envelope ids", () => {
