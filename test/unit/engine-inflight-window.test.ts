@@ -57,6 +57,27 @@ describe("engine: in-flight window", () => {
     assert.deepEqual(engine.queueDrops, []);
   });
 
+  it("writes waiting deliveries together, once half the window is free", async () => {
+    engine = await Engine.start({ limits: { queue: { maxInflight: 8, maxQueuedPerClient: 20 } } });
+    const subscriber = await deliver(14);
+    const { wire } = subscriber;
+    assert.equal(wire.received("publish").length, 8);
+    for (let nth = 0; nth < 3; nth++) ack(subscriber, nth);
+    await wire.roundTrip();
+    assert.equal(wire.received("publish").length, 8, "three of eight acknowledged: none more yet");
+    ack(subscriber, 3);
+    await wire.waitForCount("publish", 12);
+    await wire.roundTrip();
+    assert.deepEqual(
+      wire.publishedPayloads(),
+      Array.from({ length: 12 }, (_, i) => `${i + 1}`),
+      "four free: four more, in order",
+    );
+    for (let nth = 4; nth < 8; nth++) ack(subscriber, nth);
+    await wire.waitForCount("publish", 14);
+    assert.deepEqual(engine.queueDrops, []);
+  });
+
   it("drops the oldest waiting deliveries past maxQueuedPerClient, and reports each drop", async () => {
     engine = await Engine.start({ limits: { queue: { maxInflight: 2, maxQueuedPerClient: 3 } } });
     const subscriber = await deliver(7);
