@@ -63,6 +63,10 @@ describe("engine: in-flight window", () => {
     const { wire } = subscriber;
     assert.equal(wire.received("publish").length, 8);
     for (let nth = 0; nth < 3; nth++) ack(subscriber, nth);
+    // a SUBSCRIBE is handled after the packets before it [MQTT-4.6.0-6]: by its SUBACK, and a
+    // round trip more, a delivery those acknowledgements let go would be here
+    wire.send(subscribe("win/other", 1, 2));
+    await wire.waitFor("SUBACK", (p) => p.cmd === "suback" && p.messageId === 2);
     await wire.roundTrip();
     assert.equal(wire.received("publish").length, 8, "three of eight acknowledged: none more yet");
     ack(subscriber, 3);
