@@ -623,78 +623,106 @@ function readMessage(payload: Buffer, length: number): unknown {
 }
 
 /**
- * The fields read as an aedes PUBLISH's (clientId when set, cmd, brokerId, brokerCounter, topic,
- * payload, qos, retain, dup, messageId when QoS > 0) by a literal of the same keys in the same
- * order; undefined for anything else.
+ * The fields read as an aedes PUBLISH's (cmd, brokerId, brokerCounter, topic, payload, qos,
+ * retain, dup, then messageId when QoS > 0; clientId first when the packet came with one, last
+ * when aedes set it on emitting, as it does for a client's PUBLISH) by a literal of the same
+ * keys in the same order; undefined for anything else.
  */
 function publishOf(length: number): object | undefined {
-  const first = names[0] === "clientId" ? 1 : 0;
-  const core = length - first;
-  if (core !== 8 && core !== 9) return undefined;
+  const lead = names[0] === "clientId" ? 1 : 0;
   if (
-    names[first] !== "cmd" ||
-    names[first + 1] !== "brokerId" ||
-    names[first + 2] !== "brokerCounter" ||
-    names[first + 3] !== "topic" ||
-    names[first + 4] !== "payload" ||
-    names[first + 5] !== "qos" ||
-    names[first + 6] !== "retain" ||
-    names[first + 7] !== "dup" ||
-    (core === 9 && names[first + 8] !== "messageId")
+    names[lead] !== "cmd" ||
+    names[lead + 1] !== "brokerId" ||
+    names[lead + 2] !== "brokerCounter" ||
+    names[lead + 3] !== "topic" ||
+    names[lead + 4] !== "payload" ||
+    names[lead + 5] !== "qos" ||
+    names[lead + 6] !== "retain" ||
+    names[lead + 7] !== "dup"
   ) {
     return undefined;
   }
+  let next = lead + 8;
+  const withId = names[next] === "messageId";
+  if (withId) next++;
+  const trail = lead === 0 && names[next] === "clientId";
+  if (trail) next++;
+  if (next !== length) return undefined;
   const v = values;
-  if (first === 1) {
-    if (core === 9) {
-      return {
-        clientId: v[0],
-        cmd: v[1],
-        brokerId: v[2],
-        brokerCounter: v[3],
-        topic: v[4],
-        payload: v[5],
-        qos: v[6],
-        retain: v[7],
-        dup: v[8],
-        messageId: v[9],
+  if (lead === 1) {
+    return withId
+      ? {
+          clientId: v[0],
+          cmd: v[1],
+          brokerId: v[2],
+          brokerCounter: v[3],
+          topic: v[4],
+          payload: v[5],
+          qos: v[6],
+          retain: v[7],
+          dup: v[8],
+          messageId: v[9],
+        }
+      : {
+          clientId: v[0],
+          cmd: v[1],
+          brokerId: v[2],
+          brokerCounter: v[3],
+          topic: v[4],
+          payload: v[5],
+          qos: v[6],
+          retain: v[7],
+          dup: v[8],
+        };
+  }
+  if (trail) {
+    return withId
+      ? {
+          cmd: v[0],
+          brokerId: v[1],
+          brokerCounter: v[2],
+          topic: v[3],
+          payload: v[4],
+          qos: v[5],
+          retain: v[6],
+          dup: v[7],
+          messageId: v[8],
+          clientId: v[9],
+        }
+      : {
+          cmd: v[0],
+          brokerId: v[1],
+          brokerCounter: v[2],
+          topic: v[3],
+          payload: v[4],
+          qos: v[5],
+          retain: v[6],
+          dup: v[7],
+          clientId: v[8],
+        };
+  }
+  return withId
+    ? {
+        cmd: v[0],
+        brokerId: v[1],
+        brokerCounter: v[2],
+        topic: v[3],
+        payload: v[4],
+        qos: v[5],
+        retain: v[6],
+        dup: v[7],
+        messageId: v[8],
+      }
+    : {
+        cmd: v[0],
+        brokerId: v[1],
+        brokerCounter: v[2],
+        topic: v[3],
+        payload: v[4],
+        qos: v[5],
+        retain: v[6],
+        dup: v[7],
       };
-    }
-    return {
-      clientId: v[0],
-      cmd: v[1],
-      brokerId: v[2],
-      brokerCounter: v[3],
-      topic: v[4],
-      payload: v[5],
-      qos: v[6],
-      retain: v[7],
-      dup: v[8],
-    };
-  }
-  if (core === 9) {
-    return {
-      cmd: v[0],
-      brokerId: v[1],
-      brokerCounter: v[2],
-      topic: v[3],
-      payload: v[4],
-      qos: v[5],
-      retain: v[6],
-      dup: v[7],
-      messageId: v[8],
-    };
-  }
-  return {
-    cmd: v[0],
-    brokerId: v[1],
-    brokerCounter: v[2],
-    topic: v[3],
-    payload: v[4],
-    qos: v[5],
-    retain: v[6],
-    dup: v[7],
-  };
 }
 
 function plainObject(length: number): Record<string, unknown> {
