@@ -600,7 +600,7 @@ const limitsSchema = z.strictObject({
         .max(65_535, "must be at most 65535 (the packet identifiers a client can have in flight)")
         .default(100)
         .describe(
-          "QoS 1/2 deliveries written to a client and not yet acknowledged; further ones wait in order and are written as acknowledgements come in. At most 65,535: each holds a packet identifier [MQTT-2.3.1-4].",
+          "QoS 1/2 deliveries written to a client and not yet acknowledged; further ones wait in order and are written as acknowledgements come in (a window of 64 or more: together, once a quarter of it is free). At most 65,535: each holds a packet identifier [MQTT-2.3.1-4].",
         ),
       maxQueuedPerClient: z
         .number()

@@ -31,6 +31,8 @@ interface DeliveringClient {
 }
 
 const NOT_CALLED = Symbol("authorizeForward not called");
+/** The smallest window whose waiting deliveries are written a quarter of the window at a time. */
+const BATCHED_WINDOW = 64;
 
 /** A windowed client whose deliveries wait: what cluster backpressure counts. */
 interface Backlog {
@@ -151,6 +153,12 @@ export class InflightWindows {
     // [MQTT-3.3.4-9] an MQTT 5 client's Receive Maximum bounds it too (aedes sets 65,535 for
     // others and for a v5 CONNECT without one); read at CONNECT, before any subscription
     const maxInflight = Math.min(this.limits.maxInflight, aedesClient.receiveMaximum ?? Infinity);
+    // Waiting deliveries are written once this many slots are free, together: refilled one
+    // acknowledgement at a time, a subscriber behind its window was sent a packet or a few per
+    // system call (0.23 calls per message on the subscribers' node of two at QoS 1). A window
+    // under BATCHED_WINDOW is refilled at each acknowledgement: there the slots held back would
+    // cost a subscriber that waits on its round trips more than the calls saved.
+    const refill = maxInflight >= BATCHED_WINDOW ? Math.floor(maxInflight / 4) : 1;
     // Made when a delivery first has to wait: most idle connections never need one.
     let backlog: Backlog | undefined;
     let inflight = 0;
@@ -178,6 +186,7 @@ export class InflightWindows {
               if (backlog === undefined) return;
               backlog.ackedAt = Date.now();
               const { waiting } = backlog;
+              if (maxInflight - inflight < refill) return;
               while (inflight < maxInflight && waiting.length > 0 && !client.closed) {
                 const next = waiting.take();
                 this.waitingTotal--;

@@ -1,13 +1,17 @@
 import { randomBytes } from "node:crypto";
 import type { EventEmitter } from "node:events";
 import { Redis } from "ioredis";
+import { FIRST_ATTEMPT, LATER_ATTEMPT } from "./attempt-deliveries.js";
 import { type EchoCheck, EchoFilter, filterStreamData } from "./echo-filter.js";
 import {
-  decodeEnvelope,
+  decodeMessage,
   type EmittedMessage,
+  ENVELOPE_ID_START,
   echoCheck,
   encodeEnvelope,
   encodeNumberedEnvelope,
+  envelopeIdEnd,
+  envelopeIdOf,
 } from "./envelope.js";
 import type { InboundReservations, ReservedPublisher } from "./inbound-qos2.js";
 import { LocalFilters } from "./local-filters.js";
@@ -108,6 +112,13 @@ interface ReservableMessage {
   payload?: unknown;
 }
 
+const ATTEMPT_CODES = [FIRST_ATTEMPT.charCodeAt(0), LATER_ATTEMPT.charCodeAt(0)];
+
+/** Whether an id starting with this byte may name an inbound QoS 2 attempt (inbound-qos2.ts). */
+function mayNameAttempt(first: number | undefined): boolean {
+  return first !== undefined && ATTEMPT_CODES.includes(first);
+}
+
 /**
  * aedes' notices of each CONNECT, disconnection, SUBSCRIBE and UNSUBSCRIBE
  * (`$SYS/<broker>/new/clients`, `.../disconnect/clients`, `.../new/subscribes`,
@@ -128,15 +139,31 @@ export function isNodeLocalNotice(topic: string): boolean {
 
 /**
  * On a single connection (not a Cluster's sharded subscriber), echoes are cut from its bytes
- * before ioredis parses them (echo-filter.ts); `receive` still drops any that pass.
+ * before ioredis parses them (echo-filter.ts), and the other messages are read there too and
+ * emitted as ioredis emits them (`message`/`pmessage` when listened to, `messageBuffer`/
+ * `pmessageBuffer`); `receive` still drops any echo that passes.
  */
 function dropEchoesUnparsed(subscriber: Redis, echoes: EchoCheck): void {
   const filtered = new WeakSet<object>();
+  const emitMessage = (pattern: Buffer | undefined, channel: Buffer, payload: Buffer): void => {
+    if (pattern === undefined) {
+      if (subscriber.listenerCount("message") > 0) {
+        subscriber.emit("message", channel.toString(), payload.toString());
+      }
+      subscriber.emit("messageBuffer", channel, payload);
+      return;
+    }
+    const name = pattern.toString();
+    if (subscriber.listenerCount("pmessage") > 0) {
+      subscriber.emit("pmessage", name, channel.toString(), payload.toString());
+    }
+    subscriber.emit("pmessageBuffer", name, channel, payload);
+  };
   const install = (): void => {
     const stream = subscriber.stream;
     if (stream === undefined || filtered.has(stream)) return;
     filtered.add(stream);
-    filterStreamData(stream, new EchoFilter(echoes));
+    filterStreamData(stream, new EchoFilter(echoes), emitMessage);
   };
   subscriber.on("connect", install);
   if (subscriber.status === "connect" || subscriber.status === "ready") install();
@@ -193,10 +220,16 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
   const receive = (channel: Buffer, payload: Buffer): void => {
     if (echoes.isEcho(payload, 0, payload.length)) return;
     if (ignoredLengths.has(channel.length) && ignored.has(channel.toString())) return;
-    const envelope = decodeEnvelope(payload);
-    if (!seen.add(envelope.id)) return;
-    reserved?.reservations.attempts.received(envelope.id, envelope.msg);
-    emitter._emit(envelope.msg);
+    const msg = decodeMessage(payload);
+    // the id as a string only when it is not a numbered one, or may name a QoS 2 attempt
+    const idEnd = envelopeIdEnd(payload);
+    let fresh = idEnd < 0 ? undefined : seen.addNumbered(payload, ENVELOPE_ID_START, idEnd);
+    fresh ??= seen.add(envelopeIdOf(payload));
+    if (!fresh) return;
+    if (reserved !== undefined && (idEnd < 0 || mayNameAttempt(payload[ENVELOPE_ID_START]))) {
+      reserved.reservations.attempts.received(envelopeIdOf(payload), msg);
+    }
+    emitter._emit(msg);
   };
   for (const event of ["messageBuffer", "pmessageBuffer"] as const) {
     const existing = event === "messageBuffer" ? before.message : before.pattern;

@@ -1,5 +1,6 @@
 import { createRequire } from "node:module";
 import type { Writable } from "node:stream";
+import { holdsTurn } from "../transport/write-coalescing.js";
 import { variableByteIntegerSize } from "./mqtt-lengths.js";
 
 interface WriteOptions {
@@ -89,6 +90,17 @@ function uncork(stream: Writable): void {
   stream.uncork();
 }
 
+/**
+ * As mqtt-packet: corked until the next tick, so that a packet's writes leave together; a
+ * socket whose writes Sluice coalesces is instead held to the turn's end, once per turn, with
+ * no tick per packet.
+ */
+function corkForTick(stream: Writable): void {
+  if (holdsTurn(stream) || typeof stream.cork !== "function") return;
+  stream.cork();
+  process.nextTick(uncork, stream);
+}
+
 /** The first byte of each acknowledgement (PUBREL's carries QoS 1, as the spec fixes it). */
 const ACK_HEADERS: Record<string, number | undefined> = {
   puback: 0x40,
@@ -133,10 +145,7 @@ function writeAck(
     buffer[4] = (reasonCode as number | undefined) ?? 0;
     buffer[5] = 0;
   }
-  if (typeof stream.cork === "function") {
-    stream.cork();
-    process.nextTick(uncork, stream);
-  }
+  corkForTick(stream);
   return stream.write(buffer);
 }
 
@@ -189,11 +198,7 @@ function writePublish(
     else (payload as Buffer).copy(buffer, at);
   }
 
-  // As mqtt-packet: corked until the next tick (Sluice's coalescing holds it to the turn's end).
-  if (typeof stream.cork === "function") {
-    stream.cork();
-    process.nextTick(uncork, stream);
-  }
+  corkForTick(stream);
   if (copied) return stream.write(buffer);
   stream.write(buffer);
   return stream.write(payload);

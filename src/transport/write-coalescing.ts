@@ -27,6 +27,18 @@ export function coalesceEveryWrite(stream: Writable): void {
   stream.write = writeInTurn;
 }
 
+/**
+ * For a writer that corks a stream for each packet and uncorks it on the next tick (as
+ * mqtt-packet does): true, having held the stream to the turn's end, when its writes are
+ * coalesced, so the writer needs no cork of its own (nor a tick per packet to undo it); false
+ * for any other stream.
+ */
+export function holdsTurn(stream: Writable): boolean {
+  if (stream.cork !== corkUntilTurnEnds) return false;
+  holdUntilTurnEnds(stream);
+  return true;
+}
+
 // net.Socket and tls.TLSSocket inherit them unchanged.
 const { cork, write } = Writable.prototype;
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { type EchoCheck, EchoFilter } from "../../src/engine/echo-filter.js";
+import { type EchoCheck, EchoFilter, type FrameSink } from "../../src/engine/echo-filter.js";
 
 /**
  * The filter hands on every frame but this node's echoes, whole and in order, however the
@@ -62,6 +62,40 @@ function run(cuts: number[]): Buffer {
   return Buffer.concat(out);
 }
 
+/**
+ * The same with a sink: what it is handed, in order, the messages written back as the frames
+ * they were read from; and how many messages it was handed read.
+ */
+function runWithSink(cuts: number[]): { bytes: Buffer; read: number } {
+  const filter = new EchoFilter(check);
+  const out: Buffer[] = [];
+  let read = 0;
+  const sink: FrameSink = {
+    bytes: (data) => out.push(Buffer.from(data)),
+    message(pattern, channel, payload) {
+      read++;
+      out.push(
+        pattern === undefined
+          ? message(channel.toString(), Buffer.from(payload))
+          : pmessage(pattern.toString(), channel.toString(), Buffer.from(payload)),
+      );
+    },
+  };
+  let from = 0;
+  for (const cut of [...cuts, stream.length]) {
+    if (cut <= from) continue;
+    const kept = filter.filter(Buffer.from(stream.subarray(from, cut)), sink);
+    if (kept !== undefined) out.push(kept);
+    from = cut;
+  }
+  return { bytes: Buffer.concat(out), read };
+}
+
+/** Messages not echoed, every part a bulk string: all read when whole in one read. */
+const READ_WHOLE = 6;
+/** One of them is over 64 KiB: a read that cuts it hands it on as bytes. */
+const READ_CUT = 5;
+
 describe("EchoFilter", () => {
   it("drops the echoes of one read holding every frame", () => {
     assert.deepEqual(run([]), expected);
@@ -83,6 +117,30 @@ describe("EchoFilter", () => {
       const cuts: number[] = [];
       for (let at = 0; at < stream.length; at += 1 + Math.floor(random() * 600)) cuts.push(at);
       assert.deepEqual(run(cuts), expected, `round ${round}`);
+    }
+  });
+
+  it("hands a sink the messages it keeps read, in order among the other frames", () => {
+    const whole = runWithSink([]);
+    assert.deepEqual(whole.bytes, expected);
+    assert.equal(whole.read, READ_WHOLE);
+  });
+
+  it("hands a sink the same however the bytes are cut", () => {
+    for (let cut = 1; cut < stream.length; cut += cut < 400 ? 1 : 997) {
+      const { bytes, read } = runWithSink([cut]);
+      assert.deepEqual(bytes, expected, `cut at ${cut}`);
+      assert.ok(read >= READ_CUT, `cut at ${cut}: ${read} read`);
+    }
+    let seed = 11;
+    const random = (): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    for (let round = 0; round < 200; round++) {
+      const cuts: number[] = [];
+      for (let at = 0; at < stream.length; at += 1 + Math.floor(random() * 600)) cuts.push(at);
+      assert.deepEqual(runWithSink(cuts).bytes, expected, `round ${round}`);
     }
   });
 

@@ -57,6 +57,33 @@ describe("engine: in-flight window", () => {
     assert.deepEqual(engine.queueDrops, []);
   });
 
+  it("writes waiting deliveries of a window of 64 or more together, once a quarter of it is free", async () => {
+    engine = await Engine.start({
+      limits: { queue: { maxInflight: 64, maxQueuedPerClient: 200 } },
+    });
+    const subscriber = await deliver(100);
+    const { wire } = subscriber;
+    assert.equal(wire.received("publish").length, 64);
+    for (let nth = 0; nth < 15; nth++) ack(subscriber, nth);
+    // a SUBSCRIBE is handled after the packets before it [MQTT-4.6.0-6]: by its SUBACK, and a
+    // round trip more, a delivery those acknowledgements let go would be here
+    wire.send(subscribe("win/other", 1, 2));
+    await wire.waitFor("SUBACK", (p) => p.cmd === "suback" && p.messageId === 2);
+    await wire.roundTrip();
+    assert.equal(wire.received("publish").length, 64, "15 of 64 acknowledged: none more yet");
+    ack(subscriber, 15);
+    await wire.waitForCount("publish", 80);
+    await wire.roundTrip();
+    assert.deepEqual(
+      wire.publishedPayloads(),
+      Array.from({ length: 80 }, (_, i) => `${i + 1}`),
+      "16 free: 16 more, in order",
+    );
+    for (let nth = 16; nth < 48; nth++) ack(subscriber, nth);
+    await wire.waitForCount("publish", 100);
+    assert.deepEqual(engine.queueDrops, []);
+  });
+
   it("drops the oldest waiting deliveries past maxQueuedPerClient, and reports each drop", async () => {
     engine = await Engine.start({ limits: { queue: { maxInflight: 2, maxQueuedPerClient: 3 } } });
     const subscriber = await deliver(7);

@@ -4,9 +4,11 @@ import msgpack from "msgpack-lite";
 import { Packr, Unpackr } from "msgpackr";
 import {
   decodeEnvelope,
+  decodeMessage,
   ENVELOPE_HEAD,
   encodeEnvelope,
   encodeNumberedEnvelope,
+  envelopeIdOf,
 } from "../../src/engine/envelope.js";
 
 /**
@@ -214,13 +216,71 @@ describe("local-first envelope", () => {
       ],
       ["msgpack-lite", msgpack.encode({ id: "other:7", msg: message })],
     ];
+    cases.push(["str8 id", encodeEnvelope(`node-${"x".repeat(40)}:1`, message)]);
     for (const [name, bytes] of cases) {
-      assert.deepEqual(decodeEnvelope(bytes), unpackr.unpack(bytes), name);
+      const expected = unpackr.unpack(bytes) as { id: string; msg: object };
+      assert.deepEqual(decodeEnvelope(bytes), expected, name);
+      assert.deepEqual(decodeMessage(bytes), expected.msg, `${name}: the message alone`);
+      assert.equal(envelopeIdOf(bytes), expected.id, `${name}: the id alone`);
     }
     // the same short strings twice, and others in between (the reader's cache of them)
     for (const topic of ["a/b", "b/a", "a/b", "c/d", "a/b"]) {
       const read = decodeEnvelope(encodeEnvelope("a:1", variant({ topic }))).msg;
       assert.equal(read.topic, topic);
+    }
+  });
+
+  it("reads string values it read before as the same strings, and others as themselves", () => {
+    // alike in length and last bytes (where the reader looks first), different before them
+    const topics = [
+      "plant/a/1234",
+      "plant/b/1234",
+      "plant/a/1234",
+      "Pflanz/ü/1234",
+      "x".repeat(64),
+    ];
+    const first = new Map<string, string>();
+    for (let round = 0; round < 3; round++) {
+      for (const topic of topics) {
+        const read = decodeEnvelope(encodeEnvelope("a:1", variant({ topic, clientId: topic }))).msg;
+        assert.equal(read.topic, topic);
+        assert.equal((read as unknown as { clientId: string }).clientId, topic);
+        first.set(topic, first.get(topic) ?? read.topic);
+      }
+    }
+    assert.deepEqual([...first.keys()], [...new Set(topics)]);
+    const bytes = Buffer.from(encodeEnvelope("a:1", variant({ brokerId: "b".repeat(36) })));
+    const one = decodeEnvelope(bytes).msg as unknown as { brokerId: string; topic: string };
+    bytes[bytes.indexOf("b".repeat(36)) + 3] = 0x63;
+    const two = decodeEnvelope(bytes).msg as unknown as { brokerId: string; topic: string };
+    assert.equal(one.brokerId, "b".repeat(36));
+    assert.equal(two.brokerId, `bbbc${"b".repeat(32)}`, "one byte changed, not the kept string");
+  });
+
+  it("reads each field of a message in its order, whichever shape comes after which", () => {
+    const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+    const { messageId: _, ...qos0 } = message;
+    const shapes: object[] = [
+      message,
+      qos0,
+      { clientId: "pub-1", ...message },
+      { clientId: "pub-1", ...qos0 },
+      { ...message, clientId: "pub-1" },
+      { ...qos0, clientId: "pub-1" },
+      { ...message, clientId: "pub-1", extra: 1 },
+      { clientId: "pub-1", properties: V5_PROPERTIES, ...message },
+      { ...message, cmd: undefined },
+      { topic: "t", cmd: "publish" },
+      { clientId: "pub-1", cmd: "publish", brokerId: "b", brokerCounter: 1, topic: "t", qos: 1 },
+    ];
+    for (let round = 0; round < 3; round++) {
+      for (const [index, shape] of shapes.entries()) {
+        const bytes = encodeEnvelope("a:1", shape as typeof message);
+        const read = decodeEnvelope(bytes).msg;
+        const expected = (unpackr.unpack(bytes) as { msg: object }).msg;
+        assert.deepEqual(read, expected, `shape ${index}`);
+        assert.deepEqual(Object.keys(read), Object.keys(expected), `shape ${index}: key order`);
+      }
     }
   });
 

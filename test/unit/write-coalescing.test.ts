@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
+import mqtt from "mqtt-packet";
+import { encodePublishesFor } from "../../src/engine/publish-encoder.js";
 import { isBackedUp } from "../../src/engine/socket-backlog.js";
 import { coalesceEveryWrite, coalesceWrites } from "../../src/transport/write-coalescing.js";
 
@@ -130,6 +132,29 @@ describe("write coalescing", () => {
     try {
       const { systemWrites } = await writeInOneTurn(socket, client, 10, writePlain);
       assert.equal(systemWrites, 10);
+    } finally {
+      client.destroy();
+      socket.destroy();
+    }
+  });
+
+  it("the publish encoder's packets on a coalescing socket are held to the turn's end, with no cork of their own", async () => {
+    const [socket, client] = await socketPair();
+    encodePublishesFor(socket);
+    try {
+      const corked: number[] = [];
+      const { systemWrites, received } = await writeInOneTurn(socket, client, 10, (s, packet) => {
+        // the same four bytes, as a PUBACK of that id
+        mqtt.writeToStream({ cmd: "puback", messageId: packet[3] as number }, s);
+        corked.push(s.writableCorked);
+      });
+      assert.equal(systemWrites, 1);
+      assert.deepEqual(corked, new Array(10).fill(1), "one hold for the turn, no cork per packet");
+      assert.deepEqual(
+        [...received].filter((_, i) => i % 4 === 3),
+        Array.from({ length: 10 }, (_, i) => i + 1),
+      );
+      assert.equal(socket.writableCorked, 0, "released at the end of the turn");
     } finally {
       client.destroy();
       socket.destroy();
