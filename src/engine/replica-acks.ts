@@ -156,18 +156,20 @@ export class ReplicaAcks extends EventEmitter<ReplicaAckEvents> {
     const closed = new Promise<never>((_, reject) => {
       this.failInFlight = reject;
     });
-    return Promise.race([Promise.all([write, wait]), closed]).then(
-      ([, confirmed]) => {
-        this.short = confirmed < replicas;
-        if (confirmed >= replicas) {
-          this.settled(false, call.length);
-          for (const waiting of call) waiting.resolve();
-        } else this.fail(call, new ReplicaShortfall(confirmed, replicas));
-      },
-      (error: unknown) => this.fail(call, error),
-    ).finally(() => {
-      this.failInFlight = undefined;
-    });
+    return Promise.race([Promise.all([write, wait]), closed])
+      .then(
+        ([, confirmed]) => {
+          this.short = confirmed < replicas;
+          if (confirmed >= replicas) {
+            this.settled(false, call.length);
+            for (const waiting of call) waiting.resolve();
+          } else this.fail(call, new ReplicaShortfall(confirmed, replicas));
+        },
+        (error: unknown) => this.fail(call, error),
+      )
+      .finally(() => {
+        this.failInFlight = undefined;
+      });
   }
 
   private fail(call: Array<Waiting<number, void>>, error: unknown): void {
