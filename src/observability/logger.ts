@@ -1,5 +1,6 @@
 import { type Logger, pino } from "pino";
 import type { LogLevel } from "../config/schema.js";
+import { batchedStdout } from "./log-destination.js";
 
 export type { Logger } from "pino";
 
@@ -16,28 +17,32 @@ export interface LoggerOptions {
 export function createLogger(options: LoggerOptions): Logger {
   const pretty =
     options.format === "pretty" || (options.format === "auto" && process.stdout.isTTY === true);
-  return pino({
-    level: options.level,
-    base: { node: options.nodeId },
-    redact: {
-      paths: [
-        "password",
-        "*.password",
-        "passphrase",
-        "*.passphrase",
-        "token",
-        "*.token",
-        "authorization",
-      ],
-      censor: "[redacted]",
+  return pino(
+    {
+      level: options.level,
+      base: { node: options.nodeId },
+      redact: {
+        paths: [
+          "password",
+          "*.password",
+          "passphrase",
+          "*.passphrase",
+          "token",
+          "*.token",
+          "authorization",
+        ],
+        censor: "[redacted]",
+      },
+      ...(pretty
+        ? {
+            transport: {
+              target: "pino-pretty",
+              options: { translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname" },
+            },
+          }
+        : {}),
     },
-    ...(pretty
-      ? {
-          transport: {
-            target: "pino-pretty",
-            options: { translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname" },
-          },
-        }
-      : {}),
-  });
+    // a transport (pretty) writes from its own thread
+    ...(pretty ? [] : [batchedStdout()]),
+  );
 }
