@@ -10,6 +10,20 @@ export interface LoggerOptions {
   nodeId: string;
 }
 
+/** Fields whose values never reach a log line, at the top of a line's object. */
+const SECRET_KEYS = ["password", "passphrase", "token", "authorization"] as const;
+/** ... and one level down, in any field's object. */
+const NESTED_SECRET_KEYS = ["password", "passphrase", "token"] as const;
+const REDACTED = "[redacted]";
+
+/**
+ * Redaction for a child logger whose lines hold only flat fields (strings, numbers, booleans),
+ * such as the audit log's: the top-level secrets alone. pino runs a wildcard path (`*.password`)
+ * over every field of every line, cloning and parsing paths even for a string: for the audit
+ * line of each CONNECT, 6 KB of garbage.
+ */
+export const FLAT_REDACTION = { paths: [...SECRET_KEYS], censor: REDACTED };
+
 /**
  * The one pino root of a node. Components take `logger.child({ module })`; every line carries
  * a stable `event` field. Credentials are redacted even if a caller logs them by mistake.
@@ -22,16 +36,8 @@ export function createLogger(options: LoggerOptions): Logger {
       level: options.level,
       base: { node: options.nodeId },
       redact: {
-        paths: [
-          "password",
-          "*.password",
-          "passphrase",
-          "*.passphrase",
-          "token",
-          "*.token",
-          "authorization",
-        ],
-        censor: "[redacted]",
+        paths: [...SECRET_KEYS, ...NESTED_SECRET_KEYS.map((key) => `*.${key}`)],
+        censor: REDACTED,
       },
       ...(pretty
         ? {

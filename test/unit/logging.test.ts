@@ -3,6 +3,7 @@ import { spawn } from "node:child_process";
 import { describe, it } from "node:test";
 
 const LOGGER = new URL("../../src/observability/logger.js", import.meta.url).href;
+const AUDIT = new URL("../../src/security/audit-log.js", import.meta.url).href;
 
 /** A node process that logs with the node's logger (`script` gets `log`), its stdout lines. */
 function logFrom(script: string): {
@@ -11,8 +12,9 @@ function logFrom(script: string): {
   exited: Promise<number | null>;
   kill(): void;
 } {
-  const source = `import(${JSON.stringify(LOGGER)}).then(({ createLogger }) => {
+  const source = `Promise.all([import(${JSON.stringify(LOGGER)}), import(${JSON.stringify(AUDIT)})]).then(([{ createLogger }, { AuditLog }]) => {
     const log = createLogger({ level: "info", format: "json", nodeId: "t" });
+    const audit = new AuditLog(log);
     ${script}
   });`;
   const child = spawn(process.execPath, ["--input-type=module", "-e", source], {
@@ -67,5 +69,36 @@ describe("log destination", () => {
       seen,
       Array.from({ length: 500 }, (_, i) => i),
     );
+  });
+});
+
+describe("log redaction", () => {
+  it("credentials are redacted at the top of a line and one level down; audit lines at the top", async () => {
+    const node = logFrom(`
+      log.info({ event: "t.top", password: "p1", token: "t1", authorization: "a1", passphrase: "s1" }, "top");
+      log.info({ event: "t.nested", redis: { password: "p2", token: "t2", passphrase: "s2", host: "h" } }, "nested");
+      audit.authSucceeded({ clientId: "c", password: "p3", token: "t3" }, "password");
+      process.exit(0);`);
+    assert.equal(await node.exited, 0);
+    const line = (event: string) => node.lines.find((l) => l.event === event);
+    assert.deepEqual(
+      [
+        line("t.top")?.password,
+        line("t.top")?.token,
+        line("t.top")?.authorization,
+        line("t.top")?.passphrase,
+      ],
+      ["[redacted]", "[redacted]", "[redacted]", "[redacted]"],
+    );
+    assert.deepEqual(line("t.nested")?.redis, {
+      password: "[redacted]",
+      token: "[redacted]",
+      passphrase: "[redacted]",
+      host: "h",
+    });
+    const audited = line("audit.auth_succeeded");
+    assert.equal(audited?.clientId, "c");
+    assert.equal(audited?.password, "[redacted]");
+    assert.equal(audited?.token, "[redacted]");
   });
 });
