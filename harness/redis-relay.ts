@@ -14,9 +14,16 @@ export class RedisRelay {
   private readonly subscribers = new Set<{ client: Socket; held: Buffer[] }>();
   private holding = false;
   /** Commands held on their way to Redis: what a connection sent from a chunk holding `marker`. */
-  private commandHold: { marker: Buffer; held: Array<() => void>; waiters: Array<() => void> } = {
+  private commandHold: {
+    marker: Buffer;
+    held: Array<() => void>;
+    /** What the held chunks carry, in order (RESP text). */
+    text: string[];
+    waiters: Array<() => void>;
+  } = {
     marker: Buffer.alloc(0),
     held: [],
+    text: [],
     waiters: [],
   };
   private holdingCommands = false;
@@ -55,7 +62,7 @@ export class RedisRelay {
    * its node stopped before sending that command. Other connections flow.
    */
   holdCommandsWith(marker: string): void {
-    this.commandHold = { marker: Buffer.from(marker), held: [], waiters: [] };
+    this.commandHold = { marker: Buffer.from(marker), held: [], text: [], waiters: [] };
     this.holdingCommands = true;
   }
 
@@ -63,6 +70,18 @@ export class RedisRelay {
   commandHeld(): Promise<void> {
     if (this.commandHold.held.length > 0) return Promise.resolve();
     return new Promise((resolve) => this.commandHold.waiters.push(resolve));
+  }
+
+  /** Resolves once the commands held so far carry `text` (e.g. a key), or rejects after `ms`. */
+  async heldCarrying(text: string, ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!this.commandHold.text.some((chunk) => chunk.includes(text))) {
+      if (Date.now() > deadline) throw new Error(`no held command carries ${text} within ${ms} ms`);
+      await new Promise<void>((resolve) => {
+        this.commandHold.waiters.push(resolve);
+        setTimeout(resolve, deadline - Date.now() + 1).unref();
+      });
+    }
   }
 
   /** Sends on the held commands, in order, and everything after them as it comes. */
@@ -91,6 +110,7 @@ export class RedisRelay {
       if (this.holdingCommands && (holdingThis || chunk.includes(hold.marker))) {
         holdingThis = true;
         hold.held.push(() => upstream.write(chunk));
+        hold.text.push(chunk.toString("latin1"));
         for (const waiter of hold.waiters.splice(0)) waiter();
         return;
       }

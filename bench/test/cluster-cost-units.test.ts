@@ -163,8 +163,8 @@ test("costGoals - ratios of the same case, met or not, only for cases the run ha
         (c) => c.key.broker === key.broker && c.key.kind === key.kind && c.key.qos === key.qos,
       ),
     new Map([
-      ["sluice", 2_000],
-      ["sluice-redis", 1_700],
+      ["sluice", { rates: [2_000], nodeMicros: [300] }],
+      ["sluice-redis", { rates: [1_700], nodeMicros: [360] }],
     ]),
     ["sluice", "sluice-redis", "aedes-redis"],
   );
@@ -184,6 +184,32 @@ test("costGoals - ratios of the same case, met or not, only for cases the run ha
   assert.equal(find("Redis CPU")?.met, false);
   assert.equal(find("connects/s")?.measured, 0.85);
   assert.equal(find("p99")?.met, false);
+});
+
+test("costGoals - connects/s ratios are the median of the rounds' paired ratios, node CPU beside", () => {
+  // the over-Redis node's slowed second round and the in-memory node's slowed third: a ratio
+  // of the two medians (2,000 / 3,000) would say 0.67x, every round's own ratio says 0.9x-1.0x
+  const rows = costGoals(
+    () => undefined,
+    new Map([
+      ["sluice", { rates: [3_000, 3_100, 1_500, null], nodeMicros: [300, 310, 320, null] }],
+      ["sluice-redis", { rates: [2_700, 2_000, 1_500, 2_900], nodeMicros: [330, 400, 350, 340] }],
+      ["aedes", { rates: [2_900, 3_300, 1_600], nodeMicros: [330, 340, 360] }],
+    ]),
+    ["sluice", "sluice-redis", "aedes"],
+  );
+  const find = (measure: string) => rows.find((r) => r.measure === measure);
+  const redis = find("connects/s, over Redis / in memory");
+  assert.equal(redis?.measured, 0.9); // rounds 0.9, 0.65, 1.0; the fourth has no pair
+  assert.equal(redis?.met, true);
+  assert.match(String(redis?.from), /rounds' ratios 0\.90, 0\.65, 1\.00;/);
+  assert.match(
+    String(redis?.from),
+    /node µs\/connect 350 \/ 310 \(rounds' ratios 1\.10, 1\.29, 1\.09\)/,
+  );
+  const aedes = find("connects/s, in memory / bare aedes");
+  assert.equal(aedes?.measured, 0.94); // 1.03, 0.94, 0.94
+  assert.equal(aedes?.met, false);
 });
 
 test("threadCpuSeconds and readSyscalls read this process's /proc", () => {

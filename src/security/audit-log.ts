@@ -1,4 +1,4 @@
-import type { Logger } from "../observability/logger.js";
+import { FLAT_REDACTION, type Logger } from "../observability/logger.js";
 
 /** Who a security event is about. Never carries passwords or payloads. */
 export interface AuditSubject {
@@ -33,7 +33,8 @@ export class AuditLog {
   private readonly log: Logger;
 
   constructor(root: Logger) {
-    this.log = root.child({ log: "audit" });
+    // Every field of an audit line is a string, number or boolean (the methods below build them).
+    this.log = root.child({ log: "audit" }, { redact: FLAT_REDACTION });
   }
 
   authSucceeded(

@@ -164,9 +164,13 @@ export class SluiceAuthenticator implements Authenticator {
     }
     if (outcome.method === "password" || outcome.method === "scram")
       await lockout.recordSuccess(credentials.remoteAddress, credentials.username);
+    // Written out, not `{ ...subject, username }`: V8 clones a spread object and then adds or
+    // replaces keys on a slow path (about 1.5 us, on every CONNECT).
     audit.authSucceeded(
       {
-        ...subject,
+        listener: subject.listener,
+        remoteAddress: subject.remoteAddress,
+        clientId: subject.clientId,
         username: outcome.username,
         certificateCn: outcome.certificateCn,
         certificateFingerprint: outcome.certificateFingerprint,

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { once } from "node:events";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as pause } from "node:timers/promises";
 import { Redis } from "ioredis";
@@ -13,6 +14,7 @@ import {
   rawConnect,
   readBytes,
 } from "../../harness/raw-socket.js";
+import { RedisRelay } from "../../harness/redis-relay.js";
 import { RedisServer } from "../../harness/redis-server.js";
 
 /**
@@ -95,5 +97,100 @@ describe("CONNECT round trips over Redis", () => {
     } finally {
       await end(client);
     }
+  });
+});
+
+describe("CONNECT round trips over Redis: shared and together", () => {
+  let relayed: RunningNode;
+  let relay: RedisRelay;
+  let relayedPrefix: string;
+
+  before(async () => {
+    relay = await RedisRelay.start(redis.port);
+    relayedPrefix = `crr${randomBytes(4).toString("hex")}:`;
+    relayed = await startNode({
+      nodeId: "crt-relayed",
+      redis: { url: relay.url, keyPrefix: relayedPrefix },
+    });
+  });
+  after(async () => {
+    relay?.releaseCommands();
+    await relayed?.stop();
+    await relay?.close();
+  });
+
+  it("a CONNECT's client-id claim and its session read go to Redis before either is answered", async () => {
+    const clientId = `together-${randomBytes(3).toString("hex")}`;
+    const { port } = new URL(relayed.urls.tcp as string);
+    // Holds the claim (its arguments carry the id) and all its connection sends after it.
+    relay.holdCommandsWith(clientId);
+    const socket = await rawConnect(Number(port));
+    try {
+      socket.write(connectPacket(clientId, { clean: true }));
+      await relay.commandHeld();
+      // Unanswered, the claim could not have let a read wait for its answer go out.
+      await relay.heldCarrying(`${relayedPrefix}client:{${clientId}}:subs`, 5_000);
+      relay.releaseCommands();
+      assert.deepEqual([...(await readBytes(socket, 4))], [0x20, 2, 0, 0]);
+    } finally {
+      relay.releaseCommands();
+      socket.destroy();
+    }
+  });
+
+  it("CONNECTs that come together share the lockout read, the claim and the session read", async () => {
+    const count = 30;
+    const tag = `shared-${randomBytes(3).toString("hex")}-`;
+    const calls = { claims: 0, claimed: 0, reads: 0, lockoutReads: 0 };
+    let allClaimed: () => void = () => {};
+    const claimedAll = new Promise<void>((resolve) => {
+      allClaimed = resolve;
+    });
+    // MONITOR on a socket of its own: one line per command Redis runs, quoted arguments.
+    const monitor = await rawConnect(redis.port);
+    let rest = "";
+    monitor.setEncoding("latin1").on("data", (chunk: string) => {
+      const lines = (rest + chunk).split("\r\n");
+      rest = lines.pop() ?? "";
+      for (const line of lines) {
+        if (line.includes('"mget"') && line.includes("auth-ip:")) calls.lockoutReads++;
+        if (!line.includes('"evalsha"') && !line.includes('"eval"')) continue;
+        const ours = line.split(`"${tag}`).length - 1 + (line.split(`{${tag}`).length - 1);
+        if (ours === 0) continue;
+        if (line.includes(`"${relayedPrefix}owner-epoch"`)) {
+          calls.claims++;
+          calls.claimed += ours;
+          if (calls.claimed >= count) allClaimed();
+        } else if (line.includes(':subs"')) calls.reads++;
+      }
+    });
+    monitor.write("MONITOR\r\n");
+    await withDeadline(once(monitor, "data"), 5_000, "MONITOR's +OK");
+    const { port } = new URL(relayed.urls.tcp as string);
+    const sockets = await Promise.all(
+      Array.from({ length: count }, () => rawConnect(Number(port))),
+    );
+    try {
+      for (const [i, socket] of sockets.entries())
+        socket.write(connectPacket(`${tag}${i}`, { clean: true }));
+      for (const socket of sockets)
+        assert.deepEqual(
+          [...(await withDeadline(readBytes(socket, 4), 10_000, "CONNACK"))],
+          [0x20, 2, 0, 0],
+        );
+      // The node (in this process) may have answered before MONITOR's lines reached this socket.
+      await withDeadline(claimedAll, 5_000, "MONITOR's lines of every claim");
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      monitor.destroy();
+    }
+    assert.equal(calls.claimed, count, "every CONNECT claimed its id once");
+    // One call at a time per step: what comes while a call awaits its answer goes in the next.
+    assert.ok(calls.claims <= count / 2, `claim calls: ${calls.claims} for ${count} CONNECTs`);
+    assert.equal(calls.reads, calls.claims, "a session read beside each claim call");
+    assert.ok(
+      calls.lockoutReads >= 1 && calls.lockoutReads <= count / 2,
+      `lockout reads: ${calls.lockoutReads} for ${count} CONNECTs`,
+    );
   });
 });

@@ -5,7 +5,13 @@ import { medianOf } from "../report/median.js";
 import { CONNECT_COST_COLUMNS } from "./connect-cost.js";
 import { cappedConnections } from "./connection-limits.js";
 import { CONNECT_COST_NOTE, measureConnections } from "./connections.js";
-import { type CostKey, type CostLookup, costGoals, type MeasuredCase } from "./cost-goals.js";
+import {
+  type ConnectRounds,
+  type CostKey,
+  type CostLookup,
+  costGoals,
+  type MeasuredCase,
+} from "./cost-goals.js";
 import {
   type CostFigures,
   CostProbe,
@@ -275,7 +281,7 @@ const COST_COLUMNS = [
 async function measureConnects(
   context: ScenarioContext,
   brokers: readonly BrokerDefinition[],
-): Promise<{ table: ScenarioTable; connectsPerSecond: Map<string, number> }> {
+): Promise<{ table: ScenarioTable; rounds: Map<string, ConnectRounds> }> {
   const { options } = context;
   const { count, note } = cappedConnections(
     options.clients ?? (options.quick ? CONNECT_CLIENTS.quick : CONNECT_CLIENTS.full),
@@ -288,12 +294,18 @@ async function measureConnects(
       const result = await measureConnections(context, definition, count);
       results.set(definition.name, [...(results.get(definition.name) ?? []), result]);
     }
-  const connectsPerSecond = new Map<string, number>();
+  const byRound = new Map<string, ConnectRounds>();
   const rows = brokers.map((definition) => {
     const rounds = results.get(definition.name) ?? [];
+    byRound.set(definition.name, {
+      rates: rounds.map((r) => (r.error ? null : Number(r["connects/s"]))),
+      nodeMicros: rounds.map((r) => {
+        const micros = r["node µs/connect"];
+        return r.error || typeof micros !== "number" ? null : micros;
+      }),
+    });
     const ok = rounds.filter((r) => !r.error);
     const rates = ok.map((r) => Number(r["connects/s"]));
-    if (rates.length > 0) connectsPerSecond.set(definition.name, medianOf(rates));
     // CPU per connect from the round in the middle by the node's CPU, its other figures beside it
     const cpu = ok.map((r) => r["node µs/connect"]).filter((v) => typeof v === "number");
     const middle = ok.find((r) => cpu.length > 0 && r["node µs/connect"] === medianOf(cpu));
@@ -313,7 +325,7 @@ async function measureConnects(
     };
   });
   return {
-    connectsPerSecond,
+    rounds: byRound,
     table: {
       title: `cluster-cost: connects/s, ${count.toLocaleString("en-US")} idle clients`,
       columns: [
@@ -360,11 +372,7 @@ export const clusterCost: Scenario = {
     }
     const connects = planned.connects ? await measureConnects(context, brokers) : undefined;
     const measuredBrokers = brokers.map((b) => b.name);
-    const goals = costGoals(
-      lookupOf(chosen),
-      connects?.connectsPerSecond ?? new Map(),
-      measuredBrokers,
-    );
+    const goals = costGoals(lookupOf(chosen), connects?.rounds ?? new Map(), measuredBrokers);
     const seconds = context.options.measureMs / 1000;
     const ran = (kind: CostKey["kind"]) => allPhases.some((p) => p.kind === kind);
     tables.push({
@@ -373,6 +381,7 @@ export const clusterCost: Scenario = {
       rows: goals,
       notes: [
         "each figure is the median round of its case (fixed rate: by p99, full speed: by delivered msg/s); a ratio divides two figures of the same run, so machine noise that hits both cancels",
+        "connects/s: the median of the rounds' ratios (each round measures every broker once, one after the other), node CPU per connect beside it",
         "met is empty where a figure is missing (a broker not measured or a failed case)",
         ...(context.options.phases
           ? [`only the phases --phases named: ${context.options.phases.join(", ")}`]
