@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { setTimeout as pause } from "node:timers/promises";
-import { Redis } from "ioredis";
+import { Redis, type RedisOptions } from "ioredis";
 import type { IPublishPacket, Packet } from "mqtt";
 import mqtt from "mqtt";
 import { withDeadline } from "../../harness/deadline.js";
@@ -314,19 +314,40 @@ describe("replica confirmations: acknowledgements survive a Sentinel failover", 
   });
 });
 
+/**
+ * A primary and its replica, and a connection to the primary (with `options`) once the replica
+ * acknowledges: its first sync may still run on a loaded machine.
+ */
+async function withReplica(
+  options: RedisOptions,
+  test: (parts: {
+    primary: RedisServer;
+    replica: RedisServer;
+    connection: Redis;
+    log: LogCapture;
+  }) => Promise<void>,
+): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "sluice-acks-"));
+  const primary = await RedisServer.start();
+  let replica: RedisServer | undefined;
+  const connection = new Redis({ port: primary.port, lazyConnect: true, ...options });
+  try {
+    replica = await RedisServer.start({ replicaOf: { port: primary.port, dir } });
+    await connection.connect();
+    await connection.set("replica-in-sync", "1");
+    assert.equal(await connection.wait(1, DEADLINE_MS), 1, "the replica in sync");
+    await test({ primary, replica, connection, log: new LogCapture("info") });
+  } finally {
+    connection.disconnect();
+    await replica?.kill();
+    await primary.kill();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 describe("replica confirmations on a primary and its replica", () => {
   it("confirmations asked in one turn share one WAIT; a stopped replica makes them fail", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "sluice-acks-"));
-    const primary = await RedisServer.start();
-    let replica: RedisServer | undefined;
-    const connection = new Redis({ port: primary.port, lazyConnect: true });
-    const log = new LogCapture("info");
-    try {
-      replica = await RedisServer.start({ replicaOf: { port: primary.port, dir } });
-      await connection.connect();
-      // The replica's first sync may still run (a loaded machine): wait for it to acknowledge.
-      await connection.set("replica-in-sync", "1");
-      assert.equal(await connection.wait(1, DEADLINE_MS), 1, "the replica in sync");
+    await withReplica({}, async ({ primary, replica, connection, log }) => {
       const acks = new ReplicaAcks(connection, { replicas: 1, timeoutMs: 300 }, log.logger);
       const waits = async (): Promise<number> =>
         Number(
@@ -352,33 +373,15 @@ describe("replica confirmations on a primary and its replica", () => {
       }
       await withDeadline(acks.confirmed(), DEADLINE_MS, "confirmed once the replica runs again");
       assert.ok(log.lines.some((l) => l.event === "redis.replica_acks_confirmed"));
-    } finally {
-      connection.disconnect();
-      await replica?.kill();
-      await primary.kill();
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
 
 describe("replica confirmations across a connection loss", () => {
   it("a write made before the node lost a Redis connection is not confirmed after it", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "sluice-acks-"));
-    const primary = await RedisServer.start();
-    let replica: RedisServer | undefined;
     // As the node's confirmation connection: no offline queue, nothing sent again.
-    const connection = new Redis({
-      port: primary.port,
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      autoResendUnfulfilledCommands: false,
-    });
-    const log = new LogCapture("info");
-    try {
-      replica = await RedisServer.start({ replicaOf: { port: primary.port, dir } });
-      await connection.connect();
-      await connection.set("replica-in-sync", "1");
-      assert.equal(await connection.wait(1, DEADLINE_MS), 1, "the replica in sync");
+    const options = { enableOfflineQueue: false, autoResendUnfulfilledCommands: false };
+    await withReplica(options, async ({ primary, replica, connection, log }) => {
       const acks = new ReplicaAcks(connection, { replicas: 1, timeoutMs: 1_000 }, log.logger);
       const before = acks.epoch;
       await withDeadline(acks.confirmed(before), DEADLINE_MS, "confirmed in its epoch");
@@ -455,11 +458,6 @@ describe("replica confirmations across a connection loss", () => {
         );
       assert.equal(await withDeadline(outcome(epoch), DEADLINE_MS, "stale"), "ReplicaEpochChanged");
       assert.equal(await withDeadline(outcome(acks.epoch), DEADLINE_MS, "current"), "published");
-    } finally {
-      connection.disconnect();
-      await replica?.kill();
-      await primary.kill();
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
