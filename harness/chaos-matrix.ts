@@ -121,28 +121,15 @@ export function sentinelFailover(): ChaosScenario {
     cluster: { nodes: TWO_NODES, sentinels: true },
     // Recovered within 2.3 s; a will refused in the outage goes out once Redis takes it.
     settleMs: 15_000,
-    fault: async (cluster) => {
-      const sentinels = cluster.sentinels;
-      if (!sentinels) throw new Error("no sentinels");
-      const killedAt = Date.now();
-      await sentinels.killPrimary();
-      await sentinels.waitForSwitch(20_000);
-      const switchedAfterMs = Date.now() - killedAt;
-      await Promise.all(
-        cluster.nodes.map((node) =>
-          node.process.waitForLog((l) => l.event === "redis.up" && Number(l.time) >= killedAt),
-        ),
-      );
-      return { switchedAfterMs, upAfterMs: Date.now() - killedAt };
-    },
+    fault: (cluster) => killPrimaryAndFollow(cluster),
   };
 }
 
 /**
  * 4. Two failovers under load: the primary killed, then, a second after every node reached the
  * promoted replica, Sentinel asked to fail over again (as a loaded Sentinel group may do on its
- * own, the new primary missing its pings): the last replica promoted, none left to confirm
- * writes, so no QoS 1/2 message is acknowledged after it.
+ * own, the new primary missing its pings): the last replica is promoted, and acknowledgements
+ * wait until the old primary, demoted, replicates from it.
  */
 export function sentinelFailoverTwice(): ChaosScenario {
   return {
@@ -150,27 +137,46 @@ export function sentinelFailoverTwice(): ChaosScenario {
     cluster: { nodes: TWO_NODES, sentinels: true },
     settleMs: 15_000,
     fault: async (cluster) => {
-      const sentinels = cluster.sentinels;
-      if (!sentinels) throw new Error("no sentinels");
-      const upSince = (at: number) =>
-        Promise.all(
-          cluster.nodes.map((node) =>
-            node.process.waitForLog((l) => l.event === "redis.up" && Number(l.time) >= at),
-          ),
-        );
-      const killedAt = Date.now();
-      await sentinels.killPrimary();
-      await sentinels.waitForSwitch(20_000);
-      await upSince(killedAt);
+      const sentinels = sentinelsOf(cluster);
+      await killPrimaryAndFollow(cluster);
       await pause(1_000);
       const againAt = Date.now();
       // Refused (NOGOODSLAVE) until the Sentinels know the other replica follows the new primary.
       await untilAccepted(() => sentinels.switchover(), 20_000);
       await sentinels.waitForSwitch(20_000, 2);
-      await upSince(againAt);
+      await nodesUpSince(cluster, againAt);
       return { secondSwitchAfterMs: Date.now() - againAt };
     },
   };
+}
+
+type Cluster = Parameters<ChaosScenario["fault"]>[0];
+
+function sentinelsOf(cluster: Cluster): NonNullable<Cluster["sentinels"]> {
+  if (!cluster.sentinels) throw new Error("no sentinels");
+  return cluster.sentinels;
+}
+
+/** Kills the primary; resolves once a Sentinel announced the new one and every node reached it. */
+async function killPrimaryAndFollow(
+  cluster: Cluster,
+): Promise<{ switchedAfterMs: number; upAfterMs: number }> {
+  const sentinels = sentinelsOf(cluster);
+  const killedAt = Date.now();
+  await sentinels.killPrimary();
+  await sentinels.waitForSwitch(20_000);
+  const switchedAfterMs = Date.now() - killedAt;
+  await nodesUpSince(cluster, killedAt);
+  return { switchedAfterMs, upAfterMs: Date.now() - killedAt };
+}
+
+/** Resolves once every node logged `redis.up` at or after `at`. */
+async function nodesUpSince(cluster: Cluster, at: number): Promise<void> {
+  await Promise.all(
+    cluster.nodes.map((node) =>
+      node.process.waitForLog((l) => l.event === "redis.up" && Number(l.time) >= at),
+    ),
+  );
 }
 
 /** Calls `ask` every 200 ms until it resolves (a Sentinel accepting a failover), for `ms`. */
