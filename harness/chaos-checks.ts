@@ -20,13 +20,35 @@ export async function observeAfterHeal(
     }
   }
   for (const [clientId, count] of live) history.liveConnections(clientId, count);
-  for (const node of cluster.nodes) {
-    const retained = await readRetained(node.url, `${run}/retained/#`, RETAINED_TOPICS);
+  // The nodes are read one after the other, and a retained publisher's last messages of an
+  // outage may still land meanwhile (a run that did not settle): read again while they differ.
+  const until = Date.now() + RETAINED_CONVERGE_MS;
+  let views: Map<string, Map<string, string>>;
+  do {
+    views = new Map();
+    for (const node of cluster.nodes) {
+      views.set(node.name, await readRetained(node.url, `${run}/retained/#`, RETAINED_TOPICS));
+    }
+  } while (!sameViews([...views.values()]) && Date.now() < until);
+  for (const [node, retained] of views) {
     for (let i = 0; i < RETAINED_TOPICS; i++) {
       const topic = `${run}/retained/r${i}`;
-      history.retained(node.name, topic, retained.get(topic));
+      history.retained(node, topic, retained.get(topic));
     }
   }
+}
+
+/** How long the nodes' retained messages may take to agree after the heal. */
+const RETAINED_CONVERGE_MS = 5_000;
+
+function sameViews(views: ReadonlyArray<Map<string, string>>): boolean {
+  const [first, ...rest] = views;
+  if (first === undefined) return true;
+  return rest.every(
+    (view) =>
+      view.size === first.size &&
+      [...first].every(([topic, payload]) => view.get(topic) === payload),
+  );
 }
 
 /** The retained messages under `filter`, once `count` arrived or after 5 s. */
