@@ -130,11 +130,6 @@ export class InboundReservations {
     return `${LATER_ATTEMPT}${origin}/${token}`;
   }
 
-  /** The replica confirmations' epoch now (0 without replica acknowledgements). */
-  epoch(): number {
-    return this.replicaAcks?.epoch ?? 0;
-  }
-
   /**
    * Runs `publish` once the replicas hold what this node wrote for the reservation (at once
    * without replica acknowledgements; not waited for while replicas are short), publishes in

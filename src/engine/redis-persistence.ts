@@ -481,7 +481,7 @@ export class RedisPersistence {
     const messageId = packet.messageId as number;
     if (reservations !== undefined && packet.cmd === "publish" && Buffer.isBuffer(packet.payload)) {
       const token = reservations.nextToken();
-      const epoch = reservations.epoch();
+      const epoch = this.options.replicaAcks?.epoch ?? 0;
       const clientId = client.id;
       const digest = messageDigest(packet.topic ?? "", packet.payload);
       const found = await this.reservations.add("", { clientId, messageId, token, digest });

@@ -108,16 +108,9 @@ describe("EchoFilter", () => {
   });
 
   it("drops the same when the bytes come in many small reads", () => {
-    let seed = 7;
-    const random = (): number => {
-      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
-      return seed / 2 ** 31;
-    };
-    for (let round = 0; round < 200; round++) {
-      const cuts: number[] = [];
-      for (let at = 0; at < stream.length; at += 1 + Math.floor(random() * 600)) cuts.push(at);
+    randomCuts(7, stream.length).forEach((cuts, round) => {
       assert.deepEqual(run(cuts), expected, `round ${round}`);
-    }
+    });
   });
 
   it("hands a sink the messages it keeps read, in order among the other frames", () => {
@@ -132,16 +125,9 @@ describe("EchoFilter", () => {
       assert.deepEqual(bytes, expected, `cut at ${cut}`);
       assert.ok(read >= READ_CUT, `cut at ${cut}: ${read} read`);
     }
-    let seed = 11;
-    const random = (): number => {
-      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
-      return seed / 2 ** 31;
-    };
-    for (let round = 0; round < 200; round++) {
-      const cuts: number[] = [];
-      for (let at = 0; at < stream.length; at += 1 + Math.floor(random() * 600)) cuts.push(at);
+    randomCuts(11, stream.length).forEach((cuts, round) => {
       assert.deepEqual(runWithSink(cuts).bytes, expected, `round ${round}`);
-    }
+    });
   });
 
   it("hands on bytes it cannot read as RESP untouched, from there on", () => {
@@ -153,3 +139,17 @@ describe("EchoFilter", () => {
     assert.deepEqual(filter.filter(echo), echo);
   });
 });
+
+/** 200 rounds of read boundaries over `length` bytes, 1 to 600 apart, from a seeded generator. */
+function randomCuts(seed: number, length: number): number[][] {
+  let state = seed;
+  const random = (): number => {
+    state = (state * 1_103_515_245 + 12_345) % 2 ** 31;
+    return state / 2 ** 31;
+  };
+  return Array.from({ length: 200 }, () => {
+    const cuts: number[] = [];
+    for (let at = 0; at < length; at += 1 + Math.floor(random() * 600)) cuts.push(at);
+    return cuts;
+  });
+}
