@@ -28,6 +28,8 @@ const RECONNECT_MS = 250;
 export const RETAINED_TOPICS = 3;
 /** How long a run that did not settle in time still waits for what was acknowledged last. */
 const DELIVERY_GRACE_MS = 5_000;
+/** The most the grace is stretched by acknowledgements that keep coming in it. */
+const DELIVERY_GRACE_CAP_MS = 20_000;
 
 /**
  * The traffic a chaos scenario keeps running through its fault: QoS 0, 1 and 2 publishers and
@@ -48,6 +50,10 @@ export class ChaosWorkload {
   private readonly owed = new Map<string, Set<string>>();
   /** Messages sent before this are not owed (see lostBefore). */
   private owedFrom = 0;
+  /** When a publisher last got an acknowledgement (Date.now()). */
+  private lastAckedAt = 0;
+  /** Off once settle() is done: a later acknowledgement is not held to no-loss. */
+  private countingAcks = true;
   private readonly sentAt = new Map<string, number>();
   /** Per subscriber, every message it got (an acknowledgement may come after the delivery). */
   private readonly got = new Map<string, Set<string>>();
@@ -177,18 +183,34 @@ export class ChaosWorkload {
    * Waits (up to `ms`) for every PUBLISH sent to be acknowledged or given up, then for every
    * subscriber to have each acknowledged QoS 1/2 message, and for the wills of killed clients;
    * resolves with whether all arrived. A message acknowledged as `ms` runs out still gets
-   * DELIVERY_GRACE_MS to arrive: a publisher's resends of an outage can be acknowledged at the
+   * DELIVERY_GRACE_MS to arrive, counted from the last acknowledgement (up to
+   * DELIVERY_GRACE_CAP_MS in all): a publisher's resends of an outage can be acknowledged at the
    * last moment (the two-failover scenario, where replicas stay short for 15 s), and a message
-   * acknowledged 20 ms before the run ends is no loss.
+   * acknowledged 20 ms before the history is read is no loss. An acknowledgement after it is
+   * not held to no-loss (the message counts as unacknowledged).
    */
   async settle(ms: number): Promise<boolean> {
+    try {
+      return await this.settleWithin(ms);
+    } finally {
+      this.countingAcks = false;
+    }
+  }
+
+  private async settleWithin(ms: number): Promise<boolean> {
     const deadline = Date.now() + ms;
     const left = (): number => Math.max(0, deadline - Date.now());
-    await Promise.race([Promise.allSettled([...this.unacked]), wait(left())]);
-    if (this.allDelivered() || (await this.deliveredWithin(left()))) return true;
+    const allAcked = await Promise.race([
+      Promise.allSettled([...this.unacked]).then(() => true),
+      wait(left()).then(() => false),
+    ]);
+    if (allAcked && (this.allDelivered() || (await this.deliveredWithin(left())))) return true;
     // Not settled in time: it says so, but what was acknowledged last still gets to arrive.
-    await this.deliveredWithin(DELIVERY_GRACE_MS);
-    return false;
+    const graceEnds = Date.now() + DELIVERY_GRACE_CAP_MS;
+    for (;;) {
+      const until = Math.min(graceEnds, this.lastAckedAt + DELIVERY_GRACE_MS);
+      if (until <= Date.now() || (await this.deliveredWithin(until - Date.now()))) return false;
+    }
   }
 
   /** Ends every client: wills of those still connected are not due (DISCONNECT). */
@@ -263,7 +285,9 @@ export class ChaosWorkload {
           history.sent(id, topic, n, qos);
           this.sentAt.set(`${id}|${n}`, sentAt);
           const sent = client.publishAsync(topic, payloadOf(id, n), { qos }).then(() => {
+            if (!this.countingAcks) return;
             history.acked(id, topic, n);
+            this.lastAckedAt = Date.now();
             if (qos === 0 || sentAt < this.owedFrom) return;
             if (this.members.size > 0 && !this.sharedGot.has(`${id}|${n}`)) {
               this.sharedOwed.add(`${id}|${n}`);
