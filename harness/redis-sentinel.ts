@@ -111,6 +111,19 @@ export class RedisSentinels {
     return Promise.all(this.sentinels.map((s) => switchedTo(s, timeoutMs)));
   }
 
+  /**
+   * Starts one more replica, of the primary on `primaryPort` (after a failover: the promoted
+   * one, which has none of its own), and resolves once its first sync is done. Stopped with
+   * the group.
+   */
+  async addReplica(primaryPort: number): Promise<void> {
+    const dir = this.dir;
+    if (dir === undefined) throw new Error("the Sentinel group is not started");
+    const replica = await RedisServer.start({ replicaOf: { port: primaryPort, dir } });
+    this.others.push(replica);
+    await replica.waitForOutput(/MASTER <-> REPLICA sync: Finished with success/);
+  }
+
   /** Asks a Sentinel to hand the primary role to the replica, the primary staying up. */
   async switchover(): Promise<string> {
     const first = this.sentinels[0];

@@ -13,11 +13,15 @@ interface Attempt {
   again: boolean;
 }
 
+/** A connection got the message from its resumed session's queue. */
+const FROM_QUEUE = "queue";
+
 /**
- * Per connection: whether this node surely handed it the message (false: not yet known). Weak:
- * a connection gone is not kept alive by the origins remembered.
+ * Per connection: whether this node surely handed it the message (false: not yet known), or it
+ * came from the connection's resumed queue. Weak: a connection gone is not kept alive by the
+ * origins remembered.
  */
-type Sent = WeakMap<object, boolean>;
+type Sent = WeakMap<object, boolean | typeof FROM_QUEUE>;
 
 /**
  * Which of this node's connections each inbound QoS 2 message went to, so that a later attempt
@@ -83,6 +87,9 @@ export class AttemptDeliveries {
       this.add(attempt.origin, sent);
     } else {
       const sure = sent.get(client);
+      // A queue resent at CONNECT may hold a reserved message before its first attempt is
+      // published (its copies are queued, then confirmed on the replicas, then published).
+      if (sure === FROM_QUEUE) return false;
       if (sure === true) return !attempt.again;
     }
     sent.set(client, client.clean !== false);
@@ -104,7 +111,7 @@ export class AttemptDeliveries {
     const attempt = this.attempts.get(payload);
     if (attempt === undefined) return;
     const sent = this.current.get(attempt.origin) ?? this.previous.get(attempt.origin);
-    if (sent?.has(client) === true) sent.set(client, true);
+    if (sent?.get(client) === false) sent.set(client, true);
   }
 
   /** A resumed session's queue holds the message: its connection has it from there. */
@@ -114,7 +121,7 @@ export class AttemptDeliveries {
       sent = new WeakMap();
       this.add(origin, sent);
     }
-    sent.set(client, true);
+    sent.set(client, FROM_QUEUE);
   }
 
   private add(origin: string, sent: Sent): void {

@@ -132,8 +132,9 @@ export class InboundReservations {
 
   /**
    * Runs `publish` once the replicas hold what this node wrote for the reservation (at once
-   * without replica acknowledgements; not waited for while replicas are short), publishes in
-   * call order. `failed` instead when that cannot be known: a Redis connection was lost since
+   * without replica acknowledgements), publishes in call order. `failed` instead when that is
+   * not known: too few replicas confirmed in time (the primary may be one Sentinel has just
+   * replaced: what it takes is lost when it is demoted), or a Redis connection was lost since
    * the reservation, so its writes (the reservation, the queued copies, the group assignments)
    * may be gone with a primary while the publish would reach the new one.
    */
@@ -147,7 +148,7 @@ export class InboundReservations {
       publish();
       return;
     }
-    const confirmed = acks.confirmedUnlessShort(reservation.epoch);
+    const confirmed = acks.confirmed(reservation.epoch);
     const published = (): void => {
       reservation.epoch = acks.epoch;
       publish();

@@ -49,10 +49,13 @@ export interface RedisPersistenceOptions extends QueueLimits {
 const LOAD_BATCH = 1000;
 const RELEASED = "rel:";
 /**
- * Shared deliveries PUBREC'd that a session remembers: far more than can be in flight, or
- * acknowledged and not yet forgotten by their group, when the session joins again.
+ * Deliveries PUBREC'd that a session remembers (shared ones, and inbound QoS 2 messages' origins):
+ * far more than can be in flight, or acknowledged and not yet forgotten by their group, or
+ * resent by their publishers after a failover, when the session joins again.
  */
-const SHARED_RELEASED_CAP = 256;
+const RELEASED_CAP = 256;
+/** How an inbound QoS 2 message's origin is noted in a session's released list. */
+const RELEASED_ORIGIN_CODE = "@".charCodeAt(0);
 /**
  * How long an inbound QoS 2 id's record is written (and confirmed) again while Redis fails, and
  * how often: the message is published by then, and without the record the client's resend
@@ -120,7 +123,7 @@ export class RedisPersistence {
     this.acknowledge(call),
   );
   /** Queues resent at CONNECT, read for a whole turn in one script (one per session on a Cluster). */
-  private readonly queueReads = new TurnBatches<string, StoredPacket[]>(
+  private readonly queueReads = new TurnBatches<string, SessionQueue>(
     (call) => this.readQueues(call),
     { paced: true },
   );
@@ -131,6 +134,8 @@ export class RedisPersistence {
    * the CONNECT's last steps skip what it shows holds nothing (inbound QoS 2 packets, the queue).
    */
   private readonly firstOwners = new WeakMap<ClientRef, Promise<SessionRead>>();
+  /** The stored PUBRELs a resuming connection is sent (their packet ids), until they are. */
+  private readonly resumedPubrels = new WeakMap<ClientRef, Set<number>>();
   /** Inbound QoS 2 state cleared for a whole turn in one DEL (per session on a Cluster). */
   private readonly incomingCleans = new TurnBatches<string, void>(
     (call) => this.deleteIncoming(call),
@@ -359,14 +364,21 @@ export class RedisPersistence {
       const pubrel = msgpack.encode({ cmd: "pubrel", messageId });
       const keys = [...this.deliveryKeys(client.id), this.keys.sharedReleased(client.id)];
       const epoch = this.options.replicaAcks?.epoch;
-      await this.scripts.run("pubrel", keys, [messageId, pubrel, SHARED_RELEASED_CAP]);
+      await this.scripts.run("pubrel", keys, [messageId, pubrel, RELEASED_CAP]);
       // The PUBREL: until the subscriber has it, it takes a resent PUBLISH for the same message;
       // after it (MQTT.js hands a QoS 2 message over at PUBREL), a PUBLISH record a failover
-      // brought back would be a second copy. Not waited for while replicas are short (every
-      // QoS 2 delivery would wait out the confirmation's timeout), but not sent when the record
-      // may be gone with a primary (a connection lost since it was written): aedes closes the
-      // connection instead, and the resumed session sends the PUBLISH again.
-      await this.options.replicaAcks?.confirmedUnlessShort(epoch);
+      // brought back would be a second copy. So it goes only once a replica holds the record,
+      // also while replicas are short: a primary that has just lost its replica may be one
+      // Sentinel has already replaced, and what it takes is lost when it is demoted. Otherwise
+      // aedes closes the connection, and the resumed session gets the stored PUBREL (or the
+      // PUBLISH, if the record is gone) without waiting while replicas are short: a session
+      // must resume however long they are, and by then a replaced primary has most likely
+      // been demoted.
+      const acks = this.options.replicaAcks;
+      if (acks === undefined) return;
+      const resumed = this.resumedPubrels.get(client);
+      if (resumed?.delete(messageId) === true) await acks.confirmedUnlessShort(epoch);
+      else await acks.confirmed(epoch);
       return;
     }
     // Those of one turn in one script: a delivery waits for its record, as aedes awaits this.
@@ -420,12 +432,19 @@ export class RedisPersistence {
     // The CONNECT's last step: the read is of no use after it.
     this.firstOwners.delete(client);
     if (read !== undefined && !read.holdsQueue && isEmpty(read.subscriptions)) return [];
-    const packets = inResendOrder(await this.queueReads.add(this.callOf(client.id), client.id));
+    const queue = await this.queueReads.add(this.callOf(client.id), client.id);
+    const packets = inResendOrder(queue.packets);
+    const pubrels = packets.filter((packet) => packet.cmd === "pubrel");
+    if (pubrels.length > 0) {
+      this.resumedPubrels.set(client, new Set(pubrels.map((packet) => packet.messageId as number)));
+    }
     const attempts = this.inboundQos2?.attempts;
     if (attempts !== undefined) {
       for (const packet of packets as QueuedPacket[]) {
         if (typeof packet.origin === "string") attempts.resumed(client, packet.origin);
       }
+      // Those it completed since, on any connection: a later attempt is a second copy.
+      for (const origin of queue.releasedOrigins) attempts.resumed(client, origin);
     }
     return packets;
   }
@@ -790,8 +809,11 @@ export class RedisPersistence {
     yield* await this.outgoingPackets({ id: clientId });
   }
 
-  private readQueues(call: Array<Waiting<string, StoredPacket[]>>): Promise<void> {
-    const keys = call.flatMap(({ item }) => this.deliveryKeys(item));
+  private readQueues(call: Array<Waiting<string, SessionQueue>>): Promise<void> {
+    const keys = call.flatMap(({ item }) => [
+      ...this.deliveryKeys(item),
+      this.keys.sharedReleased(item),
+    ]);
     return this.scripts.runBuffer("readQueues", keys, []).then(
       (sessions) => {
         call.forEach((waiting, i) => {
@@ -1004,13 +1026,26 @@ function encodeIncoming(packet: StoredPacket): Buffer {
   return msgpack.encode(stored);
 }
 
-/** A session's queue as read-queues-3.lua returns it: nothing, or entries, packets and ids. */
-type QueueReply = [] | [Buffer[], Buffer[], Buffer[]];
+/**
+ * A session's queue as read-queues-4.lua returns it: nothing, or entries, packets, ids and its
+ * released list.
+ */
+type QueueReply = [] | [Buffer[], Buffer[], Buffer[], Buffer[]];
+
+/** A session's queue, and the origins of the inbound QoS 2 messages it PUBREC'd lately. */
+interface SessionQueue {
+  packets: StoredPacket[];
+  releasedOrigins: string[];
+}
 
 /** The packets of a queue in its order, each with the identifier it was last sent with. */
-function decodeQueue(reply: QueueReply): StoredPacket[] {
-  if (reply.length === 0) return [];
-  const [entries, packetPairs, idPairs] = reply;
+function decodeQueue(reply: QueueReply): SessionQueue {
+  if (reply.length === 0) return { packets: [], releasedOrigins: [] };
+  const [entries, packetPairs, idPairs, releasedList] = reply;
+  const releasedOrigins: string[] = [];
+  for (const buffer of releasedList) {
+    if (buffer[0] === RELEASED_ORIGIN_CODE) releasedOrigins.push(buffer.toString("utf8", 1));
+  }
   const packets = new Map<string, Buffer>();
   for (let i = 0; i + 1 < packetPairs.length; i += 2) {
     packets.set((packetPairs[i] as Buffer).toString(), packetPairs[i + 1] as Buffer);
@@ -1031,7 +1066,7 @@ function decodeQueue(reply: QueueReply): StoredPacket[] {
     packet.messageId = idOf.get(entry) ?? (released ? packet.messageId : undefined);
     queue.push(packet);
   }
-  return queue;
+  return { packets: queue, releasedOrigins };
 }
 
 /** A queued message's name within its session: the broker that took it in, and its counter. */

@@ -129,10 +129,12 @@ export class ReplicaAcks extends EventEmitter<ReplicaAckEvents> {
   }
 
   /**
-   * As confirmed(), for what goes out confirmed or not: at once while replicas are short (too
-   * few confirmed in time), rather than after `timeoutMs` each time. Rejects only when the
-   * writes cannot be known to be where the next command goes (a lost connection, or one lost
-   * since `since`): what depends on them must not go out.
+   * As confirmed(), for what must go out however long replicas are short: at once while they
+   * are (too few confirmed in time), rather than after `timeoutMs` each time. Rejects only when
+   * the writes cannot be known to be where the next command goes (a lost connection, or one
+   * lost since `since`). Not for a first acknowledgement: a primary that has just lost its
+   * replica may be one Sentinel has already replaced, and what it takes is lost when it is
+   * demoted.
    */
   confirmedUnlessShort(since = this.lost): Promise<void> {
     if (since !== this.lost) return Promise.reject(new ReplicaEpochChanged());

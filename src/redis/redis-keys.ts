@@ -45,8 +45,9 @@ export class PersistenceKeys {
   }
 
   /**
-   * List: the refs of the session's latest shared deliveries PUBREC'd, newest first (capped):
-   * their group entries are not sent to the session again (pubrel-4.lua).
+   * List, newest first (capped): the refs of the session's latest shared deliveries PUBREC'd
+   * (their group entries are not sent to the session again) and, as `@<origin>`, the origins of
+   * its inbound QoS 2 deliveries PUBREC'd (their later attempts skip it): pubrel-4.lua.
    */
   sharedReleased(clientId: string): string {
     return clientKey(clientId, "shared-released");

@@ -9,8 +9,10 @@ import { RedisScripts } from "../../src/engine/redis-scripts.js";
 /**
  * pubrel-4.lua keeps an inbound QoS 2 message's origin in the PUBREL that replaces its queued
  * packet: a session resumed with only that PUBREL skips later attempts of the message
- * (attempt-deliveries.ts). The queued packet is msgpack-lite's, with a bin payload, which
- * Redis' cmsgpack cannot read: the origin is read from the packet's last bytes.
+ * (attempt-deliveries.ts), and notes it in the session's released list, which a resumed
+ * session reads after the PUBCOMP has cleared the record. The queued packet is msgpack-lite's,
+ * with a bin payload, which Redis' cmsgpack cannot read: the origin is read from the packet's
+ * last bytes.
  */
 describe("a PUBREL record keeps its message's origin", () => {
   let server: RedisServer;
@@ -47,6 +49,9 @@ describe("a PUBREL record keeps its message's origin", () => {
     const pubrel = msgpack.encode({ cmd: "pubrel", messageId: 41 });
     assert.equal(await scripts.run("pubrel", keys, [41, pubrel, 256]), 1);
     assert.deepEqual(await redis.lrange(queue, 0, -1), ["rel:b1:70000"]);
+    // Noted for the session's next connections too, once the PUBCOMP has cleared the record.
+    const noted = origin === undefined ? [] : [`@${origin}`];
+    assert.deepEqual(await redis.lrange(`${session}:released`, 0, -1), noted);
     return msgpack.decode((await redis.hgetBuffer(packets, "b1:70000")) as Buffer);
   }
 

@@ -74,6 +74,22 @@ describe("later attempts of an inbound QoS 2 message", () => {
     assert.equal(forward(resumed, receive(attempts, "?q.1/t.2")), null);
   });
 
+  it("skip even the first attempt at a connection whose resumed queue held the message", () => {
+    // Its copies are queued before its first attempt is published (after the replicas confirm
+    // them): a session resumed in between has it from its queue, then live.
+    const attempts = new AttemptDeliveries();
+    const forward = attempts.filterForward(allowAll);
+    const resumed = connection(false);
+    const other = connection(false);
+    attempts.resumed(resumed, "r.1");
+    const first = receive(attempts, "!r.1");
+    assert.equal(forward(resumed, first), null, "a second copy");
+    assert.equal(attempts.skipped(first), true, "its queued copy stays");
+    attempts.written(resumed, first.payload);
+    assert.equal(forward(resumed, receive(attempts, "?r.1/t.1")), null);
+    assert.ok(forward(other, first), "a connection without it gets it");
+  });
+
   it("forget origins past `size` per generation, or `windowMs`", () => {
     const attempts = new AttemptDeliveries(2, 60_000);
     const forward = attempts.filterForward(allowAll);

@@ -5,9 +5,11 @@
 -- it) gets its PUBREL added, resent when the session resumes [MQTT-4.4.0-1], and its ref noted
 -- in the session's released list: should the group's acknowledgement fail, the entry is not sent
 -- to the session again, from whichever node it joins (the group's keys are in another slot on a
--- Cluster, so the acknowledgement cannot be written here).
+-- Cluster, so the acknowledgement cannot be written here). An inbound QoS 2 message's origin is
+-- noted in the same list (`@<origin>`): a resumed session, on whichever node, skips the
+-- message's later attempts after its PUBREL is gone with the PUBCOMP (attempt-deliveries.ts).
 -- KEYS[1] the session's queue, KEYS[2] its packets, KEYS[3] its packet identifiers (id ->
---   queue entry), KEYS[4] its released shared deliveries (list of refs, newest first)
+--   queue entry), KEYS[4] its released list (shared refs and `@<origin>`, newest first)
 -- ARGV[1] the packet identifier, ARGV[2] the PUBREL packet, ARGV[3] the released list's cap
 -- Returns 1 if the queue held the delivery, else 0 (also when already released).
 local ref = redis.call("HGET", KEYS[3], ARGV[1])
@@ -49,8 +51,7 @@ if origin then
 end
 redis.call("HSET", KEYS[2], ref, pubrel)
 redis.call("HSET", KEYS[3], ARGV[1], "rel:" .. ref)
-if shared then
-  redis.call("LPUSH", KEYS[4], ref)
-  redis.call("LTRIM", KEYS[4], 0, tonumber(ARGV[3]) - 1)
-end
+if shared then redis.call("LPUSH", KEYS[4], ref) end
+if origin then redis.call("LPUSH", KEYS[4], "@" .. origin) end
+if shared or origin then redis.call("LTRIM", KEYS[4], 0, tonumber(ARGV[3]) - 1) end
 return 1
