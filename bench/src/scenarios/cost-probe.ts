@@ -38,6 +38,11 @@ export interface ProcessCost {
   quotaCores?: number;
   /** Its cgroup's CFS periods over the window and those it was throttled in (cpu.stat). */
   throttle?: ThrottleStats | null;
+  /**
+   * A Sluice node's cluster backpressure over the window (its /metrics): seconds it held its
+   * publishers, and seconds it did not read its Redis subscription; absent: not a Sluice node.
+   */
+  held?: { publishersSeconds: number; subscriptionSeconds: number };
 }
 
 /** What one measurement cost, beside the generator's row. */
@@ -71,6 +76,8 @@ interface WindowReading {
   throttle: Array<ThrottleStats | undefined>;
   redisReads: number | undefined;
   redis: Promise<{ counters: RedisCounters; statsReplyBytes: number } | undefined>;
+  /** Each Sluice node's counters, in the order of the broker's node processes. */
+  nodes: Promise<Array<SluiceCounters | null>>;
 }
 
 function processNames(broker: RunningBroker): string[] {
@@ -176,6 +183,7 @@ export class CostProbe implements LoadProbe {
             return undefined;
           })
         : Promise.resolve(undefined),
+      nodes: this.nodeCounters(),
     };
   }
 
@@ -183,7 +191,11 @@ export class CostProbe implements LoadProbe {
     const { begin, end } = this;
     if (!begin || !end) return {};
     const names = processNames(this.broker);
+    const [nodesBefore, nodesAfter] = await Promise.all([begin.nodes, end.nodes]);
+    let node = -1;
     const processes = this.broker.processes.map((p, i): ProcessCost => {
+      if (p.role === "broker") node++;
+      const held = heldSince(nodesBefore[node], nodesAfter[node]);
       const before = begin.cpu[i];
       const after = end.cpu[i];
       const group = this.nodeCpu?.cgroupOf(p.pid);
@@ -203,6 +215,7 @@ export class CostProbe implements LoadProbe {
                   : null,
             }
           : {}),
+        ...(p.role === "broker" && held !== undefined ? { held } : {}),
       };
     });
     const [redisBefore, redisAfter] = await Promise.all([begin.redis, end.redis]);
@@ -228,6 +241,18 @@ export class CostProbe implements LoadProbe {
       (this.broker.httpPorts ?? []).map((port) => readSluiceCounters(port).catch(() => null)),
     );
   }
+}
+
+/** A node's held time between two readings; undefined without a Sluice node's answers. */
+function heldSince(
+  before: SluiceCounters | null | undefined,
+  after: SluiceCounters | null | undefined,
+): ProcessCost["held"] {
+  if (!before || !after) return undefined;
+  return {
+    publishersSeconds: after.backpressureSeconds - before.backpressureSeconds,
+    subscriptionSeconds: after.subscriptionPausedSeconds - before.subscriptionPausedSeconds,
+  };
 }
 
 function difference(before: number | undefined, after: number | undefined): number | null {
