@@ -138,9 +138,11 @@ test("nodeCpuText gives each node's cores, throttling, wait, and the time it hel
     quotaCores: 0.4,
     throttle: { periods: 20, throttled: 19, throttledSeconds: 1 },
     runQueueSeconds: 0.5,
-    held: { publishersSeconds: 0.3, subscriptionSeconds: 0 },
+    held: { publishersSeconds: 0.3, subscriptionSeconds: 0, overSeconds: 2 },
   });
-  Object.assign(b ?? {}, { held: { publishersSeconds: 0, subscriptionSeconds: 0.5 } });
+  Object.assign(b ?? {}, {
+    held: { publishersSeconds: 0, subscriptionSeconds: 0.5, overSeconds: 2 },
+  });
   assert.equal(
     nodeCpuText(f),
     "A 0.40 (thr 95 %, wait 25 %, held 15 %), B 0.30 (paused 25 %)",
