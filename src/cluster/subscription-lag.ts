@@ -8,7 +8,7 @@ const POLL_MS = 100;
 /**
  * While another node says it does not read its subscription, how often its key is asked about
  * (one MGET): a node reads again within milliseconds of its subscribers catching up, and
- * publishers held until the next full look left it with nothing to read for most of it.
+ * publishers held until the next full look (POLL_MS) would leave it nothing to read meanwhile.
  */
 const PAUSED_POLL_MS = 5;
 

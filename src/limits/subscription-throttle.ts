@@ -89,8 +89,8 @@ export class SubscriptionThrottle {
       const burst = backlog.waiting - this.waitingAtTick >= settings.waitingDeliveries;
       if (this.saturated || overdue || burst) this.pause(settings.waitingDeliveries);
     });
-    // Reading again as soon as the backlog is down to the mark, not at the next look: by then
-    // the subscribers had often taken the rest and the node sat idle, with the cluster's
+    // Reads again as soon as the backlog is down to the mark, not at the next look: by then
+    // the subscribers have often taken the rest and the node sits idle, with the cluster's
     // publishers held for it meanwhile.
     backlog.watchDrained(Math.floor(settings.waitingDeliveries * RESUME_AT), () => {
       if (this.paused) this.resume();
