@@ -25,6 +25,7 @@ import {
 } from "../src/scenarios/cost-probe.js";
 import type { LoadCase } from "../src/scenarios/measure-brokers.js";
 import { parsePhases, runsPhase, selectedLevels } from "../src/scenarios/phase-selection.js";
+import { nodeCpuText } from "../src/scenarios/scaling-table.js";
 import type { ResultRow } from "../src/scenarios/scenario.js";
 import { cpuSeconds, threadCpuSeconds } from "../src/system/process-cpu.js";
 import { readSyscalls } from "../src/system/process-io.js";
@@ -129,6 +130,25 @@ function figures(nodeSeconds: number[], redisSeconds: number | null): CostFigure
 
 const row = (messagesPerSecond: number, p99Ms = 1): ResultRow =>
   ({ messagesPerSecond, p99Ms }) as ResultRow;
+
+test("nodeCpuText gives each node's cores, throttling, wait, and the time it held its publishers or its subscription", () => {
+  const f = figures([0.8, 0.6], 0.02);
+  const [a, b] = f.processes;
+  Object.assign(a ?? {}, {
+    quotaCores: 0.4,
+    throttle: { periods: 20, throttled: 19, throttledSeconds: 1 },
+    runQueueSeconds: 0.5,
+    held: { publishersSeconds: 0.3, subscriptionSeconds: 0, overSeconds: 2 },
+  });
+  Object.assign(b ?? {}, {
+    held: { publishersSeconds: 0, subscriptionSeconds: 0.5, overSeconds: 2 },
+  });
+  assert.equal(
+    nodeCpuText(f),
+    "A 0.40 (thr 95 %, wait 25 %, held 15 %), B 0.30 (paused 25 %)",
+    "no held or paused share where it is 0",
+  );
+});
 
 test("cpuMicrosPerMessage divides the window's CPU by the window's deliveries", () => {
   // 0.1 s of CPU in a 2 s window = 5 %; at 5,000 msg/s that is 10 µs per message

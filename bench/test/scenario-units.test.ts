@@ -89,7 +89,7 @@ test("subscribePacket encodes one filter with its packet id and QoS", () => {
   );
 });
 
-test("parseSluiceCounters reads refusals and drops by reason, throttles, connections, resets", () => {
+test("parseSluiceCounters reads refusals and drops by reason, throttles, connections, resets, backpressure", () => {
   const text = [
     "# HELP sluice_connections_rejected_total Connections refused, by reason",
     "# TYPE sluice_connections_rejected_total counter",
@@ -103,6 +103,8 @@ test("parseSluiceCounters reads refusals and drops by reason, throttles, connect
     'nodejs_eventloop_lag_max_seconds{node="n1"} 0.25',
     'sluice_redis_subscription_resets_total{node="n1"} 1',
     'sluice_dropped_messages_total{reason="slow_consumer",node="n1"} 40',
+    'sluice_cluster_backpressure_seconds_total{node="n1"} 1.5',
+    'sluice_cluster_subscription_paused_seconds_total{node="n1"} 0.25',
   ].join("\n");
   const counters = parseSluiceCounters(text);
   assert.deepEqual(counters, {
@@ -114,12 +116,15 @@ test("parseSluiceCounters reads refusals and drops by reason, throttles, connect
     openConnections: 5,
     eventLoopDelayMaxMs: 250,
     redisSubscriptionResets: 1,
+    backpressureSeconds: 1.5,
+    subscriptionPausedSeconds: 0.25,
   });
   const later = parseSluiceCounters(text.replace("} 12", "} 20").replace("} 2\n", "} 5\n"));
   const since = countersSince(counters, later);
   assert.deepEqual(since.rejected, { rate: 8, per_ip: 0 });
   assert.equal(since.throttled, 3);
   assert.equal(since.redisSubscriptionResets, 0);
+  assert.equal(since.backpressureSeconds, 0);
   assert.equal(parseSluiceCounters("sluice_connections 1").redisSubscriptionResets, null);
 });
 

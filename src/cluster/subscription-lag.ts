@@ -5,6 +5,12 @@ import type { RedisClient } from "../redis/redis-client.js";
 
 /** How often Redis is asked; at 50 MB/s of pub/sub traffic that is 5 MB between two looks. */
 const POLL_MS = 100;
+/**
+ * While another node says it does not read its subscription, how often its key is asked about
+ * (one MGET): a node reads again within milliseconds of its subscribers catching up, and
+ * publishers held until the next full look (POLL_MS) would leave it nothing to read meanwhile.
+ */
+const PAUSED_POLL_MS = 5;
 
 /**
  * A node's subscriber connection in CLIENT LIST (node-connections.ts names them; on a Redis
@@ -22,6 +28,8 @@ export interface LagSettings {
   stallMs: number;
   /** The key a node sets while it does not read its subscription (RedisFabric.pauseReading). */
   readingPausedKey(nodeId: string): string;
+  /** How often CLIENT LIST and the pause keys are read (default POLL_MS). */
+  pollMs?: number;
 }
 
 interface RemoteSubscription {
@@ -62,6 +70,8 @@ export class SubscriptionLag {
   /** Another node that says it does not read its subscription now: it is behind. */
   pausedNode: string | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** The next look at the paused node's key, while one is paused. */
+  private pausedTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private polls = 0;
   private readonly changed: Array<() => void> = [];
@@ -76,12 +86,13 @@ export class SubscriptionLag {
   ) {}
 
   start(): void {
-    this.schedule();
+    this.schedule(0);
   }
 
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.pausedTimer);
   }
 
   onChange(listener: () => void): void {
@@ -161,14 +172,25 @@ export class SubscriptionLag {
         paused = this.pausedNode;
       }
     }
+    if (paused !== undefined) this.watchPaused();
     if (paused === this.pausedNode) return;
     this.pausedNode = paused;
     for (const listener of this.changed) listener();
   }
 
-  private schedule(): void {
+  /** Looks at the pause keys again soon, and so on while a node is paused. */
+  private watchPaused(): void {
+    if (this.pausedTimer !== undefined || this.stopped) return;
+    this.pausedTimer = setTimeout(() => {
+      this.pausedTimer = undefined;
+      if (this.query.status === "ready") void this.readPauses();
+    }, PAUSED_POLL_MS);
+    this.pausedTimer.unref();
+  }
+
+  private schedule(ms = this.settings.pollMs ?? POLL_MS): void {
     if (this.stopped) return;
-    this.timer = setTimeout(() => void this.poll(), POLL_MS);
+    this.timer = setTimeout(() => void this.poll(), ms);
     this.timer.unref();
   }
 

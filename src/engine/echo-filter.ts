@@ -18,6 +18,13 @@ const PMESSAGE = Buffer.from("pmessage");
  * too is handed over read; a larger one goes to the parser in pieces, as it arrives.
  */
 const MAX_HELD_FRAME = 64 * 1024;
+/**
+ * A frame a read cut is finished from at most this many bytes of the next read, joined to its
+ * start; the frames after it are read in that read itself. Joining the whole read would copy
+ * nearly every read (64 KiB at full speed, cut mid-frame): about 3 % of a subscribers' node's
+ * CPU.
+ */
+const FINISH_PROBE = 4 * 1024;
 
 /**
  * Where the filter hands what it keeps, in the connection's order: bytes for the connection's
@@ -91,8 +98,11 @@ export class EchoFilter {
       this.passing -= at;
       this.keep(data, 0, at);
     } else if (this.carry !== undefined) {
-      data = Buffer.concat([this.carry, chunk]);
+      const carry = this.carry;
       this.carry = undefined;
+      const cut = this.finishCarried(carry, chunk);
+      if (cut !== undefined) return this.filterAfterCut(cut, chunk, sink);
+      data = Buffer.concat([carry, chunk]);
     }
     while (at < data.length && this.dropping === 0 && this.passing === 0) {
       if (!this.measure(data, at)) {
@@ -123,6 +133,33 @@ export class EchoFilter {
       at = end;
     }
     return this.output(data);
+  }
+
+  /**
+   * The frame `carry` starts, finished from the first bytes of `chunk` (a buffer of its own),
+   * and how many of them it took; undefined when it does not end within FINISH_PROBE bytes.
+   */
+  private finishCarried(
+    carry: Buffer,
+    chunk: Buffer,
+  ): { frame: Buffer; taken: number } | undefined {
+    const probe = Buffer.concat([carry, chunk.subarray(0, Math.min(chunk.length, FINISH_PROBE))]);
+    if (!this.measure(probe, 0) || this.end > probe.length) return undefined;
+    return { frame: probe.subarray(0, this.end), taken: this.end - carry.length };
+  }
+
+  /** Filters the finished frame, then the rest of the read, in that order. */
+  private filterAfterCut(
+    cut: { frame: Buffer; taken: number },
+    chunk: Buffer,
+    sink: FrameSink | undefined,
+  ): Buffer | undefined {
+    const first = this.filter(cut.frame, sink);
+    if (cut.taken === chunk.length) return first;
+    if (sink !== undefined && first !== undefined) sink.bytes(first);
+    const rest = this.filter(chunk.subarray(cut.taken), sink);
+    if (sink !== undefined || first === undefined) return rest;
+    return rest === undefined ? first : Buffer.concat([first, rest]);
   }
 
   /** The message frame measure() read, whole in `data`, after the bytes kept before it. */

@@ -76,6 +76,8 @@ export class InflightWindows {
   private waitingTotal = 0;
   private backlogLimit = Number.POSITIVE_INFINITY;
   private onBacklog: () => void = noop;
+  private drainedMark = -1;
+  private onDrained: () => void = noop;
 
   constructor(
     private readonly limits: InflightWindowLimits,
@@ -125,6 +127,16 @@ export class InflightWindows {
   watchBacklog(limit: number, listener: () => void): void {
     this.backlogLimit = limit;
     this.onBacklog = listener;
+  }
+
+  /**
+   * Calls `listener` whenever acknowledgements bring the deliveries waiting (every client's)
+   * down to `mark` or under, so that whoever held back for the backlog goes on at once rather
+   * than at its next look.
+   */
+  watchDrained(mark: number, listener: () => void): void {
+    this.drainedMark = mark;
+    this.onDrained = listener;
   }
 
   /**
@@ -192,6 +204,7 @@ export class InflightWindows {
                 this.waitingTotal--;
                 if (next && this.send(client, deliver, next, noop)) inflight++;
               }
+              if (this.waitingTotal <= this.drainedMark) this.onDrained();
             });
           }
         }

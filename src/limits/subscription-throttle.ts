@@ -9,6 +9,8 @@ export interface DeliveryBacklog {
   readonly waiting: number;
   /** Calls `listener` as deliveries are made to wait while at least `limit` wait. */
   watchBacklog(limit: number, listener: () => void): void;
+  /** Calls `listener` as acknowledgements bring the deliveries waiting down to `mark` or under. */
+  watchDrained(mark: number, listener: () => void): void;
 }
 
 /** The node's Redis subscription, whose reading can be paused. */
@@ -20,6 +22,8 @@ export interface PausableSubscription {
 export interface SubscriptionThrottleSettings {
   /** Waiting deliveries past which the node stops reading (`redis.backpressure.waitingDeliveries`). */
   waitingDeliveries: number;
+  /** How often the backlog and the event loop are looked at (default TICK_MS). */
+  tickMs?: number;
 }
 
 export interface SubscriptionThrottleMetrics {
@@ -64,6 +68,7 @@ export class SubscriptionThrottle {
   private waitingAtTick = 0;
   private pausedAt = 0;
   private lastWarnAt = Number.NEGATIVE_INFINITY;
+  private readonly tickMs: number;
 
   constructor(
     private readonly settings: SubscriptionThrottleSettings,
@@ -72,16 +77,23 @@ export class SubscriptionThrottle {
     private readonly metrics: SubscriptionThrottleMetrics,
     private readonly log: Logger,
   ) {
-    this.timer = setInterval(() => this.tick(), TICK_MS);
+    this.tickMs = settings.tickMs ?? TICK_MS;
+    this.timer = setInterval(() => this.tick(), this.tickMs);
     this.timer.unref();
     backlog.watchBacklog(settings.waitingDeliveries, () => {
       if (this.paused) return;
       // Saturated at the last look, busy since, or a burst: a node that had caught up reads
       // what waited for it (megabytes, in the kernel's buffers) in a few milliseconds, well
       // before the next look, and what passed the bound would be dropped from full queues.
-      const overdue = performance.now() - this.lastTickAt >= TICK_MS + LATE_MS;
+      const overdue = performance.now() - this.lastTickAt >= this.tickMs + LATE_MS;
       const burst = backlog.waiting - this.waitingAtTick >= settings.waitingDeliveries;
       if (this.saturated || overdue || burst) this.pause(settings.waitingDeliveries);
+    });
+    // Reads again as soon as the backlog is down to the mark, not at the next look: by then
+    // the subscribers have often taken the rest and the node sits idle, with the cluster's
+    // publishers held for it meanwhile.
+    backlog.watchDrained(Math.floor(settings.waitingDeliveries * RESUME_AT), () => {
+      if (this.paused) this.resume();
     });
   }
 
@@ -99,7 +111,7 @@ export class SubscriptionThrottle {
     const utilization = performance.eventLoopUtilization(this.lastUtilization);
     this.lastUtilization = performance.eventLoopUtilization();
     const now = performance.now();
-    const lateMs = now - this.lastTickAt - TICK_MS;
+    const lateMs = now - this.lastTickAt - this.tickMs;
     this.lastTickAt = now;
     // A CPU quota (a container's limit) stops a node that has work without its event loop
     // being busy: that shows as a late tick, not in the utilisation.

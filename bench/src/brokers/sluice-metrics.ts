@@ -26,6 +26,16 @@ export interface SluiceCounters {
    * or dropped); null when the node does not expose the series.
    */
   redisSubscriptionResets: number | null;
+  /**
+   * sluice_cluster_backpressure_seconds_total: time the node held its publishers for Redis or
+   * another node (counted as each episode ends).
+   */
+  backpressureSeconds: number;
+  /**
+   * sluice_cluster_subscription_paused_seconds_total: time the node did not read its Redis
+   * subscription because its subscribers' windows were full (counted as each episode ends).
+   */
+  subscriptionPausedSeconds: number;
 }
 
 const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)$/;
@@ -42,6 +52,8 @@ export function parseSluiceCounters(text: string): SluiceCounters {
     openConnections: 0,
     eventLoopDelayMaxMs: 0,
     redisSubscriptionResets: null,
+    backpressureSeconds: 0,
+    subscriptionPausedSeconds: 0,
   };
   for (const line of text.split("\n")) {
     const match = SAMPLE.exec(line);
@@ -76,6 +88,12 @@ export function parseSluiceCounters(text: string): SluiceCounters {
         break;
       case "sluice_redis_subscription_resets_total":
         counters.redisSubscriptionResets = (counters.redisSubscriptionResets ?? 0) + value;
+        break;
+      case "sluice_cluster_backpressure_seconds_total":
+        counters.backpressureSeconds += value;
+        break;
+      case "sluice_cluster_subscription_paused_seconds_total":
+        counters.subscriptionPausedSeconds += value;
         break;
     }
   }
@@ -116,6 +134,8 @@ export function countersSince(before: SluiceCounters, after: SluiceCounters): Sl
       after.redisSubscriptionResets === null
         ? null
         : after.redisSubscriptionResets - (before.redisSubscriptionResets ?? 0),
+    backpressureSeconds: after.backpressureSeconds - before.backpressureSeconds,
+    subscriptionPausedSeconds: after.subscriptionPausedSeconds - before.subscriptionPausedSeconds,
   };
 }
 

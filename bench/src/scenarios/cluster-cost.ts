@@ -450,7 +450,7 @@ function costNotes(seconds: number, quotaCores: number | undefined): string[] {
     ...(quotaCores === undefined
       ? []
       : [
-          `--node-cpu ${quotaCores}: every broker node process ran in a cgroup of its own with a CFS quota of ${quotaCores} core (${Math.round(quotaCores * 100_000)} µs per 100 ms); Redis and the generators ran outside any quota. nodes CPU cores (throttled) = each node's CPU over the window / the window, with the share of CFS periods its cgroup was throttled in`,
+          `--node-cpu ${quotaCores}: every broker node process ran in a cgroup of its own with a CFS quota of ${quotaCores} core (${Math.round(quotaCores * 100_000)} µs per 100 ms); Redis and the generators ran outside any quota. nodes CPU cores (throttled) = each node's CPU over the window / the window, with the share of CFS periods its cgroup was throttled in, and (where not 0) the share of the window a Sluice node held its publishers (held) or did not read its Redis subscription (paused)`,
         ]),
     `µs/msg = CPU time of the process over the ${seconds} s measurement window (each thread's on-CPU time, /proc/<pid>/task/*/schedstat) / messages delivered to subscribers in it; nodes = every Sluice or aedes node added up; node A takes the publishers, node B the subscribers`,
     "Redis cmds/msg = INFO commandstats calls (the bench's INFO left out); reads/msg = read syscalls of redis-server (/proc/<pid>/io syscr); B in/out = INFO total_net_input_bytes / total_net_output_bytes; all over the same window, per delivered message",

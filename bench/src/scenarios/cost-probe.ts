@@ -38,6 +38,12 @@ export interface ProcessCost {
   quotaCores?: number;
   /** Its cgroup's CFS periods over the window and those it was throttled in (cpu.stat). */
   throttle?: ThrottleStats | null;
+  /**
+   * A Sluice node's cluster backpressure (its /metrics, read SCRAPE_LEAD_MS before the window
+   * and at its end, `overSeconds` apart): seconds it held its publishers, and seconds it did
+   * not read its Redis subscription; absent: not a Sluice node.
+   */
+  held?: { publishersSeconds: number; subscriptionSeconds: number; overSeconds: number };
 }
 
 /** What one measurement cost, beside the generator's row. */
@@ -73,6 +79,18 @@ interface WindowReading {
   redis: Promise<{ counters: RedisCounters; statsReplyBytes: number } | undefined>;
 }
 
+/** Each Sluice node's counters, in the order of the broker's node processes, and when. */
+interface NodesReading {
+  at: number;
+  counters: Promise<Array<SluiceCounters | null>>;
+}
+
+/**
+ * The nodes' counters are read this long before the window: rendering /metrics takes a node
+ * about 10 ms, which must not count in the window's CPU.
+ */
+const SCRAPE_LEAD_MS = 300;
+
 function processNames(broker: RunningBroker): string[] {
   const nodes = broker.processes.filter((p) => p.role === "broker").length;
   let node = 0;
@@ -96,6 +114,8 @@ export class CostProbe implements LoadProbe {
   private watches: ReadinessWatch[] = [];
   private begin: WindowReading | undefined;
   private end: WindowReading | undefined;
+  private nodesBefore: NodesReading | undefined;
+  private nodesAfter: NodesReading | undefined;
   private cpuPressurePercent: number | null = null;
   private cutsAtStart: number | undefined;
   private countersAtStart: Promise<Array<SluiceCounters | null>> | undefined;
@@ -117,12 +137,19 @@ export class CostProbe implements LoadProbe {
       ReadinessWatch.start(port, { ...READINESS_POLL, maxMs }),
     );
     this.timers.push(
+      setTimeout(
+        () => {
+          this.nodesBefore = this.readNodes();
+        },
+        Math.max(0, warmupMs - SCRAPE_LEAD_MS),
+      ),
       setTimeout(() => {
         this.begin = this.read();
         this.contention.begin();
       }, warmupMs),
       setTimeout(() => {
         this.end = this.read();
+        this.nodesAfter = this.readNodes();
         this.cpuPressurePercent = this.contention.end().cpuPressurePercent;
       }, warmupMs + measureMs),
     );
@@ -179,11 +206,26 @@ export class CostProbe implements LoadProbe {
     };
   }
 
+  private readNodes(): NodesReading {
+    return { at: performance.now(), counters: this.nodeCounters() };
+  }
+
   private async windowFigures(): Promise<Partial<CostFigures>> {
     const { begin, end } = this;
     if (!begin || !end) return {};
     const names = processNames(this.broker);
+    const nodesBefore = this.nodesBefore;
+    const nodesAfter = this.nodesAfter;
+    const [countersBefore, countersAfter] = await Promise.all([
+      nodesBefore?.counters,
+      nodesAfter?.counters,
+    ]);
+    const overSeconds =
+      nodesBefore && nodesAfter ? (nodesAfter.at - nodesBefore.at) / 1000 : undefined;
+    let node = -1;
     const processes = this.broker.processes.map((p, i): ProcessCost => {
+      if (p.role === "broker") node++;
+      const held = heldSince(countersBefore?.[node], countersAfter?.[node], overSeconds);
       const before = begin.cpu[i];
       const after = end.cpu[i];
       const group = this.nodeCpu?.cgroupOf(p.pid);
@@ -203,6 +245,7 @@ export class CostProbe implements LoadProbe {
                   : null,
             }
           : {}),
+        ...(p.role === "broker" && held !== undefined ? { held } : {}),
       };
     });
     const [redisBefore, redisAfter] = await Promise.all([begin.redis, end.redis]);
@@ -228,6 +271,20 @@ export class CostProbe implements LoadProbe {
       (this.broker.httpPorts ?? []).map((port) => readSluiceCounters(port).catch(() => null)),
     );
   }
+}
+
+/** A node's held time between two readings; undefined without a Sluice node's answers. */
+function heldSince(
+  before: SluiceCounters | null | undefined,
+  after: SluiceCounters | null | undefined,
+  overSeconds: number | undefined,
+): ProcessCost["held"] {
+  if (!before || !after || overSeconds === undefined) return undefined;
+  return {
+    publishersSeconds: after.backpressureSeconds - before.backpressureSeconds,
+    subscriptionSeconds: after.subscriptionPausedSeconds - before.subscriptionPausedSeconds,
+    overSeconds,
+  };
 }
 
 function difference(before: number | undefined, after: number | undefined): number | null {

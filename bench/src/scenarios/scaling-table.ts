@@ -30,7 +30,9 @@ const fixed = (value: number, digits: number): string => value.toFixed(digits);
 /**
  * Each node's CPU over the window in cores, then the share of CFS periods its cgroup was
  * throttled in (where it has a quota) and the share of the window its main thread was runnable
- * but not running: "A 0.40 (thr 96 %, wait 70 %), B 0.31 (thr 8 %, wait 40 %)".
+ * but not running, then the shares of the window a Sluice node held its publishers (cluster
+ * backpressure) and did not read its Redis subscription, where not 0:
+ * "A 0.40 (thr 96 %, wait 70 %, held 12 %), B 0.31 (thr 8 %, wait 40 %, paused 30 %)".
  */
 export function nodeCpuText(figures: CostFigures): string | null {
   const nodes = figures.processes.filter((p) => p.name.startsWith("node"));
@@ -53,7 +55,17 @@ export function nodeCpuText(figures: CostFigures): string | null {
         node.runQueueSeconds === null || node.runQueueSeconds === undefined
           ? []
           : [`wait ${Math.round((100 * node.runQueueSeconds) / window)} %`];
-      const details = [...throttled, ...waited];
+      const held = node.held;
+      const share = (seconds: number) => Math.round((100 * seconds) / (held?.overSeconds ?? 1));
+      const backpressure = [
+        ...(held && share(held.publishersSeconds) > 0
+          ? [`held ${share(held.publishersSeconds)} %`]
+          : []),
+        ...(held && share(held.subscriptionSeconds) > 0
+          ? [`paused ${share(held.subscriptionSeconds)} %`]
+          : []),
+      ];
+      const details = [...throttled, ...waited, ...backpressure];
       return `${label}${cores}${details.length > 0 ? ` (${details.join(", ")})` : ""}`;
     })
     .join(", ");
@@ -142,7 +154,7 @@ export function scalingTable(
     rows,
     notes: [
       "msg/s = delivered msg/s of the first broker named in compare, baseline = of the second; round r of both ran back to back (the broker order rotates each round); the median row is the median of the rounds' ratios",
-      "nodes CPU cores = each node's CPU over the measurement window / the window (A takes the publishers, B the subscribers); thr = share of the window's CFS periods in which its cgroup used up its quota (cpu.stat nr_throttled / nr_periods); wait = time its main thread was runnable but not running (schedstat) / the window, which counts the time its quota held it back as well as waits for a CPU: a node at its quota and throttled in most periods was the limit; one under its quota, seldom throttled, that waited long was short of the machine's CPU",
+      "nodes CPU cores = each node's CPU over the measurement window / the window (A takes the publishers, B the subscribers); thr = share of the window's CFS periods in which its cgroup used up its quota (cpu.stat nr_throttled / nr_periods); wait = time its main thread was runnable but not running (schedstat) / the window, which counts the time its quota held it back as well as waits for a CPU: a node at its quota and throttled in most periods was the limit; one under its quota, seldom throttled, that waited long was short of the machine's CPU; held = time a Sluice node held its publishers (cluster backpressure: sluice_cluster_backpressure_seconds_total), paused = time it did not read its Redis subscription (sluice_cluster_subscription_paused_seconds_total), both counted as each episode ends, / the time between the node's /metrics read 0.3 s before the window and at its end",
       "generators and Redis CPU % = percent of one core over the same window (Redis' run-queue wait in brackets); they run outside any quota, so they are not the limit while well under 100 % and not waiting for a CPU",
       `at quota = the nodes throttled in at least ${AT_QUOTA_SHARE * 100} % of the window's CFS periods (the limit); none: no node was, so the limit was elsewhere (a window, the generators, Redis, the machine) and the ratio is not one of CPU`,
       "the median row: the median of the rounds' ratios (the upper middle of an even count)",

@@ -1,0 +1,96 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { Aedes, type AedesPublishPacket, type Client, type Subscription } from "aedes";
+import type { IPublishPacket } from "mqtt-packet";
+import { pino } from "pino";
+import { duplexPair } from "../../harness/duplex-pair.js";
+import { connectPacket } from "../../harness/raw-socket.js";
+import { puback, publish, subscribe, WireClient } from "../../harness/wire-client.js";
+import { InflightWindows } from "../../src/engine/inflight-window.js";
+import { SubscriptionThrottle } from "../../src/limits/subscription-throttle.js";
+
+/**
+ * The subscribers' node's throttle (limits/subscription-throttle.ts) on a real aedes broker
+ * and real in-flight windows: it stops reading the node's Redis subscription once a burst of
+ * deliveries waits for the windows, and reads again as soon as acknowledgements bring the
+ * backlog down to half its bound, not at its next look (here never: a look an hour away).
+ */
+describe("the subscription throttle", () => {
+  let broker: Aedes;
+  const windows = new InflightWindows(
+    { maxInflight: 2, maxQueued: 1_000 },
+    { onDropped: () => assert.fail("nothing is dropped") },
+  );
+  const observe = windows.observeSubscribe((_client: Client, sub: Subscription) => sub);
+  before(async () => {
+    broker = await Aedes.createBroker({
+      authorizeSubscribe: (client, sub, done) => done(null, observe(client, sub)),
+      authorizeForward: windows.observeForward(
+        (_client: Client, packet: AedesPublishPacket) => packet,
+      ),
+    });
+  });
+  after(() => new Promise<void>((resolve) => broker.close(() => resolve())));
+
+  /** What the throttle asked of the node's subscription, in order (true: stop reading). */
+  const asked: boolean[] = [];
+  const throttle = new SubscriptionThrottle(
+    { waitingDeliveries: 10, tickMs: 3_600_000 },
+    windows,
+    {
+      pauseReading(paused) {
+        asked.push(paused);
+        return true;
+      },
+    },
+    { subscriptionPaused: () => {}, subscriptionResumed: () => {} },
+    pino({ level: "silent" }),
+  );
+  after(() => throttle.stop());
+
+  async function connect(clientId: string): Promise<WireClient> {
+    const { server, client } = duplexPair();
+    broker.handle(server);
+    const wire = new WireClient(client);
+    wire.send(connectPacket(clientId));
+    await wire.waitFor("CONNACK", (p) => p.cmd === "connack");
+    return wire;
+  }
+
+  it("stops reading at a burst past waitingDeliveries, reads again once acknowledgements halve it", async () => {
+    const subscriber = await connect("throttle-sub");
+    subscriber.send(subscribe("throttle/t", 1, 1));
+    await subscriber.waitFor("SUBACK", (p) => p.cmd === "suback");
+    const publisher = await connect("throttle-pub");
+    publisher.send(
+      ...Array.from({ length: 20 }, (_, i) => publish("throttle/t", `${i}`, 1, i + 1)),
+    );
+    await publisher.waitForCount("puback", 20);
+    await subscriber.roundTrip();
+    // 2 written (the window), 18 waiting: paused at the 10th to wait
+    assert.equal(subscriber.received("publish").length, 2);
+    assert.deepEqual(asked, [true]);
+    assert.equal(throttle.active, true);
+
+    /** Acknowledges the n-th delivery, and waits for the waiting one it lets go (if any). */
+    const ack = async (nth: number) => {
+      const delivery = subscriber.received("publish")[nth] as IPublishPacket;
+      subscriber.send(puback(delivery.messageId as number));
+      await subscriber.waitForCount("publish", Math.min(nth + 3, 20));
+      await subscriber.roundTrip();
+    };
+    // Each acknowledgement lets one waiting delivery go: 18 waiting, 12 acknowledgements, 6.
+    for (let nth = 0; nth < 12; nth++) await ack(nth);
+    assert.deepEqual(asked, [true], "6 waiting: more than half the bound, still paused");
+    await ack(12);
+    assert.deepEqual(asked, [true, false], "5 waiting: reads again at once");
+    assert.equal(throttle.active, false);
+    for (let nth = 13; nth < 20; nth++) await ack(nth);
+    assert.deepEqual(
+      subscriber.publishedPayloads(),
+      Array.from({ length: 20 }, (_, i) => `${i}`),
+      "every delivery, in order",
+    );
+    assert.deepEqual(asked, [true, false], "no pause without a backlog");
+  });
+});
