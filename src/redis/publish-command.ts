@@ -168,17 +168,20 @@ function failNext(this: PublishBatch, error: Error): void {
 const SLAB_BYTES = 64 * 1024;
 
 /**
- * Sends the PUBLISHes a connection is given in one run of JavaScript (a socket read's packets,
- * all its publishers') as one ioredis command, its frames built here into one buffer. ioredis
- * makes each command an object, a queue entry and a write of its own (a write request in the
- * socket's buffer, one more buffer in its writev); per PUBLISH there is left the frame's bytes
- * and the reply's dispatch.
+ * Sends the PUBLISHes a connection is given in one turn of the event loop (every socket read
+ * of its poll phase, all their publishers') as one ioredis command, its frames built here into
+ * one buffer. ioredis makes each command an object, a queue entry and a write of its own (a
+ * write request in the socket's buffer, one more buffer in its writev); per PUBLISH there is
+ * left the frame's bytes and the reply's dispatch.
  *
- * The batch goes out at the end of the run (process.nextTick), and before any other command on
- * the connection (its sendCommand is wrapped): a reserved QoS 2 publish script, or anything
- * else, is written after the PUBLISHes given before it, so the order of every message on the
- * connection is the order they were given in. Redis answers them in that order, each
- * PUBLISH's answer to its own callback.
+ * The batch goes out in the loop's check phase (setImmediate), where aedes writes the copies
+ * of those messages to this node's own subscribers (local-first delivery): the publishers read
+ * after the first one in a turn no longer wait for a command per read, and the subscribers'
+ * copies leave before the batch (write-coalescing.ts releases clients' sockets first). It
+ * goes before any other command on the connection (its sendCommand is wrapped): a reserved
+ * QoS 2 publish script, or anything else, is written after the PUBLISHes given before it, so
+ * the order of every message on the connection is the order they were given in. Redis answers
+ * them in that order, each PUBLISH's answer to its own callback.
  */
 export class PublishBatcher {
   private slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
@@ -221,7 +224,7 @@ export class PublishBatcher {
     this.reserve(frameBytes(channel, message));
     this.starts.push(this.end - this.start);
     this.end = writeFrame(this.slab, this.end, channel, message);
-    if (this.answers.push(answered) === 1) process.nextTick(flushBatcher, this);
+    if (this.answers.push(answered) === 1) setImmediate(flushBatcher, this);
   }
 
   /** Sends the pending batch, if any. */

@@ -61,10 +61,25 @@ const writeInTurn = function (this: Writable, ...args: unknown[]): boolean {
   return (write as (...a: unknown[]) => boolean).apply(this, args);
 } as Writable["write"];
 
+/**
+ * Clients' sockets first, Redis connections last: the local copies of a message (local-first
+ * delivery) leave before the PUBLISH that takes it to the other nodes. That write wakes
+ * redis-server, which on a machine of few cores can take the core the subscriber's own process
+ * was about to get; Redis' answer (and so the publisher's PUBACK) waits for Redis anyway.
+ */
 function releaseTurn(): void {
   for (const stream of heldThisTurn) {
-    // A stream destroyed meanwhile has dropped its buffer; uncorking it again is harmless.
-    if (stream.writableCorked > 0) stream.uncork();
+    if (stream.write === writeInTurn) continue;
+    // Out of the set once released: the second loop releases what is left, the Redis
+    // connections and anything held meanwhile (a Set's loop visits what is added during it).
+    heldThisTurn.delete(stream);
+    release(stream);
   }
+  for (const stream of heldThisTurn) release(stream);
   heldThisTurn.clear();
+}
+
+function release(stream: Writable): void {
+  // A stream destroyed meanwhile has dropped its buffer; uncorking it again is harmless.
+  if (stream.writableCorked > 0) stream.uncork();
 }

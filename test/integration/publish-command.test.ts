@@ -151,32 +151,60 @@ async function receive(channel: string, count: number, send: () => void): Promis
 const names = (count: number, from = 0): string[] =>
   Array.from({ length: count }, (_, i) => `m${from + i}`);
 
-describe("PUBLISHes batched per run of JavaScript", () => {
+/** `receive`, counting the publisher connection's writes meanwhile. */
+async function receiveCountingWrites(
+  channel: string,
+  count: number,
+  send: () => void,
+): Promise<{ got: string[]; writes: number }> {
+  const stream = publisher.stream;
+  const write = stream.write;
+  let writes = 0;
+  stream.write = function (this: typeof stream, ...args: unknown[]) {
+    writes++;
+    return (write as (...a: unknown[]) => boolean).apply(this, args);
+  } as typeof stream.write;
+  try {
+    const got = await receive(channel, count, send);
+    return { got, writes };
+  } finally {
+    stream.write = write;
+  }
+}
+
+describe("PUBLISHes batched per turn of the event loop", () => {
   it("leave in one write, reach the subscriber in order, each answered once without error", async () => {
     const channel = "batched/order";
     await subscriber.subscribe(channel);
     const { publish, answers, answered } = batcherOn(publisher);
-    const stream = publisher.stream;
-    const write = stream.write;
-    let writes = 0;
-    stream.write = function (this: typeof stream, ...args: unknown[]) {
-      writes++;
-      return (write as (...a: unknown[]) => boolean).apply(this, args);
-    } as typeof stream.write;
-    try {
-      const got = await receive(channel, 50, () => {
-        for (const name of names(50)) publish(channel, name);
-      });
-      assert.equal(writes, 1);
-      assert.deepEqual(got, names(50));
-    } finally {
-      stream.write = write;
-    }
+    const { got, writes } = await receiveCountingWrites(channel, 50, () => {
+      for (const name of names(50)) publish(channel, name);
+    });
+    assert.equal(writes, 1);
+    assert.deepEqual(got, names(50));
     await answered(50);
     assert.deepEqual(
       answers,
       names(50).map((name) => [name, undefined]),
     );
+    await subscriber.unsubscribe(channel);
+  });
+
+  it("those given from separate ticks of one turn (a poll phase's socket reads) leave in one write, in order", async () => {
+    const channel = "batched/ticks";
+    await subscriber.subscribe(channel);
+    const { publish, answered } = batcherOn(publisher);
+    const sent = names(10);
+    const { got, writes } = await receiveCountingWrites(channel, 10, () => {
+      const next = (): void => {
+        publish(channel, sent.shift() as string);
+        if (sent.length > 0) process.nextTick(next);
+      };
+      next();
+    });
+    assert.equal(writes, 1);
+    assert.deepEqual(got, names(10));
+    await answered(10);
     await subscriber.unsubscribe(channel);
   });
 

@@ -138,6 +138,39 @@ describe("write coalescing", () => {
     }
   });
 
+  it("a turn's packets to clients leave before its Redis commands, though the commands were written first", async () => {
+    const [redis, redisPeer] = await socketPair(false);
+    coalesceEveryWrite(redis);
+    const [client, clientPeer] = await socketPair();
+    const order: string[] = [];
+    for (const [name, socket] of [
+      ["redis", redis],
+      ["client", client],
+    ] as const) {
+      const instrumented = socket as Socket & { _writev: unknown; _write: unknown };
+      for (const method of ["_writev", "_write"] as const) {
+        const original = instrumented[method] as (...args: unknown[]) => unknown;
+        instrumented[method] = function (this: Socket, ...args: unknown[]) {
+          order.push(name);
+          return original.apply(this, args);
+        };
+      }
+    }
+    try {
+      const arrived = Promise.all([once(redisPeer, "data"), once(clientPeer, "data")]);
+      // As a PUBLISH read from a publisher goes: aedes queues the delivery to a local
+      // subscriber (setImmediate), then the PUBLISH to Redis is written on the next tick.
+      setImmediate(() => writePacket(client, Buffer.from([0x30, 0x03, 0x00, 0x01, 0x74])));
+      process.nextTick(() => writePlain(redis, Buffer.from("*1\r\n$4\r\nPING\r\n")));
+      await arrived;
+      assert.deepEqual(order, ["client", "redis"]);
+      assert.equal(client.writableCorked, 0);
+      assert.equal(redis.writableCorked, 0);
+    } finally {
+      for (const socket of [redis, redisPeer, client, clientPeer]) socket.destroy();
+    }
+  });
+
   it("the publish encoder's packets on a coalescing socket are held to the turn's end, with no cork of their own", async () => {
     const [socket, client] = await socketPair();
     encodePublishesFor(socket);
