@@ -4,6 +4,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as pause } from "node:timers/promises";
 import type { IClientOptions } from "mqtt";
 import type { IPubackPacket } from "mqtt-packet";
 import sparkplugPayload from "sparkplug-payload";
@@ -55,6 +56,13 @@ let haproxy: HaProxy;
 const nodes: SluiceProcess[] = [];
 const direct: string[] = [];
 const httpUrls: string[] = [];
+
+/** The NDEATHs and DDEATHs every node has published. */
+async function clusterDeaths(): Promise<number> {
+  let sum = 0;
+  for (const url of httpUrls) sum += await metricSum(url, "sluice_sparkplug_deaths_total");
+  return sum;
+}
 
 const login = (username: keyof typeof PASSWORDS) => ({
   username,
@@ -356,6 +364,7 @@ describe("Sparkplug B across two nodes behind HAProxy", () => {
     });
     edge2.on("error", () => {});
     const before = hostInbox.received.length;
+    const deathsBefore = await clusterDeaths();
     const droppedAt = Date.now();
     edge2.stream.destroy();
     const arrived = await withDeadline(
@@ -373,6 +382,15 @@ describe("Sparkplug B across two nodes behind HAProxy", () => {
     assert.ok(
       Number(payload.timestamp) >= droppedAt + 1_000,
       `timestamped when sent, after the 1 s delay (${Number(payload.timestamp) - droppedAt} ms)`,
+    );
+    // Counted once Redis has answered its PUBLISH, which may be after the local subscriber got
+    // it (local-first delivery): the next test counts deaths from a settled figure.
+    await withDeadline(
+      (async () => {
+        while ((await clusterDeaths()) < deathsBefore + 1) await pause(20);
+      })(),
+      5_000,
+      "the delayed NDEATH counted",
     );
     edge2.end(true);
   });
