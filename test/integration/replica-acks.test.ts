@@ -77,6 +77,21 @@ function relay(group: RedisSentinels): NonNullable<RedisSentinels["replication"]
   return replication;
 }
 
+/** Resolves once `holds()` is true: checked now and at each message `client` gets. */
+function untilMessage(client: MqttClient, holds: () => boolean, what: string): Promise<void> {
+  return withDeadline(
+    new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (holds()) resolve();
+        else client.once("message", check);
+      };
+      check();
+    }),
+    DEADLINE_MS,
+    what,
+  );
+}
+
 /** The packets of one kind a client receives from now on. */
 function received(client: MqttClient, cmd: Packet["cmd"]): Packet[] {
   const packets: Packet[] = [];
@@ -238,33 +253,13 @@ describe("replica confirmations: acknowledgements survive a Sentinel failover", 
         assert.equal(pubrels, 0, "no PUBREL while the replica lags");
         assert.equal(got.length, 0, "nothing handed over while the replica lags");
         // The resumed session gets its stored PUBREL, replicas short or not: once.
-        await withDeadline(
-          new Promise<void>((resolve) => {
-            const check = (): void => {
-              if (got.length > 0) resolve();
-              else subscriber.once("message", check);
-            };
-            check();
-          }),
-          DEADLINE_MS,
-          "the message at the resumed session",
-        );
+        await untilMessage(subscriber, () => got.length > 0, "the message at the resumed session");
         relay(group).setDelay(0);
         // Anything sent after it arrives after any second copy.
         const sender = await connect(url, { clientId: "short-rel-later" });
         try {
           await sender.publishAsync(topic, "after", { qos: 0 });
-          await withDeadline(
-            new Promise<void>((resolve) => {
-              const check = (): void => {
-                if (got.includes("after")) resolve();
-                else subscriber.once("message", check);
-              };
-              check();
-            }),
-            DEADLINE_MS,
-            "a message after it",
-          );
+          await untilMessage(subscriber, () => got.includes("after"), "a message after it");
         } finally {
           await end(sender);
         }
@@ -364,15 +359,9 @@ describe("replica confirmations: acknowledgements survive a Sentinel failover", 
         // Handed over at its PUBREL, which waits for the replica too; a QoS 2 message published
         // after it arrives after any second copy of it.
         const arrived = (payload: string, what: string) =>
-          withDeadline(
-            new Promise<void>((resolve) => {
-              const check = (): void => {
-                if (inbox.received.some((m) => m.payload.toString() === payload)) resolve();
-                else subscriber.once("message", check);
-              };
-              check();
-            }),
-            DEADLINE_MS,
+          untilMessage(
+            subscriber,
+            () => inbox.received.some((m) => m.payload.toString() === payload),
             what,
           );
         await arrived("q2", "the QoS 2 message at the subscriber");
