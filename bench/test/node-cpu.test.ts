@@ -5,10 +5,9 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from "nod
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { lineMatching, spawnBench } from "../../harness/bench-cli.js";
+import { type BenchProcess, spawnBench } from "../../harness/bench-cli.js";
 import {
   BENCH_CGROUP_PREFIX,
   CPU_CONTROLLER,
@@ -220,10 +219,7 @@ test(
 );
 
 /** The bench CLI on a quick cluster-cost run of one in-memory node under --node-cpu. */
-function benchRun(resultsDir: string): {
-  child: ChildProcess;
-  lines: AsyncIterableIterator<string>;
-} {
+function benchRun(resultsDir: string): BenchProcess {
   return spawnBench([
     "cluster-cost",
     "--quick",
@@ -274,19 +270,19 @@ for (const signal of ["SIGTERM", "SIGINT"] as const)
     { skip, timeout: 90_000 },
     async () => {
       const results = await mkdtemp(join(tmpdir(), "node-cpu-results-"));
-      const { child, lines } = benchRun(results);
+      const bench = benchRun(results);
+      const { child } = bench;
       try {
         const benchPid = child.pid ?? 0;
-        await lineMatching(lines, /measuring: published/);
+        await bench.lineMatching(/measuring: published/);
         const [group] = cgroupsOf(benchPid);
         assert.ok(group, "the node runs in a bench cgroup while it measures");
         const nodePids = readFileSync(join(CPU_CONTROLLER, group, "cgroup.procs"), "utf8")
           .trim()
           .split("\n");
         assert.equal(nodePids.length, 1);
-        const exited = once(child, "exit");
         child.kill(signal);
-        const [code] = await exited;
+        const { code } = await bench.exited();
         // it stops long before its 20 s window ends, with the signal's exit code
         assert.equal(code, signal === "SIGINT" ? 130 : 143);
         assert.deepEqual(cgroupsOf(benchPid), []);
@@ -303,11 +299,12 @@ test(
   { skip, timeout: 90_000 },
   async () => {
     const results = await mkdtemp(join(tmpdir(), "node-cpu-results-"));
-    const { child, lines } = benchRun(results);
+    const bench = benchRun(results);
+    const { child } = bench;
     let orphan: number | undefined;
     try {
       const benchPid = child.pid ?? 0;
-      await lineMatching(lines, /measuring: published/);
+      await bench.lineMatching(/measuring: published/);
       const [group] = cgroupsOf(benchPid);
       assert.ok(group);
       orphan = Number(
@@ -315,9 +312,8 @@ test(
           .trim()
           .split("\n")[0],
       );
-      const exited = once(child, "exit");
       child.kill("SIGKILL");
-      await exited;
+      await bench.exited();
       assert.deepEqual(cgroupsOf(benchPid), [group], "nothing could clean up after SIGKILL");
       const swept = sweepStaleCgroups(CPU_CONTROLLER);
       assert.ok(swept.includes(group), `swept ${swept.join(", ")}`);
@@ -337,29 +333,27 @@ test(
   async () => {
     const results = await mkdtemp(join(tmpdir(), "node-cpu-results-"));
     // every node is placed right after spawn, then exits on the config it was given
-    const child = spawn(
-      process.execPath,
-      [CLI, "cluster-cost", "--quick", "--brokers", "sluice", "--phases", "full-speed:0"].concat([
+    const bench = spawnBench(
+      [
+        "cluster-cost",
+        "--quick",
+        "--brokers",
+        "sluice",
+        "--phases",
+        "full-speed:0",
         "--node-cpu",
         "0.3",
         "--results",
         results,
         "--max-minutes",
         "2",
-      ]),
-      {
-        stdio: ["ignore", "pipe", "pipe"],
-        env: { ...process.env, BENCH_SLUICE_CONFIG: '{"bogus":1}' },
-      },
+      ],
+      { BENCH_SLUICE_CONFIG: '{"bogus":1}' },
     );
+    const { child } = bench;
     try {
-      const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })[
-        Symbol.asyncIterator
-      ]();
-      await lineMatching(lines, /sluice failed to start/);
-      const exited = once(child, "exit");
-      for (;;) if ((await lines.next()).done) break;
-      const [code] = await exited;
+      await bench.lineMatching(/sluice failed to start/);
+      const { code } = await bench.exited();
       assert.equal(code, 1, "the run reports the failure");
       assert.deepEqual(cgroupsOf(child.pid ?? 0), []);
     } finally {

@@ -1,11 +1,10 @@
 import assert from "node:assert/strict";
-import { once } from "node:events";
 import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { lineMatching, spawnBench } from "../../harness/bench-cli.js";
+import { spawnBench } from "../../harness/bench-cli.js";
 
 /**
  * The bench CLI interrupted mid-measurement: everything it started is stopped, and it exits
@@ -58,18 +57,14 @@ for (const signal of ["SIGINT", "SIGTERM"] as const)
     },
     async () => {
       const results = await mkdtemp(join(tmpdir(), "bench-signal-results-"));
-      const { child, lines } = benchRun(results);
+      const bench = benchRun(results);
+      const { child } = bench;
       try {
-        await lineMatching(lines, /measuring: published/);
+        await bench.lineMatching(/measuring: published/);
         const started = childrenOf(child.pid ?? 0);
         assert.ok(started.length >= 2, `a broker and generators run: ${started}`);
-        const exited = once(child, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
         child.kill(signal);
-        // Drained, so the child never blocks on a full pipe while it stops.
-        void (async () => {
-          while (!(await lines.next()).done);
-        })();
-        const [code, killedBy] = await exited;
+        const { code, signal: killedBy } = await bench.exited();
         assert.deepEqual({ code, killedBy }, { code: CODES[signal], killedBy: null });
         assert.deepEqual(
           started.filter((pid) => !gone(pid)),

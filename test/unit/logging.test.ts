@@ -6,7 +6,10 @@ const LOGGER = new URL("../../src/observability/logger.js", import.meta.url).hre
 const AUDIT = new URL("../../src/security/audit-log.js", import.meta.url).href;
 
 /** A node process that logs with the node's logger (`script` gets `log`), its stdout lines. */
-function logFrom(script: string): {
+function logFrom(
+  script: string,
+  env: Readonly<Record<string, string>> = {},
+): {
   lines: Array<Record<string, unknown>>;
   next(match: (line: Record<string, unknown>) => boolean, ms: number): Promise<void>;
   exited: Promise<number | null>;
@@ -19,6 +22,7 @@ function logFrom(script: string): {
   });`;
   const child = spawn(process.execPath, ["--input-type=module", "-e", source], {
     stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, ...env },
   });
   const lines: Array<Record<string, unknown>> = [];
   const waiters: Array<() => void> = [];
@@ -57,6 +61,38 @@ describe("log destination", () => {
     } finally {
       node.kill();
     }
+  });
+
+  it("a line flushed while an earlier write is still in flight follows it without more lines", async () => {
+    // The one thread-pool thread is busy hashing, so the first line's write waits behind it;
+    // the second line's batch is due meanwhile, and must go out once that write is done.
+    const node = logFrom(
+      `import("node:crypto").then(({ pbkdf2 }) => {
+        pbkdf2("x", "y", 1_000_000, 32, "sha256", () => {});
+        log.info({ event: "t.first" }, "first");
+        setTimeout(() => log.info({ event: "t.second" }, "second"), 40);
+        setInterval(() => {}, 1000);
+      });`,
+      { UV_THREADPOOL_SIZE: "1" },
+    );
+    try {
+      await node.next((l) => l.event === "t.second", 10_000);
+      assert.deepEqual(
+        node.lines.map((l) => l.event),
+        ["t.first", "t.second"],
+      );
+    } finally {
+      node.kill();
+    }
+  });
+
+  it("a process that ends by itself writes its last line first", async () => {
+    const node = logFrom(`log.info({ event: "t.last" }, "last");`);
+    assert.equal(await node.exited, 0);
+    assert.deepEqual(
+      node.lines.map((l) => l.event),
+      ["t.last"],
+    );
   });
 
   it("lines logged just before process.exit are all written", async () => {
