@@ -21,6 +21,25 @@ export interface BenchProcess {
 }
 
 /**
+ * A quick run of `scenario` against one in-memory Sluice node, long enough (a 20 s window,
+ * at most 2 minutes) to be interrupted mid-measurement; `extra`: the scenario's own flags.
+ */
+export function quickSluiceRun(
+  scenario: string,
+  resultsDir: string,
+  extra: readonly string[] = [],
+): string[] {
+  return [scenario, "--quick", "--brokers", "sluice", ...extra].concat([
+    "--measure-seconds",
+    "20",
+    "--results",
+    resultsDir,
+    "--max-minutes",
+    "2",
+  ]);
+}
+
+/**
  * The bench CLI run with `args` (and `env` added to this process's). Both streams are read as
  * they come: a reader that stops (readline's async iterator pauses its input after 1,024
  * unread lines) would leave the bench blocked in a write, unable to stop on a signal.

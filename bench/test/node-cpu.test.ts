@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { type BenchProcess, spawnBench } from "../../harness/bench-cli.js";
+import { type BenchProcess, quickSluiceRun, spawnBench } from "../../harness/bench-cli.js";
 import {
   BENCH_CGROUP_PREFIX,
   CPU_CONTROLLER,
@@ -218,24 +218,13 @@ test(
   },
 );
 
-/** The bench CLI on a quick cluster-cost run of one in-memory node under --node-cpu. */
-function benchRun(resultsDir: string): BenchProcess {
-  return spawnBench([
-    "cluster-cost",
-    "--quick",
-    "--brokers",
-    "sluice",
-    "--phases",
-    "full-speed:0",
-    "--node-cpu",
-    "0.3",
-    "--measure-seconds",
-    "20",
-    "--results",
-    resultsDir,
-    "--max-minutes",
-    "2",
-  ]);
+/**
+ * The bench CLI on a quick cluster-cost run of one in-memory node under --node-cpu (`env`:
+ * the bench's own variables).
+ */
+function benchRun(resultsDir: string, env: Readonly<Record<string, string>> = {}): BenchProcess {
+  const flags = ["--phases", "full-speed:0", "--node-cpu", "0.3"];
+  return spawnBench(quickSluiceRun("cluster-cost", resultsDir, flags), env);
 }
 
 /**
@@ -333,23 +322,7 @@ test(
   async () => {
     const results = await mkdtemp(join(tmpdir(), "node-cpu-results-"));
     // every node is placed right after spawn, then exits on the config it was given
-    const bench = spawnBench(
-      [
-        "cluster-cost",
-        "--quick",
-        "--brokers",
-        "sluice",
-        "--phases",
-        "full-speed:0",
-        "--node-cpu",
-        "0.3",
-        "--results",
-        results,
-        "--max-minutes",
-        "2",
-      ],
-      { BENCH_SLUICE_CONFIG: '{"bogus":1}' },
-    );
+    const bench = benchRun(results, { BENCH_SLUICE_CONFIG: '{"bogus":1}' });
     const { child } = bench;
     try {
       await bench.lineMatching(/sluice failed to start/);

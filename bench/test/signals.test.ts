@@ -4,7 +4,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { spawnBench } from "../../harness/bench-cli.js";
+import { quickSluiceRun, spawnBench } from "../../harness/bench-cli.js";
 
 /**
  * The bench CLI interrupted mid-measurement: everything it started is stopped, and it exits
@@ -14,19 +14,7 @@ import { spawnBench } from "../../harness/bench-cli.js";
 const CODES = { SIGINT: 130, SIGTERM: 143 } as const;
 
 /** A quick throughput run against one in-memory Sluice node. */
-const benchRun = (resultsDir: string) =>
-  spawnBench([
-    "throughput",
-    "--quick",
-    "--brokers",
-    "sluice",
-    "--measure-seconds",
-    "20",
-    "--results",
-    resultsDir,
-    "--max-minutes",
-    "2",
-  ]);
+const benchRun = (resultsDir: string) => spawnBench(quickSluiceRun("throughput", resultsDir));
 
 /** The process ids of a process's children (every thread's), from /proc. */
 function childrenOf(pid: number): number[] {
