@@ -332,6 +332,7 @@ test("connectCostCells divides the window's figures by the connects; empty where
     {
       nodeCpuSeconds: 0.5,
       nodeReadSyscalls: 3_000,
+      nodeWriteSyscalls: 2_500,
       redisCpuSeconds: 0.05,
       redis: {
         commands: 3_000,
@@ -346,6 +347,7 @@ test("connectCostCells divides the window's figures by the connects; empty where
   assert.deepEqual(cells, {
     "node µs/connect": 250,
     "node reads/connect": 1.5,
+    "node writes/connect": 1.25,
     "Redis µs/connect": 25,
     "Redis cmds/connect": 1.5,
     "Redis reads/connect": 0.075,
@@ -354,7 +356,13 @@ test("connectCostCells divides the window's figures by the connects; empty where
     "Redis cmds/connect by name": "evalsha 1, publish 0.495, ping 0.005",
   });
   const memory = connectCostCells(
-    { nodeCpuSeconds: 0.2, nodeReadSyscalls: null, redisCpuSeconds: null, redis: null },
+    {
+      nodeCpuSeconds: 0.2,
+      nodeReadSyscalls: null,
+      nodeWriteSyscalls: null,
+      redisCpuSeconds: null,
+      redis: null,
+    },
     1_000,
   );
   assert.equal(memory["node µs/connect"], 200);

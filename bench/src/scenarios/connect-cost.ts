@@ -6,7 +6,7 @@ import {
   redisActivitySince,
 } from "../brokers/redis-info.js";
 import { threadCpuSeconds } from "../system/process-cpu.js";
-import { readSyscalls } from "../system/process-io.js";
+import { readSyscalls, writeSyscalls } from "../system/process-io.js";
 import { round1, round3 } from "./row-cells.js";
 import type { TableCell } from "./scenario.js";
 
@@ -16,6 +16,8 @@ export interface ConnectCost {
   nodeCpuSeconds: number | null;
   /** Read syscalls of the node processes (clients' sockets and Redis replies); null if unreadable. */
   nodeReadSyscalls: number | null;
+  /** Write syscalls of the node processes (CONNACKs, commands to Redis); null if unreadable. */
+  nodeWriteSyscalls: number | null;
   /** CPU seconds of redis-server; null without Redis. */
   redisCpuSeconds: number | null;
   /** Redis' commands and bytes (INFO) and read syscalls; null without Redis. */
@@ -25,6 +27,7 @@ export interface ConnectCost {
 interface Reading {
   nodeCpu: Array<number | undefined>;
   nodeReads: Array<number | undefined>;
+  nodeWrites: Array<number | undefined>;
   redisCpu: number | undefined;
   redisReads: number | undefined;
   redis: { counters: RedisCounters; statsReplyBytes: number } | undefined;
@@ -59,6 +62,7 @@ export class ConnectCostWindow {
     return {
       nodeCpuSeconds: delta(sum(start.nodeCpu), sum(end.nodeCpu)),
       nodeReadSyscalls: delta(sum(start.nodeReads), sum(end.nodeReads)),
+      nodeWriteSyscalls: delta(sum(start.nodeWrites), sum(end.nodeWrites)),
       redisCpuSeconds: delta(start.redisCpu, end.redisCpu),
       redis:
         start.redis && end.redis
@@ -78,6 +82,7 @@ async function read(broker: RunningBroker): Promise<Reading> {
   const reading = {
     nodeCpu: nodes.map((p) => threadCpuSeconds(p.pid)),
     nodeReads: nodes.map((p) => readSyscalls(p.pid)),
+    nodeWrites: nodes.map((p) => writeSyscalls(p.pid)),
     redisCpu: redisPid === undefined ? undefined : threadCpuSeconds(redisPid),
     redisReads: redisPid === undefined ? undefined : readSyscalls(redisPid),
   };
@@ -93,6 +98,7 @@ function perConnect(value: number | null | undefined, connects: number): number 
 export const CONNECT_COST_COLUMNS = [
   "node µs/connect",
   "node reads/connect",
+  "node writes/connect",
   "Redis µs/connect",
   "Redis cmds/connect",
   "Redis reads/connect",
@@ -118,6 +124,7 @@ export function connectCostCells(
   return {
     "node µs/connect": micros(cost?.nodeCpuSeconds),
     "node reads/connect": ratio(cost?.nodeReadSyscalls, round3),
+    "node writes/connect": ratio(cost?.nodeWriteSyscalls, round3),
     "Redis µs/connect": micros(cost?.redisCpuSeconds),
     "Redis cmds/connect": ratio(redis?.commands, round3),
     "Redis reads/connect": ratio(redis?.readSyscalls, round3),
