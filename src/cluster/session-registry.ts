@@ -1,5 +1,5 @@
 import { RedisScripts } from "../engine/redis-scripts.js";
-import { TurnBatches, type Waiting } from "../engine/turn-batches.js";
+import { CONNECT_LINGER_MS, TurnBatches, type Waiting } from "../engine/turn-batches.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import { STATE_KEYS } from "../redis/redis-keys.js";
 import { unlessRedisUnavailable } from "../redis/redis-unavailable.js";
@@ -144,7 +144,7 @@ export class RedisSessionRegistry implements SessionRegistry {
   private readonly scripts: RedisScripts<ScriptName>;
   private readonly claims = new TurnBatches<ClaimRequest, SessionClaim>(
     (call) => this.claimAll(call),
-    { paced: true },
+    { paced: true, lingerMs: CONNECT_LINGER_MS },
   );
 
   constructor(

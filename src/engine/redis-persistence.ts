@@ -27,7 +27,7 @@ import { RedisScripts } from "./redis-scripts.js";
 import { type ReplicaAcks, ReplicaEpochChanged } from "./replica-acks.js";
 import { inResendOrder } from "./resend-order.js";
 import { type BroadcastBroker, SubscriptionBroadcast } from "./subscription-broadcast.js";
-import { bySession, TurnBatches, type Waiting } from "./turn-batches.js";
+import { bySession, CONNECT_LINGER_MS, TurnBatches, type Waiting } from "./turn-batches.js";
 
 /** The broker as the persistence sees it: broadcasts, and whether anyone hears acks. */
 export interface PersistenceBroker extends BroadcastBroker {
@@ -125,7 +125,7 @@ export class RedisPersistence {
   /** Queues resent at CONNECT, read for a whole turn in one script (one per session on a Cluster). */
   private readonly queueReads = new TurnBatches<string, SessionQueue>(
     (call) => this.readQueues(call),
-    { paced: true },
+    { paced: true, lingerMs: CONNECT_LINGER_MS },
   );
   /** Per connection (aedes' client), what readAhead() read of its session. */
   private readonly readAheads = new WeakMap<ClientRef, Promise<SessionRead>>();
@@ -139,7 +139,7 @@ export class RedisPersistence {
   /** Inbound QoS 2 state cleared for a whole turn in one DEL (per session on a Cluster). */
   private readonly incomingCleans = new TurnBatches<string, void>(
     (call) => this.deleteIncoming(call),
-    { paced: true },
+    { paced: true, lingerMs: CONNECT_LINGER_MS },
   );
   /** Exact filters' retained messages, read for a whole turn in one HMGET (single Redis). */
   private readonly retainedReads = new TurnBatches<string, Buffer | null>((call) =>

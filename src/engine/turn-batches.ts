@@ -1,3 +1,10 @@
+/**
+ * The linger of the batches a CONNECT passes through (lockout counters, client-id claims,
+ * session reads): in a storm of 5,000 CONNECTs over Redis, 1 ms took a call from about 2.5 to
+ * about 10 CONNECTs and the node's CPU per CONNECT from about 290 to 240 µs.
+ */
+export const CONNECT_LINGER_MS = 1;
+
 /** An item waiting in a batch, with the promise it is answered on. */
 export interface Waiting<Item, Result> {
   item: Item;
@@ -13,6 +20,13 @@ export interface TurnBatchOptions {
    * at most one round trip of waiting; order is kept, each call going after the one before.
    */
   paced?: boolean;
+  /**
+   * Paced: while calls carry more than one item (a storm: CONNECTs come faster than their
+   * round trips), a call gathers for this long before it goes, rather than to the end of the
+   * turn. Fuller calls cost less per item (each call is a command to build, send, parse and
+   * settle); one item alone goes at the end of its turn, so quiet times wait for nothing.
+   */
+  lingerMs?: number;
 }
 
 /**
@@ -25,6 +39,8 @@ export class TurnBatches<Item, Result> {
   /** Paced: the keys whose call awaits its answer. */
   private readonly inFlight = new Set<string>();
   private scheduled = false;
+  /** The most items a call carried in the last flush that sent one (linger: a storm?). */
+  private lastCallItems = 0;
 
   constructor(
     /** Paced: returns the promise of the call's answer. */
@@ -46,21 +62,26 @@ export class TurnBatches<Item, Result> {
   private schedule(): void {
     if (this.scheduled) return;
     this.scheduled = true;
-    setImmediate(() => this.flushAll());
+    const { lingerMs } = this.options;
+    if (lingerMs !== undefined && this.lastCallItems > 1) setTimeout(this.flushAll, lingerMs);
+    else setImmediate(this.flushAll);
   }
 
-  private flushAll(): void {
+  private readonly flushAll = (): void => {
     this.scheduled = false;
+    let most = 0;
     const pending = this.pending;
     this.pending = new Map();
     // A key whose call awaits its answer keeps gathering, before anything below adds to it.
     for (const [key, call] of pending) if (this.inFlight.has(key)) this.pending.set(key, call);
     for (const [key, call] of pending) {
       if (this.inFlight.has(key)) continue;
+      if (call.length > most) most = call.length;
       const answered = this.flush(call);
       if (this.options.paced && answered instanceof Promise) this.awaitAnswer(key, answered);
     }
-  }
+    if (most > 0) this.lastCallItems = most;
+  };
 
   private awaitAnswer(key: string, answered: Promise<unknown>): void {
     this.inFlight.add(key);

@@ -3,7 +3,7 @@ import {
   RateLimiterMemory,
   RateLimiterRedis,
 } from "rate-limiter-flexible";
-import { TurnBatches, type Waiting } from "../engine/turn-batches.js";
+import { CONNECT_LINGER_MS, TurnBatches, type Waiting } from "../engine/turn-batches.js";
 import type { RedisClient } from "../redis/redis-client.js";
 
 export interface LockoutSettings {
@@ -63,7 +63,10 @@ export class AuthLockout {
     this.reads =
       redis === undefined
         ? undefined
-        : new TurnBatches((call) => readCounters(redis, call), { paced: true });
+        : new TurnBatches((call) => readCounters(redis, call), {
+            paced: true,
+            lingerMs: CONNECT_LINGER_MS,
+          });
   }
 
   get blockSeconds(): number {

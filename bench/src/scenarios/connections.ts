@@ -18,7 +18,7 @@ const BROKERS = ["mosquitto", "aedes", "sluice", "sluice-redis"];
 
 /** What the per-connect columns measure. */
 export const CONNECT_COST_NOTE =
-  "per connect: from just before the first CONNECT to the last CONNACK, divided by the connections accepted: CPU µs of the node(s) and of redis-server (every thread, schedstat), read syscalls of each (/proc/<pid>/io), Redis commands (INFO commandstats, the bench's INFO left out) and bytes in/out (INFO stats)";
+  "per connect: from just before the first CONNECT to the last CONNACK, divided by the connections accepted: CPU µs of the node(s) and of redis-server (every thread, schedstat), read syscalls of each and the node(s)' write syscalls (/proc/<pid>/io), Redis commands (INFO commandstats, the bench's INFO left out) and bytes in/out (INFO stats)";
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
