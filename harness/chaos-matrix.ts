@@ -135,7 +135,8 @@ export function sentinelFailoverTwice(): ChaosScenario {
   return {
     name: "sentinel-failover-twice",
     cluster: { nodes: TWO_NODES, sentinels: true },
-    settleMs: 15_000,
+    // QoS 2 publishers wait about 15 s for the last replica's resync, then send their backlog
+    settleMs: 45_000,
     fault: async (cluster) => {
       const sentinels = sentinelsOf(cluster);
       await killPrimaryAndFollow(cluster);
