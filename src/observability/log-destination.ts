@@ -25,10 +25,8 @@ process.on("exit", () => {
  * synchronously (process.exit()), so a crash's last lines are kept; a SIGKILL loses at most the
  * wait.
  */
-export function batchedStdout(
-  fd: number = process.stdout.fd ?? 1,
-): DestinationStream & { flush(cb?: (error?: Error) => void): void } {
-  const sink = pino.destination({ dest: fd, sync: false });
+export function batchedStdout(): DestinationStream & { flush(cb?: (error?: Error) => void): void } {
+  const sink = pino.destination({ dest: process.stdout.fd ?? 1, sync: false });
   let batch: string[] = [];
   let batchLength = 0;
   let timer: NodeJS.Timeout | undefined;
