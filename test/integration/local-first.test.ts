@@ -7,6 +7,7 @@ import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import { connect, end, Inbox, type MqttClient, subscribe } from "../../harness/mqtt-client.js";
 import { metricSum } from "../../harness/node-metrics.js";
 import { RedisServer } from "../../harness/redis-server.js";
+import { type EmittedMessage, encodeEnvelope } from "../../src/engine/envelope.js";
 
 /**
  * Local-first delivery on two nodes over one real Redis: a message reaches its own node's
@@ -174,6 +175,34 @@ describe("local-first delivery", () => {
     } finally {
       await end(client);
       watcher.disconnect();
+    }
+  });
+
+  it("a message on Sentinel's hello channel is not delivered; one on a channel of its length is", async () => {
+    const client = await connect(b.urls.tcp as string);
+    try {
+      const inbox = new Inbox(client);
+      await subscribe(client, "#", 0);
+      // Another node's envelopes (not this node's echo), as a "#" subscription's PSUBSCRIBE * hears
+      const hello = "__sentinel__:hello";
+      const sameLength = "x".repeat(Buffer.byteLength(hello));
+      const envelope = (topic: string, sequence: number, payload: string): Buffer =>
+        encodeEnvelope(`elsewhere:${sequence}`, {
+          cmd: "publish",
+          brokerId: "elsewhere",
+          brokerCounter: sequence,
+          topic,
+          payload: Buffer.from(payload),
+          qos: 0,
+          retain: false,
+          dup: false,
+        } as EmittedMessage);
+      await control.publish(hello, envelope(hello, 1, "hello"));
+      await control.publish(sameLength, envelope(sameLength, 2, "after"));
+      await withDeadline(inbox.waitFor(1), 5_000, "the message on a channel of the hello's length");
+      assert.deepEqual(payloads(inbox), ["after"], "Redis sent the hello first: it was dropped");
+    } finally {
+      await end(client);
     }
   });
 });
