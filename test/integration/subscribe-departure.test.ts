@@ -25,13 +25,15 @@ import { gaugeReaches, leave, storm, subscriptionGauge } from "../../harness/sto
 const CLIENTS = 200;
 const FILTERS = 500;
 /**
- * The longest the node's event loop may stall while CLIENTS x FILTERS subscriptions go. A turn
- * removes at most 1,000 (8-19 µs each, garbage collection included: up to ~20 ms), and the
- * read in which the DISCONNECTs arrive closes the sockets (~0.2 ms a client, ~40 ms); a
- * scavenge adds up to ~30 ms. 100 ms is also the issue's goal for a bystander's p99: a stall
- * longer than that breaks it alone. All 100,000 removed in one go took 0.8 s and more.
+ * The longest the node's event loop may stall while CLIENTS x FILTERS subscriptions go: a bound
+ * that catches removals done at once (all 100,000 in one go took 0.8 s and more), with room for
+ * a loaded machine's scheduling, which this wall-clock reading includes. Paced, a turn removes
+ * at most 1,000 (8-19 µs each, garbage collection included: up to ~20 ms; the unit test holds
+ * the cap), the read in which the DISCONNECTs arrive closes the sockets (~0.2 ms a client,
+ * ~40 ms) and a scavenge adds up to ~30 ms. The 100 ms goal for a bystander's p99 is measured
+ * where speed goals are, in `npm run bench -- subscribe-storm`.
  */
-const STALL_BOUND_MS = 100;
+const STALL_BOUND_MS = 400;
 /** Clients of the reconnect tests: a queue of removals the returning client's old ones wait in. */
 const RECONNECT_CLIENTS = 100;
 const BYSTANDER_INTERVAL_MS = 5;
