@@ -29,14 +29,8 @@ export function quickSluiceRun(
   resultsDir: string,
   extra: readonly string[] = [],
 ): string[] {
-  return [scenario, "--quick", "--brokers", "sluice", ...extra].concat([
-    "--measure-seconds",
-    "20",
-    "--results",
-    resultsDir,
-    "--max-minutes",
-    "2",
-  ]);
+  const window = ["--measure-seconds", "20", "--max-minutes", "2"];
+  return [scenario, "--quick", "--brokers", "sluice", ...extra, ...window, "--results", resultsDir];
 }
 
 /**

@@ -54,6 +54,7 @@ export function batchedStdout(): DestinationStream & { flush(cb?: (error?: Error
       // reach sonic-boom before pino's beforeExit hook ends it
       else timer ??= setTimeout(handOver, LOG_BATCH_MS);
     },
+    /** `cb` once the batch is handed over: sonic-boom, with no minimum length, writes at once. */
     flush(cb?: (error?: Error) => void): void {
       handOver();
       sink.flush(cb);

@@ -6,7 +6,7 @@ import {
   redisActivitySince,
 } from "../brokers/redis-info.js";
 import { threadCpuSeconds } from "../system/process-cpu.js";
-import { readSyscalls, writeSyscalls } from "../system/process-io.js";
+import { readSyscalls, syscalls } from "../system/process-io.js";
 import { round1, round3 } from "./row-cells.js";
 import type { TableCell } from "./scenario.js";
 
@@ -26,8 +26,7 @@ export interface ConnectCost {
 
 interface Reading {
   nodeCpu: Array<number | undefined>;
-  nodeReads: Array<number | undefined>;
-  nodeWrites: Array<number | undefined>;
+  nodeSyscalls: Array<{ reads: number; writes: number } | undefined>;
   redisCpu: number | undefined;
   redisReads: number | undefined;
   redis: { counters: RedisCounters; statsReplyBytes: number } | undefined;
@@ -35,6 +34,11 @@ interface Reading {
 
 const sum = (values: ReadonlyArray<number | undefined>): number | null =>
   values.some((v) => v === undefined) ? null : values.reduce<number>((n, v) => n + (v ?? 0), 0);
+
+const sumOf = (
+  counts: ReadonlyArray<{ reads: number; writes: number } | undefined>,
+  which: "reads" | "writes",
+): number | null => sum(counts.map((c) => c?.[which]));
 
 const delta = (before: number | null | undefined, after: number | null | undefined) =>
   before === null || before === undefined || after === null || after === undefined
@@ -61,8 +65,11 @@ export class ConnectCostWindow {
     const start = this.startReading;
     return {
       nodeCpuSeconds: delta(sum(start.nodeCpu), sum(end.nodeCpu)),
-      nodeReadSyscalls: delta(sum(start.nodeReads), sum(end.nodeReads)),
-      nodeWriteSyscalls: delta(sum(start.nodeWrites), sum(end.nodeWrites)),
+      nodeReadSyscalls: delta(sumOf(start.nodeSyscalls, "reads"), sumOf(end.nodeSyscalls, "reads")),
+      nodeWriteSyscalls: delta(
+        sumOf(start.nodeSyscalls, "writes"),
+        sumOf(end.nodeSyscalls, "writes"),
+      ),
       redisCpuSeconds: delta(start.redisCpu, end.redisCpu),
       redis:
         start.redis && end.redis
@@ -81,8 +88,7 @@ async function read(broker: RunningBroker): Promise<Reading> {
   const redisPid = broker.processes.find((p) => p.role === "redis")?.pid;
   const reading = {
     nodeCpu: nodes.map((p) => threadCpuSeconds(p.pid)),
-    nodeReads: nodes.map((p) => readSyscalls(p.pid)),
-    nodeWrites: nodes.map((p) => writeSyscalls(p.pid)),
+    nodeSyscalls: nodes.map((p) => syscalls(p.pid)),
     redisCpu: redisPid === undefined ? undefined : threadCpuSeconds(redisPid),
     redisReads: redisPid === undefined ? undefined : readSyscalls(redisPid),
   };

@@ -1,23 +1,22 @@
 import { readFileSync } from "node:fs";
 
 /**
- * Read system calls a process has made so far (`syscr` of /proc/<pid>/io: read, recv and the
- * like, whatever they returned); undefined if the process is gone or not ours to read.
+ * The system calls a process has made so far, from one read of /proc/<pid>/io: `reads`
+ * (`syscr`: read, recv and the like) and `writes` (`syscw`: write, writev, send and the like),
+ * whatever they returned; undefined if the process is gone or not ours to read.
  */
-export function readSyscalls(pid: number): number | undefined {
-  return ioCounter(pid, /^syscr: (\d+)$/m);
-}
-
-/** Write system calls (`syscw`: write, writev, send and the like), as readSyscalls. */
-export function writeSyscalls(pid: number): number | undefined {
-  return ioCounter(pid, /^syscw: (\d+)$/m);
-}
-
-function ioCounter(pid: number, counter: RegExp): number | undefined {
+export function syscalls(pid: number): { reads: number; writes: number } | undefined {
   try {
-    const match = counter.exec(readFileSync(`/proc/${pid}/io`, "utf8"));
-    return match ? Number(match[1]) : undefined;
+    const text = readFileSync(`/proc/${pid}/io`, "utf8");
+    const reads = /^syscr: (\d+)$/m.exec(text);
+    const writes = /^syscw: (\d+)$/m.exec(text);
+    return reads && writes ? { reads: Number(reads[1]), writes: Number(writes[1]) } : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** Read system calls a process has made so far (syscalls' `reads`). */
+export function readSyscalls(pid: number): number | undefined {
+  return syscalls(pid)?.reads;
 }
