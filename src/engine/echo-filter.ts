@@ -13,6 +13,7 @@ const LF = 0x0a;
 const INCOMPLETE = -1;
 const MESSAGE = Buffer.from("message");
 const PMESSAGE = Buffer.from("pmessage");
+const EMPTY = Buffer.alloc(0);
 /**
  * A message frame of at most this many bytes that a read cuts is kept until it is whole, so it
  * too is handed over read; a larger one goes to the parser in pieces, as it arrives.
@@ -27,13 +28,43 @@ const MAX_HELD_FRAME = 64 * 1024;
 const FINISH_PROBE = 4 * 1024;
 
 /**
+ * A `message` or `pmessage` frame read whole: where its parts are in `data`. The filter hands
+ * the same object over for every frame (valid during the call only): no array, Buffer or
+ * object per message.
+ */
+export interface MessageFrame {
+  data: Buffer;
+  /** -1 for a `message` frame. */
+  patternStart: number;
+  patternEnd: number;
+  channelStart: number;
+  channelEnd: number;
+  payloadStart: number;
+  payloadEnd: number;
+}
+
+/**
  * Where the filter hands what it keeps, in the connection's order: bytes for the connection's
- * own parser, and the `message`/`pmessage` frames it read whole itself (views of the read).
+ * own parser, and the `message`/`pmessage` frames it read whole itself.
  */
 export interface FrameSink {
   bytes(data: Buffer): void;
-  /** `pattern` is undefined for a `message` frame. */
-  message(pattern: Buffer | undefined, channel: Buffer, payload: Buffer): void;
+  message(frame: MessageFrame): void;
+}
+
+/** A MessageFrame's parts as views of its data (for listeners that take Buffers). */
+export function frameParts(frame: MessageFrame): {
+  pattern: Buffer | undefined;
+  channel: Buffer;
+  payload: Buffer;
+} {
+  const { data } = frame;
+  return {
+    pattern:
+      frame.patternStart < 0 ? undefined : data.subarray(frame.patternStart, frame.patternEnd),
+    channel: data.subarray(frame.channelStart, frame.channelEnd),
+    payload: data.subarray(frame.payloadStart, frame.payloadEnd),
+  };
 }
 
 /** What kind of frame measure() read: anything else, a `message` or a `pmessage`. */
@@ -76,6 +107,15 @@ export class EchoFilter {
   private channelStart = 0;
   private channelEnd = 0;
   private payloadStart = 0;
+  private readonly frame: MessageFrame = {
+    data: EMPTY,
+    patternStart: -1,
+    patternEnd: -1,
+    channelStart: 0,
+    channelEnd: 0,
+    payloadStart: 0,
+    payloadEnd: 0,
+  };
 
   constructor(private readonly check: EchoCheck) {}
 
@@ -168,13 +208,17 @@ export class EchoFilter {
     if (before !== undefined) sink.bytes(before);
     this.kept = [];
     this.keptStart = this.keptEnd = 0;
-    const pattern =
-      this.kind === PMESSAGE_FRAME ? data.subarray(this.patternStart, this.patternEnd) : undefined;
-    sink.message(
-      pattern,
-      data.subarray(this.channelStart, this.channelEnd),
-      data.subarray(this.payloadStart, this.end - 2),
-    );
+    const frame = this.frame;
+    frame.data = data;
+    frame.patternStart = this.kind === PMESSAGE_FRAME ? this.patternStart : -1;
+    frame.patternEnd = this.kind === PMESSAGE_FRAME ? this.patternEnd : -1;
+    frame.channelStart = this.channelStart;
+    frame.channelEnd = this.channelEnd;
+    frame.payloadStart = this.payloadStart;
+    frame.payloadEnd = this.end - 2;
+    sink.message(frame);
+    // the read is not kept alive by the frame
+    frame.data = EMPTY;
   }
 
   private keep(data: Buffer, start: number, end: number): void {

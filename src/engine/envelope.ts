@@ -1,5 +1,6 @@
 import { Packr, Unpackr } from "msgpackr";
 import { type EchoCheck, sameBytes } from "./echo-filter.js";
+import { BufferReader, KnownBytes } from "./known-bytes.js";
 import { deeplyFrozen } from "./publish-encoder.js";
 
 /** A message on the emitter, as aedes publishes it. */
@@ -310,20 +311,26 @@ function writeBytes(value: Buffer): void {
  * binary as a view of `payload`, maps as plain objects.
  */
 export function decodeEnvelope(payload: Buffer): { id: string; msg: EmittedMessage } {
-  const envelope = readEnvelope(payload);
+  const envelope = readEnvelope(payload, 0, payload.length);
   if (envelope !== undefined) return envelope;
   return unpackr.unpack(payload) as { id: string; msg: EmittedMessage };
 }
 
-/**
- * The message of an envelope, as decodeEnvelope reads it, its id skipped unread when it is a
- * fixstr (no string made for it: see envelopeIdOf).
- */
+/** The message of an envelope, as decodeEnvelope reads it (see decodeMessageAt). */
 export function decodeMessage(payload: Buffer): EmittedMessage {
-  const idEnd = envelopeIdEnd(payload);
-  if (idEnd < 0) return decodeEnvelope(payload).msg;
-  const msg = readMessageAfter(payload, idEnd);
-  return msg ?? (unpackr.unpack(payload) as { msg: EmittedMessage }).msg;
+  return decodeMessageAt(payload, 0, payload.length);
+}
+
+/**
+ * The message of the envelope at `data[start, end)`, as decodeEnvelope reads it, its id
+ * skipped unread when it is a fixstr (no string made for it: see envelopeIdOf), and no view
+ * made of the envelope itself (a view cost 60-100 ns here; a subscription's messages are read
+ * out of a socket read).
+ */
+export function decodeMessageAt(data: Buffer, start: number, end: number): EmittedMessage {
+  const idEnd = envelopeIdEndAt(data, start, end);
+  const msg = idEnd < 0 ? readEnvelope(data, start, end)?.msg : readMessageAfter(data, idEnd, end);
+  return msg ?? (unpackr.unpack(data.subarray(start, end)) as { msg: EmittedMessage }).msg;
 }
 
 /** The id of an envelope. */
@@ -335,22 +342,34 @@ export function envelopeIdOf(payload: Buffer): string {
 
 /** What the reader could not read (left to msgpackr). */
 const UNREAD = Symbol("unread");
-/** Where the reader is in the envelope being read. */
+/** Where the reader is in the envelope being read, and where that envelope ends. */
 let at = 0;
+let limit = 0;
 
-function readEnvelope(payload: Buffer): { id: string; msg: EmittedMessage } | undefined {
-  if (payload.length < 9 || !sameBytes(payload, 0, ENVELOPE_HEAD)) return undefined;
-  at = ENVELOPE_HEAD.length;
+function readEnvelope(
+  payload: Buffer,
+  start: number,
+  end: number,
+): { id: string; msg: EmittedMessage } | undefined {
+  if (end - start < 9 || !sameBytes(payload, start, ENVELOPE_HEAD)) return undefined;
+  at = start + ENVELOPE_HEAD.length;
+  limit = end;
   const id = readValue(payload, 0);
   if (typeof id !== "string") return undefined;
-  const msg = readMessageAfter(payload, at);
+  const msg = readMessageAfter(payload, at, end);
   return msg === undefined ? undefined : { id, msg };
 }
 
-/** The message after the id, which ends at `idEnd`; undefined if msgpackr is to read it. */
-function readMessageAfter(payload: Buffer, idEnd: number): EmittedMessage | undefined {
+/**
+ * The message after the id, which ends at `idEnd`, the envelope at `end`; undefined if
+ * msgpackr is to read it.
+ */
+function readMessageAfter(payload: Buffer, idEnd: number, end: number): EmittedMessage | undefined {
+  reader.use(payload);
   at = idEnd;
+  limit = end;
   if (
+    at + 4 > limit ||
     payload[at] !== 0xa3 ||
     payload[at + 1] !== 0x6d ||
     payload[at + 2] !== 0x73 ||
@@ -363,13 +382,13 @@ function readMessageAfter(payload: Buffer, idEnd: number): EmittedMessage | unde
   if (msg === UNREAD || typeof msg !== "object" || msg === null || Array.isArray(msg)) {
     return undefined;
   }
-  if (at !== payload.length) return undefined;
+  if (at !== limit) return undefined;
   return msg as EmittedMessage;
 }
 
 /** One value at `at`, `at` moved past it; UNREAD for what msgpackr must read. */
 function readValue(payload: Buffer, depth: number): unknown {
-  if (at >= payload.length) return UNREAD;
+  if (at >= limit) return UNREAD;
   const head = payload[at++] as number;
   if (head < 0x80) return head;
   if ((head & 0xe0) === FIXSTR) {
@@ -385,18 +404,18 @@ function readValue(payload: Buffer, depth: number): unknown {
     case 0xc3:
       return true;
     case 0xcc:
-      return at < payload.length ? payload[at++] : UNREAD;
+      return at < limit ? payload[at++] : UNREAD;
     case 0xcd:
       return orUnread(readLength(payload, 2));
     case 0xce:
       return orUnread(readLength(payload, 4));
     case 0xd9:
-      if (at >= payload.length) return UNREAD;
+      if (at >= limit) return UNREAD;
       return depth > 0
         ? readKeptString(payload, payload[at++] as number)
         : readSized(payload, head, payload[at++] as number, depth);
     case 0xc4:
-      return readSized(payload, head, at < payload.length ? (payload[at++] as number) : -1, depth);
+      return readSized(payload, head, at < limit ? (payload[at++] as number) : -1, depth);
     case 0xda:
     case 0xc5:
     case 0xde:
@@ -434,7 +453,7 @@ function readSized(payload: Buffer, head: number, length: number, depth: number)
 
 /** A big-endian unsigned length of 2 or 4 bytes; -1 past the end. */
 function readLength(payload: Buffer, bytes: 2 | 4): number {
-  if (at + bytes > payload.length) return -1;
+  if (at + bytes > limit) return -1;
   const value = bytes === 2 ? payload.readUInt16BE(at) : payload.readUInt32BE(at);
   at += bytes;
   return value;
@@ -442,7 +461,7 @@ function readLength(payload: Buffer, bytes: 2 | 4): number {
 
 function readString(payload: Buffer, length: number): string | typeof UNREAD {
   const end = at + length;
-  if (end > payload.length) return UNREAD;
+  if (end > limit) return UNREAD;
   const start = at;
   at = end;
   if (length > 12) return payload.toString("utf8", start, end);
@@ -460,7 +479,14 @@ function readString(payload: Buffer, length: number): string | typeof UNREAD {
 const KEPT_VALUE_BYTES = 64;
 const VALUE_SLOTS = 1024;
 /** String values read before, by a hash of their bytes (ASCII only): one per slot. */
-const keptValues: Array<string | undefined> = new Array(VALUE_SLOTS).fill(undefined);
+const keptValues: Array<{ known: KnownBytes; text: string } | undefined> = new Array(
+  VALUE_SLOTS,
+).fill(undefined);
+/**
+ * The envelope being read, for KnownBytes' comparisons (it keeps the memory of the last read
+ * alive until the next one: one socket read).
+ */
+const reader = new BufferReader();
 
 /**
  * A string value of the message: the string read before when its bytes are the same. A
@@ -471,7 +497,7 @@ const keptValues: Array<string | undefined> = new Array(VALUE_SLOTS).fill(undefi
 function readKeptString(payload: Buffer, length: number): string | typeof UNREAD {
   const start = at;
   const end = start + length;
-  if (end > payload.length) return UNREAD;
+  if (end > limit) return UNREAD;
   if (length === 0 || length > KEPT_VALUE_BYTES) return readString(payload, length);
   // the slot by the length and the last bytes, where topics and ids of a series differ
   let hash = Math.imul(length, 0x9e3779b1);
@@ -480,28 +506,22 @@ function readKeptString(payload: Buffer, length: number): string | typeof UNREAD
   }
   const slot = (hash ^ (hash >>> 16)) & (VALUE_SLOTS - 1);
   const kept = keptValues[slot];
-  if (kept !== undefined && kept.length === length && sameText(payload, start, kept)) {
+  if (kept?.known.matches(reader, start, length)) {
     at = end;
-    return kept;
+    return kept.text;
   }
   for (let i = start; i < end; i++) {
     if ((payload[i] as number) >= 0x80) return readString(payload, length);
   }
   at = end;
-  const value = payload.toString("latin1", start, end);
-  keptValues[slot] = value;
-  return value;
-}
-
-/** Whether the ASCII bytes at `start` are `text`'s (as long as it). */
-function sameText(payload: Buffer, start: number, text: string): boolean {
-  for (let i = 0; i < text.length; i++) if (payload[start + i] !== text.charCodeAt(i)) return false;
-  return true;
+  const text = payload.toString("latin1", start, end);
+  keptValues[slot] = { known: new KnownBytes(payload.subarray(start, end)), text };
+  return text;
 }
 
 function readBinary(payload: Buffer, length: number): Buffer | typeof UNREAD {
   const end = at + length;
-  if (end > payload.length) return UNREAD;
+  if (end > limit) return UNREAD;
   const start = at;
   at = end;
   return payload.subarray(start, end);
@@ -519,7 +539,7 @@ const keyCache: Array<{ bytes: Buffer; key: string } | undefined> = new Array(25
 function readShortString(payload: Buffer, length: number): string | typeof UNREAD {
   const start = at;
   const end = start + length;
-  if (end > payload.length) return UNREAD;
+  if (end > limit) return UNREAD;
   at = end;
   if (length === 0) return "";
   if (length > 16) return payload.toString("utf8", start, end);
@@ -546,7 +566,7 @@ function readShortString(payload: Buffer, length: number): string | typeof UNREA
 
 /** The names read at each position of a message, up to this many: the next one's, most likely. */
 const NAMED_POSITIONS = 16;
-const lastNames: Array<{ bytes: Buffer; key: string } | undefined> = [];
+const lastNames: Array<{ known: KnownBytes; key: string } | undefined> = [];
 
 /**
  * The fixstr field name at position `index` of the message: the one read there before when its
@@ -557,16 +577,15 @@ function readFieldName(payload: Buffer, length: number, index: number): string |
   const expected = lastNames[index];
   if (
     expected !== undefined &&
-    expected.bytes.length === length &&
-    start + length <= payload.length &&
-    sameBytes(payload, start, expected.bytes)
+    start + length <= limit &&
+    expected.known.matches(reader, start, length)
   ) {
     at = start + length;
     return expected.key;
   }
   const key = readShortString(payload, length);
   if (typeof key === "string" && length <= 16 && index < NAMED_POSITIONS) {
-    lastNames[index] = { bytes: Buffer.from(payload.subarray(start, start + length)), key };
+    lastNames[index] = { known: new KnownBytes(payload.subarray(start, start + length)), key };
   }
   return key;
 }
@@ -771,11 +790,19 @@ export const ENVELOPE_ID_START = ENVELOPE_HEAD.length + 1;
 
 /** Where the envelope's id ends when it is a fixstr right after the head; -1 otherwise. */
 export function envelopeIdEnd(payload: Buffer): number {
-  if (payload.length < ENVELOPE_ID_START || !sameBytes(payload, 0, ENVELOPE_HEAD)) return -1;
-  const head = payload[ENVELOPE_HEAD.length] as number;
+  return envelopeIdEndAt(payload, 0, payload.length);
+}
+
+/**
+ * Where the id of the envelope at `data[start, end)` ends (in `data`), when it is a fixstr
+ * right after the head; -1 otherwise.
+ */
+export function envelopeIdEndAt(data: Buffer, start: number, end: number): number {
+  if (end - start < ENVELOPE_ID_START || !sameBytes(data, start, ENVELOPE_HEAD)) return -1;
+  const head = data[start + ENVELOPE_HEAD.length] as number;
   if ((head & FIXSTR_MASK) !== FIXSTR) return -1;
-  const end = ENVELOPE_ID_START + (head & 0x1f);
-  return end <= payload.length ? end : -1;
+  const idEnd = start + ENVELOPE_ID_START + (head & 0x1f);
+  return idEnd <= end ? idEnd : -1;
 }
 
 /** An envelope whose id starts with `origin` (fixstr id: ids of up to 31 bytes). */

@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { type EchoCheck, EchoFilter, type FrameSink } from "../../src/engine/echo-filter.js";
+import {
+  type EchoCheck,
+  EchoFilter,
+  type FrameSink,
+  frameParts,
+} from "../../src/engine/echo-filter.js";
 
 /**
  * The filter hands on every frame but this node's echoes, whole and in order, however the
@@ -72,8 +77,9 @@ function runWithSink(cuts: number[]): { bytes: Buffer; read: number } {
   let read = 0;
   const sink: FrameSink = {
     bytes: (data) => out.push(Buffer.from(data)),
-    message(pattern, channel, payload) {
+    message(frame) {
       read++;
+      const { pattern, channel, payload } = frameParts(frame);
       out.push(
         pattern === undefined
           ? message(channel.toString(), Buffer.from(payload))

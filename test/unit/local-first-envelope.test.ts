@@ -5,6 +5,7 @@ import { Packr, Unpackr } from "msgpackr";
 import {
   decodeEnvelope,
   decodeMessage,
+  decodeMessageAt,
   ENVELOPE_HEAD,
   encodeEnvelope,
   encodeNumberedEnvelope,
@@ -222,6 +223,15 @@ describe("local-first envelope", () => {
       assert.deepEqual(decodeEnvelope(bytes), expected, name);
       assert.deepEqual(decodeMessage(bytes), expected.msg, `${name}: the message alone`);
       assert.equal(envelopeIdOf(bytes), expected.id, `${name}: the id alone`);
+      // within a socket read: other bytes before it, and after it more msgpack of a map
+      const before = Buffer.from("*3\r\n$7\r\nmessage\r\n");
+      const read = Buffer.concat([before, bytes, Buffer.from([0xa1, 0x78, 0x01]), bytes]);
+      const start = before.length;
+      assert.deepEqual(
+        decodeMessageAt(read, start, start + bytes.length),
+        expected.msg,
+        `${name}: read in place`,
+      );
     }
     // the same short strings twice, and others in between (the reader's cache of them)
     for (const topic of ["a/b", "b/a", "a/b", "c/d", "a/b"]) {
@@ -255,6 +265,23 @@ describe("local-first envelope", () => {
     const two = decodeEnvelope(bytes).msg as unknown as { brokerId: string; topic: string };
     assert.equal(one.brokerId, "b".repeat(36));
     assert.equal(two.brokerId, `bbbc${"b".repeat(32)}`, "one byte changed, not the kept string");
+    // any byte of a kept value and of a field name, each read once more after it changed
+    const base = Buffer.from(encodeEnvelope("a:1", variant({ brokerId: "b".repeat(35) })));
+    const at = base.indexOf("b".repeat(35));
+    const name = base.indexOf("brokerCounter");
+    for (const [index, label] of [
+      ...Array.from({ length: 35 }, (_, i): [number, string] => [at + i, `brokerId byte ${i}`]),
+      ...Array.from({ length: 13 }, (_, i): [number, string] => [name + i, `name byte ${i}`]),
+    ]) {
+      decodeEnvelope(base);
+      const changed = Buffer.from(base);
+      changed[index] = 0x63;
+      assert.deepEqual(
+        decodeEnvelope(changed),
+        new Unpackr({ useRecords: false, mapsAsObjects: true }).unpack(changed),
+        label,
+      );
+    }
   });
 
   it("reads each field of a message in its order, whichever shape comes after which", () => {
@@ -296,11 +323,23 @@ describe("local-first envelope", () => {
     assert.equal(({} as Record<string, unknown>).polluted, undefined);
   });
 
-  it("refuses a cut envelope, as msgpackr does", () => {
-    const whole = encodeEnvelope("AbCdEfGh:1", message);
+  it("refuses a cut envelope or one with bytes after it, as msgpackr does, also in place", () => {
+    const whole = Buffer.from(encodeEnvelope("AbCdEfGh:1", message));
+    const twice = Buffer.concat([whole, whole]);
     for (const cut of [whole.length - 1, whole.length - 10, 12]) {
       assert.throws(() => decodeEnvelope(Buffer.from(whole.subarray(0, cut))), `cut at ${cut}`);
+      // the bytes after the cut are the rest of a valid envelope: none of them may be read
+      const read = Buffer.concat([whole.subarray(0, cut), whole.subarray(cut), whole]);
+      assert.throws(() => decodeMessageAt(read, 0, cut), `cut at ${cut}, in place`);
+      assert.deepEqual(decodeMessageAt(twice, whole.length, twice.length), decodeMessage(whole));
     }
+    // and one with a byte too many
+    const longer = Buffer.concat([whole, Buffer.from([0x01])]);
+    assert.throws(() => decodeEnvelope(longer), /end of buffer not reached/);
+    assert.throws(
+      () => decodeMessageAt(Buffer.concat([longer, whole]), 0, longer.length),
+      /end of buffer not reached/,
+    );
   });
 
   it("keeps each envelope's bytes while later ones are written (slabs are never reused)", () => {
