@@ -95,6 +95,7 @@ async function redisBackend(config: SluiceConfig, deps: BackendDeps): Promise<Ba
   const fabric = new RedisFabric(redis, node, deps.log.child({ module: "redis" }), deps.queue);
   fabric.on("state", (up) => deps.metrics.setRedisUp(up));
   fabric.on("subscription-reset", () => deps.metrics.markRedisSubscriptionReset());
+  fabric.on("undecodable-message", () => deps.metrics.markMessageDropped("undecodable"));
   fabric.replicaAcks?.on("missed", (count) => deps.metrics.markReplicaAcksMissed(count));
   try {
     return await onFabric(config, redis, fabric, node, deps);

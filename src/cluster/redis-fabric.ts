@@ -42,6 +42,8 @@ export interface RedisFabricEvents {
    * before its "subscriber-restored".
    */
   "subscription-reset": [];
+  /** A message on the subscription was not an envelope: dropped (logged by the emitter). */
+  "undecodable-message": [];
 }
 
 /** Counting retained keys on a Cluster scans every primary: at most this often. */
@@ -171,14 +173,12 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     });
     // Its types name Redis only; it uses nothing a Cluster or the sharded subscriber lacks
     // (events, and (p)subscribe on the subscriber; every message goes through `route`).
-    this.mq = redisEmitter(
-      publisher as Redis,
-      subscriber as unknown as Redis,
-      log,
-      this.pending,
+    this.mq = redisEmitter(publisher as Redis, subscriber as unknown as Redis, log, {
+      pending: this.pending,
       route,
-      this.persistence.inboundQos2,
-    );
+      reservations: this.persistence.inboundQos2,
+      undecodable: () => this.emit("undecodable-message"),
+    });
     // On a Cluster the lag is read on every primary (its shard connections carry this name).
     this.subscriptionLag = new SubscriptionLag(
       state,

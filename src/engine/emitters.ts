@@ -33,6 +33,54 @@ export function memoryEmitter(concurrency: number): Emitter {
   return emitter;
 }
 
+export interface RedisEmitterOptions {
+  /** The outbound pipeline's bytes (cluster backpressure). */
+  pending?: PendingPublishes;
+  /** How each message is sent: by default a PUBLISH on the topic, on the publisher. */
+  route?: Publisher;
+  reservations?: InboundReservations;
+  /** Called for each message on the subscription that was not an envelope (dropped). */
+  undecodable?: () => void;
+}
+
+/** How often a run of undecodable messages is logged again, with the count since. */
+const UNDECODABLE_LOG_MS = 60_000;
+
+/**
+ * Messages on the subscription that are not envelopes: each dropped and counted; the first
+ * logged at once, the rest at most once a minute with their count, so that a flood of them
+ * does not become a flood of log lines. Neither the payload nor the error's text (which
+ * msgpackr fills with the data read) is logged.
+ */
+class UndecodableReport {
+  private unlogged = 0;
+  private loggedAt = Number.NEGATIVE_INFINITY;
+
+  constructor(
+    private readonly log: Logger,
+    private readonly counted: (() => void) | undefined,
+  ) {}
+
+  dropped(channel: string, error: unknown): void {
+    this.counted?.();
+    this.unlogged++;
+    const now = performance.now();
+    if (now - this.loggedAt < UNDECODABLE_LOG_MS) return;
+    this.log.warn(
+      {
+        event: "redis.message_undecodable",
+        channel,
+        count: this.unlogged,
+        error: error instanceof Error ? error.name : typeof error,
+      },
+      "a message on the Redis subscription is not a Sluice envelope (a PUBLISH from outside " +
+        "Sluice, or a node of another version): dropped",
+    );
+    this.unlogged = 0;
+    this.loggedAt = now;
+  }
+}
+
 /**
  * mqemitter-redis on the fabric's own publisher and subscriber connections, delivering locally
  * first (local-first.ts). Its close() leaves
@@ -50,10 +98,14 @@ export function redisEmitter(
   publisher: Redis,
   subscriber: Redis,
   log: Logger,
-  pending?: PendingPublishes,
-  route: Publisher = promisePublisher((channel, message) => publisher.publish(channel, message)),
-  reservations?: InboundReservations,
+  options: RedisEmitterOptions = {},
 ): Emitter {
+  const {
+    route = promisePublisher((channel, message) => publisher.publish(channel, message)),
+    reservations,
+    undecodable,
+  } = options;
+  const report = new UndecodableReport(log, undecodable);
   const emitter = deliverLocallyFirst(
     () =>
       mqemitterRedis({ pubConn: publisher, subConn: subscriber }) as unknown as Emitter &
@@ -64,8 +116,13 @@ export function redisEmitter(
         },
     route,
     subscriber,
-    pending,
-    reservations && { reservations, publisher: reservedPublisher(publisher, reservations) },
+    {
+      ...(options.pending && { pending: options.pending }),
+      ...(reservations && {
+        reserved: { reservations, publisher: reservedPublisher(publisher, reservations) },
+      }),
+      undecodable: (channel, error) => report.dropped(channel, error),
+    },
   );
   // mqemitter-redis re-emits connection errors on its `state` emitter; without a listener there,
   // a failed reconnect during a Redis outage throws and takes the node down. The outage itself

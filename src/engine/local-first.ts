@@ -208,6 +208,17 @@ function dropEchoesUnparsed(subscriber: Redis, echoes: EchoCheck, receive: Recei
   if (subscriber.status === "connect" || subscriber.status === "ready") install();
 }
 
+export interface LocalFirstOptions {
+  /** The outbound pipeline's bytes (cluster backpressure). */
+  pending?: PendingPublishes;
+  reserved?: ReservedPublishing;
+  /**
+   * Told of each message on the subscription that is not an envelope (a stray PUBLISH into
+   * Redis, a node of another version): it is dropped, not delivered.
+   */
+  undecodable?: (channel: string, error: unknown) => void;
+}
+
 /**
  * Local-first delivery over mqemitter-redis: a message published on this node reaches this
  * node's subscribers at once, without the Redis round trip; other nodes get it once, through
@@ -231,9 +242,9 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
   create: () => E,
   publisher: Publisher,
   subscriber: EventEmitter,
-  pending: PendingPublishes = new PendingPublishes(),
-  reserved?: ReservedPublishing,
+  options: LocalFirstOptions = {},
 ): E {
+  const { pending = new PendingPublishes(), reserved, undecodable } = options;
   const origin = `${randomBytes(6).toString("base64url")}:`;
   const originBytes = Buffer.from(origin);
   let sequence = 0;
@@ -267,7 +278,13 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
   const receive: Receive = (channel, channelStart, channelEnd, data, start, end) => {
     if (echoes.isEcho(data, start, end - start)) return;
     if (isIgnored(channel, channelStart, channelEnd)) return;
-    const msg = decodeMessageAt(data, start, end);
+    let msg: EmittedMessage;
+    try {
+      msg = decodeMessageAt(data, start, end);
+    } catch (error) {
+      undecodable?.(channel.toString("utf8", channelStart, channelEnd), error);
+      return;
+    }
     // the id as a string only when it is not a numbered one, or may name a QoS 2 attempt
     const idEnd = envelopeIdEndAt(data, start, end);
     let fresh = idEnd < 0 ? undefined : seen.addNumbered(data, start + ENVELOPE_ID_START, idEnd);

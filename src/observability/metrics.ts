@@ -163,7 +163,7 @@ export class SluiceMetrics {
     });
     this.droppedMessages = new Counter({
       name: "sluice_dropped_messages_total",
-      help: "Messages not delivered to a client by a limit, by reason: slow_consumer (QoS 0 to a full socket), queue_full (QoS 1/2 past limits.queue.maxQueuedPerClient), packet_too_large (larger than an MQTT 5 client's Maximum Packet Size)",
+      help: "Messages not delivered, by reason: slow_consumer (QoS 0 to a full socket), queue_full (QoS 1/2 past limits.queue.maxQueuedPerClient), packet_too_large (larger than an MQTT 5 client's Maximum Packet Size), undecodable (a message on the Redis subscription that is not a Sluice envelope)",
       labelNames: ["reason"],
       registers,
     });

@@ -207,6 +207,29 @@ describe("local-first delivery", () => {
   });
 });
 
+describe("local-first delivery, bad input", () => {
+  it("a PUBLISH into Redis that is not an envelope is dropped and counted; the node delivers the next message", async () => {
+    const client = await connect(b.urls.tcp as string);
+    try {
+      const inbox = new Inbox(client);
+      await subscribe(client, "stray/1", 0);
+      const before = await metricSum(b.httpUrl, "sluice_dropped_messages_total");
+      await control.publish("stray/1", "not an envelope");
+      const publisher = await connect(a.urls.tcp as string);
+      try {
+        await publisher.publishAsync("stray/1", "after", { qos: 1 });
+      } finally {
+        await end(publisher);
+      }
+      await withDeadline(inbox.waitFor(1), 5_000, "the message after the stray one");
+      assert.deepEqual(payloads(inbox), ["after"]);
+      assert.equal(await metricSum(b.httpUrl, "sluice_dropped_messages_total"), before + 1);
+    } finally {
+      await end(client);
+    }
+  });
+});
+
 /** Resolves once the node counts exactly `count` open connections (its socket-close handling done). */
 async function openConnections(node: RunningNode, count: number): Promise<void> {
   while ((await metricSum(node.httpUrl, "sluice_connections")) !== count)
