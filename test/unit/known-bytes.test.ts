@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { BufferReader, KnownBytes } from "../../src/engine/known-bytes.js";
+import { BufferReader, KnownBytesTable } from "../../src/engine/known-bytes.js";
 
 /** `bytes` at `offset` of a larger Buffer, between other bytes. */
 function placed(bytes: Buffer, offset: number): Buffer {
@@ -9,35 +9,56 @@ function placed(bytes: Buffer, offset: number): Buffer {
   return data;
 }
 
-describe("KnownBytes", () => {
-  it("matches its bytes wherever they lie, and nothing that differs in any one byte", () => {
+describe("KnownBytesTable", () => {
+  it("finds what a slot keeps by its bytes wherever they lie, and nothing for bytes that differ in any one", () => {
     const reader = new BufferReader();
-    for (let length = 0; length <= 13; length++) {
-      const bytes = Buffer.from("brokerCounter/x".slice(0, length));
-      const known = new KnownBytes(bytes);
+    const table = new KnownBytesTable<string>(4, 16);
+    for (let length = 0; length <= 16; length++) {
+      const bytes = Buffer.from("brokerCounter/xyz".slice(0, length));
+      table.keep(2, placed(bytes, 3), 3, length, `value ${length}`);
       for (const offset of [0, 1, 2, 3, 5]) {
         const data = placed(bytes, offset);
         reader.use(data);
-        assert.ok(known.matches(reader, offset, length), `length ${length} at ${offset}`);
-        assert.equal(known.matches(reader, offset, length + 1), false, "another length");
+        assert.equal(
+          table.find(2, reader, offset, length),
+          `value ${length}`,
+          `${length} at ${offset}`,
+        );
+        assert.equal(table.find(1, reader, offset, length), undefined, "another slot");
+        if (length < 16) {
+          assert.equal(table.find(2, reader, offset, length + 1), undefined, "another length");
+        }
         for (let i = 0; i < length; i++) {
           const changed = Buffer.from(data);
           changed[offset + i] = (changed[offset + i] as number) ^ 0x01;
           reader.use(changed);
-          assert.equal(known.matches(reader, offset, length), false, `byte ${i} of ${length}`);
+          assert.equal(table.find(2, reader, offset, length), undefined, `byte ${i} of ${length}`);
         }
       }
     }
   });
 
-  it("is not changed by changes to the bytes it was made from", () => {
-    const bytes = Buffer.from("plant/pump/7");
-    const known = new KnownBytes(bytes);
+  it("keeps a copy: later changes to the bytes it was given change nothing; a slot kept again holds the new bytes", () => {
+    const table = new KnownBytesTable<number>(2, 64);
+    const bytes = Buffer.from("plant/pump/7/temperature");
     const copy = Buffer.from(bytes);
+    table.keep(0, bytes, 0, bytes.length, 7);
     bytes.fill(0);
     const reader = new BufferReader();
     reader.use(copy);
-    assert.ok(known.matches(reader, 0, copy.length));
+    assert.equal(table.find(0, reader, 0, copy.length), 7);
+    assert.equal(table.holds(0), true);
+    assert.equal(table.holds(1), false);
+    const other = Buffer.from("plant/pump/8/temperature");
+    table.keep(0, other, 0, other.length, 8);
+    assert.equal(table.find(0, reader, 0, copy.length), undefined, "the old bytes are gone");
+    reader.use(other);
+    assert.equal(table.find(0, reader, 0, other.length), 8);
+  });
+
+  it("refuses bytes longer than its slots", () => {
+    const table = new KnownBytesTable<number>(1, 16);
+    assert.throws(() => table.keep(0, Buffer.alloc(17), 0, 17, 1), RangeError);
   });
 });
 
@@ -46,11 +67,12 @@ describe("BufferReader", () => {
     // small Buffers share Node's pool: one ArrayBuffer, different offsets
     const pooled = ["topic/a", "topic/b", "other/c"].map((text) => Buffer.from(text));
     const own = Buffer.from(new Uint8Array(Buffer.from("topic/a")));
-    const known = new KnownBytes(Buffer.from("topic/a"));
+    const table = new KnownBytesTable<boolean>(1, 16);
+    table.keep(0, Buffer.from("topic/a"), 0, 7, true);
     const reader = new BufferReader();
     const seen = [...pooled, own, pooled[0] as Buffer].map((buffer) => {
       reader.use(buffer);
-      return known.matches(reader, 0, buffer.length);
+      return table.find(0, reader, 0, buffer.length) === true;
     });
     assert.deepEqual(seen, [true, false, false, true, true]);
   });

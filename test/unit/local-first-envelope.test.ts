@@ -259,6 +259,17 @@ describe("local-first envelope", () => {
       }
     }
     assert.deepEqual([...first.keys()], [...new Set(topics)]);
+    // more values than the reader keeps, alike but for one level, twice over
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 3_000; i += 7) {
+        const topic = `site/pump/${i}/temp`;
+        const read = decodeEnvelope(
+          encodeEnvelope("a:1", variant({ topic, clientId: `plc-${i}` })),
+        );
+        assert.equal(read.msg.topic, topic);
+        assert.equal((read.msg as unknown as { clientId: string }).clientId, `plc-${i}`);
+      }
+    }
     const bytes = Buffer.from(encodeEnvelope("a:1", variant({ brokerId: "b".repeat(36) })));
     const one = decodeEnvelope(bytes).msg as unknown as { brokerId: string; topic: string };
     bytes[bytes.indexOf("b".repeat(36)) + 3] = 0x63;
