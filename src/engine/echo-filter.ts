@@ -394,23 +394,37 @@ export function sameBytes(data: Buffer, start: number, word: Buffer): boolean {
   return true;
 }
 
+/** Where filterStreamData hands the message frames it reads whole. */
+export interface FrameReceiver {
+  message(frame: MessageFrame): void;
+  /**
+   * Called once the frames handed so far are all to be acted on: before bytes go on to the
+   * connection's parser (what it reads comes after them), and at the end of each read.
+   */
+  flush(): void;
+}
+
 /**
- * Hands on only what `filter` keeps of each chunk `stream` emits; with `messages`, the message
+ * Hands on only what `filter` keeps of each chunk `stream` emits; with `frames`, the message
  * frames it reads whole go there instead of to the stream's `data` listeners.
  */
 export function filterStreamData(
   stream: Readable,
   filter: EchoFilter,
-  messages?: FrameSink["message"],
+  frames?: FrameReceiver,
 ): void {
   const emit = stream.emit;
-  const sink: FrameSink | undefined = messages && {
-    bytes: (data) => emit.call(stream, "data", data),
-    message: messages,
+  const sink: FrameSink | undefined = frames && {
+    bytes: (data) => {
+      frames.flush();
+      emit.call(stream, "data", data);
+    },
+    message: (frame) => frames.message(frame),
   };
   stream.emit = function (this: Readable, event: string | symbol, ...args: unknown[]): boolean {
     if (event !== "data" || !Buffer.isBuffer(args[0])) return emit.apply(this, [event, ...args]);
     const kept = filter.filter(args[0], sink);
+    frames?.flush();
     return kept === undefined ? true : emit.call(this, event, kept);
   } as Readable["emit"];
 }
