@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
+import { PassThrough } from "node:stream";
 import { describe, it } from "node:test";
 import {
   type EchoCheck,
   EchoFilter,
   type FrameSink,
+  filterStreamData,
   frameParts,
 } from "../../src/engine/echo-filter.js";
 
@@ -143,6 +145,50 @@ describe("EchoFilter", () => {
     assert.equal(filter.filter(Buffer.from(echo)), undefined);
     assert.deepEqual(filter.filter(Buffer.concat([junk, echo])), Buffer.concat([junk, echo]));
     assert.deepEqual(filter.filter(echo), echo);
+  });
+});
+
+describe("filterStreamData", () => {
+  it("has the frames it handed acted on before bytes go on to the parser, and at each read's end", () => {
+    const stream = new PassThrough();
+    // what happened, in order: frames acted on (at a flush), and bytes the parser got
+    const events: string[] = [];
+    const held: string[] = [];
+    filterStreamData(stream, new EchoFilter(check), {
+      message: (frame) => held.push(frameParts(frame).payload.toString().slice(0, 8)),
+      flush: () => {
+        events.push(...held);
+        held.length = 0;
+      },
+    });
+    stream.on("data", (data: Buffer) => events.push(`bytes ${data.length}`));
+    const big = message("a/b", Buffer.alloc(70_000, 0x61));
+    const reply = frame("*3\r\n", bulk("subscribe"), bulk("c/d"), ":2\r\n");
+    const reads = [
+      Buffer.concat([
+        message("a/b", "OTHER:1"),
+        message("a/b", "ECHO:1"),
+        message("a/b", "OTHER:2"),
+      ]),
+      // a frame over 64 KiB, cut by the reads: handed to the parser as bytes
+      Buffer.concat([message("a/b", "OTHER:3"), big.subarray(0, 30_000)]),
+      Buffer.concat([big.subarray(30_000), message("a/b", "OTHER:4")]),
+      // a reply the parser reads, between two messages of one read
+      Buffer.concat([message("a/b", "OTHER:5"), reply, message("a/b", "OTHER:6")]),
+    ];
+    for (const read of reads) stream.write(read);
+    const bigStart = 30_000;
+    assert.deepEqual(events, [
+      "OTHER:1",
+      "OTHER:2",
+      "OTHER:3",
+      `bytes ${bigStart}`,
+      `bytes ${big.length - bigStart}`,
+      "OTHER:4",
+      "OTHER:5",
+      `bytes ${reply.length}`,
+      "OTHER:6",
+    ]);
   });
 });
 
