@@ -287,7 +287,6 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
     }
     return false;
   };
-  /** A message on the channel at `channel[channelStart, channelEnd)`, its envelope at `data[start, end)`. */
   const accept: Accept = (channel, channelStart, channelEnd, data, start, end) => {
     if (echoes.isEcho(data, start, end - start)) return undefined;
     if (isIgnored(channel, channelStart, channelEnd)) return undefined;
