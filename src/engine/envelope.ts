@@ -486,7 +486,7 @@ const VALUE_SLOTS = 1024;
  */
 const keptValues = new KnownBytesTable<string>(VALUE_SLOTS, KEPT_VALUE_BYTES);
 /**
- * The envelope being read, for KnownBytes' comparisons (it keeps the memory of the last read
+ * The envelope being read, for the tables' comparisons (it keeps the memory of the last read
  * alive until the next one: one socket read).
  */
 const reader = new BufferReader();
