@@ -505,8 +505,7 @@ function readKeptString(payload: Buffer, length: number): string | typeof UNREAD
   const hash = hashOf(payload, start, length);
   const first = hash & (VALUE_SLOTS - 1);
   const second = (hash >>> 16) & (VALUE_SLOTS - 1);
-  const kept =
-    keptValues.find(first, reader, start, length) ?? keptValues.find(second, reader, start, length);
+  const kept = keptValues.findEither(first, second, reader, start, length);
   if (kept !== undefined) {
     at = end;
     return kept;
@@ -516,9 +515,7 @@ function readKeptString(payload: Buffer, length: number): string | typeof UNREAD
   }
   at = end;
   const text = payload.toString("latin1", start, end);
-  // an empty slot if there is one; else the first (its value may live on in its other slot)
-  const slot = keptValues.holds(first) && !keptValues.holds(second) ? second : first;
-  keptValues.keep(slot, payload, start, length, text);
+  keptValues.keepEither(first, second, payload, start, length, text);
   return text;
 }
 
@@ -546,14 +543,12 @@ function readBinary(payload: Buffer, length: number): Buffer | typeof UNREAD {
   return payload.subarray(start, end);
 }
 
-/** Map keys read before, by a hash of their bytes. */
-const keyCache: Array<{ bytes: Buffer; key: string } | undefined> = new Array(256);
+/** Map keys read before (up to 16 bytes: field names), two slots each, as values are kept. */
+const keptKeys = new KnownBytesTable<string>(256, 16);
 
 /**
- * A map key's fixstr, from the cache when its bytes were read before (up to 16 bytes: field
- * names). Values are not cached: ids and topics differ from message to message, and would
- * evict the names. Two slots per key (FNV-1a of its bytes), so that two names of one packet
- * that share a slot do not evict each other at every message.
+ * A map key's fixstr, the string read before when its bytes are the same. Values are not kept
+ * here: ids and topics differ from message to message, and would put the names out.
  */
 function readShortString(payload: Buffer, length: number): string | typeof UNREAD {
   const start = at;
@@ -561,25 +556,15 @@ function readShortString(payload: Buffer, length: number): string | typeof UNREA
   if (end > limit) return UNREAD;
   at = end;
   if (length === 0) return "";
-  if (length > 16) return payload.toString("utf8", start, end);
-  let hash = 0x811c9dc5;
-  for (let i = start; i < end; i++) hash = Math.imul(hash ^ (payload[i] as number), 0x01000193);
+  if (length > keptKeys.maxBytes) return payload.toString("utf8", start, end);
+  const hash = hashOf(payload, start, length);
   const first = hash & 255;
   const second = (hash >>> 8) & 255;
-  const one = keyCache[first];
-  if (one !== undefined && one.bytes.length === length && sameBytes(payload, start, one.bytes)) {
-    return one.key;
-  }
-  const two = keyCache[second];
-  if (two !== undefined && two.bytes.length === length && sameBytes(payload, start, two.bytes)) {
-    return two.key;
-  }
+  const kept = keptKeys.findEither(first, second, reader, start, length);
+  if (kept !== undefined) return kept;
   const text = payload.toString("utf8", start, end);
   const key = FIELD_NAMES.get(text) ?? text;
-  keyCache[one === undefined ? first : second] = {
-    bytes: Buffer.from(payload.subarray(start, end)),
-    key,
-  };
+  keptKeys.keepEither(first, second, payload, start, length, key);
   return key;
 }
 

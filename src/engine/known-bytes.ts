@@ -49,6 +49,33 @@ export class KnownBytesTable<T> {
     return tail === this.tails[slot] ? this.values[slot] : undefined;
   }
 
+  /** What `first` or `second` keeps for these bytes (see find). */
+  findEither(
+    first: number,
+    second: number,
+    reader: BufferReader,
+    offset: number,
+    length: number,
+  ): T | undefined {
+    return this.find(first, reader, offset, length) ?? this.find(second, reader, offset, length);
+  }
+
+  /**
+   * Keeps `value` in an empty one of its two slots if there is one, else in `first` (what that
+   * held may live on in its own other slot).
+   */
+  keepEither(
+    first: number,
+    second: number,
+    data: Uint8Array,
+    start: number,
+    length: number,
+    value: T,
+  ): void {
+    const slot = this.holds(first) && !this.holds(second) ? second : first;
+    this.keep(slot, data, start, length, value);
+  }
+
   /** Whether `slot` keeps anything. */
   holds(slot: number): boolean {
     return (this.lengths[slot] as number) >= 0;

@@ -56,6 +56,27 @@ describe("KnownBytesTable", () => {
     assert.equal(table.find(0, reader, 0, other.length), 8);
   });
 
+  it("keeps two values that share their first slot, each found in one of its two", () => {
+    const table = new KnownBytesTable<string>(8, 16);
+    const reader = new BufferReader();
+    const a = Buffer.from("broker-id-0");
+    const b = Buffer.from("plant/p/0");
+    // both name slot 1 first; their second slots differ
+    table.keepEither(1, 5, a, 0, a.length, "a");
+    table.keepEither(1, 6, b, 0, b.length, "b");
+    reader.use(a);
+    assert.equal(table.findEither(1, 5, reader, 0, a.length), "a");
+    reader.use(b);
+    assert.equal(table.findEither(1, 6, reader, 0, b.length), "b");
+    // both slots taken: the first is given up
+    const c = Buffer.from("plant/p/1");
+    table.keepEither(1, 6, c, 0, c.length, "c");
+    reader.use(c);
+    assert.equal(table.findEither(1, 6, reader, 0, c.length), "c");
+    reader.use(a);
+    assert.equal(table.findEither(1, 5, reader, 0, a.length), undefined);
+  });
+
   it("refuses bytes longer than its slots", () => {
     const table = new KnownBytesTable<number>(1, 16);
     assert.throws(() => table.keep(0, Buffer.alloc(17), 0, 17, 1), RangeError);
