@@ -221,8 +221,7 @@ export class InflightWindows {
       } else if (++this.waitingTotal >= this.backlogLimit) {
         this.onBacklog();
       }
-      // aedes' own deliveries answer on a later turn too: mqemitter must not recurse per message
-      setImmediate(done);
+      answerLater(done);
     };
   }
 
@@ -248,3 +247,22 @@ export class InflightWindows {
 }
 
 function noop(): void {}
+
+/** Waiting deliveries' answers, given together on a later turn. */
+let answers: Array<() => void> = [];
+
+/**
+ * Answers a waiting delivery on a later turn, as aedes' own deliveries do (mqemitter must not
+ * recurse per message); one immediate for every answer of a turn, not one each: on a node whose
+ * subscribers are behind their windows, that is nearly every message.
+ */
+function answerLater(done: () => void): void {
+  if (answers.length === 0) setImmediate(answerAll);
+  answers.push(done);
+}
+
+function answerAll(): void {
+  const batch = answers;
+  answers = [];
+  for (const done of batch) done();
+}

@@ -11,7 +11,9 @@ import { Writable } from "node:stream";
  * QoS 1, where every message means a PUBACK to its publisher and a PUBLISH to each subscriber.
  * Here the first cork of a turn adds one more cork, released for every such socket at once by a
  * single `setImmediate`: packets wait at most until the loop's check phase, not for Nagle's
- * timer, and a busy turn's packets for one client leave in one system call.
+ * timer, and a busy turn's packets for one client leave in one system call. Packets written in
+ * the check phase itself (aedes writes each delivery from an immediate of its own) wait for the
+ * next one, a poll phase later.
  */
 export function coalesceWrites(socket: Socket): void {
   // One shared function, no closure per socket: idle connections stay small.

@@ -3,6 +3,7 @@ import type { Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { Redis } from "ioredis";
 import mqttPacket, { type Packet } from "mqtt-packet";
+import { withDeadline } from "../../harness/deadline.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import {
   connect,
@@ -199,7 +200,7 @@ describe("in-flight window", () => {
     const publisher = await connect(node.urls.tcp as string);
     try {
       // Every PUBACK arrives although the subscriber acknowledges nothing.
-      await publishNumbered(publisher, "window/data", 30);
+      await withDeadline(publishNumbered(publisher, "window/data", 30), 10_000, "30 PUBACKs");
       await subscriber.waitFor(5);
       // A PINGREQ round trip on the subscriber's own connection: anything the node had
       // written before its PINGRESP has arrived by then.
@@ -246,13 +247,17 @@ describe("in-flight window", () => {
       // 1,500 x 32 KiB = 48 MB. Before the window the first PUBACK that waited on the frozen
       // socket held the publisher up until drainTimeoutMs (60 s here).
       let next = 0;
-      await Promise.all(
-        Array.from({ length: 20 }, async () => {
-          while (next < 1_500) {
-            next++;
-            await publisher.publishAsync("frozen/data", payload, { qos: 1 });
-          }
-        }),
+      await withDeadline(
+        Promise.all(
+          Array.from({ length: 20 }, async () => {
+            while (next < 1_500) {
+              next++;
+              await publisher.publishAsync("frozen/data", payload, { qos: 1 });
+            }
+          }),
+        ),
+        30_000,
+        "1,500 PUBACKs",
       );
       const elapsed = Date.now() - started;
       assert.ok(elapsed < 20_000, `1,500 PUBACKs took ${elapsed} ms`);
