@@ -14,7 +14,7 @@ import { checkPubsubOutputLimit, type LimitTarget } from "../redis/output-buffer
 import { PublishBatcher } from "../redis/publish-command.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import { PersistenceKeys, STATE_KEYS } from "../redis/redis-keys.js";
-import { coalesceEveryWrite } from "../transport/write-coalescing.js";
+import { coalesceEveryWrite, releaseHeldWrites } from "../transport/write-coalescing.js";
 import { type NodeInstance, nodeConnectionName } from "./node-connections.js";
 import { replicaAcksOn } from "./replica-ack-connection.js";
 import { ShardChannels } from "./shard-channels.js";
@@ -142,7 +142,8 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
       route = promisePublisher((topic, message) => publisher.spublish(channels.of(topic), message));
     } else {
       subscriber = connect({ enableReadyCheck: false, connectionName: subscriberName }) as Redis;
-      const batcher = new PublishBatcher(publisher as Redis);
+      // The batch goes out in the check phase: it and the local copies before it leave then.
+      const batcher = new PublishBatcher(publisher as Redis, releaseHeldWrites);
       route = {
         publish: (topic, message, answered) => batcher.publish(topic, message, answered),
       };

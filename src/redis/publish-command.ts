@@ -193,8 +193,16 @@ export class PublishBatcher {
   private readonly connection: QueuedConnection;
   private readonly send: (command: Command, stream?: unknown) => unknown;
 
-  /** Throws at once if ioredis' connection no longer has the parts a batch works on. */
-  constructor(redis: Redis) {
+  /**
+   * Throws at once if ioredis' connection no longer has the parts a batch works on.
+   * `afterTurnFlush` runs once a turn's batch is handed to the connection from the check phase:
+   * where the connection's writes are held to a turn's end (write-coalescing.ts), it lets them
+   * go at once, not a loop turn later.
+   */
+  constructor(
+    redis: Redis,
+    private readonly afterTurnFlush: () => void = noop,
+  ) {
     const connection = redis as unknown as Partial<QueuedConnection>;
     if (
       typeof connection.sendCommand !== "function" ||
@@ -225,6 +233,11 @@ export class PublishBatcher {
     this.starts.push(this.end - this.start);
     this.end = writeFrame(this.slab, this.end, channel, message);
     if (this.answers.push(answered) === 1) setImmediate(flushBatcher, this);
+  }
+
+  /** Runs `afterTurnFlush` (the batch of a turn was just sent). */
+  afterFlush(): void {
+    this.afterTurnFlush();
   }
 
   /** Sends the pending batch, if any. */
@@ -261,4 +274,7 @@ export class PublishBatcher {
 
 function flushBatcher(batcher: PublishBatcher): void {
   batcher.flush();
+  batcher.afterFlush();
 }
+
+function noop(): void {}

@@ -41,6 +41,16 @@ export function holdsTurn(stream: Writable): boolean {
   return true;
 }
 
+/**
+ * Lets every write held so far go now, clients' sockets first, rather than at the turn's end.
+ * For a writer in the loop's check phase that must not wait for the next one: a release queued
+ * from there (by the first write it holds) runs only after the next poll phase: a loop turn,
+ * and every socket read in it, later.
+ */
+export function releaseHeldWrites(): void {
+  releaseTurn();
+}
+
 // net.Socket and tls.TLSSocket inherit them unchanged.
 const { cork, write } = Writable.prototype;
 

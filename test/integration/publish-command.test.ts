@@ -6,6 +6,7 @@ import { Command, Redis } from "ioredis";
 import { withDeadline } from "../../harness/deadline.js";
 import { RedisServer } from "../../harness/redis-server.js";
 import { PublishBatcher, publishFrame, sendPublish } from "../../src/redis/publish-command.js";
+import { coalesceEveryWrite, releaseHeldWrites } from "../../src/transport/write-coalescing.js";
 
 /**
  * PUBLISH frames written by Sluice: byte for byte what ioredis writes for the same command, and
@@ -299,6 +300,36 @@ describe("PUBLISHes batched per turn of the event loop", () => {
       relay.close();
       await subscriber.unsubscribe(channel);
     }
+  });
+
+  it("on a connection whose writes are held to a turn's end, afterTurnFlush lets a batch go in the check phase it is sent in, not a turn later", async () => {
+    const corkedAfterBatch: Record<string, number> = {};
+    for (const [name, afterTurnFlush] of [
+      ["without", undefined],
+      ["releaseHeldWrites", releaseHeldWrites],
+    ] as const) {
+      const held = new Redis(redis.url);
+      try {
+        await held.ping();
+        coalesceEveryWrite(held.stream);
+        const batcher = new PublishBatcher(held, afterTurnFlush);
+        const answered = new Promise<Error | undefined>((resolve) => {
+          // In the timers phase, as a poll phase's read would: a command written first queues
+          // the turn's release, then the batch's flush is queued behind it.
+          setTimeout(() => {
+            void held.ping();
+            batcher.publish("batched/held", Buffer.from("m"), resolve);
+            setImmediate(() => {
+              corkedAfterBatch[name] = held.stream.writableCorked;
+            });
+          }, 0);
+        });
+        assert.equal(await withDeadline(answered, 5_000, "the PUBLISH's answer"), undefined);
+      } finally {
+        held.disconnect();
+      }
+    }
+    assert.deepEqual(corkedAfterBatch, { without: 1, releaseHeldWrites: 0 });
   });
 
   it("on a connection that has ended every PUBLISH is answered once with an error", async () => {
