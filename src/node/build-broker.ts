@@ -14,6 +14,7 @@ import { hardenBroker } from "../engine/engine-hardening.js";
 import { adaptHooks } from "../engine/hook-adapter.js";
 import { InflightWindows } from "../engine/inflight-window.js";
 import { Mqtt5Delivery } from "../engine/mqtt5-delivery.js";
+import { PublishFence } from "../engine/publish-fence.js";
 import { ReceiveMaximum } from "../engine/receive-maximum.js";
 import { ResumeGate } from "../engine/resume-gate.js";
 import {
@@ -171,12 +172,14 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
         ),
     },
   );
+  // Over Redis a publish can fail while later ones of the same read succeed (publish-fence.ts).
+  const fence = new PublishFence();
   const options: PatchedAedesOptions = {
     id: config.nodeId,
     persistence: backend.store.persistence,
     ...(backend.store.mq === undefined
       ? {}
-      : { mq: confirmed(shared.wrap(backend.store.mq as Emitter), backend) }),
+      : { mq: fence.guard(confirmed(shared.wrap(backend.store.mq as Emitter), backend)) }),
     heartbeatInterval: parts.heartbeatMs,
     connectTimeout: limits.connectTimeoutMs,
     // A client whose socket takes no data for this long is closed (a persistent session
@@ -203,6 +206,10 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   };
   const broker = await Aedes.createBroker(options);
   hardenBroker(broker);
+  if (backend.store.mq !== undefined) {
+    fence.install(broker as unknown as Parameters<PublishFence["install"]>[0]);
+    broker.once("closed", () => fence.close());
+  }
   resumeGate.install(broker);
   const { timers, fabric, willClaims, nodeDeaths } = backend;
   new DurableWills(broker, {
