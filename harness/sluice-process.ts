@@ -1,6 +1,6 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { once } from "node:events";
-import { appendFileSync } from "node:fs";
+import { appendFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { reapOnExit } from "./reaper.js";
@@ -49,6 +49,7 @@ export class SluiceProcess {
     let partial = "";
     // SLUICE_TEST_LOG_DIR keeps every node's log as a file per process, to read after a failure.
     const logDir = process.env.SLUICE_TEST_LOG_DIR;
+    if (logDir) mkdirSync(logDir, { recursive: true });
     const logFile = logDir ? join(logDir, `node-${child.pid}.log`) : undefined;
     child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
       if (logFile) appendFileSync(logFile, chunk);
