@@ -32,10 +32,11 @@ const FENCE_MS = 60_000;
  * After a QoS 1/2 PUBLISH of a client fails, none of that client's QoS 1/2 PUBLISHes still
  * under way is handed to the emitter (its will is). aedes handles the packets of one read
  * concurrently and closes the connection at the first failure, unacknowledged; the client sends
- * it again, and after it every later one it has no acknowledgement for. A later one handed on meanwhile (a Redis
- * connection back between the two, a replica confirmation in a new epoch, a channel that one
- * PUBLISH is refused on) reached the subscribers before the failed one's resend: out of the order
- * the client published them in [MQTT-4.6.0-6]. Refused, it comes again in order.
+ * it again, and after it every later one it has no acknowledgement for. A later one handed on
+ * meanwhile (a Redis connection back between the two, a replica confirmation in a new epoch, a
+ * channel that one PUBLISH is refused on) reached the subscribers before the failed one's
+ * resend: out of the order the client published them in [MQTT-4.6.0-6]. Refused, it comes
+ * again in order.
  *
  * Refused: a publish the failed connection starts afterwards, and one that reaches the emitter
  * afterwards whose packet aedes made before the failure (its `brokerCounter`; the client's next
