@@ -16,7 +16,7 @@ import { RedisServer } from "../../harness/redis-server.js";
  * `ok/...` succeeds. The publisher sends, in one write, a QoS 1 message on `zq/1`, then a
  * retained QoS 2 one on `ok/1` (its publish starts Redis round trips later: the duplicate check,
  * the retained store). Node B's subscriber must not get the second: it would be ahead of the
- * first's resend.
+ * first's resend. The will of a connection fenced so still goes out.
  */
 let redis: RedisServer;
 let control: Redis;
@@ -103,6 +103,49 @@ describe("publish fence", () => {
       raw.destroy();
       await end(subscriber);
       await end(publisher);
+    }
+  });
+  it("the will of a connection whose publish failed still goes out", async () => {
+    const subscriber = await connect(b.urls.tcp as string);
+    const raw = await rawConnect(Number(new URL(a.urls.tcp as string).port));
+    try {
+      const inbox = new Inbox(subscriber);
+      await subscribe(subscriber, "ok/will", 1);
+      raw.write(
+        mqttPacket.generate({
+          cmd: "connect",
+          protocolId: "MQTT",
+          protocolVersion: 4,
+          clean: false,
+          clientId: "fenced-with-will",
+          keepalive: 30,
+          will: { topic: "ok/will", payload: Buffer.from("gone"), qos: 1, retain: false },
+        }),
+      );
+      assert.deepEqual([...(await readBytes(raw, 4))], [0x20, 0x02, 0x00, 0x00]);
+      const closed = closedByPeer(raw);
+      // Refused by Redis: the node closes the connection without DISCONNECT, so the will is due,
+      // published with the client whose publish failed.
+      raw.write(
+        mqttPacket.generate({
+          cmd: "publish",
+          topic: "zq/2",
+          payload: Buffer.from("refused"),
+          qos: 1,
+          messageId: 1,
+          retain: false,
+          dup: false,
+        }),
+      );
+      await withDeadline(closed, 10_000, "the publisher's connection closed");
+      await withDeadline(inbox.waitFor(1), 10_000, "the will at node B");
+      assert.deepEqual(
+        inbox.received.map((m) => m.payload.toString()),
+        ["gone"],
+      );
+    } finally {
+      raw.destroy();
+      await end(subscriber);
     }
   });
 });
