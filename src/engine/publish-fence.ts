@@ -1,3 +1,4 @@
+import type { Aedes } from "aedes";
 import type { Emitter } from "./emitters.js";
 
 type Done = (error?: Error) => void;
@@ -50,7 +51,8 @@ export class PublishFence {
   private broker: PublishingBroker | undefined;
 
   /** Wraps the broker's publish: a client's failed QoS 1/2 publish fences that client. */
-  install(broker: PublishingBroker): void {
+  install(aedes: Aedes): void {
+    const broker = aedes as unknown as PublishingBroker;
     this.broker = broker;
     const publish = broker.publish.bind(broker);
     broker.publish = (packet, client, done) => {

@@ -207,7 +207,7 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
   const broker = await Aedes.createBroker(options);
   hardenBroker(broker);
   if (backend.store.mq !== undefined) {
-    fence.install(broker as unknown as Parameters<PublishFence["install"]>[0]);
+    fence.install(broker);
     broker.once("closed", () => fence.close());
   }
   resumeGate.install(broker);
