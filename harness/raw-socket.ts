@@ -71,13 +71,13 @@ export function connectPacket(
   options: {
     clean?: boolean;
     keepalive?: number;
-    will?: { topic: string | Buffer; payload: Buffer };
+    will?: { topic: string | Buffer; payload: Buffer; qos?: 0 | 1 | 2 };
     /** The protocol level byte; 4 is MQTT 3.1.1. */
     level?: number;
   } = {},
 ): Buffer {
   let flags = options.clean === false ? 0 : 0x02;
-  if (options.will) flags |= 0x04;
+  if (options.will) flags |= 0x04 | ((options.will.qos ?? 0) << 3);
   const keepalive = Buffer.alloc(2);
   keepalive.writeUInt16BE(options.keepalive ?? 60);
   const parts = [

@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import type { Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { Redis } from "ioredis";
 import mqttPacket from "mqtt-packet";
 import { withDeadline } from "../../harness/deadline.js";
 import { type RunningNode, startNode } from "../../harness/in-process-node.js";
 import { connect, end, Inbox, subscribe } from "../../harness/mqtt-client.js";
-import { closedByPeer, rawConnect, readBytes } from "../../harness/raw-socket.js";
+import { closedByPeer, connectPacket, rawConnect, readBytes } from "../../harness/raw-socket.js";
 import { RedisServer } from "../../harness/redis-server.js";
 
 /**
@@ -41,29 +42,28 @@ after(async () => {
   await redis?.stop();
 });
 
+/**
+ * A raw connection to node A with a persistent session, as a PLC's (a clean one's QoS 2 ids are
+ * wiped at the close, which stops a later QoS 2 publish anyway), its CONNACK read.
+ */
+async function connectPersistent(
+  clientId: string,
+  will?: { topic: string; payload: Buffer; qos: 1 },
+): Promise<Socket> {
+  const raw = await rawConnect(Number(new URL(a.urls.tcp as string).port));
+  raw.write(connectPacket(clientId, { clean: false, keepalive: 30, ...(will ? { will } : {}) }));
+  assert.deepEqual([...(await readBytes(raw, 4))], [0x20, 0x02, 0x00, 0x00]);
+  return raw;
+}
+
 describe("publish fence", () => {
   it("after a failed publish, the connection's later publishes of the same read wait for its resend", async () => {
     const subscriber = await connect(b.urls.tcp as string);
     const publisher = await connect(a.urls.tcp as string);
-    const port = Number(new URL(a.urls.tcp as string).port);
-    const raw = await rawConnect(port);
+    const raw = await connectPersistent("fenced-publisher");
     try {
       const inbox = new Inbox(subscriber);
       await subscribe(subscriber, "ok/1", 1);
-      raw.write(
-        mqttPacket.generate({
-          cmd: "connect",
-          protocolId: "MQTT",
-          protocolVersion: 4,
-          // A persistent session, as a PLC's: a clean one's QoS 2 ids are wiped at the close,
-          // which stops the second message's publish anyway.
-          clean: false,
-          clientId: "fenced-publisher",
-          keepalive: 30,
-        }),
-      );
-      const connack = await readBytes(raw, 4);
-      assert.deepEqual([...connack], [0x20, 0x02, 0x00, 0x00]);
       const closed = closedByPeer(raw);
       raw.write(
         Buffer.concat([
@@ -107,22 +107,14 @@ describe("publish fence", () => {
   });
   it("the will of a connection whose publish failed still goes out", async () => {
     const subscriber = await connect(b.urls.tcp as string);
-    const raw = await rawConnect(Number(new URL(a.urls.tcp as string).port));
+    const raw = await connectPersistent("fenced-with-will", {
+      topic: "ok/will",
+      payload: Buffer.from("gone"),
+      qos: 1,
+    });
     try {
       const inbox = new Inbox(subscriber);
       await subscribe(subscriber, "ok/will", 1);
-      raw.write(
-        mqttPacket.generate({
-          cmd: "connect",
-          protocolId: "MQTT",
-          protocolVersion: 4,
-          clean: false,
-          clientId: "fenced-with-will",
-          keepalive: 30,
-          will: { topic: "ok/will", payload: Buffer.from("gone"), qos: 1, retain: false },
-        }),
-      );
-      assert.deepEqual([...(await readBytes(raw, 4))], [0x20, 0x02, 0x00, 0x00]);
       const closed = closedByPeer(raw);
       // Refused by Redis: the node closes the connection without DISCONNECT, so the will is due,
       // published with the client whose publish failed.
