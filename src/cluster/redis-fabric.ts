@@ -176,6 +176,7 @@ export class RedisFabric extends EventEmitter<RedisFabricEvents> {
     // (events, and (p)subscribe on the subscriber; every message goes through `route`).
     this.mq = redisEmitter(publisher as Redis, subscriber as unknown as Redis, log, {
       pending: this.pending,
+      format: config.messageFormat,
       route,
       reservations: this.persistence.inboundQos2,
       undecodable: () => this.emit("undecodable-message"),

@@ -3,6 +3,7 @@ import type { Redis } from "ioredis";
 import mqemitter from "mqemitter";
 import mqemitterRedis from "mqemitter-redis";
 import type { Logger } from "../observability/logger.js";
+import type { EnvelopeFormat } from "./envelope.js";
 import { type InboundReservations, reservedPublisher } from "./inbound-qos2.js";
 import {
   deliverLocallyFirst,
@@ -36,6 +37,8 @@ export function memoryEmitter(concurrency: number): Emitter {
 export interface RedisEmitterOptions {
   /** The outbound pipeline's bytes (cluster backpressure). */
   pending?: PendingPublishes;
+  /** How messages are written for the other nodes (by default msgpack: any version reads it). */
+  format?: EnvelopeFormat;
   /** How each message is sent: by default a PUBLISH on the topic, on the publisher. */
   route?: Publisher;
   reservations?: InboundReservations;
@@ -118,6 +121,7 @@ export function redisEmitter(
     subscriber,
     {
       ...(options.pending && { pending: options.pending }),
+      ...(options.format && { format: options.format }),
       ...(reservations && {
         reserved: { reservations, publisher: reservedPublisher(publisher, reservations) },
       }),

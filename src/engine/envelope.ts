@@ -22,8 +22,23 @@ const packr = new Packr({
 });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
+/**
+ * How a node writes the messages it sends the others. `msgpack`: mqemitter-redis' envelope
+ * `{ id, msg }`, which every Sluice node reads (and so does stock aedes on mqemitter-redis).
+ * `compact`: Sluice's own layout of an aedes PUBLISH, fields in a fixed order, no names, read
+ * by every version that has `redis.messageFormat`; a message of another shape still goes as
+ * msgpack.
+ */
+export type EnvelopeFormat = "msgpack" | "compact";
+
 /** The envelope `{ id, msg }`: a fixmap of 2, then the key "id". */
 export const ENVELOPE_HEAD = Buffer.from([0x82, 0xa2, 0x69, 0x64]);
+/**
+ * The compact envelope: 0xc1 (a byte msgpack never uses, so that a reader of msgpack alone
+ * refuses it whole), "SL", the layout's version. As long as ENVELOPE_HEAD, so that the id (a
+ * fixstr in both) starts at the same place.
+ */
+export const COMPACT_HEAD = Buffer.from([0xc1, 0x53, 0x4c, 0x01]);
 /** msgpack's fixstr: strings of up to 31 bytes, their length in the low five bits. */
 const FIXSTR = 0xa0;
 const FIXSTR_MASK = 0xe0;
@@ -48,8 +63,12 @@ let keptBytes: Buffer = Buffer.alloc(0);
  * those) at a quarter of msgpackr's cost (0.3 vs 1.25 µs for a 64-byte payload); anything else
  * goes to msgpackr.
  */
-export function encodeEnvelope(id: string, msg: EmittedMessage): Buffer {
-  return encode(id, -1, msg);
+export function encodeEnvelope(
+  id: string,
+  msg: EmittedMessage,
+  format: EnvelopeFormat = "msgpack",
+): Buffer {
+  return (format === "compact" ? encodeCompact(id, -1, msg) : undefined) ?? encode(id, -1, msg);
 }
 
 /**
@@ -60,8 +79,12 @@ export function encodeNumberedEnvelope(
   prefix: string,
   sequence: number,
   msg: EmittedMessage,
+  format: EnvelopeFormat = "msgpack",
 ): Buffer {
-  return encode(prefix, sequence, msg);
+  return (
+    (format === "compact" ? encodeCompact(prefix, sequence, msg) : undefined) ??
+    encode(prefix, sequence, msg)
+  );
 }
 
 /** The id `prefix` + `sequence` in base 36, or `prefix` alone when `sequence` is negative. */
@@ -124,6 +147,172 @@ function encode(prefix: string, sequence: number, msg: EmittedMessage): Buffer {
   }
   slab[start + head] = 0x80 | count;
   return slab.subarray(start, position);
+}
+
+/** The compact envelope's flags byte (after the id): QoS in the low two bits, then these. */
+const RETAIN = 0x04;
+const DUP = 0x08;
+/** messageId as a key: absent (0), nil, or a 16-bit number. */
+const MESSAGE_ID_NIL = 0x10;
+const MESSAGE_ID_NUMBER = 0x20;
+const CLIENT_ID = 0x40;
+const PROPERTIES = 0x80;
+/** brokerCounter is written in 6 bytes. */
+const COUNTER_LIMIT = 2 ** 48;
+
+/**
+ * The compact envelope (COMPACT_HEAD, the id as a fixstr, then an aedes PUBLISH's fields in
+ * a fixed order, lengths before strings and the payload, MQTT 5 properties last in msgpack);
+ * undefined, having written nothing, for a message of another shape or an id that is not a
+ * fixstr. The fields: flags (see RETAIN), brokerId (1-byte length), brokerCounter (6 bytes),
+ * topic (2-byte length), payload (4-byte length), messageId (2 bytes, when a number), clientId
+ * (2-byte length, when there is one), properties (when there are some).
+ */
+function encodeCompact(prefix: string, sequence: number, msg: EmittedMessage): Buffer | undefined {
+  const fields = msg as unknown as PublishFields;
+  const { brokerId, brokerCounter, topic, payload, qos, clientId, messageId } = fields;
+  if (
+    fields.cmd !== "publish" ||
+    typeof brokerId !== "string" ||
+    typeof topic !== "string" ||
+    !Buffer.isBuffer(payload) ||
+    (qos !== 0 && qos !== 1 && qos !== 2) ||
+    typeof fields.retain !== "boolean" ||
+    typeof fields.dup !== "boolean" ||
+    typeof brokerCounter !== "number" ||
+    !(brokerCounter >= 0 && brokerCounter < COUNTER_LIMIT && Number.isInteger(brokerCounter))
+  ) {
+    return undefined;
+  }
+  let keys = 8;
+  let flags = qos | (fields.retain ? RETAIN : 0) | (fields.dup ? DUP : 0);
+  // `in`, not Object.hasOwn (a sixth of its cost): an inherited one is not counted by
+  // Object.keys below, and the message then goes as msgpack
+  if ("messageId" in fields) {
+    keys++;
+    if (messageId === undefined || messageId === null) flags |= MESSAGE_ID_NIL;
+    else if (typeof messageId === "number" && messageId >>> 0 === messageId && messageId < 0x10000)
+      flags |= MESSAGE_ID_NUMBER;
+    else return undefined;
+  }
+  if ("clientId" in fields) {
+    keys++;
+    if (typeof clientId !== "string") return undefined;
+    flags |= CLIENT_ID;
+  }
+  const properties = fields.properties;
+  let propertyBytes = 0;
+  if ("properties" in fields) {
+    keys++;
+    // undefined: an MQTT 5 PUBLISH without properties, left out as the msgpack envelope does
+    if (properties !== undefined) {
+      propertyBytes = properties === keptFor ? keptBytes.length : valueBytes(properties, 0);
+      if (propertyBytes < 0) return undefined;
+      flags |= PROPERTIES;
+    }
+  }
+  // nothing else: any other field (nl, messageExpiry) is msgpack's to carry. Object.keys: a
+  // for-in loop asking hasOwn of each key cost five times as much.
+  if (Object.keys(fields).length !== keys) return undefined;
+
+  const clientIdBytes = flags & CLIENT_ID ? (clientId as string).length * 3 : 0;
+  reserve(
+    position,
+    // the head, an id written as a string, the fields' heads and lengths
+    96 +
+      prefix.length * 3 +
+      brokerId.length * 3 +
+      topic.length * 3 +
+      payload.length +
+      clientIdBytes +
+      propertyBytes,
+  );
+  const start = position;
+  slab[position++] = 0xc1;
+  slab[position++] = 0x53;
+  slab[position++] = 0x4c;
+  slab[position++] = 0x01;
+  if (sequence < 0 || !writeNumberedId(prefix, sequence)) {
+    writeString(idOf(prefix, sequence));
+    if (((slab[start + COMPACT_HEAD.length] as number) & FIXSTR_MASK) !== FIXSTR) {
+      position = start;
+      return undefined;
+    }
+  }
+  slab[position++] = flags;
+  if (!writeSizedString(brokerId, 1)) {
+    position = start;
+    return undefined;
+  }
+  position = slab.writeUIntBE(brokerCounter, position, 6);
+  if (!writeSizedString(topic, 2)) {
+    position = start;
+    return undefined;
+  }
+  position = slab.writeUInt32BE(payload.length, position);
+  position += payload.copy(slab, position);
+  if (flags & MESSAGE_ID_NUMBER) position = slab.writeUInt16BE(messageId as number, position);
+  if (flags & CLIENT_ID && !writeSizedString(clientId as string, 2)) {
+    position = start;
+    return undefined;
+  }
+  if (flags & PROPERTIES) {
+    if (properties === keptFor) position += keptBytes.copy(slab, position);
+    else {
+      const at = position;
+      writeValue(properties);
+      if (typeof properties === "object" && properties !== null && deeplyFrozen(properties)) {
+        keptFor = properties;
+        keptBytes = Buffer.from(slab.subarray(at, position));
+      }
+    }
+  }
+  return slab.subarray(start, position);
+}
+
+/** An aedes PUBLISH's fields, as the compact envelope reads them. */
+interface PublishFields {
+  cmd?: unknown;
+  brokerId?: unknown;
+  brokerCounter?: unknown;
+  topic?: unknown;
+  payload?: unknown;
+  qos?: unknown;
+  retain?: unknown;
+  dup?: unknown;
+  messageId?: unknown;
+  clientId?: unknown;
+  properties?: unknown;
+}
+
+/**
+ * A string's UTF-8 bytes after their length in `lengthBytes` bytes (1 or 2); false when it is
+ * longer than that can say (the position then is wherever the caller goes back from).
+ */
+function writeSizedString(value: string, lengthBytes: 1 | 2): boolean {
+  const length = value.length;
+  const max = lengthBytes === 1 ? 0xff : 0xffff;
+  const head = position;
+  let at = head + lengthBytes;
+  let i = 0;
+  // ASCII, the usual case, in this loop; anything else by Buffer#write
+  if (length <= max) {
+    for (; i < length; i++) {
+      const code = value.charCodeAt(i);
+      if (code >= 0x80) break;
+      slab[at++] = code;
+    }
+  }
+  let bytes = i;
+  if (i !== length) {
+    bytes = Buffer.byteLength(value);
+    if (bytes > max) return false;
+    slab.write(value, head + lengthBytes, bytes, "utf8");
+  }
+  if (lengthBytes === 1) slab[head] = bytes;
+  else slab.writeUInt16BE(bytes, head);
+  position = head + lengthBytes + bytes;
+  return true;
 }
 
 /** ASCII digits of base 36, as Number#toString(36) writes them. */
@@ -311,6 +500,10 @@ function writeBytes(value: Buffer): void {
  * binary as a view of `payload`, maps as plain objects.
  */
 export function decodeEnvelope(payload: Buffer): { id: string; msg: EmittedMessage } {
+  if (payload[0] === COMPACT_MARK) {
+    const msg = readCompact(payload, 0, payload.length);
+    return { id: payload.toString("utf8", ENVELOPE_ID_START, envelopeIdEnd(payload)), msg };
+  }
   const envelope = readEnvelope(payload, 0, payload.length);
   if (envelope !== undefined) return envelope;
   return unpackr.unpack(payload) as { id: string; msg: EmittedMessage };
@@ -328,9 +521,95 @@ export function decodeMessage(payload: Buffer): EmittedMessage {
  * out of a socket read).
  */
 export function decodeMessageAt(data: Buffer, start: number, end: number): EmittedMessage {
+  if (data[start] === COMPACT_MARK) return readCompact(data, start, end);
   const idEnd = envelopeIdEndAt(data, start, end);
   const msg = idEnd < 0 ? readEnvelope(data, start, end)?.msg : readMessageAfter(data, idEnd, end);
   return msg ?? (unpackr.unpack(data.subarray(start, end)) as { msg: EmittedMessage }).msg;
+}
+
+/** The first byte of a compact envelope. */
+const COMPACT_MARK = 0xc1;
+
+/** A compact envelope that is cut short, or not one this node can read: it is dropped. */
+export class MalformedEnvelopeError extends Error {
+  constructor(what: string) {
+    super(`malformed compact envelope: ${what}`);
+    this.name = "MalformedEnvelopeError";
+  }
+}
+
+/**
+ * The message of the compact envelope at `data[start, end)` (see encodeCompact), made by an
+ * object literal, one per shape: clientId first when there is one, properties (rare) set last.
+ * Strings are read as the msgpack reader reads a message's (readKeptString). Throws a
+ * MalformedEnvelopeError for anything but a whole, well-formed envelope of this version.
+ */
+function readCompact(data: Buffer, start: number, end: number): EmittedMessage {
+  const idEnd = envelopeIdEndAt(data, start, end);
+  if (idEnd < 0 || !sameBytes(data, start, COMPACT_HEAD)) {
+    throw new MalformedEnvelopeError("unknown version or no id");
+  }
+  reader.use(data);
+  at = idEnd;
+  limit = end;
+  if (at >= limit) throw new MalformedEnvelopeError("cut short");
+  const flags = data[at++] as number;
+  const qos = flags & 0x03;
+  if (qos === 3 || (flags & MESSAGE_ID_NIL && flags & MESSAGE_ID_NUMBER)) {
+    throw new MalformedEnvelopeError("bad flags");
+  }
+  const brokerId = readSizedString(data, 1);
+  if (at + 6 > limit) throw new MalformedEnvelopeError("cut short");
+  const brokerCounter = data.readUIntBE(at, 6);
+  at += 6;
+  const topic = readSizedString(data, 2);
+  const payload = readBinary(data, readLength(data, 4));
+  if (payload === UNREAD) throw new MalformedEnvelopeError("cut short");
+  let messageId: number | null = null;
+  if (flags & MESSAGE_ID_NUMBER) {
+    messageId = readLength(data, 2);
+    if (messageId < 0) throw new MalformedEnvelopeError("cut short");
+  }
+  const clientId = flags & CLIENT_ID ? readSizedString(data, 2) : undefined;
+  let properties: unknown;
+  if (flags & PROPERTIES) {
+    properties = readValue(data, 1);
+    if (properties === UNREAD) throw new MalformedEnvelopeError("unreadable properties");
+  }
+  if (at !== limit) throw new MalformedEnvelopeError("bytes after the message");
+  const retain = (flags & RETAIN) !== 0;
+  const dup = (flags & DUP) !== 0;
+  const withId = (flags & (MESSAGE_ID_NIL | MESSAGE_ID_NUMBER)) !== 0;
+  const message: Record<string, unknown> =
+    clientId === undefined
+      ? withId
+        ? { cmd: "publish", brokerId, brokerCounter, topic, payload, qos, retain, dup, messageId }
+        : { cmd: "publish", brokerId, brokerCounter, topic, payload, qos, retain, dup }
+      : withId
+        ? {
+            clientId,
+            cmd: "publish",
+            brokerId,
+            brokerCounter,
+            topic,
+            payload,
+            qos,
+            retain,
+            dup,
+            messageId,
+          }
+        : { clientId, cmd: "publish", brokerId, brokerCounter, topic, payload, qos, retain, dup };
+  if (flags & PROPERTIES) message.properties = properties;
+  return message as unknown as EmittedMessage;
+}
+
+/** A string after its length in `lengthBytes` bytes, as readKeptString reads it. */
+function readSizedString(data: Buffer, lengthBytes: 1 | 2): string {
+  const length =
+    lengthBytes === 1 ? (at < limit ? (data[at++] as number) : -1) : readLength(data, 2);
+  const text = length < 0 ? UNREAD : readKeptString(data, length);
+  if (text === UNREAD) throw new MalformedEnvelopeError("cut short");
+  return text;
 }
 
 /** The id of an envelope. */
@@ -801,7 +1080,7 @@ export function envelopeIdEnd(payload: Buffer): number {
  * right after the head; -1 otherwise.
  */
 export function envelopeIdEndAt(data: Buffer, start: number, end: number): number {
-  if (end - start < ENVELOPE_ID_START || !sameBytes(data, start, ENVELOPE_HEAD)) return -1;
+  if (end - start < ENVELOPE_ID_START || !isEnvelopeHead(data, start)) return -1;
   const head = data[start + ENVELOPE_HEAD.length] as number;
   if ((head & FIXSTR_MASK) !== FIXSTR) return -1;
   const idEnd = start + ENVELOPE_ID_START + (head & 0x1f);
@@ -816,9 +1095,16 @@ export function echoCheck(origin: Buffer): EchoCheck {
     prefixBytes,
     isEcho(buffer, offset, length) {
       if (length < prefixBytes) return false;
-      if (!sameBytes(buffer, offset, ENVELOPE_HEAD)) return false;
+      if (!isEnvelopeHead(buffer, offset)) return false;
       if (((buffer[offset + start - 1] as number) & FIXSTR_MASK) !== FIXSTR) return false;
       return sameBytes(buffer, offset + start, origin);
     },
   };
+}
+
+/** Whether `data` (holding at least ENVELOPE_HEAD's length) has either envelope's head at `start`. */
+function isEnvelopeHead(data: Buffer, start: number): boolean {
+  return data[start] === COMPACT_MARK
+    ? sameBytes(data, start, COMPACT_HEAD)
+    : sameBytes(data, start, ENVELOPE_HEAD);
 }

@@ -14,6 +14,7 @@ import {
   decodeMessageAt,
   type EmittedMessage,
   ENVELOPE_ID_START,
+  type EnvelopeFormat,
   echoCheck,
   encodeEnvelope,
   encodeNumberedEnvelope,
@@ -224,6 +225,8 @@ function dropEchoesUnparsed(
 export interface LocalFirstOptions {
   /** The outbound pipeline's bytes (cluster backpressure). */
   pending?: PendingPublishes;
+  /** How this node writes its messages (it reads both formats). */
+  format?: EnvelopeFormat;
   reserved?: ReservedPublishing;
   /**
    * Told of each message on the subscription that is not an envelope (a stray PUBLISH into
@@ -257,7 +260,7 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
   subscriber: EventEmitter,
   options: LocalFirstOptions = {},
 ): E {
-  const { pending = new PendingPublishes(), reserved, undecodable } = options;
+  const { pending = new PendingPublishes(), format = "msgpack", reserved, undecodable } = options;
   const origin = `${randomBytes(6).toString("base64url")}:`;
   const originBytes = Buffer.from(origin);
   let sequence = 0;
@@ -341,7 +344,8 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
       (message as ReservableMessage).payload,
     );
     if (reservation !== undefined && reserved !== undefined) {
-      const envelope = encodeEnvelope(reserved.reservations.envelopeId(reservation), message);
+      const id = reserved.reservations.envelopeId(reservation);
+      const envelope = encodeEnvelope(id, message, format);
       const bytes = envelope.length;
       pending.sent(bytes);
       reserved.publisher.publish(reservation, message.topic, envelope, (error, published) => {
@@ -356,7 +360,7 @@ export function deliverLocallyFirst<E extends RedisEmitterShape>(
       return;
     }
     if (local.mayMatch(message.topic)) emitter._emit(message);
-    const envelope = encodeNumberedEnvelope(origin, ++sequence, message);
+    const envelope = encodeNumberedEnvelope(origin, ++sequence, message, format);
     const bytes = envelope.length;
     pending.sent(bytes);
     publisher.publish(message.topic, envelope, (error?: Error) => {

@@ -117,31 +117,7 @@ describe("local-first delivery", () => {
       const inboxes = subscribers.map((client) => new Inbox(client));
       for (const client of subscribers) await subscribe(client, "order/#", 1);
       // Not awaited one by one: each stream's messages are in flight together.
-      await Promise.all(
-        streams.flatMap(({ stream, client, qos }) =>
-          Array.from({ length: count }, (_, i) =>
-            client.publishAsync(`order/${stream}`, `${stream}:${i}`, { qos }),
-          ),
-        ),
-      );
-      for (const inbox of inboxes) {
-        const received = await withDeadline(
-          inbox.waitFor(streams.length * count),
-          10_000,
-          "every message",
-        );
-        for (const { stream } of streams) {
-          const sequence = received
-            .map((m) => m.payload.toString())
-            .filter((p) => p.startsWith(`${stream}:`))
-            .map((p) => Number(p.slice(stream.length + 1)));
-          assert.deepEqual(
-            sequence,
-            Array.from({ length: count }, (_, i) => i),
-            `stream ${stream} in order`,
-          );
-        }
-      }
+      await publishInOrder("order", streams, count, inboxes);
     } finally {
       await end(...subscribers, ...publishers.map(([, client]) => client));
     }
@@ -207,6 +183,73 @@ describe("local-first delivery", () => {
   });
 });
 
+describe("local-first delivery across a rolling upgrade: one node writes msgpack, one compact", () => {
+  let older: RunningNode;
+  let newer: RunningNode;
+  let watcher: Redis;
+  before(async () => {
+    const prefix = `t${randomBytes(4).toString("hex")}:`;
+    older = await startNode({
+      nodeId: "node-msgpack",
+      redis: { url: redis.url, keyPrefix: prefix, messageFormat: "msgpack" },
+    });
+    newer = await startNode({
+      nodeId: "node-compact",
+      redis: { url: redis.url, keyPrefix: prefix },
+    });
+    watcher = new Redis(redis.url);
+  });
+  after(async () => {
+    watcher?.disconnect();
+    await older?.stop();
+    await newer?.stop();
+  });
+
+  it("each node writes its format, reads the other's, and keeps each publisher's order", async () => {
+    const count = 200;
+    const onWire: string[] = [];
+    await watcher.subscribe("upgrade/msgpack/0", "upgrade/compact/0");
+    // each message's channel and first byte, as Redis carries it
+    watcher.on("messageBuffer", (channel: Buffer, message: Buffer) =>
+      onWire.push(`${channel.toString()} ${message[0]?.toString(16)}`),
+    );
+    const nodes = { msgpack: older, compact: newer };
+    const subscribers = [
+      await connect(older.urls.tcp as string),
+      await connect(newer.urls.tcp as string),
+    ];
+    const publishers = await Promise.all(
+      Object.values(nodes).map((node) => connect(node.urls.tcp as string)),
+    );
+    try {
+      const inboxes = subscribers.map((client) => new Inbox(client));
+      for (const client of subscribers) await subscribe(client, "upgrade/#", 1);
+      const streams = Object.keys(nodes).flatMap((format, index) =>
+        ([0, 1] as const).map((qos) => ({
+          stream: `${format}/${qos}`,
+          client: publishers[index] as MqttClient,
+          qos,
+        })),
+      );
+      await publishInOrder("upgrade", streams, count, inboxes);
+      await withDeadline(
+        (async () => {
+          while (onWire.length < 2 * count) await new Promise((resolve) => setTimeout(resolve, 10));
+        })(),
+        5_000,
+        "the QoS 0 messages seen in Redis",
+      );
+      assert.deepEqual(
+        [...new Set(onWire)].sort(),
+        ["upgrade/compact/0 c1", "upgrade/msgpack/0 82"],
+        "a compact envelope from one node, a msgpack map from the other",
+      );
+    } finally {
+      await end(...subscribers, ...publishers);
+    }
+  });
+});
+
 describe("local-first delivery, bad input", () => {
   it("a PUBLISH into Redis that is not an envelope is dropped and counted; the node delivers the next message", async () => {
     const client = await connect(b.urls.tcp as string);
@@ -234,4 +277,41 @@ describe("local-first delivery, bad input", () => {
 async function openConnections(node: RunningNode, count: number): Promise<void> {
   while ((await metricSum(node.httpUrl, "sluice_connections")) !== count)
     await new Promise((resolve) => setTimeout(resolve, 20));
+}
+
+/**
+ * Publishes `count` messages on each stream (`<root>/<stream>`, every message of every stream
+ * in flight together) and checks that each inbox gets every stream's messages in order [MQTT-4.6.0-6].
+ */
+async function publishInOrder(
+  root: string,
+  streams: Array<{ stream: string; client: MqttClient; qos: 0 | 1 }>,
+  count: number,
+  inboxes: Inbox[],
+): Promise<void> {
+  await Promise.all(
+    streams.flatMap(({ stream, client, qos }) =>
+      Array.from({ length: count }, (_, i) =>
+        client.publishAsync(`${root}/${stream}`, `${stream}:${i}`, { qos }),
+      ),
+    ),
+  );
+  for (const [index, inbox] of inboxes.entries()) {
+    const received = await withDeadline(
+      inbox.waitFor(streams.length * count),
+      10_000,
+      `every message on subscriber ${index}`,
+    );
+    for (const { stream } of streams) {
+      const sequence = received
+        .map((m) => m.payload.toString())
+        .filter((p) => p.startsWith(`${stream}:`))
+        .map((p) => Number(p.slice(stream.length + 1)));
+      assert.deepEqual(
+        sequence,
+        Array.from({ length: count }, (_, i) => i),
+        `stream ${stream}`,
+      );
+    }
+  }
 }

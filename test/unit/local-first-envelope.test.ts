@@ -3,13 +3,16 @@ import { describe, it } from "node:test";
 import msgpack from "msgpack-lite";
 import { Packr, Unpackr } from "msgpackr";
 import {
+  COMPACT_HEAD,
   decodeEnvelope,
   decodeMessage,
   decodeMessageAt,
   ENVELOPE_HEAD,
+  echoCheck,
   encodeEnvelope,
   encodeNumberedEnvelope,
   envelopeIdOf,
+  MalformedEnvelopeError,
 } from "../../src/engine/envelope.js";
 
 /**
@@ -358,5 +361,144 @@ describe("local-first envelope", () => {
     const copy = Buffer.from(first);
     for (let i = 0; i < 2_000; i++) encodeEnvelope(`AbCdEfGh:${i}`, message);
     assert.deepEqual(first, copy);
+  });
+});
+
+describe("compact envelope", () => {
+  const compact = (id: string, msg: object): Buffer =>
+    encodeEnvelope(id, msg as typeof message, "compact");
+  const { messageId: _, ...qos0 } = message;
+  const wide = ["Grüße", "温度/".repeat(20), "🌡".repeat(40), "\ud800 lone", "é".repeat(16)];
+  /** Messages of the shapes aedes emits, each as the compact envelope carries it. */
+  const carried: object[] = [
+    message,
+    qos0,
+    { clientId: "pub-1", ...message },
+    { ...message, clientId: "pub-1" },
+    { ...qos0, clientId: "pub-1" },
+    { ...message, messageId: 7, qos: 2, retain: true, dup: true },
+    { ...message, messageId: 65_535 },
+    { ...message, messageId: null },
+    { ...message, clientId: "" },
+    { ...message, clientId: "ü-ü" },
+    { ...message, clientId: "c".repeat(300) },
+    { properties: undefined, ...message },
+    { properties: V5_PROPERTIES, ...message, clientId: "pub-1" },
+    { ...message, properties: { ...V5_PROPERTIES, userProperties: pairs(null) } },
+    { ...message, properties: { ...V5_PROPERTIES, userProperties: pairs(INHERITS_NOTHING) } },
+    { ...message, properties: { topicAlias: undefined, responseTopic: "é/日本" } },
+    ...["", "a", "x".repeat(64), "x".repeat(65), "y".repeat(300), ...wide].map((topic) => ({
+      ...message,
+      topic,
+    })),
+    ...[0, 127, 2 ** 32, 2 ** 48 - 1].map((brokerCounter) => ({ ...message, brokerCounter })),
+    ...[0, 1, 64, 65_536, 70_000].map((n) => ({ ...message, payload: Buffer.alloc(n, n % 251) })),
+    { ...message, brokerId: "" },
+    { ...message, brokerId: "b".repeat(255) },
+  ];
+
+  it("reads each message as the same message sent as msgpack, in place too, and is smaller", () => {
+    for (const [index, msg] of carried.entries()) {
+      const bytes = compact("AbCdEfGh:1z", msg);
+      assert.deepEqual(bytes.subarray(0, 4), COMPACT_HEAD, `message ${index} is compact`);
+      const expected = decodeEnvelope(encodeEnvelope("AbCdEfGh:1z", msg as typeof message));
+      assert.deepEqual(decodeEnvelope(bytes), expected, `message ${index}`);
+      assert.deepEqual(decodeMessage(bytes), expected.msg, `message ${index}: the message alone`);
+      assert.equal(envelopeIdOf(bytes), "AbCdEfGh:1z", `message ${index}: the id alone`);
+      const before = Buffer.from("*3\r\n$7\r\nmessage\r\n");
+      const read = Buffer.concat([before, bytes, Buffer.from("\r\n"), bytes]);
+      assert.deepEqual(
+        decodeMessageAt(read, before.length, before.length + bytes.length),
+        expected.msg,
+        `message ${index}: read in place`,
+      );
+    }
+    const small = compact("AbCdEfGh:1z", message).length;
+    const large = encodeEnvelope("AbCdEfGh:1z", message).length;
+    assert.ok(small < large * 0.7, `${small} vs ${large} bytes`);
+  });
+
+  it("writes a numbered id as the id string it stands for, as msgpack past 31 bytes", () => {
+    for (const prefix of ["AbCdEfGh:", "é:", "q".repeat(25)]) {
+      for (const sequence of [0, 35, 36, 2 ** 31, 2 ** 53 - 1]) {
+        const bytes = encodeNumberedEnvelope(prefix, sequence, message, "compact");
+        const id = prefix + sequence.toString(36);
+        const head = Buffer.byteLength(id) < 32 ? COMPACT_HEAD : ENVELOPE_HEAD;
+        assert.deepEqual(bytes.subarray(0, 4), head, id);
+        assert.deepEqual(bytes, compact(prefix + sequence.toString(36), message));
+        assert.equal(decodeEnvelope(bytes).id, prefix + sequence.toString(36));
+      }
+    }
+  });
+
+  it("sends any other message, or one under a long id, as msgpack", () => {
+    const others: object[] = [
+      { ...message, nl: false },
+      { ...message, messageExpiry: Date.now() + 60_000 },
+      { ...message, payload: "text" },
+      { ...message, cmd: "pubrel" },
+      { ...message, qos: 3 },
+      { ...message, retain: 1 },
+      { ...message, brokerCounter: -1 },
+      { ...message, brokerCounter: 1.5 },
+      { ...message, brokerCounter: 2 ** 48 },
+      { ...message, messageId: 70_000 },
+      { ...message, messageId: "7" },
+      { ...message, clientId: 7 },
+      { ...message, brokerId: "b".repeat(256) },
+      { ...message, topic: "t".repeat(65_536) },
+      { ...message, properties: { when: new Date(0) } },
+      { ...message, extra: 1 },
+      Object.assign(Object.create({ clientId: "inherited" }), message),
+      { topic: "t" },
+    ];
+    for (const [index, msg] of others.entries()) {
+      const bytes = compact("AbCdEfGh:1", msg);
+      assert.deepEqual(bytes, encodeEnvelope("AbCdEfGh:1", msg as typeof message), `${index}`);
+    }
+    const longId = `node-${"x".repeat(40)}:1`;
+    assert.deepEqual(compact(longId, message), encodeEnvelope(longId, message));
+    assert.deepEqual(
+      encodeNumberedEnvelope("p".repeat(30), 36, message, "compact"),
+      encodeEnvelope(`${"p".repeat(30)}10`, message),
+    );
+  });
+
+  it("refuses a cut envelope, bytes after it, bad flags or another version, also in place", () => {
+    const whole = compact("AbCdEfGh:1", { properties: V5_PROPERTIES, ...message, clientId: "c" });
+    for (let cut = 0; cut < whole.length; cut++) {
+      const read = Buffer.concat([whole.subarray(0, cut), whole.subarray(cut), whole]);
+      assert.throws(() => decodeMessageAt(read, 0, cut), `cut at ${cut}, in place`);
+      if (cut > 0) {
+        assert.throws(() => decodeEnvelope(Buffer.from(whole.subarray(0, cut))), `cut at ${cut}`);
+      }
+    }
+    const malformed = (change: (bytes: Buffer) => Buffer): void =>
+      assert.throws(() => decodeMessage(change(Buffer.from(whole))), MalformedEnvelopeError);
+    malformed((bytes) => Buffer.concat([bytes, Buffer.from([0x01])]));
+    malformed((bytes) => {
+      bytes[3] = 0x02;
+      return bytes;
+    });
+    const flagsAt = 4 + 1 + "AbCdEfGh:1".length;
+    malformed((bytes) => {
+      bytes[flagsAt] = (bytes[flagsAt] as number) | 0x03;
+      return bytes;
+    });
+    malformed((bytes) => {
+      bytes[flagsAt] = (bytes[flagsAt] as number) | 0x30;
+      return bytes;
+    });
+    assert.deepEqual(decodeMessage(whole), decodeMessage(Buffer.from(whole)), "the original reads");
+  });
+
+  it("is recognized as this node's echo by its id, and another node's is not", () => {
+    const echoes = echoCheck(Buffer.from("AbCdEfGh:"));
+    const own = encodeNumberedEnvelope("AbCdEfGh:", 12, message, "compact");
+    const other = encodeNumberedEnvelope("ZyXwVuTs:", 12, message, "compact");
+    assert.equal(echoes.isEcho(own, 0, own.length), true);
+    assert.equal(echoes.isEcho(other, 0, other.length), false);
+    const asMsgpack = encodeNumberedEnvelope("AbCdEfGh:", 12, message);
+    assert.equal(echoes.isEcho(asMsgpack, 0, asMsgpack.length), true);
   });
 });
