@@ -111,16 +111,19 @@ describe("a node's Redis subscription", () => {
   it("hands its messages to another listener of the connection as ioredis would, and still delivers them", async () => {
     const a = node();
     const b = node();
+    const received: string[] = [];
+    await listen(b, "line/3/speed", received);
+    // one message before the other listener comes: the node reads them itself until then
+    await publish(a, "line/3/speed", "0");
+    await until(() => received.length === 1, "the first message");
     const heard: Array<{ channel: string; payload: string }> = [];
     b.subscriber.on("messageBuffer", (channel: Buffer, envelope: Buffer) => {
       const msg = decodeEnvelope(envelope).msg as EmittedMessage & { payload: Buffer };
       heard.push({ channel: channel.toString(), payload: msg.payload.toString() });
     });
-    const received: string[] = [];
-    await listen(b, "line/3/speed", received);
     for (const payload of ["1", "2", "3"]) await publish(a, "line/3/speed", payload);
-    await until(() => received.length === 3 && heard.length === 3, "three messages, to both");
-    assert.deepEqual(received, ["1", "2", "3"]);
+    await until(() => received.length === 4 && heard.length === 3, "three messages, to both");
+    assert.deepEqual(received, ["0", "1", "2", "3"]);
     assert.deepEqual(
       heard,
       ["1", "2", "3"].map((payload) => ({ channel: "line/3/speed", payload })),
