@@ -272,6 +272,7 @@ describe("full-featured values (TLS, PROXY protocol, Sentinel, HPA, monitoring, 
       ["tls", "ws", "wss"],
     );
     const tls = listeners[0] as Record<string, unknown>;
+    assert.equal((config.redis as { messageFormat?: string }).messageFormat, "msgpack");
     assert.equal(tls.proxyProtocol, true);
     assert.deepEqual(tls.trustedProxies, ["10.0.0.0/8"]);
     assert.equal(tls.ca, "/etc/sluice/client-ca/ca.crt");

@@ -159,7 +159,7 @@ redis-password
 {{- $_ := set $config "acl" (dict "file" (printf "/etc/sluice/acl/%s" (ternary $v.acl.key "acl.conf" (not (empty $v.acl.existingSecret))))) }}
 {{- end }}
 {{- if ne $v.redis.mode "none" }}
-{{- $redis := dict "keyPrefix" $v.redis.keyPrefix }}
+{{- $redis := dict "keyPrefix" $v.redis.keyPrefix "messageFormat" $v.redis.messageFormat }}
 {{- if eq $v.redis.mode "sentinel" }}
 {{- $_ := set $redis "sentinels" $v.redis.sentinel.hosts }}
 {{- $_ := set $redis "name" $v.redis.sentinel.masterName }}
