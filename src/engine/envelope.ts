@@ -157,16 +157,19 @@ const MESSAGE_ID_NIL = 0x10;
 const MESSAGE_ID_NUMBER = 0x20;
 const CLIENT_ID = 0x40;
 const PROPERTIES = 0x80;
-/** brokerCounter is written in 6 bytes. */
+/** The second flags byte: a message expiry (aedes' absolute time, ms); no other bit is used. */
+const MESSAGE_EXPIRY = 0x01;
+/** brokerCounter and messageExpiry are written in 6 bytes. */
 const COUNTER_LIMIT = 2 ** 48;
 
 /**
  * The compact envelope (COMPACT_HEAD, the id as a fixstr, then an aedes PUBLISH's fields in
  * a fixed order, lengths before strings and the payload, MQTT 5 properties last in msgpack);
  * undefined, having written nothing, for a message of another shape or an id that is not a
- * fixstr. The fields: flags (see RETAIN), brokerId (1-byte length), brokerCounter (6 bytes),
- * topic (2-byte length), payload (4-byte length), messageId (2 bytes, when a number), clientId
- * (2-byte length, when there is one), properties (when there are some).
+ * fixstr. The fields: two flags bytes (see RETAIN, MESSAGE_EXPIRY), brokerId (1-byte length),
+ * brokerCounter (6 bytes), topic (2-byte length), payload (4-byte length), messageId (2 bytes,
+ * when a number), clientId (2-byte length, when there is one), messageExpiry (6 bytes, when
+ * there is one), properties (when there are some).
  */
 function encodeCompact(prefix: string, sequence: number, msg: EmittedMessage): Buffer | undefined {
   const fields = msg as unknown as PublishFields;
@@ -179,8 +182,7 @@ function encodeCompact(prefix: string, sequence: number, msg: EmittedMessage): B
     (qos !== 0 && qos !== 1 && qos !== 2) ||
     typeof fields.retain !== "boolean" ||
     typeof fields.dup !== "boolean" ||
-    typeof brokerCounter !== "number" ||
-    !(brokerCounter >= 0 && brokerCounter < COUNTER_LIMIT && Number.isInteger(brokerCounter))
+    !isSixBytes(brokerCounter)
   ) {
     return undefined;
   }
@@ -211,8 +213,15 @@ function encodeCompact(prefix: string, sequence: number, msg: EmittedMessage): B
       flags |= PROPERTIES;
     }
   }
-  // nothing else: any other field (nl, messageExpiry) is msgpack's to carry. Object.keys: a
-  // for-in loop asking hasOwn of each key cost five times as much.
+  const messageExpiry = fields.messageExpiry;
+  let more = 0;
+  if ("messageExpiry" in fields) {
+    keys++;
+    if (!isSixBytes(messageExpiry)) return undefined;
+    more |= MESSAGE_EXPIRY;
+  }
+  // nothing else: any other field (nl) is msgpack's to carry. Object.keys: a for-in loop asking
+  // hasOwn of each key cost five times as much.
   if (Object.keys(fields).length !== keys) return undefined;
 
   const clientIdBytes = flags & CLIENT_ID ? (clientId as string).length * 3 : 0;
@@ -240,6 +249,7 @@ function encodeCompact(prefix: string, sequence: number, msg: EmittedMessage): B
     }
   }
   slab[position++] = flags;
+  slab[position++] = more;
   if (!writeSizedString(brokerId, 1)) {
     position = start;
     return undefined;
@@ -256,6 +266,7 @@ function encodeCompact(prefix: string, sequence: number, msg: EmittedMessage): B
     position = start;
     return undefined;
   }
+  if (more & MESSAGE_EXPIRY) position = slab.writeUIntBE(messageExpiry as number, position, 6);
   if (flags & PROPERTIES) {
     if (properties === keptFor) position += keptBytes.copy(slab, position);
     else {
@@ -283,6 +294,14 @@ interface PublishFields {
   messageId?: unknown;
   clientId?: unknown;
   properties?: unknown;
+  messageExpiry?: unknown;
+}
+
+/** Whether `value` is an integer that 6 bytes hold. */
+function isSixBytes(value: unknown): value is number {
+  return (
+    typeof value === "number" && value >= 0 && value < COUNTER_LIMIT && Number.isInteger(value)
+  );
 }
 
 /**
@@ -540,7 +559,8 @@ export class MalformedEnvelopeError extends Error {
 
 /**
  * The message of the compact envelope at `data[start, end)` (see encodeCompact), made by an
- * object literal, one per shape: clientId first when there is one, properties (rare) set last.
+ * object literal, one per shape: clientId first when there is one; properties and a message
+ * expiry (MQTT 5 only) set after it.
  * Strings are read as the msgpack reader reads a message's (readKeptString). Throws a
  * MalformedEnvelopeError for anything but a whole, well-formed envelope of this version.
  */
@@ -552,16 +572,15 @@ function readCompact(data: Buffer, start: number, end: number): EmittedMessage {
   reader.use(data);
   at = idEnd;
   limit = end;
-  if (at >= limit) throw new MalformedEnvelopeError("cut short");
+  if (at + 2 > limit) throw new MalformedEnvelopeError("cut short");
   const flags = data[at++] as number;
+  const more = data[at++] as number;
   const qos = flags & 0x03;
-  if (qos === 3 || (flags & MESSAGE_ID_NIL && flags & MESSAGE_ID_NUMBER)) {
+  if (qos === 3 || (flags & MESSAGE_ID_NIL && flags & MESSAGE_ID_NUMBER) || more > MESSAGE_EXPIRY) {
     throw new MalformedEnvelopeError("bad flags");
   }
   const brokerId = readSizedString(data, 1);
-  if (at + 6 > limit) throw new MalformedEnvelopeError("cut short");
-  const brokerCounter = data.readUIntBE(at, 6);
-  at += 6;
+  const brokerCounter = readSixBytes(data);
   const topic = readSizedString(data, 2);
   const payload = readBinary(data, readLength(data, 4));
   if (payload === UNREAD) throw new MalformedEnvelopeError("cut short");
@@ -571,6 +590,7 @@ function readCompact(data: Buffer, start: number, end: number): EmittedMessage {
     if (messageId < 0) throw new MalformedEnvelopeError("cut short");
   }
   const clientId = flags & CLIENT_ID ? readSizedString(data, 2) : undefined;
+  const messageExpiry = more & MESSAGE_EXPIRY ? readSixBytes(data) : undefined;
   let properties: unknown;
   if (flags & PROPERTIES) {
     properties = readValue(data, 1);
@@ -600,7 +620,16 @@ function readCompact(data: Buffer, start: number, end: number): EmittedMessage {
           }
         : { clientId, cmd: "publish", brokerId, brokerCounter, topic, payload, qos, retain, dup };
   if (flags & PROPERTIES) message.properties = properties;
+  if (messageExpiry !== undefined) message.messageExpiry = messageExpiry;
   return message as unknown as EmittedMessage;
+}
+
+/** A 6-byte unsigned integer at `at`, `at` moved past it. */
+function readSixBytes(data: Buffer): number {
+  if (at + 6 > limit) throw new MalformedEnvelopeError("cut short");
+  const value = data.readUIntBE(at, 6);
+  at += 6;
+  return value;
 }
 
 /** A string after its length in `lengthBytes` bytes, as readKeptString reads it. */

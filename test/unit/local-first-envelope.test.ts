@@ -387,6 +387,14 @@ describe("compact envelope", () => {
     { ...message, properties: { ...V5_PROPERTIES, userProperties: pairs(null) } },
     { ...message, properties: { ...V5_PROPERTIES, userProperties: pairs(INHERITS_NOTHING) } },
     { ...message, properties: { topicAlias: undefined, responseTopic: "é/日本" } },
+    // aedes' absolute expiry of an MQTT 5 message with a Message Expiry Interval
+    {
+      properties: { messageExpiryInterval: 60 },
+      ...message,
+      clientId: "pub-1",
+      messageExpiry: 1_765_000_000_000,
+    },
+    { ...message, messageExpiry: 0 },
     ...["", "a", "x".repeat(64), "x".repeat(65), "y".repeat(300), ...wide].map((topic) => ({
       ...message,
       topic,
@@ -434,7 +442,8 @@ describe("compact envelope", () => {
   it("sends any other message, or one under a long id, as msgpack", () => {
     const others: object[] = [
       { ...message, nl: false },
-      { ...message, messageExpiry: Date.now() + 60_000 },
+      { ...message, messageExpiry: Date.now() + 0.5 },
+      { ...message, messageExpiry: undefined },
       { ...message, payload: "text" },
       { ...message, cmd: "pubrel" },
       { ...message, qos: 3 },
@@ -465,7 +474,12 @@ describe("compact envelope", () => {
   });
 
   it("refuses a cut envelope, bytes after it, bad flags or another version, also in place", () => {
-    const whole = compact("AbCdEfGh:1", { properties: V5_PROPERTIES, ...message, clientId: "c" });
+    const whole = compact("AbCdEfGh:1", {
+      properties: V5_PROPERTIES,
+      ...message,
+      clientId: "c",
+      messageExpiry: 1_765_000_000_000,
+    });
     for (let cut = 0; cut < whole.length; cut++) {
       const read = Buffer.concat([whole.subarray(0, cut), whole.subarray(cut), whole]);
       assert.throws(() => decodeMessageAt(read, 0, cut), `cut at ${cut}, in place`);
@@ -487,6 +501,11 @@ describe("compact envelope", () => {
     });
     malformed((bytes) => {
       bytes[flagsAt] = (bytes[flagsAt] as number) | 0x30;
+      return bytes;
+    });
+    // the second flags byte: a bit this version does not use
+    malformed((bytes) => {
+      bytes[flagsAt + 1] = 0x02;
       return bytes;
     });
     assert.deepEqual(decodeMessage(whole), decodeMessage(Buffer.from(whole)), "the original reads");
