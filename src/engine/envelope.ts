@@ -391,6 +391,9 @@ function valueBytes(value: unknown, depth: number): number {
   if (prototype !== null && Object.getPrototypeOf(prototype) !== null) return -1;
   const entries = value as Record<string, unknown>;
   for (const key of Object.keys(entries)) {
+    // a user property may be named so: msgpackr's to write, and the reader leaves it to
+    // msgpackr (which has its own rule for it), so the compact layout must not carry it
+    if (key === "__proto__") return -1;
     const size = valueBytes(entries[key], depth + 1);
     if (size < 0) return -1;
     bytes += 5 + key.length * 3 + size;
@@ -566,9 +569,8 @@ export class MalformedEnvelopeError extends Error {
  */
 function readCompact(data: Buffer, start: number, end: number): EmittedMessage {
   const idEnd = envelopeIdEndAt(data, start, end);
-  if (idEnd < 0 || !sameBytes(data, start, COMPACT_HEAD)) {
-    throw new MalformedEnvelopeError("unknown version or no id");
-  }
+  // with the first byte COMPACT_MARK, the whole head was compared there
+  if (idEnd < 0) throw new MalformedEnvelopeError("unknown version or no id");
   reader.use(data);
   at = idEnd;
   limit = end;
@@ -582,7 +584,8 @@ function readCompact(data: Buffer, start: number, end: number): EmittedMessage {
   const brokerId = readSizedString(data, 1);
   const brokerCounter = readSixBytes(data);
   const topic = readSizedString(data, 2);
-  const payload = readBinary(data, readLength(data, 4));
+  const payloadLength = readLength(data, 4);
+  const payload = payloadLength < 0 ? UNREAD : readBinary(data, payloadLength);
   if (payload === UNREAD) throw new MalformedEnvelopeError("cut short");
   let messageId: number | null = null;
   if (flags & MESSAGE_ID_NUMBER) {

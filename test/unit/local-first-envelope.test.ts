@@ -457,6 +457,8 @@ describe("compact envelope", () => {
       { ...message, brokerId: "b".repeat(256) },
       { ...message, topic: "t".repeat(65_536) },
       { ...message, properties: { when: new Date(0) } },
+      // a user property named __proto__ (an own key there: publish-properties.ts)
+      { ...message, properties: { userProperties: JSON.parse('{"__proto__":"x","a":"b"}') } },
       { ...message, extra: 1 },
       Object.assign(Object.create({ clientId: "inherited" }), message),
       { topic: "t" },
@@ -482,10 +484,20 @@ describe("compact envelope", () => {
     });
     for (let cut = 0; cut < whole.length; cut++) {
       const read = Buffer.concat([whole.subarray(0, cut), whole.subarray(cut), whole]);
-      assert.throws(() => decodeMessageAt(read, 0, cut), `cut at ${cut}, in place`);
+      const cutShort = `cut at ${cut}`;
+      assert.throws(() => decodeMessageAt(read, 0, cut), MalformedEnvelopeError, cutShort);
       if (cut > 0) {
-        assert.throws(() => decodeEnvelope(Buffer.from(whole.subarray(0, cut))), `cut at ${cut}`);
+        const alone = Buffer.from(whole.subarray(0, cut));
+        assert.throws(() => decodeEnvelope(alone), MalformedEnvelopeError, cutShort);
       }
+    }
+    // a length field itself cut short, other bytes after it within the envelope's end: the
+    // fields after it are never read from the wrong place
+    const short = compact("AbCdEfGh:1", { ...message, messageId: 7, properties: { a: 1 } });
+    const payloadLengthAt = short.indexOf(message.topic) + message.topic.length;
+    for (let kept = 0; kept < 4; kept++) {
+      const bytes = Buffer.concat([short.subarray(0, payloadLengthAt + kept), Buffer.from([5, 7])]);
+      assert.throws(() => decodeMessage(bytes), MalformedEnvelopeError, `${kept} length bytes`);
     }
     const malformed = (change: (bytes: Buffer) => Buffer): void =>
       assert.throws(() => decodeMessage(change(Buffer.from(whole))), MalformedEnvelopeError);
