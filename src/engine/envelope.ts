@@ -128,7 +128,7 @@ function encode(prefix: string, sequence: number, msg: EmittedMessage): Buffer {
     const bytes = valueBytes(value, 0);
     if (bytes < 0 || count === 15) {
       position = start;
-      return packr.pack({ id: idOf(prefix, sequence), msg });
+      return packr.pack({ id: idOf(prefix, sequence), msg: withoutUndefinedProperties(msg) });
     }
     start = reserve(start, 16 + key.length * 3 + bytes);
     writeString(key);
@@ -332,6 +332,20 @@ function writeSizedString(value: string, lengthBytes: 1 | 2): boolean {
   else slab.writeUInt16BE(bytes, head);
   position = head + lengthBytes + bytes;
   return true;
+}
+
+/**
+ * The message without its `properties` when they are undefined, as this writer leaves them out
+ * (msgpackr would write them as nil, read back as null).
+ */
+function withoutUndefinedProperties(msg: EmittedMessage): EmittedMessage {
+  if (
+    !Object.hasOwn(msg, "properties") ||
+    (msg as { properties?: unknown }).properties !== undefined
+  )
+    return msg;
+  const { properties: _, ...rest } = msg as EmittedMessage & { properties?: unknown };
+  return rest;
 }
 
 /** ASCII digits of base 36, as Number#toString(36) writes them. */

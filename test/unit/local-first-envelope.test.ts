@@ -173,6 +173,12 @@ describe("local-first envelope", () => {
     // first, as aedes' Packet copies it, and last
     const first = { properties: undefined, ...message } as typeof message;
     const last = { ...message, properties: undefined } as typeof message;
+    // also when msgpackr writes the message (a counter past 32 bits)
+    const big = { ...last, brokerCounter: 2 ** 40 } as typeof message;
+    assert.equal(
+      Object.hasOwn(decodeEnvelope(encodeEnvelope("a:1", big)).msg, "properties"),
+      false,
+    );
     for (const empty of [first, last]) {
       const written = encodeEnvelope("AbCdEfGh:1z", empty);
       assert.deepEqual(written, encodeEnvelope("AbCdEfGh:1z", message));
