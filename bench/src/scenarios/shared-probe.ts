@@ -11,6 +11,13 @@ import type { ResultRow } from "./scenario.js";
 const SAMPLE_MS = 500;
 /** How long the starting reading may take before the load starts regardless. */
 const FIRST_READING_MS = 5_000;
+/**
+ * How long the load waits for every node to know every member of the group: a node learns of a
+ * member on another node a refresh later (an announcement, else within 2 s), and until then
+ * proposes only the members it knows, which skews the members' shares of a short run.
+ */
+const MEMBERS_KNOWN_MS = 5_000;
+const MEMBERS_POLL_MS = 50;
 const MB = 1024 * 1024;
 
 /** What shared subscriptions did over one measurement, as the nodes and Redis tell it. */
@@ -59,7 +66,7 @@ export class SharedProbe implements LoadProbe {
 
   constructor(
     private readonly broker: RunningBroker,
-    loadCase: LoadCase,
+    private readonly loadCase: LoadCase,
     private readonly onFinished: (row: ResultRow, cost: CostFigures, shared: SharedFigures) => void,
   ) {
     this.cost = new CostProbe(broker, loadCase, (_row, figures) => {
@@ -72,12 +79,47 @@ export class SharedProbe implements LoadProbe {
    * load had started, they already counted its first deliveries.
    */
   async beforeStart(): Promise<void> {
+    await this.membersKnown();
     let timer: NodeJS.Timeout | undefined;
     const bound = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, FIRST_READING_MS);
     });
     await Promise.race([this.sampleNodes(), bound]);
     clearTimeout(timer);
+  }
+
+  /**
+   * Waits (at most MEMBERS_KNOWN_MS) until every Sluice node counts the case's subscribers as
+   * members of its group (`sluice_shared_members`, the largest group's); past that, the row
+   * says so.
+   */
+  private async membersKnown(): Promise<void> {
+    const ports = this.broker.httpPorts ?? [];
+    const expected = this.loadCase.pattern === "shared" ? this.loadCase.subscribers : 0;
+    if (ports.length === 0 || expected === 0) return;
+    const deadline = Date.now() + MEMBERS_KNOWN_MS;
+    let counts: number[] = [];
+    while (Date.now() < deadline) {
+      counts = await Promise.all(
+        ports.map((port) =>
+          readSharedSeries(port).then(
+            (series) => {
+              let members = 0;
+              for (const [key, value] of series) {
+                if (key.startsWith("sluice_shared_members|")) members = Math.max(members, value);
+              }
+              return members;
+            },
+            () => -1,
+          ),
+        ),
+      );
+      if (counts.every((count) => count >= expected)) return;
+      await new Promise((resolve) => setTimeout(resolve, MEMBERS_POLL_MS));
+    }
+    this.errors.add(
+      `members known by the nodes before the load: ${counts.join(", ")} of ${expected}`,
+    );
   }
 
   onStart(): void {
