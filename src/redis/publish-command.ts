@@ -201,7 +201,7 @@ export class PublishBatcher {
    */
   constructor(
     redis: Redis,
-    private readonly afterTurnFlush: () => void = noop,
+    readonly afterTurnFlush?: () => void,
   ) {
     const connection = redis as unknown as Partial<QueuedConnection>;
     if (
@@ -233,11 +233,6 @@ export class PublishBatcher {
     this.starts.push(this.end - this.start);
     this.end = writeFrame(this.slab, this.end, channel, message);
     if (this.answers.push(answered) === 1) setImmediate(flushBatcher, this);
-  }
-
-  /** Runs `afterTurnFlush` (the batch of a turn was just sent). */
-  afterFlush(): void {
-    this.afterTurnFlush();
   }
 
   /** Sends the pending batch, if any. */
@@ -274,7 +269,5 @@ export class PublishBatcher {
 
 function flushBatcher(batcher: PublishBatcher): void {
   batcher.flush();
-  batcher.afterFlush();
+  batcher.afterTurnFlush?.();
 }
-
-function noop(): void {}
