@@ -312,18 +312,9 @@ function writeSizedString(value: string, lengthBytes: 1 | 2): boolean {
   const length = value.length;
   const max = lengthBytes === 1 ? 0xff : 0xffff;
   const head = position;
-  let at = head + lengthBytes;
-  let i = 0;
-  // ASCII, the usual case, in this loop; anything else by Buffer#write
-  if (length <= max) {
-    for (; i < length; i++) {
-      const code = value.charCodeAt(i);
-      if (code >= 0x80) break;
-      slab[at++] = code;
-    }
-  }
-  let bytes = i;
-  if (i !== length) {
+  // ASCII, the usual case, copied here; anything else by Buffer#write
+  let bytes = length <= max ? copyAscii(value, head + lengthBytes) : 0;
+  if (bytes !== length) {
     bytes = Buffer.byteLength(value);
     if (bytes > max) return false;
     slab.write(value, head + lengthBytes, bytes, "utf8");
@@ -462,25 +453,33 @@ function writeHead(fix: number, sixteen: number, length: number): void {
   }
 }
 
+/**
+ * Copies `value`'s characters to the slab from `at` while they are ASCII (a byte each); how many
+ * it copied (a call into C++ per string cost more than these few bytes).
+ */
+function copyAscii(value: string, at: number): number {
+  const length = value.length;
+  let i = 0;
+  for (; i < length; i++) {
+    const code = value.charCodeAt(i);
+    if (code >= 0x80) break;
+    slab[at + i] = code;
+  }
+  return i;
+}
+
 function writeString(value: string): void {
   const length = value.length;
   if (length < 0x100) {
     // ASCII, the usual case: its bytes straight after a fixstr or str8 head.
     const head = length < 32 ? 1 : 2;
-    let at = position + head;
-    let i = 0;
-    for (; i < length; i++) {
-      const code = value.charCodeAt(i);
-      if (code >= 0x80) break;
-      slab[at++] = code;
-    }
-    if (i === length) {
+    if (copyAscii(value, position + head) === length) {
       if (head === 1) slab[position] = FIXSTR | length;
       else {
         slab[position] = 0xd9;
         slab[position + 1] = length;
       }
-      position = at;
+      position += head + length;
       return;
     }
   }
