@@ -95,6 +95,10 @@ export async function saturatedBurst(a: LoadNode, b: LoadNode, topic: string): P
       "B stopped reading Redis while its subscribers' windows were full",
     );
     assert.ok(
+      (await metric(b, "sluice_cluster_paused_sleep_seconds_total")) > 0,
+      "B, paused, slept between passes to read its subscribers' PUBACKs in batches",
+    );
+    assert.ok(
       (await metric(a, "sluice_cluster_backpressure_total")) > 0,
       "A paused its publishers for B's lag",
     );

@@ -310,6 +310,14 @@ const redisSchema = z.strictObject({
         .describe(
           "QoS 1/2 deliveries waiting for this node's subscribers' in-flight windows (of subscribers that acknowledged one within the last second) past which the node, while its event loop is saturated, stops reading its Redis subscription until half are delivered: what it cannot deliver yet then waits in Redis, where every node's `subscriptionLagBytes` bound slows the publishers, instead of being read here and dropped from full queues. On a Redis Cluster every shard connection of the node is paused.",
         ),
+      pausedReadGapMs: z
+        .number()
+        .min(0)
+        .max(10)
+        .default(1)
+        .describe(
+          "While this node does not read its Redis subscription (`waitingDeliveries`), it sleeps between two passes over its connections so that a pass begins at most every this many milliseconds: the acknowledgements it waits for, which clients send one by one, are then read many at a time instead of one a read (measured: a quarter of the subscribers' node's CPU went to such reads). Its connections, timers and probes are served at most this late meanwhile; a pass that took longer is not followed by a sleep. 0: off. `sluice_cluster_paused_sleep_seconds_total` counts the time slept.",
+        ),
     })
     .prefault({})
     .describe(

@@ -1,5 +1,6 @@
 import { performance } from "node:perf_hooks";
 import type { Logger } from "../observability/logger.js";
+import type { ReadBatching } from "./read-batching.js";
 
 /** The node's own deliveries that wait for their clients' windows. */
 export interface DeliveryBacklog {
@@ -29,6 +30,8 @@ export interface SubscriptionThrottleSettings {
 export interface SubscriptionThrottleMetrics {
   subscriptionPaused(): void;
   subscriptionResumed(seconds: number): void;
+  /** The node slept `seconds` between passes over its connections while paused (ReadBatching). */
+  pausedSleep(seconds: number): void;
 }
 
 /** How often the backlog and the event loop are looked at. */
@@ -56,6 +59,9 @@ const WARN_EVERY_MS = 30_000;
  * queue limits deal with per client: pausing would slow every publisher in the cluster to the
  * slowest subscriber. A saturated node without a backlog sheds QoS 0 at egress as always.
  * Clients that stopped acknowledging altogether are not counted (DeliveryBacklog).
+ *
+ * While paused, the node mostly waits for acknowledgements: ReadBatching makes it read them
+ * in batches rather than one per read.
  */
 export class SubscriptionThrottle {
   private readonly timer: NodeJS.Timeout;
@@ -69,6 +75,8 @@ export class SubscriptionThrottle {
   private pausedAt = 0;
   private lastWarnAt = Number.NEGATIVE_INFINITY;
   private readonly tickMs: number;
+  /** ReadBatching's sleep total at the last look. */
+  private sleptAtTick = 0;
 
   constructor(
     private readonly settings: SubscriptionThrottleSettings,
@@ -76,6 +84,8 @@ export class SubscriptionThrottle {
     private readonly subscription: PausableSubscription,
     private readonly metrics: SubscriptionThrottleMetrics,
     private readonly log: Logger,
+    /** Batches the node's reads while paused: the acknowledgements it waits for come many a read. */
+    private readonly batching?: ReadBatching,
   ) {
     this.tickMs = settings.tickMs ?? TICK_MS;
     this.timer = setInterval(() => this.tick(), this.tickMs);
@@ -105,6 +115,7 @@ export class SubscriptionThrottle {
   stop(): void {
     clearInterval(this.timer);
     if (this.paused) this.resume();
+    this.countSleep();
   }
 
   private tick(): void {
@@ -113,9 +124,12 @@ export class SubscriptionThrottle {
     const now = performance.now();
     const lateMs = now - this.lastTickAt - this.tickMs;
     this.lastTickAt = now;
+    // Sleeping between passes shows as a busy loop, and is not work.
+    const sleptMs = this.countSleep();
+    const busy = (utilization.active - sleptMs) / (utilization.active + utilization.idle);
     // A CPU quota (a container's limit) stops a node that has work without its event loop
     // being busy: that shows as a late tick, not in the utilisation.
-    const saturated = utilization.utilization >= SATURATED || lateMs >= LATE_MS;
+    const saturated = busy >= SATURATED || lateMs >= LATE_MS;
     this.saturated = saturated;
     const waiting = this.backlog.waitingDeliveries(ACTIVE_MS);
     this.waitingAtTick = this.backlog.waiting;
@@ -130,9 +144,19 @@ export class SubscriptionThrottle {
     }
   }
 
+  /** Milliseconds slept since the last call, counted in the metrics. */
+  private countSleep(): number {
+    if (this.batching === undefined) return 0;
+    const slept = this.batching.sleptMs - this.sleptAtTick;
+    this.sleptAtTick = this.batching.sleptMs;
+    if (slept > 0) this.metrics.pausedSleep(slept / 1000);
+    return slept;
+  }
+
   private pause(waiting: number): void {
     if (!this.subscription.pauseReading(true)) return;
     this.paused = true;
+    this.batching?.start();
     this.pausedAt = performance.now();
     this.metrics.subscriptionPaused();
     if (this.pausedAt - this.lastWarnAt < WARN_EVERY_MS) return;
@@ -145,6 +169,7 @@ export class SubscriptionThrottle {
 
   private resume(): void {
     this.paused = false;
+    this.batching?.stop();
     this.subscription.pauseReading(false);
     this.metrics.subscriptionResumed((performance.now() - this.pausedAt) / 1000);
   }

@@ -25,6 +25,7 @@ import {
 import { SharedSubscriptionsEngine } from "../engine/shared-subscriptions-engine.js";
 import type { SubscribePacer } from "../engine/subscribe-pacer.js";
 import { ReasonCode } from "../errors.js";
+import { ReadBatching } from "../limits/read-batching.js";
 import { SubscriptionThrottle } from "../limits/subscription-throttle.js";
 import { createBrokerRules } from "../mqtt/broker-rules.js";
 import type { ClientContexts } from "../mqtt/client-context.js";
@@ -245,6 +246,7 @@ export async function buildBroker(parts: BrokerParts): Promise<Aedes> {
       fabric,
       parts.metrics,
       log.child({ module: "cluster" }),
+      new ReadBatching(config.redis.backpressure.pausedReadGapMs),
     );
     broker.once("closed", () => throttle.stop());
   }

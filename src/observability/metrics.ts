@@ -51,6 +51,7 @@ export class SluiceMetrics {
     | undefined;
   private readonly subscriptionPausedSeconds: Counter | undefined;
   private readonly subscriptionPausedEpisodes: Counter | undefined;
+  private readonly pausedSleepSeconds: Counter | undefined;
   private readonly subscriptionResets: Counter | undefined;
   private readonly sessionsExpired: Counter;
   private readonly publishThrottled: Counter;
@@ -232,6 +233,11 @@ export class SluiceMetrics {
         help: "Times this node stopped reading its Redis subscription because it was saturated and its subscribers' windows were full",
         registers,
       });
+      this.pausedSleepSeconds = new Counter({
+        name: "sluice_cluster_paused_sleep_seconds_total",
+        help: "Time this node slept between passes over its connections while it did not read its Redis subscription, so as to read acknowledgements in batches (redis.backpressure.pausedReadGapMs)",
+        registers,
+      });
     }
     this.subscriptionResets = options.redis
       ? new Counter({
@@ -343,6 +349,10 @@ export class SluiceMetrics {
 
   subscriptionResumed(seconds: number): void {
     this.subscriptionPausedSeconds?.inc(seconds);
+  }
+
+  pausedSleep(seconds: number): void {
+    this.pausedSleepSeconds?.inc(seconds);
   }
 
   backpressureEngaged(): void {

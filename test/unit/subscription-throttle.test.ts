@@ -3,10 +3,12 @@ import { after, before, describe, it } from "node:test";
 import { Aedes, type AedesPublishPacket, type Client, type Subscription } from "aedes";
 import type { IPublishPacket } from "mqtt-packet";
 import { pino } from "pino";
+import { withDeadline } from "../../harness/deadline.js";
 import { duplexPair } from "../../harness/duplex-pair.js";
 import { connectPacket } from "../../harness/raw-socket.js";
 import { puback, publish, subscribe, WireClient } from "../../harness/wire-client.js";
 import { InflightWindows } from "../../src/engine/inflight-window.js";
+import { ReadBatching } from "../../src/limits/read-batching.js";
 import { SubscriptionThrottle } from "../../src/limits/subscription-throttle.js";
 
 /**
@@ -15,8 +17,12 @@ import { SubscriptionThrottle } from "../../src/limits/subscription-throttle.js"
  * deliveries waits for the windows, and reads again as soon as acknowledgements bring the
  * backlog down to half its bound, not at its next look (here never: a look an hour away).
  */
-describe("the subscription throttle", () => {
-  let broker: Aedes;
+/**
+ * For the enclosing suite: a real aedes broker whose QoS 1/2 deliveries pass in-flight windows
+ * of 2, and `connect` for its clients.
+ */
+function brokerWithWindows() {
+  let broker: Aedes | undefined;
   const windows = new InflightWindows(
     { maxInflight: 2, maxQueued: 1_000 },
     { onDropped: () => assert.fail("nothing is dropped") },
@@ -30,10 +36,25 @@ describe("the subscription throttle", () => {
       ),
     });
   });
-  after(() => new Promise<void>((resolve) => broker.close(() => resolve())));
+  after(() => new Promise<void>((resolve) => (broker ? broker.close(() => resolve()) : resolve())));
+
+  async function connect(clientId: string): Promise<WireClient> {
+    const { server, client } = duplexPair();
+    (broker as Aedes).handle(server);
+    const wire = new WireClient(client);
+    wire.send(connectPacket(clientId));
+    await wire.waitFor("CONNACK", (p) => p.cmd === "connack");
+    return wire;
+  }
+  return { windows, connect };
+}
+
+describe("the subscription throttle", () => {
+  const { windows, connect } = brokerWithWindows();
 
   /** What the throttle asked of the node's subscription, in order (true: stop reading). */
   const asked: boolean[] = [];
+  const batching = new ReadBatching(1);
   const throttle = new SubscriptionThrottle(
     { waitingDeliveries: 10, tickMs: 3_600_000 },
     windows,
@@ -43,19 +64,11 @@ describe("the subscription throttle", () => {
         return true;
       },
     },
-    { subscriptionPaused: () => {}, subscriptionResumed: () => {} },
+    { subscriptionPaused: () => {}, subscriptionResumed: () => {}, pausedSleep: () => {} },
     pino({ level: "silent" }),
+    batching,
   );
   after(() => throttle.stop());
-
-  async function connect(clientId: string): Promise<WireClient> {
-    const { server, client } = duplexPair();
-    broker.handle(server);
-    const wire = new WireClient(client);
-    wire.send(connectPacket(clientId));
-    await wire.waitFor("CONNACK", (p) => p.cmd === "connack");
-    return wire;
-  }
 
   it("stops reading at a burst past waitingDeliveries, reads again once acknowledgements halve it", async () => {
     const subscriber = await connect("throttle-sub");
@@ -71,6 +84,7 @@ describe("the subscription throttle", () => {
     assert.equal(subscriber.received("publish").length, 2);
     assert.deepEqual(asked, [true]);
     assert.equal(throttle.active, true);
+    assert.equal(batching.started, true, "reads in batches while paused");
 
     /** Acknowledges the n-th delivery, and waits for the waiting one it lets go (if any). */
     const ack = async (nth: number) => {
@@ -85,6 +99,7 @@ describe("the subscription throttle", () => {
     await ack(12);
     assert.deepEqual(asked, [true, false], "5 waiting: reads again at once");
     assert.equal(throttle.active, false);
+    assert.equal(batching.started, false, "reads as input comes once resumed");
     for (let nth = 13; nth < 20; nth++) await ack(nth);
     assert.deepEqual(
       subscriber.publishedPayloads(),
@@ -92,5 +107,78 @@ describe("the subscription throttle", () => {
       "every delivery, in order",
     );
     assert.deepEqual(asked, [true, false], "no pause without a backlog");
+  });
+});
+
+/**
+ * A paused node that only sleeps between its passes (ReadBatching) is not saturated: the
+ * sleep shows as a busy event loop, and the throttle leaves it out, else a node would stay
+ * paused by its own sleeping.
+ */
+describe("the subscription throttle's sleep between passes", () => {
+  const { windows, connect } = brokerWithWindows();
+
+  const asked: boolean[] = [];
+  let resumed: () => void = () => {};
+  let sleptSeconds = 0;
+  const batching = new ReadBatching(10);
+  const throttle = new SubscriptionThrottle(
+    { waitingDeliveries: 10, tickMs: 100 },
+    windows,
+    {
+      pauseReading(paused) {
+        asked.push(paused);
+        if (!paused) resumed();
+        return true;
+      },
+    },
+    {
+      subscriptionPaused: () => {},
+      subscriptionResumed: () => {},
+      pausedSleep: (seconds) => {
+        sleptSeconds += seconds;
+      },
+    },
+    pino({ level: "silent" }),
+    batching,
+  );
+  after(() => throttle.stop());
+
+  it("reads again at its next look once it only sleeps, with the backlog still there", async () => {
+    const subscriber = await connect("sleeping-sub");
+    subscriber.send(subscribe("sleeping/t", 1, 1));
+    await subscriber.waitFor("SUBACK", (p) => p.cmd === "suback");
+    const publisher = await connect("sleeping-pub");
+    publisher.send(
+      ...Array.from({ length: 20 }, (_, i) => publish("sleeping/t", `${i}`, 1, i + 1)),
+    );
+    await publisher.waitForCount("puback", 20);
+    await subscriber.roundTrip();
+    assert.deepEqual(asked, [true], "paused at the burst");
+    assert.equal(batching.started, true);
+
+    // One acknowledgement: an active subscriber (waiting deliveries count for a second), 17
+    // waiting, more than half the bound.
+    const first = subscriber.received("publish")[0] as IPublishPacket;
+    const resumedNow = new Promise<void>((resolve) => {
+      resumed = resolve;
+    });
+    subscriber.send(puback(first.messageId as number));
+    // The loop keeps passing (as with clients' traffic), and sleeps the rest of each 10 ms.
+    let spinning = true;
+    const spin = (): void => {
+      if (spinning) setImmediate(spin);
+    };
+    setImmediate(spin);
+    try {
+      // Well within the second after which the subscriber would not count as active.
+      await withDeadline(resumedNow, 700, "reading again at a look of an unsaturated node");
+    } finally {
+      spinning = false;
+    }
+    assert.deepEqual(asked, [true, false]);
+    assert.ok(windows.waiting >= 10, `${windows.waiting} still waiting: resumed as unsaturated`);
+    assert.equal(batching.started, false);
+    assert.ok(sleptSeconds > 0.01, `slept ${sleptSeconds} s, counted`);
   });
 });
