@@ -128,6 +128,7 @@ export class SluiceNode {
         metrics: async () => ({ contentType: metrics.contentType, body: await metrics.render() }),
       },
       root.child({ module: "http" }),
+      config.http.maxConnectionsPerIp,
     );
     this.http = http;
     const httpAddress = await http.listen();

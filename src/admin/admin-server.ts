@@ -15,14 +15,13 @@ import {
   RateLimiterRes,
 } from "rate-limiter-flexible";
 import type { z } from "zod";
-import { ConnectionQuotas } from "../admission/connection-quotas.js";
 import { SluiceError } from "../errors.js";
 import type { Logger } from "../observability/logger.js";
 import type { RedisClient } from "../redis/redis-client.js";
 import type { AuditLog } from "../security/audit-log.js";
 import {
+  capConnectionsPerAddress,
   closeServer,
-  gateConnections,
   HTTP_TIMEOUT_CHECK_MS,
   listenOn,
 } from "../transport/server-utils.js";
@@ -156,7 +155,13 @@ export class AdminServer {
           handler,
         )
       : createHttpServer(timing, handler);
-    this.capConnectionsPerAddress(settings.maxConnectionsPerIp);
+    const perIp = settings.maxConnectionsPerIp;
+    capConnectionsPerAddress(this.server, perIp, (ip) =>
+      this.log.debug(
+        { event: "admin.connection_refused", remoteAddress: ip, perIp },
+        "admin connection refused: too many open from this address",
+      ),
+    );
     this.unauthenticated = unauthenticatedLimiter(
       settings.unauthenticatedRequestsPerMinute,
       settings.redis,
@@ -174,24 +179,6 @@ export class AdminServer {
   async close(): Promise<void> {
     await closeServer(this.server);
     this.server.closeAllConnections();
-  }
-
-  /** Closes a connection on accept (before a TLS handshake) when its address has enough open. */
-  private capConnectionsPerAddress(perIp: number): void {
-    const quotas = new ConnectionQuotas({ perNode: Number.POSITIVE_INFINITY, perIp });
-    gateConnections(this.server, (socket) => {
-      const ip = socket.remoteAddress ?? "";
-      if (quotas.admit(ip) !== undefined) {
-        socket.destroy();
-        this.log.debug(
-          { event: "admin.connection_refused", remoteAddress: ip, perIp },
-          "admin connection refused: too many open from this address",
-        );
-        return false;
-      }
-      socket.once("close", () => quotas.release(ip));
-      return true;
-    });
   }
 
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -684,6 +684,11 @@ export const configSchema = z.strictObject({
         .default("127.0.0.1")
         .describe("Address of the HTTP server for `/healthz`, `/readyz` and `/metrics`."),
       port: port.default(9100).describe("Port of the HTTP server."),
+      maxConnectionsPerIp: positiveInt
+        .default(32)
+        .describe(
+          "Open connections one client address may hold on this port; more are closed at once, so that one address cannot take the sockets the kubelet's probes and Prometheus' scrapes need.",
+        ),
     })
     .prefault({})
     .describe(

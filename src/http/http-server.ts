@@ -1,7 +1,12 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "../observability/logger.js";
-import { closeServer, HTTP_TIMEOUT_CHECK_MS, listenOn } from "../transport/server-utils.js";
+import {
+  capConnectionsPerAddress,
+  closeServer,
+  HTTP_TIMEOUT_CHECK_MS,
+  listenOn,
+} from "../transport/server-utils.js";
 
 /** What the probes and the scrape endpoint ask of the node. */
 export interface HttpProbes {
@@ -19,6 +24,8 @@ export class HttpServer {
     private readonly port: number,
     probes: HttpProbes,
     private readonly logger: Logger,
+    /** Open connections one address may hold; more are closed on accept. */
+    maxConnectionsPerIp: number,
   ) {
     this.server = createServer(
       { connectionsCheckingInterval: HTTP_TIMEOUT_CHECK_MS },
@@ -29,6 +36,12 @@ export class HttpServer {
           res.end("internal error\n");
         });
       },
+    );
+    capConnectionsPerAddress(this.server, maxConnectionsPerIp, (ip) =>
+      logger.debug(
+        { event: "http.connection_refused", remoteAddress: ip, perIp: maxConnectionsPerIp },
+        "probes connection refused: too many open from this address",
+      ),
     );
     this.server.headersTimeout = 10_000;
     this.server.requestTimeout = 10_000;

@@ -1,4 +1,5 @@
 import type { AddressInfo, Server, Socket } from "node:net";
+import { ConnectionQuotas } from "../admission/connection-quotas.js";
 import { ListenerError } from "../errors.js";
 
 /**
@@ -48,5 +49,29 @@ export function gateConnections(server: Server, admit: (socket: Socket) => boole
   server.on("connection", (socket: Socket) => {
     if (!admit(socket)) return;
     for (const listener of listeners) listener.call(server, socket);
+  });
+}
+
+/**
+ * Closes a connection on accept (before a TLS handshake or a byte of HTTP) when its address
+ * already holds `perIp` open ones, telling `refused` the address: the few clients of an HTTP
+ * port (probes, scrapes, an operator) keep their sockets when one address opens many. Call it
+ * right after the server is created (gateConnections).
+ */
+export function capConnectionsPerAddress(
+  server: Server,
+  perIp: number,
+  refused: (ip: string) => void,
+): void {
+  const quotas = new ConnectionQuotas({ perNode: Number.POSITIVE_INFINITY, perIp });
+  gateConnections(server, (socket) => {
+    const ip = socket.remoteAddress ?? "";
+    if (quotas.admit(ip) !== undefined) {
+      socket.destroy();
+      refused(ip);
+      return false;
+    }
+    socket.once("close", () => quotas.release(ip));
+    return true;
   });
 }

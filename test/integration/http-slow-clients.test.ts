@@ -171,24 +171,43 @@ describe("HTTP servers and slow or greedy clients", () => {
     }
   });
 
-  it("the admin port closes connections beyond maxConnectionsPerIp from one address", async () => {
-    const node = await startAdminNode({ maxConnectionsPerIp: 3 });
-    const port = node.node.addresses.admin?.port as number;
+  /**
+   * Opens `perIp` connections to `port`, each answered 200 to `request` (so the server has
+   * counted it), then one more, which the server must close; the first ones stay open.
+   */
+  async function assertCappedPerAddress(port: number, perIp: number, request: string) {
     const sockets: Socket[] = [];
     try {
-      const authorized = `GET /api/v1/sessions HTTP/1.1\r\nHost: sluice\r\nAuthorization: Bearer ${admin.token}\r\n\r\n`;
-      for (let i = 0; i < 3; i++) {
+      for (let i = 0; i < perIp; i++) {
         const socket = await rawConnect(port);
         sockets.push(socket);
-        // Answered: the server has accepted and counted this connection.
-        assert.match(await within(statusLine(socket, authorized), 5_000, `socket ${i}`), / 200 /);
+        assert.match(await within(statusLine(socket, request), 5_000, `socket ${i}`), / 200 /);
       }
       const extra = await rawConnect(port);
       sockets.push(extra);
-      await within(closedByPeer(extra), 5_000, "the fourth connection closed by the server");
-      for (const socket of sockets.slice(0, 3)) assert.equal(socket.destroyed, false);
+      await within(closedByPeer(extra), 5_000, "the connection past the cap closed by the server");
+      for (const socket of sockets.slice(0, perIp)) assert.equal(socket.destroyed, false);
     } finally {
       for (const socket of sockets) socket.destroy();
+    }
+  }
+
+  it("the admin and the probes ports close connections beyond maxConnectionsPerIp from one address", async () => {
+    const node = await startAdminNode({ maxConnectionsPerIp: 3 }, undefined, {
+      http: { host: "127.0.0.1", port: 0, maxConnectionsPerIp: 2 },
+    });
+    try {
+      await assertCappedPerAddress(
+        node.node.addresses.admin?.port as number,
+        3,
+        `GET /api/v1/sessions HTTP/1.1\r\nHost: sluice\r\nAuthorization: Bearer ${admin.token}\r\n\r\n`,
+      );
+      await assertCappedPerAddress(
+        node.node.addresses.http.port,
+        2,
+        "GET /healthz HTTP/1.1\r\nHost: sluice\r\n\r\n",
+      );
+    } finally {
       await node.stop();
     }
   });
