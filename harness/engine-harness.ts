@@ -166,10 +166,17 @@ export class Engine {
     return connection;
   }
 
-  /** A connection over an in-process stream pair, handed to the broker; nothing sent yet. */
-  open(): EngineConnection {
+  /**
+   * A connection over an in-process stream pair, handed to the broker; nothing sent yet. Its
+   * wire parses what the broker sends as `protocolVersion` (5: an MQTT 5 CONNECT is to come).
+   */
+  open(protocolVersion: 4 | 5 = 4): EngineConnection {
     const { server, client } = duplexPair();
-    return this.handOver(server, server as unknown as Socket, new WireClient(client));
+    return this.handOver(
+      server,
+      server as unknown as Socket,
+      new WireClient(client, protocolVersion),
+    );
   }
 
   /** A connection over a real loopback TCP socket, wired as the TCP listener wires one. */

@@ -2,6 +2,7 @@ import { isUtf8 } from "node:buffer";
 import { createRequire } from "node:module";
 import { ProtocolError, ReasonCode } from "../errors.js";
 import { fixedHeaderBytes } from "./mqtt-lengths.js";
+import { type PropertyPlace, propertiesProblem } from "./property-rules.js";
 import { readPublishProperties } from "./publish-properties.js";
 import { type ReadableParser, readPublishesFirst } from "./publish-reader.js";
 
@@ -16,7 +17,17 @@ const Packet = createRequire(import.meta.url)(
 ) as new () => MqttPacketParser["packet"];
 
 interface MqttPacketParser {
-  packet: { length: number; cmd?: string; protocolVersion?: number; topic?: string | null };
+  packet: {
+    length: number;
+    cmd?: string;
+    protocolVersion?: number;
+    topic?: string | null;
+    clientId?: string;
+    qos?: number;
+    dup?: boolean;
+    username?: string;
+    password?: Buffer;
+  };
   /** Set by aedes on each client's parser. */
   client?: {
     conn?: { destroyed: boolean; end(chunk: Buffer, done: () => void): unknown };
@@ -55,7 +66,11 @@ export type PacketViolation =
   | "null_character"
   | "packet_id_zero"
   | "topic_too_long"
-  | "unsupported_protocol_level";
+  | "unsupported_protocol_level"
+  /** A rule of the packet's layout broken (a field cut short, bytes past the last field). */
+  | "malformed"
+  /** A property where it is not allowed, repeated, or out of range; DUP on QoS 0. */
+  | "protocol_error";
 
 export class PacketViolationError extends ProtocolError {
   constructor(
@@ -102,6 +117,8 @@ const DISCONNECT_REASON: Record<PacketViolation, number> = {
   packet_id_zero: ReasonCode.ProtocolError,
   topic_too_long: ReasonCode.TopicNameInvalid,
   unsupported_protocol_level: ReasonCode.ProtocolError,
+  malformed: ReasonCode.MalformedPacket,
+  protocol_error: ReasonCode.ProtocolError,
 };
 
 /**
@@ -116,6 +133,13 @@ function answerForV5(parser: MqttPacketParser, violation: PacketViolation): Buff
     const unsubscribe = violation === "topic_too_long" && parser.packet.cmd === "unsubscribe";
     const code = unsubscribe ? ReasonCode.TopicFilterInvalid : DISCONNECT_REASON[violation];
     return Buffer.from([0xe0, 0x02, code, 0x00]);
+  }
+  if (
+    (violation === "malformed" || violation === "protocol_error") &&
+    parser.packet.cmd === "connect" &&
+    parser.packet.protocolVersion === 5
+  ) {
+    return Buffer.from([0x20, 0x03, 0x00, DISCONNECT_REASON[violation], 0x00]);
   }
   if (
     violation === "packet_too_large" &&
@@ -179,7 +203,11 @@ function answerThenFail(
  * - non-zero packet identifiers [MQTT-2.3.1-1];
  * - the topic length limit on PUBLISH and UNSUBSCRIBE, from the string's length prefix before
  *   its bytes are decoded (like aedes' topic level limit, it closes the connection);
- * - CONNACK 0x01 before closing a CONNECT of an unsupported protocol level [MQTT-3.1.2-2].
+ * - CONNACK 0x01 before closing a CONNECT of an unsupported protocol level [MQTT-3.1.2-2];
+ * - MQTT 5 properties only where allowed, once each, in range (property-rules.ts), which also
+ *   refuses a client's Subscription Identifier in a PUBLISH [MQTT-3.3.4-6];
+ * - a packet identifier within its packet, no DUP on QoS 0 [MQTT-3.3.1-2], no MQTT 3.1.1
+ *   password without a user name [MQTT-3.1.2-22], nothing after a CONNECT's last field.
  * A violation becomes a parser error, on which aedes closes the connection; an MQTT 5 client is
  * told why first (DISCONNECT or CONNACK with a reason code). A PUBLISH's MQTT 5 properties are
  * read by readPublishProperties, under the same string rules, since their strings would
@@ -263,6 +291,16 @@ function guardMethods(original: MqttPacketParser, limits: PacketGuardLimits): Gu
   guarded._parseMessageId = function parseNonZeroMessageId(
     this: MqttPacketParser & { packet: { messageId?: number } },
   ) {
+    // mqtt-packet reads the two bytes from its list, which may hold the next packet's.
+    if (this._pos + 2 > this.packet.length) {
+      this._emitError(
+        new PacketViolationError(
+          "malformed",
+          `a ${this.packet.cmd} packet cut within its packet identifier`,
+        ),
+      );
+      return false;
+    }
     if (!parseMessageId.call(this)) return false;
     if (this.packet.messageId === 0) {
       this._emitError(
@@ -277,8 +315,20 @@ function guardMethods(original: MqttPacketParser, limits: PacketGuardLimits): Gu
   };
 
   // A PUBLISH's MQTT 5 properties read straight from its buffer, their strings under the rules
-  // below; anything else, or anything unusual, by mqtt-packet (through parseValidString).
+  // below; anything else, or anything unusual, by mqtt-packet (through parseValidString). Each
+  // list first under MQTT 5's rules for where it stands (property-rules.ts).
   guarded._parseProperties = function parsePublishProperties(this: MqttPacketParser) {
+    const place = propertyPlace(this.packet);
+    if (place !== undefined) {
+      const problem = propertiesProblem(propertyBytes(this), 0, Number.POSITIVE_INFINITY, place);
+      if (problem !== undefined) {
+        const violation = problem.malformed ? "malformed" : "protocol_error";
+        this._emitError(new PacketViolationError(violation, problem.message));
+        // mqtt-packet reads on (the error ends the parse after this packet's state): an
+        // object, not null, which it would throw on
+        return {};
+      }
+    }
     if (this.packet.cmd === "publish") {
       const properties = readPublishProperties(this);
       if (properties !== undefined) return properties;
@@ -327,6 +377,11 @@ function guardMethods(original: MqttPacketParser, limits: PacketGuardLimits): Gu
   // mqtt-packet's own, without its three calls of a disabled debug logger: an array of
   // arguments each, per packet.
   guarded._newPacket = function emitPacket(this: MqttPacketParser) {
+    const violation = this.packet && layoutViolation(this.packet, this._pos);
+    if (violation) {
+      this._emitError(violation);
+      return false;
+    }
     if (this.packet) {
       this._list.consume(this.packet.length);
       this.emit("packet", this.packet);
@@ -342,4 +397,77 @@ function guardMethods(original: MqttPacketParser, limits: PacketGuardLimits): Gu
     limits,
   ) as unknown as MqttPacketParser["parse"];
   return guarded;
+}
+
+/** Where a list of properties the parser is about to read stands. */
+function propertyPlace(packet: MqttPacketParser["packet"]): PropertyPlace | undefined {
+  switch (packet.cmd) {
+    case "connect":
+      // the CONNECT's own list comes before the client id, the will's after it
+      return packet.clientId === undefined ? "connect" : "will";
+    case "publish":
+      return "publish";
+    case "puback":
+    case "pubrec":
+    case "pubrel":
+    case "pubcomp":
+      return "acknowledgement";
+    case "subscribe":
+    case "unsubscribe":
+    case "disconnect":
+    case "auth":
+      return packet.cmd;
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * The property list at the parser's position, cut at its packet's end: its length first, then
+ * at most that many bytes (propertiesProblem reports a list that the packet cuts).
+ */
+function propertyBytes(parser: MqttPacketParser): Buffer {
+  const end = parser.packet.length;
+  const head = parser._list.slice(parser._pos, Math.min(end, parser._pos + 4));
+  let length = 0;
+  let multiplier = 1;
+  let headBytes = 0;
+  while (headBytes < head.length) {
+    const byte = head[headBytes++] as number;
+    length += (byte & 0x7f) * multiplier;
+    multiplier *= 0x80;
+    if ((byte & 0x80) === 0) break;
+  }
+  return parser._list.slice(parser._pos, Math.min(end, parser._pos + headBytes + length));
+}
+
+/**
+ * What mqtt-packet lets through in a whole packet: DUP set on a QoS 0 PUBLISH [MQTT-3.3.1-2],
+ * an MQTT 3.1.1 CONNECT with a password and no user name [MQTT-3.1.2-22], and bytes after a
+ * CONNECT's last field (mqtt-packet reads the fields and ignores the rest).
+ */
+function layoutViolation(
+  packet: MqttPacketParser["packet"],
+  position: number,
+): PacketViolationError | undefined {
+  if (packet.cmd === "publish") {
+    return packet.qos === 0 && packet.dup === true
+      ? new PacketViolationError("malformed", "DUP set on a QoS 0 PUBLISH")
+      : undefined;
+  }
+  if (packet.cmd !== "connect") return undefined;
+  if (
+    packet.protocolVersion !== 5 &&
+    packet.password !== undefined &&
+    packet.username === undefined
+  ) {
+    return new PacketViolationError("protocol_error", "a password without a user name");
+  }
+  if (position < packet.length) {
+    return new PacketViolationError(
+      "malformed",
+      `${packet.length - position} bytes after the CONNECT's last field`,
+    );
+  }
+  return undefined;
 }

@@ -1,5 +1,6 @@
 import { isUtf8 } from "node:buffer";
 import { createRequire } from "node:module";
+import { propertiesProblem } from "./property-rules.js";
 
 const { propertiesCodes: PROPERTY_NAMES, propertiesTypes: PROPERTY_TYPES } = createRequire(
   import.meta.url,
@@ -63,7 +64,7 @@ let stringEnd = 0;
  *
  * Returns undefined, having read nothing, where mqtt-packet's own reading must run: the
  * properties not wholly within the list's first buffer or the packet, a malformed or unknown
- * property, a string that is not well-formed UTF-8 or has U+0000 (the packet guard then reports
+ * property, a list against MQTT 5's rules (property-rules.ts), a string that is not well-formed UTF-8 or has U+0000 (the packet guard then reports
  * it as it does everywhere). Otherwise the parser's position moves past the properties.
  */
 export function readPublishProperties(
@@ -101,6 +102,8 @@ export function readPublishProperties(
       return lastProperties;
     }
   }
+  // A list that breaks MQTT 5's rules: mqtt-packet's reading, where the packet guard reports it.
+  if (propertiesProblem(bytes, parser._pos, limit, "publish") !== undefined) return undefined;
   const result: Record<string, unknown> = {};
   while (at < end) {
     const name = PROPERTY_NAMES[bytes[at++] as number];

@@ -182,7 +182,11 @@ function readPublish(
 ): number {
   const first = chunk[at] as number;
   const qos = (first >> 1) & 0x03;
-  if ((first & 0xf0) !== PUBLISH || qos === 3 || bodyEnd - bodyStart < 2) return UNREAD;
+  // DUP on QoS 0 [MQTT-3.3.1-2]: the guard reports it
+  const dupAtQos0 = qos === 0 && (first & 0x08) !== 0;
+  if ((first & 0xf0) !== PUBLISH || qos === 3 || dupAtQos0 || bodyEnd - bodyStart < 2) {
+    return UNREAD;
+  }
   const topicBytes = ((chunk[bodyStart] as number) << 8) | (chunk[bodyStart + 1] as number);
   const topicStart = bodyStart + 2;
   let position = topicStart + topicBytes;

@@ -107,7 +107,6 @@ const PROPERTIES = [
     responseTopic: "reply/ü",
     correlationData: Buffer.from([0xff, 0, 1]),
     userProperties: { site: "plant-7", tags: ["a", "bb", "ccc"], 日本: "ü", empty: "" },
-    subscriptionIdentifier: [2, 300, 70_000, 3_000_000],
     contentType: "application/json",
   },
   { payloadFormatIndicator: false, userProperties: { a: "1" } },
@@ -163,28 +162,26 @@ describe("publish properties", () => {
     }
   });
 
-  it("keep mqtt-packet's reading of repeated and falsy properties", () => {
-    const cases = [
-      // payloadFormatIndicator 0 twice, then 1: a falsy value is replaced, not listed
+  it("keep mqtt-packet's reading of repeated user properties, and refuse any other repeated", () => {
+    // user property a="" then a="b": the empty value is replaced
+    const users = rawPublish(Buffer.from([0x26, 0, 1, 0x61, 0, 0, 0x26, 0, 1, 0x61, 0, 1, 0x62]));
+    assert.deepEqual(parse([users], true), parse([users], false));
+    for (const properties of [
+      // payloadFormatIndicator 0 twice (mqtt-packet replaces a falsy value), then 1
       Buffer.from([0x01, 0, 0x01, 0, 0x01, 1]),
-      // topicAlias twice: an array
+      // topicAlias twice (mqtt-packet: an array)
       Buffer.from([0x23, 0, 1, 0x23, 0, 2]),
-      // user property a="" then a="b": the empty value is replaced
-      Buffer.from([0x26, 0, 1, 0x61, 0, 0, 0x26, 0, 1, 0x61, 0, 1, 0x62]),
-    ];
-    for (const properties of cases) {
-      const bytes = rawPublish(properties);
-      assert.deepEqual(parse([bytes], true), parse([bytes], false));
+    ]) {
+      const { errors, packets } = parse([rawPublish(properties)], true);
+      assert.equal(packets.length, 0);
+      assert.ok(errors[0] instanceof PacketViolationError);
+      assert.equal(errors[0].violation, "protocol_error");
     }
   });
 
   it("leave malformed properties to mqtt-packet and the guard", () => {
-    // an unknown property, a zero code, a string running past the properties
-    for (const properties of [
-      Buffer.from([0x7f, 0]),
-      Buffer.from([0x00, 0]),
-      Buffer.from([0x03, 0, 9, 0x61]),
-    ]) {
+    // an unknown property, a zero code
+    for (const properties of [Buffer.from([0x7f, 0]), Buffer.from([0x00, 0])]) {
       const bytes = rawPublish(properties);
       const guarded = parse([bytes], true);
       const plain = parse([bytes], false);
@@ -194,6 +191,11 @@ describe("publish properties", () => {
       );
       assert.deepEqual(guarded.packets, plain.packets);
     }
+    // a string running past the properties
+    const cut = parse([rawPublish(Buffer.from([0x03, 0, 9, 0x61]))], true);
+    assert.equal(cut.packets.length, 0);
+    assert.ok(cut.errors[0] instanceof PacketViolationError);
+    assert.equal(cut.errors[0].violation, "malformed");
     // a user property that is not UTF-8, and one with U+0000
     for (const [value, violation] of [
       [Buffer.from([0xc3, 0x28]), "invalid_utf8"],
