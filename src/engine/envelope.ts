@@ -326,17 +326,25 @@ function writeSizedString(value: string, lengthBytes: 1 | 2): boolean {
 }
 
 /**
- * The message without its `properties` when they are undefined, as this writer leaves them out
- * (msgpackr would write them as nil, read back as null).
+ * The message without its `properties` when they are undefined, and without their undefined
+ * members, as this writer leaves them out (msgpackr would write them as nil, read back as null).
  */
 function withoutUndefinedProperties(msg: EmittedMessage): EmittedMessage {
-  if (
-    !Object.hasOwn(msg, "properties") ||
-    (msg as { properties?: unknown }).properties !== undefined
-  )
+  if (!Object.hasOwn(msg, "properties")) return msg;
+  const { properties, ...rest } = msg as EmittedMessage & { properties?: unknown };
+  if (properties === undefined) return rest;
+  if (typeof properties !== "object" || properties === null || Array.isArray(properties)) {
     return msg;
-  const { properties: _, ...rest } = msg as EmittedMessage & { properties?: unknown };
-  return rest;
+  }
+  const members = properties as Record<string, unknown>;
+  let undefinedMember = false;
+  for (const key in members) if (members[key] === undefined) undefinedMember = true;
+  if (!undefinedMember) return msg;
+  const defined: Record<string, unknown> = {};
+  for (const key of Object.keys(members)) {
+    if (members[key] !== undefined) defined[key] = members[key];
+  }
+  return { ...rest, properties: defined } as EmittedMessage;
 }
 
 /** ASCII digits of base 36, as Number#toString(36) writes them. */
@@ -431,12 +439,19 @@ function writeValue(value: unknown): void {
     writeHead(0x90, 0xdc, value.length);
     for (const item of value) writeValue(item);
   } else {
+    // An undefined member is left out, as msgpackr leaves out an undefined field of the
+    // envelope: aedes sets a resolved Topic Alias to undefined, which read back as null and
+    // then went out to a subscriber as an alias.
     const entries = value as Record<string, unknown>;
     const keys = Object.keys(entries);
-    writeHead(0x80, 0xde, keys.length);
+    let defined = 0;
+    for (const key of keys) if (entries[key] !== undefined) defined++;
+    writeHead(0x80, 0xde, defined);
     for (const key of keys) {
+      const member = entries[key];
+      if (member === undefined) continue;
       writeString(key);
-      writeValue(entries[key]);
+      writeValue(member);
     }
   }
 }

@@ -295,6 +295,9 @@ export class SharedSubscriptionsEngine implements MemberLinks {
     }
     const qos = Math.min(message.qos, subscription.qos) as 0 | 1 | 2;
     const si = subscription.si;
+    // A Topic Alias is its publisher's connection's; a node of an earlier version sends a
+    // resolved one as null, which the member's writer would take for an alias.
+    const properties = withoutTopicAlias(message.properties);
     const packet = new Packet({
       cmd: "publish",
       topic: message.topic,
@@ -307,10 +310,10 @@ export class SharedSubscriptionsEngine implements MemberLinks {
         origin === "" ? `${SHARED_DELIVERY_PREFIX}${broker.id}` : sharedDeliveryBrokerId(origin),
       ...(message.messageExpiry === undefined ? {} : { messageExpiry: message.messageExpiry }),
       ...(si === undefined
-        ? message.properties === undefined
+        ? properties === undefined
           ? {}
-          : { properties: message.properties }
-        : { properties: { ...message.properties, subscriptionIdentifier: si } }),
+          : { properties }
+        : { properties: { ...properties, subscriptionIdentifier: si } }),
     } as StoredPacket) as unknown as AedesPublishPacket;
     this.shared.add(packet);
     if (qos === 0) {
@@ -433,3 +436,12 @@ export class SharedSubscriptionsEngine implements MemberLinks {
 }
 
 function noop(): void {}
+
+/** `properties` without a `topicAlias` member (a copy, only when it has one). */
+function withoutTopicAlias(
+  properties: AedesPublishPacket["properties"],
+): AedesPublishPacket["properties"] {
+  if (properties === undefined || !("topicAlias" in properties)) return properties;
+  const { topicAlias: _, ...rest } = properties;
+  return rest;
+}

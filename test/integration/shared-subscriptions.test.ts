@@ -97,6 +97,10 @@ describe("shared subscriptions on one node", () => {
     }
   });
 
+  it("delivers what a publisher sent with a Topic Alias, and what follows it", async () => {
+    await assertAliasedReachMember(url, url, "aliased");
+  });
+
   it("keeps messages while no member is online and hands them to the next one", async () => {
     const first = await member(
       url,
@@ -165,6 +169,15 @@ describe("shared subscriptions across two nodes over Redis", () => {
   });
   after(async () => pair.stop());
 
+  it("delivers what a publisher on one node sent with a Topic Alias to a member on the other", async () => {
+    await assertAliasedReachMember(
+      pair.a.urls.tcp as string,
+      pair.b.urls.tcp as string,
+      "aliased2",
+      pair.a.httpUrl,
+    );
+  });
+
   it("gives each message to exactly one member, cluster-wide, 3 members on 2 nodes balanced", async () => {
     const a = pair.a.urls.tcp as string;
     const b = pair.b.urls.tcp as string;
@@ -195,6 +208,43 @@ describe("shared subscriptions across two nodes over Redis", () => {
     }
   });
 });
+
+/**
+ * A publisher that sets a Topic Alias, then publishes by it alone, then without one: each
+ * message reaches the group's member, with the topic, and no alias (its own maximum is 0).
+ * The resolved alias (aedes sets it undefined) read back as null across the envelope, and the
+ * member got neither this message nor any after it.
+ */
+async function assertAliasedReachMember(
+  publisherUrl: string,
+  memberUrl: string,
+  group: string,
+  /** Where the publisher's node counts the group's members (another node's member), if not here. */
+  publisherHttpUrl?: string,
+) {
+  const filter = `$share/${group}/alias/#`;
+  const m = await member(memberUrl, { ...V5, clientId: `${group}-member` }, filter);
+  if (publisherHttpUrl !== undefined) await waitForMembers(publisherHttpUrl, `${group}/alias/#`, 1);
+  const publisher = await connect(publisherUrl, { ...V5, clientId: `${group}-pub` });
+  try {
+    await publisher.publishAsync("alias/1", "set", { qos: 1, properties: { topicAlias: 3 } });
+    await publisher.publishAsync("", "by alias", { qos: 1, properties: { topicAlias: 3 } });
+    await publisher.publishAsync("alias/2", "plain", { qos: 1 });
+    const got = await withDeadline(m.inbox.waitFor(3), 10_000, "the member's 3 messages");
+    assert.deepEqual(
+      got.map((r) => [r.topic, r.payload.toString()]),
+      [
+        ["alias/1", "set"],
+        ["alias/1", "by alias"],
+        ["alias/2", "plain"],
+      ],
+    );
+    for (const r of got) assert.equal(r.packet.properties?.topicAlias, undefined);
+  } finally {
+    await end(publisher);
+    await end(m.client);
+  }
+}
 
 /** Waits until a node sees `count` online members of a group across the cluster (its metrics). */
 async function waitForMembers(httpUrl: string, group: string, count: number): Promise<void> {

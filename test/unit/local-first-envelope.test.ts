@@ -107,7 +107,6 @@ describe("local-first envelope", () => {
         ...message,
         properties: { subscriptionIdentifier: Array.from({ length: 17 }, (_, i) => i) },
       },
-      { ...message, properties: { topicAlias: undefined, responseTopic: "é/日本" } },
       // msgpackr's own path: a negative or a fractional number, a class, deeper nesting
       { ...message, properties: { messageExpiryInterval: -1 } },
       { ...message, properties: { when: new Date(0) } },
@@ -120,6 +119,15 @@ describe("local-first envelope", () => {
       const written = encodeEnvelope("AbCdEfGh:1z", msg as unknown as typeof message);
       assert.deepEqual(written, packr.pack({ id: "AbCdEfGh:1z", msg }), JSON.stringify(msg));
     }
+    // a property list's undefined member is left out (msgpackr would write nil)
+    const aliased = { ...message, properties: { topicAlias: undefined, responseTopic: "é/日本" } };
+    assert.deepEqual(
+      encodeEnvelope("AbCdEfGh:1z", aliased as unknown as typeof message),
+      packr.pack({
+        id: "AbCdEfGh:1z",
+        msg: { ...message, properties: { responseTopic: "é/日本" } },
+      }),
+    );
   });
 
   it("writes a numbered id as the id string it stands for, at every digit count", () => {
@@ -187,6 +195,31 @@ describe("local-first envelope", () => {
     // other undefined fields stay nil, as msgpack-lite writes them
     const withId = { ...message, messageId: undefined };
     assert.equal(Object.hasOwn(decodeEnvelope(encodeEnvelope("a", withId)).msg, "messageId"), true);
+  });
+
+  it("leaves out a property list's undefined member (a resolved Topic Alias), in every format", () => {
+    // aedes sets a resolved Topic Alias to undefined: read back as null, a shared subscription's
+    // member was sent it as an alias, and got neither that message nor any after it
+    const aliased = {
+      ...message,
+      properties: { topicAlias: undefined, contentType: "text/plain" },
+    };
+    const written = [
+      encodeEnvelope("n:1", aliased as typeof message, "compact"),
+      encodeEnvelope("n:1", aliased as typeof message, "msgpack"),
+      // msgpackr's writing (a counter past 32 bits in the msgpack format)
+      encodeEnvelope("n:1", { ...aliased, brokerCounter: 2 ** 40 } as typeof message, "msgpack"),
+    ];
+    assert.deepEqual(
+      written.map((bytes) => bytes[0]),
+      [COMPACT_HEAD[0], ENVELOPE_HEAD[0], ENVELOPE_HEAD[0]],
+      "one of each writer",
+    );
+    for (const bytes of written) {
+      const { properties } = decodeEnvelope(bytes).msg as unknown as { properties: object };
+      assert.deepEqual({ ...properties }, { contentType: "text/plain" });
+      assert.equal(Object.hasOwn(properties, "topicAlias"), false);
+    }
   });
 
   it("writes a user property named toJSON or constructor as any other", () => {
