@@ -319,8 +319,11 @@ function guardMethods(original: MqttPacketParser, limits: PacketGuardLimits): Gu
   // list first under MQTT 5's rules for where it stands (property-rules.ts).
   guarded._parseProperties = function parsePublishProperties(this: MqttPacketParser) {
     const place = propertyPlace(this.packet);
-    if (place !== undefined) {
-      const problem = propertiesProblem(propertyBytes(this), 0, Number.POSITIVE_INFINITY, place);
+    // No list within the packet (an MQTT 5 DISCONNECT of no bytes, which mqtt-packet reads
+    // one for all the same): mqtt-packet's reading, as before.
+    if (place !== undefined && this._pos < this.packet.length) {
+      const bytes = propertyBytes(this);
+      const problem = propertiesProblem(bytes, 0, bytes.length, place);
       if (problem !== undefined) {
         const violation = problem.malformed ? "malformed" : "protocol_error";
         this._emitError(new PacketViolationError(violation, problem.message));

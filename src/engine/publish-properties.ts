@@ -64,8 +64,9 @@ let stringEnd = 0;
  *
  * Returns undefined, having read nothing, where mqtt-packet's own reading must run: the
  * properties not wholly within the list's first buffer or the packet, a malformed or unknown
- * property, a list against MQTT 5's rules (property-rules.ts), a string that is not well-formed UTF-8 or has U+0000 (the packet guard then reports
- * it as it does everywhere). Otherwise the parser's position moves past the properties.
+ * property, a list against MQTT 5's rules (property-rules.ts), a string that is not
+ * well-formed UTF-8 or has U+0000 (the packet guard then reports it as it does everywhere).
+ * Otherwise the parser's position moves past the properties.
  */
 export function readPublishProperties(
   parser: PropertiesSource,

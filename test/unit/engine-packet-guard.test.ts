@@ -172,6 +172,15 @@ describe("engine: packet guard", () => {
     await engine.connect("guard-twice-after");
   });
 
+  it("takes an MQTT 5 DISCONNECT of no bytes, or of a reason code alone, as a DISCONNECT", async () => {
+    for (const body of [[], [0x04]]) {
+      const { wire, client } = await v5Connection(`guard-bye-${body.length}`);
+      wire.send(packet(0xe0, Buffer.from(body)));
+      await wire.closedWithin();
+      assert.equal(errors.get(client), undefined, `DISCONNECT ${JSON.stringify(body)}`);
+    }
+  });
+
   it("refuses a DISCONNECT with a repeated Session Expiry Interval with DISCONNECT 0x82", async () => {
     const { wire, client } = engine.open(5);
     wire.send(v5Connect("guard-disconnect", SESSION_EXPIRY_10));
