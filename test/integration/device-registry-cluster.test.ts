@@ -85,6 +85,15 @@ describe("device registry across two nodes", () => {
     assert.equal((await callA("DELETE", "/api/v1/sessions/plc-x3")).status, 204);
     assert.ok((await closedAfter(client, started)) < 1_000);
     await end(client);
+    // Node B lets go of the client id in Redis as the connection closes, a moment after the
+    // client sees it closed: gone from the listing within moments (5 s allowed), then not found.
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      const { json } = await callA("GET", "/api/v1/sessions");
+      if (!json.sessions.some((s: { clientId: string }) => s.clientId === "plc-x3")) break;
+      assert.ok(Date.now() < deadline, "plc-x3 still listed 5 s after its connection closed");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
     assert.equal((await callA("DELETE", "/api/v1/sessions/plc-x3")).status, 404);
   });
 
