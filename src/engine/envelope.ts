@@ -337,13 +337,10 @@ function withoutUndefinedProperties(msg: EmittedMessage): EmittedMessage {
     return msg;
   }
   const members = properties as Record<string, unknown>;
-  let undefinedMember = false;
-  for (const key in members) if (members[key] === undefined) undefinedMember = true;
-  if (!undefinedMember) return msg;
+  const keys = Object.keys(members);
+  if (keys.every((key) => members[key] !== undefined)) return msg;
   const defined: Record<string, unknown> = {};
-  for (const key of Object.keys(members)) {
-    if (members[key] !== undefined) defined[key] = members[key];
-  }
+  for (const key of keys) if (members[key] !== undefined) defined[key] = members[key];
   return { ...rest, properties: defined } as EmittedMessage;
 }
 

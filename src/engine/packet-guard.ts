@@ -67,9 +67,10 @@ export type PacketViolation =
   | "packet_id_zero"
   | "topic_too_long"
   | "unsupported_protocol_level"
-  /** A rule of the packet's layout broken (a field cut short, bytes past the last field). */
+  /** A field or property list cut short, bytes after a CONNECT's last field, DUP on QoS 0. */
   | "malformed"
-  /** A property where it is not allowed, repeated, or out of range; DUP on QoS 0. */
+  /** A property where it is not allowed, repeated, or out of range; an MQTT 3.1.1 password
+   * without a user name. */
   | "protocol_error";
 
 export class PacketViolationError extends ProtocolError {

@@ -64,11 +64,9 @@ export class ReadBatching {
     if (sleepMs > 0) {
       const before = performance.now();
       Atomics.wait(NEVER_NOTIFIED, 0, 0, sleepMs);
-      this.passStartedAt = performance.now();
-      this.sleptTotalMs += this.passStartedAt - before;
-    } else {
-      this.passStartedAt = performance.now();
+      this.sleptTotalMs += performance.now() - before;
     }
+    this.passStartedAt = performance.now();
     this.schedule();
   };
 }

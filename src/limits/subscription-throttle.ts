@@ -146,13 +146,12 @@ export class SubscriptionThrottle {
     }
   }
 
-  /** Milliseconds slept since the last call, counted in the metrics. */
-  private countSleep(): number {
-    if (this.batching === undefined) return 0;
+  /** Counts in the metrics what was slept since the last call. */
+  private countSleep(): void {
+    if (this.batching === undefined) return;
     const slept = this.batching.sleptMs - this.sleptAtTick;
     this.sleptAtTick = this.batching.sleptMs;
     if (slept > 0) this.metrics.pausedSleep(slept / 1000);
-    return slept;
   }
 
   private pause(waiting: number): void {
